@@ -1,0 +1,5 @@
+"""``python -m xchange``."""
+
+from xchange.cli import main
+
+main(prog_name="xchange")

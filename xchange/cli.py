@@ -1,0 +1,377 @@
+"""The ``xchange`` command: a thin click layer over the library (the only module importing click)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from xchange import __version__
+from xchange.config import AppConfig, SFTPEndpoint, load_config
+from xchange.errors import ConfigError, FormatError, LockHeld, ValidationFailed, XchangeError
+from xchange.journal import State, open_journal
+from xchange.lock import RunLock
+from xchange.log import configure_logging, register_secret
+from xchange.pipeline import Pipeline
+from xchange.runner import EXIT_CONFIG, EXIT_LOCKED, EXIT_NOT_DELIVERED, Runner, exit_code
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_option(func: F) -> F:
+    """``--config`` on the group and on each command (the command's wins)."""
+    return click.option(
+        "--config",
+        "config_path",
+        envvar="XCHANGE_CONFIG",
+        type=click.Path(dir_okay=False),
+        help="Configuration file (TOML). Default: $XCHANGE_CONFIG.",
+    )(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@config_option
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "console", "json"]),
+    default="auto",
+    envvar="XCHANGE_LOG_FORMAT",
+    show_default=True,
+    help="Log lines on stderr: readable on a terminal, JSON otherwise (auto).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log debug events too.")
+@click.version_option(__version__, prog_name="xchange")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, log_format: str, verbose: bool) -> None:
+    """xchange: move business documents between systems that only speak files."""
+    ctx.obj = {"config_path": config_path}
+    configure_logging(
+        json=None if log_format == "auto" else log_format == "json",
+        level="debug" if verbose else "info",
+    )
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(message, err=True)
+    sys.exit(code)
+
+
+def _config(ctx: click.Context, config_path: str | None) -> AppConfig:
+    path = config_path or ctx.obj.get("config_path")
+    if not path:
+        raise click.UsageError("no configuration: pass --config FILE or set XCHANGE_CONFIG")
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        _fail("\n".join(exc.problems), EXIT_CONFIG)
+    for endpoint in config.endpoints.values():
+        if isinstance(endpoint, SFTPEndpoint):
+            for secret in (endpoint.password, endpoint.key_passphrase):
+                if secret is not None:
+                    register_secret(secret.get_secret_value())
+    return config
+
+
+def _pipeline(config: AppConfig, route: str) -> Pipeline:
+    try:
+        return Pipeline(config.route(route), config.formats)
+    except ConfigError as exc:
+        _fail("\n".join(exc.problems), EXIT_CONFIG)
+
+
+# --------------------------------------------------------------------------- check
+
+
+@main.command()
+@config_option
+@click.pass_context
+def check(ctx: click.Context, config_path: str | None) -> None:
+    """Validate a configuration and every layout and mapping it uses."""
+    config = _config(ctx, config_path)
+    problems: list[str] = []
+    for route in config.routes:
+        try:
+            Pipeline(route, config.formats)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        _fail("\n".join(problems), EXIT_CONFIG)
+    names = ", ".join(r.name for r in config.routes)
+    click.echo(
+        f"{config.source_file}: OK: {len(config.routes)} route(s) ({names}), "
+        f"{len(config.endpoints)} endpoint(s)"
+    )
+
+
+# --------------------------------------------------------------------------- run
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """First SIGTERM/SIGINT: finish the file in hand, take no new one. Second: exit now."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise SystemExit(128 + signum)
+        stop.set()
+        click.echo("stopping: finishing the file in hand (signal again to exit now)", err=True)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@main.command()
+@config_option
+@click.option("--once", is_flag=True, help="Process what is ready now, then exit (for cron).")
+@click.option("--route", "routes", multiple=True, help="Only this route (repeatable).")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds between passes when running continuously.",
+)
+@click.pass_context
+def run(
+    ctx: click.Context,
+    config_path: str | None,
+    once: bool,
+    routes: tuple[str, ...],
+    interval: float,
+) -> None:
+    """Run the exchanges: once (cron), or continuously until SIGTERM.
+
+    Exit codes with --once: 0 all delivered, 1 some files quarantined, 2 configuration
+    error, 3 some files could not be delivered yet (they stay for the next run),
+    4 another run of this configuration holds the lock.
+    """
+    config = _config(ctx, config_path)
+    for name in routes:
+        config.route(name)
+    stop = threading.Event()
+    try:
+        with RunLock(config.journal.path.with_suffix(".lock")), _stop_on_signals(stop):
+            journal = open_journal(config.journal)
+            runner = Runner(config, journal, stop=stop)
+            try:
+                while True:
+                    results = runner.run_once(list(routes) or None)
+                    for result in results:
+                        click.echo(result.summary())
+                    if once or stop.wait(interval):
+                        break
+            finally:
+                runner.close()
+                journal.close()
+    except LockHeld as exc:
+        _fail(f"xchange: {exc}", EXIT_LOCKED)
+    except ConfigError as exc:
+        _fail("\n".join(exc.problems), EXIT_CONFIG)
+    except XchangeError as exc:
+        _fail(f"xchange: could not run: {exc}", EXIT_NOT_DELIVERED)
+    sys.exit(exit_code(results) if once else 0)
+
+
+# --------------------------------------------------------------------------- convert / validate
+
+
+def _convert(config: AppConfig, route: str, file: Path) -> list[Any]:
+    pipeline = _pipeline(config, route)
+    try:
+        return pipeline.convert(file.read_bytes(), file.name, datetime.now(UTC).astimezone())
+    except ValidationFailed as exc:
+        _fail(f"{exc.report.summary()}\n\n{exc.report.text()}", 1)
+    except (FormatError, XchangeError) as exc:
+        _fail(f"{file}: {exc.kind}: {exc}", 1)
+
+
+@main.command()
+@config_option
+@click.option("--route", required=True, help="Route whose layouts and mapping to use.")
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the outputs here (default: stdout when there is one).",
+)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def convert(
+    ctx: click.Context, config_path: str | None, route: str, output_dir: Path | None, file: Path
+) -> None:
+    """Parse, validate, map and write FILE as ROUTE would, without delivering it.
+
+    Prints the validation report and exits 1 if the file breaks a rule.
+    """
+    config = _config(ctx, config_path)
+    outputs = _convert(config, route, file)
+    if output_dir is None:
+        if len(outputs) != 1:
+            names = ", ".join(o.name for o in outputs) or "none"
+            _fail(f"{len(outputs)} outputs ({names}): pass -o DIR to write them", 1)
+        sys.stdout.buffer.write(outputs[0].data)
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for out in outputs:
+        (output_dir / out.name).write_bytes(out.data)
+        click.echo(f"{output_dir / out.name} ({len(out.data)} bytes, {out.documents} documents)")
+
+
+@main.command()
+@config_option
+@click.option("--route", required=True, help="Route whose layouts and mapping to use.")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def validate(ctx: click.Context, config_path: str | None, route: str, file: Path) -> None:
+    """Check FILE against ROUTE's layouts and mapping; print the report, exit 1 if broken."""
+    config = _config(ctx, config_path)
+    outputs = _convert(config, route, file)
+    docs = sum(o.documents for o in outputs)
+    click.echo(f"{file}: OK: {docs} document(s) in {len(outputs)} output file(s)")
+
+
+# --------------------------------------------------------------------------- journal
+
+
+@main.group()
+def journal() -> None:
+    """What happened to each file."""
+
+
+def _rows(records: list[Any]) -> None:
+    header = f"{'ID':>6}  {'ROUTE':<16} {'STATE':<12} {'TRIES':>5}  {'UPDATED':<20} SOURCE"
+    click.echo(header)
+    for r in records:
+        updated = r.updated_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(
+            f"{r.id:>6}  {r.route:<16} {r.state!s:<12} {r.attempts:>5}  {updated:<20} {r.path}"
+        )
+
+
+@journal.command("list")
+@config_option
+@click.option("--route", help="Only this route.")
+@click.option("--state", type=click.Choice([s.value for s in State]), help="Only this state.")
+@click.option("--since", type=click.DateTime(), help="Only records updated since (local time).")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines for scripts.")
+@click.pass_context
+def journal_list(
+    ctx: click.Context,
+    config_path: str | None,
+    route: str | None,
+    state: str | None,
+    since: datetime | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List journal records, newest first."""
+    config = _config(ctx, config_path)
+    store = open_journal(config.journal)
+    try:
+        records = store.query(
+            route=route,
+            state=State(state) if state else None,
+            since=since.astimezone() if since else None,
+            limit=limit,
+        )
+    finally:
+        store.close()
+    if as_json:
+        for r in records:
+            click.echo(json.dumps(r.as_dict(), ensure_ascii=False))
+    else:
+        _rows(records)
+
+
+@journal.command("show")
+@config_option
+@click.argument("file_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+@click.pass_context
+def journal_show(ctx: click.Context, config_path: str | None, file_id: int, as_json: bool) -> None:
+    """Everything the journal knows about one file."""
+    config = _config(ctx, config_path)
+    store = open_journal(config.journal)
+    try:
+        record = store.get(file_id)
+        history = store.transitions(file_id) if record else []  # type: ignore[attr-defined]
+    finally:
+        store.close()
+    if record is None:
+        _fail(f"no journal record with id {file_id}", 1)
+    data = record.as_dict()
+    data["history"] = history
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    for key in (
+        "id",
+        "route",
+        "endpoint",
+        "path",
+        "size",
+        "sha256",
+        "state",
+        "attempts",
+        "error_kind",
+        "error_message",
+        "quarantine_path",
+        "layout_version",
+        "mapping_version",
+        "created_at",
+        "updated_at",
+    ):
+        if data[key] is not None:
+            click.echo(f"{key + ':':<17}{data[key]}")
+    click.echo("outputs:")
+    for out in data["outputs"]:
+        click.echo(
+            f"  {out['endpoint']}:{out['path']}  {out['size']} bytes  "
+            f"sha256 {out['sha256']}  {out['delivered_at']}"
+        )
+    click.echo("history:")
+    for h in history:
+        click.echo(f"  {h['at']}  {h['from_state'] or '-'} -> {h['to_state']}  {h['note'] or ''}")
+
+
+# --------------------------------------------------------------------------- trust
+
+
+@main.command()
+@config_option
+@click.argument("endpoint")
+@click.option("--yes", is_flag=True, help="Pin without asking.")
+@click.pass_context
+def trust(ctx: click.Context, config_path: str | None, endpoint: str, yes: bool) -> None:
+    """Show an SFTP server's host key fingerprint and pin it in known_hosts."""
+    from xchange.remote.sftp import SFTPRemote, fingerprint
+
+    config = _config(ctx, config_path)
+    cfg = config.endpoints.get(endpoint)
+    if not isinstance(cfg, SFTPEndpoint):
+        raise click.BadParameter(f"{endpoint!r} is not an SFTP endpoint of this configuration")
+    remote = SFTPRemote(endpoint, cfg)
+    try:
+        key = remote.fetch_host_key()
+    except XchangeError as exc:
+        _fail(f"xchange: {exc}", EXIT_NOT_DELIVERED)
+    click.echo(f"{cfg.host}:{cfg.port} offers {key.get_name()} {fingerprint(key)}")
+    click.echo("Compare it with the fingerprint the server's operator gives you.")
+    if not yes and not click.confirm(f"Pin this key in {cfg.known_hosts}?", default=False):
+        _fail("not pinned", 1)
+    remote.pin_host_key(key)
+    click.echo(f"pinned in {cfg.known_hosts}")

@@ -1,0 +1,326 @@
+"""Configuration: one TOML file, loaded once into frozen, typed objects.
+
+Relative paths in the file are relative to the file's own folder, so a
+configuration means the same thing whatever the working directory. Secrets are
+never written in the file: an endpoint names the environment variable that holds
+its password or key passphrase, and the value is read once, here, into a
+:class:`pydantic.SecretStr` that prints as ``**********``.
+
+Every problem is reported with the file and the key path, for example::
+
+    config/demo.toml: routes[1].target.endpoint: no endpoint named "wms" (known: shop-drop, wms-outbox)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+)
+
+from xchange.errors import ConfigError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base")
+    path = value.expanduser()
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    return Path(os.path.normpath(path))
+
+
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(_Model):
+    """Seconds allowed for each phase of an SFTP session."""
+
+    connect: float = Field(10.0, gt=0)
+    banner: float = Field(15.0, gt=0)
+    auth: float = Field(20.0, gt=0)
+    operation: float = Field(30.0, gt=0)
+
+
+class LocalEndpoint(_Model):
+    """A folder on this machine."""
+
+    type: Literal["local"] = "local"
+    path: ConfigPath
+
+
+class SFTPEndpoint(_Model):
+    """A folder on an SFTP server."""
+
+    type: Literal["sftp"] = "sftp"
+    host: str = Field(min_length=1)
+    port: int = Field(22, ge=1, le=65535)
+    user: str = Field(min_length=1)
+    path: str = "."
+    key_file: ConfigPath | None = None
+    key_passphrase_env: str | None = None
+    password_env: str | None = None
+    known_hosts: ConfigPath
+    timeouts: Timeouts = Timeouts()
+    keepalive: int = Field(30, ge=0)
+    # Filled from the environment at load time, never from the file.
+    password: SecretStr | None = Field(None, exclude=True)
+    key_passphrase: SecretStr | None = Field(None, exclude=True)
+
+
+Endpoint = LocalEndpoint | SFTPEndpoint
+_ENDPOINT_TYPES: dict[str, type[_Model]] = {"local": LocalEndpoint, "sftp": SFTPEndpoint}
+
+
+class SourceSpec(_Model):
+    endpoint: str
+    pattern: str = "*"
+
+
+class TargetSpec(_Model):
+    endpoint: str
+    #: File-name template over the target document's header fields and the source name,
+    #: e.g. ``WMS_OUT_{OrderNo}.xml``; see :mod:`xchange.names`.
+    name: str = Field(min_length=1)
+    if_exists: Literal["fail", "overwrite"] = "fail"
+
+
+class AfterSpec(_Model):
+    """What happens to the source file once it is delivered."""
+
+    action: Literal["archive", "delete", "leave"] = "archive"
+    #: Archive folder, relative to the source endpoint's folder; may use date parts
+    #: such as ``archive/{date:%Y%m%d}``.
+    folder: str = "archive"
+
+
+class RetrySpec(_Model):
+    attempts: int = Field(3, ge=1, le=100)
+    initial: float = Field(1.0, ge=0)
+    maximum: float = Field(60.0, ge=0)
+
+
+class RouteConfig(_Model):
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    source: SourceSpec
+    source_layout: str
+    mapping: str
+    target_layout: str
+    target: TargetSpec
+    after: AfterSpec = AfterSpec()
+    retry: RetrySpec = RetrySpec()
+
+
+class JournalConfig(_Model):
+    path: ConfigPath
+
+
+class QuarantineConfig(_Model):
+    path: ConfigPath
+
+
+class AppConfig(_Model):
+    """The whole configuration, as loaded from one file."""
+
+    source_file: Path = Field(exclude=True)
+    formats: ConfigPath = Path("formats")
+    journal: JournalConfig
+    quarantine: QuarantineConfig
+    endpoints: dict[str, Endpoint]
+    routes: list[RouteConfig] = Field(min_length=1)
+
+    def route(self, name: str) -> RouteConfig:
+        for route in self.routes:
+            if route.name == name:
+                return route
+        known = ", ".join(r.name for r in self.routes)
+        raise ConfigError([f"{self.source_file}: no route named {name!r} (known: {known})"])
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def key_path(loc: tuple[int | str, ...]) -> str:
+    """Render a pydantic location as ``routes[1].target.port``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+_EXPECTED = {
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "string_type": "a string",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "dict_type": "a table",
+    "model_type": "a table",
+    "list_type": "a list",
+    "path_type": "a path",
+}
+
+
+def describe_error(err: Mapping[str, Any]) -> str:
+    """One pydantic error as a sentence a person can act on (never echoes unknown keys)."""
+    kind = err["type"]
+    value = err.get("input")
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, got {_show(value)}"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "extra_forbidden":
+        # The value of an unknown key is never shown: it may be a misplaced secret.
+        return "unknown key (secrets are not written here: use password_env or key_passphrase_env)"
+    msg = str(err.get("msg", kind))
+    msg = msg[0].lower() + msg[1:] if msg else kind
+    return f"{msg}, got {_show(value)}"
+
+
+def _problems(source: str, exc: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[str]:
+    return [
+        f"{source}: {key_path(prefix + tuple(e['loc']))}: {describe_error(e)}"
+        for e in exc.errors(include_url=False)
+    ]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> AppConfig:
+    """Read, validate and resolve one configuration file.
+
+    Raises:
+        ConfigError: with one line per problem, each naming the file and key path.
+    """
+    env = os.environ if env is None else env
+    source = str(path)
+    file = Path(path)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{source}: file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{source}: cannot read: {exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{source}: not valid TOML: {exc}"]) from None
+
+    context = {"base": file.resolve().parent}
+    problems: list[str] = []
+    endpoints: dict[str, Endpoint] = {}
+    raw_endpoints = raw.pop("endpoints", {})
+    if not isinstance(raw_endpoints, dict):
+        problems.append(f"{source}: endpoints: expected a table, got {_show(raw_endpoints)}")
+        raw_endpoints = {}
+    for name, spec in raw_endpoints.items():
+        loc: tuple[int | str, ...] = ("endpoints", name)
+        if not re.match(NAME_PATTERN, name):
+            problems.append(f"{source}: {key_path(loc)}: endpoint names use letters, digits, - _ .")
+        if not isinstance(spec, dict):
+            problems.append(f"{source}: {key_path(loc)}: expected a table, got {_show(spec)}")
+            continue
+        kind = spec.get("type", "local")
+        model = _ENDPOINT_TYPES.get(kind) if isinstance(kind, str) else None
+        if model is None:
+            problems.append(
+                f"{source}: {key_path((*loc, 'type'))}: expected one of "
+                f"{', '.join(repr(k) for k in _ENDPOINT_TYPES)}, got {_show(kind)}"
+            )
+            continue
+        try:
+            endpoint = model.model_validate(spec, context=context)
+        except ValidationError as exc:
+            problems.extend(_problems(source, exc, loc))
+            continue
+        if isinstance(endpoint, SFTPEndpoint):
+            endpoint, secret_problems = _with_secrets(endpoint, env, f"{source}: {key_path(loc)}")
+            problems.extend(secret_problems)
+        endpoints[name] = endpoint  # type: ignore[assignment]
+
+    config: AppConfig | None = None
+    try:
+        config = AppConfig.model_validate(
+            {**raw, "endpoints": {}, "source_file": file}, context=context
+        )
+    except ValidationError as exc:
+        problems.extend(_problems(source, exc))
+
+    if config is not None:
+        config = config.model_copy(update={"endpoints": endpoints})
+        problems.extend(_cross_check(source, config, raw_endpoints))
+    if problems or config is None:
+        raise ConfigError(problems)
+    return config
+
+
+def _with_secrets(
+    endpoint: SFTPEndpoint, env: Mapping[str, str], where: str
+) -> tuple[SFTPEndpoint, list[str]]:
+    problems: list[str] = []
+    update: dict[str, Any] = {}
+    for key, target in (("password_env", "password"), ("key_passphrase_env", "key_passphrase")):
+        var = getattr(endpoint, key)
+        if var is None:
+            continue
+        if var not in env:
+            problems.append(f"{where}.{key}: environment variable {var} is not set")
+        else:
+            update[target] = SecretStr(env[var])
+    if endpoint.key_file is None and endpoint.password_env is None:
+        problems.append(f"{where}: set key_file or password_env to say how to log in")
+    if endpoint.key_file is not None and not endpoint.key_file.is_file():
+        problems.append(f"{where}.key_file: no such file: {endpoint.key_file}")
+    return endpoint.model_copy(update=update), problems
+
+
+def _cross_check(source: str, config: AppConfig, raw_endpoints: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    known = ", ".join(sorted(raw_endpoints)) or "none"
+    seen: set[str] = set()
+    for i, route in enumerate(config.routes):
+        if route.name in seen:
+            problems.append(f"{source}: routes[{i}].name: route {route.name!r} is defined twice")
+        seen.add(route.name)
+        for side in ("source", "target"):
+            ref = getattr(route, side).endpoint
+            if ref not in raw_endpoints:
+                problems.append(
+                    f'{source}: routes[{i}].{side}.endpoint: no endpoint named "{ref}" '
+                    f"(known: {known})"
+                )
+    if not config.formats.is_dir():
+        problems.append(f"{source}: formats: no such folder: {config.formats}")
+    return problems

@@ -1,0 +1,162 @@
+"""The one error tree of xchange.
+
+Every failure xchange reports is one of these classes. Each says whether trying
+again later can help (``retryable``); the retry policy and the quarantine act on
+that flag alone, never on the concrete class::
+
+    XchangeError
+      ├─ ConfigError                    a configuration, layout or mapping file is wrong
+      ├─ RemoteError                    an endpoint (local folder or SFTP server) failed
+      │    ├─ ConnectionLost            (retryable) network cut, server closed the session
+      │    ├─ RemoteTimeout             (retryable) no answer within the configured timeout
+      │    ├─ RemoteUnavailable         (retryable) refused, server down, disk full
+      │    ├─ HostKeyUnknown            the server's key is not in known_hosts
+      │    ├─ HostKeyMismatch           the server's key changed: possible interception
+      │    ├─ AuthenticationFailed      key or password refused
+      │    ├─ RemoteNotFound            the path does not exist
+      │    ├─ RemotePermissionDenied    (retryable) the path is not writable/readable
+      │    └─ TargetExists              the final name is taken and the policy says fail
+      ├─ FormatError                    the file itself is wrong: retrying cannot help
+      │    ├─ DecodeError               bytes are not text in the declared encoding / syntax
+      │    ├─ ValidationFailed          the content breaks the layout's rules (has a report)
+      │    └─ MappingError              the mapping cannot produce the target layout
+      ├─ UnsafeName                     a name built from data would leave its folder
+      ├─ JournalError                   the journal cannot be read or written
+      └─ LockHeld                       another run of the same configuration is active
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class XchangeError(Exception):
+    """Root of every error xchange raises on purpose."""
+
+    retryable: ClassVar[bool] = False
+    #: Short, stable name of the cause class, used in the journal, alerts and reports.
+    kind: ClassVar[str] = "error"
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(XchangeError):
+    """A configuration, layout or mapping file is invalid.
+
+    ``problems`` holds one line per problem, each naming the file and the key path.
+    """
+
+    kind = "config"
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class RemoteError(XchangeError):
+    kind = "remote"
+
+
+class ConnectionLost(RemoteError):
+    retryable = True
+    kind = "connection"
+
+
+class RemoteTimeout(RemoteError):
+    retryable = True
+    kind = "timeout"
+
+
+class RemoteUnavailable(RemoteError):
+    retryable = True
+    kind = "unavailable"
+
+
+class HostKeyUnknown(RemoteError):
+    kind = "host-key-unknown"
+
+
+class HostKeyMismatch(RemoteError):
+    kind = "host-key-changed"
+
+
+class AuthenticationFailed(RemoteError):
+    kind = "auth"
+
+
+class RemoteNotFound(RemoteError):
+    kind = "not-found"
+
+
+class RemotePermissionDenied(RemoteError):
+    # Permissions on a partner's inbox are usually fixed by a person within hours:
+    # retry with backoff, alert, then quarantine when the attempts run out.
+    retryable = True
+    kind = "permission"
+
+
+class TargetExists(RemoteError):
+    kind = "target-exists"
+
+
+class FormatError(XchangeError):
+    kind = "format"
+
+
+class DecodeError(FormatError):
+    kind = "decode"
+
+
+class ValidationFailed(FormatError):
+    """The content breaks the layout's rules; ``report`` lists every problem found."""
+
+    kind = "validation"
+
+    def __init__(self, message: str, *, report: Any) -> None:
+        super().__init__(message, details=report)
+        self.report = report
+
+
+class MappingError(FormatError):
+    kind = "mapping"
+
+
+class UnsafeName(XchangeError):
+    kind = "unsafe-name"
+
+
+class JournalError(XchangeError):
+    kind = "journal"
+
+
+class LockHeld(XchangeError):
+    kind = "lock"
+
+
+__all__ = [
+    "AuthenticationFailed",
+    "ConfigError",
+    "ConnectionLost",
+    "DecodeError",
+    "FormatError",
+    "HostKeyMismatch",
+    "HostKeyUnknown",
+    "JournalError",
+    "LockHeld",
+    "MappingError",
+    "RemoteError",
+    "RemoteNotFound",
+    "RemotePermissionDenied",
+    "RemoteTimeout",
+    "RemoteUnavailable",
+    "TargetExists",
+    "UnsafeName",
+    "ValidationFailed",
+    "XchangeError",
+]

@@ -1,0 +1,297 @@
+"""Layouts: what a document must look like, declared as data in ``formats/*.toml``.
+
+A layout names its codec (csv, xml, json), its encoding and shape (flat ``rows``, or
+``nested``: a header with lines), and declares its fields with a type and rules.
+Reading, a field turns text into a typed value (``str``, ``int``, ``Decimal``,
+``date``, ``datetime``, ``bool``); writing, it turns a typed value back into text.
+Amounts are :class:`decimal.Decimal` from the first character read to the last
+written: they never pass through binary floating point.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from xchange.config import describe_error, key_path
+from xchange.errors import ConfigError
+
+FieldType = Literal["string", "integer", "decimal", "date", "datetime", "boolean", "enum"]
+
+M = TypeVar("M", bound=BaseModel)
+
+_TRUE = {"1", "true", "yes", "y", "t", "是"}
+_FALSE = {"0", "false", "no", "n", "f", "否"}
+
+
+class FieldValueError(ValueError):
+    """A text could not become a field's typed value; ``rule`` names the broken rule."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.message = message
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldSpec(_Model):
+    """One field of a layout."""
+
+    name: str = Field(min_length=1)
+    #: Column header (CSV), element or attribute name (XML), or key (JSON); default: name.
+    column: str | None = None
+    type: FieldType = "string"
+    required: bool = False
+    #: Date/datetime input formats (strptime); the first is also the output format.
+    formats: list[str] = Field(default_factory=list)
+    #: Decimal places for decimals; written with exactly this many.
+    scale: int | None = Field(None, ge=0, le=18)
+    pattern: str | None = None
+    min_length: int | None = Field(None, ge=0)
+    max_length: int | None = Field(None, ge=1)
+    min: Decimal | None = None
+    max: Decimal | None = None
+    values: list[str] = Field(default_factory=list)
+    unique: bool = False
+    #: Texts that mean "no value" for this field, e.g. ["NA", "NULL"]; none by default.
+    null_values: list[str] = Field(default_factory=list)
+    trim: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> FieldSpec:
+        if self.type in ("date", "datetime") and not self.formats:
+            raise ValueError(f"field {self.name!r}: a {self.type} field needs formats = [...]")
+        if self.type == "enum" and not self.values:
+            raise ValueError(f"field {self.name!r}: an enum field needs values = [...]")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"field {self.name!r}: pattern is not a valid regex: {exc}"
+                ) from exc
+        return self
+
+    @property
+    def key(self) -> str:
+        return self.column or self.name
+
+    # ------------------------------------------------------------------ reading
+
+    def parse(self, text: str | None) -> Any:
+        """Turn the text found in a file into this field's typed value (None: no value).
+
+        Raises:
+            FieldValueError: naming the broken rule.
+        """
+        if text is not None and self.trim:
+            text = text.strip()
+        if text is None or text == "" or text in self.null_values:
+            if self.required:
+                raise FieldValueError("required", "a value is required")
+            return None
+        value = self._convert(text)
+        self._check_rules(text, value)
+        return value
+
+    def _convert(self, text: str) -> Any:
+        kind = self.type
+        if kind in ("string", "enum"):
+            return text
+        if kind == "integer":
+            if not re.fullmatch(r"[+-]?\d+", text):
+                raise FieldValueError("type", "expected a whole number")
+            return int(text)
+        if kind == "decimal":
+            return self._decimal(text)
+        if kind == "boolean":
+            low = text.lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise FieldValueError("type", "expected true/false, yes/no or 1/0")
+        return self._when(text)
+
+    def _decimal(self, text: str) -> Decimal:
+        cleaned = text.replace(",", "").replace("¥", "").replace("￥", "")
+        if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)", cleaned):
+            raise FieldValueError("type", "expected a decimal number")
+        try:
+            value = Decimal(cleaned)
+        except InvalidOperation as exc:  # pragma: no cover - the regex admits only valid numbers
+            raise FieldValueError("type", "expected a decimal number") from exc
+        if self.scale is not None and value != value.quantize(Decimal(1).scaleb(-self.scale)):
+            raise FieldValueError("scale", f"has more than {self.scale} decimal places")
+        return value
+
+    def _when(self, text: str) -> date | datetime:
+        for fmt in self.formats:
+            try:
+                parsed = datetime.strptime(text, fmt)
+            except ValueError:
+                continue
+            return parsed.date() if self.type == "date" else parsed
+        raise FieldValueError("type", f"expected a {self.type} like {' or '.join(self.formats)}")
+
+    def _check_rules(self, text: str, value: Any) -> None:
+        if (
+            self.pattern is not None
+            and isinstance(value, str)
+            and not re.fullmatch(self.pattern, value)
+        ):
+            raise FieldValueError("pattern", f"does not match {self.pattern}")
+        if self.min_length is not None and len(text) < self.min_length:
+            raise FieldValueError("length", f"shorter than {self.min_length} characters")
+        if self.max_length is not None and len(text) > self.max_length:
+            raise FieldValueError("length", f"longer than {self.max_length} characters")
+        if self.type == "enum" and value not in self.values:
+            raise FieldValueError("enum", f"not one of {', '.join(self.values)}")
+        if isinstance(value, int | Decimal) and not isinstance(value, bool):
+            if self.min is not None and value < self.min:
+                raise FieldValueError("min", f"less than {self.min}")
+            if self.max is not None and value > self.max:
+                raise FieldValueError("max", f"greater than {self.max}")
+
+    # ------------------------------------------------------------------ writing
+
+    def coerce(self, value: Any) -> Any:
+        """Bring a value from a mapping to this field's type (text is parsed by the rules)."""
+        if value is None:
+            if self.required:
+                raise FieldValueError("required", "a value is required")
+            return None
+        if isinstance(value, str):
+            return self.parse(value)
+        kind = self.type
+        if kind == "date" and isinstance(value, datetime):
+            value = value.date()
+        elif kind == "decimal" and isinstance(value, int) and not isinstance(value, bool):
+            value = Decimal(value)
+        elif kind in ("string", "enum") and not isinstance(value, str):
+            return self.parse(self.render(value, as_source=True))
+        self._check_rules(self.render(value, as_source=True), value)
+        return value
+
+    def render(self, value: Any, *, as_source: bool = False) -> str:
+        """The text written for a typed value."""
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, datetime | date):
+            fmt = self.formats[0] if self.formats and not as_source else None
+            if fmt is None:
+                return (
+                    value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
+                )
+            return value.strftime(fmt)
+        if isinstance(value, Decimal):
+            if self.scale is not None and not as_source:
+                exact = value.quantize(Decimal(1).scaleb(-self.scale))
+                if exact != value:
+                    raise FieldValueError("scale", f"{value} has more than {self.scale} decimals")
+                value = exact
+            return format(value, "f")
+        return str(value)
+
+
+class CsvOptions(_Model):
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    quote: str = Field('"', min_length=1, max_length=1)
+    header: bool = True
+    line_ending: Literal["\n", "\r\n"] = "\r\n"
+    quoting: Literal["minimal", "all", "nonnumeric", "none"] = "minimal"
+
+
+class XmlOptions(_Model):
+    #: Root element of one document.
+    root: str
+    #: Element that holds the lines (omit for lines directly under the root).
+    lines: str | None = None
+    #: Element of one line (nested layouts).
+    line: str | None = None
+    namespace: str | None = None
+    #: Root element wrapping several documents when a mapping batches them.
+    batch_root: str | None = None
+    indent: str = "  "
+    #: Reading: path of the record elements, e.g. "/Orders/Order".
+    records: str | None = None
+
+
+class Layout(_Model):
+    """A document layout, as declared in one ``formats/*.toml`` file."""
+
+    name: str
+    version: str = "1"
+    description: str = ""
+    codec: Literal["csv", "xml", "json"]
+    encoding: str = "utf-8"
+    shape: Literal["rows", "nested"] = "rows"
+    fields: list[FieldSpec] = Field(min_length=1)
+    line_fields: list[FieldSpec] = Field(default_factory=list)
+    csv: CsvOptions = CsvOptions()
+    xml: XmlOptions | None = None
+    max_problems: int = Field(100, ge=1)
+    source_file: Path = Field(Path("?"), exclude=True)
+
+    @model_validator(mode="after")
+    def _check(self) -> Layout:
+        if self.shape == "nested" and not self.line_fields:
+            raise ValueError("a nested layout needs [[line_fields]]")
+        if self.codec == "xml" and self.xml is None:
+            raise ValueError("an xml layout needs an [xml] table (root = ...)")
+        for group in (self.fields, self.line_fields):
+            names = [f.name for f in group]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"field names defined twice: {', '.join(dupes)}")
+        try:
+            "".encode(self.encoding)
+        except LookupError as exc:
+            raise ValueError(f"unknown encoding {self.encoding!r}") from exc
+        return self
+
+    def field(self, name: str) -> FieldSpec | None:
+        for spec in (*self.fields, *self.line_fields):
+            if spec.name == name:
+                return spec
+        return None
+
+
+def load_toml_model(path: Path, model: type[M], shown: str) -> M:
+    """Load one TOML data file into ``model``; errors name the file and key path."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{shown}: file not found"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{shown}: not valid TOML: {exc}"]) from None
+    try:
+        return model.model_validate({**raw, "source_file": path})
+    except ValidationError as exc:
+        raise ConfigError(
+            [f"{shown}: {key_path(tuple(e['loc']))}: {describe_error(e)}" for e in exc.errors()]
+        ) from None
+
+
+def load_layout(formats: Path, name: str) -> Layout:
+    """Load ``formats/<name>.toml`` as a layout.
+
+    Raises:
+        ConfigError: naming the file and the key path.
+    """
+    path = formats / f"{name}.toml"
+    layout = load_toml_model(path, Layout, str(path))
+    if layout.name != name:
+        raise ConfigError([f"{path}: name: is {layout.name!r}, but the file name says {name!r}"])
+    return layout

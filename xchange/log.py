@@ -1,0 +1,81 @@
+"""Logging: configured once, by the CLI; every other module only gets a logger.
+
+On a terminal the output is readable key=value lines; otherwise one JSON object
+per line. Any secret registered with :func:`register_secret` is replaced by
+``**********`` wherever it appears in an event, as a last line of defence: no
+message is built with a secret in the first place.
+
+Stable event names (alert and grep on these):
+
+- ``file.delivered``, ``file.duplicate``, ``file.quarantined``, ``file.retry_later``,
+  ``file.skipped``: one summary event per source file
+- ``route.summary``: one per route and run
+- ``remote.connected``, ``remote.rename_fallback``
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+_SECRETS: set[str] = set()
+MASK = "**********"
+
+
+def register_secret(value: str) -> None:
+    """Never let ``value`` reach a log line."""
+    if len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        for secret in _SECRETS:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub(v) for v in value)
+    return value
+
+
+def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: mask registered secrets in every value."""
+    if not _SECRETS:
+        return event
+    return {k: _scrub(v) for k, v in event.items()}
+
+
+def configure_logging(
+    *, json: bool | None = None, level: str = "info", stream: TextIO | None = None
+) -> None:
+    """Configure structlog for the whole process (call once, from the CLI)."""
+    stream = stream or sys.stderr
+    if json is None:
+        json = not stream.isatty()
+    renderer: Any = (
+        structlog.processors.JSONRenderer(ensure_ascii=False)
+        if json
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )

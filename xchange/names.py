@@ -1,0 +1,65 @@
+"""File names built from data, which can never leave their folder.
+
+A template such as ``WMS_OUT_{OrderNo}_{date:%Y%m%d}.xml`` is filled from the
+document's fields, the source file's name (``{source_name}``, ``{source_stem}``) and
+the processing time (``{date}``). Every value is made safe *before* it is put in the
+name: path separators, control characters and characters Windows forbids become
+``_``, and a value cannot make the name start with a dot. The finished name is
+checked once more as a whole.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from xchange.errors import UnsafeName
+
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+MAX_NAME_BYTES = 255
+
+
+def clean_value(value: Any) -> Any:
+    """A value made safe to appear inside a file name (dates keep their type for format specs)."""
+    if isinstance(value, datetime):
+        return value
+    text = _UNSAFE.sub("_", "" if value is None else str(value)).strip()
+    return text.replace("..", "__")
+
+
+def render_name(template: str, values: Mapping[str, Any]) -> str:
+    """Fill a file-name template; the result is a single, safe path component.
+
+    Raises:
+        UnsafeName: a field is unknown, or the result would not be a plain name.
+    """
+    fields = {f for _, f, _, _ in string.Formatter().parse(template) if f}
+    missing = sorted(f for f in fields if f not in values)
+    if missing:
+        raise UnsafeName(
+            f"file-name template {template!r} uses unknown field(s): {', '.join(missing)}"
+        )
+    try:
+        name = template.format_map({k: clean_value(values[k]) for k in fields})
+    except (ValueError, TypeError) as exc:
+        raise UnsafeName(f"file-name template {template!r}: {exc}") from None
+    check_plain_name(name)
+    return name
+
+
+def check_plain_name(name: str) -> str:
+    """Accept only a single path component that cannot escape or hide in its folder."""
+    if (
+        not name
+        or name in (".", "..")
+        or name.startswith(".")
+        or "/" in name
+        or "\\" in name
+        or "\x00" in name
+        or len(name.encode("utf-8")) > MAX_NAME_BYTES
+    ):
+        raise UnsafeName(f"{name!r} is not a safe file name")
+    return name

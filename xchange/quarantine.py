@@ -1,0 +1,101 @@
+"""Quarantine: failed files kept byte for byte, each with a report a person can act on.
+
+Layout on disk (owner-only permissions)::
+
+    <quarantine>/<route>/<id>_<source name>               the original bytes
+    <quarantine>/<route>/<id>_<source name>.report.txt    why, where, which attempt, which config
+    <quarantine>/<route>/<id>_<source name>.report.json   the same, for scripts
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from xchange.errors import ValidationFailed, XchangeError
+from xchange.names import clean_value
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineEntry:
+    data_path: Path
+    report_path: Path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+class Quarantine:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def put(
+        self,
+        *,
+        route: str,
+        file_id: int,
+        source: str,
+        data: bytes,
+        error: XchangeError,
+        attempt: int,
+        config_file: str,
+        versions: tuple[str, str],
+    ) -> QuarantineEntry:
+        folder = self.root / route
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        base = f"{file_id:06d}_{clean_value(Path(source).name) or 'file'}"
+        data_path = folder / base
+        report_path = folder / f"{base}.report.txt"
+        info: dict[str, Any] = {
+            "id": file_id,
+            "route": route,
+            "source": source,
+            "quarantined_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "cause": error.kind,
+            "retryable": error.retryable,
+            "reason": error.message.splitlines()[0] if error.message else error.kind,
+            "attempt": attempt,
+            "config": config_file,
+            "layouts": versions[0],
+            "mapping": versions[1],
+            "original": str(data_path),
+            "size": len(data),
+        }
+        if isinstance(error, ValidationFailed):
+            info["report"] = error.report.as_dict()
+        _write_private(data_path, data)
+        _write_private(
+            folder / f"{base}.report.json", json.dumps(info, ensure_ascii=False, indent=2).encode()
+        )
+        _write_private(report_path, render_report(info, error).encode())
+        return QuarantineEntry(data_path, report_path)
+
+
+def render_report(info: dict[str, Any], error: XchangeError) -> str:
+    lines = [
+        f"xchange quarantine report for file #{info['id']}",
+        f"route:       {info['route']}",
+        f"source:      {info['source']} ({info['size']} bytes)",
+        f"original:    {info['original']}",
+        f"cause:       {info['cause']} ({'transient' if info['retryable'] else 'permanent'})",
+        f"attempt:     {info['attempt']}",
+        f"config:      {info['config']}",
+        f"layouts:     {info['layouts']}",
+        f"mapping:     {info['mapping']}",
+        "",
+        "why:",
+    ]
+    if isinstance(error, ValidationFailed):
+        lines.append(error.report.text())
+    else:
+        lines.append(error.message)
+    return "\n".join(lines) + "\n"

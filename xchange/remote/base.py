@@ -1,0 +1,89 @@
+"""The endpoint protocol: what xchange needs from a folder, local or on an SFTP server."""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from xchange.names import check_plain_name
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """A file in an endpoint's folder (``name`` is relative to that folder)."""
+
+    name: str
+    size: int
+    mtime_ns: int
+
+
+@runtime_checkable
+class Remote(Protocol):
+    """A folder that files are listed in, read from and delivered to.
+
+    Every method raises a :class:`xchange.errors.RemoteError` subclass on failure:
+    ``RemoteNotFound`` for a missing path, ``RemotePermissionDenied`` when denied,
+    ``ConnectionLost``/``RemoteTimeout``/``RemoteUnavailable`` for transient trouble.
+    """
+
+    label: str
+
+    def list(self, pattern: str) -> list[FileInfo]:
+        """Regular files directly in the folder whose names match ``pattern``."""
+        ...
+
+    def read(self, name: str) -> bytes:
+        """The whole content of a file."""
+        ...
+
+    def stat(self, name: str) -> FileInfo | None:
+        """The file's size and time, or None if it does not exist."""
+        ...
+
+    def put_atomic(self, name: str, data: bytes, *, temp_name: str, overwrite: bool) -> FileInfo:
+        """Write ``data`` under ``temp_name``, then rename it to ``name`` in one step.
+
+        A reader never sees a partial file under ``name``. With ``overwrite=False``
+        an existing ``name`` raises ``TargetExists`` and is left untouched. The temporary
+        file is removed on failure.
+        """
+        ...
+
+    def move(self, name: str, folder: str) -> str:
+        """Move a file into a sub-folder (created if missing); return its new relative path."""
+        ...
+
+    def remove(self, name: str) -> None:
+        """Delete a file; a missing file is not an error."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the remote reconnects if used again."""
+        ...
+
+
+def matches(name: str, pattern: str) -> bool:
+    """Shell-style match of a file name, case-sensitive on every platform."""
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+def is_temporary(name: str) -> bool:
+    """Names xchange itself writes while delivering (never picked up as input)."""
+    return name.startswith(".") or name.endswith(".xchange-part")
+
+
+def temp_name_for(name: str, token: str) -> str:
+    """The temporary name a delivery of ``name`` uses: hidden, and the same on every retry."""
+    return f".{check_plain_name(name)}.{token}.xchange-part"
+
+
+def safe_subfolder(folder: str) -> str:
+    """A relative sub-folder path that stays inside its endpoint folder."""
+    norm = posixpath.normpath(folder.replace("\\", "/"))
+    if norm.startswith(("/", "..")) or norm == ".." or "\x00" in norm:
+        from xchange.errors import UnsafeName
+
+        raise UnsafeName(f"folder {folder!r} would leave the endpoint folder")
+    return norm

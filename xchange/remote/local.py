@@ -1,0 +1,127 @@
+"""A folder on this machine."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from xchange.errors import (
+    RemoteError,
+    RemoteNotFound,
+    RemotePermissionDenied,
+    RemoteUnavailable,
+    TargetExists,
+)
+from xchange.remote.base import FileInfo, is_temporary, matches, safe_subfolder
+
+
+@contextmanager
+def _os_errors(label: str, what: str) -> Iterator[None]:
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise RemoteNotFound(f"{label}: {what}: no such file or folder") from exc
+    except PermissionError as exc:
+        raise RemotePermissionDenied(f"{label}: {what}: permission denied") from exc
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EBUSY):
+            raise RemoteUnavailable(f"{label}: {what}: {exc.strerror}") from exc
+        raise RemoteError(f"{label}: {what}: {exc.strerror or exc}") from exc
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalRemote:
+    """A local folder. Deliveries are written to a hidden name, fsynced, then renamed."""
+
+    def __init__(self, label: str, root: Path) -> None:
+        self.label = label
+        self.root = root
+
+    def _path(self, name: str) -> Path:
+        return self.root / safe_subfolder(name)
+
+    def list(self, pattern: str) -> list[FileInfo]:
+        out: list[FileInfo] = []
+        with _os_errors(self.label, str(self.root)), os.scandir(self.root) as entries:
+            for entry in entries:
+                # Symlinks are not followed: a link in a drop folder may point anywhere.
+                if is_temporary(entry.name) or not entry.is_file(follow_symlinks=False):
+                    continue
+                if matches(entry.name, pattern):
+                    st = entry.stat(follow_symlinks=False)
+                    out.append(FileInfo(entry.name, st.st_size, st.st_mtime_ns))
+        return sorted(out, key=lambda f: (f.mtime_ns, f.name))
+
+    def read(self, name: str) -> bytes:
+        with _os_errors(self.label, name):
+            fd = os.open(self._path(name), os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as fh:
+                return fh.read()
+
+    def stat(self, name: str) -> FileInfo | None:
+        try:
+            st = self._path(name).lstat()
+        except FileNotFoundError:
+            return None
+        return FileInfo(name, st.st_size, st.st_mtime_ns)
+
+    def put_atomic(self, name: str, data: bytes, *, temp_name: str, overwrite: bool) -> FileInfo:
+        final, temp = self._path(name), self._path(temp_name)
+        with _os_errors(self.label, name):
+            if not overwrite and final.exists():
+                raise TargetExists(f"{self.label}: {name} already exists")
+            final.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with open(temp, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                if overwrite:
+                    os.replace(temp, final)
+                else:
+                    # link() refuses an existing name: no window where a file is overwritten.
+                    try:
+                        os.link(temp, final)
+                    except FileExistsError:
+                        raise TargetExists(f"{self.label}: {name} already exists") from None
+                    os.unlink(temp)
+                _fsync_dir(final.parent)
+            finally:
+                if temp.exists():
+                    temp.unlink()
+            st = final.stat()
+        if st.st_size != len(data):
+            raise RemoteUnavailable(
+                f"{self.label}: {name}: wrote {len(data)} bytes but the file has {st.st_size}"
+            )
+        return FileInfo(name, st.st_size, st.st_mtime_ns)
+
+    def move(self, name: str, folder: str) -> str:
+        sub = safe_subfolder(folder)
+        with _os_errors(self.label, name):
+            dest_dir = self.root / sub
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            dest = dest_dir / Path(name).name
+            stem, n = dest.name, 1
+            while dest.exists():  # never overwrite an archived file of the same name
+                dest = dest_dir / f"{stem}.{n}"
+                n += 1
+            os.rename(self._path(name), dest)
+        return str(dest.relative_to(self.root))
+
+    def remove(self, name: str) -> None:
+        with _os_errors(self.label, name), suppress(FileNotFoundError):
+            self._path(name).unlink()
+
+    def close(self) -> None:
+        return None

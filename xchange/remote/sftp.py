@@ -1,0 +1,349 @@
+"""A folder on an SFTP server, through paramiko (the only module that imports it).
+
+Security: the server's host key must be in the configured known_hosts file; an
+unknown or changed key is refused (``RejectPolicy``), never added. Passwords and
+passphrases come from the configuration's secrets and never appear in messages.
+
+Reliability: every phase has a timeout (connect, banner, auth, channel, and each
+SFTP operation through the channel timeout). After a connection-level failure the
+session is dropped, so the next call reconnects. An ``SFTPRemote`` must be used by
+one thread at a time: paramiko's SFTPClient is not safe to share.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import posixpath
+import socket
+import stat as stat_mod
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import paramiko
+import structlog
+
+from xchange.config import SFTPEndpoint
+from xchange.errors import (
+    AuthenticationFailed,
+    ConnectionLost,
+    HostKeyMismatch,
+    HostKeyUnknown,
+    RemoteError,
+    RemoteNotFound,
+    RemotePermissionDenied,
+    RemoteTimeout,
+    RemoteUnavailable,
+    TargetExists,
+)
+from xchange.remote.base import FileInfo, is_temporary, matches, safe_subfolder
+
+log = structlog.get_logger(__name__)
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH-style SHA256 fingerprint of a key."""
+    return key.fingerprint  # type: ignore[no-any-return]
+
+
+def _host_entry(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+class SFTPRemote:
+    """One SFTP endpoint; connects lazily and reconnects after a lost session."""
+
+    def __init__(self, label: str, cfg: SFTPEndpoint) -> None:
+        self.label = label
+        self.cfg = cfg
+        self._ssh: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._posix_rename = True
+
+    # ------------------------------------------------------------------ connection
+
+    def _where(self) -> str:
+        return f"{self.label} ({self.cfg.user}@{self.cfg.host}:{self.cfg.port})"
+
+    def _connect(self) -> paramiko.SFTPClient:
+        cfg = self.cfg
+        client = paramiko.SSHClient()
+        try:
+            client.load_host_keys(str(cfg.known_hosts))
+        except FileNotFoundError:
+            raise HostKeyUnknown(
+                f"{self._where()}: known_hosts file {cfg.known_hosts} does not exist; "
+                f"run `xchange trust {self.label}` to check the server's fingerprint and pin it"
+            ) from None
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        kwargs: dict[str, Any] = {
+            "hostname": cfg.host,
+            "port": cfg.port,
+            "username": cfg.user,
+            "timeout": cfg.timeouts.connect,
+            "banner_timeout": cfg.timeouts.banner,
+            "auth_timeout": cfg.timeouts.auth,
+            "channel_timeout": cfg.timeouts.operation,
+            "allow_agent": False,
+            "look_for_keys": False,
+        }
+        if cfg.key_file is not None:
+            kwargs["key_filename"] = str(cfg.key_file)
+        if cfg.key_passphrase is not None:
+            kwargs["passphrase"] = cfg.key_passphrase.get_secret_value()
+        if cfg.password is not None:
+            kwargs["password"] = cfg.password.get_secret_value()
+        try:
+            with self._errors("connect"):
+                client.connect(**kwargs)
+                transport = client.get_transport()
+                if transport is not None and cfg.keepalive:
+                    transport.set_keepalive(cfg.keepalive)
+                sftp = client.open_sftp()
+                channel = sftp.get_channel()
+                if channel is not None:
+                    channel.settimeout(cfg.timeouts.operation)
+        except BaseException:
+            client.close()
+            raise
+        self._ssh, self._sftp = client, sftp
+        log.info("remote.connected", endpoint=self.label, host=cfg.host, port=cfg.port)
+        return sftp
+
+    def _client(self) -> paramiko.SFTPClient:
+        if self._sftp is not None and self._ssh is not None:
+            transport = self._ssh.get_transport()
+            if transport is not None and transport.is_active():
+                return self._sftp
+            self.close()
+        return self._connect()
+
+    def close(self) -> None:
+        if self._ssh is not None:
+            self._ssh.close()
+        self._ssh = self._sftp = None
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Map paramiko and socket errors to xchange's error tree."""
+        where = f"{self._where()}: {what}"
+        try:
+            yield
+        except RemoteError:
+            raise
+        except paramiko.BadHostKeyException as exc:
+            self.close()
+            raise HostKeyMismatch(
+                f"{where}: the server's host key has CHANGED (it offers "
+                f"{exc.key.get_name()} {fingerprint(exc.key)}, known_hosts has "
+                f"{fingerprint(exc.expected_key)}). This can be an attack. If the partner "
+                f"really replaced the key, confirm the new fingerprint with them, then run "
+                f"`xchange trust {self.label}`."
+            ) from None
+        except paramiko.AuthenticationException:
+            self.close()
+            raise AuthenticationFailed(
+                f"{where}: the server refused the login for user {self.cfg.user!r}; "
+                f"check the key file or the password variable"
+            ) from None
+        except paramiko.SSHException as exc:
+            self.close()
+            text = str(exc)
+            if "not found in known_hosts" in text:
+                raise HostKeyUnknown(
+                    f"{where}: the server's host key is not in {self.cfg.known_hosts}; "
+                    f"run `xchange trust {self.label}` to check its fingerprint and pin it"
+                ) from None
+            if "timeout" in text.lower() or "timed out" in text.lower():
+                raise RemoteTimeout(f"{where}: {text}") from None
+            raise ConnectionLost(f"{where}: {text}") from None
+        except TimeoutError:
+            self.close()
+            raise RemoteTimeout(f"{where}: no answer within the configured timeout") from None
+        except paramiko.ssh_exception.NoValidConnectionsError:
+            self.close()
+            raise RemoteUnavailable(f"{where}: connection refused") from None
+        except (EOFError, ConnectionError) as exc:
+            self.close()
+            raise ConnectionLost(f"{where}: connection lost ({type(exc).__name__})") from None
+        except FileNotFoundError:
+            raise RemoteNotFound(f"{where}: no such file or folder") from None
+        except PermissionError:
+            raise RemotePermissionDenied(f"{where}: permission denied") from None
+        except OSError as exc:
+            if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                self.close()
+                raise RemoteUnavailable(f"{where}: {exc.strerror}") from None
+            if isinstance(exc, socket.gaierror):
+                raise RemoteUnavailable(f"{where}: cannot resolve {self.cfg.host}") from None
+            if self._ssh is not None and not self._alive():
+                self.close()
+                raise ConnectionLost(f"{where}: connection lost") from None
+            # SFTP's generic "Failure": disk full, quota, a server-side problem.
+            raise RemoteUnavailable(f"{where}: the server reported: {exc}") from None
+
+    def _alive(self) -> bool:
+        transport = self._ssh.get_transport() if self._ssh else None
+        return bool(transport and transport.is_active())
+
+    def _path(self, name: str) -> str:
+        return posixpath.join(self.cfg.path, safe_subfolder(name))
+
+    # ------------------------------------------------------------------ operations
+
+    def list(self, pattern: str) -> list[FileInfo]:
+        sftp = self._client()
+        with self._errors(f"list {self.cfg.path}"):
+            entries = sftp.listdir_attr(self.cfg.path)
+        out = [
+            FileInfo(e.filename, e.st_size or 0, int(e.st_mtime or 0) * 1_000_000_000)
+            for e in entries
+            if e.st_mode is not None
+            and stat_mod.S_ISREG(e.st_mode)
+            and not is_temporary(e.filename)
+            and matches(e.filename, pattern)
+        ]
+        return sorted(out, key=lambda f: (f.mtime_ns, f.name))
+
+    def read(self, name: str) -> bytes:
+        sftp = self._client()
+        buf = io.BytesIO()
+        with self._errors(f"read {name}"):
+            # getfo prefetches with unbounded outstanding requests: a small cap is a cliff.
+            sftp.getfo(self._path(name), buf)
+        return buf.getvalue()
+
+    def stat(self, name: str) -> FileInfo | None:
+        sftp = self._client()
+        try:
+            with self._errors(f"stat {name}"):
+                st = sftp.stat(self._path(name))
+        except RemoteNotFound:
+            return None
+        return FileInfo(name, st.st_size or 0, int(st.st_mtime or 0) * 1_000_000_000)
+
+    def put_atomic(self, name: str, data: bytes, *, temp_name: str, overwrite: bool) -> FileInfo:
+        sftp = self._client()
+        final, temp = self._path(name), self._path(temp_name)
+        if not overwrite and self.stat(name) is not None:
+            raise TargetExists(f"{self._where()}: {name} already exists")
+        try:
+            with self._errors(f"upload {name}"):
+                # putfo pipelines its writes; confirm=True checks the size the server stored.
+                sftp.putfo(io.BytesIO(data), temp, file_size=len(data), confirm=True)
+            self._rename(sftp, temp, final, name, overwrite)
+        except BaseException:
+            self._discard(temp)
+            raise
+        info = self.stat(name)
+        if info is None or info.size != len(data):
+            raise ConnectionLost(
+                f"{self._where()}: {name}: sent {len(data)} bytes but the server shows "
+                f"{'nothing' if info is None else info.size}"
+            )
+        return info
+
+    def _rename(
+        self, sftp: paramiko.SFTPClient, temp: str, final: str, name: str, overwrite: bool
+    ) -> None:
+        if not overwrite:
+            # Plain SFTP rename refuses an existing target: atomic and never overwrites.
+            try:
+                with self._errors(f"rename to {name}"):
+                    sftp.rename(temp, final)
+            except RemoteUnavailable:
+                if self.stat(name) is not None:
+                    raise TargetExists(f"{self._where()}: {name} already exists") from None
+                raise
+            return
+        if self._posix_rename:
+            try:
+                sftp.posix_rename(temp, final)
+                return
+            except OSError:
+                if not self._alive():
+                    raise
+                self._posix_rename = False
+                log.warning(
+                    "remote.rename_fallback",
+                    endpoint=self.label,
+                    reason="server lacks posix-rename; overwriting is not atomic",
+                )
+        with self._errors(f"replace {name}"):
+            with suppress(FileNotFoundError):
+                sftp.remove(final)
+            sftp.rename(temp, final)
+
+    def _discard(self, temp: str) -> None:
+        if self._sftp is None or not self._alive():
+            return
+        with suppress(OSError, paramiko.SSHException, EOFError):
+            self._sftp.remove(temp)
+
+    def move(self, name: str, folder: str) -> str:
+        sftp = self._client()
+        sub = safe_subfolder(folder)
+        dest_dir = posixpath.join(self.cfg.path, sub)
+        with self._errors(f"archive {name}"):
+            self._makedirs(sftp, dest_dir)
+            dest_name = posixpath.basename(name)
+            n = 1
+            while self._exists(sftp, posixpath.join(dest_dir, dest_name)):
+                dest_name = f"{posixpath.basename(name)}.{n}"
+                n += 1
+            sftp.rename(self._path(name), posixpath.join(dest_dir, dest_name))
+        return posixpath.join(sub, dest_name)
+
+    @staticmethod
+    def _exists(sftp: paramiko.SFTPClient, path: str) -> bool:
+        try:
+            sftp.stat(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _makedirs(self, sftp: paramiko.SFTPClient, path: str) -> None:
+        if path in ("", ".", "/") or self._exists(sftp, path):
+            return
+        self._makedirs(sftp, posixpath.dirname(path))
+        try:
+            sftp.mkdir(path)
+        except OSError:
+            if not self._exists(sftp, path):
+                raise
+
+    def remove(self, name: str) -> None:
+        sftp = self._client()
+        try:
+            with self._errors(f"remove {name}"):
+                sftp.remove(self._path(name))
+        except RemoteNotFound:
+            pass
+
+    # ------------------------------------------------------------------ trust
+
+    def fetch_host_key(self) -> paramiko.PKey:
+        """Connect far enough to see the server's host key, without logging in."""
+        cfg = self.cfg
+        with self._errors("fetch host key"):
+            sock = socket.create_connection((cfg.host, cfg.port), timeout=cfg.timeouts.connect)
+            transport = paramiko.Transport(sock)
+            try:
+                transport.banner_timeout = cfg.timeouts.banner
+                transport.start_client(timeout=cfg.timeouts.banner)
+                key = transport.get_remote_server_key()
+            finally:
+                transport.close()
+        return key
+
+    def pin_host_key(self, key: paramiko.PKey) -> None:
+        """Add the key to the configured known_hosts file (created 0600 if missing)."""
+        hosts = paramiko.HostKeys()
+        path = self.cfg.known_hosts
+        if path.exists():
+            hosts.load(str(path))
+        hosts.add(_host_entry(self.cfg.host, self.cfg.port), key.get_name(), key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600, exist_ok=True)
+        hosts.save(str(path))

@@ -1,0 +1,68 @@
+"""Validation reports: every problem in a file, each with where, which field, which rule, what value."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One broken rule at one place in one file."""
+
+    file: str
+    location: str  # "line 7", "record 3", "$.orders[2]", "/Orders/Order[3]"
+    field: str
+    rule: str  # "required", "type", "pattern", "length", "min", "max", "enum", "unique", ...
+    value: str | None
+    message: str
+
+    def line(self) -> str:
+        shown = "" if self.value is None else f" (value: {self.value!r})"
+        where = f"{self.file}: {self.location}"
+        return f"{where}: field {self.field}: {self.rule}: {self.message}{shown}"
+
+
+@dataclass(slots=True)
+class Report:
+    """Collects problems up to a cap, and counts the ones beyond it."""
+
+    file: str
+    cap: int = 100
+    problems: list[Problem] = field(default_factory=list)
+    dropped: int = 0
+
+    def add(self, location: str, field_name: str, rule: str, value: Any, message: str) -> None:
+        if len(self.problems) >= self.cap:
+            self.dropped += 1
+            return
+        shown = None if value is None else str(value)
+        if shown is not None and len(shown) > 200:
+            shown = shown[:200] + "..."
+        self.problems.append(Problem(self.file, location, field_name, rule, shown, message))
+
+    def __bool__(self) -> bool:
+        return bool(self.problems)
+
+    @property
+    def total(self) -> int:
+        return len(self.problems) + self.dropped
+
+    def summary(self) -> str:
+        first = self.problems[0].line() if self.problems else ""
+        more = f" (+{self.total - 1} more)" if self.total > 1 else ""
+        return f"{self.total} problem(s) in {self.file}; first: {first}{more}"
+
+    def text(self) -> str:
+        lines = [p.line() for p in self.problems]
+        if self.dropped:
+            lines.append(f"... and {self.dropped} more problem(s) not listed (cap {self.cap})")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "total": self.total,
+            "problems": [asdict(p) for p in self.problems],
+            "not_listed": self.dropped,
+        }

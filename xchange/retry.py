@@ -1,0 +1,47 @@
+"""The one retry policy: exponential backoff with jitter, for retryable errors only."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import structlog
+import tenacity
+
+from xchange.config import RetrySpec
+from xchange.errors import XchangeError
+
+T = TypeVar("T")
+log = structlog.get_logger(__name__)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, XchangeError) and exc.retryable
+
+
+def call_with_retry(
+    fn: Callable[[], T], policy: RetrySpec, *, sleep: Callable[[float], None] = time.sleep
+) -> T:
+    """Call ``fn``; on a retryable :class:`XchangeError` wait and call again, up to
+    ``policy.attempts`` calls in all; the last error is raised as it is."""
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "retry.waiting",
+            attempt=state.attempt_number,
+            of=policy.attempts,
+            wait_s=round(state.next_action.sleep if state.next_action else 0, 2),
+            error=str(exc),
+        )
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(policy.attempts),
+        wait=tenacity.wait_exponential_jitter(initial=policy.initial, max=policy.maximum),
+        retry=tenacity.retry_if_exception(is_retryable),
+        reraise=True,
+        sleep=sleep,
+        before_sleep=before_sleep,
+    )
+    return retrying(fn)
