@@ -1,4 +1,7 @@
-"""The ``xchange`` command: a thin click layer over the library (the only module importing click)."""
+"""The ``xchange`` command: a thin click layer over the library.
+
+This is the only module that imports click.
+"""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ its password or key passphrase, and the value is read once, here, into a
 
 Every problem is reported with the file and the key path, for example::
 
-    config/demo.toml: routes[1].target.endpoint: no endpoint named "wms" (known: shop-drop, wms-outbox)
+    config/demo.toml: routes[1].target.endpoint: no endpoint named "wms" (known: ...)
 """
 
 from __future__ import annotations

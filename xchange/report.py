@@ -1,4 +1,4 @@
-"""Validation reports: every problem in a file, each with where, which field, which rule, what value."""
+"""Validation reports: every problem in a file, with place, field, rule and value."""
 
 from __future__ import annotations
 

@@ -129,13 +129,11 @@ class SQLiteJournal:
     # ------------------------------------------------------------------ interface
 
     def seen(self, route: str, endpoint: str, path: str, size: int, mtime_ns: int) -> bool:
-        states = tuple(str(s) for s in DONE_STATES)
         with self._lock:
             row = self._db.execute(
                 "SELECT 1 FROM files WHERE route=? AND endpoint=? AND path=? AND size=? "
-                # Only placeholders are interpolated; every value is bound.
-                f"AND mtime_ns=? AND state IN ({','.join('?' * len(states))}) LIMIT 1",  # noqa: S608
-                (route, endpoint, path, size, mtime_ns, *states),
+                "AND mtime_ns=? AND state IN (?, ?, ?) LIMIT 1",
+                (route, endpoint, path, size, mtime_ns, *sorted(DONE_STATES)),
             ).fetchone()
         return row is not None
 
