@@ -278,9 +278,11 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
     except ValidationError as exc:
         problems.extend(_problems(source, exc))
 
+    problems.extend(_cross_check(source, raw.get("routes"), raw_endpoints))
     if config is not None:
         config = config.model_copy(update={"endpoints": endpoints})
-        problems.extend(_cross_check(source, config, raw_endpoints))
+        if not config.formats.is_dir():
+            problems.append(f"{source}: formats: no such folder: {config.formats}")
     if problems or config is None:
         raise ConfigError(problems)
     return config
@@ -306,21 +308,28 @@ def _with_secrets(
     return endpoint.model_copy(update=update), problems
 
 
-def _cross_check(source: str, config: AppConfig, raw_endpoints: Mapping[str, Any]) -> list[str]:
+def _cross_check(source: str, routes: Any, raw_endpoints: Mapping[str, Any]) -> list[str]:
+    """References between sections, checked on the raw data so that they are reported
+    together with any type errors."""
+    if not isinstance(routes, list):
+        return []
     problems: list[str] = []
     known = ", ".join(sorted(raw_endpoints)) or "none"
     seen: set[str] = set()
-    for i, route in enumerate(config.routes):
-        if route.name in seen:
-            problems.append(f"{source}: routes[{i}].name: route {route.name!r} is defined twice")
-        seen.add(route.name)
+    for i, route in enumerate(routes):
+        if not isinstance(route, dict):
+            continue
+        name = route.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                problems.append(f"{source}: routes[{i}].name: route {name!r} is defined twice")
+            seen.add(name)
         for side in ("source", "target"):
-            ref = getattr(route, side).endpoint
-            if ref not in raw_endpoints:
+            spec = route.get(side)
+            ref = spec.get("endpoint") if isinstance(spec, dict) else None
+            if isinstance(ref, str) and ref not in raw_endpoints:
                 problems.append(
                     f'{source}: routes[{i}].{side}.endpoint: no endpoint named "{ref}" '
                     f"(known: {known})"
                 )
-    if not config.formats.is_dir():
-        problems.append(f"{source}: formats: no such folder: {config.formats}")
     return problems

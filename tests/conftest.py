@@ -1,0 +1,112 @@
+"""Shared fixtures: a clean environment, a scratch exchange, and a real sshd."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import structlog
+
+from tests.sshd import SshServer, find_sshd, start_sshd
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "samples"
+FORMATS = REPO / "formats"
+CORPORA = REPO.parent / "shared" / "corpora"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No XCHANGE_* variable from the developer's shell leaks into a test."""
+    for key in list(os.environ):
+        if key.startswith("XCHANGE_"):
+            monkeypatch.delenv(key)
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
+
+
+@dataclass
+class Exchange:
+    """A scratch copy of the demo exchange in a temporary folder."""
+
+    root: Path
+    inbox: Path
+    outbox: Path
+    journal: Path
+    quarantine: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "xchange.toml"
+
+    def write_config(self, target: str | None = None, route_extra: str = "") -> Path:
+        target = target or f'[endpoints.wms-outbox]\ntype = "local"\npath = "{self.outbox}"\n'
+        self.config.write_text(
+            f"""
+formats = "{FORMATS}"
+
+[journal]
+path = "{self.journal}"
+
+[quarantine]
+path = "{self.quarantine}"
+
+[endpoints.shop-drop]
+type = "local"
+path = "{self.inbox}"
+
+{target}
+
+[[routes]]
+name = "shop-orders"
+source = {{ endpoint = "shop-drop", pattern = "orders_*.csv" }}
+source_layout = "shop-order-lines"
+mapping = "shop-to-wms-outbound"
+target_layout = "wms-outbound-order"
+target = {{ endpoint = "wms-outbox", name = "WMS_OUT_{{OrderDate}}_{{OrderNo}}.xml" }}
+after = {{ action = "archive", folder = "archive" }}
+retry = {{ attempts = 2, initial = 0.01, maximum = 0.05 }}
+{route_extra}
+""",
+            encoding="utf-8",
+        )
+        return self.config
+
+    def drop_sample(self, name: str = "orders_20261121.csv") -> Path:
+        return Path(shutil.copy(SAMPLES / "shop-orders" / "in" / name, self.inbox / name))
+
+
+@pytest.fixture
+def exchange(tmp_path: Path) -> Exchange:
+    ex = Exchange(
+        root=tmp_path,
+        inbox=tmp_path / "inbox",
+        outbox=tmp_path / "outbox",
+        journal=tmp_path / "state" / "journal.sqlite",
+        quarantine=tmp_path / "quarantine",
+    )
+    ex.inbox.mkdir()
+    ex.write_config()
+    return ex
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """A real OpenSSH sshd on 127.0.0.1 for the whole session."""
+    if find_sshd() is None:
+        pytest.fail(
+            "OpenSSH sshd is not installed: run the test command from README.md, "
+            "which installs it (apt-get install openssh-server)"
+        )
+    # Not under pytest's 0700 temp root: the password-login test user must reach it.
+    base = Path(tempfile.mkdtemp(prefix="xchange-sshd-"))
+    server = start_sshd(base)
+    yield server
+    server.stop()
+    shutil.rmtree(base, ignore_errors=True)
