@@ -35,8 +35,18 @@ def free_port() -> int:
 
 def keygen(path: Path, passphrase: str = "") -> Path:
     subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", "xchange-test", "-f",
-         str(path)],
+        [
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            passphrase,
+            "-C",
+            "xchange-test",
+            "-f",
+            str(path),
+        ],
         check=True,
         capture_output=True,
         timeout=30,
@@ -118,12 +128,17 @@ def _ensure_password_user() -> tuple[str, str] | None:
     except KeyError:
         subprocess.run(
             ["useradd", "--no-create-home", "--shell", "/bin/sh", TEST_USER],
-            check=True, capture_output=True, timeout=30,
+            check=True,
+            capture_output=True,
+            timeout=30,
         )
     password = secrets.token_urlsafe(18)
     subprocess.run(
-        ["chpasswd"], input=f"{TEST_USER}:{password}".encode(), check=True,
-        capture_output=True, timeout=30,
+        ["chpasswd"],
+        input=f"{TEST_USER}:{password}".encode(),
+        check=True,
+        capture_output=True,
+        timeout=30,
     )
     return TEST_USER, password
 

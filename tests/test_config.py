@@ -43,13 +43,15 @@ def test_wrong_type_names_file_and_key_path(exchange: Exchange) -> None:
     )
     exchange.config.write_text(text)
     problems = problems_of(exchange.config, env={"PW": "x"})
-    assert f'{exchange.config}: endpoints.wms-outbox.port: expected an integer, got "abc"' in problems
+    assert (
+        f'{exchange.config}: endpoints.wms-outbox.port: expected an integer, got "abc"' in problems
+    )
 
 
 def test_route_errors_carry_the_list_index(exchange: Exchange) -> None:
     """Problems inside the second route are reported as routes[1]...."""
     text = exchange.config.read_text()
-    second = text[text.index("[[routes]]"):].replace('name = "shop-orders"', 'name = "two"')
+    second = text[text.index("[[routes]]") :].replace('name = "shop-orders"', 'name = "two"')
     second = second.replace('endpoint = "wms-outbox"', 'endpoint = "wms"')
     exchange.config.write_text(text + second.replace("attempts = 2", "attempts = 0", 1))
     problems = problems_of(exchange.config)
@@ -104,8 +106,9 @@ def test_password_comes_from_the_named_environment_variable(exchange: Exchange) 
 
 def test_check_command_exits_nonzero_with_key_paths(exchange: Exchange) -> None:
     """`xchange check` prints file and key path for a broken configuration and exits 2."""
-    exchange.config.write_text(exchange.config.read_text().replace(
-        'retry = { attempts = 2', 'retry = { attempts = "many"'))
+    exchange.config.write_text(
+        exchange.config.read_text().replace("retry = { attempts = 2", 'retry = { attempts = "many"')
+    )
     result = CliRunner().invoke(main, ["check", "--config", str(exchange.config)])
     assert result.exit_code == 2
     assert f'{exchange.config}: routes[0].retry.attempts: expected an integer, got "many"' in (
@@ -129,10 +132,15 @@ def test_check_names_mapping_fields_missing_from_the_layout(
     for f in (REPO / "formats").glob("*.toml"):
         (formats / f.name).write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
     mapping = formats / "shop-to-wms-outbound.toml"
-    mapping.write_text(mapping.read_text(encoding="utf-8").replace(
-        'SkuName = "goods_name"', 'SkuName = "goods_title"'), encoding="utf-8")
-    exchange.config.write_text(exchange.config.read_text().replace(
-        str(REPO / "formats"), str(formats)))
+    mapping.write_text(
+        mapping.read_text(encoding="utf-8").replace(
+            'SkuName = "goods_name"', 'SkuName = "goods_title"'
+        ),
+        encoding="utf-8",
+    )
+    exchange.config.write_text(
+        exchange.config.read_text().replace(str(REPO / "formats"), str(formats))
+    )
     result = CliRunner().invoke(main, ["check", "--config", str(exchange.config)])
     assert result.exit_code == 2
     assert (

@@ -47,8 +47,16 @@ def test_convert_command_reproduces_the_golden_outputs(tmp_path: Path) -> None:
     """`xchange convert` writes the same bytes as the golden outputs into -o DIR."""
     result = CliRunner().invoke(
         main,
-        ["convert", "--config", str(REPO / "config" / "demo.toml"), "--route", "shop-orders",
-         str(IN), "-o", str(tmp_path)],
+        [
+            "convert",
+            "--config",
+            str(REPO / "config" / "demo.toml"),
+            "--route",
+            "shop-orders",
+            str(IN),
+            "-o",
+            str(tmp_path),
+        ],
     )
     assert result.exit_code == 0, result.output
     for golden in EXPECTED.iterdir():
@@ -115,7 +123,7 @@ def test_unclosed_quote_is_a_decode_error_with_the_line(pipeline: Pipeline) -> N
 
 
 def test_leading_zeros_and_na_survive_as_text(pipeline: Pipeline) -> None:
-    """"00123"-like codes and "NA" stay text: nothing is inferred from the data."""
+    """ "00123"-like codes and "NA" stay text: nothing is inferred from the data."""
     row = GOOD.replace("SKU-1", "00123").replace("人民路1号", "NA")
     (out,) = pipeline.convert(gbk_csv(row), "orders_t.csv", NOW)
     assert b"<SkuCode>00123</SkuCode>" in out.data
@@ -127,8 +135,15 @@ def test_validate_command_prints_the_report_and_exits_1(tmp_path: Path) -> None:
     bad = tmp_path / "orders_bad.csv"
     bad.write_bytes(gbk_csv(GOOD.replace("13800000000", "12345")))
     result = CliRunner().invoke(
-        main, ["validate", "--config", str(REPO / "config" / "demo.toml"), "--route",
-               "shop-orders", str(bad)],
+        main,
+        [
+            "validate",
+            "--config",
+            str(REPO / "config" / "demo.toml"),
+            "--route",
+            "shop-orders",
+            str(bad),
+        ],
     )
     assert result.exit_code == 1
     assert "orders_bad.csv: line 2: field 手机: pattern: does not match" in result.stderr

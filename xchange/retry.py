@@ -38,7 +38,9 @@ def call_with_retry(
 
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_attempt(policy.attempts),
-        wait=tenacity.wait_exponential_jitter(initial=policy.initial, max=policy.maximum),
+        # initial, 2*initial, 4*initial ... capped at maximum, plus up to `initial` of jitter.
+        wait=tenacity.wait_exponential(multiplier=policy.initial, max=policy.maximum)
+        + tenacity.wait_random(0, policy.initial),
         retry=tenacity.retry_if_exception(is_retryable),
         reraise=True,
         sleep=sleep,
