@@ -187,7 +187,9 @@ def start_sshd(base: Path) -> SshServer:
         wait_for_banner(port)
     except RuntimeError:
         process.kill()
-        raise RuntimeError(f"sshd failed to start:\n{log_file.read_text(errors='replace')}")
+        raise RuntimeError(
+            f"sshd failed to start:\n{log_file.read_text(errors='replace')}"
+        ) from None
     return SshServer(
         port=port,
         user=pwd.getpwuid(os.geteuid()).pw_name,
