@@ -126,7 +126,7 @@ def test_check_reads_the_config_from_the_environment(exchange: Exchange) -> None
 def test_check_names_mapping_fields_missing_from_the_layout(
     exchange: Exchange, tmp_path: Path
 ) -> None:
-    """A mapping that reads a field the source layout lacks is caught by check, naming both files."""
+    """A mapping reading a field the source layout lacks fails check, naming both files."""
     formats = tmp_path / "formats"
     formats.mkdir()
     for f in (REPO / "formats").glob("*.toml"):

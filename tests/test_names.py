@@ -35,7 +35,7 @@ def test_a_name_that_would_be_hidden_or_empty_is_refused() -> None:
 
 def test_unknown_template_field_is_named() -> None:
     """A template using a field the document lacks says which field."""
-    with pytest.raises(UnsafeName, match="unknown field.*OrderNumber"):
+    with pytest.raises(UnsafeName, match=r"unknown field.*OrderNumber"):
         render_name("{OrderNumber}.xml", {"OrderNo": "1"})
 
 

@@ -26,11 +26,17 @@ def pipeline() -> Pipeline:
 
 
 def gbk_csv(*lines: str) -> bytes:
-    header = "订单号,下单时间,渠道,收货人,手机,省份,城市,区县,详细地址,商品编码,商品名称,数量,单价,发货仓,买家留言"
+    header = (
+        "订单号,下单时间,渠道,收货人,手机,省份,城市,区县,详细地址,"
+        "商品编码,商品名称,数量,单价,发货仓,买家留言"
+    )
     return ("\r\n".join([header, *lines]) + "\r\n").encode("gbk")
 
 
-GOOD = "EC20261121009,2026-11-21 09:00:00,天猫,赵六,13800000000,上海市,上海市,,人民路1号,SKU-1,杯子,1,9.90,上海仓,"
+GOOD = (
+    "EC20261121009,2026-11-21 09:00:00,天猫,赵六,13800000000,"
+    "上海市,上海市,,人民路1号,SKU-1,杯子,1,9.90,上海仓,"
+)
 
 
 def test_sample_orders_become_the_golden_wms_documents_byte_for_byte(pipeline: Pipeline) -> None:
