@@ -115,8 +115,8 @@ class SshServer:
 def _spawn(config: Path, log_file: Path) -> subprocess.Popen[bytes]:
     sshd = find_sshd()
     assert sshd is not None
-    log = open(log_file, "ab")  # noqa: SIM115 - owned by the child process
-    return subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
+    with open(log_file, "ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
 
 
 def _ensure_password_user() -> tuple[str, str] | None:
