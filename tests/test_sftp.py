@@ -63,8 +63,9 @@ def test_put_atomic_delivers_with_key_auth(sshd: SshServer) -> None:
     folder = sshd.folder("key-auth")
     remote = SFTPRemote("wms", endpoint(sshd, folder))
     try:
-        info = remote.put_atomic("a.xml", b"<a/>\n", temp_name=".a.xml.t.xchange-part",
-                                 overwrite=False)
+        info = remote.put_atomic(
+            "a.xml", b"<a/>\n", temp_name=".a.xml.t.xchange-part", overwrite=False
+        )
     finally:
         remote.close()
     assert info.size == 5
@@ -77,8 +78,14 @@ def test_password_auth_from_environment_secret(sshd: SshServer) -> None:
     if sshd.password_user is None:
         pytest.skip("password logins need a throwaway system user, which only root can create")
     folder = sshd.folder("password-auth")
-    cfg = endpoint(sshd, folder, user=sshd.password_user, key_file=None,
-                   password=sshd.password, password_env="UNUSED")
+    cfg = endpoint(
+        sshd,
+        folder,
+        user=sshd.password_user,
+        key_file=None,
+        password=sshd.password,
+        password_env="UNUSED",
+    )
     remote = SFTPRemote("wms", cfg)
     try:
         remote.put_atomic("p.xml", b"pw", temp_name=".p.xml.t.xchange-part", overwrite=False)
@@ -91,8 +98,14 @@ def test_wrong_password_is_an_authentication_error_without_the_password(sshd: Ss
     """A refused password says 'refused' and never repeats the password."""
     if sshd.password_user is None:
         pytest.skip("password logins need a throwaway system user, which only root can create")
-    cfg = endpoint(sshd, sshd.folder("bad-pw"), user=sshd.password_user, key_file=None,
-                   password="not-the-password-42", password_env="UNUSED")
+    cfg = endpoint(
+        sshd,
+        sshd.folder("bad-pw"),
+        user=sshd.password_user,
+        key_file=None,
+        password="not-the-password-42",
+        password_env="UNUSED",
+    )
     with pytest.raises(AuthenticationFailed) as info:
         SFTPRemote("wms", cfg).list("*")
     assert "not-the-password-42" not in str(info.value)
@@ -188,8 +201,7 @@ def test_connection_cut_mid_upload_leaves_no_final_name(sshd: SshServer) -> None
     cutter = threading.Thread(target=cut_when_started)
     cutter.start()
     with pytest.raises(RemoteError) as info:
-        remote.put_atomic("big.bin", payload, temp_name=".big.bin.y.xchange-part",
-                          overwrite=False)
+        remote.put_atomic("big.bin", payload, temp_name=".big.bin.y.xchange-part", overwrite=False)
     cutter.join(timeout=30)
     assert info.value.retryable, repr(info.value)
     assert not (folder / "big.bin").exists()
@@ -275,13 +287,15 @@ def test_trust_shows_the_fingerprint_and_pins_on_confirmation(
     known = tmp_path / "pinned_known_hosts"
     exchange.write_config(target=sftp_target_toml(sshd, sshd.folder("trust"), known_hosts=known))
     runner = CliRunner()
-    declined = runner.invoke(main, ["trust", "--config", str(exchange.config), "wms-outbox"],
-                             input="n\n")
+    declined = runner.invoke(
+        main, ["trust", "--config", str(exchange.config), "wms-outbox"], input="n\n"
+    )
     assert declined.exit_code == 1
     assert "SHA256:" in declined.stdout
     assert not known.exists()
-    accepted = runner.invoke(main, ["trust", "--config", str(exchange.config), "wms-outbox"],
-                             input="y\n")
+    accepted = runner.invoke(
+        main, ["trust", "--config", str(exchange.config), "wms-outbox"], input="y\n"
+    )
     assert accepted.exit_code == 0, accepted.output
     host_pub = (sshd.host_key.with_suffix(".pub")).read_text().split()[1]
     assert host_pub in known.read_text()
@@ -291,3 +305,42 @@ def test_trust_shows_the_fingerprint_and_pins_on_confirmation(
     remote = SFTPRemote("wms", endpoint(sshd, sshd.folder("trust"), known_hosts=known))
     remote.list("*")
     remote.close()
+
+
+def test_password_never_appears_in_logs_journal_or_output(
+    exchange: Exchange, sshd: SshServer, tmp_path: Path
+) -> None:
+    """A full exchange with a password login (and a failed one) leaks the password nowhere."""
+    if sshd.password_user is None:
+        pytest.skip("password logins need a throwaway system user, which only root can create")
+    folder = sshd.folder("secret-scan")
+    target = (
+        sftp_target_toml(sshd, folder)
+        .replace(f'user = "{sshd.user}"', f'user = "{sshd.password_user}"')
+        .replace(f'key_file = "{sshd.client_key}"', 'password_env = "XCHANGE_TEST_PW"')
+    )
+    exchange.write_config(target=target)
+    runner = CliRunner()
+    outputs = []
+    exchange.drop_sample()
+    wrong = runner.invoke(
+        main,
+        ["--log-format", "json", "-v", "run", "--once", "--config", str(exchange.config)],
+        env={"XCHANGE_TEST_PW": "wrong-" + (sshd.password or "")},
+    )
+    assert wrong.exit_code == 3
+    outputs.append(wrong.output)
+    right = runner.invoke(
+        main,
+        ["--log-format", "json", "-v", "run", "--once", "--config", str(exchange.config)],
+        env={"XCHANGE_TEST_PW": sshd.password or ""},
+    )
+    assert right.exit_code == 0, right.output
+    outputs.append(right.output)
+    assert len(os.listdir(folder)) == 3
+    secret = (sshd.password or "").encode()
+    assert secret
+    assert all(secret.decode() not in text for text in outputs)
+    for path in exchange.root.rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_bytes(), path
