@@ -205,6 +205,8 @@ def describe_error(err: Mapping[str, Any]) -> str:
     if kind == "extra_forbidden":
         # The value of an unknown key is never shown: it may be a misplaced secret.
         return "unknown key (secrets are not written here: use password_env or key_passphrase_env)"
+    if kind in ("value_error", "assertion_error"):
+        return str(err.get("msg", kind)).removeprefix("Value error, ")
     msg = str(err.get("msg", kind))
     msg = msg[0].lower() + msg[1:] if msg else kind
     return f"{msg}, got {_show(value)}"

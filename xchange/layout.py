@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from xchange.config import describe_error, key_path
 from xchange.errors import ConfigError
+from xchange.report import Report
 
 FieldType = Literal["string", "integer", "decimal", "date", "datetime", "boolean", "enum"]
 
@@ -40,7 +41,7 @@ class FieldValueError(ValueError):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
 
 class FieldSpec(_Model):
@@ -205,6 +206,15 @@ class FieldSpec(_Model):
         return str(value)
 
 
+def parse_field(spec: FieldSpec, text: str | None, where: str, report: Report) -> Any:
+    """Parse one value, sending a broken rule to ``report`` (the value is then None)."""
+    try:
+        return spec.parse(text)
+    except FieldValueError as exc:
+        report.add(where, spec.key, exc.rule, text, exc.message)
+        return None
+
+
 class CsvOptions(_Model):
     delimiter: str = Field(",", min_length=1, max_length=1)
     quote: str = Field('"', min_length=1, max_length=1)
@@ -214,18 +224,46 @@ class CsvOptions(_Model):
 
 
 class XmlOptions(_Model):
-    #: Root element of one document.
+    """XML documents. Field columns are paths relative to the record (or line) element:
+    ``OrderNo``, ``Header/OrderNo``, ``@id``, ``Customer/@code``; prefixes as declared in
+    ``namespaces``."""
+
+    #: Root element of one document (writing), and of the file (reading, checked).
     root: str
-    #: Element that holds the lines (omit for lines directly under the root).
+    #: Element that holds the lines (omit for lines directly under the record).
     lines: str | None = None
     #: Element of one line (nested layouts).
     line: str | None = None
+    #: Default namespace of written documents.
     namespace: str | None = None
+    #: Prefixes used in paths when reading, e.g. { w = "urn:example:wms" }.
+    namespaces: dict[str, str] = Field(default_factory=dict)
     #: Root element wrapping several documents when a mapping batches them.
     batch_root: str | None = None
     indent: str = "  "
-    #: Reading: path of the record elements, e.g. "/Orders/Order".
+    #: Reading: path of the record elements from the top, e.g. "/Orders/Order";
+    #: default: the root element is the one record.
     records: str | None = None
+    #: Optional XSD (relative to the formats folder) that documents must satisfy.
+    xsd: str | None = None
+
+
+class JsonOptions(_Model):
+    """JSON documents. Field columns are dotted key paths: ``FCustId.FNumber``."""
+
+    #: Reading: where the records are, e.g. "$.orders[*]" ("$" = the whole document).
+    records: str = "$"
+    #: Key path of a record's lines (nested layouts), e.g. "items".
+    lines: str | None = None
+    #: One JSON value per line.
+    ndjson: bool = False
+    #: What a key given twice in one object means.
+    duplicate_keys: Literal["reject", "last"] = "reject"
+    #: Writing: key path that wraps each document, e.g. "Model" (Kingdee's Save API).
+    wrap: str | None = None
+    #: Writing: key that wraps several documents when a mapping batches them.
+    batch_key: str | None = None
+    indent: int | None = 2
 
 
 class Layout(_Model):
@@ -241,6 +279,7 @@ class Layout(_Model):
     line_fields: list[FieldSpec] = Field(default_factory=list)
     csv: CsvOptions = CsvOptions()
     xml: XmlOptions | None = None
+    json_: JsonOptions = Field(JsonOptions(), alias="json")
     max_problems: int = Field(100, ge=1)
     source_file: Path = Field(Path("?"), exclude=True)
 
@@ -256,7 +295,8 @@ class Layout(_Model):
             if dupes:
                 raise ValueError(f"field names defined twice: {', '.join(dupes)}")
         try:
-            "".encode(self.encoding)
+            if self.encoding.lower() != "auto":
+                "".encode(self.encoding)
         except LookupError as exc:
             raise ValueError(f"unknown encoding {self.encoding!r}") from exc
         return self

@@ -15,7 +15,14 @@ from xchange.codecs import Codec, codec_for
 from xchange.config import RouteConfig
 from xchange.errors import ConfigError, MappingError, ValidationFailed
 from xchange.layout import FieldValueError, Layout, load_layout
-from xchange.mapping import Document, Mapping, apply_mapping, check_mapping, load_mapping
+from xchange.mapping import (
+    Document,
+    Mapping,
+    Record,
+    apply_mapping,
+    check_mapping,
+    load_mapping,
+)
 from xchange.names import render_name
 from xchange.report import Report
 
@@ -78,6 +85,7 @@ class Pipeline:
         """
         report = Report(source_name, cap=self.source.max_problems)
         records = self._reader.read(data, self.source, source_name, report)
+        check_unique(self.source, records, report)
         if report:
             raise ValidationFailed(report.summary(), report=report)
         if not records:
@@ -111,3 +119,29 @@ class Pipeline:
         source = PurePosixPath(source_name)
         values.update(source_name=source.name, source_stem=source.stem, date=now)
         return values
+
+
+def check_unique(layout: Layout, records: list[Record], report: Report) -> None:
+    """The ``unique`` rule: a value may appear once per file (header fields and line fields)."""
+    for specs, rows in (
+        (layout.fields, records),
+        (layout.line_fields, [line for rec in records for line in rec.lines]),
+    ):
+        for spec in specs:
+            if not spec.unique:
+                continue
+            first: dict[object, str] = {}
+            for row in rows:
+                value = row.values.get(spec.name)
+                if value is None:
+                    continue
+                if value in first:
+                    report.add(
+                        row.location,
+                        spec.key,
+                        "unique",
+                        value,
+                        f"the same value is already at {first[value]}",
+                    )
+                else:
+                    first[value] = row.location

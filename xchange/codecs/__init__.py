@@ -40,6 +40,7 @@ class Codec(Protocol):
 _CODECS = {
     "csv": "xchange.codecs.csv_codec:CsvCodec",
     "xml": "xchange.codecs.xml_codec:XmlCodec",
+    "json": "xchange.codecs.json_codec:JsonCodec",
 }
 
 

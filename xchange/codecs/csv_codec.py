@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any
 
 import pandas as pd
 
 from xchange.codecs.text import decode, encode
 from xchange.errors import DecodeError
-from xchange.layout import FieldSpec, FieldValueError, Layout
+from xchange.layout import FieldSpec, Layout, parse_field
 from xchange.mapping import Document, Record
 from xchange.report import Report
 
@@ -86,25 +85,13 @@ class CsvCodec:
             raise DecodeError(f"{origin}: CSV syntax: {exc}") from None
         columns = self._columns(frame, layout, report)
         records: list[Record] = []
-        seen: dict[str, dict[Any, int]] = {f.name: {} for f in layout.fields if f.unique}
-        rows = frame.itertuples(index=False, name=None)
-        for i, row in enumerate(rows):
+        for i, row in enumerate(frame.itertuples(index=False, name=None)):
             line = starts[i] if i < len(starts) else i + 1 + int(opts.header)
             where = f"line {line}"
-            values: dict[str, Any] = {}
-            for spec, pos in columns:
-                text_value = row[pos] if pos is not None else None
-                values[spec.name] = self._parse(spec, text_value, where, report)
-                if spec.name in seen and values[spec.name] is not None:
-                    first = seen[spec.name].setdefault(values[spec.name], line)
-                    if first != line:
-                        report.add(
-                            where,
-                            spec.key,
-                            "unique",
-                            text_value,
-                            f"the same value is on line {first}",
-                        )
+            values = {
+                spec.name: parse_field(spec, row[pos] if pos is not None else None, where, report)
+                for spec, pos in columns
+            }
             records.append(Record(where, values))
         return records
 
@@ -131,14 +118,6 @@ class CsvCodec:
                     )
                 out.append((spec, None))
         return out
-
-    @staticmethod
-    def _parse(spec: FieldSpec, text: str | None, where: str, report: Report) -> Any:
-        try:
-            return spec.parse(text)
-        except FieldValueError as exc:
-            report.add(where, spec.key, exc.rule, text, exc.message)
-            return None
 
     def write(self, docs: list[Document], layout: Layout, origin: str) -> bytes:
         opts = layout.csv

@@ -1,43 +1,195 @@
-"""XML through lxml, hardened: no entities resolved, no DTD loaded, no network.
+"""XML through lxml (the only module that imports it), hardened.
 
-A document that carries a DOCTYPE is refused before parsing: with entity
-resolution off, a hostile DTD would otherwise pass through as data.
+The parser resolves no entities, loads no DTD, touches no network and no local file,
+and keeps libxml2's limits on (``huge_tree=False``). A document that carries a DOCTYPE
+is refused at its first element: with entity resolution off, a hostile DTD would
+otherwise pass through as data. Records are streamed with ``iterparse`` and cleared
+once read, so memory stays flat however long the file is.
 """
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from lxml import etree
 
 from xchange.codecs.text import encode
 from xchange.errors import DecodeError, MappingError
-from xchange.layout import FieldSpec, Layout, XmlOptions
+from xchange.layout import FieldSpec, Layout, XmlOptions, parse_field
 from xchange.mapping import Document, Record
 from xchange.report import Report
 
+PARSER_OPTIONS: dict[str, Any] = {
+    "resolve_entities": False,
+    "no_network": True,
+    "load_dtd": False,
+    "dtd_validation": False,
+    "huge_tree": False,
+    "remove_pis": True,
+}
+
 
 def hardened_parser() -> etree.XMLParser:
-    """The only XML parser xchange uses."""
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_pis=True,
-    )
+    """The parser for whole documents (schemas, XSD-validated layouts)."""
+    return etree.XMLParser(**PARSER_OPTIONS)
 
 
-def _qname(opts: XmlOptions, name: str) -> str:
-    return f"{{{opts.namespace}}}{name}" if opts.namespace else name
+def _clark(name: str, ns: dict[str, str], default: str | None = None) -> str:
+    """``w:Item`` -> ``{urn}Item`` using the layout's prefixes."""
+    if name.startswith("{"):
+        return name
+    prefix, sep, local = name.partition(":")
+    if sep:
+        if prefix not in ns:
+            raise DecodeError(f"namespace prefix {prefix!r} is not declared in the layout")
+        return f"{{{ns[prefix]}}}{local}"
+    return f"{{{default}}}{name}" if default else name
+
+
+def _syntax_error(origin: str, exc: etree.XMLSyntaxError) -> DecodeError:
+    line = exc.position[0] if exc.position else "?"
+    text = str(exc.msg if hasattr(exc, "msg") and exc.msg else exc)
+    return DecodeError(f"{origin}: line {line}: XML not well-formed: {text}")
+
+
+def iter_elements(
+    data: bytes, origin: str, *, allow_doctype: bool = False
+) -> Iterator[tuple[str, etree._Element]]:
+    """Stream ``(event, element)`` pairs; refuse a DOCTYPE unless told otherwise.
+
+    Raises:
+        DecodeError: not well-formed, or a DOCTYPE (with the line).
+    """
+    events = etree.iterparse(io.BytesIO(data), events=("start", "end"), **PARSER_OPTIONS)
+    first = True
+    try:
+        for event, element in events:
+            if first:
+                first = False
+                info = element.getroottree().docinfo
+                if not allow_doctype and (info.doctype or info.internalDTD is not None):
+                    raise DecodeError(
+                        f"{origin}: the document has a DOCTYPE ({info.doctype or 'internal'}); "
+                        "documents with a DTD are refused (entity and DTD attacks)"
+                    )
+            yield event, element
+    except etree.XMLSyntaxError as exc:
+        raise _syntax_error(origin, exc) from None
+    if first:
+        raise DecodeError(f"{origin}: the file holds no XML element")
+
+
+def check_well_formed(data: bytes, origin: str, *, allow_doctype: bool = False) -> None:
+    """Parse the whole document without building it (conformance checks and validation)."""
+    for event, element in iter_elements(data, origin, allow_doctype=allow_doctype):
+        if event == "end":
+            element.clear(keep_tail=True)
+
+
+def _get(element: etree._Element, path: str, ns: dict[str, str]) -> str | None:
+    """Text at ``a/b`` or attribute at ``a/@c`` / ``@c`` below ``element`` (None: absent)."""
+    node_path, _, attr = path.partition("@")
+    node_path = node_path.rstrip("/")
+    node = element if not node_path else element.find(node_path, namespaces=ns)
+    if node is None:
+        return None
+    if attr:
+        value: str | None = node.get(_clark(attr, ns))
+        return value
+    return node.text or ""
+
+
+def _path_of(element: etree._Element) -> str:
+    parts = []
+    node: etree._Element | None = element
+    while node is not None:
+        parent = node.getparent()
+        tag = etree.QName(node).localname
+        if parent is not None:
+            same = [c for c in parent if c.tag == node.tag]
+            tag += f"[{same.index(node) + 1}]" if len(same) > 1 else ""
+        parts.append(tag)
+        node = parent
+    return "/" + "/".join(reversed(parts))
 
 
 class XmlCodec:
     """The XML codec."""
 
+    # ------------------------------------------------------------------ reading
+
     def read(self, data: bytes, layout: Layout, origin: str, report: Report) -> list[Record]:
-        raise DecodeError(f"{origin}: reading XML documents is not available yet")
+        opts = layout.xml
+        assert opts is not None  # the layout model requires [xml] for the xml codec
+        if opts.xsd:
+            self._validate_xsd(data, layout, opts, origin, report)
+            if report:
+                return []
+        ns = opts.namespaces
+        steps = [_clark(s, ns) for s in (opts.records or f"/{opts.root}").strip("/").split("/")]
+        stack: list[str] = []
+        records: list[Record] = []
+        for event, element in iter_elements(data, origin):
+            if event == "start":
+                if not stack and element.tag != steps[0]:
+                    raise DecodeError(
+                        f"{origin}: line {element.sourceline}: root element is "
+                        f"<{etree.QName(element).localname}>, layout {layout.name} expects "
+                        f"<{etree.QName(steps[0]).localname}>"
+                    )
+                stack.append(element.tag)
+                continue
+            if stack == steps:
+                records.append(self._record(element, layout, opts, report))
+                element.clear(keep_tail=True)
+                while element.getprevious() is not None:
+                    del element.getparent()[0]
+            stack.pop()
+        return records
+
+    def _record(
+        self, element: etree._Element, layout: Layout, opts: XmlOptions, report: Report
+    ) -> Record:
+        ns = opts.namespaces
+        where = f"line {element.sourceline} {_path_of(element)}"
+        values = {
+            f.name: parse_field(f, _get(element, f.key, ns), where, report) for f in layout.fields
+        }
+        lines: list[Record] = []
+        if layout.shape == "nested":
+            line_path = "/".join(p for p in (opts.lines, opts.line) if p)
+            for line in element.findall(line_path, namespaces=ns):
+                at = f"line {line.sourceline} {_path_of(line)}"
+                line_values = {
+                    f.name: parse_field(f, _get(line, f.key, ns), at, report)
+                    for f in layout.line_fields
+                }
+                lines.append(Record(at, line_values))
+        return Record(where, values, lines)
+
+    @staticmethod
+    def _validate_xsd(
+        data: bytes, layout: Layout, opts: XmlOptions, origin: str, report: Report
+    ) -> None:
+        assert opts.xsd is not None
+        xsd_path = Path(layout.source_file).parent / opts.xsd
+        try:
+            schema = etree.XMLSchema(etree.parse(str(xsd_path), hardened_parser()))
+        except (OSError, etree.XMLSchemaParseError, etree.XMLSyntaxError) as exc:
+            raise MappingError(f"{xsd_path}: cannot load the XSD: {exc}") from None
+        check_well_formed(data, origin)
+        try:
+            doc = etree.parse(io.BytesIO(data), hardened_parser())
+        except etree.XMLSyntaxError as exc:
+            raise _syntax_error(origin, exc) from None
+        if not schema.validate(doc):
+            for err in schema.error_log:
+                report.add(f"line {err.line}", err.path or "(document)", "xsd", None, err.message)
+
+    # ------------------------------------------------------------------ writing
 
     def write(self, docs: list[Document], layout: Layout, origin: str) -> bytes:
         opts = layout.xml
@@ -45,7 +197,7 @@ class XmlCodec:
         nsmap = {None: opts.namespace} if opts.namespace else None
         elements = [self._document(doc, layout, opts, nsmap) for doc in docs]
         if opts.batch_root:
-            root = etree.Element(_qname(opts, opts.batch_root), nsmap=nsmap)
+            root = etree.Element(self._q(opts, opts.batch_root), nsmap=nsmap)
             root.extend(elements)
         elif len(elements) == 1:
             root = elements[0]
@@ -60,25 +212,42 @@ class XmlCodec:
         declaration = f'<?xml version="1.0" encoding="{layout.encoding.upper()}"?>\n'
         return encode(declaration + text + "\n", layout.encoding, origin)
 
+    @staticmethod
+    def _q(opts: XmlOptions, name: str) -> str:
+        return _clark(name, opts.namespaces, opts.namespace)
+
     def _document(
         self, doc: Document, layout: Layout, opts: XmlOptions, nsmap: Any
     ) -> etree._Element:
-        root = etree.Element(_qname(opts, opts.root), nsmap=nsmap)
+        root = etree.Element(self._q(opts, opts.root), nsmap=nsmap)
         self._fields(root, layout.fields, doc.header, opts)
         if layout.shape == "nested":
-            parent = etree.SubElement(root, _qname(opts, opts.lines)) if opts.lines else root
+            parent = etree.SubElement(root, self._q(opts, opts.lines)) if opts.lines else root
             for line in doc.lines:
-                element = etree.SubElement(parent, _qname(opts, opts.line or "Line"))
+                element = etree.SubElement(parent, self._q(opts, opts.line or "Line"))
                 self._fields(element, layout.line_fields, line, opts)
         return root
 
-    @staticmethod
     def _fields(
-        parent: etree._Element, specs: list[FieldSpec], values: dict[str, Any], opts: XmlOptions
+        self,
+        parent: etree._Element,
+        specs: list[FieldSpec],
+        values: dict[str, Any],
+        opts: XmlOptions,
     ) -> None:
         for spec in specs:
-            child = etree.SubElement(parent, _qname(opts, spec.key))
+            text = spec.render(values.get(spec.name))
+            node_path, _, attr = spec.key.partition("@")
+            node = parent
+            for step in [s for s in node_path.split("/") if s]:
+                tag = self._q(opts, step)
+                last = node[-1] if len(node) else None
+                # Consecutive fields under the same path share one element.
+                node = last if last is not None and last.tag == tag else etree.SubElement(node, tag)
             try:
-                child.text = spec.render(values.get(spec.name))
+                if attr:
+                    node.set(_clark(attr, opts.namespaces), text)
+                else:
+                    node.text = text
             except ValueError as exc:  # control characters XML cannot carry
                 raise MappingError(f"field {spec.name}: {exc}") from None
