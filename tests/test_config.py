@@ -22,7 +22,13 @@ def problems_of(path: Path, env: dict[str, str] | None = None) -> list[str]:
 def test_demo_and_sftp_example_configurations_load() -> None:
     """The shipped example configurations are valid (so they cannot rot)."""
     demo = load_config(REPO / "config" / "demo.toml")
-    assert [r.name for r in demo.routes] == ["shop-orders"]
+    assert [r.name for r in demo.routes] == [
+        "shop-orders",
+        "oms-kingdee-orders",
+        "wms-stock-count",
+        "sales-returns",
+        "purchase-inbound",
+    ]
     assert isinstance(demo.endpoints["shop-drop"], LocalEndpoint)
     # Relative paths are relative to the configuration file, not the working directory.
     assert demo.journal.path == REPO / "var" / "demo" / "journal.sqlite"

@@ -39,17 +39,35 @@ GOOD = (
 )
 
 
-def test_sample_orders_become_the_golden_wms_documents_byte_for_byte(pipeline: Pipeline) -> None:
-    """Each order of the GBK CSV becomes one nested WMS XML file equal to the golden file."""
-    outputs = pipeline.convert(IN.read_bytes(), IN.name, NOW)
-    expected = sorted(p.name for p in EXPECTED.iterdir())
-    assert sorted(o.name for o in outputs) == expected
-    for out in outputs:
-        assert out.data == (EXPECTED / out.name).read_bytes(), out.name
-    assert [o.documents for o in outputs] == [1, 1, 1]
+DEMO = load_config(REPO / "config" / "demo.toml")
+GOLDEN = [
+    (route.name, source)
+    for route in DEMO.routes
+    for source in sorted((SAMPLES / route.name / "in").iterdir())
+]
 
 
-def test_convert_command_reproduces_the_golden_outputs(tmp_path: Path) -> None:
+def expected_outputs(route: str) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in (SAMPLES / route / "expected").iterdir()}
+
+
+@pytest.mark.parametrize(("route", "source"), GOLDEN, ids=[r for r, _ in GOLDEN])
+def test_every_sample_becomes_its_golden_outputs_byte_for_byte(route: str, source: Path) -> None:
+    """Each exchange's sample input converts to exactly the files under expected/."""
+    outputs = Pipeline(DEMO.route(route), FORMATS).convert(source.read_bytes(), source.name, NOW)
+    assert {o.name: o.data for o in outputs} == expected_outputs(route)
+
+
+def test_every_exchange_has_samples_and_a_route() -> None:
+    """samples/<exchange>/ exists for each demo route, and every sample folder has a route."""
+    assert {r for r, _ in GOLDEN} == {p.name for p in SAMPLES.iterdir() if p.is_dir()}
+    assert len(DEMO.routes) >= 5
+
+
+@pytest.mark.parametrize(("route", "source"), GOLDEN, ids=[r for r, _ in GOLDEN])
+def test_convert_command_reproduces_the_golden_outputs(
+    route: str, source: Path, tmp_path: Path
+) -> None:
     """`xchange convert` writes the same bytes as the golden outputs into -o DIR."""
     result = CliRunner().invoke(
         main,
@@ -58,15 +76,21 @@ def test_convert_command_reproduces_the_golden_outputs(tmp_path: Path) -> None:
             "--config",
             str(REPO / "config" / "demo.toml"),
             "--route",
-            "shop-orders",
-            str(IN),
+            route,
+            str(source),
             "-o",
             str(tmp_path),
         ],
     )
     assert result.exit_code == 0, result.output
-    for golden in EXPECTED.iterdir():
-        assert (tmp_path / golden.name).read_bytes() == golden.read_bytes()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == expected_outputs(route)
+
+
+def test_shop_orders_become_one_document_per_order(pipeline: Pipeline) -> None:
+    """The flat order lines are grouped into one nested document per order number."""
+    outputs = pipeline.convert(IN.read_bytes(), IN.name, NOW)
+    assert [o.documents for o in outputs] == [1, 1, 1]
+    assert outputs[0].data.count(b"<Item>") == 2
 
 
 def test_a_broken_file_reports_every_problem_with_line_field_rule_and_value(

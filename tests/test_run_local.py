@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import stat
+from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from tests.conftest import SAMPLES, Exchange
+from tests.conftest import REPO, SAMPLES, Exchange
 from xchange.cli import main
 from xchange.config import load_config
 from xchange.journal import State, open_journal
@@ -170,3 +172,27 @@ def test_journal_commands_answer_the_auditor(exchange: Exchange) -> None:
     assert "processing -> delivering" in shown.stdout
     missing = runner.invoke(main, ["journal", "show", "--config", str(exchange.config), "99"])
     assert missing.exit_code == 1 and "no journal record with id 99" in missing.stderr
+
+
+def test_readme_demo_runs_every_exchange_and_then_nothing_twice(tmp_path: Path) -> None:
+    """README command (a) on a copy: all five routes deliver their golden files, once."""
+    (tmp_path / "config").mkdir()
+    shutil.copy(REPO / "config" / "demo.toml", tmp_path / "config" / "demo.toml")
+    (tmp_path / "formats").symlink_to(REPO / "formats")
+    inbox = tmp_path / "var" / "demo" / "inbox"
+    inbox.mkdir(parents=True)
+    for sample in SAMPLES.glob("*/in/*"):
+        shutil.copy(sample, inbox)
+    config = str(tmp_path / "config" / "demo.toml")
+    first = CliRunner().invoke(main, ["run", "--once", "--config", config])
+    assert first.exit_code == 0, first.output
+    assert first.stdout.splitlines()[0] == "shop-orders: 1 delivered (3 documents)"
+    delivered = {p.name: p.read_bytes() for p in (tmp_path / "var/demo/outbox").rglob("*.*")}
+    golden = {p.name: p.read_bytes() for p in SAMPLES.glob("*/expected/*")}
+    assert delivered == golden
+    for sample in SAMPLES.glob("*/in/*"):
+        shutil.copy(sample, inbox)
+    second = CliRunner().invoke(main, ["run", "--once", "--config", config])
+    assert second.exit_code == 0
+    assert second.stdout.count("1 duplicate") == 5
+    assert {p.name for p in (tmp_path / "var/demo/outbox").rglob("*.*")} == set(golden)

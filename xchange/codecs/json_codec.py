@@ -98,9 +98,13 @@ def select(value: Any, path: str) -> list[tuple[str, Any]]:
                 out.append((f"{where}.{key}", node[key]))
             elif index == "*" and isinstance(node, list):
                 out.extend((f"{where}[{i}]", item) for i, item in enumerate(node))
-            elif index is not None and index != "*" and isinstance(node, list):
-                if int(index) < len(node):
-                    out.append((f"{where}[{index}]", node[int(index)]))
+            elif (
+                index is not None
+                and index != "*"
+                and isinstance(node, list)
+                and int(index) < len(node)
+            ):
+                out.append((f"{where}[{index}]", node[int(index)]))
         nodes = out
     return nodes
 
@@ -113,23 +117,32 @@ def _lookup(obj: Any, dotted: str) -> tuple[bool, Any]:
     return True, obj
 
 
-def _as_text(spec: FieldSpec, value: Any, where: str, report: Report) -> str | None | bool:
+def _as_text(spec: FieldSpec, value: Any, where: str, report: Report) -> str | bool | None:
     """A JSON scalar as the text a field parses; False if it is not a scalar."""
     if value is None:
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Decimal):
-        if not value.is_finite() or not -40 <= value.adjusted() <= 40 or (
-            value.as_tuple().exponent < -40  # type: ignore[operator]
+        if (
+            not value.is_finite()
+            or not -40 <= value.adjusted() <= 40
+            or (
+                value.as_tuple().exponent < -40  # type: ignore[operator]
+            )
         ):
             report.add(where, spec.key, "type", str(value)[:40], "number out of range")
             return False
         return format(value, "f") if spec.type == "decimal" else str(value)
     if isinstance(value, int | str):
         return str(value)
-    report.add(where, spec.key, "type", None,
-               f"expected a value, found {'an object' if isinstance(value, dict) else 'a list'}")
+    report.add(
+        where,
+        spec.key,
+        "type",
+        None,
+        f"expected a value, found {'an object' if isinstance(value, dict) else 'a list'}",
+    )
     return False
 
 
@@ -143,8 +156,12 @@ class JsonCodec:
             docs = []
             for n, line in enumerate(text.splitlines(), start=1):
                 if line.strip():
-                    docs.append((f"line {n}", loads(line, f"{origin}: line {n}",
-                                                    duplicate_keys=opts.duplicate_keys)))
+                    docs.append(
+                        (
+                            f"line {n}",
+                            loads(line, f"{origin}: line {n}", duplicate_keys=opts.duplicate_keys),
+                        )
+                    )
             nodes = [(f"{at} {w}", v) for at, doc in docs for w, v in select(doc, opts.records)]
         else:
             nodes = select(loads(text, origin, duplicate_keys=opts.duplicate_keys), opts.records)

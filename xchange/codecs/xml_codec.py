@@ -51,8 +51,49 @@ def _clark(name: str, ns: dict[str, str], default: str | None = None) -> str:
 
 def _syntax_error(origin: str, exc: etree.XMLSyntaxError) -> DecodeError:
     line = exc.position[0] if exc.position else "?"
-    text = str(exc.msg if hasattr(exc, "msg") and exc.msg else exc)
+    text = " ".join(str(exc.msg if hasattr(exc, "msg") and exc.msg else exc).split())
     return DecodeError(f"{origin}: line {line}: XML not well-formed: {text}")
+
+
+class _Prolog:
+    """Parser target that stops at the first element, noting any DOCTYPE on the way."""
+
+    class Done(Exception):
+        pass
+
+    def __init__(self) -> None:
+        self.found: str | None = None
+
+    def doctype(self, name: str, pubid: str | None, system: str | None) -> None:
+        self.found = f"<!DOCTYPE {name}{' PUBLIC ' + pubid if pubid else ''}" + (
+            f" SYSTEM {system}>" if system else ">"
+        )
+        raise self.Done
+
+    def start(self, tag: str, attrib: Any) -> None:
+        raise self.Done
+
+    def close(self) -> None:
+        return None
+
+
+def _refuse_doctype(data: bytes, origin: str) -> None:
+    """Look at the prolog only; refuse a DOCTYPE before any tree or entity exists."""
+    prolog = _Prolog()
+    parser = etree.XMLParser(target=prolog, **PARSER_OPTIONS)
+    try:
+        for start in range(0, len(data), 65536):
+            parser.feed(data[start : start + 65536])
+        parser.close()
+    except _Prolog.Done:
+        pass
+    except etree.XMLSyntaxError as exc:
+        raise _syntax_error(origin, exc) from None
+    if prolog.found is not None:
+        raise DecodeError(
+            f"{origin}: the document has a DOCTYPE ({prolog.found}); "
+            "documents with a DTD are refused (entity and DTD attacks)"
+        )
 
 
 def iter_elements(
@@ -63,22 +104,17 @@ def iter_elements(
     Raises:
         DecodeError: not well-formed, or a DOCTYPE (with the line).
     """
+    if not allow_doctype:
+        _refuse_doctype(data, origin)
     events = etree.iterparse(io.BytesIO(data), events=("start", "end"), **PARSER_OPTIONS)
-    first = True
+    found = False
     try:
         for event, element in events:
-            if first:
-                first = False
-                info = element.getroottree().docinfo
-                if not allow_doctype and (info.doctype or info.internalDTD is not None):
-                    raise DecodeError(
-                        f"{origin}: the document has a DOCTYPE ({info.doctype or 'internal'}); "
-                        "documents with a DTD are refused (entity and DTD attacks)"
-                    )
+            found = True
             yield event, element
     except etree.XMLSyntaxError as exc:
         raise _syntax_error(origin, exc) from None
-    if first:
+    if not found:
         raise DecodeError(f"{origin}: the file holds no XML element")
 
 
