@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +18,12 @@ from xchange.errors import DecodeError, ValidationFailed
 from xchange.layout import Layout, load_layout
 from xchange.pipeline import Pipeline
 from xchange.report import Report
+
+
+def read_all(codec: object, data: bytes, layout: Layout, origin: str, report: Report) -> list:
+    """All records of ``data`` (the codecs stream them)."""
+    return list(codec.records(io.BytesIO(data), layout, origin, report))  # type: ignore[attr-defined]
+
 
 NOW = datetime(2026, 11, 21, 12, 0)
 DEMO = load_config(REPO / "config" / "demo.toml")
@@ -98,8 +105,12 @@ def test_xsd_named_by_a_layout_is_enforced(tmp_path: Path) -> None:
     )
     layout = load_layout(tmp_path, "wms-purchase-inbound")
     report = Report("in.xml")
-    XmlCodec().read(
-        b"<InboundConfirmations>\n<Receipt/>\n</InboundConfirmations>", layout, "in.xml", report
+    read_all(
+        XmlCodec(),
+        b"<InboundConfirmations>\n<Receipt/>\n</InboundConfirmations>",
+        layout,
+        "in.xml",
+        report,
     )
     assert {(p.location, p.rule) for p in report.problems} == {("line 2", "xsd")}
     assert any("'no' is required" in p.message for p in report.problems)
@@ -125,15 +136,17 @@ def test_json_duplicate_keys_are_refused_by_default() -> None:
     """The stated rule: a key twice in one object is an error (or last wins, if chosen)."""
     data = b'[{"id": 1, "id": 2}]'
     with pytest.raises(DecodeError, match="duplicate key 'id'"):
-        JsonCodec().read(data, json_layout(), "d.json", Report("d.json"))
-    (rec,) = JsonCodec().read(data, json_layout(duplicate_keys="last"), "d.json", Report("d.json"))
+        read_all(JsonCodec(), data, json_layout(), "d.json", Report("d.json"))
+    (rec,) = read_all(
+        JsonCodec(), data, json_layout(duplicate_keys="last"), "d.json", Report("d.json")
+    )
     assert rec.values["id"] == 2
 
 
 def test_json_amounts_and_big_integers_stay_exact() -> None:
     """Amounts are Decimal from the text, never float; big integers are not rounded."""
     data = b'[{"id": 123456789012345678901234567890, "amount": 0.1, "customer": {"name": "A"}}]'
-    (rec,) = JsonCodec().read(data, json_layout(), "d.json", Report("d.json"))
+    (rec,) = read_all(JsonCodec(), data, json_layout(), "d.json", Report("d.json"))
     assert rec.values == {
         "id": 123456789012345678901234567890,
         "amount": Decimal("0.1"),
@@ -145,7 +158,7 @@ def test_ndjson_records_are_located_by_line() -> None:
     """NDJSON: one record per line, problems say which line."""
     data = b'{"id": 1}\n{"id": "x"}\n'
     report = Report("d.ndjson")
-    JsonCodec().read(data, json_layout(ndjson=True, records="$"), "d.ndjson", report)
+    read_all(JsonCodec(), data, json_layout(ndjson=True, records="$"), "d.ndjson", report)
     (problem,) = report.problems
     assert problem.location == "line 2 $" and problem.rule == "type"
 
@@ -153,7 +166,7 @@ def test_ndjson_records_are_located_by_line() -> None:
 def test_invalid_utf8_json_is_refused_with_the_line() -> None:
     """Bytes that are not UTF-8 are refused, not decoded with replacement characters."""
     with pytest.raises(DecodeError, match="line 2: bytes ff are not valid utf-8"):
-        JsonCodec().read(b'[\n{"id": "\xff"}]', json_layout(), "d.json", Report("d.json"))
+        read_all(JsonCodec(), b'[\n{"id": "\xff"}]', json_layout(), "d.json", Report("d.json"))
 
 
 def test_kingdee_output_is_in_the_save_api_shape() -> None:

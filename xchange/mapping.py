@@ -18,6 +18,7 @@ becomes its own file (``per-document``) or all go in one (``batch``).
 from __future__ import annotations
 
 import string
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -85,6 +86,9 @@ class Mapping(_Model):
     target: str
     output: Literal["per-document", "batch"] = "per-document"
     group_by: list[str] = Field(default_factory=list)
+    #: Rows of one document are adjacent (streams in bounded memory); false groups the
+    #: whole file in memory.
+    group_adjacent: bool = True
     flatten: bool = False
     header: dict[str, Rule] = Field(default_factory=dict)
     lines: dict[str, Rule] = Field(default_factory=dict)
@@ -157,6 +161,9 @@ class Record:
     location: str
     values: dict[str, Any]
     lines: list[Record] = field(default_factory=list)
+    #: False when reading this record already broke a rule: it is not mapped, so one
+    #: bad value is reported once, not again for every target field it feeds.
+    ok: bool = True
 
 
 @dataclass(slots=True)
@@ -235,33 +242,26 @@ def _text(value: Any) -> str:
 
 
 def apply_mapping(
-    mapping: Mapping, target: Layout, records: list[Record], report: Report
-) -> list[Document]:
-    """Map source records to target documents; problems go to ``report``."""
+    mapping: Mapping, target: Layout, records: Iterable[Record], report: Report
+) -> Iterator[Document]:
+    """Map source records to target documents, one at a time; problems go to ``report``.
+
+    Grouping streams: rows of one document must be adjacent in the file, as exports
+    sorted by document number are. A key seen again after its run ended is reported
+    (with both places), unless the mapping sets ``group_adjacent = false``, which
+    groups the whole file in memory instead.
+    """
     ev = _Evaluator(mapping, target, report)
-    docs: list[Document] = []
     if mapping.group_by:
-        groups: dict[tuple[Any, ...], list[Record]] = {}
-        for rec in records:
-            groups.setdefault(tuple(rec.values.get(k) for k in mapping.group_by), []).append(rec)
-        for members in groups.values():
-            first = members[0]
-            header = ev.values(mapping.header, target.fields, first.values, first.location, 0)
-            lines = [
-                ev.values(mapping.lines, target.line_fields, m.values, m.location, i)
-                for i, m in enumerate(members)
-            ]
-            docs.append(Document(first.location, header, lines))
-    elif mapping.flatten:
+        yield from _grouped(mapping, target, records, report, ev)
+        return
+    records = (rec for rec in records if rec.ok)
+    if mapping.flatten:
         for rec in records:
             for i, line in enumerate(rec.lines):
                 ctx = {**rec.values, **line.values}
-                docs.append(
-                    Document(
-                        line.location,
-                        ev.values(mapping.header, target.fields, ctx, line.location, i),
-                    )
-                )
+                header = ev.values(mapping.header, target.fields, ctx, line.location, i)
+                yield Document(line.location, header)
     else:
         for i, rec in enumerate(records):
             header = ev.values(mapping.header, target.fields, rec.values, rec.location, i)
@@ -271,5 +271,57 @@ def apply_mapping(
                 )
                 for j, ln in enumerate(rec.lines)
             ]
-            docs.append(Document(rec.location, header, lines))
-    return docs
+            yield Document(rec.location, header, lines)
+
+
+def _grouped(
+    mapping: Mapping,
+    target: Layout,
+    records: Iterable[Record],
+    report: Report,
+    ev: _Evaluator,
+) -> Iterator[Document]:
+    def document(members: list[Record]) -> Document | None:
+        if not all(m.ok for m in members):
+            return None
+        first = members[0]
+        header = ev.values(mapping.header, target.fields, first.values, first.location, 0)
+        lines = [
+            ev.values(mapping.lines, target.line_fields, m.values, m.location, i)
+            for i, m in enumerate(members)
+        ]
+        return Document(first.location, header, lines)
+
+    if not mapping.group_adjacent:
+        groups: dict[tuple[Any, ...], list[Record]] = {}
+        for rec in records:
+            groups.setdefault(tuple(rec.values.get(k) for k in mapping.group_by), []).append(rec)
+        for members in groups.values():
+            if (doc := document(members)) is not None:
+                yield doc
+        return
+    closed: dict[tuple[Any, ...], str] = {}
+    run: list[Record] = []
+    run_key: tuple[Any, ...] | None = None
+    for rec in records:
+        key = tuple(rec.values.get(k) for k in mapping.group_by)
+        if run and key != run_key:
+            closed[run_key] = run[0].location  # type: ignore[index]
+            if (doc := document(run)) is not None:
+                yield doc
+            run = []
+        if key in closed:
+            report.add(
+                rec.location,
+                ", ".join(mapping.group_by),
+                "grouping",
+                ", ".join(map(str, key)),
+                f"rows of this document are not together (its first rows are at "
+                f"{closed[key]}); sort the export by {', '.join(mapping.group_by)}, or set "
+                "group_adjacent = false in the mapping",
+            )
+            continue
+        run_key = key
+        run.append(rec)
+    if run and (doc := document(run)) is not None:
+        yield doc

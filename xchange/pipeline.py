@@ -6,15 +6,18 @@ the source name and the clock, which is what ``xchange convert`` and the tests u
 
 from __future__ import annotations
 
-import hashlib
+import io
+import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from xchange.codecs import Codec, codec_for
 from xchange.config import RouteConfig
-from xchange.errors import ConfigError, MappingError, ValidationFailed
-from xchange.layout import FieldValueError, Layout, load_layout
+from xchange.errors import ConfigError, ValidationFailed
+from xchange.layout import FieldSpec, FieldValueError, Layout, load_layout
 from xchange.mapping import (
     Document,
     Mapping,
@@ -25,19 +28,16 @@ from xchange.mapping import (
 )
 from xchange.names import render_name
 from xchange.report import Report
+from xchange.sink import Output, Sink
 
 
 @dataclass(frozen=True, slots=True)
-class Output:
-    """One file to deliver."""
+class Conversion:
+    """What converting one source file produced."""
 
-    name: str
-    data: bytes
-    documents: int
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
+    outputs: list[Output]
+    #: The encoding the source was read with (declared, or detected for ``auto``).
+    encoding: str | None
 
 
 class Pipeline:
@@ -76,7 +76,16 @@ class Pipeline:
         return layouts, f"{self.mapping.name}@{self.mapping.version}"
 
     def convert(self, data: bytes, source_name: str, now: datetime) -> list[Output]:
-        """Parse, validate, map and encode one source file.
+        """Convert bytes in memory (``xchange convert`` and tests); see :meth:`convert_stream`."""
+        return self.convert_stream(io.BytesIO(data), source_name, now, Sink()).outputs
+
+    def convert_stream(
+        self, stream: BinaryIO, source_name: str, now: datetime, sink: Sink
+    ) -> Conversion:
+        """Parse, validate, map and encode one source file, record by record.
+
+        The stream must be seekable (some codecs read twice). Outputs go to ``sink``;
+        if anything is wrong with the file, none are kept.
 
         Raises:
             DecodeError: the bytes are not a readable document in the source layout.
@@ -84,30 +93,54 @@ class Pipeline:
             MappingError: the documents cannot be written in the target layout.
         """
         report = Report(source_name, cap=self.source.max_problems)
-        records = self._reader.read(data, self.source, source_name, report)
-        check_unique(self.source, records, report)
-        if report:
-            raise ValidationFailed(report.summary(), report=report)
-        if not records:
-            return []
+        records = _marked(
+            _unique_checked(
+                self.source,
+                self._reader.records(stream, self.source, source_name, report),
+                report,
+            ),
+            report,
+        )
         docs = apply_mapping(self.mapping, self.target, records, report)
+        try:
+            if self.mapping.output == "batch":
+                self._write_batch(docs, source_name, now, sink, report)
+            else:
+                for doc in docs:
+                    if report:
+                        continue  # read on to report every problem, but write nothing more
+                    name = render_name(
+                        self.route.target.name, self._name_values(doc, source_name, now)
+                    )
+                    with sink.create(name, [1]) as out:
+                        self._writer.write([doc], self.target, name, out)
+        except BaseException:
+            sink.discard()
+            raise
         if report:
+            sink.discard()
             raise ValidationFailed(report.summary(), report=report)
-        groups = [docs] if self.mapping.output == "batch" else [[doc] for doc in docs]
-        outputs: list[Output] = []
-        for group in groups:
-            name = render_name(
-                self.route.target.name, self._name_values(group[0], source_name, now)
-            )
-            outputs.append(Output(name, self._writer.write(group, self.target, name), len(group)))
-        names = [o.name for o in outputs]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise MappingError(
-                f"{source_name}: the file-name template {self.route.target.name!r} gives the "
-                f"same name to several documents: {', '.join(dupes)}"
-            )
-        return outputs
+        return Conversion(list(sink.outputs), report.encoding)
+
+    def _write_batch(
+        self,
+        docs: Iterator[Document],
+        source_name: str,
+        now: datetime,
+        sink: Sink,
+        report: Report,
+    ) -> None:
+        first = next(docs, None)
+        if first is None:
+            return
+        if report:
+            for _ in docs:
+                pass
+            return
+        name = render_name(self.route.target.name, self._name_values(first, source_name, now))
+        count = [0]
+        with sink.create(name, count) as out:
+            count[0] = self._writer.write(itertools.chain([first], docs), self.target, name, out)
 
     def _name_values(self, doc: Document, source_name: str, now: datetime) -> dict[str, object]:
         values: dict[str, object] = {}
@@ -121,27 +154,42 @@ class Pipeline:
         return values
 
 
-def check_unique(layout: Layout, records: list[Record], report: Report) -> None:
-    """The ``unique`` rule: a value may appear once per file (header fields and line fields)."""
-    for specs, rows in (
-        (layout.fields, records),
-        (layout.line_fields, [line for rec in records for line in rec.lines]),
-    ):
-        for spec in specs:
-            if not spec.unique:
-                continue
-            first: dict[object, str] = {}
-            for row in rows:
-                value = row.values.get(spec.name)
-                if value is None:
-                    continue
-                if value in first:
-                    report.add(
-                        row.location,
-                        spec.key,
-                        "unique",
-                        value,
-                        f"the same value is already at {first[value]}",
-                    )
-                else:
-                    first[value] = row.location
+def _unique_checked(layout: Layout, records: Iterable[Record], report: Report) -> Iterator[Record]:
+    """The ``unique`` rule, checked as records stream by (header and line fields)."""
+    head = [f for f in layout.fields if f.unique]
+    line = [f for f in layout.line_fields if f.unique]
+    first: dict[tuple[str, object], str] = {}
+
+    def check(spec: FieldSpec, row: Record) -> None:
+        value = row.values.get(spec.name)
+        if value is None:
+            return
+        key = (spec.name, value)
+        if key in first:
+            report.add(
+                row.location,
+                spec.key,
+                "unique",
+                value,
+                f"the same value is already at {first[key]}",
+            )
+        else:
+            first[key] = row.location
+
+    for rec in records:
+        for spec in head:
+            check(spec, rec)
+        for ln in rec.lines:
+            for spec in line:
+                check(spec, ln)
+        yield rec
+
+
+def _marked(records: Iterable[Record], report: Report) -> Iterator[Record]:
+    """Mark each record that broke a rule while it was read (see ``Record.ok``)."""
+    before = report.total
+    for rec in records:
+        if report.total != before:
+            rec.ok = False
+            before = report.total
+        yield rec

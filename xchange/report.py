@@ -31,6 +31,8 @@ class Report:
     cap: int = 100
     problems: list[Problem] = field(default_factory=list)
     dropped: int = 0
+    #: The text encoding the reader used (declared, or detected for ``auto``).
+    encoding: str | None = None
 
     def add(self, location: str, field_name: str, rule: str, value: Any, message: str) -> None:
         if len(self.problems) >= self.cap:

@@ -8,7 +8,8 @@ imported when first needed, so ``xchange --help`` stays quick.
 from __future__ import annotations
 
 import importlib
-from typing import Protocol
+from collections.abc import Iterable, Iterator
+from typing import Any, BinaryIO, Protocol
 
 from xchange.errors import ConfigError
 from xchange.layout import Layout
@@ -17,10 +18,13 @@ from xchange.report import Report
 
 
 class Codec(Protocol):
-    """Reads records from bytes and writes documents to bytes, per a layout."""
+    """Reads records from a stream and writes documents to a stream, per a layout."""
 
-    def read(self, data: bytes, layout: Layout, origin: str, report: Report) -> list[Record]:
-        """Parse and type-check ``data``; rule violations go to ``report``.
+    def records(
+        self, stream: BinaryIO, layout: Layout, origin: str, report: Report
+    ) -> Iterator[Record]:
+        """Parse and type-check the stream one record at a time; broken rules go to
+        ``report``, the encoding used to ``report.encoding``.
 
         Raises:
             DecodeError: the bytes are not text in the layout's encoding, or not
@@ -28,8 +32,8 @@ class Codec(Protocol):
         """
         ...
 
-    def write(self, docs: list[Document], layout: Layout, origin: str) -> bytes:
-        """Write documents in the layout's format and encoding.
+    def write(self, docs: Iterable[Document], layout: Layout, origin: str, out: Any) -> int:
+        """Write documents to ``out`` in the layout's format and encoding; return how many.
 
         Raises:
             MappingError: a value cannot be written (e.g. missing in the encoding).

@@ -1,23 +1,31 @@
-"""CSV through pandas: every value read as text first, typed by the layout afterwards.
+"""CSV through pandas (the only module that imports it), streamed in chunks.
 
-``"00123"`` stays ``"00123"`` and ``"NA"`` stays ``"NA"`` unless the layout's field
-says otherwise (``null_values``). pandas pads short rows silently, so a structural
-pass with the standard library's tokenizer first finds ragged rows and unclosed
-quotes, and the line each record starts on, for reports a person can act on.
+Every value is read as text first, and typed by the layout afterwards: ``"00123"``
+stays ``"00123"`` and ``"NA"`` stays ``"NA"`` unless a field lists it in
+``null_values``. pandas pads short rows silently and reports syntax errors by
+internal row, so a first streaming pass with the standard library's tokenizer
+checks the encoding (exact line of a bad byte), finds ragged rows and unclosed
+quotes, and notes the line each record starts on. The second pass reads values
+with pandas in chunks of ``CHUNK_ROWS`` rows.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+from array import array
+from collections.abc import Iterable, Iterator
+from typing import Any, BinaryIO
 
 import pandas as pd
 
-from xchange.codecs.text import decode, encode
+from xchange.codecs.text import Encoder, decoded_chunks, resolve_encoding, split_lines
 from xchange.errors import DecodeError
 from xchange.layout import FieldSpec, Layout, parse_field
 from xchange.mapping import Document, Record
 from xchange.report import Report
+
+CHUNK_ROWS = 50_000
 
 _QUOTING = {
     "minimal": csv.QUOTE_MINIMAL,
@@ -27,13 +35,19 @@ _QUOTING = {
 }
 
 
-def _record_lines(text: str, layout: Layout, origin: str, report: Report) -> list[int]:
-    """Line on which each record starts; ragged rows go to the report."""
+def _structure(
+    stream: BinaryIO, encoding: str, layout: Layout, origin: str, report: Report
+) -> tuple[array[int], list[str] | None]:
+    """First pass: line of each record, ragged rows, the header; decode errors raise."""
     opts = layout.csv
     reader = csv.reader(
-        io.StringIO(text, newline=""), delimiter=opts.delimiter, quotechar=opts.quote, strict=True
+        split_lines(decoded_chunks(stream, encoding, origin)),
+        delimiter=opts.delimiter,
+        quotechar=opts.quote,
+        strict=True,
     )
-    starts: list[int] = []
+    starts: array[int] = array("q")
+    header: list[str] | None = None
     width: int | None = None
     line = 1
     try:
@@ -44,6 +58,7 @@ def _record_lines(text: str, layout: Layout, origin: str, report: Report) -> lis
             if width is None:
                 width = len(row)
                 if opts.header:
+                    header = [c.strip() for c in row]
                     continue
             starts.append(start)
             if len(row) != width:
@@ -56,21 +71,30 @@ def _record_lines(text: str, layout: Layout, origin: str, report: Report) -> lis
                 )
     except csv.Error as exc:
         raise DecodeError(f"{origin}: line {reader.line_num}: CSV syntax: {exc}") from None
-    return starts
+    return starts, header
 
 
 class CsvCodec:
     """The CSV codec."""
 
-    def read(self, data: bytes, layout: Layout, origin: str, report: Report) -> list[Record]:
-        text, _used = decode(data, layout.encoding, origin)
-        starts = _record_lines(text, layout, origin, report)
+    def records(
+        self, stream: BinaryIO, layout: Layout, origin: str, report: Report
+    ) -> Iterator[Record]:
+        encoding = resolve_encoding(stream, layout.encoding, origin)
+        report.encoding = encoding
+        start = stream.tell()
+        starts, header = _structure(stream, encoding, layout, origin, report)
+        if report or not starts:
+            return
+        columns = self._columns(header, layout, report)
         if report:
-            return []
+            return
+        stream.seek(start)
         opts = layout.csv
         try:
-            frame = pd.read_csv(
-                io.StringIO(text),
+            chunks = pd.read_csv(
+                stream,
+                encoding=encoding,
                 sep=opts.delimiter,
                 quotechar=opts.quote,
                 header=0 if opts.header else None,
@@ -80,29 +104,31 @@ class CsvCodec:
                 index_col=False,
                 skip_blank_lines=True,
                 engine="c",
+                chunksize=CHUNK_ROWS,
             )
+            i = 0
+            for frame in chunks:
+                for row in frame.itertuples(index=False, name=None):
+                    where = f"line {starts[i]}"
+                    i += 1
+                    yield Record(
+                        where,
+                        {
+                            spec.name: parse_field(
+                                spec, row[pos] if pos is not None else None, where, report
+                            )
+                            for spec, pos in columns
+                        },
+                    )
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise DecodeError(f"{origin}: CSV syntax: {exc}") from None
-        columns = self._columns(frame, layout, report)
-        records: list[Record] = []
-        for i, row in enumerate(frame.itertuples(index=False, name=None)):
-            line = starts[i] if i < len(starts) else i + 1 + int(opts.header)
-            where = f"line {line}"
-            values = {
-                spec.name: parse_field(spec, row[pos] if pos is not None else None, where, report)
-                for spec, pos in columns
-            }
-            records.append(Record(where, values))
-        return records
 
     @staticmethod
     def _columns(
-        frame: pd.DataFrame, layout: Layout, report: Report
+        header: list[str] | None, layout: Layout, report: Report
     ) -> list[tuple[FieldSpec, int | None]]:
-        if not layout.csv.header:
-            width = len(frame.columns)
-            return [(f, i if i < width else None) for i, f in enumerate(layout.fields)]
-        header = [str(c).strip() for c in frame.columns]
+        if header is None:
+            return [(f, i) for i, f in enumerate(layout.fields)]
         out: list[tuple[FieldSpec, int | None]] = []
         for spec in layout.fields:
             if spec.key in header:
@@ -119,18 +145,37 @@ class CsvCodec:
                 out.append((spec, None))
         return out
 
-    def write(self, docs: list[Document], layout: Layout, origin: str) -> bytes:
+    def write(self, docs: Iterable[Document], layout: Layout, origin: str, out: Any) -> int:
         opts = layout.csv
-        rows = [[spec.render(doc.header.get(spec.name)) for spec in layout.fields] for doc in docs]
-        frame = pd.DataFrame(rows, columns=[spec.key for spec in layout.fields], dtype=object)
-        buf = io.StringIO()
-        frame.to_csv(
-            buf,
-            index=False,
-            header=opts.header,
-            sep=opts.delimiter,
-            quotechar=opts.quote,
-            lineterminator=opts.line_ending,
-            quoting=_QUOTING[opts.quoting],
-        )
-        return encode(buf.getvalue(), layout.encoding, origin)
+        encoder = Encoder(layout.encoding, origin)
+        columns = [spec.key for spec in layout.fields]
+        count = 0
+        rows: list[list[str]] = []
+        header = opts.header
+
+        def flush() -> None:
+            nonlocal header
+            if not rows and not header:
+                return
+            buf = io.StringIO()
+            pd.DataFrame(rows, columns=columns, dtype=object).to_csv(
+                buf,
+                index=False,
+                header=header,
+                sep=opts.delimiter,
+                quotechar=opts.quote,
+                lineterminator=opts.line_ending,
+                quoting=_QUOTING[opts.quoting],
+            )
+            out.write(encoder(buf.getvalue()))
+            header = False
+            rows.clear()
+
+        for doc in docs:
+            rows.append([spec.render(doc.header.get(spec.name)) for spec in layout.fields])
+            count += 1
+            if len(rows) >= CHUNK_ROWS:
+                flush()
+        flush()
+        out.write(encoder("", final=True))
+        return count

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
-from typing import Any
+from typing import Any, BinaryIO
 
-from xchange.codecs.text import decode, encode
+from xchange.codecs.text import Encoder, decoded_chunks, resolve_encoding, split_lines
 from xchange.errors import DecodeError, MappingError
 from xchange.layout import FieldSpec, JsonOptions, Layout, parse_field
 from xchange.mapping import Document, Record
@@ -43,34 +44,185 @@ def _pairs(rule: str) -> Any:
     return hook
 
 
-def loads(text: str, origin: str, *, duplicate_keys: str = "reject") -> Any:
-    """Parse one JSON text strictly.
-
-    Raises:
-        DecodeError: with line and column.
-    """
-    decoder = json.JSONDecoder(
+def _decoder(duplicate_keys: str) -> json.JSONDecoder:
+    return json.JSONDecoder(
         parse_float=Decimal,
         parse_int=int,
         parse_constant=_refuse_constant,
         object_pairs_hook=_pairs(duplicate_keys),
         strict=True,
     )
+
+
+def _raw_decode(decoder: json.JSONDecoder, text: str, pos: int, origin: str) -> tuple[Any, int]:
     try:
-        value, end = decoder.raw_decode(text, _skip_ws(text, 0))
-    except json.JSONDecodeError as exc:
-        raise DecodeError(f"{origin}: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        return decoder.raw_decode(text, pos)
     except RecursionError:
         raise DecodeError(f"{origin}: JSON nested too deeply") from None
+    except json.JSONDecodeError:
+        raise
     except ValueError as exc:  # from the hooks: NaN/Infinity, duplicate keys, huge ints
         raise DecodeError(f"{origin}: {exc}") from None
     except ArithmeticError:  # a number beyond what Decimal can hold
         raise DecodeError(f"{origin}: a number is out of range") from None
+
+
+def loads(text: str, origin: str, *, duplicate_keys: str = "reject") -> Any:
+    """Parse one JSON text strictly.
+
+    Raises:
+        DecodeError: with line and column.
+    """
+    try:
+        value, end = _raw_decode(_decoder(duplicate_keys), text, _skip_ws(text, 0), origin)
+    except json.JSONDecodeError as exc:
+        raise DecodeError(f"{origin}: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     rest = _skip_ws(text, end)
     if rest != len(text):
         line = text.count("\n", 0, rest) + 1
         raise DecodeError(f"{origin}: line {line}: extra data after the JSON value")
     return value
+
+
+class _TextStream:
+    """Decoded text with a sliding buffer, for reading one JSON value at a time."""
+
+    def __init__(self, chunks: Iterator[str], origin: str, duplicate_keys: str) -> None:
+        self.chunks = chunks
+        self.origin = origin
+        self.decoder = _decoder(duplicate_keys)
+        self.buf = ""
+        self.pos = 0
+        self.line = 1  # line of buf[0]
+        self.eof = False
+
+    def _more(self) -> bool:
+        if self.eof:
+            return False
+        chunk = next(self.chunks, None)
+        if chunk is None:
+            self.eof = True
+            return False
+        # Drop what has been consumed, keeping line numbers right.
+        self.line += self.buf.count("\n", 0, self.pos)
+        self.buf = self.buf[self.pos :] + chunk
+        self.pos = 0
+        return True
+
+    def where(self) -> int:
+        return self.line + self.buf.count("\n", 0, self.pos)
+
+    def peek(self) -> str:
+        while True:
+            self.pos = _skip_ws(self.buf, self.pos)
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if not self._more():
+                return ""
+
+    def expect(self, char: str) -> None:
+        if self.peek() != char:
+            found = self.peek() or "end of file"
+            raise DecodeError(
+                f"{self.origin}: line {self.where()}: expected {char!r}, found {found!r}"
+            )
+        self.pos += 1
+
+    def value(self) -> Any:
+        self.peek()
+        while True:
+            try:
+                value, end = _raw_decode(self.decoder, self.buf, self.pos, self.origin)
+            except json.JSONDecodeError as exc:
+                # Maybe only the buffer ended: read more and try again; else it is an error.
+                if self._more():
+                    continue
+                line = self.line + exc.doc.count("\n", 0, exc.pos)
+                raise DecodeError(f"{self.origin}: line {line}: {exc.msg}") from None
+            if end == len(self.buf) and not self.eof and self._more():
+                continue  # a number may go on in the next chunk
+            self.pos = end
+            return value
+
+
+_STREAMABLE = re.compile(r"^\$((?:\.[^.\[\]]+)*)\[\*\]$")
+
+
+def stream_records(
+    chunks: Iterator[str], path: str, origin: str, duplicate_keys: str
+) -> Iterator[tuple[str, Any]]:
+    """Records at ``$.a.b[*]`` one at a time, without holding the whole document.
+
+    Other paths read the whole document and select from it.
+    """
+    match = _STREAMABLE.match(path)
+    if match is None:
+        text = "".join(chunks)
+        yield from select(loads(text, origin, duplicate_keys=duplicate_keys), path)
+        return
+    keys = [k for k in match.group(1).split(".") if k]
+    ts = _TextStream(chunks, origin, duplicate_keys)
+    where = "$"
+    found = _descend(ts, keys, where, duplicate_keys)
+    if found:
+        where += "".join(f".{k}" for k in keys)
+        if ts.peek() != "[":
+            raise DecodeError(f"{origin}: line {ts.where()}: {where} is not a list")
+        ts.expect("[")
+        index = 0
+        if ts.peek() == "]":
+            ts.pos += 1
+        else:
+            while True:
+                yield f"{where}[{index}]", ts.value()
+                index += 1
+                if ts.peek() == ",":
+                    ts.pos += 1
+                    continue
+                ts.expect("]")
+                break
+        _close(ts, len(keys), duplicate_keys)
+    if ts.peek():
+        raise DecodeError(f"{origin}: line {ts.where()}: extra data after the JSON value")
+
+
+def _descend(ts: _TextStream, keys: list[str], where: str, duplicate_keys: str) -> bool:
+    """Move to the value at ``keys``, skipping (and checking) the values before it."""
+    for key in keys:
+        ts.expect("{")
+        seen: set[str] = set()
+        while True:
+            if ts.peek() == "}":
+                ts.pos += 1
+                return False  # not here: the rest of the document is checked by _close
+            name = ts.value()
+            if not isinstance(name, str):
+                raise DecodeError(f"{ts.origin}: line {ts.where()}: object keys are strings")
+            if name in seen and duplicate_keys == "reject":
+                raise DecodeError(f"{ts.origin}: duplicate key {name!r} in one object")
+            seen.add(name)
+            ts.expect(":")
+            if name == key:
+                break
+            ts.value()
+            if ts.peek() == ",":
+                ts.pos += 1
+            else:
+                ts.expect("}")
+                return False
+    return True
+
+
+def _close(ts: _TextStream, depth: int, duplicate_keys: str) -> None:
+    """Check and skip the rest of each enclosing object after the records."""
+    for _ in range(depth):
+        while ts.peek() == ",":
+            ts.pos += 1
+            if not isinstance(ts.value(), str):
+                raise DecodeError(f"{ts.origin}: line {ts.where()}: object keys are strings")
+            ts.expect(":")
+            ts.value()
+        ts.expect("}")
 
 
 def _skip_ws(text: str, pos: int) -> int:
@@ -149,29 +301,30 @@ def _as_text(spec: FieldSpec, value: Any, where: str, report: Report) -> str | b
 class JsonCodec:
     """The JSON codec."""
 
-    def read(self, data: bytes, layout: Layout, origin: str, report: Report) -> list[Record]:
+    def records(
+        self, stream: BinaryIO, layout: Layout, origin: str, report: Report
+    ) -> Iterator[Record]:
         opts = layout.json_
-        text, _ = decode(data, layout.encoding, origin)
+        encoding = resolve_encoding(stream, layout.encoding, origin)
+        report.encoding = encoding
+        chunks = decoded_chunks(stream, encoding, origin)
         if opts.ndjson:
-            docs = []
-            for n, line in enumerate(text.splitlines(), start=1):
-                if line.strip():
-                    docs.append(
-                        (
-                            f"line {n}",
-                            loads(line, f"{origin}: line {n}", duplicate_keys=opts.duplicate_keys),
-                        )
-                    )
-            nodes = [(f"{at} {w}", v) for at, doc in docs for w, v in select(doc, opts.records)]
+            nodes: Iterable[tuple[str, Any]] = self._ndjson(chunks, opts, origin)
         else:
-            nodes = select(loads(text, origin, duplicate_keys=opts.duplicate_keys), opts.records)
-        records: list[Record] = []
+            nodes = stream_records(chunks, opts.records, origin, opts.duplicate_keys)
         for where, node in nodes:
             if not isinstance(node, dict):
                 report.add(where, "(record)", "type", None, "a record must be a JSON object")
                 continue
-            records.append(self._record(node, where, layout, opts, report))
-        return records
+            yield self._record(node, where, layout, opts, report)
+
+    @staticmethod
+    def _ndjson(chunks: Iterator[str], opts: JsonOptions, origin: str) -> Iterator[tuple[str, Any]]:
+        for n, line in enumerate(split_lines(chunks), start=1):
+            if line.strip():
+                value = loads(line, f"{origin}: line {n}", duplicate_keys=opts.duplicate_keys)
+                for where, node in select(value, opts.records):
+                    yield f"line {n} {where}", node
 
     def _record(
         self, node: dict[str, Any], where: str, layout: Layout, opts: JsonOptions, report: Report
@@ -203,21 +356,44 @@ class JsonCodec:
 
     # ------------------------------------------------------------------ writing
 
-    def write(self, docs: list[Document], layout: Layout, origin: str) -> bytes:
+    def write(self, docs: Iterable[Document], layout: Layout, origin: str, out: Any) -> int:
         opts = layout.json_
-        objects = [self._document(doc, layout, opts) for doc in docs]
+        encoder = Encoder(layout.encoding, origin)
+        count = 0
         if opts.ndjson:
-            text = "".join(dumps(o, None) + "\n" for o in objects)
-        elif len(objects) == 1 and not opts.batch_key:
-            text = dumps(objects[0], opts.indent) + "\n"
+            for doc in docs:
+                out.write(encoder(dumps(self._document(doc, layout, opts), None) + "\n"))
+                count += 1
         elif opts.batch_key:
-            text = dumps({opts.batch_key: objects}, opts.indent) + "\n"
-        else:
-            raise MappingError(
-                f"{origin}: {len(objects)} documents for one JSON file, "
-                f"but layout {layout.name} has no batch_key"
+            indent = opts.indent
+            pad = "" if indent is None else "\n" + " " * (2 * indent)
+            out.write(
+                encoder(
+                    "{"
+                    + ("" if indent is None else "\n" + " " * indent)
+                    + json.dumps(opts.batch_key, ensure_ascii=False)
+                    + ": ["
+                )
             )
-        return encode(text, layout.encoding, origin)
+            for doc in docs:
+                text = dumps(self._document(doc, layout, opts), indent, 2)
+                out.write(encoder(("," if count else "") + pad + text))
+                count += 1
+            close = "" if indent is None else "\n" + " " * indent
+            out.write(
+                encoder((close if count else "") + "]" + ("" if indent is None else "\n") + "}\n")
+            )
+        else:
+            for doc in docs:
+                if count:
+                    raise MappingError(
+                        f"{origin}: several documents for one JSON file, "
+                        f"but layout {layout.name} has no batch_key"
+                    )
+                out.write(encoder(dumps(self._document(doc, layout, opts), opts.indent) + "\n"))
+                count += 1
+        out.write(encoder("", final=True))
+        return count
 
     def _document(self, doc: Document, layout: Layout, opts: JsonOptions) -> dict[str, Any]:
         body: dict[str, Any] = {}

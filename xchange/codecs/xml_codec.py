@@ -10,13 +10,13 @@ once read, so memory stays flat however long the file is.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from lxml import etree
 
-from xchange.codecs.text import encode
+from xchange.codecs.text import Encoder
 from xchange.errors import DecodeError, MappingError
 from xchange.layout import FieldSpec, Layout, XmlOptions, parse_field
 from xchange.mapping import Document, Record
@@ -77,18 +77,21 @@ class _Prolog:
         return None
 
 
-def _refuse_doctype(data: bytes, origin: str) -> None:
+def _refuse_doctype(stream: BinaryIO, origin: str) -> None:
     """Look at the prolog only; refuse a DOCTYPE before any tree or entity exists."""
     prolog = _Prolog()
     parser = etree.XMLParser(target=prolog, **PARSER_OPTIONS)
+    start = stream.tell()
     try:
-        for start in range(0, len(data), 65536):
-            parser.feed(data[start : start + 65536])
+        while chunk := stream.read(65536):
+            parser.feed(chunk)
         parser.close()
     except _Prolog.Done:
         pass
     except etree.XMLSyntaxError as exc:
         raise _syntax_error(origin, exc) from None
+    finally:
+        stream.seek(start)
     if prolog.found is not None:
         raise DecodeError(
             f"{origin}: the document has a DOCTYPE ({prolog.found}); "
@@ -97,7 +100,7 @@ def _refuse_doctype(data: bytes, origin: str) -> None:
 
 
 def iter_elements(
-    data: bytes, origin: str, *, allow_doctype: bool = False
+    stream: BinaryIO, origin: str, *, allow_doctype: bool = False
 ) -> Iterator[tuple[str, etree._Element]]:
     """Stream ``(event, element)`` pairs; refuse a DOCTYPE unless told otherwise.
 
@@ -105,8 +108,8 @@ def iter_elements(
         DecodeError: not well-formed, or a DOCTYPE (with the line).
     """
     if not allow_doctype:
-        _refuse_doctype(data, origin)
-    events = etree.iterparse(io.BytesIO(data), events=("start", "end"), **PARSER_OPTIONS)
+        _refuse_doctype(stream, origin)
+    events = etree.iterparse(stream, events=("start", "end"), **PARSER_OPTIONS)
     found = False
     try:
         for event, element in events:
@@ -119,8 +122,8 @@ def iter_elements(
 
 
 def check_well_formed(data: bytes, origin: str, *, allow_doctype: bool = False) -> None:
-    """Parse the whole document without building it (conformance checks and validation)."""
-    for event, element in iter_elements(data, origin, allow_doctype=allow_doctype):
+    """Parse a whole document without keeping it (conformance checks and validation)."""
+    for event, element in iter_elements(io.BytesIO(data), origin, allow_doctype=allow_doctype):
         if event == "end":
             element.clear(keep_tail=True)
 
@@ -157,18 +160,19 @@ class XmlCodec:
 
     # ------------------------------------------------------------------ reading
 
-    def read(self, data: bytes, layout: Layout, origin: str, report: Report) -> list[Record]:
+    def records(
+        self, stream: BinaryIO, layout: Layout, origin: str, report: Report
+    ) -> Iterator[Record]:
         opts = layout.xml
         assert opts is not None  # the layout model requires [xml] for the xml codec
         if opts.xsd:
-            self._validate_xsd(data, layout, opts, origin, report)
+            self._validate_xsd(stream, layout, opts, origin, report)
             if report:
-                return []
+                return
         ns = opts.namespaces
         steps = [_clark(s, ns) for s in (opts.records or f"/{opts.root}").strip("/").split("/")]
         stack: list[str] = []
-        records: list[Record] = []
-        for event, element in iter_elements(data, origin):
+        for event, element in iter_elements(stream, origin):
             if event == "start":
                 if not stack and element.tag != steps[0]:
                     raise DecodeError(
@@ -179,12 +183,11 @@ class XmlCodec:
                 stack.append(element.tag)
                 continue
             if stack == steps:
-                records.append(self._record(element, layout, opts, report))
+                yield self._record(element, layout, opts, report)
                 element.clear(keep_tail=True)
                 while element.getprevious() is not None:
                     del element.getparent()[0]
             stack.pop()
-        return records
 
     def _record(
         self, element: etree._Element, layout: Layout, opts: XmlOptions, report: Report
@@ -208,45 +211,61 @@ class XmlCodec:
 
     @staticmethod
     def _validate_xsd(
-        data: bytes, layout: Layout, opts: XmlOptions, origin: str, report: Report
+        stream: BinaryIO, layout: Layout, opts: XmlOptions, origin: str, report: Report
     ) -> None:
+        """Validate against the layout's XSD (this needs the whole tree in memory)."""
         assert opts.xsd is not None
         xsd_path = Path(layout.source_file).parent / opts.xsd
         try:
             schema = etree.XMLSchema(etree.parse(str(xsd_path), hardened_parser()))
         except (OSError, etree.XMLSchemaParseError, etree.XMLSyntaxError) as exc:
             raise MappingError(f"{xsd_path}: cannot load the XSD: {exc}") from None
-        check_well_formed(data, origin)
+        _refuse_doctype(stream, origin)
+        start = stream.tell()
         try:
-            doc = etree.parse(io.BytesIO(data), hardened_parser())
+            doc = etree.parse(stream, hardened_parser())
         except etree.XMLSyntaxError as exc:
             raise _syntax_error(origin, exc) from None
+        finally:
+            stream.seek(start)
         if not schema.validate(doc):
             for err in schema.error_log:
                 report.add(f"line {err.line}", err.path or "(document)", "xsd", None, err.message)
 
     # ------------------------------------------------------------------ writing
 
-    def write(self, docs: list[Document], layout: Layout, origin: str) -> bytes:
+    def write(self, docs: Iterable[Document], layout: Layout, origin: str, out: Any) -> int:
         opts = layout.xml
         assert opts is not None  # the layout model requires [xml] for the xml codec
         nsmap = {None: opts.namespace} if opts.namespace else None
-        elements = [self._document(doc, layout, opts, nsmap) for doc in docs]
-        if opts.batch_root:
-            root = etree.Element(self._q(opts, opts.batch_root), nsmap=nsmap)
-            root.extend(elements)
-        elif len(elements) == 1:
-            root = elements[0]
-        else:
-            raise MappingError(
-                f"{origin}: {len(elements)} documents for one XML file, "
-                f"but layout {layout.name} has no batch_root"
-            )
-        if opts.indent:
-            etree.indent(root, space=opts.indent)
-        text = etree.tostring(root, encoding="unicode")
-        declaration = f'<?xml version="1.0" encoding="{layout.encoding.upper()}"?>\n'
-        return encode(declaration + text + "\n", layout.encoding, origin)
+        encoder = Encoder(layout.encoding, origin)
+        out.write(encoder(f'<?xml version="1.0" encoding="{layout.encoding.upper()}"?>\n'))
+        count = 0
+        if not opts.batch_root:
+            for doc in docs:
+                if count:
+                    raise MappingError(
+                        f"{origin}: several documents for one XML file, "
+                        f"but layout {layout.name} has no batch_root"
+                    )
+                element = self._document(doc, layout, opts, nsmap)
+                if opts.indent:
+                    etree.indent(element, space=opts.indent)
+                out.write(encoder(etree.tostring(element, encoding="unicode") + "\n"))
+                count += 1
+            out.write(encoder("", final=True))
+            return count
+        root = etree.Element(self._q(opts, opts.batch_root), nsmap=nsmap)
+        head, _, _ = etree.tostring(root, encoding="unicode").rpartition("/>")
+        out.write(encoder(head + ">\n"))
+        for doc in docs:
+            element = self._document(doc, layout, opts, nsmap)
+            if opts.indent:
+                etree.indent(element, space=opts.indent, level=1)
+            out.write(encoder(opts.indent + etree.tostring(element, encoding="unicode") + "\n"))
+            count += 1
+        out.write(encoder(f"</{head[1:].split()[0]}>\n", final=True))
+        return count
 
     @staticmethod
     def _q(opts: XmlOptions, name: str) -> str:

@@ -1,0 +1,116 @@
+"""Where converted files are written before delivery: a staging folder, or memory.
+
+Every output is hashed and counted while it is written, so delivery and the journal
+know its size and sha256 without reading it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from xchange.errors import MappingError
+from xchange.names import check_plain_name
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One converted file, ready to deliver."""
+
+    name: str
+    size: int
+    sha256: str
+    documents: int
+    path: Path | None = None
+    content: bytes | None = None
+
+    def open(self) -> BinaryIO:
+        if self.content is not None:
+            return io.BytesIO(self.content)
+        assert self.path is not None
+        return open(self.path, "rb")
+
+    @property
+    def data(self) -> bytes:
+        """The whole content (for small files and tests)."""
+        with self.open() as fh:
+            return fh.read()
+
+
+class HashingWriter:
+    """A binary writer that hashes and counts what passes through it."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.raw.write(data)
+
+
+class Sink:
+    """Collects outputs in ``folder`` (created and emptied by the caller), or in memory."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder
+        self.outputs: list[Output] = []
+        self._names: set[str] = set()
+
+    @contextmanager
+    def create(self, name: str, documents: list[int]) -> Iterator[HashingWriter]:
+        """Write one output; ``documents`` is a one-item list the writer sets to its count.
+
+        Raises:
+            MappingError: two outputs of one source would have the same name.
+        """
+        check_plain_name(name)
+        if name in self._names:
+            raise MappingError(
+                f"two outputs of this file would both be named {name!r}: "
+                "the file-name template must tell documents apart"
+            )
+        self._names.add(name)
+        if self.folder is None:
+            buf = io.BytesIO()
+            writer = HashingWriter(buf)
+            yield writer
+            content, path = buf.getvalue(), None
+        else:
+            path = self.folder / name
+            with open(path, "wb") as fh:
+                writer = HashingWriter(fh)
+                yield writer
+            content = None
+        self.outputs.append(
+            Output(name, writer.size, writer.sha.hexdigest(), documents[0], path, content)
+        )
+
+    def discard(self) -> None:
+        """Forget every output (the file failed as a whole)."""
+        if self.folder is not None:
+            for out in self.outputs:
+                if out.path is not None:
+                    out.path.unlink(missing_ok=True)
+        self.outputs.clear()
+        self._names.clear()
+
+
+@contextmanager
+def staging_folder(root: Path, key: str) -> Iterator[Path]:
+    """A private, empty folder for one file's outputs, removed afterwards."""
+    folder = root / key
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700, parents=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
