@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import time
@@ -44,6 +45,11 @@ def endpoint(sshd: SshServer, folder: Path, **overrides: object) -> SFTPEndpoint
     return SFTPEndpoint.model_validate(values)
 
 
+def put(remote: SFTPRemote, name: str, data: bytes, **kwargs: object) -> object:
+    """Deliver bytes through the streaming put_atomic."""
+    return remote.put_atomic(name, io.BytesIO(data), len(data), **kwargs)  # type: ignore[arg-type]
+
+
 def sftp_target_toml(sshd: SshServer, folder: Path, known_hosts: Path | None = None) -> str:
     return f"""
 [endpoints.wms-outbox]
@@ -63,9 +69,7 @@ def test_put_atomic_delivers_with_key_auth(sshd: SshServer) -> None:
     folder = sshd.folder("key-auth")
     remote = SFTPRemote("wms", endpoint(sshd, folder))
     try:
-        info = remote.put_atomic(
-            "a.xml", b"<a/>\n", temp_name=".a.xml.t.xchange-part", overwrite=False
-        )
+        info = put(remote, "a.xml", b"<a/>\n", temp_name=".a.xml.t.xchange-part", overwrite=False)
     finally:
         remote.close()
     assert info.size == 5
@@ -88,7 +92,7 @@ def test_password_auth_from_environment_secret(sshd: SshServer) -> None:
     )
     remote = SFTPRemote("wms", cfg)
     try:
-        remote.put_atomic("p.xml", b"pw", temp_name=".p.xml.t.xchange-part", overwrite=False)
+        put(remote, "p.xml", b"pw", temp_name=".p.xml.t.xchange-part", overwrite=False)
     finally:
         remote.close()
     assert (folder / "p.xml").read_bytes() == b"pw"
@@ -169,7 +173,7 @@ def test_receiver_never_sees_a_partial_file_under_the_final_name(sshd: SshServer
     watcher = threading.Thread(target=receiver)
     watcher.start()
     try:
-        remote.put_atomic("big.bin", payload, temp_name=".big.bin.x.xchange-part", overwrite=False)
+        put(remote, "big.bin", payload, temp_name=".big.bin.x.xchange-part", overwrite=False)
     finally:
         done.set()
         watcher.join(timeout=30)
@@ -201,12 +205,12 @@ def test_connection_cut_mid_upload_leaves_no_final_name(sshd: SshServer) -> None
     cutter = threading.Thread(target=cut_when_started)
     cutter.start()
     with pytest.raises(RemoteError) as info:
-        remote.put_atomic("big.bin", payload, temp_name=".big.bin.y.xchange-part", overwrite=False)
+        put(remote, "big.bin", payload, temp_name=".big.bin.y.xchange-part", overwrite=False)
     cutter.join(timeout=30)
     assert info.value.retryable, repr(info.value)
     assert not (folder / "big.bin").exists()
     # The same delivery retried on a fresh connection completes and cleans up.
-    remote.put_atomic("big.bin", payload, temp_name=".big.bin.y.xchange-part", overwrite=False)
+    put(remote, "big.bin", payload, temp_name=".big.bin.y.xchange-part", overwrite=False)
     remote.close()
     assert (folder / "big.bin").read_bytes() == payload
     assert os.listdir(folder) == ["big.bin"]
@@ -218,9 +222,9 @@ def test_existing_final_name_is_not_overwritten_without_overwrite(sshd: SshServe
     (folder / "x.xml").write_bytes(b"theirs")
     remote = SFTPRemote("wms", endpoint(sshd, folder))
     with pytest.raises(TargetExists):
-        remote.put_atomic("x.xml", b"ours", temp_name=".x.xml.t.xchange-part", overwrite=False)
-    remote.put_atomic("y.xml", b"v1", temp_name=".y.xml.t.xchange-part", overwrite=True)
-    remote.put_atomic("y.xml", b"v2", temp_name=".y.xml.t.xchange-part", overwrite=True)
+        put(remote, "x.xml", b"ours", temp_name=".x.xml.t.xchange-part", overwrite=False)
+    put(remote, "y.xml", b"v1", temp_name=".y.xml.t.xchange-part", overwrite=True)
+    put(remote, "y.xml", b"v2", temp_name=".y.xml.t.xchange-part", overwrite=True)
     remote.close()
     assert (folder / "x.xml").read_bytes() == b"theirs"
     assert (folder / "y.xml").read_bytes() == b"v2"
@@ -231,7 +235,7 @@ def test_reconnects_after_the_server_restarts(sshd: SshServer) -> None:
     """A session killed by a server restart is replaced on the next operation."""
     folder = sshd.folder("restart")
     remote = SFTPRemote("wms", endpoint(sshd, folder))
-    remote.put_atomic("1.xml", b"1", temp_name=".1.xml.t.xchange-part", overwrite=False)
+    put(remote, "1.xml", b"1", temp_name=".1.xml.t.xchange-part", overwrite=False)
     sshd.restart()
     # Existing sessions die with the old server process only if it is killed; drop ours too.
     if remote._ssh is not None and remote._ssh.get_transport() is not None:
@@ -242,7 +246,7 @@ def test_reconnects_after_the_server_restarts(sshd: SshServer) -> None:
         remote.list("*")
     except ConnectionLost as exc:
         assert exc.retryable
-    remote.put_atomic("2.xml", b"2", temp_name=".2.xml.t.xchange-part", overwrite=False)
+    put(remote, "2.xml", b"2", temp_name=".2.xml.t.xchange-part", overwrite=False)
     remote.close()
     assert sorted(os.listdir(folder)) == ["1.xml", "2.xml"]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,14 @@ from xchange.names import clean_value
 class QuarantineEntry:
     data_path: Path
     report_path: Path
+
+
+def _copy_private(src: Path, dest: Path) -> None:
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh, open(src, "rb") as source:
+        shutil.copyfileobj(source, fh, 1 << 20)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -44,7 +53,7 @@ class Quarantine:
         route: str,
         file_id: int,
         source: str,
-        data: bytes,
+        original: Path,
         error: XchangeError,
         attempt: int,
         config_file: str,
@@ -68,11 +77,11 @@ class Quarantine:
             "layouts": versions[0],
             "mapping": versions[1],
             "original": str(data_path),
-            "size": len(data),
+            "size": original.stat().st_size,
         }
         if isinstance(error, ValidationFailed):
             info["report"] = error.report.as_dict()
-        _write_private(data_path, data)
+        _copy_private(original, data_path)
         _write_private(
             folder / f"{base}.report.json", json.dumps(info, ensure_ascii=False, indent=2).encode()
         )

@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import structlog
 
@@ -34,11 +35,12 @@ from xchange.errors import (
     XchangeError,
 )
 from xchange.journal import FileKey, FileRecord, Journal, OutputRecord, State
-from xchange.pipeline import Output, Pipeline
+from xchange.pipeline import Pipeline
 from xchange.quarantine import Quarantine
 from xchange.remote import FileInfo, Remote, open_remote
-from xchange.remote.base import safe_subfolder, temp_name_for
+from xchange.remote.base import NullWriter, safe_subfolder, temp_name_for
 from xchange.retry import call_with_retry
+from xchange.sink import Output, Sink, staging_folder
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +63,7 @@ class FileResult:
     outputs: list[str] = field(default_factory=list)
     bytes: int = 0
     documents: int = 0
+    encoding: str | None = None
     duration_ms: int = 0
     error: str | None = None
 
@@ -128,6 +131,8 @@ class Runner:
         self.sleep = sleep
         self.pipelines = {r.name: Pipeline(r, config.formats) for r in config.routes}
         self.quarantine = Quarantine(config.quarantine.path)
+        #: Private scratch space: downloads and each file's staged outputs.
+        self.scratch = config.journal.path.parent / "scratch"
         self._remotes: dict[str, Remote] = {}
 
     def remote(self, name: str) -> Remote:
@@ -196,6 +201,7 @@ class Runner:
                     outputs=result.outputs,
                     bytes=result.bytes,
                     documents=result.documents,
+                    encoding=result.encoding,
                     duration_ms=result.duration_ms,
                     outcome=result.outcome,
                     file_id=result.file_id,
@@ -211,17 +217,16 @@ class Runner:
             if route.after.action != "leave":
                 self._after(route, source, info.name, None)
             return
-        data = source.read(info.name)
-        result.bytes = len(data)
+        with source.local_copy(info.name, self.scratch / "downloads") as path:
+            self._process_local(route, source, info, path, result)
+
+    def _process_local(
+        self, route: RouteConfig, source: Remote, info: FileInfo, path: Path, result: FileResult
+    ) -> None:
+        size, sha = _fingerprint(path)
+        result.bytes = size
         pipeline = self.pipelines[route.name]
-        key = FileKey(
-            route.name,
-            route.source.endpoint,
-            info.name,
-            len(data),
-            info.mtime_ns,
-            hashlib.sha256(data).hexdigest(),
-        )
+        key = FileKey(route.name, route.source.endpoint, info.name, size, info.mtime_ns, sha)
         claim = self.journal.claim(
             key, layout_version=pipeline.versions[0], mapping_version=pipeline.versions[1]
         )
@@ -237,23 +242,31 @@ class Runner:
             )
             self._after(route, source, info.name, None)
             return
-        try:
-            outputs = pipeline.convert(data, info.name, self.now())
-        except (FormatError, UnsafeName) as exc:
-            self._quarantine(route, record, info.name, data, exc, result)
-            return
-        self.journal.transition(
-            record.id, State.DELIVERING, note=", ".join(o.name for o in outputs) or "no documents"
-        )
-        try:
-            self._deliver(route, record, outputs)
-        except TargetExists as exc:
-            self._quarantine(route, record, info.name, data, exc, result)
-            return
-        except RemoteError as exc:
-            self.journal.transition(record.id, State.RETRYING, error=(exc.kind, str(exc)))
-            result.outcome, result.error = RETRY_LATER, str(exc)
-            return
+        with staging_folder(self.scratch / "staging", f"{route.name}-{record.id}") as staging:
+            try:
+                with open(path, "rb") as stream:
+                    conversion = pipeline.convert_stream(
+                        stream, info.name, self.now(), Sink(staging)
+                    )
+            except (FormatError, UnsafeName) as exc:
+                self._quarantine(route, record, info.name, path, exc, result)
+                return
+            outputs = conversion.outputs
+            result.encoding = conversion.encoding
+            self.journal.transition(
+                record.id,
+                State.DELIVERING,
+                note=", ".join(o.name for o in outputs) or "no documents",
+            )
+            try:
+                self._deliver(route, record, outputs)
+            except TargetExists as exc:
+                self._quarantine(route, record, info.name, path, exc, result)
+                return
+            except RemoteError as exc:
+                self.journal.transition(record.id, State.RETRYING, error=(exc.kind, str(exc)))
+                result.outcome, result.error = RETRY_LATER, str(exc)
+                return
         self.journal.transition(record.id, State.DELIVERED)
         result.outcome = DELIVERED
         result.outputs = [o.name for o in outputs]
@@ -266,7 +279,6 @@ class Runner:
         for out in outputs:
             if out.name in done:
                 continue  # delivered before a crash; the journal already has it
-            sha = out.sha256
             if self._already_there(target, out):
                 log.info(
                     "file.output_found",
@@ -274,31 +286,39 @@ class Runner:
                     reason="present with the same bytes; not sent again",
                 )
             else:
-                temp = temp_name_for(out.name, f"{record.sha256[:8]}{sha[:8]}")
+                temp = temp_name_for(out.name, f"{record.sha256[:8]}{out.sha256[:8]}")
                 call_with_retry(
-                    lambda out=out, temp=temp: target.put_atomic(
-                        out.name,
-                        out.data,
-                        temp_name=temp,
-                        overwrite=route.target.if_exists == "overwrite",
-                    ),
+                    lambda out=out, temp=temp: self._put(target, route, out, temp),
                     route.retry,
                     sleep=self.sleep,
                 )
             self.journal.record_output(
                 record.id,
                 OutputRecord(
-                    route.target.endpoint, out.name, len(out.data), sha, datetime.now(UTC)
+                    route.target.endpoint, out.name, out.size, out.sha256, datetime.now(UTC)
                 ),
+            )
+
+    @staticmethod
+    def _put(target: Remote, route: RouteConfig, out: Output, temp: str) -> None:
+        with out.open() as src:
+            target.put_atomic(
+                out.name,
+                src,
+                out.size,
+                temp_name=temp,
+                overwrite=route.target.if_exists == "overwrite",
             )
 
     @staticmethod
     def _already_there(target: Remote, out: Output) -> bool:
         """True if the target already holds exactly these bytes under this name."""
         info = target.stat(out.name)
-        if info is None or info.size != len(out.data):
+        if info is None or info.size != out.size:
             return False
-        return hashlib.sha256(target.read(out.name)).hexdigest() == out.sha256
+        probe = NullWriter()
+        target.download(out.name, probe)  # type: ignore[arg-type]
+        return probe.sha.hexdigest() == out.sha256
 
     def _after(self, route: RouteConfig, source: Remote, name: str, file_id: int | None) -> None:
         action = route.after.action
@@ -319,7 +339,7 @@ class Runner:
         route: RouteConfig,
         record: FileRecord,
         name: str,
-        data: bytes,
+        original: Path,
         exc: XchangeError,
         result: FileResult,
     ) -> None:
@@ -327,7 +347,7 @@ class Runner:
             route=route.name,
             file_id=record.id,
             source=name,
-            data=data,
+            original=original,
             error=exc,
             attempt=record.attempts,
             config_file=str(self.config.source_file),
@@ -343,3 +363,14 @@ class Runner:
         self.remote(route.source.endpoint).remove(name)
         result.outcome = QUARANTINED
         result.error = str(exc).splitlines()[0]
+
+
+def _fingerprint(path: Path) -> tuple[int, str]:
+    """Size and sha256 of a local file, read in chunks."""
+    sha = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            sha.update(chunk)
+            size += len(chunk)
+    return size, sha.hexdigest()

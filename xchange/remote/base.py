@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import fnmatch
 import posixpath
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from xchange.names import check_plain_name
 
@@ -34,20 +36,27 @@ class Remote(Protocol):
         """Regular files directly in the folder whose names match ``pattern``."""
         ...
 
-    def read(self, name: str) -> bytes:
-        """The whole content of a file."""
+    def download(self, name: str, dest: BinaryIO) -> int:
+        """Copy a file's content into ``dest``; return the number of bytes."""
+        ...
+
+    def local_copy(self, name: str, scratch: Path) -> AbstractContextManager[Path]:
+        """A local path holding the file's content while the context lasts: the file
+        itself for a local folder, a download into ``scratch`` otherwise."""
         ...
 
     def stat(self, name: str) -> FileInfo | None:
         """The file's size and time, or None if it does not exist."""
         ...
 
-    def put_atomic(self, name: str, data: bytes, *, temp_name: str, overwrite: bool) -> FileInfo:
-        """Write ``data`` under ``temp_name``, then rename it to ``name`` in one step.
+    def put_atomic(
+        self, name: str, src: BinaryIO, size: int, *, temp_name: str, overwrite: bool
+    ) -> FileInfo:
+        """Write ``size`` bytes from ``src`` under ``temp_name``, then rename to ``name``.
 
         A reader never sees a partial file under ``name``. With ``overwrite=False``
         an existing ``name`` raises ``TargetExists`` and is left untouched. The temporary
-        file is removed on failure.
+        file is removed on failure. The size is checked after the rename.
         """
         ...
 
@@ -87,3 +96,18 @@ def safe_subfolder(folder: str) -> str:
 
         raise UnsafeName(f"folder {folder!r} would leave the endpoint folder")
     return norm
+
+
+class NullWriter:
+    """A writer that only counts and hashes (to fingerprint a remote file)."""
+
+    def __init__(self) -> None:
+        import hashlib
+
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return len(data)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import BinaryIO
 
 from xchange.errors import (
     RemoteError,
@@ -16,6 +18,8 @@ from xchange.errors import (
     TargetExists,
 )
 from xchange.remote.base import FileInfo, is_temporary, matches, safe_subfolder
+
+CHUNK = 1 << 20
 
 
 @contextmanager
@@ -62,11 +66,23 @@ class LocalRemote:
                     out.append(FileInfo(entry.name, st.st_size, st.st_mtime_ns))
         return sorted(out, key=lambda f: (f.mtime_ns, f.name))
 
-    def read(self, name: str) -> bytes:
+    def download(self, name: str, dest: BinaryIO) -> int:
         with _os_errors(self.label, name):
             fd = os.open(self._path(name), os.O_RDONLY | os.O_NOFOLLOW)
             with os.fdopen(fd, "rb") as fh:
-                return fh.read()
+                size = 0
+                while chunk := fh.read(CHUNK):
+                    dest.write(chunk)
+                    size += len(chunk)
+                return size
+
+    @contextmanager
+    def local_copy(self, name: str, scratch: Path) -> Iterator[Path]:
+        path = self._path(name)
+        with _os_errors(self.label, name):
+            if path.is_symlink() or not path.is_file():
+                raise FileNotFoundError(name)
+        yield path
 
     def stat(self, name: str) -> FileInfo | None:
         try:
@@ -75,7 +91,9 @@ class LocalRemote:
             return None
         return FileInfo(name, st.st_size, st.st_mtime_ns)
 
-    def put_atomic(self, name: str, data: bytes, *, temp_name: str, overwrite: bool) -> FileInfo:
+    def put_atomic(
+        self, name: str, src: BinaryIO, size: int, *, temp_name: str, overwrite: bool
+    ) -> FileInfo:
         final, temp = self._path(name), self._path(temp_name)
         with _os_errors(self.label, name):
             if not overwrite and final.exists():
@@ -83,7 +101,7 @@ class LocalRemote:
             final.parent.mkdir(parents=True, exist_ok=True)
             try:
                 with open(temp, "wb") as fh:
-                    fh.write(data)
+                    shutil.copyfileobj(src, fh, CHUNK)
                     fh.flush()
                     os.fsync(fh.fileno())
                 if overwrite:
@@ -100,9 +118,9 @@ class LocalRemote:
                 if temp.exists():
                     temp.unlink()
             st = final.stat()
-        if st.st_size != len(data):
+        if st.st_size != size:
             raise RemoteUnavailable(
-                f"{self.label}: {name}: wrote {len(data)} bytes but the file has {st.st_size}"
+                f"{self.label}: {name}: wrote {size} bytes but the file has {st.st_size}"
             )
         return FileInfo(name, st.st_size, st.st_mtime_ns)
 

@@ -13,13 +13,13 @@ one thread at a time: paramiko's SFTPClient is not safe to share.
 from __future__ import annotations
 
 import errno
-import io
 import posixpath
 import socket
 import stat as stat_mod
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import paramiko
 import structlog
@@ -206,13 +206,22 @@ class SFTPRemote:
         ]
         return sorted(out, key=lambda f: (f.mtime_ns, f.name))
 
-    def read(self, name: str) -> bytes:
+    def download(self, name: str, dest: BinaryIO) -> int:
         sftp = self._client()
-        buf = io.BytesIO()
         with self._errors(f"read {name}"):
             # getfo prefetches with unbounded outstanding requests: a small cap is a cliff.
-            sftp.getfo(self._path(name), buf)
-        return buf.getvalue()
+            return int(sftp.getfo(self._path(name), dest))
+
+    @contextmanager
+    def local_copy(self, name: str, scratch: Path) -> Iterator[Path]:
+        scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = scratch / f"{posixpath.basename(name)}.download"
+        try:
+            with open(path, "wb") as fh:
+                self.download(name, fh)
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
 
     def stat(self, name: str) -> FileInfo | None:
         sftp = self._client()
@@ -223,7 +232,9 @@ class SFTPRemote:
             return None
         return FileInfo(name, st.st_size or 0, int(st.st_mtime or 0) * 1_000_000_000)
 
-    def put_atomic(self, name: str, data: bytes, *, temp_name: str, overwrite: bool) -> FileInfo:
+    def put_atomic(
+        self, name: str, src: BinaryIO, size: int, *, temp_name: str, overwrite: bool
+    ) -> FileInfo:
         sftp = self._client()
         final, temp = self._path(name), self._path(temp_name)
         if not overwrite and self.stat(name) is not None:
@@ -231,15 +242,15 @@ class SFTPRemote:
         try:
             with self._errors(f"upload {name}"):
                 # putfo pipelines its writes; confirm=True checks the size the server stored.
-                sftp.putfo(io.BytesIO(data), temp, file_size=len(data), confirm=True)
+                sftp.putfo(src, temp, file_size=size, confirm=True)
             self._rename(sftp, temp, final, name, overwrite)
         except BaseException:
             self._discard(temp)
             raise
         info = self.stat(name)
-        if info is None or info.size != len(data):
+        if info is None or info.size != size:
             raise ConnectionLost(
-                f"{self._where()}: {name}: sent {len(data)} bytes but the server shows "
+                f"{self._where()}: {name}: sent {size} bytes but the server shows "
                 f"{'nothing' if info is None else info.size}"
             )
         return info
