@@ -67,7 +67,7 @@ def test_xml_errors_name_the_line_and_element_path() -> None:
     with pytest.raises(ValidationFailed) as info:
         pipeline("purchase-inbound").convert(data, source.name, NOW)
     (problem,) = info.value.report.problems
-    assert problem.location == "line 19 /InboundConfirmations/Receipt[2]/Items/Item"
+    assert problem.location == "line 19 /InboundConfirmations/Receipt[2]/Items/Item[1]"
     assert (problem.field, problem.rule, problem.value) == ("Qty", "type", "fifty")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,12 +21,13 @@ import click
 
 from xchange import __version__
 from xchange.config import AppConfig, SFTPEndpoint, load_config
-from xchange.errors import ConfigError, FormatError, LockHeld, ValidationFailed, XchangeError
+from xchange.errors import ConfigError, LockHeld, ValidationFailed, XchangeError
 from xchange.journal import State, open_journal
 from xchange.lock import RunLock
 from xchange.log import configure_logging, register_secret
 from xchange.pipeline import Pipeline
 from xchange.runner import EXIT_CONFIG, EXIT_LOCKED, EXIT_NOT_DELIVERED, Runner, exit_code
+from xchange.sink import Output, Sink
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -191,13 +193,17 @@ def run(
 # --------------------------------------------------------------------------- convert / validate
 
 
-def _convert(config: AppConfig, route: str, file: Path) -> list[Any]:
+def _convert(config: AppConfig, route: str, file: Path, folder: Path | None) -> list[Output]:
+    """Convert FILE, streaming; outputs go to ``folder`` (or memory); exit 1 with the report."""
     pipeline = _pipeline(config, route)
     try:
-        return pipeline.convert(file.read_bytes(), file.name, datetime.now(UTC).astimezone())
+        with open(file, "rb") as stream:
+            return pipeline.convert_stream(
+                stream, file.name, datetime.now(UTC).astimezone(), Sink(folder)
+            ).outputs
     except ValidationFailed as exc:
         _fail(f"{exc.report.summary()}\n\n{exc.report.text()}", 1)
-    except (FormatError, XchangeError) as exc:
+    except XchangeError as exc:
         _fail(f"{file}: {exc.kind}: {exc}", 1)
 
 
@@ -220,17 +226,17 @@ def convert(
     Prints the validation report and exits 1 if the file breaks a rule.
     """
     config = _config(ctx, config_path)
-    outputs = _convert(config, route, file)
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    outputs = _convert(config, route, file, output_dir)
     if output_dir is None:
         if len(outputs) != 1:
             names = ", ".join(o.name for o in outputs) or "none"
             _fail(f"{len(outputs)} outputs ({names}): pass -o DIR to write them", 1)
         sys.stdout.buffer.write(outputs[0].data)
         return
-    output_dir.mkdir(parents=True, exist_ok=True)
     for out in outputs:
-        (output_dir / out.name).write_bytes(out.data)
-        click.echo(f"{output_dir / out.name} ({len(out.data)} bytes, {out.documents} documents)")
+        click.echo(f"{output_dir / out.name} ({out.size} bytes, {out.documents} documents)")
 
 
 @main.command()
@@ -241,7 +247,8 @@ def convert(
 def validate(ctx: click.Context, config_path: str | None, route: str, file: Path) -> None:
     """Check FILE against ROUTE's layouts and mapping; print the report, exit 1 if broken."""
     config = _config(ctx, config_path)
-    outputs = _convert(config, route, file)
+    with tempfile.TemporaryDirectory(prefix="xchange-validate-") as scratch:
+        outputs = _convert(config, route, file, Path(scratch))
     docs = sum(o.documents for o in outputs)
     click.echo(f"{file}: OK: {docs} document(s) in {len(outputs)} output file(s)")
 

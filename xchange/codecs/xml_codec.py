@@ -129,30 +129,26 @@ def check_well_formed(data: bytes, origin: str, *, allow_doctype: bool = False) 
 
 
 def _get(element: etree._Element, path: str, ns: dict[str, str]) -> str | None:
-    """Text at ``a/b`` or attribute at ``a/@c`` / ``@c`` below ``element`` (None: absent)."""
+    """Text at ``a/b`` or attribute at ``a/@c`` / ``@c`` below ``element``; a path that
+    starts with ``/`` is taken from the document's root (header values for line-level
+    records). None: absent."""
     node_path, _, attr = path.partition("@")
     node_path = node_path.rstrip("/")
-    node = element if not node_path else element.find(node_path, namespaces=ns)
+    node: etree._Element | None = element
+    if node_path.startswith("/"):
+        root = element.getroottree().getroot()
+        first, _, rest = node_path.strip("/").partition("/")
+        if root.tag != _clark(first, ns):
+            return None
+        node = root if not rest else root.find(rest, namespaces=ns)
+    elif node_path:
+        node = element.find(node_path, namespaces=ns)
     if node is None:
         return None
     if attr:
         value: str | None = node.get(_clark(attr, ns))
         return value
     return node.text or ""
-
-
-def _path_of(element: etree._Element) -> str:
-    parts = []
-    node: etree._Element | None = element
-    while node is not None:
-        parent = node.getparent()
-        tag = etree.QName(node).localname
-        if parent is not None:
-            same = [c for c in parent if c.tag == node.tag]
-            tag += f"[{same.index(node) + 1}]" if len(same) > 1 else ""
-        parts.append(tag)
-        node = parent
-    return "/" + "/".join(reversed(parts))
 
 
 class XmlCodec:
@@ -171,6 +167,8 @@ class XmlCodec:
                 return
         ns = opts.namespaces
         steps = [_clark(s, ns) for s in (opts.records or f"/{opts.root}").strip("/").split("/")]
+        shown = "/" + "/".join(etree.QName(t).localname for t in steps)
+        count = 0
         stack: list[str] = []
         for event, element in iter_elements(stream, origin):
             if event == "start":
@@ -183,25 +181,29 @@ class XmlCodec:
                 stack.append(element.tag)
                 continue
             if stack == steps:
-                yield self._record(element, layout, opts, report)
+                count += 1
+                where = shown if len(steps) == 1 else f"{shown}[{count}]"
+                yield self._record(element, where, layout, opts, report)
                 element.clear(keep_tail=True)
                 while element.getprevious() is not None:
                     del element.getparent()[0]
             stack.pop()
 
     def _record(
-        self, element: etree._Element, layout: Layout, opts: XmlOptions, report: Report
+        self, element: etree._Element, path: str, layout: Layout, opts: XmlOptions,
+        report: Report,
     ) -> Record:
         ns = opts.namespaces
-        where = f"line {element.sourceline} {_path_of(element)}"
+        where = f"line {element.sourceline} {path}"
         values = {
             f.name: parse_field(f, _get(element, f.key, ns), where, report) for f in layout.fields
         }
         lines: list[Record] = []
         if layout.shape == "nested":
             line_path = "/".join(p for p in (opts.lines, opts.line) if p)
-            for line in element.findall(line_path, namespaces=ns):
-                at = f"line {line.sourceline} {_path_of(line)}"
+            shown = "/".join(etree.QName(_clark(p, ns)).localname for p in line_path.split("/"))
+            for j, line in enumerate(element.findall(line_path, namespaces=ns), start=1):
+                at = f"line {line.sourceline} {path}/{shown}[{j}]"
                 line_values = {
                     f.name: parse_field(f, _get(line, f.key, ns), at, report)
                     for f in layout.line_fields
