@@ -186,3 +186,28 @@ def test_a_character_the_target_encoding_lacks_is_a_mapping_error(tmp_path: Path
 
     with pytest.raises(MappingError, match=r"character '𠀀' \(U\+20000\) cannot be written in gbk"):
         encode("ok\n𠀀", "gbk", "out.xml")
+
+
+def test_the_shipped_broken_sample_prints_line_field_rule_and_value() -> None:
+    """samples/shop-orders/broken/ is refused with every problem, in file order."""
+    broken = SAMPLES / "shop-orders" / "broken" / "orders_20261122.csv"
+    result = CliRunner().invoke(
+        main,
+        [
+            "validate",
+            "--config",
+            str(REPO / "config" / "demo.toml"),
+            "--route",
+            "shop-orders",
+            str(broken),
+        ],
+    )
+    assert result.exit_code == 1
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("orders_20261122.csv: line")]
+    assert lines == [
+        "orders_20261122.csv: line 3: field 手机: pattern: does not match 1\\d{10} "
+        "(value: '1380013800')",
+        "orders_20261122.csv: line 4: field Channel: table: '抖音' is not in value table "
+        "'channels' (value: '抖音')",
+        "orders_20261122.csv: line 5: field 数量: min: less than 1 (value: '0')",
+    ]

@@ -41,6 +41,7 @@ def test_run_once_delivers_archives_and_journals(exchange: Exchange) -> None:
     journal = open_journal(load_config(exchange.config).journal)
     (record,) = journal.query()
     assert record.state == State.ARCHIVED
+    assert record.source_encoding == "gbk"
     assert sorted(o.path for o in record.outputs) == sorted(p.name for p in EXPECTED.iterdir())
     journal.close()
 
@@ -56,6 +57,7 @@ def test_one_summary_event_per_file_in_json_logs(exchange: Exchange) -> None:
     assert delivered["target"] == "wms-outbox"
     assert delivered["bytes"] == (SAMPLES / "shop-orders/in/orders_20261121.csv").stat().st_size
     assert delivered["outcome"] == "delivered"
+    assert delivered["encoding"] == "gbk"
     assert isinstance(delivered["duration_ms"], int)
 
 

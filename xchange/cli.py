@@ -342,6 +342,7 @@ def journal_show(ctx: click.Context, config_path: str | None, file_id: int, as_j
         "quarantine_path",
         "layout_version",
         "mapping_version",
+        "source_encoding",
         "created_at",
         "updated_at",
     ):

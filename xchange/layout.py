@@ -34,10 +34,12 @@ _FALSE = {"0", "false", "no", "n", "f", "否"}
 class FieldValueError(ValueError):
     """A text could not become a field's typed value; ``rule`` names the broken rule."""
 
-    def __init__(self, rule: str, message: str) -> None:
+    def __init__(self, rule: str, message: str, value: Any = None) -> None:
         super().__init__(message)
         self.rule = rule
         self.message = message
+        #: The offending value when it is not the one handed in (e.g. a table key).
+        self.value = value
 
 
 class _Model(BaseModel):

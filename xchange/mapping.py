@@ -198,7 +198,8 @@ class _Evaluator:
                 out[spec.name] = spec.coerce(raw)
             except FieldValueError as exc:
                 out[spec.name] = None
-                self.report.add(where, spec.name, exc.rule, raw, exc.message)
+                shown = exc.value if exc.value is not None else raw
+                self.report.add(where, spec.name, exc.rule, shown, exc.message)
         return out
 
     def _evaluate(self, rule: Rule, ctx: dict[str, Any], seq: int) -> Any:
@@ -228,7 +229,9 @@ class _Evaluator:
             table = self.mapping.tables[rule.table]
             key = _text(value)
             if key not in table:
-                raise FieldValueError("table", f"{key!r} is not in value table {rule.table!r}")
+                raise FieldValueError(
+                    "table", f"{key!r} is not in value table {rule.table!r}", value=key
+                )
             value = table[key]
         return value
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,6 +22,11 @@ class Problem:
         shown = "" if self.value is None else f" (value: {self.value!r})"
         where = f"{self.file}: {self.location}"
         return f"{where}: field {self.field}: {self.rule}: {self.message}{shown}"
+
+
+def _position(problem: Problem) -> int:
+    match = re.match(r"line (\d+)", problem.location)
+    return int(match.group(1)) if match else 0
 
 
 @dataclass(slots=True)
@@ -51,12 +57,16 @@ class Report:
         return len(self.problems) + self.dropped
 
     def summary(self) -> str:
-        first = self.problems[0].line() if self.problems else ""
+        first = self.ordered()[0].line() if self.problems else ""
         more = f" (+{self.total - 1} more)" if self.total > 1 else ""
         return f"{self.total} problem(s) in {self.file}; first: {first}{more}"
 
+    def ordered(self) -> list[Problem]:
+        """Problems in file order (they are found in streaming order)."""
+        return sorted(self.problems, key=_position)
+
     def text(self) -> str:
-        lines = [p.line() for p in self.problems]
+        lines = [p.line() for p in self.ordered()]
         if self.dropped:
             lines.append(f"... and {self.dropped} more problem(s) not listed (cap {self.cap})")
         return "\n".join(lines)
@@ -65,6 +75,6 @@ class Report:
         return {
             "file": self.file,
             "total": self.total,
-            "problems": [asdict(p) for p in self.problems],
+            "problems": [asdict(p) for p in self.ordered()],
             "not_listed": self.dropped,
         }

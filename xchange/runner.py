@@ -257,6 +257,7 @@ class Runner:
                 record.id,
                 State.DELIVERING,
                 note=", ".join(o.name for o in outputs) or "no documents",
+                encoding=conversion.encoding,
             )
             try:
                 self._deliver(route, record, outputs)

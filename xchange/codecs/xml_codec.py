@@ -190,7 +190,11 @@ class XmlCodec:
             stack.pop()
 
     def _record(
-        self, element: etree._Element, path: str, layout: Layout, opts: XmlOptions,
+        self,
+        element: etree._Element,
+        path: str,
+        layout: Layout,
+        opts: XmlOptions,
         report: Report,
     ) -> Record:
         ns = opts.namespaces

@@ -74,6 +74,8 @@ class FileRecord:
     quarantine_path: str | None
     layout_version: str | None
     mapping_version: str | None
+    #: The encoding the source was read with (declared, or detected).
+    source_encoding: str | None
     created_at: datetime
     updated_at: datetime
     outputs: list[OutputRecord] = field(default_factory=list)
@@ -127,8 +129,10 @@ class Journal(Protocol):
         error: tuple[str, str] | None = None,
         quarantine_path: str | None = None,
         note: str | None = None,
+        encoding: str | None = None,
     ) -> None:
-        """Record a new state, committed before the caller acts on it."""
+        """Record a new state, committed before the caller acts on it (with, optionally,
+        the error, the quarantine location, a note, the source's text encoding)."""
         ...
 
     def record_output(self, file_id: int, output: OutputRecord) -> None:

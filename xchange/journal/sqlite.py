@@ -69,6 +69,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX transitions_file ON transitions(file_id);
         """,
     ),
+    (
+        "0002_files_source_encoding",
+        """
+        ALTER TABLE files ADD COLUMN source_encoding TEXT;
+        """,
+    ),
 ]
 
 
@@ -199,6 +205,7 @@ class SQLiteJournal:
         error: tuple[str, str] | None = None,
         quarantine_path: str | None = None,
         note: str | None = None,
+        encoding: str | None = None,
     ) -> None:
         now = _now()
         with self._tx() as db:
@@ -215,6 +222,9 @@ class SQLiteJournal:
             if quarantine_path is not None:
                 sets.append("quarantine_path=?")
                 args.append(quarantine_path)
+            if encoding is not None:
+                sets.append("source_encoding=?")
+                args.append(encoding)
             # Column names come from the fixed list above; every value is bound.
             db.execute(f"UPDATE files SET {', '.join(sets)} WHERE id=?", (*args, file_id))  # noqa: S608
             db.execute(
@@ -310,6 +320,7 @@ class SQLiteJournal:
             quarantine_path=row["quarantine_path"],
             layout_version=row["layout_version"],
             mapping_version=row["mapping_version"],
+            source_encoding=row["source_encoding"],
             created_at=datetime.fromisoformat(row["created_at"]),
             updated_at=datetime.fromisoformat(row["updated_at"]),
             outputs=outputs,
