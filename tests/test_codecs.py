@@ -8,13 +8,15 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import FORMATS, REPO, SAMPLES
 from xchange.codecs.json_codec import JsonCodec
 from xchange.codecs.text import decode
 from xchange.codecs.xml_codec import XmlCodec
 from xchange.config import load_config
-from xchange.errors import DecodeError, ValidationFailed
+from xchange.errors import DecodeError, ValidationFailed, XchangeError
 from xchange.layout import Layout, load_layout
 from xchange.pipeline import Pipeline
 from xchange.report import Report
@@ -180,3 +182,19 @@ def test_kingdee_output_is_in_the_save_api_shape() -> None:
     assert model["FDate"] == "2026-11-21"
     assert [e["FTaxPrice"] for e in model["FSaleOrderEntry"]] == [1299, 0.1]
     assert b'"FTaxPrice": 0.10' in outputs[1].data  # written digit for digit, not 0.1000000001
+
+
+@pytest.mark.parametrize("route", [r.name for r in DEMO.routes])
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=400), cut=st.integers(min_value=0, max_value=2000))
+def test_arbitrary_and_mutated_bytes_give_an_output_or_a_reason(
+    route: str, data: bytes, cut: int
+) -> None:
+    """Random bytes, and a valid sample cut short or spliced with them, never crash a codec:
+    each yields outputs or an xchange error with a one-line reason."""
+    sample = next((SAMPLES / route / "in").iterdir()).read_bytes()
+    for candidate in (data, sample[:cut], sample[:cut] + data + sample[cut:]):
+        try:
+            pipeline(route).convert(candidate, "fuzz", NOW)
+        except XchangeError as exc:
+            assert str(exc).splitlines()[0]
