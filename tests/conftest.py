@@ -71,7 +71,7 @@ mapping = "shop-to-wms-outbound"
 target_layout = "wms-outbound-order"
 target = {{ endpoint = "wms-outbox", name = "WMS_OUT_{{OrderDate}}_{{OrderNo}}.xml" }}
 after = {{ action = "archive", folder = "archive" }}
-retry = {{ attempts = 2, initial = 0.01, maximum = 0.05 }}
+retry = {{ attempts = 2, initial = 0.01, maximum = 0.05, later = 0 }}
 {route_extra}
 """,
             encoding="utf-8",

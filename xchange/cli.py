@@ -318,13 +318,16 @@ def journal_show(ctx: click.Context, config_path: str | None, file_id: int, as_j
     store = open_journal(config.journal)
     try:
         record = store.get(file_id)
-        history = store.transitions(file_id) if record else []  # type: ignore[attr-defined]
+        history = store.history(file_id) if record else []
     finally:
         store.close()
     if record is None:
         _fail(f"no journal record with id {file_id}", 1)
     data = record.as_dict()
-    data["history"] = history
+    data["history"] = [
+        {"at": h.at.isoformat(), "from_state": h.from_state, "to_state": h.to_state, "note": h.note}
+        for h in history
+    ]
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
@@ -355,7 +358,7 @@ def journal_show(ctx: click.Context, config_path: str | None, file_id: int, as_j
             f"sha256 {out['sha256']}  {out['delivered_at']}"
         )
     click.echo("history:")
-    for h in history:
+    for h in data["history"]:
         click.echo(f"  {h['at']}  {h['from_state'] or '-'} -> {h['to_state']}  {h['note'] or ''}")
 
 

@@ -112,9 +112,17 @@ class AfterSpec(_Model):
 
 
 class RetrySpec(_Model):
+    """Transient failures: tries within a run, then later runs, then quarantine."""
+
+    #: Tries within one run, waiting initial, 2*initial, ... (capped at maximum) seconds.
     attempts: int = Field(3, ge=1, le=100)
     initial: float = Field(1.0, ge=0)
     maximum: float = Field(60.0, ge=0)
+    #: Then the file waits for a later run: `later` seconds, doubling up to `later_max`.
+    later: float = Field(60.0, ge=0)
+    later_max: float = Field(3600.0, ge=0)
+    #: Runs that may fail transiently before the file is quarantined.
+    give_up_after: int = Field(10, ge=1)
 
 
 class RouteConfig(_Model):
@@ -126,6 +134,9 @@ class RouteConfig(_Model):
     target: TargetSpec
     after: AfterSpec = AfterSpec()
     retry: RetrySpec = RetrySpec()
+    #: Target header field that identifies a business document (e.g. an order number):
+    #: a document whose key was already delivered on this route is skipped and reported.
+    dedupe_key: str | None = None
 
 
 class JournalConfig(_Model):
@@ -134,6 +145,53 @@ class JournalConfig(_Model):
 
 class QuarantineConfig(_Model):
     path: ConfigPath
+
+
+class EmailSink(_Model):
+    """Alerts by email (SMTP with STARTTLS or SSL, optional login)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    type: Literal["email"]
+    host: str = Field(min_length=1)
+    port: int = Field(587, ge=1, le=65535)
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    user: str | None = None
+    password_env: str | None = None
+    sender: str = Field(alias="from", min_length=3)
+    to: list[str] = Field(min_length=1)
+    #: Extra CA certificates to trust (a private mail relay).
+    ca_file: ConfigPath | None = None
+    timeout: float = Field(10.0, gt=0)
+    password: SecretStr | None = Field(None, exclude=True)
+
+
+class WebhookSink(_Model):
+    """Alerts by HTTP POST of JSON, shaped for a generic receiver, DingTalk, WeCom or Slack."""
+
+    type: Literal["webhook"]
+    url: str | None = None
+    #: The URL from an environment variable (DingTalk and WeCom URLs carry a token).
+    url_env: str | None = None
+    shape: Literal["generic", "dingtalk", "wecom", "slack"] = "generic"
+    timeout: float = Field(10.0, gt=0)
+    secret_url: SecretStr | None = Field(None, exclude=True)
+
+
+class LogSink(_Model):
+    """Alerts as log events (``alert.sent``) only."""
+
+    type: Literal["log"]
+
+
+AlertSink = Annotated[EmailSink | WebhookSink | LogSink, Field(discriminator="type")]
+
+
+class AlertsConfig(_Model):
+    #: Seconds: at most one alert per route and cause in this window; the rest wait for
+    #: a digest at the window's end.
+    window: float = Field(900.0, gt=0)
+    sinks: list[AlertSink] = Field(default_factory=lambda: [LogSink(type="log")])
 
 
 class AppConfig(_Model):
@@ -145,6 +203,7 @@ class AppConfig(_Model):
     quarantine: QuarantineConfig
     endpoints: dict[str, Endpoint]
     routes: list[RouteConfig] = Field(min_length=1)
+    alerts: AlertsConfig = AlertsConfig()
 
     def route(self, name: str) -> RouteConfig:
         for route in self.routes:
@@ -212,9 +271,22 @@ def describe_error(err: Mapping[str, Any]) -> str:
     return f"{msg}, got {_show(value)}"
 
 
+_UNION_TAGS = {"email", "webhook", "log"}
+
+
+def _clean_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """Drop the tag pydantic inserts after a list index for a tagged union (sinks[0].email.x)."""
+    out: list[int | str] = []
+    for i, part in enumerate(loc):
+        if i and isinstance(loc[i - 1], int) and part in _UNION_TAGS:
+            continue
+        out.append(part)
+    return tuple(out)
+
+
 def _problems(source: str, exc: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[str]:
     return [
-        f"{source}: {key_path(prefix + tuple(e['loc']))}: {describe_error(e)}"
+        f"{source}: {key_path(_clean_loc(prefix + tuple(e['loc'])))}: {describe_error(e)}"
         for e in exc.errors(include_url=False)
     ]
 
@@ -282,12 +354,44 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
 
     problems.extend(_cross_check(source, raw.get("routes"), raw_endpoints))
     if config is not None:
-        config = config.model_copy(update={"endpoints": endpoints})
+        alerts, alert_problems = _alert_secrets(config.alerts, env, source)
+        problems.extend(alert_problems)
+        config = config.model_copy(update={"endpoints": endpoints, "alerts": alerts})
         if not config.formats.is_dir():
             problems.append(f"{source}: formats: no such folder: {config.formats}")
     if problems or config is None:
         raise ConfigError(problems)
     return config
+
+
+def _alert_secrets(
+    alerts: AlertsConfig, env: Mapping[str, str], source: str
+) -> tuple[AlertsConfig, list[str]]:
+    problems: list[str] = []
+    sinks: list[Any] = []
+    for i, sink in enumerate(alerts.sinks):
+        where = f"{source}: alerts.sinks[{i}]"
+        if isinstance(sink, EmailSink) and sink.password_env:
+            if sink.password_env not in env:
+                problems.append(
+                    f"{where}.password_env: environment variable {sink.password_env} is not set"
+                )
+            else:
+                sink = sink.model_copy(update={"password": SecretStr(env[sink.password_env])})
+        if isinstance(sink, WebhookSink):
+            if (sink.url is None) == (sink.url_env is None):
+                problems.append(f"{where}: give exactly one of url and url_env")
+            elif sink.url_env is not None:
+                if sink.url_env not in env:
+                    problems.append(
+                        f"{where}.url_env: environment variable {sink.url_env} is not set"
+                    )
+                else:
+                    sink = sink.model_copy(update={"secret_url": SecretStr(env[sink.url_env])})
+            if sink.url is not None and not sink.url.startswith(("http://", "https://")):
+                problems.append(f"{where}.url: expected an http:// or https:// URL")
+        sinks.append(sink)
+    return alerts.model_copy(update={"sinks": sinks}), problems
 
 
 def _with_secrets(

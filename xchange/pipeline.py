@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import io
 import itertools
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -38,6 +38,9 @@ class Conversion:
     outputs: list[Output]
     #: The encoding the source was read with (declared, or detected for ``auto``).
     encoding: str | None
+    #: Business keys of the documents written, and of those skipped as already delivered.
+    keys: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
 
 class Pipeline:
@@ -64,6 +67,18 @@ class Pipeline:
         problems = check_mapping(self.mapping, self.source, self.target)
         if problems:
             raise ConfigError(problems)
+        self._key_field = None
+        if route.dedupe_key is not None:
+            self._key_field = next(
+                (f for f in self.target.fields if f.name == route.dedupe_key), None
+            )
+            if self._key_field is None:
+                raise ConfigError(
+                    [
+                        f"route {route.name}: dedupe_key: target layout {self.target.source_file} "
+                        f"has no header field {route.dedupe_key!r}"
+                    ]
+                )
         self._reader: Codec = codec_for(self.source)
         self._writer: Codec = codec_for(self.target)
 
@@ -80,7 +95,13 @@ class Pipeline:
         return self.convert_stream(io.BytesIO(data), source_name, now, Sink()).outputs
 
     def convert_stream(
-        self, stream: BinaryIO, source_name: str, now: datetime, sink: Sink
+        self,
+        stream: BinaryIO,
+        source_name: str,
+        now: datetime,
+        sink: Sink,
+        *,
+        skip: Callable[[str], bool] | None = None,
     ) -> Conversion:
         """Parse, validate, map and encode one source file, record by record.
 
@@ -102,6 +123,10 @@ class Pipeline:
             report,
         )
         docs = apply_mapping(self.mapping, self.target, records, report)
+        keys: list[str] = []
+        skipped: list[str] = []
+        if self._key_field is not None:
+            docs = self._deduplicated(docs, skip, keys, skipped)
         try:
             if self.mapping.output == "batch":
                 self._write_batch(docs, source_name, now, sink, report)
@@ -120,7 +145,29 @@ class Pipeline:
         if report:
             sink.discard()
             raise ValidationFailed(report.summary(), report=report)
-        return Conversion(list(sink.outputs), report.encoding)
+        return Conversion(list(sink.outputs), report.encoding, keys, skipped)
+
+    def _deduplicated(
+        self,
+        docs: Iterator[Document],
+        skip: Callable[[str], bool] | None,
+        keys: list[str],
+        skipped: list[str],
+    ) -> Iterator[Document]:
+        """Drop documents whose business key ``skip`` says was delivered already."""
+        spec = self._key_field
+        assert spec is not None
+        for doc in docs:
+            try:
+                key = spec.render(doc.header.get(spec.name))
+            except FieldValueError:
+                key = ""
+            if key and skip is not None and skip(key):
+                skipped.append(key)
+                continue
+            if key:
+                keys.append(key)
+            yield doc
 
     def _write_batch(
         self,

@@ -47,6 +47,21 @@ class Quarantine:
     def __init__(self, root: Path) -> None:
         self.root = root
 
+    @staticmethod
+    def resolve(data_path: Path) -> None:
+        """The file was delivered after all: keep its entry under ``resolved/``."""
+        _resolve(data_path)
+
+    @staticmethod
+    def drop(data_path: Path) -> None:
+        """An operator gave the file up: delete its copy and reports."""
+        _drop(data_path)
+
+    @staticmethod
+    def report_of(data_path: Path) -> str | None:
+        path = data_path.with_name(data_path.name + ".report.txt")
+        return path.read_text(encoding="utf-8") if path.exists() else None
+
     def put(
         self,
         *,
@@ -108,3 +123,25 @@ def render_report(info: dict[str, Any], error: XchangeError) -> str:
     else:
         lines.append(error.message)
     return "\n".join(lines) + "\n"
+
+
+def _siblings(data_path: Path) -> list[Path]:
+    return [
+        data_path,
+        data_path.with_name(data_path.name + ".report.txt"),
+        data_path.with_name(data_path.name + ".report.json"),
+    ]
+
+
+def _resolve(data_path: Path) -> None:
+    """Move a delivered file's quarantine entry aside into ``resolved/`` (kept, not in the way)."""
+    folder = data_path.parent / "resolved"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    for path in _siblings(data_path):
+        if path.exists():
+            path.replace(folder / path.name)
+
+
+def _drop(data_path: Path) -> None:
+    for path in _siblings(data_path):
+        path.unlink(missing_ok=True)

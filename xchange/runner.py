@@ -3,14 +3,19 @@
 Order of events for one file (each journal write is committed before the side
 effect it announces, so a restart resumes from the last committed state):
 
-1. skip it cheaply if this name, size and time were already delivered on the route;
-2. read it, hash it, *claim* it in the journal; identical content already delivered
-   on the route is a duplicate and is not sent again;
-3. convert it (pure); a format, validation or mapping error quarantines it;
-4. journal ``delivering``, then put each output under a hidden temporary name and
-   rename it into place; an output already present with the same bytes (a crash
-   after the rename) is recognised, not sent twice;
+1. look the file up by name, size and time: already delivered (archive it if that was
+   interrupted), or waiting for its next retry, costs no read;
+2. take a local copy, hash it, *claim* it in the journal; content already delivered on
+   the route is not sent again;
+3. convert it (streaming, into a private staging folder); a format, validation or
+   mapping error quarantines it at once;
+4. journal ``delivering``, then put each output under a hidden temporary name (the same
+   on every try) and rename it into place. After a crash, an output the journal has is
+   skipped, and one found on the target with the same bytes is recognised, not re-sent;
 5. journal ``delivered``, then archive, delete or leave the source.
+
+Transient failures are retried within the run (backoff with jitter), then at later runs
+(``next_retry_at``, doubling), and quarantined after ``give_up_after`` runs.
 """
 
 from __future__ import annotations
@@ -18,14 +23,15 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
 
+from xchange.alerts import Alerter
 from xchange.config import AppConfig, RouteConfig
 from xchange.errors import (
     FormatError,
@@ -34,8 +40,9 @@ from xchange.errors import (
     UnsafeName,
     XchangeError,
 )
-from xchange.journal import FileKey, FileRecord, Journal, OutputRecord, State
-from xchange.pipeline import Pipeline
+from xchange.faults import checkpoint
+from xchange.journal import DONE_STATES, FileKey, FileRecord, Journal, OutputRecord, State
+from xchange.pipeline import Conversion, Pipeline
 from xchange.quarantine import Quarantine
 from xchange.remote import FileInfo, Remote, open_remote
 from xchange.remote.base import NullWriter, safe_subfolder, temp_name_for
@@ -45,11 +52,12 @@ from xchange.sink import Output, Sink, staging_folder
 log = structlog.get_logger(__name__)
 
 #: Outcomes of one source file.
-DELIVERED, DUPLICATE, QUARANTINED, RETRY_LATER, SKIPPED = (
+DELIVERED, DUPLICATE, QUARANTINED, RETRY_LATER, WAITING, SKIPPED = (
     "delivered",
     "duplicate",
     "quarantined",
     "retry-later",
+    "waiting",
     "skipped",
 )
 
@@ -66,6 +74,11 @@ class FileResult:
     encoding: str | None = None
     duration_ms: int = 0
     error: str | None = None
+    #: The cause class of a failure (``XchangeError.kind``) and whether it is transient.
+    cause: str | None = None
+    retryable: bool = False
+    #: Business keys skipped because another file already delivered them.
+    skipped_keys: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -74,6 +87,7 @@ class RouteResult:
     files: list[FileResult] = field(default_factory=list)
     #: Set when the route could not run at all (e.g. its source is unreachable).
     error: str | None = None
+    error_kind: str | None = None
 
     def count(self, outcome: str) -> int:
         return sum(1 for f in self.files if f.outcome == outcome)
@@ -88,13 +102,21 @@ class RouteResult:
         counts = Counter(f.outcome for f in self.files)
         docs = sum(f.documents for f in self.files if f.outcome == DELIVERED)
         parts = [f"{counts[DELIVERED]} delivered ({docs} documents)"]
-        parts += [f"{counts[o]} {o}" for o in (DUPLICATE, QUARANTINED, RETRY_LATER) if counts[o]]
+        parts += [
+            f"{counts[o]} {o}" for o in (DUPLICATE, QUARANTINED, RETRY_LATER, WAITING) if counts[o]
+        ]
         text = f"{self.route}: " + ", ".join(parts)
         if self.error:
             text += f"; could not run: {self.error}"
         for f in self.files:
             if f.outcome in (QUARANTINED, RETRY_LATER):
                 text += f"\n  {f.outcome}: {f.source} (#{f.file_id}): {f.error}"
+            if f.skipped_keys:
+                text += (
+                    f"\n  skipped (already delivered): {f.source} (#{f.file_id}): "
+                    f"{', '.join(f.skipped_keys[:10])}"
+                    + (" ..." if len(f.skipped_keys) > 10 else "")
+                )
         return text
 
 
@@ -104,7 +126,7 @@ EXIT_OK, EXIT_QUARANTINED, EXIT_CONFIG, EXIT_NOT_DELIVERED, EXIT_LOCKED = 0, 1, 
 
 def exit_code(results: list[RouteResult]) -> int:
     """0 all delivered; 3 something could not be delivered yet; else 1 if any quarantined."""
-    if any(r.error or r.count(RETRY_LATER) for r in results):
+    if any(r.error or r.count(RETRY_LATER) or r.count(WAITING) for r in results):
         return EXIT_NOT_DELIVERED
     if any(r.count(QUARANTINED) for r in results):
         return EXIT_QUARANTINED
@@ -122,6 +144,7 @@ class Runner:
         now: Callable[[], datetime] = lambda: datetime.now(UTC).astimezone(),
         sleep: Callable[[float], None] = time.sleep,
         stop: threading.Event | None = None,
+        alerter: Alerter | None = None,
     ) -> None:
         self.config = config
         #: Set to stop taking new files; the file in hand is finished first.
@@ -131,6 +154,9 @@ class Runner:
         self.sleep = sleep
         self.pipelines = {r.name: Pipeline(r, config.formats) for r in config.routes}
         self.quarantine = Quarantine(config.quarantine.path)
+        self.alerter = alerter or Alerter(
+            config.alerts, journal, config_file=str(config.source_file), now=now
+        )
         #: Private scratch space: downloads and each file's staged outputs.
         self.scratch = config.journal.path.parent / "scratch"
         self._remotes: dict[str, Remote] = {}
@@ -148,9 +174,11 @@ class Runner:
     # ------------------------------------------------------------------ routes
 
     def run_once(self, routes: list[str] | None = None) -> list[RouteResult]:
-        """Process every ready file of each route once."""
+        """Process every ready file of each route once, then send due alert digests."""
         chosen = [r for r in self.config.routes if routes is None or r.name in routes]
-        return [self.run_route(route) for route in chosen if not self.stop.is_set()]
+        results = [self.run_route(route) for route in chosen if not self.stop.is_set()]
+        self.alerter.flush()
+        return results
 
     def run_route(self, route: RouteConfig) -> RouteResult:
         result = RouteResult(route.name)
@@ -158,18 +186,18 @@ class Runner:
             try:
                 files = self.remote(route.source.endpoint).list(route.source.pattern)
             except RemoteError as exc:
-                result.error = str(exc)
+                result.error, result.error_kind = str(exc), exc.kind
                 log.error("route.source_failed", error=str(exc), cause=exc.kind)
-                return result
+                files = []
             for info in files:
                 if self.stop.is_set():
                     break
                 outcome = self.process(route, info)
                 result.files.append(outcome)
-                if outcome.outcome == RETRY_LATER and outcome.error and result.error is None:
+                if outcome.outcome == RETRY_LATER and result.error is None:
                     # The target is in trouble: leave the remaining files for the next run
                     # instead of failing each of them the same way.
-                    result.error = outcome.error
+                    result.error, result.error_kind = outcome.error, outcome.cause
                     break
             log.info(
                 "route.summary",
@@ -177,24 +205,55 @@ class Runner:
                 duplicates=result.count(DUPLICATE),
                 quarantined=result.count(QUARANTINED),
                 retry_later=result.count(RETRY_LATER),
+                waiting=result.count(WAITING),
                 error=result.error,
             )
+            self._alert(result)
         return result
+
+    def _alert(self, result: RouteResult) -> None:
+        failed: dict[tuple[str, bool], list[FileResult]] = defaultdict(list)
+        for f in result.files:
+            if f.outcome in (QUARANTINED, RETRY_LATER):
+                failed[(f.cause or "error", f.retryable)].append(f)
+        for (cause, retryable), files in failed.items():
+            self.alerter.failure(
+                result.route, cause, retryable, [f.source for f in files], files[0].error or cause
+            )
+        if result.error and not failed:
+            self.alerter.failure(result.route, result.error_kind or "error", True, [], result.error)
+        if not failed and not result.error and result.count(DELIVERED):
+            self.alerter.recovered(result.route)
 
     # ------------------------------------------------------------------ one file
 
     def process(self, route: RouteConfig, info: FileInfo) -> FileResult:
+        """Take one file from the route's drop folder through to delivery."""
+        return self._timed(route, info.name, lambda result: self._from_drop(route, info, result))
+
+    def reprocess(self, record: FileRecord, *, force: bool = False) -> FileResult:
+        """Run a quarantined file again from its kept original (after a fix); with
+        ``force``, send an already delivered file again from its archived copy."""
+        route = self.config.route(record.route)
+        return self._timed(
+            route, record.path, lambda result: self._again(route, record, force, result)
+        )
+
+    def _timed(
+        self, route: RouteConfig, name: str, work: Callable[[FileResult], None]
+    ) -> FileResult:
         started = time.monotonic()
-        result = FileResult(route.name, info.name, SKIPPED, bytes=info.size)
-        with structlog.contextvars.bound_contextvars(source=info.name):
+        result = FileResult(route.name, name, SKIPPED)
+        with structlog.contextvars.bound_contextvars(source=name):
             try:
-                self._process(route, info, result)
+                work(result)
             except XchangeError as exc:
                 # Anything not handled below (the source vanished, the journal failed):
                 # the file stays where it is and is tried again next run.
                 result.outcome, result.error = RETRY_LATER, str(exc)
+                result.cause, result.retryable = exc.kind, True
             result.duration_ms = int((time.monotonic() - started) * 1000)
-            if result.outcome != SKIPPED:
+            if result.outcome not in (SKIPPED, WAITING):
                 log.info(
                     f"file.{result.outcome.replace('-', '_')}",
                     target=route.target.endpoint,
@@ -205,54 +264,125 @@ class Runner:
                     duration_ms=result.duration_ms,
                     outcome=result.outcome,
                     file_id=result.file_id,
+                    cause=result.cause,
                     error=result.error,
+                    skipped_keys=result.skipped_keys or None,
                 )
         return result
 
-    def _process(self, route: RouteConfig, info: FileInfo, result: FileResult) -> None:
+    def _from_drop(self, route: RouteConfig, info: FileInfo, result: FileResult) -> None:
         source = self.remote(route.source.endpoint)
-        if self.journal.seen(
+        result.bytes = info.size
+        known = self.journal.lookup(
             route.name, route.source.endpoint, info.name, info.size, info.mtime_ns
-        ):
-            if route.after.action != "leave":
-                self._after(route, source, info.name, None)
-            return
-        with source.local_copy(info.name, self.scratch / "downloads") as path:
-            self._process_local(route, source, info, path, result)
-
-    def _process_local(
-        self, route: RouteConfig, source: Remote, info: FileInfo, path: Path, result: FileResult
-    ) -> None:
-        size, sha = _fingerprint(path)
-        result.bytes = size
-        pipeline = self.pipelines[route.name]
-        key = FileKey(route.name, route.source.endpoint, info.name, size, info.mtime_ns, sha)
-        claim = self.journal.claim(
-            key, layout_version=pipeline.versions[0], mapping_version=pipeline.versions[1]
         )
-        record = claim.record
-        result.file_id = record.id
-        if claim.already_delivered:
-            result.outcome = DUPLICATE
-            result.outputs = [o.path for o in record.outputs]
-            self.journal.transition(
-                record.id,
-                record.state,
-                note=f"same content seen again as {info.name}; not sent again",
+        if known is not None:
+            result.file_id = known.id
+            if known.state in DONE_STATES:
+                if route.after.action != "leave":
+                    self._after(route, source, info.name, None)
+                return
+            if (
+                known.state == State.RETRYING
+                and known.next_retry_at is not None
+                and known.next_retry_at > datetime.now(UTC)
+            ):
+                result.outcome = WAITING
+                result.error = f"next try at {known.next_retry_at.astimezone():%H:%M:%S}"
+                return
+        with source.local_copy(info.name, self.scratch / "downloads") as path:
+            size, sha = _fingerprint(path)
+            result.bytes = size
+            pipeline = self.pipelines[route.name]
+            claim = self.journal.claim(
+                FileKey(route.name, route.source.endpoint, info.name, size, info.mtime_ns, sha),
+                layout_version=pipeline.versions[0],
+                mapping_version=pipeline.versions[1],
             )
-            self._after(route, source, info.name, None)
+            checkpoint("after-claim")
+            result.file_id = claim.record.id
+            if claim.already_delivered:
+                result.outcome = DUPLICATE
+                result.outputs = [o.path for o in claim.record.outputs]
+                self.journal.transition(
+                    claim.record.id,
+                    claim.record.state,
+                    note=f"same content seen again as {info.name}; not sent again",
+                )
+                self._after(route, source, info.name, None)
+                return
+            self._convert_and_deliver(route, claim.record, path, info.name, result, source)
+
+    def _again(
+        self, route: RouteConfig, record: FileRecord, force: bool, result: FileResult
+    ) -> None:
+        result.file_id = record.id
+        if record.state in DONE_STATES and not force:
+            raise FormatError(
+                f"file #{record.id} was delivered already; use --force to send it again"
+            )
+        if record.state == State.QUARANTINED and record.quarantine_path:
+            original = Path(record.quarantine_path)
+        elif record.state in DONE_STATES and record.archive_path:
+            source = self.remote(record.endpoint)
+            with source.local_copy(record.archive_path, self.scratch / "downloads") as path:
+                self.journal.transition(record.id, State.PROCESSING, note="sent again (--force)")
+                self._convert_and_deliver(
+                    route, record, path, record.path, result, None, force=True
+                )
             return
+        else:
+            raise FormatError(
+                f"file #{record.id} is {record.state} and no copy of it is kept; drop it "
+                "into the source folder again instead"
+            )
+        if not original.is_file():
+            raise FormatError(f"file #{record.id}: its quarantined copy {original} is missing")
+        pipeline = self.pipelines[route.name]
+        claim = self.journal.claim(
+            FileKey(
+                route.name,
+                record.endpoint,
+                record.path,
+                record.size,
+                record.mtime_ns,
+                record.sha256,
+            ),
+            layout_version=pipeline.versions[0],
+            mapping_version=pipeline.versions[1],
+        )
+        self._convert_and_deliver(route, claim.record, original, record.path, result, None)
+        if result.outcome == DELIVERED:
+            self.quarantine.resolve(original)
+
+    def _convert_and_deliver(
+        self,
+        route: RouteConfig,
+        record: FileRecord,
+        path: Path,
+        name: str,
+        result: FileResult,
+        source: Remote | None,
+        *,
+        force: bool = False,
+    ) -> None:
+        pipeline = self.pipelines[route.name]
+        # The first claim's time, not the clock: names and contents come out the same
+        # when the file is converted again after a crash.
+        when = record.created_at.astimezone()
+        skip = self._dedupe(route, record) if route.dedupe_key and not force else None
         with staging_folder(self.scratch / "staging", f"{route.name}-{record.id}") as staging:
             try:
                 with open(path, "rb") as stream:
                     conversion = pipeline.convert_stream(
-                        stream, info.name, self.now(), Sink(staging)
+                        stream, name, when, Sink(staging), skip=skip
                     )
             except (FormatError, UnsafeName) as exc:
-                self._quarantine(route, record, info.name, path, exc, result)
+                self._quarantine(route, record, name, path, exc, result, source)
                 return
-            outputs = conversion.outputs
             result.encoding = conversion.encoding
+            result.skipped_keys = conversion.skipped
+            outputs = conversion.outputs
             self.journal.transition(
                 record.id,
                 State.DELIVERING,
@@ -260,27 +390,69 @@ class Runner:
                 encoding=conversion.encoding,
             )
             try:
-                self._deliver(route, record, outputs)
+                self._deliver(route, record, outputs, force=force)
             except TargetExists as exc:
-                self._quarantine(route, record, info.name, path, exc, result)
+                self._quarantine(route, record, name, path, exc, result, source)
                 return
             except RemoteError as exc:
-                self.journal.transition(record.id, State.RETRYING, error=(exc.kind, str(exc)))
-                result.outcome, result.error = RETRY_LATER, str(exc)
+                self._failed_delivery(route, record, name, path, exc, result, source)
                 return
+        if conversion.keys:
+            self.journal.record_keys(route.name, record.id, conversion.keys)
         self.journal.transition(record.id, State.DELIVERED)
+        checkpoint("before-archive")
         result.outcome = DELIVERED
         result.outputs = [o.name for o in outputs]
         result.documents = sum(o.documents for o in outputs)
-        self._after(route, source, info.name, record.id)
+        if source is not None:
+            self._after(route, source, name, record.id)
 
-    def _deliver(self, route: RouteConfig, record: FileRecord, outputs: list[Output]) -> None:
+    def _dedupe(self, route: RouteConfig, record: FileRecord) -> Callable[[str], bool]:
+        def already(key: str) -> bool:
+            return bool(self.journal.delivered_keys(route.name, [key], except_file=record.id))
+
+        return already
+
+    def _failed_delivery(
+        self,
+        route: RouteConfig,
+        record: FileRecord,
+        name: str,
+        path: Path,
+        exc: RemoteError,
+        result: FileResult,
+        source: Remote | None,
+    ) -> None:
+        if exc.retryable and record.attempts >= route.retry.give_up_after:
+            self._quarantine(
+                route,
+                record,
+                name,
+                path,
+                exc,
+                result,
+                source,
+                note=f"gave up after {record.attempts} attempts",
+            )
+            return
+        # Not the file's fault: try again at a later run, backing off.
+        delay = min(route.retry.later * 2 ** max(record.attempts - 1, 0), route.retry.later_max)
+        when = datetime.now(UTC) + timedelta(seconds=delay)
+        self.journal.transition(
+            record.id, State.RETRYING, error=(exc.kind, str(exc)), next_retry_at=when
+        )
+        result.outcome, result.error = RETRY_LATER, str(exc)
+        result.cause, result.retryable = exc.kind, True
+
+    def _deliver(
+        self, route: RouteConfig, record: FileRecord, outputs: list[Output], *, force: bool
+    ) -> None:
         target = self.remote(route.target.endpoint)
-        done = {o.path for o in record.outputs}
+        done = set() if force else {o.path for o in record.outputs}
         for out in outputs:
             if out.name in done:
                 continue  # delivered before a crash; the journal already has it
-            if self._already_there(target, out):
+            if not force and self._already_there(target, out):
                 log.info(
                     "file.output_found",
                     output=out.name,
@@ -288,28 +460,25 @@ class Runner:
                 )
             else:
                 temp = temp_name_for(out.name, f"{record.sha256[:8]}{out.sha256[:8]}")
+                overwrite = force or route.target.if_exists == "overwrite"
                 call_with_retry(
-                    lambda out=out, temp=temp: self._put(target, route, out, temp),
+                    lambda out=out, temp=temp, ow=overwrite: self._put(target, out, temp, ow),
                     route.retry,
                     sleep=self.sleep,
                 )
+                checkpoint("after-rename")
             self.journal.record_output(
                 record.id,
                 OutputRecord(
                     route.target.endpoint, out.name, out.size, out.sha256, datetime.now(UTC)
                 ),
             )
+            checkpoint("after-output")
 
     @staticmethod
-    def _put(target: Remote, route: RouteConfig, out: Output, temp: str) -> None:
+    def _put(target: Remote, out: Output, temp: str, overwrite: bool) -> None:
         with out.open() as src:
-            target.put_atomic(
-                out.name,
-                src,
-                out.size,
-                temp_name=temp,
-                overwrite=route.target.if_exists == "overwrite",
-            )
+            target.put_atomic(out.name, src, out.size, temp_name=temp, overwrite=overwrite)
 
     @staticmethod
     def _already_there(target: Remote, out: Output) -> bool:
@@ -333,7 +502,7 @@ class Runner:
         folder = safe_subfolder(route.after.folder.format(date=self.now()))
         moved = source.move(name, folder)
         if file_id is not None:
-            self.journal.transition(file_id, State.ARCHIVED, note=moved)
+            self.journal.transition(file_id, State.ARCHIVED, archive_path=moved, note=moved)
 
     def _quarantine(
         self,
@@ -343,6 +512,9 @@ class Runner:
         original: Path,
         exc: XchangeError,
         result: FileResult,
+        source: Remote | None,
+        *,
+        note: str | None = None,
     ) -> None:
         entry = self.quarantine.put(
             route=route.name,
@@ -359,11 +531,14 @@ class Runner:
             State.QUARANTINED,
             error=(exc.kind, str(exc)),
             quarantine_path=str(entry.data_path),
+            note=note,
         )
         # The bytes are safe in quarantine: take the file out of the drop folder.
-        self.remote(route.source.endpoint).remove(name)
+        if source is not None:
+            source.remove(name)
         result.outcome = QUARANTINED
-        result.error = str(exc).splitlines()[0]
+        result.error = (f"{note}: " if note else "") + str(exc).splitlines()[0]
+        result.cause, result.retryable = exc.kind, exc.retryable
 
 
 def _fingerprint(path: Path) -> tuple[int, str]:
@@ -375,3 +550,6 @@ def _fingerprint(path: Path) -> tuple[int, str]:
             sha.update(chunk)
             size += len(chunk)
     return size, sha.hexdigest()
+
+
+__all__ = ["Conversion", "FileResult", "RouteResult", "Runner", "exit_code"]

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from xchange.config import JournalConfig
-from xchange.journal.base import Claim, FileKey, FileRecord, Journal, OutputRecord, State
+from xchange.journal.base import (
+    DONE_STATES,
+    AlertWindow,
+    Claim,
+    FileKey,
+    FileRecord,
+    Journal,
+    OutputRecord,
+    State,
+    Transition,
+)
 
 
 def open_journal(cfg: JournalConfig) -> Journal:
@@ -13,4 +23,15 @@ def open_journal(cfg: JournalConfig) -> Journal:
     return SQLiteJournal(cfg.path)
 
 
-__all__ = ["Claim", "FileKey", "FileRecord", "Journal", "OutputRecord", "State", "open_journal"]
+__all__ = [
+    "DONE_STATES",
+    "AlertWindow",
+    "Claim",
+    "FileKey",
+    "FileRecord",
+    "Journal",
+    "OutputRecord",
+    "State",
+    "Transition",
+    "open_journal",
+]

@@ -3,17 +3,22 @@
 One record per source file *content* per route. Its idempotency key is
 ``(route, sha256)``: the same bytes on the same route are delivered once, whatever
 their name; a changed file under the same name is a new record. A second index on
-``(route, endpoint, path, size, mtime_ns)`` lets a poll skip files it has already
-seen without reading them.
+``(route, endpoint, path, size, mtime_ns)`` lets a poll find what it knows about a
+file without reading it.
 
 States and the transitions the runner makes (each committed *before* the side
 effect it announces)::
 
     processing -> delivering -> delivered -> archived | deleted
          |              |
-         +--------------+--> retrying (transient; picked up again later)
-         +--------------+--> quarantined (permanent, or out of attempts)
-    duplicate: same content already delivered on this route; not sent again
+         +--------------+--> retrying (transient; tried again at next_retry_at)
+         +--------------+--> quarantined (permanent, or out of attempts) -> dropped
+    a source whose content was already delivered on the route is not sent again;
+    the original record notes that it was seen again.
+
+Beyond files, a backend keeps two small ledgers that must be shared by every daemon
+using the journal: delivered business keys (optional per-route deduplication) and
+the alert windows (one alert per route and cause per window).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ class State(StrEnum):
     DELETED = "deleted"
     RETRYING = "retrying"
     QUARANTINED = "quarantined"
-    DUPLICATE = "duplicate"
+    DROPPED = "dropped"
 
 
 #: States in which the content counts as delivered on its route.
@@ -69,9 +74,11 @@ class FileRecord:
     sha256: str
     state: State
     attempts: int
+    next_retry_at: datetime | None
     error_kind: str | None
     error_message: str | None
     quarantine_path: str | None
+    archive_path: str | None
     layout_version: str | None
     mapping_version: str | None
     #: The encoding the source was read with (declared, or detected).
@@ -81,10 +88,13 @@ class FileRecord:
     outputs: list[OutputRecord] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "outputs"}
+        out: dict[str, Any] = {
+            k: getattr(self, k) for k in self.__dataclass_fields__ if k != "outputs"
+        }
+        for key, value in out.items():
+            if isinstance(value, datetime):
+                out[key] = value.isoformat()
         out["state"] = str(self.state)
-        out["created_at"] = self.created_at.isoformat()
-        out["updated_at"] = self.updated_at.isoformat()
         out["outputs"] = [
             {
                 "endpoint": o.endpoint,
@@ -99,6 +109,14 @@ class FileRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Transition:
+    at: datetime
+    from_state: str | None
+    to_state: str
+    note: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
     """The record for a file, and whether its content was already delivered on the route."""
 
@@ -106,15 +124,26 @@ class Claim:
     already_delivered: bool
 
 
-class Journal(Protocol):
-    """What the runner and the CLI need from a journal backend."""
+@dataclass(frozen=True, slots=True)
+class AlertWindow:
+    """What the alert ledger says about one (route, cause)."""
 
-    def seen(self, route: str, endpoint: str, path: str, size: int, mtime_ns: int) -> bool:
-        """True if this exact file (name, size, time) was already delivered on the route."""
+    send: bool  #: send this alert now
+    suppressed: int  #: alerts held back since the last one sent (for the digest)
+
+
+class Journal(Protocol):
+    """What the runner, the operator commands and the alerts need from a backend."""
+
+    def lookup(
+        self, route: str, endpoint: str, path: str, size: int, mtime_ns: int
+    ) -> FileRecord | None:
+        """The newest record of this exact file (name, size, time) on the route, if any."""
         ...
 
     def claim(self, key: FileKey, *, layout_version: str, mapping_version: str) -> Claim:
-        """Find or create the record for this content on this route, and mark it processing.
+        """Find or create the record for this content on this route, and mark it processing
+        (one more attempt) unless it was already delivered.
 
         Raises:
             JournalError: the journal cannot be written.
@@ -128,15 +157,24 @@ class Journal(Protocol):
         *,
         error: tuple[str, str] | None = None,
         quarantine_path: str | None = None,
+        archive_path: str | None = None,
         note: str | None = None,
         encoding: str | None = None,
+        next_retry_at: datetime | None = None,
     ) -> None:
-        """Record a new state, committed before the caller acts on it (with, optionally,
-        the error, the quarantine location, a note, the source's text encoding)."""
+        """Record a new state (and its details), committed before the caller acts on it."""
         ...
 
     def record_output(self, file_id: int, output: OutputRecord) -> None:
         """Record one delivered output file."""
+        ...
+
+    def delivered_keys(self, route: str, keys: list[str], *, except_file: int) -> dict[str, int]:
+        """Which of these business keys other files already delivered on the route."""
+        ...
+
+    def record_keys(self, route: str, file_id: int, keys: list[str]) -> None:
+        """Remember business keys delivered by a file."""
         ...
 
     def get(self, file_id: int) -> FileRecord | None: ...
@@ -147,7 +185,32 @@ class Journal(Protocol):
         route: str | None = None,
         state: State | None = None,
         since: datetime | None = None,
+        until: datetime | None = None,
+        pattern: str | None = None,
         limit: int = 100,
-    ) -> list[FileRecord]: ...
+    ) -> list[FileRecord]:
+        """Records, newest first; ``pattern`` is a shell pattern on the source name."""
+        ...
+
+    def history(self, file_id: int) -> list[Transition]: ...
+
+    def prune(self, before: datetime) -> int:
+        """Forget delivered records last updated before ``before``; return how many.
+        Quarantined records stay until an operator drops them."""
+        ...
+
+    def alert_window(
+        self, route: str, cause: str, *, window_s: float, now: datetime
+    ) -> AlertWindow:
+        """Register an alert; say whether to send it now or hold it for the digest."""
+        ...
+
+    def due_digests(self, *, window_s: float, now: datetime) -> list[tuple[str, str, int]]:
+        """(route, cause, held back) whose window ended with alerts held back; resets them."""
+        ...
+
+    def resolve_alerts(self, route: str) -> list[str]:
+        """Mark a route's open causes resolved; return them (for the "recovered" notice)."""
+        ...
 
     def close(self) -> None: ...

@@ -14,11 +14,13 @@ from typing import Any
 from xchange.errors import JournalError
 from xchange.journal.base import (
     DONE_STATES,
+    AlertWindow,
     Claim,
     FileKey,
     FileRecord,
     OutputRecord,
     State,
+    Transition,
 )
 
 #: Named, ordered schema migrations. Append only; never edit one that has shipped.
@@ -75,11 +77,40 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE files ADD COLUMN source_encoding TEXT;
         """,
     ),
+    (
+        "0003_archive_keys_alerts",
+        """
+        ALTER TABLE files ADD COLUMN archive_path TEXT;
+        CREATE TABLE business_keys (
+            route TEXT NOT NULL,
+            key TEXT NOT NULL,
+            file_id INTEGER NOT NULL REFERENCES files(id),
+            recorded_at TEXT NOT NULL,
+            PRIMARY KEY (route, key)
+        );
+        CREATE TABLE alerts (
+            route TEXT NOT NULL,
+            cause TEXT NOT NULL,
+            sent_at TEXT NOT NULL,
+            held INTEGER NOT NULL DEFAULT 0,
+            open INTEGER NOT NULL DEFAULT 1,
+            PRIMARY KEY (route, cause)
+        );
+        """,
+    ),
 ]
 
 
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    return _iso(datetime.now(UTC))
+
+
+def _when(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
 
 
 class SQLiteJournal:
@@ -134,14 +165,16 @@ class SQLiteJournal:
 
     # ------------------------------------------------------------------ interface
 
-    def seen(self, route: str, endpoint: str, path: str, size: int, mtime_ns: int) -> bool:
+    def lookup(
+        self, route: str, endpoint: str, path: str, size: int, mtime_ns: int
+    ) -> FileRecord | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT 1 FROM files WHERE route=? AND endpoint=? AND path=? AND size=? "
-                "AND mtime_ns=? AND state IN (?, ?, ?) LIMIT 1",
-                (route, endpoint, path, size, mtime_ns, *sorted(DONE_STATES)),
+                "SELECT * FROM files WHERE route=? AND endpoint=? AND path=? AND size=? "
+                "AND mtime_ns=? ORDER BY id DESC LIMIT 1",
+                (route, endpoint, path, size, mtime_ns),
             ).fetchone()
-        return row is not None
+            return None if row is None else self._record(self._db, row)
 
     def claim(self, key: FileKey, *, layout_version: str, mapping_version: str) -> Claim:
         now = _now()
@@ -204,8 +237,10 @@ class SQLiteJournal:
         *,
         error: tuple[str, str] | None = None,
         quarantine_path: str | None = None,
+        archive_path: str | None = None,
         note: str | None = None,
         encoding: str | None = None,
+        next_retry_at: datetime | None = None,
     ) -> None:
         now = _now()
         with self._tx() as db:
@@ -225,6 +260,11 @@ class SQLiteJournal:
             if encoding is not None:
                 sets.append("source_encoding=?")
                 args.append(encoding)
+            if archive_path is not None:
+                sets.append("archive_path=?")
+                args.append(archive_path)
+            sets.append("next_retry_at=?")
+            args.append(None if next_retry_at is None else _iso(next_retry_at))
             # Column names come from the fixed list above; every value is bound.
             db.execute(f"UPDATE files SET {', '.join(sets)} WHERE id=?", (*args, file_id))  # noqa: S608
             db.execute(
@@ -248,6 +288,26 @@ class SQLiteJournal:
                 ),
             )
 
+    def delivered_keys(self, route: str, keys: list[str], *, except_file: int) -> dict[str, int]:
+        found: dict[str, int] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                part = keys[start : start + 500]
+                holes = ",".join("?" * len(part))
+                sql = f"SELECT key, file_id FROM business_keys WHERE route=? AND file_id<>? AND key IN ({holes})"  # noqa: S608, E501 - placeholders only
+                rows = self._db.execute(sql, (route, except_file, *part)).fetchall()
+                found.update({r["key"]: r["file_id"] for r in rows})
+        return found
+
+    def record_keys(self, route: str, file_id: int, keys: list[str]) -> None:
+        now = _now()
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO business_keys (route, key, file_id, recorded_at) "
+                "VALUES (?,?,?,?)",
+                [(route, key, file_id, now) for key in keys],
+            )
+
     def get(self, file_id: int) -> FileRecord | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM files WHERE id=?", (file_id,)).fetchone()
@@ -259,6 +319,8 @@ class SQLiteJournal:
         route: str | None = None,
         state: State | None = None,
         since: datetime | None = None,
+        until: datetime | None = None,
+        pattern: str | None = None,
         limit: int = 100,
     ) -> list[FileRecord]:
         where, args = [], []
@@ -270,7 +332,13 @@ class SQLiteJournal:
             args.append(str(state))
         if since is not None:
             where.append("updated_at>=?")
-            args.append(since.astimezone(UTC).isoformat(timespec="milliseconds"))
+            args.append(_iso(since))
+        if until is not None:
+            where.append("updated_at<?")
+            args.append(_iso(until))
+        if pattern is not None:
+            where.append("path GLOB ?")
+            args.append(pattern)
         # Conditions are fixed fragments with placeholders; every value is bound.
         sql = "SELECT * FROM files" + (f" WHERE {' AND '.join(where)}" if where else "")  # noqa: S608
         sql += " ORDER BY id DESC LIMIT ?"
@@ -278,14 +346,88 @@ class SQLiteJournal:
             rows = self._db.execute(sql, (*args, limit)).fetchall()
             return [self._record(self._db, r) for r in rows]
 
-    def transitions(self, file_id: int) -> list[dict[str, Any]]:
+    def history(self, file_id: int) -> list[Transition]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT at, from_state, to_state, note FROM transitions WHERE file_id=? "
                 "ORDER BY id",
                 (file_id,),
             ).fetchall()
-        return [dict(r) for r in rows]
+        return [
+            Transition(datetime.fromisoformat(r["at"]), r["from_state"], r["to_state"], r["note"])
+            for r in rows
+        ]
+
+    def prune(self, before: datetime) -> int:
+        states = sorted(str(s) for s in DONE_STATES)
+        marks = ",".join("?" * len(states))
+        with self._tx() as db:
+            ids = [
+                r[0]
+                for r in db.execute(
+                    f"SELECT id FROM files WHERE state IN ({marks}) AND updated_at<?",  # noqa: S608
+                    (*states, _iso(before)),
+                )
+            ]
+            for start in range(0, len(ids), 500):
+                part = ids[start : start + 500]
+                holes = ",".join("?" * len(part))
+                for table, column in (
+                    ("outputs", "file_id"),
+                    ("transitions", "file_id"),
+                    ("business_keys", "file_id"),
+                    ("files", "id"),
+                ):
+                    db.execute(f"DELETE FROM {table} WHERE {column} IN ({holes})", part)  # noqa: S608
+        return len(ids)
+
+    def alert_window(
+        self, route: str, cause: str, *, window_s: float, now: datetime
+    ) -> AlertWindow:
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT sent_at, held FROM alerts WHERE route=? AND cause=?", (route, cause)
+            ).fetchone()
+            elapsed = (
+                None
+                if row is None
+                else (now - datetime.fromisoformat(row["sent_at"])).total_seconds()
+            )
+            if elapsed is None or elapsed >= window_s:
+                held = 0 if row is None else row["held"]
+                db.execute(
+                    "INSERT INTO alerts (route, cause, sent_at, held, open) VALUES (?,?,?,0,1) "
+                    "ON CONFLICT(route, cause) DO UPDATE SET sent_at=excluded.sent_at, held=0, "
+                    "open=1",
+                    (route, cause, _iso(now)),
+                )
+                return AlertWindow(send=True, suppressed=held)
+            db.execute(
+                "UPDATE alerts SET held=held+1, open=1 WHERE route=? AND cause=?", (route, cause)
+            )
+            return AlertWindow(send=False, suppressed=row["held"] + 1)
+
+    def due_digests(self, *, window_s: float, now: datetime) -> list[tuple[str, str, int]]:
+        due: list[tuple[str, str, int]] = []
+        with self._tx() as db:
+            for row in db.execute("SELECT route, cause, sent_at, held FROM alerts WHERE held>0"):
+                if (now - datetime.fromisoformat(row["sent_at"])).total_seconds() >= window_s:
+                    due.append((row["route"], row["cause"], row["held"]))
+            for route, cause, _ in due:
+                db.execute(
+                    "UPDATE alerts SET held=0, sent_at=? WHERE route=? AND cause=?",
+                    (_iso(now), route, cause),
+                )
+        return due
+
+    def resolve_alerts(self, route: str) -> list[str]:
+        with self._tx() as db:
+            causes = [
+                r[0]
+                for r in db.execute("SELECT cause FROM alerts WHERE route=? AND open=1", (route,))
+            ]
+            db.execute("UPDATE alerts SET open=0 WHERE route=?", (route,))
+        return causes
 
     def close(self) -> None:
         with self._lock:
@@ -315,9 +457,11 @@ class SQLiteJournal:
             sha256=row["sha256"],
             state=State(row["state"]),
             attempts=row["attempts"],
+            next_retry_at=_when(row["next_retry_at"]),
             error_kind=row["error_kind"],
             error_message=row["error_message"],
             quarantine_path=row["quarantine_path"],
+            archive_path=row["archive_path"],
             layout_version=row["layout_version"],
             mapping_version=row["mapping_version"],
             source_encoding=row["source_encoding"],

@@ -17,6 +17,7 @@ from xchange.errors import (
     RemoteUnavailable,
     TargetExists,
 )
+from xchange.faults import checkpoint
 from xchange.remote.base import FileInfo, is_temporary, matches, safe_subfolder
 
 CHUNK = 1 << 20
@@ -104,6 +105,7 @@ class LocalRemote:
                     shutil.copyfileobj(src, fh, CHUNK)
                     fh.flush()
                     os.fsync(fh.fileno())
+                checkpoint("before-rename")
                 if overwrite:
                     os.replace(temp, final)
                 else:

@@ -37,6 +37,7 @@ from xchange.errors import (
     RemoteUnavailable,
     TargetExists,
 )
+from xchange.faults import checkpoint
 from xchange.remote.base import FileInfo, is_temporary, matches, safe_subfolder
 
 log = structlog.get_logger(__name__)
@@ -243,6 +244,7 @@ class SFTPRemote:
             with self._errors(f"upload {name}"):
                 # putfo pipelines its writes; confirm=True checks the size the server stored.
                 sftp.putfo(src, temp, file_size=size, confirm=True)
+            checkpoint("before-rename")
             self._rename(sftp, temp, final, name, overwrite)
         except BaseException:
             self._discard(temp)

@@ -1,0 +1,207 @@
+"""Alerts: tell people when files fail, once per route and cause per window, and when a
+route works again.
+
+Sinks are email (SMTP, STARTTLS or SSL, optional login), webhooks (JSON POST shaped for a
+generic receiver, DingTalk, WeCom or Slack) and the log. The ledger of what was sent lives
+in the journal, so cron runs and several daemons share one window. A sink that fails is
+logged and never stops the exchange.
+"""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import ssl
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from typing import Any
+
+import structlog
+
+from xchange.config import AlertsConfig, EmailSink, LogSink, WebhookSink
+from xchange.journal import Journal
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One message for people."""
+
+    kind: str  #: "failure", "digest" or "recovered"
+    route: str
+    cause: str
+    title: str
+    body: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "route": self.route,
+            "cause": self.cause,
+            "title": self.title,
+            "text": self.body,
+        }
+
+
+def _payload(alert: Alert, shape: str) -> dict[str, Any]:
+    text = f"{alert.title}\n\n{alert.body}"
+    if shape == "dingtalk":
+        return {
+            "msgtype": "markdown",
+            "markdown": {"title": alert.title, "text": f"### {alert.title}\n\n{alert.body}"},
+        }
+    if shape == "wecom":
+        return {"msgtype": "markdown", "markdown": {"content": f"**{alert.title}**\n{alert.body}"}}
+    if shape == "slack":
+        return {"text": text}
+    return {"source": "xchange", **alert.as_dict()}
+
+
+def send_webhook(sink: WebhookSink, alert: Alert) -> None:
+    url = sink.secret_url.get_secret_value() if sink.secret_url else sink.url
+    assert url is not None  # the configuration requires url or url_env
+    request = urllib.request.Request(  # noqa: S310 - the scheme is checked at load (http/https)
+        url,
+        data=json.dumps(_payload(alert, sink.shape), ensure_ascii=False).encode(),
+        headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": "xchange"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=sink.timeout) as response:  # noqa: S310
+        if not 200 <= response.status < 300:
+            raise OSError(f"HTTP {response.status}")
+
+
+def send_email(sink: EmailSink, alert: Alert) -> None:
+    message = EmailMessage()
+    message["Subject"] = alert.title
+    message["From"] = sink.sender
+    message["To"] = ", ".join(sink.to)
+    message.set_content(alert.body)
+    context = ssl.create_default_context(cafile=str(sink.ca_file) if sink.ca_file else None)
+    smtp: smtplib.SMTP
+    if sink.security == "ssl":
+        smtp = smtplib.SMTP_SSL(sink.host, sink.port, timeout=sink.timeout, context=context)
+    else:
+        smtp = smtplib.SMTP(sink.host, sink.port, timeout=sink.timeout)
+    with smtp:
+        if sink.security == "starttls":
+            smtp.starttls(context=context)
+        if sink.user and sink.password is not None:
+            smtp.login(sink.user, sink.password.get_secret_value())
+        smtp.send_message(message)
+
+
+class Alerter:
+    """Decides what to send (via the journal's ledger) and sends it to every sink."""
+
+    def __init__(
+        self,
+        config: AlertsConfig,
+        journal: Journal,
+        *,
+        config_file: str = "",
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.config = config
+        self.journal = journal
+        self.config_file = config_file
+        self.now = now
+
+    def failure(
+        self, route: str, cause: str, retryable: bool, files: list[str], first_error: str
+    ) -> None:
+        """Files of a route failed for one cause in this run."""
+        window = self.journal.alert_window(
+            route, cause, window_s=self.config.window, now=self.now()
+        )
+        if not window.send:
+            log.info("alert.held", route=route, cause=cause, held=window.suppressed)
+            return
+        what = "transient: will retry" if retryable else "permanent: quarantined"
+        command = (
+            f"xchange journal list --route {route} --state retrying"
+            if retryable
+            else f"xchange quarantine list --route {route}"
+        )
+        config = f" --config {self.config_file}" if self.config_file else ""
+        lines = [
+            f"route:  {route}",
+            f"files:  {len(files)} ({', '.join(files[:5])}{', ...' if len(files) > 5 else ''})",
+            f"cause:  {cause} ({what})",
+            f"first:  {first_error.splitlines()[0] if first_error else cause}",
+            f"more:   {command}{config}",
+        ]
+        if window.suppressed:
+            lines.append(
+                f"also:   {window.suppressed} similar alert(s) held back in the last window"
+            )
+        self._send(
+            Alert(
+                "failure",
+                route,
+                cause,
+                f"[xchange] {route}: {len(files)} file(s) failed ({cause})",
+                "\n".join(lines),
+            )
+        )
+
+    def recovered(self, route: str) -> None:
+        """A route delivered again: close its open causes with one notice."""
+        causes = self.journal.resolve_alerts(route)
+        if causes:
+            self._send(
+                Alert(
+                    "recovered",
+                    route,
+                    ",".join(causes),
+                    f"[xchange] {route}: recovered",
+                    f"route {route} delivers again (was failing: {', '.join(causes)})",
+                )
+            )
+
+    def flush(self) -> None:
+        """Send the digest of alerts held back in windows that have ended."""
+        for route, cause, held in self.journal.due_digests(
+            window_s=self.config.window, now=self.now()
+        ):
+            self._send(
+                Alert(
+                    "digest",
+                    route,
+                    cause,
+                    f"[xchange] {route}: {held} more failure alert(s) ({cause})",
+                    f"{held} alert(s) for route {route}, cause {cause}, were held back "
+                    f"in the last {int(self.config.window)} s; see xchange journal list "
+                    f"--route {route}",
+                )
+            )
+
+    def _send(self, alert: Alert) -> None:
+        for sink in self.config.sinks:
+            try:
+                if isinstance(sink, EmailSink):
+                    send_email(sink, alert)
+                elif isinstance(sink, WebhookSink):
+                    send_webhook(sink, alert)
+                elif isinstance(sink, LogSink):
+                    pass
+            except (OSError, smtplib.SMTPException, ValueError) as exc:
+                log.error(
+                    "alert.sink_failed",
+                    sink=sink.type,
+                    route=alert.route,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+            else:
+                log.warning(
+                    "alert.sent",
+                    sink=sink.type,
+                    kind=alert.kind,
+                    route=alert.route,
+                    cause=alert.cause,
+                    title=alert.title,
+                )

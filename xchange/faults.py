@@ -1,0 +1,23 @@
+"""Crash points for the exactly-once tests.
+
+``checkpoint(name)`` does nothing unless the environment variable ``XCHANGE_CRASH_AT``
+names this point, in which case the process kills itself with SIGKILL, exactly as a
+power cut or the OOM killer would, at that instant. The points:
+
+``after-claim``, ``before-rename`` (the temporary file is complete on the target),
+``after-rename`` (the output is under its final name; the journal does not know yet),
+``after-output`` (the journal has the output), ``before-archive`` (all delivered).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_TARGET = os.environ.get("XCHANGE_CRASH_AT")
+
+
+def checkpoint(name: str) -> None:
+    """Die here if told to (test hook; free otherwise)."""
+    if name == _TARGET:
+        os.kill(os.getpid(), signal.SIGKILL)
