@@ -14,7 +14,7 @@ OWNERS = {
     "paramiko": {"remote/sftp.py"},
     "lxml": {"codecs/xml_codec.py"},
     "pandas": {"codecs/csv_codec.py"},
-    "click": {"cli.py"},
+    "click": {"cli/__init__.py", "cli/main.py", "cli/records.py"},
     "tenacity": {"retry.py"},
     "sqlite3": {"journal/sqlite.py"},
     "tomllib": {"config.py", "layout.py"},

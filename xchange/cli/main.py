@@ -5,7 +5,6 @@ This is the only module that imports click.
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import click
 from xchange import __version__
 from xchange.config import AppConfig, SFTPEndpoint, load_config
 from xchange.errors import ConfigError, LockHeld, ValidationFailed, XchangeError
-from xchange.journal import State, open_journal
+from xchange.journal import open_journal
 from xchange.lock import RunLock
 from xchange.log import configure_logging, register_secret
 from xchange.pipeline import Pipeline
@@ -251,115 +250,6 @@ def validate(ctx: click.Context, config_path: str | None, route: str, file: Path
         outputs = _convert(config, route, file, Path(scratch))
     docs = sum(o.documents for o in outputs)
     click.echo(f"{file}: OK: {docs} document(s) in {len(outputs)} output file(s)")
-
-
-# --------------------------------------------------------------------------- journal
-
-
-@main.group()
-def journal() -> None:
-    """What happened to each file."""
-
-
-def _rows(records: list[Any]) -> None:
-    header = f"{'ID':>6}  {'ROUTE':<16} {'STATE':<12} {'TRIES':>5}  {'UPDATED':<20} SOURCE"
-    click.echo(header)
-    for r in records:
-        updated = r.updated_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-        click.echo(
-            f"{r.id:>6}  {r.route:<16} {r.state!s:<12} {r.attempts:>5}  {updated:<20} {r.path}"
-        )
-
-
-@journal.command("list")
-@config_option
-@click.option("--route", help="Only this route.")
-@click.option("--state", type=click.Choice([s.value for s in State]), help="Only this state.")
-@click.option("--since", type=click.DateTime(), help="Only records updated since (local time).")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="JSON lines for scripts.")
-@click.pass_context
-def journal_list(
-    ctx: click.Context,
-    config_path: str | None,
-    route: str | None,
-    state: str | None,
-    since: datetime | None,
-    limit: int,
-    as_json: bool,
-) -> None:
-    """List journal records, newest first."""
-    config = _config(ctx, config_path)
-    store = open_journal(config.journal)
-    try:
-        records = store.query(
-            route=route,
-            state=State(state) if state else None,
-            since=since.astimezone() if since else None,
-            limit=limit,
-        )
-    finally:
-        store.close()
-    if as_json:
-        for r in records:
-            click.echo(json.dumps(r.as_dict(), ensure_ascii=False))
-    else:
-        _rows(records)
-
-
-@journal.command("show")
-@config_option
-@click.argument("file_id", type=int)
-@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
-@click.pass_context
-def journal_show(ctx: click.Context, config_path: str | None, file_id: int, as_json: bool) -> None:
-    """Everything the journal knows about one file."""
-    config = _config(ctx, config_path)
-    store = open_journal(config.journal)
-    try:
-        record = store.get(file_id)
-        history = store.history(file_id) if record else []
-    finally:
-        store.close()
-    if record is None:
-        _fail(f"no journal record with id {file_id}", 1)
-    data = record.as_dict()
-    data["history"] = [
-        {"at": h.at.isoformat(), "from_state": h.from_state, "to_state": h.to_state, "note": h.note}
-        for h in history
-    ]
-    if as_json:
-        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
-        return
-    for key in (
-        "id",
-        "route",
-        "endpoint",
-        "path",
-        "size",
-        "sha256",
-        "state",
-        "attempts",
-        "error_kind",
-        "error_message",
-        "quarantine_path",
-        "layout_version",
-        "mapping_version",
-        "source_encoding",
-        "created_at",
-        "updated_at",
-    ):
-        if data[key] is not None:
-            click.echo(f"{key + ':':<17}{data[key]}")
-    click.echo("outputs:")
-    for out in data["outputs"]:
-        click.echo(
-            f"  {out['endpoint']}:{out['path']}  {out['size']} bytes  "
-            f"sha256 {out['sha256']}  {out['delivered_at']}"
-        )
-    click.echo("history:")
-    for h in data["history"]:
-        click.echo(f"  {h['at']}  {h['from_state'] or '-'} -> {h['to_state']}  {h['note'] or ''}")
 
 
 # --------------------------------------------------------------------------- trust

@@ -1,0 +1,339 @@
+"""Operator commands over the journal and the quarantine: what happened, and what to do
+about the files that failed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from xchange.cli.main import _config, _fail, config_option, main
+from xchange.journal import FileRecord, State, open_journal
+
+# --------------------------------------------------------------------------- journal
+
+
+@main.group()
+def journal() -> None:
+    """What happened to each file."""
+
+
+def _rows(records: list[Any]) -> None:
+    header = f"{'ID':>6}  {'ROUTE':<16} {'STATE':<12} {'TRIES':>5}  {'UPDATED':<20} SOURCE"
+    click.echo(header)
+    for r in records:
+        updated = r.updated_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(
+            f"{r.id:>6}  {r.route:<16} {r.state!s:<12} {r.attempts:>5}  {updated:<20} {r.path}"
+        )
+
+
+@journal.command("list")
+@config_option
+@click.option("--route", help="Only this route.")
+@click.option("--state", type=click.Choice([s.value for s in State]), help="Only this state.")
+@click.option("--since", type=click.DateTime(), help="Only records updated since (local time).")
+@click.option("--until", type=click.DateTime(), help="Only records updated before (local time).")
+@click.option("--name", "pattern", help="Only sources whose name matches this shell pattern.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines for scripts.")
+@click.pass_context
+def journal_list(
+    ctx: click.Context,
+    config_path: str | None,
+    route: str | None,
+    state: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    pattern: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List journal records, newest first."""
+    config = _config(ctx, config_path)
+    store = open_journal(config.journal)
+    try:
+        records = store.query(
+            route=route,
+            state=State(state) if state else None,
+            since=since.astimezone() if since else None,
+            until=until.astimezone() if until else None,
+            pattern=pattern,
+            limit=limit,
+        )
+    finally:
+        store.close()
+    if as_json:
+        for r in records:
+            click.echo(json.dumps(r.as_dict(), ensure_ascii=False))
+    else:
+        _rows(records)
+
+
+@journal.command("show")
+@config_option
+@click.argument("file_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+@click.pass_context
+def journal_show(ctx: click.Context, config_path: str | None, file_id: int, as_json: bool) -> None:
+    """Everything the journal knows about one file."""
+    config = _config(ctx, config_path)
+    store = open_journal(config.journal)
+    try:
+        record = store.get(file_id)
+        history = store.history(file_id) if record else []
+    finally:
+        store.close()
+    if record is None:
+        _fail(f"no journal record with id {file_id}", 1)
+    data = record.as_dict()
+    data["history"] = [
+        {"at": h.at.isoformat(), "from_state": h.from_state, "to_state": h.to_state, "note": h.note}
+        for h in history
+    ]
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    for key in (
+        "id",
+        "route",
+        "endpoint",
+        "path",
+        "size",
+        "sha256",
+        "state",
+        "attempts",
+        "error_kind",
+        "error_message",
+        "quarantine_path",
+        "layout_version",
+        "mapping_version",
+        "source_encoding",
+        "created_at",
+        "updated_at",
+    ):
+        if data[key] is not None:
+            click.echo(f"{key + ':':<17}{data[key]}")
+    click.echo("outputs:")
+    for out in data["outputs"]:
+        click.echo(
+            f"  {out['endpoint']}:{out['path']}  {out['size']} bytes  "
+            f"sha256 {out['sha256']}  {out['delivered_at']}"
+        )
+    click.echo("history:")
+    for h in data["history"]:
+        click.echo(f"  {h['at']}  {h['from_state'] or '-'} -> {h['to_state']}  {h['note'] or ''}")
+
+
+@journal.command("prune")
+@config_option
+@click.option(
+    "--older-than",
+    "days",
+    type=click.IntRange(min=1),
+    required=True,
+    help="Forget delivered records last touched more than this many days ago.",
+)
+@click.pass_context
+def journal_prune(ctx: click.Context, config_path: str | None, days: int) -> None:
+    """Forget old delivered records (quarantined ones stay until dropped)."""
+    config = _config(ctx, config_path)
+    store = open_journal(config.journal)
+    try:
+        count = store.prune(datetime.now(UTC) - timedelta(days=days))
+    finally:
+        store.close()
+    click.echo(f"pruned {count} delivered record(s) older than {days} day(s)")
+
+
+# --------------------------------------------------------------------------- quarantine
+
+
+@main.group()
+def quarantine() -> None:
+    """Files that failed: see why, fix, send them again, or give them up."""
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").splitlines()[0] if text else ""
+
+
+@quarantine.command("list")
+@config_option
+@click.option("--route", help="Only this route.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines for scripts.")
+@click.pass_context
+def quarantine_list(
+    ctx: click.Context, config_path: str | None, route: str | None, limit: int, as_json: bool
+) -> None:
+    """Quarantined files, newest first, with the cause and the first problem."""
+    config = _config(ctx, config_path)
+    store = open_journal(config.journal)
+    try:
+        records = store.query(route=route, state=State.QUARANTINED, limit=limit)
+    finally:
+        store.close()
+    if as_json:
+        for r in records:
+            click.echo(json.dumps(r.as_dict(), ensure_ascii=False))
+        return
+    click.echo(f"{'ID':>6}  {'ROUTE':<16} {'WHEN':<19}  {'CAUSE':<12} SOURCE / REASON")
+    for r in records:
+        when = r.updated_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(f"{r.id:>6}  {r.route:<16} {when:<19}  {r.error_kind or '':<12} {r.path}")
+        click.echo(f"{'':>6}  {_first_line(r.error_message)}")
+    if not records:
+        click.echo("(nothing in quarantine)")
+
+
+def _get(store: Any, file_id: int) -> FileRecord:
+    record: FileRecord | None = store.get(file_id)
+    if record is None:
+        store.close()
+        _fail(f"no journal record with id {file_id}", 1)
+    return record
+
+
+@quarantine.command("show")
+@config_option
+@click.argument("file_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+@click.pass_context
+def quarantine_show(
+    ctx: click.Context, config_path: str | None, file_id: int, as_json: bool
+) -> None:
+    """Why a file is in quarantine: the report, where the original is, which config judged it."""
+    from xchange.quarantine import Quarantine
+
+    config = _config(ctx, config_path)
+    store = open_journal(config.journal)
+    try:
+        record = _get(store, file_id)
+    finally:
+        store.close()
+    if record.state != State.QUARANTINED or not record.quarantine_path:
+        _fail(f"file #{file_id} is not in quarantine (it is {record.state})", 1)
+    report = Quarantine.report_of(Path(record.quarantine_path))
+    if as_json:
+        click.echo(json.dumps({**record.as_dict(), "report": report}, ensure_ascii=False, indent=2))
+        return
+    click.echo(report or f"{record.error_kind}: {record.error_message}")
+
+
+def _reprocess(ctx: click.Context, config_path: str | None, ids: list[int], force: bool) -> None:
+    """Run files again through the current layouts and mappings; exit 1 if any still fails."""
+    from xchange.runner import DELIVERED, Runner
+
+    config = _config(ctx, config_path)
+    store = open_journal(config.journal)
+    runner = Runner(config, store)
+    failed = 0
+    try:
+        records = [_get(store, i) for i in ids]
+        bar = (
+            click.progressbar(records, label="retrying", file=sys.stderr)
+            if (sys.stderr.isatty() and len(records) > 1)
+            else None
+        )
+        items = bar if bar is not None else records
+        if bar is not None:
+            bar.__enter__()
+        try:
+            for record in items:
+                result = runner.reprocess(record, force=force)
+                if result.outcome == DELIVERED:
+                    click.echo(
+                        f"#{record.id} {record.path}: delivered "
+                        f"({', '.join(result.outputs) or 'no documents'})"
+                    )
+                else:
+                    failed += 1
+                    click.echo(
+                        f"#{record.id} {record.path}: {result.outcome}: {result.error}", err=True
+                    )
+        finally:
+            if bar is not None:
+                bar.__exit__(None, None, None)
+    finally:
+        runner.close()
+        store.close()
+    if failed:
+        sys.exit(1)
+
+
+@quarantine.command("retry")
+@config_option
+@click.argument("file_ids", type=int, nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Every quarantined file.")
+@click.option("--route", help="With --all: only this route.")
+@click.pass_context
+def quarantine_retry(
+    ctx: click.Context,
+    config_path: str | None,
+    file_ids: tuple[int, ...],
+    everything: bool,
+    route: str | None,
+) -> None:
+    """Send quarantined files again, after fixing the file, a value table or the mapping."""
+    if everything == bool(file_ids):
+        raise click.UsageError("give file IDs, or --all (optionally with --route)")
+    if route and not everything:
+        raise click.UsageError("--route goes with --all")
+    ids = list(file_ids)
+    if everything:
+        config = _config(ctx, config_path)
+        store = open_journal(config.journal)
+        try:
+            ids = [r.id for r in store.query(route=route, state=State.QUARANTINED, limit=1_000_000)]
+        finally:
+            store.close()
+        if not ids:
+            click.echo("nothing in quarantine")
+            return
+    _reprocess(ctx, config_path, ids, force=False)
+
+
+@quarantine.command("drop")
+@config_option
+@click.argument("file_ids", type=int, nargs=-1, required=True)
+@click.pass_context
+def quarantine_drop(ctx: click.Context, config_path: str | None, file_ids: tuple[int, ...]) -> None:
+    """Give quarantined files up: delete their copies; the journal keeps the record."""
+    from xchange.quarantine import Quarantine
+
+    config = _config(ctx, config_path)
+    store = open_journal(config.journal)
+    try:
+        records = [_get(store, i) for i in file_ids]
+        for record in records:
+            if record.state != State.QUARANTINED:
+                store.close()
+                _fail(f"file #{record.id} is not in quarantine (it is {record.state})", 1)
+        for record in records:
+            if record.quarantine_path:
+                Quarantine.drop(Path(record.quarantine_path))
+            store.transition(record.id, State.DROPPED, note="dropped by an operator")
+            click.echo(f"#{record.id} {record.path}: dropped")
+    finally:
+        store.close()
+
+
+@main.command()
+@config_option
+@click.argument("file_ids", type=int, nargs=-1, required=True)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Send files that were delivered already again (from their archived copy).",
+)
+@click.pass_context
+def reprocess(
+    ctx: click.Context, config_path: str | None, file_ids: tuple[int, ...], force: bool
+) -> None:
+    """Run files again: quarantined ones after a fix, delivered ones with --force."""
+    _reprocess(ctx, config_path, list(file_ids), force=force)
