@@ -45,7 +45,12 @@ class Exchange:
     def config(self) -> Path:
         return self.root / "xchange.toml"
 
-    def write_config(self, target: str | None = None, route_extra: str = "") -> Path:
+    def write_config(
+        self,
+        target: str | None = None,
+        route_extra: str = "",
+        retry: str = "attempts = 2, initial = 0.01, maximum = 0.05, later = 0",
+    ) -> Path:
         target = target or f'[endpoints.wms-outbox]\ntype = "local"\npath = "{self.outbox}"\n'
         self.config.write_text(
             f"""
@@ -71,7 +76,7 @@ mapping = "shop-to-wms-outbound"
 target_layout = "wms-outbound-order"
 target = {{ endpoint = "wms-outbox", name = "WMS_OUT_{{OrderDate}}_{{OrderNo}}.xml" }}
 after = {{ action = "archive", folder = "archive" }}
-retry = {{ attempts = 2, initial = 0.01, maximum = 0.05, later = 0 }}
+retry = {{ {retry} }}
 {route_extra}
 """,
             encoding="utf-8",

@@ -279,8 +279,10 @@ class Runner:
         if known is not None:
             result.file_id = known.id
             if known.state in DONE_STATES:
+                # Delivered; the archive (or delete) may have been cut short by a crash.
                 if route.after.action != "leave":
-                    self._after(route, source, info.name, None)
+                    unfinished = known.state == State.DELIVERED
+                    self._after(route, source, info.name, known.id if unfinished else None)
                 return
             if (
                 known.state == State.RETRYING
