@@ -119,10 +119,16 @@ def _spawn(config: Path, log_file: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
 
 
+_PASSWORD_LOGIN: list[tuple[str, str]] = []
+
+
 def _ensure_password_user() -> tuple[str, str] | None:
-    """As root, (re)create a throwaway login with a fresh random password."""
+    """As root, (re)create a throwaway login with a random password, once per process
+    (every sshd the tests start shares it)."""
     if os.geteuid() != 0:
         return None
+    if _PASSWORD_LOGIN:
+        return _PASSWORD_LOGIN[0]
     try:
         pwd.getpwnam(TEST_USER)
     except KeyError:
@@ -140,6 +146,7 @@ def _ensure_password_user() -> tuple[str, str] | None:
         capture_output=True,
         timeout=30,
     )
+    _PASSWORD_LOGIN.append((TEST_USER, password))
     return TEST_USER, password
 
 
