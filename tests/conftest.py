@@ -50,6 +50,7 @@ class Exchange:
         target: str | None = None,
         route_extra: str = "",
         retry: str = "attempts = 2, initial = 0.01, maximum = 0.05, later = 0",
+        ready: str = "settle = 0",
     ) -> Path:
         target = target or f'[endpoints.wms-outbox]\ntype = "local"\npath = "{self.outbox}"\n'
         self.config.write_text(
@@ -77,6 +78,7 @@ target_layout = "wms-outbound-order"
 target = {{ endpoint = "wms-outbox", name = "WMS_OUT_{{OrderDate}}_{{OrderNo}}.xml" }}
 after = {{ action = "archive", folder = "archive" }}
 retry = {{ {retry} }}
+ready = {{ {ready} }}
 {route_extra}
 """,
             encoding="utf-8",

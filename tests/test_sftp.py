@@ -111,7 +111,7 @@ def test_wrong_password_is_an_authentication_error_without_the_password(sshd: Ss
         password_env="UNUSED",
     )
     with pytest.raises(AuthenticationFailed) as info:
-        SFTPRemote("wms", cfg).list("*")
+        SFTPRemote("wms", cfg).list()
     assert "not-the-password-42" not in str(info.value)
     assert not info.value.retryable
 
@@ -122,7 +122,7 @@ def test_unknown_host_key_is_refused_with_advice(sshd: SshServer, tmp_path: Path
     empty.write_text("")
     remote = SFTPRemote("wms", endpoint(sshd, sshd.folder("unknown"), known_hosts=empty))
     with pytest.raises(HostKeyUnknown, match="xchange trust wms"):
-        remote.list("*")
+        remote.list()
     assert not empty.read_text()  # nothing was added behind the operator's back
 
 
@@ -134,7 +134,7 @@ def test_changed_host_key_is_refused(sshd: SshServer, tmp_path: Path) -> None:
     pinned.write_text(f"[127.0.0.1]:{sshd.port} {pub[0]} {pub[1]}\n")
     remote = SFTPRemote("wms", endpoint(sshd, sshd.folder("changed"), known_hosts=pinned))
     with pytest.raises(HostKeyMismatch, match="CHANGED") as info:
-        remote.list("*")
+        remote.list()
     assert not info.value.retryable
     assert other.exists()
 
@@ -145,7 +145,7 @@ def test_refused_connection_is_transient(sshd: SshServer) -> None:
 
     cfg = endpoint(sshd, sshd.folder("refused"), port=free_port())
     with pytest.raises(RemoteUnavailable) as info:
-        SFTPRemote("wms", cfg).list("*")
+        SFTPRemote("wms", cfg).list()
     assert info.value.retryable
 
 
@@ -189,7 +189,7 @@ def test_connection_cut_mid_upload_leaves_no_final_name(sshd: SshServer) -> None
     folder = sshd.folder("cut")
     payload = os.urandom(32 * 1024 * 1024)
     remote = SFTPRemote("wms", endpoint(sshd, folder))
-    remote.list("*")  # connect first
+    remote.list()  # connect first
 
     def cut_when_started() -> None:
         deadline = time.monotonic() + 30
@@ -243,7 +243,7 @@ def test_reconnects_after_the_server_restarts(sshd: SshServer) -> None:
     # The dead session is noticed either up front (reconnect at once) or by the first
     # operation, which fails as a retryable ConnectionLost; the next one reconnects.
     try:
-        remote.list("*")
+        remote.list()
     except ConnectionLost as exc:
         assert exc.retryable
     put(remote, "2.xml", b"2", temp_name=".2.xml.t.xchange-part", overwrite=False)
@@ -307,7 +307,7 @@ def test_trust_shows_the_fingerprint_and_pins_on_confirmation(
     assert oct(known.stat().st_mode & 0o777) == "0o600"
     # The pinned key now lets a delivery through.
     remote = SFTPRemote("wms", endpoint(sshd, sshd.folder("trust"), known_hosts=known))
-    remote.list("*")
+    remote.list()
     remote.close()
 
 

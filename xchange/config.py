@@ -28,6 +28,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     ValidationInfo,
+    model_validator,
 )
 
 from xchange.errors import ConfigError
@@ -91,7 +92,62 @@ _ENDPOINT_TYPES: dict[str, type[_Model]] = {"local": LocalEndpoint, "sftp": SFTP
 
 class SourceSpec(_Model):
     endpoint: str
-    pattern: str = "*"
+    #: Files to take (shell pattern on the name); several with a list.
+    pattern: str | list[str] = "*"
+    #: Files to leave alone even when they match.
+    exclude: list[str] = Field(default_factory=list)
+    #: Look into sub-folders too (never into the archive folder).
+    recursive: bool = False
+
+    @property
+    def patterns(self) -> list[str]:
+        return [self.pattern] if isinstance(self.pattern, str) else list(self.pattern)
+
+
+class ReadySpec(_Model):
+    """When a file counts as completely written."""
+
+    #: Seconds its size and time must stay unchanged.
+    settle: float = Field(2.0, ge=0)
+    #: Seconds since its last change before it is taken, however stable it looks.
+    min_age: float = Field(0.0, ge=0)
+    #: A done-marker that must exist, e.g. "{name}.ok" or "{stem}.done"; the marker is
+    #: archived or deleted with the file.
+    marker: str | None = None
+    #: Seconds after which a file still not ready is reported as stuck (0: never).
+    max_wait: float = Field(3600.0, ge=0)
+
+
+class ScheduleSpec(_Model):
+    """When the daemon looks at a route (local folders are also watched for changes)."""
+
+    #: Seconds between looks.
+    interval: float | None = Field(None, gt=0)
+    #: A crontab line ("minute hour day month day-of-week"); days of the week by name.
+    cron: str | None = None
+    timezone: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ScheduleSpec:
+        if self.interval is not None and self.cron is not None:
+            raise ValueError("give interval or cron, not both")
+        if self.cron is not None:
+            fields = self.cron.split()
+            if len(fields) != 5:
+                raise ValueError(f"cron {self.cron!r}: expected 5 fields")
+            if any(ch.isdigit() for ch in fields[4]):
+                raise ValueError(
+                    f"cron {self.cron!r}: write days of the week by name (mon-fri, sun): "
+                    "numbers mean different days to different cron implementations"
+                )
+        if self.timezone is not None:
+            import zoneinfo
+
+            try:
+                zoneinfo.ZoneInfo(self.timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown timezone {self.timezone!r}") from None
+        return self
 
 
 class TargetSpec(_Model):
@@ -99,7 +155,9 @@ class TargetSpec(_Model):
     #: File-name template over the target document's header fields and the source name,
     #: e.g. ``WMS_OUT_{OrderNo}.xml``; see :mod:`xchange.names`.
     name: str = Field(min_length=1)
-    if_exists: Literal["fail", "overwrite"] = "fail"
+    #: When the final name is taken: fail (quarantine), overwrite, unique (add _1, _2 ...),
+    #: or skip (deliver nothing under that name, and say so).
+    if_exists: Literal["fail", "overwrite", "unique", "skip"] = "fail"
 
 
 class AfterSpec(_Model):
@@ -134,6 +192,8 @@ class RouteConfig(_Model):
     target: TargetSpec
     after: AfterSpec = AfterSpec()
     retry: RetrySpec = RetrySpec()
+    ready: ReadySpec = ReadySpec()
+    schedule: ScheduleSpec = ScheduleSpec()
     #: Target header field that identifies a business document (e.g. an order number):
     #: a document whose key was already delivered on this route is skipped and reported.
     dedupe_key: str | None = None
@@ -194,6 +254,15 @@ class AlertsConfig(_Model):
     sinks: list[AlertSink] = Field(default_factory=lambda: [LogSink(type="log")])
 
 
+class DaemonConfig(_Model):
+    #: Seconds between looks at a route without a schedule of its own.
+    poll_interval: float = Field(30.0, gt=0)
+    #: Seconds between full rescans of watched local folders (events can be lost).
+    rescan: float = Field(300.0, gt=0)
+    #: Routes run at the same time (each in its own thread, with its own connections).
+    workers: int = Field(4, ge=1, le=64)
+
+
 class AppConfig(_Model):
     """The whole configuration, as loaded from one file."""
 
@@ -204,6 +273,7 @@ class AppConfig(_Model):
     endpoints: dict[str, Endpoint]
     routes: list[RouteConfig] = Field(min_length=1)
     alerts: AlertsConfig = AlertsConfig()
+    daemon: DaemonConfig = DaemonConfig()
 
     def route(self, name: str) -> RouteConfig:
         for route in self.routes:
@@ -422,6 +492,7 @@ def _cross_check(source: str, routes: Any, raw_endpoints: Mapping[str, Any]) -> 
     problems: list[str] = []
     known = ", ".join(sorted(raw_endpoints)) or "none"
     seen: set[str] = set()
+    after_by_source: dict[str, tuple[int, Any]] = {}
     for i, route in enumerate(routes):
         if not isinstance(route, dict):
             continue
@@ -430,6 +501,15 @@ def _cross_check(source: str, routes: Any, raw_endpoints: Mapping[str, Any]) -> 
             if name in seen:
                 problems.append(f"{source}: routes[{i}].name: route {name!r} is defined twice")
             seen.add(name)
+        source_spec = route.get("source")
+        endpoint_name = source_spec.get("endpoint") if isinstance(source_spec, dict) else None
+        if isinstance(endpoint_name, str):
+            first = after_by_source.setdefault(endpoint_name, (i, route.get("after")))
+            if first[1] != route.get("after"):
+                problems.append(
+                    f"{source}: routes[{i}].after: routes reading the same source endpoint "
+                    f"must treat delivered files the same way (see routes[{first[0]}].after)"
+                )
         for side in ("source", "target"):
             spec = route.get(side)
             ref = spec.get("endpoint") if isinstance(spec, dict) else None

@@ -41,11 +41,20 @@ from xchange.errors import (
     XchangeError,
 )
 from xchange.faults import checkpoint
-from xchange.journal import DONE_STATES, FileKey, FileRecord, Journal, OutputRecord, State
+from xchange.journal import (
+    DONE_STATES,
+    FileKey,
+    FileRecord,
+    Journal,
+    Observation,
+    OutputRecord,
+    State,
+)
 from xchange.pipeline import Conversion, Pipeline
 from xchange.quarantine import Quarantine
+from xchange.readiness import Verdict, judge, marker_name
 from xchange.remote import FileInfo, Remote, open_remote
-from xchange.remote.base import NullWriter, safe_subfolder, temp_name_for
+from xchange.remote.base import NullWriter, Selector, safe_subfolder, temp_name_for
 from xchange.retry import call_with_retry
 from xchange.sink import Output, Sink, staging_folder
 
@@ -88,9 +97,19 @@ class RouteResult:
     #: Set when the route could not run at all (e.g. its source is unreachable).
     error: str | None = None
     error_kind: str | None = None
+    #: Files seen but not taken yet (still being written, waiting for a marker).
+    held: list[Observation] = field(default_factory=list)
+    #: Seconds until a held file could be ready (the daemon looks again then).
+    next_look: float | None = None
 
     def count(self, outcome: str) -> int:
         return sum(1 for f in self.files if f.outcome == outcome)
+
+    def merge(self, later: RouteResult) -> None:
+        """Add a later look at the same route (run --once waiting for files to settle)."""
+        self.files.extend(later.files)
+        self.error, self.error_kind = later.error, later.error_kind
+        self.held, self.next_look = later.held, later.next_look
 
     @property
     def ok(self) -> bool:
@@ -105,6 +124,8 @@ class RouteResult:
         parts += [
             f"{counts[o]} {o}" for o in (DUPLICATE, QUARANTINED, RETRY_LATER, WAITING) if counts[o]
         ]
+        if self.held:
+            parts.append(f"{len(self.held)} held")
         text = f"{self.route}: " + ", ".join(parts)
         if self.error:
             text += f"; could not run: {self.error}"
@@ -159,37 +180,69 @@ class Runner:
         )
         #: Private scratch space: downloads and each file's staged outputs.
         self.scratch = config.journal.path.parent / "scratch"
-        self._remotes: dict[str, Remote] = {}
+        # Each thread has its own endpoints: an SFTP session is never shared between threads.
+        self._local = threading.local()
+        self._all_remotes: list[dict[str, Remote]] = []
+        self._remotes_lock = threading.Lock()
 
     def remote(self, name: str) -> Remote:
-        if name not in self._remotes:
-            self._remotes[name] = open_remote(name, self.config.endpoints[name])
-        return self._remotes[name]
+        """This thread's connection to an endpoint (opened on first use, then reused)."""
+        remotes: dict[str, Remote] | None = getattr(self._local, "remotes", None)
+        if remotes is None:
+            remotes = self._local.remotes = {}
+            with self._remotes_lock:
+                self._all_remotes.append(remotes)
+        if name not in remotes:
+            remotes[name] = open_remote(name, self.config.endpoints[name])
+        return remotes[name]
 
     def close(self) -> None:
-        for remote in self._remotes.values():
-            remote.close()
-        self._remotes.clear()
+        """Close every thread's connections (when no route is running)."""
+        with self._remotes_lock:
+            for remotes in self._all_remotes:
+                for remote in remotes.values():
+                    remote.close()
+                remotes.clear()
 
     # ------------------------------------------------------------------ routes
 
-    def run_once(self, routes: list[str] | None = None) -> list[RouteResult]:
-        """Process every ready file of each route once, then send due alert digests."""
+    def run_once(
+        self, routes: list[str] | None = None, *, wait_to_settle: bool = True
+    ) -> list[RouteResult]:
+        """Process every ready file of each route once, then send due alert digests.
+
+        With ``wait_to_settle`` (``run --once``), files held only until they have been
+        stable for ``ready.settle`` seconds are waited for within the run (all routes at
+        once), so one cron run takes a file that was just finished.
+        """
         chosen = [r for r in self.config.routes if routes is None or r.name in routes]
-        results = [self.run_route(route) for route in chosen if not self.stop.is_set()]
+        results = {r.name: RouteResult(r.name) for r in chosen}
+        pending = chosen
+        for _ in range(4):
+            for route in pending:
+                if not self.stop.is_set():
+                    results[route.name].merge(self.run_route(route))
+            waits = {
+                r.name: results[r.name].next_look
+                for r in pending
+                if results[r.name].next_look is not None
+                and not results[r.name].error
+                and results[r.name].next_look <= r.ready.settle + 1  # type: ignore[operator]
+            }
+            if not wait_to_settle or not waits:
+                break
+            if self.stop.wait(max(w for w in waits.values() if w is not None) + 0.05):
+                break
+            pending = [r for r in pending if r.name in waits]
         self.alerter.flush()
-        return results
+        return list(results.values())
 
     def run_route(self, route: RouteConfig) -> RouteResult:
+        """One look at a route's source: take every ready file through to delivery."""
         result = RouteResult(route.name)
         with structlog.contextvars.bound_contextvars(route=route.name):
-            try:
-                files = self.remote(route.source.endpoint).list(route.source.pattern)
-            except RemoteError as exc:
-                result.error, result.error_kind = str(exc), exc.kind
-                log.error("route.source_failed", error=str(exc), cause=exc.kind)
-                files = []
-            for info in files:
+            verdict = self._look(route, result)
+            for info in verdict.ready if verdict else []:
                 if self.stop.is_set():
                     break
                 outcome = self.process(route, info)
@@ -199,6 +252,9 @@ class Runner:
                     # instead of failing each of them the same way.
                     result.error, result.error_kind = outcome.error, outcome.cause
                     break
+            if verdict is not None:
+                result.held = verdict.held
+                result.next_look = verdict.soonest(datetime.now(UTC), route.ready)
             log.info(
                 "route.summary",
                 delivered=result.count(DELIVERED),
@@ -206,10 +262,51 @@ class Runner:
                 quarantined=result.count(QUARANTINED),
                 retry_later=result.count(RETRY_LATER),
                 waiting=result.count(WAITING),
+                held=len(result.held),
                 error=result.error,
             )
             self._alert(result)
         return result
+
+    def _look(self, route: RouteConfig, result: RouteResult) -> Verdict | None:
+        """List the source; return what is ready and what is held (None: cannot list)."""
+        source = self.remote(route.source.endpoint)
+        archive_top = route.after.folder.split("/", 1)[0] if route.after.action == "archive" else ""
+        try:
+            listing = source.list(
+                recursive=route.source.recursive,
+                skip_dirs=tuple(d for d in (archive_top,) if d and "{" not in d),
+            )
+        except RemoteError as exc:
+            result.error, result.error_kind = str(exc), exc.kind
+            log.error("route.source_failed", error=str(exc), cause=exc.kind)
+            return None
+        names = {f.name for f in listing}
+        selector = Selector(tuple(route.source.patterns), tuple(route.source.exclude))
+        wanted = [f for f in listing if selector.wants(f.name)]
+        if route.ready.marker:
+            markers = {marker_name(route.ready.marker, f.name) for f in wanted}
+            wanted = [f for f in wanted if f.name not in markers]
+        fresh = []
+        for f in wanted:
+            known = self.journal.lookup(
+                route.name, route.source.endpoint, f.name, f.size, f.mtime_ns
+            )
+            if known is not None and known.state in DONE_STATES:
+                result.files.append(
+                    self._timed(
+                        route, f.name, lambda r, f=f, k=known: self._finish_after(route, f, k, r)
+                    )
+                )
+            else:
+                fresh.append(f)
+        now = datetime.now(UTC)
+        verdict = judge(route.ready, fresh, names, self.journal.observations(route.name), now)
+        self.journal.save_observations(route.name, verdict.held)
+        for obs in verdict.stuck:
+            log.warning("file.stuck", source=obs.path, reason=obs.reason)
+            self.alerter.failure(route.name, "stuck", True, [obs.path], obs.reason)
+        return verdict
 
     def _alert(self, result: RouteResult) -> None:
         failed: dict[tuple[str, bool], list[FileResult]] = defaultdict(list)
@@ -270,6 +367,18 @@ class Runner:
                 )
         return result
 
+    def _finish_after(
+        self, route: RouteConfig, info: FileInfo, known: FileRecord, result: FileResult
+    ) -> None:
+        """A delivered file still in the drop folder: its archive (or delete) was cut short
+        by a crash, it is left in place on purpose, or another route still needs it."""
+        result.file_id = known.id
+        if route.after.action != "leave":
+            unfinished = known.state == State.DELIVERED
+            self._after(
+                route, self.remote(route.source.endpoint), info, known.id if unfinished else None
+            )
+
     def _from_drop(self, route: RouteConfig, info: FileInfo, result: FileResult) -> None:
         source = self.remote(route.source.endpoint)
         result.bytes = info.size
@@ -279,10 +388,7 @@ class Runner:
         if known is not None:
             result.file_id = known.id
             if known.state in DONE_STATES:
-                # Delivered; the archive (or delete) may have been cut short by a crash.
-                if route.after.action != "leave":
-                    unfinished = known.state == State.DELIVERED
-                    self._after(route, source, info.name, known.id if unfinished else None)
+                self._finish_after(route, info, known, result)
                 return
             if (
                 known.state == State.RETRYING
@@ -311,9 +417,11 @@ class Runner:
                     claim.record.state,
                     note=f"same content seen again as {info.name}; not sent again",
                 )
-                self._after(route, source, info.name, None)
+                self._after(route, source, info, None)
                 return
-            self._convert_and_deliver(route, claim.record, path, info.name, result, source)
+            self._convert_and_deliver(
+                route, claim.record, path, info.name, result, source, info=info
+            )
 
     def _again(
         self, route: RouteConfig, record: FileRecord, force: bool, result: FileResult
@@ -367,6 +475,7 @@ class Runner:
         source: Remote | None,
         *,
         force: bool = False,
+        info: FileInfo | None = None,
     ) -> None:
         pipeline = self.pipelines[route.name]
         # The first claim's time, not the clock: names and contents come out the same
@@ -406,8 +515,8 @@ class Runner:
         result.outcome = DELIVERED
         result.outputs = [o.name for o in outputs]
         result.documents = sum(o.documents for o in outputs)
-        if source is not None:
-            self._after(route, source, name, record.id)
+        if source is not None and info is not None:
+            self._after(route, source, info, record.id)
 
     def _dedupe(self, route: RouteConfig, record: FileRecord) -> Callable[[str], bool]:
         def already(key: str) -> bool:
@@ -492,19 +601,45 @@ class Runner:
         target.download(out.name, probe)  # type: ignore[arg-type]
         return probe.sha.hexdigest() == out.sha256
 
-    def _after(self, route: RouteConfig, source: Remote, name: str, file_id: int | None) -> None:
+    def _after(
+        self, route: RouteConfig, source: Remote, info: FileInfo, file_id: int | None
+    ) -> None:
+        """Archive, delete or leave a delivered source (and its done-marker). When several
+        routes read the file, the last one to deliver it does this."""
         action = route.after.action
         if action == "leave":
             return
+        sharing = []
+        for other in self.config.routes:
+            if other is route or other.source.endpoint != route.source.endpoint:
+                continue
+            if not Selector(tuple(other.source.patterns), tuple(other.source.exclude)).wants(
+                info.name
+            ):
+                continue
+            record = self.journal.lookup(
+                other.name, other.source.endpoint, info.name, info.size, info.mtime_ns
+            )
+            if record is None or record.state not in DONE_STATES:
+                log.info("file.after_deferred", waiting_for=other.name, action=action)
+                return
+            sharing.append(record)
+        marker = marker_name(route.ready.marker, info.name) if route.ready.marker else None
+        moved: str | None = None
         if action == "delete":
-            source.remove(name)
-            if file_id is not None:
-                self.journal.transition(file_id, State.DELETED)
-            return
-        folder = safe_subfolder(route.after.folder.format(date=self.now()))
-        moved = source.move(name, folder)
-        if file_id is not None:
-            self.journal.transition(file_id, State.ARCHIVED, archive_path=moved, note=moved)
+            source.remove(info.name)
+            if marker:
+                source.remove(marker)
+        else:
+            folder = safe_subfolder(route.after.folder.format(date=self.now()))
+            moved = source.move(info.name, folder)
+            if marker and source.stat(marker) is not None:
+                source.move(marker, folder)
+        state = State.DELETED if action == "delete" else State.ARCHIVED
+        ids = [file_id] if file_id is not None else []
+        ids += [r.id for r in sharing if r.state == State.DELIVERED]
+        for fid in ids:
+            self.journal.transition(fid, state, archive_path=moved, note=moved)
 
     def _quarantine(
         self,

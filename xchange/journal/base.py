@@ -132,6 +132,18 @@ class AlertWindow:
     suppressed: int  #: alerts held back since the last one sent (for the digest)
 
 
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What a poll saw of a file not taken yet, and why it is held."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    first_seen: datetime
+    changed_at: datetime
+    reason: str
+
+
 class Journal(Protocol):
     """What the runner, the operator commands and the alerts need from a backend."""
 
@@ -211,6 +223,14 @@ class Journal(Protocol):
 
     def resolve_alerts(self, route: str) -> list[str]:
         """Mark a route's open causes resolved; return them (for the "recovered" notice)."""
+        ...
+
+    def observations(self, route: str) -> dict[str, Observation]:
+        """The files a route's last poll held back, by path."""
+        ...
+
+    def save_observations(self, route: str, held: list[Observation]) -> None:
+        """Replace the route's held files with this poll's."""
         ...
 
     def close(self) -> None: ...

@@ -18,6 +18,7 @@ from xchange.journal.base import (
     Claim,
     FileKey,
     FileRecord,
+    Observation,
     OutputRecord,
     State,
     Transition,
@@ -95,6 +96,21 @@ MIGRATIONS: list[tuple[str, str]] = [
             held INTEGER NOT NULL DEFAULT 0,
             open INTEGER NOT NULL DEFAULT 1,
             PRIMARY KEY (route, cause)
+        );
+        """,
+    ),
+    (
+        "0004_observations",
+        """
+        CREATE TABLE observations (
+            route TEXT NOT NULL,
+            path TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            first_seen TEXT NOT NULL,
+            changed_at TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            PRIMARY KEY (route, path)
         );
         """,
     ),
@@ -428,6 +444,40 @@ class SQLiteJournal:
             ]
             db.execute("UPDATE alerts SET open=0 WHERE route=?", (route,))
         return causes
+
+    def observations(self, route: str) -> dict[str, Observation]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM observations WHERE route=?", (route,)).fetchall()
+        return {
+            r["path"]: Observation(
+                r["path"],
+                r["size"],
+                r["mtime_ns"],
+                datetime.fromisoformat(r["first_seen"]),
+                datetime.fromisoformat(r["changed_at"]),
+                r["reason"],
+            )
+            for r in rows
+        }
+
+    def save_observations(self, route: str, held: list[Observation]) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM observations WHERE route=?", (route,))
+            db.executemany(
+                "INSERT INTO observations VALUES (?,?,?,?,?,?,?)",
+                [
+                    (
+                        route,
+                        o.path,
+                        o.size,
+                        o.mtime_ns,
+                        _iso(o.first_seen),
+                        _iso(o.changed_at),
+                        o.reason,
+                    )
+                    for o in held
+                ],
+            )
 
     def close(self) -> None:
         with self._lock:

@@ -32,8 +32,9 @@ class Remote(Protocol):
 
     label: str
 
-    def list(self, pattern: str) -> list[FileInfo]:
-        """Regular files directly in the folder whose names match ``pattern``."""
+    def list(self, *, recursive: bool = False, skip_dirs: tuple[str, ...] = ()) -> list[FileInfo]:
+        """Regular files in the folder (and its sub-folders but ``skip_dirs`` if
+        ``recursive``), oldest first; never symlinks, never xchange's temporary files."""
         ...
 
     def download(self, name: str, dest: BinaryIO) -> int:
@@ -111,3 +112,17 @@ class NullWriter:
         self.sha.update(data)
         self.size += len(data)
         return len(data)
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """Which files of a folder a route takes."""
+
+    patterns: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+
+    def wants(self, name: str) -> bool:
+        base = posixpath.basename(name)
+        return any(matches(base, p) or matches(name, p) for p in self.patterns) and not any(
+            matches(base, p) or matches(name, p) for p in self.exclude
+        )

@@ -18,7 +18,7 @@ from xchange.errors import (
     TargetExists,
 )
 from xchange.faults import checkpoint
-from xchange.remote.base import FileInfo, is_temporary, matches, safe_subfolder
+from xchange.remote.base import FileInfo, is_temporary, safe_subfolder
 
 CHUNK = 1 << 20
 
@@ -55,17 +55,35 @@ class LocalRemote:
     def _path(self, name: str) -> Path:
         return self.root / safe_subfolder(name)
 
-    def list(self, pattern: str) -> list[FileInfo]:
+    def list(self, *, recursive: bool = False, skip_dirs: tuple[str, ...] = ()) -> list[FileInfo]:
         out: list[FileInfo] = []
-        with _os_errors(self.label, str(self.root)), os.scandir(self.root) as entries:
-            for entry in entries:
-                # Symlinks are not followed: a link in a drop folder may point anywhere.
-                if is_temporary(entry.name) or not entry.is_file(follow_symlinks=False):
-                    continue
-                if matches(entry.name, pattern):
-                    st = entry.stat(follow_symlinks=False)
-                    out.append(FileInfo(entry.name, st.st_size, st.st_mtime_ns))
+        with _os_errors(self.label, str(self.root)):
+            self._scan(self.root, "", recursive, skip_dirs, out)
         return sorted(out, key=lambda f: (f.mtime_ns, f.name))
+
+    def _scan(
+        self,
+        folder: Path,
+        prefix: str,
+        recursive: bool,
+        skip_dirs: tuple[str, ...],
+        out: list[FileInfo],
+    ) -> None:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if is_temporary(entry.name):
+                    continue
+                name = prefix + entry.name
+                # Symlinks are not followed: a link in a drop folder may point anywhere.
+                if entry.is_file(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    out.append(FileInfo(name, st.st_size, st.st_mtime_ns))
+                elif (
+                    recursive
+                    and entry.is_dir(follow_symlinks=False)
+                    and not (not prefix and entry.name in skip_dirs)
+                ):
+                    self._scan(Path(entry.path), name + "/", recursive, skip_dirs, out)
 
     def download(self, name: str, dest: BinaryIO) -> int:
         with _os_errors(self.label, name):

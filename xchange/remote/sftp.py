@@ -38,7 +38,7 @@ from xchange.errors import (
     TargetExists,
 )
 from xchange.faults import checkpoint
-from xchange.remote.base import FileInfo, is_temporary, matches, safe_subfolder
+from xchange.remote.base import FileInfo, is_temporary, safe_subfolder
 
 log = structlog.get_logger(__name__)
 
@@ -193,18 +193,28 @@ class SFTPRemote:
 
     # ------------------------------------------------------------------ operations
 
-    def list(self, pattern: str) -> list[FileInfo]:
+    def list(self, *, recursive: bool = False, skip_dirs: tuple[str, ...] = ()) -> list[FileInfo]:
         sftp = self._client()
-        with self._errors(f"list {self.cfg.path}"):
-            entries = sftp.listdir_attr(self.cfg.path)
-        out = [
-            FileInfo(e.filename, e.st_size or 0, int(e.st_mtime or 0) * 1_000_000_000)
-            for e in entries
-            if e.st_mode is not None
-            and stat_mod.S_ISREG(e.st_mode)
-            and not is_temporary(e.filename)
-            and matches(e.filename, pattern)
-        ]
+        out: list[FileInfo] = []
+        # One READDIR per folder returns names with attributes: no stat per file.
+        folders = [("", self.cfg.path)]
+        while folders:
+            prefix, folder = folders.pop()
+            with self._errors(f"list {folder}"):
+                entries = sftp.listdir_attr(folder)
+            for e in entries:
+                if e.st_mode is None or is_temporary(e.filename):
+                    continue
+                name = prefix + e.filename
+                if stat_mod.S_ISREG(e.st_mode):
+                    mtime = int(e.st_mtime or 0) * 1_000_000_000
+                    out.append(FileInfo(name, e.st_size or 0, mtime))
+                elif (
+                    recursive
+                    and stat_mod.S_ISDIR(e.st_mode)
+                    and not (not prefix and e.filename in skip_dirs)
+                ):
+                    folders.append((name + "/", posixpath.join(folder, e.filename)))
         return sorted(out, key=lambda f: (f.mtime_ns, f.name))
 
     def download(self, name: str, dest: BinaryIO) -> int:
@@ -242,8 +252,14 @@ class SFTPRemote:
             raise TargetExists(f"{self._where()}: {name} already exists")
         try:
             with self._errors(f"upload {name}"):
-                # putfo pipelines its writes; confirm=True checks the size the server stored.
-                sftp.putfo(src, temp, file_size=size, confirm=True)
+                try:
+                    # putfo pipelines its writes; confirm=True checks the size stored.
+                    sftp.putfo(src, temp, file_size=size, confirm=True)
+                except FileNotFoundError:
+                    # The target folder is missing: create it and send again.
+                    self._makedirs(sftp, posixpath.dirname(temp))
+                    src.seek(0)
+                    sftp.putfo(src, temp, file_size=size, confirm=True)
             checkpoint("before-rename")
             self._rename(sftp, temp, final, name, overwrite)
         except BaseException:

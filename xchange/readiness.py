@@ -1,0 +1,126 @@
+"""Is a file completely written? Decided from what successive looks at its folder saw.
+
+A file is taken when:
+
+- its done-marker exists, if the route asks for one (``orders.csv.ok``);
+- its size and time did not change between two looks at least ``settle`` seconds apart,
+  or, at first sight, it has not been touched for ``settle`` seconds already;
+- it is at least ``min_age`` seconds old.
+
+Otherwise it is *held*, with a reason a person can read (``size changed 2 s ago``);
+held for longer than ``max_wait`` it is reported as stuck. Looks are kept in the journal,
+so the daemon, ``run --once`` under cron and ``xchange status`` all see the same thing.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from xchange.config import ReadySpec
+from xchange.journal import Observation
+from xchange.remote import FileInfo
+
+
+def marker_name(template: str, name: str) -> str:
+    """The done-marker of ``name``: ``{name}.ok`` or ``{stem}.done`` next to it."""
+    folder, base = posixpath.split(name)
+    stem = base.rsplit(".", 1)[0] if "." in base else base
+    return posixpath.join(folder, template.format(name=base, stem=stem))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    ready: list[FileInfo]
+    held: list[Observation]
+    #: Held files that just passed ``max_wait``.
+    stuck: list[Observation]
+
+    def soonest(self, now: datetime, spec: ReadySpec) -> float | None:
+        """Seconds until a file held only for settling could be ready (None: none such)."""
+        waits = [
+            max(0.0, spec.settle - (now - o.changed_at).total_seconds())
+            for o in self.held
+            if o.reason in ("new", "size changed", "modified", "settling")
+        ]
+        return min(waits) if waits else None
+
+
+def judge(
+    spec: ReadySpec,
+    files: list[FileInfo],
+    names: set[str],
+    previous: dict[str, Observation],
+    now: datetime,
+) -> Verdict:
+    """Split a listing into files ready to take and files held, with reasons."""
+    ready: list[FileInfo] = []
+    held: list[Observation] = []
+    stuck: list[Observation] = []
+    for f in files:
+        before = previous.get(f.name)
+        first_seen = before.first_seen if before else now
+        same = before is not None and (before.size, before.mtime_ns) == (f.size, f.mtime_ns)
+        changed_at = before.changed_at if same and before else now
+        age = (now - datetime.fromtimestamp(f.mtime_ns / 1e9, tz=now.tzinfo)).total_seconds()
+        reason = _reason(spec, f, names, before, same, changed_at, age, now)
+        if reason is None:
+            ready.append(f)
+            continue
+        obs = Observation(f.name, f.size, f.mtime_ns, first_seen, changed_at, reason)
+        if spec.max_wait and now - first_seen > timedelta(seconds=spec.max_wait):
+            obs = Observation(
+                f.name,
+                f.size,
+                f.mtime_ns,
+                first_seen,
+                changed_at,
+                f"STUCK for {_ago(now - first_seen)}: {reason}",
+            )
+            if before is None or not before.reason.startswith("STUCK"):
+                stuck.append(obs)
+        held.append(obs)
+    return Verdict(ready, held, stuck)
+
+
+def _reason(
+    spec: ReadySpec,
+    f: FileInfo,
+    names: set[str],
+    before: Observation | None,
+    same: bool,
+    changed_at: datetime,
+    age: float,
+    now: datetime,
+) -> str | None:
+    if spec.marker and marker_name(spec.marker, f.name) not in names:
+        return f"waiting for marker {marker_name(spec.marker, f.name)}"
+    stable_for = (now - changed_at).total_seconds() if same else 0.0
+    if spec.settle and stable_for < spec.settle and age < spec.settle:
+        if before is None:
+            return "new"
+        if not same:
+            return "size changed" if before.size != f.size else "modified"
+        return "settling"
+    if age < spec.min_age:
+        return f"too young: {age:.0f} s of {spec.min_age:g} s"
+    return None
+
+
+def _ago(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+def describe(obs: Observation, now: datetime) -> str:
+    """A held file's reason for a person: ``size changed 2 s ago``."""
+    if obs.reason in ("new", "size changed", "modified"):
+        return f"{obs.reason} {_ago(now - obs.changed_at)} ago"
+    if obs.reason == "settling":
+        return f"settling: unchanged for {_ago(now - obs.changed_at)}"
+    return obs.reason
