@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from xchange.codecs import Codec, codec_for
 from xchange.config import RouteConfig
-from xchange.errors import ConfigError, ValidationFailed
+from xchange.errors import ConfigError, MappingError, ValidationFailed
 from xchange.layout import FieldSpec, FieldValueError, Layout, load_layout
 from xchange.mapping import (
     Document,
@@ -139,6 +139,9 @@ class Pipeline:
                     )
                     with sink.create(name, [1]) as out:
                         self._writer.write([doc], self.target, name, out)
+        except FieldValueError as exc:  # a value the writer cannot put in the target layout
+            sink.discard()
+            raise MappingError(f"{source_name}: {exc.rule}: {exc.message}") from None
         except BaseException:
             sink.discard()
             raise

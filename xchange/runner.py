@@ -563,42 +563,72 @@ class Runner:
         for out in outputs:
             if out.name in done:
                 continue  # delivered before a crash; the journal already has it
-            if not force and self._already_there(target, out):
-                log.info(
-                    "file.output_found",
-                    output=out.name,
-                    reason="present with the same bytes; not sent again",
-                )
-            else:
-                temp = temp_name_for(out.name, f"{record.sha256[:8]}{out.sha256[:8]}")
-                overwrite = force or route.target.if_exists == "overwrite"
-                call_with_retry(
-                    lambda out=out, temp=temp, ow=overwrite: self._put(target, out, temp, ow),
-                    route.retry,
-                    sleep=self.sleep,
-                )
-                checkpoint("after-rename")
+            final = self._deliver_one(route, record, target, out, force=force)
+            if final is None:
+                continue
             self.journal.record_output(
                 record.id,
-                OutputRecord(
-                    route.target.endpoint, out.name, out.size, out.sha256, datetime.now(UTC)
-                ),
+                OutputRecord(route.target.endpoint, final, out.size, out.sha256, datetime.now(UTC)),
             )
             checkpoint("after-output")
 
-    @staticmethod
-    def _put(target: Remote, out: Output, temp: str, overwrite: bool) -> None:
-        with out.open() as src:
-            target.put_atomic(out.name, src, out.size, temp_name=temp, overwrite=overwrite)
+    def _deliver_one(
+        self, route: RouteConfig, record: FileRecord, target: Remote, out: Output, *, force: bool
+    ) -> str | None:
+        """Put one output under its name (or, with if_exists = unique, the first free
+        variant); return the name used, or None if if_exists = skip left it out."""
+        policy = "overwrite" if force else route.target.if_exists
+        stem, dot, ext = out.name.rpartition(".")
+        candidates = [out.name]
+        if policy == "unique":
+            candidates += [
+                f"{stem}_{n}.{ext}" if dot else f"{out.name}_{n}" for n in range(1, 1000)
+            ]
+        for name in candidates:
+            if policy != "overwrite" and self._already_there(target, out, name):
+                log.info(
+                    "file.output_found",
+                    output=name,
+                    reason="present with the same bytes; not sent again",
+                )
+                return name
+            temp = temp_name_for(name, f"{record.sha256[:8]}{out.sha256[:8]}")
+            try:
+                call_with_retry(
+                    lambda name=name, temp=temp: self._put(
+                        target, out, name, temp, policy == "overwrite"
+                    ),
+                    route.retry,
+                    sleep=self.sleep,
+                )
+            except TargetExists:
+                if policy == "unique":
+                    continue
+                if policy == "skip":
+                    log.warning(
+                        "file.output_skipped",
+                        output=name,
+                        reason="a different file already has this name",
+                    )
+                    return None
+                raise
+            checkpoint("after-rename")
+            return name
+        raise TargetExists(f"{route.target.endpoint}: no free name left for {out.name}")
 
     @staticmethod
-    def _already_there(target: Remote, out: Output) -> bool:
-        """True if the target already holds exactly these bytes under this name."""
-        info = target.stat(out.name)
+    def _put(target: Remote, out: Output, name: str, temp: str, overwrite: bool) -> None:
+        with out.open() as src:
+            target.put_atomic(name, src, out.size, temp_name=temp, overwrite=overwrite)
+
+    @staticmethod
+    def _already_there(target: Remote, out: Output, name: str) -> bool:
+        """True if the target already holds exactly these bytes under ``name``."""
+        info = target.stat(name)
         if info is None or info.size != out.size:
             return False
         probe = NullWriter()
-        target.download(out.name, probe)  # type: ignore[arg-type]
+        target.download(name, probe)  # type: ignore[arg-type]
         return probe.sha.hexdigest() == out.sha256
 
     def _after(
