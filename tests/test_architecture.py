@@ -18,8 +18,8 @@ OWNERS = {
     "tenacity": {"retry.py"},
     "sqlite3": {"journal/sqlite.py"},
     "tomllib": {"config.py", "layout.py"},
-    "watchdog": set(),
-    "apscheduler": set(),
+    "watchdog": {"watcher.py"},
+    "apscheduler": {"daemon.py"},
 }
 
 

@@ -182,8 +182,10 @@ class FieldSpec(_Model):
             value = Decimal(value)
         elif kind in ("string", "enum") and not isinstance(value, str):
             return self.parse(self.render(value, as_source=True))
-        if isinstance(value, Decimal) and self.scale is not None and value != value.quantize(
-            Decimal(1).scaleb(-self.scale)
+        if (
+            isinstance(value, Decimal)
+            and self.scale is not None
+            and value != value.quantize(Decimal(1).scaleb(-self.scale))
         ):
             raise FieldValueError(
                 "scale", f"has more than {self.scale} decimal places (never rounded)"

@@ -5,6 +5,8 @@ This is the only module that imports click.
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import sys
 import tempfile
@@ -21,7 +23,7 @@ import click
 from xchange import __version__
 from xchange.config import AppConfig, SFTPEndpoint, load_config
 from xchange.errors import ConfigError, LockHeld, ValidationFailed, XchangeError
-from xchange.journal import open_journal
+from xchange.journal import State, open_journal
 from xchange.lock import RunLock
 from xchange.log import configure_logging, register_secret
 from xchange.pipeline import Pipeline
@@ -77,11 +79,15 @@ def _config(ctx: click.Context, config_path: str | None) -> AppConfig:
         config = load_config(path)
     except ConfigError as exc:
         _fail("\n".join(exc.problems), EXIT_CONFIG)
+    secrets: list[Any] = []
     for endpoint in config.endpoints.values():
         if isinstance(endpoint, SFTPEndpoint):
-            for secret in (endpoint.password, endpoint.key_passphrase):
-                if secret is not None:
-                    register_secret(secret.get_secret_value())
+            secrets += [endpoint.password, endpoint.key_passphrase]
+    for sink in config.alerts.sinks:
+        secrets += [getattr(sink, "password", None), getattr(sink, "secret_url", None)]
+    for secret in secrets:
+        if secret is not None:
+            register_secret(secret.get_secret_value())
     return config
 
 
@@ -125,9 +131,11 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
-            raise SystemExit(128 + signum)
+            # Exit now. Whatever was being written is under a hidden temporary name,
+            # never under a final one; the journal resumes it at the next start.
+            os._exit(128 + signum)
         stop.set()
-        click.echo("stopping: finishing the file in hand (signal again to exit now)", err=True)
+        click.echo("stopping: finishing the files in hand (signal again to exit now)", err=True)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -140,45 +148,41 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 @main.command()
 @config_option
 @click.option("--once", is_flag=True, help="Process what is ready now, then exit (for cron).")
-@click.option("--route", "routes", multiple=True, help="Only this route (repeatable).")
-@click.option(
-    "--interval",
-    type=click.FloatRange(min=0.1),
-    default=30.0,
-    show_default=True,
-    help="Seconds between passes when running continuously.",
-)
+@click.option("--route", "routes", multiple=True, help="Only this route (repeatable, --once).")
 @click.pass_context
-def run(
-    ctx: click.Context,
-    config_path: str | None,
-    once: bool,
-    routes: tuple[str, ...],
-    interval: float,
-) -> None:
-    """Run the exchanges: once (cron), or continuously until SIGTERM.
+def run(ctx: click.Context, config_path: str | None, once: bool, routes: tuple[str, ...]) -> None:
+    """Run the exchanges: once (cron), or as a daemon in the foreground until SIGTERM.
 
     Exit codes with --once: 0 all delivered, 1 some files quarantined, 2 configuration
     error, 3 some files could not be delivered yet (they stay for the next run),
-    4 another run of this configuration holds the lock.
+    4 another run of this configuration holds the lock. The daemon exits 0 after a
+    clean stop.
     """
     config = _config(ctx, config_path)
     for name in routes:
         config.route(name)
+    if routes and not once:
+        raise click.UsageError("--route goes with --once; the daemon runs every route")
     stop = threading.Event()
+    code = 0
     try:
         with RunLock(config.journal.path.with_suffix(".lock")), _stop_on_signals(stop):
             journal = open_journal(config.journal)
-            runner = Runner(config, journal, stop=stop)
             try:
-                while True:
-                    results = runner.run_once(list(routes) or None)
+                if once:
+                    runner = Runner(config, journal, stop=stop)
+                    try:
+                        results = runner.run_once(list(routes) or None)
+                    finally:
+                        runner.close()
                     for result in results:
                         click.echo(result.summary())
-                    if once or stop.wait(interval):
-                        break
+                    code = exit_code(results)
+                else:
+                    from xchange.daemon import Daemon
+
+                    Daemon(config, journal, stop=stop).run()
             finally:
-                runner.close()
                 journal.close()
     except LockHeld as exc:
         _fail(f"xchange: {exc}", EXIT_LOCKED)
@@ -186,7 +190,61 @@ def run(
         _fail("\n".join(exc.problems), EXIT_CONFIG)
     except XchangeError as exc:
         _fail(f"xchange: could not run: {exc}", EXIT_NOT_DELIVERED)
-    sys.exit(exit_code(results) if once else 0)
+    sys.exit(code)
+
+
+@main.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+@click.pass_context
+def status(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
+    """What each route is waiting for: files held (and why), retries due, quarantine."""
+    from xchange.readiness import describe
+
+    config = _config(ctx, config_path)
+    journal = open_journal(config.journal)
+    now = datetime.now(UTC)
+    report: list[dict[str, Any]] = []
+    try:
+        for route in config.routes:
+            held = sorted(journal.observations(route.name).values(), key=lambda o: o.path)
+            retrying = journal.query(route=route.name, state=State.RETRYING, limit=1000)
+            quarantined = journal.query(route=route.name, state=State.QUARANTINED, limit=100_000)
+            report.append(
+                {
+                    "route": route.name,
+                    "held": [
+                        {"path": o.path, "size": o.size, "reason": describe(o, now)} for o in held
+                    ],
+                    "retrying": [
+                        {
+                            "id": r.id,
+                            "path": r.path,
+                            "error": r.error_message,
+                            "next_retry_at": r.next_retry_at.isoformat()
+                            if r.next_retry_at
+                            else None,
+                        }
+                        for r in retrying
+                    ],
+                    "quarantined": len(quarantined),
+                }
+            )
+    finally:
+        journal.close()
+    if as_json:
+        click.echo(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    for item in report:
+        click.echo(
+            f"{item['route']}: {len(item['held'])} held, {len(item['retrying'])} "
+            f"retrying, {item['quarantined']} quarantined"
+        )
+        for h in item["held"]:
+            click.echo(f"  held: {h['path']} ({h['size']} bytes): {h['reason']}")
+        for r in item["retrying"]:
+            when = r["next_retry_at"] or "now"
+            click.echo(f"  retrying: #{r['id']} {r['path']}: next try {when}: {r['error']}")
 
 
 # --------------------------------------------------------------------------- convert / validate

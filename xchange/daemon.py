@@ -1,0 +1,131 @@
+"""The daemon: each route on its own schedule (APScheduler 3, the only module that uses
+it), local drop folders watched for changes, and a clean stop on SIGTERM.
+
+- A route runs on its ``schedule`` (an interval, or a cron line in a time zone), or every
+  ``daemon.poll_interval`` seconds. At most one run of a route at a time; missed runs are
+  coalesced into one.
+- Routes reading a local folder without a cron schedule are also woken by file events, and
+  every ``daemon.rescan`` seconds in case events were lost.
+- A route that holds files still being written looks again when they could be ready.
+- ``stop`` set (first SIGTERM/SIGINT): no new file is taken, files in hand are finished,
+  the scheduler waits for its running jobs, connections are closed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from xchange.config import AppConfig, LocalEndpoint, RouteConfig
+from xchange.journal import Journal
+from xchange.runner import RouteResult, Runner
+from xchange.watcher import FolderWatcher
+
+log = structlog.get_logger(__name__)
+
+
+class Daemon:
+    """Runs every route of a configuration until ``stop`` is set."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        journal: Journal,
+        *,
+        stop: threading.Event,
+        on_result: Callable[[RouteResult], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.stop = stop
+        self.runner = Runner(config, journal, stop=stop)
+        self.on_result = on_result
+        self._dirty = {r.name: threading.Event() for r in config.routes}
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(config.daemon.workers)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
+            timezone=UTC,
+        )
+        self.watcher = FolderWatcher(self.kick)
+
+    def _trigger(self, route: RouteConfig) -> Any:
+        schedule = route.schedule
+        if schedule.cron is not None:
+            return CronTrigger.from_crontab(schedule.cron, timezone=schedule.timezone or UTC)
+        return IntervalTrigger(seconds=schedule.interval or self.config.daemon.poll_interval)
+
+    def run(self) -> None:
+        """Block until ``stop`` is set, then shut down cleanly."""
+        now = datetime.now(UTC)
+        for route in self.config.routes:
+            self.scheduler.add_job(
+                self._job,
+                self._trigger(route),
+                args=[route.name],
+                id=route.name,
+                name=f"route {route.name}",
+                next_run_time=now,  # files present at start
+            )
+        watched = self._watch()
+        if watched:
+            self.scheduler.add_job(
+                self.kick,
+                IntervalTrigger(seconds=self.config.daemon.rescan),
+                args=[watched],
+                id="rescan",
+                name="rescan of watched folders",
+            )
+        self.watcher.start()
+        self.scheduler.start()
+        log.info("daemon.started", routes=[r.name for r in self.config.routes], watched=watched)
+        try:
+            while not self.stop.wait(1.0):
+                pass
+        finally:
+            log.info("daemon.stopping", reason="signal")
+            self.watcher.stop()
+            self.scheduler.shutdown(wait=True)  # the files in hand are finished
+            self.runner.close()
+            log.info("daemon.stopped")
+
+    def _watch(self) -> list[str]:
+        folders: dict[Any, list[RouteConfig]] = {}
+        for route in self.config.routes:
+            endpoint = self.config.endpoints[route.source.endpoint]
+            if isinstance(endpoint, LocalEndpoint) and route.schedule.cron is None:
+                folders.setdefault(endpoint.path, []).append(route)
+        for folder, routes in folders.items():
+            self.watcher.watch(
+                folder, [r.name for r in routes], recursive=any(r.source.recursive for r in routes)
+            )
+        return [r.name for routes in folders.values() for r in routes]
+
+    def kick(self, routes: list[str], delay: float = 0.2) -> None:
+        """Run these routes soon (again, if one is running now)."""
+        if self.stop.is_set():
+            return
+        when = datetime.now(UTC) + timedelta(seconds=delay)
+        for name in routes:
+            self._dirty[name].set()
+            job = self.scheduler.get_job(name)
+            if job is not None and (job.next_run_time is None or job.next_run_time > when):
+                job.modify(next_run_time=when)
+
+    def _job(self, name: str) -> None:
+        route = self.config.route(name)
+        while not self.stop.is_set():
+            self._dirty[name].clear()
+            result = self.runner.run_route(route)
+            if self.on_result is not None:
+                self.on_result(result)
+            if result.next_look is not None:
+                self.kick([name], delay=result.next_look + 0.05)
+            if not self._dirty[name].is_set() or result.next_look is not None:
+                break
