@@ -141,6 +141,9 @@ class RouteResult:
         return text
 
 
+#: The longest ``run --once`` waits for files to settle before leaving them for next time.
+MAX_SETTLE_WAIT = 10.0
+
 #: Exit codes of ``xchange run --once`` (documented in README.md).
 EXIT_OK, EXIT_QUARANTINED, EXIT_CONFIG, EXIT_NOT_DELIVERED, EXIT_LOCKED = 0, 1, 2, 3, 4
 
@@ -227,7 +230,8 @@ class Runner:
                 for r in pending
                 if results[r.name].next_look is not None
                 and not results[r.name].error
-                and results[r.name].next_look <= r.ready.settle + 1  # type: ignore[operator]
+                # Waiting is for files just finished: a cron run waits 10 s at most.
+                and results[r.name].next_look <= min(r.ready.settle + 1, MAX_SETTLE_WAIT)  # type: ignore[operator]
             }
             if not wait_to_settle or not waits:
                 break
