@@ -75,6 +75,28 @@ def fast(exchange: Exchange, settle: float = 0.5, extra: str = "") -> None:
     )
 
 
+def sftp_source(exchange: Exchange, sshd: SshServer, drop: Path) -> None:
+    """Point the route's source at an SFTP folder of the test sshd."""
+    text = exchange.config.read_text().replace(
+        f'[endpoints.shop-drop]\ntype = "local"\npath = "{exchange.inbox}"',
+        f'[endpoints.shop-drop]\ntype = "sftp"\nhost = "{sshd.host}"\nport = {sshd.port}\n'
+        f'user = "{sshd.user}"\npath = "{drop}"\nkey_file = "{sshd.client_key}"\n'
+        f'known_hosts = "{sshd.known_hosts}"',
+    )
+    exchange.config.write_text(text)
+
+
+def sftp_target(exchange: Exchange, sshd: SshServer, folder: Path) -> None:
+    """Point the route's target at an SFTP folder of the test sshd."""
+    from tests.test_sftp import sftp_target_toml
+
+    text = exchange.config.read_text().replace(
+        f'[endpoints.wms-outbox]\ntype = "local"\npath = "{exchange.outbox}"\n',
+        sftp_target_toml(sshd, folder),
+    )
+    exchange.config.write_text(text)
+
+
 def outputs(folder: Path) -> dict[str, bytes]:
     if not folder.exists():
         return {}
@@ -329,3 +351,43 @@ def test_cron_schedules_use_day_names_and_time_zones() -> None:
         ScheduleSpec(cron="0 2 * * *", timezone="Mars/Olympus")
     with pytest.raises(ValueError, match="not both"):
         ScheduleSpec(cron="0 2 * * *", interval=60)
+
+
+@pytest.mark.sftp
+def test_a_slowly_written_file_on_sftp_is_taken_only_when_complete(
+    exchange: Exchange, sshd: SshServer
+) -> None:
+    """Polling an SFTP folder: a file still growing between looks is held until stable."""
+    fast(exchange, settle=1.5)
+    drop = sshd.folder("sftp-slow")
+    sftp_source(exchange, sshd, drop)
+    lines = SAMPLE.read_bytes().split(b"\r\n")
+    with daemon(exchange):
+        target = drop / "orders_20261121.csv"
+        with open(target, "wb") as fh:
+            for line in lines:
+                fh.write(line + b"\r\n" if line else b"")
+                fh.flush()
+                time.sleep(0.6)
+                assert outputs(exchange.outbox) == {}, "taken while still being written"
+        target.chmod(0o666)
+        wait_for(lambda: outputs(exchange.outbox) == EXPECTED, what="the delivery")
+
+
+@pytest.mark.sftp
+def test_sigterm_during_an_sftp_delivery_leaves_the_target_clean(
+    exchange: Exchange, sshd: SshServer
+) -> None:
+    """Over SFTP too: the file in hand is finished, complete, nothing temporary left."""
+    source = stock_count_exchange(exchange)
+    folder = sshd.folder("sigterm")
+    sftp_target(exchange, sshd, folder)
+    staging = exchange.journal.parent / "scratch" / "staging"
+    with daemon(exchange) as proc:
+        os.replace(source, exchange.inbox / source.name)
+        wait_for(lambda: staging.exists() and any(staging.iterdir()), what="work in hand")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    assert proc.returncode == 0
+    assert os.listdir(folder) == ["OMS_INV_stockcount_big.csv"]
+    assert (folder / "OMS_INV_stockcount_big.csv").read_bytes().count(b"\r\n") == 40_001

@@ -64,6 +64,8 @@ def judge(
         same = before is not None and (before.size, before.mtime_ns) == (f.size, f.mtime_ns)
         changed_at = before.changed_at if same and before else now
         age = (now - datetime.fromtimestamp(f.mtime_ns / 1e9, tz=now.tzinfo)).total_seconds()
+        if f.mtime_ns % 1_000_000_000 == 0:
+            age -= 1.0  # whole seconds (SFTP): the change may be up to 1 s later than shown
         reason = _reason(spec, f, names, before, same, changed_at, age, now)
         if reason is None:
             ready.append(f)
