@@ -242,16 +242,25 @@ def stock_count_exchange(exchange: Exchange) -> Path:
     return source
 
 
-def test_sigterm_during_a_delivery_finishes_it_and_exits_0(exchange: Exchange) -> None:
-    """The file in hand when SIGTERM arrives is finished; nothing half-written is left."""
-    source = stock_count_exchange(exchange)
+def signal_with_work_in_hand(exchange: Exchange, source: Path, signals: int) -> int:
+    """Start the daemon, drop ``source``, send SIGTERM ``signals`` times once the file is
+    being converted; return the daemon's exit status."""
     staging = exchange.journal.parent / "scratch" / "staging"
     with daemon(exchange) as proc:
         os.replace(source, exchange.inbox / source.name)
         wait_for(lambda: staging.exists() and any(staging.iterdir()), what="work in hand")
-        proc.send_signal(signal.SIGTERM)
+        for n in range(signals):
+            if n:
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
-    assert proc.returncode == 0
+    return proc.returncode
+
+
+def test_sigterm_during_a_delivery_finishes_it_and_exits_0(exchange: Exchange) -> None:
+    """The file in hand when SIGTERM arrives is finished; nothing half-written is left."""
+    source = stock_count_exchange(exchange)
+    assert signal_with_work_in_hand(exchange, source, 1) == 0
     (out,) = exchange.outbox.iterdir()
     assert out.name == "OMS_INV_stockcount_big.csv"
     assert out.read_bytes().count(b"\r\n") == 40_001
@@ -261,15 +270,7 @@ def test_sigterm_during_a_delivery_finishes_it_and_exits_0(exchange: Exchange) -
 def test_a_second_signal_exits_at_once_leaving_no_partial_file(exchange: Exchange) -> None:
     """Two signals: out at once, nothing under a final name; the next start delivers it."""
     source = stock_count_exchange(exchange)
-    staging = exchange.journal.parent / "scratch" / "staging"
-    with daemon(exchange) as proc:
-        os.replace(source, exchange.inbox / source.name)
-        wait_for(lambda: staging.exists() and any(staging.iterdir()), what="work in hand")
-        proc.send_signal(signal.SIGTERM)
-        time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-    assert proc.returncode == 128 + signal.SIGTERM
+    assert signal_with_work_in_hand(exchange, source, 2) == 128 + signal.SIGTERM
     assert outputs(exchange.outbox) == {}
     with daemon(exchange):
         wait_for(lambda: len(outputs(exchange.outbox)) == 1, timeout=120, what="redelivery")
@@ -382,12 +383,6 @@ def test_sigterm_during_an_sftp_delivery_leaves_the_target_clean(
     source = stock_count_exchange(exchange)
     folder = sshd.folder("sigterm")
     sftp_target(exchange, sshd, folder)
-    staging = exchange.journal.parent / "scratch" / "staging"
-    with daemon(exchange) as proc:
-        os.replace(source, exchange.inbox / source.name)
-        wait_for(lambda: staging.exists() and any(staging.iterdir()), what="work in hand")
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
-    assert proc.returncode == 0
+    assert signal_with_work_in_hand(exchange, source, 1) == 0
     assert os.listdir(folder) == ["OMS_INV_stockcount_big.csv"]
     assert (folder / "OMS_INV_stockcount_big.csv").read_bytes().count(b"\r\n") == 40_001
