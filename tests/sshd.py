@@ -119,26 +119,32 @@ def _spawn(config: Path, log_file: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
 
 
-_PASSWORD_LOGIN: list[tuple[str, str]] = []
+#: Root-only file holding the throwaway login's random password, so that concurrent test
+#: runs on one machine agree on it.
+PASSWORD_FILE = Path("/root/.xchange-test-login")
 
 
 def _ensure_password_user() -> tuple[str, str] | None:
-    """As root, (re)create a throwaway login with a random password, once per process
-    (every sshd the tests start shares it)."""
+    """As root, create (once per machine) a throwaway login with a random password."""
     if os.geteuid() != 0:
         return None
-    if _PASSWORD_LOGIN:
-        return _PASSWORD_LOGIN[0]
+    try:
+        fd = os.open(PASSWORD_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        password = PASSWORD_FILE.read_text().strip()
+    else:
+        password = secrets.token_urlsafe(18)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(password)
     try:
         pwd.getpwnam(TEST_USER)
     except KeyError:
         subprocess.run(
             ["useradd", "--no-create-home", "--shell", "/bin/sh", TEST_USER],
-            check=True,
+            check=False,  # a concurrent run may have just created it
             capture_output=True,
             timeout=30,
         )
-    password = secrets.token_urlsafe(18)
     subprocess.run(
         ["chpasswd"],
         input=f"{TEST_USER}:{password}".encode(),
@@ -146,7 +152,6 @@ def _ensure_password_user() -> tuple[str, str] | None:
         capture_output=True,
         timeout=30,
     )
-    _PASSWORD_LOGIN.append((TEST_USER, password))
     return TEST_USER, password
 
 
