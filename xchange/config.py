@@ -186,10 +186,15 @@ class RetrySpec(_Model):
 class RouteConfig(_Model):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     source: SourceSpec
-    source_layout: str
+    #: Layouts and mapping under the formats folder; mapping = "copy" (and no layouts)
+    #: delivers files byte for byte.
+    source_layout: str | None = None
     mapping: str
-    target_layout: str
+    target_layout: str | None = None
     target: TargetSpec
+    #: Files of this route handled at the same time (each with its own connections);
+    #: 1 keeps the folder's order (oldest first).
+    transfers: int = Field(1, ge=1, le=64)
     after: AfterSpec = AfterSpec()
     retry: RetrySpec = RetrySpec()
     ready: ReadySpec = ReadySpec()
@@ -496,6 +501,19 @@ def _cross_check(source: str, routes: Any, raw_endpoints: Mapping[str, Any]) -> 
     for i, route in enumerate(routes):
         if not isinstance(route, dict):
             continue
+        if route.get("mapping") == "copy":
+            for key in ("source_layout", "target_layout"):
+                if key in route:
+                    problems.append(
+                        f'{source}: routes[{i}].{key}: a mapping = "copy" route has no layouts'
+                    )
+        elif isinstance(route.get("mapping"), str):
+            for key in ("source_layout", "target_layout"):
+                if key not in route:
+                    problems.append(
+                        f"{source}: routes[{i}].{key}: required key is missing "
+                        '(or set mapping = "copy")'
+                    )
         name = route.get("name")
         if isinstance(name, str):
             if name in seen:
@@ -503,12 +521,14 @@ def _cross_check(source: str, routes: Any, raw_endpoints: Mapping[str, Any]) -> 
             seen.add(name)
         source_spec = route.get("source")
         endpoint_name = source_spec.get("endpoint") if isinstance(source_spec, dict) else None
-        if isinstance(endpoint_name, str):
-            first = after_by_source.setdefault(endpoint_name, (i, route.get("after")))
+        if isinstance(endpoint_name, str) and isinstance(source_spec, dict):
+            # Routes taking the same files (same folder, same patterns) fan out.
+            taken = f"{endpoint_name}|{source_spec.get('pattern', '*')}"
+            first = after_by_source.setdefault(taken, (i, route.get("after")))
             if first[1] != route.get("after"):
                 problems.append(
-                    f"{source}: routes[{i}].after: routes reading the same source endpoint "
-                    f"must treat delivered files the same way (see routes[{first[0]}].after)"
+                    f"{source}: routes[{i}].after: routes taking the same files must treat "
+                    f"them the same way once delivered (see routes[{first[0]}].after)"
                 )
         for side in ("source", "target"):
             spec = route.get(side)

@@ -243,3 +243,50 @@ def _marked(records: Iterable[Record], report: Report) -> Iterator[Record]:
             rec.ok = False
             before = report.total
         yield rec
+
+
+class CopyPipeline:
+    """``mapping = "copy"``: deliver the file byte for byte, under the route's name template
+    (``{source_name}``, ``{source_stem}``, ``{date}``). No layout, no validation."""
+
+    versions = ("copy", "copy")
+
+    def __init__(self, route: RouteConfig) -> None:
+        self.route = route
+
+    def convert(self, data: bytes, source_name: str, now: datetime) -> list[Output]:
+        return self.convert_stream(io.BytesIO(data), source_name, now, Sink()).outputs
+
+    def convert_stream(
+        self,
+        stream: BinaryIO,
+        source_name: str,
+        now: datetime,
+        sink: Sink,
+        *,
+        skip: Callable[[str], bool] | None = None,
+    ) -> Conversion:
+        source = PurePosixPath(source_name)
+        name = render_name(
+            self.route.target.name,
+            {
+                "source_name": source.name,
+                "source_stem": source.stem,
+                "date": now,
+            },
+        )
+        with sink.create(name, [1]) as out:
+            while chunk := stream.read(1 << 20):
+                out.write(chunk)
+        return Conversion(list(sink.outputs), None)
+
+
+def make_pipeline(route: RouteConfig, formats: Path) -> Pipeline | CopyPipeline:
+    """The route's data plane: layouts and a mapping, or a plain copy.
+
+    Raises:
+        ConfigError: a layout or mapping file is wrong, or they do not fit together.
+    """
+    if route.mapping == "copy":
+        return CopyPipeline(route)
+    return Pipeline(route, formats)

@@ -24,7 +24,8 @@ import hashlib
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,7 +51,7 @@ from xchange.journal import (
     OutputRecord,
     State,
 )
-from xchange.pipeline import Conversion, Pipeline
+from xchange.pipeline import Conversion, make_pipeline
 from xchange.quarantine import Quarantine
 from xchange.readiness import Verdict, judge, marker_name
 from xchange.remote import FileInfo, Remote, open_remote
@@ -176,7 +177,7 @@ class Runner:
         self.journal = journal
         self.now = now
         self.sleep = sleep
-        self.pipelines = {r.name: Pipeline(r, config.formats) for r in config.routes}
+        self.pipelines = {r.name: make_pipeline(r, config.formats) for r in config.routes}
         self.quarantine = Quarantine(config.quarantine.path)
         self.alerter = alerter or Alerter(
             config.alerts, journal, config_file=str(config.source_file), now=now
@@ -187,6 +188,7 @@ class Runner:
         self._local = threading.local()
         self._all_remotes: list[dict[str, Remote]] = []
         self._remotes_lock = threading.Lock()
+        self._pools: dict[str, ThreadPoolExecutor] = {}
 
     def remote(self, name: str) -> Remote:
         """This thread's connection to an endpoint (opened on first use, then reused)."""
@@ -201,6 +203,9 @@ class Runner:
 
     def close(self) -> None:
         """Close every thread's connections (when no route is running)."""
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)
+        self._pools.clear()
         with self._remotes_lock:
             for remotes in self._all_remotes:
                 for remote in remotes.values():
@@ -246,16 +251,12 @@ class Runner:
         result = RouteResult(route.name)
         with structlog.contextvars.bound_contextvars(route=route.name):
             verdict = self._look(route, result)
-            for info in verdict.ready if verdict else []:
-                if self.stop.is_set():
-                    break
-                outcome = self.process(route, info)
+            for outcome in self._process_all(route, verdict.ready if verdict else []):
                 result.files.append(outcome)
                 if outcome.outcome == RETRY_LATER and result.error is None:
-                    # The target is in trouble: leave the remaining files for the next run
-                    # instead of failing each of them the same way.
+                    # The target is in trouble: the remaining files are left for the next
+                    # run instead of failing each of them the same way.
                     result.error, result.error_kind = outcome.error, outcome.cause
-                    break
             if verdict is not None:
                 result.held = verdict.held
                 result.next_look = verdict.soonest(datetime.now(UTC), route.ready)
@@ -271,6 +272,35 @@ class Runner:
             )
             self._alert(result)
         return result
+
+    def _process_all(self, route: RouteConfig, ready: list[FileInfo]) -> Iterator[FileResult]:
+        """Take ready files through, ``route.transfers`` at a time, each worker thread with
+        its own connections; stop taking new ones on a stop request or target trouble."""
+        trouble = threading.Event()
+
+        def work(info: FileInfo) -> FileResult | None:
+            if self.stop.is_set() or trouble.is_set():
+                return None
+            outcome = self.process(route, info)
+            if outcome.outcome == RETRY_LATER:
+                trouble.set()
+            return outcome
+
+        if route.transfers == 1 or len(ready) < 2:
+            outcomes: Iterable[FileResult | None] = map(work, ready)
+        else:
+            outcomes = self._pool(route).map(work, ready)
+        for outcome in outcomes:
+            if outcome is not None:
+                yield outcome
+
+    def _pool(self, route: RouteConfig) -> ThreadPoolExecutor:
+        with self._remotes_lock:
+            if route.name not in self._pools:
+                self._pools[route.name] = ThreadPoolExecutor(
+                    route.transfers, thread_name_prefix=f"xchange-{route.name}"
+                )
+            return self._pools[route.name]
 
     def _look(self, route: RouteConfig, result: RouteResult) -> Verdict | None:
         """List the source; return what is ready and what is held (None: cannot list)."""
@@ -345,7 +375,7 @@ class Runner:
     ) -> FileResult:
         started = time.monotonic()
         result = FileResult(route.name, name, SKIPPED)
-        with structlog.contextvars.bound_contextvars(source=name):
+        with structlog.contextvars.bound_contextvars(route=route.name, source=name):
             try:
                 work(result)
             except XchangeError as exc:

@@ -26,7 +26,7 @@ from xchange.errors import ConfigError, LockHeld, ValidationFailed, XchangeError
 from xchange.journal import State, open_journal
 from xchange.lock import RunLock
 from xchange.log import configure_logging, register_secret
-from xchange.pipeline import Pipeline
+from xchange.pipeline import CopyPipeline, Pipeline, make_pipeline
 from xchange.runner import EXIT_CONFIG, EXIT_LOCKED, EXIT_NOT_DELIVERED, Runner, exit_code
 from xchange.sink import Output, Sink
 
@@ -91,9 +91,9 @@ def _config(ctx: click.Context, config_path: str | None) -> AppConfig:
     return config
 
 
-def _pipeline(config: AppConfig, route: str) -> Pipeline:
+def _pipeline(config: AppConfig, route: str) -> Pipeline | CopyPipeline:
     try:
-        return Pipeline(config.route(route), config.formats)
+        return make_pipeline(config.route(route), config.formats)
     except ConfigError as exc:
         _fail("\n".join(exc.problems), EXIT_CONFIG)
 
@@ -110,7 +110,7 @@ def check(ctx: click.Context, config_path: str | None) -> None:
     problems: list[str] = []
     for route in config.routes:
         try:
-            Pipeline(route, config.formats)
+            make_pipeline(route, config.formats)
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:
