@@ -618,13 +618,15 @@ class Runner:
             candidates += [
                 f"{stem}_{n}.{ext}" if dot else f"{out.name}_{n}" for n in range(1, 1000)
             ]
+        # A file already on the target with these very bytes is this delivery, made before a
+        # crash: recognise it instead of sending it again. Without overwrite the target says
+        # so by refusing the name; with overwrite, look first when this is a later attempt.
         for name in candidates:
-            if policy != "overwrite" and self._already_there(target, out, name):
-                log.info(
-                    "file.output_found",
-                    output=name,
-                    reason="present with the same bytes; not sent again",
-                )
+            if policy == "overwrite" and record.attempts > 1 and self._already_there(
+                target, out, name
+            ):
+                log.info("file.output_found", output=name,
+                         reason="present with the same bytes; not sent again")
                 return name
             temp = temp_name_for(name, f"{record.sha256[:8]}{out.sha256[:8]}")
             try:
@@ -636,14 +638,15 @@ class Runner:
                     sleep=self.sleep,
                 )
             except TargetExists:
+                if self._already_there(target, out, name):
+                    log.info("file.output_found", output=name,
+                             reason="present with the same bytes; not sent again")
+                    return name
                 if policy == "unique":
                     continue
                 if policy == "skip":
-                    log.warning(
-                        "file.output_skipped",
-                        output=name,
-                        reason="a different file already has this name",
-                    )
+                    log.warning("file.output_skipped", output=name,
+                                reason="a different file already has this name")
                     return None
                 raise
             checkpoint("after-rename")

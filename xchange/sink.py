@@ -85,6 +85,7 @@ class Sink:
             yield writer
             content, path = buf.getvalue(), None
         else:
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             path = self.folder / name
             with open(path, "wb") as fh:
                 writer = HashingWriter(fh)
@@ -106,10 +107,10 @@ class Sink:
 
 @contextmanager
 def staging_folder(root: Path, key: str) -> Iterator[Path]:
-    """A private, empty folder for one file's outputs, removed afterwards."""
+    """A private folder for one file's outputs (made when the first one is written),
+    removed afterwards."""
     folder = root / key
     shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(mode=0o700, parents=True)
     try:
         yield folder
     finally:

@@ -248,8 +248,8 @@ class SFTPRemote:
     ) -> FileInfo:
         sftp = self._client()
         final, temp = self._path(name), self._path(temp_name)
-        if not overwrite and self.stat(name) is not None:
-            raise TargetExists(f"{self._where()}: {name} already exists")
+        # No look before the upload: without overwrite, the plain SFTP rename refuses an
+        # existing name atomically, and that refusal is what raises TargetExists.
         try:
             with self._errors(f"upload {name}"):
                 try:
