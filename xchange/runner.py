@@ -189,6 +189,9 @@ class Runner:
         self._all_remotes: list[dict[str, Remote]] = []
         self._remotes_lock = threading.Lock()
         self._pools: dict[str, ThreadPoolExecutor] = {}
+        #: Per route, files seen delivered and left in place (after = "leave"), so that a
+        #: look at a folder with a long history costs one set look-up per old file.
+        self._left_in_place: dict[str, set[tuple[str, int, int]]] = {}
 
     def remote(self, name: str) -> Remote:
         """This thread's connection to an endpoint (opened on first use, then reused)."""
@@ -322,18 +325,23 @@ class Runner:
             markers = {marker_name(route.ready.marker, f.name) for f in wanted}
             wanted = [f for f in wanted if f.name not in markers]
         fresh = []
+        left = self._left_in_place.setdefault(route.name, set())
         for f in wanted:
+            if (f.name, f.size, f.mtime_ns) in left:
+                continue  # delivered and left in place on purpose: no journal look-up
             known = self.journal.lookup(
                 route.name, route.source.endpoint, f.name, f.size, f.mtime_ns
             )
-            if known is not None and known.state in DONE_STATES:
+            if known is None or known.state not in DONE_STATES:
+                fresh.append(f)
+            elif route.after.action == "leave":
+                left.add((f.name, f.size, f.mtime_ns))
+            else:
                 result.files.append(
                     self._timed(
                         route, f.name, lambda r, f=f, k=known: self._finish_after(route, f, k, r)
                     )
                 )
-            else:
-                fresh.append(f)
         now = datetime.now(UTC)
         verdict = judge(route.ready, fresh, names, self.journal.observations(route.name), now)
         self.journal.save_observations(route.name, verdict.held)

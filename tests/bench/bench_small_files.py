@@ -97,7 +97,8 @@ def main() -> None:
 
         def sftp_put() -> None:
             batch = work / "put.batch"
-            batch.write_text("".join(f"put {p} {target}/{p.name}\n" for p in sorted(drop.iterdir())))
+            files = sorted(drop.iterdir())
+            batch.write_text("".join(f"put {p} {target}/{p.name}\n" for p in files))
             subprocess.run(["sftp", *ssh_options(server), "-b", str(batch),
                             f"{server.user}@{server.host}"], check=True, capture_output=True)
 
