@@ -37,6 +37,7 @@ from xchange.config import AppConfig, RouteConfig
 from xchange.errors import (
     FormatError,
     RemoteError,
+    RemoteNotFound,
     TargetExists,
     UnsafeName,
     XchangeError,
@@ -440,30 +441,49 @@ class Runner:
                 result.outcome = WAITING
                 result.error = f"next try at {known.next_retry_at.astimezone():%H:%M:%S}"
                 return
-        with source.local_copy(info.name, self.scratch / "downloads") as path:
-            size, sha = _fingerprint(path)
-            result.bytes = size
-            pipeline = self.pipelines[route.name]
-            claim = self.journal.claim(
-                FileKey(route.name, route.source.endpoint, info.name, size, info.mtime_ns, sha),
-                layout_version=pipeline.versions[0],
-                mapping_version=pipeline.versions[1],
+        try:
+            with source.local_copy(info.name, self.scratch / "downloads") as path:
+                self._claimed(route, source, info, path, result)
+        except RemoteNotFound:
+            # Gone between the listing and the read (its producer took it back): nothing
+            # to deliver and nothing lost.
+            log.info("file.vanished", reason="removed from the drop folder before it was read")
+            result.outcome = SKIPPED
+
+    def _claimed(
+        self, route: RouteConfig, source: Remote, info: FileInfo, path: Path, result: FileResult
+    ) -> None:
+        size, sha = _fingerprint(path)
+        result.bytes = size
+        if size != info.size:
+            # Changed since the listing (truncated, or written again): judge it again.
+            log.info(
+                "file.changed",
+                listed=info.size,
+                now=size,
+                reason="changed between the listing and the read; looked at again",
             )
-            checkpoint("after-claim")
-            result.file_id = claim.record.id
-            if claim.already_delivered:
-                result.outcome = DUPLICATE
-                result.outputs = [o.path for o in claim.record.outputs]
-                self.journal.transition(
-                    claim.record.id,
-                    claim.record.state,
-                    note=f"same content seen again as {info.name}; not sent again",
-                )
-                self._after(route, source, info, None)
-                return
-            self._convert_and_deliver(
-                route, claim.record, path, info.name, result, source, info=info
+            result.outcome = SKIPPED
+            return
+        pipeline = self.pipelines[route.name]
+        claim = self.journal.claim(
+            FileKey(route.name, route.source.endpoint, info.name, size, info.mtime_ns, sha),
+            layout_version=pipeline.versions[0],
+            mapping_version=pipeline.versions[1],
+        )
+        checkpoint("after-claim")
+        result.file_id = claim.record.id
+        if claim.already_delivered:
+            result.outcome = DUPLICATE
+            result.outputs = [o.path for o in claim.record.outputs]
+            self.journal.transition(
+                claim.record.id,
+                claim.record.state,
+                note=f"same content seen again as {info.name}; not sent again",
             )
+            self._after(route, source, info, None)
+            return
+        self._convert_and_deliver(route, claim.record, path, info.name, result, source, info=info)
 
     def _again(
         self, route: RouteConfig, record: FileRecord, force: bool, result: FileResult
@@ -630,11 +650,16 @@ class Runner:
         # crash: recognise it instead of sending it again. Without overwrite the target says
         # so by refusing the name; with overwrite, look first when this is a later attempt.
         for name in candidates:
-            if policy == "overwrite" and record.attempts > 1 and self._already_there(
-                target, out, name
+            if (
+                policy == "overwrite"
+                and record.attempts > 1
+                and self._already_there(target, out, name)
             ):
-                log.info("file.output_found", output=name,
-                         reason="present with the same bytes; not sent again")
+                log.info(
+                    "file.output_found",
+                    output=name,
+                    reason="present with the same bytes; not sent again",
+                )
                 return name
             temp = temp_name_for(name, f"{record.sha256[:8]}{out.sha256[:8]}")
             try:
@@ -647,14 +672,20 @@ class Runner:
                 )
             except TargetExists:
                 if self._already_there(target, out, name):
-                    log.info("file.output_found", output=name,
-                             reason="present with the same bytes; not sent again")
+                    log.info(
+                        "file.output_found",
+                        output=name,
+                        reason="present with the same bytes; not sent again",
+                    )
                     return name
                 if policy == "unique":
                     continue
                 if policy == "skip":
-                    log.warning("file.output_skipped", output=name,
-                                reason="a different file already has this name")
+                    log.warning(
+                        "file.output_skipped",
+                        output=name,
+                        reason="a different file already has this name",
+                    )
                     return None
                 raise
             checkpoint("after-rename")

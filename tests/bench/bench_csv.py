@@ -73,8 +73,7 @@ def make_csv(path: Path, rows: int) -> None:
 
 
 def run(code: str) -> tuple[float, int]:
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if proc.returncode:
         raise SystemExit(proc.stderr)
     out = proc.stdout.split()
@@ -95,8 +94,12 @@ def main() -> None:
     root = str(HERE.parents[1])
     for _ in range(args.rounds):
         for name, code in (
-            ("xchange", XCHANGE.format(root=root, formats=str(HERE / "formats"), src=str(src),
-                                       out=str(work / "x"))),
+            (
+                "xchange",
+                XCHANGE.format(
+                    root=root, formats=str(HERE / "formats"), src=str(src), out=str(work / "x")
+                ),
+            ),
             ("pandas", PANDAS.format(src=str(src), out=str(work / "p.csv"))),
         ):
             seconds, peak = run(code)
@@ -104,10 +107,14 @@ def main() -> None:
             rss[name].append(peak)
     x, p = statistics.median(times["xchange"]), statistics.median(times["pandas"])
     print(f"\n4. {args.rows:,} GBK order lines ({size_mb:.0f} MB): parse, validate, map, write CSV")
-    print(f"  xchange  {args.rows / x:>12,.0f} rows/s  (median of {args.rounds}: "
-          f"{', '.join(f'{t:.2f}' for t in times['xchange'])} s)")
-    print(f"  pandas   {args.rows / p:>12,.0f} rows/s  (read_csv -> to_csv: "
-          f"{', '.join(f'{t:.2f}' for t in times['pandas'])} s)")
+    print(
+        f"  xchange  {args.rows / x:>12,.0f} rows/s  (median of {args.rounds}: "
+        f"{', '.join(f'{t:.2f}' for t in times['xchange'])} s)"
+    )
+    print(
+        f"  pandas   {args.rows / p:>12,.0f} rows/s  (read_csv -> to_csv: "
+        f"{', '.join(f'{t:.2f}' for t in times['pandas'])} s)"
+    )
     print(f"  ratio    {p / x:.2f}x pandas' rows per second")
     ours, theirs = (statistics.median(rss[k]) / 1024 for k in ("xchange", "pandas"))
     print(f"\n5. peak RSS converting it: xchange {ours:.0f} MiB, pandas {theirs:.0f} MiB")

@@ -61,11 +61,14 @@ def setup(work: Path, history: int, new: int) -> Path:
         path = work / "drop" / f"old{i:07d}.dat"
         path.write_bytes(b"x")
         st = path.stat()
-        rows.append(("r", "drop", path.name, 1, st.st_mtime_ns, f"{i:064x}", "delivered", 1,
-                     now, now))
+        rows.append(
+            ("r", "drop", path.name, 1, st.st_mtime_ns, f"{i:064x}", "delivered", 1, now, now)
+        )
     db.executemany(
         "INSERT INTO files (route, endpoint, path, size, mtime_ns, sha256, state, attempts, "
-        "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+        "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        rows,
+    )
     db.commit()
     db.close()
     for i in range(new):
@@ -112,9 +115,11 @@ def main() -> None:
     print("\n7. a drop folder holding a delivered history (left in place) plus new files")
     for label, data, new in (("first look", first, args.new), ("later look", later, 3)):
         small, large = (statistics.median(data[h]) for h in (args.small, args.history))
-        print(f"  {label} ({new} new): history {args.small:,}: {small:.3f} s, "
-              f"history {args.history:,}: {large:.3f} s -> {large / small:.2f}x "
-              f"for {args.history / args.small:.0f}x the history")
+        print(
+            f"  {label} ({new} new): history {args.small:,}: {small:.3f} s, "
+            f"history {args.history:,}: {large:.3f} s -> {large / small:.2f}x "
+            f"for {args.history / args.small:.0f}x the history"
+        )
 
 
 if __name__ == "__main__":

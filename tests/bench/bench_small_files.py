@@ -80,11 +80,19 @@ def main() -> None:
             (work / "journal.sqlite").unlink(missing_ok=True)
 
         config_file = work / "bench.toml"
-        config_file.write_text(CONFIG.format(
-            work=work, drop=drop, host=server.host, port=server.port, user=server.user,
-            target=target, key=server.client_key, known_hosts=server.known_hosts,
-            transfers=args.transfers,
-        ))
+        config_file.write_text(
+            CONFIG.format(
+                work=work,
+                drop=drop,
+                host=server.host,
+                port=server.port,
+                user=server.user,
+                target=target,
+                key=server.client_key,
+                known_hosts=server.known_hosts,
+                transfers=args.transfers,
+            )
+        )
 
         def xchange() -> None:
             config = load_config(config_file)
@@ -99,8 +107,11 @@ def main() -> None:
             batch = work / "put.batch"
             files = sorted(drop.iterdir())
             batch.write_text("".join(f"put {p} {target}/{p.name}\n" for p in files))
-            subprocess.run(["sftp", *ssh_options(server), "-b", str(batch),
-                            f"{server.user}@{server.host}"], check=True, capture_output=True)
+            subprocess.run(
+                ["sftp", *ssh_options(server), "-b", str(batch), f"{server.user}@{server.host}"],
+                check=True,
+                capture_output=True,
+            )
 
         def lftp_mirror() -> None:
             script = (
@@ -112,16 +123,37 @@ def main() -> None:
             subprocess.run(["lftp", "-c", script], check=True, capture_output=True)
 
         def rclone_copy() -> None:
-            subprocess.run(["rclone", "copy", "--transfers", "8", "--sftp-disable-hashcheck",
-                            str(drop), f"{rclone_remote(server)}{target}"],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [
+                    "rclone",
+                    "copy",
+                    "--transfers",
+                    "8",
+                    "--sftp-disable-hashcheck",
+                    str(drop),
+                    f"{rclone_remote(server)}{target}",
+                ],
+                check=True,
+                capture_output=True,
+            )
 
-        times = alternate(args.rounds, {
-            "xchange": xchange, "OpenSSH sftp -b put": sftp_put,
-            "lftp mirror -R --parallel=8": lftp_mirror, "rclone copy --transfers 8": rclone_copy,
-        }, reset=reset)
-        report(f"3. {args.files} files of 2 KB (xchange: temp name + rename, "
-               f"transfers={args.transfers})", "files/s", args.files, times)
+        times = alternate(
+            args.rounds,
+            {
+                "xchange": xchange,
+                "OpenSSH sftp -b put": sftp_put,
+                "lftp mirror -R --parallel=8": lftp_mirror,
+                "rclone copy --transfers 8": rclone_copy,
+            },
+            reset=reset,
+        )
+        report(
+            f"3. {args.files} files of 2 KB (xchange: temp name + rename, "
+            f"transfers={args.transfers})",
+            "files/s",
+            args.files,
+            times,
+        )
         shutil.rmtree(work, ignore_errors=True)
 
 

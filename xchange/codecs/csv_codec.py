@@ -84,6 +84,8 @@ class CsvCodec:
         report.encoding = encoding
         start = stream.tell()
         starts, header = _structure(stream, encoding, layout, origin, report)
+        if layout.csv.header and header is None:
+            raise DecodeError(f"{origin}: the file is empty: not even a header line")
         if report or not starts:
             return
         columns = self._columns(header, layout, report)
