@@ -1,0 +1,106 @@
+"""A TCP fault proxy on 127.0.0.1 between xchange and the test sshd.
+
+Modes, switchable while it runs:
+- ``pass``: forward both ways;
+- ``drop_after``: forward, then cut the connection once ``limit`` bytes went upstream;
+- ``stall_after``: forward ``limit`` bytes upstream, then stop forwarding (both ways) but
+  keep the connection open, as a dead network path does;
+- ``stall``: accept and never answer;
+- ``refuse``: close every new connection at once.
+``faulty_connections`` limits how many new connections get the fault (then ``pass``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class FaultProxy:
+    upstream_port: int
+    mode: str = "pass"
+    limit: int = 0
+    faulty_connections: int = 1_000_000
+    port: int = 0
+    connections: int = 0
+    _sockets: list[socket.socket] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> FaultProxy:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._listener.close()
+        for s in self._sockets:
+            with contextlib.suppress(OSError):
+                s.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            mode = self.mode if self.connections <= self.faulty_connections else "pass"
+            self._sockets.append(client)
+            if mode == "refuse":
+                client.close()
+                continue
+            if mode == "stall":
+                continue  # accepted, never answered
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+            upstream.settimeout(None)
+            self._sockets.append(upstream)
+            budget = [self.limit if mode in ("drop_after", "stall_after") else -1]
+            stalled = threading.Event()
+            for src, dst, counted in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(
+                    target=self._pump,
+                    args=(src, dst, counted, mode, budget, stalled),
+                    daemon=True,
+                ).start()
+
+    def _pump(
+        self,
+        src: socket.socket,
+        dst: socket.socket,
+        counted: bool,
+        mode: str,
+        budget: list[int],
+        stalled: threading.Event,
+    ) -> None:
+        try:
+            while not self._stop.is_set():
+                data = src.recv(65536)
+                if not data:
+                    break
+                if stalled.is_set():
+                    continue  # swallow: the path is dead but nobody says so
+                if counted and budget[0] >= 0:
+                    budget[0] -= len(data)
+                    if budget[0] < 0:
+                        if mode == "drop_after":
+                            break
+                        stalled.set()
+                        continue
+                dst.sendall(data)
+        except OSError:
+            pass
+        if mode != "stall_after" or not stalled.is_set():
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                    s.close()
