@@ -49,9 +49,9 @@ def proxy(sshd: SshServer) -> Iterator[FaultProxy]:
     p.stop()
 
 
-def setup(
+def configure(
     exchange: Exchange, sshd: SshServer, proxy: FaultProxy, attempts: int = 3
-) -> os.PathLike[str]:
+) -> Path:
     folder = sshd.folder(f"faults-{proxy.port}")
     exchange.write_config()
     text = exchange.config.read_text()
