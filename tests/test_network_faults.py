@@ -50,9 +50,7 @@ def proxy(sshd: SshServer) -> Iterator[FaultProxy]:
     p.stop()
 
 
-def configure(
-    exchange: Exchange, sshd: SshServer, proxy: FaultProxy, attempts: int = 3
-) -> Path:
+def configure(exchange: Exchange, sshd: SshServer, proxy: FaultProxy, attempts: int = 3) -> Path:
     folder = sshd.folder(f"faults-{proxy.port}")
     exchange.write_config()
     text = exchange.config.read_text()

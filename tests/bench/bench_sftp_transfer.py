@@ -78,8 +78,9 @@ def main() -> None:
         report(f"1. one {args.size_mb} MiB file delivered over SFTP", "MB/s", mb, times)
 
         with open(src, "rb") as fh:
-            remote.put_atomic("pickup.bin", fh, size, temp_name=".pickup.x.xchange-part",
-                              overwrite=True)
+            remote.put_atomic(
+                "pickup.bin", fh, size, temp_name=".pickup.x.xchange-part", overwrite=True
+            )
         src_remote = SFTPRemote("bench", cfg.model_copy(update={"path": str(target)}))
         local = work / "got.bin"
 

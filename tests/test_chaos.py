@@ -1,0 +1,132 @@
+"""500 files over SFTP while the process is killed with SIGKILL at random moments, 20 times.
+Afterwards every file is delivered exactly once (the receiver's folder saw each final name
+appear once), byte-identical, no temporary file is visible, nothing is quarantined, and the
+journal agrees."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import pytest
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from tests.conftest import Exchange
+from tests.sshd import SshServer
+from tests.test_sftp import sftp_target_toml
+from xchange.config import load_config
+from xchange.journal import State, open_journal
+
+pytestmark = pytest.mark.sftp
+
+ROUTE = """
+[[routes]]
+name = "bulk"
+source = { endpoint = "shop-drop", pattern = "*.dat" }
+mapping = "copy"
+target = { endpoint = "wms-outbox", name = "{source_stem}.out" }
+after = { action = "archive", folder = "archive" }
+ready = { settle = 0 }
+retry = { attempts = 3, initial = 0.05, maximum = 0.2, later = 0 }
+transfers = 2
+"""
+
+
+class Arrivals(FileSystemEventHandler):
+    """Counts each final name appearing in the receiver's folder (created or moved in)."""
+
+    def __init__(self) -> None:
+        self.count: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory:
+            return
+        path = (
+            getattr(event, "dest_path", "")
+            if event.event_type == "moved"
+            else (event.src_path if event.event_type == "created" else "")
+        )
+        name = os.path.basename(os.fsdecode(path))
+        if name and not name.startswith("."):
+            with self.lock:
+                self.count[name] += 1
+
+
+def run_once(exchange: Exchange) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XCHANGE_")}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "xchange",
+            "--log-format",
+            "json",
+            "run",
+            "--once",
+            "--route",
+            "bulk",
+            "--config",
+            str(exchange.config),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+
+
+def test_random_sigkills_never_lose_or_double_a_file(exchange: Exchange, sshd: SshServer) -> None:
+    """20 SIGKILLs at random moments while 500 files move; then everything exactly once."""
+    rnd = random.Random(20261121)
+    target = sshd.folder("chaos")
+    exchange.write_config(target=sftp_target_toml(sshd, target))
+    exchange.config.write_text(exchange.config.read_text() + ROUTE)
+    expected = {}
+    for i in range(500):
+        data = os.urandom(rnd.randint(1, 20_000))
+        (exchange.inbox / f"f{i:03d}.dat").write_bytes(data)
+        expected[f"f{i:03d}.out"] = data
+    arrivals = Arrivals()
+    observer = Observer()
+    observer.schedule(arrivals, str(target))
+    observer.start()
+    try:
+        kills = 0
+        for _ in range(60):  # until 20 kills have landed on a working process
+            if kills == 20 or not any(exchange.inbox.glob("*.dat")):
+                break
+            proc = run_once(exchange)
+            time.sleep(rnd.uniform(0.35, 0.7))  # start-up is ~0.35 s: kill mid-work
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            proc.wait(timeout=60)
+        for _ in range(5):  # then run to completion
+            proc = run_once(exchange)
+            if proc.wait(timeout=300) == 0 and not any(exchange.inbox.glob("*.dat")):
+                break
+        time.sleep(1.0)  # let the last file events arrive
+    finally:
+        observer.stop()
+        observer.join(timeout=10)
+    print(f"{kills} kills landed mid-work")
+    assert kills >= 8, "the process finished too quickly for the kills to test anything"
+    visible = {n: (target / n).read_bytes() for n in os.listdir(target) if not n.startswith(".")}
+    assert visible == expected
+    assert [n for n in os.listdir(target) if n.startswith(".")] == []
+    assert {n: c for n, c in arrivals.count.items() if c != 1} == {}
+    assert set(arrivals.count) == set(expected)
+    journal = open_journal(load_config(exchange.config).journal)
+    records = journal.query(limit=10_000)
+    assert len(records) == 500
+    assert {r.state for r in records} == {State.ARCHIVED}
+    assert all(len(r.outputs) == 1 for r in records)
+    journal.close()
+    assert not any(exchange.quarantine.glob("**/*.dat"))
