@@ -97,7 +97,13 @@ def test_broken_file_is_quarantined_with_its_bytes_and_a_report(exchange: Exchan
     report = kept.with_name(kept.name + ".report.txt").read_text()
     assert "line 2: field 手机: pattern" in report and "'138'" in report
     assert "cause:       validation (permanent)" in report
-    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    for private in (
+        kept,
+        kept.with_name(kept.name + ".report.txt"),
+        kept.with_name(kept.name + ".report.json"),
+    ):
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert stat.S_IMODE(kept.parent.stat().st_mode) == 0o700
     info = json.loads(kept.with_name(kept.name + ".report.json").read_text())
     assert info["report"]["problems"][0]["value"] == "138"
 
@@ -156,7 +162,8 @@ def test_journal_is_private_to_its_owner(exchange: Exchange) -> None:
     """The journal file is created readable by its owner only."""
     exchange.drop_sample()
     run_once(exchange)
-    assert stat.S_IMODE(exchange.journal.stat().st_mode) == 0o600
+    for path in exchange.journal.parent.glob("journal.sqlite*"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
 def test_journal_commands_answer_the_auditor(exchange: Exchange) -> None:

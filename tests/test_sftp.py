@@ -348,3 +348,24 @@ def test_password_never_appears_in_logs_journal_or_output(
     for path in exchange.root.rglob("*"):
         if path.is_file():
             assert secret not in path.read_bytes(), path
+
+
+def test_a_changed_host_key_is_refused_on_every_run_and_alerted(
+    exchange: Exchange, sshd: SshServer, tmp_path: Path
+) -> None:
+    """Each run refuses the server (exit 3, nothing sent); the first raises an alert."""
+    other = keygen(tmp_path / "impostor")
+    pub = other.with_suffix(".pub").read_text().split()
+    pinned = tmp_path / "known_hosts"
+    pinned.write_text(f"[127.0.0.1]:{sshd.port} {pub[0]} {pub[1]}\n")
+    folder = sshd.folder("host-key-alert")
+    exchange.write_config(target=sftp_target_toml(sshd, folder, known_hosts=pinned))
+    exchange.drop_sample()
+    for attempt in range(2):
+        result = CliRunner().invoke(
+            main, ["--log-format", "json", "run", "--once", "--config", str(exchange.config)]
+        )
+        assert result.exit_code == 3
+        assert "CHANGED" in result.stdout
+        assert ('"event": "alert.sent"' in result.stderr) == (attempt == 0)
+    assert os.listdir(folder) == []
