@@ -107,7 +107,7 @@ class Daemon:
             )
         return [r.name for routes in folders.values() for r in routes]
 
-    def kick(self, routes: list[str], delay: float = 0.2) -> None:
+    def kick(self, routes: list[str], delay: float = 0.02) -> None:
         """Run these routes soon (again, if one is running now)."""
         if self.stop.is_set():
             return
