@@ -369,3 +369,31 @@ def test_a_changed_host_key_is_refused_on_every_run_and_alerted(
         assert "CHANGED" in result.stdout
         assert ('"event": "alert.sent"' in result.stderr) == (attempt == 0)
     assert os.listdir(folder) == []
+
+
+def test_big_files_go_through_openssh_with_the_same_pinned_host_key(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    """At or above accelerate_mb, OpenSSH's sftp moves the bytes (a second login shows in
+    the server's log); the result is the same atomic, verified delivery and pickup."""
+    folder = sshd.folder("accelerated")
+    cfg = endpoint(sshd, folder, accelerate_mb=1)
+    remote = SFTPRemote("wms", cfg)
+    payload = os.urandom(3 * 1024 * 1024)
+    src = tmp_path / "big.bin"
+    src.write_bytes(payload)
+    remote.list()
+    logins = sshd.log().count("Accepted publickey")
+    with open(src, "rb") as fh:
+        remote.put_atomic(
+            "big.bin", fh, len(payload), temp_name=".big.bin.a.xchange-part", overwrite=False
+        )
+    assert (folder / "big.bin").read_bytes() == payload
+    assert sorted(os.listdir(folder)) == ["big.bin"]
+    back = tmp_path / "back.bin"
+    with open(back, "wb") as fh:
+        remote.download("big.bin", fh)
+    remote.close()
+    assert back.read_bytes() == payload
+    time.sleep(0.2)
+    assert sshd.log().count("Accepted publickey") - logins == 2  # one put, one get

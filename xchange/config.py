@@ -81,6 +81,10 @@ class SFTPEndpoint(_Model):
     known_hosts: ConfigPath
     timeouts: Timeouts = Timeouts()
     keepalive: int = Field(30, ge=0)
+    #: Files of at least this many MiB are moved by OpenSSH's own `sftp` client (faster
+    #: than paramiko for big files), with the same key and the same pinned known_hosts;
+    #: 0 turns this off. Used only with key authentication without a passphrase.
+    accelerate_mb: int = Field(64, ge=0)
     # Filled from the environment at load time, never from the file.
     password: SecretStr | None = Field(None, exclude=True)
     key_passphrase: SecretStr | None = Field(None, exclude=True)

@@ -731,19 +731,25 @@ class Runner:
                 return
             sharing.append(record)
         marker = marker_name(route.ready.marker, info.name) if route.ready.marker else None
-        moved: str | None = None
+        state = State.DELETED if action == "delete" else State.ARCHIVED
+        folder = (
+            "" if action == "delete" else safe_subfolder(route.after.folder.format(date=self.now()))
+        )
+        ids = [file_id] if file_id is not None else []
+        ids += [r.id for r in sharing if r.state == State.DELIVERED]
+        # Announced before it is done: after a crash in between, the file is found still in
+        # the drop folder with its record archived, and the move is simply made then.
+        for fid in ids:
+            self.journal.transition(fid, state, archive_path=folder or None,
+                                    note=f"{action} into {folder}" if folder else action)
         if action == "delete":
             source.remove(info.name)
             if marker:
                 source.remove(marker)
-        else:
-            folder = safe_subfolder(route.after.folder.format(date=self.now()))
-            moved = source.move(info.name, folder)
-            if marker and source.stat(marker) is not None:
-                source.move(marker, folder)
-        state = State.DELETED if action == "delete" else State.ARCHIVED
-        ids = [file_id] if file_id is not None else []
-        ids += [r.id for r in sharing if r.state == State.DELIVERED]
+            return
+        moved = source.move(info.name, folder)
+        if marker and source.stat(marker) is not None:
+            source.move(marker, folder)
         for fid in ids:
             self.journal.transition(fid, state, archive_path=moved, note=moved)
 

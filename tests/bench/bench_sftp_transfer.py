@@ -71,9 +71,16 @@ def main() -> None:
             )
 
         mb = size / 1e6
+
+        def clean_target() -> None:
+            # Every contender writes a new file: rclone would otherwise skip an identical one.
+            for leftover in target.iterdir():
+                leftover.unlink()
+
         times = alternate(
             args.rounds,
             {"xchange": xchange_put, "OpenSSH sftp -b put": sftp_put, "rclone copyto": rclone_put},
+            reset=clean_target,
         )
         report(f"1. one {args.size_mb} MiB file delivered over SFTP", "MB/s", mb, times)
 

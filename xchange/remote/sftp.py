@@ -38,6 +38,7 @@ from xchange.errors import (
     TargetExists,
 )
 from xchange.faults import checkpoint
+from xchange.remote import openssh
 from xchange.remote.base import FileInfo, is_temporary, safe_subfolder
 
 log = structlog.get_logger(__name__)
@@ -217,8 +218,18 @@ class SFTPRemote:
                     folders.append((name + "/", posixpath.join(folder, e.filename)))
         return sorted(out, key=lambda f: (f.mtime_ns, f.name))
 
+    def _accelerated(self, size: int) -> bool:
+        return openssh.available(self.cfg) and size >= self.cfg.accelerate_mb * 1024 * 1024
+
     def download(self, name: str, dest: BinaryIO) -> int:
         sftp = self._client()
+        target = getattr(dest, "name", None)
+        if isinstance(target, str) and Path(target).is_file():
+            info = self.stat(name)
+            if info is not None and self._accelerated(info.size):
+                openssh.transfer(self.cfg, self._where(), "get", Path(target), self._path(name))
+                dest.seek(0, 2)
+                return info.size
         with self._errors(f"read {name}"):
             # getfo prefetches with unbounded outstanding requests: a small cap is a cliff.
             return int(sftp.getfo(self._path(name), dest))
@@ -251,15 +262,15 @@ class SFTPRemote:
         # No look before the upload: without overwrite, the plain SFTP rename refuses an
         # existing name atomically, and that refusal is what raises TargetExists.
         try:
-            with self._errors(f"upload {name}"):
-                try:
-                    # putfo pipelines its writes; confirm=True checks the size stored.
-                    sftp.putfo(src, temp, file_size=size, confirm=True)
-                except FileNotFoundError:
-                    # The target folder is missing: create it and send again.
+            local = getattr(src, "name", None)
+            if isinstance(local, str) and Path(local).is_file() and self._accelerated(size):
+                with self._errors(f"upload {name}"):
                     self._makedirs(sftp, posixpath.dirname(temp))
-                    src.seek(0)
-                    sftp.putfo(src, temp, file_size=size, confirm=True)
+                openssh.transfer(self.cfg, self._where(), "put", Path(local), temp)
+                if (self.stat(temp_name) or FileInfo(temp_name, -1, 0)).size != size:
+                    raise ConnectionLost(f"{self._where()}: {name}: the upload is incomplete")
+            else:
+                self._putfo(sftp, src, temp, size, name)
             checkpoint("before-rename")
             self._rename(sftp, temp, final, name, overwrite)
         except BaseException:
@@ -272,6 +283,19 @@ class SFTPRemote:
                 f"{'nothing' if info is None else info.size}"
             )
         return info
+
+    def _putfo(
+        self, sftp: paramiko.SFTPClient, src: BinaryIO, temp: str, size: int, name: str
+    ) -> None:
+        with self._errors(f"upload {name}"):
+            try:
+                # putfo pipelines its writes; confirm=True checks the size stored.
+                sftp.putfo(src, temp, file_size=size, confirm=True)
+            except FileNotFoundError:
+                # The target folder is missing: create it and send again.
+                self._makedirs(sftp, posixpath.dirname(temp))
+                src.seek(0)
+                sftp.putfo(src, temp, file_size=size, confirm=True)
 
     def _rename(
         self, sftp: paramiko.SFTPClient, temp: str, final: str, name: str, overwrite: bool
