@@ -99,3 +99,25 @@ def test_a_row_with_100000_columns_is_a_reported_problem(exchange: Exchange) -> 
     assert "line 2: field (row): columns: ragged row: expected 15 fields, found 100015" in (
         result.stdout
     )
+
+
+def test_a_single_huge_csv_line_is_refused_in_bounded_memory(exchange: Exchange) -> None:
+    """A 20 MB line (a runaway field) is refused with its line number, not swallowed."""
+    lines = SAMPLE.read_bytes().split(b"\r\n")
+    huge = lines[1].replace(b"\xc7\xeb\xd6\xdc\xc4\xa9\xcb\xcd\xbb\xf5", b"x" * 20_000_000)
+    (exchange.inbox / "orders_huge.csv").write_bytes(b"\r\n".join([lines[0], huge, b""]))
+    result = run(exchange)
+    assert result.exit_code == 1
+    assert "line 2" in result.stdout and "field larger than field limit" in result.stdout
+
+
+def test_an_xml_text_node_beyond_the_parser_limit_is_refused() -> None:
+    """libxml2's limits stay on (huge_tree off): a 20 MB text node is a reported error."""
+    import pytest
+
+    from xchange.codecs.xml_codec import check_well_formed
+    from xchange.errors import DecodeError
+
+    data = b"<a>" + b"x" * 20_000_000 + b"</a>"
+    with pytest.raises(DecodeError, match="line 1"):
+        check_well_formed(data, "huge.xml")
