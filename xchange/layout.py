@@ -10,6 +10,7 @@ written: they never pass through binary floating point.
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from datetime import date, datetime
@@ -138,13 +139,7 @@ class FieldSpec(_Model):
         return value
 
     def _when(self, text: str) -> date | datetime:
-        for fmt in self.formats:
-            try:
-                parsed = datetime.strptime(text, fmt)
-            except ValueError:
-                continue
-            return parsed.date() if self.type == "date" else parsed
-        raise FieldValueError("type", f"expected a {self.type} like {' or '.join(self.formats)}")
+        return _parse_when(text, tuple(self.formats), self.type == "date")
 
     def _check_rules(self, text: str, value: Any) -> None:
         if (
@@ -223,6 +218,19 @@ def parse_field(spec: FieldSpec, text: str | None, where: str, report: Report) -
     except FieldValueError as exc:
         report.add(where, spec.key, exc.rule, text, exc.message)
         return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_when(text: str, formats: tuple[str, ...], as_date: bool) -> date | datetime:
+    """strptime through a cache: exports repeat the same dates and times on many rows."""
+    for fmt in formats:
+        try:
+            parsed = datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        return parsed.date() if as_date else parsed
+    kind = "date" if as_date else "datetime"
+    raise FieldValueError("type", f"expected a {kind} like {' or '.join(formats)}")
 
 
 class CsvOptions(_Model):

@@ -17,6 +17,7 @@ becomes its own file (``per-document``) or all go in one (``batch``).
 
 from __future__ import annotations
 
+import functools
 import string
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -68,6 +69,11 @@ class Rule(_Model):
                 + (f" (found {', '.join(given)})" if given else "")
             )
         return self
+
+    @functools.cached_property
+    def fields(self) -> tuple[str, ...]:
+        """Source fields this rule reads (cached: used for every row)."""
+        return tuple(self.inputs())
 
     def inputs(self) -> list[str]:
         """Source fields this rule reads."""
@@ -209,7 +215,7 @@ class _Evaluator:
         elif rule.sequence is not None:
             value = rule.sequence + seq
         elif rule.template is not None:
-            value = rule.template.format_map({k: _text(v) for k, v in ctx.items()})
+            value = rule.template.format_map({k: _text(ctx.get(k)) for k in rule.fields})
         elif rule.join:
             value = rule.sep.join(_text(ctx.get(k)) for k in rule.join if ctx.get(k) is not None)
         else:

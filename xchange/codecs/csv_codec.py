@@ -110,7 +110,7 @@ class CsvCodec:
             )
             i = 0
             for frame in chunks:
-                for row in frame.itertuples(index=False, name=None):
+                for row in frame.to_numpy(dtype=object).tolist():
                     where = f"line {starts[i]}"
                     i += 1
                     yield Record(
