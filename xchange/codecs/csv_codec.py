@@ -41,7 +41,7 @@ def _structure(
     """First pass: line of each record, ragged rows, the header; decode errors raise."""
     opts = layout.csv
     reader = csv.reader(
-        split_lines(decoded_chunks(stream, encoding, origin)),
+        split_lines(decoded_chunks(stream, encoding, origin), origin),
         delimiter=opts.delimiter,
         quotechar=opts.quote,
         strict=True,

@@ -25,6 +25,9 @@ from xchange.layout import FieldSpec, JsonOptions, Layout, parse_field
 from xchange.mapping import Document, Record
 from xchange.report import Report
 
+#: The largest single JSON value (one record) held in memory while streaming.
+MAX_VALUE = 64 * 1024 * 1024
+
 _STEP = re.compile(r"\.([^.\[\]]+)|\[(\*|\d+)\]")
 
 
@@ -99,6 +102,11 @@ class _TextStream:
     def _more(self) -> bool:
         if self.eof:
             return False
+        if len(self.buf) - self.pos > MAX_VALUE:
+            raise DecodeError(
+                f"{self.origin}: line {self.where()}: a single JSON value is larger than "
+                f"{MAX_VALUE // (1024 * 1024)} MiB; refused"
+            )
         chunk = next(self.chunks, None)
         if chunk is None:
             self.eof = True
@@ -157,7 +165,16 @@ def stream_records(
     """
     match = _STREAMABLE.match(path)
     if match is None:
-        text = "".join(chunks)
+        parts, size = [], 0
+        for chunk in chunks:
+            size += len(chunk)
+            if size > MAX_VALUE:
+                raise DecodeError(
+                    f"{origin}: the document is larger than {MAX_VALUE // (1024 * 1024)} MiB "
+                    f"and its records path {path!r} cannot be streamed (use $.key[*])"
+                )
+            parts.append(chunk)
+        text = "".join(parts)
         yield from select(loads(text, origin, duplicate_keys=duplicate_keys), path)
         return
     keys = [k for k in match.group(1).split(".") if k]
@@ -320,7 +337,7 @@ class JsonCodec:
 
     @staticmethod
     def _ndjson(chunks: Iterator[str], opts: JsonOptions, origin: str) -> Iterator[tuple[str, Any]]:
-        for n, line in enumerate(split_lines(chunks), start=1):
+        for n, line in enumerate(split_lines(chunks, origin), start=1):
             if line.strip():
                 value = loads(line, f"{origin}: line {n}", duplicate_keys=opts.duplicate_keys)
                 for where, node in select(value, opts.records):

@@ -154,16 +154,39 @@ class Encoder:
             raise  # pragma: no cover - encode() raised already
 
 
-def split_lines(chunks: Iterable[str]) -> Iterator[str]:
-    """Split decoded text into lines the way ``open(newline="")`` does (ends kept)."""
-    rest = ""
+#: The longest line read (CSV, NDJSON): a runaway line is refused, not held in memory.
+MAX_LINE = 16 * 1024 * 1024
+
+
+def split_lines(chunks: Iterable[str], origin: str = "") -> Iterator[str]:
+    """Split decoded text into lines the way ``open(newline="")`` does (ends kept).
+
+    Raises:
+        DecodeError: a line longer than ``MAX_LINE`` characters.
+    """
+    pieces: list[str] = []  # the line in progress, kept in pieces (no quadratic copying)
+    pending = 0
+    count = 0
     for chunk in chunks:
-        lines = io.StringIO(rest + chunk, newline="").readlines()
+        if "\n" not in chunk and "\r" not in chunk:
+            pieces.append(chunk)
+            pending += len(chunk)
+            if pending > MAX_LINE:
+                raise DecodeError(
+                    f"{origin}: line {count + 1} is longer than {MAX_LINE // (1024 * 1024)} MiB;"
+                    " refused (a runaway field or a file without line breaks)"
+                )
+            continue
+        pieces.append(chunk)
+        lines = io.StringIO("".join(pieces), newline="").readlines()
+        pieces, pending = [], 0
         rest = lines.pop() if lines else ""
         if rest.endswith("\n"):
             lines.append(rest)
-            rest = ""
-        # Otherwise the last line is incomplete, or ends in "\r" that may be half of "\r\n".
+        elif rest:
+            # An incomplete last line, or one ending in "\r" that may be half of "\r\n".
+            pieces, pending = [rest], len(rest)
+        count += len(lines)
         yield from lines
-    if rest:
-        yield rest
+    if pieces:
+        yield "".join(pieces)
