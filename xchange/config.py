@@ -256,11 +256,15 @@ class LogSink(_Model):
 AlertSink = Annotated[EmailSink | WebhookSink | LogSink, Field(discriminator="type")]
 
 
+def _log_sink() -> EmailSink | WebhookSink | LogSink:
+    return LogSink(type="log")
+
+
 class AlertsConfig(_Model):
     #: Seconds: at most one alert per route and cause in this window; the rest wait for
     #: a digest at the window's end.
     window: float = Field(900.0, gt=0)
-    sinks: list[AlertSink] = Field(default_factory=lambda: [LogSink(type="log")])
+    sinks: list[AlertSink] = Field(default_factory=lambda: [_log_sink()])
 
 
 class DaemonConfig(_Model):

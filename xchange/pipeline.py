@@ -56,6 +56,9 @@ class Pipeline:
             ("mapping", load_mapping, route.mapping),
             ("target_layout", load_layout, route.target_layout),
         ):
+            if name is None:
+                problems.append(f'route {route.name}: {key}: required (or set mapping = "copy")')
+                continue
             try:
                 loaded[key] = loader(formats, name)
             except ConfigError as exc:

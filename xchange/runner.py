@@ -20,6 +20,7 @@ Transient failures are retried within the run (backoff with jitter), then at lat
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import time
@@ -338,11 +339,7 @@ class Runner:
             elif route.after.action == "leave":
                 left.add((f.name, f.size, f.mtime_ns))
             else:
-                result.files.append(
-                    self._timed(
-                        route, f.name, lambda r, f=f, k=known: self._finish_after(route, f, k, r)
-                    )
-                )
+                result.files.append(self._timed(route, f.name, self._after_of(route, f, known)))
         now = datetime.now(UTC)
         verdict = judge(route.ready, fresh, names, self.journal.observations(route.name), now)
         self.journal.save_observations(route.name, verdict.held)
@@ -409,6 +406,14 @@ class Runner:
                     skipped_keys=result.skipped_keys or None,
                 )
         return result
+
+    def _after_of(
+        self, route: RouteConfig, info: FileInfo, known: FileRecord
+    ) -> Callable[[FileResult], None]:
+        def work(result: FileResult) -> None:
+            self._finish_after(route, info, known, result)
+
+        return work
 
     def _finish_after(
         self, route: RouteConfig, info: FileInfo, known: FileRecord, result: FileResult
@@ -664,9 +669,7 @@ class Runner:
             temp = temp_name_for(name, f"{record.sha256[:8]}{out.sha256[:8]}")
             try:
                 call_with_retry(
-                    lambda name=name, temp=temp: self._put(
-                        target, out, name, temp, policy == "overwrite"
-                    ),
+                    functools.partial(self._put, target, out, name, temp, policy == "overwrite"),
                     route.retry,
                     sleep=self.sleep,
                 )
@@ -740,8 +743,12 @@ class Runner:
         # Announced before it is done: after a crash in between, the file is found still in
         # the drop folder with its record archived, and the move is simply made then.
         for fid in ids:
-            self.journal.transition(fid, state, archive_path=folder or None,
-                                    note=f"{action} into {folder}" if folder else action)
+            self.journal.transition(
+                fid,
+                state,
+                archive_path=folder or None,
+                note=f"{action} into {folder}" if folder else action,
+            )
         if action == "delete":
             source.remove(info.name)
             if marker:

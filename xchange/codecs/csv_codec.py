@@ -160,7 +160,7 @@ class CsvCodec:
             if not rows and not header:
                 return
             buf = io.StringIO()
-            pd.DataFrame(rows, columns=columns, dtype=object).to_csv(
+            pd.DataFrame(rows, columns=columns, dtype=object).to_csv(  # type: ignore[call-overload]
                 buf,
                 index=False,
                 header=header,

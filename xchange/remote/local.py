@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 import shutil
@@ -67,7 +68,7 @@ class LocalRemote:
         prefix: str,
         recursive: bool,
         skip_dirs: tuple[str, ...],
-        out: list[FileInfo],
+        out: builtins.list[FileInfo],
     ) -> None:
         with os.scandir(folder) as entries:
             for entry in entries:
