@@ -251,7 +251,7 @@ def _text(value: Any) -> str:
 
 
 def apply_mapping(
-    mapping: Mapping, target: Layout, records: Iterable[Record], report: Report
+    mapping: Mapping, target: Layout, records: Iterable[Record], report: Report, start: int = 0
 ) -> Iterator[Document]:
     """Map source records to target documents, one at a time; problems go to ``report``.
 
@@ -272,7 +272,7 @@ def apply_mapping(
                 header = ev.values(mapping.header, target.fields, ctx, line.location, i)
                 yield Document(line.location, header)
     else:
-        for i, rec in enumerate(records):
+        for i, rec in enumerate(records, start=start):
             header = ev.values(mapping.header, target.fields, rec.values, rec.location, i)
             lines = [
                 ev.values(

@@ -6,6 +6,7 @@ the source name and the clock, which is what ``xchange convert`` and the tests u
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import itertools
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from xchange.codecs import Codec, codec_for
 from xchange.config import RouteConfig
@@ -85,6 +86,11 @@ class Pipeline:
                 )
         self._reader: Codec = codec_for(self.source)
         self._writer: Codec = codec_for(self.target)
+        self._plan = None
+        if route.dedupe_key is None and self.source.codec == "csv":
+            from xchange.codecs.csv_columnar import ColumnarPlan
+
+            self._plan = ColumnarPlan.build(self.source, self.mapping, self.target)
 
     @property
     def versions(self) -> tuple[str, str]:
@@ -117,6 +123,8 @@ class Pipeline:
             ValidationFailed: rules were broken; ``.report`` lists every problem.
             MappingError: the documents cannot be written in the target layout.
         """
+        if self._plan is not None:
+            return self._convert_columnar(stream, source_name, now, sink)
         report = Report(source_name, cap=self.source.max_problems)
         records = _marked(
             _unique_checked(
@@ -153,6 +161,82 @@ class Pipeline:
             sink.discard()
             raise ValidationFailed(report.summary(), report=report)
         return Conversion(list(sink.outputs), report.encoding, keys, skipped)
+
+    def _convert_columnar(
+        self, stream: BinaryIO, source_name: str, now: datetime, sink: Sink
+    ) -> Conversion:
+        """Flat CSV to CSV, chunk by chunk as columns; a chunk the columnar plan gives up on
+        goes through the row path, which also makes the report if rules are broken."""
+        from xchange.codecs.csv_codec import CsvCodec, CsvWriter
+
+        assert self._plan is not None and isinstance(self._reader, CsvCodec)
+        report = Report(source_name, cap=self.source.max_problems)
+        prepared = self._reader.prepare(stream, self.source, source_name, report)
+        if report:
+            raise ValidationFailed(report.summary(), report=report)
+        if prepared is None:
+            return Conversion([], report.encoding)
+        writer: CsvWriter | None = None
+        counter = [0]
+        rows_path = False  # once a rule is broken, read on with the row path to report all
+        try:
+            with contextlib.ExitStack() as stack:
+                for frame, offset in self._reader.frames(
+                    stream, self.source, source_name, prepared
+                ):
+                    out = None if rows_path else self._plan.convert(frame, prepared.header, offset)
+                    first: dict[str, object] | None
+                    rendered: Any
+                    if out is not None:
+                        rendered = out
+                        first = {s.name: out.iloc[0][s.key] for s in self.target.fields}
+                    else:
+                        records = _marked(
+                            self._reader.frame_records(frame, prepared, offset, report), report
+                        )
+                        docs = list(
+                            apply_mapping(self.mapping, self.target, records, report, offset)
+                        )
+                        if report:
+                            rows_path = True
+                            continue
+                        rendered = [
+                            [s.render(d.header.get(s.name)) for s in self.target.fields]
+                            for d in docs
+                        ]
+                        first = (
+                            dict(
+                                zip([s.name for s in self.target.fields], rendered[0], strict=True)
+                            )
+                            if rendered
+                            else None
+                        )
+                    if writer is None and first is not None:
+                        source = PurePosixPath(source_name)
+                        name = render_name(
+                            self.route.target.name,
+                            {
+                                **first,
+                                "source_name": source.name,
+                                "source_stem": source.stem,
+                                "date": now,
+                            },
+                        )
+                        fh = stack.enter_context(sink.create(name, counter))
+                        writer = CsvWriter(self.target, name, fh)
+                    if writer is not None:
+                        writer.rows(rendered)
+                if report:
+                    raise ValidationFailed(report.summary(), report=report)
+                if writer is not None:
+                    counter[0] = writer.close()
+        except FieldValueError as exc:
+            sink.discard()
+            raise MappingError(f"{source_name}: {exc.rule}: {exc.message}") from None
+        except BaseException:
+            sink.discard()
+            raise
+        return Conversion(list(sink.outputs), report.encoding)
 
     def _deduplicated(
         self,

@@ -87,9 +87,13 @@ class Sink:
         else:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             path = self.folder / name
-            with open(path, "wb") as fh:
-                writer = HashingWriter(fh)
-                yield writer
+            try:
+                with open(path, "wb") as fh:
+                    writer = HashingWriter(fh)
+                    yield writer
+            except BaseException:
+                path.unlink(missing_ok=True)  # never leave a half-written output behind
+                raise
             content = None
         self.outputs.append(
             Output(name, writer.size, writer.sha.hexdigest(), documents[0], path, content)

@@ -15,6 +15,7 @@ import csv
 import io
 from array import array
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import pandas as pd
@@ -74,12 +75,33 @@ def _structure(
     return starts, header
 
 
+@dataclass(slots=True)
+class Prepared:
+    """What the first pass learned about a CSV file."""
+
+    encoding: str
+    start: int
+    starts: array[int]
+    header: list[str]
+    columns: list[tuple[FieldSpec, int | None]]
+
+
 class CsvCodec:
     """The CSV codec."""
 
     def records(
         self, stream: BinaryIO, layout: Layout, origin: str, report: Report
     ) -> Iterator[Record]:
+        prepared = self.prepare(stream, layout, origin, report)
+        if prepared is None:
+            return
+        for frame, offset in self.frames(stream, layout, origin, prepared):
+            yield from self.frame_records(frame, prepared, offset, report)
+
+    def prepare(
+        self, stream: BinaryIO, layout: Layout, origin: str, report: Report
+    ) -> Prepared | None:
+        """The structural pass; None when there are no rows or the structure is broken."""
         encoding = resolve_encoding(stream, layout.encoding, origin)
         report.encoding = encoding
         start = stream.tell()
@@ -87,16 +109,23 @@ class CsvCodec:
         if layout.csv.header and header is None:
             raise DecodeError(f"{origin}: the file is empty: not even a header line")
         if report or not starts:
-            return
+            return None
         columns = self._columns(header, layout, report)
         if report:
-            return
-        stream.seek(start)
+            return None
+        names = header if header is not None else [f.key for f in layout.fields]
+        return Prepared(encoding, start, starts, names, columns)
+
+    def frames(
+        self, stream: BinaryIO, layout: Layout, origin: str, prepared: Prepared
+    ) -> Iterator[tuple[pd.DataFrame, int]]:
+        """The rows as text, ``CHUNK_ROWS`` at a time, with the index of each chunk's first."""
+        stream.seek(prepared.start)
         opts = layout.csv
         try:
             chunks = pd.read_csv(
                 stream,
-                encoding=encoding,
+                encoding=prepared.encoding,
                 sep=opts.delimiter,
                 quotechar=opts.quote,
                 header=0 if opts.header else None,
@@ -108,22 +137,29 @@ class CsvCodec:
                 engine="c",
                 chunksize=CHUNK_ROWS,
             )
-            i = 0
+            offset = 0
             for frame in chunks:
-                for row in frame.to_numpy(dtype=object).tolist():
-                    where = f"line {starts[i]}"
-                    i += 1
-                    yield Record(
-                        where,
-                        {
-                            spec.name: parse_field(
-                                spec, row[pos] if pos is not None else None, where, report
-                            )
-                            for spec, pos in columns
-                        },
-                    )
+                yield frame, offset
+                offset += len(frame)
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise DecodeError(f"{origin}: CSV syntax: {exc}") from None
+
+    @staticmethod
+    def frame_records(
+        frame: pd.DataFrame, prepared: Prepared, offset: int, report: Report
+    ) -> Iterator[Record]:
+        """Typed records of one chunk (the row path)."""
+        for i, row in enumerate(frame.to_numpy(dtype=object).tolist(), start=offset):
+            where = f"line {prepared.starts[i]}"
+            yield Record(
+                where,
+                {
+                    spec.name: parse_field(
+                        spec, row[pos] if pos is not None else None, where, report
+                    )
+                    for spec, pos in prepared.columns
+                },
+            )
 
     @staticmethod
     def _columns(
@@ -148,36 +184,52 @@ class CsvCodec:
         return out
 
     def write(self, docs: Iterable[Document], layout: Layout, origin: str, out: Any) -> int:
-        opts = layout.csv
-        encoder = Encoder(layout.encoding, origin)
-        columns = [spec.key for spec in layout.fields]
-        count = 0
+        writer = CsvWriter(layout, origin, out)
         rows: list[list[str]] = []
-        header = opts.header
-
-        def flush() -> None:
-            nonlocal header
-            if not rows and not header:
-                return
-            buf = io.StringIO()
-            pd.DataFrame(rows, columns=columns, dtype=object).to_csv(  # type: ignore[call-overload]
-                buf,
-                index=False,
-                header=header,
-                sep=opts.delimiter,
-                quotechar=opts.quote,
-                lineterminator=opts.line_ending,
-                quoting=_QUOTING[opts.quoting],
-            )
-            out.write(encoder(buf.getvalue()))
-            header = False
-            rows.clear()
-
         for doc in docs:
             rows.append([spec.render(doc.header.get(spec.name)) for spec in layout.fields])
-            count += 1
             if len(rows) >= CHUNK_ROWS:
-                flush()
-        flush()
-        out.write(encoder("", final=True))
-        return count
+                writer.rows(rows)
+                rows = []
+        writer.rows(rows)
+        return writer.close()
+
+
+class CsvWriter:
+    """Writes rendered rows to a CSV file a chunk at a time (header once, BOM once)."""
+
+    def __init__(self, layout: Layout, origin: str, out: Any) -> None:
+        self.opts = layout.csv
+        self.encoder = Encoder(layout.encoding, origin)
+        self.columns = [spec.key for spec in layout.fields]
+        self.out = out
+        self.header = self.opts.header
+        self.count = 0
+
+    def rows(self, rows: list[list[str]] | pd.DataFrame) -> None:
+        if len(rows) == 0 and not self.header:
+            return
+        frame = (
+            rows
+            if isinstance(rows, pd.DataFrame)
+            else pd.DataFrame(rows, columns=self.columns, dtype=object)
+        )
+        buf = io.StringIO()
+        frame.to_csv(  # type: ignore[call-overload]
+            buf,
+            index=False,
+            header=self.columns if self.header else False,
+            sep=self.opts.delimiter,
+            quotechar=self.opts.quote,
+            lineterminator=self.opts.line_ending,
+            quoting=_QUOTING[self.opts.quoting],
+        )
+        self.out.write(self.encoder(buf.getvalue()))
+        self.header = False
+        self.count += len(frame)
+
+    def close(self) -> int:
+        if self.header:  # no row at all: still a header
+            self.rows([])
+        self.out.write(self.encoder("", final=True))
+        return self.count

@@ -1,0 +1,177 @@
+"""The columnar fast path for flat CSV -> CSV routes gives exactly what the row path gives:
+the same bytes, or the same report."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import REPO
+from xchange.config import RouteConfig
+from xchange.errors import XchangeError
+from xchange.pipeline import Pipeline
+
+FORMATS = REPO / "tests" / "bench" / "formats"
+NOW = datetime(2026, 11, 21, 12, 0)
+HEADER = [
+    "订单号",
+    "下单时间",
+    "渠道",
+    "收货人",
+    "手机",
+    "省份",
+    "城市",
+    "区县",
+    "详细地址",
+    "商品编码",
+    "商品名称",
+    "数量",
+    "单价",
+    "发货仓",
+    "买家留言",
+]
+GOOD = [
+    "EC20261121001",
+    "2026-11-21 09:15:02",
+    "天猫",
+    "张三",
+    "13800138000",
+    "上海市",
+    "上海市",
+    "浦东新区",
+    "世纪大道100号",
+    "SKU-1001",
+    "T恤",
+    "2",
+    "59.90",
+    "上海仓",
+    "",
+]
+
+POOLS = [
+    ["EC20261121001", "EC20261121002", " EC20261121003 ", "EC2026112100", "X1", ""],
+    [
+        "2026-11-21 09:15:02",
+        "2026/11/21 11:30",
+        "2026/11/21 11:30:05",
+        "2026-1-2 3:04:05",
+        "2026-11-31 00:00:00",
+        "21.11.2026",
+        "",
+    ],
+    ["天猫", "京东", "官网", "抖音", " 天猫 "],
+    ["张三", " 李 四 ", "王" * 60, "", 'O\'Neil, "Jr"'],
+    ["13800138000", "1380013800", "138 0013 8000"],
+    ["上海市"],
+    ["上海市"],
+    ["浦东新区", ""],
+    ["世纪大道100号", "天河路385号, 太古汇", "a\nb", "  "],
+    ["SKU-1001", "sku-2002", "SK", "SKU_1"],
+    ["T恤", "保温杯 500ml"],
+    ["1", "007", "+3", "0", "9999", "10000", "x", "１２", "-1", ""],
+    [
+        "59.90",
+        "1,299.00",
+        "0.5",
+        ".5",
+        "5.",
+        "-0",
+        "1.999",
+        "00.10",
+        "99999999",
+        "1e3",
+        "￥12.30",
+        "0.0000001",
+        "",
+    ],
+    ["上海仓", "广州仓", "北京仓", "深圳仓"],
+    ["", "请周末送货", "NA"],
+]
+
+
+def pipelines() -> tuple[Pipeline, Pipeline]:
+    route = RouteConfig.model_validate(
+        {
+            "name": "t",
+            "source": {"endpoint": "x"},
+            "source_layout": "shop-order-lines",
+            "mapping": "shop-to-erp-lines",
+            "target_layout": "erp-order-lines",
+            "target": {"endpoint": "y", "name": "ERP_{OrderNo}_{source_stem}.csv"},
+        }
+    )
+    fast, slow = Pipeline(route, FORMATS), Pipeline(route, FORMATS)
+    slow._plan = None
+    return fast, slow
+
+
+FAST, SLOW = pipelines()
+
+
+def gbk_csv(rows: list[list[str]]) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerows([HEADER, *rows])
+    return buf.getvalue().encode("gbk")
+
+
+def outcome(pipeline: Pipeline, data: bytes) -> object:
+    try:
+        return [(o.name, o.data, o.documents) for o in pipeline.convert(data, "in.csv", NOW)]
+    except XchangeError as exc:
+        report = getattr(exc, "report", None)
+        problems = (
+            [(p.location, p.field, p.rule, p.value) for p in report.problems] if report else None
+        )
+        return (type(exc).__name__, problems or str(exc))
+
+
+def test_the_columnar_plan_is_used_for_flat_csv_routes() -> None:
+    """A flat CSV -> CSV mapping gets a plan, and clean data goes through it."""
+    assert FAST._plan is not None
+    rows = [GOOD] * 3
+    assert FAST._plan.convert(__import__("pandas").DataFrame(rows), HEADER, 0) is not None
+    assert outcome(FAST, gbk_csv(rows)) == outcome(SLOW, gbk_csv(rows))
+
+
+@pytest.mark.parametrize("column", range(len(HEADER)))
+def test_every_edge_value_of_every_column_gives_the_same_result(column: int) -> None:
+    """One row per edge value: identical output bytes, or identical problems."""
+    for value in POOLS[column]:
+        row = list(GOOD)
+        row[column] = value
+        data = gbk_csv([GOOD, row])
+        assert outcome(FAST, data) == outcome(SLOW, data), (HEADER[column], value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(*[st.sampled_from(pool) for pool in POOLS]), min_size=1, max_size=12))
+def test_random_files_give_the_same_result_both_ways(rows: list[tuple[str, ...]]) -> None:
+    """Any mix of good and bad values: the fast path never differs from the row path."""
+    data = gbk_csv([list(r) for r in rows])
+    assert outcome(FAST, data) == outcome(SLOW, data)
+
+
+def test_chunks_keep_counting_lines_and_sequences(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Across chunk boundaries (some fast, some not), output and report stay identical."""
+    import xchange.codecs.csv_codec as codec
+
+    monkeypatch.setattr(codec, "CHUNK_ROWS", 4)
+    bad = list(GOOD)
+    bad[11] = "x"
+    for rows in ([GOOD] * 10, [GOOD] * 5 + [bad] + [GOOD] * 5, [bad] + [GOOD] * 9):
+        data = gbk_csv(rows)
+        assert outcome(FAST, data) == outcome(SLOW, data)
+
+
+def test_output_file_is_complete_and_named_from_the_first_row(tmp_path: Path) -> None:
+    """The batch file is named from the first row's fields and holds every row."""
+    (out,) = FAST.convert(gbk_csv([GOOD] * 5), "orders_x.csv", NOW)
+    assert out.name == "ERP_EC20261121001_orders_x.csv"
+    assert out.documents == 5
+    assert out.data.count(b"\r\n") == 6

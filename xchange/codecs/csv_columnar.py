@@ -1,0 +1,369 @@
+"""The CSV codec's fast path for flat CSV-to-CSV mappings: a chunk of rows at a time, as
+pandas columns.
+
+It computes exactly what the row path computes, for a safe subset of layouts and mappings
+(see :meth:`ColumnarPlan.build`), and gives up on a chunk (returns ``None``) as soon as a row
+breaks a rule or holds a value outside that subset: the row path then does that chunk, and
+its report is the one a person reads. Amounts stay decimal text throughout: they are
+checked and padded as strings, never turned into binary floating point.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+from decimal import Decimal
+
+import pandas as pd
+
+from xchange.layout import FieldSpec, Layout
+from xchange.mapping import Mapping, Rule
+
+_INT = r"[+-]?[0-9]+"
+_DEC = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+_UNICODE_INT = r"[+-]?\d+"
+_DATE_DIRECTIVES = {"%Y", "%m", "%d", "%H", "%M", "%S"}
+_TYPES = {"string", "enum", "integer", "decimal", "date", "datetime"}
+
+
+class _GiveUp(Exception):
+    """This chunk needs the row path."""
+
+
+@dataclass(slots=True)
+class _Col:
+    """A column of values of one kind: str, int (canonical text), dec (canonical decimal
+    text), date or datetime (datetime64); ``null`` marks rows without a value."""
+
+    kind: str
+    data: pd.Series
+    null: pd.Series
+
+
+def _kind(spec: FieldSpec) -> str:
+    return {"string": "str", "enum": "str", "integer": "int", "decimal": "dec"}.get(
+        spec.type, spec.type
+    )
+
+
+def _formats_ok(formats: list[str]) -> bool:
+    return all(set(re.findall(r"%.", f)) <= _DATE_DIRECTIVES for f in formats)
+
+
+def _spec_ok(spec: FieldSpec) -> bool:
+    if spec.type not in _TYPES or spec.unique:
+        return False
+    if spec.type in ("date", "datetime"):
+        return _formats_ok(spec.formats) and spec.min_length is None and spec.max_length is None
+    return True
+
+
+class ColumnarPlan:
+    """The columnar program for one flat CSV -> CSV mapping."""
+
+    def __init__(self, source: Layout, mapping: Mapping, target: Layout) -> None:
+        self.source = source
+        self.mapping = mapping
+        self.target = target
+        self.by_name = {f.name: f for f in source.fields}
+
+    @classmethod
+    def build(cls, source: Layout, mapping: Mapping, target: Layout) -> ColumnarPlan | None:
+        """A plan, or None when the route is outside what the columnar path does."""
+        if (
+            source.codec != "csv"
+            or target.codec != "csv"
+            or source.shape != "rows"
+            or target.shape != "rows"
+            or mapping.group_by
+            or mapping.flatten
+            or mapping.output != "batch"
+            or not all(_spec_ok(f) for f in (*source.fields, *target.fields))
+        ):
+            return None
+        by_name = {f.name: f for f in source.fields}
+        for spec in target.fields:
+            rule = mapping.header.get(spec.name)
+            if rule is None:
+                continue
+            if rule.join:
+                return None
+            if rule.template is not None and any(
+                spec_ or conv for _, f, spec_, conv in string.Formatter().parse(rule.template) if f
+            ):
+                return None
+            kind = cls._rule_kind(rule, by_name)
+            if not cls._compatible(kind, spec):
+                return None
+        return cls(source, mapping, target)
+
+    @staticmethod
+    def _rule_kind(rule: Rule, by_name: dict[str, FieldSpec]) -> str:
+        if rule.sequence is not None:
+            return "int"
+        if rule.from_ is not None and rule.table is None:
+            return _kind(by_name[rule.from_])
+        return "str"
+
+    @staticmethod
+    def _compatible(kind: str, target: FieldSpec) -> bool:
+        t = _kind(target)
+        return (
+            kind == "str"
+            or kind == t
+            or (t == "str")
+            or (t == "date" and kind == "datetime")
+            or (t == "dec" and kind == "int")
+        )
+
+    # ------------------------------------------------------------------ running
+
+    def convert(
+        self, frame: pd.DataFrame, header: list[str], seq_start: int
+    ) -> pd.DataFrame | None:
+        """Rendered target rows for a chunk of source text, or None (use the row path)."""
+        try:
+            columns = {
+                spec.name: self._parse(
+                    spec,
+                    frame.iloc[:, header.index(spec.key)] if spec.key in header else None,
+                    len(frame),
+                )
+                for spec in self.source.fields
+            }
+            out = {}
+            for spec in self.target.fields:
+                rule = self.mapping.header.get(spec.name)
+                value = (
+                    self._evaluate(rule, columns, len(frame), seq_start)
+                    if rule is not None
+                    else _Col(
+                        "str",
+                        pd.Series([""] * len(frame), dtype=object),
+                        pd.Series(True, index=range(len(frame))),
+                    )
+                )
+                out[spec.key] = self._render(spec, self._coerce(spec, value))
+        except _GiveUp:
+            return None
+        return pd.DataFrame(out)
+
+    # ------------------------------------------------------------------ parse
+
+    def _parse(self, spec: FieldSpec, text: pd.Series | None, n: int) -> _Col:
+        if text is None:
+            text = pd.Series([""] * n, dtype=object)
+        text = text.reset_index(drop=True).astype(object)
+        if spec.trim:
+            text = text.str.strip()
+        null = (text == "") | (text.isin(spec.null_values) if spec.null_values else False)
+        if spec.required and bool(null.any()):
+            raise _GiveUp
+        live = ~null
+        kind = _kind(spec)
+        if kind == "str":
+            data = text
+            if spec.type == "enum" and not bool(text[live].isin(spec.values).all()):
+                raise _GiveUp
+            if spec.pattern is not None and not bool(
+                text[live].str.fullmatch(spec.pattern).fillna(False).all()
+            ):
+                raise _GiveUp
+        elif kind == "int":
+            data = self._int(text, live)
+        elif kind == "dec":
+            data = self._dec(spec, text, live)
+        else:
+            data = self._when(spec, text, live)
+        self._lengths(spec, text, live)
+        col = _Col(kind, data, null)
+        if kind in ("int", "dec"):
+            self._bounds(spec, col)
+        return col
+
+    @staticmethod
+    def _lengths(spec: FieldSpec, text: pd.Series, live: pd.Series) -> None:
+        if spec.min_length is None and spec.max_length is None:
+            return
+        lengths = text[live].str.len()
+        if spec.min_length is not None and bool((lengths < spec.min_length).any()):
+            raise _GiveUp
+        if spec.max_length is not None and bool((lengths > spec.max_length).any()):
+            raise _GiveUp
+
+    @staticmethod
+    def _int(text: pd.Series, live: pd.Series) -> pd.Series:
+        values = text[live]
+        if not bool(values.str.fullmatch(_INT).all()) or bool((values.str.len() > 18).any()):
+            raise _GiveUp
+        data = text.copy()
+        data[live] = values.astype("int64").astype(str)
+        return data
+
+    @staticmethod
+    def _dec(spec: FieldSpec, text: pd.Series, live: pd.Series) -> pd.Series:
+        cleaned = (
+            text[live]
+            .str.replace(",", "", regex=False)
+            .str.replace("¥", "", regex=False)
+            .str.replace("￥", "", regex=False)
+        )
+        if not bool(cleaned.str.fullmatch(_DEC).all()):
+            raise _GiveUp
+        parts = cleaned.str.extract(r"^([+-]?)([0-9]*)\.?([0-9]*)$")
+        sign, whole, frac = parts[0], parts[1].str.lstrip("0"), parts[2]
+        whole = whole.where(whole != "", "0")
+        if bool(((sign == "-") & (whole == "0") & (frac.str.strip("0") == "")).any()):
+            raise _GiveUp  # negative zero: Decimal keeps its sign; leave it to the row path
+        if bool(((whole == "0") & frac.str.match(r"^0{6}")).any()):
+            raise _GiveUp  # would print in exponent form
+        if spec.scale is not None and bool((frac.str.slice(spec.scale).str.strip("0") != "").any()):
+            raise _GiveUp
+        canonical = sign.where(sign == "-", "") + whole + ("." + frac).where(frac != "", "")
+        data = text.copy()
+        data[live] = canonical
+        return data
+
+    @staticmethod
+    def _when(spec: FieldSpec, text: pd.Series, live: pd.Series) -> pd.Series:
+        values = text[live]
+        result = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
+        pending = pd.Series(True, index=values.index)
+        for fmt in spec.formats:
+            parsed = pd.to_datetime(values.where(pending), format=fmt, errors="coerce")
+            hit = pending & parsed.notna()
+            if bool(hit.any()) and not bool((parsed[hit].dt.strftime(fmt) == values[hit]).all()):
+                raise _GiveUp  # accepted, but not in canonical form: strptime decides
+            result[hit] = parsed[hit]
+            pending &= ~hit
+        if bool(pending.any()):
+            raise _GiveUp
+        data = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns]")
+        data[live] = result
+        return data
+
+    @staticmethod
+    def _bounds(spec: FieldSpec, col: _Col) -> None:
+        if spec.min is None and spec.max is None:
+            return
+        live = ~col.null
+        text = col.data[live]
+        values = text.astype("int64") if col.kind == "int" else text.astype(float)
+        for bound, below in ((spec.min, True), (spec.max, False)):
+            if bound is None:
+                continue
+            b = float(bound)
+            broken = values < b if below else values > b
+            if col.kind == "int":
+                if bool(broken.any()):
+                    raise _GiveUp
+                continue
+            # Floats decide far from the bound; near it, Decimal decides exactly.
+            near = (values - b).abs() <= 1e-9 * max(1.0, abs(b))
+            exact = [Decimal(t) < bound if below else Decimal(t) > bound for t in text[near]]
+            if bool((broken & ~near).any()) or any(exact):
+                raise _GiveUp
+
+    # ------------------------------------------------------------------ map
+
+    def _text(self, col: _Col) -> pd.Series:
+        """What the row path's ``_text`` gives for each value ("" for no value)."""
+        if col.kind in ("str", "int", "dec"):
+            data = col.data
+        elif col.kind == "date":
+            data = col.data.dt.strftime("%Y-%m-%d")
+        else:
+            data = col.data.dt.strftime("%Y-%m-%dT%H:%M:%S")
+        return data.where(~col.null, "")
+
+    def _evaluate(self, rule: Rule, columns: dict[str, _Col], n: int, seq_start: int) -> _Col:
+        none = pd.Series(False, index=range(n))
+        if rule.const is not None:
+            col = _Col("str", pd.Series([rule.const] * n, dtype=object), none)
+        elif rule.sequence is not None:
+            numbers = pd.Series(range(seq_start, seq_start + n)) + rule.sequence
+            col = _Col("int", numbers.astype(str).astype(object), none)
+        elif rule.template is not None:
+            text = pd.Series([""] * n, dtype=object)
+            for literal, field, _, _ in string.Formatter().parse(rule.template):
+                text = text + literal
+                if field:
+                    text = text + self._text(columns[field])
+            col = _Col("str", text, none)
+        else:
+            col = columns[rule.from_ or ""]
+        if col.kind == "str":
+            data = col.data
+            if rule.trim:
+                data = data.str.strip()
+            if rule.case == "upper":
+                data = data.str.upper()
+            elif rule.case == "lower":
+                data = data.str.lower()
+            col = _Col("str", data, col.null | (data == ""))
+        if rule.default is not None:
+            col = _Col(col.kind, col.data.where(~col.null, rule.default), none)
+            if col.kind != "str":
+                raise _GiveUp
+        if rule.table is not None:
+            table = self.mapping.tables[rule.table]
+            keys = self._text(col)
+            mapped = keys.map(table)
+            if bool((mapped.isna() & ~col.null).any()):
+                raise _GiveUp
+            col = _Col("str", mapped.where(~col.null, ""), col.null)
+        return col
+
+    # ------------------------------------------------------------------ target
+
+    def _coerce(self, spec: FieldSpec, col: _Col) -> _Col:
+        t = _kind(spec)
+        if bool(col.null.all()) and not spec.required:
+            return col
+        if col.kind == "str":
+            return self._parse(spec, col.data.where(~col.null, ""), len(col.data))
+        if spec.required and bool(col.null.any()):
+            raise _GiveUp
+        if t == "date" and col.kind == "datetime":
+            col = _Col("date", col.data.dt.normalize(), col.null)
+        elif t == "dec" and col.kind == "int":
+            col = _Col("dec", col.data, col.null)
+        elif t == "str":
+            as_source = (
+                col.data.dt.strftime("%Y-%m-%d %H:%M:%S")
+                if col.kind == "datetime"
+                else col.data.dt.strftime("%Y-%m-%d")
+                if col.kind == "date"
+                else col.data
+            )
+            return self._parse(spec, as_source.where(~col.null, ""), len(col.data))
+        if col.kind in ("int", "dec"):
+            self._bounds(spec, col)
+            self._lengths(spec, col.data, ~col.null)
+        return col
+
+    @staticmethod
+    def _render(spec: FieldSpec, col: _Col) -> pd.Series:
+        if col.kind in ("str", "int"):
+            data = col.data
+        elif col.kind == "dec":
+            data = col.data
+            if spec.scale is not None:
+                parts = data.str.extract(r"^(-?[0-9]+)\.?([0-9]*)$")
+                frac = parts[1].fillna("")
+                if bool((frac.str.slice(spec.scale).str.strip("0") != "").any()):
+                    raise _GiveUp
+                frac = frac.str.slice(0, spec.scale).str.pad(spec.scale, side="right", fillchar="0")
+                data = parts[0] + (("." + frac) if spec.scale else "")
+        else:
+            fmt = (
+                spec.formats[0]
+                if spec.formats
+                else ("%Y-%m-%d" if col.kind == "date" else "%Y-%m-%d %H:%M:%S")
+            )
+            data = col.data.dt.strftime(fmt)
+        return data.where(~col.null, "").astype(object)
+
+
+__all__ = ["ColumnarPlan"]
