@@ -1,4 +1,4 @@
-"""SFTP delivery against a real OpenSSH sshd on 127.0.0.1 (no mocks of paramiko)."""
+"""SFTP delivery against a real OpenSSH sshd on 127.0.0.1; paramiko talks to it for real."""
 
 from __future__ import annotations
 
