@@ -121,3 +121,18 @@ def test_an_xml_text_node_beyond_the_parser_limit_is_refused() -> None:
     data = b"<a>" + b"x" * 20_000_000 + b"</a>"
     with pytest.raises(DecodeError, match="line 1"):
         check_well_formed(data, "huge.xml")
+
+
+def test_a_look_limited_to_named_files_takes_only_those(exchange: Exchange) -> None:
+    """Event-driven looks (the daemon's watched folders) touch only the named files and the
+    ones already held; the rest wait for a full look."""
+    runner = runner_for(exchange)
+    route = runner.config.routes[0]
+    data = SAMPLE.read_bytes()
+    (exchange.inbox / "orders_a.csv").write_bytes(data)
+    (exchange.inbox / "orders_b.csv").write_bytes(data.replace(b"EC2026112100", b"EC2026112101"))
+    named = runner.run_route(route, only={"orders_a.csv", "no_such.csv", ".hidden.csv"})
+    assert [f.source for f in named.files] == ["orders_a.csv"]
+    assert (exchange.inbox / "orders_b.csv").exists()
+    full = runner.run_route(route)
+    assert [f.source for f in full.files] == ["orders_b.csv"]

@@ -48,12 +48,16 @@ class Daemon:
         self.runner = Runner(config, journal, stop=stop)
         self.on_result = on_result
         self._dirty = {r.name: threading.Event() for r in config.routes}
+        # Names from file events since a route's last look; None: list the whole folder.
+        self._names: dict[str, set[str] | None] = {r.name: None for r in config.routes}
+        self._names_lock = threading.Lock()
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(config.daemon.workers)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
             timezone=UTC,
         )
-        self.watcher = FolderWatcher(self.kick)
+        self.watcher = FolderWatcher(self._file_event)
+        self._watched: set[str] = set()
 
     def _trigger(self, route: RouteConfig) -> Any:
         schedule = route.schedule
@@ -82,7 +86,8 @@ class Daemon:
                 id="rescan",
                 name="rescan of watched folders",
             )
-        self.watcher.start()
+        if not self.watcher.start():
+            self._watched.clear()
         self.scheduler.start()
         log.info("daemon.started", routes=[r.name for r in self.config.routes], watched=watched)
         try:
@@ -107,8 +112,25 @@ class Daemon:
             )
         return [r.name for routes in folders.values() for r in routes]
 
+    def _file_event(self, routes: list[str], name: str | None) -> None:
+        """A watched folder changed: look at that file soon (or at everything)."""
+        with self._names_lock:
+            for route in routes:
+                pending = self._names[route]
+                if name is not None and pending is not None:
+                    pending.add(name)
+                elif name is None:
+                    self._names[route] = None
+        self._kick(routes, 0.02)
+
     def kick(self, routes: list[str], delay: float = 0.02) -> None:
-        """Run these routes soon (again, if one is running now)."""
+        """Run these routes soon (again, if one is running now), listing their folders."""
+        with self._names_lock:
+            for route in routes:
+                self._names[route] = None
+        self._kick(routes, delay)
+
+    def _kick(self, routes: list[str], delay: float) -> None:
         if self.stop.is_set():
             return
         when = datetime.now(UTC) + timedelta(seconds=delay)
@@ -122,10 +144,14 @@ class Daemon:
         route = self.config.route(name)
         while not self.stop.is_set():
             self._dirty[name].clear()
-            result = self.runner.run_route(route)
+            with self._names_lock:
+                only, self._names[name] = self._names[name], set()
+            if name not in self._watched:
+                only = None  # no file events for this route: always list its folder
+            result = self.runner.run_route(route, only=only)
             if self.on_result is not None:
                 self.on_result(result)
             if result.next_look is not None:
-                self.kick([name], delay=result.next_look + 0.05)
+                self._kick([name], result.next_look + 0.05)
             if not self._dirty[name].is_set() or result.next_look is not None:
                 break

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import posixpath
 import threading
 import time
 from collections import Counter, defaultdict
@@ -57,7 +58,13 @@ from xchange.pipeline import Conversion, make_pipeline
 from xchange.quarantine import Quarantine
 from xchange.readiness import Verdict, judge, marker_name
 from xchange.remote import FileInfo, Remote, open_remote
-from xchange.remote.base import NullWriter, Selector, safe_subfolder, temp_name_for
+from xchange.remote.base import (
+    NullWriter,
+    Selector,
+    is_temporary,
+    safe_subfolder,
+    temp_name_for,
+)
 from xchange.retry import call_with_retry
 from xchange.sink import Output, Sink, staging_folder
 
@@ -251,11 +258,15 @@ class Runner:
         self.alerter.flush()
         return list(results.values())
 
-    def run_route(self, route: RouteConfig) -> RouteResult:
-        """One look at a route's source: take every ready file through to delivery."""
+    def run_route(self, route: RouteConfig, only: set[str] | None = None) -> RouteResult:
+        """One look at a route's source: take every ready file through to delivery.
+
+        ``only`` (names relative to the source folder, from file events) limits the look to
+        those files and the ones held at the last look, instead of listing the folder.
+        """
         result = RouteResult(route.name)
         with structlog.contextvars.bound_contextvars(route=route.name):
-            verdict = self._look(route, result)
+            verdict = self._look(route, result, only)
             for outcome in self._process_all(route, verdict.ready if verdict else []):
                 result.files.append(outcome)
                 if outcome.outcome == RETRY_LATER and result.error is None:
@@ -277,6 +288,30 @@ class Runner:
             )
             self._alert(result)
         return result
+
+    @staticmethod
+    def _stat_names(
+        route: RouteConfig, source: Remote, names: set[str], archive_top: str
+    ) -> list[FileInfo]:
+        """The given names that are regular files in the source folder (with their
+        done-markers), as a listing would show them."""
+        wanted: list[FileInfo] = []
+        for name in sorted(names):
+            if is_temporary(posixpath.basename(name)) or (
+                archive_top and name.split("/", 1)[0] == archive_top
+            ):
+                continue
+            if "/" in name and not route.source.recursive:
+                continue
+            info = source.stat(name)
+            if info is None:
+                continue
+            wanted.append(info)
+            if route.ready.marker:
+                marker = source.stat(marker_name(route.ready.marker, name))
+                if marker is not None:
+                    wanted.append(marker)
+        return sorted(wanted, key=lambda f: (f.mtime_ns, f.name))
 
     def _process_all(self, route: RouteConfig, ready: list[FileInfo]) -> Iterator[FileResult]:
         """Take ready files through, ``route.transfers`` at a time, each worker thread with
@@ -307,15 +342,22 @@ class Runner:
                 )
             return self._pools[route.name]
 
-    def _look(self, route: RouteConfig, result: RouteResult) -> Verdict | None:
-        """List the source; return what is ready and what is held (None: cannot list)."""
+    def _look(
+        self, route: RouteConfig, result: RouteResult, only: set[str] | None = None
+    ) -> Verdict | None:
+        """List the source (or look at ``only`` these names and the held ones); return what
+        is ready and what is held (None: cannot list)."""
         source = self.remote(route.source.endpoint)
         archive_top = route.after.folder.split("/", 1)[0] if route.after.action == "archive" else ""
+        observed = self.journal.observations(route.name)
         try:
-            listing = source.list(
-                recursive=route.source.recursive,
-                skip_dirs=tuple(d for d in (archive_top,) if d and "{" not in d),
-            )
+            if only is None:
+                listing = source.list(
+                    recursive=route.source.recursive,
+                    skip_dirs=tuple(d for d in (archive_top,) if d and "{" not in d),
+                )
+            else:
+                listing = self._stat_names(route, source, only | set(observed), archive_top)
         except RemoteError as exc:
             result.error, result.error_kind = str(exc), exc.kind
             log.error("route.source_failed", error=str(exc), cause=exc.kind)
@@ -341,8 +383,9 @@ class Runner:
             else:
                 result.files.append(self._timed(route, f.name, self._after_of(route, f, known)))
         now = datetime.now(UTC)
-        verdict = judge(route.ready, fresh, names, self.journal.observations(route.name), now)
-        self.journal.save_observations(route.name, verdict.held)
+        verdict = judge(route.ready, fresh, names, observed, now)
+        if only is None or verdict.held or observed:
+            self.journal.save_observations(route.name, verdict.held)
         for obs in verdict.stuck:
             log.warning("file.stuck", source=obs.path, reason=obs.reason)
             self.alerter.failure(route.name, "stuck", True, [obs.path], obs.reason)

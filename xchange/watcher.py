@@ -22,7 +22,10 @@ log = structlog.get_logger(__name__)
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, routes: list[str], kick: Callable[[list[str]], None]) -> None:
+    def __init__(
+        self, folder: Path, routes: list[str], kick: Callable[[list[str], str | None], None]
+    ) -> None:
+        self.folder = folder
         self.routes = routes
         self.kick = kick
 
@@ -32,32 +35,56 @@ class _Handler(FileSystemEventHandler):
         path = os.fsdecode(getattr(event, "dest_path", "") or event.src_path)
         if is_temporary(os.path.basename(path)):
             return
-        self.kick(self.routes)
+        try:
+            name = Path(path).relative_to(self.folder).as_posix()
+        except ValueError:
+            name = None  # outside the folder: look at everything
+        self.kick(self.routes, name)
 
 
 class FolderWatcher:
-    """Watches folders and calls ``kick(route names)`` when something changes in them."""
+    """Watches folders and calls ``kick(route names, file name)`` when a file in them
+    changes (the name relative to the folder; None when unknown)."""
 
-    def __init__(self, kick: Callable[[list[str]], None]) -> None:
+    def __init__(self, kick: Callable[[list[str], str | None], None]) -> None:
         self.kick = kick
         self._observer = Observer()
         self._count = 0
 
-    def watch(self, folder: Path, routes: list[str], *, recursive: bool) -> None:
+    def watch(self, folder: Path, routes: list[str], *, recursive: bool) -> bool:
+        """Watch a folder; False if it cannot be watched (its routes then list it)."""
+        if not folder.is_dir():
+            log.warning(
+                "watch.unavailable",
+                folder=str(folder),
+                error="no such folder",
+                fallback="every look lists the folder",
+            )
+            return False
         try:
-            self._observer.schedule(_Handler(routes, self.kick), str(folder), recursive=recursive)
+            handler = _Handler(folder, routes, self.kick)
+            self._observer.schedule(handler, str(folder), recursive=recursive)
             self._count += 1
-        except OSError as exc:  # missing folder, inotify limits: the periodic rescan remains
+        except OSError as exc:  # inotify limits
             log.warning(
                 "watch.unavailable",
                 folder=str(folder),
                 error=str(exc),
-                fallback="periodic rescan only",
+                fallback="every look lists the folder",
             )
+            return False
+        return True
 
-    def start(self) -> None:
-        if self._count:
+    def start(self) -> bool:
+        """Start watching; False if the watches could not be set up (inotify limits...)."""
+        if not self._count:
+            return False
+        try:
             self._observer.start()
+        except OSError as exc:
+            log.warning("watch.unavailable", error=str(exc), fallback="every look lists")
+            return False
+        return True
 
     def stop(self) -> None:
         if self._observer.is_alive():

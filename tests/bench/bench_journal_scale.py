@@ -76,7 +76,7 @@ def setup(work: Path, history: int, new: int) -> Path:
     return config
 
 
-def looks(config: Path) -> tuple[float, float]:
+def looks(config: Path) -> tuple[float, float, float]:
     """The first look (new files delivered) and a later one, as a running daemon makes."""
     cfg = load_config(config)
     journal = open_journal(cfg.journal)
@@ -85,13 +85,21 @@ def looks(config: Path) -> tuple[float, float]:
     runner.run_once(wait_to_settle=False)
     first = time.perf_counter() - start
     for i in range(3):
-        (config.parent / "drop" / f"later{i}.dat").write_bytes(b"later")
+        (config.parent / "drop" / f"later{i}.dat").write_bytes(f"later{i}".encode())
     start = time.perf_counter()
     runner.run_once(wait_to_settle=False)
     later = time.perf_counter() - start
+    # What the daemon does for a watched folder: a look at the names its file events gave.
+    names = {f"event{i}.dat" for i in range(3)}
+    for name in names:
+        (config.parent / "drop" / name).write_bytes(name.encode())
+    start = time.perf_counter()
+    (route_result,) = [runner.run_route(cfg.routes[0], only=names)]
+    evented = time.perf_counter() - start
+    assert route_result.count("delivered") == 3
     runner.close()
     journal.close()
-    return first, later
+    return first, later, evented
 
 
 def main() -> None:
@@ -104,16 +112,19 @@ def main() -> None:
     configure_logging(json=True, level="warning")
     first: dict[int, list[float]] = {args.small: [], args.history: []}
     later: dict[int, list[float]] = {args.small: [], args.history: []}
+    evented: dict[int, list[float]] = {args.small: [], args.history: []}
     for _ in range(args.rounds):
         for history in (args.small, args.history):
             work = Path(tempfile.mkdtemp(prefix="xchange-bench-journal-"))
             config = setup(work, history, args.new)
-            a, b = looks(config)
+            a, b, c = looks(config)
             first[history].append(a)
             later[history].append(b)
+            evented[history].append(c)
             shutil.rmtree(work, ignore_errors=True)
     print("\n7. a drop folder holding a delivered history (left in place) plus new files")
-    for label, data, new in (("first look", first, args.new), ("later look", later, 3)):
+    for label, data, new in (("first look", first, args.new), ("later look", later, 3),
+                             ("file-event look", evented, 3)):
         small, large = (statistics.median(data[h]) for h in (args.small, args.history))
         print(
             f"  {label} ({new} new): history {args.small:,}: {small:.3f} s, "

@@ -6,6 +6,7 @@ import builtins
 import errno
 import os
 import shutil
+import stat as stat_mod
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -105,9 +106,13 @@ class LocalRemote:
         yield path
 
     def stat(self, name: str) -> FileInfo | None:
+        """The file's size and time; None if it is missing or not a regular file (a symlink
+        or a folder is never taken for one)."""
         try:
             st = self._path(name).lstat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not stat_mod.S_ISREG(st.st_mode):
             return None
         return FileInfo(name, st.st_size, st.st_mtime_ns)
 
