@@ -386,3 +386,11 @@ def test_sigterm_during_an_sftp_delivery_leaves_the_target_clean(
     assert signal_with_work_in_hand(exchange, source, 1) == 0
     assert os.listdir(folder) == ["OMS_INV_stockcount_big.csv"]
     assert (folder / "OMS_INV_stockcount_big.csv").read_bytes().count(b"\r\n") == 40_001
+
+
+def test_check_names_a_cron_line_apscheduler_cannot_read(exchange: Exchange) -> None:
+    """`xchange check` reports an impossible cron field with the file and the key."""
+    exchange.write_config(route_extra='schedule = { cron = "61 2 * * mon" }')
+    result = CliRunner().invoke(main, ["check", "--config", str(exchange.config)])
+    assert result.exit_code == 2
+    assert f"{exchange.config}: routes[0].schedule.cron:" in result.stderr

@@ -32,6 +32,19 @@ from xchange.watcher import FolderWatcher
 log = structlog.get_logger(__name__)
 
 
+def check_schedules(config: AppConfig) -> list[str]:
+    """Problems with the routes' cron lines, named by file and key (for ``xchange check``)."""
+    problems = []
+    for i, route in enumerate(config.routes):
+        if route.schedule.cron is None:
+            continue
+        try:
+            CronTrigger.from_crontab(route.schedule.cron, timezone=route.schedule.timezone or UTC)
+        except ValueError as exc:
+            problems.append(f"{config.source_file}: routes[{i}].schedule.cron: {exc}")
+    return problems
+
+
 class Daemon:
     """Runs every route of a configuration until ``stop`` is set."""
 

@@ -123,8 +123,11 @@ def main() -> None:
             evented[history].append(c)
             shutil.rmtree(work, ignore_errors=True)
     print("\n7. a drop folder holding a delivered history (left in place) plus new files")
-    for label, data, new in (("first look", first, args.new), ("later look", later, 3),
-                             ("file-event look", evented, 3)):
+    for label, data, new in (
+        ("first look", first, args.new),
+        ("later look", later, 3),
+        ("file-event look", evented, 3),
+    ):
         small, large = (statistics.median(data[h]) for h in (args.small, args.history))
         print(
             f"  {label} ({new} new): history {args.small:,}: {small:.3f} s, "

@@ -107,7 +107,9 @@ def _pipeline(config: AppConfig, route: str) -> Pipeline | CopyPipeline:
 def check(ctx: click.Context, config_path: str | None) -> None:
     """Validate a configuration and every layout and mapping it uses."""
     config = _config(ctx, config_path)
-    problems: list[str] = []
+    from xchange.daemon import check_schedules
+
+    problems: list[str] = check_schedules(config)
     for route in config.routes:
         try:
             make_pipeline(route, config.formats)
@@ -179,8 +181,10 @@ def run(ctx: click.Context, config_path: str | None, once: bool, routes: tuple[s
                         click.echo(result.summary())
                     code = exit_code(results)
                 else:
-                    from xchange.daemon import Daemon
+                    from xchange.daemon import Daemon, check_schedules
 
+                    if problems := check_schedules(config):
+                        raise ConfigError(problems)
                     Daemon(config, journal, stop=stop).run()
             finally:
                 journal.close()
