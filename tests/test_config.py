@@ -153,3 +153,16 @@ def test_check_names_mapping_fields_missing_from_the_layout(
         f"{mapping}: lines.SkuName: source layout {formats / 'shop-order-lines.toml'} "
         "has no field 'goods_title'"
     ) in result.stderr
+
+
+def test_host_and_user_can_never_be_read_as_ssh_options(exchange: Exchange) -> None:
+    """A host or user starting with "-" is refused (they reach OpenSSH's command line)."""
+    text = exchange.config.read_text().replace(
+        '[endpoints.wms-outbox]\ntype = "local"',
+        '[endpoints.wms-outbox]\ntype = "sftp"\nhost = "-oProxyCommand=evil"\nuser = "-oX"\n'
+        'known_hosts = "kh"\npassword_env = "PW"\n#',
+    )
+    exchange.config.write_text(text)
+    problems = problems_of(exchange.config, env={"PW": "x"})
+    assert any("endpoints.wms-outbox.host: string should match pattern" in p for p in problems)
+    assert any("endpoints.wms-outbox.user: string should match pattern" in p for p in problems)

@@ -71,9 +71,10 @@ class SFTPEndpoint(_Model):
     """A folder on an SFTP server."""
 
     type: Literal["sftp"] = "sftp"
-    host: str = Field(min_length=1)
+    # Never an option to an SSH client: no leading "-", no spaces, no "@".
+    host: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:\[\]][A-Za-z0-9_.:\[\]-]*$")
     port: int = Field(22, ge=1, le=65535)
-    user: str = Field(min_length=1)
+    user: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$")
     path: str = "."
     key_file: ConfigPath | None = None
     key_passphrase_env: str | None = None
