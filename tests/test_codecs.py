@@ -198,3 +198,20 @@ def test_arbitrary_and_mutated_bytes_give_an_output_or_a_reason(
             pipeline(route).convert(candidate, "fuzz", NOW)
         except XchangeError as exc:
             assert str(exc).splitlines()[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=4), max_size=60), st.integers(1, 5))
+def test_record_line_numbers_are_kept_exactly_in_little_memory(
+    steps: list[int], first: int
+) -> None:
+    """The CSV line index gives back every record's line, storing only the irregular ones."""
+    from xchange.codecs.csv_codec import LineIndex
+
+    index, lines, line = LineIndex(), [], first
+    for step in steps:
+        line += step
+        lines.append(line)
+        index.add(line)
+    assert [index[i] for i in range(len(lines))] == lines
+    assert len(index._at) <= 1 + sum(1 for s in steps[1:] if s != 1)

@@ -11,9 +11,9 @@ with pandas in chunks of ``CHUNK_ROWS`` rows.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
-from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -36,9 +36,35 @@ _QUOTING = {
 }
 
 
+class LineIndex:
+    """The line each record starts on, in memory that grows with the exceptions (records
+    spanning several lines, blank lines), not with the number of records."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first = 0
+        self._at: list[int] = [0]  # record index from which ...
+        self._extra: list[int] = [0]  # ... this many extra lines come before it
+
+    def add(self, line: int) -> None:
+        if self.count == 0:
+            self.first = line
+        expected = self.first + self.count + self._extra[-1]
+        if line != expected:
+            self._at.append(self.count)
+            self._extra.append(line - self.first - self.count)
+        self.count += 1
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> int:
+        return self.first + index + self._extra[bisect.bisect_right(self._at, index) - 1]
+
+
 def _structure(
     stream: BinaryIO, encoding: str, layout: Layout, origin: str, report: Report
-) -> tuple[array[int], list[str] | None]:
+) -> tuple[LineIndex, list[str] | None]:
     """First pass: line of each record, ragged rows, the header; decode errors raise."""
     opts = layout.csv
     reader = csv.reader(
@@ -47,7 +73,7 @@ def _structure(
         quotechar=opts.quote,
         strict=True,
     )
-    starts: array[int] = array("q")
+    starts = LineIndex()
     header: list[str] | None = None
     width: int | None = None
     line = 1
@@ -61,7 +87,7 @@ def _structure(
                 if opts.header:
                     header = [c.strip() for c in row]
                     continue
-            starts.append(start)
+            starts.add(start)
             if len(row) != width:
                 report.add(
                     f"line {start}",
@@ -81,7 +107,7 @@ class Prepared:
 
     encoding: str
     start: int
-    starts: array[int]
+    starts: LineIndex
     header: list[str]
     columns: list[tuple[FieldSpec, int | None]]
 
