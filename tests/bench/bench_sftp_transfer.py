@@ -73,9 +73,11 @@ def main() -> None:
         mb = size / 1e6
 
         def clean_target() -> None:
-            # Every contender writes a new file: rclone would otherwise skip an identical one.
+            # Every contender writes a new file (rclone would otherwise skip an identical one),
+            # after the previous one's data is written back to disk.
             for leftover in target.iterdir():
                 leftover.unlink()
+            os.sync()
 
         times = alternate(
             args.rounds,
@@ -105,7 +107,9 @@ def main() -> None:
             )
 
         src_remote.list()
-        times = alternate(args.rounds, {"xchange": xchange_get, "OpenSSH sftp -b get": sftp_get})
+        # Each contender starts with the previous one's 300 MB written back to disk.
+        times = alternate(args.rounds, {"xchange": xchange_get, "OpenSSH sftp -b get": sftp_get},
+                          reset=os.sync)
         report(f"2. one {args.size_mb} MiB file picked up from SFTP", "MB/s", mb, times)
         assert Path(local).stat().st_size == size
         remote.close()

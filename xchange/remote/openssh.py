@@ -44,6 +44,10 @@ def transfer(cfg: SFTPEndpoint, label: str, command: str, local: Path, remote: s
         "-q",
         "-b",
         "-",
+        # More requests in flight than the default 64 (request size stays the portable
+        # 32 KiB: some servers refuse bigger writes).
+        "-R",
+        "128",
         "-i",
         str(cfg.key_file),
         "-P",
