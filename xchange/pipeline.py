@@ -45,7 +45,27 @@ class Conversion:
     skipped: list[str] = field(default_factory=list)
 
 
-class Pipeline:
+class _Converter:
+    """What both kinds of route data plane share."""
+
+    def convert(self, data: bytes, source_name: str, now: datetime) -> list[Output]:
+        """Convert bytes in memory (``xchange convert`` and tests); see ``convert_stream``."""
+        return self.convert_stream(io.BytesIO(data), source_name, now, Sink()).outputs
+
+    def convert_stream(
+        self,
+        stream: BinaryIO,
+        source_name: str,
+        now: datetime,
+        sink: Sink,
+        *,
+        skip: Callable[[str], bool] | None = None,
+        digest: tuple[int, str] | None = None,
+    ) -> Conversion:
+        raise NotImplementedError
+
+
+class Pipeline(_Converter):
     """Layouts, mapping and codecs of one route, loaded and cross-checked once."""
 
     def __init__(self, route: RouteConfig, formats: Path) -> None:
@@ -100,10 +120,6 @@ class Pipeline:
         )
         return layouts, f"{self.mapping.name}@{self.mapping.version}"
 
-    def convert(self, data: bytes, source_name: str, now: datetime) -> list[Output]:
-        """Convert bytes in memory (``xchange convert`` and tests); see :meth:`convert_stream`."""
-        return self.convert_stream(io.BytesIO(data), source_name, now, Sink()).outputs
-
     def convert_stream(
         self,
         stream: BinaryIO,
@@ -112,6 +128,7 @@ class Pipeline:
         sink: Sink,
         *,
         skip: Callable[[str], bool] | None = None,
+        digest: tuple[int, str] | None = None,
     ) -> Conversion:
         """Parse, validate, map and encode one source file, record by record.
 
@@ -333,7 +350,7 @@ def _marked(records: Iterable[Record], report: Report) -> Iterator[Record]:
         yield rec
 
 
-class CopyPipeline:
+class CopyPipeline(_Converter):
     """``mapping = "copy"``: deliver the file byte for byte, under the route's name template
     (``{source_name}``, ``{source_stem}``, ``{date}``). No layout, no validation."""
 
@@ -341,9 +358,6 @@ class CopyPipeline:
 
     def __init__(self, route: RouteConfig) -> None:
         self.route = route
-
-    def convert(self, data: bytes, source_name: str, now: datetime) -> list[Output]:
-        return self.convert_stream(io.BytesIO(data), source_name, now, Sink()).outputs
 
     def convert_stream(
         self,
@@ -353,7 +367,10 @@ class CopyPipeline:
         sink: Sink,
         *,
         skip: Callable[[str], bool] | None = None,
+        digest: tuple[int, str] | None = None,
     ) -> Conversion:
+        """The file itself as the one output; ``digest`` (size, sha256), when the caller
+        has it already, spares reading the file again."""
         source = PurePosixPath(source_name)
         name = render_name(
             self.route.target.name,
@@ -362,6 +379,8 @@ class CopyPipeline:
         path = getattr(stream, "name", None)
         if isinstance(path, str) and Path(path).is_file():
             # A file on disk is delivered from where it is: no copy into staging.
+            if digest is not None:
+                return Conversion([Output(name, digest[0], digest[1], 1, Path(path))], None)
             sha, size = hashlib.sha256(), 0
             while chunk := stream.read(1 << 20):
                 sha.update(chunk)

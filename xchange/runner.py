@@ -54,7 +54,7 @@ from xchange.journal import (
     OutputRecord,
     State,
 )
-from xchange.pipeline import Conversion, make_pipeline
+from xchange.pipeline import make_pipeline
 from xchange.quarantine import Quarantine
 from xchange.readiness import Verdict, judge, marker_name
 from xchange.remote import FileInfo, Remote, open_remote
@@ -596,7 +596,12 @@ class Runner:
             try:
                 with open(path, "rb") as stream:
                     conversion = pipeline.convert_stream(
-                        stream, name, when, Sink(staging), skip=skip
+                        stream,
+                        name,
+                        when,
+                        Sink(staging),
+                        skip=skip,
+                        digest=(record.size, record.sha256),  # hashed when it was claimed
                     )
             except (FormatError, UnsafeName) as exc:
                 self._quarantine(route, record, name, path, exc, result, source)
@@ -851,4 +856,4 @@ def _fingerprint(path: Path) -> tuple[int, str]:
     return size, sha.hexdigest()
 
 
-__all__ = ["Conversion", "FileResult", "RouteResult", "Runner", "exit_code"]
+__all__ = ["FileResult", "RouteResult", "Runner", "exit_code"]

@@ -151,6 +151,21 @@ def _get(element: etree._Element, path: str, ns: dict[str, str]) -> str | None:
     return node.text or ""
 
 
+def _cached(
+    element: etree._Element, path: str, ns: dict[str, str], absolute: dict[str, str]
+) -> str | None:
+    """``_get``, with the values at absolute paths (a document's header, the same for
+    every line-level record) looked up once per document."""
+    if not path.startswith("/"):
+        return _get(element, path, ns)
+    if path not in absolute:
+        found = _get(element, path, ns)
+        if found is None:
+            return None  # maybe later in the document: look again next time
+        absolute[path] = found
+    return absolute[path]
+
+
 class XmlCodec:
     """The XML codec."""
 
@@ -170,6 +185,7 @@ class XmlCodec:
         shown = "/" + "/".join(etree.QName(t).localname for t in steps)
         count = 0
         stack: list[str] = []
+        absolute: dict[str, str] = {}  # header values by absolute path, for this document
         for event, element in iter_elements(stream, origin):
             if event == "start":
                 if not stack and element.tag != steps[0]:
@@ -183,7 +199,7 @@ class XmlCodec:
             if stack == steps:
                 count += 1
                 where = shown if len(steps) == 1 else f"{shown}[{count}]"
-                yield self._record(element, where, layout, opts, report)
+                yield self._record(element, where, layout, opts, report, absolute)
                 element.clear(keep_tail=True)
                 while element.getprevious() is not None:
                     del element.getparent()[0]
@@ -196,11 +212,13 @@ class XmlCodec:
         layout: Layout,
         opts: XmlOptions,
         report: Report,
+        absolute: dict[str, str],
     ) -> Record:
         ns = opts.namespaces
         where = f"line {element.sourceline} {path}"
         values = {
-            f.name: parse_field(f, _get(element, f.key, ns), where, report) for f in layout.fields
+            f.name: parse_field(f, _cached(element, f.key, ns, absolute), where, report)
+            for f in layout.fields
         }
         lines: list[Record] = []
         if layout.shape == "nested":
@@ -209,7 +227,7 @@ class XmlCodec:
             for j, line in enumerate(element.findall(line_path, namespaces=ns), start=1):
                 at = f"line {line.sourceline} {path}/{shown}[{j}]"
                 line_values = {
-                    f.name: parse_field(f, _get(line, f.key, ns), at, report)
+                    f.name: parse_field(f, _cached(line, f.key, ns, absolute), at, report)
                     for f in layout.line_fields
                 }
                 lines.append(Record(at, line_values))

@@ -267,7 +267,8 @@ class SFTPRemote:
                 with self._errors(f"upload {name}"):
                     self._makedirs(sftp, posixpath.dirname(temp))
                 openssh.transfer(self.cfg, self._where(), "put", Path(local), temp)
-                if (self.stat(temp_name) or FileInfo(temp_name, -1, 0)).size != size:
+                sent = self.stat(temp_name)
+                if sent is None or sent.size != size:
                     raise ConnectionLost(f"{self._where()}: {name}: the upload is incomplete")
             else:
                 self._putfo(sftp, src, temp, size, name)
