@@ -9,7 +9,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -19,6 +18,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from tests.conftest import Exchange
+from tests.procs import xchange_argv, xchange_env
 from tests.sshd import SshServer
 from tests.test_sftp import sftp_target_toml
 from xchange.config import load_config
@@ -61,24 +61,11 @@ class Arrivals(FileSystemEventHandler):
 
 
 def run_once(exchange: Exchange) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XCHANGE_")}
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "xchange",
-            "--log-format",
-            "json",
-            "run",
-            "--once",
-            "--route",
-            "bulk",
-            "--config",
-            str(exchange.config),
-        ],
+        xchange_argv(exchange.config, "run", "--once", "--route", "bulk"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=env,
+        env=xchange_env(),
     )
 
 

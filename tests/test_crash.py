@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import SAMPLES, Exchange
+from tests.procs import xchange_argv, xchange_env
 from tests.sshd import SshServer
 from tests.test_sftp import sftp_target_toml
 from xchange.config import load_config
@@ -22,21 +22,9 @@ POINTS = ["after-claim", "before-rename", "after-rename", "after-output", "befor
 
 
 def run(exchange: Exchange, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XCHANGE_")}
-    if crash_at:
-        env["XCHANGE_CRASH_AT"] = crash_at
+    env = xchange_env(XCHANGE_CRASH_AT=crash_at) if crash_at else xchange_env()
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "xchange",
-            "--log-format",
-            "json",
-            "run",
-            "--once",
-            "--config",
-            str(exchange.config),
-        ],
+        xchange_argv(exchange.config, "run", "--once"),
         env=env,
         capture_output=True,
         text=True,

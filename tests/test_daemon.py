@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import SAMPLES, Exchange
+from tests.procs import xchange_argv, xchange_env
 from tests.sshd import SshServer
 from xchange.cli import main
 from xchange.config import ScheduleSpec, load_config
@@ -37,22 +37,9 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "
 @contextmanager
 def daemon(exchange: Exchange) -> Iterator[subprocess.Popen[bytes]]:
     """`xchange run` in the foreground, as systemd would start it; stopped with SIGTERM."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XCHANGE_")}
     log = open(exchange.root / "daemon.log", "ab")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "xchange",
-            "--log-format",
-            "json",
-            "run",
-            "--config",
-            str(exchange.config),
-        ],
-        stdout=log,
-        stderr=log,
-        env=env,
+        xchange_argv(exchange.config, "run"), stdout=log, stderr=log, env=xchange_env()
     )
     try:
         yield proc

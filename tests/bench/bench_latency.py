@@ -13,14 +13,10 @@ import argparse
 import os
 import signal
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-from common import ROOT, sshd_server
-from soak import CONFIG
+from common import sshd_server
+from soak import start_daemon
 
 
 def main() -> None:
@@ -28,37 +24,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=200)
     args = parser.parse_args()
     with sshd_server() as server:
-        work = Path(tempfile.mkdtemp(prefix="xchange-latency-"))
-        (work / "drop").mkdir()
-        target = server.folder("latency")
-        config = work / "latency.toml"
-        config.write_text(
-            CONFIG.format(
-                work=work,
-                host=server.host,
-                port=server.port,
-                user=server.user,
-                target=target,
-                key=server.client_key,
-                known_hosts=server.known_hosts,
-            ).replace("settle = 0.3", "settle = 0")
-        )
-        log = open(work / "daemon.log", "wb")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "xchange",
-                "--log-format",
-                "json",
-                "run",
-                "--config",
-                str(config),
-            ],
-            stdout=log,
-            stderr=log,
-            cwd=ROOT,
-        )
+        work, target, proc, log = start_daemon(server, "latency", settle=0)
         latencies = []
         try:
             time.sleep(3)  # started, connected

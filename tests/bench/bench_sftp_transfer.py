@@ -108,8 +108,9 @@ def main() -> None:
 
         src_remote.list()
         # Each contender starts with the previous one's 300 MB written back to disk.
-        times = alternate(args.rounds, {"xchange": xchange_get, "OpenSSH sftp -b get": sftp_get},
-                          reset=os.sync)
+        times = alternate(
+            args.rounds, {"xchange": xchange_get, "OpenSSH sftp -b get": sftp_get}, reset=os.sync
+        )
         report(f"2. one {args.size_mb} MiB file picked up from SFTP", "MB/s", mb, times)
         assert Path(local).stat().st_size == size
         remote.close()

@@ -14,12 +14,15 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 from common import ROOT, sshd_server
+
+from tests.procs import xchange_argv, xchange_env
+from tests.sshd import SshServer
 
 CONFIG = """
 [journal]
@@ -46,8 +49,36 @@ source = {{ endpoint = "drop", pattern = "*.dat" }}
 mapping = "copy"
 target = {{ endpoint = "partner", name = "{{source_name}}" }}
 after = {{ action = "delete" }}
-ready = {{ settle = 0.3 }}
+ready = {{ settle = {settle} }}
 """
+
+
+def start_daemon(
+    server: SshServer, label: str, *, settle: float
+) -> tuple[Path, Path, subprocess.Popen[bytes], IO[bytes]]:
+    """The daemon on a watched local folder delivering copies to the test sshd: its work
+    folder, the receiver's folder, the process and its log file (the caller closes it)."""
+    work = Path(tempfile.mkdtemp(prefix=f"xchange-{label}-"))
+    (work / "drop").mkdir()
+    target = server.folder(label)
+    config = work / f"{label}.toml"
+    config.write_text(
+        CONFIG.format(
+            work=work,
+            host=server.host,
+            port=server.port,
+            user=server.user,
+            target=target,
+            key=server.client_key,
+            known_hosts=server.known_hosts,
+            settle=settle,
+        )
+    )
+    log = open(work / "daemon.log", "wb")  # noqa: SIM115 - the caller closes it
+    proc = subprocess.Popen(
+        xchange_argv(config, "run"), stdout=log, stderr=log, cwd=ROOT, env=xchange_env()
+    )
+    return work, target, proc, log
 
 
 def sample(pid: int) -> tuple[int, int, int]:
@@ -65,37 +96,7 @@ def main() -> None:
     parser.add_argument("--sample", type=float, default=10, help="seconds between samples")
     args = parser.parse_args()
     with sshd_server() as server:
-        work = Path(tempfile.mkdtemp(prefix="xchange-soak-"))
-        (work / "drop").mkdir()
-        target = server.folder("soak")
-        config = work / "soak.toml"
-        config.write_text(
-            CONFIG.format(
-                work=work,
-                host=server.host,
-                port=server.port,
-                user=server.user,
-                target=target,
-                key=server.client_key,
-                known_hosts=server.known_hosts,
-            )
-        )
-        log = open(work / "daemon.log", "wb")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "xchange",
-                "--log-format",
-                "json",
-                "run",
-                "--config",
-                str(config),
-            ],
-            stdout=log,
-            stderr=log,
-            cwd=ROOT,
-        )
+        work, target, proc, log = start_daemon(server, "soak", settle=0.3)
         samples: list[tuple[float, int, int, int]] = []
         start = time.monotonic()
         next_sample = start + 5
