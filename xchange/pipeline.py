@@ -376,6 +376,10 @@ class CopyPipeline(_Converter):
             self.route.target.name,
             {"source_name": source.name, "source_stem": source.stem, "date": now},
         )
+        if digest is not None and isinstance(stream, io.BytesIO):
+            # Small files read into memory (batches): delivered from there.
+            content = stream.getvalue()
+            return Conversion([Output(name, digest[0], digest[1], 1, content=content)], None)
         path = getattr(stream, "name", None)
         if isinstance(path, str) and Path(path).is_file():
             # A file on disk is delivered from where it is: no copy into staging.

@@ -22,15 +22,19 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
+import os
 import posixpath
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
@@ -57,7 +61,7 @@ from xchange.journal import (
 from xchange.pipeline import make_pipeline
 from xchange.quarantine import Quarantine
 from xchange.readiness import Verdict, judge, marker_name
-from xchange.remote import FileInfo, Remote, open_remote
+from xchange.remote import FileInfo, Remote, SmallPut, open_remote
 from xchange.remote.base import (
     NullWriter,
     Selector,
@@ -69,6 +73,13 @@ from xchange.retry import call_with_retry
 from xchange.sink import Output, Sink, staging_folder
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+#: New files of a copy route up to this size go in batches: one journal transaction per
+#: step for the whole batch, and their uploads overlapped on one session.
+BATCH_FILE_MAX = 1 << 20
+BATCH_FILES = 256
+BATCH_BYTES = 16 << 20
 
 #: Outcomes of one source file.
 DELIVERED, DUPLICATE, QUARANTINED, RETRY_LATER, WAITING, SKIPPED = (
@@ -98,6 +109,19 @@ class FileResult:
     retryable: bool = False
     #: Business keys skipped because another file already delivered them.
     skipped_keys: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class AfterPlan:
+    """What happens to a delivered source: deleted, or archived into ``folder``."""
+
+    info: FileInfo
+    action: str
+    state: State
+    folder: str
+    marker: str | None
+    #: The records (this route's and others' that read the same file) it concludes.
+    ids: list[int]
 
 
 @dataclass(slots=True)
@@ -266,8 +290,10 @@ class Runner:
         """
         result = RouteResult(route.name)
         with structlog.contextvars.bound_contextvars(route=route.name):
-            verdict = self._look(route, result, only)
-            for outcome in self._process_all(route, verdict.ready if verdict else []):
+            looked = self._look(route, result, only)
+            verdict, unknown = looked if looked is not None else (None, set())
+            ready = verdict.ready if verdict is not None else []
+            for outcome in self._process_all(route, ready, unknown):
                 result.files.append(outcome)
                 if outcome.outcome == RETRY_LATER and result.error is None:
                     # The target is in trouble: the remaining files are left for the next
@@ -313,26 +339,64 @@ class Runner:
                     wanted.append(marker)
         return sorted(wanted, key=lambda f: (f.mtime_ns, f.name))
 
-    def _process_all(self, route: RouteConfig, ready: list[FileInfo]) -> Iterator[FileResult]:
+    def _process_all(
+        self, route: RouteConfig, ready: list[FileInfo], unknown: set[str]
+    ) -> Iterator[FileResult]:
         """Take ready files through, ``route.transfers`` at a time, each worker thread with
-        its own connections; stop taking new ones on a stop request or target trouble."""
+        its own connections; stop taking new ones on a stop request or target trouble.
+
+        New small files of a copy route go in batches (see ``_deliver_batch``), the rest
+        one at a time."""
         trouble = threading.Event()
 
-        def work(info: FileInfo) -> FileResult | None:
+        def work(info: FileInfo) -> list[FileResult]:
             if self.stop.is_set() or trouble.is_set():
-                return None
+                return []
             outcome = self.process(route, info)
             if outcome.outcome == RETRY_LATER:
                 trouble.set()
-            return outcome
+            return [outcome]
 
-        if route.transfers == 1 or len(ready) < 2:
-            outcomes: Iterable[FileResult | None] = map(work, ready)
-        else:
-            outcomes = self._pool(route).map(work, ready)
-        for outcome in outcomes:
-            if outcome is not None:
-                yield outcome
+        def work_batch(batch: list[FileInfo]) -> list[FileResult]:
+            if self.stop.is_set() or trouble.is_set():
+                return []
+            outcomes = self._deliver_batch(route, batch)
+            if any(o.outcome == RETRY_LATER for o in outcomes):
+                trouble.set()
+            return outcomes
+
+        batches, singles = self._batches(route, ready, unknown)
+        for fn, items in ((work_batch, batches), (work, singles)):
+            if route.transfers == 1 or len(items) < 2:
+                done: Iterable[list[FileResult]] = map(fn, items)  # type: ignore[arg-type]
+            else:
+                done = self._pool(route).map(fn, items)
+            for outcomes in done:
+                yield from outcomes
+
+    @staticmethod
+    def _batches(
+        route: RouteConfig, ready: list[FileInfo], unknown: set[str]
+    ) -> tuple[list[list[FileInfo]], list[FileInfo]]:
+        """Split ready files into batches of new small files (copy routes) and the rest."""
+        if route.mapping != "copy":
+            return [], ready
+        batches: list[list[FileInfo]] = []
+        singles: list[FileInfo] = []
+        batch: list[FileInfo] = []
+        size = 0
+        for info in ready:
+            if info.name not in unknown or info.size > BATCH_FILE_MAX:
+                singles.append(info)
+                continue
+            if batch and (len(batch) == BATCH_FILES or size + info.size > BATCH_BYTES):
+                batches.append(batch)
+                batch, size = [], 0
+            batch.append(info)
+            size += info.size
+        if batch:
+            batches.append(batch)
+        return batches, singles
 
     def _pool(self, route: RouteConfig) -> ThreadPoolExecutor:
         with self._remotes_lock:
@@ -344,9 +408,10 @@ class Runner:
 
     def _look(
         self, route: RouteConfig, result: RouteResult, only: set[str] | None = None
-    ) -> Verdict | None:
+    ) -> tuple[Verdict, set[str]] | None:
         """List the source (or look at ``only`` these names and the held ones); return what
-        is ready and what is held (None: cannot list)."""
+        is ready and what is held, and the names the journal has never seen (None: cannot
+        list)."""
         source = self.remote(route.source.endpoint)
         archive_top = route.after.folder.split("/", 1)[0] if route.after.action == "archive" else ""
         observed = self.journal.observations(route.name)
@@ -369,6 +434,7 @@ class Runner:
             markers = {marker_name(route.ready.marker, f.name) for f in wanted}
             wanted = [f for f in wanted if f.name not in markers]
         fresh = []
+        unknown = set()
         left = self._left_in_place.setdefault(route.name, set())
         for f in wanted:
             if (f.name, f.size, f.mtime_ns) in left:
@@ -376,7 +442,10 @@ class Runner:
             known = self.journal.lookup(
                 route.name, route.source.endpoint, f.name, f.size, f.mtime_ns
             )
-            if known is None or known.state not in DONE_STATES:
+            if known is None:
+                fresh.append(f)
+                unknown.add(f.name)
+            elif known.state not in DONE_STATES:
                 fresh.append(f)
             elif route.after.action == "leave":
                 left.add((f.name, f.size, f.mtime_ns))
@@ -389,7 +458,7 @@ class Runner:
         for obs in verdict.stuck:
             log.warning("file.stuck", source=obs.path, reason=obs.reason)
             self.alerter.failure(route.name, "stuck", True, [obs.path], obs.reason)
-        return verdict
+        return verdict, unknown
 
     def _alert(self, result: RouteResult) -> None:
         failed: dict[tuple[str, bool], list[FileResult]] = defaultdict(list)
@@ -433,22 +502,28 @@ class Runner:
                 result.outcome, result.error = RETRY_LATER, str(exc)
                 result.cause, result.retryable = exc.kind, True
             result.duration_ms = int((time.monotonic() - started) * 1000)
-            if result.outcome not in (SKIPPED, WAITING):
-                log.info(
-                    f"file.{result.outcome.replace('-', '_')}",
-                    target=route.target.endpoint,
-                    outputs=result.outputs,
-                    bytes=result.bytes,
-                    documents=result.documents,
-                    encoding=result.encoding,
-                    duration_ms=result.duration_ms,
-                    outcome=result.outcome,
-                    file_id=result.file_id,
-                    cause=result.cause,
-                    error=result.error,
-                    skipped_keys=result.skipped_keys or None,
-                )
+            self._log_result(route, result)
         return result
+
+    @staticmethod
+    def _log_result(route: RouteConfig, result: FileResult) -> None:
+        """The one summary event of a file (none for files only looked at)."""
+        if result.outcome in (SKIPPED, WAITING):
+            return
+        log.info(
+            f"file.{result.outcome.replace('-', '_')}",
+            target=route.target.endpoint,
+            outputs=result.outputs,
+            bytes=result.bytes,
+            documents=result.documents,
+            encoding=result.encoding,
+            duration_ms=result.duration_ms,
+            outcome=result.outcome,
+            file_id=result.file_id,
+            cause=result.cause,
+            error=result.error,
+            skipped_keys=result.skipped_keys or None,
+        )
 
     def _after_of(
         self, route: RouteConfig, info: FileInfo, known: FileRecord
@@ -633,6 +708,223 @@ class Runner:
         if source is not None and info is not None:
             self._after(route, source, info, record.id)
 
+    # ------------------------------------------------------------------ small files
+
+    def _deliver_batch(self, route: RouteConfig, infos: list[FileInfo]) -> list[FileResult]:
+        """Take new small files of a copy route through together, with the guarantees of
+        the one-at-a-time path and a fraction of its round trips:
+
+        1. read and hash each file; claim them all and journal ``delivering`` in one
+           transaction;
+        2. upload them overlapped on one session (``Remote.put_many``), each under its
+           hidden temporary name and renamed into place;
+        3. journal the outputs, ``delivered`` and the coming archive/delete in one
+           transaction, then archive or delete the sources.
+
+        A file the batch cannot finish (refused name, a failure, a lost connection) goes
+        on one at a time from its claim, exactly as a single file would.
+        """
+        started = time.monotonic()
+        source = self.remote(route.source.endpoint)
+        target = self.remote(route.target.endpoint)
+        # The target's session opens while the files are read and claimed.
+        warm_up = WarmUp(target)
+        if target is not source:
+            warm_up.start()
+        pipeline = self.pipelines[route.name]
+        results: list[FileResult] = []
+        reads: list[tuple[FileInfo, bytes, str, FileResult]] = []
+        alone: list[FileInfo] = []  # identical content twice in one batch: one at a time
+        seen: set[str] = set()
+        for info in infos:
+            result = FileResult(route.name, info.name, SKIPPED, bytes=info.size)
+            buffer = io.BytesIO()
+            try:
+                source.download(info.name, buffer)
+            except RemoteNotFound:
+                log.info(
+                    "file.vanished",
+                    source=info.name,
+                    reason="removed from the drop folder before it was read",
+                )
+                results.append(result)
+                continue
+            except RemoteError:
+                alone.append(info)
+                continue
+            data = buffer.getvalue()
+            if len(data) != info.size:
+                log.info(
+                    "file.changed",
+                    source=info.name,
+                    listed=info.size,
+                    now=len(data),
+                    reason="changed between the listing and the read; looked at again",
+                )
+                results.append(result)
+                continue
+            sha = hashlib.sha256(data).hexdigest()
+            if sha in seen:
+                alone.append(info)
+                continue
+            seen.add(sha)
+            reads.append((info, data, sha, result))
+
+        # 1. Claims, and the outputs' names, in one transaction.
+        policy = route.target.if_exists
+        sending: list[tuple[FileInfo, FileRecord, Output, FileResult]] = []
+        unsendable: list[tuple[FileInfo, FileRecord, bytes, XchangeError, FileResult]] = []
+        plans: list[AfterPlan] = []
+        with self.journal.batch():
+            for info, data, sha, result in reads:
+                claim = self.journal.claim(
+                    FileKey(
+                        route.name, route.source.endpoint, info.name, len(data), info.mtime_ns, sha
+                    ),
+                    layout_version=pipeline.versions[0],
+                    mapping_version=pipeline.versions[1],
+                )
+                record = claim.record
+                result.file_id = record.id
+                if claim.already_delivered:
+                    result.outcome = DUPLICATE
+                    result.outputs = [o.path for o in record.outputs]
+                    self.journal.transition(
+                        record.id,
+                        record.state,
+                        note=f"same content seen again as {info.name}; not sent again",
+                    )
+                    plans += self._announced(route, info, None)
+                    continue
+                try:
+                    (out,) = pipeline.convert_stream(
+                        io.BytesIO(data),
+                        info.name,
+                        record.created_at.astimezone(),
+                        Sink(None),
+                        digest=(len(data), sha),
+                    ).outputs
+                except (FormatError, UnsafeName) as exc:
+                    unsendable.append((info, record, data, exc, result))
+                    continue
+                self.journal.transition(record.id, State.DELIVERING, note=out.name)
+                sending.append((info, record, out, result))
+        checkpoint("after-claim")
+        for info, record, data, problem, result in unsendable:
+            with self._spilled(record, data) as path:
+                self._quarantine(route, record, info.name, path, problem, result, source)
+
+        # 2. The uploads, overlapped (the whole batch tried again while no session opens).
+        puts = [
+            SmallPut(
+                out.name,
+                out.data,
+                temp_name_for(out.name, f"{record.sha256[:8]}{out.sha256[:8]}"),
+                policy == "overwrite",
+            )
+            for _, record, out, _ in sending
+        ]
+        try:
+            # A failed warm-up counts as the first attempt.
+            errors = call_with_retry(
+                warm_up.then(functools.partial(target.put_many, puts)),
+                route.retry,
+                sleep=self.sleep,
+            )
+        except RemoteError as exc:
+            for info, record, out, result in sending:
+                with self._spilled(record, out.data) as path:
+                    self._failed_delivery(route, record, info.name, path, exc, result, source)
+            return self._batch_done(route, started, [r for *_, r in reads] + results)
+        checkpoint("after-rename")
+
+        # 3. What arrived, and what happens to its source, in one transaction.
+        retry: list[tuple[FileInfo, FileRecord, Output, RemoteError, FileResult]] = []
+        with self.journal.batch():
+            for (info, record, out, result), error in zip(sending, errors, strict=True):
+                if error is not None:
+                    retry.append((info, record, out, error, result))
+                    continue
+                self.journal.record_output(
+                    record.id,
+                    OutputRecord(
+                        route.target.endpoint, out.name, out.size, out.sha256, datetime.now(UTC)
+                    ),
+                )
+                self.journal.transition(record.id, State.DELIVERED)
+                result.outcome, result.outputs, result.documents = DELIVERED, [out.name], 1
+                plans += self._announced(route, info, record.id)
+        checkpoint("after-output")
+        checkpoint("before-archive")
+
+        # Files the batch could not finish go on alone, from their claim.
+        trouble: RemoteError | None = None
+        for info, record, out, error, result in retry:
+            if trouble is not None:
+                # The target is in trouble: no point trying each remaining file.
+                with self._spilled(record, out.data) as path:
+                    self._failed_delivery(route, record, info.name, path, trouble, result, source)
+                continue
+            log.info("file.sent_alone", source=info.name, reason=str(error))
+            with self._spilled(record, out.data) as path:
+                self._convert_and_deliver(route, record, path, info.name, result, source, info=info)
+            if result.outcome == RETRY_LATER:
+                trouble = error
+
+        # The sources: deleted, or archived (and the archived names journaled together).
+        moved: list[tuple[AfterPlan, str]] = []
+        for plan in plans:
+            try:
+                where = self._carry_out(source, plan)
+            except XchangeError as exc:
+                # Delivered; the source stays and is archived at the next look.
+                log.warning("file.after_failed", source=plan.info.name, error=str(exc))
+                continue
+            if where is not None:
+                moved.append((plan, where))
+        if moved:
+            with self.journal.batch():
+                for plan, where in moved:
+                    for fid in plan.ids:
+                        self.journal.transition(fid, plan.state, archive_path=where, note=where)
+
+        finished = self._batch_done(route, started, [r for *_, r in reads] + results)
+        # Unreadable files and twins go the one-at-a-time way.
+        return finished + [self.process(route, info) for info in alone]
+
+    def _batch_done(
+        self, route: RouteConfig, started: float, results: list[FileResult]
+    ) -> list[FileResult]:
+        elapsed = int((time.monotonic() - started) * 1000)
+        for result in results:
+            result.duration_ms = elapsed
+            self._log_result(route, result)
+        return results
+
+    def _announced(
+        self, route: RouteConfig, info: FileInfo, file_id: int | None
+    ) -> list[AfterPlan]:
+        plan = self._plan_after(route, info, file_id)
+        if plan is None:
+            return []
+        self._announce_after(plan)
+        return [plan]
+
+    @contextmanager
+    def _spilled(self, record: FileRecord, data: bytes) -> Iterator[Path]:
+        """The bytes of a batched file as a private local file (to quarantine it, or to
+        send it alone)."""
+        folder = self.scratch / "batch"
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = folder / f"{record.id}-{record.sha256[:16]}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
     def _dedupe(self, route: RouteConfig, record: FileRecord) -> Callable[[str], bool]:
         def already(key: str) -> bool:
             return bool(self.journal.delivered_keys(route.name, [key], except_file=record.id))
@@ -763,9 +1055,23 @@ class Runner:
     ) -> None:
         """Archive, delete or leave a delivered source (and its done-marker). When several
         routes read the file, the last one to deliver it does this."""
+        plan = self._plan_after(route, info, file_id)
+        if plan is None:
+            return
+        self._announce_after(plan)
+        moved = self._carry_out(source, plan)
+        if moved is not None:
+            for fid in plan.ids:
+                self.journal.transition(fid, plan.state, archive_path=moved, note=moved)
+
+    def _plan_after(
+        self, route: RouteConfig, info: FileInfo, file_id: int | None
+    ) -> AfterPlan | None:
+        """What to do with a delivered source: None to leave it (on purpose, or until the
+        other routes that read it have delivered it too)."""
         action = route.after.action
         if action == "leave":
-            return
+            return None
         sharing = []
         for other in self.config.routes:
             if other is route or other.source.endpoint != route.source.endpoint:
@@ -778,35 +1084,49 @@ class Runner:
                 other.name, other.source.endpoint, info.name, info.size, info.mtime_ns
             )
             if record is None or record.state not in DONE_STATES:
-                log.info("file.after_deferred", waiting_for=other.name, action=action)
-                return
+                log.info(
+                    "file.after_deferred", source=info.name, waiting_for=other.name, action=action
+                )
+                return None
             sharing.append(record)
-        marker = marker_name(route.ready.marker, info.name) if route.ready.marker else None
-        state = State.DELETED if action == "delete" else State.ARCHIVED
         folder = (
             "" if action == "delete" else safe_subfolder(route.after.folder.format(date=self.now()))
         )
         ids = [file_id] if file_id is not None else []
         ids += [r.id for r in sharing if r.state == State.DELIVERED]
-        # Announced before it is done: after a crash in between, the file is found still in
-        # the drop folder with its record archived, and the move is simply made then.
-        for fid in ids:
+        return AfterPlan(
+            info,
+            action,
+            State.DELETED if action == "delete" else State.ARCHIVED,
+            folder,
+            marker_name(route.ready.marker, info.name) if route.ready.marker else None,
+            ids,
+        )
+
+    def _announce_after(self, plan: AfterPlan) -> None:
+        """Journal the move before it is made: after a crash in between, the file is found
+        still in the drop folder with its record archived, and the move is simply made then."""
+        for fid in plan.ids:
             self.journal.transition(
                 fid,
-                state,
-                archive_path=folder or None,
-                note=f"{action} into {folder}" if folder else action,
+                plan.state,
+                archive_path=plan.folder or None,
+                note=f"{plan.action} into {plan.folder}" if plan.folder else plan.action,
             )
-        if action == "delete":
-            source.remove(info.name)
-            if marker:
-                source.remove(marker)
-            return
-        moved = source.move(info.name, folder)
-        if marker and source.stat(marker) is not None:
-            source.move(marker, folder)
-        for fid in ids:
-            self.journal.transition(fid, state, archive_path=moved, note=moved)
+
+    @staticmethod
+    def _carry_out(source: Remote, plan: AfterPlan) -> str | None:
+        """Delete or archive the source (and its marker); return the archived path."""
+        name = plan.info.name
+        if plan.action == "delete":
+            source.remove(name)
+            if plan.marker:
+                source.remove(plan.marker)
+            return None
+        moved = source.move(name, plan.folder)
+        if plan.marker and source.stat(plan.marker) is not None:
+            source.move(plan.marker, plan.folder)
+        return moved
 
     def _quarantine(
         self,
@@ -843,6 +1163,38 @@ class Runner:
         result.outcome = QUARANTINED
         result.error = (f"{note}: " if note else "") + str(exc).splitlines()[0]
         result.cause, result.retryable = exc.kind, exc.retryable
+
+
+class WarmUp:
+    """Connects to an endpoint in the background, ahead of its first use."""
+
+    def __init__(self, remote: Remote) -> None:
+        self.remote = remote
+        self.error: XchangeError | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.remote.connect()
+        except XchangeError as exc:
+            self.error = exc
+
+    def then(self, call: Callable[[], T]) -> Callable[[], T]:
+        """``call``, after the connection attempt has ended; its error is raised once, as
+        the outcome of the first attempt."""
+
+        def first_then_call() -> T:
+            if self._thread.is_alive():
+                self._thread.join()
+            error, self.error = self.error, None
+            if error is not None:
+                raise error
+            return call()
+
+        return first_then_call
 
 
 def _fingerprint(path: Path) -> tuple[int, str]:

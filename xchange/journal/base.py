@@ -23,6 +23,7 @@ the alert windows (one alert per route and cause per window).
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -146,6 +147,12 @@ class Observation:
 
 class Journal(Protocol):
     """What the runner, the operator commands and the alerts need from a backend."""
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Make the writes inside the block one transaction: nothing of it is committed
+        before the block ends, and all of it is rolled back if the block raises. Other
+        threads' journal calls wait for the block (keep I/O out of it)."""
+        ...
 
     def lookup(
         self, route: str, endpoint: str, path: str, size: int, mtime_ns: int

@@ -148,11 +148,27 @@ class SQLiteJournal:
         except (OSError, sqlite3.Error) as exc:
             raise JournalError(f"journal {path}: cannot open: {exc}") from None
         self._lock = threading.RLock()
+        #: Open ``batch()`` blocks of the thread holding the lock (no other thread can
+        #: see it above zero: the lock is held for the whole block).
+        self._batch_depth = 0
         self._migrate()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        with self._tx():
+            self._batch_depth += 1
+            try:
+                yield
+            finally:
+                self._batch_depth -= 1
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self._batch_depth:
+                # Part of the enclosing batch: committed (or rolled back) with it.
+                yield self._db
+                return
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:

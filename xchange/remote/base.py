@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import builtins
 import fnmatch
 import posixpath
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
 
 from xchange.names import check_plain_name
+
+if TYPE_CHECKING:
+    from xchange.errors import RemoteError
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +24,16 @@ class FileInfo:
     name: str
     size: int
     mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class SmallPut:
+    """One small file for :meth:`Remote.put_many`, delivered as ``put_atomic`` would."""
+
+    name: str
+    data: bytes
+    temp_name: str
+    overwrite: bool
 
 
 @runtime_checkable
@@ -31,6 +46,11 @@ class Remote(Protocol):
     """
 
     label: str
+
+    def connect(self) -> None:
+        """Open the connection now, so that the next call does not wait for it (nothing
+        to do for a local folder)."""
+        ...
 
     def list(self, *, recursive: bool = False, skip_dirs: tuple[str, ...] = ()) -> list[FileInfo]:
         """Regular files in the folder (and its sub-folders but ``skip_dirs`` if
@@ -58,6 +78,21 @@ class Remote(Protocol):
         A reader never sees a partial file under ``name``. With ``overwrite=False``
         an existing ``name`` raises ``TargetExists`` and is left untouched. The temporary
         file is removed on failure. The size is checked after the rename.
+        """
+        ...
+
+    def put_many(self, puts: Sequence[SmallPut]) -> builtins.list[RemoteError | None]:
+        """Deliver several small files, each as ``put_atomic`` does (temporary name,
+        rename, size checked), overlapping their round trips where the endpoint can.
+
+        Returns one entry per file: None once it is in place under its name, else the
+        error that stopped it (its temporary file removed where possible). A file that
+        failed is left for the caller to send again one at a time, where a refused name
+        is told apart from other trouble; a connection lost midway is the error of every
+        file not known to be in place.
+
+        Raises:
+            RemoteError: before any file was sent (no session, no target folder).
         """
         ...
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import builtins
 import errno
+import io
 import os
 import shutil
 import stat as stat_mod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
@@ -20,7 +21,7 @@ from xchange.errors import (
     TargetExists,
 )
 from xchange.faults import checkpoint
-from xchange.remote.base import FileInfo, is_temporary, safe_subfolder
+from xchange.remote.base import FileInfo, SmallPut, is_temporary, safe_subfolder
 
 CHUNK = 1 << 20
 
@@ -56,6 +57,9 @@ class LocalRemote:
 
     def _path(self, name: str) -> Path:
         return self.root / safe_subfolder(name)
+
+    def connect(self) -> None:
+        pass
 
     def list(self, *, recursive: bool = False, skip_dirs: tuple[str, ...] = ()) -> list[FileInfo]:
         out: list[FileInfo] = []
@@ -149,6 +153,23 @@ class LocalRemote:
                 f"{self.label}: {name}: wrote {size} bytes but the file has {st.st_size}"
             )
         return FileInfo(name, st.st_size, st.st_mtime_ns)
+
+    def put_many(self, puts: Sequence[SmallPut]) -> builtins.list[RemoteError | None]:
+        results: builtins.list[RemoteError | None] = []
+        for put in puts:
+            try:
+                self.put_atomic(
+                    put.name,
+                    io.BytesIO(put.data),
+                    len(put.data),
+                    temp_name=put.temp_name,
+                    overwrite=put.overwrite,
+                )
+            except RemoteError as exc:
+                results.append(exc)
+            else:
+                results.append(None)
+        return results
 
     def move(self, name: str, folder: str) -> str:
         sub = safe_subfolder(folder)

@@ -12,12 +12,16 @@ one thread at a time: paramiko's SFTPClient is not safe to share.
 
 from __future__ import annotations
 
+import builtins
 import errno
+import itertools
 import posixpath
 import socket
 import stat as stat_mod
-from collections.abc import Iterator
+import struct
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -39,7 +43,7 @@ from xchange.errors import (
 )
 from xchange.faults import checkpoint
 from xchange.remote import openssh
-from xchange.remote.base import FileInfo, is_temporary, safe_subfolder
+from xchange.remote.base import FileInfo, SmallPut, is_temporary, safe_subfolder
 
 log = structlog.get_logger(__name__)
 
@@ -120,6 +124,9 @@ class SFTPRemote:
                 return self._sftp
             self.close()
         return self._connect()
+
+    def connect(self) -> None:
+        self._client()
 
     def close(self) -> None:
         if self._ssh is not None:
@@ -329,6 +336,32 @@ class SFTPRemote:
                 sftp.remove(final)
             sftp.rename(temp, final)
 
+    def put_many(self, puts: Sequence[SmallPut]) -> builtins.list[RemoteError | None]:
+        results: builtins.list[RemoteError | None] = [None] * len(puts)
+        if not puts:
+            return results
+        sftp = self._client()
+        with self._errors("create the target folders"):
+            for folder in sorted({posixpath.dirname(self._path(p.temp_name)) for p in puts}):
+                self._makedirs(sftp, folder)
+        channel = sftp.get_channel()
+        if channel is None:
+            self.close()
+            raise ConnectionLost(f"{self._where()}: the SFTP session has no channel")
+        batch = _PipelinedPuts(self, channel, puts, results)
+        try:
+            with self._errors(f"deliver {len(puts)} files"):
+                try:
+                    batch.run()
+                except BaseException:
+                    # Replies may still be on their way: the session cannot be reused.
+                    self.close()
+                    raise
+        except RemoteError as exc:
+            # Whatever is not known to be in place has this error.
+            batch.fail_unfinished(exc)
+        return results
+
     def _discard(self, temp: str) -> None:
         if self._sftp is None or not self._alive():
             return
@@ -401,3 +434,222 @@ class SFTPRemote:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600, exist_ok=True)
         hosts.save(str(path))
+
+
+#: Files of one ``put_many`` in flight at once on the session, and the write size.
+PIPELINE_FILES = 64
+WRITE_CHUNK = 32768
+
+# SFTP version 3 (draft-ietf-secsh-filexfer-02), the requests and replies put_many uses.
+_OPEN, _CLOSE, _WRITE, _LSTAT, _REMOVE, _RENAME, _EXTENDED = 3, 4, 6, 7, 13, 18, 200
+_STATUS, _HANDLE, _ATTRS = 101, 102, 105
+_OK, _NO_SUCH_FILE, _PERMISSION_DENIED = 0, 2, 3
+_OPEN_WRITE_CREATE_TRUNCATE = 0x02 | 0x08 | 0x10
+_ATTR_SIZE = 0x01
+_FRAME = struct.Struct(">IBI")  # length, type, request id
+_U32, _U64 = struct.Struct(">I"), struct.Struct(">Q")
+
+
+def _string(data: bytes) -> bytes:
+    return _U32.pack(len(data)) + data
+
+
+@dataclass(slots=True)
+class _Job:
+    """One file of a ``put_many`` and where it stands."""
+
+    index: int
+    put: SmallPut
+    temp: bytes
+    final: bytes
+    handle: bytes = b""
+    writes: int = 0
+    error: RemoteError | None = None
+
+
+class _PipelinedPuts:
+    """Several small uploads overlapped on one SFTP session.
+
+    Each file still goes open -> write -> close -> rename -> stat, in that order, but up
+    to ``PIPELINE_FILES`` files are in flight: the requests that the replies read so far
+    call for go out together in one channel write, and replies are read as they come,
+    many per read. paramiko's SFTP client sends one SSH message per request and reads
+    each reply with two reads, which is most of the time of a small file; here the
+    session's channel (``SFTPClient.get_channel()``) carries the SFTP packets directly.
+    The client has no request of its own outstanding meanwhile (one thread uses a
+    session), and any failure closes the session.
+    """
+
+    def __init__(
+        self,
+        remote: SFTPRemote,
+        channel: paramiko.Channel,
+        puts: Sequence[SmallPut],
+        results: builtins.list[RemoteError | None],
+    ) -> None:
+        self.remote = remote
+        self.channel = channel
+        self.results = results
+        self.jobs = [
+            _Job(
+                i,
+                p,
+                remote._path(p.temp_name).encode("utf-8"),
+                remote._path(p.name).encode("utf-8"),
+            )
+            for i, p in enumerate(puts)
+        ]
+        self.unfinished = {job.index for job in self.jobs}
+        #: Request id -> (job, step) for every request without its reply yet.
+        self.waiting: dict[int, tuple[_Job, str]] = {}
+        # Ids far from the ones paramiko's client counts up from 1.
+        self.next_id = 0x40000000
+        self.outgoing = bytearray()
+        self.incoming = bytearray()
+
+    def run(self) -> None:
+        queue = iter(self.jobs)
+        for job in itertools.islice(queue, PIPELINE_FILES):
+            self._open(job)
+        while self.waiting:
+            self._flush()
+            for t, rid, body in self._replies():
+                if rid not in self.waiting:
+                    continue
+                job, step = self.waiting.pop(rid)
+                if self._step(job, step, t, body):
+                    self.results[job.index] = job.error
+                    self.unfinished.discard(job.index)
+                    nxt = next(queue, None)
+                    if nxt is not None:
+                        self._open(nxt)
+
+    def fail_unfinished(self, exc: RemoteError) -> None:
+        for index in self.unfinished:
+            self.results[index] = exc
+
+    # ------------------------------------------------------------------ wire
+
+    def _send(self, job: _Job, step: str, t: int, *fields: bytes) -> None:
+        rid = self.next_id
+        self.next_id = (rid + 1) & 0xFFFFFFFF
+        payload = b"".join(fields)
+        self.outgoing += _FRAME.pack(len(payload) + 5, t, rid) + payload
+        self.waiting[rid] = (job, step)
+
+    def _flush(self) -> None:
+        if self.outgoing:
+            self.channel.sendall(bytes(self.outgoing))
+            self.outgoing.clear()
+
+    def _replies(self) -> builtins.list[tuple[int, int, memoryview]]:
+        """The complete replies received (at least one; waits for it)."""
+        while True:
+            frames = []
+            buf, pos = self.incoming, 0
+            while len(buf) - pos >= 9:
+                length, t, rid = _FRAME.unpack_from(buf, pos)
+                if len(buf) - pos - 4 < length:
+                    break
+                frames.append((t, rid, memoryview(bytes(buf[pos + 9 : pos + 4 + length]))))
+                pos += 4 + length
+            del buf[:pos]
+            if frames:
+                return frames
+            data = self.channel.recv(1 << 16)
+            if not data:
+                raise EOFError("the server closed the SFTP channel")
+            self.incoming += data
+
+    # ------------------------------------------------------------------ steps
+
+    def _open(self, job: _Job) -> None:
+        self._send(
+            job,
+            "open",
+            _OPEN,
+            _string(job.temp),
+            _U32.pack(_OPEN_WRITE_CREATE_TRUNCATE),
+            _U32.pack(0),  # no attributes
+        )
+
+    def _step(self, job: _Job, step: str, t: int, body: memoryview) -> bool:
+        """Act on one reply; True when the job is finished (well or not)."""
+        name = job.put.name
+        if step == "open":
+            if t != _HANDLE:
+                job.error = self._error(t, body, f"upload {name}")
+                return True
+            (length,) = _U32.unpack_from(body)
+            job.handle = bytes(body[4 : 4 + length])
+            handle = _string(job.handle)
+            data = job.put.data
+            for offset in range(0, len(data), WRITE_CHUNK):
+                chunk = data[offset : offset + WRITE_CHUNK]
+                self._send(job, "write", _WRITE, handle, _U64.pack(offset), _string(chunk))
+                job.writes += 1
+            if not job.writes:
+                self._send(job, "close", _CLOSE, handle)
+            return False
+        if step == "write":
+            job.writes -= 1
+            job.error = job.error or self._error(t, body, f"upload {name}")
+            if not job.writes:
+                self._send(job, "close", _CLOSE, _string(job.handle))
+            return False
+        if step == "close":
+            job.error = job.error or self._error(t, body, f"upload {name}")
+            if job.error is not None:
+                self._send(job, "discard", _REMOVE, _string(job.temp))
+            else:
+                checkpoint("before-rename")
+                if job.put.overwrite:
+                    self._send(
+                        job,
+                        "rename",
+                        _EXTENDED,
+                        _string(b"posix-rename@openssh.com"),
+                        _string(job.temp),
+                        _string(job.final),
+                    )
+                else:
+                    # Plain SFTP rename refuses an existing name: never overwrites.
+                    self._send(job, "rename", _RENAME, _string(job.temp), _string(job.final))
+            return False
+        if step == "rename":
+            job.error = self._error(t, body, f"rename to {name}")
+            if job.error is not None:
+                self._send(job, "discard", _REMOVE, _string(job.temp))
+            else:
+                self._send(job, "stat", _LSTAT, _string(job.final))
+            return False
+        if step == "stat":
+            if t != _ATTRS:
+                job.error = self._error(t, body, f"check {name}")
+                return True
+            flags = _U32.unpack_from(body)[0]
+            size = _U64.unpack_from(body, 4)[0] if flags & _ATTR_SIZE else None
+            if size != len(job.put.data):
+                job.error = ConnectionLost(
+                    f"{self.remote._where()}: {name}: sent {len(job.put.data)} bytes but the "
+                    f"server shows {size}"
+                )
+            return True
+        return True  # "discard": the temporary file is gone (or never was); job.error stands
+
+    def _error(self, t: int, body: memoryview, what: str) -> RemoteError | None:
+        where = f"{self.remote._where()}: {what}"
+        if t != _STATUS:
+            return RemoteUnavailable(f"{where}: unexpected reply {t}")
+        (code,) = _U32.unpack_from(body)
+        if code == _OK:
+            return None
+        if code == _NO_SUCH_FILE:
+            return RemoteNotFound(f"{where}: no such file or folder")
+        if code == _PERMISSION_DENIED:
+            return RemotePermissionDenied(f"{where}: permission denied")
+        text = ""
+        if len(body) >= 8:
+            (length,) = _U32.unpack_from(body, 4)
+            text = bytes(body[8 : 8 + length]).decode("utf-8", "replace")
+        return RemoteUnavailable(f"{where}: the server reported: {text or f'status {code}'}")
