@@ -351,13 +351,12 @@ class SFTPRemote:
         batch = _PipelinedPuts(self, channel, puts, results)
         try:
             with self._errors(f"deliver {len(puts)} files"):
-                try:
-                    batch.run()
-                except BaseException:
-                    # Replies may still be on their way: the session cannot be reused.
-                    self.close()
-                    raise
-        except RemoteError as exc:
+                batch.run()
+        except BaseException as exc:
+            # Replies may still be on their way: the session cannot be reused.
+            self.close()
+            if not isinstance(exc, RemoteError):
+                raise
             # Whatever is not known to be in place has this error.
             batch.fail_unfinished(exc)
         return results
