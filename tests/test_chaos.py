@@ -1,4 +1,4 @@
-"""500 files over SFTP while the process is killed with SIGKILL at random moments, 20 times.
+"""1,500 files over SFTP while the process is killed with SIGKILL at random moments, 20 times.
 Afterwards every file is delivered exactly once (the receiver's folder saw each final name
 appear once), byte-identical, no temporary file is visible, nothing is quarantined, and the
 journal agrees."""
@@ -59,6 +59,10 @@ class Arrivals(FileSystemEventHandler):
             with self.lock:
                 self.count[name] += 1
 
+    def total(self) -> int:
+        with self.lock:
+            return sum(self.count.values())
+
 
 def run_once(exchange: Exchange) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
@@ -70,16 +74,16 @@ def run_once(exchange: Exchange) -> subprocess.Popen[bytes]:
 
 
 def test_random_sigkills_never_lose_or_double_a_file(exchange: Exchange, sshd: SshServer) -> None:
-    """20 SIGKILLs at random moments while 500 files move; then everything exactly once."""
+    """20 SIGKILLs at random moments while 1,500 files move; then everything exactly once."""
     rnd = random.Random(20261121)
     target = sshd.folder("chaos")
     exchange.write_config(target=sftp_target_toml(sshd, target))
     exchange.config.write_text(exchange.config.read_text() + ROUTE)
     expected = {}
-    for i in range(500):
+    for i in range(1500):
         data = os.urandom(rnd.randint(1, 20_000))
-        (exchange.inbox / f"f{i:03d}.dat").write_bytes(data)
-        expected[f"f{i:03d}.out"] = data
+        (exchange.inbox / f"f{i:04d}.dat").write_bytes(data)
+        expected[f"f{i:04d}.out"] = data
     arrivals = Arrivals()
     observer = Observer()
     observer.schedule(arrivals, str(target))
@@ -89,8 +93,16 @@ def test_random_sigkills_never_lose_or_double_a_file(exchange: Exchange, sshd: S
         for _ in range(60):  # until 20 kills have landed on a working process
             if kills == 20 or not any(exchange.inbox.glob("*.dat")):
                 break
+            arrived = arrivals.total()
             proc = run_once(exchange)
-            time.sleep(rnd.uniform(0.35, 0.7))  # start-up is ~0.35 s: kill mid-work
+            # Kill mid-work however fast the machine is: once files have started to
+            # arrive, at a random instant within the next 60 ms.
+            deadline = time.monotonic() + 30
+            while (
+                arrivals.total() == arrived and proc.poll() is None and time.monotonic() < deadline
+            ):
+                time.sleep(0.002)
+            time.sleep(rnd.uniform(0, 0.06))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 kills += 1
@@ -112,7 +124,7 @@ def test_random_sigkills_never_lose_or_double_a_file(exchange: Exchange, sshd: S
     assert set(arrivals.count) == set(expected)
     journal = open_journal(load_config(exchange.config).journal)
     records = journal.query(limit=10_000)
-    assert len(records) == 500
+    assert len(records) == 1500
     assert {r.state for r in records} == {State.ARCHIVED}
     assert all(len(r.outputs) == 1 for r in records)
     journal.close()

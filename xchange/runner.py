@@ -57,6 +57,7 @@ from xchange.journal import (
     Observation,
     OutputRecord,
     State,
+    Step,
 )
 from xchange.pipeline import make_pipeline
 from xchange.quarantine import Quarantine
@@ -436,12 +437,13 @@ class Runner:
         fresh = []
         unknown = set()
         left = self._left_in_place.setdefault(route.name, set())
+        # Files delivered and left in place on purpose need no journal look-up.
+        wanted = [f for f in wanted if (f.name, f.size, f.mtime_ns) not in left]
+        records = self.journal.lookup_many(
+            route.name, route.source.endpoint, [(f.name, f.size, f.mtime_ns) for f in wanted]
+        )
         for f in wanted:
-            if (f.name, f.size, f.mtime_ns) in left:
-                continue  # delivered and left in place on purpose: no journal look-up
-            known = self.journal.lookup(
-                route.name, route.source.endpoint, f.name, f.size, f.mtime_ns
-            )
+            known = records.get((f.name, f.size, f.mtime_ns))
             if known is None:
                 fresh.append(f)
                 unknown.add(f.name)
@@ -775,26 +777,25 @@ class Runner:
         sending: list[tuple[FileInfo, FileRecord, Output, FileResult]] = []
         unsendable: list[tuple[FileInfo, FileRecord, bytes, XchangeError, FileResult]] = []
         plans: list[AfterPlan] = []
+        steps: list[Step] = []
         with self.journal.batch():
-            for info, data, sha, result in reads:
-                claim = self.journal.claim(
-                    FileKey(
-                        route.name, route.source.endpoint, info.name, len(data), info.mtime_ns, sha
-                    ),
-                    layout_version=pipeline.versions[0],
-                    mapping_version=pipeline.versions[1],
-                )
+            claims = self.journal.claim_many(
+                [
+                    FileKey(route.name, route.source.endpoint, i.name, len(d), i.mtime_ns, sha)
+                    for i, d, sha, _ in reads
+                ],
+                layout_version=pipeline.versions[0],
+                mapping_version=pipeline.versions[1],
+            )
+            for (info, data, sha, result), claim in zip(reads, claims, strict=True):
                 record = claim.record
                 result.file_id = record.id
                 if claim.already_delivered:
                     result.outcome = DUPLICATE
                     result.outputs = [o.path for o in record.outputs]
-                    self.journal.transition(
-                        record.id,
-                        record.state,
-                        note=f"same content seen again as {info.name}; not sent again",
-                    )
-                    plans += self._announced(route, info, None)
+                    note = f"same content seen again as {info.name}; not sent again"
+                    steps.append(Step(record.id, record.state, note))
+                    plans += self._planned(route, info, None, steps)
                     continue
                 try:
                     (out,) = pipeline.convert_stream(
@@ -807,8 +808,9 @@ class Runner:
                 except (FormatError, UnsafeName) as exc:
                     unsendable.append((info, record, data, exc, result))
                     continue
-                self.journal.transition(record.id, State.DELIVERING, note=out.name)
+                steps.append(Step(record.id, State.DELIVERING, out.name))
                 sending.append((info, record, out, result))
+            self.journal.record_steps(steps)
         checkpoint("after-claim")
         for info, record, data, problem, result in unsendable:
             with self._spilled(record, data) as path:
@@ -840,20 +842,20 @@ class Runner:
 
         # 3. What arrived, and what happens to its source, in one transaction.
         retry: list[tuple[FileInfo, FileRecord, Output, RemoteError, FileResult]] = []
+        steps = []
+        delivered_at = datetime.now(UTC)
         with self.journal.batch():
             for (info, record, out, result), error in zip(sending, errors, strict=True):
                 if error is not None:
                     retry.append((info, record, out, error, result))
                     continue
-                self.journal.record_output(
-                    record.id,
-                    OutputRecord(
-                        route.target.endpoint, out.name, out.size, out.sha256, datetime.now(UTC)
-                    ),
+                output = OutputRecord(
+                    route.target.endpoint, out.name, out.size, out.sha256, delivered_at
                 )
-                self.journal.transition(record.id, State.DELIVERED)
+                steps.append(Step(record.id, State.DELIVERED, output=output))
                 result.outcome, result.outputs, result.documents = DELIVERED, [out.name], 1
-                plans += self._announced(route, info, record.id)
+                plans += self._planned(route, info, record.id, steps)
+            self.journal.record_steps(steps)
         checkpoint("after-output")
         checkpoint("before-archive")
 
@@ -883,10 +885,9 @@ class Runner:
             if where is not None:
                 moved.append((plan, where))
         if moved:
-            with self.journal.batch():
-                for plan, where in moved:
-                    for fid in plan.ids:
-                        self.journal.transition(fid, plan.state, archive_path=where, note=where)
+            self.journal.record_steps(
+                [Step(fid, p.state, where, where) for p, where in moved for fid in p.ids]
+            )
 
         finished = self._batch_done(route, started, [r for *_, r in reads] + results)
         # Unreadable files and twins go the one-at-a-time way.
@@ -901,13 +902,14 @@ class Runner:
             self._log_result(route, result)
         return results
 
-    def _announced(
-        self, route: RouteConfig, info: FileInfo, file_id: int | None
+    def _planned(
+        self, route: RouteConfig, info: FileInfo, file_id: int | None, steps: list[Step]
     ) -> list[AfterPlan]:
+        """The after-plan of a delivered file, its announcement added to ``steps``."""
         plan = self._plan_after(route, info, file_id)
         if plan is None:
             return []
-        self._announce_after(plan)
+        steps += self._announcement(plan)
         return [plan]
 
     @contextmanager
@@ -1106,13 +1108,12 @@ class Runner:
     def _announce_after(self, plan: AfterPlan) -> None:
         """Journal the move before it is made: after a crash in between, the file is found
         still in the drop folder with its record archived, and the move is simply made then."""
-        for fid in plan.ids:
-            self.journal.transition(
-                fid,
-                plan.state,
-                archive_path=plan.folder or None,
-                note=f"{plan.action} into {plan.folder}" if plan.folder else plan.action,
-            )
+        self.journal.record_steps(self._announcement(plan))
+
+    @staticmethod
+    def _announcement(plan: AfterPlan) -> list[Step]:
+        note = f"{plan.action} into {plan.folder}" if plan.folder else plan.action
+        return [Step(fid, plan.state, note, plan.folder or None) for fid in plan.ids]
 
     @staticmethod
     def _carry_out(source: Remote, plan: AfterPlan) -> str | None:

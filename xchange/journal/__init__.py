@@ -13,6 +13,7 @@ from xchange.journal.base import (
     Observation,
     OutputRecord,
     State,
+    Step,
     Transition,
 )
 
@@ -34,6 +35,7 @@ __all__ = [
     "Observation",
     "OutputRecord",
     "State",
+    "Step",
     "Transition",
     "open_journal",
 ]

@@ -23,6 +23,7 @@ the alert windows (one alert per route and cause per window).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -126,6 +127,18 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class Step:
+    """One plain state change of a file (for :meth:`Journal.record_steps`): an output
+    delivered (if any) and the new state, with its note and archive path."""
+
+    file_id: int
+    state: State
+    note: str | None = None
+    archive_path: str | None = None
+    output: OutputRecord | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AlertWindow:
     """What the alert ledger says about one (route, cause)."""
 
@@ -167,6 +180,23 @@ class Journal(Protocol):
         Raises:
             JournalError: the journal cannot be written.
         """
+        ...
+
+    def lookup_many(
+        self, route: str, endpoint: str, files: Sequence[tuple[str, int, int]]
+    ) -> dict[tuple[str, int, int], FileRecord]:
+        """``lookup`` of many (path, size, mtime_ns) at once: the ones the journal has."""
+        ...
+
+    def claim_many(
+        self, keys: Sequence[FileKey], *, layout_version: str, mapping_version: str
+    ) -> list[Claim]:
+        """``claim`` of each key in order, in one transaction (keys of distinct content)."""
+        ...
+
+    def record_steps(self, steps: Sequence[Step]) -> None:
+        """Several ``record_output`` + ``transition`` (no error, no retry time) in order,
+        in one transaction."""
         ...
 
     def transition(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +21,7 @@ from xchange.journal.base import (
     Observation,
     OutputRecord,
     State,
+    Step,
     Transition,
 )
 
@@ -127,6 +128,34 @@ def _now() -> str:
 
 def _when(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
+
+
+def _new_record(
+    key: FileKey, file_id: int, layout_version: str, mapping_version: str, now: str
+) -> FileRecord:
+    """The record a first claim of ``key`` just inserted."""
+    created = datetime.fromisoformat(now)
+    return FileRecord(
+        id=file_id,
+        route=key.route,
+        endpoint=key.endpoint,
+        path=key.path,
+        size=key.size,
+        mtime_ns=key.mtime_ns,
+        sha256=key.sha256,
+        state=State.PROCESSING,
+        attempts=1,
+        next_retry_at=None,
+        error_kind=None,
+        error_message=None,
+        quarantine_path=None,
+        archive_path=None,
+        layout_version=layout_version,
+        mapping_version=mapping_version,
+        source_encoding=None,
+        created_at=created,
+        updated_at=created,
+    )
 
 
 class SQLiteJournal:
@@ -236,31 +265,172 @@ class SQLiteJournal:
                     ),
                 )
                 file_id = int(cur.lastrowid or 0)
-                previous = None
-            else:
-                file_id, previous = row["id"], row["state"]
                 db.execute(
-                    "UPDATE files SET endpoint=?, path=?, size=?, mtime_ns=?, layout_version=?, "
-                    "mapping_version=?, state=?, attempts=attempts+1, updated_at=? WHERE id=?",
+                    "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
+                    "VALUES (?,?,?,?,?)",
+                    (file_id, now, None, str(State.PROCESSING), key.path),
+                )
+                # A new record is exactly what was written: no need to read it back.
+                record = _new_record(key, file_id, layout_version, mapping_version, now)
+                return Claim(record, already_delivered=False)
+            file_id = row["id"]
+            db.execute(
+                "UPDATE files SET endpoint=?, path=?, size=?, mtime_ns=?, layout_version=?, "
+                "mapping_version=?, state=?, attempts=attempts+1, updated_at=? WHERE id=?",
+                (
+                    key.endpoint,
+                    key.path,
+                    key.size,
+                    key.mtime_ns,
+                    layout_version,
+                    mapping_version,
+                    str(State.PROCESSING),
+                    now,
+                    file_id,
+                ),
+            )
+            db.execute(
+                "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
+                "VALUES (?,?,?,?,?)",
+                (file_id, now, row["state"], str(State.PROCESSING), key.path),
+            )
+            new_row = db.execute("SELECT * FROM files WHERE id=?", (file_id,)).fetchone()
+            return Claim(self._record(db, new_row), already_delivered=False)
+
+    def lookup_many(
+        self, route: str, endpoint: str, files: Sequence[tuple[str, int, int]]
+    ) -> dict[tuple[str, int, int], FileRecord]:
+        wanted = set(files)
+        paths = sorted({path for path, _, _ in wanted})
+        found: dict[tuple[str, int, int], FileRecord] = {}
+        with self._lock:
+            for start in range(0, len(paths), 500):
+                chunk = paths[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    # Placeholders only: every value is bound.
+                    f"SELECT * FROM files WHERE route=? AND endpoint=? AND path IN ({marks}) "  # noqa: S608
+                    "ORDER BY id",
+                    (route, endpoint, *chunk),
+                ).fetchall()
+                for row in rows:  # oldest first: the newest of a key wins
+                    key = (row["path"], row["size"], row["mtime_ns"])
+                    if key in wanted:
+                        found[key] = self._record(self._db, row)
+        return found
+
+    def claim_many(
+        self, keys: Sequence[FileKey], *, layout_version: str, mapping_version: str
+    ) -> list[Claim]:
+        now = _now()
+        with self.batch():
+            db = self._db
+            known: set[tuple[str, str]] = set()
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                for route in {k.route for k in chunk}:
+                    shas = [k.sha256 for k in chunk if k.route == route]
+                    marks = ",".join("?" * len(shas))
+                    known.update(
+                        (route, row[0])
+                        for row in db.execute(
+                            # Placeholders only: every value is bound.
+                            f"SELECT sha256 FROM files WHERE route=? AND sha256 IN ({marks})",  # noqa: S608
+                            (route, *shas),
+                        )
+                    )
+            # Content never seen on the route (the usual case): inserted together.
+            new = [k for k in keys if (k.route, k.sha256) not in known]
+            db.executemany(
+                "INSERT INTO files (route, endpoint, path, size, mtime_ns, sha256, "
+                "layout_version, mapping_version, state, attempts, created_at, updated_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?,1,?,?)",
+                [
                     (
-                        key.endpoint,
-                        key.path,
-                        key.size,
-                        key.mtime_ns,
+                        k.route,
+                        k.endpoint,
+                        k.path,
+                        k.size,
+                        k.mtime_ns,
+                        k.sha256,
                         layout_version,
                         mapping_version,
                         str(State.PROCESSING),
                         now,
-                        file_id,
-                    ),
-                )
-            db.execute(
+                        now,
+                    )
+                    for k in new
+                ],
+            )
+            ids: dict[tuple[str, str], int] = {}
+            for start in range(0, len(new), 500):
+                chunk = new[start : start + 500]
+                for route in {k.route for k in chunk}:
+                    shas = [k.sha256 for k in chunk if k.route == route]
+                    marks = ",".join("?" * len(shas))
+                    for file_id, sha in db.execute(
+                        # Placeholders only: every value is bound.
+                        f"SELECT id, sha256 FROM files WHERE route=? AND sha256 IN ({marks})",  # noqa: S608
+                        (route, *shas),
+                    ):
+                        ids[(route, sha)] = file_id
+            db.executemany(
                 "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
                 "VALUES (?,?,?,?,?)",
-                (file_id, now, previous, str(State.PROCESSING), key.path),
+                [(ids[(k.route, k.sha256)], now, None, str(State.PROCESSING), k.path) for k in new],
             )
-            new_row = db.execute("SELECT * FROM files WHERE id=?", (file_id,)).fetchone()
-            return Claim(self._record(db, new_row), already_delivered=False)
+            claims = []
+            for key in keys:
+                if (key.route, key.sha256) in known:
+                    claims.append(
+                        self.claim(
+                            key, layout_version=layout_version, mapping_version=mapping_version
+                        )
+                    )
+                    continue
+                file_id = ids[(key.route, key.sha256)]
+                record = _new_record(key, file_id, layout_version, mapping_version, now)
+                claims.append(Claim(record, already_delivered=False))
+            return claims
+
+    def record_steps(self, steps: Sequence[Step]) -> None:
+        now = _now()
+        outputs = [
+            (
+                s.file_id,
+                s.output.endpoint,
+                s.output.path,
+                s.output.size,
+                s.output.sha256,
+                s.output.delivered_at.isoformat(timespec="milliseconds"),
+            )
+            for s in steps
+            if s.output is not None
+        ]
+        with self._tx() as db:
+            if outputs:
+                db.executemany(
+                    "INSERT INTO outputs (file_id, endpoint, path, size, sha256, delivered_at) "
+                    "VALUES (?,?,?,?,?,?)",
+                    outputs,
+                )
+            # One state change after the other, in order: a file may change twice here.
+            for step in steps:
+                state = str(step.state)
+                noted = db.execute(
+                    "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
+                    "SELECT id, ?, state, ?, ? FROM files WHERE id=?",
+                    (now, state, step.note, step.file_id),
+                )
+                if noted.rowcount != 1:
+                    raise JournalError(f"journal {self.path}: no file with id {step.file_id}")
+                clear = ", error_kind=NULL, error_message=NULL" if step.state in DONE_STATES else ""
+                db.execute(
+                    # Fixed fragments only: every value is bound.
+                    "UPDATE files SET state=?, updated_at=?, next_retry_at=NULL, "  # noqa: S608
+                    f"archive_path=coalesce(?, archive_path){clear} WHERE id=?",
+                    (state, now, step.archive_path, step.file_id),
+                )
 
     def transition(
         self,
@@ -276,8 +446,13 @@ class SQLiteJournal:
     ) -> None:
         now = _now()
         with self._tx() as db:
-            row = db.execute("SELECT state FROM files WHERE id=?", (file_id,)).fetchone()
-            if row is None:
+            # The transition row takes the state it leaves from the record, before the update.
+            noted = db.execute(
+                "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
+                "SELECT id, ?, state, ?, ? FROM files WHERE id=?",
+                (now, str(state), note or (error[1] if error else None), file_id),
+            )
+            if noted.rowcount != 1:
                 raise JournalError(f"journal {self.path}: no file with id {file_id}")
             sets = ["state=?", "updated_at=?"]
             args: list[Any] = [str(state), now]
@@ -299,11 +474,6 @@ class SQLiteJournal:
             args.append(None if next_retry_at is None else _iso(next_retry_at))
             # Column names come from the fixed list above; every value is bound.
             db.execute(f"UPDATE files SET {', '.join(sets)} WHERE id=?", (*args, file_id))  # noqa: S608
-            db.execute(
-                "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
-                "VALUES (?,?,?,?,?)",
-                (file_id, now, row["state"], str(state), note or (error[1] if error else None)),
-            )
 
     def record_output(self, file_id: int, output: OutputRecord) -> None:
         with self._tx() as db:
