@@ -19,6 +19,7 @@ from tests.faultproxy import FaultProxy
 from tests.procs import xchange_argv, xchange_env
 from tests.sshd import SshServer
 from tests.test_sftp import endpoint, sftp_target_toml
+from xchange.batch import BATCH_FILE_MAX
 from xchange.cli import main
 from xchange.config import load_config
 from xchange.errors import ConnectionLost, RemoteError
@@ -27,7 +28,6 @@ from xchange.journal.sqlite import SQLiteJournal
 from xchange.remote import SmallPut
 from xchange.remote.local import LocalRemote
 from xchange.remote.sftp import WRITE_CHUNK, SFTPRemote
-from xchange.runner import BATCH_FILE_MAX
 
 ROUTE = """
 [[routes]]

@@ -13,7 +13,8 @@ from xchange.cli import main
 from xchange.config import load_config
 from xchange.journal import open_journal
 from xchange.remote import FileInfo
-from xchange.runner import SKIPPED, Runner
+from xchange.results import SKIPPED
+from xchange.runner import Runner
 
 SAMPLE = SAMPLES / "shop-orders" / "in" / "orders_20261121.csv"
 

@@ -22,22 +22,20 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
-import os
 import posixpath
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
 import structlog
 
+from xchange import batch
 from xchange.alerts import Alerter
 from xchange.config import AppConfig, RouteConfig
 from xchange.errors import (
@@ -54,7 +52,6 @@ from xchange.journal import (
     FileKey,
     FileRecord,
     Journal,
-    Observation,
     OutputRecord,
     State,
     Step,
@@ -62,7 +59,7 @@ from xchange.journal import (
 from xchange.pipeline import make_pipeline
 from xchange.quarantine import Quarantine
 from xchange.readiness import Verdict, judge, marker_name
-from xchange.remote import FileInfo, Remote, SmallPut, open_remote
+from xchange.remote import FileInfo, Remote, open_remote
 from xchange.remote.base import (
     NullWriter,
     Selector,
@@ -70,46 +67,22 @@ from xchange.remote.base import (
     safe_subfolder,
     temp_name_for,
 )
+from xchange.results import (
+    DELIVERED,
+    DUPLICATE,
+    QUARANTINED,
+    RETRY_LATER,
+    SKIPPED,
+    WAITING,
+    FileResult,
+    RouteResult,
+    exit_code,
+)
 from xchange.retry import call_with_retry
 from xchange.sink import Output, Sink, staging_folder
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-
-#: New files of a copy route up to this size go in batches: one journal transaction per
-#: step for the whole batch, and their uploads overlapped on one session.
-BATCH_FILE_MAX = 1 << 20
-BATCH_FILES = 256
-BATCH_BYTES = 16 << 20
-
-#: Outcomes of one source file.
-DELIVERED, DUPLICATE, QUARANTINED, RETRY_LATER, WAITING, SKIPPED = (
-    "delivered",
-    "duplicate",
-    "quarantined",
-    "retry-later",
-    "waiting",
-    "skipped",
-)
-
-
-@dataclass(slots=True)
-class FileResult:
-    route: str
-    source: str
-    outcome: str
-    file_id: int | None = None
-    outputs: list[str] = field(default_factory=list)
-    bytes: int = 0
-    documents: int = 0
-    encoding: str | None = None
-    duration_ms: int = 0
-    error: str | None = None
-    #: The cause class of a failure (``XchangeError.kind``) and whether it is transient.
-    cause: str | None = None
-    retryable: bool = False
-    #: Business keys skipped because another file already delivered them.
-    skipped_keys: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,71 +98,8 @@ class AfterPlan:
     ids: list[int]
 
 
-@dataclass(slots=True)
-class RouteResult:
-    route: str
-    files: list[FileResult] = field(default_factory=list)
-    #: Set when the route could not run at all (e.g. its source is unreachable).
-    error: str | None = None
-    error_kind: str | None = None
-    #: Files seen but not taken yet (still being written, waiting for a marker).
-    held: list[Observation] = field(default_factory=list)
-    #: Seconds until a held file could be ready (the daemon looks again then).
-    next_look: float | None = None
-
-    def count(self, outcome: str) -> int:
-        return sum(1 for f in self.files if f.outcome == outcome)
-
-    def merge(self, later: RouteResult) -> None:
-        """Add a later look at the same route (run --once waiting for files to settle)."""
-        self.files.extend(later.files)
-        self.error, self.error_kind = later.error, later.error_kind
-        self.held, self.next_look = later.held, later.next_look
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and not any(
-            f.outcome in (QUARANTINED, RETRY_LATER) for f in self.files
-        )
-
-    def summary(self) -> str:
-        counts = Counter(f.outcome for f in self.files)
-        docs = sum(f.documents for f in self.files if f.outcome == DELIVERED)
-        parts = [f"{counts[DELIVERED]} delivered ({docs} documents)"]
-        parts += [
-            f"{counts[o]} {o}" for o in (DUPLICATE, QUARANTINED, RETRY_LATER, WAITING) if counts[o]
-        ]
-        if self.held:
-            parts.append(f"{len(self.held)} held")
-        text = f"{self.route}: " + ", ".join(parts)
-        if self.error:
-            text += f"; could not run: {self.error}"
-        for f in self.files:
-            if f.outcome in (QUARANTINED, RETRY_LATER):
-                text += f"\n  {f.outcome}: {f.source} (#{f.file_id}): {f.error}"
-            if f.skipped_keys:
-                text += (
-                    f"\n  skipped (already delivered): {f.source} (#{f.file_id}): "
-                    f"{', '.join(f.skipped_keys[:10])}"
-                    + (" ..." if len(f.skipped_keys) > 10 else "")
-                )
-        return text
-
-
 #: The longest ``run --once`` waits for files to settle before leaving them for next time.
 MAX_SETTLE_WAIT = 10.0
-
-#: Exit codes of ``xchange run --once`` (documented in README.md).
-EXIT_OK, EXIT_QUARANTINED, EXIT_CONFIG, EXIT_NOT_DELIVERED, EXIT_LOCKED = 0, 1, 2, 3, 4
-
-
-def exit_code(results: list[RouteResult]) -> int:
-    """0 all delivered; 3 something could not be delivered yet; else 1 if any quarantined."""
-    if any(r.error or r.count(RETRY_LATER) or r.count(WAITING) for r in results):
-        return EXIT_NOT_DELIVERED
-    if any(r.count(QUARANTINED) for r in results):
-        return EXIT_QUARANTINED
-    return EXIT_OK
 
 
 class Runner:
@@ -223,6 +133,7 @@ class Runner:
         self._all_remotes: list[dict[str, Remote]] = []
         self._remotes_lock = threading.Lock()
         self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._uploaders: dict[str, ThreadPoolExecutor] = {}
         #: Per route, files seen delivered and left in place (after = "leave"), so that a
         #: look at a folder with a long history costs one set look-up per old file.
         self._left_in_place: dict[str, set[tuple[str, int, int]]] = {}
@@ -240,9 +151,10 @@ class Runner:
 
     def close(self) -> None:
         """Close every thread's connections (when no route is running)."""
-        for pool in self._pools.values():
+        for pool in [*self._pools.values(), *self._uploaders.values()]:
             pool.shutdown(wait=True)
         self._pools.clear()
+        self._uploaders.clear()
         with self._remotes_lock:
             for remotes in self._all_remotes:
                 for remote in remotes.values():
@@ -343,61 +255,46 @@ class Runner:
     def _process_all(
         self, route: RouteConfig, ready: list[FileInfo], unknown: set[str]
     ) -> Iterator[FileResult]:
-        """Take ready files through, ``route.transfers`` at a time, each worker thread with
-        its own connections; stop taking new ones on a stop request or target trouble.
+        """Take ready files through and stop taking new ones on a stop request or target
+        trouble: new small files of a copy route in batches (``xchange.batch``), the rest
+        one at a time, ``route.transfers`` at once, each worker thread with its own
+        connections."""
+        batches, singles = batch.split(route, ready, unknown)
+        trouble = False
+        if batches:
+            small = batch.SmallFiles(self, route, self._uploader(route))
+            for done in small.run(batches, self.stop):
+                trouble = trouble or done.outcome == RETRY_LATER
+                yield done
+        if trouble:
+            return
+        stop = threading.Event()
 
-        New small files of a copy route go in batches (see ``_deliver_batch``), the rest
-        one at a time."""
-        trouble = threading.Event()
-
-        def work(info: FileInfo) -> list[FileResult]:
-            if self.stop.is_set() or trouble.is_set():
-                return []
+        def work(info: FileInfo) -> FileResult | None:
+            if self.stop.is_set() or stop.is_set():
+                return None
             outcome = self.process(route, info)
             if outcome.outcome == RETRY_LATER:
-                trouble.set()
-            return [outcome]
+                stop.set()
+            return outcome
 
-        def work_batch(batch: list[FileInfo]) -> list[FileResult]:
-            if self.stop.is_set() or trouble.is_set():
-                return []
-            outcomes = self._deliver_batch(route, batch)
-            if any(o.outcome == RETRY_LATER for o in outcomes):
-                trouble.set()
-            return outcomes
+        if route.transfers == 1 or len(singles) < 2:
+            outcomes: Iterable[FileResult | None] = map(work, singles)
+        else:
+            outcomes = self._pool(route).map(work, singles)
+        for outcome in outcomes:
+            if outcome is not None:
+                yield outcome
 
-        batches, singles = self._batches(route, ready, unknown)
-        for fn, items in ((work_batch, batches), (work, singles)):
-            if route.transfers == 1 or len(items) < 2:
-                done: Iterable[list[FileResult]] = map(fn, items)  # type: ignore[arg-type]
-            else:
-                done = self._pool(route).map(fn, items)
-            for outcomes in done:
-                yield from outcomes
-
-    @staticmethod
-    def _batches(
-        route: RouteConfig, ready: list[FileInfo], unknown: set[str]
-    ) -> tuple[list[list[FileInfo]], list[FileInfo]]:
-        """Split ready files into batches of new small files (copy routes) and the rest."""
-        if route.mapping != "copy":
-            return [], ready
-        batches: list[list[FileInfo]] = []
-        singles: list[FileInfo] = []
-        batch: list[FileInfo] = []
-        size = 0
-        for info in ready:
-            if info.name not in unknown or info.size > BATCH_FILE_MAX:
-                singles.append(info)
-                continue
-            if batch and (len(batch) == BATCH_FILES or size + info.size > BATCH_BYTES):
-                batches.append(batch)
-                batch, size = [], 0
-            batch.append(info)
-            size += info.size
-        if batch:
-            batches.append(batch)
-        return batches, singles
+    def _uploader(self, route: RouteConfig) -> ThreadPoolExecutor:
+        """The thread that owns the route's target session for batches (kept between
+        runs, with its connection)."""
+        with self._remotes_lock:
+            if route.name not in self._uploaders:
+                self._uploaders[route.name] = ThreadPoolExecutor(
+                    1, thread_name_prefix=f"xchange-{route.name}-upload"
+                )
+            return self._uploaders[route.name]
 
     def _pool(self, route: RouteConfig) -> ThreadPoolExecutor:
         with self._remotes_lock:
@@ -710,223 +607,6 @@ class Runner:
         if source is not None and info is not None:
             self._after(route, source, info, record.id)
 
-    # ------------------------------------------------------------------ small files
-
-    def _deliver_batch(self, route: RouteConfig, infos: list[FileInfo]) -> list[FileResult]:
-        """Take new small files of a copy route through together, with the guarantees of
-        the one-at-a-time path and a fraction of its round trips:
-
-        1. read and hash each file; claim them all and journal ``delivering`` in one
-           transaction;
-        2. upload them overlapped on one session (``Remote.put_many``), each under its
-           hidden temporary name and renamed into place;
-        3. journal the outputs, ``delivered`` and the coming archive/delete in one
-           transaction, then archive or delete the sources.
-
-        A file the batch cannot finish (refused name, a failure, a lost connection) goes
-        on one at a time from its claim, exactly as a single file would.
-        """
-        started = time.monotonic()
-        source = self.remote(route.source.endpoint)
-        target = self.remote(route.target.endpoint)
-        # The target's session opens while the files are read and claimed.
-        warm_up = WarmUp(target)
-        if target is not source:
-            warm_up.start()
-        pipeline = self.pipelines[route.name]
-        results: list[FileResult] = []
-        reads: list[tuple[FileInfo, bytes, str, FileResult]] = []
-        alone: list[FileInfo] = []  # identical content twice in one batch: one at a time
-        seen: set[str] = set()
-        for info in infos:
-            result = FileResult(route.name, info.name, SKIPPED, bytes=info.size)
-            buffer = io.BytesIO()
-            try:
-                source.download(info.name, buffer)
-            except RemoteNotFound:
-                log.info(
-                    "file.vanished",
-                    source=info.name,
-                    reason="removed from the drop folder before it was read",
-                )
-                results.append(result)
-                continue
-            except RemoteError:
-                alone.append(info)
-                continue
-            data = buffer.getvalue()
-            if len(data) != info.size:
-                log.info(
-                    "file.changed",
-                    source=info.name,
-                    listed=info.size,
-                    now=len(data),
-                    reason="changed between the listing and the read; looked at again",
-                )
-                results.append(result)
-                continue
-            sha = hashlib.sha256(data).hexdigest()
-            if sha in seen:
-                alone.append(info)
-                continue
-            seen.add(sha)
-            reads.append((info, data, sha, result))
-
-        # 1. Claims, and the outputs' names, in one transaction.
-        policy = route.target.if_exists
-        sending: list[tuple[FileInfo, FileRecord, Output, FileResult]] = []
-        unsendable: list[tuple[FileInfo, FileRecord, bytes, XchangeError, FileResult]] = []
-        plans: list[AfterPlan] = []
-        steps: list[Step] = []
-        with self.journal.batch():
-            claims = self.journal.claim_many(
-                [
-                    FileKey(route.name, route.source.endpoint, i.name, len(d), i.mtime_ns, sha)
-                    for i, d, sha, _ in reads
-                ],
-                layout_version=pipeline.versions[0],
-                mapping_version=pipeline.versions[1],
-            )
-            for (info, data, sha, result), claim in zip(reads, claims, strict=True):
-                record = claim.record
-                result.file_id = record.id
-                if claim.already_delivered:
-                    result.outcome = DUPLICATE
-                    result.outputs = [o.path for o in record.outputs]
-                    note = f"same content seen again as {info.name}; not sent again"
-                    steps.append(Step(record.id, record.state, note))
-                    plans += self._planned(route, info, None, steps)
-                    continue
-                try:
-                    (out,) = pipeline.convert_stream(
-                        io.BytesIO(data),
-                        info.name,
-                        record.created_at.astimezone(),
-                        Sink(None),
-                        digest=(len(data), sha),
-                    ).outputs
-                except (FormatError, UnsafeName) as exc:
-                    unsendable.append((info, record, data, exc, result))
-                    continue
-                steps.append(Step(record.id, State.DELIVERING, out.name))
-                sending.append((info, record, out, result))
-            self.journal.record_steps(steps)
-        checkpoint("after-claim")
-        for info, record, data, problem, result in unsendable:
-            with self._spilled(record, data) as path:
-                self._quarantine(route, record, info.name, path, problem, result, source)
-
-        # 2. The uploads, overlapped (the whole batch tried again while no session opens).
-        puts = [
-            SmallPut(
-                out.name,
-                out.data,
-                temp_name_for(out.name, f"{record.sha256[:8]}{out.sha256[:8]}"),
-                policy == "overwrite",
-            )
-            for _, record, out, _ in sending
-        ]
-        try:
-            # A failed warm-up counts as the first attempt.
-            errors = call_with_retry(
-                warm_up.then(functools.partial(target.put_many, puts)),
-                route.retry,
-                sleep=self.sleep,
-            )
-        except RemoteError as exc:
-            for info, record, out, result in sending:
-                with self._spilled(record, out.data) as path:
-                    self._failed_delivery(route, record, info.name, path, exc, result, source)
-            return self._batch_done(route, started, [r for *_, r in reads] + results)
-        checkpoint("after-rename")
-
-        # 3. What arrived, and what happens to its source, in one transaction.
-        retry: list[tuple[FileInfo, FileRecord, Output, RemoteError, FileResult]] = []
-        steps = []
-        delivered_at = datetime.now(UTC)
-        with self.journal.batch():
-            for (info, record, out, result), error in zip(sending, errors, strict=True):
-                if error is not None:
-                    retry.append((info, record, out, error, result))
-                    continue
-                output = OutputRecord(
-                    route.target.endpoint, out.name, out.size, out.sha256, delivered_at
-                )
-                steps.append(Step(record.id, State.DELIVERED, output=output))
-                result.outcome, result.outputs, result.documents = DELIVERED, [out.name], 1
-                plans += self._planned(route, info, record.id, steps)
-            self.journal.record_steps(steps)
-        checkpoint("after-output")
-        checkpoint("before-archive")
-
-        # Files the batch could not finish go on alone, from their claim.
-        trouble: RemoteError | None = None
-        for info, record, out, error, result in retry:
-            if trouble is not None:
-                # The target is in trouble: no point trying each remaining file.
-                with self._spilled(record, out.data) as path:
-                    self._failed_delivery(route, record, info.name, path, trouble, result, source)
-                continue
-            log.info("file.sent_alone", source=info.name, reason=str(error))
-            with self._spilled(record, out.data) as path:
-                self._convert_and_deliver(route, record, path, info.name, result, source, info=info)
-            if result.outcome == RETRY_LATER:
-                trouble = error
-
-        # The sources: deleted, or archived (and the archived names journaled together).
-        moved: list[tuple[AfterPlan, str]] = []
-        for plan in plans:
-            try:
-                where = self._carry_out(source, plan)
-            except XchangeError as exc:
-                # Delivered; the source stays and is archived at the next look.
-                log.warning("file.after_failed", source=plan.info.name, error=str(exc))
-                continue
-            if where is not None:
-                moved.append((plan, where))
-        if moved:
-            self.journal.record_steps(
-                [Step(fid, p.state, where, where) for p, where in moved for fid in p.ids]
-            )
-
-        finished = self._batch_done(route, started, [r for *_, r in reads] + results)
-        # Unreadable files and twins go the one-at-a-time way.
-        return finished + [self.process(route, info) for info in alone]
-
-    def _batch_done(
-        self, route: RouteConfig, started: float, results: list[FileResult]
-    ) -> list[FileResult]:
-        elapsed = int((time.monotonic() - started) * 1000)
-        for result in results:
-            result.duration_ms = elapsed
-            self._log_result(route, result)
-        return results
-
-    def _planned(
-        self, route: RouteConfig, info: FileInfo, file_id: int | None, steps: list[Step]
-    ) -> list[AfterPlan]:
-        """The after-plan of a delivered file, its announcement added to ``steps``."""
-        plan = self._plan_after(route, info, file_id)
-        if plan is None:
-            return []
-        steps += self._announcement(plan)
-        return [plan]
-
-    @contextmanager
-    def _spilled(self, record: FileRecord, data: bytes) -> Iterator[Path]:
-        """The bytes of a batched file as a private local file (to quarantine it, or to
-        send it alone)."""
-        folder = self.scratch / "batch"
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = folder / f"{record.id}-{record.sha256[:16]}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        try:
-            yield path
-        finally:
-            path.unlink(missing_ok=True)
-
     def _dedupe(self, route: RouteConfig, record: FileRecord) -> Callable[[str], bool]:
         def already(key: str) -> bool:
             return bool(self.journal.delivered_keys(route.name, [key], except_file=record.id))
@@ -1164,38 +844,6 @@ class Runner:
         result.outcome = QUARANTINED
         result.error = (f"{note}: " if note else "") + str(exc).splitlines()[0]
         result.cause, result.retryable = exc.kind, exc.retryable
-
-
-class WarmUp:
-    """Connects to an endpoint in the background, ahead of its first use."""
-
-    def __init__(self, remote: Remote) -> None:
-        self.remote = remote
-        self.error: XchangeError | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.remote.connect()
-        except XchangeError as exc:
-            self.error = exc
-
-    def then(self, call: Callable[[], T]) -> Callable[[], T]:
-        """``call``, after the connection attempt has ended; its error is raised once, as
-        the outcome of the first attempt."""
-
-        def first_then_call() -> T:
-            if self._thread.is_alive():
-                self._thread.join()
-            error, self.error = self.error, None
-            if error is not None:
-                raise error
-            return call()
-
-        return first_then_call
 
 
 def _fingerprint(path: Path) -> tuple[int, str]:

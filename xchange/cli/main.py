@@ -27,7 +27,8 @@ from xchange.journal import State, open_journal
 from xchange.lock import RunLock
 from xchange.log import configure_logging, register_secret
 from xchange.pipeline import CopyPipeline, Pipeline, make_pipeline
-from xchange.runner import EXIT_CONFIG, EXIT_LOCKED, EXIT_NOT_DELIVERED, Runner, exit_code
+from xchange.results import EXIT_CONFIG, EXIT_LOCKED, EXIT_NOT_DELIVERED, exit_code
+from xchange.runner import Runner
 from xchange.sink import Output, Sink
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -227,7 +227,8 @@ def quarantine_show(
 
 def _reprocess(ctx: click.Context, config_path: str | None, ids: list[int], force: bool) -> None:
     """Run files again through the current layouts and mappings; exit 1 if any still fails."""
-    from xchange.runner import DELIVERED, Runner
+    from xchange.results import DELIVERED
+    from xchange.runner import Runner
 
     config = _config(ctx, config_path)
     store = open_journal(config.journal)

@@ -337,9 +337,11 @@ class SFTPRemote:
             sftp.rename(temp, final)
 
     def put_many(self, puts: Sequence[SmallPut]) -> builtins.list[RemoteError | None]:
-        results: builtins.list[RemoteError | None] = [None] * len(puts)
         if not puts:
-            return results
+            return []
+        # A file counts as delivered only once its last reply says so.
+        unconfirmed = ConnectionLost(f"{self._where()}: the delivery was not confirmed")
+        results: builtins.list[RemoteError | None] = [unconfirmed] * len(puts)
         sftp = self._client()
         with self._errors("create the target folders"):
             for folder in sorted({posixpath.dirname(self._path(p.temp_name)) for p in puts}):
@@ -462,7 +464,8 @@ class _Job:
     temp: bytes
     final: bytes
     handle: bytes = b""
-    writes: int = 0
+    #: Requests of the current step without their reply yet.
+    pending: int = 0
     error: RemoteError | None = None
 
 
@@ -581,60 +584,72 @@ class _PipelinedPuts:
                 return True
             (length,) = _U32.unpack_from(body)
             job.handle = bytes(body[4 : 4 + length])
+            # The writes and the close go together: a server answers requests on one
+            # handle in the order they came.
             handle = _string(job.handle)
             data = job.put.data
             for offset in range(0, len(data), WRITE_CHUNK):
                 chunk = data[offset : offset + WRITE_CHUNK]
                 self._send(job, "write", _WRITE, handle, _U64.pack(offset), _string(chunk))
-                job.writes += 1
-            if not job.writes:
-                self._send(job, "close", _CLOSE, handle)
+                job.pending += 1
+            self._send(job, "close", _CLOSE, handle)
+            job.pending += 1
             return False
-        if step == "write":
-            job.writes -= 1
+        if step in ("write", "close"):
+            job.pending -= 1
             job.error = job.error or self._error(t, body, f"upload {name}")
-            if not job.writes:
-                self._send(job, "close", _CLOSE, _string(job.handle))
-            return False
-        if step == "close":
-            job.error = job.error or self._error(t, body, f"upload {name}")
+            if job.pending:
+                return False
             if job.error is not None:
                 self._send(job, "discard", _REMOVE, _string(job.temp))
+                job.pending = 1
+                return False
+            # Renamed only once every byte and the close are acknowledged; the check of
+            # the final name goes with it (an OpenSSH server answers in order; any other
+            # order can only make the check fail, and the file is then sent again alone).
+            checkpoint("before-rename")
+            temp, final = _string(job.temp), _string(job.final)
+            if job.put.overwrite:
+                posix_rename = _string(b"posix-rename@openssh.com")
+                self._send(job, "rename", _EXTENDED, posix_rename, temp, final)
             else:
-                checkpoint("before-rename")
-                if job.put.overwrite:
-                    self._send(
-                        job,
-                        "rename",
-                        _EXTENDED,
-                        _string(b"posix-rename@openssh.com"),
-                        _string(job.temp),
-                        _string(job.final),
-                    )
-                else:
-                    # Plain SFTP rename refuses an existing name: never overwrites.
-                    self._send(job, "rename", _RENAME, _string(job.temp), _string(job.final))
+                # Plain SFTP rename refuses an existing name: never overwrites.
+                self._send(job, "rename", _RENAME, temp, final)
+            self._send(job, "stat", _LSTAT, final)
+            job.pending = 2
             return False
         if step == "rename":
-            job.error = self._error(t, body, f"rename to {name}")
-            if job.error is not None:
+            job.pending -= 1
+            error = self._error(t, body, f"rename to {name}")
+            if error is not None:
+                job.error = error  # the rename's own error says more than the check's
                 self._send(job, "discard", _REMOVE, _string(job.temp))
-            else:
-                self._send(job, "stat", _LSTAT, _string(job.final))
-            return False
+                job.pending += 1
+            return not job.pending
         if step == "stat":
-            if t != _ATTRS:
-                job.error = self._error(t, body, f"check {name}")
-                return True
-            flags = _U32.unpack_from(body)[0]
-            size = _U64.unpack_from(body, 4)[0] if flags & _ATTR_SIZE else None
-            if size != len(job.put.data):
-                job.error = ConnectionLost(
-                    f"{self.remote._where()}: {name}: sent {len(job.put.data)} bytes but the "
-                    f"server shows {size}"
-                )
-            return True
-        return True  # "discard": the temporary file is gone (or never was); job.error stands
+            job.pending -= 1
+            if job.error is None:
+                job.error = self._checked(t, body, job)
+            return not job.pending
+        # "discard": the temporary file is gone (or never was); job.error stands.
+        job.pending -= 1
+        return not job.pending
+
+    def _checked(self, t: int, body: memoryview, job: _Job) -> RemoteError | None:
+        """The error a stat reply of a delivered file shows (None: right size)."""
+        name = job.put.name
+        if t != _ATTRS:
+            return self._error(t, body, f"check {name}") or RemoteUnavailable(
+                f"{self.remote._where()}: check {name}: no attributes"
+            )
+        flags = _U32.unpack_from(body)[0]
+        size = _U64.unpack_from(body, 4)[0] if flags & _ATTR_SIZE else None
+        if size == len(job.put.data):
+            return None
+        return ConnectionLost(
+            f"{self.remote._where()}: {name}: sent {len(job.put.data)} bytes but the "
+            f"server shows {size}"
+        )
 
     def _error(self, t: int, body: memoryview, what: str) -> RemoteError | None:
         where = f"{self.remote._where()}: {what}"

@@ -1,0 +1,370 @@
+"""New small files of a copy route, taken through in batches.
+
+Many small files cost round trips and journal commits, not bytes. A batch keeps the
+guarantees of the one-at-a-time path (every journal write committed before the action it
+announces, hidden temporary names renamed into place, nothing sent twice) with a fraction
+of the waits:
+
+1. *prepare* (the route's thread): read and hash each file; claim them all and journal
+   ``delivering`` in one transaction;
+2. *upload* (the route's uploader thread, which owns the target session): send them with
+   ``Remote.put_many``, up to 64 files in flight on one session;
+3. *finish* (the route's thread): journal the outputs, ``delivered`` and the coming
+   archive/delete in one transaction; archive or delete the sources.
+
+While batch *n* uploads, batch *n+1* is prepared and batch *n-1* finished. A file the
+batch cannot finish (a refused name, a failure, a lost connection) goes on alone from its
+claim, exactly as a single file would; identical files in one batch and files that cannot
+be read go alone from the start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from xchange.config import RouteConfig
+from xchange.errors import FormatError, RemoteError, RemoteNotFound, UnsafeName, XchangeError
+from xchange.faults import checkpoint
+from xchange.journal import FileKey, FileRecord, OutputRecord, State, Step
+from xchange.remote import FileInfo, SmallPut
+from xchange.remote.base import temp_name_for
+from xchange.results import DELIVERED, DUPLICATE, RETRY_LATER, SKIPPED, FileResult
+from xchange.retry import call_with_retry
+from xchange.sink import Output, Sink
+
+if TYPE_CHECKING:
+    from xchange.runner import AfterPlan, Runner
+
+log = structlog.get_logger(__name__)
+
+#: New files of a copy route up to this size go in batches of up to BATCH_FILES files
+#: and BATCH_BYTES bytes.
+BATCH_FILE_MAX = 1 << 20
+BATCH_FILES = 256
+BATCH_BYTES = 16 << 20
+#: Batches read and claimed but not finished yet, at most (bounds memory to 64 MiB).
+BATCHES_AHEAD = 4
+
+
+def split(
+    route: RouteConfig, ready: list[FileInfo], unknown: set[str]
+) -> tuple[list[list[FileInfo]], list[FileInfo]]:
+    """Ready files as batches of new small files (copy routes only) and the rest."""
+    if route.mapping != "copy":
+        return [], ready
+    batches: list[list[FileInfo]] = []
+    singles: list[FileInfo] = []
+    batch: list[FileInfo] = []
+    size = 0
+    for info in ready:
+        if info.name not in unknown or info.size > BATCH_FILE_MAX:
+            singles.append(info)
+            continue
+        if batch and (len(batch) == BATCH_FILES or size + info.size > BATCH_BYTES):
+            batches.append(batch)
+            batch, size = [], 0
+        batch.append(info)
+        size += info.size
+    if batch:
+        batches.append(batch)
+    return batches, singles
+
+
+@dataclass(slots=True)
+class Sending:
+    info: FileInfo
+    record: FileRecord
+    output: Output
+    result: FileResult
+
+
+@dataclass(slots=True)
+class Batch:
+    """One batch on its way through the three stages."""
+
+    started: float
+    #: Every file's result, in the order read (those settled early included).
+    results: list[FileResult] = field(default_factory=list)
+    sending: list[Sending] = field(default_factory=list)
+    #: Sources to archive or delete once the batch is finished (duplicates so far).
+    plans: list[AfterPlan] = field(default_factory=list)
+    #: Files that go the one-at-a-time way (twins, unreadable).
+    alone: list[FileInfo] = field(default_factory=list)
+    #: From the upload: one entry per ``sending`` file, or what stopped the whole batch.
+    errors: list[RemoteError | None] = field(default_factory=list)
+    failure: RemoteError | None = None
+
+
+class SmallFiles:
+    """Takes a route's batches through prepare -> upload -> finish, overlapped."""
+
+    def __init__(self, runner: Runner, route: RouteConfig, uploader: ThreadPoolExecutor) -> None:
+        self.runner = runner
+        self.route = route
+        self.journal = runner.journal
+        self.pipeline = runner.pipelines[route.name]
+        self.uploader = uploader
+        #: The target's trouble once a batch could not be sent at all: later batches
+        #: are not tried.
+        self.trouble: RemoteError | None = None
+
+    def run(self, batches: list[list[FileInfo]], stop: threading.Event) -> Iterator[FileResult]:
+        """Every file's result; stops taking new batches on ``stop`` or target trouble."""
+        # The target session opens while the first batch is read and claimed.
+        warm_up = self.uploader.submit(self._connect)
+        in_flight: deque[tuple[Batch, Future[None]]] = deque()
+        for infos in batches:
+            if stop.is_set() or self.trouble is not None:
+                break
+            batch = self._prepare(infos)
+            in_flight.append((batch, self.uploader.submit(self._upload, batch, warm_up)))
+            # Prepare ahead while the session opens or an upload runs; finish the oldest
+            # batch once its upload is done, or when enough are waiting.
+            while in_flight and (in_flight[0][1].done() or len(in_flight) > BATCHES_AHEAD):
+                yield from self._finish(*in_flight.popleft())
+        while in_flight:
+            yield from self._finish(*in_flight.popleft())
+
+    # ------------------------------------------------------------------ 1. prepare
+
+    def _prepare(self, infos: list[FileInfo]) -> Batch:
+        route, runner = self.route, self.runner
+        batch = Batch(time.monotonic())
+        source = runner.remote(route.source.endpoint)
+        reads: list[tuple[FileInfo, bytes, str, FileResult]] = []
+        seen: set[str] = set()
+        for info in infos:
+            result = FileResult(route.name, info.name, SKIPPED, bytes=info.size)
+            buffer = io.BytesIO()
+            try:
+                source.download(info.name, buffer)
+            except RemoteNotFound:
+                log.info(
+                    "file.vanished",
+                    source=info.name,
+                    reason="removed from the drop folder before it was read",
+                )
+                batch.results.append(result)
+                continue
+            except RemoteError:
+                batch.alone.append(info)
+                continue
+            data = buffer.getvalue()
+            if len(data) != info.size:
+                log.info(
+                    "file.changed",
+                    source=info.name,
+                    listed=info.size,
+                    now=len(data),
+                    reason="changed between the listing and the read; looked at again",
+                )
+                batch.results.append(result)
+                continue
+            sha = hashlib.sha256(data).hexdigest()
+            if sha in seen:
+                batch.alone.append(info)  # a twin: the one-at-a-time path tells duplicates
+                continue
+            seen.add(sha)
+            reads.append((info, data, sha, result))
+            batch.results.append(result)
+
+        unsendable: list[tuple[FileInfo, FileRecord, bytes, XchangeError, FileResult]] = []
+        steps: list[Step] = []
+        versions = self.pipeline.versions
+        with self.journal.batch():
+            claims = self.journal.claim_many(
+                [
+                    FileKey(route.name, route.source.endpoint, i.name, len(d), i.mtime_ns, sha)
+                    for i, d, sha, _ in reads
+                ],
+                layout_version=versions[0],
+                mapping_version=versions[1],
+            )
+            for (info, data, sha, result), claim in zip(reads, claims, strict=True):
+                record = claim.record
+                result.file_id = record.id
+                if claim.already_delivered:
+                    result.outcome = DUPLICATE
+                    result.outputs = [o.path for o in record.outputs]
+                    note = f"same content seen again as {info.name}; not sent again"
+                    steps.append(Step(record.id, record.state, note))
+                    batch.plans += self._planned(info, None, steps)
+                    continue
+                try:
+                    (out,) = self.pipeline.convert_stream(
+                        io.BytesIO(data),
+                        info.name,
+                        record.created_at.astimezone(),
+                        Sink(None),
+                        digest=(len(data), sha),
+                    ).outputs
+                except (FormatError, UnsafeName) as exc:
+                    unsendable.append((info, record, data, exc, result))
+                    continue
+                steps.append(Step(record.id, State.DELIVERING, out.name))
+                batch.sending.append(Sending(info, record, out, result))
+            self.journal.record_steps(steps)
+        checkpoint("after-claim")
+        for info, record, data, problem, result in unsendable:
+            with self._spilled(record, data) as path:
+                runner._quarantine(route, record, info.name, path, problem, result, source)
+        return batch
+
+    # ------------------------------------------------------------------ 2. upload
+
+    def _connect(self) -> RemoteError | None:
+        try:
+            self.runner.remote(self.route.target.endpoint).connect()
+        except RemoteError as exc:
+            return exc
+        return None
+
+    def _upload(self, batch: Batch, warm_up: Future[RemoteError | None]) -> None:
+        """In the uploader thread: send the batch, tried again as a whole while no session
+        opens (a failed warm-up counts as the first attempt)."""
+        if self.trouble is not None:
+            batch.failure = self.trouble
+            return
+        target = self.runner.remote(self.route.target.endpoint)
+        overwrite = self.route.target.if_exists == "overwrite"
+        puts = [
+            SmallPut(
+                s.output.name,
+                s.output.data,
+                temp_name_for(s.output.name, f"{s.record.sha256[:8]}{s.output.sha256[:8]}"),
+                overwrite,
+            )
+            for s in batch.sending
+        ]
+        first_error = warm_up.result()
+
+        def attempt() -> list[RemoteError | None]:
+            nonlocal first_error
+            if first_error is not None:
+                error, first_error = first_error, None
+                raise error
+            return target.put_many(puts)
+
+        try:
+            batch.errors = call_with_retry(attempt, self.route.retry, sleep=self.runner.sleep)
+        except RemoteError as exc:
+            batch.failure = self.trouble = exc
+            return
+        checkpoint("after-rename")
+
+    # ------------------------------------------------------------------ 3. finish
+
+    def _finish(self, batch: Batch, uploaded: Future[None]) -> list[FileResult]:
+        route, runner = self.route, self.runner
+        source = runner.remote(route.source.endpoint)
+        uploaded.result()
+        if batch.failure is not None:
+            # Nothing of the batch could be sent: each file waits for a later run.
+            for s in batch.sending:
+                with self._spilled(s.record, s.output.data) as path:
+                    runner._failed_delivery(
+                        route, s.record, s.info.name, path, batch.failure, s.result, source
+                    )
+            return self._done(batch)
+
+        retry: list[tuple[Sending, RemoteError]] = []
+        steps: list[Step] = []
+        delivered_at = datetime.now(UTC)
+        with self.journal.batch():
+            for s, error in zip(batch.sending, batch.errors, strict=True):
+                if error is not None:
+                    retry.append((s, error))
+                    continue
+                out = s.output
+                output = OutputRecord(
+                    route.target.endpoint, out.name, out.size, out.sha256, delivered_at
+                )
+                steps.append(Step(s.record.id, State.DELIVERED, output=output))
+                s.result.outcome, s.result.outputs, s.result.documents = DELIVERED, [out.name], 1
+                batch.plans += self._planned(s.info, s.record.id, steps)
+            self.journal.record_steps(steps)
+        checkpoint("after-output")
+        checkpoint("before-archive")
+
+        # Files the batch could not finish go on alone, from their claim.
+        trouble: RemoteError | None = None
+        for s, error in retry:
+            with self._spilled(s.record, s.output.data) as path:
+                if trouble is not None:
+                    # The target is in trouble: no point trying each remaining file.
+                    runner._failed_delivery(
+                        route, s.record, s.info.name, path, trouble, s.result, source
+                    )
+                    continue
+                log.info("file.sent_alone", source=s.info.name, reason=str(error))
+                runner._convert_and_deliver(
+                    route, s.record, path, s.info.name, s.result, source, info=s.info
+                )
+            if s.result.outcome == RETRY_LATER:
+                trouble = error
+
+        # The sources: deleted, or archived (the archived names journaled together).
+        moved: list[tuple[AfterPlan, str]] = []
+        for plan in batch.plans:
+            try:
+                where = runner._carry_out(source, plan)
+            except XchangeError as exc:
+                # Delivered; the source stays and is archived at the next look.
+                log.warning("file.after_failed", source=plan.info.name, error=str(exc))
+                continue
+            if where is not None:
+                moved.append((plan, where))
+        if moved:
+            self.journal.record_steps(
+                [Step(fid, p.state, where, where) for p, where in moved for fid in p.ids]
+            )
+        return self._done(batch) + [runner.process(route, info) for info in batch.alone]
+
+    def _done(self, batch: Batch) -> list[FileResult]:
+        elapsed = int((time.monotonic() - batch.started) * 1000)
+        for result in batch.results:
+            result.duration_ms = elapsed
+            self.runner._log_result(self.route, result)
+        return batch.results
+
+    # ------------------------------------------------------------------ helpers
+
+    def _planned(self, info: FileInfo, file_id: int | None, steps: list[Step]) -> list[AfterPlan]:
+        """The after-plan of a delivered file, its announcement added to ``steps``."""
+        plan = self.runner._plan_after(self.route, info, file_id)
+        if plan is None:
+            return []
+        steps += self.runner._announcement(plan)
+        return [plan]
+
+    @contextmanager
+    def _spilled(self, record: FileRecord, data: bytes) -> Iterator[Path]:
+        """The bytes of a batched file as a private local file (to quarantine it, or to
+        send it alone)."""
+        folder = self.runner.scratch / "batch"
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = folder / f"{record.id}-{record.sha256[:16]}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+
+__all__ = ["BATCH_FILES", "BATCH_FILE_MAX", "SmallFiles", "split"]

@@ -1,0 +1,119 @@
+"""What a run did: the outcome of each file, each route's summary, the exit code."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from xchange.journal import Observation
+
+#: Outcomes of one source file.
+DELIVERED, DUPLICATE, QUARANTINED, RETRY_LATER, WAITING, SKIPPED = (
+    "delivered",
+    "duplicate",
+    "quarantined",
+    "retry-later",
+    "waiting",
+    "skipped",
+)
+
+
+@dataclass(slots=True)
+class FileResult:
+    route: str
+    source: str
+    outcome: str
+    file_id: int | None = None
+    outputs: list[str] = field(default_factory=list)
+    bytes: int = 0
+    documents: int = 0
+    encoding: str | None = None
+    duration_ms: int = 0
+    error: str | None = None
+    #: The cause class of a failure (``XchangeError.kind``) and whether it is transient.
+    cause: str | None = None
+    retryable: bool = False
+    #: Business keys skipped because another file already delivered them.
+    skipped_keys: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class RouteResult:
+    route: str
+    files: list[FileResult] = field(default_factory=list)
+    #: Set when the route could not run at all (e.g. its source is unreachable).
+    error: str | None = None
+    error_kind: str | None = None
+    #: Files seen but not taken yet (still being written, waiting for a marker).
+    held: list[Observation] = field(default_factory=list)
+    #: Seconds until a held file could be ready (the daemon looks again then).
+    next_look: float | None = None
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for f in self.files if f.outcome == outcome)
+
+    def merge(self, later: RouteResult) -> None:
+        """Add a later look at the same route (run --once waiting for files to settle)."""
+        self.files.extend(later.files)
+        self.error, self.error_kind = later.error, later.error_kind
+        self.held, self.next_look = later.held, later.next_look
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not any(
+            f.outcome in (QUARANTINED, RETRY_LATER) for f in self.files
+        )
+
+    def summary(self) -> str:
+        counts = Counter(f.outcome for f in self.files)
+        docs = sum(f.documents for f in self.files if f.outcome == DELIVERED)
+        parts = [f"{counts[DELIVERED]} delivered ({docs} documents)"]
+        parts += [
+            f"{counts[o]} {o}" for o in (DUPLICATE, QUARANTINED, RETRY_LATER, WAITING) if counts[o]
+        ]
+        if self.held:
+            parts.append(f"{len(self.held)} held")
+        text = f"{self.route}: " + ", ".join(parts)
+        if self.error:
+            text += f"; could not run: {self.error}"
+        for f in self.files:
+            if f.outcome in (QUARANTINED, RETRY_LATER):
+                text += f"\n  {f.outcome}: {f.source} (#{f.file_id}): {f.error}"
+            if f.skipped_keys:
+                text += (
+                    f"\n  skipped (already delivered): {f.source} (#{f.file_id}): "
+                    f"{', '.join(f.skipped_keys[:10])}"
+                    + (" ..." if len(f.skipped_keys) > 10 else "")
+                )
+        return text
+
+
+#: Exit codes of ``xchange run --once`` (documented in README.md).
+EXIT_OK, EXIT_QUARANTINED, EXIT_CONFIG, EXIT_NOT_DELIVERED, EXIT_LOCKED = 0, 1, 2, 3, 4
+
+
+def exit_code(results: list[RouteResult]) -> int:
+    """0 all delivered; 3 something could not be delivered yet; else 1 if any quarantined."""
+    if any(r.error or r.count(RETRY_LATER) or r.count(WAITING) for r in results):
+        return EXIT_NOT_DELIVERED
+    if any(r.count(QUARANTINED) for r in results):
+        return EXIT_QUARANTINED
+    return EXIT_OK
+
+
+__all__ = [
+    "DELIVERED",
+    "DUPLICATE",
+    "EXIT_CONFIG",
+    "EXIT_LOCKED",
+    "EXIT_NOT_DELIVERED",
+    "EXIT_OK",
+    "EXIT_QUARANTINED",
+    "QUARANTINED",
+    "RETRY_LATER",
+    "SKIPPED",
+    "WAITING",
+    "FileResult",
+    "RouteResult",
+    "exit_code",
+]
