@@ -31,6 +31,38 @@ class _GiveUp(Exception):
     """This chunk needs the row path."""
 
 
+#: Values already in the canonical text the row path would write (checked on a whole
+#: column at once; none of these patterns can match a NUL, the separator used).
+_CANONICAL_INT = "(?:0|[1-9][0-9]{0,17})"
+
+
+def _canonical_dec(scale: int | None) -> str | None:
+    """Decimal text that ``format(Decimal(text), "f")`` gives back unchanged (never in
+    exponent form: at most 5 decimals), with at most ``scale`` decimals."""
+    most = 5 if scale is None else min(scale, 5)
+    if most == 0:
+        return _CANONICAL_INT
+    return f"{_CANONICAL_INT}(?:\\.[0-9]{{1,{most}}})?"
+
+
+def _all_match(values: pd.Series, pattern: str) -> bool:
+    """Whether every value fully matches ``pattern``, in one scan of the column joined by
+    NULs (``pattern`` must not be able to match a NUL)."""
+    if values.empty:
+        return True
+    try:
+        joined = "\x00".join(values.tolist())
+    except TypeError:
+        return False
+    if joined.count("\x00") != len(values) - 1:
+        return False  # a value holds a NUL itself
+    return re.fullmatch(f"(?:{pattern})(?:\x00(?:{pattern}))*", joined) is not None
+
+
+def _is_empty(text: pd.Series) -> pd.Series:
+    return pd.Series(text.to_numpy() == "", index=text.index)
+
+
 @dataclass(slots=True)
 class _Col:
     """A column of values of one kind: str, int (canonical text), dec (canonical decimal
@@ -39,6 +71,8 @@ class _Col:
     kind: str
     data: pd.Series
     null: pd.Series
+    #: No value has whitespace at either end (trimming would change nothing).
+    stripped: bool = False
 
 
 def _kind(spec: FieldSpec) -> str:
@@ -145,19 +179,24 @@ class ColumnarPlan:
                     )
                 )
                 out[spec.key] = self._render(spec, self._coerce(spec, value))
-        except _GiveUp:
+        except (_GiveUp, pd.errors.OutOfBoundsDatetime, OverflowError):
+            # Dates outside pandas' range (before 1677, after 2262) are the row path's too.
             return None
         return pd.DataFrame(out)
 
     # ------------------------------------------------------------------ parse
 
-    def _parse(self, spec: FieldSpec, text: pd.Series | None, n: int) -> _Col:
+    def _parse(
+        self, spec: FieldSpec, text: pd.Series | None, n: int, *, stripped: bool = False
+    ) -> _Col:
         if text is None:
             text = pd.Series([""] * n, dtype=object)
         text = text.reset_index(drop=True).astype(object)
-        if spec.trim:
+        if spec.trim and not stripped:
             text = text.str.strip()
-        null = (text == "") | (text.isin(spec.null_values) if spec.null_values else False)
+        null = _is_empty(text)
+        if spec.null_values:
+            null |= text.isin(spec.null_values)
         if spec.required and bool(null.any()):
             raise _GiveUp
         live = ~null
@@ -166,10 +205,10 @@ class ColumnarPlan:
             data = text
             if spec.type == "enum" and not bool(text[live].isin(spec.values).all()):
                 raise _GiveUp
-            if spec.pattern is not None and not bool(
-                text[live].str.fullmatch(spec.pattern).fillna(False).all()
-            ):
-                raise _GiveUp
+            if spec.pattern is not None:
+                matches = re.compile(spec.pattern).fullmatch
+                if not all(map(matches, text[live].tolist())):
+                    raise _GiveUp
         elif kind == "int":
             data = self._int(text, live)
         elif kind == "dec":
@@ -177,7 +216,7 @@ class ColumnarPlan:
         else:
             data = self._when(spec, text, live)
         self._lengths(spec, text, live)
-        col = _Col(kind, data, null)
+        col = _Col(kind, data, null, stripped=spec.trim or stripped)
         if kind in ("int", "dec"):
             self._bounds(spec, col)
         return col
@@ -195,6 +234,8 @@ class ColumnarPlan:
     @staticmethod
     def _int(text: pd.Series, live: pd.Series) -> pd.Series:
         values = text[live]
+        if _all_match(values, _CANONICAL_INT):
+            return text  # already as the row path writes it
         if not bool(values.str.fullmatch(_INT).all()) or bool((values.str.len() > 18).any()):
             raise _GiveUp
         data = text.copy()
@@ -203,6 +244,9 @@ class ColumnarPlan:
 
     @staticmethod
     def _dec(spec: FieldSpec, text: pd.Series, live: pd.Series) -> pd.Series:
+        canonical_form = _canonical_dec(spec.scale)
+        if canonical_form is not None and _all_match(text[live], canonical_form):
+            return text  # already as the row path writes it
         cleaned = (
             text[live]
             .str.replace(",", "", regex=False)
@@ -280,10 +324,11 @@ class ColumnarPlan:
     def _evaluate(self, rule: Rule, columns: dict[str, _Col], n: int, seq_start: int) -> _Col:
         none = pd.Series(False, index=range(n))
         if rule.const is not None:
-            col = _Col("str", pd.Series([rule.const] * n, dtype=object), none)
+            const = pd.Series([rule.const] * n, dtype=object)
+            col = _Col("str", const, none, stripped=rule.const == rule.const.strip())
         elif rule.sequence is not None:
             numbers = pd.Series(range(seq_start, seq_start + n)) + rule.sequence
-            col = _Col("int", numbers.astype(str).astype(object), none)
+            col = _Col("int", numbers.astype(str).astype(object), none, stripped=True)
         elif rule.template is not None:
             text = pd.Series([""] * n, dtype=object)
             for literal, field, _, _ in string.Formatter().parse(rule.template):
@@ -295,15 +340,22 @@ class ColumnarPlan:
             col = columns[rule.from_ or ""]
         if col.kind == "str":
             data = col.data
-            if rule.trim:
+            stripped = col.stripped
+            if rule.trim and not stripped:
                 data = data.str.strip()
+                stripped = True
             if rule.case == "upper":
                 data = data.str.upper()
             elif rule.case == "lower":
                 data = data.str.lower()
-            col = _Col("str", data, col.null | (data == ""))
+            col = _Col("str", data, col.null | _is_empty(data), stripped=stripped)
         if rule.default is not None:
-            col = _Col(col.kind, col.data.where(~col.null, rule.default), none)
+            col = _Col(
+                col.kind,
+                col.data.where(~col.null, rule.default),
+                none,
+                stripped=col.stripped and rule.default == rule.default.strip(),
+            )
             if col.kind != "str":
                 raise _GiveUp
         if rule.table is not None:
@@ -312,7 +364,8 @@ class ColumnarPlan:
             mapped = keys.map(table)
             if bool((mapped.isna() & ~col.null).any()):
                 raise _GiveUp
-            col = _Col("str", mapped.where(~col.null, ""), col.null)
+            stripped = all(v == v.strip() for v in table.values())
+            col = _Col("str", mapped.where(~col.null, ""), col.null, stripped=stripped)
         return col
 
     # ------------------------------------------------------------------ target
@@ -322,7 +375,8 @@ class ColumnarPlan:
         if bool(col.null.all()) and not spec.required:
             return col
         if col.kind == "str":
-            return self._parse(spec, col.data.where(~col.null, ""), len(col.data))
+            text = col.data.where(~col.null, "") if bool(col.null.any()) else col.data
+            return self._parse(spec, text, len(col.data), stripped=col.stripped)
         if spec.required and bool(col.null.any()):
             raise _GiveUp
         if t == "date" and col.kind == "datetime":
@@ -337,7 +391,7 @@ class ColumnarPlan:
                 if col.kind == "date"
                 else col.data
             )
-            return self._parse(spec, as_source.where(~col.null, ""), len(col.data))
+            return self._parse(spec, as_source.where(~col.null, ""), len(col.data), stripped=True)
         if col.kind in ("int", "dec"):
             self._bounds(spec, col)
             self._lengths(spec, col.data, ~col.null)
@@ -349,7 +403,12 @@ class ColumnarPlan:
             data = col.data
         elif col.kind == "dec":
             data = col.data
-            if spec.scale is not None:
+            exact = None if spec.scale is None else f"{_CANONICAL_INT}\\.[0-9]{{{spec.scale}}}"
+            if spec.scale == 0:
+                exact = _CANONICAL_INT
+            if exact is not None and _all_match(data[~col.null], exact):
+                pass  # every value has exactly ``scale`` decimals already
+            elif spec.scale is not None:
                 parts = data.str.extract(r"^(-?[0-9]+)\.?([0-9]*)$")
                 frac = parts[1].fillna("")
                 if bool((frac.str.slice(spec.scale).str.strip("0") != "").any()):
@@ -363,7 +422,9 @@ class ColumnarPlan:
                 else ("%Y-%m-%d" if col.kind == "date" else "%Y-%m-%d %H:%M:%S")
             )
             data = col.data.dt.strftime(fmt)
-        return data.where(~col.null, "").astype(object)
+        if bool(col.null.any()):
+            data = data.where(~col.null, "")
+        return data.astype(object)
 
 
 __all__ = ["ColumnarPlan"]
