@@ -14,13 +14,20 @@ from __future__ import annotations
 import bisect
 import csv
 import io
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import pandas as pd
 
-from xchange.codecs.text import Encoder, decoded_chunks, resolve_encoding, split_lines
+from xchange.codecs.text import (
+    MAX_LINE,
+    Encoder,
+    decoded_chunks,
+    resolve_encoding,
+    split_lines,
+)
 from xchange.errors import DecodeError
 from xchange.layout import FieldSpec, Layout, parse_field
 from xchange.mapping import Document, Record
@@ -46,6 +53,12 @@ class LineIndex:
         self._at: list[int] = [0]  # record index from which ...
         self._extra: list[int] = [0]  # ... this many extra lines come before it
 
+    def add_run(self, line: int, count: int) -> None:
+        """Records starting on ``count`` consecutive lines from ``line``."""
+        if count:
+            self.add(line)
+            self.count += count - 1
+
     def add(self, line: int) -> None:
         if self.count == 0:
             self.first = line
@@ -65,40 +78,115 @@ class LineIndex:
 def _structure(
     stream: BinaryIO, encoding: str, layout: Layout, origin: str, report: Report
 ) -> tuple[LineIndex, list[str] | None]:
-    """First pass: line of each record, ragged rows, the header; decode errors raise."""
+    """First pass: line of each record, ragged rows, the header; decode errors raise.
+
+    Runs of lines without a quote character (most files) are checked by counting
+    delimiters per line; from the first quote on, the standard library's tokenizer reads
+    the rest (quoted fields may span lines)."""
     opts = layout.csv
-    reader = csv.reader(
-        split_lines(decoded_chunks(stream, encoding, origin), origin),
-        delimiter=opts.delimiter,
-        quotechar=opts.quote,
-        strict=True,
-    )
-    starts = LineIndex()
-    header: list[str] | None = None
-    width: int | None = None
-    line = 1
-    try:
-        for row in reader:
-            start, line = line, reader.line_num + 1
-            if not row:
+    scan = _Scan(opts.delimiter, opts.header, report)
+    chunks = decoded_chunks(stream, encoding, origin)
+    rest = ""
+    for chunk in chunks:
+        text = rest + chunk
+        cut = text.rfind("\n") + 1
+        # (a \r last in the text may be the first half of a \r\n: decided next time)
+        if opts.quote in text or "\r" in text[:-1].replace("\r\n", ""):
+            # Quotes, or line ends other than \n and \r\n: the tokenizer takes over.
+            scan.tokenize(itertools.chain([text], chunks), opts.quote, origin)
+            return scan.starts, scan.header
+        if cut == 0 and len(text) > MAX_LINE:
+            raise DecodeError(
+                f"{origin}: line {scan.line} is longer than {MAX_LINE // (1024 * 1024)} MiB;"
+                " refused (a runaway field or a file without line breaks)"
+            )
+        scan.count(text[:cut])
+        rest = text[cut:]
+    if rest:
+        scan.count(rest)
+    return scan.starts, scan.header
+
+
+class _Scan:
+    """The state of the first pass: lines seen, record starts, header, width."""
+
+    def __init__(self, delimiter: str, header: bool, report: Report) -> None:
+        self.delimiter = delimiter
+        self.want_header = header
+        self.report = report
+        self.starts = LineIndex()
+        self.header: list[str] | None = None
+        self.width: int | None = None
+        #: The number of the next physical line.
+        self.line = 1
+
+    def count(self, block: str) -> None:
+        """Lines without quotes (each ends in \n or \r\n, but maybe the file's last)."""
+        lines = block.split("\n")
+        if lines[-1] == "":
+            lines.pop()
+        first = self.line
+        self.line += len(lines)
+        index = 0
+        while self.width is None and index < len(lines):
+            fields = lines[index].rstrip("\r")
+            index += 1
+            if not fields:
+                continue  # blank lines before the first row are skipped
+            row = fields.split(self.delimiter)
+            self.width = len(row)
+            if self.want_header:
+                self.header = [c.strip() for c in row]
+            else:
+                self.starts.add(first + index - 1)
+        if index:
+            first, lines = first + index, lines[index:]
+        counts = list(map(str.count, lines, itertools.repeat(self.delimiter)))
+        expected = (self.width or 1) - 1
+        blank = lines.count("") + lines.count("\r")
+        if not blank and counts.count(expected) == len(lines):
+            self.starts.add_run(first, len(lines))  # the usual case: all records, all whole
+            return
+        for offset, (text, found) in enumerate(zip(lines, counts, strict=True)):
+            if text in ("", "\r"):
                 continue
-            if width is None:
-                width = len(row)
-                if opts.header:
-                    header = [c.strip() for c in row]
+            self.starts.add(first + offset)
+            if found != expected:
+                self._ragged(first + offset, found + 1)
+
+    def tokenize(self, chunks: Iterable[str], quote: str, origin: str) -> None:
+        """The rest of the file through the standard library's CSV tokenizer."""
+        reader = csv.reader(
+            split_lines(chunks, origin), delimiter=self.delimiter, quotechar=quote, strict=True
+        )
+        base = self.line - 1
+        line = self.line
+        try:
+            for row in reader:
+                start, line = line, base + reader.line_num + 1
+                if not row:
                     continue
-            starts.add(start)
-            if len(row) != width:
-                report.add(
-                    f"line {start}",
-                    "(row)",
-                    "columns",
-                    None,
-                    f"ragged row: expected {width} fields, found {len(row)}",
-                )
-    except csv.Error as exc:
-        raise DecodeError(f"{origin}: line {reader.line_num}: CSV syntax: {exc}") from None
-    return starts, header
+                if self.width is None:
+                    self.width = len(row)
+                    if self.want_header:
+                        self.header = [c.strip() for c in row]
+                        continue
+                self.starts.add(start)
+                if len(row) != self.width:
+                    self._ragged(start, len(row))
+        except csv.Error as exc:
+            raise DecodeError(
+                f"{origin}: line {base + reader.line_num}: CSV syntax: {exc}"
+            ) from None
+
+    def _ragged(self, line: int, found: int) -> None:
+        self.report.add(
+            f"line {line}",
+            "(row)",
+            "columns",
+            None,
+            f"ragged row: expected {self.width} fields, found {found}",
+        )
 
 
 @dataclass(slots=True)

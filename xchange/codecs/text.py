@@ -168,7 +168,7 @@ def split_lines(chunks: Iterable[str], origin: str = "") -> Iterator[str]:
     pending = 0
     count = 0
     for chunk in chunks:
-        if "\n" not in chunk and "\r" not in chunk:
+        if "\n" not in chunk and "\r" not in chunk and not (pieces and pieces[-1].endswith("\r")):
             pieces.append(chunk)
             pending += len(chunk)
             if pending > MAX_LINE:

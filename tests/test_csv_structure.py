@@ -1,0 +1,123 @@
+"""The CSV codec's first pass (record lines, ragged rows, header) gives what the standard
+library's tokenizer gives, whether a file has quotes or not, wherever chunks are cut."""
+
+from __future__ import annotations
+
+import csv
+import io
+from unittest import mock
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xchange.codecs import csv_codec, text
+from xchange.errors import DecodeError
+from xchange.layout import Layout
+from xchange.report import Report
+
+LAYOUT = Layout.model_validate(
+    {"name": "t", "codec": "csv", "encoding": "utf-8", "fields": [{"name": "a"}]}
+)
+
+
+def oracle(data: str) -> tuple[list[int], list[str] | None, list[str]] | str:
+    """Record start lines, header and ragged-row problems, by csv.reader line by line."""
+    reader = csv.reader(text.split_lines([data]), delimiter=",", quotechar='"', strict=True)
+    starts: list[int] = []
+    header = None
+    width = None
+    problems = []
+    line = 1
+    try:
+        for row in reader:
+            start, line = line, reader.line_num + 1
+            if not row:
+                continue
+            if width is None:
+                width = len(row)
+                header = [c.strip() for c in row]
+                continue
+            starts.append(start)
+            if len(row) != width:
+                problems.append(f"line {start}: expected {width} fields, found {len(row)}")
+    except csv.Error:
+        return "syntax"
+    return starts, header, problems
+
+
+def structure(data: str) -> tuple[list[int], list[str] | None, list[str]] | str:
+    report = Report("in.csv", cap=10_000)
+    try:
+        starts, header = csv_codec._structure(
+            io.BytesIO(data.encode("utf-8")), "utf-8", LAYOUT, "in.csv", report
+        )
+    except DecodeError:
+        return "syntax"
+    problems = [f"{p.location}: {p.message.removeprefix('ragged row: ')}" for p in report.problems]
+    return [starts[i] for i in range(len(starts))], header, problems
+
+
+FIELD = st.text(alphabet=["a", "中", " ", ",", '"', "\n", "\r"], max_size=4)
+ROW = st.lists(FIELD, min_size=1, max_size=4)
+
+
+def render(rows: list[list[str]], ends: list[str], quote_all: bool) -> str:
+    out = []
+    for row, end in zip(rows, ends, strict=False):
+        cells = [
+            '"' + c.replace('"', '""') + '"' if quote_all or any(x in c for x in ',"\r\n') else c
+            for c in row
+        ]
+        out.append(",".join(cells) + end)
+    return "".join(out)
+
+
+@pytest.mark.parametrize("chunk", [3, 7, 64, 1 << 20])
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(ROW, min_size=0, max_size=12),
+    ends=st.lists(st.sampled_from(["\n", "\r\n", "\r", ""]), min_size=12, max_size=12),
+    quote_all=st.booleans(),
+)
+def test_first_pass_agrees_with_the_tokenizer(
+    chunk: int,
+    rows: list[list[str]],
+    ends: list[str],
+    quote_all: bool,
+) -> None:
+    """Same record lines, header and ragged rows (or both refuse the file)."""
+    data = render(rows, ends, quote_all)
+    with mock.patch.object(text, "CHUNK", chunk):
+        assert structure(data) == oracle(data), repr(data)
+
+
+@pytest.mark.parametrize("chunk", [5, 1 << 20])
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(
+        st.lists(st.text(alphabet=["a", "中", " ", "\t"], max_size=3), min_size=1, max_size=4),
+        max_size=15,
+    ),
+    blank=st.lists(st.booleans(), min_size=15, max_size=15),
+    crlf=st.booleans(),
+)
+def test_files_without_quotes_take_the_counting_path_and_agree(
+    chunk: int,
+    rows: list[list[str]],
+    blank: list[bool],
+    crlf: bool,
+) -> None:
+    """Files without quotes (the counting path): blank lines, ragged rows, CRLF."""
+    end = "\r\n" if crlf else "\n"
+    data = "".join(
+        ("" if not b else end) + ",".join(r) + end for r, b in zip(rows, blank, strict=False)
+    )
+    with mock.patch.object(text, "CHUNK", chunk):
+        assert structure(data) == oracle(data), repr(data)
+
+
+def test_a_carriage_return_at_the_end_of_a_chunk_still_ends_its_line() -> None:
+    """A lone \\r (old Mac line end) cut from what follows by a chunk boundary."""
+    assert list(text.split_lines(["a,b\r", "c,d"])) == ["a,b\r", "c,d"]
+    assert list(text.split_lines(["a,b\r", "\nc"])) == ["a,b\r\n", "c"]
