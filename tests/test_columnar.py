@@ -188,3 +188,31 @@ def test_output_file_is_complete_and_named_from_the_first_row(tmp_path: Path) ->
     assert out.name == "ERP_EC20261121001_orders_x.csv"
     assert out.documents == 5
     assert out.data.count(b"\r\n") == 6
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.datetimes(min_value=datetime(1678, 1, 1), max_value=datetime(2261, 12, 31)),
+        min_size=1,
+        max_size=20,
+    ),
+    st.sampled_from(["%Y%m%d", "%Y-%m-%d %H:%M:%S", "%d/%m/%Y %H:%M", "%H%M%S", "T%Y.%m"]),
+)
+def test_dates_are_written_and_recognised_as_strftime_does(
+    values: list[datetime], fmt: str
+) -> None:
+    """The columnar date writer gives strftime's text, and that text is what the
+    canonical pattern of the format accepts."""
+    import re
+
+    import pandas as pd
+
+    from xchange.codecs.csv_columnar import _canonical_when, _strftime
+
+    series = pd.Series(pd.to_datetime(values)).dt.floor("s")
+    expected = [v.replace(microsecond=0).strftime(fmt) for v in values]
+    assert _strftime(series, fmt).tolist() == expected
+    pattern = _canonical_when(fmt)
+    assert pattern is not None
+    assert all(re.fullmatch(pattern, e) for e in expected)

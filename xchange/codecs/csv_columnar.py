@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
+import numpy as np
 import pandas as pd
 
 from xchange.layout import FieldSpec, Layout
@@ -57,6 +59,70 @@ def _all_match(values: pd.Series, pattern: str) -> bool:
     if joined.count("\x00") != len(values) - 1:
         return False  # a value holds a NUL itself
     return re.fullmatch(f"(?:{pattern})(?:\x00(?:{pattern}))*", joined) is not None
+
+
+def _smap(fn: Callable[[str], object], text: pd.Series) -> pd.Series:
+    """``fn`` of every value (all text), as pandas' ``.str`` methods give, without their
+    per-value overhead."""
+    try:
+        values = list(map(fn, text.tolist()))
+    except TypeError:  # a value that is not text: pandas decides
+        return text.astype(object).map(fn)
+    return pd.Series(values, index=text.index, dtype=object)
+
+
+#: Date directives: the pattern of what strftime writes (years 1000-9999), and where
+#: numpy's ISO text (YYYY-MM-DDTHH:MM:SS) holds them.
+_WHEN_PARTS = {
+    "%Y": ("[1-9][0-9]{3}", 0, 4),
+    "%m": ("(?:0[1-9]|1[0-2])", 5, 2),
+    "%d": ("(?:0[1-9]|[12][0-9]|3[01])", 8, 2),
+    "%H": ("(?:[01][0-9]|2[0-3])", 11, 2),
+    "%M": ("[0-5][0-9]", 14, 2),
+    "%S": ("[0-5][0-9]", 17, 2),
+}
+
+
+def _when_pieces(fmt: str) -> list[str] | None:
+    """A date format as directives and single literal characters (None: it uses other
+    directives, or a NUL)."""
+    pieces = re.findall(r"%.|.", fmt, flags=re.DOTALL)
+    if "\x00" in fmt or any(p.startswith("%") and p not in _WHEN_PARTS for p in pieces):
+        return None
+    return pieces
+
+
+def _canonical_when(fmt: str) -> str | None:
+    """The text ``strftime(fmt)`` writes for a date of years 1000-9999, as a pattern."""
+    pieces = _when_pieces(fmt)
+    if pieces is None:
+        return None
+    return "".join(_WHEN_PARTS[p][0] if p in _WHEN_PARTS else re.escape(p) for p in pieces)
+
+
+def _strftime(data: pd.Series, fmt: str) -> pd.Series:
+    """``data.dt.strftime(fmt)``, by cutting numpy's ISO text apart (years of pandas'
+    range always have four digits)."""
+    pieces = _when_pieces(fmt)
+    if pieces is None or len(data) == 0:
+        return data.dt.strftime(fmt)
+    iso = np.datetime_as_string(data.to_numpy(dtype="datetime64[s]"), unit="s")
+    chars = iso.astype("U19").view("U1").reshape(len(iso), 19)
+    width = sum(_WHEN_PARTS[p][2] if p in _WHEN_PARTS else 1 for p in pieces)
+    if width == 0:
+        return pd.Series([""] * len(data), index=data.index, dtype=object)
+    out = np.empty((len(iso), width), dtype="U1")
+    at = 0
+    for p in pieces:
+        if p in _WHEN_PARTS:
+            _, start, size = _WHEN_PARTS[p]
+            out[:, at : at + size] = chars[:, start : start + size]
+            at += size
+        else:
+            out[:, at] = p
+            at += 1
+    text = out.view(f"U{width}").ravel().astype(object)
+    return pd.Series(text, index=data.index, dtype=object)
 
 
 def _is_empty(text: pd.Series) -> pd.Series:
@@ -193,7 +259,7 @@ class ColumnarPlan:
             text = pd.Series([""] * n, dtype=object)
         text = text.reset_index(drop=True).astype(object)
         if spec.trim and not stripped:
-            text = text.str.strip()
+            text = _smap(str.strip, text)
         null = _is_empty(text)
         if spec.null_values:
             null |= text.isin(spec.null_values)
@@ -225,7 +291,7 @@ class ColumnarPlan:
     def _lengths(spec: FieldSpec, text: pd.Series, live: pd.Series) -> None:
         if spec.min_length is None and spec.max_length is None:
             return
-        lengths = text[live].str.len()
+        lengths = _smap(len, text[live])
         if spec.min_length is not None and bool((lengths < spec.min_length).any()):
             raise _GiveUp
         if spec.max_length is not None and bool((lengths > spec.max_length).any()):
@@ -272,6 +338,15 @@ class ColumnarPlan:
     @staticmethod
     def _when(spec: FieldSpec, text: pd.Series, live: pd.Series) -> pd.Series:
         values = text[live]
+        canonical = _canonical_when(spec.formats[0]) if spec.formats else None
+        if canonical is not None and _all_match(values, canonical):
+            # Every value in the first format's canonical form: valid dates need no
+            # round trip through strftime to be accepted.
+            parsed = pd.to_datetime(values, format=spec.formats[0], errors="coerce")
+            if bool(parsed.notna().all()):
+                data = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns]")
+                data[live] = parsed
+                return data
         result = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
         pending = pd.Series(True, index=values.index)
         for fmt in spec.formats:
@@ -342,12 +417,12 @@ class ColumnarPlan:
             data = col.data
             stripped = col.stripped
             if rule.trim and not stripped:
-                data = data.str.strip()
+                data = _smap(str.strip, data)
                 stripped = True
             if rule.case == "upper":
-                data = data.str.upper()
+                data = _smap(str.upper, data)
             elif rule.case == "lower":
-                data = data.str.lower()
+                data = _smap(str.lower, data)
             col = _Col("str", data, col.null | _is_empty(data), stripped=stripped)
         if rule.default is not None:
             col = _Col(
@@ -421,7 +496,7 @@ class ColumnarPlan:
                 if spec.formats
                 else ("%Y-%m-%d" if col.kind == "date" else "%Y-%m-%d %H:%M:%S")
             )
-            data = col.data.dt.strftime(fmt)
+            data = _strftime(col.data, fmt)
         if bool(col.null.any()):
             data = data.where(~col.null, "")
         return data.astype(object)
