@@ -121,3 +121,14 @@ def test_a_carriage_return_at_the_end_of_a_chunk_still_ends_its_line() -> None:
     """A lone \\r (old Mac line end) cut from what follows by a chunk boundary."""
     assert list(text.split_lines(["a,b\r", "c,d"])) == ["a,b\r", "c,d"]
     assert list(text.split_lines(["a,b\r", "\nc"])) == ["a,b\r\n", "c"]
+
+
+@pytest.mark.parametrize("chunk", range(2, 12))
+def test_quote_free_crlf_files_never_need_the_tokenizer(chunk: int) -> None:
+    """Wherever a chunk ends (even between \\r and \\n), a file without quotes is counted."""
+    data = "a,b\r\n1,2\r\n\r\n3,4\r\n5,6,7\r\n"
+    with (
+        mock.patch.object(text, "CHUNK", chunk),
+        mock.patch.object(csv_codec._Scan, "tokenize", side_effect=AssertionError("tokenizer")),
+    ):
+        assert structure(data) == ([2, 4, 5], ["a", "b"], ["line 5: expected 2 fields, found 3"])

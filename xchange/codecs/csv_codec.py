@@ -15,6 +15,7 @@ import bisect
 import csv
 import io
 import itertools
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -34,6 +35,7 @@ from xchange.mapping import Document, Record
 from xchange.report import Report
 
 CHUNK_ROWS = 50_000
+_LONE_CR = re.compile(r"\r(?!\n)")
 
 _QUOTING = {
     "minimal": csv.QUOTE_MINIMAL,
@@ -91,7 +93,8 @@ def _structure(
         text = rest + chunk
         cut = text.rfind("\n") + 1
         # (a \r last in the text may be the first half of a \r\n: decided next time)
-        if opts.quote in text or "\r" in text[:-1].replace("\r\n", ""):
+        lone_cr = _LONE_CR.search(text)
+        if opts.quote in text or (lone_cr is not None and lone_cr.start() < len(text) - 1):
             # Quotes, or line ends other than \n and \r\n: the tokenizer takes over.
             scan.tokenize(itertools.chain([text], chunks), opts.quote, origin)
             return scan.starts, scan.header
