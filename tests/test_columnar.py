@@ -216,3 +216,35 @@ def test_dates_are_written_and_recognised_as_strftime_does(
     pattern = _canonical_when(fmt)
     assert pattern is not None
     assert all(re.fullmatch(pattern, e) for e in expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.text(alphabet=["E", "C", "1", "3", "8", "a", "-", " ", "中", "\x00"], max_size=6)),
+    st.sampled_from(
+        [r"EC\d{3}", r"1\d{2}", r"(?:ab)+", r"[A-Z]{1,2}-\d+", r"\w+", r"a|b|EC", r"1?3*"]
+    ),
+)
+def test_a_column_checked_at_once_matches_as_value_by_value(
+    values: list[str], pattern: str
+) -> None:
+    """A whole column against a pattern in one scan says what fullmatch on each value says
+    (values holding a NUL themselves are never taken for a match)."""
+    import re
+
+    import pandas as pd
+
+    from xchange.codecs.csv_columnar import _all_match, _nul_safe
+
+    assert _nul_safe(pattern)
+    each = all(re.fullmatch(pattern, v) for v in values)
+    together = _all_match(pd.Series(values, dtype=object), pattern)
+    assert together == each or (not together and any("\x00" in v for v in values))
+
+
+def test_patterns_that_could_match_across_values_are_checked_one_by_one() -> None:
+    """Anchors, dots, negated classes, lookarounds and NUL escapes are not joined."""
+    from xchange.codecs.csv_columnar import _nul_safe
+
+    for pattern in (r".*", r"a.*|b", r"[^a]+", r"^x", r"x$", r"\D+", r"(?=a)a", r"\x00", r"\S"):
+        assert not _nul_safe(pattern), pattern

@@ -125,6 +125,19 @@ def _strftime(data: pd.Series, fmt: str) -> pd.Series:
     return pd.Series(text, index=data.index, dtype=object)
 
 
+#: Pattern pieces that may match a NUL or depend on where a value starts or ends.
+_NUL_UNSAFE = re.compile(r"\\[DWSAZbBxuUN0-9]|\[\^|\(\?(?!:)|[.^$]|\x00")
+
+
+def _nul_safe(pattern: str) -> bool:
+    """Whether ``pattern`` can only match NUL-free text and has no anchors, so that it can
+    be checked on a column joined by NULs (conservative: escaped backslashes, classes
+    and the like make it answer no)."""
+    if "\\\\" in pattern:
+        return False
+    return _NUL_UNSAFE.search(pattern) is None
+
+
 def _is_empty(text: pd.Series) -> pd.Series:
     return pd.Series(text.to_numpy() == "", index=text.index)
 
@@ -272,8 +285,11 @@ class ColumnarPlan:
             if spec.type == "enum" and not bool(text[live].isin(spec.values).all()):
                 raise _GiveUp
             if spec.pattern is not None:
-                matches = re.compile(spec.pattern).fullmatch
-                if not all(map(matches, text[live].tolist())):
+                if _nul_safe(spec.pattern):
+                    ok = _all_match(text[live], spec.pattern)
+                else:
+                    ok = all(map(re.compile(spec.pattern).fullmatch, text[live].tolist()))
+                if not ok:
                     raise _GiveUp
         elif kind == "int":
             data = self._int(text, live)
