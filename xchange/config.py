@@ -198,7 +198,8 @@ class RouteConfig(_Model):
     target_layout: str | None = None
     target: TargetSpec
     #: Files of this route handled at the same time (each with its own connections);
-    #: 1 keeps the folder's order (oldest first).
+    #: 1 keeps the folder's order (oldest first). New small files of a copy route go in
+    #: pipelined batches on one session instead (see ``xchange.batch``).
     transfers: int = Field(1, ge=1, le=64)
     after: AfterSpec = AfterSpec()
     retry: RetrySpec = RetrySpec()
