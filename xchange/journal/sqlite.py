@@ -130,6 +130,23 @@ def _when(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
+def _by_content(db: sqlite3.Connection, keys: Sequence[FileKey]) -> Iterator[tuple[str, str, int]]:
+    """(route, sha256, id) of the records these keys' contents have on their routes."""
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        for route in {k.route for k in chunk}:
+            shas = [k.sha256 for k in chunk if k.route == route]
+            marks = ",".join("?" * len(shas))
+            yield from (
+                (route, sha, file_id)
+                for sha, file_id in db.execute(
+                    # Placeholders only: every value is bound.
+                    f"SELECT sha256, id FROM files WHERE route=? AND sha256 IN ({marks})",  # noqa: S608
+                    (route, *shas),
+                )
+            )
+
+
 def _new_record(
     key: FileKey, file_id: int, layout_version: str, mapping_version: str, now: str
 ) -> FileRecord:
@@ -325,20 +342,7 @@ class SQLiteJournal:
         now = _now()
         with self.batch():
             db = self._db
-            known: set[tuple[str, str]] = set()
-            for start in range(0, len(keys), 500):
-                chunk = keys[start : start + 500]
-                for route in {k.route for k in chunk}:
-                    shas = [k.sha256 for k in chunk if k.route == route]
-                    marks = ",".join("?" * len(shas))
-                    known.update(
-                        (route, row[0])
-                        for row in db.execute(
-                            # Placeholders only: every value is bound.
-                            f"SELECT sha256 FROM files WHERE route=? AND sha256 IN ({marks})",  # noqa: S608
-                            (route, *shas),
-                        )
-                    )
+            known = {(route, sha) for route, sha, _ in _by_content(db, keys)}
             # Content never seen on the route (the usual case): inserted together.
             new = [k for k in keys if (k.route, k.sha256) not in known]
             db.executemany(
@@ -362,18 +366,7 @@ class SQLiteJournal:
                     for k in new
                 ],
             )
-            ids: dict[tuple[str, str], int] = {}
-            for start in range(0, len(new), 500):
-                chunk = new[start : start + 500]
-                for route in {k.route for k in chunk}:
-                    shas = [k.sha256 for k in chunk if k.route == route]
-                    marks = ",".join("?" * len(shas))
-                    for file_id, sha in db.execute(
-                        # Placeholders only: every value is bound.
-                        f"SELECT id, sha256 FROM files WHERE route=? AND sha256 IN ({marks})",  # noqa: S608
-                        (route, *shas),
-                    ):
-                        ids[(route, sha)] = file_id
+            ids = {(route, sha): file_id for route, sha, file_id in _by_content(db, new)}
             db.executemany(
                 "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
                 "VALUES (?,?,?,?,?)",
