@@ -448,3 +448,39 @@ def test_a_batch_killed_at_each_point_delivers_each_file_exactly_once(
     assert {r.state for r in records} == {State.ARCHIVED}
     assert all(len(r.outputs) == 1 for r in records)
     assert list(exchange.inbox.glob("*.dat")) == []
+
+
+def test_a_journal_failure_mid_batch_leaves_the_files_for_a_later_run(
+    exchange: Exchange, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal refuses to record a batch's delivery: the run reports the files as not
+    delivered yet (exit 3) instead of failing, and the next run recognises each file on
+    the target and records it, once."""
+    from xchange.errors import JournalError
+    from xchange.journal.sqlite import SQLiteJournal as Backend
+
+    configure(exchange, after="delete")
+    expected = drop(exchange, 20)
+    real = Backend.record_steps
+    calls = {"n": 0}
+
+    def failing(self: Backend, steps: list[Step]) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the first records the claims; the second the deliveries
+            raise JournalError("journal: disk I/O error")
+        real(self, steps)
+
+    monkeypatch.setattr(Backend, "record_steps", failing)
+    code, output = run(exchange)
+    assert code == 3, output
+    assert "retry-later" in output
+    monkeypatch.setattr(Backend, "record_steps", real)
+    code, output = run(exchange)
+    assert code == 0, output
+    assert delivered(exchange.outbox) == expected
+    journal = open_journal(load_config(exchange.config).journal)
+    records = journal.query(limit=100)
+    journal.close()
+    assert {r.state for r in records} == {State.DELETED}
+    assert all(len(r.outputs) == 1 for r in records)
+    assert list(exchange.inbox.glob("*.dat")) == []

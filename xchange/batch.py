@@ -42,7 +42,14 @@ from xchange.faults import checkpoint
 from xchange.journal import FileKey, FileRecord, OutputRecord, State, Step
 from xchange.remote import FileInfo, SmallPut
 from xchange.remote.base import temp_name_for
-from xchange.results import DELIVERED, DUPLICATE, RETRY_LATER, SKIPPED, FileResult
+from xchange.results import (
+    DELIVERED,
+    DUPLICATE,
+    QUARANTINED,
+    RETRY_LATER,
+    SKIPPED,
+    FileResult,
+)
 from xchange.retry import call_with_retry
 from xchange.sink import Output, Sink
 
@@ -130,7 +137,12 @@ class SmallFiles:
         for infos in batches:
             if stop.is_set() or self.trouble is not None:
                 break
-            batch = self._prepare(infos)
+            try:
+                batch = self._prepare(infos)
+            except XchangeError as exc:
+                # The journal (or the source) failed: this batch and the rest wait.
+                yield from self._unfinished(infos, exc)
+                break
             in_flight.append((batch, self.uploader.submit(self._upload, batch, warm_up)))
             # Prepare ahead while the session opens or an upload runs; finish the oldest
             # batch once its upload is done, or when enough are waiting.
@@ -269,6 +281,34 @@ class SmallFiles:
     # ------------------------------------------------------------------ 3. finish
 
     def _finish(self, batch: Batch, uploaded: Future[None]) -> list[FileResult]:
+        try:
+            return self._finish_batch(batch, uploaded)
+        except XchangeError as exc:
+            # The journal failed: what it did not record is sent again (and recognised on
+            # the target) at a later run.
+            self.trouble = self.trouble or RemoteError(str(exc))
+            for s in batch.sending:
+                if s.result.outcome not in (QUARANTINED, RETRY_LATER):
+                    s.result.outcome, s.result.error = RETRY_LATER, str(exc)
+                    s.result.cause, s.result.retryable = exc.kind, True
+            return self._done(batch)
+
+    def _unfinished(self, infos: list[FileInfo], exc: XchangeError) -> list[FileResult]:
+        log.error("batch.failed", files=len(infos), error=str(exc), cause=exc.kind)
+        return [
+            FileResult(
+                self.route.name,
+                info.name,
+                RETRY_LATER,
+                bytes=info.size,
+                error=str(exc),
+                cause=exc.kind,
+                retryable=True,
+            )
+            for info in infos
+        ]
+
+    def _finish_batch(self, batch: Batch, uploaded: Future[None]) -> list[FileResult]:
         route, runner = self.route, self.runner
         source = runner.remote(route.source.endpoint)
         uploaded.result()
