@@ -8,7 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import FORMATS, REPO, SAMPLES
@@ -187,6 +187,7 @@ def test_kingdee_output_is_in_the_save_api_shape() -> None:
 @pytest.mark.parametrize("route", [r.name for r in DEMO.routes])
 @settings(max_examples=60, deadline=None)
 @given(data=st.binary(max_size=400), cut=st.integers(min_value=0, max_value=2000))
+@example(data=b"}", cut=60)  # a root tag holding "}": the message must not crash
 def test_arbitrary_and_mutated_bytes_give_an_output_or_a_reason(
     route: str, data: bytes, cut: int
 ) -> None:

@@ -166,6 +166,11 @@ def _cached(
     return absolute[path]
 
 
+def _local(tag: object) -> str:
+    """The local part of a tag in Clark notation, for messages (whatever the tag holds)."""
+    return str(tag).rpartition("}")[2]
+
+
 class XmlCodec:
     """The XML codec."""
 
@@ -182,7 +187,7 @@ class XmlCodec:
                 return
         ns = opts.namespaces
         steps = [_clark(s, ns) for s in (opts.records or f"/{opts.root}").strip("/").split("/")]
-        shown = "/" + "/".join(etree.QName(t).localname for t in steps)
+        shown = "/" + "/".join(_local(t) for t in steps)
         count = 0
         stack: list[str] = []
         absolute: dict[str, str] = {}  # header values by absolute path, for this document
@@ -191,8 +196,8 @@ class XmlCodec:
                 if not stack and element.tag != steps[0]:
                     raise DecodeError(
                         f"{origin}: line {element.sourceline}: root element is "
-                        f"<{etree.QName(element).localname}>, layout {layout.name} expects "
-                        f"<{etree.QName(steps[0]).localname}>"
+                        f"<{_local(element.tag)}>, layout {layout.name} expects "
+                        f"<{_local(steps[0])}>"
                     )
                 stack.append(element.tag)
                 continue
@@ -223,7 +228,7 @@ class XmlCodec:
         lines: list[Record] = []
         if layout.shape == "nested":
             line_path = "/".join(p for p in (opts.lines, opts.line) if p)
-            shown = "/".join(etree.QName(_clark(p, ns)).localname for p in line_path.split("/"))
+            shown = "/".join(_local(_clark(p, ns)) for p in line_path.split("/"))
             for j, line in enumerate(element.findall(line_path, namespaces=ns), start=1):
                 at = f"line {line.sourceline} {path}/{shown}[{j}]"
                 line_values = {
