@@ -3,10 +3,11 @@
     python tests/bench/bench_small_files.py [--files 2000] [--transfers 8] [--rounds 3]
 
 xchange runs a real `mapping = "copy"` route from a local drop folder to the local sshd
-(journal, readiness, temporary name + rename + size checks, archive of the source), with
-`transfers` files at a time. References in the same run, none of which renames:
-OpenSSH `sftp -b` (one `put` per file), `lftp mirror -R --parallel=8`, and
-`rclone copy --transfers 8 --sftp-disable-hashcheck`.
+(journal, readiness, temporary name + rename + size checks, archive of the source); new small
+files go in pipelined batches. Every contender starts with all files written back to disk
+(`os.sync()`), as files that have waited in a drop folder are. References in the same run,
+none of which renames: OpenSSH `sftp -b` (one `put` per file), `lftp mirror -R --parallel=8`,
+and `rclone copy --transfers 8 --sftp-disable-hashcheck`.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ name = "small"
 source = {{ endpoint = "drop", pattern = "*.dat" }}
 mapping = "copy"
 target = {{ endpoint = "partner", name = "{{source_name}}" }}
-after = {{ action = "delete" }}
+after = {{ action = "archive", folder = "archive" }}
 ready = {{ settle = 0 }}
 transfers = {transfers}
 """
@@ -78,6 +79,9 @@ def main() -> None:
             shutil.rmtree(drop, ignore_errors=True)
             shutil.copytree(originals, drop)
             (work / "journal.sqlite").unlink(missing_ok=True)
+            # Each contender starts once the previous one's files (and this reset) are
+            # written back: otherwise whoever runs next pays for the other's write-back.
+            os.sync()
 
         config_file = work / "bench.toml"
         config_file.write_text(
