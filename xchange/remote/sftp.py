@@ -102,6 +102,7 @@ class SFTPRemote:
             kwargs["password"] = cfg.password.get_secret_value()
         try:
             with self._errors("connect"):
+                kwargs["sock"] = self._socket()
                 client.connect(**kwargs)
                 transport = client.get_transport()
                 if transport is not None and cfg.keepalive:
@@ -116,6 +117,25 @@ class SFTPRemote:
         self._ssh, self._sftp = client, sftp
         log.info("remote.connected", endpoint=self.label, host=cfg.host, port=cfg.port)
         return sftp
+
+    def _socket(self) -> socket.socket:
+        """The TCP connection, without Nagle's delay: SSH messages are small and each waits
+        for an answer, so holding one back for the previous one's acknowledgement costs a
+        delayed ACK (40 ms) per exchange (the login alone had two)."""
+        where = f"{self._where()}: connect"
+        try:
+            sock = socket.create_connection(
+                (self.cfg.host, self.cfg.port), timeout=self.cfg.timeouts.connect
+            )
+        except socket.gaierror:
+            raise RemoteUnavailable(f"{where}: cannot resolve {self.cfg.host}") from None
+        except TimeoutError:
+            raise RemoteTimeout(f"{where}: no answer within the configured timeout") from None
+        except OSError as exc:  # refused, unreachable, ...
+            reason = (exc.strerror or type(exc).__name__).lower()
+            raise RemoteUnavailable(f"{where}: {reason}") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
 
     def _client(self) -> paramiko.SFTPClient:
         if self._sftp is not None and self._ssh is not None:
