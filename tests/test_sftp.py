@@ -397,3 +397,18 @@ def test_big_files_go_through_openssh_with_the_same_pinned_host_key(
     assert back.read_bytes() == payload
     time.sleep(0.2)
     assert sshd.log().count("Accepted publickey") - logins == 2  # one put, one get
+
+
+def test_the_connection_does_not_wait_for_delayed_acknowledgements(sshd: SshServer) -> None:
+    """TCP_NODELAY is on: small SSH messages go out at once instead of waiting for the
+    acknowledgement of the previous one (a 40 ms delayed ACK each)."""
+    import socket
+
+    remote = SFTPRemote("wms", endpoint(sshd, sshd.folder("nodelay")))
+    remote.connect()
+    try:
+        transport = remote._ssh.get_transport() if remote._ssh else None
+        assert transport is not None
+        assert transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        remote.close()
