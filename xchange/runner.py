@@ -740,11 +740,10 @@ class Runner:
         plan = self._plan_after(route, info, file_id)
         if plan is None:
             return
-        self._announce_after(plan)
+        self.journal.record_steps(self._announcement(plan))
         moved = self._carry_out(source, plan)
         if moved is not None:
-            for fid in plan.ids:
-                self.journal.transition(fid, plan.state, archive_path=moved, note=moved)
+            self.journal.record_steps([Step(fid, plan.state, moved, moved) for fid in plan.ids])
 
     def _plan_after(
         self, route: RouteConfig, info: FileInfo, file_id: int | None
@@ -785,13 +784,11 @@ class Runner:
             ids,
         )
 
-    def _announce_after(self, plan: AfterPlan) -> None:
-        """Journal the move before it is made: after a crash in between, the file is found
-        still in the drop folder with its record archived, and the move is simply made then."""
-        self.journal.record_steps(self._announcement(plan))
-
     @staticmethod
     def _announcement(plan: AfterPlan) -> list[Step]:
+        """The journal steps that announce a move before it is made: after a crash in
+        between, the file is found still in the drop folder with its record archived (or
+        deleted), and the move is simply made then."""
         note = f"{plan.action} into {plan.folder}" if plan.folder else plan.action
         return [Step(fid, plan.state, note, plan.folder or None) for fid in plan.ids]
 
