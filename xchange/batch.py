@@ -12,7 +12,8 @@ of the waits:
 3. *finish* (the route's thread): journal the outputs, ``delivered`` and the coming
    archive/delete in one transaction; archive or delete the sources.
 
-While batch *n* uploads, batch *n+1* is prepared and batch *n-1* finished. A file the
+While one batch uploads, the next ones are prepared (up to ``BATCHES_AHEAD``, which also
+hides the time the session takes to open) and the previous one finished. A file the
 batch cannot finish (a refused name, a failure, a lost connection) goes on alone from its
 claim, exactly as a single file would; identical files in one batch and files that cannot
 be read go alone from the start.
