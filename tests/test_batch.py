@@ -28,6 +28,7 @@ from xchange.journal.sqlite import SQLiteJournal
 from xchange.remote import SmallPut
 from xchange.remote.local import LocalRemote
 from xchange.remote.sftp import WRITE_CHUNK, SFTPRemote
+from xchange.runner import Runner
 
 ROUTE = """
 [[routes]]
@@ -484,3 +485,37 @@ def test_a_journal_failure_mid_batch_leaves_the_files_for_a_later_run(
     assert {r.state for r in records} == {State.DELETED}
     assert all(len(r.outputs) == 1 for r in records)
     assert list(exchange.inbox.glob("*.dat")) == []
+
+
+def test_files_left_in_place_with_their_markers_are_taken_once(exchange: Exchange) -> None:
+    """after = leave with done-markers: each file is delivered once; neither it nor its
+    marker is taken again at the next looks (the marker is never an input)."""
+    exchange.write_config()
+    exchange.config.write_text(
+        exchange.config.read_text()
+        + ROUTE.format(after="leave", folder="", transfers=1)
+        .replace('pattern = "*.dat"', 'pattern = "*"')
+        .replace("ready = { settle = 0 }", 'ready = { settle = 0, marker = "{name}.ok" }')
+    )
+    (exchange.inbox / "a.dat").write_bytes(b"A")
+    (exchange.inbox / "a.dat.ok").write_bytes(b"")
+    (exchange.inbox / "b.dat").write_bytes(b"B")  # no marker yet: held
+    config = load_config(exchange.config)
+    journal = open_journal(config.journal)
+    runner = Runner(config, journal)  # one runner, as the daemon: it remembers what it left
+    try:
+        for _ in range(3):
+            (result,) = runner.run_once(["copy"], wait_to_settle=False)
+            assert result.error is None and not result.count("quarantined")
+            assert [h.path for h in result.held] == ["b.dat"]  # never a marker
+        assert delivered(exchange.outbox) == {"a.out": b"A"}
+        (exchange.inbox / "b.dat.ok").write_bytes(b"")
+        (result,) = runner.run_once(["copy"], wait_to_settle=False)
+        assert result.count("delivered") == 1
+        (result,) = runner.run_once(["copy"], wait_to_settle=False)
+        assert result.count("delivered") == 0 and result.held == []
+    finally:
+        runner.close()
+    assert delivered(exchange.outbox) == {"a.out": b"A", "b.out": b"B"}
+    assert sorted(r.path for r in journal.query()) == ["a.dat", "b.dat"]
+    journal.close()

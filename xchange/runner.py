@@ -327,15 +327,26 @@ class Runner:
             return None
         names = {f.name for f in listing}
         selector = Selector(tuple(route.source.patterns), tuple(route.source.exclude))
-        wanted = [f for f in listing if selector.wants(f.name)]
+        # Files seen delivered and left in place on purpose need neither matching nor a
+        # journal look-up (a folder's history costs one set look-up per file).
+        left = self._left_in_place.setdefault(route.name, set())
         if route.ready.marker:
+            # Done-markers of every wanted file (left in place or not) are no input.
+            wanted = [f for f in listing if selector.wants(f.name)]
             markers = {marker_name(route.ready.marker, f.name) for f in wanted}
-            wanted = [f for f in wanted if f.name not in markers]
+            wanted = [
+                f
+                for f in wanted
+                if f.name not in markers and (f.name, f.size, f.mtime_ns) not in left
+            ]
+        else:
+            wanted = [
+                f
+                for f in listing
+                if (f.name, f.size, f.mtime_ns) not in left and selector.wants(f.name)
+            ]
         fresh = []
         unknown = set()
-        left = self._left_in_place.setdefault(route.name, set())
-        # Files delivered and left in place on purpose need no journal look-up.
-        wanted = [f for f in wanted if (f.name, f.size, f.mtime_ns) not in left]
         records = self.journal.lookup_many(
             route.name, route.source.endpoint, [(f.name, f.size, f.mtime_ns) for f in wanted]
         )

@@ -130,6 +130,16 @@ def _when(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
+def _output(row: sqlite3.Row) -> OutputRecord:
+    return OutputRecord(
+        row["endpoint"],
+        row["path"],
+        row["size"],
+        row["sha256"],
+        datetime.fromisoformat(row["delivered_at"]),
+    )
+
+
 def _by_content(db: sqlite3.Connection, keys: Sequence[FileKey]) -> Iterator[tuple[str, str, int]]:
     """(route, sha256, id) of the records these keys' contents have on their routes."""
     for start in range(0, len(keys), 500):
@@ -330,10 +340,25 @@ class SQLiteJournal:
                     "ORDER BY id",
                     (route, endpoint, *chunk),
                 ).fetchall()
+                newest = {}
                 for row in rows:  # oldest first: the newest of a key wins
                     key = (row["path"], row["size"], row["mtime_ns"])
                     if key in wanted:
-                        found[key] = self._record(self._db, row)
+                        newest[key] = row
+                # The outputs of all of them in one query, not one query a record.
+                outputs: dict[int, list[OutputRecord]] = {r["id"]: [] for r in newest.values()}
+                ids = list(outputs)
+                for at in range(0, len(ids), 500):
+                    some = ids[at : at + 500]
+                    for o in self._db.execute(
+                        # Placeholders only: every value is bound.
+                        "SELECT * FROM outputs WHERE file_id IN "  # noqa: S608
+                        f"({','.join('?' * len(some))}) ORDER BY id",
+                        some,
+                    ):
+                        outputs[o["file_id"]].append(_output(o))
+                for key, row in newest.items():
+                    found[key] = self._built(row, outputs[row["id"]])
         return found
 
     def claim_many(
@@ -666,16 +691,11 @@ class SQLiteJournal:
 
     @staticmethod
     def _record(db: sqlite3.Connection, row: sqlite3.Row) -> FileRecord:
-        outputs = [
-            OutputRecord(
-                o["endpoint"],
-                o["path"],
-                o["size"],
-                o["sha256"],
-                datetime.fromisoformat(o["delivered_at"]),
-            )
-            for o in db.execute("SELECT * FROM outputs WHERE file_id=? ORDER BY id", (row["id"],))
-        ]
+        outputs = db.execute("SELECT * FROM outputs WHERE file_id=? ORDER BY id", (row["id"],))
+        return SQLiteJournal._built(row, [_output(o) for o in outputs])
+
+    @staticmethod
+    def _built(row: sqlite3.Row, outputs: list[OutputRecord]) -> FileRecord:
         return FileRecord(
             id=row["id"],
             route=row["route"],
