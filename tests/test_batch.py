@@ -519,3 +519,65 @@ def test_files_left_in_place_with_their_markers_are_taken_once(exchange: Exchang
     assert delivered(exchange.outbox) == {"a.out": b"A", "b.out": b"B"}
     assert sorted(r.path for r in journal.query()) == ["a.dat", "b.dat"]
     journal.close()
+
+
+# ---------------------------------------------------------------------- get_many
+
+
+@pytest.mark.sftp
+def test_get_many_reads_every_file_whole_or_says_why(sshd: SshServer) -> None:
+    """Files of every size come back byte for byte; a missing one is RemoteNotFound; one
+    that is not the size it was listed with (grown or shrunk) is an error, never bytes."""
+    from xchange.errors import RemoteNotFound
+    from xchange.remote import FileInfo
+
+    folder = sshd.folder("get-many")
+    sizes = [0, 1, WRITE_CHUNK - 1, WRITE_CHUNK, WRITE_CHUNK + 1, 5 * WRITE_CHUNK + 7]
+    items = {f"f{i:03d}.bin": os.urandom(sizes[i % len(sizes)]) for i in range(150)}
+    for name, data in items.items():
+        (folder / name).write_bytes(data)
+    (folder / "grown.bin").write_bytes(b"x" * 100)
+    (folder / "shrunk.bin").write_bytes(b"x" * 10)
+    infos = [FileInfo(n, len(d), 0) for n, d in items.items()] + [
+        FileInfo("gone.bin", 5, 0),
+        FileInfo("grown.bin", 50, 0),
+        FileInfo("shrunk.bin", 20, 0),
+    ]
+    remote = SFTPRemote("drop", endpoint(sshd, folder))
+    try:
+        results = remote.get_many(infos)
+    finally:
+        remote.close()
+    assert results[: len(items)] == list(items.values())
+    gone, grown, shrunk = results[len(items) :]
+    assert isinstance(gone, RemoteNotFound)
+    assert isinstance(grown, RemoteError) and "not 50 bytes" in str(grown)
+    assert isinstance(shrunk, RemoteError) and "not 20 bytes" in str(shrunk)
+
+
+@pytest.mark.sftp
+def test_a_batch_from_an_sftp_drop_is_read_in_one_go_and_delivered_once(
+    exchange: Exchange, sshd: SshServer
+) -> None:
+    """300 small files picked up from an SFTP drop folder: each delivered once, byte for
+    byte, and archived on the server."""
+    from tests.test_daemon import sftp_source
+
+    drop = sshd.folder("batch-sftp-drop")
+    configure(exchange)
+    sftp_source(exchange, sshd, drop)
+    expected = {}
+    old = time.time() - 60  # waiting in the drop for a minute (SFTP times are whole seconds)
+    for i in range(300):
+        data = os.urandom(1000 + i)
+        (drop / f"f{i:04d}.dat").write_bytes(data)
+        os.utime(drop / f"f{i:04d}.dat", (old, old))
+        expected[f"f{i:04d}.out"] = data
+    code, output = run(exchange)
+    assert code == 0, output
+    assert "300 delivered" in output, output[-2000:]
+    assert delivered(exchange.outbox) == expected
+    assert [n for n in os.listdir(drop) if n.endswith(".dat")] == []
+    assert len(os.listdir(drop / "archive")) == 300
+    code, output = run(exchange)
+    assert code == 0 and "0 delivered" in output, output

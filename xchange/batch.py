@@ -160,12 +160,9 @@ class SmallFiles:
         source = runner.remote(route.source.endpoint)
         reads: list[tuple[FileInfo, bytes, str, FileResult]] = []
         seen: set[str] = set()
-        for info in infos:
+        for info, data in zip(infos, source.get_many(infos), strict=True):
             result = FileResult(route.name, info.name, SKIPPED, bytes=info.size)
-            buffer = io.BytesIO()
-            try:
-                source.download(info.name, buffer)
-            except RemoteNotFound:
+            if isinstance(data, RemoteNotFound):
                 log.info(
                     "file.vanished",
                     source=info.name,
@@ -173,10 +170,9 @@ class SmallFiles:
                 )
                 batch.results.append(result)
                 continue
-            except RemoteError:
-                batch.alone.append(info)
+            if isinstance(data, RemoteError):
+                batch.alone.append(info)  # read again (and judged) the careful way
                 continue
-            data = buffer.getvalue()
             if len(data) != info.size:
                 log.info(
                     "file.changed",

@@ -81,6 +81,17 @@ class Remote(Protocol):
         """
         ...
 
+    def get_many(self, files: Sequence[FileInfo]) -> builtins.list[bytes | RemoteError]:
+        """Read several small files whole, overlapping their round trips where the endpoint
+        can. Returns one entry per file: its bytes, or the error that stopped it
+        (``RemoteNotFound`` if it is gone; another error if it is not the size listed).
+        A lost connection is the error of every file not read yet.
+
+        Raises:
+            RemoteError: before any file was read (no session).
+        """
+        ...
+
     def put_many(self, puts: Sequence[SmallPut]) -> builtins.list[RemoteError | None]:
         """Deliver several small files, each as ``put_atomic`` does (temporary name,
         rename, size checked), overlapping their round trips where the endpoint can.

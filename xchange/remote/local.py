@@ -154,6 +154,18 @@ class LocalRemote:
             )
         return FileInfo(name, st.st_size, st.st_mtime_ns)
 
+    def get_many(self, files: Sequence[FileInfo]) -> builtins.list[bytes | RemoteError]:
+        results: builtins.list[bytes | RemoteError] = []
+        for info in files:
+            buffer = io.BytesIO()
+            try:
+                self.download(info.name, buffer)
+            except RemoteError as exc:
+                results.append(exc)
+            else:
+                results.append(buffer.getvalue())
+        return results
+
     def put_many(self, puts: Sequence[SmallPut]) -> builtins.list[RemoteError | None]:
         results: builtins.list[RemoteError | None] = []
         for put in puts:

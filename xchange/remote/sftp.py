@@ -21,7 +21,7 @@ import stat as stat_mod
 import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -359,29 +359,38 @@ class SFTPRemote:
     def put_many(self, puts: Sequence[SmallPut]) -> builtins.list[RemoteError | None]:
         if not puts:
             return []
-        # A file counts as delivered only once its last reply says so.
-        unconfirmed = ConnectionLost(f"{self._where()}: the delivery was not confirmed")
-        results: builtins.list[RemoteError | None] = [unconfirmed] * len(puts)
         sftp = self._client()
         with self._errors("create the target folders"):
             for folder in sorted({posixpath.dirname(self._path(p.temp_name)) for p in puts}):
                 self._makedirs(sftp, folder)
+        batch = _PipelinedPuts(self, self._channel(sftp), puts)
+        return self._pipelined(batch, f"deliver {len(puts)} files")
+
+    def get_many(self, files: Sequence[FileInfo]) -> builtins.list[bytes | RemoteError]:
+        if not files:
+            return []
+        batch = _PipelinedGets(self, self._channel(self._client()), files)
+        return self._pipelined(batch, f"read {len(files)} files")
+
+    def _channel(self, sftp: paramiko.SFTPClient) -> paramiko.Channel:
         channel = sftp.get_channel()
         if channel is None:
             self.close()
             raise ConnectionLost(f"{self._where()}: the SFTP session has no channel")
-        batch = _PipelinedPuts(self, channel, puts, results)
+        return channel
+
+    def _pipelined(self, batch: _Pipeline, what: str) -> builtins.list[Any]:
+        """Run a pipeline; what the session's loss leaves unfinished carries that error."""
         try:
-            with self._errors(f"deliver {len(puts)} files"):
-                batch.run()
+            with self._errors(what):
+                batch.run(batch.jobs)
         except BaseException as exc:
             # Replies may still be on their way: the session cannot be reused.
             self.close()
             if not isinstance(exc, RemoteError):
                 raise
-            # Whatever is not known to be in place has this error.
             batch.fail_unfinished(exc)
-        return results
+        return batch.results
 
     def _discard(self, temp: str) -> None:
         if self._sftp is None or not self._alive():
@@ -489,48 +498,38 @@ class _Job:
     error: RemoteError | None = None
 
 
-class _PipelinedPuts:
-    """Several small uploads overlapped on one SFTP session.
+class _Pipeline:
+    """The requests of many files overlapped on one SFTP session.
 
-    Each file still goes open -> write -> close -> rename -> stat, in that order, but up
-    to ``PIPELINE_FILES`` files are in flight: the requests that the replies read so far
-    call for go out together in one channel write, and replies are read as they come,
+    Up to ``PIPELINE_FILES`` files are in flight: the requests that the replies read so
+    far call for go out together in one channel write, and replies are read as they come,
     many per read. paramiko's SFTP client sends one SSH message per request and reads
     each reply with two reads, which is most of the time of a small file; here the
     session's channel (``SFTPClient.get_channel()``) carries the SFTP packets directly.
     The client has no request of its own outstanding meanwhile (one thread uses a
-    session), and any failure closes the session.
+    session), and any failure closes the session. Subclasses say what one file does:
+    ``_open`` its first request, ``_step`` on each reply, ``_result`` when it is done.
     """
 
-    def __init__(
-        self,
-        remote: SFTPRemote,
-        channel: paramiko.Channel,
-        puts: Sequence[SmallPut],
-        results: builtins.list[RemoteError | None],
-    ) -> None:
+    #: The files, in order (set by subclasses).
+    jobs: Sequence[Any]
+
+    def __init__(self, remote: SFTPRemote, channel: paramiko.Channel, count: int) -> None:
         self.remote = remote
         self.channel = channel
-        self.results = results
-        self.jobs = [
-            _Job(
-                i,
-                p,
-                remote._path(p.temp_name).encode("utf-8"),
-                remote._path(p.name).encode("utf-8"),
-            )
-            for i, p in enumerate(puts)
-        ]
-        self.unfinished = {job.index for job in self.jobs}
+        # A file counts as done only once its last reply says so.
+        unconfirmed = ConnectionLost(f"{remote._where()}: the transfer was not confirmed")
+        self.results: builtins.list[Any] = [unconfirmed] * count
+        self.unfinished = set(range(count))
         #: Request id -> (job, step) for every request without its reply yet.
-        self.waiting: dict[int, tuple[_Job, str]] = {}
+        self.waiting: dict[int, tuple[Any, Any]] = {}
         # Ids far from the ones paramiko's client counts up from 1.
         self.next_id = 0x40000000
         self.outgoing = bytearray()
         self.incoming = bytearray()
 
-    def run(self) -> None:
-        queue = iter(self.jobs)
+    def run(self, jobs: Sequence[Any]) -> None:
+        queue = iter(jobs)
         for job in itertools.islice(queue, PIPELINE_FILES):
             self._open(job)
         while self.waiting:
@@ -540,7 +539,7 @@ class _PipelinedPuts:
                     continue
                 job, step = self.waiting.pop(rid)
                 if self._step(job, step, t, body):
-                    self.results[job.index] = job.error
+                    self.results[job.index] = self._result(job)
                     self.unfinished.discard(job.index)
                     nxt = next(queue, None)
                     if nxt is not None:
@@ -550,9 +549,18 @@ class _PipelinedPuts:
         for index in self.unfinished:
             self.results[index] = exc
 
+    def _open(self, job: Any) -> None:
+        raise NotImplementedError
+
+    def _step(self, job: Any, step: Any, t: int, body: memoryview) -> bool:
+        raise NotImplementedError
+
+    def _result(self, job: Any) -> Any:
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ wire
 
-    def _send(self, job: _Job, step: str, t: int, *fields: bytes) -> None:
+    def _send(self, job: Any, step: Any, t: int, *fields: bytes) -> None:
         rid = self.next_id
         self.next_id = (rid + 1) & 0xFFFFFFFF
         payload = b"".join(fields)
@@ -582,6 +590,47 @@ class _PipelinedPuts:
             if not data:
                 raise EOFError("the server closed the SFTP channel")
             self.incoming += data
+
+    def _error(self, t: int, body: memoryview, what: str) -> RemoteError | None:
+        where = f"{self.remote._where()}: {what}"
+        if t != _STATUS:
+            return RemoteUnavailable(f"{where}: unexpected reply {t}")
+        (code,) = _U32.unpack_from(body)
+        if code == _OK:
+            return None
+        if code == _NO_SUCH_FILE:
+            return RemoteNotFound(f"{where}: no such file or folder")
+        if code == _PERMISSION_DENIED:
+            return RemotePermissionDenied(f"{where}: permission denied")
+        text = ""
+        if len(body) >= 8:
+            (length,) = _U32.unpack_from(body, 4)
+            text = bytes(body[8 : 8 + length]).decode("utf-8", "replace")
+        return RemoteUnavailable(f"{where}: the server reported: {text or f'status {code}'}")
+
+
+class _PipelinedPuts(_Pipeline):
+    """Small uploads: each file open -> writes + close -> rename + size check."""
+
+    def __init__(
+        self,
+        remote: SFTPRemote,
+        channel: paramiko.Channel,
+        puts: Sequence[SmallPut],
+    ) -> None:
+        super().__init__(remote, channel, len(puts))
+        self.jobs = [
+            _Job(
+                i,
+                p,
+                remote._path(p.temp_name).encode("utf-8"),
+                remote._path(p.name).encode("utf-8"),
+            )
+            for i, p in enumerate(puts)
+        ]
+
+    def _result(self, job: _Job) -> RemoteError | None:
+        return job.error
 
     # ------------------------------------------------------------------ steps
 
@@ -671,19 +720,90 @@ class _PipelinedPuts:
             f"server shows {size}"
         )
 
-    def _error(self, t: int, body: memoryview, what: str) -> RemoteError | None:
-        where = f"{self.remote._where()}: {what}"
-        if t != _STATUS:
-            return RemoteUnavailable(f"{where}: unexpected reply {t}")
-        (code,) = _U32.unpack_from(body)
-        if code == _OK:
-            return None
-        if code == _NO_SUCH_FILE:
-            return RemoteNotFound(f"{where}: no such file or folder")
-        if code == _PERMISSION_DENIED:
-            return RemotePermissionDenied(f"{where}: permission denied")
-        text = ""
-        if len(body) >= 8:
-            (length,) = _U32.unpack_from(body, 4)
-            text = bytes(body[8 : 8 + length]).decode("utf-8", "replace")
-        return RemoteUnavailable(f"{where}: the server reported: {text or f'status {code}'}")
+
+_READ, _DATA, _EOF, _OPEN_READ = 5, 103, 1, 0x01
+
+
+@dataclass(slots=True)
+class _GetJob:
+    """One file of a ``get_many`` and where it stands."""
+
+    index: int
+    name: str
+    path: bytes
+    size: int
+    pending: int = 0
+    chunks: dict[int, bytes] = field(default_factory=dict)
+    error: RemoteError | None = None
+
+
+class _PipelinedGets(_Pipeline):
+    """Small downloads: each file open -> reads of its listed size, one read past its end
+    (the server must answer end-of-file), close -- all sent together once it is open. A
+    file whose size is not the listed one (it grew, shrank or a read came back short) is
+    an error, and its caller reads it again the careful way."""
+
+    def __init__(
+        self, remote: SFTPRemote, channel: paramiko.Channel, files: Sequence[FileInfo]
+    ) -> None:
+        super().__init__(remote, channel, len(files))
+        self.jobs = [
+            _GetJob(i, f.name, remote._path(f.name).encode("utf-8"), f.size)
+            for i, f in enumerate(files)
+        ]
+
+    def _open(self, job: _GetJob) -> None:
+        self._send(job, "open", _OPEN, _string(job.path), _U32.pack(_OPEN_READ), _U32.pack(0))
+
+    def _result(self, job: _GetJob) -> bytes | RemoteError:
+        if job.error is not None:
+            return job.error
+        return b"".join(job.chunks[offset] for offset in sorted(job.chunks))
+
+    def _changed(self, job: _GetJob) -> RemoteError:
+        return RemoteUnavailable(
+            f"{self.remote._where()}: {job.name}: not {job.size} bytes as listed (changed while "
+            f"it was read)"
+        )
+
+    def _step(self, job: _GetJob, step: Any, t: int, body: memoryview) -> bool:
+        what = f"read {job.name}"
+        if step == "open":
+            if t != _HANDLE:
+                job.error = self._error(t, body, what) or RemoteUnavailable(
+                    f"{self.remote._where()}: {what}: no handle"
+                )
+                return True
+            (length,) = _U32.unpack_from(body)
+            handle = _string(bytes(body[4 : 4 + length]))
+            for offset in range(0, job.size, WRITE_CHUNK):
+                want = min(WRITE_CHUNK, job.size - offset)
+                self._send(job, offset, _READ, handle, _U64.pack(offset), _U32.pack(want))
+                job.pending += 1
+            self._send(job, "end", _READ, handle, _U64.pack(job.size), _U32.pack(1))
+            self._send(job, "close", _CLOSE, handle)
+            job.pending += 2
+            return False
+        job.pending -= 1
+        if step == "close":
+            job.error = job.error or self._error(t, body, what)
+        elif step == "end":
+            if t == _DATA:
+                job.error = job.error or self._changed(job)  # there is more than listed
+            elif not self._at_end(t, body):
+                job.error = job.error or self._error(t, body, what)
+        elif t == _DATA:
+            (length,) = _U32.unpack_from(body)
+            data = bytes(body[4 : 4 + length])
+            if len(data) != min(WRITE_CHUNK, job.size - step):
+                job.error = job.error or self._changed(job)  # short: shrank, or a short read
+            job.chunks[step] = data
+        elif self._at_end(t, body):
+            job.error = job.error or self._changed(job)  # ends before the listed size
+        else:
+            job.error = job.error or self._error(t, body, what)
+        return not job.pending
+
+    @staticmethod
+    def _at_end(t: int, body: memoryview) -> bool:
+        return t == _STATUS and _U32.unpack_from(body)[0] == _EOF
