@@ -560,7 +560,8 @@ def test_a_batch_from_an_sftp_drop_is_read_in_one_go_and_delivered_once(
     exchange: Exchange, sshd: SshServer
 ) -> None:
     """300 small files picked up from an SFTP drop folder: each delivered once, byte for
-    byte, and archived on the server."""
+    byte, and archived on the server (one whose name the archive already holds next to
+    it, as name.1)."""
     from tests.test_daemon import sftp_source
 
     drop = sshd.folder("batch-sftp-drop")
@@ -573,11 +574,20 @@ def test_a_batch_from_an_sftp_drop_is_read_in_one_go_and_delivered_once(
         (drop / f"f{i:04d}.dat").write_bytes(data)
         os.utime(drop / f"f{i:04d}.dat", (old, old))
         expected[f"f{i:04d}.out"] = data
+    (drop / "archive").mkdir()
+    (drop / "archive" / "f0005.dat").write_bytes(b"archived yesterday")
     code, output = run(exchange)
     assert code == 0, output
     assert "300 delivered" in output, output[-2000:]
     assert delivered(exchange.outbox) == expected
     assert [n for n in os.listdir(drop) if n.endswith(".dat")] == []
-    assert len(os.listdir(drop / "archive")) == 300
+    assert len(os.listdir(drop / "archive")) == 301
+    assert (drop / "archive" / "f0005.dat").read_bytes() == b"archived yesterday"
+    assert (drop / "archive" / "f0005.dat.1").read_bytes() == expected["f0005.out"]
+    journal = open_journal(load_config(exchange.config).journal)
+    places = {r.path: r.archive_path for r in journal.query(limit=1000)}
+    journal.close()
+    assert places["f0005.dat"] == "archive/f0005.dat.1"
+    assert places["f0006.dat"] == "archive/f0006.dat"
     code, output = run(exchange)
     assert code == 0 and "0 delivered" in output, output

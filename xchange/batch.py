@@ -354,9 +354,29 @@ class SmallFiles:
             if s.result.outcome == RETRY_LATER:
                 trouble = error
 
-        # The sources: deleted, or archived (the archived names journaled together).
+        # The sources: archived together where they can be, else one at a time (a name
+        # taken in the archive, a done-marker, a delete); the archived names journaled
+        # together.
         moved: list[tuple[AfterPlan, str]] = []
+        alone: list[AfterPlan] = []
+        together: dict[str, list[AfterPlan]] = {}
         for plan in batch.plans:
+            if plan.action == "archive" and plan.marker is None:
+                together.setdefault(plan.folder, []).append(plan)
+            else:
+                alone.append(plan)
+        for folder, plans in together.items():
+            try:
+                places = source.move_many([p.info.name for p in plans], folder)
+            except XchangeError:
+                alone += plans
+                continue
+            for plan, place in zip(plans, places, strict=True):
+                if isinstance(place, str):
+                    moved.append((plan, place))
+                else:
+                    alone.append(plan)
+        for plan in alone:
             try:
                 where = runner._carry_out(source, plan)
             except XchangeError as exc:

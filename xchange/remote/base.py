@@ -107,6 +107,17 @@ class Remote(Protocol):
         """
         ...
 
+    def move_many(self, names: Sequence[str], folder: str) -> builtins.list[str | RemoteError]:
+        """Move several files into a sub-folder (created if missing), overlapping their
+        round trips where the endpoint can. One entry per file: its new relative path, or
+        the error that stopped it (a name already taken in the folder is an error here:
+        ``move`` finds a free one).
+
+        Raises:
+            RemoteError: before any file was moved (no session, no folder).
+        """
+        ...
+
     def move(self, name: str, folder: str) -> str:
         """Move a file into a sub-folder (created if missing); return its new relative path."""
         ...

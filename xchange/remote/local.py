@@ -166,6 +166,15 @@ class LocalRemote:
                 results.append(buffer.getvalue())
         return results
 
+    def move_many(self, names: Sequence[str], folder: str) -> builtins.list[str | RemoteError]:
+        results: builtins.list[str | RemoteError] = []
+        for name in names:
+            try:
+                results.append(self.move(name, folder))
+            except RemoteError as exc:
+                results.append(exc)
+        return results
+
     def put_many(self, puts: Sequence[SmallPut]) -> builtins.list[RemoteError | None]:
         results: builtins.list[RemoteError | None] = []
         for put in puts:

@@ -372,6 +372,17 @@ class SFTPRemote:
         batch = _PipelinedGets(self, self._channel(self._client()), files)
         return self._pipelined(batch, f"read {len(files)} files")
 
+    def move_many(self, names: Sequence[str], folder: str) -> builtins.list[str | RemoteError]:
+        if not names:
+            return []
+        sftp = self._client()
+        sub = safe_subfolder(folder)
+        dest_dir = posixpath.join(self.cfg.path, sub)
+        with self._errors(f"archive into {sub}"):
+            self._makedirs(sftp, dest_dir)
+        batch = _PipelinedMoves(self, self._channel(sftp), names, sub)
+        return self._pipelined(batch, f"archive {len(names)} files")
+
     def _channel(self, sftp: paramiko.SFTPClient) -> paramiko.Channel:
         channel = sftp.get_channel()
         if channel is None:
@@ -807,3 +818,43 @@ class _PipelinedGets(_Pipeline):
     @staticmethod
     def _at_end(t: int, body: memoryview) -> bool:
         return t == _STATUS and _U32.unpack_from(body)[0] == _EOF
+
+
+@dataclass(slots=True)
+class _MoveJob:
+    index: int
+    name: str
+    source: bytes
+    dest: bytes
+    place: str
+    error: RemoteError | None = None
+
+
+class _PipelinedMoves(_Pipeline):
+    """Archive moves: one plain SFTP rename each (it refuses a name already taken)."""
+
+    def __init__(
+        self, remote: SFTPRemote, channel: paramiko.Channel, names: Sequence[str], sub: str
+    ) -> None:
+        super().__init__(remote, channel, len(names))
+        dest_dir = posixpath.join(remote.cfg.path, sub)
+        self.jobs = [
+            _MoveJob(
+                i,
+                name,
+                remote._path(name).encode("utf-8"),
+                posixpath.join(dest_dir, posixpath.basename(name)).encode("utf-8"),
+                posixpath.join(sub, posixpath.basename(name)),
+            )
+            for i, name in enumerate(names)
+        ]
+
+    def _open(self, job: _MoveJob) -> None:
+        self._send(job, "rename", _RENAME, _string(job.source), _string(job.dest))
+
+    def _step(self, job: _MoveJob, step: Any, t: int, body: memoryview) -> bool:
+        job.error = self._error(t, body, f"archive {job.name}")
+        return True
+
+    def _result(self, job: _MoveJob) -> str | RemoteError:
+        return job.error if job.error is not None else job.place
