@@ -19,12 +19,17 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from common import alternate, ensure_tools, rclone_remote, report, ssh_options, sshd_server
+from common import (
+    alternate,
+    ensure_tools,
+    rclone_remote,
+    report,
+    run_xchange_once,
+    ssh_options,
+    sshd_server,
+)
 
-from xchange.config import load_config
-from xchange.journal import open_journal
 from xchange.log import configure_logging
-from xchange.runner import Runner
 
 CONFIG = """
 [journal]
@@ -99,13 +104,7 @@ def main() -> None:
         )
 
         def xchange() -> None:
-            config = load_config(config_file)
-            journal = open_journal(config.journal)
-            runner = Runner(config, journal)
-            (result,) = runner.run_once()
-            runner.close()
-            journal.close()
-            assert result.count("delivered") == args.files, result.summary()
+            run_xchange_once(config_file, args.files)
 
         def sftp_put() -> None:
             batch = work / "put.batch"

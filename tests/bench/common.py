@@ -80,6 +80,22 @@ def report(
         print(f"  {name:<28} {rate:>10.1f} {unit}  (median of {len(times[name])}: {runs} s){extra}")
 
 
+def run_xchange_once(config_file: Path, files: int) -> None:
+    """One `run --once` of a configuration's single route, in this process; every file
+    must be delivered."""
+    from xchange.config import load_config
+    from xchange.journal import open_journal
+    from xchange.runner import Runner
+
+    config = load_config(config_file)
+    journal = open_journal(config.journal)
+    runner = Runner(config, journal)
+    (result,) = runner.run_once()
+    runner.close()
+    journal.close()
+    assert result.count("delivered") == files, result.summary()
+
+
 def ssh_options(server: SshServer) -> list[str]:
     return [
         "-i",
