@@ -591,3 +591,44 @@ def test_a_batch_from_an_sftp_drop_is_read_in_one_go_and_delivered_once(
     assert places["f0006.dat"] == "archive/f0006.dat"
     code, output = run(exchange)
     assert code == 0 and "0 delivered" in output, output
+
+
+@pytest.mark.sftp
+def test_remove_many_deletes_each_file_and_a_missing_one_is_no_error(sshd: SshServer) -> None:
+    """Deletes go together; a file already gone is fine; the folder is left empty."""
+    folder = sshd.folder("remove-many")
+    for i in range(50):
+        (folder / f"f{i}.dat").write_bytes(b"x")
+    remote = SFTPRemote("drop", endpoint(sshd, folder))
+    try:
+        results = remote.remove_many([f"f{i}.dat" for i in range(50)] + ["gone.dat"])
+    finally:
+        remote.close()
+    assert results == [None] * 51
+    assert os.listdir(folder) == []
+
+
+@pytest.mark.sftp
+def test_a_batch_from_an_sftp_drop_with_delete_leaves_it_empty(
+    exchange: Exchange, sshd: SshServer
+) -> None:
+    """after = delete on an SFTP drop: every file delivered once, and deleted there."""
+    from tests.test_daemon import sftp_source
+
+    drop = sshd.folder("batch-sftp-delete")
+    configure(exchange, after="delete")
+    sftp_source(exchange, sshd, drop)
+    expected = {}
+    old = time.time() - 60
+    for i in range(120):
+        data = os.urandom(500 + i)
+        (drop / f"f{i:04d}.dat").write_bytes(data)
+        os.utime(drop / f"f{i:04d}.dat", (old, old))
+        expected[f"f{i:04d}.out"] = data
+    code, output = run(exchange)
+    assert code == 0 and "120 delivered" in output, output[-2000:]
+    assert delivered(exchange.outbox) == expected
+    assert os.listdir(drop) == []
+    journal = open_journal(load_config(exchange.config).journal)
+    assert {r.state for r in journal.query(limit=200)} == {State.DELETED}
+    journal.close()

@@ -360,11 +360,21 @@ class SmallFiles:
         moved: list[tuple[AfterPlan, str]] = []
         alone: list[AfterPlan] = []
         together: dict[str, list[AfterPlan]] = {}
+        deletes: list[AfterPlan] = []
         for plan in batch.plans:
-            if plan.action == "archive" and plan.marker is None:
+            if plan.marker is not None:
+                alone.append(plan)
+            elif plan.action == "archive":
                 together.setdefault(plan.folder, []).append(plan)
             else:
-                alone.append(plan)
+                deletes.append(plan)
+        if deletes:
+            try:
+                errors = source.remove_many([p.info.name for p in deletes])
+            except XchangeError:
+                alone += deletes
+            else:
+                alone += [p for p, error in zip(deletes, errors, strict=True) if error]
         for folder, plans in together.items():
             try:
                 places = source.move_many([p.info.name for p in plans], folder)

@@ -118,6 +118,15 @@ class Remote(Protocol):
         """
         ...
 
+    def remove_many(self, names: Sequence[str]) -> builtins.list[RemoteError | None]:
+        """Delete several files, overlapping their round trips where the endpoint can; a
+        missing file is not an error. One entry per file: None, or what stopped it.
+
+        Raises:
+            RemoteError: before any file was deleted (no session).
+        """
+        ...
+
     def move(self, name: str, folder: str) -> str:
         """Move a file into a sub-folder (created if missing); return its new relative path."""
         ...

@@ -175,6 +175,17 @@ class LocalRemote:
                 results.append(exc)
         return results
 
+    def remove_many(self, names: Sequence[str]) -> builtins.list[RemoteError | None]:
+        results: builtins.list[RemoteError | None] = []
+        for name in names:
+            try:
+                self.remove(name)
+            except RemoteError as exc:
+                results.append(exc)
+            else:
+                results.append(None)
+        return results
+
     def put_many(self, puts: Sequence[SmallPut]) -> builtins.list[RemoteError | None]:
         results: builtins.list[RemoteError | None] = []
         for put in puts:

@@ -383,6 +383,12 @@ class SFTPRemote:
         batch = _PipelinedMoves(self, self._channel(sftp), names, sub)
         return self._pipelined(batch, f"archive {len(names)} files")
 
+    def remove_many(self, names: Sequence[str]) -> builtins.list[RemoteError | None]:
+        if not names:
+            return []
+        batch = _PipelinedRemoves(self, self._channel(self._client()), names)
+        return self._pipelined(batch, f"remove {len(names)} files")
+
     def _channel(self, sftp: paramiko.SFTPClient) -> paramiko.Channel:
         channel = sftp.get_channel()
         if channel is None:
@@ -858,3 +864,32 @@ class _PipelinedMoves(_Pipeline):
 
     def _result(self, job: _MoveJob) -> str | RemoteError:
         return job.error if job.error is not None else job.place
+
+
+@dataclass(slots=True)
+class _RemoveJob:
+    index: int
+    name: str
+    path: bytes
+    error: RemoteError | None = None
+
+
+class _PipelinedRemoves(_Pipeline):
+    """Deletes: one SFTP remove each (a file already gone is not an error)."""
+
+    def __init__(self, remote: SFTPRemote, channel: paramiko.Channel, names: Sequence[str]) -> None:
+        super().__init__(remote, channel, len(names))
+        self.jobs = [
+            _RemoveJob(i, name, remote._path(name).encode("utf-8")) for i, name in enumerate(names)
+        ]
+
+    def _open(self, job: _RemoveJob) -> None:
+        self._send(job, "remove", _REMOVE, _string(job.path))
+
+    def _step(self, job: _RemoveJob, step: Any, t: int, body: memoryview) -> bool:
+        error = self._error(t, body, f"remove {job.name}")
+        job.error = None if isinstance(error, RemoteNotFound) else error
+        return True
+
+    def _result(self, job: _RemoveJob) -> RemoteError | None:
+        return job.error
