@@ -8,6 +8,10 @@ Reliability: every phase has a timeout (connect, banner, auth, channel, and each
 SFTP operation through the channel timeout). After a connection-level failure the
 session is dropped, so the next call reconnects. An ``SFTPRemote`` must be used by
 one thread at a time: paramiko's SFTPClient is not safe to share.
+
+Speed: the TCP connection is opened here with TCP_NODELAY; the ``*_many`` operations
+(batches of small files) write SFTP packets straight to the session's channel, many files
+in flight (``_Pipeline``); files of ``accelerate_mb`` and more go through OpenSSH's client.
 """
 
 from __future__ import annotations
