@@ -142,3 +142,19 @@ def test_a_refused_connection_is_transient(
     assert result.exit_code == 3
     assert proxy.connections == 2  # tried again within the run
     assert (exchange.inbox / "a.bin").exists()
+
+
+def test_a_failed_warm_up_is_retried_once_not_once_per_batch(
+    exchange: Exchange, sshd: SshServer, proxy: FaultProxy
+) -> None:
+    """The first connection is refused while the first batch is read: that batch tries
+    again and delivers; the batches after it do not pay for that old failure."""
+    folder = configure(exchange, sshd, proxy, attempts=3)
+    for i in range(600):  # three batches
+        (exchange.inbox / f"f{i:04d}.bin").write_bytes(os.urandom(100))
+    proxy.mode, proxy.faulty_connections = "refuse", 1
+    result = run(exchange)
+    assert result.exit_code == 0, result.output
+    assert len(os.listdir(folder)) == 600
+    assert result.output.count('"retry.waiting"') == 1, result.output[-3000:]
+    assert proxy.connections == 2

@@ -129,6 +129,8 @@ class SmallFiles:
         #: The target's trouble once a batch could not be sent at all: later batches
         #: are not tried.
         self.trouble: RemoteError | None = None
+        #: Whether an upload has taken the warm-up's outcome (uploader thread only).
+        self._warmed = False
 
     def run(self, batches: list[list[FileInfo]], stop: threading.Event) -> Iterator[FileResult]:
         """Every file's result; stops taking new batches on ``stop`` or target trouble."""
@@ -259,7 +261,9 @@ class SmallFiles:
             )
             for s in batch.sending
         ]
-        first_error = warm_up.result()
+        # The warm-up's failure is the first batch's first attempt, not every batch's.
+        first_error = None if self._warmed else warm_up.result()
+        self._warmed = True
 
         def attempt() -> list[RemoteError | None]:
             nonlocal first_error
