@@ -39,6 +39,8 @@ class Output:
     @property
     def data(self) -> bytes:
         """The whole content (for small files and tests)."""
+        if self.content is not None:
+            return self.content  # bytes are immutable: no copy needed
         with self.open() as fh:
             return fh.read()
 
