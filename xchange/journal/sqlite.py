@@ -432,22 +432,51 @@ class SQLiteJournal:
                     "VALUES (?,?,?,?,?,?)",
                     outputs,
                 )
-            # One state change after the other, in order: a file may change twice here.
-            for step in steps:
-                state = str(step.state)
-                noted = db.execute(
-                    "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
-                    "SELECT id, ?, state, ?, ? FROM files WHERE id=?",
-                    (now, state, step.note, step.file_id),
+            # The state each file leaves, read once; a file changing twice here leaves
+            # the state its previous step entered.
+            ids = sorted({step.file_id for step in steps})
+            state: dict[int, str] = {}
+            for at in range(0, len(ids), 500):
+                some = ids[at : at + 500]
+                state.update(
+                    db.execute(
+                        # Placeholders only: every value is bound.
+                        f"SELECT id, state FROM files WHERE id IN ({','.join('?' * len(some))})",  # noqa: S608
+                        some,
+                    ).fetchall()
                 )
-                if noted.rowcount != 1:
-                    raise JournalError(f"journal {self.path}: no file with id {step.file_id}")
-                clear = ", error_kind=NULL, error_message=NULL" if step.state in DONE_STATES else ""
-                db.execute(
+            missing = [i for i in ids if i not in state]
+            if missing:
+                raise JournalError(f"journal {self.path}: no file with id {missing[0]}")
+            transitions = []
+            final: dict[int, tuple[str, str | None, bool]] = {}
+            for step in steps:
+                to = str(step.state)
+                transitions.append((step.file_id, now, state[step.file_id], to, step.note))
+                state[step.file_id] = to
+                _, archive, done = final.get(step.file_id, (to, None, False))
+                final[step.file_id] = (
+                    to,
+                    step.archive_path if step.archive_path is not None else archive,
+                    done or step.state in DONE_STATES,
+                )
+            db.executemany(
+                "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
+                "VALUES (?,?,?,?,?)",
+                transitions,
+            )
+            for clear in (False, True):
+                db.executemany(
                     # Fixed fragments only: every value is bound.
                     "UPDATE files SET state=?, updated_at=?, next_retry_at=NULL, "  # noqa: S608
-                    f"archive_path=coalesce(?, archive_path){clear} WHERE id=?",
-                    (state, now, step.archive_path, step.file_id),
+                    "archive_path=coalesce(?, archive_path)"
+                    + (", error_kind=NULL, error_message=NULL" if clear else "")
+                    + " WHERE id=?",
+                    [
+                        (to, now, archive, file_id)
+                        for file_id, (to, archive, done) in final.items()
+                        if done == clear
+                    ],
                 )
 
     def transition(

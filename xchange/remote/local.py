@@ -6,6 +6,7 @@ import builtins
 import errno
 import io
 import os
+import posixpath
 import shutil
 import stat as stat_mod
 from collections.abc import Iterator, Sequence
@@ -167,12 +168,25 @@ class LocalRemote:
         return results
 
     def move_many(self, names: Sequence[str], folder: str) -> builtins.list[str | RemoteError]:
+        sub = safe_subfolder(folder)
+        dest_dir = os.path.join(self.root, sub)
+        with _os_errors(self.label, sub):
+            os.makedirs(dest_dir, exist_ok=True)
         results: builtins.list[str | RemoteError] = []
         for name in names:
+            base = posixpath.basename(name)
+            dest = os.path.join(dest_dir, base)
             try:
-                results.append(self.move(name, folder))
+                if os.path.lexists(dest):
+                    raise FileExistsError(dest)  # ``move`` finds a free name for it
+                with _os_errors(self.label, name):
+                    os.rename(self._path(name), dest)
+            except FileExistsError:
+                results.append(TargetExists(f"{self.label}: {sub}/{base} already exists"))
             except RemoteError as exc:
                 results.append(exc)
+            else:
+                results.append(posixpath.join(sub, base))
         return results
 
     def remove_many(self, names: Sequence[str]) -> builtins.list[RemoteError | None]:
