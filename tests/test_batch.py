@@ -632,3 +632,23 @@ def test_a_batch_from_an_sftp_drop_with_delete_leaves_it_empty(
     journal = open_journal(load_config(exchange.config).journal)
     assert {r.state for r in journal.query(limit=200)} == {State.DELETED}
     journal.close()
+
+
+def test_a_local_archive_name_already_taken_gets_a_free_one(exchange: Exchange) -> None:
+    """Archiving a batch locally: a name the archive already holds is never overwritten;
+    that file goes in as name.1 and the journal says so."""
+    configure(exchange)
+    expected = drop(exchange, 10)
+    (exchange.inbox / "archive").mkdir()
+    (exchange.inbox / "archive" / "f0003.dat").write_bytes(b"archived yesterday")
+    code, output = run(exchange)
+    assert code == 0, output
+    assert delivered(exchange.outbox) == expected
+    archive = exchange.inbox / "archive"
+    assert (archive / "f0003.dat").read_bytes() == b"archived yesterday"
+    assert (archive / "f0003.dat.1").read_bytes() == expected["f0003.out"]
+    journal = open_journal(load_config(exchange.config).journal)
+    places = {r.path: r.archive_path for r in journal.query(limit=100)}
+    journal.close()
+    assert places["f0003.dat"] == "archive/f0003.dat.1"
+    assert places["f0004.dat"] == "archive/f0004.dat"
