@@ -652,3 +652,22 @@ def test_a_local_archive_name_already_taken_gets_a_free_one(exchange: Exchange) 
     journal.close()
     assert places["f0003.dat"] == "archive/f0003.dat.1"
     assert places["f0004.dat"] == "archive/f0004.dat"
+
+
+def test_identical_big_files_taken_at_once_are_delivered_once(exchange: Exchange) -> None:
+    """Six files with the same bytes, too big for a batch, four workers at a time: the
+    content is delivered once; the others are duplicates (at once, or at the next look)."""
+    configure(exchange, transfers=4)
+    same = os.urandom(BATCH_FILE_MAX + 1)
+    for i in range(6):
+        (exchange.inbox / f"twin{i}.dat").write_bytes(same)
+    code, output = run(exchange)
+    assert code == 0, output
+    code, output = run(exchange)
+    assert code == 0, output
+    assert list(delivered(exchange.outbox).values()) == [same]
+    assert list(exchange.inbox.glob("*.dat")) == []
+    journal = open_journal(load_config(exchange.config).journal)
+    (record,) = journal.query()
+    journal.close()
+    assert record.state == State.ARCHIVED and len(record.outputs) == 1

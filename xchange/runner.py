@@ -137,6 +137,9 @@ class Runner:
         #: Per route, files seen delivered and left in place (after = "leave"), so that a
         #: look at a folder with a long history costs one set look-up per old file.
         self._left_in_place: dict[str, set[tuple[str, int, int]]] = {}
+        #: (route, sha256) of the contents workers are taking through right now.
+        self._in_hand: set[tuple[str, str]] = set()
+        self._in_hand_changed = threading.Condition()
 
     def remote(self, name: str) -> Remote:
         """This thread's connection to an endpoint (opened on first use, then reused)."""
@@ -498,6 +501,33 @@ class Runner:
             )
             result.outcome = SKIPPED
             return
+        # The same content on the same route is taken by one worker at a time: a twin
+        # waits until the other is done, and is then known as a duplicate.
+        twin = (route.name, sha)
+        with self._in_hand_changed:
+            while twin in self._in_hand:
+                if self.stop.is_set():
+                    result.outcome = SKIPPED  # looked at again at the next run
+                    return
+                self._in_hand_changed.wait(timeout=0.5)
+            self._in_hand.add(twin)
+        try:
+            self._claimed_alone(route, source, info, path, result, size, sha)
+        finally:
+            with self._in_hand_changed:
+                self._in_hand.discard(twin)
+                self._in_hand_changed.notify_all()
+
+    def _claimed_alone(
+        self,
+        route: RouteConfig,
+        source: Remote,
+        info: FileInfo,
+        path: Path,
+        result: FileResult,
+        size: int,
+        sha: str,
+    ) -> None:
         pipeline = self.pipelines[route.name]
         claim = self.journal.claim(
             FileKey(route.name, route.source.endpoint, info.name, size, info.mtime_ns, sha),
