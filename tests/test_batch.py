@@ -21,13 +21,13 @@ from tests.sshd import SshServer
 from tests.test_sftp import endpoint, sftp_target_toml
 from xchange.batch import BATCH_FILE_MAX
 from xchange.cli import main
-from xchange.config import load_config
+from xchange.config import SFTPEndpoint, load_config
 from xchange.errors import ConnectionLost, RemoteError
 from xchange.journal import Claim, FileKey, OutputRecord, State, Step, open_journal
 from xchange.journal.sqlite import SQLiteJournal
 from xchange.remote import SmallPut
 from xchange.remote.local import LocalRemote
-from xchange.remote.sftp import WRITE_CHUNK, SFTPRemote
+from xchange.remote.sftp import REQUEST_BYTES, SFTPRemote
 from xchange.runner import Runner
 
 ROUTE = """
@@ -86,6 +86,17 @@ def puts(items: dict[str, bytes], overwrite: bool = False) -> list[SmallPut]:
     return [SmallPut(n, d, f".{n}.t.xchange-part", overwrite) for n, d in items.items()]
 
 
+def through(proxy: FaultProxy, sshd: SshServer, folder: Path, tmp_path: Path) -> SFTPEndpoint:
+    """An endpoint reaching the test sshd through the fault proxy (its key pinned there)."""
+    known = tmp_path / "known_hosts"
+    known.write_text(
+        sshd.known_hosts.read_text().replace(
+            f"[127.0.0.1]:{sshd.port}", f"[127.0.0.1]:{proxy.port}"
+        )
+    )
+    return endpoint(sshd, folder, port=proxy.port, known_hosts=known)
+
+
 # ---------------------------------------------------------------------- put_many
 
 
@@ -94,7 +105,7 @@ def test_put_many_delivers_every_file_whole_under_its_name(sshd: SshServer) -> N
     """300 files, empty to several write requests long, into a folder that does not exist
     yet: each arrives byte for byte, nothing temporary is left, and each result is None."""
     folder = sshd.folder("many") / "not" / "yet"
-    sizes = [0, 1, WRITE_CHUNK - 1, WRITE_CHUNK, WRITE_CHUNK + 1, 5 * WRITE_CHUNK + 7]
+    sizes = [0, 1, REQUEST_BYTES - 1, REQUEST_BYTES, REQUEST_BYTES + 1, 5 * REQUEST_BYTES + 7]
     items = {f"f{i:03d}.bin": os.urandom(sizes[i % len(sizes)]) for i in range(300)}
     remote = SFTPRemote("wms", endpoint(sshd, folder))
     try:
@@ -136,13 +147,7 @@ def test_put_many_on_a_cut_connection_reports_what_is_not_known_to_be_in_place(
     try:
         folder = sshd.folder("cut-many")
         items = {f"f{i:03d}.bin": os.urandom(20_000) for i in range(200)}
-        known = tmp_path / "known_hosts"  # the same server's key, pinned for the proxy
-        known.write_text(
-            sshd.known_hosts.read_text().replace(
-                f"[127.0.0.1]:{sshd.port}", f"[127.0.0.1]:{proxy.port}"
-            )
-        )
-        remote = SFTPRemote("wms", endpoint(sshd, folder, port=proxy.port, known_hosts=known))
+        remote = SFTPRemote("wms", through(proxy, sshd, folder, tmp_path))
         # The first connection is cut after 1 MB: the handshake passes, the uploads do not.
         proxy.mode, proxy.limit, proxy.faulty_connections = "drop_after", 1_000_000, 1
         results = remote.put_many(puts(items))
@@ -171,13 +176,7 @@ def test_put_many_on_a_stalled_path_gives_up_within_the_operation_timeout(
     proxy = FaultProxy(sshd.port).start()
     try:
         folder = sshd.folder("stall-many")
-        known = tmp_path / "known_hosts"
-        known.write_text(
-            sshd.known_hosts.read_text().replace(
-                f"[127.0.0.1]:{sshd.port}", f"[127.0.0.1]:{proxy.port}"
-            )
-        )
-        cfg = endpoint(sshd, folder, port=proxy.port, known_hosts=known)
+        cfg = through(proxy, sshd, folder, tmp_path)
         cfg = cfg.model_copy(update={"timeouts": cfg.timeouts.model_copy(update={"operation": 2})})
         remote = SFTPRemote("wms", cfg)
         items = {f"f{i:03d}.bin": os.urandom(20_000) for i in range(200)}
@@ -532,7 +531,7 @@ def test_get_many_reads_every_file_whole_or_says_why(sshd: SshServer) -> None:
     from xchange.remote import FileInfo
 
     folder = sshd.folder("get-many")
-    sizes = [0, 1, WRITE_CHUNK - 1, WRITE_CHUNK, WRITE_CHUNK + 1, 5 * WRITE_CHUNK + 7]
+    sizes = [0, 1, REQUEST_BYTES - 1, REQUEST_BYTES, REQUEST_BYTES + 1, 5 * REQUEST_BYTES + 7]
     items = {f"f{i:03d}.bin": os.urandom(sizes[i % len(sizes)]) for i in range(150)}
     for name, data in items.items():
         (folder / name).write_bytes(data)

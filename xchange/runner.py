@@ -292,20 +292,20 @@ class Runner:
     def _uploader(self, route: RouteConfig) -> ThreadPoolExecutor:
         """The thread that owns the route's target session for batches (kept between
         runs, with its connection)."""
-        with self._remotes_lock:
-            if route.name not in self._uploaders:
-                self._uploaders[route.name] = ThreadPoolExecutor(
-                    1, thread_name_prefix=f"xchange-{route.name}-upload"
-                )
-            return self._uploaders[route.name]
+        return self._executor(self._uploaders, route, 1, "upload")
 
     def _pool(self, route: RouteConfig) -> ThreadPoolExecutor:
+        return self._executor(self._pools, route, route.transfers, "worker")
+
+    def _executor(
+        self, kept: dict[str, ThreadPoolExecutor], route: RouteConfig, size: int, role: str
+    ) -> ThreadPoolExecutor:
         with self._remotes_lock:
-            if route.name not in self._pools:
-                self._pools[route.name] = ThreadPoolExecutor(
-                    route.transfers, thread_name_prefix=f"xchange-{route.name}"
+            if route.name not in kept:
+                kept[route.name] = ThreadPoolExecutor(
+                    size, thread_name_prefix=f"xchange-{route.name}-{role}"
                 )
-            return self._pools[route.name]
+            return kept[route.name]
 
     def _look(
         self, route: RouteConfig, result: RouteResult, only: set[str] | None = None

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import alternate, report, run_xchange_once, ssh_options, sshd_server
+from common import alternate, random_files, report, run_xchange_once, ssh_options, sshd_server
 
 from xchange.log import configure_logging
 
@@ -59,10 +59,7 @@ def main() -> None:
     configure_logging(json=True, level="warning")
     with sshd_server() as server:
         work = Path(tempfile.mkdtemp(prefix="xchange-bench-drop-"))
-        originals = work / "originals"
-        originals.mkdir()
-        for i in range(args.files):
-            (originals / f"f{i:05d}.dat").write_bytes(os.urandom(2048))
+        originals = random_files(work / "originals", args.files)
         drop = server.folder("drop")
         received = work / "received"
 

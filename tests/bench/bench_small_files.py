@@ -22,6 +22,7 @@ from pathlib import Path
 from common import (
     alternate,
     ensure_tools,
+    random_files,
     rclone_remote,
     report,
     run_xchange_once,
@@ -70,10 +71,7 @@ def main() -> None:
     configure_logging(json=True, level="warning")
     with sshd_server() as server:
         work = Path(tempfile.mkdtemp(prefix="xchange-bench-"))
-        originals = work / "originals"
-        originals.mkdir()
-        for i in range(args.files):
-            (originals / f"f{i:05d}.dat").write_bytes(os.urandom(2048))
+        originals = random_files(work / "originals", args.files)
         target = server.folder("small-target")
         drop = work / "drop"
 

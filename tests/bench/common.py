@@ -6,6 +6,7 @@ Each prints xchange's figure, the reference measured in the same run, and the ra
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import subprocess
@@ -78,6 +79,14 @@ def report(
         extra = "" if name == ours else f"   xchange is {ratio:.2f}x its speed"
         runs = ", ".join(f"{t:.3f}" for t in times[name])
         print(f"  {name:<28} {rate:>10.1f} {unit}  (median of {len(times[name])}: {runs} s){extra}")
+
+
+def random_files(folder: Path, count: int, size: int = 2048) -> Path:
+    """``count`` files of ``size`` random bytes, f00000.dat ... (the folder is created)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (folder / f"f{i:05d}.dat").write_bytes(os.urandom(size))
+    return folder
 
 
 def run_xchange_once(config_file: Path, files: int) -> None:

@@ -487,9 +487,10 @@ class SFTPRemote:
         hosts.save(str(path))
 
 
-#: Files of one ``put_many`` in flight at once on the session, and the write size.
+#: Files of one batch in flight at once on the session, and the bytes of one read or
+#: write request.
 PIPELINE_FILES = 64
-WRITE_CHUNK = 32768
+REQUEST_BYTES = 32768
 
 # SFTP version 3 (draft-ietf-secsh-filexfer-02), the requests and replies put_many uses.
 _OPEN, _CLOSE, _WRITE, _LSTAT, _REMOVE, _RENAME, _EXTENDED = 3, 4, 6, 7, 13, 18, 200
@@ -506,7 +507,7 @@ def _string(data: bytes) -> bytes:
 
 
 @dataclass(slots=True)
-class _Job:
+class _PutJob:
     """One file of a ``put_many`` and where it stands."""
 
     index: int
@@ -641,7 +642,7 @@ class _PipelinedPuts(_Pipeline):
     ) -> None:
         super().__init__(remote, channel, len(puts))
         self.jobs = [
-            _Job(
+            _PutJob(
                 i,
                 p,
                 remote._path(p.temp_name).encode("utf-8"),
@@ -650,12 +651,12 @@ class _PipelinedPuts(_Pipeline):
             for i, p in enumerate(puts)
         ]
 
-    def _result(self, job: _Job) -> RemoteError | None:
+    def _result(self, job: _PutJob) -> RemoteError | None:
         return job.error
 
     # ------------------------------------------------------------------ steps
 
-    def _open(self, job: _Job) -> None:
+    def _open(self, job: _PutJob) -> None:
         self._send(
             job,
             "open",
@@ -665,7 +666,7 @@ class _PipelinedPuts(_Pipeline):
             _U32.pack(0),  # no attributes
         )
 
-    def _step(self, job: _Job, step: str, t: int, body: memoryview) -> bool:
+    def _step(self, job: _PutJob, step: str, t: int, body: memoryview) -> bool:
         """Act on one reply; True when the job is finished (well or not)."""
         name = job.put.name
         if step == "open":
@@ -678,8 +679,8 @@ class _PipelinedPuts(_Pipeline):
             # handle in the order they came.
             handle = _string(job.handle)
             data = job.put.data
-            for offset in range(0, len(data), WRITE_CHUNK):
-                chunk = data[offset : offset + WRITE_CHUNK]
+            for offset in range(0, len(data), REQUEST_BYTES):
+                chunk = data[offset : offset + REQUEST_BYTES]
                 self._send(job, "write", _WRITE, handle, _U64.pack(offset), _string(chunk))
                 job.pending += 1
             self._send(job, "close", _CLOSE, handle)
@@ -725,7 +726,7 @@ class _PipelinedPuts(_Pipeline):
         job.pending -= 1
         return not job.pending
 
-    def _checked(self, t: int, body: memoryview, job: _Job) -> RemoteError | None:
+    def _checked(self, t: int, body: memoryview, job: _PutJob) -> RemoteError | None:
         """The error a stat reply of a delivered file shows (None: right size)."""
         name = job.put.name
         if t != _ATTRS:
@@ -797,8 +798,8 @@ class _PipelinedGets(_Pipeline):
                 return True
             (length,) = _U32.unpack_from(body)
             handle = _string(bytes(body[4 : 4 + length]))
-            for offset in range(0, job.size, WRITE_CHUNK):
-                want = min(WRITE_CHUNK, job.size - offset)
+            for offset in range(0, job.size, REQUEST_BYTES):
+                want = min(REQUEST_BYTES, job.size - offset)
                 self._send(job, offset, _READ, handle, _U64.pack(offset), _U32.pack(want))
                 job.pending += 1
             self._send(job, "end", _READ, handle, _U64.pack(job.size), _U32.pack(1))
@@ -816,7 +817,7 @@ class _PipelinedGets(_Pipeline):
         elif t == _DATA:
             (length,) = _U32.unpack_from(body)
             data = bytes(body[4 : 4 + length])
-            if len(data) != min(WRITE_CHUNK, job.size - step):
+            if len(data) != min(REQUEST_BYTES, job.size - step):
                 job.error = job.error or self._changed(job)  # short: shrank, or a short read
             job.chunks[step] = data
         elif self._at_end(t, body):
