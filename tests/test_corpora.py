@@ -87,13 +87,14 @@ def test_json_nan_and_infinity_are_refused() -> None:
             loads(text, "t")
 
 
-def spectrum_layout(keys: list[str]) -> Layout:
+def spectrum_layout(keys: list[str], **csv: str) -> Layout:
     return Layout.model_validate(
         {
             "name": "spectrum",
             "codec": "csv",
             "encoding": "utf-8",
             "fields": [{"name": f"f{i}", "column": k, "trim": False} for i, k in enumerate(keys)],
+            "csv": csv,
         }
     )
 
@@ -116,13 +117,20 @@ def test_csv_spectrum_parses_to_exactly_the_expected_json(path: Path) -> None:
 
 
 def test_csv_spectrum_location_coordinates() -> None:
-    """The upstream expected file for this case disagrees with its CSV on the phone number
-    (and is an object, not a list); every other value is checked."""
+    """Its quotes inside unquoted fields (37°36'37.8"N) are a problem by default (RFC 4180),
+    and plain characters when the layout says bare_quotes = "literal". The upstream
+    expected file disagrees with its CSV on the phone number (and is an object, not a
+    list); every other value is checked."""
     path = SPECTRUM / "csvs" / "location_coordinates.csv"
     expected = json.loads((SPECTRUM / "json" / "location_coordinates.json").read_text())
     keys = list(expected)
+    strict = Report(path.name)
+    assert read_all(CsvCodec(), path.read_bytes(), spectrum_layout(keys), path.name, strict) == []
+    assert [(p.location, p.rule) for p in strict.problems] == [("line 2", "quote")]
+    assert "column 22" in strict.problems[0].message
     report = Report(path.name)
-    (record,) = read_all(CsvCodec(), path.read_bytes(), spectrum_layout(keys), path.name, report)
+    layout = spectrum_layout(keys, bare_quotes="literal")
+    (record,) = read_all(CsvCodec(), path.read_bytes(), layout, path.name, report)
     got = {k: record.values[f"f{i}"] for i, k in enumerate(keys)}
     assert got["Contact Phone Number"] == "2095257564"
     del got["Contact Phone Number"], expected["Contact Phone Number"]

@@ -21,9 +21,42 @@ LAYOUT = Layout.model_validate(
 )
 
 
+def bare_quote(record: str) -> int | None:
+    """The line (from 0) of the first quote of a record's raw text that is not around a
+    whole field (RFC 4180), by a character-by-character state machine; None: none."""
+    state = "start"
+    down = 0
+    for i, ch in enumerate(record):
+        if (ch == "\n" and record[i - 1 : i] != "\r") or ch == "\r":
+            down += 1
+        if state == "start":
+            state = "quoted" if ch == '"' else "start" if ch in ",\r\n" else "plain"
+        elif state == "plain":
+            if ch == '"':
+                return down
+            state = "start" if ch in ",\r\n" else "plain"
+        elif state == "quoted":
+            state = "closing" if ch == '"' else "quoted"
+        else:  # just after a quote inside a quoted field: doubled, or the closing one
+            if ch == '"':
+                state = "quoted"
+            elif ch in ",\r\n":
+                state = "start"
+            else:
+                return down
+    return None
+
+
 def oracle(data: str) -> tuple[list[int], list[str] | None, list[str]] | str:
-    """Record start lines, header and ragged-row problems, by csv.reader line by line."""
-    reader = csv.reader(text.split_lines([data]), delimiter=",", quotechar='"', strict=True)
+    """Record start lines, header, bare quotes and ragged rows, by csv.reader line by line."""
+    raw: list[str] = []
+
+    def lines():
+        for line in text.split_lines([data]):
+            raw.append(line)
+            yield line
+
+    reader = csv.reader(lines(), delimiter=",", quotechar='"', strict=True)
     starts: list[int] = []
     header = None
     width = None
@@ -32,14 +65,20 @@ def oracle(data: str) -> tuple[list[int], list[str] | None, list[str]] | str:
     try:
         for row in reader:
             start, line = line, reader.line_num + 1
+            record = "".join(raw)
+            raw.clear()
             if not row:
                 continue
+            down = bare_quote(record)
+            bare = down is not None
+            if bare:
+                problems.append(f"line {start + down}: bare quote")
             if width is None:
                 width = len(row)
                 header = [c.strip() for c in row]
                 continue
             starts.append(start)
-            if len(row) != width:
+            if not bare and len(row) != width:
                 problems.append(f"line {start}: expected {width} fields, found {len(row)}")
     except csv.Error:
         return "syntax"
@@ -54,7 +93,12 @@ def structure(data: str) -> tuple[list[int], list[str] | None, list[str]] | str:
         )
     except DecodeError:
         return "syntax"
-    problems = [f"{p.location}: {p.message.removeprefix('ragged row: ')}" for p in report.problems]
+    problems = [
+        f"{p.location}: bare quote"
+        if p.rule == "quote"
+        else f"{p.location}: {p.message.removeprefix('ragged row: ')}"
+        for p in report.problems
+    ]
     return [starts[i] for i in range(len(starts))], header, problems
 
 

@@ -69,6 +69,18 @@ class FieldSpec(_Model):
     #: Texts that mean "no value" for this field, e.g. ["NA", "NULL"]; none by default.
     null_values: list[str] = Field(default_factory=list)
     trim: bool = True
+    #: Decimals: the character between the whole part and the fraction ("." or ",").
+    decimal_separator: str = Field(".", min_length=1, max_length=1)
+    #: Decimals: the character between groups of three digits ("", "," "." " " or "'");
+    #: accepted only between whole groups of three before the decimal separator.
+    group_separator: str = Field(",", max_length=1)
+    #: Decimals: currency symbols tolerated before or after the number, e.g. ["¥", "￥"];
+    #: none by default.
+    currency: list[str] = Field(default_factory=list)
+    #: XML: what a path that matches several elements means: "reject" (a problem, the
+    #: default), "first", "last", or "join" (every value, joined by ``separator``).
+    multiple: Literal["reject", "first", "last", "join"] = "reject"
+    separator: str = "|"
 
     @model_validator(mode="after")
     def _check(self) -> FieldSpec:
@@ -76,6 +88,13 @@ class FieldSpec(_Model):
             raise ValueError(f"field {self.name!r}: a {self.type} field needs formats = [...]")
         if self.type == "enum" and not self.values:
             raise ValueError(f"field {self.name!r}: an enum field needs values = [...]")
+        if self.decimal_separator == self.group_separator:
+            raise ValueError(
+                f"field {self.name!r}: decimal_separator and group_separator are both "
+                f"{self.decimal_separator!r}"
+            )
+        if self.decimal_separator.isdigit() or self.group_separator.isdigit():
+            raise ValueError(f"field {self.name!r}: a separator cannot be a digit")
         if self.pattern is not None:
             try:
                 re.compile(self.pattern)
@@ -126,17 +145,57 @@ class FieldSpec(_Model):
             raise FieldValueError("type", "expected true/false, yes/no or 1/0")
         return self._when(text)
 
+    @functools.cached_property
+    def _number(self) -> re.Pattern[str]:
+        """Digits, with group separators only between whole groups of three."""
+        group = re.escape(self.group_separator)
+        point = re.escape(self.decimal_separator)
+        whole = rf"\d{{1,3}}(?:{group}\d{{3}})+|\d+" if self.group_separator else r"\d+"
+        return re.compile(rf"(?:({whole})(?:{point}(\d*))?|{point}(\d+))")
+
     def _decimal(self, text: str) -> Decimal:
-        cleaned = text.replace(",", "").replace("¥", "").replace("￥", "")
-        if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)", cleaned):
-            raise FieldValueError("type", "expected a decimal number")
+        body, sign = text, ""
+        if body[:1] in ("+", "-"):
+            sign, body = body[0], body[1:]
+        for symbol in self.currency:
+            if body.startswith(symbol):
+                body = body[len(symbol) :]
+                break
+            if body.endswith(symbol):
+                body = body[: -len(symbol)]
+                break
+        if not sign and body[:1] in ("+", "-"):
+            sign, body = body[0], body[1:]
+        match = self._number.fullmatch(body)
+        if match is None:
+            raise FieldValueError("type", "expected a decimal number" + self._decimal_hint(body))
+        whole, fraction = match.group(1) or "0", match.group(2) or match.group(3) or ""
+        if self.group_separator:
+            whole = whole.replace(self.group_separator, "")
         try:
-            value = Decimal(cleaned)
+            value = Decimal(f"{sign}{whole}.{fraction}" if fraction else f"{sign}{whole}")
         except InvalidOperation as exc:  # pragma: no cover - the regex admits only valid numbers
             raise FieldValueError("type", "expected a decimal number") from exc
         if self.scale is not None and value != value.quantize(Decimal(1).scaleb(-self.scale)):
             raise FieldValueError("scale", f"has more than {self.scale} decimal places")
         return value
+
+    def _decimal_hint(self, body: str) -> str:
+        """Why a text that looks like a number is not one, in the field's own terms."""
+        digits_and_marks = re.fullmatch(r"[\d.,' ]+", body) is not None
+        if digits_and_marks and re.fullmatch(r"\d{1,3}(?:\.\d{3})+,\d*|\d+,\d+", body):
+            return (
+                f" ({body!r} looks like a decimal comma: if this export writes 1.299,00, "
+                'set decimal_separator = "," and group_separator = "." on the field)'
+            )
+        if digits_and_marks and self.group_separator and self.group_separator in body:
+            return (
+                f" (the group separator {self.group_separator!r} is accepted only between "
+                "groups of three digits before the decimal separator)"
+            )
+        if re.search(r"[¥￥$€£]", body) and not self.currency:
+            return " (a currency symbol: list the ones the export writes in currency = [...])"
+        return ""
 
     def _when(self, text: str) -> date | datetime:
         return _parse_when(text, tuple(self.formats), self.type == "date")
@@ -211,12 +270,21 @@ class FieldSpec(_Model):
         return str(value)
 
 
-def parse_field(spec: FieldSpec, text: str | None, where: str, report: Report) -> Any:
-    """Parse one value, sending a broken rule to ``report`` (the value is then None)."""
+def parse_field(
+    spec: FieldSpec,
+    text: str | None,
+    where: str,
+    report: Report,
+    failed: set[str] | None = None,
+) -> Any:
+    """Parse one value, sending a broken rule to ``report`` (the value is then None, and
+    the field's name goes into ``failed``)."""
     try:
         return spec.parse(text)
     except FieldValueError as exc:
         report.add(where, spec.key, exc.rule, text, exc.message)
+        if failed is not None:
+            failed.add(spec.name)
         return None
 
 
@@ -239,6 +307,18 @@ class CsvOptions(_Model):
     header: bool = True
     line_ending: Literal["\n", "\r\n"] = "\r\n"
     quoting: Literal["minimal", "all", "nonnumeric", "none"] = "minimal"
+    #: Reading: spaces after a delimiter are skipped, so that ``x, "y, z"`` is two fields
+    #: (by default a quote inside an unquoted field is a problem, as RFC 4180 says).
+    skipinitialspace: bool = False
+    #: Reading: a quote inside a field that does not start with one is a problem
+    #: ("reject", RFC 4180), or a plain character (``"literal"``: ``37°36'37.8"N``).
+    bare_quotes: Literal["reject", "literal"] = "reject"
+    #: Reading: a layout column missing from the header is a problem ("reject"), or,
+    #: for fields that are not required, no value ("allow").
+    missing_columns: Literal["reject", "allow"] = "reject"
+    #: Reading: a header column the layout does not declare is a problem ("reject":
+    #: its values would be dropped), or is not read ("ignore").
+    extra_columns: Literal["reject", "ignore"] = "reject"
 
 
 class XmlOptions(_Model):
@@ -292,6 +372,8 @@ class Layout(_Model):
     description: str = ""
     codec: Literal["csv", "xml", "json"]
     encoding: str = "utf-8"
+    #: Text that looks double-encoded (``Ã¤Â¸Â­``): a warning ("warn"), or a problem.
+    mojibake: Literal["warn", "reject"] = "warn"
     shape: Literal["rows", "nested"] = "rows"
     fields: list[FieldSpec] = Field(min_length=1)
     line_fields: list[FieldSpec] = Field(default_factory=list)

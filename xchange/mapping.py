@@ -167,9 +167,15 @@ class Record:
     location: str
     values: dict[str, Any]
     lines: list[Record] = field(default_factory=list)
-    #: False when reading this record already broke a rule: it is not mapped, so one
-    #: bad value is reported once, not again for every target field it feeds.
-    ok: bool = True
+    #: Source fields whose value broke a rule while the record was read ("*": the record
+    #: as a whole). The record is still mapped, so that every other problem of the row
+    #: is reported too, but a target field fed by a failed field is skipped: one bad
+    #: value is reported once, not again for every target field it feeds.
+    failed: set[str] = field(default_factory=set)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
 
 
 @dataclass(slots=True)
@@ -194,10 +200,14 @@ class _Evaluator:
         ctx: dict[str, Any],
         where: str,
         seq: int,
+        failed: set[str] | frozenset[str] = frozenset(),
     ) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for spec in specs:
             rule = rules.get(spec.name)
+            if failed and rule is not None and ("*" in failed or failed.intersection(rule.fields)):
+                out[spec.name] = None  # its source value was reported already
+                continue
             raw: Any = None
             try:
                 raw = self._evaluate(rule, ctx, seq) if rule else None
@@ -264,19 +274,26 @@ def apply_mapping(
     if mapping.group_by:
         yield from _grouped(mapping, target, records, report, ev)
         return
-    records = (rec for rec in records if rec.ok)
     if mapping.flatten:
         for rec in records:
             for i, line in enumerate(rec.lines):
                 ctx = {**rec.values, **line.values}
-                header = ev.values(mapping.header, target.fields, ctx, line.location, i)
+                failed = rec.failed | line.failed
+                header = ev.values(mapping.header, target.fields, ctx, line.location, i, failed)
                 yield Document(line.location, header)
     else:
         for i, rec in enumerate(records, start=start):
-            header = ev.values(mapping.header, target.fields, rec.values, rec.location, i)
+            header = ev.values(
+                mapping.header, target.fields, rec.values, rec.location, i, rec.failed
+            )
             lines = [
                 ev.values(
-                    mapping.lines, target.line_fields, {**rec.values, **ln.values}, ln.location, j
+                    mapping.lines,
+                    target.line_fields,
+                    {**rec.values, **ln.values},
+                    ln.location,
+                    j,
+                    rec.failed | ln.failed,
                 )
                 for j, ln in enumerate(rec.lines)
             ]
@@ -291,12 +308,12 @@ def _grouped(
     ev: _Evaluator,
 ) -> Iterator[Document]:
     def document(members: list[Record]) -> Document | None:
-        if not all(m.ok for m in members):
-            return None
         first = members[0]
-        header = ev.values(mapping.header, target.fields, first.values, first.location, 0)
+        header = ev.values(
+            mapping.header, target.fields, first.values, first.location, 0, first.failed
+        )
         lines = [
-            ev.values(mapping.lines, target.line_fields, m.values, m.location, i)
+            ev.values(mapping.lines, target.line_fields, m.values, m.location, i, m.failed)
             for i, m in enumerate(members)
         ]
         return Document(first.location, header, lines)

@@ -328,6 +328,7 @@ def _unique_checked(layout: Layout, records: Iterable[Record], report: Report) -
                 value,
                 f"the same value is already at {first[key]}",
             )
+            row.failed.add(spec.name)
         else:
             first[key] = row.location
 
@@ -341,12 +342,16 @@ def _unique_checked(layout: Layout, records: Iterable[Record], report: Report) -
 
 
 def _marked(records: Iterable[Record], report: Report) -> Iterator[Record]:
-    """Mark each record that broke a rule while it was read (see ``Record.ok``)."""
-    before = report.total
-    for rec in records:
-        if report.total != before:
-            rec.ok = False
-            before = report.total
+    """Mark a record that broke a rule while it was read without naming the field (see
+    ``Record.failed``): the record as a whole is then not mapped."""
+    source = iter(records)
+    while True:
+        before = report.total  # (problems the consumer found mapping the last one are in)
+        rec = next(source, None)
+        if rec is None:
+            return
+        if report.total != before and not rec.failed and not any(ln.failed for ln in rec.lines):
+            rec.failed.add("*")
         yield rec
 
 

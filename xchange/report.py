@@ -39,6 +39,12 @@ class Report:
     dropped: int = 0
     #: The text encoding the reader used (declared, or detected for ``auto``).
     encoding: str | None = None
+    #: What may be wrong but does not stop the file (e.g. text that looks like mojibake).
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings and len(self.warnings) < self.cap:
+            self.warnings.append(message)
 
     def add(self, location: str, field_name: str, rule: str, value: Any, message: str) -> None:
         if len(self.problems) >= self.cap:
@@ -69,6 +75,7 @@ class Report:
         lines = [p.line() for p in self.ordered()]
         if self.dropped:
             lines.append(f"... and {self.dropped} more problem(s) not listed (cap {self.cap})")
+        lines.extend(f"{self.file}: warning: {w}" for w in self.warnings)
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
@@ -77,4 +84,5 @@ class Report:
             "total": self.total,
             "problems": [asdict(p) for p in self.ordered()],
             "not_listed": self.dropped,
+            "warnings": list(self.warnings),
         }

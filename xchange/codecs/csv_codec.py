@@ -16,7 +16,7 @@ import csv
 import io
 import itertools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -26,11 +26,12 @@ from xchange.codecs.text import (
     MAX_LINE,
     Encoder,
     decoded_chunks,
-    resolve_encoding,
+    python_codec,
     split_lines,
+    text_reading,
 )
 from xchange.errors import DecodeError
-from xchange.layout import FieldSpec, Layout, parse_field
+from xchange.layout import CsvOptions, FieldSpec, Layout, parse_field
 from xchange.mapping import Document, Record
 from xchange.report import Report
 
@@ -77,17 +78,29 @@ class LineIndex:
         return self.first + index + self._extra[bisect.bisect_right(self._at, index) - 1]
 
 
+#: Called once with the first row: the header's cells (None without a header), its
+#: width, and its line.
+OnFirst = Callable[[list[str] | None, int, int], None]
+
+
 def _structure(
-    stream: BinaryIO, encoding: str, layout: Layout, origin: str, report: Report
+    stream: BinaryIO,
+    encoding: str,
+    layout: Layout,
+    origin: str,
+    report: Report,
+    on_first: OnFirst | None = None,
+    check: Callable[[str, int], None] | None = None,
 ) -> tuple[LineIndex, list[str] | None]:
     """First pass: line of each record, ragged rows, the header; decode errors raise.
 
     Runs of lines without a quote character (most files) are checked by counting
     delimiters per line; from the first quote on, the standard library's tokenizer reads
-    the rest (quoted fields may span lines)."""
+    the rest (quoted fields may span lines), and each record holding a quote is checked
+    against RFC 4180 (a quote only around a whole field)."""
     opts = layout.csv
-    scan = _Scan(opts.delimiter, opts.header, report)
-    chunks = decoded_chunks(stream, encoding, origin)
+    scan = _Scan(opts.delimiter, opts.header, report, on_first)
+    chunks = decoded_chunks(stream, encoding, origin, check)
     rest = ""
     for chunk in chunks:
         text = rest + chunk
@@ -96,7 +109,7 @@ def _structure(
         lone_cr = _LONE_CR.search(text)
         if opts.quote in text or (lone_cr is not None and lone_cr.start() < len(text) - 1):
             # Quotes, or line ends other than \n and \r\n: the tokenizer takes over.
-            scan.tokenize(itertools.chain([text], chunks), opts.quote, origin)
+            scan.tokenize(itertools.chain([text], chunks), opts, origin)
             return scan.starts, scan.header
         if cut == 0 and len(text) > MAX_LINE:
             raise DecodeError(
@@ -110,18 +123,70 @@ def _structure(
     return scan.starts, scan.header
 
 
+def _field_pattern(opts: CsvOptions) -> str:
+    """One field as RFC 4180 writes it: quoted as a whole, or holding no quote (with
+    ``skipinitialspace``, spaces may come before the opening quote; with ``bare_quotes =
+    "literal"``, an unquoted field may hold quotes after its first character)."""
+    d, q = re.escape(opts.delimiter), re.escape(opts.quote)
+    space = " *" if opts.skipinitialspace else ""
+    unquoted = (
+        f"(?:[^{q}{d}\r\n][^{d}\r\n]*)?" if opts.bare_quotes == "literal" else f"[^{q}{d}\r\n]*"
+    )
+    return f"{space}{q}(?:[^{q}]|{q}{q})*{q}|{unquoted}"
+
+
+def _record_pattern(opts: CsvOptions) -> re.Pattern[str]:
+    """One whole record, each field as :func:`_field_pattern` says."""
+    field = f"(?:{_field_pattern(opts)})"
+    d = re.escape(opts.delimiter)
+    return re.compile(f"{field}(?:{d}{field})*(?:\r\n|\n|\r)?")
+
+
+def _bare_quote(text: str, opts: CsvOptions) -> tuple[int, int]:
+    """(line offset, column) of the first quote that is not around a whole field."""
+    delimiter = opts.delimiter
+    field = re.compile(_field_pattern(opts))
+    pos = 0
+    while True:
+        match = field.match(text, pos)
+        pos = match.end() if match else pos
+        if pos >= len(text) or text[pos] in "\r\n":
+            break
+        if text[pos] == delimiter:
+            pos += 1
+            continue
+        break  # a quote inside an unquoted field, or text after a closing quote
+    before = text[:pos]
+    newlines = len(re.findall(r"\r\n|\r|\n", before))
+    line_start = max(before.rfind("\n"), before.rfind("\r")) + 1
+    return newlines, pos - line_start + 1
+
+
 class _Scan:
     """The state of the first pass: lines seen, record starts, header, width."""
 
-    def __init__(self, delimiter: str, header: bool, report: Report) -> None:
+    def __init__(
+        self, delimiter: str, header: bool, report: Report, on_first: OnFirst | None
+    ) -> None:
         self.delimiter = delimiter
         self.want_header = header
         self.report = report
+        self.on_first = on_first
         self.starts = LineIndex()
         self.header: list[str] | None = None
         self.width: int | None = None
         #: The number of the next physical line.
         self.line = 1
+
+    def first(self, row: list[str], line: int) -> None:
+        """The first row: the header (or the first record), which sets the width."""
+        self.width = len(row)
+        if self.want_header:
+            self.header = [c.strip() for c in row]
+        else:
+            self.starts.add(line)
+        if self.on_first is not None:
+            self.on_first(self.header, self.width, line)
 
     def count(self, block: str) -> None:
         """Lines without quotes (each ends in \n or \r\n, but maybe the file's last)."""
@@ -136,12 +201,7 @@ class _Scan:
             index += 1
             if not fields:
                 continue  # blank lines before the first row are skipped
-            row = fields.split(self.delimiter)
-            self.width = len(row)
-            if self.want_header:
-                self.header = [c.strip() for c in row]
-            else:
-                self.starts.add(first + index - 1)
+            self.first(fields.split(self.delimiter), first + index - 1)
         if index:
             first, lines = first + index, lines[index:]
         counts = list(map(str.count, lines, itertools.repeat(self.delimiter)))
@@ -157,30 +217,61 @@ class _Scan:
             if found != expected:
                 self._ragged(first + offset, found + 1)
 
-    def tokenize(self, chunks: Iterable[str], quote: str, origin: str) -> None:
+    def tokenize(self, chunks: Iterable[str], opts: CsvOptions, origin: str) -> None:
         """The rest of the file through the standard library's CSV tokenizer."""
+        raw: list[str] = []
+
+        def lines() -> Iterator[str]:
+            for line in split_lines(chunks, origin):
+                raw.append(line)
+                yield line
+
+        quote, skip_space = opts.quote, opts.skipinitialspace
+        whole = _record_pattern(opts)
         reader = csv.reader(
-            split_lines(chunks, origin), delimiter=self.delimiter, quotechar=quote, strict=True
+            lines(),
+            delimiter=self.delimiter,
+            quotechar=quote,
+            strict=True,
+            skipinitialspace=skip_space,
         )
         base = self.line - 1
         line = self.line
         try:
             for row in reader:
                 start, line = line, base + reader.line_num + 1
+                text = "".join(raw)
+                raw.clear()
                 if not row:
                     continue
-                if self.width is None:
-                    self.width = len(row)
-                    if self.want_header:
-                        self.header = [c.strip() for c in row]
-                        continue
+                bare = quote in text and whole.fullmatch(text) is None
+                header_row = self.width is None
+                if header_row:
+                    self.first(row, start)
+                if bare:
+                    self._bare(text, start, opts)
+                if header_row:
+                    continue
                 self.starts.add(start)
-                if len(row) != self.width:
+                if not bare and len(row) != self.width:
                     self._ragged(start, len(row))
         except csv.Error as exc:
             raise DecodeError(
                 f"{origin}: line {base + reader.line_num}: CSV syntax: {exc}"
             ) from None
+
+    def _bare(self, text: str, start: int, opts: CsvOptions) -> None:
+        down, column = _bare_quote(text, opts)
+        self.report.add(
+            f"line {start + down}",
+            "(row)",
+            "quote",
+            None,
+            f"column {column}: a quote inside a field that does not start with one "
+            "(RFC 4180: quote the whole field and double quotes inside it; a layout may set "
+            'skipinitialspace = true or bare_quotes = "literal" in [csv] if the export '
+            "writes such fields)",
+        )
 
     def _ragged(self, line: int, found: int) -> None:
         self.report.add(
@@ -218,20 +309,24 @@ class CsvCodec:
     def prepare(
         self, stream: BinaryIO, layout: Layout, origin: str, report: Report
     ) -> Prepared | None:
-        """The structural pass; None when there are no rows or the structure is broken."""
-        encoding = resolve_encoding(stream, layout.encoding, origin)
-        report.encoding = encoding
+        """The structural pass; None when there are no rows or the structure is broken.
+
+        The header is checked against the layout as soon as it is read, whether or not
+        rows follow, so that its problems come first in the report."""
+        encoding, check = text_reading(stream, layout.encoding, layout.mojibake, origin, report)
         start = stream.tell()
-        starts, header = _structure(stream, encoding, layout, origin, report)
+        found: list[list[tuple[FieldSpec, int | None]]] = []
+
+        def on_first(header: list[str] | None, width: int, line: int) -> None:
+            found.append(self._columns(header, width, line, layout, report))
+
+        starts, header = _structure(stream, encoding, layout, origin, report, on_first, check)
         if layout.csv.header and header is None:
             raise DecodeError(f"{origin}: the file is empty: not even a header line")
-        if report or not starts:
-            return None
-        columns = self._columns(header, layout, report)
-        if report:
+        if report or not starts or not found:
             return None
         names = header if header is not None else [f.key for f in layout.fields]
-        return Prepared(encoding, start, starts, names, columns)
+        return Prepared(encoding, start, starts, names, found[0])
 
     def frames(
         self, stream: BinaryIO, layout: Layout, origin: str, prepared: Prepared
@@ -242,7 +337,7 @@ class CsvCodec:
         try:
             chunks = pd.read_csv(
                 stream,
-                encoding=prepared.encoding,
+                encoding=python_codec(prepared.encoding),
                 sep=opts.delimiter,
                 quotechar=opts.quote,
                 header=0 if opts.header else None,
@@ -251,6 +346,7 @@ class CsvCodec:
                 na_filter=False,
                 index_col=False,
                 skip_blank_lines=True,
+                skipinitialspace=opts.skipinitialspace,
                 engine="c",
                 chunksize=CHUNK_ROWS,
             )
@@ -268,37 +364,106 @@ class CsvCodec:
         """Typed records of one chunk (the row path)."""
         for i, row in enumerate(frame.to_numpy(dtype=object).tolist(), start=offset):
             where = f"line {prepared.starts[i]}"
-            yield Record(
-                where,
-                {
-                    spec.name: parse_field(
-                        spec, row[pos] if pos is not None else None, where, report
-                    )
-                    for spec, pos in prepared.columns
-                },
-            )
+            failed: set[str] = set()
+            values = {
+                spec.name: parse_field(
+                    spec, row[pos] if pos is not None else None, where, report, failed
+                )
+                for spec, pos in prepared.columns
+            }
+            yield Record(where, values, failed=failed)
 
     @staticmethod
     def _columns(
-        header: list[str] | None, layout: Layout, report: Report
+        header: list[str] | None, width: int, line: int, layout: Layout, report: Report
     ) -> list[tuple[FieldSpec, int | None]]:
+        """Where each field's values are; every column the layout and the file do not
+        agree on is a problem at the header's line (unless the layout relaxes it)."""
+        opts = layout.csv
+        where = f"line {line}"
         if header is None:
-            return [(f, i) for i, f in enumerate(layout.fields)]
+            names: list[str] = [f.key for f in layout.fields]
+            for spec in layout.fields[width:]:
+                CsvCodec._missing(spec, where, opts.missing_columns, report, by_position=True)
+            if width > len(layout.fields) and opts.extra_columns == "reject":
+                report.add(
+                    where,
+                    "(row)",
+                    "columns",
+                    None,
+                    f"the rows have {width} columns, layout {layout.name} declares "
+                    f"{len(layout.fields)} (the others' values would be dropped; declare them,"
+                    ' or set extra_columns = "ignore" in [csv])',
+                )
+            return [(f, i if i < width else None) for i, f in enumerate(layout.fields)]
+        keys = [f.key for f in layout.fields]
+        if not set(keys) & set(header):
+            shown = ", ".join(repr(c) for c in header[:8]) + (", ..." if len(header) > 8 else "")
+            report.add(
+                where,
+                "(header)",
+                "header",
+                None,
+                f"this is not the header of layout {layout.name}: none of its columns "
+                f"({', '.join(keys[:8])}{', ...' if len(keys) > 8 else ''}) is there; "
+                f"found {shown}",
+            )
+            return [(f, None) for f in layout.fields]
         out: list[tuple[FieldSpec, int | None]] = []
         for spec in layout.fields:
-            if spec.key in header:
-                out.append((spec, header.index(spec.key)))
+            places = [i for i, name in enumerate(header) if name == spec.key]
+            if len(places) > 1:
+                report.add(
+                    where,
+                    spec.key,
+                    "column",
+                    None,
+                    f"column {spec.key!r} appears {len(places)} times in the header (columns "
+                    f"{', '.join(str(i + 1) for i in places)}): which one to read is unclear",
+                )
+            if places:
+                out.append((spec, places[0]))
             else:
-                if spec.required:
-                    report.add(
-                        "line 1",
-                        spec.key,
-                        "column",
-                        None,
-                        f"required column {spec.key!r} is missing from the header",
-                    )
+                CsvCodec._missing(spec, where, opts.missing_columns, report)
                 out.append((spec, None))
+        names = [c for c in header if c not in set(keys)]
+        if names and opts.extra_columns == "reject":
+            shown = ", ".join(repr(c) if c else "(an unnamed column)" for c in names[:10])
+            report.add(
+                where,
+                "(header)",
+                "columns",
+                None,
+                f"column(s) not in layout {layout.name}: {shown}"
+                f"{', ...' if len(names) > 10 else ''} (their values would be dropped; "
+                'declare them as fields, or set extra_columns = "ignore" in [csv])',
+            )
         return out
+
+    @staticmethod
+    def _missing(
+        spec: FieldSpec, where: str, policy: str, report: Report, *, by_position: bool = False
+    ) -> None:
+        what = "the rows have no column for" if by_position else "the header has no column"
+        if spec.required:
+            report.add(
+                where,
+                spec.key,
+                "column",
+                None,
+                f"required column {spec.key!r} is missing from the header"
+                if not by_position
+                else f"{what} required field {spec.key!r}",
+            )
+        elif policy == "reject":
+            report.add(
+                where,
+                spec.key,
+                "column",
+                None,
+                f"{what} {spec.key!r}"
+                ' (set missing_columns = "allow" in [csv] if the export may leave it out)',
+            )
 
     def write(self, docs: Iterable[Document], layout: Layout, origin: str, out: Any) -> int:
         writer = CsvWriter(layout, origin, out)

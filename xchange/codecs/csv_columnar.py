@@ -167,6 +167,8 @@ def _formats_ok(formats: list[str]) -> bool:
 def _spec_ok(spec: FieldSpec) -> bool:
     if spec.type not in _TYPES or spec.unique:
         return False
+    if spec.type == "decimal" and spec.decimal_separator != ".":
+        return False
     if spec.type in ("date", "datetime"):
         return _formats_ok(spec.formats) and spec.min_length is None and spec.max_length is None
     return True
@@ -329,12 +331,8 @@ class ColumnarPlan:
         canonical_form = _canonical_dec(spec.scale)
         if canonical_form is not None and _all_match(text[live], canonical_form):
             return text  # already as the row path writes it
-        cleaned = (
-            text[live]
-            .str.replace(",", "", regex=False)
-            .str.replace("¥", "", regex=False)
-            .str.replace("￥", "", regex=False)
-        )
+        # Group separators and currency symbols are the row path's to judge.
+        cleaned = text[live]
         if not bool(cleaned.str.fullmatch(_DEC).all()):
             raise _GiveUp
         parts = cleaned.str.extract(r"^([+-]?)([0-9]*)\.?([0-9]*)$")

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any, BinaryIO
 
-from xchange.codecs.text import Encoder, decoded_chunks, resolve_encoding, split_lines
+from xchange.codecs.text import Encoder, decoded_chunks, split_lines, text_reading
 from xchange.errors import DecodeError, MappingError
 from xchange.layout import FieldSpec, JsonOptions, Layout, parse_field
 from xchange.mapping import Document, Record
@@ -94,6 +94,7 @@ class _TextStream:
         self.chunks = chunks
         self.origin = origin
         self.decoder = _decoder(duplicate_keys)
+        self.duplicate_keys = duplicate_keys
         self.buf = ""
         self.pos = 0
         self.line = 1  # line of buf[0]
@@ -156,13 +157,34 @@ class _TextStream:
 _STREAMABLE = re.compile(r"^\$((?:\.[^.\[\]]+)*)\[\*\]$")
 
 
+class Matched:
+    """Whether a records path matched, and the top-level keys seen (for the message)."""
+
+    def __init__(self) -> None:
+        self.found = False
+        self.top: list[str] = []
+
+    def missing(self, path: str) -> str:
+        keys = ", ".join(self.top[:10]) + (", ..." if len(self.top) > 10 else "")
+        seen = f" (its top-level keys: {keys})" if self.top else ""
+        return f"the records path {path} matches nothing in this document{seen}"
+
+
 def stream_records(
-    chunks: Iterator[str], path: str, origin: str, duplicate_keys: str
+    chunks: Iterator[str],
+    path: str,
+    origin: str,
+    duplicate_keys: str,
+    matched: Matched | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """Records at ``$.a.b[*]`` one at a time, without holding the whole document.
 
-    Other paths read the whole document and select from it.
+    Other paths read the whole document and select from it. The document is checked as
+    strictly as a whole-document parse: every value, every comma and bracket, duplicate
+    keys at every level. ``matched`` learns whether the path was found (an empty list
+    there is found: nothing to do).
     """
+    matched = matched if matched is not None else Matched()
     match = _STREAMABLE.match(path)
     if match is None:
         parts, size = [], 0
@@ -174,72 +196,100 @@ def stream_records(
                     f"and its records path {path!r} cannot be streamed (use $.key[*])"
                 )
             parts.append(chunk)
-        text = "".join(parts)
-        yield from select(loads(text, origin, duplicate_keys=duplicate_keys), path)
+        document = loads("".join(parts), origin, duplicate_keys=duplicate_keys)
+        if isinstance(document, dict):
+            matched.top = list(document)
+        nodes = select(document, path)
+        matched.found = bool(nodes) or _path_exists(document, path)
+        yield from nodes
         return
     keys = [k for k in match.group(1).split(".") if k]
     ts = _TextStream(chunks, origin, duplicate_keys)
-    where = "$"
-    found = _descend(ts, keys, where, duplicate_keys)
-    if found:
-        where += "".join(f".{k}" for k in keys)
-        if ts.peek() != "[":
-            raise DecodeError(f"{origin}: line {ts.where()}: {where} is not a list")
-        ts.expect("[")
-        index = 0
-        if ts.peek() == "]":
-            ts.pos += 1
-        else:
-            while True:
-                yield f"{where}[{index}]", ts.value()
-                index += 1
-                if ts.peek() == ",":
-                    ts.pos += 1
-                    continue
-                ts.expect("]")
-                break
-        _close(ts, len(keys), duplicate_keys)
+    if not ts.peek():
+        raise DecodeError(f"{origin}: the file is empty: no JSON value")
+    if keys:
+        yield from _walk(ts, keys, "$", matched)
+    else:
+        yield from _items(ts, "$", matched)
     if ts.peek():
         raise DecodeError(f"{origin}: line {ts.where()}: extra data after the JSON value")
 
 
-def _descend(ts: _TextStream, keys: list[str], where: str, duplicate_keys: str) -> bool:
-    """Move to the value at ``keys``, skipping (and checking) the values before it."""
-    for key in keys:
-        ts.expect("{")
-        seen: set[str] = set()
-        while True:
-            if ts.peek() == "}":
-                ts.pos += 1
-                return False  # not here: the rest of the document is checked by _close
-            name = ts.value()
-            if not isinstance(name, str):
-                raise DecodeError(f"{ts.origin}: line {ts.where()}: object keys are strings")
-            if name in seen and duplicate_keys == "reject":
-                raise DecodeError(f"{ts.origin}: duplicate key {name!r} in one object")
-            seen.add(name)
-            ts.expect(":")
-            if name == key:
-                break
-            ts.value()
-            if ts.peek() == ",":
-                ts.pos += 1
-            else:
-                ts.expect("}")
-                return False
-    return True
-
-
-def _close(ts: _TextStream, depth: int, duplicate_keys: str) -> None:
-    """Check and skip the rest of each enclosing object after the records."""
-    for _ in range(depth):
-        while ts.peek() == ",":
+def _items(ts: _TextStream, where: str, matched: Matched) -> Iterator[tuple[str, Any]]:
+    """The elements of the list at ``where``, one at a time."""
+    if ts.peek() != "[":
+        ts.value()  # checked, then found not to be a list
+        raise DecodeError(f"{ts.origin}: line {ts.where()}: {where} is not a list")
+    matched.found = True
+    ts.pos += 1
+    if ts.peek() == "]":
+        ts.pos += 1
+        return
+    index = 0
+    while True:
+        yield f"{where}[{index}]", ts.value()
+        index += 1
+        if ts.peek() == ",":
             ts.pos += 1
-            if not isinstance(ts.value(), str):
-                raise DecodeError(f"{ts.origin}: line {ts.where()}: object keys are strings")
-            ts.expect(":")
+            continue  # a value must follow: value() refuses "]"
+        ts.expect("]")
+        return
+
+
+def _walk(
+    ts: _TextStream, keys: list[str], where: str, matched: Matched
+) -> Iterator[tuple[str, Any]]:
+    """Through the object here to the records below ``keys``; every other member is
+    read (and checked) and skipped. A member name given twice is refused whatever
+    ``duplicate_keys`` says for records: which copy holds the records is ambiguous."""
+    if ts.peek() != "{":
+        ts.value()  # not an object: the path is not here
+        return
+    ts.pos += 1
+    top = where == "$"
+    seen: set[str] = set()
+    if ts.peek() == "}":
+        ts.pos += 1
+        return
+    while True:
+        if ts.peek() != '"':
+            found = ts.peek() or "end of file"
+            raise DecodeError(
+                f"{ts.origin}: line {ts.where()}: expected a member name in double quotes, "
+                f"found {found!r}"
+            )
+        name = ts.value()
+        if name in seen and (ts.duplicate_keys == "reject" or name == keys[0]):
+            raise DecodeError(
+                f"{ts.origin}: line {ts.where()}: duplicate key {name!r} in one object"
+                + (" (on the records path)" if name == keys[0] else "")
+            )
+        seen.add(name)
+        if top:
+            matched.top.append(name)
+        ts.expect(":")
+        if name == keys[0]:
+            below = f"{where}.{name}"
+            if len(keys) == 1:
+                yield from _items(ts, below, matched)
+            else:
+                yield from _walk(ts, keys[1:], below, matched)
+        else:
             ts.value()
+        if ts.peek() == ",":
+            ts.pos += 1
+            continue  # a member must follow
         ts.expect("}")
+        return
+
+
+def _path_exists(document: Any, path: str) -> bool:
+    """Whether the container a records path ends in exists (``$.a[*]`` on ``{"a": []}``)."""
+    if path.endswith("[*]"):
+        return bool(select(document, path[:-3])) and all(
+            isinstance(node, list) for _, node in select(document, path[:-3])
+        )
+    return False
 
 
 def _skip_ws(text: str, pos: int) -> int:
@@ -322,31 +372,49 @@ class JsonCodec:
         self, stream: BinaryIO, layout: Layout, origin: str, report: Report
     ) -> Iterator[Record]:
         opts = layout.json_
-        encoding = resolve_encoding(stream, layout.encoding, origin)
-        report.encoding = encoding
-        chunks = decoded_chunks(stream, encoding, origin)
+        encoding, check = text_reading(stream, layout.encoding, layout.mojibake, origin, report)
+        chunks = decoded_chunks(stream, encoding, origin, check)
+        matched = Matched()
         if opts.ndjson:
-            nodes: Iterable[tuple[str, Any]] = self._ndjson(chunks, opts, origin)
+            nodes: Iterable[tuple[str, Any]] = self._ndjson(chunks, opts, origin, report)
         else:
-            nodes = stream_records(chunks, opts.records, origin, opts.duplicate_keys)
+            nodes = stream_records(chunks, opts.records, origin, opts.duplicate_keys, matched)
         for where, node in nodes:
             if not isinstance(node, dict):
                 report.add(where, "(record)", "type", None, "a record must be a JSON object")
                 continue
             yield self._record(node, where, layout, opts, report)
+        if not opts.ndjson and not matched.found:
+            report.add("$", "(records)", "records", None, matched.missing(opts.records))
 
     @staticmethod
-    def _ndjson(chunks: Iterator[str], opts: JsonOptions, origin: str) -> Iterator[tuple[str, Any]]:
+    def _ndjson(
+        chunks: Iterator[str], opts: JsonOptions, origin: str, report: Report
+    ) -> Iterator[tuple[str, Any]]:
+        empty = True
         for n, line in enumerate(split_lines(chunks, origin), start=1):
             if line.strip():
+                empty = False
                 value = loads(line, f"{origin}: line {n}", duplicate_keys=opts.duplicate_keys)
-                for where, node in select(value, opts.records):
+                nodes = select(value, opts.records)
+                if not nodes and not _path_exists(value, opts.records):
+                    report.add(
+                        f"line {n}",
+                        "(records)",
+                        "records",
+                        None,
+                        f"the records path {opts.records} matches nothing on this line",
+                    )
+                for where, node in nodes:
                     yield f"line {n} {where}", node
+        if empty:
+            raise DecodeError(f"{origin}: the file is empty: no JSON value")
 
     def _record(
         self, node: dict[str, Any], where: str, layout: Layout, opts: JsonOptions, report: Report
     ) -> Record:
-        values = self._values(node, where, layout.fields, report)
+        failed: set[str] = set()
+        values = self._values(node, where, layout.fields, report, failed)
         lines: list[Record] = []
         if layout.shape == "nested" and opts.lines:
             found, items = _lookup(node, opts.lines)
@@ -357,18 +425,28 @@ class JsonCodec:
                 if not isinstance(item, dict):
                     report.add(at, "(line)", "type", None, "a line must be a JSON object")
                     continue
-                lines.append(Record(at, self._values(item, at, layout.line_fields, report)))
-        return Record(where, values, lines)
+                line_failed: set[str] = set()
+                line_values = self._values(item, at, layout.line_fields, report, line_failed)
+                lines.append(Record(at, line_values, failed=line_failed))
+        return Record(where, values, lines, failed=failed)
 
     @staticmethod
     def _values(
-        node: dict[str, Any], where: str, specs: list[FieldSpec], report: Report
+        node: dict[str, Any],
+        where: str,
+        specs: list[FieldSpec],
+        report: Report,
+        failed: set[str],
     ) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for spec in specs:
             _, raw = _lookup(node, spec.key)
             text = _as_text(spec, raw, where, report)
-            values[spec.name] = None if text is False else parse_field(spec, text, where, report)  # type: ignore[arg-type]
+            if text is False:
+                failed.add(spec.name)
+                values[spec.name] = None
+            else:
+                values[spec.name] = parse_field(spec, text, where, report, failed)  # type: ignore[arg-type]
         return values
 
     # ------------------------------------------------------------------ writing

@@ -1,25 +1,162 @@
 """Bytes to text and back, in the encodings legacy systems really use.
 
-``auto`` detection is: a byte-order mark (UTF-8, UTF-16), then strict UTF-8, then
-GB18030 (a superset of GBK and GB2312). GB18030 is tried last because nearly every
-UTF-8 byte sequence is also valid GB18030: trying it first would silently garble
-UTF-8 files.
+**One GB18030 for every route.** GB18030 text is decoded and encoded by one codec,
+whatever the route's format: Python's ``gb18030`` codec with the mapping corrected to
+GB18030-2022 as the WHATWG Encoding Standard's index has it (Python still maps 20
+two-byte codes to private-use code points: the vertical forms U+FE10-FE19, U+9FB4-9FBB,
+U+1E3F and U+3000 for A3A0). XML goes through the same codec (see the XML codec), never
+through libxml2's own converters, which map 7 of those codes differently again. The
+one code this leaves apart from the WHATWG index is the four-byte 81 35 F4 37, read as
+U+1E3F (GB18030-2000's code for it) rather than a private-use code point.
+
+**``auto``** is: a byte-order mark (UTF-8, UTF-16), UTF-16 without one (judged from its
+NUL bytes, and said so), strict UTF-8, then GB18030 (a superset of GBK and GB2312).
+GB18030 is tried last because nearly every UTF-8 byte sequence is also valid GB18030:
+trying it first would silently garble UTF-8 files. Any GB reading, guessed or declared,
+is checked for being plausible Chinese text; when it is not (Big5, Shift_JIS, EUC-TW read
+as GB18030 give valid but rare characters) that is a problem that names the likely
+encoding, from charset-normalizer.
+
+**Mojibake** (text that went through a wrong decoding and was saved again, such as
+``Ã¤Â¸Â­`` for 中) is found by ftfy's badness measure on lines that hold Latin-1
+characters side by side: a warning by default, a problem when the layout says
+``mojibake = "reject"``.
 """
 
 from __future__ import annotations
 
 import codecs
 import io
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 from xchange.errors import DecodeError, MappingError
+from xchange.report import Report
 
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8-sig"),
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
+
+# --------------------------------------------------------------------------- GB18030-2022
+
+#: What Python's gb18030 codec gives (private use) -> what GB18030-2022 (WHATWG) says.
+_GB_FIXES = {
+    0xE5E5: 0x3000,  # A3A0
+    0xE78D: 0xFE10,  # A6D9
+    0xE78E: 0xFE12,  # A6DA
+    0xE78F: 0xFE11,  # A6DB
+    0xE790: 0xFE13,  # A6DC
+    0xE791: 0xFE14,  # A6DD
+    0xE792: 0xFE15,  # A6DE
+    0xE793: 0xFE16,  # A6DF
+    0xE794: 0xFE17,  # A6EC
+    0xE795: 0xFE18,  # A6ED
+    0xE796: 0xFE19,  # A6F3
+    0xE7C7: 0x1E3F,  # A8BC
+    0xE81E: 0x9FB4,  # FE59
+    0xE826: 0x9FB5,  # FE61
+    0xE82B: 0x9FB6,  # FE66
+    0xE82C: 0x9FB7,  # FE67
+    0xE832: 0x9FB8,  # FE6D
+    0xE843: 0x9FB9,  # FE7E
+    0xE854: 0x9FBA,  # FE90
+    0xE864: 0x9FBB,  # FEA0
+}
+_GB_DECODE = dict(_GB_FIXES)
+#: Writing: U+3000 stays A1A1 (its own code); the others go back to their two-byte code.
+_GB_ENCODE = {new: old for old, new in _GB_FIXES.items() if new != 0x3000}
+GB18030_CODEC = "xchange_gb18030_2022"
+
+
+class _GbIncrementalDecoder(codecs.IncrementalDecoder):
+    def __init__(self, errors: str = "strict") -> None:
+        super().__init__(errors)
+        self._inner = codecs.getincrementaldecoder("gb18030")(errors)
+
+    def decode(self, input: bytes, final: bool = False) -> str:
+        return str(self._inner.decode(input, final)).translate(_GB_DECODE)
+
+    def reset(self) -> None:
+        self._inner.reset()
+
+    def getstate(self) -> tuple[bytes, int]:
+        return self._inner.getstate()  # type: ignore[no-any-return]
+
+    def setstate(self, state: tuple[bytes, int]) -> None:
+        self._inner.setstate(state)
+
+
+class _GbIncrementalEncoder(codecs.IncrementalEncoder):
+    def __init__(self, errors: str = "strict") -> None:
+        super().__init__(errors)
+        self._inner = codecs.getincrementalencoder("gb18030")(errors)
+
+    def encode(self, input: str, final: bool = False) -> bytes:
+        return bytes(self._inner.encode(input.translate(_GB_ENCODE), final))
+
+    def reset(self) -> None:
+        self._inner.reset()
+
+
+def _gb_encode(text: str, errors: str = "strict") -> tuple[bytes, int]:
+    return codecs.encode(text.translate(_GB_ENCODE), "gb18030", errors), len(text)
+
+
+def _gb_decode(data: bytes, errors: str = "strict") -> tuple[str, int]:
+    return codecs.decode(bytes(data), "gb18030", errors).translate(_GB_DECODE), len(data)
+
+
+class _GbStreamReader(codecs.StreamReader):
+    def decode(self, input: bytes, errors: str = "strict") -> tuple[str, int]:
+        # Bytes of an incomplete character at the end are kept for the next read.
+        decoder = codecs.getincrementaldecoder("gb18030")(errors)
+        text = decoder.decode(bytes(input), False)
+        return str(text).translate(_GB_DECODE), len(input) - len(decoder.getstate()[0])
+
+
+class _GbStreamWriter(codecs.StreamWriter):
+    def encode(self, input: str, errors: str = "strict") -> tuple[bytes, int]:
+        return _gb_encode(input, errors)
+
+
+def _search(name: str) -> codecs.CodecInfo | None:
+    if name.replace("-", "_") != GB18030_CODEC:
+        return None
+    return codecs.CodecInfo(
+        name=GB18030_CODEC,
+        encode=_gb_encode,
+        decode=_gb_decode,
+        incrementalencoder=_GbIncrementalEncoder,
+        incrementaldecoder=_GbIncrementalDecoder,
+        streamreader=_GbStreamReader,
+        streamwriter=_GbStreamWriter,
+    )
+
+
+codecs.register(_search)
+
+
+def python_codec(encoding: str) -> str:
+    """The Python codec that reads and writes ``encoding`` (GB18030 -> GB18030-2022).
+
+    Raises:
+        LookupError: an unknown encoding.
+    """
+    name = codecs.lookup(encoding).name
+    return GB18030_CODEC if name == "gb18030" else encoding
+
+
+_GB_FAMILY = {"gb18030", "gbk", "gb2312", "hz", GB18030_CODEC}
+
+
+def is_gb(encoding: str) -> bool:
+    try:
+        return codecs.lookup(encoding).name in _GB_FAMILY
+    except LookupError:
+        return False
 
 
 def decode(data: bytes, encoding: str, origin: str) -> tuple[str, str]:
@@ -29,13 +166,8 @@ def decode(data: bytes, encoding: str, origin: str) -> tuple[str, str]:
         DecodeError: naming the line and the offending bytes.
     """
     if encoding.lower() == "auto":
-        for bom, name in _BOMS:
-            if data.startswith(bom):
-                return _strict(data, name, origin), name
-        try:
-            return data.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            return _strict(data, "gb18030", origin), "gb18030"
+        found = resolve_encoding(io.BytesIO(data), encoding, origin)
+        return _strict(data, found, origin), found
     if encoding.lower().replace("_", "-") in ("utf-8", "utf8") and data.startswith(codecs.BOM_UTF8):
         encoding = "utf-8-sig"
     return _strict(data, encoding, origin), encoding
@@ -43,13 +175,13 @@ def decode(data: bytes, encoding: str, origin: str) -> tuple[str, str]:
 
 def _strict(data: bytes, encoding: str, origin: str) -> str:
     try:
-        return data.decode(encoding)
+        return data.decode(python_codec(encoding))
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         bad = data[exc.start : exc.end].hex(" ")
         raise DecodeError(
             f"{origin}: line {line}: bytes {bad} are not valid {encoding} "
-            f"(the file is not in the encoding its layout declares)"
+            f"(the file is not in the encoding its layout declares{_likely(data[:SAMPLE])})"
         ) from None
     except LookupError:
         raise DecodeError(f"{origin}: unknown encoding {encoding!r}") from None
@@ -58,7 +190,7 @@ def _strict(data: bytes, encoding: str, origin: str) -> str:
 def encode(text: str, encoding: str, origin: str) -> bytes:
     """Encode for output; a character the target encoding lacks is a mapping error."""
     try:
-        return text.encode(encoding)
+        return text.encode(python_codec(encoding))
     except UnicodeEncodeError as exc:
         char = exc.object[exc.start : exc.end]
         line = exc.object.count("\n", 0, exc.start) + 1
@@ -66,6 +198,244 @@ def encode(text: str, encoding: str, origin: str) -> bytes:
             f"{origin}: line {line}: character {char!r} (U+{ord(char[0]):04X}) "
             f"cannot be written in {encoding}"
         ) from None
+
+
+# --------------------------------------------------------------------------- detection
+
+#: How much of a file the encoding checks look at.
+SAMPLE = 256 * 1024
+
+
+def _likely(sample: bytes) -> str:
+    """'; it looks like Big5 (Chinese)', from charset-normalizer, or ''."""
+    guess = _guess(sample)
+    if guess is None:
+        return ""
+    name, language = guess
+    return f"; it looks like {name}" + (f" ({language})" if language else "")
+
+
+def _guess(sample: bytes) -> tuple[str, str] | None:
+    """charset-normalizer's best reading of ``sample``: (encoding, language)."""
+    import charset_normalizer  # the only place it is used; imported when needed
+
+    best = charset_normalizer.from_bytes(sample).best()
+    if best is None:
+        return None
+    language = best.language if best.language and best.language != "Unknown" else ""
+    return best.encoding.replace("_", "-"), language
+
+
+def _utf16_without_bom(sample: bytes) -> str | None:
+    """'utf-16-le' or 'utf-16-be' when NUL bytes fill one of the two byte positions of
+    most characters (ASCII and Latin text in UTF-16); None otherwise."""
+    if len(sample) < 8 or b"\x00" not in sample:
+        return None
+    even, odd = sample[0::2], sample[1::2]
+    even_nul, odd_nul = even.count(0) / len(even), odd.count(0) / len(odd)
+    for name, zeros, other in (("utf-16-le", odd_nul, even_nul), ("utf-16-be", even_nul, odd_nul)):
+        if zeros > 0.3 and other < 0.05:
+            try:
+                codecs.getincrementaldecoder(name)("strict").decode(sample[: len(sample) & ~1])
+            except UnicodeDecodeError:
+                return None
+            return name
+    return None
+
+
+#: Other East Asian multi-byte encodings whose bytes are valid GB18030 too.
+_OTHER_CJK = {
+    "big5",
+    "big5hkscs",
+    "cp950",
+    "shift_jis",
+    "cp932",
+    "shift_jis_2004",
+    "shift_jisx0213",
+    "euc_jp",
+    "euc_jis_2004",
+    "euc_jisx0213",
+    "euc_kr",
+    "cp949",
+    "johab",
+}
+
+
+def gb_implausible(sample: bytes, encoding: str) -> str | None:
+    """Why text read as ``encoding`` (a GB encoding) does not look like Chinese in it,
+    or None. Big5, Shift_JIS, EUC-JP or EUC-KR bytes read as GB18030 are valid, but
+    charset-normalizer reads them better as what they are; EUC-TW (which it does not
+    know) gives mostly characters outside the common GB2312 set, which real GB text
+    keeps to."""
+    text = codecs.getincrementaldecoder(python_codec(encoding))("ignore").decode(sample)
+    cjk = "".join(re.findall(r"[\u3400-\u9fff\uf900-\ufaff]", text))
+    if len(cjk) < 20:
+        return None
+    rare = cjk.encode("gb2312", errors="replace").count(b"?") / len(cjk)
+    guess = _guess(sample)
+    if guess is not None and is_gb(guess[0]):
+        return None
+    facts = f"{rare:.0%} of its {len(cjk)} CJK characters are outside the common GB2312 set"
+    if guess is not None and codecs.lookup(guess[0]).name in _OTHER_CJK:
+        name, language = guess
+        return (
+            f"the text does not look like Chinese in {encoding} ({facts}); it looks like "
+            f'{name}{f" ({language})" if language else ""}: set encoding = "{name}" in the '
+            "layout if that is right"
+        )
+    if rare > 0.5 and len(cjk) >= 50:
+        return (
+            f"the text does not look like Chinese in {encoding} ({facts}); its encoding "
+            "could not be told (EUC-TW, say)"
+        )
+    return None
+
+
+class Notes:
+    """What reading a file's text found beside its content: problems (the file is not
+    what its layout says) and warnings (it may not be)."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.warnings: list[str] = []
+
+    def into(self, report: Report) -> None:
+        """Hand what was found so far to a report (once: the notes are emptied)."""
+        for message in self.problems:
+            location, sep, rest = message.partition(": ")
+            if sep and location.startswith("line "):
+                report.add(location, "(text)", "encoding", None, rest)
+            else:
+                report.add("file", "(text)", "encoding", None, message)
+        for message in self.warnings:
+            report.warn(message)
+        self.problems.clear()
+        self.warnings.clear()
+
+
+def text_reading(
+    stream: BinaryIO, encoding: str, mojibake: str, origin: str, report: Report
+) -> tuple[str, Callable[[str, int], None]]:
+    """The encoding to read ``stream`` with and the check for its decoded text; what
+    either finds goes to ``report`` (the encoding used too)."""
+    notes = Notes()
+    used = resolve_encoding(stream, encoding, origin, notes)
+    report.encoding = used
+    notes.into(report)
+    mojibake_check = MojibakeCheck(notes, reject=mojibake == "reject")
+
+    def check(text: str, line: int) -> None:
+        mojibake_check(text, line)
+        notes.into(report)
+
+    return used, check
+
+
+def resolve_encoding(
+    stream: BinaryIO, encoding: str, origin: str, notes: Notes | None = None
+) -> str:
+    """The encoding to read ``stream`` with (``auto`` detected by a full strict pass).
+
+    ``notes`` receives what the checks found: UTF-16 without a byte-order mark where
+    the layout declares another encoding, GB text that is not plausible Chinese.
+
+    Raises:
+        DecodeError: an unknown encoding, or bytes no candidate of ``auto`` can read.
+    """
+    notes = notes if notes is not None else Notes()
+    start = stream.tell()
+    sample = stream.read(SAMPLE)
+    stream.seek(start)
+    head = sample[:4]
+    if encoding.lower() != "auto":
+        if encoding.lower().replace("_", "-") in ("utf-8", "utf8") and head.startswith(
+            codecs.BOM_UTF8
+        ):
+            return "utf-8-sig"
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise DecodeError(f"{origin}: unknown encoding {encoding!r}") from None
+        if codecs.lookup(encoding).name.startswith("utf-16") or _bom_encoding(head):
+            return encoding
+        utf16 = _utf16_without_bom(sample)
+        if utf16 is not None:
+            notes.problems.append(
+                f"the file looks like {utf16.upper()} without a byte-order mark (NUL bytes in "
+                f"every other byte), not {encoding} as its layout declares"
+            )
+        elif is_gb(encoding) and (why := gb_implausible(sample, encoding)):
+            notes.problems.append(why)
+        return encoding
+    found = _bom_encoding(head)
+    if found:
+        return found
+    utf16 = _utf16_without_bom(sample)
+    if utf16 is not None:
+        notes.warnings.append(
+            f"read as {utf16.upper()}: the file has no byte-order mark; its NUL bytes say so"
+        )
+        return utf16
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    try:
+        while chunk := stream.read(CHUNK):
+            decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    finally:
+        stream.seek(start)
+    try:
+        codecs.getincrementaldecoder(GB18030_CODEC)("strict").decode(sample, final=False)
+    except UnicodeDecodeError:
+        raise DecodeError(
+            f"{origin}: encoding = auto: the file is neither UTF-8 nor GB18030"
+            f"{_likely(sample)}; set the layout's encoding"
+        ) from None
+    why = gb_implausible(sample, "gb18030")
+    if why:
+        notes.problems.append(f"encoding = auto read the file as gb18030, but {why}")
+    return "gb18030"
+
+
+#: Two Latin-1 characters side by side: where mojibake of UTF-8 or GBK shows.
+_LATIN_PAIR = re.compile(r"[\u0080-\u00ff][\u0080-\u00ff\u0152-\u02dc\u2013-\u2122]")
+
+
+class MojibakeCheck:
+    """Looks at decoded text for mojibake, line by line, where Latin-1 pairs appear."""
+
+    LIMIT = 3
+
+    def __init__(self, notes: Notes, reject: bool) -> None:
+        self.notes = notes
+        self.reject = reject
+        self.found = 0
+
+    def __call__(self, text: str, line: int) -> None:
+        """``text`` starts on ``line``."""
+        if self.found >= self.LIMIT or _LATIN_PAIR.search(text) is None:
+            return
+        from ftfy import badness, fix_text  # the only place ftfy is used
+
+        for offset, piece in enumerate(text.splitlines()):
+            if _LATIN_PAIR.search(piece) is None or not badness.is_bad(piece):
+                continue
+            self.found += 1
+            snippet = _LATIN_PAIR.search(piece)
+            assert snippet is not None
+            around = piece[max(0, snippet.start() - 4) : snippet.start() + 16]
+            fixed = fix_text(around)
+            guess = f" (probably {fixed!r})" if fixed != around else ""
+            message = (
+                f"line {line + offset}: the text looks double-encoded (mojibake): "
+                f"{around!r}{guess}; the exporting system read UTF-8 or GBK as Latin-1 and "
+                "saved it again"
+            )
+            (self.notes.problems if self.reject else self.notes.warnings).append(message)
+            if self.found >= self.LIMIT:
+                return
 
 
 CHUNK = 1 << 20
@@ -78,46 +448,25 @@ def _bom_encoding(head: bytes) -> str | None:
     return None
 
 
-def resolve_encoding(stream: BinaryIO, encoding: str, origin: str) -> str:
-    """The encoding to read ``stream`` with (``auto`` detected by a full strict pass)."""
-    start = stream.tell()
-    head = stream.read(4)
-    stream.seek(start)
-    if encoding.lower() != "auto":
-        if encoding.lower().replace("_", "-") in ("utf-8", "utf8") and head.startswith(
-            codecs.BOM_UTF8
-        ):
-            return "utf-8-sig"
-        try:
-            codecs.lookup(encoding)
-        except LookupError:
-            raise DecodeError(f"{origin}: unknown encoding {encoding!r}") from None
-        return encoding
-    found = _bom_encoding(head)
-    if found:
-        return found
-    decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    try:
-        while chunk := stream.read(CHUNK):
-            decoder.decode(chunk)
-        decoder.decode(b"", final=True)
-        return "utf-8"
-    except UnicodeDecodeError:
-        return "gb18030"
-    finally:
-        stream.seek(start)
-
-
-def decoded_chunks(stream: BinaryIO, encoding: str, origin: str) -> Iterator[str]:
-    """Decode a stream strictly, chunk by chunk; an error names its line.
+def decoded_chunks(
+    stream: BinaryIO,
+    encoding: str,
+    origin: str,
+    check: Callable[[str, int], None] | None = None,
+) -> Iterator[str]:
+    """Decode a stream strictly, chunk by chunk; an error names its line. ``check`` is
+    given each decoded chunk and the line it starts on.
 
     Raises:
         DecodeError: bytes that are not valid in ``encoding``.
     """
-    decoder = codecs.getincrementaldecoder(encoding)("strict")
+    decoder = codecs.getincrementaldecoder(python_codec(encoding))("strict")
     lines_before = 0
+    first = b""
     while True:
         chunk = stream.read(CHUNK)
+        if not first:
+            first = chunk[:SAMPLE]
         final = not chunk
         try:
             text = decoder.decode(chunk, final=final)
@@ -128,8 +477,10 @@ def decoded_chunks(stream: BinaryIO, encoding: str, origin: str) -> Iterator[str
             bad = exc.object[exc.start : exc.end].hex(" ")
             raise DecodeError(
                 f"{origin}: line {line}: bytes {bad} are not valid {encoding} "
-                f"(the file is not in the encoding its layout declares)"
+                f"(the file is not in the encoding its layout declares{_likely(first)})"
             ) from None
+        if check is not None and text:
+            check(text, lines_before + 1)
         lines_before += text.count("\n")
         if text:
             yield text
@@ -141,7 +492,7 @@ class Encoder:
     """Incremental encoding for output (a BOM, if any, only once)."""
 
     def __init__(self, encoding: str, origin: str) -> None:
-        self._enc = codecs.getincrementalencoder(encoding)("strict")
+        self._enc = codecs.getincrementalencoder(python_codec(encoding))("strict")
         self.encoding = encoding
         self.origin = origin
 

@@ -9,16 +9,19 @@ once read, so memory stays flat however long the file is.
 
 from __future__ import annotations
 
+import codecs
 import io
-from collections.abc import Iterable, Iterator
+import itertools
+import re
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from lxml import etree
 
-from xchange.codecs.text import Encoder
+from xchange.codecs.text import CHUNK, Encoder, python_codec, text_reading
 from xchange.errors import DecodeError, MappingError
-from xchange.layout import FieldSpec, Layout, XmlOptions, parse_field
+from xchange.layout import FieldSpec, FieldValueError, Layout, XmlOptions, parse_field
 from xchange.mapping import Document, Record
 from xchange.report import Report
 
@@ -77,10 +80,114 @@ class _Prolog:
         return None
 
 
-def _refuse_doctype(stream: BinaryIO, origin: str) -> None:
+_DECLARED = re.compile(rb"""^<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
+
+
+def document_encoding(stream: BinaryIO, layout_encoding: str, origin: str) -> str:
+    """The encoding an XML document is read with: its byte-order mark, else the encoding
+    its XML declaration names, else the layout's (``auto``: detected)."""
+    start = stream.tell()
+    head = stream.read(1024)
+    stream.seek(start)
+    for bom, name in (
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
+        if head.startswith(bom):
+            return name
+    found = _DECLARED.match(head)
+    if found is None:
+        return layout_encoding
+    declared = found.group(1).decode("ascii")
+    try:
+        name = codecs.lookup(declared).name
+    except LookupError:
+        raise DecodeError(
+            f"{origin}: line 1: the XML declaration names encoding {declared!r}, which is not known"
+        ) from None
+    # GB2312 declarations usually hold GBK text: GBK reads GB2312 text identically.
+    return "gbk" if name == "gb2312" else declared
+
+
+class _Transcoded:
+    """The document's bytes decoded by xchange's own codecs and handed to lxml as UTF-8:
+    one decoding for every route (libxml2's GB18030 tables differ from the standard), the
+    text checks applied, and decode errors named by line. It can be read from the start
+    again (``seek(0)``), which is all the prolog check needs."""
+
+    def __init__(
+        self, stream: BinaryIO, encoding: str, origin: str, check: Callable[[str, int], None]
+    ) -> None:
+        self.stream = stream
+        self.start = stream.tell()
+        self.encoding = encoding
+        self.origin = origin
+        self.check = check
+        #: Lines given to the check already (reading again from the start skips them).
+        self.checked = 0
+        self.seek(0)
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, position: int) -> int:
+        if position != 0:
+            raise io.UnsupportedOperation("a transcoded document is read from its start only")
+        self.stream.seek(self.start)
+        self.decoder = codecs.getincrementaldecoder(python_codec(self.encoding))("strict")
+        self.pending = b""
+        self.lines = 0
+        self.done = False
+        self.first = True
+        self.position = 0
+        return 0
+
+    def read(self, size: int = -1) -> bytes:
+        while not self.done and (size < 0 or len(self.pending) < size):
+            self._more()
+        size = len(self.pending) if size < 0 else size
+        out, self.pending = self.pending[:size], self.pending[size:]
+        self.position += len(out)
+        return out
+
+    def _more(self) -> None:
+        chunk = self.stream.read(CHUNK)
+        self.done = not chunk
+        try:
+            text = self.decoder.decode(chunk, final=self.done)
+        except UnicodeDecodeError as exc:
+            line = self.lines + exc.object.count(b"\n", 0, exc.start) + 1
+            bad = exc.object[exc.start : exc.end].hex(" ")
+            raise DecodeError(
+                f"{self.origin}: line {line}: bytes {bad} are not valid {self.encoding} "
+                "(the document is not in the encoding it declares, or its layout declares)"
+            ) from None
+        if self.first:
+            text = text.removeprefix("\ufeff")
+            self.first = False
+        if text and self.lines >= self.checked:
+            self.check(text, self.lines + 1)
+            self.checked = self.lines + text.count("\n") + 1
+        self.lines += text.count("\n")
+        self.pending += text.encode("utf-8")
+
+
+def _reading(stream: BinaryIO, layout: Layout, origin: str, report: Report) -> Any:
+    """The document as UTF-8 for lxml (see :class:`_Transcoded`)."""
+    start = stream.tell()
+    if not stream.read(1):
+        raise DecodeError(f"{origin}: the file is empty")
+    stream.seek(start)
+    declared = document_encoding(stream, layout.encoding, origin)
+    encoding, check = text_reading(stream, declared, layout.mojibake, origin, report)
+    return _Transcoded(stream, encoding, origin, check)
+
+
+def _refuse_doctype(stream: BinaryIO, origin: str, encoding: str | None = None) -> None:
     """Look at the prolog only; refuse a DOCTYPE before any tree or entity exists."""
     prolog = _Prolog()
-    parser = etree.XMLParser(target=prolog, **PARSER_OPTIONS)
+    parser = etree.XMLParser(target=prolog, encoding=encoding, **PARSER_OPTIONS)
     start = stream.tell()
     try:
         while chunk := stream.read(65536):
@@ -100,16 +207,17 @@ def _refuse_doctype(stream: BinaryIO, origin: str) -> None:
 
 
 def iter_elements(
-    stream: BinaryIO, origin: str, *, allow_doctype: bool = False
+    stream: BinaryIO, origin: str, *, allow_doctype: bool = False, encoding: str | None = None
 ) -> Iterator[tuple[str, etree._Element]]:
     """Stream ``(event, element)`` pairs; refuse a DOCTYPE unless told otherwise.
+    ``encoding`` overrides what the document declares (a transcoded stream).
 
     Raises:
         DecodeError: not well-formed, or a DOCTYPE (with the line).
     """
     if not allow_doctype:
-        _refuse_doctype(stream, origin)
-    events = etree.iterparse(stream, events=("start", "end"), **PARSER_OPTIONS)
+        _refuse_doctype(stream, origin, encoding)
+    events = etree.iterparse(stream, events=("start", "end"), encoding=encoding, **PARSER_OPTIONS)
     found = False
     try:
         for event, element in events:
@@ -128,42 +236,85 @@ def check_well_formed(data: bytes, origin: str, *, allow_doctype: bool = False) 
             element.clear(keep_tail=True)
 
 
-def _get(element: etree._Element, path: str, ns: dict[str, str]) -> str | None:
+class _Reported(Exception):
+    """A header value's problem, reported once already for this document."""
+
+
+def _get(element: etree._Element, spec: FieldSpec, ns: dict[str, str]) -> str | None:
     """Text at ``a/b`` or attribute at ``a/@c`` / ``@c`` below ``element``; a path that
     starts with ``/`` is taken from the document's root (header values for line-level
-    records). None: absent."""
+    records). None: absent.
+
+    Raises:
+        FieldValueError: the path matches several elements and the field does not say
+            what that means (``multiple``).
+    """
+    path = spec.key
     node_path, _, attr = path.partition("@")
     node_path = node_path.rstrip("/")
-    node: etree._Element | None = element
+    base: etree._Element | None = element
     if node_path.startswith("/"):
         root = element.getroottree().getroot()
-        first, _, rest = node_path.strip("/").partition("/")
+        first, _, node_path = node_path.strip("/").partition("/")
         if root.tag != _clark(first, ns):
             return None
-        node = root if not rest else root.find(rest, namespaces=ns)
-    elif node_path:
-        node = element.find(node_path, namespaces=ns)
-    if node is None:
+        base = root
+    if not node_path:
+        nodes = [base]
+    elif spec.multiple == "first":
+        found = base.find(node_path, namespaces=ns)
+        nodes = [] if found is None else [found]
+    elif spec.multiple == "reject":
+        nodes = list(itertools.islice(base.iterfind(node_path, namespaces=ns), 2))
+    else:
+        nodes = base.findall(node_path, namespaces=ns)
+    values = [node.get(_clark(attr, ns)) if attr else (node.text or "") for node in nodes]
+    present = [v for v in values if v is not None]
+    if not present:
         return None
-    if attr:
-        value: str | None = node.get(_clark(attr, ns))
-        return value
-    return node.text or ""
+    if len(nodes) > 1 and spec.multiple == "reject":
+        count = len(base.findall(node_path, namespaces=ns))
+        raise FieldValueError(
+            "multiple",
+            f"path {path!r} matches {count} elements where one is expected (say what that "
+            'means with multiple = "first", "last" or "join" on the field)',
+        )
+    if spec.multiple == "last":
+        return present[-1]
+    if spec.multiple == "join":
+        return spec.separator.join(present)
+    return present[0]
 
 
 def _cached(
-    element: etree._Element, path: str, ns: dict[str, str], absolute: dict[str, str]
+    element: etree._Element,
+    spec: FieldSpec,
+    ns: dict[str, str],
+    absolute: dict[str, str | FieldValueError],
 ) -> str | None:
     """``_get``, with the values at absolute paths (a document's header, the same for
-    every line-level record) looked up once per document."""
-    if not path.startswith("/"):
-        return _get(element, path, ns)
-    if path not in absolute:
-        found = _get(element, path, ns)
+    every line-level record) looked up once per document.
+
+    Raises:
+        FieldValueError: as ``_get`` (the first time).
+        _Reported: that problem again, for a later record of the same document.
+    """
+    if not spec.key.startswith("/"):
+        return _get(element, spec, ns)
+    key = f"{spec.multiple}{spec.separator}{spec.key}"
+    known = absolute.get(key)
+    if isinstance(known, FieldValueError):
+        raise _Reported
+    if known is None:
+        try:
+            found = _get(element, spec, ns)
+        except FieldValueError as exc:
+            absolute[key] = exc
+            raise
         if found is None:
             return None  # maybe later in the document: look again next time
-        absolute[path] = found
-    return absolute[path]
+        absolute[key] = known = found
+    return known
 
 
 def _local(tag: object) -> str:
@@ -181,17 +332,24 @@ class XmlCodec:
     ) -> Iterator[Record]:
         opts = layout.xml
         assert opts is not None  # the layout model requires [xml] for the xml codec
+        text = _reading(stream, layout, origin, report)
         if opts.xsd:
-            self._validate_xsd(stream, layout, opts, origin, report)
+            start = stream.tell()
+            self._validate_xsd(text, layout, opts, origin, report)
             if report:
                 return
+            stream.seek(start)
+            text = _reading(stream, layout, origin, Report(origin))
         ns = opts.namespaces
         steps = [_clark(s, ns) for s in (opts.records or f"/{opts.root}").strip("/").split("/")]
         shown = "/" + "/".join(_local(t) for t in steps)
         count = 0
         stack: list[str] = []
-        absolute: dict[str, str] = {}  # header values by absolute path, for this document
-        for event, element in iter_elements(stream, origin):
+        #: Children seen under each matched prefix of the records path (for the message
+        #: when the path matches nothing).
+        seen: list[list[str]] = [[] for _ in steps]
+        absolute: dict[str, str | FieldValueError] = {}  # header values of this document
+        for event, element in iter_elements(text, origin, encoding="utf-8"):
             if event == "start":
                 if not stack and element.tag != steps[0]:
                     raise DecodeError(
@@ -199,6 +357,11 @@ class XmlCodec:
                         f"<{_local(element.tag)}>, layout {layout.name} expects "
                         f"<{_local(steps[0])}>"
                     )
+                depth = len(stack)
+                if 0 < depth < len(steps) and stack == steps[:depth]:
+                    names = seen[depth]
+                    if len(names) < 10 and element.tag not in names:
+                        names.append(element.tag)
                 stack.append(element.tag)
                 continue
             if stack == steps:
@@ -209,6 +372,20 @@ class XmlCodec:
                 while element.getprevious() is not None:
                     del element.getparent()[0]
             stack.pop()
+        if count == 0:
+            depth = 1
+            while depth < len(steps) and steps[depth] in seen[depth]:
+                depth += 1
+            found = ", ".join(f"<{_local(t)}>" for t in seen[depth]) or "nothing"
+            under = "/" + "/".join(_local(t) for t in steps[:depth])
+            report.add(
+                "line 1",
+                "(records)",
+                "records",
+                None,
+                f"the records path {shown} matches nothing in this document: under {under} "
+                f"there is no <{_local(steps[depth])}> (found {found})",
+            )
 
     def _record(
         self,
@@ -217,12 +394,13 @@ class XmlCodec:
         layout: Layout,
         opts: XmlOptions,
         report: Report,
-        absolute: dict[str, str],
+        absolute: dict[str, str | FieldValueError],
     ) -> Record:
         ns = opts.namespaces
         where = f"line {element.sourceline} {path}"
+        failed: set[str] = set()
         values = {
-            f.name: parse_field(f, _cached(element, f.key, ns, absolute), where, report)
+            f.name: self._value(element, f, ns, absolute, where, report, failed)
             for f in layout.fields
         }
         lines: list[Record] = []
@@ -231,12 +409,34 @@ class XmlCodec:
             shown = "/".join(_local(_clark(p, ns)) for p in line_path.split("/"))
             for j, line in enumerate(element.findall(line_path, namespaces=ns), start=1):
                 at = f"line {line.sourceline} {path}/{shown}[{j}]"
+                line_failed: set[str] = set()
                 line_values = {
-                    f.name: parse_field(f, _cached(line, f.key, ns, absolute), at, report)
+                    f.name: self._value(line, f, ns, absolute, at, report, line_failed)
                     for f in layout.line_fields
                 }
-                lines.append(Record(at, line_values))
-        return Record(where, values, lines)
+                lines.append(Record(at, line_values, failed=line_failed))
+        return Record(where, values, lines, failed=failed)
+
+    @staticmethod
+    def _value(
+        element: etree._Element,
+        spec: FieldSpec,
+        ns: dict[str, str],
+        absolute: dict[str, str | FieldValueError],
+        where: str,
+        report: Report,
+        failed: set[str],
+    ) -> Any:
+        try:
+            text = _cached(element, spec, ns, absolute)
+        except _Reported:
+            failed.add(spec.name)
+            return None
+        except FieldValueError as exc:
+            report.add(where, spec.key, exc.rule, None, exc.message)
+            failed.add(spec.name)
+            return None
+        return parse_field(spec, text, where, report, failed)
 
     @staticmethod
     def _validate_xsd(
@@ -249,14 +449,11 @@ class XmlCodec:
             schema = etree.XMLSchema(etree.parse(str(xsd_path), hardened_parser()))
         except (OSError, etree.XMLSchemaParseError, etree.XMLSyntaxError) as exc:
             raise MappingError(f"{xsd_path}: cannot load the XSD: {exc}") from None
-        _refuse_doctype(stream, origin)
-        start = stream.tell()
+        _refuse_doctype(stream, origin, "utf-8")
         try:
-            doc = etree.parse(stream, hardened_parser())
+            doc = etree.parse(stream, etree.XMLParser(encoding="utf-8", **PARSER_OPTIONS))
         except etree.XMLSyntaxError as exc:
             raise _syntax_error(origin, exc) from None
-        finally:
-            stream.seek(start)
         if not schema.validate(doc):
             for err in schema.error_log:
                 report.add(f"line {err.line}", err.path or "(document)", "xsd", None, err.message)
