@@ -17,7 +17,9 @@ from tests.sshd import SshServer, find_sshd, start_sshd
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
 FORMATS = REPO / "formats"
-CORPORA = REPO.parent / "shared" / "corpora"
+#: The public test corpora: ../shared/corpora beside the checkout, or the folder named by
+#: XCHANGE_TEST_CORPORA. Tests that need them are skipped (one line says so) without them.
+CORPORA = Path(os.environ.get("XCHANGE_TEST_CORPORA") or REPO.parent / "shared" / "corpora")
 
 
 @pytest.fixture(autouse=True)

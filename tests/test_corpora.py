@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import CORPORA
 from xchange.codecs.csv_codec import CsvCodec
-from xchange.codecs.json_codec import loads
+from xchange.codecs.json_codec import JsonCodec, loads
 from xchange.codecs.text import decode
 from xchange.codecs.xml_codec import check_well_formed
 from xchange.errors import DecodeError
@@ -21,7 +21,11 @@ from xchange.layout import Layout
 from xchange.report import Report
 
 if not CORPORA.is_dir():
-    pytest.fail(f"the public test corpora are missing: expected them in {CORPORA}")
+    pytest.skip(
+        f"public test corpora not found in {CORPORA} (put them there or name their folder "
+        "in XCHANGE_TEST_CORPORA to run these tests)",
+        allow_module_level=True,
+    )
 
 
 def read_all(codec: object, data: bytes, layout: Layout, origin: str, report: Report) -> list:
@@ -69,6 +73,61 @@ def test_json_suite_i_files_never_crash(path: Path) -> None:
     """Implementation-defined documents are accepted or refused cleanly, nothing else."""
     with contextlib.suppress(DecodeError):
         parse_json_file(path)
+
+
+def json_route_layout(**json_opts: str) -> Layout:
+    return Layout.model_validate(
+        {
+            "name": "suite",
+            "codec": "json",
+            "fields": [{"name": "id"}],
+            "json": {"records": "$.orders[*]", **json_opts},
+        }
+    )
+
+
+def through_route(data: bytes, **json_opts: str) -> Report:
+    report = Report("suite.json")
+    read_all(JsonCodec(), data, json_route_layout(**json_opts), "suite.json", report)
+    return report
+
+
+def embedded(data: bytes) -> list[bytes]:
+    """A document from the suite as a member before the records, as a record, and as a
+    member after them: where the streaming reader skips, reads, and closes."""
+    return [
+        b'{"x": ' + data + b', "orders": []}',
+        b'{"orders": [' + data + b"]}",
+        b'{"orders": [], "x": ' + data + b"}",
+    ]
+
+
+@pytest.mark.parametrize("path", sorted(JSON_SUITE.glob("n_*.json")), ids=lambda p: p.name)
+def test_json_suite_n_files_are_rejected_through_a_route(path: Path) -> None:
+    """Every must-reject document is refused by the route's streaming reader: as the whole
+    file (a syntax error, or no records where the layout expects them) and wherever it
+    sits inside a document (always a syntax error)."""
+    data = path.read_bytes()
+    try:
+        report = through_route(data)
+    except DecodeError:
+        pass
+    else:
+        assert report, "accepted"
+    if not data.strip(b" \t\r\n"):
+        return  # no value at all: embedded, it is just whitespace around the records
+    for doc in embedded(data):
+        with pytest.raises(DecodeError):
+            through_route(doc, duplicate_keys="last")
+
+
+@pytest.mark.parametrize("path", sorted(JSON_SUITE.glob("y_*.json")), ids=lambda p: p.name)
+def test_json_suite_y_files_are_accepted_through_a_route(path: Path) -> None:
+    """Every must-accept document is read wherever it sits in a document (duplicate keys
+    under the 'last' rule); as a record it may break the layout, but never the syntax."""
+    for doc in embedded(path.read_bytes()):
+        report = through_route(doc, duplicate_keys="last")
+        assert all(p.rule == "type" for p in report.problems), report.text()
 
 
 def test_json_numbers_are_kept_exact() -> None:
@@ -222,6 +281,19 @@ def test_xml_attacks_read_no_file_and_no_network_even_with_dtds_allowed(name: st
     text = etree.tostring(root, encoding="unicode")
     assert "root:" not in text  # /etc/passwd was not read
     assert len(text) < 100_000  # no entity expansion
+
+
+@pytest.mark.parametrize("case", NOT_WF, ids=lambda t: t["ID"])
+def test_xml_not_well_formed_documents_are_rejected_through_a_route(case: dict[str, str]) -> None:
+    """The same documents through the route's reader (transcoded by xchange's codecs)."""
+    from xchange.codecs.xml_codec import XmlCodec
+
+    layout = Layout.model_validate(
+        {"name": "doc", "codec": "xml", "xml": {"root": "doc"}, "fields": [{"name": "a"}]}
+    )
+    with pytest.raises(DecodeError) as info:
+        read_all(XmlCodec(), (XMLTEST / case["URI"]).read_bytes(), layout, "t.xml", Report("t"))
+    assert "\n" not in str(info.value)
 
 
 def test_xml_harmless_samples_parse() -> None:

@@ -43,6 +43,8 @@ class Conversion:
     #: Business keys of the documents written, and of those skipped as already delivered.
     keys: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    #: What may be wrong but did not stop the file (mojibake, an encoding guessed).
+    warnings: list[str] = field(default_factory=list)
 
 
 class _Converter:
@@ -177,7 +179,7 @@ class Pipeline(_Converter):
         if report:
             sink.discard()
             raise ValidationFailed(report.summary(), report=report)
-        return Conversion(list(sink.outputs), report.encoding, keys, skipped)
+        return Conversion(list(sink.outputs), report.encoding, keys, skipped, report.warnings)
 
     def _convert_columnar(
         self, stream: BinaryIO, source_name: str, now: datetime, sink: Sink
@@ -192,7 +194,7 @@ class Pipeline(_Converter):
         if report:
             raise ValidationFailed(report.summary(), report=report)
         if prepared is None:
-            return Conversion([], report.encoding)
+            return Conversion([], report.encoding, warnings=report.warnings)
         writer: CsvWriter | None = None
         counter = [0]
         rows_path = False  # once a rule is broken, read on with the row path to report all
@@ -253,7 +255,7 @@ class Pipeline(_Converter):
         except BaseException:
             sink.discard()
             raise
-        return Conversion(list(sink.outputs), report.encoding)
+        return Conversion(list(sink.outputs), report.encoding, warnings=report.warnings)
 
     def _deduplicated(
         self,

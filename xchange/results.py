@@ -35,6 +35,8 @@ class FileResult:
     retryable: bool = False
     #: Business keys skipped because another file already delivered them.
     skipped_keys: list[str] = field(default_factory=list)
+    #: What may be wrong with the content but did not stop it (mojibake, say).
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -436,6 +436,7 @@ class Runner:
             cause=result.cause,
             error=result.error,
             skipped_keys=result.skipped_keys or None,
+            warnings=result.warnings or None,
         )
 
     def _after_of(
@@ -623,6 +624,7 @@ class Runner:
                 return
             result.encoding = conversion.encoding
             result.skipped_keys = conversion.skipped
+            result.warnings = conversion.warnings
             outputs = conversion.outputs
             self.journal.transition(
                 record.id,

@@ -256,13 +256,17 @@ def status(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
 
 
 def _convert(config: AppConfig, route: str, file: Path, folder: Path | None) -> list[Output]:
-    """Convert FILE, streaming; outputs go to ``folder`` (or memory); exit 1 with the report."""
+    """Convert FILE, streaming; outputs go to ``folder`` (or memory); exit 1 with the report.
+    Warnings (text that looks like mojibake, say) go to stderr."""
     pipeline = _pipeline(config, route)
     try:
         with open(file, "rb") as stream:
-            return pipeline.convert_stream(
+            conversion = pipeline.convert_stream(
                 stream, file.name, datetime.now(UTC).astimezone(), Sink(folder)
-            ).outputs
+            )
+        for warning in conversion.warnings:
+            click.echo(f"{file.name}: warning: {warning}", err=True)
+        return conversion.outputs
     except ValidationFailed as exc:
         _fail(f"{exc.report.summary()}\n\n{exc.report.text()}", 1)
     except XchangeError as exc:
