@@ -185,7 +185,7 @@ def test_shift_jis_on_an_auto_route_names_the_likely_encoding() -> None:
 
 
 def test_a_big5_file_on_a_gbk_route_is_refused_naming_big5() -> None:
-    with pytest.raises(DecodeError, match="not valid gbk .*it looks like big5"):
+    with pytest.raises(DecodeError, match=r"not valid gbk .*it looks like big5"):
         read(CsvCodec(), TRADITIONAL.encode("big5"), text_layout("gbk"))
 
 
@@ -224,7 +224,7 @@ def test_utf16_without_a_bom_on_a_utf8_route_is_a_problem() -> None:
 
 
 def test_a_decode_error_suggests_the_likely_encoding() -> None:
-    with pytest.raises(DecodeError, match="not valid gbk .*it looks like utf-8"):
+    with pytest.raises(DecodeError, match=r"not valid gbk .*it looks like utf-8"):
         read(CsvCodec(), "v\r\n中文订单 € ü\r\n".encode(), text_layout("gbk", csv={"header": True}))
 
 
