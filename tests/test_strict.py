@@ -367,3 +367,119 @@ def test_a_wrong_file_is_quarantined_in_a_run_not_archived(exchange: Exchange) -
     assert not (exchange.inbox / "archive").exists()
     kept = [p for p in exchange.quarantine.rglob("*_orders_20261201.csv") if p.is_file()]
     assert any(p.read_bytes() == b"hello world\r\n" for p in kept)
+
+
+# --------------------------------------------------------------------------- check
+
+
+@pytest.fixture
+def formats(tmp_path: Path) -> Path:
+    """A copy of formats/ to break, and the demo configuration pointing at it."""
+    import shutil
+
+    folder = tmp_path / "formats"
+    shutil.copytree(REPO / "formats", folder)
+    text = DEMO.read_text(encoding="utf-8")
+    text = text.replace('formats = "../formats"', f'formats = "{folder}"').replace(
+        '"../var/', f'"{tmp_path}/var/'
+    )
+    (tmp_path / "xchange.toml").write_text(text, encoding="utf-8")
+    return folder
+
+
+def check(folder: Path) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["check", "--config", str(folder.parent / "xchange.toml")])
+    return result.exit_code, result.output
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def test_check_refuses_a_name_placeholder_nothing_provides(formats: Path) -> None:
+    """`ERP_{Foo}.csv` would quarantine every file at run time as unsafe-name: check says so
+    first, naming the route and key and what the template may use."""
+    edit(formats.parent / "xchange.toml", "SAL_SaleOrder_{FBillNo}.json", "ERP_{Foo}.csv")
+    code, out = check(formats)
+    assert code == 2
+    assert "route oms-kingdee-orders: target.name: 'ERP_{Foo}.csv' uses {Foo}" in out
+    assert "always: source_name, source_stem, date" in out
+
+
+def test_check_refuses_a_target_field_without_a_rule(formats: Path) -> None:
+    edit(
+        formats / "shop-to-wms-outbound.toml", 'Remark = { from = "postscript", trim = true }\n', ""
+    )
+    code, out = check(formats)
+    assert code == 2
+    assert "shop-to-wms-outbound.toml: header: target field 'Remark'" in out
+    assert "has no rule" in out
+
+
+def test_check_refuses_a_source_field_the_layout_does_not_have(formats: Path) -> None:
+    edit(formats / "shop-to-wms-outbound.toml", 'SkuName = "goods_name"', 'SkuName = "goods_title"')
+    code, out = check(formats)
+    assert code == 2
+    assert "lines.SkuName: source layout" in out and "has no field 'goods_title'" in out
+
+
+def test_check_refuses_a_boolean_written_as_text(formats: Path) -> None:
+    edit(formats / "shop-to-wms-outbound.toml", 'output = "per-document"', 'flatten = "yes"')
+    code, out = check(formats)
+    assert code == 2
+    assert "shop-to-wms-outbound.toml: flatten: expected true or false" in out
+
+
+def test_check_refuses_a_table_that_is_not_defined(formats: Path) -> None:
+    edit(formats / "shop-to-wms-outbound.toml", 'table = "warehouses"', 'table = "depots"')
+    code, out = check(formats)
+    assert code == 2
+    assert "header.WarehouseCode.table: no table 'depots'" in out
+
+
+def test_the_secret_hint_is_given_only_for_keys_that_look_like_secrets(formats: Path) -> None:
+    edit(formats / "shop-to-wms-outbound.toml", 'output = "per-document"', 'colour = "blue"')
+    code, out = check(formats)
+    assert code == 2
+    assert "colour: unknown key" in out and "password_env" not in out
+    edit(formats / "shop-to-wms-outbound.toml", 'colour = "blue"', 'password = "hunter22"')
+    code, out = check(formats)
+    assert "password: unknown key (secrets are not written here" in out
+    assert "hunter22" not in out
+
+
+# --------------------------------------------------------------------------- reasons
+
+
+def test_a_long_reason_is_one_bounded_line_and_the_report_keeps_it_all(
+    exchange: Exchange,
+) -> None:
+    """A 10,000-character root element name: the summary, journal and alert reason is one
+    line cut with "...", the quarantine report has the whole message."""
+    from xchange.errors import REASON_LIMIT
+
+    tag = "X" * 10_000
+    exchange.write_config().write_text(
+        exchange.config.read_text()
+        .replace('pattern = "orders_*.csv"', 'pattern = "*.xml"')
+        .replace('source_layout = "shop-order-lines"', 'source_layout = "wms-stock-count"')
+        .replace('mapping = "shop-to-wms-outbound"', 'mapping = "wms-stock-count-to-oms-inventory"')
+        .replace('target_layout = "wms-outbound-order"', 'target_layout = "oms-inventory"')
+        .replace("WMS_OUT_{{OrderDate}}_{{OrderNo}}.xml", "x.csv")
+        .replace("WMS_OUT_{OrderDate}_{OrderNo}.xml", "x.csv")
+    )
+    (exchange.inbox / "count.xml").write_text(f"<{tag}/>")
+    result = CliRunner().invoke(
+        main, ["--log-format", "json", "run", "--once", "--config", str(exchange.config)]
+    )
+    assert result.exit_code == 1, result.output
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    (event,) = [e for e in events if e["event"] == "file.quarantined"]
+    assert len(event["error"]) <= REASON_LIMIT and event["error"].endswith("...")
+    assert "\n" not in event["error"]
+    (report,) = exchange.quarantine.rglob("*.report.txt")
+    assert tag in report.read_text(encoding="utf-8")
+    listed = CliRunner().invoke(main, ["quarantine", "list", "--config", str(exchange.config)])
+    assert tag not in listed.output

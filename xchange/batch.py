@@ -290,19 +290,19 @@ class SmallFiles:
             self.trouble = self.trouble or RemoteError(str(exc))
             for s in batch.sending:
                 if s.result.outcome not in (QUARANTINED, RETRY_LATER):
-                    s.result.outcome, s.result.error = RETRY_LATER, str(exc)
+                    s.result.outcome, s.result.error = RETRY_LATER, exc.reason
                     s.result.cause, s.result.retryable = exc.kind, True
             return self._done(batch)
 
     def _unfinished(self, infos: list[FileInfo], exc: XchangeError) -> list[FileResult]:
-        log.error("batch.failed", files=len(infos), error=str(exc), cause=exc.kind)
+        log.error("batch.failed", files=len(infos), error=exc.reason, cause=exc.kind)
         return [
             FileResult(
                 self.route.name,
                 info.name,
                 RETRY_LATER,
                 bytes=info.size,
-                error=str(exc),
+                error=exc.reason,
                 cause=exc.kind,
                 retryable=True,
             )

@@ -26,6 +26,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StrictBool,
     ValidationError,
     ValidationInfo,
     model_validator,
@@ -102,7 +103,7 @@ class SourceSpec(_Model):
     #: Files to leave alone even when they match.
     exclude: list[str] = Field(default_factory=list)
     #: Look into sub-folders too (never into the archive folder).
-    recursive: bool = False
+    recursive: StrictBool = False
 
     @property
     def patterns(self) -> list[str]:
@@ -338,6 +339,10 @@ _EXPECTED = {
 }
 
 
+#: Key names that look like a secret someone tried to write into the file.
+_SECRET_LIKE = re.compile(r"pass|secret|token|credential|api_?key|private|pwd|auth")
+
+
 def describe_error(err: Mapping[str, Any]) -> str:
     """One pydantic error as a sentence a person can act on (never echoes unknown keys)."""
     kind = err["type"]
@@ -348,7 +353,12 @@ def describe_error(err: Mapping[str, Any]) -> str:
         return "required key is missing"
     if kind == "extra_forbidden":
         # The value of an unknown key is never shown: it may be a misplaced secret.
-        return "unknown key (secrets are not written here: use password_env or key_passphrase_env)"
+        name = str(err["loc"][-1]).lower() if err.get("loc") else ""
+        if _SECRET_LIKE.search(name):
+            return (
+                "unknown key (secrets are not written here: use password_env or key_passphrase_env)"
+            )
+        return "unknown key"
     if kind in ("value_error", "assertion_error"):
         return str(err.get("msg", kind)).removeprefix("Value error, ")
     msg = str(err.get("msg", kind))

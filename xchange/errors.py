@@ -45,6 +45,22 @@ class XchangeError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    @property
+    def reason(self) -> str:
+        """The message as one line of bounded length, for summaries, the journal, alerts
+        and logs (the whole text goes to the quarantine report)."""
+        return one_line(self.message or self.kind)
+
+
+#: The longest reason shown on one line.
+REASON_LIMIT = 300
+
+
+def one_line(text: str, limit: int = REASON_LIMIT) -> str:
+    """``text``'s first line, whitespace collapsed, cut to ``limit`` characters with "..."."""
+    first = " ".join((text.splitlines() or [""])[0].split())
+    return first if len(first) <= limit else first[: limit - 3].rstrip() + "..."
+
 
 class ConfigError(XchangeError):
     """A configuration, layout or mapping file is invalid.
@@ -140,6 +156,7 @@ class LockHeld(XchangeError):
 
 
 __all__ = [
+    "REASON_LIMIT",
     "AuthenticationFailed",
     "ConfigError",
     "ConnectionLost",
@@ -159,4 +176,5 @@ __all__ = [
     "UnsafeName",
     "ValidationFailed",
     "XchangeError",
+    "one_line",
 ]

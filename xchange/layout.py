@@ -18,7 +18,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from xchange.config import describe_error, key_path
 from xchange.errors import ConfigError
@@ -54,7 +54,7 @@ class FieldSpec(_Model):
     #: Column header (CSV), element or attribute name (XML), or key (JSON); default: name.
     column: str | None = None
     type: FieldType = "string"
-    required: bool = False
+    required: StrictBool = False
     #: Date/datetime input formats (strptime); the first is also the output format.
     formats: list[str] = Field(default_factory=list)
     #: Decimal places for decimals; written with exactly this many.
@@ -65,10 +65,10 @@ class FieldSpec(_Model):
     min: Decimal | None = None
     max: Decimal | None = None
     values: list[str] = Field(default_factory=list)
-    unique: bool = False
+    unique: StrictBool = False
     #: Texts that mean "no value" for this field, e.g. ["NA", "NULL"]; none by default.
     null_values: list[str] = Field(default_factory=list)
-    trim: bool = True
+    trim: StrictBool = True
     #: Decimals: the character between the whole part and the fraction ("." or ",").
     decimal_separator: str = Field(".", min_length=1, max_length=1)
     #: Decimals: the character between groups of three digits ("", "," "." " " or "'");
@@ -304,12 +304,12 @@ def _parse_when(text: str, formats: tuple[str, ...], as_date: bool) -> date | da
 class CsvOptions(_Model):
     delimiter: str = Field(",", min_length=1, max_length=1)
     quote: str = Field('"', min_length=1, max_length=1)
-    header: bool = True
+    header: StrictBool = True
     line_ending: Literal["\n", "\r\n"] = "\r\n"
     quoting: Literal["minimal", "all", "nonnumeric", "none"] = "minimal"
     #: Reading: spaces after a delimiter are skipped, so that ``x, "y, z"`` is two fields
     #: (by default a quote inside an unquoted field is a problem, as RFC 4180 says).
-    skipinitialspace: bool = False
+    skipinitialspace: StrictBool = False
     #: Reading: a quote inside a field that does not start with one is a problem
     #: ("reject", RFC 4180), or a plain character (``"literal"``: ``37°36'37.8"N``).
     bare_quotes: Literal["reject", "literal"] = "reject"
@@ -354,7 +354,7 @@ class JsonOptions(_Model):
     #: Key path of a record's lines (nested layouts), e.g. "items".
     lines: str | None = None
     #: One JSON value per line.
-    ndjson: bool = False
+    ndjson: StrictBool = False
     #: What a key given twice in one object means.
     duplicate_keys: Literal["reject", "last"] = "reject"
     #: Writing: key path that wraps each document, e.g. "Model" (Kingdee's Save API).

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StrictBool, model_validator
 
 from xchange.errors import ConfigError
 from xchange.layout import FieldSpec, FieldValueError, Layout, _Model, load_toml_model
@@ -42,7 +42,7 @@ class Rule(_Model):
     sequence: int | None = None
     table: str | None = None
     default: str | None = None
-    trim: bool = False
+    trim: StrictBool = False
     case: Literal["upper", "lower"] | None = None
 
     @model_validator(mode="before")
@@ -94,8 +94,8 @@ class Mapping(_Model):
     group_by: list[str] = Field(default_factory=list)
     #: Rows of one document are adjacent (streams in bounded memory); false groups the
     #: whole file in memory.
-    group_adjacent: bool = True
-    flatten: bool = False
+    group_adjacent: StrictBool = True
+    flatten: StrictBool = False
     header: dict[str, Rule] = Field(default_factory=dict)
     lines: dict[str, Rule] = Field(default_factory=dict)
     tables: dict[str, dict[str, str]] = Field(default_factory=dict)
@@ -145,10 +145,11 @@ def check_mapping(mapping: Mapping, source: Layout, target: Layout) -> list[str]
             if rule.table is not None and rule.table not in mapping.tables:
                 problems.append(f"{where}: {section}.{name}.table: no table {rule.table!r}")
         for spec in target_fields:
-            if spec.required and spec.name not in rules:
+            if spec.name not in rules:
                 problems.append(
-                    f"{where}: {section}: required target field {spec.name!r} "
-                    f"({target.source_file}) has no rule"
+                    f"{where}: {section}: {'required ' if spec.required else ''}target field "
+                    f"{spec.name!r} ({target.source_file}) has no rule"
+                    + ("" if spec.required else ' (for an empty value say so: { const = "" })')
                 )
     if target.shape == "nested" and source.shape == "rows" and not mapping.group_by:
         problems.append(f"{where}: group_by: a rows -> nested mapping must say how to group rows")

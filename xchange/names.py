@@ -20,6 +20,28 @@ from xchange.errors import UnsafeName
 
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
 MAX_NAME_BYTES = 255
+#: Placeholders every name template may use besides the target layout's header fields.
+BUILTIN_FIELDS = ("source_name", "source_stem", "date")
+
+
+def template_problems(template: str, fields: set[str] | frozenset[str]) -> list[str]:
+    """What is wrong with a file-name template whose documents have ``fields`` (besides
+    the built-in ones): placeholders nothing provides, or broken syntax."""
+    try:
+        used = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        return [f"{template!r} is not a valid template: {exc}"]
+    if "" in used:
+        return [f"{template!r}: an empty placeholder {{}} names no field"]
+    known = set(fields) | set(BUILTIN_FIELDS)
+    unknown = sorted({f for f in used if f not in known})
+    if unknown:
+        offered = ", ".join(sorted(fields)) or "none"
+        return [
+            f"{template!r} uses {', '.join('{' + f + '}' for f in unknown)}, which no target "
+            f"field provides (fields: {offered}; always: {', '.join(BUILTIN_FIELDS)})"
+        ]
+    return []
 
 
 def clean_value(value: Any) -> Any:

@@ -28,7 +28,7 @@ from xchange.mapping import (
     check_mapping,
     load_mapping,
 )
-from xchange.names import render_name
+from xchange.names import render_name, template_problems
 from xchange.report import Report
 from xchange.sink import Output, Sink
 
@@ -92,6 +92,12 @@ class Pipeline(_Converter):
         self.mapping: Mapping = loaded["mapping"]  # type: ignore[assignment]
         self.target: Layout = loaded["target_layout"]  # type: ignore[assignment]
         problems = check_mapping(self.mapping, self.source, self.target)
+        problems.extend(
+            f"route {route.name}: target.name: {problem}"
+            for problem in template_problems(
+                route.target.name, frozenset(f.name for f in self.target.fields)
+            )
+        )
         if problems:
             raise ConfigError(problems)
         self._key_field = None
@@ -365,6 +371,9 @@ class CopyPipeline(_Converter):
 
     def __init__(self, route: RouteConfig) -> None:
         self.route = route
+        problems = template_problems(route.target.name, frozenset())
+        if problems:
+            raise ConfigError([f"route {route.name}: target.name: {p}" for p in problems])
 
     def convert_stream(
         self,

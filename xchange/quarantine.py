@@ -86,7 +86,7 @@ class Quarantine:
             "quarantined_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "cause": error.kind,
             "retryable": error.retryable,
-            "reason": error.message.splitlines()[0] if error.message else error.kind,
+            "reason": error.reason,
             "attempt": attempt,
             "config": config_file,
             "layouts": versions[0],

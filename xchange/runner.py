@@ -45,6 +45,7 @@ from xchange.errors import (
     TargetExists,
     UnsafeName,
     XchangeError,
+    one_line,
 )
 from xchange.faults import checkpoint
 from xchange.journal import (
@@ -412,7 +413,7 @@ class Runner:
             except XchangeError as exc:
                 # Anything not handled below (the source vanished, the journal failed):
                 # the file stays where it is and is tried again next run.
-                result.outcome, result.error = RETRY_LATER, str(exc)
+                result.outcome, result.error = RETRY_LATER, exc.reason
                 result.cause, result.retryable = exc.kind, True
             result.duration_ms = int((time.monotonic() - started) * 1000)
             self._log_result(route, result)
@@ -682,9 +683,9 @@ class Runner:
         delay = min(route.retry.later * 2 ** max(record.attempts - 1, 0), route.retry.later_max)
         when = datetime.now(UTC) + timedelta(seconds=delay)
         self.journal.transition(
-            record.id, State.RETRYING, error=(exc.kind, str(exc)), next_retry_at=when
+            record.id, State.RETRYING, error=(exc.kind, exc.reason), next_retry_at=when
         )
-        result.outcome, result.error = RETRY_LATER, str(exc)
+        result.outcome, result.error = RETRY_LATER, exc.reason
         result.cause, result.retryable = exc.kind, True
 
     def _deliver(
@@ -874,7 +875,7 @@ class Runner:
         self.journal.transition(
             record.id,
             State.QUARANTINED,
-            error=(exc.kind, str(exc)),
+            error=(exc.kind, exc.reason),
             quarantine_path=str(entry.data_path),
             note=note,
         )
@@ -882,7 +883,7 @@ class Runner:
         if source is not None:
             source.remove(name)
         result.outcome = QUARANTINED
-        result.error = (f"{note}: " if note else "") + str(exc).splitlines()[0]
+        result.error = one_line((f"{note}: " if note else "") + exc.reason)
         result.cause, result.retryable = exc.kind, exc.retryable
 
 
