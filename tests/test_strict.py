@@ -483,3 +483,21 @@ def test_a_long_reason_is_one_bounded_line_and_the_report_keeps_it_all(
     assert tag in report.read_text(encoding="utf-8")
     listed = CliRunner().invoke(main, ["quarantine", "list", "--config", str(exchange.config)])
     assert tag not in listed.output
+
+
+def test_the_format_reference_examples_are_valid_files() -> None:
+    """docs/formats.md's layout and mapping examples load as they are written (every key
+    they show exists and has a valid value), so the reference cannot rot."""
+    import re
+    import tomllib
+
+    from xchange.mapping import Mapping
+
+    text = (REPO / "docs" / "formats.md").read_text(encoding="utf-8")
+    layout_block, options_block, mapping_block = re.findall(r"```toml\n(.*?)```", text, re.S)
+    layout = tomllib.loads(layout_block)
+    Layout.model_validate(layout)
+    options = tomllib.loads(options_block)
+    Layout.model_validate({**layout, "codec": "xml", "xml": options["xml"]})
+    Layout.model_validate({**layout, "codec": "json", "json": options["json"]})
+    Mapping.model_validate(tomllib.loads(mapping_block))
