@@ -68,6 +68,19 @@ _GB_FIXES = {
 _GB_DECODE = dict(_GB_FIXES)
 #: Writing: U+3000 stays A1A1 (its own code); the others go back to their two-byte code.
 _GB_ENCODE = {new: old for old, new in _GB_FIXES.items() if new != 0x3000}
+_GB_DECODED = re.compile("[" + "".join(map(chr, _GB_DECODE)) + "]")
+_GB_ENCODED = re.compile("[" + "".join(map(chr, _GB_ENCODE)) + "]")
+
+
+def _gb_fix(text: str) -> str:
+    """Python's reading -> GB18030-2022 (a scan first: the fixes are rare in real text)."""
+    return text.translate(_GB_DECODE) if _GB_DECODED.search(text) else text
+
+
+def _gb_unfix(text: str) -> str:
+    return text.translate(_GB_ENCODE) if _GB_ENCODED.search(text) else text
+
+
 GB18030_CODEC = "xchange_gb18030_2022"
 
 
@@ -77,7 +90,7 @@ class _GbIncrementalDecoder(codecs.IncrementalDecoder):
         self._inner = codecs.getincrementaldecoder("gb18030")(errors)
 
     def decode(self, input: bytes, final: bool = False) -> str:
-        return str(self._inner.decode(input, final)).translate(_GB_DECODE)
+        return _gb_fix(str(self._inner.decode(input, final)))
 
     def reset(self) -> None:
         self._inner.reset()
@@ -95,18 +108,18 @@ class _GbIncrementalEncoder(codecs.IncrementalEncoder):
         self._inner = codecs.getincrementalencoder("gb18030")(errors)
 
     def encode(self, input: str, final: bool = False) -> bytes:
-        return bytes(self._inner.encode(input.translate(_GB_ENCODE), final))
+        return bytes(self._inner.encode(_gb_unfix(input), final))
 
     def reset(self) -> None:
         self._inner.reset()
 
 
 def _gb_encode(text: str, errors: str = "strict") -> tuple[bytes, int]:
-    return codecs.encode(text.translate(_GB_ENCODE), "gb18030", errors), len(text)
+    return codecs.encode(_gb_unfix(text), "gb18030", errors), len(text)
 
 
 def _gb_decode(data: bytes, errors: str = "strict") -> tuple[str, int]:
-    return codecs.decode(bytes(data), "gb18030", errors).translate(_GB_DECODE), len(data)
+    return _gb_fix(codecs.decode(bytes(data), "gb18030", errors)), len(data)
 
 
 class _GbStreamReader(codecs.StreamReader):
@@ -114,7 +127,7 @@ class _GbStreamReader(codecs.StreamReader):
         # Bytes of an incomplete character at the end are kept for the next read.
         decoder = codecs.getincrementaldecoder("gb18030")(errors)
         text = decoder.decode(bytes(input), False)
-        return str(text).translate(_GB_DECODE), len(input) - len(decoder.getstate()[0])
+        return _gb_fix(str(text)), len(input) - len(decoder.getstate()[0])
 
 
 class _GbStreamWriter(codecs.StreamWriter):

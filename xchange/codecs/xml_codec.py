@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import codecs
 import io
-import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -240,56 +239,73 @@ class _Reported(Exception):
     """A header value's problem, reported once already for this document."""
 
 
-def _get(element: etree._Element, spec: FieldSpec, ns: dict[str, str]) -> str | None:
-    """Text at ``a/b`` or attribute at ``a/@c`` / ``@c`` below ``element``; a path that
-    starts with ``/`` is taken from the document's root (header values for line-level
-    records). None: absent.
+class _Getter:
+    """Where one field's value is, parsed once per read: text at ``a/b`` or an attribute
+    at ``a/@c`` / ``@c`` below the record; a path that starts with ``/`` is taken from the
+    document's root (header values for line-level records)."""
 
-    Raises:
-        FieldValueError: the path matches several elements and the field does not say
-            what that means (``multiple``).
-    """
-    path = spec.key
-    node_path, _, attr = path.partition("@")
-    node_path = node_path.rstrip("/")
-    base: etree._Element | None = element
-    if node_path.startswith("/"):
-        root = element.getroottree().getroot()
-        first, _, node_path = node_path.strip("/").partition("/")
-        if root.tag != _clark(first, ns):
+    __slots__ = ("attr", "multiple", "ns", "path", "root", "separator", "steps")
+
+    def __init__(self, spec: FieldSpec, ns: dict[str, str]) -> None:
+        self.path = spec.key
+        self.multiple = spec.multiple
+        self.separator = spec.separator
+        self.ns = ns
+        node_path, _, attr = spec.key.partition("@")
+        node_path = node_path.rstrip("/")
+        self.attr = _clark(attr, ns) if attr else None
+        self.root: str | None = None
+        if node_path.startswith("/"):
+            first, _, node_path = node_path.strip("/").partition("/")
+            self.root = _clark(first, ns)
+        self.steps = node_path or None
+
+    def get(self, element: etree._Element) -> str | None:
+        """The value below ``element``; None: absent.
+
+        Raises:
+            FieldValueError: the path matches several elements and the field does not
+                say what that means (``multiple``).
+        """
+        base = element
+        if self.root is not None:
+            base = element.getroottree().getroot()
+            if base.tag != self.root:
+                return None
+        if self.steps is None:
+            nodes = [base]
+        elif self.multiple == "first":
+            found = base.find(self.steps, namespaces=self.ns)
+            nodes = [] if found is None else [found]
+        else:
+            nodes = base.findall(self.steps, namespaces=self.ns)
+        if len(nodes) == 1:
+            node = nodes[0]
+            return node.get(self.attr) if self.attr is not None else (node.text or "")
+        present = [
+            v
+            for v in (n.get(self.attr) if self.attr is not None else (n.text or "") for n in nodes)
+            if v is not None
+        ]
+        if not present:
             return None
-        base = root
-    if not node_path:
-        nodes = [base]
-    elif spec.multiple == "first":
-        found = base.find(node_path, namespaces=ns)
-        nodes = [] if found is None else [found]
-    elif spec.multiple == "reject":
-        nodes = list(itertools.islice(base.iterfind(node_path, namespaces=ns), 2))
-    else:
-        nodes = base.findall(node_path, namespaces=ns)
-    values = [node.get(_clark(attr, ns)) if attr else (node.text or "") for node in nodes]
-    present = [v for v in values if v is not None]
-    if not present:
-        return None
-    if len(nodes) > 1 and spec.multiple == "reject":
-        count = len(base.findall(node_path, namespaces=ns))
-        raise FieldValueError(
-            "multiple",
-            f"path {path!r} matches {count} elements where one is expected (say what that "
-            'means with multiple = "first", "last" or "join" on the field)',
-        )
-    if spec.multiple == "last":
-        return present[-1]
-    if spec.multiple == "join":
-        return spec.separator.join(present)
-    return present[0]
+        if self.multiple == "reject":
+            raise FieldValueError(
+                "multiple",
+                f"path {self.path!r} matches {len(nodes)} elements where one is expected (say "
+                'what that means with multiple = "first", "last" or "join" on the field)',
+            )
+        if self.multiple == "last":
+            return present[-1]
+        if self.multiple == "join":
+            return self.separator.join(present)
+        return present[0]
 
 
 def _cached(
     element: etree._Element,
     spec: FieldSpec,
-    ns: dict[str, str],
+    getter: _Getter,
     absolute: dict[str, str | FieldValueError],
 ) -> str | None:
     """``_get``, with the values at absolute paths (a document's header, the same for
@@ -299,15 +315,15 @@ def _cached(
         FieldValueError: as ``_get`` (the first time).
         _Reported: that problem again, for a later record of the same document.
     """
-    if not spec.key.startswith("/"):
-        return _get(element, spec, ns)
+    if getter.root is None:
+        return getter.get(element)
     key = f"{spec.multiple}{spec.separator}{spec.key}"
     known = absolute.get(key)
     if isinstance(known, FieldValueError):
         raise _Reported
     if known is None:
         try:
-            found = _get(element, spec, ns)
+            found = getter.get(element)
         except FieldValueError as exc:
             absolute[key] = exc
             raise
@@ -341,6 +357,10 @@ class XmlCodec:
             stream.seek(start)
             text = _reading(stream, layout, origin, Report(origin))
         ns = opts.namespaces
+        getters = (
+            [(f, _Getter(f, ns)) for f in layout.fields],
+            [(f, _Getter(f, ns)) for f in layout.line_fields],
+        )
         steps = [_clark(s, ns) for s in (opts.records or f"/{opts.root}").strip("/").split("/")]
         shown = "/" + "/".join(_local(t) for t in steps)
         count = 0
@@ -367,7 +387,7 @@ class XmlCodec:
             if stack == steps:
                 count += 1
                 where = shown if len(steps) == 1 else f"{shown}[{count}]"
-                yield self._record(element, where, layout, opts, report, absolute)
+                yield self._record(element, where, layout, opts, report, absolute, getters)
                 element.clear(keep_tail=True)
                 while element.getprevious() is not None:
                     del element.getparent()[0]
@@ -395,13 +415,14 @@ class XmlCodec:
         opts: XmlOptions,
         report: Report,
         absolute: dict[str, str | FieldValueError],
+        getters: tuple[list[tuple[FieldSpec, _Getter]], list[tuple[FieldSpec, _Getter]]],
     ) -> Record:
         ns = opts.namespaces
         where = f"line {element.sourceline} {path}"
         failed: set[str] = set()
         values = {
-            f.name: self._value(element, f, ns, absolute, where, report, failed)
-            for f in layout.fields
+            f.name: self._value(element, f, g, absolute, where, report, failed)
+            for f, g in getters[0]
         }
         lines: list[Record] = []
         if layout.shape == "nested":
@@ -411,8 +432,8 @@ class XmlCodec:
                 at = f"line {line.sourceline} {path}/{shown}[{j}]"
                 line_failed: set[str] = set()
                 line_values = {
-                    f.name: self._value(line, f, ns, absolute, at, report, line_failed)
-                    for f in layout.line_fields
+                    f.name: self._value(line, f, g, absolute, at, report, line_failed)
+                    for f, g in getters[1]
                 }
                 lines.append(Record(at, line_values, failed=line_failed))
         return Record(where, values, lines, failed=failed)
@@ -421,14 +442,14 @@ class XmlCodec:
     def _value(
         element: etree._Element,
         spec: FieldSpec,
-        ns: dict[str, str],
+        getter: _Getter,
         absolute: dict[str, str | FieldValueError],
         where: str,
         report: Report,
         failed: set[str],
     ) -> Any:
         try:
-            text = _cached(element, spec, ns, absolute)
+            text = _cached(element, spec, getter, absolute)
         except _Reported:
             failed.add(spec.name)
             return None
