@@ -155,7 +155,12 @@ def _ensure_password_user() -> tuple[str, str] | None:
     return TEST_USER, password
 
 
-def start_sshd(base: Path) -> SshServer:
+def ensure_test_user() -> tuple[str, str] | None:
+    """The throwaway login (created once per machine, as root): its name and password."""
+    return _ensure_password_user()
+
+
+def start_sshd(base: Path, subsystem: str = "internal-sftp") -> SshServer:
     base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o755)
     host_key = keygen(base / "host_ed25519")
@@ -182,7 +187,7 @@ def start_sshd(base: Path) -> SshServer:
                 f"PasswordAuthentication {'yes' if password_login else 'no'}",
                 "KbdInteractiveAuthentication no",
                 "PermitRootLogin prohibit-password",
-                "Subsystem sftp internal-sftp",
+                f"Subsystem sftp {subsystem}",
                 "LogLevel VERBOSE",
                 "MaxStartups 200",
                 "MaxSessions 50",

@@ -34,6 +34,8 @@ class SmallPut:
     data: bytes
     temp_name: str
     overwrite: bool
+    #: The mode the file gets before its rename (None: the server's default).
+    mode: int | None = None
 
 
 @runtime_checkable

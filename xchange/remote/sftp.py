@@ -20,9 +20,11 @@ import builtins
 import errno
 import itertools
 import posixpath
+import secrets
 import socket
 import stat as stat_mod
 import struct
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -61,6 +63,80 @@ def _host_entry(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
+class _Client(paramiko.SFTPClient):
+    """paramiko's SFTP client, keeping the extensions the server's VERSION reply lists
+    (paramiko reads and drops them)."""
+
+    extensions: dict[str, bytes]
+
+    def _send_version(self) -> int:
+        message = paramiko.Message()
+        message.add_int(3)
+        self._send_packet(paramiko.sftp.CMD_INIT, message)
+        t, data = self._read_packet()
+        if t != paramiko.sftp.CMD_VERSION:
+            raise paramiko.SFTPError("Incompatible sftp protocol")
+        version = int(struct.unpack(">I", data[:4])[0])
+        self.extensions = _extension_pairs(bytes(data[4:]))
+        return version
+
+
+def _extension_pairs(data: bytes) -> dict[str, bytes]:
+    pairs: dict[str, bytes] = {}
+    pos = 0
+    try:
+        while pos < len(data):
+            (n,) = _U32.unpack_from(data, pos)
+            name = data[pos + 4 : pos + 4 + n].decode("utf-8", "replace")
+            pos += 4 + n
+            (n,) = _U32.unpack_from(data, pos)
+            pairs[name] = data[pos + 4 : pos + 4 + n]
+            pos += 4 + n
+    except struct.error:
+        pass  # a malformed tail: keep what was read
+    return pairs
+
+
+@dataclass
+class ServerTraits:
+    """What one SFTP server does differently, learned once per process."""
+
+    #: The extensions its VERSION reply lists.
+    extensions: dict[str, bytes] = field(default_factory=dict)
+    #: Whether a plain SFTP rename replaces an existing file (rclone, MySecureShell) or
+    #: refuses it (OpenSSH, ProFTPD, gesftpserver); None until learned. A server whose
+    #: answer could not be learned is treated as replacing (names are checked first).
+    rename_overwrites: bool | None = None
+    #: Whether it refused to set a file's mode (warned about once).
+    mode_refused: bool = False
+
+    @property
+    def posix_rename(self) -> bool:
+        return "posix-rename@openssh.com" in self.extensions
+
+    def describe(self) -> list[str]:
+        """What an operator should know, one line each (for `check --remote`, `trust`)."""
+        lines = ["extensions: " + (", ".join(sorted(self.extensions)) or "none")]
+        if self.rename_overwrites:
+            lines.append(
+                "a plain rename replaces an existing file here: without overwrite, each name "
+                "is checked right before its rename; a file the partner creates under that "
+                "name in between (milliseconds) would be replaced"
+            )
+        elif self.rename_overwrites is False:
+            lines.append("a plain rename refuses an existing name: names are never replaced")
+        if not self.posix_rename:
+            lines.append(
+                "no posix-rename: overwriting moves the old file aside, renames the new one "
+                "in, then deletes the old one (restored if the rename fails)"
+            )
+        return lines
+
+
+_TRAITS: dict[tuple[str, int, str], ServerTraits] = {}
+_TRAITS_LOCK = threading.Lock()
+
+
 class SFTPRemote:
     """One SFTP endpoint; connects lazily and reconnects after a lost session."""
 
@@ -69,7 +145,8 @@ class SFTPRemote:
         self.cfg = cfg
         self._ssh: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
-        self._posix_rename = True
+        with _TRAITS_LOCK:
+            self.traits = _TRAITS.setdefault((cfg.host, cfg.port, cfg.user), ServerTraits())
 
     # ------------------------------------------------------------------ connection
 
@@ -111,7 +188,12 @@ class SFTPRemote:
                 transport = client.get_transport()
                 if transport is not None and cfg.keepalive:
                     transport.set_keepalive(cfg.keepalive)
-                sftp = client.open_sftp()
+                transport = client.get_transport()
+                assert transport is not None
+                sftp = _Client.from_transport(transport)
+                if sftp is None:
+                    raise ConnectionLost(f"{self._where()}: no SFTP session")
+                self.traits.extensions = dict(getattr(sftp, "extensions", {}))
                 channel = sftp.get_channel()
                 if channel is not None:
                     channel.settimeout(cfg.timeouts.operation)
@@ -286,89 +368,110 @@ class SFTPRemote:
         return FileInfo(name, st.st_size or 0, int(st.st_mtime or 0) * 1_000_000_000)
 
     def put_atomic(
-        self, name: str, src: BinaryIO, size: int, *, temp_name: str, overwrite: bool
+        self,
+        name: str,
+        src: BinaryIO,
+        size: int,
+        *,
+        temp_name: str,
+        overwrite: bool,
+        mode: int | None = None,
     ) -> FileInfo:
         sftp = self._client()
-        final, temp = self._path(name), self._path(temp_name)
-        # No look before the upload: without overwrite, the plain SFTP rename refuses an
-        # existing name atomically, and that refusal is what raises TargetExists.
-        try:
-            local = getattr(src, "name", None)
-            if isinstance(local, str) and Path(local).is_file() and self._accelerated(size):
-                with self._errors(f"upload {name}"):
-                    self._makedirs(sftp, posixpath.dirname(temp))
-                openssh.transfer(self.cfg, self._where(), "put", Path(local), temp)
-                sent = self.stat(temp_name)
-                if sent is None or sent.size != size:
-                    raise ConnectionLost(f"{self._where()}: {name}: the upload is incomplete")
-            else:
-                self._putfo(sftp, src, temp, size, name)
-            checkpoint("before-rename")
-            self._rename(sftp, temp, final, name, overwrite)
-        except BaseException:
-            self._discard(temp)
-            raise
-        info = self.stat(name)
-        if info is None or info.size != size:
-            raise ConnectionLost(
-                f"{self._where()}: {name}: sent {size} bytes but the server shows "
-                f"{'nothing' if info is None else info.size}"
-            )
-        return info
-
-    def _putfo(
-        self, sftp: paramiko.SFTPClient, src: BinaryIO, temp: str, size: int, name: str
-    ) -> None:
-        with self._errors(f"upload {name}"):
-            try:
-                # putfo pipelines its writes; confirm=True checks the size stored.
-                sftp.putfo(src, temp, file_size=size, confirm=True)
-            except FileNotFoundError:
-                # The target folder is missing: create it and send again.
+        self.learn_rename()
+        put = SmallPut(name, b"", temp_name, overwrite, mode)
+        local = getattr(src, "name", None)
+        if isinstance(local, str) and Path(local).is_file() and self._accelerated(size):
+            temp = self._path(temp_name)
+            with self._errors(f"upload {name}"):
                 self._makedirs(sftp, posixpath.dirname(temp))
-                src.seek(0)
-                sftp.putfo(src, temp, file_size=size, confirm=True)
-
-    def _rename(
-        self, sftp: paramiko.SFTPClient, temp: str, final: str, name: str, overwrite: bool
-    ) -> None:
-        if not overwrite:
-            # Plain SFTP rename refuses an existing target: atomic and never overwrites.
             try:
-                with self._errors(f"rename to {name}"):
-                    sftp.rename(temp, final)
-            except RemoteUnavailable:
-                if self.stat(name) is not None:
-                    raise TargetExists(f"{self._where()}: {name} already exists") from None
+                openssh.transfer(self.cfg, self._where(), "put", Path(local), temp)
+            except BaseException:
+                self._discard(temp)
                 raise
-            return
-        if self._posix_rename:
-            try:
-                sftp.posix_rename(temp, final)
-                return
-            except OSError:
-                if not self._alive():
-                    raise
-                self._posix_rename = False
-                log.warning(
-                    "remote.rename_fallback",
-                    endpoint=self.label,
-                    reason="server lacks posix-rename; overwriting is not atomic",
-                )
-        with self._errors(f"replace {name}"):
-            with suppress(FileNotFoundError):
-                sftp.remove(final)
-            sftp.rename(temp, final)
+            job = _PutJob(0, put, size, None, uploaded=True)
+        else:
+            job = _PutJob(0, put, size, src)
+        error = self._put_jobs([job], f"upload {name}")[0]
+        if isinstance(error, RemoteNotFound) and job.source is not None and job.opened is False:
+            # The target folder is missing: create it and send again.
+            with self._errors(f"upload {name}"):
+                self._makedirs(self._client(), posixpath.dirname(self._path(temp_name)))
+            src.seek(0)
+            job = _PutJob(0, put, size, src)
+            error = self._put_jobs([job], f"upload {name}")[0]
+        if error is not None:
+            raise error
+        return FileInfo(name, size, job.mtime_ns)
+
+    def _put_jobs(self, jobs: builtins.list[_PutJob], what: str) -> builtins.list[Any]:
+        batch = _PipelinedPuts(self, self._channel(self._client()), jobs)
+        results = self._pipelined(batch, what)
+        if batch.mode_refused and not self.traits.mode_refused:
+            self.traits.mode_refused = True
+            log.warning(
+                "remote.mode_refused",
+                endpoint=self.label,
+                reason="the server refused to set the files' mode; they keep its default",
+            )
+        return results
+
+    def learn_rename(self) -> bool:
+        """Whether this server's plain rename replaces an existing file, learned once per
+        process by renaming one hidden probe file onto another in the endpoint's folder
+        (the hardlink extension cannot tell: rclone answers it and creates nothing)."""
+        if self.traits.rename_overwrites is not None:
+            return self.traits.rename_overwrites
+        sftp = self._client()
+        token = secrets.token_hex(6)
+        first, second = (self._path(f".xchange-probe-{token}-{n}") for n in ("a", "b"))
+        overwrites = True
+        try:
+            with self._errors("learn the server's rename"):
+                for path in (first, second):
+                    with sftp.open(path, "wb") as fh:
+                        fh.write(path[-1:].encode())
+                try:
+                    sftp.rename(first, second)
+                except OSError:
+                    overwrites = False
+        except (RemotePermissionDenied, RemoteNotFound, RemoteUnavailable) as exc:
+            # A folder that cannot be written: nothing will be renamed into it by a delivery
+            # either; assume the unsafe answer (names are checked before renames).
+            log.info("remote.rename_unknown", endpoint=self.label, reason=exc.reason)
+        finally:
+            for path in (first, second):
+                with suppress(OSError, paramiko.SSHException, EOFError):
+                    if self._sftp is not None:
+                        self._sftp.remove(path)
+        self.traits.rename_overwrites = overwrites
+        if overwrites:
+            log.warning(
+                "remote.rename_overwrites",
+                endpoint=self.label,
+                reason="a plain rename replaces an existing file on this server: names are "
+                "checked right before each rename; a file created under that name in the "
+                "moment between would be replaced",
+            )
+        return overwrites
+
+    def describe(self) -> builtins.list[str]:
+        """The server's traits, learned now if need be (``check --remote``, ``trust``)."""
+        self._client()
+        self.learn_rename()
+        return self.traits.describe()
 
     def put_many(self, puts: Sequence[SmallPut]) -> builtins.list[RemoteError | None]:
         if not puts:
             return []
         sftp = self._client()
+        self.learn_rename()
         with self._errors("create the target folders"):
             for folder in sorted({posixpath.dirname(self._path(p.temp_name)) for p in puts}):
                 self._makedirs(sftp, folder)
-        batch = _PipelinedPuts(self, self._channel(sftp), puts)
-        return self._pipelined(batch, f"deliver {len(puts)} files")
+        jobs = [_PutJob(i, p, len(p.data), None) for i, p in enumerate(puts)]
+        return self._put_jobs(jobs, f"deliver {len(puts)} files")
 
     def get_many(self, files: Sequence[FileInfo]) -> builtins.list[bytes | RemoteError]:
         if not files:
@@ -384,6 +487,7 @@ class SFTPRemote:
         dest_dir = posixpath.join(self.cfg.path, sub)
         with self._errors(f"archive into {sub}"):
             self._makedirs(sftp, dest_dir)
+        self.learn_rename()
         batch = _PipelinedMoves(self, self._channel(sftp), names, sub)
         return self._pipelined(batch, f"archive {len(names)} files")
 
@@ -506,20 +610,6 @@ def _string(data: bytes) -> bytes:
     return _U32.pack(len(data)) + data
 
 
-@dataclass(slots=True)
-class _PutJob:
-    """One file of a ``put_many`` and where it stands."""
-
-    index: int
-    put: SmallPut
-    temp: bytes
-    final: bytes
-    handle: bytes = b""
-    #: Requests of the current step without their reply yet.
-    pending: int = 0
-    error: RemoteError | None = None
-
-
 class _Pipeline:
     """The requests of many files overlapped on one SFTP session.
 
@@ -631,116 +721,300 @@ class _Pipeline:
         return RemoteUnavailable(f"{where}: the server reported: {text or f'status {code}'}")
 
 
+@dataclass(slots=True)
+class _PutJob:
+    """One file of a delivery and where it stands: its bytes come from ``put.data`` (a
+    small file in memory), from ``source`` (read as the writes go), or are on the server
+    under the temporary name already (``uploaded``: sent by OpenSSH's client)."""
+
+    index: int
+    put: SmallPut
+    size: int
+    source: BinaryIO | None
+    uploaded: bool = False
+    temp: bytes = b""
+    final: bytes = b""
+    aside: bytes = b""
+    handle: bytes = b""
+    #: upload -> (look | aside) -> rename -> done, or -> discard on an error.
+    phase: str = "upload"
+    #: Bytes sent so far, and whether the last of them (and the close) is out.
+    sent: int = 0
+    all_sent: bool = False
+    opened: bool = False
+    #: Requests without their reply yet.
+    pending: int = 0
+    #: The final name is taken (a look or the check sent with the rename says so).
+    taken: bool = False
+    #: The old file was moved aside (overwrite without posix-rename).
+    moved_aside: bool = False
+    renamed: bool = False
+    rename_error: RemoteError | None = None
+    #: The size check came back before the rename's reply on a server that answers out
+    #: of order: it is asked again once the rename is confirmed.
+    check_again: bool = False
+    #: The final file's time, from the size check.
+    mtime_ns: int = 0
+    error: RemoteError | None = None
+
+
+def _attrs(body: memoryview) -> tuple[int | None, int | None]:
+    """Size and modification time from an ATTRS reply (None: not given)."""
+    (flags,) = _U32.unpack_from(body)
+    pos, size, mtime = 4, None, None
+    if flags & _ATTR_SIZE:
+        (size,) = _U64.unpack_from(body, pos)
+        pos += 8
+    if flags & 0x02:  # uid, gid
+        pos += 8
+    if flags & _ATTR_PERMISSIONS:
+        pos += 4
+    if flags & 0x08:  # atime, mtime
+        (mtime,) = _U32.unpack_from(body, pos + 4)
+    return size, mtime
+
+
+#: Write requests of one file in flight at once (a big file streams through this window).
+WRITE_WINDOW = 64
+_SETSTAT, _FSETSTAT, _ATTR_PERMISSIONS = 9, 10, 0x04
+
+
 class _PipelinedPuts(_Pipeline):
-    """Small uploads: each file open -> writes + close -> rename + size check."""
+    """Deliveries, many files overlapped on one session, each through these steps:
+
+    1. open the temporary name; the writes (a window of ``WRITE_WINDOW`` requests, refilled
+       as replies come, in whatever order the server answers: gesftpserver answers writes
+       out of order), the mode (``fsetstat``) and the close follow it;
+    2. without overwrite, on a server whose plain rename replaces files: a look at the final
+       name right before the rename (taken: ``TargetExists``);
+    3. the rename: ``posix-rename@openssh.com`` to overwrite, or, where the server lacks it,
+       the old file moved aside, the new one renamed in, the old one deleted (moved back
+       if the rename fails); a plain rename otherwise (refused when the name is taken);
+    4. the size under the final name, checked.
+
+    A file counts as delivered only once the check's reply says so; on an error its
+    temporary file is removed.
+    """
 
     def __init__(
-        self,
-        remote: SFTPRemote,
-        channel: paramiko.Channel,
-        puts: Sequence[SmallPut],
+        self, remote: SFTPRemote, channel: paramiko.Channel, jobs: Sequence[_PutJob]
     ) -> None:
-        super().__init__(remote, channel, len(puts))
-        self.jobs = [
-            _PutJob(
-                i,
-                p,
-                remote._path(p.temp_name).encode("utf-8"),
-                remote._path(p.name).encode("utf-8"),
+        super().__init__(remote, channel, len(jobs))
+        self.traits = remote.traits
+        self.mode_refused = False
+        for job in jobs:
+            job.temp = remote._path(job.put.temp_name).encode("utf-8")
+            job.final = remote._path(job.put.name).encode("utf-8")
+            aside = posixpath.join(
+                posixpath.dirname(job.put.temp_name),
+                f".{posixpath.basename(job.put.name)}.{secrets.token_hex(4)}.xchange-old",
             )
-            for i, p in enumerate(puts)
-        ]
+            job.aside = remote._path(aside).encode("utf-8")
+        self.jobs = jobs
 
     def _result(self, job: _PutJob) -> RemoteError | None:
         return job.error
 
-    # ------------------------------------------------------------------ steps
+    def _request(self, job: _PutJob, step: str, t: int, *fields: bytes) -> None:
+        self._send(job, step, t, *fields)
+        job.pending += 1
+
+    # ------------------------------------------------------------------ upload
 
     def _open(self, job: _PutJob) -> None:
-        self._send(
-            job,
-            "open",
-            _OPEN,
-            _string(job.temp),
-            _U32.pack(_OPEN_WRITE_CREATE_TRUNCATE),
-            _U32.pack(0),  # no attributes
-        )
+        if job.uploaded:
+            # Sent by OpenSSH's client: its size, and its mode, then on as usual.
+            self._request(job, "sent", _LSTAT, _string(job.temp))
+            if job.put.mode is not None:
+                self._mode(job, _SETSTAT, _string(job.temp))
+            return
+        flags = _U32.pack(_OPEN_WRITE_CREATE_TRUNCATE)
+        self._request(job, "open", _OPEN, _string(job.temp), flags, _U32.pack(0))
+
+    def _mode(self, job: _PutJob, request: int, target: bytes) -> None:
+        assert job.put.mode is not None
+        attrs = _U32.pack(_ATTR_PERMISSIONS) + _U32.pack(job.put.mode & 0o7777)
+        self._request(job, "mode", request, target, attrs)
+
+    def _chunk(self, job: _PutJob) -> bytes:
+        want = min(REQUEST_BYTES, job.size - job.sent)
+        if want <= 0:
+            return b""
+        if job.source is None:
+            return job.put.data[job.sent : job.sent + want]
+        return job.source.read(want)
+
+    def _fill(self, job: _PutJob) -> None:
+        """Keep the window of writes full; after the last one (or an error), the mode and
+        the close."""
+        handle = _string(job.handle)
+        while not job.all_sent and job.pending < WRITE_WINDOW:
+            chunk = b"" if job.error is not None else self._chunk(job)
+            if not chunk:
+                job.all_sent = True
+                if job.error is None and job.sent != job.size:
+                    job.error = ConnectionLost(
+                        f"{self.remote._where()}: {job.put.name}: the source gave {job.sent} "
+                        f"bytes, not {job.size}"
+                    )
+                if job.put.mode is not None and job.error is None:
+                    self._mode(job, _FSETSTAT, handle)
+                self._request(job, "close", _CLOSE, handle)
+                return
+            self._request(job, "write", _WRITE, handle, _U64.pack(job.sent), _string(chunk))
+            job.sent += len(chunk)
+
+    # ------------------------------------------------------------------ replies
 
     def _step(self, job: _PutJob, step: str, t: int, body: memoryview) -> bool:
         """Act on one reply; True when the job is finished (well or not)."""
+        job.pending -= 1
         name = job.put.name
         if step == "open":
             if t != _HANDLE:
-                job.error = self._error(t, body, f"upload {name}")
+                job.error = self._error(t, body, f"upload {name}") or RemoteUnavailable(
+                    f"{self.remote._where()}: upload {name}: no handle"
+                )
                 return True
+            job.opened = True
             (length,) = _U32.unpack_from(body)
             job.handle = bytes(body[4 : 4 + length])
-            # The writes and the close go together: a server answers requests on one
-            # handle in the order they came.
-            handle = _string(job.handle)
-            data = job.put.data
-            for offset in range(0, len(data), REQUEST_BYTES):
-                chunk = data[offset : offset + REQUEST_BYTES]
-                self._send(job, "write", _WRITE, handle, _U64.pack(offset), _string(chunk))
-                job.pending += 1
-            self._send(job, "close", _CLOSE, handle)
-            job.pending += 1
-            return False
-        if step in ("write", "close"):
-            job.pending -= 1
+            self._fill(job)
+        elif step == "write":
             job.error = job.error or self._error(t, body, f"upload {name}")
-            if job.pending:
-                return False
-            if job.error is not None:
-                self._send(job, "discard", _REMOVE, _string(job.temp))
-                job.pending = 1
-                return False
-            # Renamed only once every byte and the close are acknowledged; the check of
-            # the final name goes with it (an OpenSSH server answers in order; any other
-            # order can only make the check fail, and the file is then sent again alone).
-            checkpoint("before-rename")
-            temp, final = _string(job.temp), _string(job.final)
-            if job.put.overwrite:
-                posix_rename = _string(b"posix-rename@openssh.com")
-                self._send(job, "rename", _EXTENDED, posix_rename, temp, final)
+            self._fill(job)
+        elif step == "close":
+            job.error = job.error or self._error(t, body, f"upload {name}")
+        elif step == "mode":
+            # A server that keeps its own modes (rclone) may refuse: the file still goes.
+            if self._error(t, body, f"set the mode of {name}") is not None:
+                self.mode_refused = True
+        elif step == "sent":
+            job.error = job.error or self._sized(t, body, job, "the upload is incomplete")
+        elif step == "look":
+            if t == _ATTRS:
+                job.taken = True
             else:
-                # Plain SFTP rename refuses an existing name: never overwrites.
-                self._send(job, "rename", _RENAME, temp, final)
-            self._send(job, "stat", _LSTAT, final)
-            job.pending = 2
+                error = self._error(t, body, f"look at {name}")
+                if not isinstance(error, RemoteNotFound):
+                    job.error = error or RemoteUnavailable(
+                        f"{self.remote._where()}: look at {name}: unexpected reply"
+                    )
+        elif step == "aside":
+            error = self._error(t, body, f"move the old {name} aside")
+            if error is None:
+                job.moved_aside = True
+            elif not isinstance(error, RemoteNotFound):  # not found: no old file
+                job.error = error
+        elif step == "rename":
+            self._renamed(job, t, body)
+        elif step == "restore":
+            job.moved_aside = False
+        elif step == "check":
+            self._checked(job, t, body)
+        if job.pending:
             return False
-        if step == "rename":
-            job.pending -= 1
-            error = self._error(t, body, f"rename to {name}")
-            if error is not None:
-                job.error = error  # the rename's own error says more than the check's
-                self._send(job, "discard", _REMOVE, _string(job.temp))
-                job.pending += 1
-            return not job.pending
-        if step == "stat":
-            job.pending -= 1
-            if job.error is None:
-                job.error = self._checked(t, body, job)
-            return not job.pending
-        # "discard": the temporary file is gone (or never was); job.error stands.
-        job.pending -= 1
-        return not job.pending
+        return self._next(job)
 
-    def _checked(self, t: int, body: memoryview, job: _PutJob) -> RemoteError | None:
-        """The error a stat reply of a delivered file shows (None: right size)."""
+    def _next(self, job: _PutJob) -> bool:
+        """All replies of a phase are in: on to the next one; True when done."""
+        phase = job.phase
+        if phase == "discard":
+            return True
+        if job.error is not None and phase != "rename":
+            return self._discard(job)
+        if phase == "upload":
+            checkpoint("before-rename")
+            if not job.put.overwrite and self.traits.rename_overwrites is not False:
+                # This server's rename would replace a file: look right before renaming.
+                job.phase = "look"
+                self._request(job, "look", _LSTAT, _string(job.final))
+                return False
+            if (
+                job.put.overwrite
+                and not self.traits.posix_rename
+                and not self.traits.rename_overwrites
+            ):
+                job.phase = "aside"
+                self._request(job, "aside", _RENAME, _string(job.final), _string(job.aside))
+                return False
+            return self._rename(job)
+        if phase == "look" and job.taken:
+            job.error = TargetExists(f"{self.remote._where()}: {job.put.name} already exists")
+            return self._discard(job)
+        if phase in ("look", "aside"):
+            return self._rename(job)
+        # The rename is over.
+        if job.rename_error is not None:
+            taken = not job.put.overwrite and job.taken
+            job.error = (
+                TargetExists(f"{self.remote._where()}: {job.put.name} already exists")
+                if taken
+                else job.rename_error
+            )
+            return self._discard(job)
+        return True
+
+    def _rename(self, job: _PutJob) -> bool:
+        job.phase = "rename"
+        temp, final = _string(job.temp), _string(job.final)
+        if job.put.overwrite and self.traits.posix_rename:
+            extension = _string(b"posix-rename@openssh.com")
+            self._request(job, "rename", _EXTENDED, extension, temp, final)
+        else:
+            self._request(job, "rename", _RENAME, temp, final)
+        # The size check goes with it (a server answering in order replies after the
+        # rename; one that does not is asked again once the rename is confirmed).
+        self._request(job, "check", _LSTAT, final)
+        return False
+
+    def _renamed(self, job: _PutJob, t: int, body: memoryview) -> None:
+        error = self._error(t, body, f"rename to {job.put.name}")
+        if error is None:
+            job.renamed = True
+            if job.moved_aside:
+                job.moved_aside = False
+                self._request(job, "drop-old", _REMOVE, _string(job.aside))
+            if job.check_again:
+                job.check_again = False
+                job.error = None
+                self._request(job, "check", _LSTAT, _string(job.final))
+            return
+        job.rename_error = error
+        if job.moved_aside:
+            self._request(job, "restore", _RENAME, _string(job.aside), _string(job.final))
+
+    def _checked(self, job: _PutJob, t: int, body: memoryview) -> None:
+        if job.renamed:
+            job.error = job.error or self._sized(t, body, job, "")
+            return
+        job.taken = t == _ATTRS
+        if job.rename_error is None:
+            job.check_again = True  # came before the rename's reply
+
+    def _sized(self, t: int, body: memoryview, job: _PutJob, what: str) -> RemoteError | None:
+        """The error a stat reply shows (None: the expected size)."""
         name = job.put.name
         if t != _ATTRS:
             return self._error(t, body, f"check {name}") or RemoteUnavailable(
                 f"{self.remote._where()}: check {name}: no attributes"
             )
-        flags = _U32.unpack_from(body)[0]
-        size = _U64.unpack_from(body, 4)[0] if flags & _ATTR_SIZE else None
-        if size == len(job.put.data):
+        size, mtime = _attrs(body)
+        if size == job.size:
+            job.mtime_ns = (mtime or 0) * 1_000_000_000
             return None
         return ConnectionLost(
-            f"{self.remote._where()}: {name}: sent {len(job.put.data)} bytes but the "
-            f"server shows {size}"
+            f"{self.remote._where()}: {name}: {what + ': ' if what else ''}sent {job.size} "
+            f"bytes but the server shows {size}"
         )
+
+    def _discard(self, job: _PutJob) -> bool:
+        """Remove the temporary file (if there is one); the job ends with its error."""
+        job.phase = "discard"
+        if job.opened or job.uploaded:
+            self._request(job, "discard", _REMOVE, _string(job.temp))
+            return False
+        return True
 
 
 _READ, _DATA, _EOF, _OPEN_READ = 5, 103, 1, 0x01
@@ -842,12 +1116,15 @@ class _MoveJob:
 
 
 class _PipelinedMoves(_Pipeline):
-    """Archive moves: one plain SFTP rename each (it refuses a name already taken)."""
+    """Archive moves: one plain SFTP rename each, which refuses a name already taken; on a
+    server whose rename replaces files, a look at the name first (taken: an error, and
+    ``move`` finds a free name)."""
 
     def __init__(
         self, remote: SFTPRemote, channel: paramiko.Channel, names: Sequence[str], sub: str
     ) -> None:
         super().__init__(remote, channel, len(names))
+        self.look_first = remote.traits.rename_overwrites is not False
         dest_dir = posixpath.join(remote.cfg.path, sub)
         self.jobs = [
             _MoveJob(
@@ -861,9 +1138,24 @@ class _PipelinedMoves(_Pipeline):
         ]
 
     def _open(self, job: _MoveJob) -> None:
-        self._send(job, "rename", _RENAME, _string(job.source), _string(job.dest))
+        if self.look_first:
+            self._send(job, "look", _LSTAT, _string(job.dest))
+        else:
+            self._send(job, "rename", _RENAME, _string(job.source), _string(job.dest))
 
     def _step(self, job: _MoveJob, step: Any, t: int, body: memoryview) -> bool:
+        if step == "look":
+            if t == _ATTRS:
+                job.error = TargetExists(
+                    f"{self.remote._where()}: archive {job.name}: {job.place} already exists"
+                )
+                return True
+            error = self._error(t, body, f"archive {job.name}")
+            if not isinstance(error, RemoteNotFound):
+                job.error = error
+                return True
+            self._send(job, "rename", _RENAME, _string(job.source), _string(job.dest))
+            return False
         job.error = self._error(t, body, f"archive {job.name}")
         return True
 
