@@ -258,6 +258,7 @@ class SmallFiles:
                 s.output.data,
                 temp_name_for(s.output.name, f"{s.record.sha256[:8]}{s.output.sha256[:8]}"),
                 overwrite,
+                self.route.target.permissions,
             )
             for s in batch.sending
         ]

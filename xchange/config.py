@@ -164,6 +164,31 @@ class TargetSpec(_Model):
     #: When the final name is taken: fail (quarantine), overwrite, unique (add _1, _2 ...),
     #: or skip (deliver nothing under that name, and say so).
     if_exists: Literal["fail", "overwrite", "unique", "skip"] = "fail"
+    #: The permissions every delivered file gets before its rename, whatever the path it
+    #: takes (``0o644``, or ``"0640"``), or "server" to keep the server's default.
+    mode: int | str = 0o644
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> TargetSpec:
+        self.permissions  # noqa: B018 - validates
+        return self
+
+    @property
+    def permissions(self) -> int | None:
+        """The mode bits to set, or None for the server's default."""
+        if self.mode == "server":
+            return None
+        value = self.mode
+        if isinstance(value, str):
+            try:
+                value = int(value, 8)
+            except ValueError:
+                raise ValueError(
+                    f'mode: {self.mode!r} is not an octal mode like "0644" (or "server")'
+                ) from None
+        if isinstance(value, bool) or not 0 <= value <= 0o777:
+            raise ValueError(f"mode: {self.mode!r} is not a file mode between 0o000 and 0o777")
+        return value
 
 
 class AfterSpec(_Model):

@@ -735,7 +735,15 @@ class Runner:
             temp = temp_name_for(name, f"{record.sha256[:8]}{out.sha256[:8]}")
             try:
                 call_with_retry(
-                    functools.partial(self._put, target, out, name, temp, policy == "overwrite"),
+                    functools.partial(
+                        self._put,
+                        target,
+                        out,
+                        name,
+                        temp,
+                        policy == "overwrite",
+                        route.target.permissions,
+                    ),
                     route.retry,
                     sleep=self.sleep,
                 )
@@ -762,9 +770,11 @@ class Runner:
         raise TargetExists(f"{route.target.endpoint}: no free name left for {out.name}")
 
     @staticmethod
-    def _put(target: Remote, out: Output, name: str, temp: str, overwrite: bool) -> None:
+    def _put(
+        target: Remote, out: Output, name: str, temp: str, overwrite: bool, mode: int | None
+    ) -> None:
         with out.open() as src:
-            target.put_atomic(name, src, out.size, temp_name=temp, overwrite=overwrite)
+            target.put_atomic(name, src, out.size, temp_name=temp, overwrite=overwrite, mode=mode)
 
     @staticmethod
     def _already_there(target: Remote, out: Output, name: str) -> bool:

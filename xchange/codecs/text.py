@@ -230,13 +230,20 @@ def _likely(sample: bytes) -> str:
 
 def _guess(sample: bytes) -> tuple[str, str] | None:
     """charset-normalizer's best reading of ``sample``: (encoding, language)."""
+    best = _readings(sample)
+    return best[0][:2] if best else None
+
+
+def _readings(sample: bytes) -> list[tuple[str, str, float]]:
+    """charset-normalizer's readings of ``sample``, best first: (encoding, language,
+    chaos)."""
     import charset_normalizer  # the only place it is used; imported when needed
 
-    best = charset_normalizer.from_bytes(sample).best()
-    if best is None:
-        return None
-    language = best.language if best.language and best.language != "Unknown" else ""
-    return best.encoding.replace("_", "-"), language
+    out = []
+    for match in charset_normalizer.from_bytes(sample):
+        language = match.language if match.language and match.language != "Unknown" else ""
+        out.append((match.encoding.replace("_", "-"), language, float(match.chaos)))
+    return out
 
 
 def _utf16_without_bom(sample: bytes) -> str | None:
@@ -285,17 +292,21 @@ def gb_implausible(sample: bytes, encoding: str) -> str | None:
     if len(cjk) < 20:
         return None
     rare = cjk.encode("gb2312", errors="replace").count(b"?") / len(cjk)
-    guess = _guess(sample)
-    if guess is not None and is_gb(guess[0]):
+    readings = _readings(sample)
+    if readings and is_gb(readings[0][0]):
         return None
     facts = f"{rare:.0%} of its {len(cjk)} CJK characters are outside the common GB2312 set"
-    if guess is not None and codecs.lookup(guess[0]).name in _OTHER_CJK:
-        name, language = guess
-        return (
-            f"the text does not look like Chinese in {encoding} ({facts}); it looks like "
-            f'{name}{f" ({language})" if language else ""}: set encoding = "{name}" in the '
-            "layout if that is right"
-        )
+    gb_chaos = min((chaos for name, _, chaos in readings if is_gb(name)), default=1.0)
+    if readings and codecs.lookup(readings[0][0]).name in _OTHER_CJK:
+        name, language, chaos = readings[0]
+        # Only a clearly better reading counts (short or repetitive text reads as
+        # several encodings equally well).
+        if gb_chaos - chaos >= 0.05 or rare > 0.2:
+            return (
+                f"the text does not look like Chinese in {encoding} ({facts}); it looks like "
+                f'{name}{f" ({language})" if language else ""}: set encoding = "{name}" in '
+                "the layout if that is right"
+            )
     if rare > 0.5 and len(cjk) >= 50:
         return (
             f"the text does not look like Chinese in {encoding} ({facts}); its encoding "

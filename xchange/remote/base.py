@@ -73,12 +73,21 @@ class Remote(Protocol):
         ...
 
     def put_atomic(
-        self, name: str, src: BinaryIO, size: int, *, temp_name: str, overwrite: bool
+        self,
+        name: str,
+        src: BinaryIO,
+        size: int,
+        *,
+        temp_name: str,
+        overwrite: bool,
+        mode: int | None = None,
     ) -> FileInfo:
         """Write ``size`` bytes from ``src`` under ``temp_name``, then rename to ``name``.
 
         A reader never sees a partial file under ``name``. With ``overwrite=False``
-        an existing ``name`` raises ``TargetExists`` and is left untouched. The temporary
+        an existing ``name`` raises ``TargetExists`` and is left untouched (on servers
+        whose rename replaces files, the name is checked right before the rename). The
+        file gets ``mode`` before the rename (None: the endpoint's default). The temporary
         file is removed on failure. The size is checked after the rename.
         """
         ...

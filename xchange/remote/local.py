@@ -122,7 +122,14 @@ class LocalRemote:
         return FileInfo(name, st.st_size, st.st_mtime_ns)
 
     def put_atomic(
-        self, name: str, src: BinaryIO, size: int, *, temp_name: str, overwrite: bool
+        self,
+        name: str,
+        src: BinaryIO,
+        size: int,
+        *,
+        temp_name: str,
+        overwrite: bool,
+        mode: int | None = None,
     ) -> FileInfo:
         final, temp = self._path(name), self._path(temp_name)
         with _os_errors(self.label, name):
@@ -133,6 +140,8 @@ class LocalRemote:
                 with open(temp, "wb") as fh:
                     shutil.copyfileobj(src, fh, CHUNK)
                     fh.flush()
+                    if mode is not None:
+                        os.fchmod(fh.fileno(), mode)
                     os.fsync(fh.fileno())
                 checkpoint("before-rename")
                 if overwrite:
@@ -210,6 +219,7 @@ class LocalRemote:
                     len(put.data),
                     temp_name=put.temp_name,
                     overwrite=put.overwrite,
+                    mode=put.mode,
                 )
             except RemoteError as exc:
                 results.append(exc)
