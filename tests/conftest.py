@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -119,3 +120,30 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
     yield server
     server.stop()
     shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sftp_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Every SFTP server kind of tests/sftpservers.py, each started once per session the
+    first time a test asks for it."""
+    from tests import sftpservers
+
+    started: dict[str, sftpservers.SftpServer] = {}
+
+    class Servers(dict):  # type: ignore[type-arg]
+        def __missing__(self, kind: str) -> sftpservers.SftpServer:
+            if not sftpservers.available(kind):
+                pytest.fail(
+                    f"the {kind} SFTP server is not installed: run the test command from "
+                    "README.md (bash tests/run-all.sh), which installs it"
+                )
+            base = Path(tempfile.mkdtemp(prefix=f"xchange-{kind}-"))
+            server = sftpservers.start(kind, base)
+            started[kind] = server
+            self[kind] = server
+            return server
+
+    yield Servers()
+    for server in started.values():
+        server.stop()
+        shutil.rmtree(server.base, ignore_errors=True)

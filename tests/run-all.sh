@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
 # Install what the tests need on a fresh machine, then run the whole suite.
-#   - OpenSSH's sshd (the SFTP tests start a real one on 127.0.0.1), via apt-get if missing
+#   - the SFTP servers the tests start on 127.0.0.1 (Debian packages, via apt-get when
+#     missing): OpenSSH's sshd, gesftpserver, rclone (serve sftp), ProFTPD with mod_sftp
 #   - xchange itself with its test extras
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ]; then
+missing=()
+{ command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; } || missing+=(openssh-server)
+command -v sftp >/dev/null 2>&1 || missing+=(openssh-client)
+[ -x /usr/libexec/gesftpserver ] || missing+=(gesftpserver)
+command -v rclone >/dev/null 2>&1 || missing+=(rclone)
+[ -x /usr/sbin/proftpd ] || missing+=(proftpd-core)
+[ -e /usr/lib/proftpd/mod_sftp.so ] || missing+=(proftpd-mod-crypto)
+if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then apt_get="apt-get"; else apt_get="sudo apt-get"; fi
     export DEBIAN_FRONTEND=noninteractive
+    echo "installing ${missing[*]} (apt-get)" >&2
     $apt_get update -qq
-    $apt_get install -y -qq openssh-server openssh-client >/dev/null
+    $apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'

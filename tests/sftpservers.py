@@ -254,9 +254,7 @@ def _proftpd(base: Path) -> SftpServer:
     )
     log_file = base / "proftpd.log"
     log = open(log_file, "ab")  # noqa: SIM115 - the child keeps it open
-    process = subprocess.Popen(
-        [PROFTPD, "-n", "-q", "-c", str(config)], stdout=log, stderr=log
-    )
+    process = subprocess.Popen([PROFTPD, "-n", "-q", "-c", str(config)], stdout=log, stderr=log)
     log.close()
     _started(process, port, log_file)
     return SftpServer(

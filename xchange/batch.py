@@ -131,6 +131,9 @@ class SmallFiles:
         self.trouble: RemoteError | None = None
         #: Whether an upload has taken the warm-up's outcome (uploader thread only).
         self._warmed = False
+        #: Contents claimed by batches not finished yet: a twin in a later batch goes
+        #: alone once they are (and is then recognised as a duplicate), never sent twice.
+        self._in_flight: dict[str, int] = {}
 
     def run(self, batches: list[list[FileInfo]], stop: threading.Event) -> Iterator[FileResult]:
         """Every file's result; stops taking new batches on ``stop`` or target trouble."""
@@ -186,8 +189,10 @@ class SmallFiles:
                 batch.results.append(result)
                 continue
             sha = hashlib.sha256(data).hexdigest()
-            if sha in seen:
-                batch.alone.append(info)  # a twin: the one-at-a-time path tells duplicates
+            if sha in seen or sha in self._in_flight:
+                # A twin, in this batch or one still on its way: the one-at-a-time path
+                # takes it after this batch, and tells it is a duplicate.
+                batch.alone.append(info)
                 continue
             seen.add(sha)
             reads.append((info, data, sha, result))
@@ -229,6 +234,8 @@ class SmallFiles:
                 steps.append(Step(record.id, State.DELIVERING, out.name))
                 batch.sending.append(Sending(info, record, out, result))
             self.journal.record_steps(steps)
+        for s in batch.sending:
+            self._in_flight[s.record.sha256] = self._in_flight.get(s.record.sha256, 0) + 1
         checkpoint("after-claim")
         for info, record, data, problem, result in unsendable:
             with self._spilled(record, data) as path:
@@ -286,6 +293,7 @@ class SmallFiles:
         try:
             return self._finish_batch(batch, uploaded)
         except XchangeError as exc:
+            self._landed(batch)
             # The journal failed: what it did not record is sent again (and recognised on
             # the target) at a later run.
             self.trouble = self.trouble or RemoteError(str(exc))
@@ -321,6 +329,7 @@ class SmallFiles:
                     runner._failed_delivery(
                         route, s.record, s.info.name, path, batch.failure, s.result, source
                     )
+            self._landed(batch)
             return self._done(batch)
 
         retry: list[tuple[Sending, RemoteError]] = []
@@ -404,7 +413,15 @@ class SmallFiles:
             self.journal.record_steps(
                 [Step(fid, p.state, where, where) for p, where in moved for fid in p.ids]
             )
+        self._landed(batch)
         return self._done(batch) + [runner.process(route, info) for info in batch.alone]
+
+    def _landed(self, batch: Batch) -> None:
+        """The batch's contents are settled: their twins are no longer held back."""
+        for s in batch.sending:
+            left = self._in_flight.pop(s.record.sha256, 1) - 1
+            if left > 0:
+                self._in_flight[s.record.sha256] = left
 
     def _done(self, batch: Batch) -> list[FileResult]:
         elapsed = int((time.monotonic() - batch.started) * 1000)
