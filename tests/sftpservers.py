@@ -2,7 +2,8 @@
 
 Each kind runs once per test session on a free port with throwaway keys and a pinned
 known_hosts: OpenSSH (the reference), OpenSSH with its extensions turned off (``-P``),
-Green End's gesftpserver behind sshd (answers writes out of order), rclone's ``serve
+Green End's gesftpserver behind sshd (answers writes out of order), OpenSSH read-only
+(``-R``), rclone's ``serve
 sftp`` (a plain rename overwrites) and ProFTPD's mod_sftp (refuses renames onto a name).
 All are Debian packages, installed by ``tests/run-all.sh`` when missing.
 
@@ -75,7 +76,7 @@ class SftpServer:
 
 
 def available(kind: str) -> bool:
-    if kind in ("openssh", "openssh-noext"):
+    if kind in ("openssh", "openssh-noext", "openssh-readonly"):
         return shutil.which("sshd") is not None or os.path.exists("/usr/sbin/sshd")
     if kind == "gesftpserver":
         return os.path.exists(GESFTPSERVER)
@@ -99,6 +100,8 @@ def start(kind: str, base: Path) -> SftpServer:
         return server
     if kind == "gesftpserver":
         return _from_sshd(kind, base, GESFTPSERVER)
+    if kind == "openssh-readonly":
+        return _from_sshd(kind, base, "internal-sftp -R")
     if kind == "rclone":
         return _rclone(base)
     if kind == "proftpd":

@@ -58,7 +58,7 @@ def in_order(folder: Path, hours_ago: int = 1) -> None:
     import time
 
     base = int((time.time() - 3600 * hours_ago) * 1e9)
-    for i, path in enumerate(sorted(folder.glob("*.dat"))):
+    for i, path in enumerate(sorted(p for p in folder.iterdir() if p.is_file())):
         os.utime(path, ns=(base + i * 1_000_000, base + i * 1_000_000))
 
 
@@ -236,3 +236,110 @@ def test_a_local_to_local_batch_with_a_twin_is_delivered_once(exchange: Exchange
     assert result.exit_code == 0, result.output
     assert "copy: 300 delivered" in result.output and "1 duplicate" in result.output
     assert len(files(exchange.outbox)) == 300
+
+
+# --------------------------------------------------------------------------- read-only drop
+
+
+def journal_states(exchange: Exchange) -> list[str]:
+    from xchange.config import load_config
+    from xchange.journal import open_journal
+
+    journal = open_journal(load_config(exchange.config).journal)
+    try:
+        return sorted(str(r.state) for r in journal.query(limit=1000))
+    finally:
+        journal.close()
+
+
+def alerts_of(result: Result) -> list[dict[str, object]]:
+    import json
+
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    return [e for e in events if e.get("event") == "alert.sent"]
+
+
+def run_json(exchange: Exchange, route: str | None = None) -> Result:
+    args = ["--log-format", "json", "run", "--once", "--config", str(exchange.config)]
+    if route:
+        args += ["--route", route]
+    return CliRunner().invoke(main, args)
+
+
+@pytest.mark.parametrize("path", ["single", "batch"])
+def test_a_read_only_drop_delivers_once_and_keeps_the_file_delivered_until_archived(
+    exchange: Exchange, sftp_servers: dict[str, SftpServer], path: str
+) -> None:
+    """The drop is read-only (OpenSSH -R): the files are delivered, the archive fails. One
+    outcome ("delivered; archive failed: permission"), one alert, the journal at delivered
+    (not archived) while the files are still there; later runs send nothing again; once the
+    folder can be written (the same folder through a writable server), they are archived."""
+    readonly, writable = sftp_servers["openssh-readonly"], sftp_servers["openssh"]
+    drop = readonly.folder(f"readonly-{path}")
+    exchange.outbox.mkdir(exist_ok=True)
+    exchange.write_config()
+    base = exchange.config.read_text()
+    local_drop = f'[endpoints.shop-drop]\ntype = "local"\npath = "{exchange.inbox}"\n'
+    if path == "single":
+        route = "shop-orders"
+        (drop / "orders_20261121.csv").write_bytes(
+            (SAMPLES / "shop-orders" / "in" / "orders_20261121.csv").read_bytes()
+        )
+        expected = {p.name for p in EXPECTED.iterdir()}
+        extra = ""
+    else:
+        route = "copy"
+        for i in range(20):
+            (drop / f"f{i:02d}.dat").write_bytes(f"file {i}".encode())
+        expected = {f"f{i:02d}.out" for i in range(20)}
+        extra = copy_route("wms-outbox", "copy", after="archive")
+    in_order(drop)
+    drop.chmod(0o755)
+
+    def configure(server: SftpServer) -> None:
+        exchange.config.write_text(
+            base.replace(local_drop, sftp_toml("shop-drop", server, drop)) + extra
+        )
+
+    configure(readonly)
+    first = run_json(exchange, route)
+    assert first.exit_code == 0, first.output
+    assert "left in the drop folder (archive or delete failed)" in first.stdout
+    assert "archive failed:" in first.stdout and "permission denied" in first.stdout
+    assert set(files(exchange.outbox)) == expected
+    assert set(journal_states(exchange)) == {"delivered"}
+    assert len(alerts_of(first)) == 1
+    delivered_before = files(exchange.outbox)
+
+    second = run_json(exchange, route)
+    assert second.exit_code == 0, second.output
+    assert "0 delivered" in second.stdout and "left in the drop folder" in second.stdout
+    assert files(exchange.outbox) == delivered_before  # nothing sent again
+    assert set(journal_states(exchange)) == {"delivered"}
+    assert alerts_of(second) == []  # within the alert window
+
+    configure(writable)
+    third = run_json(exchange, route)
+    assert third.exit_code == 0, third.output
+    assert "left in the drop folder" not in third.stdout
+    assert files(exchange.outbox) == delivered_before
+    assert set(journal_states(exchange)) == {"archived"}
+    assert not [p for p in drop.iterdir() if p.is_file()]
+
+
+def test_a_refusal_through_openssh_is_a_permission_error_not_a_lost_connection(
+    sftp_servers: dict[str, SftpServer], tmp_path: Path
+) -> None:
+    from tests.test_remote_contract import sftp_endpoint
+    from xchange.errors import RemotePermissionDenied
+    from xchange.remote.sftp import SFTPRemote
+
+    server = sftp_servers["openssh-readonly"]
+    folder = server.folder("readonly-accelerated")
+    remote = SFTPRemote("ro", sftp_endpoint(server, folder, accelerate_mb=1))
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(2 << 20))
+    with open(big, "rb") as src, pytest.raises(RemotePermissionDenied):
+        remote.put_atomic("big.bin", src, 2 << 20, temp_name=".big.t.xchange-part", overwrite=False)
+    remote.close()
+    assert not list(folder.iterdir())

@@ -400,12 +400,15 @@ class SmallFiles:
                     moved.append((plan, place))
                 else:
                     alone.append(plan)
+        by_name = {r.source: r for r in batch.results}
         for plan in alone:
-            try:
-                where = runner._carry_out(source, plan)
-            except XchangeError as exc:
-                # Delivered; the source stays and is archived at the next look.
-                log.warning("file.after_failed", source=plan.info.name, error=str(exc))
+            where, error = runner.carry_out(source, plan)
+            if error is not None:
+                # Delivered; the source stays (its record back at delivered) and the next
+                # look tries again.
+                result = by_name.get(plan.info.name)
+                if result is not None:
+                    runner.after_failed(route, result, error)
                 continue
             if where is not None:
                 moved.append((plan, where))

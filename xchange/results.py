@@ -16,6 +16,8 @@ DELIVERED, DUPLICATE, QUARANTINED, RETRY_LATER, WAITING, SKIPPED = (
     "waiting",
     "skipped",
 )
+#: Delivered at an earlier run; its archive or delete failed again (see ``after_error``).
+LEFT = "left-in-place"
 
 
 @dataclass(slots=True)
@@ -37,6 +39,9 @@ class FileResult:
     skipped_keys: list[str] = field(default_factory=list)
     #: What may be wrong with the content but did not stop it (mojibake, say).
     warnings: list[str] = field(default_factory=list)
+    #: Delivered, but the source could not be archived or deleted (it stays in the drop
+    #: folder, its record at delivered, and the next look tries again).
+    after_error: str | None = None
 
 
 @dataclass(slots=True)
@@ -73,6 +78,9 @@ class RouteResult:
         parts += [
             f"{counts[o]} {o}" for o in (DUPLICATE, QUARANTINED, RETRY_LATER, WAITING) if counts[o]
         ]
+        left = [f for f in self.files if f.after_error]
+        if left:
+            parts.append(f"{len(left)} left in the drop folder (archive or delete failed)")
         if self.held:
             parts.append(f"{len(self.held)} held")
         text = f"{self.route}: " + ", ".join(parts)
@@ -81,6 +89,8 @@ class RouteResult:
         for f in self.files:
             if f.outcome in (QUARANTINED, RETRY_LATER):
                 text += f"\n  {f.outcome}: {f.source} (#{f.file_id}): {f.error}"
+            elif f.after_error:
+                text += f"\n  left in place: {f.source} (#{f.file_id}): {f.after_error}"
             if f.skipped_keys:
                 text += (
                     f"\n  skipped (already delivered): {f.source} (#{f.file_id}): "
@@ -111,6 +121,7 @@ __all__ = [
     "EXIT_NOT_DELIVERED",
     "EXIT_OK",
     "EXIT_QUARANTINED",
+    "LEFT",
     "QUARANTINED",
     "RETRY_LATER",
     "SKIPPED",

@@ -71,6 +71,7 @@ from xchange.remote.base import (
 from xchange.results import (
     DELIVERED,
     DUPLICATE,
+    LEFT,
     QUARANTINED,
     RETRY_LATER,
     SKIPPED,
@@ -379,10 +380,16 @@ class Runner:
         for f in result.files:
             if f.outcome in (QUARANTINED, RETRY_LATER):
                 failed[(f.cause or "error", f.retryable)].append(f)
+            elif f.after_error:
+                failed[(f"after-{f.cause or 'error'}", True)].append(f)
         for (cause, retryable), files in failed.items():
-            self.alerter.failure(
-                result.route, cause, retryable, [f.source for f in files], files[0].error or cause
+            first = files[0]
+            reason = (
+                f"delivered; {first.after_error}"
+                if first.after_error and first.outcome not in (QUARANTINED, RETRY_LATER)
+                else first.error or cause
             )
+            self.alerter.failure(result.route, cause, retryable, [f.source for f in files], reason)
         if result.error and not failed:
             self.alerter.failure(result.route, result.error_kind or "error", True, [], result.error)
         if not failed and not result.error and result.count(DELIVERED):
@@ -456,9 +463,12 @@ class Runner:
         result.file_id = known.id
         if route.after.action != "leave":
             unfinished = known.state == State.DELIVERED
-            self._after(
+            error = self._after(
                 route, self.remote(route.source.endpoint), info, known.id if unfinished else None
             )
+            if error is not None:
+                result.outcome = LEFT
+                self.after_failed(route, result, error)
 
     def _from_drop(self, route: RouteConfig, info: FileInfo, result: FileResult) -> None:
         source = self.remote(route.source.endpoint)
@@ -546,7 +556,9 @@ class Runner:
                 claim.record.state,
                 note=f"same content seen again as {info.name}; not sent again",
             )
-            self._after(route, source, info, None)
+            error = self._after(route, source, info, None)
+            if error is not None:
+                self.after_failed(route, result, error)
             return
         self._convert_and_deliver(route, claim.record, path, info.name, result, source, info=info)
 
@@ -649,7 +661,9 @@ class Runner:
         result.outputs = [o.name for o in outputs]
         result.documents = sum(o.documents for o in outputs)
         if source is not None and info is not None:
-            self._after(route, source, info, record.id)
+            error = self._after(route, source, info, record.id)
+            if error is not None:
+                self.after_failed(route, result, error)
 
     def _dedupe(self, route: RouteConfig, record: FileRecord) -> Callable[[str], bool]:
         def already(key: str) -> bool:
@@ -788,16 +802,24 @@ class Runner:
 
     def _after(
         self, route: RouteConfig, source: Remote, info: FileInfo, file_id: int | None
-    ) -> None:
+    ) -> RemoteError | None:
         """Archive, delete or leave a delivered source (and its done-marker). When several
-        routes read the file, the last one to deliver it does this."""
+        routes read the file, the last one to deliver it does this. Returns what stopped
+        the archive or delete (the records are then back at delivered, the file where it
+        was, and the next look tries again)."""
         plan = self._plan_after(route, info, file_id)
         if plan is None:
-            return
+            return None
         self.journal.record_steps(self._announcement(plan))
-        moved = self._carry_out(source, plan)
+        moved, error = self.carry_out(source, plan)
         if moved is not None:
             self.journal.record_steps([Step(fid, plan.state, moved, moved) for fid in plan.ids])
+        return error
+
+    @staticmethod
+    def after_failed(route: RouteConfig, result: FileResult, error: RemoteError) -> None:
+        result.after_error = f"{route.after.action} failed: {error.reason}"
+        result.cause, result.retryable = error.kind, True
 
     def _plan_after(
         self, route: RouteConfig, info: FileInfo, file_id: int | None
@@ -845,6 +867,20 @@ class Runner:
         deleted), and the move is simply made then."""
         note = f"{plan.action} into {plan.folder}" if plan.folder else plan.action
         return [Step(fid, plan.state, note, plan.folder or None) for fid in plan.ids]
+
+    def carry_out(self, source: Remote, plan: AfterPlan) -> tuple[str | None, RemoteError | None]:
+        """Delete or archive the source (and its marker): (the archived path, None), or
+        (None, what stopped it) with its announcement taken back in the journal: the
+        records stay delivered until the action is done."""
+        try:
+            return self._carry_out(source, plan), None
+        except RemoteError as exc:
+            note = f"{plan.action} failed: {exc.reason}"
+            self.journal.record_steps([Step(fid, State.DELIVERED, note) for fid in plan.ids])
+            log.warning(
+                "file.after_failed", source=plan.info.name, action=plan.action, error=exc.reason
+            )
+            return None, exc
 
     @staticmethod
     def _carry_out(source: Remote, plan: AfterPlan) -> str | None:

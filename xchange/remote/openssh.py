@@ -7,12 +7,22 @@ stay with paramiko.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 from xchange.config import SFTPEndpoint
-from xchange.errors import ConnectionLost, RemoteUnavailable
+from xchange.errors import (
+    AuthenticationFailed,
+    ConnectionLost,
+    HostKeyMismatch,
+    RemoteError,
+    RemoteNotFound,
+    RemotePermissionDenied,
+    RemoteTimeout,
+    RemoteUnavailable,
+)
 
 
 def available(cfg: SFTPEndpoint) -> bool:
@@ -71,9 +81,36 @@ def transfer(cfg: SFTPEndpoint, label: str, command: str, local: Path, remote: s
         f"{cfg.user}@{cfg.host}",
     ]
     try:
-        done = subprocess.run(argv, input=batch.encode(), capture_output=True, check=False)
+        done = subprocess.run(
+            argv, input=batch.encode(), capture_output=True, check=False, env=child_environment()
+        )
     except OSError as exc:
         raise RemoteUnavailable(f"{label}: cannot start sftp: {exc}") from None
     if done.returncode != 0:
         reason = (done.stderr.decode(errors="replace").strip().splitlines() or ["failed"])[-1]
-        raise ConnectionLost(f"{label}: OpenSSH sftp {command} failed: {reason}")
+        raise _classified(f"{label}: OpenSSH sftp {command} failed: {reason}", reason)
+
+
+def _classified(message: str, reason: str) -> RemoteError:
+    """The error class of what OpenSSH's sftp printed last."""
+    low = reason.lower()
+    if "permission denied" in low and "publickey" not in low:
+        return RemotePermissionDenied(message)
+    if "no such file" in low:
+        return RemoteNotFound(message)
+    if "host key verification failed" in low:
+        return HostKeyMismatch(message)
+    if "connection refused" in low or "no route to host" in low:
+        return RemoteUnavailable(message)
+    if "timed out" in low or "timeout" in low:
+        return RemoteTimeout(message)
+    if "permission denied (publickey" in low:
+        return AuthenticationFailed(message)
+    return ConnectionLost(message)
+
+
+def child_environment() -> dict[str, str]:
+    """The environment of an OpenSSH child: what it needs to run, nothing else (no
+    password variable, no other secret of the parent's)."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "LOGNAME")
+    return {k: v for k, v in os.environ.items() if k in keep}
