@@ -87,8 +87,11 @@ def available(kind: str) -> bool:
     raise ValueError(kind)
 
 
-def start(kind: str, base: Path) -> SftpServer:
-    """Start one server of ``kind`` with its files under ``base``."""
+def start(kind: str, base: Path, *, dir_cache: str = "0s") -> SftpServer:
+    """Start one server of ``kind`` with its files under ``base``. ``dir_cache`` is rclone's
+    directory cache time: none by default, so that it sees the files tests put in its folder
+    behind its back (which makes each of its lookups list the folder: benchmarks give it
+    its default, 5m)."""
     base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o755)
     (base / "data").mkdir(mode=0o755, exist_ok=True)
@@ -103,7 +106,7 @@ def start(kind: str, base: Path) -> SftpServer:
     if kind == "openssh-readonly":
         return _from_sshd(kind, base, "internal-sftp -R")
     if kind == "rclone":
-        return _rclone(base)
+        return _rclone(base, dir_cache)
     if kind == "proftpd":
         return _proftpd(base)
     raise ValueError(kind)
@@ -142,7 +145,7 @@ def _terminate(process: subprocess.Popen[bytes]) -> Callable[[], None]:
     return stop
 
 
-def _rclone(base: Path) -> SftpServer:
+def _rclone(base: Path, dir_cache: str) -> SftpServer:
     host_key = keygen(base / "host_ed25519")
     client_key = keygen(base / "client_ed25519")
     authorized = base / "authorized_keys"
@@ -166,7 +169,7 @@ def _rclone(base: Path) -> SftpServer:
             "--config",
             "/dev/null",
             "--dir-cache-time",
-            "0s",
+            dir_cache,
             "--log-level",
             "INFO",
         ],

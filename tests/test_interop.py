@@ -343,3 +343,23 @@ def test_a_refusal_through_openssh_is_a_permission_error_not_a_lost_connection(
         remote.put_atomic("big.bin", src, 2 << 20, temp_name=".big.t.xchange-part", overwrite=False)
     remote.close()
     assert not list(folder.iterdir())
+
+
+def test_check_remote_says_what_each_server_does_differently(
+    exchange: Exchange, sftp_servers: dict[str, SftpServer]
+) -> None:
+    """rclone's rename replaces files (and the window this leaves is said); OpenSSH's
+    refuses; OpenSSH without extensions has no posix-rename (and the fallback is said)."""
+    for kind, expected in (
+        ("rclone", "a plain rename replaces an existing file here"),
+        ("openssh", "a plain rename refuses an existing name"),
+        ("openssh-noext", "no posix-rename: overwriting moves the old file aside"),
+    ):
+        server = sftp_servers[kind]
+        folder = server.folder(f"check-remote-{kind}")
+        exchange.write_config(target=sftp_toml("wms-outbox", server, folder))
+        result = CliRunner().invoke(main, ["check", "--remote", "--config", str(exchange.config)])
+        assert result.exit_code == 0, result.output
+        assert f"wms-outbox ({server.user}@127.0.0.1:{server.port}):" in result.output
+        assert expected in result.output, result.output
+        assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # probe removed

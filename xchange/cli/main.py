@@ -104,8 +104,13 @@ def _pipeline(config: AppConfig, route: str) -> Pipeline | CopyPipeline:
 
 @main.command()
 @config_option
+@click.option(
+    "--remote",
+    is_flag=True,
+    help="Also connect to every SFTP endpoint and say what its server does differently.",
+)
 @click.pass_context
-def check(ctx: click.Context, config_path: str | None) -> None:
+def check(ctx: click.Context, config_path: str | None, remote: bool) -> None:
     """Validate a configuration and every layout and mapping it uses."""
     config = _config(ctx, config_path)
     from xchange.daemon import check_schedules
@@ -123,6 +128,31 @@ def check(ctx: click.Context, config_path: str | None) -> None:
         f"{config.source_file}: OK: {len(config.routes)} route(s) ({names}), "
         f"{len(config.endpoints)} endpoint(s)"
     )
+    if remote and not _describe_servers(config):
+        sys.exit(EXIT_NOT_DELIVERED)
+
+
+def _describe_servers(config: AppConfig) -> bool:
+    """Connect to each SFTP endpoint and print its server's traits; False if one failed."""
+    from xchange.remote.sftp import SFTPRemote
+
+    ok = True
+    for name, cfg in config.endpoints.items():
+        if not isinstance(cfg, SFTPEndpoint):
+            continue
+        server = SFTPRemote(name, cfg)
+        try:
+            lines = server.describe()
+        except XchangeError as exc:
+            click.echo(f"{name}: cannot connect: {exc.reason}")
+            ok = False
+            continue
+        finally:
+            server.close()
+        click.echo(f"{name} ({cfg.user}@{cfg.host}:{cfg.port}):")
+        for line in lines:
+            click.echo(f"  {line}")
+    return ok
 
 
 # --------------------------------------------------------------------------- run
@@ -346,3 +376,12 @@ def trust(ctx: click.Context, config_path: str | None, endpoint: str, yes: bool)
         _fail("not pinned", 1)
     remote.pin_host_key(key)
     click.echo(f"pinned in {cfg.known_hosts}")
+    try:
+        lines = remote.describe()
+    except XchangeError as exc:
+        click.echo(f"(could not log in to learn more about the server: {exc.reason})")
+    else:
+        for line in lines:
+            click.echo(f"  {line}")
+    finally:
+        remote.close()

@@ -109,6 +109,8 @@ class ServerTraits:
     rename_overwrites: bool | None = None
     #: Whether it refused to set a file's mode (warned about once).
     mode_refused: bool = False
+    #: Whether it accepts a mode but keeps its own (rclone): no mode is sent then.
+    modes_ignored: bool = False
 
     @property
     def posix_rename(self) -> bool:
@@ -130,6 +132,8 @@ class ServerTraits:
                 "no posix-rename: overwriting moves the old file aside, renames the new one "
                 "in, then deletes the old one (restored if the rename fails)"
             )
+        if self.modes_ignored or self.mode_refused:
+            lines.append("files keep the server's own mode: target.mode cannot be applied here")
         return lines
 
 
@@ -432,6 +436,12 @@ class SFTPRemote:
                 for path in (first, second):
                     with sftp.open(path, "wb") as fh:
                         fh.write(path[-1:].encode())
+                try:
+                    sftp.chmod(first, 0o600)
+                    granted = stat_mod.S_IMODE(sftp.stat(first).st_mode or 0)
+                except OSError:
+                    granted = 0o600  # refused: said when a delivery asks for a mode
+                self.traits.modes_ignored = granted != 0o600
                 try:
                     sftp.rename(first, second)
                 except OSError:
@@ -825,11 +835,15 @@ class _PipelinedPuts(_Pipeline):
         if job.uploaded:
             # Sent by OpenSSH's client: its size, and its mode, then on as usual.
             self._request(job, "sent", _LSTAT, _string(job.temp))
-            if job.put.mode is not None:
+            if self._wants_mode(job):
                 self._mode(job, _SETSTAT, _string(job.temp))
             return
         flags = _U32.pack(_OPEN_WRITE_CREATE_TRUNCATE)
         self._request(job, "open", _OPEN, _string(job.temp), flags, _U32.pack(0))
+
+    def _wants_mode(self, job: _PutJob) -> bool:
+        """A mode is asked for, and the server keeps the modes it is given."""
+        return job.put.mode is not None and not self.traits.modes_ignored
 
     def _mode(self, job: _PutJob, request: int, target: bytes) -> None:
         assert job.put.mode is not None
@@ -857,7 +871,7 @@ class _PipelinedPuts(_Pipeline):
                         f"{self.remote._where()}: {job.put.name}: the source gave {job.sent} "
                         f"bytes, not {job.size}"
                     )
-                if job.put.mode is not None and job.error is None:
+                if self._wants_mode(job) and job.error is None:
                     self._mode(job, _FSETSTAT, handle)
                 self._request(job, "close", _CLOSE, handle)
                 return
