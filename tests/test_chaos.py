@@ -1,5 +1,6 @@
 """1,500 files over SFTP while the process is killed with SIGKILL at random moments, 20 times.
-Afterwards every file is delivered exactly once (the receiver's folder saw each final name
+Among them, twins: copies of early files dropped late, so that they fall in later batches.
+Afterwards every content is delivered exactly once (the receiver's folder saw each final name
 appear once), byte-identical, no temporary file is visible, nothing is quarantined, and the
 journal agrees."""
 
@@ -84,6 +85,12 @@ def test_random_sigkills_never_lose_or_double_a_file(exchange: Exchange, sshd: S
         data = os.urandom(rnd.randint(1, 20_000))
         (exchange.inbox / f"f{i:04d}.dat").write_bytes(data)
         expected[f"f{i:04d}.out"] = data
+    # Twins across batches: copies of early files, listed last (a later time).
+    later = time.time() + 1
+    for n, i in enumerate(rnd.sample(range(200), 10)):
+        twin = exchange.inbox / f"twin{n:02d}.dat"
+        twin.write_bytes(expected[f"f{i:04d}.out"])
+        os.utime(twin, (later, later))
     arrivals = Arrivals()
     observer = Observer()
     observer.schedule(arrivals, str(target))
@@ -124,8 +131,9 @@ def test_random_sigkills_never_lose_or_double_a_file(exchange: Exchange, sshd: S
     assert set(arrivals.count) == set(expected)
     journal = open_journal(load_config(exchange.config).journal)
     records = journal.query(limit=10_000)
-    assert len(records) == 1500
+    assert len(records) == 1500  # one per content: the twins are duplicates of theirs
     assert {r.state for r in records} == {State.ARCHIVED}
     assert all(len(r.outputs) == 1 for r in records)
     journal.close()
+    assert len(list((exchange.inbox / "archive").iterdir())) == 1510
     assert not any(exchange.quarantine.glob("**/*.dat"))

@@ -223,7 +223,7 @@ class SmallFiles:
                 try:
                     (out,) = self.pipeline.convert_stream(
                         io.BytesIO(data),
-                        info.name,
+                        record.path,  # the name it was first taken under (see runner)
                         record.created_at.astimezone(),
                         Sink(None),
                         digest=(len(data), sha),

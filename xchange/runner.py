@@ -624,9 +624,11 @@ class Runner:
         with staging_folder(self.scratch / "staging", f"{route.name}-{record.id}") as staging:
             try:
                 with open(path, "rb") as stream:
+                    # Converted as the name the content was first taken under (the same as
+                    # ``name`` but for a twin taking over an unfinished delivery).
                     conversion = pipeline.convert_stream(
                         stream,
-                        name,
+                        record.path,
                         when,
                         Sink(staging),
                         skip=skip,

@@ -301,14 +301,24 @@ class SQLiteJournal:
                 record = _new_record(key, file_id, layout_version, mapping_version, now)
                 return Claim(record, already_delivered=False)
             file_id = row["id"]
+            # A content not delivered yet keeps the name it was first taken under: a twin
+            # that takes it over (its first taker killed mid-delivery, say) delivers the
+            # same outputs under the same names, recognised where they already landed. The
+            # same file taken again updates its time (the look-ups find it by it).
+            same_file = row["endpoint"] == key.endpoint and row["path"] == key.path
+            endpoint, path, size, mtime_ns = (
+                (key.endpoint, key.path, key.size, key.mtime_ns)
+                if same_file
+                else (row["endpoint"], row["path"], row["size"], row["mtime_ns"])
+            )
             db.execute(
                 "UPDATE files SET endpoint=?, path=?, size=?, mtime_ns=?, layout_version=?, "
                 "mapping_version=?, state=?, attempts=attempts+1, updated_at=? WHERE id=?",
                 (
-                    key.endpoint,
-                    key.path,
-                    key.size,
-                    key.mtime_ns,
+                    endpoint,
+                    path,
+                    size,
+                    mtime_ns,
                     layout_version,
                     mapping_version,
                     str(State.PROCESSING),
