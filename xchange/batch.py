@@ -384,14 +384,18 @@ class SmallFiles:
                 deletes.append(plan)
         if deletes:
             try:
-                errors = source.remove_many([p.info.name for p in deletes])
+                errors = source.remove_many(
+                    [p.info.name for p in deletes], expect=[p.info for p in deletes]
+                )
             except XchangeError:
                 alone += deletes
             else:
                 alone += [p for p, error in zip(deletes, errors, strict=True) if error]
         for folder, plans in together.items():
             try:
-                places = source.move_many([p.info.name for p in plans], folder)
+                places = source.move_many(
+                    [p.info.name for p in plans], folder, expect=[p.info for p in plans]
+                )
             except XchangeError:
                 alone += plans
                 continue

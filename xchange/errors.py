@@ -15,7 +15,8 @@ that flag alone, never on the concrete class::
       │    ├─ AuthenticationFailed      key or password refused
       │    ├─ RemoteNotFound            the path does not exist
       │    ├─ RemotePermissionDenied    (retryable) the path is not writable/readable
-      │    └─ TargetExists              the final name is taken and the policy says fail
+      │    ├─ TargetExists              the final name is taken and the policy says fail
+      │    └─ SourceChanged             the source is not the file taken any more
       ├─ FormatError                    the file itself is wrong: retrying cannot help
       │    ├─ DecodeError               bytes are not text in the declared encoding / syntax
       │    ├─ ValidationFailed          the content breaks the layout's rules (has a report)
@@ -121,6 +122,13 @@ class TargetExists(RemoteError):
     kind = "target-exists"
 
 
+class SourceChanged(RemoteError):
+    """The source is no longer the file that was taken (rewritten, replaced, grown): it is
+    left where it is, to be taken as a new file."""
+
+    kind = "source-changed"
+
+
 class FormatError(XchangeError):
     kind = "format"
 
@@ -172,6 +180,7 @@ __all__ = [
     "RemotePermissionDenied",
     "RemoteTimeout",
     "RemoteUnavailable",
+    "SourceChanged",
     "TargetExists",
     "UnsafeName",
     "ValidationFailed",

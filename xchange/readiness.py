@@ -15,7 +15,7 @@ so the daemon, ``run --once`` under cron and ``xchange status`` all see the same
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from xchange.config import ReadySpec
@@ -36,6 +36,9 @@ class Verdict:
     held: list[Observation]
     #: Held files that just passed ``max_wait``.
     stuck: list[Observation]
+    #: Files whose time is in the future (the writer's clock is ahead): judged as age 0,
+    #: by their size and time staying the same between looks.
+    future: list[FileInfo] = field(default_factory=list)
 
     def soonest(self, now: datetime, spec: ReadySpec) -> float | None:
         """Seconds until a file held only for settling could be ready (None: none such)."""
@@ -58,6 +61,7 @@ def judge(
     ready: list[FileInfo] = []
     held: list[Observation] = []
     stuck: list[Observation] = []
+    future: list[FileInfo] = []
     for f in files:
         before = previous.get(f.name)
         first_seen = before.first_seen if before else now
@@ -66,6 +70,11 @@ def judge(
         age = (now - datetime.fromtimestamp(f.mtime_ns / 1e9, tz=now.tzinfo)).total_seconds()
         if f.mtime_ns % 1_000_000_000 == 0:
             age -= 1.0  # whole seconds (SFTP): the change may be up to 1 s later than shown
+        if age < -2.0:
+            future.append(f)
+        # A time in the future says nothing of how long ago the file changed: age 0, and
+        # the file is judged by its size and time staying the same between looks.
+        age = max(age, 0.0)
         reason = _reason(spec, f, names, before, same, changed_at, age, now)
         if reason is None:
             ready.append(f)
@@ -83,7 +92,7 @@ def judge(
             if before is None or not before.reason.startswith("STUCK"):
                 stuck.append(obs)
         held.append(obs)
-    return Verdict(ready, held, stuck)
+    return Verdict(ready, held, stuck, future)
 
 
 def _reason(

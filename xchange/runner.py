@@ -20,8 +20,10 @@ Transient failures are retried within the run (backoff with jitter), then at lat
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import os
 import posixpath
 import threading
 import time
@@ -31,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import structlog
 
@@ -42,6 +44,7 @@ from xchange.errors import (
     FormatError,
     RemoteError,
     RemoteNotFound,
+    SourceChanged,
     TargetExists,
     UnsafeName,
     XchangeError,
@@ -370,6 +373,15 @@ class Runner:
         verdict = judge(route.ready, fresh, names, observed, now)
         if only is None or verdict.held or observed:
             self.journal.save_observations(route.name, verdict.held)
+        for info in verdict.future:
+            ahead = info.mtime_ns / 1e9 - now.timestamp()
+            log.warning(
+                "file.clock_skew",
+                source=info.name,
+                ahead_s=round(ahead),
+                reason="the file's time is in the future (the writer's clock is ahead); "
+                "judged by its size and time staying the same between looks",
+            )
         for obs in verdict.stuck:
             log.warning("file.stuck", source=obs.path, reason=obs.reason)
             self.alerter.failure(route.name, "stuck", True, [obs.path], obs.reason)
@@ -491,7 +503,14 @@ class Runner:
                 return
         try:
             with source.local_copy(info.name, self.scratch / "downloads") as path:
-                self._claimed(route, source, info, path, result)
+                # One open handle from the hash to the conversion: the bytes claimed are
+                # the bytes converted, whatever happens to the name meanwhile.
+                try:
+                    handle = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+                except FileNotFoundError:
+                    raise RemoteNotFound(f"{info.name}: gone") from None
+                with handle:
+                    self._claimed(route, source, info, path, handle, result)
         except RemoteNotFound:
             # Gone between the listing and the read (its producer took it back): nothing
             # to deliver and nothing lost.
@@ -499,9 +518,16 @@ class Runner:
             result.outcome = SKIPPED
 
     def _claimed(
-        self, route: RouteConfig, source: Remote, info: FileInfo, path: Path, result: FileResult
+        self,
+        route: RouteConfig,
+        source: Remote,
+        info: FileInfo,
+        path: Path,
+        handle: BinaryIO,
+        result: FileResult,
     ) -> None:
-        size, sha = _fingerprint(path)
+        size, sha = _fingerprint(handle)
+        handle.seek(0)
         result.bytes = size
         if size != info.size:
             # Changed since the listing (truncated, or written again): judge it again.
@@ -524,7 +550,7 @@ class Runner:
                 self._in_hand_changed.wait(timeout=0.5)
             self._in_hand.add(twin)
         try:
-            self._claimed_alone(route, source, info, path, result, size, sha)
+            self._claimed_alone(route, source, info, path, handle, result, size, sha)
         finally:
             with self._in_hand_changed:
                 self._in_hand.discard(twin)
@@ -536,6 +562,7 @@ class Runner:
         source: Remote,
         info: FileInfo,
         path: Path,
+        handle: BinaryIO,
         result: FileResult,
         size: int,
         sha: str,
@@ -560,7 +587,9 @@ class Runner:
             if error is not None:
                 self.after_failed(route, result, error)
             return
-        self._convert_and_deliver(route, claim.record, path, info.name, result, source, info=info)
+        self._convert_and_deliver(
+            route, claim.record, path, info.name, result, source, info=info, stream=handle
+        )
 
     def _again(
         self, route: RouteConfig, record: FileRecord, force: bool, result: FileResult
@@ -615,6 +644,7 @@ class Runner:
         *,
         force: bool = False,
         info: FileInfo | None = None,
+        stream: BinaryIO | None = None,
     ) -> None:
         pipeline = self.pipelines[route.name]
         # The first claim's time, not the clock: names and contents come out the same
@@ -623,11 +653,13 @@ class Runner:
         skip = self._dedupe(route, record) if route.dedupe_key and not force else None
         with staging_folder(self.scratch / "staging", f"{route.name}-{record.id}") as staging:
             try:
-                with open(path, "rb") as stream:
+                opened = contextlib.nullcontext(stream) if stream else open(path, "rb")  # noqa: SIM115
+                with opened as reading:
+                    reading.seek(0)
                     # Converted as the name the content was first taken under (the same as
                     # ``name`` but for a twin taking over an unfinished delivery).
                     conversion = pipeline.convert_stream(
-                        stream,
+                        reading,
                         record.path,
                         when,
                         Sink(staging),
@@ -876,6 +908,13 @@ class Runner:
         records stay delivered until the action is done."""
         try:
             return self._carry_out(source, plan), None
+        except (SourceChanged, RemoteNotFound) as exc:
+            # Not the file that was delivered any more (or gone already): it stays, and
+            # is taken as new.
+            note = f"not {plan.state}: {exc.reason}"
+            self.journal.record_steps([Step(fid, State.DELIVERED, note) for fid in plan.ids])
+            log.info("file.replaced", source=plan.info.name, action=plan.action, reason=exc.reason)
+            return None, None
         except RemoteError as exc:
             note = f"{plan.action} failed: {exc.reason}"
             self.journal.record_steps([Step(fid, State.DELIVERED, note) for fid in plan.ids])
@@ -889,11 +928,11 @@ class Runner:
         """Delete or archive the source (and its marker); return the archived path."""
         name = plan.info.name
         if plan.action == "delete":
-            source.remove(name)
+            source.remove(name, expect=plan.info)
             if plan.marker:
                 source.remove(plan.marker)
             return None
-        moved = source.move(name, plan.folder)
+        moved = source.move(name, plan.folder, expect=plan.info)
         if plan.marker and source.stat(plan.marker) is not None:
             source.move(plan.marker, plan.folder)
         return moved
@@ -935,14 +974,13 @@ class Runner:
         result.cause, result.retryable = exc.kind, exc.retryable
 
 
-def _fingerprint(path: Path) -> tuple[int, str]:
-    """Size and sha256 of a local file, read in chunks."""
+def _fingerprint(fh: BinaryIO) -> tuple[int, str]:
+    """Size and sha256 of an open file, read in chunks."""
     sha = hashlib.sha256()
     size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            sha.update(chunk)
-            size += len(chunk)
+    while chunk := fh.read(1 << 20):
+        sha.update(chunk)
+        size += len(chunk)
     return size, sha.hexdigest()
 
 

@@ -105,7 +105,8 @@ def main() -> None:
             runs = ", ".join(f"{t:.3f}" for t in times[kind])
             print(
                 f"  {kind:<16} {args.files / median:>8.0f} files/s  "
-                f"(median of {len(times[kind])}: {runs} s)   {median / reference:.2f}x OpenSSH's time"
+                f"(median of {len(times[kind])}: {runs} s)   "
+                f"{median / reference:.2f}x OpenSSH's time"
             )
     finally:
         for server in servers.values():

@@ -7,7 +7,7 @@ import fnmatch
 import posixpath
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
 
@@ -19,11 +19,22 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class FileInfo:
-    """A file in an endpoint's folder (``name`` is relative to that folder)."""
+    """A file in an endpoint's folder (``name`` is relative to that folder); ``inode`` is
+    known for local folders (0 elsewhere)."""
 
     name: str
     size: int
     mtime_ns: int
+    inode: int = field(default=0, compare=False)
+
+    def same_file(self, other: FileInfo) -> bool:
+        """Whether ``other`` (a later look at the same name) is still this file: the same
+        size and time, and the same inode where both know it."""
+        return (
+            self.size == other.size
+            and self.mtime_ns == other.mtime_ns
+            and (not self.inode or not other.inode or self.inode == other.inode)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,32 +129,43 @@ class Remote(Protocol):
         """
         ...
 
-    def move_many(self, names: Sequence[str], folder: str) -> builtins.list[str | RemoteError]:
+    def move_many(
+        self, names: Sequence[str], folder: str, *, expect: Sequence[FileInfo] | None = None
+    ) -> builtins.list[str | RemoteError]:
         """Move several files into a sub-folder (created if missing), overlapping their
         round trips where the endpoint can. One entry per file: its new relative path, or
         the error that stopped it (a name already taken in the folder is an error here:
-        ``move`` finds a free one).
+        ``move`` finds a free one). With ``expect``, a file that is not that file any more
+        is left where it is (``SourceChanged``).
 
         Raises:
             RemoteError: before any file was moved (no session, no folder).
         """
         ...
 
-    def remove_many(self, names: Sequence[str]) -> builtins.list[RemoteError | None]:
+    def remove_many(
+        self, names: Sequence[str], *, expect: Sequence[FileInfo] | None = None
+    ) -> builtins.list[RemoteError | None]:
         """Delete several files, overlapping their round trips where the endpoint can; a
-        missing file is not an error. One entry per file: None, or what stopped it.
+        missing file is not an error. One entry per file: None, or what stopped it (with
+        ``expect``, ``SourceChanged`` for a file that is not that file any more).
 
         Raises:
             RemoteError: before any file was deleted (no session).
         """
         ...
 
-    def move(self, name: str, folder: str) -> str:
-        """Move a file into a sub-folder (created if missing); return its new relative path."""
+    def move(self, name: str, folder: str, *, expect: FileInfo | None = None) -> str:
+        """Move a file into a sub-folder (created if missing); return its new relative path.
+
+        With ``expect`` (the file as it was taken), a file that is not that file any more
+        (rewritten, replaced, grown), checked right before and right after the move, is
+        left where it is: ``SourceChanged``.
+        """
         ...
 
-    def remove(self, name: str) -> None:
-        """Delete a file; a missing file is not an error."""
+    def remove(self, name: str, *, expect: FileInfo | None = None) -> None:
+        """Delete a file; a missing file is not an error. With ``expect``, as ``move``."""
         ...
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ from xchange.errors import (
     RemoteNotFound,
     RemotePermissionDenied,
     RemoteUnavailable,
+    SourceChanged,
     TargetExists,
 )
 from xchange.faults import checkpoint
@@ -81,16 +82,19 @@ class LocalRemote:
                 if is_temporary(entry.name):
                     continue
                 name = prefix + entry.name
-                # Symlinks are not followed: a link in a drop folder may point anywhere.
-                if entry.is_file(follow_symlinks=False):
-                    st = entry.stat(follow_symlinks=False)
-                    out.append(FileInfo(name, st.st_size, st.st_mtime_ns))
-                elif (
-                    recursive
-                    and entry.is_dir(follow_symlinks=False)
-                    and not (not prefix and entry.name in skip_dirs)
-                ):
-                    self._scan(Path(entry.path), name + "/", recursive, skip_dirs, out)
+                try:
+                    # Symlinks are not followed: a link in a drop folder may point anywhere.
+                    if entry.is_file(follow_symlinks=False):
+                        st = entry.stat(follow_symlinks=False)
+                        out.append(FileInfo(name, st.st_size, st.st_mtime_ns, st.st_ino))
+                    elif (
+                        recursive
+                        and entry.is_dir(follow_symlinks=False)
+                        and not (not prefix and entry.name in skip_dirs)
+                    ):
+                        self._scan(Path(entry.path), name + "/", recursive, skip_dirs, out)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue  # removed while the folder was listed: not there any more
 
     def download(self, name: str, dest: BinaryIO) -> int:
         with _os_errors(self.label, name):
@@ -119,7 +123,7 @@ class LocalRemote:
             return None
         if not stat_mod.S_ISREG(st.st_mode):
             return None
-        return FileInfo(name, st.st_size, st.st_mtime_ns)
+        return FileInfo(name, st.st_size, st.st_mtime_ns, st.st_ino)
 
     def put_atomic(
         self,
@@ -176,20 +180,21 @@ class LocalRemote:
                 results.append(buffer.getvalue())
         return results
 
-    def move_many(self, names: Sequence[str], folder: str) -> builtins.list[str | RemoteError]:
+    def move_many(
+        self, names: Sequence[str], folder: str, *, expect: Sequence[FileInfo] | None = None
+    ) -> builtins.list[str | RemoteError]:
         sub = safe_subfolder(folder)
         dest_dir = os.path.join(self.root, sub)
         with _os_errors(self.label, sub):
             os.makedirs(dest_dir, exist_ok=True)
         results: builtins.list[str | RemoteError] = []
-        for name in names:
+        for i, name in enumerate(names):
             base = posixpath.basename(name)
-            dest = os.path.join(dest_dir, base)
+            dest = Path(dest_dir) / base
             try:
                 if os.path.lexists(dest):
                     raise FileExistsError(dest)  # ``move`` finds a free name for it
-                with _os_errors(self.label, name):
-                    os.rename(self._path(name), dest)
+                self._move_checked(name, dest, expect[i] if expect else None)
             except FileExistsError:
                 results.append(TargetExists(f"{self.label}: {sub}/{base} already exists"))
             except RemoteError as exc:
@@ -198,11 +203,13 @@ class LocalRemote:
                 results.append(posixpath.join(sub, base))
         return results
 
-    def remove_many(self, names: Sequence[str]) -> builtins.list[RemoteError | None]:
+    def remove_many(
+        self, names: Sequence[str], *, expect: Sequence[FileInfo] | None = None
+    ) -> builtins.list[RemoteError | None]:
         results: builtins.list[RemoteError | None] = []
-        for name in names:
+        for i, name in enumerate(names):
             try:
-                self.remove(name)
+                self.remove(name, expect=expect[i] if expect else None)
             except RemoteError as exc:
                 results.append(exc)
             else:
@@ -227,7 +234,7 @@ class LocalRemote:
                 results.append(None)
         return results
 
-    def move(self, name: str, folder: str) -> str:
+    def move(self, name: str, folder: str, *, expect: FileInfo | None = None) -> str:
         sub = safe_subfolder(folder)
         with _os_errors(self.label, name):
             dest_dir = self.root / sub
@@ -237,12 +244,60 @@ class LocalRemote:
             while dest.exists():  # never overwrite an archived file of the same name
                 dest = dest_dir / f"{stem}.{n}"
                 n += 1
-            os.rename(self._path(name), dest)
+        self._move_checked(name, dest, expect)
         return str(dest.relative_to(self.root))
 
-    def remove(self, name: str) -> None:
-        with _os_errors(self.label, name), suppress(FileNotFoundError):
-            self._path(name).unlink()
+    def _move_checked(self, name: str, dest: Path, expect: FileInfo | None) -> None:
+        """Rename ``name`` to ``dest``; with ``expect``, only if it is still that file,
+        looked at right before the rename and, by inode, right after it (a file replaced
+        in between goes back under its name)."""
+        src = self._path(name)
+        with _os_errors(self.label, name):
+            if expect is not None:
+                self._still(name, src, expect)
+            before = src.lstat().st_ino
+            os.rename(src, dest)
+            if expect is not None and dest.lstat().st_ino != (expect.inode or before):
+                self._put_back(dest, src, name)
+
+    def _still(self, name: str, path: Path, expect: FileInfo) -> None:
+        st = path.lstat()
+        now = FileInfo(name, st.st_size, st.st_mtime_ns, st.st_ino)
+        if not stat_mod.S_ISREG(st.st_mode) or not expect.same_file(now):
+            raise SourceChanged(
+                f"{self.label}: {name}: changed since it was taken ({expect.size} -> "
+                f"{st.st_size} bytes); left in place, to be taken as a new file"
+            )
+
+    def _put_back(self, moved: Path, original: Path, name: str) -> None:
+        """A file that turned out not to be the one taken goes back under its name (never
+        over a newer one: link refuses an existing name)."""
+        with suppress(FileExistsError):
+            os.link(moved, original)
+            os.unlink(moved)
+        raise SourceChanged(
+            f"{self.label}: {name}: replaced while it was being moved; put back, to be "
+            "taken as a new file"
+        )
+
+    def remove(self, name: str, *, expect: FileInfo | None = None) -> None:
+        path = self._path(name)
+        if expect is None:
+            with _os_errors(self.label, name), suppress(FileNotFoundError):
+                path.unlink()
+            return
+        # Moved aside first, then judged by what was moved: a file written under the name
+        # in between is never the one deleted.
+        aside = path.with_name(f".{path.name}.{os.getpid()}.xchange-del")
+        with _os_errors(self.label, name):
+            try:
+                self._still(name, path, expect)
+                os.rename(path, aside)
+            except FileNotFoundError:
+                return
+            if aside.lstat().st_ino != (expect.inode or aside.lstat().st_ino):
+                self._put_back(aside, path, name)
+            aside.unlink()
 
     def close(self) -> None:
         return None

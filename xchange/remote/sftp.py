@@ -45,6 +45,7 @@ from xchange.errors import (
     RemotePermissionDenied,
     RemoteTimeout,
     RemoteUnavailable,
+    SourceChanged,
     TargetExists,
 )
 from xchange.faults import checkpoint
@@ -489,7 +490,9 @@ class SFTPRemote:
         batch = _PipelinedGets(self, self._channel(self._client()), files)
         return self._pipelined(batch, f"read {len(files)} files")
 
-    def move_many(self, names: Sequence[str], folder: str) -> builtins.list[str | RemoteError]:
+    def move_many(
+        self, names: Sequence[str], folder: str, *, expect: Sequence[FileInfo] | None = None
+    ) -> builtins.list[str | RemoteError]:
         if not names:
             return []
         sftp = self._client()
@@ -498,13 +501,15 @@ class SFTPRemote:
         with self._errors(f"archive into {sub}"):
             self._makedirs(sftp, dest_dir)
         self.learn_rename()
-        batch = _PipelinedMoves(self, self._channel(sftp), names, sub)
+        batch = _PipelinedMoves(self, self._channel(sftp), names, sub, expect)
         return self._pipelined(batch, f"archive {len(names)} files")
 
-    def remove_many(self, names: Sequence[str]) -> builtins.list[RemoteError | None]:
+    def remove_many(
+        self, names: Sequence[str], *, expect: Sequence[FileInfo] | None = None
+    ) -> builtins.list[RemoteError | None]:
         if not names:
             return []
-        batch = _PipelinedRemoves(self, self._channel(self._client()), names)
+        batch = _PipelinedRemoves(self, self._channel(self._client()), names, expect)
         return self._pipelined(batch, f"remove {len(names)} files")
 
     def _channel(self, sftp: paramiko.SFTPClient) -> paramiko.Channel:
@@ -533,7 +538,7 @@ class SFTPRemote:
         with suppress(OSError, paramiko.SSHException, EOFError):
             self._sftp.remove(temp)
 
-    def move(self, name: str, folder: str) -> str:
+    def move(self, name: str, folder: str, *, expect: FileInfo | None = None) -> str:
         sftp = self._client()
         sub = safe_subfolder(folder)
         dest_dir = posixpath.join(self.cfg.path, sub)
@@ -544,8 +549,38 @@ class SFTPRemote:
             while self._exists(sftp, posixpath.join(dest_dir, dest_name)):
                 dest_name = f"{posixpath.basename(name)}.{n}"
                 n += 1
-            sftp.rename(self._path(name), posixpath.join(dest_dir, dest_name))
+            dest = posixpath.join(dest_dir, dest_name)
+            if expect is not None:
+                self._still(sftp, name, self._path(name), expect)
+            sftp.rename(self._path(name), dest)
+            if expect is not None:
+                self._check_moved(sftp, name, dest, expect)
         return posixpath.join(sub, dest_name)
+
+    def _still(self, sftp: paramiko.SFTPClient, name: str, path: str, expect: FileInfo) -> None:
+        """The file at ``path`` is still the one taken (size and time), or SourceChanged."""
+        st = sftp.lstat(path)
+        now = FileInfo(name, st.st_size or 0, int(st.st_mtime or 0) * 1_000_000_000)
+        if not expect.same_file(now):
+            raise SourceChanged(
+                f"{self._where()}: {name}: changed since it was taken ({expect.size} -> "
+                f"{now.size} bytes); left in place, to be taken as a new file"
+            )
+
+    def _check_moved(
+        self, sftp: paramiko.SFTPClient, name: str, moved: str, expect: FileInfo
+    ) -> None:
+        """What was moved is the file taken; else it goes back under its name."""
+        try:
+            self._still(sftp, name, moved, expect)
+        except SourceChanged:
+            with suppress(OSError):
+                if not self._exists(sftp, self._path(name)):
+                    sftp.rename(moved, self._path(name))
+            raise SourceChanged(
+                f"{self._where()}: {name}: replaced while it was being moved; put back, to be "
+                "taken as a new file"
+            ) from None
 
     @staticmethod
     def _exists(sftp: paramiko.SFTPClient, path: str) -> bool:
@@ -565,11 +600,24 @@ class SFTPRemote:
             if not self._exists(sftp, path):
                 raise
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, *, expect: FileInfo | None = None) -> None:
         sftp = self._client()
+        path = self._path(name)
         try:
             with self._errors(f"remove {name}"):
-                sftp.remove(self._path(name))
+                if expect is None:
+                    sftp.remove(path)
+                    return
+                # Moved aside first, then judged by what was moved: a file written under
+                # the name in between is never the one deleted.
+                self._still(sftp, name, path, expect)
+                aside = posixpath.join(
+                    posixpath.dirname(path),
+                    f".{posixpath.basename(path)}.{secrets.token_hex(4)}.xchange-del",
+                )
+                sftp.rename(path, aside)
+                self._check_moved(sftp, name, aside, expect)
+                sftp.remove(aside)
         except RemoteNotFound:
             pass
 
@@ -1126,16 +1174,35 @@ class _MoveJob:
     source: bytes
     dest: bytes
     place: str
+    expect: FileInfo | None = None
+    pending: int = 0
+    taken: bool = False
+    renamed: bool = False
     error: RemoteError | None = None
 
 
+def _same(t: int, body: memoryview, expect: FileInfo) -> bool:
+    """Whether an LSTAT reply shows the file taken (size and time)."""
+    if t != _ATTRS:
+        return False
+    size, mtime = _attrs(body)
+    return expect.same_file(FileInfo(expect.name, size or 0, (mtime or 0) * 1_000_000_000))
+
+
 class _PipelinedMoves(_Pipeline):
-    """Archive moves: one plain SFTP rename each, which refuses a name already taken; on a
+    """Archive moves: a plain SFTP rename each, which refuses a name already taken; on a
     server whose rename replaces files, a look at the name first (taken: an error, and
-    ``move`` finds a free name)."""
+    ``move`` finds a free name). With the files as they were taken, each is looked at
+    right before its rename (changed: left in place) and right after it (replaced in
+    between: put back)."""
 
     def __init__(
-        self, remote: SFTPRemote, channel: paramiko.Channel, names: Sequence[str], sub: str
+        self,
+        remote: SFTPRemote,
+        channel: paramiko.Channel,
+        names: Sequence[str],
+        sub: str,
+        expect: Sequence[FileInfo] | None = None,
     ) -> None:
         super().__init__(remote, channel, len(names))
         self.look_first = remote.traits.rename_overwrites is not False
@@ -1147,31 +1214,76 @@ class _PipelinedMoves(_Pipeline):
                 remote._path(name).encode("utf-8"),
                 posixpath.join(dest_dir, posixpath.basename(name)).encode("utf-8"),
                 posixpath.join(sub, posixpath.basename(name)),
+                expect[i] if expect else None,
             )
             for i, name in enumerate(names)
         ]
 
+    def _request(self, job: _MoveJob, step: str, t: int, *fields: bytes) -> None:
+        self._send(job, step, t, *fields)
+        job.pending += 1
+
     def _open(self, job: _MoveJob) -> None:
         if self.look_first:
-            self._send(job, "look", _LSTAT, _string(job.dest))
-        else:
-            self._send(job, "rename", _RENAME, _string(job.source), _string(job.dest))
+            self._request(job, "look", _LSTAT, _string(job.dest))
+        if job.expect is not None:
+            self._request(job, "still", _LSTAT, _string(job.source))
+        if not job.pending:
+            self._rename(job)
+
+    def _rename(self, job: _MoveJob) -> None:
+        self._request(job, "rename", _RENAME, _string(job.source), _string(job.dest))
+        if job.expect is not None:
+            self._request(job, "moved", _LSTAT, _string(job.dest))
+
+    def _changed(self, job: _MoveJob, what: str) -> SourceChanged:
+        return SourceChanged(f"{self.remote._where()}: {job.name}: {what}")
 
     def _step(self, job: _MoveJob, step: Any, t: int, body: memoryview) -> bool:
+        job.pending -= 1
+        where = f"archive {job.name}"
         if step == "look":
             if t == _ATTRS:
-                job.error = TargetExists(
-                    f"{self.remote._where()}: archive {job.name}: {job.place} already exists"
+                job.taken = True
+            else:
+                error = self._error(t, body, where)
+                if not isinstance(error, RemoteNotFound):
+                    job.error = job.error or error
+        elif step == "still":
+            if not _same(t, body, job.expect):  # type: ignore[arg-type]
+                error = self._error(t, body, where) if t != _ATTRS else None
+                job.error = (
+                    job.error
+                    or error
+                    or self._changed(
+                        job, "changed since it was taken; left in place, to be taken as new"
+                    )
                 )
-                return True
-            error = self._error(t, body, f"archive {job.name}")
-            if not isinstance(error, RemoteNotFound):
-                job.error = error
-                return True
-            self._send(job, "rename", _RENAME, _string(job.source), _string(job.dest))
+        elif step == "rename":
+            job.error = self._error(t, body, where)
+            job.renamed = job.error is None
+        elif step == "moved":
+            self._moved(job, t, body)
+        if job.pending:
             return False
-        job.error = self._error(t, body, f"archive {job.name}")
+        if step in ("look", "still"):
+            if job.taken and job.error is None:
+                job.error = TargetExists(
+                    f"{self.remote._where()}: {where}: {job.place} already exists"
+                )
+            if job.error is None:
+                self._rename(job)
+                return False
         return True
+
+    def _moved(self, job: _MoveJob, t: int, body: memoryview) -> None:
+        """After the rename: what was moved is the file taken, else it goes back."""
+        assert job.expect is not None
+        if job.renamed and not _same(t, body, job.expect):
+            job.error = self._changed(
+                job, "replaced while it was being moved; put back, to be taken as new"
+            )
+            self._request(job, "back", _RENAME, _string(job.dest), _string(job.source))
 
     def _result(self, job: _MoveJob) -> str | RemoteError:
         return job.error if job.error is not None else job.place
@@ -1182,24 +1294,69 @@ class _RemoveJob:
     index: int
     name: str
     path: bytes
+    aside: bytes = b""
+    expect: FileInfo | None = None
     error: RemoteError | None = None
 
 
 class _PipelinedRemoves(_Pipeline):
-    """Deletes: one SFTP remove each (a file already gone is not an error)."""
+    """Deletes: one SFTP remove each (a file already gone is not an error). With the files
+    as they were taken, each is moved aside first and judged by what was moved: the file
+    taken is deleted, another one is put back."""
 
-    def __init__(self, remote: SFTPRemote, channel: paramiko.Channel, names: Sequence[str]) -> None:
+    def __init__(
+        self,
+        remote: SFTPRemote,
+        channel: paramiko.Channel,
+        names: Sequence[str],
+        expect: Sequence[FileInfo] | None = None,
+    ) -> None:
         super().__init__(remote, channel, len(names))
-        self.jobs = [
-            _RemoveJob(i, name, remote._path(name).encode("utf-8")) for i, name in enumerate(names)
-        ]
+        self.jobs = []
+        for i, name in enumerate(names):
+            path = remote._path(name)
+            aside = posixpath.join(
+                posixpath.dirname(path),
+                f".{posixpath.basename(path)}.{secrets.token_hex(4)}.xchange-del",
+            )
+            self.jobs.append(
+                _RemoveJob(
+                    i,
+                    name,
+                    path.encode("utf-8"),
+                    aside.encode("utf-8"),
+                    expect[i] if expect else None,
+                )
+            )
 
     def _open(self, job: _RemoveJob) -> None:
-        self._send(job, "remove", _REMOVE, _string(job.path))
+        if job.expect is None:
+            self._send(job, "remove", _REMOVE, _string(job.path))
+        else:
+            self._send(job, "aside", _RENAME, _string(job.path), _string(job.aside))
 
     def _step(self, job: _RemoveJob, step: Any, t: int, body: memoryview) -> bool:
-        error = self._error(t, body, f"remove {job.name}")
-        job.error = None if isinstance(error, RemoteNotFound) else error
+        error = self._error(t, body, f"remove {job.name}") if step != "judge" else None
+        if step == "aside":
+            if isinstance(error, RemoteNotFound):
+                return True  # gone already
+            if error is not None:
+                job.error = error
+                return True
+            self._send(job, "judge", _LSTAT, _string(job.aside))
+            return False
+        if step == "judge":
+            if _same(t, body, job.expect):  # type: ignore[arg-type]
+                self._send(job, "remove", _REMOVE, _string(job.aside))
+            else:
+                job.error = SourceChanged(
+                    f"{self.remote._where()}: {job.name}: changed since it was taken; left in "
+                    "place, to be taken as a new file"
+                )
+                self._send(job, "back", _RENAME, _string(job.aside), _string(job.path))
+            return False
+        if step == "remove":
+            job.error = None if isinstance(error, RemoteNotFound) else error
         return True
 
     def _result(self, job: _RemoveJob) -> RemoteError | None:
