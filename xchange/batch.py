@@ -263,7 +263,7 @@ class SmallFiles:
             SmallPut(
                 s.output.name,
                 s.output.data,
-                temp_name_for(s.output.name, f"{s.record.sha256[:8]}{s.output.sha256[:8]}"),
+                temp_name_for(s.output.name, self.runner.temp_token(s.record, s.output)),
                 overwrite,
                 self.route.target.permissions,
             )

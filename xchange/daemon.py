@@ -25,6 +25,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from xchange.config import AppConfig, LocalEndpoint, RouteConfig
+from xchange.errors import JournalError
 from xchange.journal import Journal
 from xchange.runner import RouteResult, Runner
 from xchange.watcher import FolderWatcher
@@ -162,6 +163,10 @@ class Daemon:
             if name not in self._watched:
                 only = None  # no file events for this route: always list its folder
             result = self.runner.run_route(route, only=only)
+            try:
+                self.runner.journal.checkpoint()  # every CHECKPOINT_EVERY seconds at most
+            except JournalError as exc:
+                log.error("journal.checkpoint_failed", error=exc.reason)
             if self.on_result is not None:
                 self.on_result(result)
             if result.next_look is not None:

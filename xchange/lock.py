@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from xchange.errors import LockHeld
+from xchange.errors import JournalError, LockHeld
 
 
 class RunLock:
@@ -18,8 +18,14 @@ class RunLock:
         self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise JournalError(
+                f"cannot take the run lock {self.path}: {exc.strerror or exc} (the journal's "
+                "folder must be writable)"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

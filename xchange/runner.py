@@ -25,6 +25,7 @@ import functools
 import hashlib
 import os
 import posixpath
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -63,7 +64,7 @@ from xchange.journal import (
 from xchange.pipeline import make_pipeline
 from xchange.quarantine import Quarantine
 from xchange.readiness import Verdict, judge, marker_name
-from xchange.remote import FileInfo, Remote, open_remote
+from xchange.remote import DropOwner, FileInfo, Remote, open_remote
 from xchange.remote.base import (
     NullWriter,
     Selector,
@@ -103,6 +104,11 @@ class AfterPlan:
     ids: list[int]
 
 
+#: A drop folder's mark is renewed at a look at most this often, and another journal's
+#: mark older than DROP_TTL seconds is taken over (its daemon is gone).
+DROP_HEARTBEAT = 60.0
+DROP_TTL = 600.0
+
 #: The longest ``run --once`` waits for files to settle before leaving them for next time.
 MAX_SETTLE_WAIT = 10.0
 
@@ -124,6 +130,7 @@ class Runner:
         #: Set to stop taking new files; the file in hand is finished first.
         self.stop = stop or threading.Event()
         self.journal = journal
+        self.journal_id = journal.journal_id
         self.now = now
         self.sleep = sleep
         self.pipelines = {r.name: make_pipeline(r, config.formats) for r in config.routes}
@@ -145,6 +152,10 @@ class Runner:
         #: (route, sha256) of the contents workers are taking through right now.
         self._in_hand: set[tuple[str, str]] = set()
         self._in_hand_changed = threading.Condition()
+        #: Source endpoints marked as this journal's drop: the remote holding the mark,
+        #: and the time of its last heartbeat.
+        self._drops: dict[str, tuple[Remote, float]] = {}
+        self._drops_lock = threading.Lock()
 
     def remote(self, name: str) -> Remote:
         """This thread's connection to an endpoint (opened on first use, then reused)."""
@@ -161,6 +172,13 @@ class Runner:
         """Close every thread's connections (when no route is running)."""
         for pool in [*self._pools.values(), *self._uploaders.values()]:
             pool.shutdown(wait=True)
+        with self._drops_lock:
+            for remote, _ in self._drops.values():
+                try:
+                    remote.release_drop(self._owner())
+                except XchangeError as exc:
+                    log.warning("drop.release_failed", endpoint=remote.label, error=exc.reason)
+            self._drops.clear()
         self._pools.clear()
         self._uploaders.clear()
         with self._remotes_lock:
@@ -201,6 +219,7 @@ class Runner:
                 break
             pending = [r for r in pending if r.name in waits]
         self.alerter.flush()
+        self.journal.checkpoint(force=True)  # a copy of the main file alone is complete
         return list(results.values())
 
     def run_route(self, route: RouteConfig, only: set[str] | None = None) -> RouteResult:
@@ -319,6 +338,21 @@ class Runner:
         is ready and what is held, and the names the journal has never seen (None: cannot
         list)."""
         source = self.remote(route.source.endpoint)
+        try:
+            other = self._claim_drop(route.source.endpoint, source)
+        except RemoteError as exc:
+            result.error, result.error_kind = exc.reason, exc.kind
+            log.error("route.source_failed", error=exc.reason, cause=exc.kind)
+            return None
+        if other is not None:
+            result.error = (
+                f"{route.source.endpoint}: another xchange takes files from this folder "
+                f"({other.describe()}); two journals on one drop folder lose and duplicate "
+                "files: give every daemon one journal (see README), or stop the other one"
+            )
+            result.error_kind = "drop-shared"
+            log.error("route.drop_shared", endpoint=route.source.endpoint, other=other.describe())
+            return None
         archive_top = route.after.folder.split("/", 1)[0] if route.after.action == "archive" else ""
         observed = self.journal.observations(route.name)
         try:
@@ -386,6 +420,23 @@ class Runner:
             log.warning("file.stuck", source=obs.path, reason=obs.reason)
             self.alerter.failure(route.name, "stuck", True, [obs.path], obs.reason)
         return verdict, unknown
+
+    def _owner(self) -> DropOwner:
+        return DropOwner(self.journal_id, socket.gethostname(), os.getpid(), time.time())
+
+    def _claim_drop(self, endpoint: str, source: Remote) -> DropOwner | None:
+        """Mark a source folder as this journal's (a heartbeat every ``DROP_HEARTBEAT``
+        seconds); the other journal's owner if it is marked by one."""
+        with self._drops_lock:
+            held = self._drops.get(endpoint)
+            now = time.monotonic()
+            if held is not None and now - held[1] < DROP_HEARTBEAT:
+                return None
+            remote = held[0] if held is not None else source
+            other = remote.claim_drop(self._owner(), DROP_TTL)
+            if other is None:
+                self._drops[endpoint] = (remote, now)
+            return other
 
     def _alert(self, result: RouteResult) -> None:
         failed: dict[tuple[str, bool], list[FileResult]] = defaultdict(list)
@@ -780,7 +831,7 @@ class Runner:
                     reason="present with the same bytes; not sent again",
                 )
                 return name
-            temp = temp_name_for(name, f"{record.sha256[:8]}{out.sha256[:8]}")
+            temp = temp_name_for(name, self.temp_token(record, out))
             try:
                 call_with_retry(
                     functools.partial(
@@ -816,6 +867,11 @@ class Runner:
             checkpoint("after-rename")
             return name
         raise TargetExists(f"{route.target.endpoint}: no free name left for {out.name}")
+
+    def temp_token(self, record: FileRecord, out: Output) -> str:
+        """The token of an output's temporary name: the same on every try of this
+        journal's delivery (so a restart resumes it), another for any other journal's."""
+        return f"{self.journal_id[:6]}{record.sha256[:6]}{out.sha256[:6]}"
 
     @staticmethod
     def _put(

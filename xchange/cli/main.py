@@ -22,8 +22,8 @@ import click
 
 from xchange import __version__
 from xchange.config import AppConfig, SFTPEndpoint, load_config
-from xchange.errors import ConfigError, LockHeld, ValidationFailed, XchangeError
-from xchange.journal import State, open_journal
+from xchange.errors import ConfigError, JournalError, LockHeld, ValidationFailed, XchangeError
+from xchange.journal import Journal, State, open_journal
 from xchange.lock import RunLock
 from xchange.log import configure_logging, register_secret
 from xchange.pipeline import CopyPipeline, Pipeline, make_pipeline
@@ -70,6 +70,15 @@ def main(ctx: click.Context, config_path: str | None, log_format: str, verbose: 
 def _fail(message: str, code: int) -> NoReturn:
     click.echo(message, err=True)
     sys.exit(code)
+
+
+def open_store(config: AppConfig) -> Journal:
+    """The configuration's journal, or exit 3 with the reason (a damaged journal, a
+    folder that cannot be written, a full disk)."""
+    try:
+        return open_journal(config.journal)
+    except JournalError as exc:
+        _fail(f"xchange: {exc}", EXIT_NOT_DELIVERED)
 
 
 def _config(ctx: click.Context, config_path: str | None) -> AppConfig:
@@ -237,7 +246,7 @@ def status(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
     from xchange.readiness import describe
 
     config = _config(ctx, config_path)
-    journal = open_journal(config.journal)
+    journal = open_store(config)
     now = datetime.now(UTC)
     report: list[dict[str, Any]] = []
     try:

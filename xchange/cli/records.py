@@ -11,8 +11,9 @@ from typing import Any
 
 import click
 
-from xchange.cli.main import _config, _fail, config_option, main
-from xchange.journal import FileRecord, State, open_journal
+from xchange.cli.main import _config, _fail, config_option, main, open_store
+from xchange.errors import XchangeError
+from xchange.journal import FileRecord, State
 
 # --------------------------------------------------------------------------- journal
 
@@ -55,7 +56,7 @@ def journal_list(
 ) -> None:
     """List journal records, newest first."""
     config = _config(ctx, config_path)
-    store = open_journal(config.journal)
+    store = open_store(config)
     try:
         records = store.query(
             route=route,
@@ -82,7 +83,7 @@ def journal_list(
 def journal_show(ctx: click.Context, config_path: str | None, file_id: int, as_json: bool) -> None:
     """Everything the journal knows about one file."""
     config = _config(ctx, config_path)
-    store = open_journal(config.journal)
+    store = open_store(config)
     try:
         record = store.get(file_id)
         history = store.history(file_id) if record else []
@@ -142,12 +143,80 @@ def journal_show(ctx: click.Context, config_path: str | None, file_id: int, as_j
 def journal_prune(ctx: click.Context, config_path: str | None, days: int) -> None:
     """Forget old delivered records (quarantined ones stay until dropped)."""
     config = _config(ctx, config_path)
-    store = open_journal(config.journal)
+    store = open_store(config)
     try:
         count = store.prune(datetime.now(UTC) - timedelta(days=days))
     finally:
         store.close()
     click.echo(f"pruned {count} delivered record(s) older than {days} day(s)")
+
+
+@journal.command("check")
+@config_option
+@click.pass_context
+def journal_check(ctx: click.Context, config_path: str | None) -> None:
+    """Check the journal: it opens (not emptied, its write-ahead log not lost after an
+    unclean stop), its schema is current, SQLite's integrity check passes. Exit 0 when
+    all is well, 3 otherwise."""
+    config = _config(ctx, config_path)
+    store = open_store(config)
+    try:
+        problems = store.check()
+        records = len(store.query(limit=1_000_000))
+    finally:
+        store.close()
+    if problems:
+        _fail("\n".join(f"journal {config.journal.path}: {p}" for p in problems), 3)
+    click.echo(f"journal {config.journal.path}: OK ({records} record(s))")
+
+
+@journal.command("init")
+@config_option
+@click.option(
+    "--fresh",
+    is_flag=True,
+    required=True,
+    help="Accept a new, empty journal in place of the damaged one (kept beside it).",
+)
+@click.pass_context
+def journal_init(ctx: click.Context, config_path: str | None, fresh: bool) -> None:
+    """Start a new, empty journal on purpose: the present file (and its -wal and -shm
+    files) are kept beside it as JOURNAL.damaged-TIME. Every file still in a drop folder
+    will be taken as new: what was delivered already may be delivered again."""
+    config = _config(ctx, config_path)
+    path = config.journal.path
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    kept = []
+    for suffix in ("", "-wal", "-shm"):
+        old = Path(f"{path}{suffix}")
+        if old.exists():
+            new = Path(f"{path}.damaged-{stamp}{suffix}")
+            old.rename(new)
+            kept.append(new.name)
+    store = open_store(config)
+    store.close()
+    click.echo(
+        f"journal {path}: started afresh"
+        + (f"; the old one kept as {', '.join(kept)}" if kept else "")
+    )
+
+
+@journal.command("backup")
+@config_option
+@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def journal_backup(ctx: click.Context, config_path: str | None, dest: Path) -> None:
+    """Write a consistent copy of the journal (its write-ahead log included) to DEST, while
+    xchange runs. Copying the journal file alone misses what the -wal file holds."""
+    config = _config(ctx, config_path)
+    store = open_store(config)
+    try:
+        store.backup(dest)
+    except XchangeError as exc:
+        _fail(f"xchange: {exc}", 3)
+    finally:
+        store.close()
+    click.echo(f"journal {config.journal.path}: copied to {dest}")
 
 
 # --------------------------------------------------------------------------- quarantine
@@ -173,7 +242,7 @@ def quarantine_list(
 ) -> None:
     """Quarantined files, newest first, with the cause and the first problem."""
     config = _config(ctx, config_path)
-    store = open_journal(config.journal)
+    store = open_store(config)
     try:
         records = store.query(route=route, state=State.QUARANTINED, limit=limit)
     finally:
@@ -211,7 +280,7 @@ def quarantine_show(
     from xchange.quarantine import Quarantine
 
     config = _config(ctx, config_path)
-    store = open_journal(config.journal)
+    store = open_store(config)
     try:
         record = _get(store, file_id)
     finally:
@@ -231,7 +300,7 @@ def _reprocess(ctx: click.Context, config_path: str | None, ids: list[int], forc
     from xchange.runner import Runner
 
     config = _config(ctx, config_path)
-    store = open_journal(config.journal)
+    store = open_store(config)
     runner = Runner(config, store)
     failed = 0
     try:
@@ -288,7 +357,7 @@ def quarantine_retry(
     ids = list(file_ids)
     if everything:
         config = _config(ctx, config_path)
-        store = open_journal(config.journal)
+        store = open_store(config)
         try:
             ids = [r.id for r in store.query(route=route, state=State.QUARANTINED, limit=1_000_000)]
         finally:
@@ -308,7 +377,7 @@ def quarantine_drop(ctx: click.Context, config_path: str | None, file_ids: tuple
     from xchange.quarantine import Quarantine
 
     config = _config(ctx, config_path)
-    store = open_journal(config.journal)
+    store = open_store(config)
     try:
         records = [_get(store, i) for i in file_ids]
         for record in records:

@@ -351,9 +351,12 @@ class CsvCodec:
                 chunksize=CHUNK_ROWS,
             )
             offset = 0
-            for frame in chunks:
-                yield frame, offset
-                offset += len(frame)
+            # Closed even when the reading stops early (a problem, a stop): pandas then
+            # lets go of the text wrapper it put around the stream.
+            with chunks:
+                for frame in chunks:
+                    yield frame, offset
+                    offset += len(frame)
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise DecodeError(f"{origin}: CSV syntax: {exc}") from None
 

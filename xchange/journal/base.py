@@ -28,6 +28,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -270,4 +271,25 @@ class Journal(Protocol):
         """Replace the route's held files with this poll's."""
         ...
 
-    def close(self) -> None: ...
+    @property
+    def journal_id(self) -> str:
+        """This journal's own id, made when it was created (the temporary names of its
+        deliveries carry it, so that two journals never share one)."""
+        ...
+
+    def checkpoint(self, *, force: bool = False) -> None:
+        """Make what is committed durable in the backend's main store (SQLite: the
+        write-ahead log copied into the main file); cheap when called often."""
+        ...
+
+    def check(self) -> list[str]:
+        """What is wrong with the stored journal (empty: nothing)."""
+        ...
+
+    def backup(self, dest: Path) -> None:
+        """A consistent copy of the whole journal in ``dest`` (a new file)."""
+        ...
+
+    def close(self) -> None:
+        """Release the journal; a clean close is what the next open expects."""
+        ...

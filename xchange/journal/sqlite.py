@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import secrets
+import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -115,7 +118,48 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0005_meta_sessions",
+        """
+        CREATE TABLE meta (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            opened_at TEXT NOT NULL
+        );
+        """,
+    ),
 ]
+
+#: Seconds between checkpoints of the write-ahead log into the main file, so that a copy
+#: of the main file alone (a backup that missed the -wal file) is never far behind.
+CHECKPOINT_EVERY = 30.0
+
+
+def _alive(host: str, pid: int) -> bool:
+    """Whether a session's process may still run (another host: assumed so)."""
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _damaged(path: Path, what: str) -> str:
+    return (
+        f"journal {path} {what}. Starting afresh would send every file again, so xchange "
+        "refuses. Restore the journal from a backup (with its -wal file), or, to accept a "
+        "new empty journal on purpose, run `xchange journal init --fresh` (the damaged "
+        "file is kept beside it)."
+    )
 
 
 def _iso(when: datetime) -> str:
@@ -190,9 +234,14 @@ class SQLiteJournal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        wal = Path(f"{path}-wal")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not path.exists():
+            existed = path.exists()
+            wal_existed = wal.exists()
+            if existed and path.stat().st_size == 0:
+                raise JournalError(_damaged(path, "is an empty file (0 bytes)"))
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not existed:
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
             self._db = sqlite3.connect(
                 path, check_same_thread=False, isolation_level=None, timeout=30
@@ -201,13 +250,32 @@ class SQLiteJournal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+        except JournalError:
+            raise
         except (OSError, sqlite3.Error) as exc:
             raise JournalError(f"journal {path}: cannot open: {exc}") from None
+        if existed and "schema_migrations" not in tables:
+            self._db.close()
+            raise JournalError(
+                _damaged(
+                    path,
+                    "holds no journal tables"
+                    + ("" if wal_existed else f" and has no {wal.name} beside it"),
+                )
+            )
         self._lock = threading.RLock()
         #: Open ``batch()`` blocks of the thread holding the lock (no other thread can
         #: see it above zero: the lock is held for the whole block).
         self._batch_depth = 0
+        self._last_checkpoint = time.monotonic()
         self._migrate()
+        self.session = secrets.token_hex(8)
+        try:
+            self._open_session(wal_existed)
+        except JournalError:
+            self._db.close()  # (which removes the -wal file this open made: refused again)
+            raise
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -233,6 +301,9 @@ class SQLiteJournal:
                     self._db.execute("ROLLBACK")
                     raise
                 self._db.execute("COMMIT")
+                if time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY:
+                    self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    self._last_checkpoint = time.monotonic()
             except sqlite3.Error as exc:
                 raise JournalError(f"journal {self.path}: {exc}") from None
 
@@ -722,8 +793,84 @@ class SQLiteJournal:
                 ],
             )
 
+    def _open_session(self, wal_existed: bool) -> None:
+        """Refuse a journal whose last session ended uncleanly and whose write-ahead log is
+        gone (its newest records would be lost: every file they cover would be sent
+        again); then note this session, checkpointed into the main file at once."""
+        with self._tx() as db:
+            unclean = [
+                row
+                for row in db.execute("SELECT host, pid, opened_at FROM sessions")
+                if not _alive(row["host"], row["pid"])
+            ]
+            if unclean and not wal_existed:
+                row = unclean[0]
+                raise JournalError(
+                    _damaged(
+                        self.path,
+                        f"was not closed cleanly (process {row['pid']} on {row['host']}, "
+                        f"opened {row['opened_at']}) and its write-ahead log "
+                        f"{self.path.name}-wal is missing: its newest records may be lost",
+                    )
+                )
+            if unclean:
+                db.executemany(
+                    "DELETE FROM sessions WHERE host=? AND pid=?",
+                    [(r["host"], r["pid"]) for r in unclean],
+                )
+            db.execute(
+                "INSERT INTO sessions VALUES (?,?,?,?)",
+                (self.session, socket.gethostname(), os.getpid(), _now()),
+            )
+            if db.execute("SELECT 1 FROM meta WHERE key='journal_id'").fetchone() is None:
+                db.execute("INSERT INTO meta VALUES ('journal_id', ?)", (secrets.token_hex(8),))
+        self.checkpoint(force=True)
+
+    @property
+    def journal_id(self) -> str:
+        """This journal's own id (temporary names of its deliveries carry it)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key='journal_id'").fetchone()
+            return str(row[0])
+
+    def checkpoint(self, *, force: bool = False) -> None:
+        """Copy the write-ahead log into the main file (every ``CHECKPOINT_EVERY`` s)."""
+        if not force and time.monotonic() - self._last_checkpoint < CHECKPOINT_EVERY:
+            return
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal {self.path}: checkpoint: {exc}") from None
+            self._last_checkpoint = time.monotonic()
+
+    def check(self) -> list[str]:
+        """What is wrong with the journal's file (empty: nothing)."""
+        with self._lock:
+            result = [r[0] for r in self._db.execute("PRAGMA integrity_check")]
+        return [] if result == ["ok"] else result
+
+    def backup(self, dest: Path) -> None:
+        """A consistent copy of the whole journal (WAL included) in ``dest``, owner-only."""
+        if dest.exists():
+            raise JournalError(f"{dest} exists already; name a new file")
+        os.close(os.open(dest, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
+        with self._lock:
+            copy = sqlite3.connect(dest)
+            try:
+                self._db.backup(copy)
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal backup to {dest}: {exc}") from None
+            finally:
+                copy.close()
+
     def close(self) -> None:
         with self._lock:
+            try:
+                self._db.execute("DELETE FROM sessions WHERE id=?", (self.session,))
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass  # closed uncleanly: the next open tells
             self._db.close()
 
     # ------------------------------------------------------------------ rows

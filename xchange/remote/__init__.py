@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from xchange.config import Endpoint, LocalEndpoint
-from xchange.remote.base import FileInfo, Remote, SmallPut
+from xchange.remote.base import DropOwner, FileInfo, Remote, SmallPut
 
 
 def open_remote(label: str, cfg: Endpoint) -> Remote:
@@ -17,4 +17,4 @@ def open_remote(label: str, cfg: Endpoint) -> Remote:
     return SFTPRemote(label, cfg)
 
 
-__all__ = ["FileInfo", "Remote", "SmallPut", "open_remote"]
+__all__ = ["DropOwner", "FileInfo", "Remote", "SmallPut", "open_remote"]

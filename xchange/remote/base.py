@@ -168,9 +168,49 @@ class Remote(Protocol):
         """Delete a file; a missing file is not an error. With ``expect``, as ``move``."""
         ...
 
+    def claim_drop(self, owner: DropOwner, ttl: float) -> DropOwner | None:
+        """Mark this folder as the drop of ``owner`` (one xchange journal) for as long as it
+        runs: None once it is, else the other owner whose mark is fresh (``ttl`` seconds;
+        an older one is taken over). Called again at every look, as a heartbeat. A folder
+        that cannot be marked (read-only) is not guarded: None."""
+        ...
+
+    def release_drop(self, owner: DropOwner) -> None:
+        """Take ``owner``'s mark off the folder (nothing if it is not there)."""
+        ...
+
     def close(self) -> None:
         """Release connections; the remote reconnects if used again."""
         ...
+
+
+#: The hidden file that marks a drop folder as one journal's while it runs.
+DROP_MARK = ".xchange-drop"
+
+
+@dataclass(frozen=True, slots=True)
+class DropOwner:
+    """Who takes files from a drop folder: one journal, on one host, in one process."""
+
+    journal_id: str
+    host: str
+    pid: int
+    #: Seconds since the epoch of the last look (the heartbeat).
+    at: float = 0.0
+
+    def text(self) -> str:
+        return f"{self.journal_id} {self.host} {self.pid} {self.at:.0f}\n"
+
+    @classmethod
+    def parse(cls, text: str) -> DropOwner | None:
+        parts = text.split()
+        try:
+            return cls(parts[0], parts[1], int(parts[2]), float(parts[3]))
+        except (IndexError, ValueError):
+            return None
+
+    def describe(self) -> str:
+        return f"journal {self.journal_id} (pid {self.pid} on {self.host})"
 
 
 def matches(name: str, pattern: str) -> bool:
@@ -183,9 +223,26 @@ def is_temporary(name: str) -> bool:
     return name.startswith(".") or name.endswith(".xchange-part")
 
 
+def hidden_name(name: str, token: str, suffix: str) -> str:
+    """``.NAME.TOKEN.SUFFIX``, a hidden name beside ``name``, within 255 bytes whatever
+    the length of ``name`` (a long one is cut on a character boundary, with a hash of
+    the whole so that two long names never meet)."""
+    folder, base = posixpath.split(name)
+    tail = f".{token}.{suffix}"
+    room = 255 - 1 - len(tail.encode())
+    if len(base.encode()) > room:
+        import hashlib
+
+        digest = hashlib.sha256(base.encode()).hexdigest()[:12]
+        cut = base.encode()[: room - 13].decode("utf-8", "ignore")
+        base = f"{cut}~{digest}"
+    return posixpath.join(folder, f".{base}{tail}")
+
+
 def temp_name_for(name: str, token: str) -> str:
-    """The temporary name a delivery of ``name`` uses: hidden, and the same on every retry."""
-    return f".{check_plain_name(name)}.{token}.xchange-part"
+    """The temporary name a delivery of ``name`` uses: hidden, within 255 bytes, and the
+    same on every retry of the same journal (``token`` carries the journal's id)."""
+    return hidden_name(check_plain_name(name), token, "xchange-part")
 
 
 def safe_subfolder(folder: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import errno
+import fcntl
 import io
 import os
 import posixpath
@@ -23,7 +24,15 @@ from xchange.errors import (
     TargetExists,
 )
 from xchange.faults import checkpoint
-from xchange.remote.base import FileInfo, SmallPut, is_temporary, safe_subfolder
+from xchange.remote.base import (
+    DROP_MARK,
+    DropOwner,
+    FileInfo,
+    SmallPut,
+    hidden_name,
+    is_temporary,
+    safe_subfolder,
+)
 
 CHUNK = 1 << 20
 
@@ -56,6 +65,7 @@ class LocalRemote:
     def __init__(self, label: str, root: Path) -> None:
         self.label = label
         self.root = root
+        self._drop_fd: int | None = None
 
     def _path(self, name: str) -> Path:
         return self.root / safe_subfolder(name)
@@ -288,7 +298,7 @@ class LocalRemote:
             return
         # Moved aside first, then judged by what was moved: a file written under the name
         # in between is never the one deleted.
-        aside = path.with_name(f".{path.name}.{os.getpid()}.xchange-del")
+        aside = self._path(hidden_name(name, str(os.getpid()), "xchange-del"))
         with _os_errors(self.label, name):
             try:
                 self._still(name, path, expect)
@@ -298,6 +308,35 @@ class LocalRemote:
             if aside.lstat().st_ino != (expect.inode or aside.lstat().st_ino):
                 self._put_back(aside, path, name)
             aside.unlink()
+
+    def claim_drop(self, owner: DropOwner, ttl: float) -> DropOwner | None:
+        """A lock on ``.xchange-drop`` in the folder, held while this process runs (the
+        kernel drops it if the process dies)."""
+        if self._drop_fd is not None:
+            return None
+        path = self.root / DROP_MARK
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError:
+            return None  # a folder that cannot be written is not guarded
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = DropOwner.parse(os.pread(fd, 256, 0).decode(errors="replace"))
+            os.close(fd)
+            return holder or DropOwner("unknown", "unknown", 0)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, owner.text().encode(), 0)
+        self._drop_fd = fd
+        return None
+
+    def release_drop(self, owner: DropOwner) -> None:
+        if self._drop_fd is not None:
+            with suppress(OSError):
+                os.ftruncate(self._drop_fd, 0)
+            fcntl.flock(self._drop_fd, fcntl.LOCK_UN)
+            os.close(self._drop_fd)
+            self._drop_fd = None
 
     def close(self) -> None:
         return None

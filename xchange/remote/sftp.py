@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import errno
+import io
 import itertools
 import posixpath
 import secrets
@@ -50,7 +51,15 @@ from xchange.errors import (
 )
 from xchange.faults import checkpoint
 from xchange.remote import openssh
-from xchange.remote.base import FileInfo, SmallPut, is_temporary, safe_subfolder
+from xchange.remote.base import (
+    DROP_MARK,
+    DropOwner,
+    FileInfo,
+    SmallPut,
+    hidden_name,
+    is_temporary,
+    safe_subfolder,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -611,15 +620,50 @@ class SFTPRemote:
                 # Moved aside first, then judged by what was moved: a file written under
                 # the name in between is never the one deleted.
                 self._still(sftp, name, path, expect)
-                aside = posixpath.join(
-                    posixpath.dirname(path),
-                    f".{posixpath.basename(path)}.{secrets.token_hex(4)}.xchange-del",
-                )
+                aside = self._path(hidden_name(name, secrets.token_hex(4), "xchange-del"))
                 sftp.rename(path, aside)
                 self._check_moved(sftp, name, aside, expect)
                 sftp.remove(aside)
         except RemoteNotFound:
             pass
+
+    def claim_drop(self, owner: DropOwner, ttl: float) -> DropOwner | None:
+        """A hidden mark file in the folder naming the owner and the time of its last look;
+        another owner's mark older than ``ttl`` seconds is taken over."""
+        sftp = self._client()
+        mark = self._path(DROP_MARK)
+        found = io.BytesIO()
+        try:
+            with self._errors("read the drop mark"):
+                sftp.getfo(mark, found)
+        except RemoteNotFound:
+            pass
+        except RemoteError:
+            return None
+        holder = DropOwner.parse(found.getvalue().decode(errors="replace"))
+        if (
+            holder is not None
+            and holder.journal_id != owner.journal_id
+            and owner.at - holder.at < ttl
+        ):
+            return holder
+        try:
+            with self._errors("write the drop mark"), sftp.open(mark, "wb") as fh:
+                fh.write(owner.text().encode())
+        except RemoteError:
+            return None  # a folder that cannot be written is not guarded
+        return None
+
+    def release_drop(self, owner: DropOwner) -> None:
+        if self._sftp is None or not self._alive():
+            return
+        mark = self._path(DROP_MARK)
+        with suppress(OSError, paramiko.SSHException, EOFError):
+            found = io.BytesIO()
+            self._sftp.getfo(mark, found)
+            holder = DropOwner.parse(found.getvalue().decode(errors="replace"))
+            if holder is not None and holder.journal_id == owner.journal_id:
+                self._sftp.remove(mark)
 
     # ------------------------------------------------------------------ trust
 
@@ -863,10 +907,7 @@ class _PipelinedPuts(_Pipeline):
         for job in jobs:
             job.temp = remote._path(job.put.temp_name).encode("utf-8")
             job.final = remote._path(job.put.name).encode("utf-8")
-            aside = posixpath.join(
-                posixpath.dirname(job.put.temp_name),
-                f".{posixpath.basename(job.put.name)}.{secrets.token_hex(4)}.xchange-old",
-            )
+            aside = hidden_name(job.put.name, secrets.token_hex(4), "xchange-old")
             job.aside = remote._path(aside).encode("utf-8")
         self.jobs = jobs
 
@@ -1315,10 +1356,7 @@ class _PipelinedRemoves(_Pipeline):
         self.jobs = []
         for i, name in enumerate(names):
             path = remote._path(name)
-            aside = posixpath.join(
-                posixpath.dirname(path),
-                f".{posixpath.basename(path)}.{secrets.token_hex(4)}.xchange-del",
-            )
+            aside = remote._path(hidden_name(name, secrets.token_hex(4), "xchange-del"))
             self.jobs.append(
                 _RemoveJob(
                     i,
