@@ -22,7 +22,8 @@ from typing import Any
 import structlog
 
 from xchange.config import AlertsConfig, EmailSink, LogSink, WebhookSink
-from xchange.journal import Journal
+from xchange.errors import JournalError
+from xchange.journal import AlertWindow, Journal
 
 log = structlog.get_logger(__name__)
 
@@ -110,14 +111,29 @@ class Alerter:
         self.journal = journal
         self.config_file = config_file
         self.now = now
+        #: Alert windows kept in this process while the journal cannot keep them.
+        self._windows: dict[tuple[str, str], tuple[datetime, int]] = {}
+
+    def _window_here(self, route: str, cause: str) -> AlertWindow:
+        now = self.now()
+        sent, held = self._windows.get((route, cause), (None, 0))
+        if sent is None or (now - sent).total_seconds() >= self.config.window:
+            self._windows[(route, cause)] = (now, 0)
+            return AlertWindow(send=True, suppressed=held)
+        self._windows[(route, cause)] = (sent, held + 1)
+        return AlertWindow(send=False, suppressed=held + 1)
 
     def failure(
         self, route: str, cause: str, retryable: bool, files: list[str], first_error: str
     ) -> None:
-        """Files of a route failed for one cause in this run."""
-        window = self.journal.alert_window(
-            route, cause, window_s=self.config.window, now=self.now()
-        )
+        """Files of a route failed for one cause in this run. When the journal itself
+        fails (a full disk), the alert still goes out, windowed in this process."""
+        try:
+            window = self.journal.alert_window(
+                route, cause, window_s=self.config.window, now=self.now()
+            )
+        except JournalError:
+            window = self._window_here(route, cause)
         if not window.send:
             log.info("alert.held", route=route, cause=cause, held=window.suppressed)
             return
@@ -151,7 +167,10 @@ class Alerter:
 
     def recovered(self, route: str) -> None:
         """A route delivered again: close its open causes with one notice."""
-        causes = self.journal.resolve_alerts(route)
+        try:
+            causes = self.journal.resolve_alerts(route)
+        except JournalError:
+            causes = []
         if causes:
             self._send(
                 Alert(

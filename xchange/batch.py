@@ -41,6 +41,7 @@ from xchange.config import RouteConfig
 from xchange.errors import FormatError, RemoteError, RemoteNotFound, UnsafeName, XchangeError
 from xchange.faults import checkpoint
 from xchange.journal import FileKey, FileRecord, OutputRecord, State, Step
+from xchange.private import private_folder
 from xchange.remote import FileInfo, SmallPut
 from xchange.remote.base import temp_name_for
 from xchange.results import (
@@ -452,7 +453,7 @@ class SmallFiles:
         """The bytes of a batched file as a private local file (to quarantine it, or to
         send it alone)."""
         folder = self.runner.scratch / "batch"
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_folder(folder)
         path = folder / f"{record.id}-{record.sha256[:16]}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:

@@ -16,6 +16,7 @@ that flag alone, never on the concrete class::
       │    ├─ RemoteNotFound            the path does not exist
       │    ├─ RemotePermissionDenied    (retryable) the path is not writable/readable
       │    ├─ TargetExists              the final name is taken and the policy says fail
+      │    ├─ NameRefused               the target cannot hold that name at all
       │    └─ SourceChanged             the source is not the file taken any more
       ├─ FormatError                    the file itself is wrong: retrying cannot help
       │    ├─ DecodeError               bytes are not text in the declared encoding / syntax
@@ -122,6 +123,13 @@ class TargetExists(RemoteError):
     kind = "target-exists"
 
 
+class NameRefused(RemoteError):
+    """The target refuses the name itself (too long for its file system, say): trying
+    again cannot help, the file is quarantined at once."""
+
+    kind = "name-refused"
+
+
 class SourceChanged(RemoteError):
     """The source is no longer the file that was taken (rewritten, replaced, grown): it is
     left where it is, to be taken as a new file."""
@@ -175,6 +183,7 @@ __all__ = [
     "JournalError",
     "LockHeld",
     "MappingError",
+    "NameRefused",
     "RemoteError",
     "RemoteNotFound",
     "RemotePermissionDenied",

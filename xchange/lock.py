@@ -8,6 +8,7 @@ from pathlib import Path
 from types import TracebackType
 
 from xchange.errors import JournalError, LockHeld
+from xchange.private import private_folder
 
 
 class RunLock:
@@ -19,7 +20,7 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_folder(self.path.parent)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise JournalError(

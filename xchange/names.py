@@ -5,7 +5,8 @@ document's fields, the source file's name (``{source_name}``, ``{source_stem}``)
 the processing time (``{date}``). Every value is made safe *before* it is put in the
 name: path separators, control characters and characters Windows forbids become
 ``_``, and a value cannot make the name start with a dot. The finished name is
-checked once more as a whole.
+checked once more as a whole, and made acceptable to Windows servers (no device names
+such as ``CON.xml``, no trailing dots or spaces).
 """
 
 from __future__ import annotations
@@ -68,7 +69,21 @@ def render_name(template: str, values: Mapping[str, Any]) -> str:
         name = template.format_map({k: clean_value(values[k]) for k in fields})
     except (ValueError, TypeError) as exc:
         raise UnsafeName(f"file-name template {template!r}: {exc}") from None
-    check_plain_name(name)
+    check_plain_name(windows_safe(name))
+    return windows_safe(name)
+
+
+#: Names Windows reserves for devices, whatever the extension (``CON.xml`` is CON).
+_RESERVED = re.compile(r"(?i)^(CON|PRN|AUX|NUL|COM[0-9¹²³]|LPT[0-9¹²³])(\.|$)")
+
+
+def windows_safe(name: str) -> str:
+    """A name a Windows server (many Kingdee and partner SFTP servers run on Windows)
+    accepts as it is: no device name (``CON.xml`` -> ``_CON.xml``), no trailing dots or
+    spaces (Windows drops them silently, so two names would meet)."""
+    name = name.rstrip(". ")
+    if _RESERVED.match(name):
+        name = "_" + name
     return name
 
 

@@ -9,6 +9,7 @@ Layout on disk (owner-only permissions)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from typing import Any
 
 from xchange.errors import ValidationFailed, XchangeError
 from xchange.names import clean_value
+from xchange.private import private_folder
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +77,8 @@ class Quarantine:
         versions: tuple[str, str],
     ) -> QuarantineEntry:
         folder = self.root / route
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        base = f"{file_id:06d}_{clean_value(Path(source).name) or 'file'}"
+        private_folder(folder)
+        base = _bounded(f"{file_id:06d}_{clean_value(Path(source).name) or 'file'}")
         data_path = folder / base
         report_path = folder / f"{base}.report.txt"
         info: dict[str, Any] = {
@@ -102,6 +104,19 @@ class Quarantine:
         )
         _write_private(report_path, render_report(info, error).encode())
         return QuarantineEntry(data_path, report_path)
+
+
+#: The longest name in a quarantine folder: the copy's, and ".report.json" after it.
+_NAME_ROOM = 255 - len(".report.json")
+
+
+def _bounded(base: str) -> str:
+    """A quarantine name within the file system's 255 bytes, whatever the source's name
+    (cut on a character boundary, with a hash of the whole: two long names never meet)."""
+    if len(base.encode()) <= _NAME_ROOM:
+        return base
+    digest = hashlib.sha256(base.encode()).hexdigest()[:12]
+    return base.encode()[: _NAME_ROOM - 13].decode("utf-8", "ignore") + "~" + digest
 
 
 def render_report(info: dict[str, Any], error: XchangeError) -> str:
@@ -136,7 +151,7 @@ def _siblings(data_path: Path) -> list[Path]:
 def _resolve(data_path: Path) -> None:
     """Move a delivered file's quarantine entry aside into ``resolved/`` (kept, not in the way)."""
     folder = data_path.parent / "resolved"
-    folder.mkdir(mode=0o700, exist_ok=True)
+    private_folder(folder)
     for path in _siblings(data_path):
         if path.exists():
             path.replace(folder / path.name)

@@ -43,6 +43,8 @@ from xchange.alerts import Alerter
 from xchange.config import AppConfig, RouteConfig
 from xchange.errors import (
     FormatError,
+    JournalError,
+    NameRefused,
     RemoteError,
     RemoteNotFound,
     SourceChanged,
@@ -230,15 +232,22 @@ class Runner:
         """
         result = RouteResult(route.name)
         with structlog.contextvars.bound_contextvars(route=route.name):
-            looked = self._look(route, result, only)
-            verdict, unknown = looked if looked is not None else (None, set())
-            ready = verdict.ready if verdict is not None else []
-            for outcome in self._process_all(route, ready, unknown):
-                result.files.append(outcome)
-                if outcome.outcome == RETRY_LATER and result.error is None:
-                    # The target is in trouble: the remaining files are left for the next
-                    # run instead of failing each of them the same way.
-                    result.error, result.error_kind = outcome.error, outcome.cause
+            verdict = None
+            try:
+                looked = self._look(route, result, only)
+                verdict, unknown = looked if looked is not None else (None, set())
+                ready = verdict.ready if verdict is not None else []
+                for outcome in self._process_all(route, ready, unknown):
+                    result.files.append(outcome)
+                    if _in_trouble(outcome) and result.error is None:
+                        # The target (or the journal) is in trouble: the remaining files
+                        # are left for the next run instead of failing each the same way.
+                        result.error, result.error_kind = outcome.error, outcome.cause
+            except JournalError as exc:
+                # The journal cannot be written (a full disk, a read-only file system):
+                # nothing more is taken; one clear error, and the files wait.
+                result.error, result.error_kind = exc.reason, exc.kind
+                log.error("route.journal_failed", error=exc.reason)
             if verdict is not None:
                 result.held = verdict.held
                 result.next_look = verdict.soonest(datetime.now(UTC), route.ready)
@@ -301,7 +310,7 @@ class Runner:
             if self.stop.is_set() or stop.is_set():
                 return None
             outcome = self.process(route, info)
-            if outcome.outcome == RETRY_LATER:
+            if _in_trouble(outcome):
                 stop.set()
             return outcome
 
@@ -485,6 +494,16 @@ class Runner:
                 # the file stays where it is and is tried again next run.
                 result.outcome, result.error = RETRY_LATER, exc.reason
                 result.cause, result.retryable = exc.kind, True
+            except Exception as exc:
+                # Not an error xchange knows: this file waits (and is said, with the
+                # traceback in the log); the rest of the look goes on.
+                log.exception("file.unexpected_error", error=f"{type(exc).__name__}: {exc}")
+                result.outcome = RETRY_LATER
+                result.error = one_line(
+                    f"unexpected error ({type(exc).__name__}: {exc}); the file waits, the "
+                    "others go on; the log has the details"
+                )
+                result.cause, result.retryable = "internal", True
             result.duration_ms = int((time.monotonic() - started) * 1000)
             self._log_result(route, result)
         return result
@@ -766,6 +785,9 @@ class Runner:
         result: FileResult,
         source: Remote | None,
     ) -> None:
+        if isinstance(exc, NameRefused):
+            self._quarantine(route, record, name, path, exc, result, source)
+            return
         if exc.retryable and record.attempts >= route.retry.give_up_after:
             self._quarantine(
                 route,
@@ -1028,6 +1050,12 @@ class Runner:
         result.outcome = QUARANTINED
         result.error = one_line((f"{note}: " if note else "") + exc.reason)
         result.cause, result.retryable = exc.kind, exc.retryable
+
+
+def _in_trouble(outcome: FileResult) -> bool:
+    """A file waits because its target or the journal is in trouble (the next files would
+    fail the same way), not because of something of its own."""
+    return outcome.outcome == RETRY_LATER and outcome.cause != "internal"
 
 
 def _fingerprint(fh: BinaryIO) -> tuple[int, str]:

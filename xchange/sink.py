@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from xchange.errors import MappingError
 from xchange.names import check_plain_name
+from xchange.private import private_folder
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,7 @@ class Sink:
             yield writer
             content, path = buf.getvalue(), None
         else:
-            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_folder(self.folder)
             path = self.folder / name
             try:
                 with open(path, "wb") as fh:

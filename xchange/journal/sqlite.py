@@ -27,6 +27,7 @@ from xchange.journal.base import (
     Step,
     Transition,
 )
+from xchange.private import private_folder
 
 #: Named, ordered schema migrations. Append only; never edit one that has shipped.
 MIGRATIONS: list[tuple[str, str]] = [
@@ -240,7 +241,7 @@ class SQLiteJournal:
             wal_existed = wal.exists()
             if existed and path.stat().st_size == 0:
                 raise JournalError(_damaged(path, "is an empty file (0 bytes)"))
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_folder(path.parent)
             if not existed:
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
             self._db = sqlite3.connect(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from xchange.errors import (
+    NameRefused,
     RemoteError,
     RemoteNotFound,
     RemotePermissionDenied,
@@ -46,6 +47,10 @@ def _os_errors(label: str, what: str) -> Iterator[None]:
     except PermissionError as exc:
         raise RemotePermissionDenied(f"{label}: {what}: permission denied") from exc
     except OSError as exc:
+        if exc.errno in (errno.ENAMETOOLONG, errno.EILSEQ):
+            raise NameRefused(
+                f"{label}: {what}: the name cannot be written: {exc.strerror}"
+            ) from exc
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EBUSY):
             raise RemoteUnavailable(f"{label}: {what}: {exc.strerror}") from exc
         raise RemoteError(f"{label}: {what}: {exc.strerror or exc}") from exc

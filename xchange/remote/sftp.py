@@ -20,6 +20,7 @@ import builtins
 import errno
 import io
 import itertools
+import os
 import posixpath
 import secrets
 import socket
@@ -50,6 +51,7 @@ from xchange.errors import (
     TargetExists,
 )
 from xchange.faults import checkpoint
+from xchange.private import private_folder
 from xchange.remote import openssh
 from xchange.remote.base import (
     DROP_MARK,
@@ -170,14 +172,9 @@ class SFTPRemote:
     def _connect(self) -> paramiko.SFTPClient:
         cfg = self.cfg
         client = paramiko.SSHClient()
-        try:
-            client.load_host_keys(str(cfg.known_hosts))
-        except FileNotFoundError:
-            raise HostKeyUnknown(
-                f"{self._where()}: known_hosts file {cfg.known_hosts} does not exist; "
-                f"run `xchange trust {self.label}` to check the server's fingerprint and pin it"
-            ) from None
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        pinned = KnownHosts.read(cfg.known_hosts, self._where(), self.label)
+        pinned.into(client.get_host_keys())
+        client.set_missing_host_key_policy(_Refuse(pinned))
         kwargs: dict[str, Any] = {
             "hostname": cfg.host,
             "port": cfg.port,
@@ -261,8 +258,20 @@ class SFTPRemote:
             yield
         except RemoteError:
             raise
+        except _RevokedKey as exc:
+            self.close()
+            raise HostKeyMismatch(
+                f"{where}: the server offers {exc.key.get_name()} {fingerprint(exc.key)}, a key "
+                f"{self.cfg.known_hosts} marks @revoked: refused. Ask the partner which key "
+                f"is current, then run `xchange trust {self.label}`."
+            ) from None
         except paramiko.BadHostKeyException as exc:
             self.close()
+            if KnownHosts.read(self.cfg.known_hosts, where, self.label).is_revoked(exc.key):
+                raise HostKeyMismatch(
+                    f"{where}: the server offers {exc.key.get_name()} {fingerprint(exc.key)}, "
+                    f"a key {self.cfg.known_hosts} marks @revoked: refused."
+                ) from None
             raise HostKeyMismatch(
                 f"{where}: the server's host key has CHANGED (it offers "
                 f"{exc.key.get_name()} {fingerprint(exc.key)}, known_hosts has "
@@ -363,7 +372,7 @@ class SFTPRemote:
 
     @contextmanager
     def local_copy(self, name: str, scratch: Path) -> Iterator[Path]:
-        scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_folder(scratch)
         path = scratch / f"{posixpath.basename(name)}.download"
         try:
             with open(path, "wb") as fh:
@@ -682,15 +691,132 @@ class SFTPRemote:
         return key
 
     def pin_host_key(self, key: paramiko.PKey) -> None:
-        """Add the key to the configured known_hosts file (created 0600 if missing)."""
-        hosts = paramiko.HostKeys()
+        """Pin the key for this endpoint's host in its known_hosts file (created 0600 if
+        missing): a line of the same host and key type is replaced, every other line
+        (other hosts, @revoked and @cert-authority lines, comments) is kept as it is.
+
+        Raises:
+            HostKeyMismatch: the file marks this key @revoked.
+        """
         path = self.cfg.known_hosts
+        host = _host_entry(self.cfg.host, self.cfg.port)
         if path.exists():
-            hosts.load(str(path))
-        hosts.add(_host_entry(self.cfg.host, self.cfg.port), key.get_name(), key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600, exist_ok=True)
-        hosts.save(str(path))
+            known = KnownHosts.read(path, self._where(), self.label)
+            if known.is_revoked(key):
+                raise HostKeyMismatch(
+                    f"{self._where()}: {path} marks the server's key {fingerprint(key)} "
+                    "@revoked: not pinned"
+                )
+            lines = path.read_text(encoding="utf-8").splitlines()
+        else:
+            lines = []
+        kept = [line for line in lines if not _pins(line, host, key.get_name())]
+        kept.append(f"{host} {key.get_name()} {key.get_base64()}")
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(kept) + "\n")
+        os.replace(temp, path)
+
+
+def _pins(line: str, host: str, key_type: str) -> bool:
+    """Whether a known_hosts line (no marker) pins ``key_type`` for exactly ``host``."""
+    fields = line.split()
+    if len(fields) < 3 or fields[0].startswith(("@", "#")):
+        return False
+    return host in fields[0].split(",") and fields[1] == key_type
+
+
+class _RevokedKey(paramiko.SSHException):
+    def __init__(self, key: paramiko.PKey) -> None:
+        super().__init__("revoked host key")
+        self.key = key
+
+
+class _Refuse(paramiko.MissingHostKeyPolicy):
+    """paramiko's RejectPolicy, telling a key known_hosts marks @revoked apart."""
+
+    def __init__(self, known: KnownHosts) -> None:
+        self.known = known
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        if self.known.is_revoked(key):
+            raise _RevokedKey(key)
+        raise paramiko.SSHException(f"Server {hostname!r} not found in known_hosts")
+
+
+@dataclass
+class KnownHosts:
+    """A known_hosts file as OpenSSH reads it: pinned keys, and keys marked @revoked
+    (refused for every host). @cert-authority lines are not supported: skipped, said."""
+
+    entries: list[paramiko.hostkeys.HostKeyEntry]
+    revoked: set[bytes]
+
+    @classmethod
+    def read(cls, path: Path, where: str, label: str) -> KnownHosts:
+        """Parse ``path``.
+
+        Raises:
+            HostKeyUnknown: the file is missing, or a line is not a known_hosts line (its
+                file and line number named).
+        """
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            raise HostKeyUnknown(
+                f"{where}: known_hosts file {path} does not exist; run `xchange trust "
+                f"{label}` to check the server's fingerprint and pin it"
+            ) from None
+        entries: list[paramiko.hostkeys.HostKeyEntry] = []
+        revoked: set[bytes] = set()
+        for number, raw in enumerate(text.splitlines(), start=1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            marker = ""
+            if line.startswith("@"):
+                marker, _, line = line.partition(" ")
+                line = line.strip()
+                if marker not in ("@revoked", "@cert-authority"):
+                    raise HostKeyUnknown(
+                        f"{path}: line {number}: unknown marker {marker!r} (OpenSSH knows "
+                        "@revoked and @cert-authority); fix or remove the line"
+                    )
+            try:
+                entry = paramiko.hostkeys.HostKeyEntry.from_line(line, number)
+            except (paramiko.hostkeys.InvalidHostKey, ValueError, IndexError):
+                raise HostKeyUnknown(
+                    f"{path}: line {number}: not a valid known_hosts line; fix or remove it"
+                ) from None
+            if entry is None:
+                continue  # a key type paramiko does not know: it cannot match anyway
+            if marker == "@revoked":
+                revoked.add(entry.key.asbytes())
+            elif marker == "@cert-authority":
+                log.warning(
+                    "known_hosts.cert_authority_skipped",
+                    file=str(path),
+                    line=number,
+                    reason="certificate authorities are not supported; pin the host key",
+                )
+            else:
+                entries.append(entry)
+        return cls(entries, revoked)
+
+    def is_revoked(self, key: paramiko.PKey) -> bool:
+        return key.asbytes() in self.revoked
+
+    def into(self, hosts: paramiko.HostKeys) -> None:
+        """Add the pinned keys (but revoked ones) to paramiko's store."""
+        for entry in self.entries:
+            if self.is_revoked(entry.key):
+                continue
+            for name in entry.hostnames:
+                hosts.add(name, entry.key.get_name(), entry.key)
 
 
 #: Files of one batch in flight at once on the session, and the bytes of one read or
