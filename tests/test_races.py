@@ -248,3 +248,258 @@ def test_a_file_with_a_time_in_the_future_is_taken_and_the_skew_is_said(
     assert "shop-orders: 1 delivered (3 documents)" in result.stdout
     (skew,) = events(result, "file.clock_skew")[:1]
     assert int(skew["ahead_s"]) > 86_000  # type: ignore[call-overload]
+
+
+# --------------------------------------------------------------------------- names
+
+
+def test_a_source_name_too_long_for_its_quarantine_copy_does_not_stop_the_route(
+    exchange: Exchange,
+) -> None:
+    """A 247-byte source name that fails: its quarantine copy gets a bounded name, and the
+    good files behind it are delivered (before: a traceback at every look)."""
+    exchange.config.write_text(
+        exchange.config.read_text().replace('pattern = "orders_*.csv"', 'pattern = "*.csv"')
+    )
+    long = "orders_" + "x" * 236 + ".csv"
+    assert len(long.encode()) == 247
+    (exchange.inbox / long).write_bytes(b"not the header\r\n")
+    for i in range(5):
+        data = SAMPLE.read_bytes().replace(b"EC20261121", f"EC2026112{i}".encode())
+        (exchange.inbox / f"orders_{i}.csv").write_bytes(data)
+    result = run(exchange)
+    assert result.exit_code == 1, result.output
+    assert "5 delivered" in result.stdout and "1 quarantined" in result.stdout
+    kept = [p for p in exchange.quarantine.rglob("*") if p.is_file()]
+    assert all(len(p.name.encode()) <= 255 for p in kept)
+    assert any(p.read_bytes() == b"not the header\r\n" for p in kept)
+
+
+def test_an_unexpected_error_on_one_file_does_not_stop_the_others(
+    exchange: Exchange, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug met on one file (not an error xchange knows): that file waits, with a reason
+    and the traceback in the log; the other files of the look are delivered."""
+    import xchange.runner
+
+    real = xchange.runner.Runner._claimed
+
+    def failing(self, route, source, info, path, handle, result):  # type: ignore[no-untyped-def]
+        if info.name == "orders_1.csv":
+            raise KeyError("surprise")
+        return real(self, route, source, info, path, handle, result)
+
+    monkeypatch.setattr(xchange.runner.Runner, "_claimed", failing)
+    for i in range(3):
+        data = SAMPLE.read_bytes().replace(b"EC20261121", f"EC2026112{i}".encode())
+        (exchange.inbox / f"orders_{i}.csv").write_bytes(data)
+    result = run(exchange)
+    assert "2 delivered" in result.stdout, result.output
+    assert "unexpected error (KeyError: 'surprise')" in result.stdout
+    (event,) = events(result, "file.unexpected_error")
+    assert "Traceback" in str(event.get("exception"))
+
+
+def test_output_names_windows_would_refuse_are_cleaned(exchange: Exchange) -> None:
+    """Many partner and Kingdee SFTP servers run on Windows: CON.xml, NUL.xml, COM1.xml
+    and names ending in dots or spaces become names Windows accepts."""
+    from xchange.names import render_name
+
+    assert render_name("{x}.xml", {"x": "CON"}) == "_CON.xml"
+    assert render_name("{x}.xml", {"x": "nul"}) == "_nul.xml"
+    assert render_name("{x}", {"x": "COM1.txt"}) == "_COM1.txt"
+    assert render_name("{x}", {"x": "LPT9.csv"}) == "_LPT9.csv"
+    assert render_name("{x}", {"x": "report. . "}) == "report"
+    assert render_name("{x}.xml", {"x": "CONSOLE"}) == "CONSOLE.xml"
+
+
+def test_a_name_the_target_cannot_hold_is_quarantined_at_once(
+    exchange: Exchange, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The target's file system refuses the name (ENAMETOOLONG): that cannot get better
+    with time, so the file is quarantined at once, not "retry later" until give-up."""
+    import errno
+
+    import xchange.remote.local as local_module
+
+    real = local_module.os.link
+
+    def refusing(src, dst, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if "WMS_OUT" in str(dst):
+            raise OSError(errno.ENAMETOOLONG, "File name too long")
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(local_module.os, "link", refusing)
+    exchange.drop_sample()
+    result = run(exchange)
+    assert result.exit_code == 1, result.output
+    assert "1 quarantined" in result.stdout and "name cannot be written" in result.stdout
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def test_openssh_children_get_no_secret_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The OpenSSH client started for big files sees no password variable (nor any other
+    variable but what it needs to run)."""
+    from xchange.remote.openssh import child_environment
+
+    monkeypatch.setenv("XCHANGE_WMS_PASSWORD", "s3cret-pw")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "other-secret")
+    env = child_environment()
+    assert "s3cret-pw" not in env.values() and "other-secret" not in env.values()
+    assert set(env) <= {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "LOGNAME"}
+
+
+def test_folders_xchange_creates_are_owner_only_whatever_the_umask(exchange: Exchange) -> None:
+    """Under umask 000, the journal's folder, scratch, staging and the quarantine are 0700
+    (before: 0777)."""
+    import stat
+
+    exchange.write_config()
+    (exchange.inbox / "orders_bad.csv").write_bytes(b"bad\r\n")
+    exchange.drop_sample()
+    old = os.umask(0)
+    try:
+        run(exchange)
+    finally:
+        os.umask(old)
+    for folder in (exchange.journal.parent, exchange.quarantine):
+        for path in [folder, *[p for p in folder.rglob("*") if p.is_dir()]]:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+
+
+def test_library_logging_is_json_in_a_json_log() -> None:
+    """APScheduler's warnings and tracebacks come out as JSON lines like every other
+    event (before: plain text in the middle of the JSON log)."""
+    import io
+    import logging
+
+    from xchange.log import configure_logging
+
+    out = io.StringIO()
+    configure_logging(json=True, stream=out)
+    logging.getLogger("apscheduler.executors.default").warning(
+        "Run time of job %r was missed by %s", "route", "0:00:05"
+    )
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logging.getLogger("apscheduler.scheduler").exception("Job raised an exception")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines[0]["logger"] == "apscheduler.executors.default"
+    assert lines[0]["level"] == "warning" and "was missed by" in lines[0]["event"]
+    assert "RuntimeError: boom" in lines[1]["exception"]
+
+
+# --------------------------------------------------------------------------- journal trouble
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A 256 KiB tmpfs (root only)."""
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small file system needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_journal_on_a_full_disk_is_one_clear_error_an_alert_and_exit_3(
+    exchange: Exchange, small_disk: Path
+) -> None:
+    """The journal's disk fills up mid-run: one clear error for the route, an alert sent
+    without the journal, exit 3, no traceback; the files wait in the drop folder."""
+    exchange.config.write_text(
+        exchange.config.read_text()
+        .replace(str(exchange.journal), str(small_disk / "journal.sqlite"))
+        .replace("[journal]", '[alerts]\nsinks = [{ type = "log" }]\n\n[journal]')
+    )
+    assert run(exchange).exit_code == 0  # the journal exists
+    fd = os.open(small_disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass  # full
+    finally:
+        os.close(fd)
+    for i in range(5):
+        data = SAMPLE.read_bytes().replace(b"EC20261121", f"EC2026112{i}".encode())
+        (exchange.inbox / f"orders_{i}.csv").write_bytes(data)
+    result = run(exchange)
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output, result.output
+    assert "journal" in result.output.lower()
+    assert events(result, "alert.sent")
+    assert len(list(exchange.inbox.glob("orders_*.csv"))) >= 4
+
+
+def test_a_journal_on_a_read_only_file_system_is_exit_3_with_a_reason(
+    exchange: Exchange, tmp_path: Path
+) -> None:
+    """The journal's folder cannot be written: a clear reason and exit 3 (before: a
+    traceback at the run lock and exit 1, which means "quarantined")."""
+    if os.geteuid() == 0:
+        pytest.skip("root writes through file modes; the tmpfs test covers the full disk")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    exchange.config.write_text(
+        exchange.config.read_text().replace(
+            str(exchange.journal), str(locked / "state" / "journal.sqlite")
+        )
+    )
+    result = run(exchange)
+    assert result.exit_code == 3
+    assert "Traceback" not in result.output
+
+
+# --------------------------------------------------------------------------- known_hosts
+
+
+@pytest.mark.sftp
+def test_a_revoked_host_key_is_refused_and_said(
+    exchange: Exchange, sshd: SshServer, tmp_path: Path
+) -> None:
+    """known_hosts marks the server's key @revoked: run and trust refuse it, saying so
+    (before: an InvalidHostKey traceback from paramiko); other lines still count."""
+    key_line = sshd.known_hosts.read_text().split(maxsplit=1)[1].strip()
+    known = tmp_path / "known_hosts"
+    known.write_text(f"# partner keys\n@revoked * {key_line}\n{sshd.known_hosts.read_text()}")
+    folder = sshd.folder("revoked")
+    exchange.write_config(target=sftp_target_toml(sshd, folder, known_hosts=known))
+    exchange.drop_sample()
+    result = run(exchange)
+    assert result.exit_code == 3, result.output
+    assert "@revoked" in result.output and "Traceback" not in result.output
+    trusted = CliRunner().invoke(
+        main, ["trust", "wms-outbox", "--yes", "--config", str(exchange.config)]
+    )
+    assert trusted.exit_code != 0 and "@revoked" in trusted.output
+    assert "@revoked" in known.read_text()  # the file is left as it was
+
+
+def test_a_broken_known_hosts_line_is_named_by_file_and_line(tmp_path: Path) -> None:
+    from xchange.errors import HostKeyUnknown
+    from xchange.remote.sftp import KnownHosts
+
+    known = tmp_path / "known_hosts"
+    known.write_text("# comment\n[127.0.0.1]:22 ssh-ed25519 !!!notbase64!!!\n")
+    with pytest.raises(HostKeyUnknown, match=r"known_hosts: line 2: not a valid"):
+        KnownHosts.read(known, "x", "x")
+    known.write_text("@weird host ssh-ed25519 AAAA\n")
+    with pytest.raises(HostKeyUnknown, match=r"line 1: unknown marker '@weird'"):
+        KnownHosts.read(known, "x", "x")

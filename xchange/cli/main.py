@@ -233,8 +233,19 @@ def run(ctx: click.Context, config_path: str | None, once: bool, routes: tuple[s
     except ConfigError as exc:
         _fail("\n".join(exc.problems), EXIT_CONFIG)
     except XchangeError as exc:
+        _alert_not_run(config, exc)
         _fail(f"xchange: could not run: {exc}", EXIT_NOT_DELIVERED)
     sys.exit(code)
+
+
+def _alert_not_run(config: AppConfig, exc: XchangeError) -> None:
+    """The run could not start (its journal cannot be opened, say): alert every route's
+    people, without the journal."""
+    from xchange.alerts import Alerter
+
+    alerter = Alerter(config.alerts, None, config_file=str(config.source_file))
+    for route in config.routes:
+        alerter.failure(route.name, exc.kind, True, [], f"could not run: {exc.reason}")
 
 
 @main.command()
@@ -383,7 +394,10 @@ def trust(ctx: click.Context, config_path: str | None, endpoint: str, yes: bool)
     click.echo("Compare it with the fingerprint the server's operator gives you.")
     if not yes and not click.confirm(f"Pin this key in {cfg.known_hosts}?", default=False):
         _fail("not pinned", 1)
-    remote.pin_host_key(key)
+    try:
+        remote.pin_host_key(key)
+    except XchangeError as exc:
+        _fail(f"xchange: {exc}", EXIT_NOT_DELIVERED)
     click.echo(f"pinned in {cfg.known_hosts}")
     try:
         lines = remote.describe()

@@ -255,7 +255,8 @@ class SQLiteJournal:
         except JournalError:
             raise
         except (OSError, sqlite3.Error) as exc:
-            raise JournalError(f"journal {path}: cannot open: {exc}") from None
+            hint = " (is its disk full, or read-only?)" if "disk" in str(exc) else ""
+            raise JournalError(f"journal {path}: cannot open: {exc}{hint}") from None
         if existed and "schema_migrations" not in tables:
             self._db.close()
             raise JournalError(
