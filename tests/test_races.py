@@ -451,20 +451,35 @@ def test_a_journal_on_a_full_disk_is_one_clear_error_an_alert_and_exit_3(
 def test_a_journal_on_a_read_only_file_system_is_exit_3_with_a_reason(
     exchange: Exchange, tmp_path: Path
 ) -> None:
-    """The journal's folder cannot be written: a clear reason and exit 3 (before: a
-    traceback at the run lock and exit 1, which means "quarantined")."""
-    if os.geteuid() == 0:
-        pytest.skip("root writes through file modes; the tmpfs test covers the full disk")
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    exchange.config.write_text(
-        exchange.config.read_text().replace(
-            str(exchange.journal), str(locked / "state" / "journal.sqlite")
-        )
+    """The journal's file system is mounted read-only: a clear reason and exit 3 (before:
+    a traceback at the run lock and exit 1, which means "quarantined")."""
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a read-only file system needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
     )
-    result = run(exchange)
-    assert result.exit_code == 3
-    assert "Traceback" not in result.output
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        exchange.config.write_text(
+            exchange.config.read_text().replace(
+                str(exchange.journal), str(folder / "journal.sqlite")
+            )
+        )
+        exchange.drop_sample()
+        result = run(exchange)
+        assert result.exit_code == 3, result.output
+        assert "Traceback" not in result.output
+        assert "read-only file system" in result.output.lower()
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 # --------------------------------------------------------------------------- known_hosts
