@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.conftest import SAMPLES, Exchange
+from tests.conftest import SAMPLES, Exchange, mounted_tmpfs
 from tests.sshd import SshServer
 from tests.test_sftp import sftp_target_toml
 from xchange.cli import main
@@ -400,22 +400,9 @@ def test_library_logging_is_json_in_a_json_log() -> None:
 @pytest.fixture
 def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
     """A 256 KiB tmpfs (root only)."""
-    import shutil
-    import subprocess
-
-    folder = tmp_path / "small"
-    folder.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small file system needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(folder)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield folder
-    subprocess.run(["umount", "-l", str(folder)], check=False)
+    (tmp_path / "small").mkdir()
+    with mounted_tmpfs(tmp_path / "small", "size=256k,mode=0700") as folder:
+        yield folder
 
 
 def test_a_journal_on_a_full_disk_is_one_clear_error_an_alert_and_exit_3(
@@ -453,21 +440,8 @@ def test_a_journal_on_a_read_only_file_system_is_exit_3_with_a_reason(
 ) -> None:
     """The journal's file system is mounted read-only: a clear reason and exit 3 (before:
     a traceback at the run lock and exit 1, which means "quarantined")."""
-    import shutil
-    import subprocess
-
-    folder = tmp_path / "readonly"
-    folder.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a read-only file system needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    (tmp_path / "readonly").mkdir()
+    with mounted_tmpfs(tmp_path / "readonly", "ro,size=64k") as folder:
         exchange.config.write_text(
             exchange.config.read_text().replace(
                 str(exchange.journal), str(folder / "journal.sqlite")
@@ -478,8 +452,6 @@ def test_a_journal_on_a_read_only_file_system_is_exit_3_with_a_reason(
         assert result.exit_code == 3, result.output
         assert "Traceback" not in result.output
         assert "read-only file system" in result.output.lower()
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 # --------------------------------------------------------------------------- known_hosts

@@ -4,15 +4,13 @@ alerted, retried at a later run, delivered when the cause goes away."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.conftest import Exchange
+from tests.conftest import Exchange, mounted_tmpfs
 from tests.sshd import SshServer
 from tests.test_sftp import sftp_target_toml
 from xchange.cli import main
@@ -96,20 +94,8 @@ def test_a_missing_target_folder_is_created(exchange: Exchange, sshd: SshServer)
 @pytest.fixture
 def small_disk(sshd: SshServer) -> Iterator[Path]:
     """A 256 KiB tmpfs as the target folder (root only)."""
-    folder = sshd.folder("small-disk")
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small file system needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0777", "tmpfs", str(folder)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with mounted_tmpfs(sshd.folder("small-disk"), "size=256k,mode=0777") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=False)
 
 
 def test_a_full_target_disk_is_transient(

@@ -2,7 +2,7 @@
 
     python tests/bench/bench_servers.py [--files 2000] [--rounds 3]
 
-The same copy route as benchmark 3 (2,000 files of 2 KB from a local drop, each under a
+Benchmark 3's copy route (its configuration) (2,000 files of 2 KB from a local drop, each under a
 hidden name, renamed, its size checked, journaled, the source archived) delivered to each
 server of the interop matrix in turn, alternating, each round starting from the same files.
 The figure is each server's time beside OpenSSH's, measured in the same run: the target is
@@ -19,6 +19,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from bench_small_files import CONFIG
 from common import alternate, random_files, run_xchange_once
 
 from tests import sftpservers
@@ -26,32 +27,6 @@ from xchange.log import configure_logging
 
 KINDS = ["openssh", "openssh-noext", "gesftpserver", "rclone", "proftpd"]
 
-CONFIG = """
-[journal]
-path = "{work}/journal.sqlite"
-[quarantine]
-path = "{work}/quarantine"
-[endpoints.drop]
-type = "local"
-path = "{drop}"
-[endpoints.partner]
-type = "sftp"
-host = "127.0.0.1"
-port = {port}
-user = "{user}"
-path = "{path}"
-key_file = "{key}"
-known_hosts = "{known_hosts}"
-[alerts]
-sinks = [{{ type = "log" }}]
-[[routes]]
-name = "small"
-source = {{ endpoint = "drop", pattern = "*.dat" }}
-mapping = "copy"
-target = {{ endpoint = "partner", name = "{{source_name}}" }}
-after = {{ action = "archive", folder = "archive" }}
-ready = {{ settle = 0 }}
-"""
 
 
 def main() -> None:
@@ -82,11 +57,13 @@ def main() -> None:
                     CONFIG.format(
                         work=work,
                         drop=drop,
+                        host=server.host,
                         port=server.port,
                         user=server.user,
-                        path=server.remote_path(target),
+                        target=server.remote_path(target),
                         key=server.client_key,
                         known_hosts=server.known_hosts,
+                        transfers=1,
                     )
                 )
             shutil.rmtree(drop, ignore_errors=True)
