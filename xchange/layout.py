@@ -78,8 +78,9 @@ class FieldSpec(_Model):
     #: none by default.
     currency: list[str] = Field(default_factory=list)
     #: XML: what a path that matches several elements means: "reject" (a problem, the
-    #: default), "first", "last", or "join" (every value, joined by ``separator``).
-    multiple: Literal["reject", "first", "last", "join"] = "reject"
+    #: default), "first", "last", "join" (every value, joined by ``separator``), or "all"
+    #: (a list of every value, for a mapping's aggregates: ``join(waybill, "|")``).
+    multiple: Literal["reject", "first", "last", "join", "all"] = "reject"
     separator: str = "|"
 
     @model_validator(mode="after")

@@ -27,7 +27,9 @@ from typing import Any, Literal
 from pydantic import Field, StrictBool, model_validator
 
 from xchange.errors import ConfigError
+from xchange.expressions import Expression, ExpressionError, Names
 from xchange.layout import FieldSpec, FieldValueError, Layout, _Model, load_toml_model
+from xchange.lookups import Lookup, Lookups
 from xchange.report import Report
 
 
@@ -35,6 +37,8 @@ class Rule(_Model):
     """How one target field gets its value."""
 
     from_: str | None = Field(None, alias="from")
+    #: An expression over the record's fields (see :mod:`xchange.expressions`).
+    expr: str | None = None
     const: str | None = None
     template: str | None = None
     join: list[str] = Field(default_factory=list)
@@ -56,6 +60,7 @@ class Rule(_Model):
             k
             for k, v in (
                 ("from", self.from_),
+                ("expr", self.expr),
                 ("const", self.const),
                 ("template", self.template),
                 ("join", self.join or None),
@@ -65,7 +70,7 @@ class Rule(_Model):
         ]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of from, const, template, join, sequence"
+                "give exactly one of from, expr, const, template, join, sequence"
                 + (f" (found {', '.join(given)})" if given else "")
             )
         return self
@@ -84,6 +89,19 @@ class Rule(_Model):
         return list(self.join)
 
 
+class LookupSpec(_Model):
+    """A master-data file read as a table: key column(s) -> value column(s)."""
+
+    #: CSV or JSON file, relative to the formats folder.
+    file: str
+    #: Key column (or several, whose values are joined by "|" in the key given).
+    key: str | list[str]
+    #: The column a lookup gives by default (a lookup may name another).
+    value: str
+    encoding: str = "utf-8"
+    delimiter: str = Field(",", min_length=1, max_length=1)
+
+
 class Mapping(_Model):
     name: str
     version: str = "1"
@@ -99,6 +117,16 @@ class Mapping(_Model):
     header: dict[str, Rule] = Field(default_factory=dict)
     lines: dict[str, Rule] = Field(default_factory=dict)
     tables: dict[str, dict[str, str]] = Field(default_factory=dict)
+    #: Master data files read as tables: ``lookup("materials", sku)``.
+    lookups: dict[str, LookupSpec] = Field(default_factory=dict)
+    #: Only source records (rows, or nested documents) for which this is true are mapped;
+    #: the others are counted as skipped by the filter.
+    filter: str | None = None
+    #: Only lines for which this is true go into a document (the others are counted).
+    line_filter: str | None = None
+    #: One source document becomes one target document per distinct value of these
+    #: fields of its lines (e.g. one outbound order per warehouse).
+    split_by: list[str] = Field(default_factory=list)
     source_file: Path = Field(Path("?"), exclude=True)
 
 
@@ -155,7 +183,127 @@ def check_mapping(mapping: Mapping, source: Layout, target: Layout) -> list[str]
         problems.append(f"{where}: group_by: a rows -> nested mapping must say how to group rows")
     if target.shape == "rows" and source.shape == "nested" and not mapping.flatten:
         problems.append(f"{where}: flatten: a nested -> rows mapping needs flatten = true")
+    for key in mapping.split_by:
+        if key not in src_fields:
+            problems.append(
+                f"{where}: split_by: source layout {source.source_file} has no field {key!r}"
+            )
+    _, compile_problems = compile_mapping(mapping, source, target)
+    problems.extend(compile_problems)
     return problems
+
+
+@dataclass
+class Compiled:
+    """A mapping's expressions, compiled once, and the tables and lookups they read."""
+
+    rules: dict[tuple[str, str], Expression]
+    filter: Expression | None
+    line_filter: Expression | None
+    tables: dict[str, dict[str, str]]
+    lookups: Lookups
+
+    def inputs(self, section: str, name: str, rule: Rule) -> tuple[str, ...]:
+        """Source fields a rule reads (an expression's names included)."""
+        expression = self.rules.get((section, name))
+        return tuple(expression.names) if expression is not None else rule.fields
+
+    def table_value(self, name: str, key: Any, column: Any = None, default: Any = None) -> Any:
+        """A value table's or a lookup's value for ``key`` (for ``table()``/``lookup()``).
+
+        Raises:
+            ExpressionError: no such key and no default.
+        """
+        text = _text(key)
+        if name in self.tables:
+            if text in self.tables[name]:
+                return self.tables[name][text]
+            default = column if default is None else default  # table(name, key, default)
+        else:
+            lookup = self.lookups[name]
+            try:
+                return lookup.get(text, None if column is None else _text(column))
+            except KeyError:
+                if column is not None and lookup.has(text):
+                    raise ExpressionError(f"lookup {name!r} has no column {column!r}") from None
+        if default is not None:
+            return default
+        raise ExpressionError(f"{text!r} is not in {name!r}")
+
+
+def compile_mapping(
+    mapping: Mapping, source: Layout | None, target: Layout
+) -> tuple[Compiled, list[str]]:
+    """Compile a mapping's expressions (checked against its layouts when ``source`` is
+    given); problems name the file, the key and the position in the expression."""
+    where = str(mapping.source_file)
+    formats = mapping.source_file.parent
+    problems: list[str] = []
+    lookups = Lookups(
+        {
+            name: Lookup(
+                name,
+                formats / spec.file,
+                [spec.key] if isinstance(spec.key, str) else list(spec.key),
+                spec.value,
+                spec.encoding,
+                spec.delimiter,
+                f"{where}: lookups.{name}",
+            )
+            for name, spec in mapping.lookups.items()
+        }
+    )
+    tables = frozenset(mapping.tables) | frozenset(mapping.lookups)
+    if source is not None:
+        head = frozenset(f.name for f in source.fields)
+        lines = frozenset(f.name for f in source.line_fields)
+        every = head | lines
+        nested_source = source.shape == "nested"
+        line_names = (lines | head if nested_source else every) | frozenset(
+            f.name for f in target.line_fields
+        )
+        header_names = Names(
+            head if nested_source else every,
+            tables,
+            aggregates=target.shape == "nested" or nested_source,
+            line_fields=line_names,
+        )
+        line_rule_names = Names(every, tables)
+        filter_names = Names(
+            head if nested_source else every,
+            tables,
+            aggregates=nested_source,
+            line_fields=lines | head,
+        )
+    else:
+        anything = Names(None, tables, aggregates=True, line_fields=None)
+        header_names = line_rule_names = filter_names = anything
+    rules: dict[tuple[str, str], Expression] = {}
+    for section, names in (("header", header_names), ("lines", line_rule_names)):
+        for name, rule in getattr(mapping, section).items():
+            if rule.expr is None:
+                continue
+            try:
+                rules[(section, name)] = Expression.compile(rule.expr, names)
+            except ExpressionError as exc:
+                problems.append(f"{where}: {section}.{name}.expr: {exc}")
+    filters: dict[str, Expression | None] = {"filter": None, "line_filter": None}
+    for key, names in (("filter", filter_names), ("line_filter", line_rule_names)):
+        text = getattr(mapping, key)
+        if text is None:
+            continue
+        try:
+            filters[key] = Expression.compile(text, names)
+        except ExpressionError as exc:
+            problems.append(f"{where}: {key}: {exc}")
+    if source is not None:
+        for lookup in lookups.lookups.values():
+            try:
+                lookup.refresh()
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+    compiled = Compiled(rules, filters["filter"], filters["line_filter"], mapping.tables, lookups)
+    return compiled, problems
 
 
 # --------------------------------------------------------------------------- applying
@@ -189,29 +337,41 @@ class Document:
 
 
 class _Evaluator:
-    def __init__(self, mapping: Mapping, target: Layout, report: Report) -> None:
+    def __init__(
+        self, mapping: Mapping, target: Layout, report: Report, compiled: Compiled
+    ) -> None:
         self.mapping = mapping
         self.target = target
         self.report = report
+        self.compiled = compiled
 
     def values(
         self,
-        rules: dict[str, Rule],
+        section: str,
         specs: list[FieldSpec],
         ctx: dict[str, Any],
         where: str,
         seq: int,
         failed: set[str] | frozenset[str] = frozenset(),
+        lines: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
+        rules: dict[str, Rule] = getattr(self.mapping, section)
         out: dict[str, Any] = {}
         for spec in specs:
             rule = rules.get(spec.name)
-            if failed and rule is not None and ("*" in failed or failed.intersection(rule.fields)):
+            if (
+                failed
+                and rule is not None
+                and (
+                    "*" in failed
+                    or failed.intersection(self.compiled.inputs(section, spec.name, rule))
+                )
+            ):
                 out[spec.name] = None  # its source value was reported already
                 continue
             raw: Any = None
             try:
-                raw = self._evaluate(rule, ctx, seq) if rule else None
+                raw = self._evaluate(section, spec.name, rule, ctx, seq, lines) if rule else None
                 out[spec.name] = spec.coerce(raw)
             except FieldValueError as exc:
                 out[spec.name] = None
@@ -219,9 +379,47 @@ class _Evaluator:
                 self.report.add(where, spec.name, exc.rule, shown, exc.message)
         return out
 
-    def _evaluate(self, rule: Rule, ctx: dict[str, Any], seq: int) -> Any:
+    def keeps(
+        self,
+        expression: Expression | None,
+        ctx: dict[str, Any],
+        where: str,
+        what: str,
+        lines: list[dict[str, Any]] | None = None,
+    ) -> bool:
+        """Whether a filter keeps a record or a line (a filter that cannot be evaluated on
+        it is a problem, and the record is not kept)."""
+        if expression is None:
+            return True
+        try:
+            kept = bool(
+                expression.evaluate(ctx, lines=lines or (), tables=self.compiled.table_value)
+            )
+        except ExpressionError as exc:
+            self.report.add(where, f"({what})", what, None, exc.message)
+            return False
+        if not kept:
+            self.report.skipped[what] = self.report.skipped.get(what, 0) + 1
+        return kept
+
+    def _evaluate(
+        self,
+        section: str,
+        name: str,
+        rule: Rule,
+        ctx: dict[str, Any],
+        seq: int,
+        lines: list[dict[str, Any]] | None,
+    ) -> Any:
         value: Any
-        if rule.const is not None:
+        if rule.expr is not None:
+            try:
+                value = self.compiled.rules[(section, name)].evaluate(
+                    ctx, lines=lines or (), tables=self.compiled.table_value
+                )
+            except ExpressionError as exc:
+                raise FieldValueError("expr", f"{rule.expr}: {exc.message}") from None
+        elif rule.const is not None:
             value = rule.const
         elif rule.sequence is not None:
             value = rule.sequence + seq
@@ -252,6 +450,43 @@ class _Evaluator:
             value = table[key]
         return value
 
+    def documents(
+        self,
+        head: dict[str, Any],
+        head_failed: set[str],
+        location: str,
+        members: list[tuple[dict[str, Any], set[str], str]],
+        seq: int,
+    ) -> Iterator[Document]:
+        """The target documents of one source document: its header values, and its lines
+        as (values, failed fields, location); split by ``split_by``, lines filtered by
+        ``line_filter``, lines mapped before the header (whose aggregates read them)."""
+        kept = [m for m in members if self.keeps(self.compiled.line_filter, m[0], m[2], "lines")]
+        parts: dict[tuple[Any, ...], list[tuple[dict[str, Any], set[str], str]]] = {}
+        if self.mapping.split_by:
+            for member in kept:
+                key = tuple(member[0].get(k) for k in self.mapping.split_by)
+                parts.setdefault(key, []).append(member)
+        else:
+            parts[()] = kept
+        for part in parts.values():
+            lines = [
+                self.values("lines", self.target.line_fields, ctx, at, j, failed)
+                for j, (ctx, failed, at) in enumerate(part)
+            ]
+            contexts = [{**ctx, **line} for (ctx, _, _), line in zip(part, lines, strict=True)]
+            first = part[0][0] if part and self.mapping.split_by else {}
+            header = self.values(
+                "header",
+                self.target.fields,
+                {**head, **first},
+                location,
+                seq,
+                head_failed,
+                lines=contexts,
+            )
+            yield Document(location, header, lines)
+
 
 def _text(value: Any) -> str:
     if value is None:
@@ -262,70 +497,85 @@ def _text(value: Any) -> str:
 
 
 def apply_mapping(
-    mapping: Mapping, target: Layout, records: Iterable[Record], report: Report, start: int = 0
+    mapping: Mapping,
+    target: Layout,
+    records: Iterable[Record],
+    report: Report,
+    start: int = 0,
+    compiled: Compiled | None = None,
 ) -> Iterator[Document]:
     """Map source records to target documents, one at a time; problems go to ``report``.
 
     Grouping streams: rows of one document must be adjacent in the file, as exports
     sorted by document number are. A key seen again after its run ended is reported
     (with both places), unless the mapping sets ``group_adjacent = false``, which
-    groups the whole file in memory instead.
+    groups the whole file in memory instead. Records the mapping's ``filter`` does not
+    keep are counted in ``report.skipped``.
     """
-    ev = _Evaluator(mapping, target, report)
+    if compiled is None:
+        compiled, _ = compile_mapping(mapping, None, target)
+    compiled.lookups.refresh()
+    ev = _Evaluator(mapping, target, report, compiled)
+    records = (
+        rec
+        for rec in records
+        if ev.keeps(
+            compiled.filter,
+            rec.values,
+            rec.location,
+            "documents" if not mapping.group_by else "rows",
+            [{**rec.values, **ln.values} for ln in rec.lines],
+        )
+    )
     if mapping.group_by:
-        yield from _grouped(mapping, target, records, report, ev)
+        yield from _grouped(mapping, records, report, ev)
         return
     if mapping.flatten:
         for rec in records:
+            contexts = [{**rec.values, **ln.values} for ln in rec.lines]
             for i, line in enumerate(rec.lines):
-                ctx = {**rec.values, **line.values}
-                failed = rec.failed | line.failed
-                header = ev.values(mapping.header, target.fields, ctx, line.location, i, failed)
-                yield Document(line.location, header)
-    else:
-        for i, rec in enumerate(records, start=start):
-            header = ev.values(
-                mapping.header, target.fields, rec.values, rec.location, i, rec.failed
-            )
-            lines = [
-                ev.values(
-                    mapping.lines,
-                    target.line_fields,
-                    {**rec.values, **ln.values},
-                    ln.location,
-                    j,
-                    rec.failed | ln.failed,
+                if not ev.keeps(compiled.line_filter, contexts[i], line.location, "lines"):
+                    continue
+                header = ev.values(
+                    "header",
+                    target.fields,
+                    contexts[i],
+                    line.location,
+                    i,
+                    rec.failed | line.failed,
+                    lines=contexts,
                 )
-                for j, ln in enumerate(rec.lines)
-            ]
-            yield Document(rec.location, header, lines)
+                yield Document(line.location, header)
+        return
+    for i, rec in enumerate(records, start=start):
+        members = [
+            ({**rec.values, **ln.values}, rec.failed | ln.failed, ln.location) for ln in rec.lines
+        ]
+        yield from ev.documents(rec.values, rec.failed, rec.location, members, i)
 
 
 def _grouped(
     mapping: Mapping,
-    target: Layout,
     records: Iterable[Record],
     report: Report,
     ev: _Evaluator,
 ) -> Iterator[Document]:
-    def document(members: list[Record]) -> Document | None:
+    def document(members: list[Record]) -> Iterator[Document]:
         first = members[0]
-        header = ev.values(
-            mapping.header, target.fields, first.values, first.location, 0, first.failed
+        yield from ev.documents(
+            first.values,
+            first.failed,
+            first.location,
+            [(m.values, m.failed, m.location) for m in members],
+            0,
         )
-        lines = [
-            ev.values(mapping.lines, target.line_fields, m.values, m.location, i, m.failed)
-            for i, m in enumerate(members)
-        ]
-        return Document(first.location, header, lines)
 
     if not mapping.group_adjacent:
         groups: dict[tuple[Any, ...], list[Record]] = {}
         for rec in records:
             groups.setdefault(tuple(rec.values.get(k) for k in mapping.group_by), []).append(rec)
         for members in groups.values():
-            if (doc := document(members)) is not None:
-                yield doc
+            yield from document(members)
         return
     closed: dict[tuple[Any, ...], str] = {}
     run: list[Record] = []
@@ -334,8 +584,7 @@ def _grouped(
         key = tuple(rec.values.get(k) for k in mapping.group_by)
         if run and key != run_key:
             closed[run_key] = run[0].location  # type: ignore[index]
-            if (doc := document(run)) is not None:
-                yield doc
+            yield from document(run)
             run = []
         if key in closed:
             report.add(
@@ -350,5 +599,5 @@ def _grouped(
             continue
         run_key = key
         run.append(rec)
-    if run and (doc := document(run)) is not None:
-        yield doc
+    if run:
+        yield from document(run)

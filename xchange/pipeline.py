@@ -26,6 +26,7 @@ from xchange.mapping import (
     Record,
     apply_mapping,
     check_mapping,
+    compile_mapping,
     load_mapping,
 )
 from xchange.names import render_name, template_problems
@@ -45,6 +46,13 @@ class Conversion:
     skipped: list[str] = field(default_factory=list)
     #: What may be wrong but did not stop the file (mojibake, an encoding guessed).
     warnings: list[str] = field(default_factory=list)
+    #: Records and lines the mapping's filters left out, by kind.
+    filtered: dict[str, int] = field(default_factory=dict)
+
+    def filtered_note(self) -> str:
+        """``3 documents, 12 lines skipped by filter`` (empty when nothing was)."""
+        parts = [f"{n} {kind}" for kind, n in sorted(self.filtered.items()) if n]
+        return f"{', '.join(parts)} skipped by filter" if parts else ""
 
 
 class _Converter:
@@ -92,6 +100,7 @@ class Pipeline(_Converter):
         self.mapping: Mapping = loaded["mapping"]  # type: ignore[assignment]
         self.target: Layout = loaded["target_layout"]  # type: ignore[assignment]
         problems = check_mapping(self.mapping, self.source, self.target)
+        self.compiled, _ = compile_mapping(self.mapping, self.source, self.target)
         problems.extend(
             f"route {route.name}: target.name: {problem}"
             for problem in template_problems(
@@ -126,7 +135,9 @@ class Pipeline(_Converter):
         layouts = (
             f"{self.source.name}@{self.source.version}->{self.target.name}@{self.target.version}"
         )
-        return layouts, f"{self.mapping.name}@{self.mapping.version}"
+        lookups = self.compiled.lookups.versions()
+        mapping = f"{self.mapping.name}@{self.mapping.version}"
+        return layouts, f"{mapping}+{lookups}" if lookups else mapping
 
     def convert_stream(
         self,
@@ -159,7 +170,7 @@ class Pipeline(_Converter):
             ),
             report,
         )
-        docs = apply_mapping(self.mapping, self.target, records, report)
+        docs = apply_mapping(self.mapping, self.target, records, report, compiled=self.compiled)
         keys: list[str] = []
         skipped: list[str] = []
         if self._key_field is not None:
@@ -185,7 +196,9 @@ class Pipeline(_Converter):
         if report:
             sink.discard()
             raise ValidationFailed(report.summary(), report=report)
-        return Conversion(list(sink.outputs), report.encoding, keys, skipped, report.warnings)
+        return Conversion(
+            list(sink.outputs), report.encoding, keys, skipped, report.warnings, report.skipped
+        )
 
     def _convert_columnar(
         self, stream: BinaryIO, source_name: str, now: datetime, sink: Sink
@@ -220,7 +233,14 @@ class Pipeline(_Converter):
                             self._reader.frame_records(frame, prepared, offset, report), report
                         )
                         docs = list(
-                            apply_mapping(self.mapping, self.target, records, report, offset)
+                            apply_mapping(
+                                self.mapping,
+                                self.target,
+                                records,
+                                report,
+                                offset,
+                                compiled=self.compiled,
+                            )
                         )
                         if report:
                             rows_path = True

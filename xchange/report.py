@@ -41,6 +41,9 @@ class Report:
     encoding: str | None = None
     #: What may be wrong but does not stop the file (e.g. text that looks like mojibake).
     warnings: list[str] = field(default_factory=list)
+    #: Records and lines the mapping's filters did not keep, by kind ("documents",
+    #: "rows", "lines").
+    skipped: dict[str, int] = field(default_factory=dict)
 
     def warn(self, message: str) -> None:
         if message not in self.warnings and len(self.warnings) < self.cap:

@@ -42,6 +42,8 @@ class FileResult:
     #: Delivered, but the source could not be archived or deleted (it stays in the drop
     #: folder, its record at delivered, and the next look tries again).
     after_error: str | None = None
+    #: What the mapping's filters left out ("3 documents skipped by filter").
+    filtered: str = ""
 
 
 @dataclass(slots=True)
@@ -74,7 +76,13 @@ class RouteResult:
     def summary(self) -> str:
         counts = Counter(f.outcome for f in self.files)
         docs = sum(f.documents for f in self.files if f.outcome == DELIVERED)
-        parts = [f"{counts[DELIVERED]} delivered ({docs} documents)"]
+        skipped = [f.filtered for f in self.files if f.filtered]
+        note = (
+            f"; {'; '.join(skipped)}"
+            if len(skipped) == 1
+            else (f"; filters left out parts of {len(skipped)} files" if skipped else "")
+        )
+        parts = [f"{counts[DELIVERED]} delivered ({docs} documents{note})"]
         parts += [
             f"{counts[o]} {o}" for o in (DUPLICATE, QUARANTINED, RETRY_LATER, WAITING) if counts[o]
         ]

@@ -527,6 +527,7 @@ class Runner:
             error=result.error,
             skipped_keys=result.skipped_keys or None,
             warnings=result.warnings or None,
+            filtered=result.filtered or None,
         )
 
     def _after_of(
@@ -742,11 +743,13 @@ class Runner:
             result.encoding = conversion.encoding
             result.skipped_keys = conversion.skipped
             result.warnings = conversion.warnings
+            result.filtered = conversion.filtered_note()
             outputs = conversion.outputs
+            note = ", ".join(o.name for o in outputs) or "no documents"
             self.journal.transition(
                 record.id,
                 State.DELIVERING,
-                note=", ".join(o.name for o in outputs) or "no documents",
+                note=f"{note}; {result.filtered}" if result.filtered else note,
                 encoding=conversion.encoding,
             )
             try:

@@ -316,6 +316,8 @@ def _convert(config: AppConfig, route: str, file: Path, folder: Path | None) -> 
             )
         for warning in conversion.warnings:
             click.echo(f"{file.name}: warning: {warning}", err=True)
+        if conversion.filtered_note():
+            click.echo(f"{file.name}: {conversion.filtered_note()}", err=True)
         return conversion.outputs
     except ValidationFailed as exc:
         _fail(f"{exc.report.summary()}\n\n{exc.report.text()}", 1)

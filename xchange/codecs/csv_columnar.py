@@ -194,6 +194,11 @@ class ColumnarPlan:
             or mapping.group_by
             or mapping.flatten
             or mapping.output != "batch"
+            or mapping.filter is not None
+            or mapping.line_filter is not None
+            or mapping.split_by
+            or mapping.lookups
+            or any(rule.expr is not None for rule in mapping.header.values())
             or not all(_spec_ok(f) for f in (*source.fields, *target.fields))
         ):
             return None

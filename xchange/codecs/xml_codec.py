@@ -260,6 +260,17 @@ class _Getter:
             self.root = _clark(first, ns)
         self.steps = node_path or None
 
+    def get_all(self, element: etree._Element) -> list[str]:
+        """Every value the path matches (``multiple = "all"``)."""
+        base = element
+        if self.root is not None:
+            base = element.getroottree().getroot()
+            if base.tag != self.root:
+                return []
+        nodes = [base] if self.steps is None else base.findall(self.steps, namespaces=self.ns)
+        values = (n.get(self.attr) if self.attr is not None else (n.text or "") for n in nodes)
+        return [v for v in values if v is not None]
+
     def get(self, element: etree._Element) -> str | None:
         """The value below ``element``; None: absent.
 
@@ -448,6 +459,11 @@ class XmlCodec:
         report: Report,
         failed: set[str],
     ) -> Any:
+        if spec.multiple == "all":
+            parsed = [
+                parse_field(spec, text, where, report, failed) for text in getter.get_all(element)
+            ]
+            return [v for v in parsed if v is not None]
         try:
             text = _cached(element, spec, getter, absolute)
         except _Reported:
