@@ -28,6 +28,10 @@ def test_demo_and_sftp_example_configurations_load() -> None:
         "wms-stock-count",
         "sales-returns",
         "purchase-inbound",
+        "shop-kingdee-orders",
+        "delivery-confirm",
+        "stock-count-gain",
+        "stock-count-loss",
     ]
     assert isinstance(demo.endpoints["shop-drop"], LocalEndpoint)
     # Relative paths are relative to the configuration file, not the working directory.

@@ -27,6 +27,7 @@ import io
 import itertools
 import re
 import tokenize
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -335,8 +336,13 @@ AGGREGATES = {
 def _add(a: Any, b: Any) -> Any:
     if a is None or b is None:
         return None
+    if isinstance(a, str) and isinstance(b, str):
+        return _bounded(a + b)
     if isinstance(a, str) or isinstance(b, str):
-        return _bounded(_text(a) + _text(b))
+        raise ExpressionError(
+            f"cannot add {_shown(a)} and {_shown(b)}: use concat() to join texts, decimal() "
+            "to read a text as a number"
+        )
     if isinstance(a, date) and not isinstance(b, date):
         return _add_days(a, b)
     return CONTEXT.add(_number(a), _number(b))
@@ -479,7 +485,10 @@ class Expression:
             raise ExpressionError(f"longer than {MAX_EXPRESSION} characters")
         source = _with_if_calls(text)
         try:
-            tree = ast.parse(source.strip(), mode="eval")
+            with warnings.catch_warnings():
+                # "\d" in a text literal (a regex) is kept as written, not an error.
+                warnings.simplefilter("ignore")
+                tree = ast.parse(source.strip(), mode="eval")
         except SyntaxError as exc:
             raise ExpressionError(f"not a valid expression: {exc.msg}", exc.offset) from None
         nodes = list(ast.walk(tree))
@@ -519,6 +528,11 @@ class Expression:
         if isinstance(node, ast.Constant):
             if isinstance(node.value, str) and len(node.value) > MAX_TEXT:
                 raise ExpressionError("a text literal is too long", position)
+            if isinstance(node.value, int | float) and not isinstance(node.value, bool):
+                number = Decimal(str(node.value))
+                digits = len(number.as_tuple().digits)
+                if not number.is_finite() or digits > DIGITS or abs(number.adjusted()) > 999:
+                    raise ExpressionError("a number out of range", position)
             if not isinstance(node.value, str | int | float | bool | type(None)) or isinstance(
                 node.value, complex
             ):

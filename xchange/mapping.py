@@ -265,7 +265,8 @@ def compile_mapping(
         header_names = Names(
             head if nested_source else every,
             tables,
-            aggregates=target.shape == "nested" or nested_source,
+            # Over the document's lines, or (without lines) over a repeated value.
+            aggregates=True,
             line_fields=line_names,
         )
         line_rule_names = Names(every, tables)
@@ -470,6 +471,10 @@ class _Evaluator:
         else:
             parts[()] = kept
         for part in parts.values():
+            if members and not part:
+                # Every line left out by the line filter: no document (said in the count).
+                self.report.skipped["documents"] = self.report.skipped.get("documents", 0) + 1
+                continue
             lines = [
                 self.values("lines", self.target.line_fields, ctx, at, j, failed)
                 for j, (ctx, failed, at) in enumerate(part)

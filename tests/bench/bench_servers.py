@@ -28,7 +28,6 @@ from xchange.log import configure_logging
 KINDS = ["openssh", "openssh-noext", "gesftpserver", "rclone", "proftpd"]
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=2000)
