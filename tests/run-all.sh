@@ -2,7 +2,7 @@
 # Install what the tests need on a fresh machine, then run the whole suite.
 #   - the SFTP servers the tests start on 127.0.0.1 (Debian packages, via apt-get when
 #     missing): OpenSSH's sshd, gesftpserver, rclone (serve sftp), ProFTPD with mod_sftp
-#   - xchange itself with its test extras
+#   - xchange itself with its test extras, in a virtual environment (.venv)
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
     $apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
-python3 -m ruff check xchange tests
-exec python3 -m pytest "$@"
+# xchange and its test extras in a virtual environment (.venv; XCHANGE_VENV names another).
+. tools/venv.sh
+python="$(venv_python)"
+"$python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+"$python" -m ruff check xchange tests
+exec "$python" -m pytest "$@"

@@ -494,10 +494,26 @@ def test_the_format_reference_examples_are_valid_files() -> None:
     from xchange.mapping import Mapping
 
     text = (REPO / "docs" / "formats.md").read_text(encoding="utf-8")
-    layout_block, options_block, mapping_block = re.findall(r"```toml\n(.*?)```", text, re.S)
+    layout_block, options_block, mapping_block, expressions_block = re.findall(
+        r"```toml\n(.*?)```", text, re.S
+    )
     layout = tomllib.loads(layout_block)
     Layout.model_validate(layout)
     options = tomllib.loads(options_block)
     Layout.model_validate({**layout, "codec": "xml", "xml": options["xml"]})
     Layout.model_validate({**layout, "codec": "json", "json": options["json"]})
-    Mapping.model_validate(tomllib.loads(mapping_block))
+    base = tomllib.loads(mapping_block)
+    Mapping.model_validate(base)
+    extra = tomllib.loads(expressions_block)
+    Mapping.model_validate(
+        {
+            **base,
+            **{k: v for k, v in extra.items() if k not in ("header", "lines")},
+            "header": {**base["header"], **extra["header"]},
+            "lines": {**base["lines"], **extra["lines"]},
+        }
+    )
+    from xchange.expressions import functions_reference
+
+    for name in functions_reference():
+        assert f"`{name}(" in text, f"{name}() is not in docs/formats.md"

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# README command (a): install xchange in .venv and run the demo exchange once on the shipped
+# samples (local folders, a SQLite journal, no server). Run it again: nothing is sent twice.
+set -euo pipefail
+cd "$(dirname "$0")"
+. tools/venv.sh
+python="$(venv_python)"
+"$python" -m pip install --quiet --disable-pip-version-check .
+mkdir -p var/demo/inbox
+cp samples/*/in/* var/demo/inbox/
+exec "$python" -m xchange run --once --config config/demo.toml
