@@ -7,5 +7,6 @@ cd "$(dirname "$0")"
 python="$(venv_python)"
 "$python" -m pip install --quiet --disable-pip-version-check .
 mkdir -p var/demo/inbox
-cp samples/*/in/* var/demo/inbox/
+# (the stock count feeds three routes: its three sample folders hold the same file)
+for sample in samples/*/in/*; do cp "$sample" var/demo/inbox/; done
 exec "$python" -m xchange run --once --config config/demo.toml
