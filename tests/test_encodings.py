@@ -64,6 +64,7 @@ def layout(codec: str, encoding: str = "gb18030", **extra: Any) -> Layout:
         "codec": codec,
         "encoding": encoding,
         "fields": [{"name": "v", "trim": False}],
+        "check_text": False,  # every two-byte code at once is no Chinese text
         **extra,
     }
     if codec == "xml":
@@ -120,7 +121,7 @@ def test_csv_json_and_xml_routes_read_every_two_byte_code_alike() -> None:
         (json_records, json_report),
         (xml_records, xml_report),
     ):
-        assert not [p for p in report.problems if p.rule != "encoding"], report.text()
+        assert not report, report.text()
         assert records[0].values["v"] == expected
     assert all(chr(p) in expected for p in WHATWG_FIXES.values())
 

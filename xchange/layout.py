@@ -375,6 +375,9 @@ class Layout(_Model):
     encoding: str = "utf-8"
     #: Text that looks double-encoded (``Ã¤Â¸Â­``): a warning ("warn"), or a problem.
     mojibake: Literal["warn", "reject"] = "warn"
+    #: GB text (declared or guessed) must look like Chinese in it (Big5 or Shift_JIS read
+    #: as GB18030 does not); false for files of rare characters on purpose.
+    check_text: StrictBool = True
     shape: Literal["rows", "nested"] = "rows"
     fields: list[FieldSpec] = Field(min_length=1)
     line_fields: list[FieldSpec] = Field(default_factory=list)

@@ -50,6 +50,7 @@ class Lookup:
         self._stamp: tuple[int, int] | None = None
         self.digest = ""
         self._lock = threading.Lock()
+        self._columns: dict[str, tuple[str, dict[str, Any]]] = {}
 
     def refresh(self) -> None:
         """Read the file again if it changed since it was read.
@@ -119,6 +120,15 @@ class Lookup:
         """
         row = self._rows[key]
         return row[column or self.value]
+
+    def column(self, name: str | None = None) -> dict[str, Any]:
+        """Key -> the value column (or ``name``), for whole columns at once."""
+        column = name or self.value
+        cached = self._columns.get(column)
+        if cached is None or cached[0] != self.digest:
+            cached = (self.digest, {k: row.get(column) for k, row in self._rows.items()})
+            self._columns[column] = cached
+        return cached[1]
 
     def has(self, key: str) -> bool:
         return key in self._rows

@@ -208,6 +208,12 @@ class Compiled:
         expression = self.rules.get((section, name))
         return tuple(expression.names) if expression is not None else rule.fields
 
+    def column(self, name: str) -> dict[str, Any]:
+        """A value table, or a lookup's value column, as one dictionary (columnar path)."""
+        if name in self.tables:
+            return self.tables[name]
+        return self.lookups[name].column()
+
     def table_value(self, name: str, key: Any, column: Any = None, default: Any = None) -> Any:
         """A value table's or a lookup's value for ``key`` (for ``table()``/``lookup()``).
 

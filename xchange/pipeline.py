@@ -127,7 +127,7 @@ class Pipeline(_Converter):
         if route.dedupe_key is None and self.source.codec == "csv":
             from xchange.codecs.csv_columnar import ColumnarPlan
 
-            self._plan = ColumnarPlan.build(self.source, self.mapping, self.target)
+            self._plan = ColumnarPlan.build(self.source, self.mapping, self.target, self.compiled)
 
     @property
     def versions(self) -> tuple[str, str]:
@@ -209,6 +209,7 @@ class Pipeline(_Converter):
 
         assert self._plan is not None and isinstance(self._reader, CsvCodec)
         report = Report(source_name, cap=self.source.max_problems)
+        self.compiled.lookups.refresh()
         prepared = self._reader.prepare(stream, self.source, source_name, report)
         if report:
             raise ValidationFailed(report.summary(), report=report)
@@ -226,8 +227,15 @@ class Pipeline(_Converter):
                     first: dict[str, object] | None
                     rendered: Any
                     if out is not None:
+                        if self._plan.skipped:
+                            skipped = report.skipped.get("documents", 0) + self._plan.skipped
+                            report.skipped["documents"] = skipped
                         rendered = out
-                        first = {s.name: out.iloc[0][s.key] for s in self.target.fields}
+                        first = (
+                            {s.name: out.iloc[0][s.key] for s in self.target.fields}
+                            if len(out)
+                            else None
+                        )
                     else:
                         records = _marked(
                             self._reader.frame_records(frame, prepared, offset, report), report
@@ -281,7 +289,12 @@ class Pipeline(_Converter):
         except BaseException:
             sink.discard()
             raise
-        return Conversion(list(sink.outputs), report.encoding, warnings=report.warnings)
+        return Conversion(
+            list(sink.outputs),
+            report.encoding,
+            warnings=report.warnings,
+            filtered=report.skipped,
+        )
 
     def _deduplicated(
         self,

@@ -313,7 +313,14 @@ class CsvCodec:
 
         The header is checked against the layout as soon as it is read, whether or not
         rows follow, so that its problems come first in the report."""
-        encoding, check = text_reading(stream, layout.encoding, layout.mojibake, origin, report)
+        encoding, check = text_reading(
+            stream,
+            layout.encoding,
+            layout.mojibake,
+            origin,
+            report,
+            plausible=layout.check_text,
+        )
         start = stream.tell()
         found: list[list[tuple[FieldSpec, int | None]]] = []
 

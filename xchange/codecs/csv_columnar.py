@@ -10,17 +10,20 @@ checked and padded as strings, never turned into binary floating point.
 
 from __future__ import annotations
 
+import ast
 import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from xchange.expressions import Expression
 from xchange.layout import FieldSpec, Layout
-from xchange.mapping import Mapping, Rule
+from xchange.mapping import Compiled, Mapping, Rule
 
 _INT = r"[+-]?[0-9]+"
 _DEC = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
@@ -177,14 +180,21 @@ def _spec_ok(spec: FieldSpec) -> bool:
 class ColumnarPlan:
     """The columnar program for one flat CSV -> CSV mapping."""
 
-    def __init__(self, source: Layout, mapping: Mapping, target: Layout) -> None:
+    def __init__(
+        self, source: Layout, mapping: Mapping, target: Layout, compiled: Compiled
+    ) -> None:
         self.source = source
         self.mapping = mapping
         self.target = target
+        self.compiled = compiled
+        #: Rows the filter left out in the last chunk converted.
+        self.skipped = 0
         self.by_name = {f.name: f for f in source.fields}
 
     @classmethod
-    def build(cls, source: Layout, mapping: Mapping, target: Layout) -> ColumnarPlan | None:
+    def build(
+        cls, source: Layout, mapping: Mapping, target: Layout, compiled: Compiled
+    ) -> ColumnarPlan | None:
         """A plan, or None when the route is outside what the columnar path does."""
         if (
             source.codec != "csv"
@@ -194,12 +204,15 @@ class ColumnarPlan:
             or mapping.group_by
             or mapping.flatten
             or mapping.output != "batch"
-            or mapping.filter is not None
             or mapping.line_filter is not None
             or mapping.split_by
-            or mapping.lookups
-            or any(rule.expr is not None for rule in mapping.header.values())
             or not all(_spec_ok(f) for f in (*source.fields, *target.fields))
+            or not all(vectorizable(e) for e in compiled.rules.values())
+            or (compiled.filter is not None and not vectorizable(compiled.filter))
+            or (
+                compiled.filter is not None
+                and any(r.sequence is not None for r in mapping.header.values())
+            )
         ):
             return None
         by_name = {f.name: f for f in source.fields}
@@ -216,12 +229,14 @@ class ColumnarPlan:
             kind = cls._rule_kind(rule, by_name)
             if not cls._compatible(kind, spec):
                 return None
-        return cls(source, mapping, target)
+        return cls(source, mapping, target, compiled)
 
     @staticmethod
     def _rule_kind(rule: Rule, by_name: dict[str, FieldSpec]) -> str:
         if rule.sequence is not None:
             return "int"
+        if rule.expr is not None:
+            return "str"  # (judged on each chunk: numbers go to scaled decimal fields only)
         if rule.from_ is not None and rule.table is None:
             return _kind(by_name[rule.from_])
         return "str"
@@ -242,7 +257,9 @@ class ColumnarPlan:
     def convert(
         self, frame: pd.DataFrame, header: list[str], seq_start: int
     ) -> pd.DataFrame | None:
-        """Rendered target rows for a chunk of source text, or None (use the row path)."""
+        """Rendered target rows for a chunk of source text, or None (use the row path);
+        ``self.skipped`` says how many rows the mapping's filter left out."""
+        self.skipped = 0
         try:
             columns = {
                 spec.name: self._parse(
@@ -252,16 +269,24 @@ class ColumnarPlan:
                 )
                 for spec in self.source.fields
             }
+            n = len(frame)
+            if self.compiled.filter is not None:
+                keep = _Vector(self.compiled, columns, n).run(self.compiled.filter)
+                if not isinstance(keep, np.ndarray) or keep.dtype != bool:
+                    raise _GiveUp
+                columns = {name: _kept(col, keep) for name, col in columns.items()}
+                self.skipped = int((~keep).sum())
+                n = int(keep.sum())
             out = {}
             for spec in self.target.fields:
                 rule = self.mapping.header.get(spec.name)
                 value = (
-                    self._evaluate(rule, columns, len(frame), seq_start)
+                    self._evaluate(rule, columns, n, seq_start, spec)
                     if rule is not None
                     else _Col(
                         "str",
-                        pd.Series([""] * len(frame), dtype=object),
-                        pd.Series(True, index=range(len(frame))),
+                        pd.Series([""] * n, dtype=object),
+                        pd.Series(True, index=range(n)),
                     )
                 )
                 out[spec.key] = self._render(spec, self._coerce(spec, value))
@@ -415,9 +440,26 @@ class ColumnarPlan:
             data = col.data.dt.strftime("%Y-%m-%dT%H:%M:%S")
         return data.where(~col.null, "")
 
-    def _evaluate(self, rule: Rule, columns: dict[str, _Col], n: int, seq_start: int) -> _Col:
+    def _evaluate(
+        self,
+        rule: Rule,
+        columns: dict[str, _Col],
+        n: int,
+        seq_start: int,
+        spec: FieldSpec | None = None,
+    ) -> _Col:
         none = pd.Series(False, index=range(n))
-        if rule.const is not None:
+        if rule.expr is not None:
+            expression = self.compiled.rules[("header", spec.name if spec else "")]
+            value = _Vector(self.compiled, columns, n).run(expression)
+            if isinstance(value, _Num):
+                if spec is None or _kind(spec) != "dec" or spec.scale is None:
+                    raise _GiveUp  # the row path's text of a number: exact to the digit
+                value = _num_text(value)
+            if not isinstance(value, _Col) or rule.table or rule.default is not None:
+                raise _GiveUp
+            col = value
+        elif rule.const is not None:
             const = pd.Series([rule.const] * n, dtype=object)
             col = _Col("str", const, none, stripped=rule.const == rule.const.strip())
         elif rule.sequence is not None:
@@ -522,3 +564,258 @@ class ColumnarPlan:
 
 
 __all__ = ["ColumnarPlan"]
+
+
+# --------------------------------------------------------------------------- expressions
+
+
+@dataclass(slots=True)
+class _Num:
+    """Exact numbers of a column as integers scaled by 10**scale (int64, bounded so that
+    products stay exact); ``null`` marks rows without a value."""
+
+    data: np.ndarray
+    scale: int
+    null: np.ndarray
+
+
+#: Scaled values at most this big: a product of two stays within int64.
+_NUM_LIMIT = 3_000_000_000
+_VECTOR_FUNCTIONS = {"upper", "lower", "trim", "lookup", "table", "round", "abs"}
+
+
+def vectorizable(expression: Expression) -> bool:
+    """Whether the columnar path can compute an expression a chunk at a time (else the
+    route takes the row path): names, numbers, texts, + - *, comparisons, and/or/not,
+    upper/lower/trim, lookup/table, round, abs."""
+    allowed = (
+        ast.Expression,
+        ast.Name,
+        ast.Load,
+        ast.Constant,
+        ast.BinOp,
+        ast.Add,
+        ast.Sub,
+        ast.Mult,
+        ast.Compare,
+        ast.Eq,
+        ast.NotEq,
+        ast.Lt,
+        ast.LtE,
+        ast.Gt,
+        ast.GtE,
+        ast.BoolOp,
+        ast.And,
+        ast.Or,
+        ast.UnaryOp,
+        ast.Not,
+        ast.USub,
+        ast.Call,
+    )
+    for node in ast.walk(expression.tree):
+        if not isinstance(node, allowed):
+            return False
+        if isinstance(node, ast.Call) and (
+            not isinstance(node.func, ast.Name) or node.func.id not in _VECTOR_FUNCTIONS
+        ):
+            return False
+        if isinstance(node, ast.Name) and node.id in ("true", "false", "null"):
+            return False
+    return True
+
+
+class _Vector:
+    """One expression over a chunk's columns (see :func:`vectorizable`); gives up (the
+    chunk takes the row path) on anything the row path would judge: a missing value in
+    arithmetic, a lookup miss, a number too big to stay exact."""
+
+    def __init__(self, compiled: Compiled, columns: dict[str, _Col], n: int) -> None:
+        self.compiled = compiled
+        self.columns = columns
+        self.n = n
+
+    def run(self, expression: Expression) -> Any:
+        return self._eval(expression.tree.body, expression)
+
+    def _eval(self, node: ast.AST, expression: Expression) -> Any:
+        if isinstance(node, ast.Name):
+            return self.columns[node.id]
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, str):
+                return _Col(
+                    "str",
+                    pd.Series([node.value] * self.n, dtype=object),
+                    pd.Series(False, index=range(self.n)),
+                    stripped=True,
+                )
+            if isinstance(node.value, bool) or node.value is None:
+                raise _GiveUp
+            text = ast.get_source_segment(expression.text.strip(), node) or str(node.value)
+            value = Decimal(text)
+            scale = max(0, -value.as_tuple().exponent)  # type: ignore[operator]
+            scaled = int(value.scaleb(scale))
+            if abs(scaled) > _NUM_LIMIT:
+                raise _GiveUp
+            return _Num(np.full(self.n, scaled, dtype=np.int64), scale, np.zeros(self.n, bool))
+        if isinstance(node, ast.BinOp):
+            left = self._num(self._eval(node.left, expression))
+            right = self._num(self._eval(node.right, expression))
+            return self._arith(node.op, left, right)
+        if isinstance(node, ast.UnaryOp):
+            value = self._eval(node.operand, expression)
+            if isinstance(node.op, ast.Not):
+                return ~self._bool(value)
+            num = self._num(value)
+            return _Num(-num.data, num.scale, num.null)
+        if isinstance(node, ast.BoolOp):
+            masks = [self._bool(self._eval(v, expression)) for v in node.values]
+            combined = masks[0]
+            for mask in masks[1:]:
+                combined = combined & mask if isinstance(node.op, ast.And) else combined | mask
+            return combined
+        if isinstance(node, ast.Compare):
+            return self._compare(node, expression)
+        if isinstance(node, ast.Call):
+            return self._call(node, expression)
+        raise _GiveUp
+
+    def _num(self, value: Any) -> _Num:
+        if isinstance(value, _Num):
+            return value
+        if not isinstance(value, _Col) or value.kind not in ("int", "dec"):
+            raise _GiveUp
+        if bool(value.null.any()):
+            raise _GiveUp  # no value in arithmetic: the row path says what it gives
+        text = value.data.tolist()
+        scale = max((len(t) - t.index(".") - 1 for t in text if "." in t), default=0)
+        floats = pd.to_numeric(value.data, errors="coerce").to_numpy(dtype=float)
+        scaled = np.rint(floats * 10.0**scale)
+        if np.isnan(scaled).any() or np.abs(scaled).max(initial=0) > _NUM_LIMIT:
+            raise _GiveUp
+        return _Num(scaled.astype(np.int64), scale, value.null.to_numpy())
+
+    @staticmethod
+    def _aligned(a: _Num, b: _Num) -> tuple[np.ndarray, np.ndarray, int]:
+        scale = max(a.scale, b.scale)
+        return (
+            a.data * 10 ** (scale - a.scale),
+            b.data * 10 ** (scale - b.scale),
+            scale,
+        )
+
+    def _arith(self, op: ast.operator, a: _Num, b: _Num) -> _Num:
+        null = a.null | b.null
+        if isinstance(op, ast.Mult):
+            if a.scale + b.scale > 9:
+                raise _GiveUp
+            return _Num(a.data * b.data, a.scale + b.scale, null)
+        x, y, scale = self._aligned(a, b)
+        if np.abs(x).max(initial=0) > _NUM_LIMIT or np.abs(y).max(initial=0) > _NUM_LIMIT:
+            raise _GiveUp
+        return _Num(x + y if isinstance(op, ast.Add) else x - y, scale, null)
+
+    def _bool(self, value: Any) -> np.ndarray:
+        if isinstance(value, np.ndarray) and value.dtype == bool:
+            return value
+        raise _GiveUp
+
+    def _compare(self, node: ast.Compare, expression: Expression) -> np.ndarray:
+        result = np.ones(self.n, bool)
+        left = self._eval(node.left, expression)
+        for op, comparator in zip(node.ops, node.comparators, strict=True):
+            right = self._eval(comparator, expression)
+            if (
+                isinstance(left, _Col)
+                and left.kind == "str"
+                and isinstance(right, _Col)
+                and (right.kind == "str")
+            ):
+                if bool(left.null.any()) or bool(right.null.any()):
+                    raise _GiveUp
+                a, b = left.data.to_numpy(), right.data.to_numpy()
+                if not isinstance(op, ast.Eq | ast.NotEq):
+                    raise _GiveUp
+            else:
+                x, y = self._num(left), self._num(right)
+                a, b, _ = self._aligned(x, y)
+            outcome = {
+                ast.Eq: lambda p, q: p == q,
+                ast.NotEq: lambda p, q: p != q,
+                ast.Lt: lambda p, q: p < q,
+                ast.LtE: lambda p, q: p <= q,
+                ast.Gt: lambda p, q: p > q,
+                ast.GtE: lambda p, q: p >= q,
+            }[type(op)](a, b)
+            result &= np.asarray(outcome, dtype=bool)
+            left = right
+        return result
+
+    def _call(self, node: ast.Call, expression: Expression) -> Any:
+        name = node.func.id  # type: ignore[attr-defined]
+        if name in ("lookup", "table"):
+            if len(node.args) != 2:
+                raise _GiveUp  # a column or a default: the row path
+            table = node.args[0].value  # type: ignore[attr-defined]
+            key = self._eval(node.args[1], expression)
+            if not isinstance(key, _Col) or key.kind != "str" or bool(key.null.any()):
+                raise _GiveUp
+            values = self.compiled.column(table)
+            mapped = key.data.map(values)
+            if bool(mapped.isna().any()):
+                raise _GiveUp  # a miss: the row path reports it where it is
+            return _Col("str", mapped.astype(object), key.null, stripped=False)
+        if name in ("upper", "lower", "trim"):
+            value = self._eval(node.args[0], expression)
+            if not isinstance(value, _Col) or value.kind != "str":
+                raise _GiveUp
+            fn = {"upper": str.upper, "lower": str.lower, "trim": str.strip}[name]
+            data = _smap(fn, value.data.where(~value.null, ""))
+            return _Col("str", data, value.null | _is_empty(data), stripped=name == "trim")
+        if name == "abs":
+            num = self._num(self._eval(node.args[0], expression))
+            return _Num(np.abs(num.data), num.scale, num.null)
+        if name == "round":
+            return self._round(node, expression)
+        raise _GiveUp
+
+    def _round(self, node: ast.Call, expression: Expression) -> _Num:
+        num = self._num(self._eval(node.args[0], expression))
+        places = 0
+        if len(node.args) > 1:
+            arg = node.args[1]
+            if not isinstance(arg, ast.Constant) or not isinstance(arg.value, int):
+                raise _GiveUp
+            places = int(arg.value)
+        mode = node.args[2].value if len(node.args) > 2 else "half-up"  # type: ignore[attr-defined]
+        if mode != "half-up" or places >= num.scale:
+            if places >= num.scale:
+                return _Num(num.data * 10 ** (places - num.scale), places, num.null)
+            raise _GiveUp
+        unit = 10 ** (num.scale - places)
+        magnitude = (np.abs(num.data) + unit // 2) // unit
+        return _Num(np.sign(num.data) * magnitude, places, num.null)
+
+
+def _kept(col: _Col, keep: np.ndarray) -> _Col:
+    """The rows of a column that a filter keeps, renumbered from 0."""
+    mask = pd.Series(keep)
+    return _Col(
+        col.kind,
+        col.data[mask.to_numpy()].reset_index(drop=True),
+        col.null[mask.to_numpy()].reset_index(drop=True),
+        stripped=col.stripped,
+    )
+
+
+def _num_text(num: _Num) -> _Col:
+    """Scaled integers as canonical decimal text (what format(Decimal, "f") writes)."""
+    values = num.data.tolist()
+    if num.scale == 0:
+        text = [str(v) for v in values]
+    else:
+        size = num.scale
+        text = [
+            ("-" if v < 0 else "") + f"{abs(v) // 10**size}.{abs(v) % 10**size:0{size}d}"
+            for v in values
+        ]
+    return _Col("dec", pd.Series(text, dtype=object), pd.Series(num.null), stripped=True)

@@ -372,7 +372,14 @@ class JsonCodec:
         self, stream: BinaryIO, layout: Layout, origin: str, report: Report
     ) -> Iterator[Record]:
         opts = layout.json_
-        encoding, check = text_reading(stream, layout.encoding, layout.mojibake, origin, report)
+        encoding, check = text_reading(
+            stream,
+            layout.encoding,
+            layout.mojibake,
+            origin,
+            report,
+            plausible=layout.check_text,
+        )
         chunks = decoded_chunks(stream, encoding, origin, check)
         matched = Matched()
         if opts.ndjson:

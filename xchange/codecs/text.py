@@ -338,12 +338,19 @@ class Notes:
 
 
 def text_reading(
-    stream: BinaryIO, encoding: str, mojibake: str, origin: str, report: Report
+    stream: BinaryIO,
+    encoding: str,
+    mojibake: str,
+    origin: str,
+    report: Report,
+    *,
+    plausible: bool = True,
 ) -> tuple[str, Callable[[str, int], None]]:
     """The encoding to read ``stream`` with and the check for its decoded text; what
-    either finds goes to ``report`` (the encoding used too)."""
+    either finds goes to ``report`` (the encoding used too). ``plausible`` = False skips
+    the check that GB text looks like Chinese (a layout's ``check_text = false``)."""
     notes = Notes()
-    used = resolve_encoding(stream, encoding, origin, notes)
+    used = resolve_encoding(stream, encoding, origin, notes, plausible=plausible)
     report.encoding = used
     notes.into(report)
     mojibake_check = MojibakeCheck(notes, reject=mojibake == "reject")
@@ -356,7 +363,12 @@ def text_reading(
 
 
 def resolve_encoding(
-    stream: BinaryIO, encoding: str, origin: str, notes: Notes | None = None
+    stream: BinaryIO,
+    encoding: str,
+    origin: str,
+    notes: Notes | None = None,
+    *,
+    plausible: bool = True,
 ) -> str:
     """The encoding to read ``stream`` with (``auto`` detected by a full strict pass).
 
@@ -388,7 +400,7 @@ def resolve_encoding(
                 f"the file looks like {utf16.upper()} without a byte-order mark (NUL bytes in "
                 f"every other byte), not {encoding} as its layout declares"
             )
-        elif is_gb(encoding) and (why := gb_implausible(sample, encoding)):
+        elif plausible and is_gb(encoding) and (why := gb_implausible(sample, encoding)):
             notes.problems.append(why)
         return encoding
     found = _bom_encoding(head)
@@ -417,7 +429,7 @@ def resolve_encoding(
             f"{origin}: encoding = auto: the file is neither UTF-8 nor GB18030"
             f"{_likely(sample)}; set the layout's encoding"
         ) from None
-    why = gb_implausible(sample, "gb18030")
+    why = gb_implausible(sample, "gb18030") if plausible else None
     if why:
         notes.problems.append(f"encoding = auto read the file as gb18030, but {why}")
     return "gb18030"

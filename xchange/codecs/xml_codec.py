@@ -179,7 +179,9 @@ def _reading(stream: BinaryIO, layout: Layout, origin: str, report: Report) -> A
         raise DecodeError(f"{origin}: the file is empty")
     stream.seek(start)
     declared = document_encoding(stream, layout.encoding, origin)
-    encoding, check = text_reading(stream, declared, layout.mojibake, origin, report)
+    encoding, check = text_reading(
+        stream, declared, layout.mojibake, origin, report, plausible=layout.check_text
+    )
     return _Transcoded(stream, encoding, origin, check)
 
 
