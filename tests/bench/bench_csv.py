@@ -33,7 +33,7 @@ from xchange.sink import Sink
 from pathlib import Path
 route = RouteConfig.model_validate({{
     "name": "bench", "source": {{"endpoint": "x"}}, "source_layout": "shop-order-lines",
-    "mapping": "shop-to-erp-lines", "target_layout": "erp-order-lines",
+    "mapping": {mapping!r}, "target_layout": {target!r},
     "target": {{"endpoint": "y", "name": "out.csv"}},
 }})
 pipeline = Pipeline(route, Path({formats!r}))
@@ -97,7 +97,12 @@ def main() -> None:
             (
                 "xchange",
                 XCHANGE.format(
-                    root=root, formats=str(HERE / "formats"), src=str(src), out=str(work / "x")
+                    root=root,
+                    formats=str(HERE / "formats"),
+                    src=str(src),
+                    out=str(work / "x"),
+                    mapping="shop-to-erp-lines",
+                    target="erp-order-lines",
                 ),
             ),
             ("pandas", PANDAS.format(src=str(src), out=str(work / "p.csv"))),

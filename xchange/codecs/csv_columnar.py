@@ -155,6 +155,8 @@ class _Col:
     null: pd.Series
     #: No value has whitespace at either end (trimming would change nothing).
     stripped: bool = False
+    #: Decimals: no value has more decimals than this (known from the field's scale).
+    scale: int | None = None
 
 
 def _kind(spec: FieldSpec) -> str:
@@ -330,7 +332,13 @@ class ColumnarPlan:
         else:
             data = self._when(spec, text, live)
         self._lengths(spec, text, live)
-        col = _Col(kind, data, null, stripped=spec.trim or stripped)
+        col = _Col(
+            kind,
+            data,
+            null,
+            stripped=spec.trim or stripped,
+            scale=0 if kind == "int" else (spec.scale if kind == "dec" else None),
+        )
         if kind in ("int", "dec"):
             self._bounds(spec, col)
         return col
@@ -633,6 +641,8 @@ class _Vector:
         self.compiled = compiled
         self.columns = columns
         self.n = n
+        #: Columns already read as scaled numbers in this chunk.
+        self._numbers: dict[int, _Num] = {}
 
     def run(self, expression: Expression) -> Any:
         return self._eval(expression.tree.body, expression)
@@ -684,15 +694,32 @@ class _Vector:
             return value
         if not isinstance(value, _Col) or value.kind not in ("int", "dec"):
             raise _GiveUp
+        known = self._numbers.get(id(value))
+        if known is not None:
+            return known
         if bool(value.null.any()):
             raise _GiveUp  # no value in arithmetic: the row path says what it gives
-        text = value.data.tolist()
-        scale = max((len(t) - t.index(".") - 1 for t in text if "." in t), default=0)
         floats = pd.to_numeric(value.data, errors="coerce").to_numpy(dtype=float)
+        scale = value.scale
+        if scale is None:
+            # The fewest decimals that hold every value (what the numbers need: targets
+            # are scaled decimals, so trailing zeros of the text do not matter).
+            scale = next(
+                (
+                    k
+                    for k in range(10)
+                    if np.all(np.abs(floats * 10.0**k - np.rint(floats * 10.0**k)) < 1e-6)
+                ),
+                None,
+            )
+            if scale is None:
+                raise _GiveUp
         scaled = np.rint(floats * 10.0**scale)
         if np.isnan(scaled).any() or np.abs(scaled).max(initial=0) > _NUM_LIMIT:
             raise _GiveUp
-        return _Num(scaled.astype(np.int64), scale, value.null.to_numpy())
+        number = _Num(scaled.astype(np.int64), scale, value.null.to_numpy())
+        self._numbers[id(value)] = number
+        return number
 
     @staticmethod
     def _aligned(a: _Num, b: _Num) -> tuple[np.ndarray, np.ndarray, int]:
@@ -808,14 +835,24 @@ def _kept(col: _Col, keep: np.ndarray) -> _Col:
 
 
 def _num_text(num: _Num) -> _Col:
-    """Scaled integers as canonical decimal text (what format(Decimal, "f") writes)."""
-    values = num.data.tolist()
-    if num.scale == 0:
-        text = [str(v) for v in values]
+    """Scaled integers as decimal text with ``scale`` decimals (what format(Decimal, "f")
+    writes for a value of that exponent), by numpy's string functions."""
+    magnitude = np.abs(num.data)
+    sign = np.where(num.data < 0, "-", "")
+    if not len(magnitude):
+        text = np.array([], dtype=object)
+    elif num.scale == 0:
+        text = np.char.add(sign, magnitude.astype(str))
     else:
-        size = num.scale
-        text = [
-            ("-" if v < 0 else "") + f"{abs(v) // 10**size}.{abs(v) % 10**size:0{size}d}"
-            for v in values
-        ]
-    return _Col("dec", pd.Series(text, dtype=object), pd.Series(num.null), stripped=True)
+        whole, fraction = np.divmod(magnitude, 10**num.scale)
+        text = np.char.add(
+            np.char.add(sign, whole.astype(str)),
+            np.char.add(".", np.char.zfill(fraction.astype(str), num.scale)),
+        )
+    return _Col(
+        "dec",
+        pd.Series(text.astype(object), dtype=object),
+        pd.Series(num.null),
+        stripped=True,
+        scale=num.scale,
+    )
