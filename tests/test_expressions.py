@@ -127,7 +127,7 @@ def test_numbers_never_pass_through_binary_floating_point() -> None:
     ("text", "message"),
     [
         ("qty / 0", "division by zero"),
-        ('qty * "abc"', "expected a number, got 'abc'"),
+        ('qty * name', "expected a number, got ' Ab c '"),
         ('lookup("materials", "Z")', "'Z' is not in 'materials'"),
         ('parse_date("2026-13-01", "%Y-%m-%d")', "is not a date like"),
         ('round(price, 2, "bankers")', "rounding mode 'bankers'"),
@@ -155,6 +155,7 @@ def test_run_time_errors_say_what_values_broke_them(text: str, message: str) -> 
         ('lookup("skus", qty)', "no table or lookup 'skus'"),
         ("sum(sum(lqty))", "inside another aggregate"),
         ("qty ** 2", "powers are not allowed"),
+        ('qty * "abc"', "position 1: arithmetic on the text 'abc': numbers only"),
         ("name.upper()", "only the listed functions"),
         ("code[0]", "subscripts"),
         ('f"{qty}"', "f-strings"),

@@ -541,6 +541,12 @@ class Expression:
         if isinstance(node, ast.Call):
             self._check_call(node, names, used, inside=inside)
             return
+        if isinstance(node, ast.BinOp) and not isinstance(node.op, ast.Add):
+            for side in (node.left, node.right):
+                if isinstance(side, ast.Constant) and isinstance(side.value, str):
+                    raise ExpressionError(
+                        f"arithmetic on the text {side.value!r}: numbers only", position
+                    )
         for child in ast.iter_child_nodes(node):
             self._check(child, names, used, inside=inside)
 
