@@ -127,7 +127,7 @@ def test_numbers_never_pass_through_binary_floating_point() -> None:
     ("text", "message"),
     [
         ("qty / 0", "division by zero"),
-        ('qty * name', "expected a number, got ' Ab c '"),
+        ("qty * name", "expected a number, got ' Ab c '"),
         ('lookup("materials", "Z")', "'Z' is not in 'materials'"),
         ('parse_date("2026-13-01", "%Y-%m-%d")', "is not a date like"),
         ('round(price, 2, "bankers")', "rounding mode 'bankers'"),

@@ -184,6 +184,27 @@ class Alerter:
                 )
             )
 
+    def healed(self, route: str, delivered: int, tried: int, still: list[str]) -> None:
+        """Quarantined files tried again by themselves: what healed and what did not."""
+        text = (
+            f"{route}: {delivered} of {tried} quarantined files delivered after their cause changed"
+        )
+        if still:
+            text += f"; {len(still)} still fail: {still[0]}"
+        lines = [text]
+        if len(still) > 1:
+            lines += still[1:5]
+        lines.append(f"more:   xchange quarantine list --route {route}")
+        self._send(
+            Alert(
+                "healed",
+                route,
+                "quarantine",
+                f"[xchange] {route}: {delivered} quarantined file(s) delivered",
+                "\n".join(lines),
+            )
+        )
+
     def flush(self) -> None:
         """Send the digest of alerts held back in windows that have ended."""
         if self.journal is None:

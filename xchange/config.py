@@ -214,6 +214,17 @@ class RetrySpec(_Model):
     give_up_after: int = Field(10, ge=1)
 
 
+class RouteQuarantine(_Model):
+    """What happens to a route's quarantined files when their cause may be fixed."""
+
+    #: Re-check quarantined files when the layouts, mapping, value tables or lookups that
+    #: judged them change, and retry files given up on a transient cause once the
+    #: target answers again; what passes is delivered (once), the rest stays.
+    auto_retry: StrictBool = True
+    #: At most this many files re-checked at one look (the rest at the next ones).
+    batch: int = Field(100, ge=1, le=10_000)
+
+
 class RouteConfig(_Model):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     source: SourceSpec
@@ -234,6 +245,7 @@ class RouteConfig(_Model):
     #: Target header field that identifies a business document (e.g. an order number):
     #: a document whose key was already delivered on this route is skipped and reported.
     dedupe_key: str | None = None
+    quarantine: RouteQuarantine = RouteQuarantine()
 
 
 class JournalConfig(_Model):

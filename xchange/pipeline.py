@@ -121,6 +121,9 @@ class Pipeline(_Converter):
                         f"has no header field {route.dedupe_key!r}"
                     ]
                 )
+        #: The route's own delivery settings that can judge a file (its target name and
+        #: if_exists policy): a change to them re-checks its quarantined files too.
+        self._route_hash = _settings_hash(route)
         self._reader: Codec = codec_for(self.source)
         self._writer: Codec = codec_for(self.target)
         self._plan = None
@@ -131,12 +134,18 @@ class Pipeline(_Converter):
 
     @property
     def versions(self) -> tuple[str, str]:
-        """(layout versions, mapping version) recorded in the journal with each file."""
+        """(layout versions, mapping version) recorded in the journal with each file: the
+        names and versions, with a hash of the files' contents (and of the lookups' master
+        data), so that a quarantined file knows whether what judged it has changed."""
         layouts = (
             f"{self.source.name}@{self.source.version}->{self.target.name}@{self.target.version}"
+            f"#{_content_hash(self.source.source_file, self.target.source_file)}"
         )
         lookups = self.compiled.lookups.versions()
-        mapping = f"{self.mapping.name}@{self.mapping.version}"
+        mapping = (
+            f"{self.mapping.name}@{self.mapping.version}"
+            f"#{_content_hash(self.mapping.source_file)}{self._route_hash}"
+        )
         return layouts, f"{mapping}+{lookups}" if lookups else mapping
 
     def convert_stream(
@@ -396,14 +405,31 @@ def _marked(records: Iterable[Record], report: Report) -> Iterator[Record]:
         yield rec
 
 
+def _content_hash(*paths: Path) -> str:
+    """The first 8 hex digits of the sha256 of the files' bytes (missing files count as
+    empty: a test layout built in memory has no file)."""
+    sha = hashlib.sha256()
+    for path in paths:
+        try:
+            sha.update(Path(path).read_bytes())
+        except OSError:
+            sha.update(b"")
+    return sha.hexdigest()[:8]
+
+
+def _settings_hash(route: RouteConfig) -> str:
+    """``/`` and 6 hex digits of the route's target name template and policy."""
+    text = f"{route.target.name}|{route.target.if_exists}"
+    return "/" + hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
 class CopyPipeline(_Converter):
     """``mapping = "copy"``: deliver the file byte for byte, under the route's name template
     (``{source_name}``, ``{source_stem}``, ``{date}``). No layout, no validation."""
 
-    versions = ("copy", "copy")
-
     def __init__(self, route: RouteConfig) -> None:
         self.route = route
+        self.versions = ("copy", f"copy{_settings_hash(route)}")
         problems = template_problems(route.target.name, frozenset())
         if problems:
             raise ConfigError([f"route {route.name}: target.name: {p}" for p in problems])

@@ -98,7 +98,9 @@ class Quarantine:
         }
         if isinstance(error, ValidationFailed):
             info["report"] = error.report.as_dict()
-        _copy_private(original, data_path)
+        if original.resolve() != data_path.resolve():
+            _copy_private(original, data_path)
+        # (else: judged again from its kept copy, which stays byte for byte as it is)
         _write_private(
             folder / f"{base}.report.json", json.dumps(info, ensure_ascii=False, indent=2).encode()
         )

@@ -234,6 +234,7 @@ class Runner:
         with structlog.contextvars.bound_contextvars(route=route.name):
             verdict = None
             try:
+                self._heal(route, result)
                 looked = self._look(route, result, only)
                 verdict, unknown = looked if looked is not None else (None, set())
                 ready = verdict.ready if verdict is not None else []
@@ -467,6 +468,78 @@ class Runner:
         if not failed and not result.error and result.count(DELIVERED):
             self.alerter.recovered(result.route)
 
+    # ------------------------------------------------------------------ quarantine
+
+    def healing(self, route: RouteConfig, record: FileRecord) -> str | None:
+        """Why a quarantined file will be tried again by itself (None: it will not)."""
+        if not route.quarantine.auto_retry:
+            return None
+        if not record.quarantine_path or not Path(record.quarantine_path).is_file():
+            return None
+        if record.error_kind in _TRANSIENT:
+            return "given up on a transient cause: tried again once the target answers"
+        if (record.layout_version, record.mapping_version) != self.pipelines[route.name].versions:
+            return "judged by other layouts, mapping or tables: checked again at the next look"
+        return None
+
+    def _heal(self, route: RouteConfig, result: RouteResult) -> None:
+        """Quarantined files whose cause may be fixed, tried again from their kept copies:
+        those judged by other layouts, mappings, value tables or master data than the
+        current ones, and those given up on a transient cause once the target answers.
+        What passes is delivered (once: the record is the same); what fails stays with
+        its report brought up to date. At most ``quarantine.batch`` files a look."""
+        if not route.quarantine.auto_retry or self.stop.is_set():
+            return
+        versions = self.pipelines[route.name].versions
+        candidates = [
+            r
+            for r in self.journal.query(route=route.name, limit=route.quarantine.batch * 4)
+            if r.quarantine_path
+            and r.state not in DONE_STATES
+            and r.state != State.DROPPED
+            and Path(r.quarantine_path).is_file()
+            and (
+                r.state != State.QUARANTINED
+                or r.error_kind in _TRANSIENT
+                or (r.layout_version, r.mapping_version) != versions
+            )
+        ][: route.quarantine.batch]
+        if not candidates:
+            return
+        if any(r.error_kind in _TRANSIENT for r in candidates):
+            try:
+                self.remote(route.target.endpoint).connect()
+            except RemoteError:
+                candidates = [r for r in candidates if r.error_kind not in _TRANSIENT]
+        healed: list[FileResult] = []
+        failing: list[FileResult] = []
+        for record in candidates:
+            if self.stop.is_set():
+                break
+            log.info("quarantine.recheck", file_id=record.id, source=record.path)
+            outcome = self.reprocess(record)
+            if outcome.outcome == DELIVERED:
+                healed.append(outcome)
+            else:
+                if outcome.outcome == RETRY_LATER:
+                    # Not from a drop folder: back to quarantine (its copy is there), tried
+                    # again when the target answers.
+                    self.journal.transition(
+                        record.id,
+                        State.QUARANTINED,
+                        error=(outcome.cause or "error", outcome.error or ""),
+                        note="auto-retry: still failing",
+                    )
+                failing.append(outcome)
+            result.files.append(outcome)
+        if healed:
+            self.alerter.healed(
+                route.name,
+                len(healed),
+                len(healed) + len(failing),
+                [f"{f.source}: {f.error}" for f in failing],
+            )
+
     # ------------------------------------------------------------------ one file
 
     def process(self, route: RouteConfig, info: FileInfo) -> FileResult:
@@ -670,8 +743,12 @@ class Runner:
             raise FormatError(
                 f"file #{record.id} was delivered already; use --force to send it again"
             )
+        kept = record.quarantine_path and Path(record.quarantine_path).is_file()
         if record.state == State.QUARANTINED and record.quarantine_path:
             original = Path(record.quarantine_path)
+        elif kept and record.state not in DONE_STATES:
+            # Taken again from quarantine and cut short (a crash): go on from the copy.
+            original = Path(record.quarantine_path or "")
         elif record.state in DONE_STATES and record.archive_path:
             source = self.remote(record.endpoint)
             with source.local_copy(record.archive_path, self.scratch / "downloads") as path:
@@ -1053,6 +1130,11 @@ class Runner:
         result.outcome = QUARANTINED
         result.error = one_line((f"{note}: " if note else "") + exc.reason)
         result.cause, result.retryable = exc.kind, exc.retryable
+
+
+#: Causes that say nothing of the file: given up on them, it is tried again once the
+#: target answers.
+_TRANSIENT = frozenset({"connection", "timeout", "unavailable", "permission"})
 
 
 def _in_trouble(outcome: FileResult) -> bool:
