@@ -117,3 +117,61 @@ def test_journal_file_is_owner_only(tmp_path: Path) -> None:
     """The database file is created with mode 0600."""
     SQLiteJournal(tmp_path / "j.sqlite")
     assert (tmp_path / "j.sqlite").stat().st_mode & 0o777 == 0o600
+
+
+def test_reconsider_finds_the_quarantined_files_that_may_heal(tmp_path: Path) -> None:
+    """Judged by other versions, given up on a transient cause long enough ago, or cut
+    short while being taken again: found (oldest first, bounded); judged by the versions
+    in use, recently given up, delivered, dropped or without a kept copy: not."""
+    journal = SQLiteJournal(tmp_path / "j.sqlite")
+
+    def quarantined(sha: str, kind: str, mapping: str = "m", copy: bool = True) -> int:
+        rec = journal.claim(key(sha=sha * 64), layout_version="l", mapping_version=mapping)
+        journal.transition(
+            rec.record.id,
+            State.QUARANTINED,
+            error=(kind, "why"),
+            quarantine_path=f"/q/{sha}" if copy else None,
+        )
+        return rec.record.id
+
+    other_version = quarantined("a", "validation", mapping="old")
+    same_version = quarantined("b", "validation")
+    transient = quarantined("c", "connection")
+    no_copy = quarantined("d", "validation", mapping="old", copy=False)
+    cut_short = quarantined("e", "validation")
+    journal.transition(cut_short, State.DELIVERING)
+    healed = quarantined("f", "validation", mapping="old")
+    journal.transition(healed, State.DELIVERED)
+    dropped = quarantined("g", "validation", mapping="old")
+    journal.transition(dropped, State.DROPPED)
+    assert {same_version, no_copy, healed, dropped}.isdisjoint({other_version, transient})
+
+    def found(before: datetime, limit: int = 100) -> list[int]:
+        return [
+            r.id
+            for r in journal.reconsider(
+                "r",
+                layout_version="l",
+                mapping_version="m",
+                transient={"connection"},
+                transient_before=before,
+                limit=limit,
+            )
+        ]
+
+    now = datetime.now(UTC)
+    assert found(now + timedelta(seconds=1)) == [other_version, transient, cut_short]
+    assert found(now - timedelta(hours=1)) == [other_version, cut_short]  # given up just now
+    assert found(now + timedelta(seconds=1), limit=2) == [other_version, transient]
+    assert (
+        journal.reconsider(
+            "other-route",
+            layout_version="l",
+            mapping_version="m",
+            transient={"connection"},
+            transient_before=now,
+            limit=10,
+        )
+        == []
+    )

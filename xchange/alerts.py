@@ -32,7 +32,7 @@ log = structlog.get_logger(__name__)
 class Alert:
     """One message for people."""
 
-    kind: str  #: "failure", "digest" or "recovered"
+    kind: str  #: "failure", "digest", "recovered" or "healed"
     route: str
     cause: str
     title: str
@@ -184,23 +184,25 @@ class Alerter:
                 )
             )
 
-    def healed(self, route: str, delivered: int, tried: int, still: list[str]) -> None:
-        """Quarantined files tried again by themselves: what healed and what did not."""
-        text = (
-            f"{route}: {delivered} of {tried} quarantined files delivered after their cause changed"
-        )
+    def healed(self, route: str, delivered: int, tried: int, why: str, still: list[str]) -> None:
+        """Quarantined files tried again by themselves: what healed and what did not
+        ("sales-returns: 37 of 40 quarantined files delivered after mapping
+        oms-to-kingdee-sales-return changed; 3 still fail: ...")."""
+        text = f"{route}: {delivered} of {tried} quarantined files delivered"
+        if why:
+            text += f" after {why}"
         if still:
             text += f"; {len(still)} still fail: {still[0]}"
-        lines = [text]
-        if len(still) > 1:
-            lines += still[1:5]
+        lines = [text, *still[1:5]]
+        if len(still) > 5:
+            lines.append(f"... and {len(still) - 5} more")
         lines.append(f"more:   xchange quarantine list --route {route}")
         self._send(
             Alert(
                 "healed",
                 route,
                 "quarantine",
-                f"[xchange] {route}: {delivered} quarantined file(s) delivered",
+                f"[xchange] {route}: {delivered} of {tried} quarantined files delivered",
                 "\n".join(lines),
             )
         )

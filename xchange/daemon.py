@@ -9,6 +9,11 @@ it), local drop folders watched for changes, and a clean stop on SIGTERM.
 - A route that holds files still being written looks again when they could be ready.
 - ``stop`` set (first SIGTERM/SIGINT): no new file is taken, files in hand are finished,
   the scheduler waits for its running jobs, connections are closed.
+- ``request_reload()`` (SIGHUP, ``xchange reload``): the configuration, layouts, mappings
+  and tables are loaded again and checked whole; if they are sound, the looks in hand
+  are finished and the daemon goes on with them (each route's next look re-checks the
+  quarantined files they would judge differently). If not, it says why and goes on with
+  what it has.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from xchange.config import AppConfig, LocalEndpoint, RouteConfig
-from xchange.errors import JournalError
+from xchange.errors import ConfigError, JournalError, XchangeError
 from xchange.journal import Journal
 from xchange.runner import RouteResult, Runner
 from xchange.watcher import FolderWatcher
@@ -56,11 +61,21 @@ class Daemon:
         *,
         stop: threading.Event,
         on_result: Callable[[RouteResult], None] | None = None,
+        load: Callable[[], AppConfig] | None = None,
     ) -> None:
-        self.config = config
+        self.journal = journal
         self.stop = stop
-        self.runner = Runner(config, journal, stop=stop)
         self.on_result = on_result
+        #: Loads the configuration again (with its layouts and mappings) on a reload.
+        self.load = load
+        self._reload = threading.Event()
+        #: How many reloads took effect (for whoever watches the daemon).
+        self.reloads = 0
+        self._setup(config, Runner(config, journal, stop=stop))
+
+    def _setup(self, config: AppConfig, runner: Runner) -> None:
+        self.config = config
+        self.runner = runner
         self._dirty = {r.name: threading.Event() for r in config.routes}
         # Names from file events since a route's last look; None: list the whole folder.
         self._names: dict[str, set[str] | None] = {r.name: None for r in config.routes}
@@ -81,6 +96,28 @@ class Daemon:
 
     def run(self) -> None:
         """Block until ``stop`` is set, then shut down cleanly."""
+        self._start()
+        log.info(
+            "daemon.started",
+            routes=[r.name for r in self.config.routes],
+            watched=sorted(self._watched),
+        )
+        try:
+            while not self.stop.wait(0.2):
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self._reload_now()
+        finally:
+            log.info("daemon.stopping", reason="signal")
+            self._shutdown()
+            log.info("daemon.stopped")
+
+    def request_reload(self) -> None:
+        """Load the configuration again soon (safe from a signal handler: it only sets a
+        flag the main loop reads)."""
+        self._reload.set()
+
+    def _start(self) -> None:
         now = datetime.now(UTC)
         for route in self.config.routes:
             self.scheduler.add_job(
@@ -103,16 +140,57 @@ class Daemon:
         if not self.watcher.start():
             self._watched.clear()
         self.scheduler.start()
-        log.info("daemon.started", routes=[r.name for r in self.config.routes], watched=watched)
+
+    def _shutdown(self) -> None:
+        self.watcher.stop()
+        self.scheduler.shutdown(wait=True)  # the files in hand are finished
+        self.runner.close()
+
+    def _reload_now(self) -> None:
+        """The configuration loaded and checked again; taken only if it is whole."""
+        if self.load is None:
+            log.warning("daemon.reload_unavailable", reason="no configuration file to load")
+            return
         try:
-            while not self.stop.wait(1.0):
-                pass
-        finally:
-            log.info("daemon.stopping", reason="signal")
-            self.watcher.stop()
-            self.scheduler.shutdown(wait=True)  # the files in hand are finished
-            self.runner.close()
-            log.info("daemon.stopped")
+            config = self.load()
+            if problems := check_schedules(config):
+                raise ConfigError(problems)
+            journal_changed = config.journal != self.config.journal
+            if journal_changed:
+                # The journal open now stays (and the scratch space beside it).
+                config = config.model_copy(update={"journal": self.config.journal})
+            runner = Runner(config, self.journal, stop=self.stop)
+        except ConfigError as exc:
+            log.error(
+                "daemon.reload_refused",
+                problems=exc.problems,
+                kept="the configuration loaded before goes on",
+            )
+            return
+        except XchangeError as exc:
+            log.error(
+                "daemon.reload_refused",
+                problems=[exc.reason],
+                kept="the configuration loaded before goes on",
+            )
+            return
+        if journal_changed:
+            log.warning(
+                "daemon.reload_journal_kept",
+                reason="the journal settings changed; they take effect at the next start",
+            )
+        before = {r.name for r in self.config.routes}
+        after = {r.name for r in config.routes}
+        self._shutdown()
+        self._setup(config, runner)
+        self._start()
+        self.reloads += 1
+        log.info(
+            "daemon.reloaded",
+            routes=sorted(after),
+            added=sorted(after - before) or None,
+            removed=sorted(before - after) or None,
+        )
 
     def _watch(self) -> list[str]:
         folders: dict[Any, list[RouteConfig]] = {}

@@ -171,8 +171,21 @@ class LockHeld(XchangeError):
     kind = "lock"
 
 
+def _kinds(root: type[XchangeError]) -> frozenset[str]:
+    kinds = {root.kind} if root.retryable else set()
+    for sub in root.__subclasses__():
+        kinds |= _kinds(sub)
+    return frozenset(kinds)
+
+
+#: The causes that are retryable (``kind`` of every retryable error class): a file given
+#: up on one of them may go through once its cause has gone away.
+RETRYABLE_KINDS = _kinds(XchangeError)
+
+
 __all__ = [
     "REASON_LIMIT",
+    "RETRYABLE_KINDS",
     "AuthenticationFailed",
     "ConfigError",
     "ConnectionLost",

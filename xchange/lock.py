@@ -14,8 +14,10 @@ from xchange.private import private_folder
 class RunLock:
     """A non-blocking exclusive ``flock``; the kernel releases it if the process dies."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, role: str = "run") -> None:
         self.path = path
+        #: What holds the lock ("daemon", "run"), written after the pid.
+        self.role = role
         self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
@@ -37,7 +39,7 @@ class RunLock:
                 f"(pid {holder}, lock {self.path}); nothing was touched"
             ) from None
         os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        os.write(fd, f"{os.getpid()} {self.role}".encode())
         self._fd = fd
         return self
 
@@ -51,3 +53,20 @@ class RunLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+    def holder(self) -> tuple[int, str] | None:
+        """The pid and role of the process holding the lock (None: no process holds it)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid, _, role = os.read(fd, 64).decode(errors="replace").strip().partition(" ")
+                return (int(pid), role) if pid.isdigit() else None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)

@@ -54,6 +54,7 @@ from xchange.errors import (
     one_line,
 )
 from xchange.faults import checkpoint
+from xchange.healing import TRANSIENT, what_changed
 from xchange.journal import (
     DONE_STATES,
     FileKey,
@@ -470,59 +471,53 @@ class Runner:
 
     # ------------------------------------------------------------------ quarantine
 
-    def healing(self, route: RouteConfig, record: FileRecord) -> str | None:
-        """Why a quarantined file will be tried again by itself (None: it will not)."""
-        if not route.quarantine.auto_retry:
-            return None
-        if not record.quarantine_path or not Path(record.quarantine_path).is_file():
-            return None
-        if record.error_kind in _TRANSIENT:
-            return "given up on a transient cause: tried again once the target answers"
-        if (record.layout_version, record.mapping_version) != self.pipelines[route.name].versions:
-            return "judged by other layouts, mapping or tables: checked again at the next look"
-        return None
-
     def _heal(self, route: RouteConfig, result: RouteResult) -> None:
         """Quarantined files whose cause may be fixed, tried again from their kept copies:
         those judged by other layouts, mappings, value tables or master data than the
-        current ones, and those given up on a transient cause once the target answers.
-        What passes is delivered (once: the record is the same); what fails stays with
-        its report brought up to date. At most ``quarantine.batch`` files a look."""
+        current ones, and those given up on a transient cause once the target answers
+        (one probe for all of them). What passes is delivered on its own record (exactly
+        once); what fails stays with its report brought up to date. At most
+        ``quarantine.batch`` files a look; heals cut short by a crash are resumed first."""
         if not route.quarantine.auto_retry or self.stop.is_set():
             return
         versions = self.pipelines[route.name].versions
-        candidates = [
-            r
-            for r in self.journal.query(route=route.name, limit=route.quarantine.batch * 4)
-            if r.quarantine_path
-            and r.state not in DONE_STATES
-            and r.state != State.DROPPED
-            and Path(r.quarantine_path).is_file()
-            and (
-                r.state != State.QUARANTINED
-                or r.error_kind in _TRANSIENT
-                or (r.layout_version, r.mapping_version) != versions
-            )
-        ][: route.quarantine.batch]
+        candidates = self.journal.reconsider(
+            route.name,
+            layout_version=versions[0],
+            mapping_version=versions[1],
+            transient=TRANSIENT,
+            transient_before=self.now() - timedelta(seconds=route.retry.later),
+            limit=route.quarantine.batch,
+        )
         if not candidates:
             return
-        if any(r.error_kind in _TRANSIENT for r in candidates):
+        waiting = [r for r in candidates if not what_changed(r, versions)]
+        if waiting:
             try:
                 self.remote(route.target.endpoint).connect()
-            except RemoteError:
-                candidates = [r for r in candidates if r.error_kind not in _TRANSIENT]
+            except XchangeError as exc:
+                log.info("quarantine.target_still_down", files=len(waiting), error=exc.reason)
+                candidates = [r for r in candidates if what_changed(r, versions)]
+        why: dict[str, int] = {}
         healed: list[FileResult] = []
         failing: list[FileResult] = []
         for record in candidates:
             if self.stop.is_set():
                 break
-            log.info("quarantine.recheck", file_id=record.id, source=record.path)
+            if not Path(record.quarantine_path or "").is_file():
+                continue
+            changed = what_changed(record, versions) or (
+                "the target answered again" if record.state == State.QUARANTINED else ""
+            )
+            log.info("quarantine.recheck", file_id=record.id, source=record.path, why=changed)
             outcome = self.reprocess(record)
             if outcome.outcome == DELIVERED:
                 healed.append(outcome)
+                if changed:
+                    why[changed] = why.get(changed, 0) + 1
             else:
                 if outcome.outcome == RETRY_LATER:
-                    # Not from a drop folder: back to quarantine (its copy is there), tried
+                    # Its copy is in quarantine, not in a drop folder: back there, tried
                     # again when the target answers.
                     self.journal.transition(
                         record.id,
@@ -532,11 +527,12 @@ class Runner:
                     )
                 failing.append(outcome)
             result.files.append(outcome)
-        if healed:
+        if healed or any(what_changed(r, versions) for r in candidates):
             self.alerter.healed(
                 route.name,
                 len(healed),
                 len(healed) + len(failing),
+                " and ".join(sorted(why, key=lambda k: -why[k])),
                 [f"{f.source}: {f.error}" for f in failing],
             )
 
@@ -1130,11 +1126,6 @@ class Runner:
         result.outcome = QUARANTINED
         result.error = one_line((f"{note}: " if note else "") + exc.reason)
         result.cause, result.retryable = exc.kind, exc.retryable
-
-
-#: Causes that say nothing of the file: given up on them, it is tried again once the
-#: target answers.
-_TRANSIENT = frozenset({"connection", "timeout", "unavailable", "permission"})
 
 
 def _in_trouble(outcome: FileResult) -> bool:

@@ -86,9 +86,14 @@ def _config(ctx: click.Context, config_path: str | None) -> AppConfig:
     if not path:
         raise click.UsageError("no configuration: pass --config FILE or set XCHANGE_CONFIG")
     try:
-        config = load_config(path)
+        return _loaded(path)
     except ConfigError as exc:
         _fail("\n".join(exc.problems), EXIT_CONFIG)
+
+
+def _loaded(path: str) -> AppConfig:
+    """The configuration at ``path``, its secrets known to the log's redaction."""
+    config = load_config(path)
     secrets: list[Any] = []
     for endpoint in config.endpoints.values():
         if isinstance(endpoint, SFTPEndpoint):
@@ -187,6 +192,24 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(s, h)
 
 
+@contextmanager
+def _reload_on_sighup(reload: Callable[[], None]) -> Iterator[None]:
+    """SIGHUP (``xchange reload``, systemd's ExecReload): load the configuration again."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        reload()
+
+    previous = signal.signal(signal.SIGHUP, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def _no_reload() -> None:
+    click.echo("reload ignored: run --once reads its configuration once", err=True)
+
+
 @main.command()
 @config_option
 @click.option("--once", is_flag=True, help="Process what is ready now, then exit (for cron).")
@@ -208,13 +231,15 @@ def run(ctx: click.Context, config_path: str | None, once: bool, routes: tuple[s
     stop = threading.Event()
     code = 0
     try:
-        with RunLock(config.journal.path.with_suffix(".lock")), _stop_on_signals(stop):
+        lock = RunLock(config.journal.path.with_suffix(".lock"), "run" if once else "daemon")
+        with lock, _stop_on_signals(stop):
             journal = open_journal(config.journal)
             try:
                 if once:
                     runner = Runner(config, journal, stop=stop)
                     try:
-                        results = runner.run_once(list(routes) or None)
+                        with _reload_on_sighup(_no_reload):
+                            results = runner.run_once(list(routes) or None)
                     finally:
                         runner.close()
                     for result in results:
@@ -225,7 +250,10 @@ def run(ctx: click.Context, config_path: str | None, once: bool, routes: tuple[s
 
                     if problems := check_schedules(config):
                         raise ConfigError(problems)
-                    Daemon(config, journal, stop=stop).run()
+                    path = str(config.source_file)
+                    daemon = Daemon(config, journal, stop=stop, load=lambda: _loaded(path))
+                    with _reload_on_sighup(daemon.request_reload):
+                        daemon.run()
             finally:
                 journal.close()
     except LockHeld as exc:
@@ -236,6 +264,31 @@ def run(ctx: click.Context, config_path: str | None, once: bool, routes: tuple[s
         _alert_not_run(config, exc)
         _fail(f"xchange: could not run: {exc}", EXIT_NOT_DELIVERED)
     sys.exit(code)
+
+
+@main.command()
+@config_option
+@click.pass_context
+def reload(ctx: click.Context, config_path: str | None) -> None:
+    """Make the running daemon load its configuration, layouts and mappings again.
+
+    The files are checked here first; the daemon checks them again and keeps what it has
+    if they are not sound. Quarantined files the new versions judge differently are
+    re-checked at each route's next look.
+    """
+    config = _config(ctx, config_path)
+    for route in config.routes:
+        _pipeline(config, route.name)
+    holder = RunLock(config.journal.path.with_suffix(".lock")).holder()
+    if holder is None or holder[1] != "daemon":
+        what = f" (pid {holder[0]} is a run --once)" if holder else ""
+        _fail(f"xchange: no daemon of {config.source_file} is running{what}", EXIT_NOT_DELIVERED)
+    pid = holder[0]
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        _fail(f"xchange: cannot signal the daemon (pid {pid}): {exc.strerror}", EXIT_NOT_DELIVERED)
+    click.echo(f"asked the daemon (pid {pid}) to reload {config.source_file}")
 
 
 def _alert_not_run(config: AppConfig, exc: XchangeError) -> None:

@@ -12,8 +12,10 @@ from typing import Any
 import click
 
 from xchange.cli.main import _config, _fail, config_option, main, open_store
-from xchange.errors import XchangeError
+from xchange.config import AppConfig
+from xchange.errors import ConfigError, XchangeError
 from xchange.journal import FileRecord, State
+from xchange.pipeline import make_pipeline
 
 # --------------------------------------------------------------------------- journal
 
@@ -247,17 +249,36 @@ def quarantine_list(
         records = store.query(route=route, state=State.QUARANTINED, limit=limit)
     finally:
         store.close()
+    heals = _healing(config, records)
     if as_json:
         for r in records:
-            click.echo(json.dumps(r.as_dict(), ensure_ascii=False))
+            will, why = heals[r.id]
+            line = {**r.as_dict(), "auto_retry": will, "auto_retry_why": why}
+            click.echo(json.dumps(line, ensure_ascii=False))
         return
     click.echo(f"{'ID':>6}  {'ROUTE':<16} {'WHEN':<19}  {'CAUSE':<12} SOURCE / REASON")
     for r in records:
         when = r.updated_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
         click.echo(f"{r.id:>6}  {r.route:<16} {when:<19}  {r.error_kind or '':<12} {r.path}")
         click.echo(f"{'':>6}  {_first_line(r.error_message)}")
+        will, why = heals[r.id]
+        click.echo(f"{'':>6}  {'re-checked' if will else 'not re-checked'}: {why}")
     if not records:
         click.echo("(nothing in quarantine)")
+
+
+def _healing(config: AppConfig, records: list[FileRecord]) -> dict[int, tuple[bool, str]]:
+    """Per record: whether the daemon (or the next run) re-checks it by itself, and why."""
+    from xchange.healing import healing
+
+    routes = {r.name: r for r in config.routes}
+    versions: dict[str, tuple[str, str] | None] = {}
+    for name in {r.route for r in records} & set(routes):
+        try:
+            versions[name] = make_pipeline(routes[name], config.formats).versions
+        except ConfigError:
+            versions[name] = None
+    return {r.id: healing(r, routes.get(r.route), versions.get(r.route)) for r in records}
 
 
 def _get(store: Any, file_id: int) -> FileRecord:

@@ -23,7 +23,7 @@ the alert windows (one alert per route and cause per window).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -240,6 +240,22 @@ class Journal(Protocol):
         limit: int = 100,
     ) -> list[FileRecord]:
         """Records, newest first; ``pattern`` is a shell pattern on the source name."""
+        ...
+
+    def reconsider(
+        self,
+        route: str,
+        *,
+        layout_version: str,
+        mapping_version: str,
+        transient: Collection[str],
+        transient_before: datetime,
+        limit: int,
+    ) -> list[FileRecord]:
+        """Records of the route with a kept quarantine copy that may heal, oldest first:
+        quarantined by other layout/mapping versions than these; quarantined on one of
+        the ``transient`` causes, or waiting to be retried, and untouched since
+        ``transient_before``; or being processed or delivered (a crash cut them short)."""
         ...
 
     def history(self, file_id: int) -> list[Transition]: ...
