@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import os
 import threading
@@ -304,11 +306,49 @@ def test_trust_shows_the_fingerprint_and_pins_on_confirmation(
     host_pub = (sshd.host_key.with_suffix(".pub")).read_text().split()[1]
     assert host_pub in known.read_text()
     assert f"[127.0.0.1]:{sshd.port}" in known.read_text()
-    assert oct(known.stat().st_mode & 0o777) == "0o600"
+    # Host keys are public: a new file is 0644, so the service's user can read what root
+    # pinned.
+    assert oct(known.stat().st_mode & 0o777) == "0o644"
     # The pinned key now lets a delivery through.
     remote = SFTPRemote("wms", endpoint(sshd, sshd.folder("trust"), known_hosts=known))
     remote.list()
     remote.close()
+    again = runner.invoke(main, ["trust", "--config", str(exchange.config), "wms-outbox"])
+    assert again.exit_code == 0 and "already pinned" in again.stdout
+
+
+def test_trust_shows_a_changed_key_beside_the_old_and_replaces_it_only_when_told(
+    exchange: Exchange, sshd: SshServer, tmp_path: Path
+) -> None:
+    """A host whose pinned key differs from the one it offers: both fingerprints shown,
+    refused without --replace (even with --yes); replaced with it, the file's other lines,
+    mode and owner kept."""
+    known = tmp_path / "known_hosts"
+    old_type, old_key = sshd.client_key.with_suffix(".pub").read_text().split()[:2]
+    other = f"other.example.com ssh-ed25519 {old_key}"
+    known.write_text(f"# pinned by hand\n[127.0.0.1]:{sshd.port} {old_type} {old_key}\n{other}\n")
+    known.chmod(0o640)
+    exchange.write_config(target=sftp_target_toml(sshd, sshd.folder("rekey"), known_hosts=known))
+    digest = hashlib.sha256(base64.b64decode(old_key)).digest()
+    old_fingerprint = "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+    refused = CliRunner().invoke(
+        main, ["trust", "--config", str(exchange.config), "wms-outbox", "--yes"]
+    )
+    assert refused.exit_code == 1
+    assert f"pins {old_type} {old_fingerprint}" in refused.stdout
+    assert "THE SERVER'S KEY HAS CHANGED" in refused.stdout
+    assert "pass --replace" in refused.stderr
+    assert old_key in known.read_text()
+    replaced = CliRunner().invoke(
+        main, ["trust", "--config", str(exchange.config), "wms-outbox", "--replace", "--yes"]
+    )
+    assert replaced.exit_code == 0, replaced.output
+    text = known.read_text()
+    host_pub = (sshd.host_key.with_suffix(".pub")).read_text().split()[1]
+    assert f"[127.0.0.1]:{sshd.port} ssh-ed25519 {host_pub}" in text
+    assert text.startswith("# pinned by hand\n") and other in text
+    assert text.count(old_key) == 1  # only the other host's line still has it
+    assert oct(known.stat().st_mode & 0o777) == "0o640"
 
 
 def test_password_never_appears_in_logs_journal_or_output(

@@ -327,6 +327,19 @@ class AppConfig(_Model):
     routes: list[RouteConfig] = Field(min_length=1)
     alerts: AlertsConfig = AlertsConfig()
     daemon: DaemonConfig = DaemonConfig()
+    #: Secrets named by ``*_env`` keys whose variables are not set (loaded with
+    #: ``secrets="defer"``): one line each, naming file, key and variable.
+    missing_secrets: list[str] = Field(default_factory=list, exclude=True)
+
+    def require_secrets(self) -> None:
+        """Raise unless every secret the configuration names was found (for commands that
+        connect or send alerts).
+
+        Raises:
+            ConfigError: one line per variable not set.
+        """
+        if self.missing_secrets:
+            raise ConfigError(self.missing_secrets)
 
     def route(self, name: str) -> RouteConfig:
         for route in self.routes:
@@ -426,8 +439,17 @@ def _problems(source: str, exc: ValidationError, prefix: tuple[int | str, ...] =
 # --------------------------------------------------------------------------- loading
 
 
-def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> AppConfig:
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    secrets: Literal["require", "defer"] = "require",
+) -> AppConfig:
     """Read, validate and resolve one configuration file.
+
+    ``secrets="defer"``: a secret whose environment variable is not set is no problem
+    here (commands that only read the journal need none); it is listed in
+    ``missing_secrets`` for ``require_secrets()`` to refuse where it is needed.
 
     Raises:
         ConfigError: with one line per problem, each naming the file and key path.
@@ -446,6 +468,7 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
 
     context = {"base": file.resolve().parent}
     problems: list[str] = []
+    missing: list[str] = []
     endpoints: dict[str, Endpoint] = {}
     raw_endpoints = raw.pop("endpoints", {})
     if not isinstance(raw_endpoints, dict):
@@ -472,8 +495,11 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
             problems.extend(_problems(source, exc, loc))
             continue
         if isinstance(endpoint, SFTPEndpoint):
-            endpoint, secret_problems = _with_secrets(endpoint, env, f"{source}: {key_path(loc)}")
+            endpoint, secret_problems, unset = _with_secrets(
+                endpoint, env, f"{source}: {key_path(loc)}"
+            )
             problems.extend(secret_problems)
+            missing.extend(unset)
         endpoints[name] = endpoint  # type: ignore[assignment]
 
     config: AppConfig | None = None
@@ -486,11 +512,16 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
 
     problems.extend(_cross_check(source, raw.get("routes"), raw_endpoints))
     if config is not None:
-        alerts, alert_problems = _alert_secrets(config.alerts, env, source)
+        alerts, alert_problems, unset = _alert_secrets(config.alerts, env, source)
         problems.extend(alert_problems)
-        config = config.model_copy(update={"endpoints": endpoints, "alerts": alerts})
-        if not config.formats.is_dir():
+        missing.extend(unset)
+        config = config.model_copy(
+            update={"endpoints": endpoints, "alerts": alerts, "missing_secrets": missing}
+        )
+        if not config.formats.is_dir() and any(r.mapping != "copy" for r in config.routes):
             problems.append(f"{source}: formats: no such folder: {config.formats}")
+    if secrets == "require":
+        problems.extend(missing)
     if problems or config is None:
         raise ConfigError(problems)
     return config
@@ -498,14 +529,16 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
 
 def _alert_secrets(
     alerts: AlertsConfig, env: Mapping[str, str], source: str
-) -> tuple[AlertsConfig, list[str]]:
+) -> tuple[AlertsConfig, list[str], list[str]]:
+    """The sinks with their secrets; problems; and secrets whose variables are unset."""
     problems: list[str] = []
+    missing: list[str] = []
     sinks: list[Any] = []
     for i, sink in enumerate(alerts.sinks):
         where = f"{source}: alerts.sinks[{i}]"
         if isinstance(sink, EmailSink) and sink.password_env:
             if sink.password_env not in env:
-                problems.append(
+                missing.append(
                     f"{where}.password_env: environment variable {sink.password_env} is not set"
                 )
             else:
@@ -515,7 +548,7 @@ def _alert_secrets(
                 problems.append(f"{where}: give exactly one of url and url_env")
             elif sink.url_env is not None:
                 if sink.url_env not in env:
-                    problems.append(
+                    missing.append(
                         f"{where}.url_env: environment variable {sink.url_env} is not set"
                     )
                 else:
@@ -523,27 +556,29 @@ def _alert_secrets(
             if sink.url is not None and not sink.url.startswith(("http://", "https://")):
                 problems.append(f"{where}.url: expected an http:// or https:// URL")
         sinks.append(sink)
-    return alerts.model_copy(update={"sinks": sinks}), problems
+    return alerts.model_copy(update={"sinks": sinks}), problems, missing
 
 
 def _with_secrets(
     endpoint: SFTPEndpoint, env: Mapping[str, str], where: str
-) -> tuple[SFTPEndpoint, list[str]]:
+) -> tuple[SFTPEndpoint, list[str], list[str]]:
+    """The endpoint with its secrets; problems; and secrets whose variables are unset."""
     problems: list[str] = []
+    missing: list[str] = []
     update: dict[str, Any] = {}
     for key, target in (("password_env", "password"), ("key_passphrase_env", "key_passphrase")):
         var = getattr(endpoint, key)
         if var is None:
             continue
         if var not in env:
-            problems.append(f"{where}.{key}: environment variable {var} is not set")
+            missing.append(f"{where}.{key}: environment variable {var} is not set")
         else:
             update[target] = SecretStr(env[var])
     if endpoint.key_file is None and endpoint.password_env is None:
         problems.append(f"{where}: set key_file or password_env to say how to log in")
     if endpoint.key_file is not None and not endpoint.key_file.is_file():
         problems.append(f"{where}.key_file: no such file: {endpoint.key_file}")
-    return endpoint.model_copy(update=update), problems
+    return endpoint.model_copy(update=update), problems, missing
 
 
 def _cross_check(source: str, routes: Any, raw_endpoints: Mapping[str, Any]) -> list[str]:

@@ -67,7 +67,7 @@ def main(ctx: click.Context, config_path: str | None, log_format: str, verbose: 
     )
 
 
-def _fail(message: str, code: int) -> NoReturn:
+def fail(message: str, code: int) -> NoReturn:
     click.echo(message, err=True)
     sys.exit(code)
 
@@ -78,22 +78,27 @@ def open_store(config: AppConfig) -> Journal:
     try:
         return open_journal(config.journal)
     except JournalError as exc:
-        _fail(f"xchange: {exc}", EXIT_NOT_DELIVERED)
+        fail(f"xchange: {exc}", EXIT_NOT_DELIVERED)
 
 
-def _config(ctx: click.Context, config_path: str | None) -> AppConfig:
+def command_config(
+    ctx: click.Context, config_path: str | None, *, secrets: bool = False
+) -> AppConfig:
+    """The command's configuration, or exit 2 naming each problem. ``secrets``: the
+    command connects or alerts, so every ``*_env`` variable must be set; commands that
+    only read the journal or files work without them."""
     path = config_path or ctx.obj.get("config_path")
     if not path:
         raise click.UsageError("no configuration: pass --config FILE or set XCHANGE_CONFIG")
     try:
-        return _loaded(path)
+        return _loaded(path, secrets=secrets)
     except ConfigError as exc:
-        _fail("\n".join(exc.problems), EXIT_CONFIG)
+        fail("\n".join(exc.problems), EXIT_CONFIG)
 
 
-def _loaded(path: str) -> AppConfig:
+def _loaded(path: str, *, secrets: bool = True) -> AppConfig:
     """The configuration at ``path``, its secrets known to the log's redaction."""
-    config = load_config(path)
+    config = load_config(path, secrets="require" if secrets else "defer")
     secrets: list[Any] = []
     for endpoint in config.endpoints.values():
         if isinstance(endpoint, SFTPEndpoint):
@@ -110,7 +115,7 @@ def _pipeline(config: AppConfig, route: str) -> Pipeline | CopyPipeline:
     try:
         return make_pipeline(config.route(route), config.formats)
     except ConfigError as exc:
-        _fail("\n".join(exc.problems), EXIT_CONFIG)
+        fail("\n".join(exc.problems), EXIT_CONFIG)
 
 
 # --------------------------------------------------------------------------- check
@@ -126,7 +131,7 @@ def _pipeline(config: AppConfig, route: str) -> Pipeline | CopyPipeline:
 @click.pass_context
 def check(ctx: click.Context, config_path: str | None, remote: bool) -> None:
     """Validate a configuration and every layout and mapping it uses."""
-    config = _config(ctx, config_path)
+    config = command_config(ctx, config_path)
     from xchange.daemon import check_schedules
 
     problems: list[str] = check_schedules(config)
@@ -135,13 +140,18 @@ def check(ctx: click.Context, config_path: str | None, remote: bool) -> None:
             make_pipeline(route, config.formats)
         except ConfigError as exc:
             problems.extend(exc.problems)
+    if remote:
+        problems.extend(config.missing_secrets)
     if problems:
-        _fail("\n".join(problems), EXIT_CONFIG)
+        fail("\n".join(problems), EXIT_CONFIG)
     names = ", ".join(r.name for r in config.routes)
     click.echo(
         f"{config.source_file}: OK: {len(config.routes)} route(s) ({names}), "
         f"{len(config.endpoints)} endpoint(s)"
     )
+    for line in config.missing_secrets:
+        # The service has its own environment (EnvironmentFile): only a note here.
+        click.echo(f"note: {line} in this shell (run and check --remote need it)")
     if remote and not _describe_servers(config):
         sys.exit(EXIT_NOT_DELIVERED)
 
@@ -223,7 +233,7 @@ def run(ctx: click.Context, config_path: str | None, once: bool, routes: tuple[s
     4 another run of this configuration holds the lock. The daemon exits 0 after a
     clean stop.
     """
-    config = _config(ctx, config_path)
+    config = command_config(ctx, config_path, secrets=True)
     for name in routes:
         config.route(name)
     if routes and not once:
@@ -257,12 +267,12 @@ def run(ctx: click.Context, config_path: str | None, once: bool, routes: tuple[s
             finally:
                 journal.close()
     except LockHeld as exc:
-        _fail(f"xchange: {exc}", EXIT_LOCKED)
+        fail(f"xchange: {exc}", EXIT_LOCKED)
     except ConfigError as exc:
-        _fail("\n".join(exc.problems), EXIT_CONFIG)
+        fail("\n".join(exc.problems), EXIT_CONFIG)
     except XchangeError as exc:
         _alert_not_run(config, exc)
-        _fail(f"xchange: could not run: {exc}", EXIT_NOT_DELIVERED)
+        fail(f"xchange: could not run: {exc}", EXIT_NOT_DELIVERED)
     sys.exit(code)
 
 
@@ -276,18 +286,18 @@ def reload(ctx: click.Context, config_path: str | None) -> None:
     if they are not sound. Quarantined files the new versions judge differently are
     re-checked at each route's next look.
     """
-    config = _config(ctx, config_path)
+    config = command_config(ctx, config_path)
     for route in config.routes:
         _pipeline(config, route.name)
     holder = RunLock(config.journal.path.with_suffix(".lock")).holder()
     if holder is None or holder[1] != "daemon":
         what = f" (pid {holder[0]} is a run --once)" if holder else ""
-        _fail(f"xchange: no daemon of {config.source_file} is running{what}", EXIT_NOT_DELIVERED)
+        fail(f"xchange: no daemon of {config.source_file} is running{what}", EXIT_NOT_DELIVERED)
     pid = holder[0]
     try:
         os.kill(pid, signal.SIGHUP)
     except OSError as exc:
-        _fail(f"xchange: cannot signal the daemon (pid {pid}): {exc.strerror}", EXIT_NOT_DELIVERED)
+        fail(f"xchange: cannot signal the daemon (pid {pid}): {exc.strerror}", EXIT_NOT_DELIVERED)
     click.echo(f"asked the daemon (pid {pid}) to reload {config.source_file}")
 
 
@@ -309,7 +319,7 @@ def status(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
     """What each route is waiting for: files held (and why), retries due, quarantine."""
     from xchange.readiness import describe
 
-    config = _config(ctx, config_path)
+    config = command_config(ctx, config_path)
     journal = open_store(config)
     now = datetime.now(UTC)
     report: list[dict[str, Any]] = []
@@ -373,9 +383,9 @@ def _convert(config: AppConfig, route: str, file: Path, folder: Path | None) -> 
             click.echo(f"{file.name}: {conversion.filtered_note()}", err=True)
         return conversion.outputs
     except ValidationFailed as exc:
-        _fail(f"{exc.report.summary()}\n\n{exc.report.text()}", 1)
+        fail(f"{exc.report.summary()}\n\n{exc.report.text()}", 1)
     except XchangeError as exc:
-        _fail(f"{file}: {exc.kind}: {exc}", 1)
+        fail(f"{file}: {exc.kind}: {exc}", 1)
 
 
 @main.command()
@@ -396,14 +406,14 @@ def convert(
 
     Prints the validation report and exits 1 if the file breaks a rule.
     """
-    config = _config(ctx, config_path)
+    config = command_config(ctx, config_path)
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
     outputs = _convert(config, route, file, output_dir)
     if output_dir is None:
         if len(outputs) != 1:
             names = ", ".join(o.name for o in outputs) or "none"
-            _fail(f"{len(outputs)} outputs ({names}): pass -o DIR to write them", 1)
+            fail(f"{len(outputs)} outputs ({names}): pass -o DIR to write them", 1)
         sys.stdout.buffer.write(outputs[0].data)
         return
     for out in outputs:
@@ -417,7 +427,7 @@ def convert(
 @click.pass_context
 def validate(ctx: click.Context, config_path: str | None, route: str, file: Path) -> None:
     """Check FILE against ROUTE's layouts and mapping; print the report, exit 1 if broken."""
-    config = _config(ctx, config_path)
+    config = command_config(ctx, config_path)
     with tempfile.TemporaryDirectory(prefix="xchange-validate-") as scratch:
         outputs = _convert(config, route, file, Path(scratch))
     docs = sum(o.documents for o in outputs)
@@ -431,31 +441,65 @@ def validate(ctx: click.Context, config_path: str | None, route: str, file: Path
 @config_option
 @click.argument("endpoint")
 @click.option("--yes", is_flag=True, help="Pin without asking.")
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Replace a key pinned before for this host (a changed key is refused without it).",
+)
 @click.pass_context
-def trust(ctx: click.Context, config_path: str | None, endpoint: str, yes: bool) -> None:
-    """Show an SFTP server's host key fingerprint and pin it in known_hosts."""
+def trust(
+    ctx: click.Context, config_path: str | None, endpoint: str, yes: bool, replace: bool
+) -> None:
+    """Show an SFTP server's host key fingerprint and pin it in known_hosts.
+
+    A host with a key pinned already is shown the old and the new fingerprint; the new
+    key replaces the old one only with --replace (and a confirmation, unless --yes).
+    """
     from xchange.remote.sftp import SFTPRemote, fingerprint
 
-    config = _config(ctx, config_path)
+    config = command_config(ctx, config_path)
     cfg = config.endpoints.get(endpoint)
     if not isinstance(cfg, SFTPEndpoint):
         raise click.BadParameter(f"{endpoint!r} is not an SFTP endpoint of this configuration")
     remote = SFTPRemote(endpoint, cfg)
     try:
         key = remote.fetch_host_key()
+        pinned = remote.pinned_host_keys()
     except XchangeError as exc:
-        _fail(f"xchange: {exc}", EXIT_NOT_DELIVERED)
-    click.echo(f"{cfg.host}:{cfg.port} offers {key.get_name()} {fingerprint(key)}")
-    click.echo("Compare it with the fingerprint the server's operator gives you.")
-    if not yes and not click.confirm(f"Pin this key in {cfg.known_hosts}?", default=False):
-        _fail("not pinned", 1)
+        fail(f"xchange: {exc}", EXIT_NOT_DELIVERED)
+    where = f"{cfg.host}:{cfg.port}"
+    click.echo(f"{where} offers {key.get_name()} {fingerprint(key)}")
+    if any(old.asbytes() == key.asbytes() for old in pinned):
+        click.echo(f"already pinned in {cfg.known_hosts}: nothing changed")
+    else:
+        if pinned:
+            for old in pinned:
+                click.echo(f"{cfg.known_hosts} pins {old.get_name()} {fingerprint(old)}")
+            click.echo(
+                "THE SERVER'S KEY HAS CHANGED. Either the server was reinstalled or its key "
+                "replaced, or someone is between you and the server. Ask the server's "
+                "operator for the new fingerprint before you replace the pinned key."
+            )
+            if not replace:
+                fail("not replaced: pass --replace to pin the new key instead of the old", 1)
+            question = f"Replace the pinned key in {cfg.known_hosts} with this one?"
+        else:
+            click.echo("Compare it with the fingerprint the server's operator gives you.")
+            question = f"Pin this key in {cfg.known_hosts}?"
+        if not yes and not click.confirm(question, default=False):
+            fail("not pinned", 1)
+        try:
+            remote.pin_host_key(key)
+        except XchangeError as exc:
+            fail(f"xchange: {exc}", EXIT_NOT_DELIVERED)
+        click.echo(f"{'replaced' if pinned else 'pinned'} in {cfg.known_hosts}")
+    unset = [line for line in config.missing_secrets if f"endpoints.{endpoint}." in line]
     try:
-        remote.pin_host_key(key)
-    except XchangeError as exc:
-        _fail(f"xchange: {exc}", EXIT_NOT_DELIVERED)
-    click.echo(f"pinned in {cfg.known_hosts}")
-    try:
+        if unset:
+            raise ConfigError(unset)
         lines = remote.describe()
+    except ConfigError as exc:
+        click.echo(f"(not logging in to learn more about the server: {exc.problems[0]})")
     except XchangeError as exc:
         click.echo(f"(could not log in to learn more about the server: {exc.reason})")
     else:

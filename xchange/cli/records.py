@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from xchange.cli.main import _config, _fail, config_option, main, open_store
+from xchange.cli.main import command_config, config_option, fail, main, open_store
 from xchange.config import AppConfig
 from xchange.errors import ConfigError, XchangeError
 from xchange.journal import FileRecord, State
@@ -57,7 +57,7 @@ def journal_list(
     as_json: bool,
 ) -> None:
     """List journal records, newest first."""
-    config = _config(ctx, config_path)
+    config = command_config(ctx, config_path)
     store = open_store(config)
     try:
         records = store.query(
@@ -84,7 +84,7 @@ def journal_list(
 @click.pass_context
 def journal_show(ctx: click.Context, config_path: str | None, file_id: int, as_json: bool) -> None:
     """Everything the journal knows about one file."""
-    config = _config(ctx, config_path)
+    config = command_config(ctx, config_path)
     store = open_store(config)
     try:
         record = store.get(file_id)
@@ -92,7 +92,7 @@ def journal_show(ctx: click.Context, config_path: str | None, file_id: int, as_j
     finally:
         store.close()
     if record is None:
-        _fail(f"no journal record with id {file_id}", 1)
+        fail(f"no journal record with id {file_id}", 1)
     data = record.as_dict()
     data["history"] = [
         {"at": h.at.isoformat(), "from_state": h.from_state, "to_state": h.to_state, "note": h.note}
@@ -144,7 +144,7 @@ def journal_show(ctx: click.Context, config_path: str | None, file_id: int, as_j
 @click.pass_context
 def journal_prune(ctx: click.Context, config_path: str | None, days: int) -> None:
     """Forget old delivered records (quarantined ones stay until dropped)."""
-    config = _config(ctx, config_path)
+    config = command_config(ctx, config_path)
     store = open_store(config)
     try:
         count = store.prune(datetime.now(UTC) - timedelta(days=days))
@@ -160,7 +160,7 @@ def journal_check(ctx: click.Context, config_path: str | None) -> None:
     """Check the journal: it opens (not emptied, its write-ahead log not lost after an
     unclean stop), its schema is current, SQLite's integrity check passes. Exit 0 when
     all is well, 3 otherwise."""
-    config = _config(ctx, config_path)
+    config = command_config(ctx, config_path)
     store = open_store(config)
     try:
         problems = store.check()
@@ -168,7 +168,7 @@ def journal_check(ctx: click.Context, config_path: str | None) -> None:
     finally:
         store.close()
     if problems:
-        _fail("\n".join(f"journal {config.journal.path}: {p}" for p in problems), 3)
+        fail("\n".join(f"journal {config.journal.path}: {p}" for p in problems), 3)
     click.echo(f"journal {config.journal.path}: OK ({records} record(s))")
 
 
@@ -185,7 +185,7 @@ def journal_init(ctx: click.Context, config_path: str | None, fresh: bool) -> No
     """Start a new, empty journal on purpose: the present file (and its -wal and -shm
     files) are kept beside it as JOURNAL.damaged-TIME. Every file still in a drop folder
     will be taken as new: what was delivered already may be delivered again."""
-    config = _config(ctx, config_path)
+    config = command_config(ctx, config_path)
     path = config.journal.path
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     kept = []
@@ -210,12 +210,12 @@ def journal_init(ctx: click.Context, config_path: str | None, fresh: bool) -> No
 def journal_backup(ctx: click.Context, config_path: str | None, dest: Path) -> None:
     """Write a consistent copy of the journal (its write-ahead log included) to DEST, while
     xchange runs. Copying the journal file alone misses what the -wal file holds."""
-    config = _config(ctx, config_path)
+    config = command_config(ctx, config_path)
     store = open_store(config)
     try:
         store.backup(dest)
     except XchangeError as exc:
-        _fail(f"xchange: {exc}", 3)
+        fail(f"xchange: {exc}", 3)
     finally:
         store.close()
     click.echo(f"journal {config.journal.path}: copied to {dest}")
@@ -243,7 +243,7 @@ def quarantine_list(
     ctx: click.Context, config_path: str | None, route: str | None, limit: int, as_json: bool
 ) -> None:
     """Quarantined files, newest first, with the cause and the first problem."""
-    config = _config(ctx, config_path)
+    config = command_config(ctx, config_path)
     store = open_store(config)
     try:
         records = store.query(route=route, state=State.QUARANTINED, limit=limit)
@@ -285,7 +285,7 @@ def _get(store: Any, file_id: int) -> FileRecord:
     record: FileRecord | None = store.get(file_id)
     if record is None:
         store.close()
-        _fail(f"no journal record with id {file_id}", 1)
+        fail(f"no journal record with id {file_id}", 1)
     return record
 
 
@@ -300,14 +300,14 @@ def quarantine_show(
     """Why a file is in quarantine: the report, where the original is, which config judged it."""
     from xchange.quarantine import Quarantine
 
-    config = _config(ctx, config_path)
+    config = command_config(ctx, config_path)
     store = open_store(config)
     try:
         record = _get(store, file_id)
     finally:
         store.close()
     if record.state != State.QUARANTINED or not record.quarantine_path:
-        _fail(f"file #{file_id} is not in quarantine (it is {record.state})", 1)
+        fail(f"file #{file_id} is not in quarantine (it is {record.state})", 1)
     report = Quarantine.report_of(Path(record.quarantine_path))
     if as_json:
         click.echo(json.dumps({**record.as_dict(), "report": report}, ensure_ascii=False, indent=2))
@@ -320,7 +320,7 @@ def _reprocess(ctx: click.Context, config_path: str | None, ids: list[int], forc
     from xchange.results import DELIVERED
     from xchange.runner import Runner
 
-    config = _config(ctx, config_path)
+    config = command_config(ctx, config_path, secrets=True)
     store = open_store(config)
     runner = Runner(config, store)
     failed = 0
@@ -377,7 +377,7 @@ def quarantine_retry(
         raise click.UsageError("--route goes with --all")
     ids = list(file_ids)
     if everything:
-        config = _config(ctx, config_path)
+        config = command_config(ctx, config_path, secrets=True)
         store = open_store(config)
         try:
             ids = [r.id for r in store.query(route=route, state=State.QUARANTINED, limit=1_000_000)]
@@ -397,14 +397,14 @@ def quarantine_drop(ctx: click.Context, config_path: str | None, file_ids: tuple
     """Give quarantined files up: delete their copies; the journal keeps the record."""
     from xchange.quarantine import Quarantine
 
-    config = _config(ctx, config_path)
+    config = command_config(ctx, config_path)
     store = open_store(config)
     try:
         records = [_get(store, i) for i in file_ids]
         for record in records:
             if record.state != State.QUARANTINED:
                 store.close()
-                _fail(f"file #{record.id} is not in quarantine (it is {record.state})", 1)
+                fail(f"file #{record.id} is not in quarantine (it is {record.state})", 1)
         for record in records:
             if record.quarantine_path:
                 Quarantine.drop(Path(record.quarantine_path))

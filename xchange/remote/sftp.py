@@ -690,16 +690,29 @@ class SFTPRemote:
                 transport.close()
         return key
 
+    def pinned_host_keys(self) -> list[paramiko.PKey]:
+        """The keys known_hosts pins for this endpoint's host (none if it has no file)."""
+        path = self.cfg.known_hosts
+        if not path.exists():
+            return []
+        hosts = paramiko.HostKeys()
+        KnownHosts.read(path, self._where(), self.label).into(hosts)
+        found = hosts.lookup(_host_entry(self.cfg.host, self.cfg.port))
+        return list(found.values()) if found else []
+
     def pin_host_key(self, key: paramiko.PKey) -> None:
-        """Pin the key for this endpoint's host in its known_hosts file (created 0600 if
-        missing): a line of the same host and key type is replaced, every other line
-        (other hosts, @revoked and @cert-authority lines, comments) is kept as it is.
+        """Pin the key for this endpoint's host in its known_hosts file: every plain line
+        pinning exactly this host (of any key type) is replaced by one line; every other
+        line (other hosts, @revoked and @cert-authority lines, comments) is kept as it is.
+        The file keeps its mode and owner; a new one is 0644 (host keys are public, and
+        the service's user must read a file that root pinned).
 
         Raises:
             HostKeyMismatch: the file marks this key @revoked.
         """
         path = self.cfg.known_hosts
         host = _host_entry(self.cfg.host, self.cfg.port)
+        before: os.stat_result | None = None
         if path.exists():
             known = KnownHosts.read(path, self._where(), self.label)
             if known.is_revoked(key):
@@ -708,24 +721,42 @@ class SFTPRemote:
                     "@revoked: not pinned"
                 )
             lines = path.read_text(encoding="utf-8").splitlines()
+            before = path.stat()
         else:
             lines = []
-        kept = [line for line in lines if not _pins(line, host, key.get_name())]
+        kept = [out for line in lines if (out := _without_host(line, host)) is not None]
         kept.append(f"{host} {key.get_name()} {key.get_base64()}")
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            if before is None:
+                os.fchmod(fd, 0o644)
+            else:
+                os.fchmod(fd, before.st_mode & 0o7777)
+                if os.geteuid() == 0:
+                    os.fchown(fd, before.st_uid, before.st_gid)
+        except OSError:
+            os.close(fd)
+            temp.unlink(missing_ok=True)
+            raise
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write("\n".join(kept) + "\n")
         os.replace(temp, path)
 
 
-def _pins(line: str, host: str, key_type: str) -> bool:
-    """Whether a known_hosts line (no marker) pins ``key_type`` for exactly ``host``."""
-    fields = line.split()
-    if len(fields) < 3 or fields[0].startswith(("@", "#")):
-        return False
-    return host in fields[0].split(",") and fields[1] == key_type
+def _without_host(line: str, host: str) -> str | None:
+    """A known_hosts line without its pin for exactly ``host``: the same line if it pins
+    another host (or is a marker, comment or blank), the line with ``host`` taken out of
+    its list of names, or None if ``host`` was its only name."""
+    fields = line.split(maxsplit=1)
+    if len(fields) < 2 or fields[0].startswith(("@", "#")):
+        return line
+    names = fields[0].split(",")
+    if host not in names:
+        return line
+    rest = [n for n in names if n != host]
+    return f"{','.join(rest)} {fields[1]}" if rest else None
 
 
 class _RevokedKey(paramiko.SSHException):
