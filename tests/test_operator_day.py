@@ -91,3 +91,96 @@ ready = {{ settle = 0 }}
     assert (exchange.outbox / SAMPLE.name).read_bytes() == SAMPLE.read_bytes()
     listed = json.loads(cli(exchange, "journal", "list", "--json").stdout)
     assert listed["state"] == "archived"
+
+
+PASSWORD = {"XCHANGE_WMS_PASSWORD": "not-used"}
+
+
+def waiting_file(exchange: Exchange) -> None:
+    """A file whose target refused the connection: it waits an hour for its next try."""
+    sftp_target_needing_a_password(exchange)
+    text = exchange.config.read_text().replace("later = 0", "later = 3600")
+    exchange.config.write_text(text)
+    exchange.drop_sample()
+    first = cli(exchange, "run", "--once", env=PASSWORD)
+    assert first.exit_code == 3, first.output
+    second = cli(exchange, "run", "--once", env=PASSWORD)
+    assert second.exit_code == 3 and "1 waiting" in second.stdout
+
+
+def test_a_waiting_file_says_until_when_and_retry_makes_it_due_now(exchange: Exchange) -> None:
+    """run --once and status say when a waiting file is tried next (local time);
+    `xchange retry` makes it due now, and the next run tries it at once."""
+    from xchange.config import load_config
+    from xchange.journal import open_journal
+
+    waiting_file(exchange)
+    journal = open_journal(load_config(exchange.config, env=PASSWORD).journal)
+    (record,) = journal.query()
+    journal.close()
+    assert record.next_retry_at is not None
+    when = record.next_retry_at.astimezone().strftime("%H:%M:%S")
+    again = cli(exchange, "run", "--once", env=PASSWORD)
+    assert f"waiting: {SAMPLE.name} (#1): next try at {when}" in again.stdout
+    assert "`xchange retry` makes it due now" in again.stdout
+    status = cli(exchange, "status")
+    assert f"retrying: #1 {SAMPLE.name}: next try " in status.stdout and when in status.stdout
+    retried = cli(exchange, "retry")
+    assert retried.exit_code == 0, retried.output
+    assert f"#1 shop-orders {SAMPLE.name}: due now" in retried.stdout
+    tried = cli(exchange, "run", "--once", env=PASSWORD)
+    assert "1 retry-later" in tried.stdout and "1 waiting" not in tried.stdout
+    assert cli(exchange, "retry", "--route", "nosuch").exit_code == 2
+    assert "no journal record with id 7" in cli(exchange, "retry", "7").stderr
+
+
+def test_reprocess_says_what_it_does_with_a_waiting_and_a_delivered_file(
+    exchange: Exchange,
+) -> None:
+    """A file waiting in the drop folder is taken from there at once by `reprocess`; a
+    delivered file is left alone with the reason and the way to send it again."""
+    waiting_file(exchange)
+    exchange.write_config()  # the target fixed: a local folder
+    taken = cli(exchange, "reprocess", "1")
+    assert taken.exit_code == 0, taken.output
+    assert f"#1 {SAMPLE.name}: delivered (" in taken.stdout
+    assert len(list(exchange.outbox.iterdir())) == 3
+    assert not (exchange.inbox / SAMPLE.name).exists()  # archived as any delivered file
+    again = cli(exchange, "reprocess", "1")
+    assert again.exit_code == 1
+    assert f"#1 {SAMPLE.name}: delivered already (archived " in again.stderr
+    assert "nothing sent. --force sends it again from its archived copy" in again.stderr
+    assert "retry-later" not in again.output and "cause=format" not in again.output
+
+
+def test_unknown_route_names_are_refused_with_the_known_ones(exchange: Exchange) -> None:
+    """run --once, journal list, quarantine list/retry and retry with a route that does
+    not exist: exit 2 naming the routes there are, no traceback."""
+    for args in (
+        ("run", "--once", "--route", "nosuch"),
+        ("journal", "list", "--route", "nosuch"),
+        ("quarantine", "list", "--route", "nosuch"),
+        ("quarantine", "retry", "--all", "--route", "nosuch"),
+        ("retry", "--route", "nosuch"),
+    ):
+        result = cli(exchange, *args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "no route named 'nosuch' (known: shop-orders)" in result.stderr, args
+        assert "Traceback" not in result.output
+
+
+def test_status_lists_files_no_route_takes_with_a_hint_for_case(exchange: Exchange) -> None:
+    """Files in a drop folder that match no route are listed by status, with a hint when a
+    pattern differs only by case; files a route takes and hidden files are not."""
+    exchange.drop_sample()
+    (exchange.inbox / "ORDERS_1.CSV").write_bytes(b"x")
+    (exchange.inbox / "notes.txt").write_bytes(b"y")
+    (exchange.inbox / ".hidden").write_bytes(b"z")
+    status = cli(exchange, "status")
+    assert status.exit_code == 0, status.output
+    lines = [line for line in status.stdout.splitlines() if "not taken by any route" in line]
+    assert len(lines) == 2
+    assert "ORDERS_1.CSV (1 bytes): route shop-orders's pattern 'orders_*.csv' differs" in lines[0]
+    assert "notes.txt (1 bytes): no route's pattern matches ('orders_*.csv')" in lines[1]
+    as_json = json.loads(cli(exchange, "status", "--json").stdout)
+    assert [s["path"] for s in as_json["not_taken"]] == ["ORDERS_1.CSV", "notes.txt"]

@@ -97,6 +97,11 @@ class RouteResult:
         for f in self.files:
             if f.outcome in (QUARANTINED, RETRY_LATER):
                 text += f"\n  {f.outcome}: {f.source} (#{f.file_id}): {f.error}"
+            elif f.outcome == WAITING:
+                text += (
+                    f"\n  waiting: {f.source} (#{f.file_id}): {f.error}; "
+                    "`xchange retry` makes it due now"
+                )
             elif f.after_error:
                 text += f"\n  left in place: {f.source} (#{f.file_id}): {f.after_error}"
             if f.skipped_keys:

@@ -225,7 +225,9 @@ class Runner:
         self.journal.checkpoint(force=True)  # a copy of the main file alone is complete
         return list(results.values())
 
-    def run_route(self, route: RouteConfig, only: set[str] | None = None) -> RouteResult:
+    def run_route(
+        self, route: RouteConfig, only: set[str] | None = None, *, heal: bool = True
+    ) -> RouteResult:
         """One look at a route's source: take every ready file through to delivery.
 
         ``only`` (names relative to the source folder, from file events) limits the look to
@@ -235,7 +237,8 @@ class Runner:
         with structlog.contextvars.bound_contextvars(route=route.name):
             verdict = None
             try:
-                self._heal(route, result)
+                if heal:
+                    self._heal(route, result)
                 looked = self._look(route, result, only)
                 verdict, unknown = looked if looked is not None else (None, set())
                 ready = verdict.ready if verdict is not None else []
@@ -543,12 +546,57 @@ class Runner:
         return self._timed(route, info.name, lambda result: self._from_drop(route, info, result))
 
     def reprocess(self, record: FileRecord, *, force: bool = False) -> FileResult:
-        """Run a quarantined file again from its kept original (after a fix); with
-        ``force``, send an already delivered file again from its archived copy."""
+        """Run a file again now: a quarantined one from its kept original (after a fix);
+        one still waiting in its drop folder (for a retry, say) from there; with
+        ``force``, an already delivered one from its archived copy. A delivered file
+        without ``force`` is not touched: the result says so (outcome ``skipped``)."""
         route = self.config.route(record.route)
+        if record.state in DONE_STATES and not force:
+            when = record.updated_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+            outputs = ", ".join(o.path for o in record.outputs) or "no outputs"
+            return FileResult(
+                route.name,
+                record.path,
+                SKIPPED,
+                file_id=record.id,
+                error=(
+                    f"delivered already ({record.state} {when}: {outputs}); nothing sent. "
+                    "--force sends it again from its archived copy"
+                ),
+            )
+        kept = bool(record.quarantine_path) and Path(record.quarantine_path or "").is_file()
+        if not kept and record.state in (State.RETRYING, State.PROCESSING, State.DELIVERING):
+            return self._from_drop_now(route, record)
         return self._timed(
             route, record.path, lambda result: self._again(route, record, force, result)
         )
+
+    def _from_drop_now(self, route: RouteConfig, record: FileRecord) -> FileResult:
+        """A file still in its drop folder (waiting for a retry, or cut short): made due
+        now and taken from there by a look at just that name."""
+        if record.state == State.RETRYING:
+            self.journal.transition(record.id, State.RETRYING, note="due now (by hand)")
+        looked = self.run_route(route, only={record.path}, heal=False)
+        for outcome in looked.files:
+            if outcome.file_id == record.id or outcome.source == record.path:
+                return outcome
+        reason = looked.error or (
+            f"it is not in {route.source.endpoint}'s drop folder any more (moved, or "
+            "renamed); drop it there again"
+            if not any(h.path == record.path for h in looked.held)
+            else "it is in the drop folder but not complete yet (held); it is taken when it is"
+        )
+        return FileResult(route.name, record.path, WAITING, file_id=record.id, error=reason)
+
+    def due_now(self, records: Iterable[FileRecord]) -> list[FileRecord]:
+        """Files waiting for a later try (``retrying``) made due now: the next look takes
+        them (after ``trust``, or once a target is fixed). Returns those changed."""
+        changed = []
+        for record in records:
+            if record.state == State.RETRYING:
+                self.journal.transition(record.id, State.RETRYING, note="due now (by hand)")
+                changed.append(record)
+        return changed
 
     def _timed(
         self, route: RouteConfig, name: str, work: Callable[[FileResult], None]

@@ -21,9 +21,9 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from xchange import __version__
-from xchange.config import AppConfig, SFTPEndpoint, load_config
+from xchange.config import AppConfig, RouteConfig, SFTPEndpoint, load_config
 from xchange.errors import ConfigError, JournalError, LockHeld, ValidationFailed, XchangeError
-from xchange.journal import Journal, State, open_journal
+from xchange.journal import Journal, open_journal
 from xchange.lock import RunLock
 from xchange.log import configure_logging, register_secret
 from xchange.pipeline import CopyPipeline, Pipeline, make_pipeline
@@ -92,6 +92,14 @@ def command_config(
         raise click.UsageError("no configuration: pass --config FILE or set XCHANGE_CONFIG")
     try:
         return _loaded(path, secrets=secrets)
+    except ConfigError as exc:
+        fail("\n".join(exc.problems), EXIT_CONFIG)
+
+
+def known_route(config: AppConfig, name: str) -> RouteConfig:
+    """The route named ``name``, or exit 2 naming the routes there are."""
+    try:
+        return config.route(name)
     except ConfigError as exc:
         fail("\n".join(exc.problems), EXIT_CONFIG)
 
@@ -235,7 +243,7 @@ def run(ctx: click.Context, config_path: str | None, once: bool, routes: tuple[s
     """
     config = command_config(ctx, config_path, secrets=True)
     for name in routes:
-        config.route(name)
+        known_route(config, name)
     if routes and not once:
         raise click.UsageError("--route goes with --once; the daemon runs every route")
     stop = threading.Event()
@@ -316,53 +324,44 @@ def _alert_not_run(config: AppConfig, exc: XchangeError) -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 @click.pass_context
 def status(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
-    """What each route is waiting for: files held (and why), retries due, quarantine."""
-    from xchange.readiness import describe
+    """What each route is doing and waiting for: files in hand, files held (and why),
+    retries and when they are due (local time), quarantine, and files in local drop
+    folders that no route takes."""
+    from xchange.status import as_dicts, route_status, strays
 
     config = command_config(ctx, config_path)
     journal = open_store(config)
     now = datetime.now(UTC)
-    report: list[dict[str, Any]] = []
     try:
-        for route in config.routes:
-            held = sorted(journal.observations(route.name).values(), key=lambda o: o.path)
-            retrying = journal.query(route=route.name, state=State.RETRYING, limit=1000)
-            quarantined = journal.query(route=route.name, state=State.QUARANTINED, limit=100_000)
-            report.append(
-                {
-                    "route": route.name,
-                    "held": [
-                        {"path": o.path, "size": o.size, "reason": describe(o, now)} for o in held
-                    ],
-                    "retrying": [
-                        {
-                            "id": r.id,
-                            "path": r.path,
-                            "error": r.error_message,
-                            "next_retry_at": r.next_retry_at.isoformat()
-                            if r.next_retry_at
-                            else None,
-                        }
-                        for r in retrying
-                    ],
-                    "quarantined": len(quarantined),
-                }
-            )
+        routes = route_status(config, journal, now)
     finally:
         journal.close()
+    found = strays(config)
     if as_json:
-        click.echo(json.dumps(report, ensure_ascii=False, indent=2))
+        click.echo(json.dumps(as_dicts(routes, found), ensure_ascii=False, indent=2))
         return
-    for item in report:
+    for item in routes:
+        in_hand = f"{len(item.in_hand)} in hand, " if item.in_hand else ""
         click.echo(
-            f"{item['route']}: {len(item['held'])} held, {len(item['retrying'])} "
-            f"retrying, {item['quarantined']} quarantined"
+            f"{item.route}: {in_hand}{len(item.held)} held, {len(item.retrying)} "
+            f"retrying, {item.quarantined} quarantined"
         )
-        for h in item["held"]:
+        for f in item.in_hand:
+            click.echo(
+                f"  in hand: #{f['id']} {f['path']} ({f['size']} bytes): {f['state']} "
+                f"since {f['since_local']}"
+            )
+        for h in item.held:
             click.echo(f"  held: {h['path']} ({h['size']} bytes): {h['reason']}")
-        for r in item["retrying"]:
-            when = r["next_retry_at"] or "now"
-            click.echo(f"  retrying: #{r['id']} {r['path']}: next try {when}: {r['error']}")
+        for r in item.retrying:
+            click.echo(
+                f"  retrying: #{r['id']} {r['path']}: next try {r['next_try_local']}: {r['error']}"
+            )
+    for stray in found:
+        click.echo(
+            f"not taken by any route: {stray.endpoint}: {stray.path} ({stray.size} bytes): "
+            f"{stray.hint}"
+        )
 
 
 # --------------------------------------------------------------------------- convert / validate

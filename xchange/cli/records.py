@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from xchange.cli.main import command_config, config_option, fail, main, open_store
+from xchange.cli.main import command_config, config_option, fail, known_route, main, open_store
 from xchange.config import AppConfig
 from xchange.errors import ConfigError, XchangeError
 from xchange.journal import FileRecord, State
@@ -60,6 +60,7 @@ def journal_list(
     config = command_config(ctx, config_path)
     store = open_store(config)
     try:
+        _check_route(config, store, route)
         records = store.query(
             route=route,
             state=State(state) if state else None,
@@ -229,6 +230,17 @@ def quarantine() -> None:
     """Files that failed: see why, fix, send them again, or give them up."""
 
 
+def _check_route(config: AppConfig, store: Any, route: str | None) -> None:
+    """A ``--route`` filter must name a configured route, or one the journal has records
+    of (a route since removed); else exit 2 naming the routes there are."""
+    if route is None or route in {r.name for r in config.routes}:
+        return
+    if store.query(route=route, limit=1):
+        return
+    store.close()
+    known_route(config, route)
+
+
 def _first_line(text: str | None) -> str:
     return (text or "").splitlines()[0] if text else ""
 
@@ -246,6 +258,7 @@ def quarantine_list(
     config = command_config(ctx, config_path)
     store = open_store(config)
     try:
+        _check_route(config, store, route)
         records = store.query(route=route, state=State.QUARANTINED, limit=limit)
     finally:
         store.close()
@@ -317,7 +330,7 @@ def quarantine_show(
 
 def _reprocess(ctx: click.Context, config_path: str | None, ids: list[int], force: bool) -> None:
     """Run files again through the current layouts and mappings; exit 1 if any still fails."""
-    from xchange.results import DELIVERED
+    from xchange.results import DELIVERED, SKIPPED
     from xchange.runner import Runner
 
     config = command_config(ctx, config_path, secrets=True)
@@ -342,6 +355,9 @@ def _reprocess(ctx: click.Context, config_path: str | None, ids: list[int], forc
                         f"#{record.id} {record.path}: delivered "
                         f"({', '.join(result.outputs) or 'no documents'})"
                     )
+                elif result.outcome == SKIPPED:
+                    failed += 1
+                    click.echo(f"#{record.id} {record.path}: {result.error}", err=True)
                 else:
                     failed += 1
                     click.echo(
@@ -378,6 +394,8 @@ def quarantine_retry(
     ids = list(file_ids)
     if everything:
         config = command_config(ctx, config_path, secrets=True)
+        if route is not None:
+            known_route(config, route)
         store = open_store(config)
         try:
             ids = [r.id for r in store.query(route=route, state=State.QUARANTINED, limit=1_000_000)]
@@ -428,3 +446,46 @@ def reprocess(
 ) -> None:
     """Run files again: quarantined ones after a fix, delivered ones with --force."""
     _reprocess(ctx, config_path, list(file_ids), force=force)
+
+
+@main.command()
+@config_option
+@click.argument("file_ids", type=int, nargs=-1)
+@click.option("--route", help="Only this route's waiting files.")
+@click.pass_context
+def retry(
+    ctx: click.Context, config_path: str | None, file_ids: tuple[int, ...], route: str | None
+) -> None:
+    """Make files waiting for a later try due now (after `trust`, or once a target is
+    fixed): every waiting file, a route's, or these IDs. The next look takes them: the
+    daemon's, or `xchange run --once`."""
+    from xchange.runner import Runner
+
+    config = command_config(ctx, config_path)
+    if route is not None:
+        known_route(config, route)
+    store = open_store(config)
+    runner = Runner(config, store)
+    try:
+        if file_ids:
+            records = [_get(store, i) for i in file_ids]
+            for record in records:
+                if record.state != State.RETRYING:
+                    runner.close()
+                    store.close()
+                    fail(f"file #{record.id} is not waiting for a retry (it is {record.state})", 1)
+        else:
+            records = store.query(route=route, state=State.RETRYING, limit=1_000_000)
+        made = runner.due_now(records)
+    finally:
+        runner.close()
+        store.close()
+    for record in made:
+        was = (
+            record.next_retry_at.astimezone().strftime("%H:%M:%S") if record.next_retry_at else "-"
+        )
+        click.echo(f"#{record.id} {record.route} {record.path}: due now (was {was})")
+    if not made:
+        click.echo("no file is waiting for a retry")
+    else:
+        click.echo("the next look takes them: the daemon's, or `xchange run --once`")

@@ -1,0 +1,142 @@
+"""What each route is doing and waiting for, for `xchange status`: files held (and why),
+files in hand right now, files waiting for a retry (and until when), how many are in
+quarantine, and files in local drop folders that no route takes.
+
+Read-only: it reads the journal and lists local folders; it never connects to a server.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from xchange.config import AppConfig, LocalEndpoint
+from xchange.errors import XchangeError
+from xchange.journal import Journal, State
+from xchange.readiness import describe, marker_name
+from xchange.remote import open_remote
+from xchange.remote.base import Selector
+
+
+@dataclass
+class RouteStatus:
+    route: str
+    held: list[dict[str, Any]] = field(default_factory=list)
+    in_hand: list[dict[str, Any]] = field(default_factory=list)
+    retrying: list[dict[str, Any]] = field(default_factory=list)
+    quarantined: int = 0
+
+
+@dataclass
+class Stray:
+    """A file in a local drop folder that no route takes."""
+
+    endpoint: str
+    path: str
+    size: int
+    hint: str
+
+
+def local_time(when: datetime | None, now: datetime) -> str:
+    """``02:15:30`` today, ``2026-12-04 02:15:30`` another day, in local time."""
+    if when is None:
+        return "now"
+    here = when.astimezone()
+    if here.date() == now.astimezone().date():
+        return here.strftime("%H:%M:%S")
+    return here.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def route_status(config: AppConfig, journal: Journal, now: datetime) -> list[RouteStatus]:
+    out = []
+    for route in config.routes:
+        status = RouteStatus(route.name)
+        held = sorted(journal.observations(route.name).values(), key=lambda o: o.path)
+        status.held = [{"path": o.path, "size": o.size, "reason": describe(o, now)} for o in held]
+        for state in (State.PROCESSING, State.DELIVERING):
+            for r in journal.query(route=route.name, state=state, limit=1000):
+                status.in_hand.append(
+                    {
+                        "id": r.id,
+                        "path": r.path,
+                        "size": r.size,
+                        "state": str(r.state),
+                        "since": r.updated_at.isoformat(),
+                        "since_local": local_time(r.updated_at, now),
+                    }
+                )
+        for r in journal.query(route=route.name, state=State.RETRYING, limit=1000):
+            status.retrying.append(
+                {
+                    "id": r.id,
+                    "path": r.path,
+                    "error": r.error_message,
+                    "next_retry_at": r.next_retry_at.isoformat() if r.next_retry_at else None,
+                    "next_try_local": local_time(r.next_retry_at, now),
+                }
+            )
+        status.quarantined = len(
+            journal.query(route=route.name, state=State.QUARANTINED, limit=1_000_000)
+        )
+        out.append(status)
+    return out
+
+
+def strays(config: AppConfig) -> list[Stray]:
+    """Files in the local drop folders of the configuration that no route reading that
+    folder takes (nor is a done-marker of one that does), with a hint when a route's
+    pattern differs from the name only by case. SFTP folders are not listed (that needs
+    a connection)."""
+    found: list[Stray] = []
+    by_endpoint: dict[str, list[Any]] = {}
+    for route in config.routes:
+        by_endpoint.setdefault(route.source.endpoint, []).append(route)
+    for name, routes in by_endpoint.items():
+        endpoint = config.endpoints.get(name)
+        if not isinstance(endpoint, LocalEndpoint) or not endpoint.path.is_dir():
+            continue
+        archives = tuple(
+            r.after.folder.split("/")[0] for r in routes if r.after.action == "archive"
+        )
+        recursive = any(r.source.recursive for r in routes)
+        remote = open_remote(name, endpoint)
+        try:
+            listing = remote.list(recursive=recursive, skip_dirs=archives)
+        except XchangeError:
+            continue
+        finally:
+            remote.close()
+        selectors = [
+            (r, Selector(tuple(r.source.patterns), tuple(r.source.exclude))) for r in routes
+        ]
+        taken = {f.name for f in listing if any(s.wants(f.name) for _, s in selectors)}
+        markers = {
+            marker_name(r.ready.marker, f)
+            for r, s in selectors
+            if r.ready.marker
+            for f in taken
+            if s.wants(f)
+        }
+        for f in listing:
+            if f.name in taken or f.name in markers:
+                continue
+            found.append(Stray(name, f.name, f.size, _hint(f.name, routes)))
+    return found
+
+
+def _hint(name: str, routes: list[Any]) -> str:
+    for route in routes:
+        for pattern in route.source.patterns:
+            if fnmatch.fnmatchcase(name.lower(), pattern.lower()):
+                return (
+                    f"route {route.name}'s pattern {pattern!r} differs from it only by case "
+                    "(patterns are case-sensitive)"
+                )
+    patterns = ", ".join(repr(p) for r in routes for p in r.source.patterns)
+    return f"no route's pattern matches ({patterns})"
+
+
+def as_dicts(routes: list[RouteStatus], found: list[Stray]) -> dict[str, Any]:
+    return {"routes": [asdict(r) for r in routes], "not_taken": [asdict(s) for s in found]}
