@@ -95,7 +95,13 @@ def check_healed_once(exchange: Exchange) -> None:
     assert [p.name for p in exchange.outbox.iterdir() if p.name.startswith(".")] == []
     assert any(b"<Channel>DY</Channel>" in (exchange.outbox / n).read_bytes() for n in delivered)
     (record,) = records(exchange)
-    assert record.state == State.DELIVERED
+    # Its source left the drop folder when it was quarantined: the kept copy is archived
+    # in its place, as any delivered source is.
+    assert record.state == State.ARCHIVED
+    assert record.archive_path == f"archive/{QUARANTINED}"
+    assert (exchange.inbox / "archive" / QUARANTINED).read_bytes() == SAMPLE.read_bytes().decode(
+        "gbk"
+    ).replace("京东", "抖音").encode("gbk")
     assert sorted(o.path for o in record.outputs) == delivered  # each output once
     assert "(nothing in quarantine)" in cli(exchange, "quarantine", "list").stdout
     resolved = exchange.quarantine / "shop-orders" / "resolved" / f"000001_{QUARANTINED}"
@@ -133,6 +139,7 @@ def test_a_fixed_value_table_heals_the_file_at_the_next_run_once(exchange: Excha
         "processing",
         "delivering",
         "delivered",
+        "archived",
     ]
     again = cli(exchange, "run", "--once")
     assert again.exit_code == 0 and "1 delivered" not in again.stdout
@@ -305,7 +312,7 @@ def test_a_file_given_up_while_the_target_was_down_is_delivered_when_it_is_back(
             SAMPLES / "shop-orders/expected" / name
         ).read_bytes()
     (record,) = records(exchange)
-    assert record.state == State.DELIVERED and len(record.outputs) == 3
+    assert record.state == State.ARCHIVED and len(record.outputs) == 3
     assert cli(exchange, "run", "--once").exit_code == 0
     assert visible(folder) == expected
 

@@ -75,6 +75,7 @@ def test_new_channel_code_quarantine_fix_and_retry_all(exchange: Exchange) -> No
         "processing",
         "delivering",
         "delivered",
+        "archived",  # the kept copy, archived as the source would have been
     ]
 
 

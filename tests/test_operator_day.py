@@ -184,3 +184,50 @@ def test_status_lists_files_no_route_takes_with_a_hint_for_case(exchange: Exchan
     assert "notes.txt (1 bytes): no route's pattern matches ('orders_*.csv')" in lines[1]
     as_json = json.loads(cli(exchange, "status", "--json").stdout)
     assert [s["path"] for s in as_json["not_taken"]] == ["ORDERS_1.CSV", "notes.txt"]
+
+
+def test_an_edited_quarantined_copy_is_new_content_linked_to_the_old_record(
+    exchange: Exchange,
+) -> None:
+    """The operator fixes the quarantined copy by hand: `quarantine retry` delivers it as a
+    new record (its own sha256, 'edited copy of #1'), the old record is dropped with
+    'replaced by its edited copy #2', the copy is archived as the source would be, the
+    record points at the copy's resolved path, and the log counts its bytes."""
+    from xchange.config import load_config
+    from xchange.journal import State, open_journal
+
+    data = SAMPLE.read_bytes().decode("gbk").replace("京东", "抖音").encode("gbk")
+    (exchange.inbox / SAMPLE.name).write_bytes(data)
+    assert cli(exchange, "run", "--once").exit_code == 1
+    kept = exchange.quarantine / "shop-orders" / f"000001_{SAMPLE.name}"
+    fixed = SAMPLE.read_bytes()  # the operator puts the known channel back
+    kept.write_bytes(fixed)
+    retried = CliRunner().invoke(
+        main,
+        ["--log-format", "json", "quarantine", "retry", "1", "--config", str(exchange.config)],
+    )
+    assert retried.exit_code == 0, retried.output
+    assert f"#1 {SAMPLE.name}: delivered" in retried.stdout
+    events = [json.loads(line) for line in retried.stderr.splitlines() if line.startswith("{")]
+    (edited,) = [e for e in events if e["event"] == "file.edited_copy"]
+    assert edited["replaces"] == 1 and edited["file_id"] == 2
+    (delivered,) = [e for e in events if e["event"] == "file.delivered"]
+    assert delivered["bytes"] == len(fixed)
+    journal = open_journal(load_config(exchange.config).journal)
+    try:
+        old, new = journal.get(1), journal.get(2)
+        assert old is not None and new is not None
+        assert old.state == State.DROPPED
+        assert new.state == State.ARCHIVED
+        import hashlib
+
+        assert new.sha256 == hashlib.sha256(fixed).hexdigest() != old.sha256
+        assert new.quarantine_path == str(
+            exchange.quarantine / "shop-orders" / "resolved" / f"000001_{SAMPLE.name}"
+        )
+        assert any("replaced by its edited copy #2" in (t.note or "") for t in journal.history(1))
+        assert any("edited copy of #1" in (t.note or "") for t in journal.history(2))
+    finally:
+        journal.close()
+    assert (exchange.inbox / "archive" / SAMPLE.name).read_bytes() == fixed
+    assert len(list(exchange.outbox.iterdir())) == 3

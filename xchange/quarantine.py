@@ -50,9 +50,10 @@ class Quarantine:
         self.root = root
 
     @staticmethod
-    def resolve(data_path: Path) -> None:
-        """The file was delivered after all: keep its entry under ``resolved/``."""
-        _resolve(data_path)
+    def resolve(data_path: Path) -> Path:
+        """The file was delivered after all: keep its entry under ``resolved/``; return
+        the copy's new path."""
+        return _resolve(data_path)
 
     @staticmethod
     def drop(data_path: Path) -> None:
@@ -150,13 +151,15 @@ def _siblings(data_path: Path) -> list[Path]:
     ]
 
 
-def _resolve(data_path: Path) -> None:
-    """Move a delivered file's quarantine entry aside into ``resolved/`` (kept, not in the way)."""
+def _resolve(data_path: Path) -> Path:
+    """Move a delivered file's quarantine entry aside into ``resolved/`` (kept, not in the
+    way); return the copy's new path."""
     folder = data_path.parent / "resolved"
     private_folder(folder)
     for path in _siblings(data_path):
         if path.exists():
             path.replace(folder / path.name)
+    return folder / data_path.name
 
 
 def _drop(data_path: Path) -> None:

@@ -809,21 +809,110 @@ class Runner:
         if not original.is_file():
             raise FormatError(f"file #{record.id}: its quarantined copy {original} is missing")
         pipeline = self.pipelines[route.name]
-        claim = self.journal.claim(
-            FileKey(
-                route.name,
-                record.endpoint,
-                record.path,
-                record.size,
-                record.mtime_ns,
-                record.sha256,
-            ),
-            layout_version=pipeline.versions[0],
-            mapping_version=pipeline.versions[1],
+        with open(original, "rb") as fh:
+            size, sha256 = _fingerprint(fh)
+        result.bytes = size
+        key = FileKey(
+            route.name, record.endpoint, record.path, record.size, record.mtime_ns, record.sha256
         )
-        self._convert_and_deliver(route, claim.record, original, record.path, result, None)
+        edited = sha256 != record.sha256
+        if edited:
+            # The kept copy was edited (a fix by hand): new content, with a record of its
+            # own that says whose copy it is; the old record says what replaced it.
+            key = FileKey(
+                route.name, record.endpoint, record.path, size, original.stat().st_mtime_ns, sha256
+            )
+        claim = self.journal.claim(
+            key, layout_version=pipeline.versions[0], mapping_version=pipeline.versions[1]
+        )
+        current = claim.record
+        result.file_id = current.id
+        if edited:
+            if claim.already_delivered:
+                self.journal.transition(
+                    record.id,
+                    State.DROPPED,
+                    note=f"its edited copy is the content of #{current.id}, delivered already",
+                )
+                result.outcome = DUPLICATE
+                result.error = f"the edited copy's content was delivered already as #{current.id}"
+                return
+            self.journal.transition(
+                current.id,
+                State.PROCESSING,
+                quarantine_path=str(original),
+                note=f"edited copy of #{record.id} ({record.path}), taken from quarantine",
+            )
+            if record.state != State.DROPPED:
+                self.journal.transition(
+                    record.id, State.DROPPED, note=f"replaced by its edited copy #{current.id}"
+                )
+            log.info("file.edited_copy", file_id=current.id, replaces=record.id, sha256=sha256)
+        self._convert_and_deliver(route, current, original, record.path, result, None)
         if result.outcome == DELIVERED:
-            self.quarantine.resolve(original)
+            resolved = self.quarantine.resolve(original)
+            self._after_kept(route, current, resolved)
+
+    def _after_kept(self, route: RouteConfig, record: FileRecord, kept: Path) -> None:
+        """A file delivered from its quarantined copy: its source left the drop folder when
+        it was quarantined, so the copy takes its place in the route's archive folder (as a
+        delivered source would be archived), or the record says it is deleted; with
+        ``after = "leave"`` it stays delivered. The copy's path in quarantine (now under
+        ``resolved/``) is kept on the record."""
+        action = route.after.action
+        if action == "leave":
+            self.journal.transition(record.id, State.DELIVERED, quarantine_path=str(kept))
+            return
+        if action == "delete":
+            self.journal.transition(
+                record.id,
+                State.DELETED,
+                quarantine_path=str(kept),
+                note="its source left the drop folder when it was quarantined",
+            )
+            return
+        folder = safe_subfolder(route.after.folder.format(date=self.now()))
+        base = posixpath.basename(record.path)
+        stem, dot, ext = base.rpartition(".")
+        candidates = [base] + [
+            f"{stem}_{n}.{ext}" if dot else f"{base}_{n}" for n in range(1, 1000)
+        ]
+        source = self.remote(route.source.endpoint)
+        size = kept.stat().st_size
+        token = f"{self.journal_id[:6]}{record.sha256[:12]}"
+        for candidate in candidates:
+            name = posixpath.join(folder, candidate)
+            try:
+                with open(kept, "rb") as fh:
+                    source.put_atomic(
+                        name,
+                        fh,
+                        size,
+                        temp_name=posixpath.join(folder, temp_name_for(candidate, token)),
+                        overwrite=False,
+                    )
+            except TargetExists:
+                continue
+            except XchangeError as exc:
+                # Delivered all the same: only the archive copy is missing (said, kept).
+                log.warning(
+                    "file.after_failed", source=record.path, action=action, error=exc.reason
+                )
+                self.journal.transition(
+                    record.id,
+                    State.DELIVERED,
+                    quarantine_path=str(kept),
+                    note=f"archive of its quarantined copy failed: {exc.reason}",
+                )
+                return
+            self.journal.transition(
+                record.id,
+                State.ARCHIVED,
+                archive_path=name,
+                quarantine_path=str(kept),
+                note="archived from its quarantined copy",
+            )
+            return
 
     def _convert_and_deliver(
         self,
