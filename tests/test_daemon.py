@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -252,6 +253,14 @@ def test_sigterm_during_a_delivery_finishes_it_and_exits_0(exchange: Exchange) -
     assert out.name == "OMS_INV_stockcount_big.csv"
     assert out.read_bytes().count(b"\r\n") == 40_001
     assert not (exchange.inbox / source.name).exists()
+    # The stop says which file it waits for, how big and how far along: no silence.
+    log = (exchange.root / "daemon.log").read_text(encoding="utf-8")
+    assert "finishing the files in hand" in log
+    (stopping,) = [
+        json.loads(line) for line in log.splitlines() if '"event": "daemon.stopping"' in line
+    ]
+    (hand,) = stopping["in_hand"]
+    assert hand.startswith("stockcount_big.xml on wms-stock-count (") and "MB" in hand
 
 
 def test_a_second_signal_exits_at_once_leaving_no_partial_file(exchange: Exchange) -> None:

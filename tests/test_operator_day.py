@@ -231,3 +231,67 @@ def test_an_edited_quarantined_copy_is_new_content_linked_to_the_old_record(
         journal.close()
     assert (exchange.inbox / "archive" / SAMPLE.name).read_bytes() == fixed
     assert len(list(exchange.outbox.iterdir())) == 3
+
+
+def run_with(exchange: Exchange, *args: str) -> Result:
+    return CliRunner().invoke(main, list(args))
+
+
+def test_log_options_work_before_and_after_the_command(exchange: Exchange) -> None:
+    """--log-format, --log-timezone and -v are taken on the group and on the command;
+    the command's win."""
+    config = str(exchange.config)
+    exchange.drop_sample()
+    after = run_with(exchange, "run", "--once", "--config", config, "--log-format", "json")
+    assert after.exit_code == 0, after.output
+    events = [json.loads(x) for x in after.stderr.splitlines() if x.startswith("{")]
+    assert any(e["event"] == "file.delivered" for e in events)
+    assert all(e["timestamp"].endswith("Z") for e in events)  # JSON stays UTC
+    idle = run_with(exchange, "run", "--once", "--config", config, "--log-format", "json", "-v")
+    events = [json.loads(x) for x in idle.stderr.splitlines() if x.startswith("{")]
+    assert any(e["level"] == "debug" for e in events)  # -v after the command
+    overridden = run_with(
+        exchange, "--log-format", "json", "status", "--config", config, "--log-format", "console"
+    )
+    assert overridden.exit_code == 0 and not overridden.stderr.lstrip().startswith("{")
+
+
+def test_console_logs_show_local_time_in_the_chosen_zone(exchange: Exchange) -> None:
+    """The console format shows times in the time zone asked for, with its offset."""
+    exchange.drop_sample()
+    result = run_with(
+        exchange,
+        "--log-format",
+        "console",
+        "--log-timezone",
+        "Asia/Shanghai",
+        "run",
+        "--once",
+        "--config",
+        str(exchange.config),
+    )
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.stderr.splitlines() if "file.delivered" in x)
+    assert "+08:00" in line and "Z " not in line
+    bad = run_with(
+        exchange, "--log-timezone", "Mars/Base", "status", "--config", str(exchange.config)
+    )
+    assert bad.exit_code == 2 and "is not a time zone" in bad.output
+
+
+def test_levels_match_what_a_person_must_do_and_idle_looks_are_quiet(
+    exchange: Exchange,
+) -> None:
+    """A quarantined file is an error, a delivered one info; a look that found nothing
+    logs no route.summary at info (only with -v)."""
+    drop_data = SAMPLE.read_bytes().decode("gbk").replace("京东", "抖音").encode("gbk")
+    (exchange.inbox / SAMPLE.name).write_bytes(drop_data)
+    config = str(exchange.config)
+    bad = run_with(exchange, "--log-format", "json", "run", "--once", "--config", config)
+    events = [json.loads(x) for x in bad.stderr.splitlines() if x.startswith("{")]
+    (quarantined,) = [e for e in events if e["event"] == "file.quarantined"]
+    assert quarantined["level"] == "error"
+    idle = run_with(exchange, "--log-format", "json", "run", "--once", "--config", config)
+    assert "route.summary" not in idle.stderr
+    verbose = run_with(exchange, "--log-format", "json", "-v", "run", "--once", "--config", config)
+    assert '"event": "route.summary"' in verbose.stderr

@@ -243,7 +243,8 @@ class Alerter:
                     error=f"{type(exc).__name__}: {exc}",
                 )
             else:
-                log.warning(
+                # A failure sent is worth a warning; "recovered" and "healed" are news.
+                (log.warning if alert.kind in ("failure", "digest") else log.info)(
                     "alert.sent",
                     sink=sink.type,
                     kind=alert.kind,

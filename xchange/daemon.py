@@ -37,6 +37,9 @@ from xchange.watcher import FolderWatcher
 
 log = structlog.get_logger(__name__)
 
+#: Seconds between "still finishing these files" events while a stop waits for them.
+FINISHING_EVERY = 5.0
+
 
 def check_schedules(config: AppConfig) -> list[str]:
     """Problems with the routes' cron lines, named by file and key (for ``xchange check``)."""
@@ -108,9 +111,21 @@ class Daemon:
                     self._reload.clear()
                     self._reload_now()
         finally:
-            log.info("daemon.stopping", reason="signal")
-            self._shutdown()
+            log.info("daemon.stopping", reason="signal", in_hand=self.runner.in_hand() or None)
+            done = threading.Event()
+            threading.Thread(target=self._say_finishing, args=(done,), daemon=True).start()
+            try:
+                self._shutdown()
+            finally:
+                done.set()
             log.info("daemon.stopped")
+
+    def _say_finishing(self, done: threading.Event) -> None:
+        """While a stop waits for the files in hand, say which every 5 s (no silence)."""
+        while not done.wait(FINISHING_EVERY):
+            files = self.runner.in_hand()
+            if files:
+                log.info("daemon.finishing", files=len(files), in_hand=files)
 
     def request_reload(self) -> None:
         """Load the configuration again soon (safe from a signal handler: it only sets a

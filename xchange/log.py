@@ -18,7 +18,9 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -52,10 +54,31 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return {k: _scrub(v) for k, v in event.items()}
 
 
+def local_timestamps(zone: str | None = None) -> Any:
+    """structlog processor: ``timestamp`` in local time (or in the IANA ``zone``), to the
+    second, with its offset: what a person at a console reads."""
+    tz = ZoneInfo(zone) if zone else None
+
+    def stamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        now = datetime.now(UTC)
+        event["timestamp"] = (now.astimezone(tz) if tz else now.astimezone()).isoformat(
+            timespec="seconds"
+        )
+        return event
+
+    return stamp
+
+
 def configure_logging(
-    *, json: bool | None = None, level: str = "info", stream: TextIO | None = None
+    *,
+    json: bool | None = None,
+    level: str = "info",
+    stream: TextIO | None = None,
+    timezone: str | None = None,
 ) -> None:
-    """Configure structlog for the whole process (call once, from the CLI)."""
+    """Configure structlog for the whole process (the CLI calls it; again when a
+    command's own options change it). JSON lines carry UTC times; the console shows local
+    time, or ``timezone``'s."""
     stream = stream or sys.stderr
     if json is None:
         json = not stream.isatty()
@@ -64,11 +87,16 @@ def configure_logging(
         if json
         else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
+    stamper: Any = (
+        structlog.processors.TimeStamper(fmt="iso", utc=True)
+        if json
+        else local_timestamps(timezone)
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            stamper,
             structlog.processors.format_exc_info,
             redact,
             renderer,
@@ -92,7 +120,7 @@ def configure_logging(
             foreign_pre_chain=[
                 structlog.stdlib.add_log_level,
                 structlog.stdlib.add_logger_name,
-                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                stamper,
                 structlog.processors.format_exc_info,
             ],
         )

@@ -11,6 +11,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -34,8 +35,75 @@ from xchange.sink import Output, Sink
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+_LOGGING = "xchange.logging"
+
+
+def _logging(ctx: click.Context, **changes: Any) -> None:
+    """Apply the logging options given so far (the group's, then the command's)."""
+    settings = ctx.meta.setdefault(
+        _LOGGING, {"log_format": "auto", "verbose": False, "log_timezone": None}
+    )
+    settings.update({k: v for k, v in changes.items() if v is not None})
+    log_format = settings["log_format"]
+    configure_logging(
+        json=None if log_format == "auto" else log_format == "json",
+        level="debug" if settings["verbose"] else "info",
+        timezone=settings["log_timezone"],
+    )
+
+
+def _log_option(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is None or value is False:
+        return value
+    from click.core import ParameterSource
+
+    if ctx.parent is not None and ctx.get_parameter_source(str(param.name)) in (
+        ParameterSource.ENVIRONMENT,
+        ParameterSource.DEFAULT,
+    ):
+        return value  # the group took the environment's value; a flag given there stays
+    _logging(ctx, **{str(param.name): value})
+    return value
+
+
+def _check_timezone(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is not None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise click.BadParameter(f"{value!r} is not a time zone (e.g. Asia/Shanghai)") from None
+    return _log_option(ctx, param, value)
+
+
 def config_option(func: F) -> F:
-    """``--config`` on the group and on each command (the command's wins)."""
+    """``--config``, ``--log-format``, ``--log-timezone`` and ``-v`` on the group and on
+    each command, before or after the command's name (the command's win)."""
+    func = click.option(
+        "-v",
+        "--verbose",
+        is_flag=True,
+        default=None,
+        expose_value=False,
+        callback=_log_option,
+        help="Log debug events too.",
+    )(func)
+    func = click.option(
+        "--log-timezone",
+        envvar="XCHANGE_LOG_TIMEZONE",
+        expose_value=False,
+        callback=_check_timezone,
+        help="Time zone of console log times (default: local time; JSON is UTC).",
+    )(func)
+    func = click.option(
+        "--log-format",
+        type=click.Choice(["auto", "console", "json"]),
+        envvar="XCHANGE_LOG_FORMAT",
+        expose_value=False,
+        callback=_log_option,
+        help="Log lines on stderr: readable on a terminal, JSON otherwise (auto).",
+    )(func)
     return click.option(
         "--config",
         "config_path",
@@ -47,24 +115,12 @@ def config_option(func: F) -> F:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @config_option
-@click.option(
-    "--log-format",
-    type=click.Choice(["auto", "console", "json"]),
-    default="auto",
-    envvar="XCHANGE_LOG_FORMAT",
-    show_default=True,
-    help="Log lines on stderr: readable on a terminal, JSON otherwise (auto).",
-)
-@click.option("-v", "--verbose", is_flag=True, help="Log debug events too.")
 @click.version_option(__version__, prog_name="xchange")
 @click.pass_context
-def main(ctx: click.Context, config_path: str | None, log_format: str, verbose: bool) -> None:
+def main(ctx: click.Context, config_path: str | None) -> None:
     """xchange: move business documents between systems that only speak files."""
     ctx.obj = {"config_path": config_path}
-    configure_logging(
-        json=None if log_format == "auto" else log_format == "json",
-        level="debug" if verbose else "info",
-    )
+    _logging(ctx)
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -191,8 +247,11 @@ def _describe_servers(config: AppConfig) -> bool:
 
 
 @contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """First SIGTERM/SIGINT: finish the file in hand, take no new one. Second: exit now."""
+def _stop_on_signals(
+    stop: threading.Event, in_hand: Callable[[], list[str]] = list, *, repeat: bool = False
+) -> Iterator[None]:
+    """First SIGTERM/SIGINT: finish the file in hand, take no new one (and say which
+    files those are). Second: exit now."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
@@ -201,6 +260,17 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             os._exit(128 + signum)
         stop.set()
         click.echo("stopping: finishing the files in hand (signal again to exit now)", err=True)
+        for line in in_hand():
+            click.echo(f"  finishing {line}", err=True)
+        if repeat:
+            threading.Thread(target=say_finishing, daemon=True).start()
+
+    def say_finishing() -> None:
+        # A long file: say how far it got every 5 s until the process exits.
+        while True:
+            time.sleep(5)
+            for line in in_hand():
+                click.echo(f"  still finishing {line}", err=True)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -250,11 +320,16 @@ def run(ctx: click.Context, config_path: str | None, once: bool, routes: tuple[s
     code = 0
     try:
         lock = RunLock(config.journal.path.with_suffix(".lock"), "run" if once else "daemon")
-        with lock, _stop_on_signals(stop):
+        # Who has files in hand (said when a stop waits for them): the run's runner, or
+        # the daemon's (the daemon also logs it every 5 s).
+        hands: dict[str, Callable[[], list[str]]] = {}
+        in_hand = lambda: hands["in_hand"]() if hands else []  # noqa: E731
+        with lock, _stop_on_signals(stop, in_hand, repeat=once):
             journal = open_journal(config.journal)
             try:
                 if once:
                     runner = Runner(config, journal, stop=stop)
+                    hands["in_hand"] = runner.in_hand
                     try:
                         with _reload_on_sighup(_no_reload):
                             results = runner.run_once(list(routes) or None)
@@ -270,6 +345,7 @@ def run(ctx: click.Context, config_path: str | None, once: bool, routes: tuple[s
                         raise ConfigError(problems)
                     path = str(config.source_file)
                     daemon = Daemon(config, journal, stop=stop, load=lambda: _loaded(path))
+                    hands["in_hand"] = lambda: daemon.runner.in_hand()
                     with _reload_on_sighup(daemon.request_reload):
                         daemon.run()
             finally:
@@ -411,8 +487,12 @@ def convert(
     outputs = _convert(config, route, file, output_dir)
     if output_dir is None:
         if len(outputs) != 1:
+            # The file is fine; the command needs a folder for what it made (usage: 2).
             names = ", ".join(o.name for o in outputs) or "none"
-            fail(f"{len(outputs)} outputs ({names}): pass -o DIR to write them", 1)
+            raise click.UsageError(
+                f"{file.name} converts to {len(outputs)} output files ({names}): "
+                "pass -o DIR to write them"
+            )
         sys.stdout.buffer.write(outputs[0].data)
         return
     for out in outputs:
@@ -430,7 +510,11 @@ def validate(ctx: click.Context, config_path: str | None, route: str, file: Path
     with tempfile.TemporaryDirectory(prefix="xchange-validate-") as scratch:
         outputs = _convert(config, route, file, Path(scratch))
     docs = sum(o.documents for o in outputs)
-    click.echo(f"{file}: OK: {docs} document(s) in {len(outputs)} output file(s)")
+    pipeline = _pipeline(config, route)
+    # What an output holds: documents of a nested target layout, rows of a flat one.
+    target = getattr(pipeline, "target", None)
+    noun = "row(s)" if target is not None and target.shape == "rows" else "document(s)"
+    click.echo(f"{file}: OK: {docs} {noun} in {len(outputs)} output file(s)")
 
 
 # --------------------------------------------------------------------------- trust
