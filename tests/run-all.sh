@@ -14,6 +14,7 @@ command -v sftp >/dev/null 2>&1 || missing+=(openssh-client)
 command -v rclone >/dev/null 2>&1 || missing+=(rclone)
 [ -x /usr/sbin/proftpd ] || missing+=(proftpd-core)
 [ -e /usr/lib/proftpd/mod_sftp.so ] || missing+=(proftpd-mod-crypto)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)  # checks the unit file
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then apt_get="apt-get"; else apt_get="sudo apt-get"; fi
     export DEBIAN_FRONTEND=noninteractive

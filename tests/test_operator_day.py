@@ -7,9 +7,10 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
-from tests.conftest import SAMPLES, Exchange
+from tests.conftest import REPO, SAMPLES, Exchange
 from xchange.cli import main
 
 SAMPLE = SAMPLES / "shop-orders" / "in" / "orders_20261121.csv"
@@ -295,3 +296,85 @@ def test_levels_match_what_a_person_must_do_and_idle_looks_are_quiet(
     assert "route.summary" not in idle.stderr
     verbose = run_with(exchange, "--log-format", "json", "-v", "run", "--once", "--config", config)
     assert '"event": "route.summary"' in verbose.stderr
+
+
+def test_the_readme_check_example_is_what_check_prints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """README's `xchange check --config config/broken.toml` block: the file exists and
+    check prints exactly those lines (exit 2)."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = readme.split("$ xchange check --config config/broken.toml\n", 1)[1].split("```")[0]
+    monkeypatch.chdir(REPO)
+    result = CliRunner().invoke(main, ["check", "--config", "config/broken.toml"])
+    assert result.exit_code == 2
+    assert result.stderr == block
+
+
+def test_dry_run_says_what_would_happen_and_touches_nothing(exchange: Exchange) -> None:
+    """`run --once --dry-run`: each file with its route and the names it would be
+    delivered under, a bad file with why it would be quarantined, a stray named; the drop
+    folder, target, quarantine and journal stay as they were."""
+    from xchange.config import load_config
+    from xchange.journal import open_journal
+
+    exchange.drop_sample()
+    bad = SAMPLE.read_bytes().decode("gbk").replace("京东", "抖音").encode("gbk")
+    (exchange.inbox / "orders_20261122.csv").write_bytes(bad)
+    (exchange.inbox / "Orders_3.csv").write_bytes(b"x")
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in exchange.inbox.iterdir()}
+    result = cli(exchange, "run", "--once", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert (
+        f"shop-orders: {SAMPLE.name} (874 bytes): would deliver as "
+        "WMS_OUT_20261121_EC20261121001.xml, WMS_OUT_20261121_EC20261121002.xml, "
+        "WMS_OUT_20261121_EC20261121003.xml"
+    ) in result.stdout
+    assert "orders_20261122.csv" in result.stdout and "would be quarantined" in result.stdout
+    assert "'抖音' is not in value table 'channels'" in result.stdout
+    assert "not taken by any route: shop-drop: Orders_3.csv" in result.stdout
+    after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in exchange.inbox.iterdir()}
+    assert after == before
+    assert not exchange.outbox.exists() and not exchange.quarantine.exists()
+    journal = open_journal(load_config(exchange.config).journal)
+    try:
+        assert journal.query() == [] and journal.observations("shop-orders") == {}
+    finally:
+        journal.close()
+    ran = cli(exchange, "run", "--once")
+    assert ran.exit_code == 1  # the bad file, as the dry run said
+    assert len(list(exchange.outbox.iterdir())) == 3
+    assert cli(exchange, "run", "--dry-run").exit_code == 2  # it goes with --once
+
+
+def test_shell_completion_as_readme_says(exchange: Exchange) -> None:
+    """README's completion line prints a bash completion function, and completing
+    `xchange quar` offers `quarantine`."""
+    import os
+    import subprocess
+    import sys
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "_XCHANGE_COMPLETE=bash_source xchange" in readme
+    argv = [sys.executable, "-m", "xchange"]
+    script = subprocess.run(
+        argv,
+        env={**os.environ, "_XCHANGE_COMPLETE": "bash_source"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "_xchange_completion()" in script.stdout
+    offered = subprocess.run(
+        argv,
+        env={
+            **os.environ,
+            "_XCHANGE_COMPLETE": "bash_complete",
+            "COMP_WORDS": "xchange quar",
+            "COMP_CWORD": "1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "quarantine" in offered.stdout

@@ -302,8 +302,16 @@ def _no_reload() -> None:
 @config_option
 @click.option("--once", is_flag=True, help="Process what is ready now, then exit (for cron).")
 @click.option("--route", "routes", multiple=True, help="Only this route (repeatable, --once).")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="With --once: say what would be taken, by which route, under which target names; "
+    "touch nothing.",
+)
 @click.pass_context
-def run(ctx: click.Context, config_path: str | None, once: bool, routes: tuple[str, ...]) -> None:
+def run(
+    ctx: click.Context, config_path: str | None, once: bool, routes: tuple[str, ...], dry_run: bool
+) -> None:
     """Run the exchanges: once (cron), or as a daemon in the foreground until SIGTERM.
 
     Exit codes with --once: 0 all delivered, 1 some files quarantined, 2 configuration
@@ -316,6 +324,11 @@ def run(ctx: click.Context, config_path: str | None, once: bool, routes: tuple[s
         known_route(config, name)
     if routes and not once:
         raise click.UsageError("--route goes with --once; the daemon runs every route")
+    if dry_run:
+        if not once:
+            raise click.UsageError("--dry-run goes with --once")
+        _dry_run(config, list(routes))
+        return
     stop = threading.Event()
     code = 0
     try:
@@ -383,6 +396,30 @@ def reload(ctx: click.Context, config_path: str | None) -> None:
     except OSError as exc:
         fail(f"xchange: cannot signal the daemon (pid {pid}): {exc.strerror}", EXIT_NOT_DELIVERED)
     click.echo(f"asked the daemon (pid {pid}) to reload {config.source_file}")
+
+
+def _dry_run(config: AppConfig, routes: list[str]) -> None:
+    """What `run --once` would do now, touching nothing (no lock, no journal change, no
+    file moved or written)."""
+    from xchange.dryrun import plan
+
+    journal = open_store(config)
+    try:
+        plans = plan(config, journal, routes or None)
+    finally:
+        journal.close()
+    for route_plan in plans:
+        if route_plan.error:
+            click.echo(f"{route_plan.route}: could not look: {route_plan.error}")
+        for planned in route_plan.files:
+            click.echo(planned.line())
+        if not route_plan.files and not route_plan.error:
+            click.echo(f"{route_plan.route}: nothing to take")
+    from xchange.status import strays
+
+    for stray in strays(config):
+        click.echo(f"not taken by any route: {stray.endpoint}: {stray.path}: {stray.hint}")
+    click.echo("(dry run: nothing was taken, written, moved or journaled)")
 
 
 def _alert_not_run(config: AppConfig, exc: XchangeError) -> None:

@@ -183,6 +183,10 @@ class Journal(Protocol):
         """
         ...
 
+    def find_content(self, route: str, sha256: str) -> FileRecord | None:
+        """The record of this content on the route, if any (read-only)."""
+        ...
+
     def lookup_many(
         self, route: str, endpoint: str, files: Sequence[tuple[str, int, int]]
     ) -> dict[tuple[str, int, int], FileRecord]:

@@ -723,6 +723,13 @@ class SQLiteJournal:
             rows = self._db.execute(sql, args).fetchall()
             return [self._record(self._db, r) for r in rows]
 
+    def find_content(self, route: str, sha256: str) -> FileRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM files WHERE route=? AND sha256=?", (route, sha256)
+            ).fetchone()
+            return None if row is None else self._record(self._db, row)
+
     def history(self, file_id: int) -> list[Transition]:
         with self._lock:
             rows = self._db.execute(

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Install xchange as a service on a Debian-like host (run as root):
+#
+#   sudo bash tools/install.sh            # the defaults below
+#   sudo systemctl enable --now xchange   # once /etc/xchange/xchange.toml is written
+#
+# What it does (each step is skipped when already done, so it can run again to upgrade):
+#   - a system user and group (xchange) with no shell and no login;
+#   - a virtual environment with xchange in it (PREFIX/venv; Debian's Python is externally
+#     managed), and /usr/local/bin/xchange pointing at it for people at a shell;
+#   - ETC (0750 root:xchange): secrets.env (0640 root:xchange: KEY=value lines the unit
+#     and the crontab load; never in the configuration), known_hosts (0644: host keys
+#     are public), xchange.toml.example;
+#   - STATE (0750 xchange:xchange) for the journal and quarantine (xchange keeps their
+#     files 0600), LOGS for cron's log;
+#   - the systemd unit (ExecStart in the venv, EnvironmentFile=ETC/secrets.env, User=xchange),
+#     checked with systemd-analyze verify when it is there, and a crontab for nightly runs
+#     that loads the same secrets file.
+#
+# Options (for a staged install, a package build or a test): --prefix DIR, --etc DIR,
+# --state DIR, --logs DIR, --unit-dir DIR, --bin-dir DIR, --user NAME (an existing user,
+# or one to create), --venv DIR (an existing venv with xchange installed), --no-systemctl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+prefix=/opt/xchange
+etc=/etc/xchange
+state=/var/lib/xchange
+logs=/var/log/xchange
+unit_dir=/etc/systemd/system
+bin_dir=/usr/local/bin
+user=xchange
+venv=""
+systemctl=yes
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --prefix) prefix="$2"; shift 2 ;;
+        --etc) etc="$2"; shift 2 ;;
+        --state) state="$2"; shift 2 ;;
+        --logs) logs="$2"; shift 2 ;;
+        --unit-dir) unit_dir="$2"; shift 2 ;;
+        --bin-dir) bin_dir="$2"; shift 2 ;;
+        --user) user="$2"; shift 2 ;;
+        --venv) venv="$2"; shift 2 ;;
+        --no-systemctl) systemctl=no; shift ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+venv="${venv:-$prefix/venv}"
+say() { echo "install.sh: $*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    say "run it as root (it creates a user, folders owned by it, and a systemd unit)"
+    exit 2
+fi
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || { say "xchange needs Python 3.11 or newer; python3 is $(python3 -V 2>&1)"; exit 2; }
+
+# The user and group the service runs as.
+if ! id -u "$user" >/dev/null 2>&1; then
+    say "creating the system user $user"
+    useradd --system --user-group --home-dir "$state" --no-create-home \
+        --shell /usr/sbin/nologin "$user"
+fi
+group="$(id -gn "$user")"
+
+# xchange in a virtual environment.
+if [ ! -x "$venv/bin/xchange" ]; then
+    say "installing xchange into $venv"
+    mkdir -p "$(dirname "$venv")"
+    XCHANGE_VENV="$venv" . tools/venv.sh
+    XCHANGE_VENV="$venv" venv_python >/dev/null
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check .
+fi
+mkdir -p "$bin_dir"
+ln -sfn "$venv/bin/xchange" "$bin_dir/xchange"
+
+# Folders and files, with the owners and modes the service needs.
+install -d -m 0750 -o root -g "$group" "$etc"
+install -d -m 0750 -o "$user" -g "$group" "$state"
+install -d -m 0750 -o "$user" -g "$group" "$logs"
+if [ ! -e "$etc/secrets.env" ]; then
+    install -m 0640 -o root -g "$group" /dev/null "$etc/secrets.env"
+    cat >"$etc/secrets.env" <<'EOF'
+# Secrets for xchange, one KEY=value per line (no spaces around =; quote a value with
+# spaces in single quotes). Read by the systemd unit (EnvironmentFile) and the crontab.
+# XCHANGE_WMS_PASSWORD=...
+# XCHANGE_WECOM_URL=https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=...
+EOF
+fi
+chown root:"$group" "$etc/secrets.env"
+chmod 0640 "$etc/secrets.env"
+if [ ! -e "$etc/known_hosts" ]; then
+    install -m 0644 -o root -g root /dev/null "$etc/known_hosts"
+fi
+install -m 0644 -o root -g "$group" config/sftp-example.toml "$etc/xchange.toml.example"
+
+# Fill a shipped template with this install's paths and user.
+render() {
+    sed -e "s#/opt/xchange/venv#$venv#g" \
+        -e "s#/etc/xchange#$etc#g" \
+        -e "s#/var/lib/xchange#$state#g" \
+        -e "s#/var/log/xchange#$logs#g" \
+        -e "s#^User=xchange#User=$user#" \
+        -e "s#^Group=xchange#Group=$group#" \
+        "$1"
+}
+
+mkdir -p "$unit_dir"
+render config/xchange.service >"$unit_dir/xchange.service"
+chmod 0644 "$unit_dir/xchange.service"
+render config/crontab.example >"$etc/crontab.example"
+chmod 0644 "$etc/crontab.example"
+if command -v systemd-analyze >/dev/null 2>&1; then
+    systemd-analyze verify "$unit_dir/xchange.service"
+fi
+if [ "$systemctl" = yes ] && [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+fi
+
+say "done. Next:"
+say "  1. write $etc/xchange.toml (start from $etc/xchange.toml.example):"
+say "     journal and quarantine under $state, known_hosts = \"$etc/known_hosts\""
+say "  2. put the secrets it names in $etc/secrets.env"
+say "  3. pin each SFTP server's key: xchange trust ENDPOINT --config $etc/xchange.toml"
+say "  4. xchange check --config $etc/xchange.toml, then"
+say "     systemctl enable --now xchange   (or: crontab -u $user $etc/crontab.example)"
