@@ -27,7 +27,8 @@ from xchange.journal import Claim, FileKey, OutputRecord, State, Step, open_jour
 from xchange.journal.sqlite import SQLiteJournal
 from xchange.remote import SmallPut
 from xchange.remote.local import LocalRemote
-from xchange.remote.sftp import REQUEST_BYTES, SFTPRemote
+from xchange.remote.sftp import SFTPRemote
+from xchange.remote.sftp_wire import REQUEST_BYTES
 from xchange.runner import Runner
 
 ROUTE = """
@@ -263,6 +264,7 @@ def test_bulk_journal_calls_mean_the_same_as_one_call_per_file(tmp_path: Path) -
         failed = journal.claim(keys[1], **versions).record
         journal.transition(failed.id, State.RETRYING, error=("connection", "cut"))
         done = journal.claim(keys[3], **versions).record
+        journal.transition(done.id, State.DELIVERING)
         journal.transition(done.id, State.DELIVERED)
     singles = [one.claim(k, **versions) for k in keys]
     batched = bulk.claim_many(keys, **versions)
@@ -275,6 +277,7 @@ def test_bulk_journal_calls_mean_the_same_as_one_call_per_file(tmp_path: Path) -
     output = OutputRecord("t", "f0.out", 0, "ab" * 32, datetime.now(UTC))
     for c in singles[:3]:
         if not c.already_delivered:
+            one.transition(c.record.id, State.DELIVERING)
             one.record_output(c.record.id, output)
             one.transition(c.record.id, State.DELIVERED)
             one.transition(c.record.id, State.ARCHIVED, archive_path="archive", note="archive")
@@ -282,6 +285,7 @@ def test_bulk_journal_calls_mean_the_same_as_one_call_per_file(tmp_path: Path) -
     for c in batched[:3]:
         if not c.already_delivered:
             steps += [
+                Step(c.record.id, State.DELIVERING),
                 Step(c.record.id, State.DELIVERED, output=output),
                 Step(c.record.id, State.ARCHIVED, "archive", "archive"),
             ]

@@ -11,7 +11,7 @@ one thread at a time: paramiko's SFTPClient is not safe to share.
 
 Speed: the TCP connection is opened here with TCP_NODELAY; the ``*_many`` operations
 (batches of small files) write SFTP packets straight to the session's channel, many files
-in flight (``_Pipeline``); files of ``accelerate_mb`` and more go through OpenSSH's client.
+in flight (``Pipeline``); files of ``accelerate_mb`` and more go through OpenSSH's client.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import builtins
 import errno
 import io
-import itertools
 import os
 import posixpath
 import secrets
@@ -29,7 +28,7 @@ import struct
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -48,9 +47,7 @@ from xchange.errors import (
     RemoteTimeout,
     RemoteUnavailable,
     SourceChanged,
-    TargetExists,
 )
-from xchange.faults import checkpoint
 from xchange.private import private_folder
 from xchange.remote import openssh
 from xchange.remote.base import (
@@ -61,6 +58,17 @@ from xchange.remote.base import (
     hidden_name,
     is_temporary,
     safe_subfolder,
+)
+from xchange.remote.sftp_wire import (
+    Pipeline,
+    PipelinedGets,
+    PipelinedMoves,
+    PipelinedPuts,
+    PipelinedRemoves,
+    Place,
+    PutJob,
+    ServerTraits,
+    extension_pairs,
 )
 
 log = structlog.get_logger(__name__)
@@ -89,64 +97,8 @@ class _Client(paramiko.SFTPClient):
         if t != paramiko.sftp.CMD_VERSION:
             raise paramiko.SFTPError("Incompatible sftp protocol")
         version = int(struct.unpack(">I", data[:4])[0])
-        self.extensions = _extension_pairs(bytes(data[4:]))
+        self.extensions = extension_pairs(bytes(data[4:]))
         return version
-
-
-def _extension_pairs(data: bytes) -> dict[str, bytes]:
-    pairs: dict[str, bytes] = {}
-    pos = 0
-    try:
-        while pos < len(data):
-            (n,) = _U32.unpack_from(data, pos)
-            name = data[pos + 4 : pos + 4 + n].decode("utf-8", "replace")
-            pos += 4 + n
-            (n,) = _U32.unpack_from(data, pos)
-            pairs[name] = data[pos + 4 : pos + 4 + n]
-            pos += 4 + n
-    except struct.error:
-        pass  # a malformed tail: keep what was read
-    return pairs
-
-
-@dataclass
-class ServerTraits:
-    """What one SFTP server does differently, learned once per process."""
-
-    #: The extensions its VERSION reply lists.
-    extensions: dict[str, bytes] = field(default_factory=dict)
-    #: Whether a plain SFTP rename replaces an existing file (rclone, MySecureShell) or
-    #: refuses it (OpenSSH, ProFTPD, gesftpserver); None until learned. A server whose
-    #: answer could not be learned is treated as replacing (names are checked first).
-    rename_overwrites: bool | None = None
-    #: Whether it refused to set a file's mode (warned about once).
-    mode_refused: bool = False
-    #: Whether it accepts a mode but keeps its own (rclone): no mode is sent then.
-    modes_ignored: bool = False
-
-    @property
-    def posix_rename(self) -> bool:
-        return "posix-rename@openssh.com" in self.extensions
-
-    def describe(self) -> list[str]:
-        """What an operator should know, one line each (for `check --remote`, `trust`)."""
-        lines = ["extensions: " + (", ".join(sorted(self.extensions)) or "none")]
-        if self.rename_overwrites:
-            lines.append(
-                "a plain rename replaces an existing file here: without overwrite, each name "
-                "is checked right before its rename; a file the partner creates under that "
-                "name in between (milliseconds) would be replaced"
-            )
-        elif self.rename_overwrites is False:
-            lines.append("a plain rename refuses an existing name: names are never replaced")
-        if not self.posix_rename:
-            lines.append(
-                "no posix-rename: overwriting moves the old file aside, renames the new one "
-                "in, then deletes the old one (restored if the rename fails)"
-            )
-        if self.modes_ignored or self.mode_refused:
-            lines.append("files keep the server's own mode: target.mode cannot be applied here")
-        return lines
 
 
 _TRAITS: dict[tuple[str, int, str], ServerTraits] = {}
@@ -165,6 +117,10 @@ class SFTPRemote:
             self.traits = _TRAITS.setdefault((cfg.host, cfg.port, cfg.user), ServerTraits())
 
     # ------------------------------------------------------------------ connection
+
+    def place(self) -> Place:
+        """This endpoint's folder as the wire protocol needs it."""
+        return Place(self._where(), self.cfg.path, self.traits)
 
     def _where(self) -> str:
         return f"{self.label} ({self.cfg.user}@{self.cfg.host}:{self.cfg.port})"
@@ -413,23 +369,23 @@ class SFTPRemote:
             except BaseException:
                 self._discard(temp)
                 raise
-            job = _PutJob(0, put, size, None, uploaded=True)
+            job = PutJob(0, put, size, None, uploaded=True)
         else:
-            job = _PutJob(0, put, size, src)
+            job = PutJob(0, put, size, src)
         error = self._put_jobs([job], f"upload {name}")[0]
         if isinstance(error, RemoteNotFound) and job.source is not None and job.opened is False:
             # The target folder is missing: create it and send again.
             with self._errors(f"upload {name}"):
                 self._makedirs(self._client(), posixpath.dirname(self._path(temp_name)))
             src.seek(0)
-            job = _PutJob(0, put, size, src)
+            job = PutJob(0, put, size, src)
             error = self._put_jobs([job], f"upload {name}")[0]
         if error is not None:
             raise error
         return FileInfo(name, size, job.mtime_ns)
 
-    def _put_jobs(self, jobs: builtins.list[_PutJob], what: str) -> builtins.list[Any]:
-        batch = _PipelinedPuts(self, self._channel(self._client()), jobs)
+    def _put_jobs(self, jobs: builtins.list[PutJob], what: str) -> builtins.list[Any]:
+        batch = PipelinedPuts(self.place(), self._channel(self._client()), jobs)
         results = self._pipelined(batch, what)
         if batch.mode_refused and not self.traits.mode_refused:
             self.traits.mode_refused = True
@@ -499,13 +455,13 @@ class SFTPRemote:
         with self._errors("create the target folders"):
             for folder in sorted({posixpath.dirname(self._path(p.temp_name)) for p in puts}):
                 self._makedirs(sftp, folder)
-        jobs = [_PutJob(i, p, len(p.data), None) for i, p in enumerate(puts)]
+        jobs = [PutJob(i, p, len(p.data), None) for i, p in enumerate(puts)]
         return self._put_jobs(jobs, f"deliver {len(puts)} files")
 
     def get_many(self, files: Sequence[FileInfo]) -> builtins.list[bytes | RemoteError]:
         if not files:
             return []
-        batch = _PipelinedGets(self, self._channel(self._client()), files)
+        batch = PipelinedGets(self.place(), self._channel(self._client()), files)
         return self._pipelined(batch, f"read {len(files)} files")
 
     def move_many(
@@ -519,7 +475,7 @@ class SFTPRemote:
         with self._errors(f"archive into {sub}"):
             self._makedirs(sftp, dest_dir)
         self.learn_rename()
-        batch = _PipelinedMoves(self, self._channel(sftp), names, sub, expect)
+        batch = PipelinedMoves(self.place(), self._channel(sftp), names, sub, expect)
         return self._pipelined(batch, f"archive {len(names)} files")
 
     def remove_many(
@@ -527,7 +483,7 @@ class SFTPRemote:
     ) -> builtins.list[RemoteError | None]:
         if not names:
             return []
-        batch = _PipelinedRemoves(self, self._channel(self._client()), names, expect)
+        batch = PipelinedRemoves(self.place(), self._channel(self._client()), names, expect)
         return self._pipelined(batch, f"remove {len(names)} files")
 
     def _channel(self, sftp: paramiko.SFTPClient) -> paramiko.Channel:
@@ -537,7 +493,7 @@ class SFTPRemote:
             raise ConnectionLost(f"{self._where()}: the SFTP session has no channel")
         return channel
 
-    def _pipelined(self, batch: _Pipeline, what: str) -> builtins.list[Any]:
+    def _pipelined(self, batch: Pipeline, what: str) -> builtins.list[Any]:
         """Run a pipeline; what the session's loss leaves unfinished carries that error."""
         try:
             with self._errors(what):
@@ -848,711 +804,3 @@ class KnownHosts:
                 continue
             for name in entry.hostnames:
                 hosts.add(name, entry.key.get_name(), entry.key)
-
-
-#: Files of one batch in flight at once on the session, and the bytes of one read or
-#: write request.
-PIPELINE_FILES = 64
-REQUEST_BYTES = 32768
-
-# SFTP version 3 (draft-ietf-secsh-filexfer-02), the requests and replies put_many uses.
-_OPEN, _CLOSE, _WRITE, _LSTAT, _REMOVE, _RENAME, _EXTENDED = 3, 4, 6, 7, 13, 18, 200
-_STATUS, _HANDLE, _ATTRS = 101, 102, 105
-_OK, _NO_SUCH_FILE, _PERMISSION_DENIED = 0, 2, 3
-_OPEN_WRITE_CREATE_TRUNCATE = 0x02 | 0x08 | 0x10
-_ATTR_SIZE = 0x01
-_FRAME = struct.Struct(">IBI")  # length, type, request id
-_U32, _U64 = struct.Struct(">I"), struct.Struct(">Q")
-
-
-def _string(data: bytes) -> bytes:
-    return _U32.pack(len(data)) + data
-
-
-class _Pipeline:
-    """The requests of many files overlapped on one SFTP session.
-
-    Up to ``PIPELINE_FILES`` files are in flight: the requests that the replies read so
-    far call for go out together in one channel write, and replies are read as they come,
-    many per read. paramiko's SFTP client sends one SSH message per request and reads
-    each reply with two reads, which is most of the time of a small file; here the
-    session's channel (``SFTPClient.get_channel()``) carries the SFTP packets directly.
-    The client has no request of its own outstanding meanwhile (one thread uses a
-    session), and any failure closes the session. Subclasses say what one file does:
-    ``_open`` its first request, ``_step`` on each reply, ``_result`` when it is done.
-    """
-
-    #: The files, in order (set by subclasses).
-    jobs: Sequence[Any]
-
-    def __init__(self, remote: SFTPRemote, channel: paramiko.Channel, count: int) -> None:
-        self.remote = remote
-        self.channel = channel
-        # A file counts as done only once its last reply says so.
-        unconfirmed = ConnectionLost(f"{remote._where()}: the transfer was not confirmed")
-        self.results: builtins.list[Any] = [unconfirmed] * count
-        self.unfinished = set(range(count))
-        #: Request id -> (job, step) for every request without its reply yet.
-        self.waiting: dict[int, tuple[Any, Any]] = {}
-        # Ids far from the ones paramiko's client counts up from 1.
-        self.next_id = 0x40000000
-        self.outgoing = bytearray()
-        self.incoming = bytearray()
-
-    def run(self, jobs: Sequence[Any]) -> None:
-        queue = iter(jobs)
-        for job in itertools.islice(queue, PIPELINE_FILES):
-            self._open(job)
-        while self.waiting:
-            self._flush()
-            for t, rid, body in self._replies():
-                if rid not in self.waiting:
-                    continue
-                job, step = self.waiting.pop(rid)
-                if self._step(job, step, t, body):
-                    self.results[job.index] = self._result(job)
-                    self.unfinished.discard(job.index)
-                    nxt = next(queue, None)
-                    if nxt is not None:
-                        self._open(nxt)
-
-    def fail_unfinished(self, exc: RemoteError) -> None:
-        for index in self.unfinished:
-            self.results[index] = exc
-
-    def _open(self, job: Any) -> None:
-        raise NotImplementedError
-
-    def _step(self, job: Any, step: Any, t: int, body: memoryview) -> bool:
-        raise NotImplementedError
-
-    def _result(self, job: Any) -> Any:
-        raise NotImplementedError
-
-    # ------------------------------------------------------------------ wire
-
-    def _send(self, job: Any, step: Any, t: int, *fields: bytes) -> None:
-        rid = self.next_id
-        self.next_id = (rid + 1) & 0xFFFFFFFF
-        payload = b"".join(fields)
-        self.outgoing += _FRAME.pack(len(payload) + 5, t, rid) + payload
-        self.waiting[rid] = (job, step)
-
-    def _flush(self) -> None:
-        if self.outgoing:
-            self.channel.sendall(bytes(self.outgoing))
-            self.outgoing.clear()
-
-    def _replies(self) -> builtins.list[tuple[int, int, memoryview]]:
-        """The complete replies received (at least one; waits for it)."""
-        while True:
-            frames = []
-            buf, pos = self.incoming, 0
-            while len(buf) - pos >= 9:
-                length, t, rid = _FRAME.unpack_from(buf, pos)
-                if len(buf) - pos - 4 < length:
-                    break
-                frames.append((t, rid, memoryview(bytes(buf[pos + 9 : pos + 4 + length]))))
-                pos += 4 + length
-            del buf[:pos]
-            if frames:
-                return frames
-            data = self.channel.recv(1 << 16)
-            if not data:
-                raise EOFError("the server closed the SFTP channel")
-            self.incoming += data
-
-    def _error(self, t: int, body: memoryview, what: str) -> RemoteError | None:
-        where = f"{self.remote._where()}: {what}"
-        if t != _STATUS:
-            return RemoteUnavailable(f"{where}: unexpected reply {t}")
-        (code,) = _U32.unpack_from(body)
-        if code == _OK:
-            return None
-        if code == _NO_SUCH_FILE:
-            return RemoteNotFound(f"{where}: no such file or folder")
-        if code == _PERMISSION_DENIED:
-            return RemotePermissionDenied(f"{where}: permission denied")
-        text = ""
-        if len(body) >= 8:
-            (length,) = _U32.unpack_from(body, 4)
-            text = bytes(body[8 : 8 + length]).decode("utf-8", "replace")
-        return RemoteUnavailable(f"{where}: the server reported: {text or f'status {code}'}")
-
-
-@dataclass(slots=True)
-class _PutJob:
-    """One file of a delivery and where it stands: its bytes come from ``put.data`` (a
-    small file in memory), from ``source`` (read as the writes go), or are on the server
-    under the temporary name already (``uploaded``: sent by OpenSSH's client)."""
-
-    index: int
-    put: SmallPut
-    size: int
-    source: BinaryIO | None
-    uploaded: bool = False
-    temp: bytes = b""
-    final: bytes = b""
-    aside: bytes = b""
-    handle: bytes = b""
-    #: upload -> (look | aside) -> rename -> done, or -> discard on an error.
-    phase: str = "upload"
-    #: Bytes sent so far, and whether the last of them (and the close) is out.
-    sent: int = 0
-    all_sent: bool = False
-    opened: bool = False
-    #: Requests without their reply yet.
-    pending: int = 0
-    #: The final name is taken (a look or the check sent with the rename says so).
-    taken: bool = False
-    #: The old file was moved aside (overwrite without posix-rename).
-    moved_aside: bool = False
-    renamed: bool = False
-    rename_error: RemoteError | None = None
-    #: The size check came back before the rename's reply on a server that answers out
-    #: of order: it is asked again once the rename is confirmed.
-    check_again: bool = False
-    #: The final file's time, from the size check.
-    mtime_ns: int = 0
-    error: RemoteError | None = None
-
-
-def _attrs(body: memoryview) -> tuple[int | None, int | None]:
-    """Size and modification time from an ATTRS reply (None: not given)."""
-    (flags,) = _U32.unpack_from(body)
-    pos, size, mtime = 4, None, None
-    if flags & _ATTR_SIZE:
-        (size,) = _U64.unpack_from(body, pos)
-        pos += 8
-    if flags & 0x02:  # uid, gid
-        pos += 8
-    if flags & _ATTR_PERMISSIONS:
-        pos += 4
-    if flags & 0x08:  # atime, mtime
-        (mtime,) = _U32.unpack_from(body, pos + 4)
-    return size, mtime
-
-
-#: Write requests of one file in flight at once (a big file streams through this window).
-WRITE_WINDOW = 64
-_SETSTAT, _FSETSTAT, _ATTR_PERMISSIONS = 9, 10, 0x04
-
-
-class _PipelinedPuts(_Pipeline):
-    """Deliveries, many files overlapped on one session, each through these steps:
-
-    1. open the temporary name; the writes (a window of ``WRITE_WINDOW`` requests, refilled
-       as replies come, in whatever order the server answers: gesftpserver answers writes
-       out of order), the mode (``fsetstat``) and the close follow it;
-    2. without overwrite, on a server whose plain rename replaces files: a look at the final
-       name right before the rename (taken: ``TargetExists``);
-    3. the rename: ``posix-rename@openssh.com`` to overwrite, or, where the server lacks it,
-       the old file moved aside, the new one renamed in, the old one deleted (moved back
-       if the rename fails); a plain rename otherwise (refused when the name is taken);
-    4. the size under the final name, checked.
-
-    A file counts as delivered only once the check's reply says so; on an error its
-    temporary file is removed.
-    """
-
-    def __init__(
-        self, remote: SFTPRemote, channel: paramiko.Channel, jobs: Sequence[_PutJob]
-    ) -> None:
-        super().__init__(remote, channel, len(jobs))
-        self.traits = remote.traits
-        self.mode_refused = False
-        for job in jobs:
-            job.temp = remote._path(job.put.temp_name).encode("utf-8")
-            job.final = remote._path(job.put.name).encode("utf-8")
-            aside = hidden_name(job.put.name, secrets.token_hex(4), "xchange-old")
-            job.aside = remote._path(aside).encode("utf-8")
-        self.jobs = jobs
-
-    def _result(self, job: _PutJob) -> RemoteError | None:
-        return job.error
-
-    def _request(self, job: _PutJob, step: str, t: int, *fields: bytes) -> None:
-        self._send(job, step, t, *fields)
-        job.pending += 1
-
-    # ------------------------------------------------------------------ upload
-
-    def _open(self, job: _PutJob) -> None:
-        if job.uploaded:
-            # Sent by OpenSSH's client: its size, and its mode, then on as usual.
-            self._request(job, "sent", _LSTAT, _string(job.temp))
-            if self._wants_mode(job):
-                self._mode(job, _SETSTAT, _string(job.temp))
-            return
-        flags = _U32.pack(_OPEN_WRITE_CREATE_TRUNCATE)
-        self._request(job, "open", _OPEN, _string(job.temp), flags, _U32.pack(0))
-
-    def _wants_mode(self, job: _PutJob) -> bool:
-        """A mode is asked for, and the server keeps the modes it is given."""
-        return job.put.mode is not None and not self.traits.modes_ignored
-
-    def _mode(self, job: _PutJob, request: int, target: bytes) -> None:
-        assert job.put.mode is not None
-        attrs = _U32.pack(_ATTR_PERMISSIONS) + _U32.pack(job.put.mode & 0o7777)
-        self._request(job, "mode", request, target, attrs)
-
-    def _chunk(self, job: _PutJob) -> bytes:
-        want = min(REQUEST_BYTES, job.size - job.sent)
-        if want <= 0:
-            return b""
-        if job.source is None:
-            return job.put.data[job.sent : job.sent + want]
-        return job.source.read(want)
-
-    def _fill(self, job: _PutJob) -> None:
-        """Keep the window of writes full; after the last one (or an error), the mode and
-        the close."""
-        handle = _string(job.handle)
-        while not job.all_sent and job.pending < WRITE_WINDOW:
-            chunk = b"" if job.error is not None else self._chunk(job)
-            if not chunk:
-                job.all_sent = True
-                if job.error is None and job.sent != job.size:
-                    job.error = ConnectionLost(
-                        f"{self.remote._where()}: {job.put.name}: the source gave {job.sent} "
-                        f"bytes, not {job.size}"
-                    )
-                if self._wants_mode(job) and job.error is None:
-                    self._mode(job, _FSETSTAT, handle)
-                self._request(job, "close", _CLOSE, handle)
-                return
-            self._request(job, "write", _WRITE, handle, _U64.pack(job.sent), _string(chunk))
-            job.sent += len(chunk)
-
-    # ------------------------------------------------------------------ replies
-
-    def _step(self, job: _PutJob, step: str, t: int, body: memoryview) -> bool:
-        """Act on one reply; True when the job is finished (well or not)."""
-        job.pending -= 1
-        name = job.put.name
-        if step == "open":
-            if t != _HANDLE:
-                job.error = self._error(t, body, f"upload {name}") or RemoteUnavailable(
-                    f"{self.remote._where()}: upload {name}: no handle"
-                )
-                return True
-            job.opened = True
-            (length,) = _U32.unpack_from(body)
-            job.handle = bytes(body[4 : 4 + length])
-            self._fill(job)
-        elif step == "write":
-            job.error = job.error or self._error(t, body, f"upload {name}")
-            self._fill(job)
-        elif step == "close":
-            job.error = job.error or self._error(t, body, f"upload {name}")
-        elif step == "mode":
-            # A server that keeps its own modes (rclone) may refuse: the file still goes.
-            if self._error(t, body, f"set the mode of {name}") is not None:
-                self.mode_refused = True
-        elif step == "sent":
-            job.error = job.error or self._sized(t, body, job, "the upload is incomplete")
-        elif step == "look":
-            if t == _ATTRS:
-                job.taken = True
-            else:
-                error = self._error(t, body, f"look at {name}")
-                if not isinstance(error, RemoteNotFound):
-                    job.error = error or RemoteUnavailable(
-                        f"{self.remote._where()}: look at {name}: unexpected reply"
-                    )
-        elif step == "aside":
-            error = self._error(t, body, f"move the old {name} aside")
-            if error is None:
-                job.moved_aside = True
-            elif not isinstance(error, RemoteNotFound):  # not found: no old file
-                job.error = error
-        elif step == "rename":
-            self._renamed(job, t, body)
-        elif step == "restore":
-            job.moved_aside = False
-        elif step == "check":
-            self._checked(job, t, body)
-        if job.pending:
-            return False
-        return self._next(job)
-
-    def _next(self, job: _PutJob) -> bool:
-        """All replies of a phase are in: on to the next one; True when done."""
-        phase = job.phase
-        if phase == "discard":
-            return True
-        if job.error is not None and phase != "rename":
-            return self._discard(job)
-        if phase == "upload":
-            checkpoint("before-rename")
-            if not job.put.overwrite and self.traits.rename_overwrites is not False:
-                # This server's rename would replace a file: look right before renaming.
-                job.phase = "look"
-                self._request(job, "look", _LSTAT, _string(job.final))
-                return False
-            if (
-                job.put.overwrite
-                and not self.traits.posix_rename
-                and not self.traits.rename_overwrites
-            ):
-                job.phase = "aside"
-                self._request(job, "aside", _RENAME, _string(job.final), _string(job.aside))
-                return False
-            return self._rename(job)
-        if phase == "look" and job.taken:
-            job.error = TargetExists(f"{self.remote._where()}: {job.put.name} already exists")
-            return self._discard(job)
-        if phase in ("look", "aside"):
-            return self._rename(job)
-        # The rename is over.
-        if job.rename_error is not None:
-            taken = not job.put.overwrite and job.taken
-            job.error = (
-                TargetExists(f"{self.remote._where()}: {job.put.name} already exists")
-                if taken
-                else job.rename_error
-            )
-            return self._discard(job)
-        return True
-
-    def _rename(self, job: _PutJob) -> bool:
-        job.phase = "rename"
-        temp, final = _string(job.temp), _string(job.final)
-        if job.put.overwrite and self.traits.posix_rename:
-            extension = _string(b"posix-rename@openssh.com")
-            self._request(job, "rename", _EXTENDED, extension, temp, final)
-        else:
-            self._request(job, "rename", _RENAME, temp, final)
-        # The size check goes with it (a server answering in order replies after the
-        # rename; one that does not is asked again once the rename is confirmed).
-        self._request(job, "check", _LSTAT, final)
-        return False
-
-    def _renamed(self, job: _PutJob, t: int, body: memoryview) -> None:
-        error = self._error(t, body, f"rename to {job.put.name}")
-        if error is None:
-            job.renamed = True
-            if job.moved_aside:
-                job.moved_aside = False
-                self._request(job, "drop-old", _REMOVE, _string(job.aside))
-            if job.check_again:
-                job.check_again = False
-                job.error = None
-                self._request(job, "check", _LSTAT, _string(job.final))
-            return
-        job.rename_error = error
-        if job.moved_aside:
-            self._request(job, "restore", _RENAME, _string(job.aside), _string(job.final))
-
-    def _checked(self, job: _PutJob, t: int, body: memoryview) -> None:
-        if job.renamed:
-            job.error = job.error or self._sized(t, body, job, "")
-            return
-        job.taken = t == _ATTRS
-        if job.rename_error is None:
-            job.check_again = True  # came before the rename's reply
-
-    def _sized(self, t: int, body: memoryview, job: _PutJob, what: str) -> RemoteError | None:
-        """The error a stat reply shows (None: the expected size)."""
-        name = job.put.name
-        if t != _ATTRS:
-            return self._error(t, body, f"check {name}") or RemoteUnavailable(
-                f"{self.remote._where()}: check {name}: no attributes"
-            )
-        size, mtime = _attrs(body)
-        if size == job.size:
-            job.mtime_ns = (mtime or 0) * 1_000_000_000
-            return None
-        return ConnectionLost(
-            f"{self.remote._where()}: {name}: {what + ': ' if what else ''}sent {job.size} "
-            f"bytes but the server shows {size}"
-        )
-
-    def _discard(self, job: _PutJob) -> bool:
-        """Remove the temporary file (if there is one); the job ends with its error."""
-        job.phase = "discard"
-        if job.opened or job.uploaded:
-            self._request(job, "discard", _REMOVE, _string(job.temp))
-            return False
-        return True
-
-
-_READ, _DATA, _EOF, _OPEN_READ = 5, 103, 1, 0x01
-
-
-@dataclass(slots=True)
-class _GetJob:
-    """One file of a ``get_many`` and where it stands."""
-
-    index: int
-    name: str
-    path: bytes
-    size: int
-    pending: int = 0
-    chunks: dict[int, bytes] = field(default_factory=dict)
-    error: RemoteError | None = None
-
-
-class _PipelinedGets(_Pipeline):
-    """Small downloads: each file open -> reads of its listed size, one read past its end
-    (the server must answer end-of-file), close -- all sent together once it is open. A
-    file whose size is not the listed one (it grew, shrank or a read came back short) is
-    an error, and its caller reads it again the careful way."""
-
-    def __init__(
-        self, remote: SFTPRemote, channel: paramiko.Channel, files: Sequence[FileInfo]
-    ) -> None:
-        super().__init__(remote, channel, len(files))
-        self.jobs = [
-            _GetJob(i, f.name, remote._path(f.name).encode("utf-8"), f.size)
-            for i, f in enumerate(files)
-        ]
-
-    def _open(self, job: _GetJob) -> None:
-        self._send(job, "open", _OPEN, _string(job.path), _U32.pack(_OPEN_READ), _U32.pack(0))
-
-    def _result(self, job: _GetJob) -> bytes | RemoteError:
-        if job.error is not None:
-            return job.error
-        return b"".join(job.chunks[offset] for offset in sorted(job.chunks))
-
-    def _changed(self, job: _GetJob) -> RemoteError:
-        return RemoteUnavailable(
-            f"{self.remote._where()}: {job.name}: not {job.size} bytes as listed (changed while "
-            f"it was read)"
-        )
-
-    def _step(self, job: _GetJob, step: Any, t: int, body: memoryview) -> bool:
-        what = f"read {job.name}"
-        if step == "open":
-            if t != _HANDLE:
-                job.error = self._error(t, body, what) or RemoteUnavailable(
-                    f"{self.remote._where()}: {what}: no handle"
-                )
-                return True
-            (length,) = _U32.unpack_from(body)
-            handle = _string(bytes(body[4 : 4 + length]))
-            for offset in range(0, job.size, REQUEST_BYTES):
-                want = min(REQUEST_BYTES, job.size - offset)
-                self._send(job, offset, _READ, handle, _U64.pack(offset), _U32.pack(want))
-                job.pending += 1
-            self._send(job, "end", _READ, handle, _U64.pack(job.size), _U32.pack(1))
-            self._send(job, "close", _CLOSE, handle)
-            job.pending += 2
-            return False
-        job.pending -= 1
-        if step == "close":
-            job.error = job.error or self._error(t, body, what)
-        elif step == "end":
-            if t == _DATA:
-                job.error = job.error or self._changed(job)  # there is more than listed
-            elif not self._at_end(t, body):
-                job.error = job.error or self._error(t, body, what)
-        elif t == _DATA:
-            (length,) = _U32.unpack_from(body)
-            data = bytes(body[4 : 4 + length])
-            if len(data) != min(REQUEST_BYTES, job.size - step):
-                job.error = job.error or self._changed(job)  # short: shrank, or a short read
-            job.chunks[step] = data
-        elif self._at_end(t, body):
-            job.error = job.error or self._changed(job)  # ends before the listed size
-        else:
-            job.error = job.error or self._error(t, body, what)
-        return not job.pending
-
-    @staticmethod
-    def _at_end(t: int, body: memoryview) -> bool:
-        return t == _STATUS and _U32.unpack_from(body)[0] == _EOF
-
-
-@dataclass(slots=True)
-class _MoveJob:
-    index: int
-    name: str
-    source: bytes
-    dest: bytes
-    place: str
-    expect: FileInfo | None = None
-    pending: int = 0
-    taken: bool = False
-    renamed: bool = False
-    error: RemoteError | None = None
-
-
-def _same(t: int, body: memoryview, expect: FileInfo) -> bool:
-    """Whether an LSTAT reply shows the file taken (size and time)."""
-    if t != _ATTRS:
-        return False
-    size, mtime = _attrs(body)
-    return expect.same_file(FileInfo(expect.name, size or 0, (mtime or 0) * 1_000_000_000))
-
-
-class _PipelinedMoves(_Pipeline):
-    """Archive moves: a plain SFTP rename each, which refuses a name already taken; on a
-    server whose rename replaces files, a look at the name first (taken: an error, and
-    ``move`` finds a free name). With the files as they were taken, each is looked at
-    right before its rename (changed: left in place) and right after it (replaced in
-    between: put back)."""
-
-    def __init__(
-        self,
-        remote: SFTPRemote,
-        channel: paramiko.Channel,
-        names: Sequence[str],
-        sub: str,
-        expect: Sequence[FileInfo] | None = None,
-    ) -> None:
-        super().__init__(remote, channel, len(names))
-        self.look_first = remote.traits.rename_overwrites is not False
-        dest_dir = posixpath.join(remote.cfg.path, sub)
-        self.jobs = [
-            _MoveJob(
-                i,
-                name,
-                remote._path(name).encode("utf-8"),
-                posixpath.join(dest_dir, posixpath.basename(name)).encode("utf-8"),
-                posixpath.join(sub, posixpath.basename(name)),
-                expect[i] if expect else None,
-            )
-            for i, name in enumerate(names)
-        ]
-
-    def _request(self, job: _MoveJob, step: str, t: int, *fields: bytes) -> None:
-        self._send(job, step, t, *fields)
-        job.pending += 1
-
-    def _open(self, job: _MoveJob) -> None:
-        if self.look_first:
-            self._request(job, "look", _LSTAT, _string(job.dest))
-        if job.expect is not None:
-            self._request(job, "still", _LSTAT, _string(job.source))
-        if not job.pending:
-            self._rename(job)
-
-    def _rename(self, job: _MoveJob) -> None:
-        self._request(job, "rename", _RENAME, _string(job.source), _string(job.dest))
-        if job.expect is not None:
-            self._request(job, "moved", _LSTAT, _string(job.dest))
-
-    def _changed(self, job: _MoveJob, what: str) -> SourceChanged:
-        return SourceChanged(f"{self.remote._where()}: {job.name}: {what}")
-
-    def _step(self, job: _MoveJob, step: Any, t: int, body: memoryview) -> bool:
-        job.pending -= 1
-        where = f"archive {job.name}"
-        if step == "look":
-            if t == _ATTRS:
-                job.taken = True
-            else:
-                error = self._error(t, body, where)
-                if not isinstance(error, RemoteNotFound):
-                    job.error = job.error or error
-        elif step == "still":
-            if not _same(t, body, job.expect):  # type: ignore[arg-type]
-                error = self._error(t, body, where) if t != _ATTRS else None
-                job.error = (
-                    job.error
-                    or error
-                    or self._changed(
-                        job, "changed since it was taken; left in place, to be taken as new"
-                    )
-                )
-        elif step == "rename":
-            job.error = self._error(t, body, where)
-            job.renamed = job.error is None
-        elif step == "moved":
-            self._moved(job, t, body)
-        if job.pending:
-            return False
-        if step in ("look", "still"):
-            if job.taken and job.error is None:
-                job.error = TargetExists(
-                    f"{self.remote._where()}: {where}: {job.place} already exists"
-                )
-            if job.error is None:
-                self._rename(job)
-                return False
-        return True
-
-    def _moved(self, job: _MoveJob, t: int, body: memoryview) -> None:
-        """After the rename: what was moved is the file taken, else it goes back."""
-        assert job.expect is not None
-        if job.renamed and not _same(t, body, job.expect):
-            job.error = self._changed(
-                job, "replaced while it was being moved; put back, to be taken as new"
-            )
-            self._request(job, "back", _RENAME, _string(job.dest), _string(job.source))
-
-    def _result(self, job: _MoveJob) -> str | RemoteError:
-        return job.error if job.error is not None else job.place
-
-
-@dataclass(slots=True)
-class _RemoveJob:
-    index: int
-    name: str
-    path: bytes
-    aside: bytes = b""
-    expect: FileInfo | None = None
-    error: RemoteError | None = None
-
-
-class _PipelinedRemoves(_Pipeline):
-    """Deletes: one SFTP remove each (a file already gone is not an error). With the files
-    as they were taken, each is moved aside first and judged by what was moved: the file
-    taken is deleted, another one is put back."""
-
-    def __init__(
-        self,
-        remote: SFTPRemote,
-        channel: paramiko.Channel,
-        names: Sequence[str],
-        expect: Sequence[FileInfo] | None = None,
-    ) -> None:
-        super().__init__(remote, channel, len(names))
-        self.jobs = []
-        for i, name in enumerate(names):
-            path = remote._path(name)
-            aside = remote._path(hidden_name(name, secrets.token_hex(4), "xchange-del"))
-            self.jobs.append(
-                _RemoveJob(
-                    i,
-                    name,
-                    path.encode("utf-8"),
-                    aside.encode("utf-8"),
-                    expect[i] if expect else None,
-                )
-            )
-
-    def _open(self, job: _RemoveJob) -> None:
-        if job.expect is None:
-            self._send(job, "remove", _REMOVE, _string(job.path))
-        else:
-            self._send(job, "aside", _RENAME, _string(job.path), _string(job.aside))
-
-    def _step(self, job: _RemoveJob, step: Any, t: int, body: memoryview) -> bool:
-        error = self._error(t, body, f"remove {job.name}") if step != "judge" else None
-        if step == "aside":
-            if isinstance(error, RemoteNotFound):
-                return True  # gone already
-            if error is not None:
-                job.error = error
-                return True
-            self._send(job, "judge", _LSTAT, _string(job.aside))
-            return False
-        if step == "judge":
-            if _same(t, body, job.expect):  # type: ignore[arg-type]
-                self._send(job, "remove", _REMOVE, _string(job.aside))
-            else:
-                job.error = SourceChanged(
-                    f"{self.remote._where()}: {job.name}: changed since it was taken; left in "
-                    "place, to be taken as a new file"
-                )
-                self._send(job, "back", _RENAME, _string(job.aside), _string(job.path))
-            return False
-        if step == "remove":
-            job.error = None if isinstance(error, RemoteNotFound) else error
-        return True
-
-    def _result(self, job: _RemoveJob) -> RemoteError | None:
-        return job.error
