@@ -213,8 +213,8 @@ def test_two_journals_never_share_a_temporary_name(exchange: Exchange, tmp_path:
             mapping_version="1",
         )
         out = Output("x.xml", 1, "cd" * 32, 1)
-        token = runner.temp_token(claim.record, out)
-        assert token == runner.temp_token(claim.record, out)
+        token = runner.transfer.delivery.temp_token(claim.record, out)
+        assert token == runner.transfer.delivery.temp_token(claim.record, out)
         names.add(temp_name_for("x.xml", token))
         journal.close()
     assert len(names) == 2

@@ -47,7 +47,8 @@ def events(result: Result, name: str) -> list[dict[str, object]]:
 def at_checkpoint(monkeypatch: pytest.MonkeyPatch, point: str, action: Callable[[], None]) -> None:
     """Run ``action`` once when a run reaches ``point`` (in both delivery paths)."""
     import xchange.batch
-    import xchange.runner
+    import xchange.delivery
+    import xchange.transfer
 
     done = []
 
@@ -56,8 +57,8 @@ def at_checkpoint(monkeypatch: pytest.MonkeyPatch, point: str, action: Callable[
             done.append(name)
             action()
 
-    monkeypatch.setattr(xchange.runner, "checkpoint", hook)
-    monkeypatch.setattr(xchange.batch, "checkpoint", hook)
+    for module in (xchange.transfer, xchange.delivery, xchange.batch):
+        monkeypatch.setattr(module, "checkpoint", hook)
 
 
 def rewrite(path: Path, data: bytes) -> Callable[[], None]:
@@ -179,17 +180,17 @@ def test_a_source_removed_while_it_is_hashed_is_delivered_from_the_open_handle(
 ) -> None:
     """The partner takes the file back while it is being hashed: no traceback, no record
     stuck in processing; the bytes read are the bytes delivered, once."""
-    import xchange.runner
+    import xchange.transfer
 
     exchange.drop_sample()
     source = exchange.inbox / SAMPLE.name
-    real = xchange.runner._fingerprint
+    real = xchange.transfer.fingerprint
 
     def removing(fh):  # type: ignore[no-untyped-def]
         source.unlink()
         return real(fh)
 
-    monkeypatch.setattr(xchange.runner, "_fingerprint", removing)
+    monkeypatch.setattr(xchange.transfer, "fingerprint", removing)
     result = run(exchange)
     assert result.exit_code == 0, result.output
     assert "shop-orders: 1 delivered (3 documents)" in result.stdout
@@ -280,16 +281,16 @@ def test_an_unexpected_error_on_one_file_does_not_stop_the_others(
 ) -> None:
     """A bug met on one file (not an error xchange knows): that file waits, with a reason
     and the traceback in the log; the other files of the look are delivered."""
-    import xchange.runner
+    import xchange.transfer
 
-    real = xchange.runner.Runner._claimed
+    real = xchange.transfer.Transfer._claimed
 
     def failing(self, route, source, info, path, handle, result):  # type: ignore[no-untyped-def]
         if info.name == "orders_1.csv":
             raise KeyError("surprise")
         return real(self, route, source, info, path, handle, result)
 
-    monkeypatch.setattr(xchange.runner.Runner, "_claimed", failing)
+    monkeypatch.setattr(xchange.transfer.Transfer, "_claimed", failing)
     for i in range(3):
         data = SAMPLE.read_bytes().replace(b"EC20261121", f"EC2026112{i}".encode())
         (exchange.inbox / f"orders_{i}.csv").write_bytes(data)

@@ -33,10 +33,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import structlog
 
+from xchange.after import AfterPlan, announcement, note_failed
 from xchange.config import RouteConfig
 from xchange.errors import FormatError, RemoteError, RemoteNotFound, UnsafeName, XchangeError
 from xchange.faults import checkpoint
@@ -54,9 +54,7 @@ from xchange.results import (
 )
 from xchange.retry import call_with_retry
 from xchange.sink import Output, Sink
-
-if TYPE_CHECKING:
-    from xchange.runner import AfterPlan, Runner
+from xchange.transfer import Transfer, log_result
 
 log = structlog.get_logger(__name__)
 
@@ -115,21 +113,23 @@ class Batch:
     alone: list[FileInfo] = field(default_factory=list)
     #: From the upload: one entry per ``sending`` file, or what stopped the whole batch.
     errors: list[RemoteError | None] = field(default_factory=list)
-    failure: RemoteError | None = None
+    failure: XchangeError | None = None
 
 
 class SmallFiles:
     """Takes a route's batches through prepare -> upload -> finish, overlapped."""
 
-    def __init__(self, runner: Runner, route: RouteConfig, uploader: ThreadPoolExecutor) -> None:
-        self.runner = runner
+    def __init__(
+        self, transfer: Transfer, route: RouteConfig, uploader: ThreadPoolExecutor
+    ) -> None:
+        self.transfer = transfer
         self.route = route
-        self.journal = runner.journal
-        self.pipeline = runner.pipelines[route.name]
+        self.journal = transfer.journal
+        self.pipeline = transfer.pipelines[route.name]
         self.uploader = uploader
         #: The target's trouble once a batch could not be sent at all: later batches
         #: are not tried.
-        self.trouble: RemoteError | None = None
+        self.trouble: XchangeError | None = None
         #: Whether an upload has taken the warm-up's outcome (uploader thread only).
         self._warmed = False
         #: Contents claimed by batches not finished yet: a twin in a later batch goes
@@ -161,9 +161,9 @@ class SmallFiles:
     # ------------------------------------------------------------------ 1. prepare
 
     def _prepare(self, infos: list[FileInfo]) -> Batch:
-        route, runner = self.route, self.runner
+        route, transfer = self.route, self.transfer
         batch = Batch(time.monotonic())
-        source = runner.remote(route.source.endpoint)
+        source = transfer.sessions.remote(route.source.endpoint)
         reads: list[tuple[FileInfo, bytes, str, FileResult]] = []
         seen: set[str] = set()
         for info, data in zip(infos, source.get_many(infos), strict=True):
@@ -224,7 +224,7 @@ class SmallFiles:
                 try:
                     (out,) = self.pipeline.convert_stream(
                         io.BytesIO(data),
-                        record.path,  # the name it was first taken under (see runner)
+                        record.path,  # the name it was first taken under (see transfer)
                         record.created_at.astimezone(),
                         Sink(None),
                         digest=(len(data), sha),
@@ -240,14 +240,14 @@ class SmallFiles:
         checkpoint("after-claim")
         for info, record, data, problem, result in unsendable:
             with self._spilled(record, data) as path:
-                runner._quarantine(route, record, info.name, path, problem, result, source)
+                transfer.quarantine_file(route, record, info.name, path, problem, result, source)
         return batch
 
     # ------------------------------------------------------------------ 2. upload
 
     def _connect(self) -> RemoteError | None:
         try:
-            self.runner.remote(self.route.target.endpoint).connect()
+            self.transfer.sessions.remote(self.route.target.endpoint).connect()
         except RemoteError as exc:
             return exc
         return None
@@ -258,13 +258,13 @@ class SmallFiles:
         if self.trouble is not None:
             batch.failure = self.trouble
             return
-        target = self.runner.remote(self.route.target.endpoint)
+        target = self.transfer.sessions.remote(self.route.target.endpoint)
         overwrite = self.route.target.if_exists == "overwrite"
         puts = [
             SmallPut(
                 s.output.name,
                 s.output.data,
-                temp_name_for(s.output.name, self.runner.temp_token(s.record, s.output)),
+                temp_name_for(s.output.name, self.transfer.delivery.temp_token(s.record, s.output)),
                 overwrite,
                 self.route.target.permissions,
             )
@@ -282,7 +282,7 @@ class SmallFiles:
             return target.put_many(puts)
 
         try:
-            batch.errors = call_with_retry(attempt, self.route.retry, sleep=self.runner.sleep)
+            batch.errors = call_with_retry(attempt, self.route.retry, sleep=self.transfer.sleep)
         except RemoteError as exc:
             batch.failure = self.trouble = exc
             return
@@ -297,7 +297,7 @@ class SmallFiles:
             self._landed(batch)
             # The journal failed: what it did not record is sent again (and recognised on
             # the target) at a later run.
-            self.trouble = self.trouble or RemoteError(str(exc))
+            self.trouble = self.trouble or exc
             for s in batch.sending:
                 if s.result.outcome not in (QUARANTINED, RETRY_LATER):
                     s.result.outcome, s.result.error = RETRY_LATER, exc.reason
@@ -320,14 +320,14 @@ class SmallFiles:
         ]
 
     def _finish_batch(self, batch: Batch, uploaded: Future[None]) -> list[FileResult]:
-        route, runner = self.route, self.runner
-        source = runner.remote(route.source.endpoint)
+        route, transfer = self.route, self.transfer
+        source = transfer.sessions.remote(route.source.endpoint)
         uploaded.result()
         if batch.failure is not None:
             # Nothing of the batch could be sent: each file waits for a later run.
             for s in batch.sending:
                 with self._spilled(s.record, s.output.data) as path:
-                    runner._failed_delivery(
+                    transfer.failed_delivery(
                         route, s.record, s.info.name, path, batch.failure, s.result, source
                     )
             self._landed(batch)
@@ -358,12 +358,12 @@ class SmallFiles:
             with self._spilled(s.record, s.output.data) as path:
                 if trouble is not None:
                     # The target is in trouble: no point trying each remaining file.
-                    runner._failed_delivery(
+                    transfer.failed_delivery(
                         route, s.record, s.info.name, path, trouble, s.result, source
                     )
                     continue
                 log.info("file.sent_alone", source=s.info.name, reason=str(error))
-                runner._convert_and_deliver(
+                transfer.convert_and_deliver(
                     route, s.record, path, s.info.name, s.result, source, info=s.info
                 )
             if s.result.outcome == RETRY_LATER:
@@ -407,13 +407,13 @@ class SmallFiles:
                     alone.append(plan)
         by_name = {r.source: r for r in batch.results}
         for plan in alone:
-            where, error = runner.carry_out(source, plan)
+            where, error = transfer.after.carry_out(source, plan)
             if error is not None:
                 # Delivered; the source stays (its record back at delivered) and the next
                 # look tries again.
                 result = by_name.get(plan.info.name)
                 if result is not None:
-                    runner.after_failed(route, result, error)
+                    note_failed(route, result, error)
                 continue
             if where is not None:
                 moved.append((plan, where))
@@ -422,7 +422,7 @@ class SmallFiles:
                 [Step(fid, p.state, where, where) for p, where in moved for fid in p.ids]
             )
         self._landed(batch)
-        return self._done(batch) + [runner.process(route, info) for info in batch.alone]
+        return self._done(batch) + [transfer.process(route, info) for info in batch.alone]
 
     def _landed(self, batch: Batch) -> None:
         """The batch's contents are settled: their twins are no longer held back."""
@@ -435,24 +435,24 @@ class SmallFiles:
         elapsed = int((time.monotonic() - batch.started) * 1000)
         for result in batch.results:
             result.duration_ms = elapsed
-            self.runner._log_result(self.route, result)
+            log_result(self.route, result)
         return batch.results
 
     # ------------------------------------------------------------------ helpers
 
     def _planned(self, info: FileInfo, file_id: int | None, steps: list[Step]) -> list[AfterPlan]:
         """The after-plan of a delivered file, its announcement added to ``steps``."""
-        plan = self.runner._plan_after(self.route, info, file_id)
+        plan = self.transfer.after.plan(self.route, info, file_id)
         if plan is None:
             return []
-        steps += self.runner._announcement(plan)
+        steps += announcement(plan)
         return [plan]
 
     @contextmanager
     def _spilled(self, record: FileRecord, data: bytes) -> Iterator[Path]:
         """The bytes of a batched file as a private local file (to quarantine it, or to
         send it alone)."""
-        folder = self.runner.scratch / "batch"
+        folder = self.transfer.scratch / "batch"
         private_folder(folder)
         path = folder / f"{record.id}-{record.sha256[:16]}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

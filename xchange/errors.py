@@ -24,6 +24,8 @@ that flag alone, never on the concrete class::
       │    └─ MappingError              the mapping cannot produce the target layout
       ├─ UnsafeName                     a name built from data would leave its folder
       ├─ JournalError                   the journal cannot be read or written
+      │    └─ IllegalTransition         a state change the journal's table forbids (a defect)
+      ├─ UsageError                     an operator asked for something that cannot be done
       └─ LockHeld                       another run of the same configuration is active
 """
 
@@ -167,6 +169,20 @@ class JournalError(XchangeError):
     kind = "journal"
 
 
+class IllegalTransition(JournalError):
+    """A write the journal's transition table forbids (``journal/states.py``): a defect
+    in xchange, refused before anything is written."""
+
+    kind = "illegal-transition"
+
+
+class UsageError(XchangeError):
+    """An operator asked for something that cannot be done as asked (re-send a delivered
+    file without ``--force``, retry a file of which no copy is kept): nothing is changed."""
+
+    kind = "usage"
+
+
 class LockHeld(XchangeError):
     kind = "lock"
 
@@ -193,6 +209,7 @@ __all__ = [
     "FormatError",
     "HostKeyMismatch",
     "HostKeyUnknown",
+    "IllegalTransition",
     "JournalError",
     "LockHeld",
     "MappingError",
@@ -205,6 +222,7 @@ __all__ = [
     "SourceChanged",
     "TargetExists",
     "UnsafeName",
+    "UsageError",
     "ValidationFailed",
     "XchangeError",
     "one_line",

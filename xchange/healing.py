@@ -3,17 +3,27 @@
 A quarantined record keeps the versions that judged it (layouts, mapping, route settings
 and master data, each with a hash of its content) and the cause it failed on. It is
 checked again when what judged it has changed, or, when it was given up on a transient
-cause, once the target answers again. The runner does the re-checking; this module only
-says what applies to a record.
+cause, once the target answers again. :func:`healing` says what applies to a record;
+:class:`Healer` re-checks a route's candidates at the start of a look.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import structlog
+
+from xchange.alerts import Alerter
 from xchange.config import RouteConfig
-from xchange.errors import RETRYABLE_KINDS
-from xchange.journal import FileRecord
+from xchange.errors import RETRYABLE_KINDS, XchangeError
+from xchange.journal import FileRecord, Journal, State
+from xchange.results import DELIVERED, RETRY_LATER, FileResult
+from xchange.transfer import Transfer
+
+log = structlog.get_logger(__name__)
 
 #: Causes that say nothing of the file (the retryable ones): a file given up on one of
 #: them is tried again once its target answers.
@@ -66,3 +76,89 @@ def healing(
         "the layouts, mapping and tables in use now judged it: fix them (it is then "
         "checked again) or the file (quarantine retry, drop)"
     )
+
+
+class Healer:
+    """Tries quarantined files again whose cause may be fixed."""
+
+    def __init__(
+        self,
+        transfer: Transfer,
+        alerter: Alerter,
+        *,
+        now: Callable[[], datetime],
+        stop: threading.Event,
+    ) -> None:
+        self.transfer = transfer
+        self.journal: Journal = transfer.journal
+        self.alerter = alerter
+        self.now = now
+        self.stop = stop
+
+    def heal(self, route: RouteConfig) -> list[FileResult]:
+        """Quarantined files whose cause may be fixed, tried again from their kept copies:
+        those judged by other layouts, mappings, value tables or master data than the
+        current ones, and those given up on a transient cause once the target answers
+        (one probe for all of them). What passes is delivered on its own record (exactly
+        once); what fails stays with its report brought up to date. At most
+        ``quarantine.batch`` files a look; heals cut short by a crash are resumed first.
+        Returns each file's result."""
+        if not route.quarantine.auto_retry or self.stop.is_set():
+            return []
+        versions = self.transfer.pipelines[route.name].versions
+        candidates = self.journal.reconsider(
+            route.name,
+            layout_version=versions[0],
+            mapping_version=versions[1],
+            transient=TRANSIENT,
+            transient_before=self.now() - timedelta(seconds=route.retry.later),
+            limit=route.quarantine.batch,
+        )
+        if not candidates:
+            return []
+        waiting = [r for r in candidates if not what_changed(r, versions)]
+        if waiting:
+            try:
+                self.transfer.sessions.remote(route.target.endpoint).connect()
+            except XchangeError as exc:
+                log.info("quarantine.target_still_down", files=len(waiting), error=exc.reason)
+                candidates = [r for r in candidates if what_changed(r, versions)]
+        why: dict[str, int] = {}
+        results: list[FileResult] = []
+        healed: list[FileResult] = []
+        failing: list[FileResult] = []
+        for record in candidates:
+            if self.stop.is_set():
+                break
+            if not Path(record.quarantine_path or "").is_file():
+                continue
+            changed = what_changed(record, versions) or (
+                "the target answered again" if record.state == State.QUARANTINED else ""
+            )
+            log.info("quarantine.recheck", file_id=record.id, source=record.path, why=changed)
+            outcome = self.transfer.again(route, record, force=False)
+            if outcome.outcome == DELIVERED:
+                healed.append(outcome)
+                if changed:
+                    why[changed] = why.get(changed, 0) + 1
+            else:
+                if outcome.outcome == RETRY_LATER:
+                    # Its copy is in quarantine, not in a drop folder: back there, tried
+                    # again when the target answers.
+                    self.journal.transition(
+                        record.id,
+                        State.QUARANTINED,
+                        error=(outcome.cause or "error", outcome.error or ""),
+                        note="auto-retry: still failing",
+                    )
+                failing.append(outcome)
+            results.append(outcome)
+        if healed or any(what_changed(r, versions) for r in candidates):
+            self.alerter.healed(
+                route.name,
+                len(healed),
+                len(healed) + len(failing),
+                " and ".join(sorted(why, key=lambda k: -why[k])),
+                [f"{f.source}: {f.error}" for f in failing],
+            )
+        return results

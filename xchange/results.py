@@ -4,27 +4,43 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from xchange.journal import Observation
 
-#: Outcomes of one source file.
-DELIVERED, DUPLICATE, QUARANTINED, RETRY_LATER, WAITING, SKIPPED = (
-    "delivered",
-    "duplicate",
-    "quarantined",
-    "retry-later",
-    "waiting",
-    "skipped",
-)
-#: Delivered at an earlier run; its archive or delete failed again (see ``after_error``).
-LEFT = "left-in-place"
+
+class Outcome(StrEnum):
+    """What a look did with one source file (the one vocabulary of per-file results;
+    the journal's ``State`` is what is recorded, this is what a run reports)."""
+
+    DELIVERED = "delivered"
+    #: Its content was delivered on the route already: not sent again.
+    DUPLICATE = "duplicate"
+    QUARANTINED = "quarantined"
+    #: Not delivered for a transient cause: tried again at a later run.
+    RETRY_LATER = "retry-later"
+    #: Waiting for its next try (not due at this look).
+    WAITING = "waiting"
+    #: Only looked at (gone, changed since the listing, delivered already).
+    SKIPPED = "skipped"
+    #: Delivered at an earlier run; its archive or delete failed again (``after_error``).
+    LEFT = "left-in-place"
+
+
+DELIVERED = Outcome.DELIVERED
+DUPLICATE = Outcome.DUPLICATE
+QUARANTINED = Outcome.QUARANTINED
+RETRY_LATER = Outcome.RETRY_LATER
+WAITING = Outcome.WAITING
+SKIPPED = Outcome.SKIPPED
+LEFT = Outcome.LEFT
 
 
 @dataclass(slots=True)
 class FileResult:
     route: str
     source: str
-    outcome: str
+    outcome: Outcome
     file_id: int | None = None
     outputs: list[str] = field(default_factory=list)
     bytes: int = 0
@@ -58,7 +74,7 @@ class RouteResult:
     #: Seconds until a held file could be ready (the daemon looks again then).
     next_look: float | None = None
 
-    def count(self, outcome: str) -> int:
+    def count(self, outcome: Outcome) -> int:
         return sum(1 for f in self.files if f.outcome == outcome)
 
     def merge(self, later: RouteResult) -> None:
@@ -140,6 +156,7 @@ __all__ = [
     "SKIPPED",
     "WAITING",
     "FileResult",
+    "Outcome",
     "RouteResult",
     "exit_code",
 ]

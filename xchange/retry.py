@@ -1,9 +1,13 @@
-"""The one retry policy: exponential backoff with jitter, for retryable errors only."""
+"""The one retry policy, for retryable errors only: within a run, exponential backoff with
+jitter (:func:`call_with_retry`); across runs, a doubling wait before the next run takes
+the file again (:func:`next_try`), and quarantine once the attempts run out
+(:func:`gives_up`)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import structlog
@@ -47,3 +51,16 @@ def call_with_retry(
         before_sleep=before_sleep,
     )
     return retrying(fn)
+
+
+def gives_up(policy: RetrySpec, attempts: int) -> bool:
+    """Whether a file that failed ``attempts`` times on a transient cause is quarantined
+    now instead of waiting for another run."""
+    return attempts >= policy.give_up_after
+
+
+def next_try(policy: RetrySpec, attempts: int, now: datetime) -> datetime:
+    """When a file that failed ``attempts`` times on a transient cause is due again:
+    ``later`` seconds after the first failure, doubling, at most ``later_max``."""
+    delay = min(policy.later * 2 ** max(attempts - 1, 0), policy.later_max)
+    return now + timedelta(seconds=delay)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from xchange.config import JournalConfig
 from xchange.journal.base import (
-    DONE_STATES,
     AlertWindow,
     Claim,
     FileKey,
@@ -12,10 +11,10 @@ from xchange.journal.base import (
     Journal,
     Observation,
     OutputRecord,
-    State,
     Step,
     Transition,
 )
+from xchange.journal.states import DONE_STATES, TRANSITIONS, State, check_transition
 
 
 def open_journal(cfg: JournalConfig) -> Journal:
@@ -27,6 +26,7 @@ def open_journal(cfg: JournalConfig) -> Journal:
 
 __all__ = [
     "DONE_STATES",
+    "TRANSITIONS",
     "AlertWindow",
     "Claim",
     "FileKey",
@@ -37,5 +37,6 @@ __all__ = [
     "State",
     "Step",
     "Transition",
+    "check_transition",
     "open_journal",
 ]

@@ -6,15 +6,11 @@ their name; a changed file under the same name is a new record. A second index o
 ``(route, endpoint, path, size, mtime_ns)`` lets a poll find what it knows about a
 file without reading it.
 
-States and the transitions the runner makes (each committed *before* the side
-effect it announces)::
-
-    processing -> delivering -> delivered -> archived | deleted
-         |              |
-         +--------------+--> retrying (transient; tried again at next_retry_at)
-         +--------------+--> quarantined (permanent, or out of attempts) -> dropped
-    a source whose content was already delivered on the route is not sent again;
-    the original record notes that it was seen again.
+Its states and the transitions allowed between them are a table
+(``xchange.journal.states``) that every backend checks on every write: a transition
+not in it raises ``IllegalTransition`` and writes nothing. A source whose content was
+already delivered on the route is not sent again; the original record notes that it
+was seen again.
 
 Beyond files, a backend keeps two small ledgers that must be shared by every daemon
 using the journal: delivered business keys (optional per-route deduplication) and
@@ -27,24 +23,10 @@ from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-
-class State(StrEnum):
-    PROCESSING = "processing"
-    DELIVERING = "delivering"
-    DELIVERED = "delivered"
-    ARCHIVED = "archived"
-    DELETED = "deleted"
-    RETRYING = "retrying"
-    QUARANTINED = "quarantined"
-    DROPPED = "dropped"
-
-
-#: States in which the content counts as delivered on its route.
-DONE_STATES = frozenset({State.DELIVERED, State.ARCHIVED, State.DELETED})
+from xchange.journal.states import State
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,17 +16,16 @@ from typing import Any
 
 from xchange.errors import JournalError
 from xchange.journal.base import (
-    DONE_STATES,
     AlertWindow,
     Claim,
     FileKey,
     FileRecord,
     Observation,
     OutputRecord,
-    State,
     Step,
     Transition,
 )
+from xchange.journal.states import DONE_STATES, State, check_transition
 from xchange.private import private_folder
 
 #: Records with a kept quarantine copy that are not settled (the partial index's condition,
@@ -388,6 +387,7 @@ class SQLiteJournal:
                 record = _new_record(key, file_id, layout_version, mapping_version, now)
                 return Claim(record, already_delivered=False)
             file_id = row["id"]
+            check_transition(file_id, row["state"], State.PROCESSING)
             # A content not delivered yet keeps the name it was first taken under: a twin
             # that takes it over (its first taker killed mid-delivery, say) delivers the
             # same outputs under the same names, recognised where they already landed. The
@@ -549,6 +549,7 @@ class SQLiteJournal:
             final: dict[int, tuple[str, str | None, bool]] = {}
             for step in steps:
                 to = str(step.state)
+                check_transition(step.file_id, state[step.file_id], to)
                 transitions.append((step.file_id, now, state[step.file_id], to, step.note))
                 state[step.file_id] = to
                 _, archive, done = final.get(step.file_id, (to, None, False))
@@ -590,14 +591,15 @@ class SQLiteJournal:
     ) -> None:
         now = _now()
         with self._tx() as db:
-            # The transition row takes the state it leaves from the record, before the update.
-            noted = db.execute(
-                "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
-                "SELECT id, ?, state, ?, ? FROM files WHERE id=?",
-                (now, str(state), note or (error[1] if error else None), file_id),
-            )
-            if noted.rowcount != 1:
+            old = db.execute("SELECT state FROM files WHERE id=?", (file_id,)).fetchone()
+            if old is None:
                 raise JournalError(f"journal {self.path}: no file with id {file_id}")
+            check_transition(file_id, old[0], state)
+            db.execute(
+                "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
+                "VALUES (?,?,?,?,?)",
+                (file_id, now, old[0], str(state), note or (error[1] if error else None)),
+            )
             sets = ["state=?", "updated_at=?"]
             args: list[Any] = [str(state), now]
             if error is not None:

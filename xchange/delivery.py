@@ -1,0 +1,148 @@
+"""Putting a file's outputs on its target: hidden temporary name, one rename, the
+``if_exists`` policy, and recognition of an output a crash left delivered.
+
+Each output's temporary name is the same on every try of this journal's delivery (so a
+restart resumes it) and another for any other journal's. An output the journal has is
+not sent again; one found on the target with the very same bytes is recognised, not
+re-sent.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import structlog
+
+from xchange.config import RouteConfig
+from xchange.errors import TargetExists
+from xchange.faults import checkpoint
+from xchange.journal import FileRecord, Journal, OutputRecord
+from xchange.remote import Remote
+from xchange.remote.base import NullWriter, temp_name_for
+from xchange.retry import call_with_retry
+from xchange.sink import Output
+
+log = structlog.get_logger(__name__)
+
+
+def temp_token(journal_id: str, record: FileRecord, out: Output) -> str:
+    """The token of an output's temporary name: the same on every try of this journal's
+    delivery of this content, another for any other journal's."""
+    return f"{journal_id[:6]}{record.sha256[:6]}{out.sha256[:6]}"
+
+
+def already_there(target: Remote, out: Output, name: str) -> bool:
+    """True if the target already holds exactly these bytes under ``name``."""
+    info = target.stat(name)
+    if info is None or info.size != out.size:
+        return False
+    probe = NullWriter()
+    target.download(name, probe)  # type: ignore[arg-type]
+    return probe.sha.hexdigest() == out.sha256
+
+
+class Delivery:
+    """Delivers outputs for one journal, recording each in it as it lands."""
+
+    def __init__(self, journal: Journal, *, sleep: Callable[[float], None]) -> None:
+        self.journal = journal
+        self.journal_id = journal.journal_id
+        self.sleep = sleep
+
+    def temp_token(self, record: FileRecord, out: Output) -> str:
+        return temp_token(self.journal_id, record, out)
+
+    def deliver(
+        self,
+        route: RouteConfig,
+        target: Remote,
+        record: FileRecord,
+        outputs: list[Output],
+        *,
+        force: bool,
+    ) -> None:
+        """Put every output the journal does not have yet, recording each as it lands."""
+        done = set() if force else {o.path for o in record.outputs}
+        for out in outputs:
+            if out.name in done:
+                continue  # delivered before a crash; the journal already has it
+            final = self.deliver_one(route, record, target, out, force=force)
+            if final is None:
+                continue
+            self.journal.record_output(
+                record.id,
+                OutputRecord(route.target.endpoint, final, out.size, out.sha256, datetime.now(UTC)),
+            )
+            checkpoint("after-output")
+
+    def deliver_one(
+        self, route: RouteConfig, record: FileRecord, target: Remote, out: Output, *, force: bool
+    ) -> str | None:
+        """Put one output under its name (or, with if_exists = unique, the first free
+        variant); return the name used, or None if if_exists = skip left it out."""
+        policy = "overwrite" if force else route.target.if_exists
+        stem, dot, ext = out.name.rpartition(".")
+        candidates = [out.name]
+        if policy == "unique":
+            candidates += [
+                f"{stem}_{n}.{ext}" if dot else f"{out.name}_{n}" for n in range(1, 1000)
+            ]
+        # A file already on the target with these very bytes is this delivery, made before a
+        # crash: recognise it instead of sending it again. Without overwrite the target says
+        # so by refusing the name; with overwrite, look first when this is a later attempt.
+        for name in candidates:
+            if policy == "overwrite" and record.attempts > 1 and already_there(target, out, name):
+                log.info(
+                    "file.output_found",
+                    output=name,
+                    reason="present with the same bytes; not sent again",
+                )
+                return name
+            temp = temp_name_for(name, self.temp_token(record, out))
+            try:
+                call_with_retry(
+                    functools.partial(
+                        _put,
+                        target,
+                        out,
+                        name,
+                        temp,
+                        policy == "overwrite",
+                        route.target.permissions,
+                    ),
+                    route.retry,
+                    sleep=self.sleep,
+                )
+            except TargetExists:
+                if already_there(target, out, name):
+                    log.info(
+                        "file.output_found",
+                        output=name,
+                        reason="present with the same bytes; not sent again",
+                    )
+                    return name
+                if policy == "unique":
+                    continue
+                if policy == "skip":
+                    log.warning(
+                        "file.output_skipped",
+                        output=name,
+                        reason="a different file already has this name",
+                    )
+                    return None
+                raise
+            checkpoint("after-rename")
+            return name
+        raise TargetExists(f"{route.target.endpoint}: no free name left for {out.name}")
+
+
+def _put(
+    target: Remote, out: Output, name: str, temp: str, overwrite: bool, mode: int | None
+) -> None:
+    with out.open() as src:
+        target.put_atomic(name, src, out.size, temp_name=temp, overwrite=overwrite, mode=mode)
+
+
+__all__ = ["Delivery", "already_there", "temp_token"]

@@ -1,0 +1,205 @@
+"""A look at a route's drop folder: which files are ready, which are held (still being
+written, waiting for a marker), which the journal has never seen, and which are delivered
+already but still there (an archive cut short, or left in place on purpose).
+
+A drop folder belongs to one journal: the look marks it (a heartbeat every
+``DROP_HEARTBEAT`` seconds) and refuses a folder another journal's daemon takes from.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+
+from xchange.alerts import Alerter
+from xchange.config import RouteConfig
+from xchange.errors import RemoteError, XchangeError
+from xchange.journal import DONE_STATES, FileRecord, Journal
+from xchange.readiness import Verdict, judge, marker_name
+from xchange.remote import DropOwner, FileInfo, Remote
+from xchange.remote.base import Selector, is_temporary
+from xchange.sessions import Sessions
+
+log = structlog.get_logger(__name__)
+
+#: A drop folder's mark is renewed at a look at most this often, and another journal's
+#: mark older than DROP_TTL seconds is taken over (its daemon is gone).
+DROP_HEARTBEAT = 60.0
+DROP_TTL = 600.0
+
+
+@dataclass(slots=True)
+class Look:
+    """What one look at a route's source found (``verdict`` None: it could not look)."""
+
+    verdict: Verdict | None = None
+    #: Names the journal has never seen (new files: candidates for batches).
+    unknown: set[str] = field(default_factory=set)
+    #: Delivered files still in the drop folder, with their records.
+    delivered: list[tuple[FileInfo, FileRecord]] = field(default_factory=list)
+    error: str | None = None
+    error_kind: str | None = None
+
+
+class Scanner:
+    """Looks at drop folders for one journal."""
+
+    def __init__(self, journal: Journal, sessions: Sessions, alerter: Alerter) -> None:
+        self.journal = journal
+        self.sessions = sessions
+        self.alerter = alerter
+        #: Per route, files seen delivered and left in place (after = "leave"), so that a
+        #: look at a folder with a long history costs one set look-up per old file.
+        self._left_in_place: dict[str, set[tuple[str, int, int]]] = {}
+        #: Source endpoints marked as this journal's drop: the remote holding the mark,
+        #: and the time of its last heartbeat.
+        self._drops: dict[str, tuple[Remote, float]] = {}
+        self._drops_lock = threading.Lock()
+
+    def look(self, route: RouteConfig, only: set[str] | None = None) -> Look:
+        """List the source (or look at ``only`` these names and the held ones)."""
+        source = self.sessions.remote(route.source.endpoint)
+        try:
+            other = self._claim_drop(route.source.endpoint, source)
+        except RemoteError as exc:
+            log.error("route.source_failed", error=exc.reason, cause=exc.kind)
+            return Look(error=exc.reason, error_kind=exc.kind)
+        if other is not None:
+            log.error("route.drop_shared", endpoint=route.source.endpoint, other=other.describe())
+            return Look(
+                error=(
+                    f"{route.source.endpoint}: another xchange takes files from this folder "
+                    f"({other.describe()}); two journals on one drop folder lose and "
+                    "duplicate files: give every daemon one journal (see README), or stop "
+                    "the other one"
+                ),
+                error_kind="drop-shared",
+            )
+        archive_top = route.after.folder.split("/", 1)[0] if route.after.action == "archive" else ""
+        observed = self.journal.observations(route.name)
+        try:
+            if only is None:
+                listing = source.list(
+                    recursive=route.source.recursive,
+                    skip_dirs=tuple(d for d in (archive_top,) if d and "{" not in d),
+                )
+            else:
+                listing = stat_names(route, source, only | set(observed), archive_top)
+        except RemoteError as exc:
+            log.error("route.source_failed", error=str(exc), cause=exc.kind)
+            return Look(error=str(exc), error_kind=exc.kind)
+        names = {f.name for f in listing}
+        selector = Selector(tuple(route.source.patterns), tuple(route.source.exclude))
+        # Files seen delivered and left in place on purpose need neither matching nor a
+        # journal look-up (a folder's history costs one set look-up per file).
+        left = self._left_in_place.setdefault(route.name, set())
+        if route.ready.marker:
+            # Done-markers of every wanted file (left in place or not) are no input.
+            wanted = [f for f in listing if selector.wants(f.name)]
+            markers = {marker_name(route.ready.marker, f.name) for f in wanted}
+            wanted = [
+                f
+                for f in wanted
+                if f.name not in markers and (f.name, f.size, f.mtime_ns) not in left
+            ]
+        else:
+            wanted = [
+                f
+                for f in listing
+                if (f.name, f.size, f.mtime_ns) not in left and selector.wants(f.name)
+            ]
+        look = Look()
+        fresh = []
+        records = self.journal.lookup_many(
+            route.name, route.source.endpoint, [(f.name, f.size, f.mtime_ns) for f in wanted]
+        )
+        for f in wanted:
+            known = records.get((f.name, f.size, f.mtime_ns))
+            if known is None:
+                fresh.append(f)
+                look.unknown.add(f.name)
+            elif known.state not in DONE_STATES:
+                fresh.append(f)
+            elif route.after.action == "leave":
+                left.add((f.name, f.size, f.mtime_ns))
+            else:
+                look.delivered.append((f, known))
+        now = datetime.now(UTC)
+        look.verdict = verdict = judge(route.ready, fresh, names, observed, now)
+        if only is None or verdict.held or observed:
+            self.journal.save_observations(route.name, verdict.held)
+        for info in verdict.future:
+            ahead = info.mtime_ns / 1e9 - now.timestamp()
+            log.warning(
+                "file.clock_skew",
+                source=info.name,
+                ahead_s=round(ahead),
+                reason="the file's time is in the future (the writer's clock is ahead); "
+                "judged by its size and time staying the same between looks",
+            )
+        for obs in verdict.stuck:
+            log.warning("file.stuck", source=obs.path, reason=obs.reason)
+            self.alerter.failure(route.name, "stuck", True, [obs.path], obs.reason)
+        return look
+
+    def owner(self) -> DropOwner:
+        """This process as the owner of the drop folders it takes from."""
+        return DropOwner(self.journal.journal_id, socket.gethostname(), os.getpid(), time.time())
+
+    def _claim_drop(self, endpoint: str, source: Remote) -> DropOwner | None:
+        """Mark a source folder as this journal's (a heartbeat every ``DROP_HEARTBEAT``
+        seconds); the other journal's owner if it is marked by one."""
+        with self._drops_lock:
+            held = self._drops.get(endpoint)
+            now = time.monotonic()
+            if held is not None and now - held[1] < DROP_HEARTBEAT:
+                return None
+            remote = held[0] if held is not None else source
+            other = remote.claim_drop(self.owner(), DROP_TTL)
+            if other is None:
+                self._drops[endpoint] = (remote, now)
+            return other
+
+    def release_drops(self) -> None:
+        """Take this journal's marks off the drop folders (at a clean stop)."""
+        with self._drops_lock:
+            for remote, _ in self._drops.values():
+                try:
+                    remote.release_drop(self.owner())
+                except XchangeError as exc:
+                    log.warning("drop.release_failed", endpoint=remote.label, error=exc.reason)
+            self._drops.clear()
+
+
+def stat_names(
+    route: RouteConfig, source: Remote, names: set[str], archive_top: str
+) -> list[FileInfo]:
+    """The given names that are regular files in the source folder (with their
+    done-markers), as a listing would show them."""
+    wanted: list[FileInfo] = []
+    for name in sorted(names):
+        if is_temporary(posixpath.basename(name)) or (
+            archive_top and name.split("/", 1)[0] == archive_top
+        ):
+            continue
+        if "/" in name and not route.source.recursive:
+            continue
+        info = source.stat(name)
+        if info is None:
+            continue
+        wanted.append(info)
+        if route.ready.marker:
+            marker = source.stat(marker_name(route.ready.marker, name))
+            if marker is not None:
+                wanted.append(marker)
+    return sorted(wanted, key=lambda f: (f.mtime_ns, f.name))
+
+
+__all__ = ["DROP_HEARTBEAT", "DROP_TTL", "Look", "Scanner", "stat_names"]

@@ -1,0 +1,594 @@
+"""One file's life, from its drop folder (or its kept copy) to delivered.
+
+Order of events (each journal write is committed before the side effect it announces,
+so that a restart resumes from the last committed state):
+
+1. look the file up by name, size and time: already delivered (archive it if that was
+   interrupted), or waiting for its next retry, costs no read;
+2. take a local copy, hash it, *claim* it in the journal; content already delivered on
+   the route is not sent again, and one content is taken by one worker at a time;
+3. convert it (streaming, into a private staging folder); a format, validation or
+   mapping error quarantines it at once;
+4. journal ``delivering``, then deliver each output (``xchange.delivery``);
+5. journal ``delivered``, then archive, delete or leave the source (``xchange.after``).
+
+A transient failure waits for a later run (``xchange.retry``), and is quarantined once
+its attempts run out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+import structlog
+
+from xchange.after import After, note_failed
+from xchange.config import AppConfig, RouteConfig
+from xchange.delivery import Delivery
+from xchange.errors import (
+    FormatError,
+    NameRefused,
+    RemoteError,
+    RemoteNotFound,
+    TargetExists,
+    UnsafeName,
+    UsageError,
+    XchangeError,
+    one_line,
+)
+from xchange.faults import checkpoint
+from xchange.journal import DONE_STATES, FileKey, FileRecord, Journal, State
+from xchange.pipeline import Pipeline
+from xchange.quarantine import Quarantine
+from xchange.remote import FileInfo, Remote
+from xchange.results import (
+    DELIVERED,
+    DUPLICATE,
+    LEFT,
+    QUARANTINED,
+    RETRY_LATER,
+    SKIPPED,
+    WAITING,
+    FileResult,
+)
+from xchange.retry import gives_up, next_try
+from xchange.sessions import Sessions
+from xchange.sink import Sink, staging_folder
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class InHand:
+    """A file a worker is taking through: its route, name, start, result so far (its size
+    once known), and the open handle its content is read from (for how far it got)."""
+
+    route: str
+    source: str
+    started: float
+    result: FileResult
+    handle: BinaryIO | None = None
+
+    def describe(self, now: float) -> str:
+        size = self.result.bytes
+        parts = [f"{size / 1e6:.1f} MB"] if size else []
+        handle = self.handle
+        if handle is not None and size and not handle.closed:
+            with contextlib.suppress(OSError, ValueError):
+                parts.append(f"{min(100, handle.tell() * 100 // size)}% read")
+        parts.append(f"for {now - self.started:.0f} s")
+        return f"{self.source} on {self.route} ({', '.join(parts)})"
+
+
+def fingerprint(fh: BinaryIO) -> tuple[int, str]:
+    """Size and sha256 of an open file, read in chunks."""
+    sha = hashlib.sha256()
+    size = 0
+    while chunk := fh.read(1 << 20):
+        sha.update(chunk)
+        size += len(chunk)
+    return size, sha.hexdigest()
+
+
+def log_result(route: RouteConfig, result: FileResult) -> None:
+    """The one summary event of a file (none for files only looked at)."""
+    if result.outcome in (SKIPPED, WAITING):
+        return
+    # Levels say what a person must do: a quarantined file needs one (error); a file
+    # that waits for a retry may (warning); the rest is information.
+    emit = {QUARANTINED: log.error, RETRY_LATER: log.warning}.get(result.outcome, log.info)
+    emit(
+        f"file.{result.outcome.replace('-', '_')}",
+        target=route.target.endpoint,
+        outputs=result.outputs,
+        bytes=result.bytes,
+        documents=result.documents,
+        encoding=result.encoding,
+        duration_ms=result.duration_ms,
+        outcome=result.outcome,
+        file_id=result.file_id,
+        cause=result.cause,
+        error=result.error,
+        skipped_keys=result.skipped_keys or None,
+        warnings=result.warnings or None,
+        filtered=result.filtered or None,
+    )
+
+
+class Transfer:
+    """Takes single files through, each worker thread with its own connections."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        journal: Journal,
+        sessions: Sessions,
+        pipelines: dict[str, Pipeline],
+        *,
+        scratch: Path,
+        now: Callable[[], datetime],
+        sleep: Callable[[float], None],
+        stop: threading.Event,
+    ) -> None:
+        self.config = config
+        self.journal = journal
+        self.sessions = sessions
+        self.pipelines = pipelines
+        self.scratch = scratch
+        self.now = now
+        self.sleep = sleep
+        self.stop = stop
+        self.quarantine = Quarantine(config.quarantine.path)
+        self.delivery = Delivery(journal, sleep=sleep)
+        self.after = After(config, journal, now)
+        #: (route, sha256) of the contents workers are taking through right now.
+        self._in_hand: set[tuple[str, str]] = set()
+        self._in_hand_changed = threading.Condition()
+        #: The file each worker thread has in hand (for ``in_hand``).
+        self._hands: dict[int, InHand] = {}
+        self._hands_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ entry points
+
+    def process(self, route: RouteConfig, info: FileInfo) -> FileResult:
+        """Take one file from the route's drop folder through to delivery."""
+        return self.timed(route, info.name, lambda result: self._from_drop(route, info, result))
+
+    def finish_after(self, route: RouteConfig, info: FileInfo, known: FileRecord) -> FileResult:
+        """A delivered file still in the drop folder: its archive (or delete) was cut short
+        by a crash, it is left in place on purpose, or another route still needs it."""
+        return self.timed(
+            route, info.name, lambda result: self._finish_after(route, info, known, result)
+        )
+
+    def again(self, route: RouteConfig, record: FileRecord, *, force: bool) -> FileResult:
+        """A file taken again from its kept copy: the quarantined original (after a fix),
+        or with ``force`` the archived copy of a delivered one."""
+        return self.timed(
+            route, record.path, lambda result: self._again(route, record, force, result)
+        )
+
+    def in_hand(self) -> list[str]:
+        """The files being taken through right now, for a person waiting on a stop:
+        ``orders.csv on shop-orders (126.0 MB, 40% read, for 12 s)``."""
+        now = time.monotonic()
+        with self._hands_lock:
+            entries = list(self._hands.values())
+        return [e.describe(now) for e in entries]
+
+    def timed(
+        self, route: RouteConfig, name: str, work: Callable[[FileResult], None]
+    ) -> FileResult:
+        """Run one file's ``work`` on a fresh result, timed, logged, and shown in hand;
+        an error it does not handle leaves the file where it is, for a later run."""
+        started = time.monotonic()
+        result = FileResult(route.name, name, SKIPPED)
+        entry = InHand(route.name, name, started, result)
+        with self._hands_lock:
+            self._hands[threading.get_ident()] = entry
+        with structlog.contextvars.bound_contextvars(route=route.name, source=name):
+            try:
+                work(result)
+            except UsageError as exc:
+                # Asked for something that cannot be done as asked: nothing changed.
+                result.outcome, result.error = SKIPPED, exc.reason
+                result.cause, result.retryable = exc.kind, False
+            except XchangeError as exc:
+                # Anything not handled below (the source vanished, the journal failed):
+                # the file stays where it is and is tried again next run.
+                result.outcome, result.error = RETRY_LATER, exc.reason
+                result.cause, result.retryable = exc.kind, True
+            except Exception as exc:
+                # Not an error xchange knows: this file waits (and is said, with the
+                # traceback in the log); the rest of the look goes on.
+                log.exception("file.unexpected_error", error=f"{type(exc).__name__}: {exc}")
+                result.outcome = RETRY_LATER
+                result.error = one_line(
+                    f"unexpected error ({type(exc).__name__}: {exc}); the file waits, the "
+                    "others go on; the log has the details"
+                )
+                result.cause, result.retryable = "internal", True
+            finally:
+                with self._hands_lock:
+                    self._hands.pop(threading.get_ident(), None)
+            result.duration_ms = int((time.monotonic() - started) * 1000)
+            log_result(route, result)
+        return result
+
+    # ------------------------------------------------------------------ from the drop
+
+    def _finish_after(
+        self, route: RouteConfig, info: FileInfo, known: FileRecord, result: FileResult
+    ) -> None:
+        result.file_id = known.id
+        if route.after.action != "leave":
+            unfinished = known.state == State.DELIVERED
+            error = self.after.apply(
+                route,
+                self.sessions.remote(route.source.endpoint),
+                info,
+                known.id if unfinished else None,
+            )
+            if error is not None:
+                result.outcome = LEFT
+                note_failed(route, result, error)
+
+    def _from_drop(self, route: RouteConfig, info: FileInfo, result: FileResult) -> None:
+        source = self.sessions.remote(route.source.endpoint)
+        result.bytes = info.size
+        known = self.journal.lookup(
+            route.name, route.source.endpoint, info.name, info.size, info.mtime_ns
+        )
+        if known is not None:
+            result.file_id = known.id
+            if known.state in DONE_STATES:
+                self._finish_after(route, info, known, result)
+                return
+            if (
+                known.state == State.RETRYING
+                and known.next_retry_at is not None
+                and known.next_retry_at > datetime.now(UTC)
+            ):
+                result.outcome = WAITING
+                result.error = f"next try at {known.next_retry_at.astimezone():%H:%M:%S}"
+                return
+        try:
+            with source.local_copy(info.name, self.scratch / "downloads") as path:
+                # One open handle from the hash to the conversion: the bytes claimed are
+                # the bytes converted, whatever happens to the name meanwhile.
+                try:
+                    handle = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+                except FileNotFoundError:
+                    raise RemoteNotFound(f"{info.name}: gone") from None
+                with handle:
+                    with self._hands_lock:
+                        hand = self._hands.get(threading.get_ident())
+                    if hand is not None:
+                        hand.handle = handle
+                    self._claimed(route, source, info, path, handle, result)
+        except RemoteNotFound:
+            # Gone between the listing and the read (its producer took it back): nothing
+            # to deliver and nothing lost.
+            log.info("file.vanished", reason="removed from the drop folder before it was read")
+            result.outcome = SKIPPED
+
+    def _claimed(
+        self,
+        route: RouteConfig,
+        source: Remote,
+        info: FileInfo,
+        path: Path,
+        handle: BinaryIO,
+        result: FileResult,
+    ) -> None:
+        size, sha = fingerprint(handle)
+        handle.seek(0)
+        result.bytes = size
+        if size != info.size:
+            # Changed since the listing (truncated, or written again): judge it again.
+            log.info(
+                "file.changed",
+                listed=info.size,
+                now=size,
+                reason="changed between the listing and the read; looked at again",
+            )
+            result.outcome = SKIPPED
+            return
+        # The same content on the same route is taken by one worker at a time: a twin
+        # waits until the other is done, and is then known as a duplicate.
+        twin = (route.name, sha)
+        with self._in_hand_changed:
+            while twin in self._in_hand:
+                if self.stop.is_set():
+                    result.outcome = SKIPPED  # looked at again at the next run
+                    return
+                self._in_hand_changed.wait(timeout=0.5)
+            self._in_hand.add(twin)
+        try:
+            self._claimed_alone(route, source, info, path, handle, result, size, sha)
+        finally:
+            with self._in_hand_changed:
+                self._in_hand.discard(twin)
+                self._in_hand_changed.notify_all()
+
+    def _claimed_alone(
+        self,
+        route: RouteConfig,
+        source: Remote,
+        info: FileInfo,
+        path: Path,
+        handle: BinaryIO,
+        result: FileResult,
+        size: int,
+        sha: str,
+    ) -> None:
+        pipeline = self.pipelines[route.name]
+        claim = self.journal.claim(
+            FileKey(route.name, route.source.endpoint, info.name, size, info.mtime_ns, sha),
+            layout_version=pipeline.versions[0],
+            mapping_version=pipeline.versions[1],
+        )
+        checkpoint("after-claim")
+        result.file_id = claim.record.id
+        if claim.already_delivered:
+            result.outcome = DUPLICATE
+            result.outputs = [o.path for o in claim.record.outputs]
+            self.journal.transition(
+                claim.record.id,
+                claim.record.state,
+                note=f"same content seen again as {info.name}; not sent again",
+            )
+            error = self.after.apply(route, source, info, None)
+            if error is not None:
+                note_failed(route, result, error)
+            return
+        self.convert_and_deliver(
+            route, claim.record, path, info.name, result, source, info=info, stream=handle
+        )
+
+    # ------------------------------------------------------------------ from a kept copy
+
+    def _again(
+        self, route: RouteConfig, record: FileRecord, force: bool, result: FileResult
+    ) -> None:
+        result.file_id = record.id
+        if record.state in DONE_STATES and not force:
+            raise UsageError(
+                f"file #{record.id} was delivered already; use --force to send it again"
+            )
+        kept = record.quarantine_path and Path(record.quarantine_path).is_file()
+        if record.state == State.QUARANTINED and record.quarantine_path:
+            original = Path(record.quarantine_path)
+        elif kept and record.state not in DONE_STATES:
+            # Taken again from quarantine and cut short (a crash): go on from the copy.
+            original = Path(record.quarantine_path or "")
+        elif record.state in DONE_STATES and record.archive_path:
+            source = self.sessions.remote(record.endpoint)
+            with source.local_copy(record.archive_path, self.scratch / "downloads") as path:
+                self.journal.transition(record.id, State.PROCESSING, note="sent again (--force)")
+                self.convert_and_deliver(route, record, path, record.path, result, None, force=True)
+            return
+        else:
+            raise UsageError(
+                f"file #{record.id} is {record.state} and no copy of it is kept; drop it "
+                "into the source folder again instead"
+            )
+        if not original.is_file():
+            raise UsageError(f"file #{record.id}: its quarantined copy {original} is missing")
+        pipeline = self.pipelines[route.name]
+        with open(original, "rb") as fh:
+            size, sha256 = fingerprint(fh)
+        result.bytes = size
+        key = FileKey(
+            route.name, record.endpoint, record.path, record.size, record.mtime_ns, record.sha256
+        )
+        edited = sha256 != record.sha256
+        if edited:
+            # The kept copy was edited (a fix by hand): new content, with a record of its
+            # own that says whose copy it is; the old record says what replaced it.
+            key = FileKey(
+                route.name, record.endpoint, record.path, size, original.stat().st_mtime_ns, sha256
+            )
+        claim = self.journal.claim(
+            key, layout_version=pipeline.versions[0], mapping_version=pipeline.versions[1]
+        )
+        current = claim.record
+        result.file_id = current.id
+        if edited:
+            if claim.already_delivered:
+                self.journal.transition(
+                    record.id,
+                    State.DROPPED,
+                    note=f"its edited copy is the content of #{current.id}, delivered already",
+                )
+                result.outcome = DUPLICATE
+                result.error = f"the edited copy's content was delivered already as #{current.id}"
+                return
+            self.journal.transition(
+                current.id,
+                State.PROCESSING,
+                quarantine_path=str(original),
+                note=f"edited copy of #{record.id} ({record.path}), taken from quarantine",
+            )
+            if record.state != State.DROPPED:
+                self.journal.transition(
+                    record.id, State.DROPPED, note=f"replaced by its edited copy #{current.id}"
+                )
+            log.info("file.edited_copy", file_id=current.id, replaces=record.id, sha256=sha256)
+        self.convert_and_deliver(route, current, original, record.path, result, None)
+        if result.outcome == DELIVERED:
+            resolved = self.quarantine.resolve(original)
+            self.after.archive_kept(
+                route,
+                self.sessions.remote(route.source.endpoint),
+                current,
+                resolved,
+                token=f"{self.journal.journal_id[:6]}{current.sha256[:12]}",
+            )
+
+    # ------------------------------------------------------------------ convert, deliver
+
+    def convert_and_deliver(
+        self,
+        route: RouteConfig,
+        record: FileRecord,
+        path: Path,
+        name: str,
+        result: FileResult,
+        source: Remote | None,
+        *,
+        force: bool = False,
+        info: FileInfo | None = None,
+        stream: BinaryIO | None = None,
+    ) -> None:
+        """Convert a claimed file and deliver its outputs; the outcome (delivered,
+        quarantined, retry-later) is said on ``result``. ``source`` and ``info``: the drop
+        folder it is still in (removed when quarantined, archived when delivered)."""
+        pipeline = self.pipelines[route.name]
+        # The first claim's time, not the clock: names and contents come out the same
+        # when the file is converted again after a crash.
+        when = record.created_at.astimezone()
+        skip = self._dedupe(route, record) if route.dedupe_key and not force else None
+        with staging_folder(self.scratch / "staging", f"{route.name}-{record.id}") as staging:
+            try:
+                opened = contextlib.nullcontext(stream) if stream else open(path, "rb")  # noqa: SIM115
+                with opened as reading:
+                    reading.seek(0)
+                    # Converted as the name the content was first taken under (the same as
+                    # ``name`` but for a twin taking over an unfinished delivery).
+                    conversion = pipeline.convert_stream(
+                        reading,
+                        record.path,
+                        when,
+                        Sink(staging),
+                        skip=skip,
+                        digest=(record.size, record.sha256),  # hashed when it was claimed
+                    )
+            except (FormatError, UnsafeName) as exc:
+                self.quarantine_file(route, record, name, path, exc, result, source)
+                return
+            result.encoding = conversion.encoding
+            result.skipped_keys = conversion.skipped
+            result.warnings = conversion.warnings
+            result.filtered = conversion.filtered_note()
+            outputs = conversion.outputs
+            note = ", ".join(o.name for o in outputs) or "no documents"
+            self.journal.transition(
+                record.id,
+                State.DELIVERING,
+                note=f"{note}; {result.filtered}" if result.filtered else note,
+                encoding=conversion.encoding,
+            )
+            try:
+                target = self.sessions.remote(route.target.endpoint)
+                self.delivery.deliver(route, target, record, outputs, force=force)
+            except TargetExists as exc:
+                self.quarantine_file(route, record, name, path, exc, result, source)
+                return
+            except RemoteError as exc:
+                self.failed_delivery(route, record, name, path, exc, result, source)
+                return
+        if conversion.keys:
+            self.journal.record_keys(route.name, record.id, conversion.keys)
+        self.journal.transition(record.id, State.DELIVERED)
+        checkpoint("before-archive")
+        result.outcome = DELIVERED
+        result.outputs = [o.name for o in outputs]
+        result.documents = sum(o.documents for o in outputs)
+        if source is not None and info is not None:
+            error = self.after.apply(route, source, info, record.id)
+            if error is not None:
+                note_failed(route, result, error)
+
+    def _dedupe(self, route: RouteConfig, record: FileRecord) -> Callable[[str], bool]:
+        def already(key: str) -> bool:
+            return bool(self.journal.delivered_keys(route.name, [key], except_file=record.id))
+
+        return already
+
+    def failed_delivery(
+        self,
+        route: RouteConfig,
+        record: FileRecord,
+        name: str,
+        path: Path,
+        exc: XchangeError,
+        result: FileResult,
+        source: Remote | None,
+    ) -> None:
+        """A delivery that failed: quarantined when the target refuses the name or the
+        attempts have run out, else left for a later run (backing off)."""
+        if isinstance(exc, NameRefused):
+            self.quarantine_file(route, record, name, path, exc, result, source)
+            return
+        if exc.retryable and gives_up(route.retry, record.attempts):
+            self.quarantine_file(
+                route,
+                record,
+                name,
+                path,
+                exc,
+                result,
+                source,
+                note=f"gave up after {record.attempts} attempts",
+            )
+            return
+        # Not the file's fault: try again at a later run, backing off.
+        self.journal.transition(
+            record.id,
+            State.RETRYING,
+            error=(exc.kind, exc.reason),
+            next_retry_at=next_try(route.retry, record.attempts, datetime.now(UTC)),
+        )
+        result.outcome, result.error = RETRY_LATER, exc.reason
+        result.cause, result.retryable = exc.kind, True
+
+    def quarantine_file(
+        self,
+        route: RouteConfig,
+        record: FileRecord,
+        name: str,
+        original: Path,
+        exc: XchangeError,
+        result: FileResult,
+        source: Remote | None,
+        *,
+        note: str | None = None,
+    ) -> None:
+        """Keep the file's bytes and a report in quarantine, journal it quarantined, and
+        take it out of its drop folder (``source``, when it is still there)."""
+        entry = self.quarantine.put(
+            route=route.name,
+            file_id=record.id,
+            source=name,
+            original=original,
+            error=exc,
+            attempt=record.attempts,
+            config_file=str(self.config.source_file),
+            versions=self.pipelines[route.name].versions,
+        )
+        self.journal.transition(
+            record.id,
+            State.QUARANTINED,
+            error=(exc.kind, exc.reason),
+            quarantine_path=str(entry.data_path),
+            note=note,
+        )
+        # The bytes are safe in quarantine: take the file out of the drop folder.
+        if source is not None:
+            source.remove(name)
+        result.outcome = QUARANTINED
+        result.error = one_line((f"{note}: " if note else "") + exc.reason)
+        result.cause, result.retryable = exc.kind, exc.retryable
+
+
+__all__ = ["InHand", "Transfer", "fingerprint", "log_result"]
