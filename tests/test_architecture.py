@@ -1,4 +1,5 @@
-"""Each third-party library is used from one place; the library never imports click."""
+"""The package's shape: each third-party library used from one place, no private name used
+across modules, the control plane split by job, no import cycle between its modules."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ PACKAGE = Path(xchange.__file__).parent
 
 #: library -> the only modules allowed to import it
 OWNERS = {
-    "paramiko": {"remote/sftp.py"},
+    "paramiko": {"remote/sftp.py"},  # the wire protocol (remote/sftp_wire.py) needs none
     "lxml": {"codecs/xml_codec.py"},
     "pandas": {"codecs/csv_codec.py", "codecs/csv_columnar.py"},  # the CSV codec, fast path
     "click": {"cli/__init__.py", "cli/main.py", "cli/records.py"},
@@ -50,3 +51,100 @@ def test_no_host_key_auto_add_and_no_entity_resolution() -> None:
     text = "\n".join(p.read_text(encoding="utf-8") for p in PACKAGE.rglob("*.py"))
     assert "AutoAddPolicy" not in text and "WarningPolicy" not in text
     assert "resolve_entities=True" not in text
+
+
+#: Private names of other libraries that are their documented API.
+FOREIGN_PRIVATE = {("os", "_exit"), ("etree", "_Element")}
+
+
+def defined_private(tree: ast.Module) -> set[str]:
+    """Private names a module defines: functions, classes, methods, module and instance
+    attributes (``self._x = ...``)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return {n for n in names if n.startswith("_")}
+
+
+def test_no_module_uses_a_private_name_of_another() -> None:
+    """``from xchange.x import _y`` and ``obj._y`` (where ``_y`` is not this module's own)
+    are offences: what another module needs is public, with a docstring."""
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE).as_posix()
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        own = defined_private(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("xchange"):
+                offenders += [
+                    f"{rel}:{node.lineno} imports {a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                ]
+            elif (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+                and node.attr not in own
+            ):
+                base = node.value.id if isinstance(node.value, ast.Name) else ""
+                if (base, node.attr) not in FOREIGN_PRIVATE:
+                    offenders.append(f"{rel}:{node.lineno} uses {ast.unparse(node)}")
+    assert offenders == []
+
+
+def module_imports(path: Path) -> set[str]:
+    """The xchange modules a module imports at its top level (not inside functions)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("xchange"):
+            found.add(node.module or "")
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("xchange"))
+    return found
+
+
+CONTROL_PLANE = [
+    "cli",
+    "daemon",
+    "runner",
+    "scan",
+    "healing",
+    "batch",
+    "transfer",
+    "delivery",
+    "after",
+    "quarantine",
+    "sessions",
+]
+
+
+def test_data_flows_one_way_through_the_control_plane() -> None:
+    """cli -> daemon -> runner -> {scan, healing, batch} -> transfer -> {delivery, after,
+    quarantine} -> {pipeline, remote, journal}: no module imports one before it."""
+    order = {name: i for i, name in enumerate(CONTROL_PLANE)}
+    backwards = []
+    for name in CONTROL_PLANE[1:]:
+        path = PACKAGE / f"{name}.py"
+        for imported in module_imports(path):
+            parts = imported.split(".")
+            target = parts[1] if len(parts) > 1 else ""
+            if target in order and order[target] < order[name] and target != name:
+                backwards.append(f"{name} imports {imported}")
+    assert backwards == []
+
+
+def test_the_runner_only_orders_the_work() -> None:
+    """runner.py stays a few hundred lines: each step lives in its own module."""
+    lines = (PACKAGE / "runner.py").read_text(encoding="utf-8").count("\n")
+    assert lines < 400, f"runner.py has {lines} lines"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
-from xchange.journal import FileKey, OutputRecord, State
+from xchange.journal import FileKey, State
 from xchange.journal.sqlite import MIGRATIONS, SQLiteJournal
 
 T0 = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
@@ -43,5 +43,3 @@ def test_journal_file_is_owner_only(tmp_path: Path) -> None:
     """The database file is created with mode 0600."""
     SQLiteJournal(tmp_path / "j.sqlite")
     assert (tmp_path / "j.sqlite").stat().st_mode & 0o777 == 0o600
-
-

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 
 import structlog
@@ -335,7 +335,7 @@ class SmallFiles:
 
         retry: list[tuple[Sending, RemoteError]] = []
         steps: list[Step] = []
-        delivered_at = datetime.now(UTC)
+        delivered_at = self.transfer.now().astimezone(UTC)
         with self.journal.batch():
             for s, error in zip(batch.sending, batch.errors, strict=True):
                 if error is not None:

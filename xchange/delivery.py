@@ -46,10 +46,17 @@ def already_there(target: Remote, out: Output, name: str) -> bool:
 class Delivery:
     """Delivers outputs for one journal, recording each in it as it lands."""
 
-    def __init__(self, journal: Journal, *, sleep: Callable[[float], None]) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        sleep: Callable[[float], None],
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.journal = journal
         self.journal_id = journal.journal_id
         self.sleep = sleep
+        self.now = now
 
     def temp_token(self, record: FileRecord, out: Output) -> str:
         return temp_token(self.journal_id, record, out)
@@ -71,9 +78,9 @@ class Delivery:
             final = self.deliver_one(route, record, target, out, force=force)
             if final is None:
                 continue
+            at = self.now().astimezone(UTC)
             self.journal.record_output(
-                record.id,
-                OutputRecord(route.target.endpoint, final, out.size, out.sha256, datetime.now(UTC)),
+                record.id, OutputRecord(route.target.endpoint, final, out.size, out.sha256, at)
             )
             checkpoint("after-output")
 

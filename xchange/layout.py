@@ -43,11 +43,13 @@ class FieldValueError(ValueError):
         self.value = value
 
 
-class _Model(BaseModel):
+class StrictModel(BaseModel):
+    """A layout or mapping file's model: unknown keys refused, values frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
 
-class FieldSpec(_Model):
+class FieldSpec(StrictModel):
     """One field of a layout."""
 
     name: str = Field(min_length=1)
@@ -302,7 +304,7 @@ def _parse_when(text: str, formats: tuple[str, ...], as_date: bool) -> date | da
     raise FieldValueError("type", f"expected a {kind} like {' or '.join(formats)}")
 
 
-class CsvOptions(_Model):
+class CsvOptions(StrictModel):
     delimiter: str = Field(",", min_length=1, max_length=1)
     quote: str = Field('"', min_length=1, max_length=1)
     header: StrictBool = True
@@ -322,7 +324,7 @@ class CsvOptions(_Model):
     extra_columns: Literal["reject", "ignore"] = "reject"
 
 
-class XmlOptions(_Model):
+class XmlOptions(StrictModel):
     """XML documents. Field columns are paths relative to the record (or line) element:
     ``OrderNo``, ``Header/OrderNo``, ``@id``, ``Customer/@code``; prefixes as declared in
     ``namespaces``."""
@@ -347,7 +349,7 @@ class XmlOptions(_Model):
     xsd: str | None = None
 
 
-class JsonOptions(_Model):
+class JsonOptions(StrictModel):
     """JSON documents. Field columns are dotted key paths: ``FCustId.FNumber``."""
 
     #: Reading: where the records are, e.g. "$.orders[*]" ("$" = the whole document).
@@ -365,7 +367,7 @@ class JsonOptions(_Model):
     indent: int | None = 2
 
 
-class Layout(_Model):
+class Layout(StrictModel):
     """A document layout, as declared in one ``formats/*.toml`` file."""
 
     name: str

@@ -28,12 +28,12 @@ from pydantic import Field, StrictBool, model_validator
 
 from xchange.errors import ConfigError
 from xchange.expressions import Expression, ExpressionError, Names
-from xchange.layout import FieldSpec, FieldValueError, Layout, _Model, load_toml_model
+from xchange.layout import FieldSpec, FieldValueError, Layout, StrictModel, load_toml_model
 from xchange.lookups import Lookup, Lookups
 from xchange.report import Report
 
 
-class Rule(_Model):
+class Rule(StrictModel):
     """How one target field gets its value."""
 
     from_: str | None = Field(None, alias="from")
@@ -89,7 +89,7 @@ class Rule(_Model):
         return list(self.join)
 
 
-class LookupSpec(_Model):
+class LookupSpec(StrictModel):
     """A master-data file read as a table: key column(s) -> value column(s)."""
 
     #: CSV or JSON file, relative to the formats folder.
@@ -102,7 +102,7 @@ class LookupSpec(_Model):
     delimiter: str = Field(",", min_length=1, max_length=1)
 
 
-class Mapping(_Model):
+class Mapping(StrictModel):
     name: str
     version: str = "1"
     description: str = ""

@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from xchange.errors import ValidationFailed, XchangeError
+from xchange.errors import UsageError, ValidationFailed, XchangeError
+from xchange.journal import FileRecord, Journal, State
 from xchange.names import clean_value
 from xchange.private import private_folder
 
@@ -160,6 +161,19 @@ def _resolve(data_path: Path) -> Path:
         if path.exists():
             path.replace(folder / path.name)
     return folder / data_path.name
+
+
+def give_up(journal: Journal, records: list[FileRecord]) -> None:
+    """An operator gives quarantined files up: their kept copies (and reports) deleted,
+    their records ``dropped`` (the history stays). Nothing is done unless every file is
+    in quarantine (``UsageError`` names the first that is not)."""
+    for record in records:
+        if record.state != State.QUARANTINED:
+            raise UsageError(f"file #{record.id} is not in quarantine (it is {record.state})")
+    for record in records:
+        if record.quarantine_path:
+            Quarantine.drop(Path(record.quarantine_path))
+        journal.transition(record.id, State.DROPPED, note="dropped by an operator")
 
 
 def _drop(data_path: Path) -> None:

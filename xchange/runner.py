@@ -91,7 +91,7 @@ class Runner:
             sleep=sleep,
             stop=self.stop,
         )
-        self.scanner = Scanner(journal, self.sessions, self.alerter)
+        self.scanner = Scanner(journal, self.sessions, self.alerter, now)
         self.healer = Healer(self.transfer, self.alerter, now=now, stop=self.stop)
 
     def remote(self, name: str) -> Remote:
@@ -173,7 +173,7 @@ class Runner:
                 log.error("route.journal_failed", error=exc.reason)
             if verdict is not None:
                 result.held = verdict.held
-                result.next_look = verdict.soonest(datetime.now(UTC), route.ready)
+                result.next_look = verdict.soonest(self.now(), route.ready)
             # Every look has one; a look that found nothing to do is said at debug only
             # (a daemon polling every 30 s would otherwise fill the log with zeros).
             happened = result.files or result.held or result.error

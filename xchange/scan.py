@@ -13,6 +13,7 @@ import posixpath
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -51,7 +52,14 @@ class Look:
 class Scanner:
     """Looks at drop folders for one journal."""
 
-    def __init__(self, journal: Journal, sessions: Sessions, alerter: Alerter) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        sessions: Sessions,
+        alerter: Alerter,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.now = now
         self.journal = journal
         self.sessions = sessions
         self.alerter = alerter
@@ -131,7 +139,7 @@ class Scanner:
                 left.add((f.name, f.size, f.mtime_ns))
             else:
                 look.delivered.append((f, known))
-        now = datetime.now(UTC)
+        now = self.now().astimezone(UTC)
         look.verdict = verdict = judge(route.ready, fresh, names, observed, now)
         if only is None or verdict.held or observed:
             self.journal.save_observations(route.name, verdict.held)

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -148,7 +148,7 @@ class Transfer:
         self.sleep = sleep
         self.stop = stop
         self.quarantine = Quarantine(config.quarantine.path)
-        self.delivery = Delivery(journal, sleep=sleep)
+        self.delivery = Delivery(journal, sleep=sleep, now=now)
         self.after = After(config, journal, now)
         #: (route, sha256) of the contents workers are taking through right now.
         self._in_hand: set[tuple[str, str]] = set()
@@ -256,7 +256,7 @@ class Transfer:
             if (
                 known.state == State.RETRYING
                 and known.next_retry_at is not None
-                and known.next_retry_at > datetime.now(UTC)
+                and known.next_retry_at > self.now()
             ):
                 result.outcome = WAITING
                 result.error = f"next try at {known.next_retry_at.astimezone():%H:%M:%S}"
@@ -547,7 +547,7 @@ class Transfer:
             record.id,
             State.RETRYING,
             error=(exc.kind, exc.reason),
-            next_retry_at=next_try(route.retry, record.attempts, datetime.now(UTC)),
+            next_retry_at=next_try(route.retry, record.attempts, self.now()),
         )
         result.outcome, result.error = RETRY_LATER, exc.reason
         result.cause, result.retryable = exc.kind, True

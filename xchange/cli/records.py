@@ -413,20 +413,19 @@ def quarantine_retry(
 @click.pass_context
 def quarantine_drop(ctx: click.Context, config_path: str | None, file_ids: tuple[int, ...]) -> None:
     """Give quarantined files up: delete their copies; the journal keeps the record."""
-    from xchange.quarantine import Quarantine
+    from xchange.errors import UsageError
+    from xchange.quarantine import give_up
 
     config = command_config(ctx, config_path)
     store = open_store(config)
     try:
         records = [_get(store, i) for i in file_ids]
+        try:
+            give_up(store, records)
+        except UsageError as exc:
+            store.close()
+            fail(exc.reason, 1)
         for record in records:
-            if record.state != State.QUARANTINED:
-                store.close()
-                fail(f"file #{record.id} is not in quarantine (it is {record.state})", 1)
-        for record in records:
-            if record.quarantine_path:
-                Quarantine.drop(Path(record.quarantine_path))
-            store.transition(record.id, State.DROPPED, note="dropped by an operator")
             click.echo(f"#{record.id} {record.path}: dropped")
     finally:
         store.close()

@@ -302,6 +302,15 @@ class SQLiteJournal:
                 self._batch_depth -= 1
 
     @contextmanager
+    def _read(self) -> Iterator[None]:
+        """The connection's lock for a read; a database error is a ``JournalError``."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal {self.path}: {exc}") from None
+
+    @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             if self._batch_depth:
@@ -342,7 +351,7 @@ class SQLiteJournal:
     def lookup(
         self, route: str, endpoint: str, path: str, size: int, mtime_ns: int
     ) -> FileRecord | None:
-        with self._lock:
+        with self._read():
             row = self._db.execute(
                 "SELECT * FROM files WHERE route=? AND endpoint=? AND path=? AND size=? "
                 "AND mtime_ns=? ORDER BY id DESC LIMIT 1",
@@ -427,7 +436,7 @@ class SQLiteJournal:
         wanted = set(files)
         paths = sorted({path for path, _, _ in wanted})
         found: dict[tuple[str, int, int], FileRecord] = {}
-        with self._lock:
+        with self._read():
             for start in range(0, len(paths), 500):
                 chunk = paths[start : start + 500]
                 marks = ",".join("?" * len(chunk))
@@ -638,7 +647,7 @@ class SQLiteJournal:
 
     def delivered_keys(self, route: str, keys: list[str], *, except_file: int) -> dict[str, int]:
         found: dict[str, int] = {}
-        with self._lock:
+        with self._read():
             for start in range(0, len(keys), 500):
                 part = keys[start : start + 500]
                 holes = ",".join("?" * len(part))
@@ -657,7 +666,7 @@ class SQLiteJournal:
             )
 
     def get(self, file_id: int) -> FileRecord | None:
-        with self._lock:
+        with self._read():
             row = self._db.execute("SELECT * FROM files WHERE id=?", (file_id,)).fetchone()
             return None if row is None else self._record(self._db, row)
 
@@ -690,7 +699,7 @@ class SQLiteJournal:
         # Conditions are fixed fragments with placeholders; every value is bound.
         sql = "SELECT * FROM files" + (f" WHERE {' AND '.join(where)}" if where else "")  # noqa: S608
         sql += " ORDER BY id DESC LIMIT ?"
-        with self._lock:
+        with self._read():
             rows = self._db.execute(sql, (*args, limit)).fetchall()
             return [self._record(self._db, r) for r in rows]
 
@@ -721,19 +730,19 @@ class SQLiteJournal:
             _iso(transient_before),
             limit,
         )
-        with self._lock:
+        with self._read():
             rows = self._db.execute(sql, args).fetchall()
             return [self._record(self._db, r) for r in rows]
 
     def find_content(self, route: str, sha256: str) -> FileRecord | None:
-        with self._lock:
+        with self._read():
             row = self._db.execute(
                 "SELECT * FROM files WHERE route=? AND sha256=?", (route, sha256)
             ).fetchone()
             return None if row is None else self._record(self._db, row)
 
     def history(self, file_id: int) -> list[Transition]:
-        with self._lock:
+        with self._read():
             rows = self._db.execute(
                 "SELECT at, from_state, to_state, note FROM transitions WHERE file_id=? "
                 "ORDER BY id",
@@ -816,7 +825,7 @@ class SQLiteJournal:
         return causes
 
     def observations(self, route: str) -> dict[str, Observation]:
-        with self._lock:
+        with self._read():
             rows = self._db.execute("SELECT * FROM observations WHERE route=?", (route,)).fetchall()
         return {
             r["path"]: Observation(
@@ -885,7 +894,7 @@ class SQLiteJournal:
     @property
     def journal_id(self) -> str:
         """This journal's own id (temporary names of its deliveries carry it)."""
-        with self._lock:
+        with self._read():
             row = self._db.execute("SELECT value FROM meta WHERE key='journal_id'").fetchone()
             return str(row[0])
 
@@ -902,7 +911,7 @@ class SQLiteJournal:
 
     def check(self) -> list[str]:
         """What is wrong with the journal's file (empty: nothing)."""
-        with self._lock:
+        with self._read():
             result = [r[0] for r in self._db.execute("PRAGMA integrity_check")]
         return [] if result == ["ok"] else result
 

@@ -49,6 +49,28 @@ class SmallPut:
     mode: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend can do, as it declares it (an SFTP endpoint learns it from its
+    server). What xchange relies on is checked against it, never assumed: a backend whose
+    delivery is not an atomic rename cannot be a target without saying so."""
+
+    #: A delivered file appears under its name whole (written under a hidden name, then
+    #: renamed or linked into place).
+    atomic_rename: bool
+    #: A plain rename refuses a taken name (True) or replaces it (False: names are then
+    #: checked right before each rename).
+    rename_refuses: bool
+    #: An existing name can be replaced in one step (POSIX rename semantics).
+    posix_rename: bool
+    #: Hard links can be made (a name taken only if it is free, in one step).
+    hard_links: bool
+    #: Files keep the mode they are given.
+    keeps_modes: bool
+    #: Hash algorithms the server computes itself (none: xchange reads files to hash them).
+    server_hashes: tuple[str, ...] = ()
+
+
 @runtime_checkable
 class Remote(Protocol):
     """A folder that files are listed in, read from and delivered to.
@@ -63,6 +85,10 @@ class Remote(Protocol):
     def connect(self) -> None:
         """Open the connection now, so that the next call does not wait for it (nothing
         to do for a local folder)."""
+        ...
+
+    def capabilities(self) -> Capabilities:
+        """What this endpoint can do (an SFTP endpoint connects to learn it)."""
         ...
 
     def list(self, *, recursive: bool = False, skip_dirs: tuple[str, ...] = ()) -> list[FileInfo]:

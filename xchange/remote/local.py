@@ -27,6 +27,7 @@ from xchange.errors import (
 from xchange.faults import checkpoint
 from xchange.remote.base import (
     DROP_MARK,
+    Capabilities,
     DropOwner,
     FileInfo,
     SmallPut,
@@ -36,6 +37,9 @@ from xchange.remote.base import (
 )
 
 CHUNK = 1 << 20
+LOCAL_CAPABILITIES = Capabilities(
+    atomic_rename=True, rename_refuses=False, posix_rename=True, hard_links=True, keeps_modes=True
+)
 
 
 @contextmanager
@@ -77,6 +81,10 @@ class LocalRemote:
 
     def connect(self) -> None:
         pass
+
+    def capabilities(self) -> Capabilities:
+        # link() takes a free name in one step, rename() replaces one in one step.
+        return LOCAL_CAPABILITIES
 
     def list(self, *, recursive: bool = False, skip_dirs: tuple[str, ...] = ()) -> list[FileInfo]:
         out: list[FileInfo] = []

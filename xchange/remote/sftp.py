@@ -52,6 +52,7 @@ from xchange.private import private_folder
 from xchange.remote import openssh
 from xchange.remote.base import (
     DROP_MARK,
+    Capabilities,
     DropOwner,
     FileInfo,
     SmallPut,
@@ -241,14 +242,16 @@ class SFTPRemote:
                 f"{where}: the server refused the login for user {self.cfg.user!r}; "
                 f"check the key file or the password variable"
             ) from None
+        except _UnknownKey:
+            self.close()
+            raise HostKeyUnknown(
+                f"{where}: the server's host key is not in {self.cfg.known_hosts}; "
+                f"run `xchange trust {self.label}` to check its fingerprint and pin it"
+            ) from None
         except paramiko.SSHException as exc:
             self.close()
             text = str(exc)
-            if "not found in known_hosts" in text:
-                raise HostKeyUnknown(
-                    f"{where}: the server's host key is not in {self.cfg.known_hosts}; "
-                    f"run `xchange trust {self.label}` to check its fingerprint and pin it"
-                ) from None
+            # paramiko says a banner or authentication timeout only in its message.
             if "timeout" in text.lower() or "timed out" in text.lower():
                 raise RemoteTimeout(f"{where}: {text}") from None
             raise ConnectionLost(f"{where}: {text}") from None
@@ -440,6 +443,21 @@ class SFTPRemote:
                 "moment between would be replaced",
             )
         return overwrites
+
+    def capabilities(self) -> Capabilities:
+        """What this server does, learned (once per process) from its VERSION reply and a
+        rename probe."""
+        self._client()
+        overwrites = self.learn_rename()
+        ext = self.traits.extensions
+        return Capabilities(
+            atomic_rename=True,
+            rename_refuses=not overwrites,
+            posix_rename=self.traits.posix_rename,
+            hard_links="hardlink@openssh.com" in ext,
+            keeps_modes=not (self.traits.modes_ignored or self.traits.mode_refused),
+            server_hashes=tuple(sorted(e for e in ext if e.startswith(("check-file", "md5")))),
+        )
 
     def describe(self) -> builtins.list[str]:
         """The server's traits, learned now if need be (``check --remote``, ``trust``)."""
@@ -721,6 +739,11 @@ class _RevokedKey(paramiko.SSHException):
         self.key = key
 
 
+class _UnknownKey(paramiko.SSHException):
+    def __init__(self, hostname: str) -> None:
+        super().__init__(f"Server {hostname!r} not found in known_hosts")
+
+
 class _Refuse(paramiko.MissingHostKeyPolicy):
     """paramiko's RejectPolicy, telling a key known_hosts marks @revoked apart."""
 
@@ -732,7 +755,7 @@ class _Refuse(paramiko.MissingHostKeyPolicy):
     ) -> None:
         if self.known.is_revoked(key):
             raise _RevokedKey(key)
-        raise paramiko.SSHException(f"Server {hostname!r} not found in known_hosts")
+        raise _UnknownKey(hostname)
 
 
 @dataclass

@@ -1,0 +1,283 @@
+"""The Journal contract: what every journal backend must do, run against each of them.
+
+A new backend joins by adding one parameter to ``BACKENDS`` and one branch to
+``open_backend``. Behaviour only: claims and content identity, the transition table
+(an illegal write raises and writes nothing), history, retention, business keys, the alert
+ledger, the records that may heal, held-file observations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from xchange.errors import IllegalTransition, JournalError
+from xchange.journal import (
+    DONE_STATES,
+    TRANSITIONS,
+    FileKey,
+    Journal,
+    Observation,
+    OutputRecord,
+    State,
+    Step,
+)
+from xchange.journal.sqlite import SQLiteJournal
+
+BACKENDS = ["sqlite"]
+T0 = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
+
+
+def open_backend(kind: str, tmp_path: Path) -> Journal:
+    if kind == "sqlite":
+        return SQLiteJournal(tmp_path / "j.sqlite")
+    raise AssertionError(kind)
+
+
+@pytest.fixture(params=BACKENDS)
+def journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Journal]:
+    store = open_backend(request.param, tmp_path)
+    yield store
+    store.close()
+
+
+def key(sha: str = "a" * 64, path: str = "orders_1.csv", route: str = "r") -> FileKey:
+    return FileKey(route, "drop", path, 10, 123, sha)
+
+
+def walk(journal: Journal, file_id: int, *states: State) -> None:
+    for state in states:
+        journal.transition(file_id, state)
+
+
+def test_same_content_on_a_route_is_one_record_and_is_delivered_once(journal: Journal) -> None:
+    """A second claim of delivered content says so; a changed file is a new record."""
+    first = journal.claim(key(), layout_version="l", mapping_version="m")
+    assert not first.already_delivered and first.record.attempts == 1
+    journal.transition(first.record.id, State.DELIVERING)
+    journal.transition(first.record.id, State.DELIVERED)
+    again = journal.claim(key(path="renamed.csv"), layout_version="l", mapping_version="m")
+    assert again.already_delivered and again.record.id == first.record.id
+    changed = journal.claim(key(sha="b" * 64), layout_version="l", mapping_version="m")
+    assert not changed.already_delivered and changed.record.id != first.record.id
+    other_route = journal.claim(key(route="r2"), layout_version="l", mapping_version="m")
+    assert not other_route.already_delivered
+
+
+def test_every_transition_is_kept_in_order(journal: Journal) -> None:
+    """The history lists each state change with its note."""
+    rec = journal.claim(key(), layout_version="l", mapping_version="m").record
+    journal.transition(rec.id, State.DELIVERING, note="a.xml")
+    journal.transition(rec.id, State.DELIVERED)
+    journal.transition(rec.id, State.ARCHIVED, archive_path="archive/x.csv")
+    assert [(h.from_state, h.to_state) for h in journal.history(rec.id)] == [
+        (None, "processing"),
+        ("processing", "delivering"),
+        ("delivering", "delivered"),
+        ("delivered", "archived"),
+    ]
+    assert journal.get(rec.id).archive_path == "archive/x.csv"  # type: ignore[union-attr]
+
+
+def test_prune_forgets_old_delivered_records_but_keeps_quarantine(journal: Journal) -> None:
+    """Retention removes delivered history only; quarantined files stay for an operator."""
+    done = journal.claim(key(), layout_version="l", mapping_version="m").record
+    journal.transition(done.id, State.DELIVERING)
+    journal.record_output(done.id, OutputRecord("t", "a.xml", 1, "x", T0))
+    journal.transition(done.id, State.DELIVERED)
+    bad = journal.claim(key(sha="c" * 64), layout_version="l", mapping_version="m").record
+    journal.transition(bad.id, State.QUARANTINED, error=("validation", "bad"))
+    assert journal.prune(datetime.now(UTC) - timedelta(days=1)) == 0
+    assert journal.prune(datetime.now(UTC) + timedelta(seconds=1)) == 1
+    assert [r.id for r in journal.query()] == [bad.id]
+
+
+def test_business_keys_of_other_files_are_reported(journal: Journal) -> None:
+    """Keys delivered by one file are found for another, never for the file itself."""
+    one = journal.claim(key(), layout_version="l", mapping_version="m").record.id
+    two = journal.claim(key(sha="d" * 64), layout_version="l", mapping_version="m").record.id
+    journal.record_keys("r", one, ["EC1", "EC2"])
+    assert journal.delivered_keys("r", ["EC1", "EC3"], except_file=two) == {"EC1": one}
+    assert journal.delivered_keys("r", ["EC1"], except_file=one) == {}
+    assert journal.delivered_keys("other", ["EC1"], except_file=two) == {}
+
+
+def test_alert_ledger_sends_once_per_window_then_a_digest(journal: Journal) -> None:
+    """Within a window one alert per route and cause is sent; held ones go in one digest."""
+    first = journal.alert_window("r", "network", window_s=600, now=T0)
+    assert first.send
+    for minutes in (1, 2, 3):
+        held = journal.alert_window(
+            "r", "network", window_s=600, now=T0 + timedelta(minutes=minutes)
+        )
+        assert not held.send
+    assert journal.alert_window("r", "validation", window_s=600, now=T0).send
+    assert journal.due_digests(window_s=600, now=T0 + timedelta(minutes=5)) == []
+    assert journal.due_digests(window_s=600, now=T0 + timedelta(minutes=10)) == [
+        ("r", "network", 3)
+    ]
+    assert journal.due_digests(window_s=600, now=T0 + timedelta(minutes=30)) == []
+    assert sorted(journal.resolve_alerts("r")) == ["network", "validation"]
+    assert journal.resolve_alerts("r") == []
+
+
+def test_reconsider_finds_the_quarantined_files_that_may_heal(journal: Journal) -> None:
+    """Judged by other versions, given up on a transient cause long enough ago, or cut
+    short while being taken again: found (oldest first, bounded); judged by the versions
+    in use, recently given up, delivered, dropped or without a kept copy: not."""
+
+    def quarantined(sha: str, kind: str, mapping: str = "m", copy: bool = True) -> int:
+        rec = journal.claim(key(sha=sha * 64), layout_version="l", mapping_version=mapping)
+        journal.transition(
+            rec.record.id,
+            State.QUARANTINED,
+            error=(kind, "why"),
+            quarantine_path=f"/q/{sha}" if copy else None,
+        )
+        return rec.record.id
+
+    other_version = quarantined("a", "validation", mapping="old")
+    same_version = quarantined("b", "validation")
+    transient = quarantined("c", "connection")
+    no_copy = quarantined("d", "validation", mapping="old", copy=False)
+    cut_short = quarantined("e", "validation")
+    journal.transition(cut_short, State.PROCESSING)
+    journal.transition(cut_short, State.DELIVERING)
+    healed = quarantined("f", "validation", mapping="old")
+    for state in (State.PROCESSING, State.DELIVERING, State.DELIVERED):
+        journal.transition(healed, state)
+    dropped = quarantined("g", "validation", mapping="old")
+    journal.transition(dropped, State.DROPPED)
+    assert {same_version, no_copy, healed, dropped}.isdisjoint({other_version, transient})
+
+    def found(before: datetime, limit: int = 100) -> list[int]:
+        return [
+            r.id
+            for r in journal.reconsider(
+                "r",
+                layout_version="l",
+                mapping_version="m",
+                transient={"connection"},
+                transient_before=before,
+                limit=limit,
+            )
+        ]
+
+    now = datetime.now(UTC)
+    assert found(now + timedelta(seconds=1)) == [other_version, transient, cut_short]
+    assert found(now - timedelta(hours=1)) == [other_version, cut_short]  # given up just now
+    assert found(now + timedelta(seconds=1), limit=2) == [other_version, transient]
+    assert (
+        journal.reconsider(
+            "other-route",
+            layout_version="l",
+            mapping_version="m",
+            transient={"connection"},
+            transient_before=now,
+            limit=10,
+        )
+        == []
+    )
+
+
+def test_every_state_has_a_row_in_the_transition_table() -> None:
+    """The table is complete: each state says where it may go (dropped: nowhere), and
+    only processing begins a record."""
+    assert set(TRANSITIONS) == {None, *State}
+    assert TRANSITIONS[None] == {State.PROCESSING}
+    assert TRANSITIONS[State.DROPPED] == {State.PROCESSING}
+    for done in DONE_STATES:
+        assert State.QUARANTINED not in TRANSITIONS[done]
+
+
+def test_an_illegal_transition_raises_and_writes_nothing(journal: Journal) -> None:
+    """processing -> delivered (skipping delivering), dropped -> delivered: refused with the
+    file, the two states and what is allowed; the record and its history unchanged."""
+    rec = journal.claim(key(), layout_version="l", mapping_version="m").record
+    with pytest.raises(IllegalTransition, match="processing -> delivered") as raised:
+        journal.transition(rec.id, State.DELIVERED)
+    assert f"#{rec.id}" in str(raised.value) and "delivering" in str(raised.value)
+    assert isinstance(raised.value, JournalError) and not raised.value.retryable
+    with pytest.raises(IllegalTransition):
+        journal.record_steps([Step(rec.id, State.DELIVERING), Step(rec.id, State.ARCHIVED)])
+    after = journal.get(rec.id)
+    assert after is not None and after.state == State.PROCESSING
+    assert [h.to_state for h in journal.history(rec.id)] == ["processing"]
+    journal.transition(rec.id, State.DROPPED)
+    for state in set(State) - {State.DROPPED, State.PROCESSING}:
+        with pytest.raises(IllegalTransition):
+            journal.transition(rec.id, state)
+
+
+def test_a_dropped_content_sent_again_is_taken_again(journal: Journal) -> None:
+    """An operator dropped it; the partner sends the same bytes again: a new attempt on
+    the same record (judged again, quarantined again if nothing changed)."""
+    rec = journal.claim(key(), layout_version="l", mapping_version="m").record
+    journal.transition(rec.id, State.DROPPED)
+    again = journal.claim(key(), layout_version="l", mapping_version="m")
+    assert not again.already_delivered and again.record.id == rec.id
+    assert again.record.state == State.PROCESSING and again.record.attempts == 2
+
+
+def test_every_legal_path_of_a_file_is_accepted(journal: Journal) -> None:
+    """The paths the runner takes: delivered and archived; retried then delivered and
+    deleted; quarantined, taken again and delivered; archived, the move taken back, and
+    sent again on purpose."""
+    paths = [
+        [State.DELIVERING, State.DELIVERED, State.ARCHIVED],
+        [
+            State.DELIVERING,
+            State.RETRYING,
+            State.PROCESSING,
+            State.DELIVERING,
+            State.DELIVERED,
+            State.DELETED,
+        ],
+        [State.QUARANTINED, State.PROCESSING, State.DELIVERING, State.DELIVERED],
+        [
+            State.DELIVERING,
+            State.DELIVERED,
+            State.ARCHIVED,
+            State.DELIVERED,
+            State.PROCESSING,
+            State.DELIVERING,
+            State.DELIVERED,
+        ],
+        [State.DELIVERING, State.QUARANTINED, State.DROPPED],
+    ]
+    for i, path in enumerate(paths):
+        rec = journal.claim(key(sha=f"{i:064d}"), layout_version="l", mapping_version="m").record
+        walk(journal, rec.id, *path)
+        done = journal.get(rec.id)
+        assert done is not None and done.state == path[-1]
+
+
+def test_notes_keep_the_state(journal: Journal) -> None:
+    """Writing the state a file is in (a note: seen again, due now) is always allowed."""
+    rec = journal.claim(key(), layout_version="l", mapping_version="m").record
+    walk(journal, rec.id, State.DELIVERING, State.RETRYING)
+    journal.transition(rec.id, State.RETRYING, note="due now (by hand)")
+    assert journal.history(rec.id)[-1].note == "due now (by hand)"
+
+
+def test_lookups_find_a_file_by_name_size_and_time(journal: Journal) -> None:
+    rec = journal.claim(key(), layout_version="l", mapping_version="m").record
+    found = journal.lookup("r", "drop", "orders_1.csv", 10, 123)
+    assert found is not None and found.id == rec.id
+    assert journal.lookup("r", "drop", "orders_1.csv", 11, 123) is None
+    many = journal.lookup_many("r", "drop", [("orders_1.csv", 10, 123), ("x.csv", 1, 1)])
+    assert list(many) == [("orders_1.csv", 10, 123)]
+    assert journal.find_content("r", "a" * 64) is not None
+    assert journal.find_content("r", "b" * 64) is None
+
+
+def test_held_file_observations_are_kept_per_route(journal: Journal) -> None:
+    held = [Observation("a.csv", 10, 123, T0, T0, "still being written")]
+    journal.save_observations("r", held)
+    assert set(journal.observations("r")) == {"a.csv"}
+    assert journal.observations("other") == {}
+    journal.save_observations("r", [])
+    assert journal.observations("r") == {}
