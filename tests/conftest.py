@@ -169,3 +169,20 @@ def mounted_tmpfs(folder: Path, options: str) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A real PostgreSQL server on 127.0.0.1 for the whole session (initdb in a temporary
+    folder, run as an unprivileged user), started the first time a test asks for it."""
+    from tests import pg
+
+    if not pg.available():
+        pytest.fail(
+            "PostgreSQL is not installed: run the test command from README.md "
+            "(bash tests/run-all.sh), which installs it (apt-get install postgresql)"
+        )
+    server = pg.start_postgres()
+    yield server
+    server.stop("immediate")
+    shutil.rmtree(server.base, ignore_errors=True)

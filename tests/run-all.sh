@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the tests need on a fresh machine, then run the whole suite.
-#   - the SFTP servers the tests start on 127.0.0.1 (Debian packages, via apt-get when
-#     missing): OpenSSH's sshd, gesftpserver, rclone (serve sftp), ProFTPD with mod_sftp
+#   - the servers the tests start on 127.0.0.1 (Debian packages, via apt-get when
+#     missing): OpenSSH's sshd, gesftpserver, rclone (serve sftp), ProFTPD with mod_sftp,
+#     PostgreSQL
 #   - xchange itself with its test extras, in a virtual environment (.venv)
 # Extra arguments go to pytest.
 set -euo pipefail
@@ -15,6 +16,9 @@ command -v rclone >/dev/null 2>&1 || missing+=(rclone)
 [ -x /usr/sbin/proftpd ] || missing+=(proftpd-core)
 [ -e /usr/lib/proftpd/mod_sftp.so ] || missing+=(proftpd-mod-crypto)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)  # checks the unit file
+# PostgreSQL for the shared journal's tests (started by the tests: initdb in a temporary
+# folder, as the unprivileged postgres user, on a free port of 127.0.0.1).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then apt_get="apt-get"; else apt_get="sudo apt-get"; fi
     export DEBIAN_FRONTEND=noninteractive

@@ -18,6 +18,8 @@ OWNERS = {
     "click": {"cli/__init__.py", "cli/main.py", "cli/records.py"},
     "tenacity": {"retry.py"},
     "sqlite3": {"journal/sqlite.py"},
+    "psycopg": {"journal/postgres.py"},
+    "psycopg_pool": {"journal/postgres.py"},
     "tomllib": {"config.py", "layout.py"},
     "watchdog": {"watcher.py"},
     "apscheduler": {"daemon.py"},

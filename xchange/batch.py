@@ -214,6 +214,9 @@ class SmallFiles:
             for (info, data, sha, result), claim in zip(reads, claims, strict=True):
                 record = claim.record
                 result.file_id = record.id
+                if claim.held_by is not None:
+                    log.info("file.held_elsewhere", source=info.name, by=claim.held_by)
+                    continue  # another daemon of the shared journal has it
                 if claim.already_delivered:
                     result.outcome = DUPLICATE
                     result.outputs = [o.path for o in record.outputs]

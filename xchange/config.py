@@ -29,6 +29,7 @@ from pydantic import (
     StrictBool,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -249,7 +250,32 @@ class RouteConfig(_Model):
 
 
 class JournalConfig(_Model):
+    """Where the journal is: a SQLite file (``path``, the embedded default), or a
+    PostgreSQL database shared by several daemons (``url``; ``path``'s folder still holds
+    this host's scratch space and run lock)."""
+
     path: ConfigPath
+    #: ``postgresql://user@host:port/database`` (no password: it comes from password_env).
+    url: str | None = None
+    password_env: str | None = None
+    #: Seconds a daemon's claim on a file lasts without renewal (renewed every third).
+    lease: float = Field(120.0, gt=0)
+    password: SecretStr | None = Field(None, exclude=True)
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("expected a postgresql://user@host:port/database URL")
+        netloc = url.split("://", 1)[1].split("/", 1)[0]
+        if "@" in netloc and ":" in netloc.split("@", 1)[0]:
+            raise ValueError(
+                "the URL holds a password: write it nowhere in the file; name the "
+                "environment variable that holds it in journal.password_env"
+            )
+        return url
 
 
 class QuarantineConfig(_Model):
@@ -511,6 +537,16 @@ def load_config(
         problems.extend(_problems(source, exc))
 
     problems.extend(_cross_check(source, raw.get("routes"), raw_endpoints))
+    if config is not None and config.journal.password_env:
+        # Every command reads the journal: its password is needed even by read-only ones.
+        variable = config.journal.password_env
+        if variable not in env:
+            problems.append(
+                f"{source}: journal.password_env: environment variable {variable} is not set"
+            )
+        else:
+            journal = config.journal.model_copy(update={"password": SecretStr(env[variable])})
+            config = config.model_copy(update={"journal": journal})
     if config is not None:
         alerts, alert_problems, unset = _alert_secrets(config.alerts, env, source)
         problems.extend(alert_problems)

@@ -24,6 +24,7 @@ that flag alone, never on the concrete class::
       │    └─ MappingError              the mapping cannot produce the target layout
       ├─ UnsafeName                     a name built from data would leave its folder
       ├─ JournalError                   the journal cannot be read or written
+      │    ├─ JournalUnavailable        (retryable) the journal's server cannot be reached
       │    └─ IllegalTransition         a state change the journal's table forbids (a defect)
       ├─ UsageError                     an operator asked for something that cannot be done
       └─ LockHeld                       another run of the same configuration is active
@@ -169,6 +170,14 @@ class JournalError(XchangeError):
     kind = "journal"
 
 
+class JournalUnavailable(JournalError):
+    """The journal's database server cannot be reached (down, restarting, a network cut):
+    nothing is sent whose claim is not confirmed; the files wait and are tried again."""
+
+    retryable = True
+    kind = "journal-unavailable"
+
+
 class IllegalTransition(JournalError):
     """A write the journal's transition table forbids (``journal/states.py``): a defect
     in xchange, refused before anything is written."""
@@ -211,6 +220,7 @@ __all__ = [
     "HostKeyUnknown",
     "IllegalTransition",
     "JournalError",
+    "JournalUnavailable",
     "LockHeld",
     "MappingError",
     "NameRefused",

@@ -25,7 +25,7 @@ from xchange.errors import RemoteError, XchangeError
 from xchange.journal import DONE_STATES, FileRecord, Journal
 from xchange.readiness import Verdict, judge, marker_name
 from xchange.remote import DropOwner, FileInfo, Remote
-from xchange.remote.base import Selector, is_temporary
+from xchange.remote.base import SHARED, Selector, is_temporary
 from xchange.sessions import Sessions
 
 log = structlog.get_logger(__name__)
@@ -159,7 +159,8 @@ class Scanner:
 
     def owner(self) -> DropOwner:
         """This process as the owner of the drop folders it takes from."""
-        return DropOwner(self.journal.journal_id, socket.gethostname(), os.getpid(), time.time())
+        journal_id = self.journal.journal_id + (SHARED if self.journal.shared else "")
+        return DropOwner(journal_id, socket.gethostname(), os.getpid(), time.time())
 
     def _claim_drop(self, endpoint: str, source: Remote) -> DropOwner | None:
         """Mark a source folder as this journal's (a heartbeat every ``DROP_HEARTBEAT``

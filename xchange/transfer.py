@@ -339,6 +339,11 @@ class Transfer:
         )
         checkpoint("after-claim")
         result.file_id = claim.record.id
+        if claim.held_by is not None:
+            # Another daemon of the shared journal is taking this content through.
+            log.info("file.held_elsewhere", by=claim.held_by, file_id=claim.record.id)
+            result.outcome = SKIPPED
+            return
         if claim.already_delivered:
             result.outcome = DUPLICATE
             result.outputs = [o.path for o in claim.record.outputs]
@@ -403,6 +408,11 @@ class Transfer:
         )
         current = claim.record
         result.file_id = current.id
+        if claim.held_by is not None:
+            raise UsageError(
+                f"file #{current.id} is being taken through by another daemon "
+                f"({claim.held_by}); look again when it is done"
+            )
         if edited:
             if claim.already_delivered:
                 self.journal.transition(

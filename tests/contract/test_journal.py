@@ -8,6 +8,7 @@ ledger, the records that may heal, held-file observations.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,19 +28,26 @@ from xchange.journal import (
 )
 from xchange.journal.sqlite import SQLiteJournal
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
 T0 = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
 
 
-def open_backend(kind: str, tmp_path: Path) -> Journal:
+def open_backend(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> Journal:
+    """A fresh, empty journal of the backend ``kind``."""
     if kind == "sqlite":
         return SQLiteJournal(tmp_path / "j.sqlite")
+    if kind == "postgres":
+        from xchange.journal.postgres import PostgresJournal
+
+        server = request.getfixturevalue("postgres")
+        url = server.create_database(f"j_{secrets.token_hex(6)}")
+        return PostgresJournal(url, password=server.password)
     raise AssertionError(kind)
 
 
 @pytest.fixture(params=BACKENDS)
 def journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Journal]:
-    store = open_backend(request.param, tmp_path)
+    store = open_backend(request, request.param, tmp_path)
     yield store
     store.close()
 

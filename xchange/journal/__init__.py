@@ -18,7 +18,13 @@ from xchange.journal.states import DONE_STATES, TRANSITIONS, State, check_transi
 
 
 def open_journal(cfg: JournalConfig) -> Journal:
-    """Open (and migrate) the journal a configuration names."""
+    """Open (and migrate) the journal a configuration names: PostgreSQL when it gives a
+    ``url``, else the SQLite file at ``path``."""
+    if cfg.url is not None:
+        from xchange.journal.postgres import PostgresJournal
+
+        password = cfg.password.get_secret_value() if cfg.password is not None else None
+        return PostgresJournal(cfg.url, password=password, lease=cfg.lease)
     from xchange.journal.sqlite import SQLiteJournal
 
     return SQLiteJournal(cfg.path)

@@ -71,6 +71,10 @@ class FileRecord:
     created_at: datetime
     updated_at: datetime
     outputs: list[OutputRecord] = field(default_factory=list)
+    #: A shared journal's daemon taking the file through right now (host:pid:token), and
+    #: until when its lease runs (renewed while it works); None in a single-daemon journal.
+    owner: str | None = None
+    lease_until: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -107,6 +111,8 @@ class Claim:
 
     record: FileRecord
     already_delivered: bool
+    #: Another daemon of a shared journal holds this content (its owner): not taken now.
+    held_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +149,10 @@ class Observation:
 
 class Journal(Protocol):
     """What the runner, the operator commands and the alerts need from a backend."""
+
+    #: Whether several daemons (processes, hosts) may share this journal: claims then hold
+    #: leases, and a claim of content another daemon holds says so (``Claim.held_by``).
+    shared: bool
 
     def batch(self) -> AbstractContextManager[None]:
         """Make the writes inside the block one transaction: nothing of it is committed

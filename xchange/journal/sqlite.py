@@ -244,7 +244,10 @@ def _new_record(
 
 
 class SQLiteJournal:
-    """The SQLite journal. Safe to share between threads (one connection, one lock)."""
+    """The SQLite journal. Safe to share between threads (one connection, one lock); one
+    daemon per journal (a PostgreSQL journal is shared by several)."""
+
+    shared = False
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -212,6 +212,8 @@ class Remote(Protocol):
 
 #: The hidden file that marks a drop folder as one journal's while it runs.
 DROP_MARK = ".xchange-drop"
+#: The suffix of a shared journal's id in a drop mark.
+SHARED = "+shared"
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +239,11 @@ class DropOwner:
 
     def describe(self) -> str:
         return f"journal {self.journal_id} (pid {self.pid} on {self.host})"
+
+    def shares_with(self, other: DropOwner) -> bool:
+        """Whether both are daemons of one shared journal (which may take files from one
+        drop folder together: their claims keep them apart)."""
+        return self.journal_id == other.journal_id and self.journal_id.endswith(SHARED)
 
 
 def matches(name: str, pattern: str) -> bool:

@@ -337,6 +337,8 @@ class LocalRemote:
         except BlockingIOError:
             holder = DropOwner.parse(os.pread(fd, 256, 0).decode(errors="replace"))
             os.close(fd)
+            if holder is not None and holder.shares_with(owner):
+                return None  # another daemon of the same shared journal
             return holder or DropOwner("unknown", "unknown", 0)
         os.ftruncate(fd, 0)
         os.pwrite(fd, owner.text().encode(), 0)

@@ -1,0 +1,808 @@
+"""The PostgreSQL journal: one journal shared by several daemons on several hosts.
+
+psycopg 3 with its connection pool (the only module that imports them). The same named
+migrations as the SQLite backend, in PostgreSQL's dialect. What differs from SQLite is
+what sharing needs:
+
+- **Claims with leases.** A record being taken through (``processing``, ``delivering``)
+  names its owner (this journal object: host, pid, a token) and a lease. Another
+  daemon's claim of the same content skips it (``Claim.held_by``) while the lease runs;
+  a background thread renews this owner's leases every third of the lease; a daemon that
+  dies (SIGKILL, host lost) stops renewing, and once its leases run out another daemon
+  takes its files over from their last committed state, as a restart would. The claim is
+  one transaction: an insert that loses the race, or a row another claim holds locked
+  (``FOR UPDATE SKIP LOCKED``), is someone else's: no daemon waits on another's file.
+- **Connection loss is transient** (``JournalUnavailable``): the daemon keeps its files
+  and tries again; nothing is sent whose claim could not be confirmed.
+
+The password comes from the configuration's ``password_env``, never from the URL, and is
+never in a message.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from xchange.errors import JournalError, JournalUnavailable
+from xchange.journal.base import (
+    AlertWindow,
+    Claim,
+    FileKey,
+    FileRecord,
+    Observation,
+    OutputRecord,
+    Step,
+    Transition,
+)
+from xchange.journal.states import DONE_STATES, State, check_transition
+
+#: States in which a record has an owner holding a lease.
+HELD_STATES = ("processing", "delivering")
+
+_HEALABLE = (
+    "quarantine_path IS NOT NULL AND "
+    "state IN ('quarantined', 'processing', 'delivering', 'retrying')"
+)
+
+#: The SQLite backend's migrations, by the same names, in PostgreSQL's dialect.
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_files_outputs_transitions",
+        """
+        CREATE TABLE files (
+            id BIGSERIAL PRIMARY KEY,
+            route TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            path TEXT NOT NULL,
+            size BIGINT NOT NULL,
+            mtime_ns BIGINT NOT NULL,
+            sha256 TEXT NOT NULL,
+            layout_version TEXT,
+            mapping_version TEXT,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_retry_at TIMESTAMPTZ,
+            error_kind TEXT,
+            error_message TEXT,
+            quarantine_path TEXT,
+            created_at TIMESTAMPTZ NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL
+        );
+        CREATE UNIQUE INDEX files_route_content ON files(route, sha256);
+        CREATE INDEX files_route_path ON files(route, endpoint, path, size, mtime_ns);
+        CREATE INDEX files_state ON files(state, updated_at);
+        CREATE TABLE outputs (
+            id BIGSERIAL PRIMARY KEY,
+            file_id BIGINT NOT NULL REFERENCES files(id),
+            endpoint TEXT NOT NULL,
+            path TEXT NOT NULL,
+            size BIGINT NOT NULL,
+            sha256 TEXT NOT NULL,
+            delivered_at TIMESTAMPTZ NOT NULL
+        );
+        CREATE INDEX outputs_file ON outputs(file_id);
+        CREATE TABLE transitions (
+            id BIGSERIAL PRIMARY KEY,
+            file_id BIGINT NOT NULL REFERENCES files(id),
+            at TIMESTAMPTZ NOT NULL,
+            from_state TEXT,
+            to_state TEXT NOT NULL,
+            note TEXT
+        );
+        CREATE INDEX transitions_file ON transitions(file_id);
+        """,
+    ),
+    ("0002_files_source_encoding", "ALTER TABLE files ADD COLUMN source_encoding TEXT"),
+    (
+        "0003_archive_keys_alerts",
+        """
+        ALTER TABLE files ADD COLUMN archive_path TEXT;
+        CREATE TABLE business_keys (
+            route TEXT NOT NULL,
+            key TEXT NOT NULL,
+            file_id BIGINT NOT NULL REFERENCES files(id),
+            recorded_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (route, key)
+        );
+        CREATE TABLE alerts (
+            route TEXT NOT NULL,
+            cause TEXT NOT NULL,
+            sent_at TIMESTAMPTZ NOT NULL,
+            held INTEGER NOT NULL DEFAULT 0,
+            open INTEGER NOT NULL DEFAULT 1,
+            PRIMARY KEY (route, cause)
+        );
+        """,
+    ),
+    (
+        "0004_observations",
+        """
+        CREATE TABLE observations (
+            route TEXT NOT NULL,
+            path TEXT NOT NULL,
+            size BIGINT NOT NULL,
+            mtime_ns BIGINT NOT NULL,
+            first_seen TIMESTAMPTZ NOT NULL,
+            changed_at TIMESTAMPTZ NOT NULL,
+            reason TEXT NOT NULL,
+            PRIMARY KEY (route, path)
+        );
+        """,
+    ),
+    (
+        "0005_meta_sessions",
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            opened_at TIMESTAMPTZ NOT NULL
+        );
+        """,
+    ),
+    ("0006_heal_index", f"CREATE INDEX files_heal ON files(route, id) WHERE {_HEALABLE}"),
+    (
+        "0007_claims",
+        """
+        ALTER TABLE files ADD COLUMN owner TEXT;
+        ALTER TABLE files ADD COLUMN lease_until TIMESTAMPTZ;
+        CREATE INDEX files_owner ON files(owner) WHERE owner IS NOT NULL;
+        """,
+    ),
+]
+
+_FILE_COLUMNS = (
+    "id, route, endpoint, path, size, mtime_ns, sha256, layout_version, mapping_version, "
+    "state, attempts, next_retry_at, error_kind, error_message, quarantine_path, archive_path, "
+    "source_encoding, created_at, updated_at, owner, lease_until"
+)
+
+
+def _utc() -> datetime:
+    return datetime.now(UTC)
+
+
+class PostgresJournal:
+    """A journal in a PostgreSQL database, safe to share between threads, processes and
+    hosts. ``url`` names the server and database (``postgresql://user@host:port/db``)."""
+
+    shared = True
+
+    def __init__(
+        self, url: str, *, password: str | None = None, lease: float = 120.0, pool_size: int = 8
+    ) -> None:
+        self.url = url
+        self.lease = timedelta(seconds=lease)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        kwargs: dict[str, Any] = {
+            "row_factory": dict_row,
+            "autocommit": False,
+            "options": "-c timezone=UTC",
+            "connect_timeout": 10,
+        }
+        if password is not None:
+            kwargs["password"] = password
+        self._pool = ConnectionPool(
+            url, min_size=1, max_size=pool_size, kwargs=kwargs, open=False, timeout=30
+        )
+        self._local = threading.local()
+        try:
+            self._pool.open(wait=True, timeout=30)
+        except (PoolTimeout, psycopg.Error) as exc:
+            self._pool.close()
+            raise JournalUnavailable(
+                f"journal {self.where}: cannot connect: {_said(exc)}"
+            ) from None
+        self._migrate()
+        self._closed = threading.Event()
+        self._renewer = threading.Thread(
+            target=self._renew_leases, name="xchange-journal-leases", daemon=True
+        )
+        self._renewer.start()
+
+    @property
+    def where(self) -> str:
+        """The server and database, for messages (never a password)."""
+        return self.url.split("?", 1)[0]
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
+        current = getattr(self._local, "conn", None)
+        if current is not None:
+            yield current  # part of the enclosing batch
+            return
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                yield conn
+        except psycopg.OperationalError as exc:
+            raise JournalUnavailable(f"journal {self.where}: {_said(exc)}") from None
+        except PoolTimeout as exc:
+            raise JournalUnavailable(f"journal {self.where}: {_said(exc)}") from None
+        except psycopg.Error as exc:
+            raise JournalError(f"journal {self.where}: {_said(exc)}") from None
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        if getattr(self._local, "conn", None) is not None:
+            yield
+            return
+        with self._tx() as conn:
+            self._local.conn = conn
+            try:
+                yield
+            finally:
+                self._local.conn = None
+
+    def _migrate(self) -> None:
+        with self._tx() as db:
+            # One migrating daemon at a time (the others wait, then find nothing to do).
+            db.execute("SELECT pg_advisory_xact_lock(7261626)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
+            )
+            done = {r["name"] for r in db.execute("SELECT name FROM schema_migrations")}
+            for name, sql in MIGRATIONS:
+                if name in done:
+                    continue
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        db.execute(statement)  # type: ignore[call-overload]
+                db.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (name, _utc()))
+            db.execute(
+                "INSERT INTO meta VALUES ('journal_id', %s) ON CONFLICT (key) DO NOTHING",
+                (secrets.token_hex(8),),
+            )
+
+    def _renew_leases(self) -> None:
+        every = max(self.lease.total_seconds() / 3, 0.05)
+        while not self._closed.wait(every):
+            try:
+                self.renew_leases()
+            except JournalError:
+                continue  # the server is away: tried again; the leases may run out
+
+    def renew_leases(self) -> int:
+        """Extend this owner's leases on the files it is taking through."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE files SET lease_until=%s WHERE owner=%s AND state = ANY(%s)",
+                (_utc() + self.lease, self.owner, list(HELD_STATES)),
+            )
+            return cur.rowcount
+
+    def _hold(self, state: State) -> tuple[str | None, datetime | None]:
+        """The owner and lease a record gets on entering ``state``."""
+        if str(state) in HELD_STATES:
+            return self.owner, _utc() + self.lease
+        return None, None
+
+    # ------------------------------------------------------------------ reads
+
+    def _records(self, db: psycopg.Connection[Any], rows: list[dict[str, Any]]) -> list[FileRecord]:
+        ids = [r["id"] for r in rows]
+        outputs: dict[int, list[OutputRecord]] = {i: [] for i in ids}
+        if ids:
+            for o in db.execute(
+                "SELECT * FROM outputs WHERE file_id = ANY(%s) ORDER BY id", (ids,)
+            ).fetchall():
+                outputs[o["file_id"]].append(
+                    OutputRecord(
+                        o["endpoint"], o["path"], o["size"], o["sha256"], o["delivered_at"]
+                    )
+                )
+        return [_built(r, outputs[r["id"]]) for r in rows]
+
+    def _select(self, where: str, args: Sequence[Any], tail: str = "") -> list[FileRecord]:
+        with self._tx() as db:
+            rows = db.execute(
+                f"SELECT {_FILE_COLUMNS} FROM files WHERE {where} {tail}",  # type: ignore[call-overload]
+                args,
+            ).fetchall()
+            return self._records(db, rows)
+
+    def lookup(
+        self, route: str, endpoint: str, path: str, size: int, mtime_ns: int
+    ) -> FileRecord | None:
+        found = self._select(
+            "route=%s AND endpoint=%s AND path=%s AND size=%s AND mtime_ns=%s",
+            (route, endpoint, path, size, mtime_ns),
+            "ORDER BY id DESC LIMIT 1",
+        )
+        return found[0] if found else None
+
+    def lookup_many(
+        self, route: str, endpoint: str, files: Sequence[tuple[str, int, int]]
+    ) -> dict[tuple[str, int, int], FileRecord]:
+        wanted = set(files)
+        paths = sorted({path for path, _, _ in wanted})
+        found: dict[tuple[str, int, int], FileRecord] = {}
+        for start in range(0, len(paths), 1000):
+            records = self._select(
+                "route=%s AND endpoint=%s AND path = ANY(%s)",
+                (route, endpoint, paths[start : start + 1000]),
+                "ORDER BY id",
+            )
+            for record in records:  # oldest first: the newest of a key wins
+                key = (record.path, record.size, record.mtime_ns)
+                if key in wanted:
+                    found[key] = record
+        return found
+
+    def find_content(self, route: str, sha256: str) -> FileRecord | None:
+        found = self._select("route=%s AND sha256=%s", (route, sha256))
+        return found[0] if found else None
+
+    def get(self, file_id: int) -> FileRecord | None:
+        found = self._select("id=%s", (file_id,))
+        return found[0] if found else None
+
+    def query(
+        self,
+        *,
+        route: str | None = None,
+        state: State | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        pattern: str | None = None,
+        limit: int = 100,
+    ) -> list[FileRecord]:
+        where, args = ["TRUE"], []
+        for sql, value in (
+            ("route=%s", route),
+            ("state=%s", None if state is None else str(state)),
+            ("updated_at>=%s", since),
+            ("updated_at<%s", until),
+        ):
+            if value is not None:
+                where.append(sql)
+                args.append(value)
+        if pattern is not None:
+            where.append("path LIKE %s")
+            args.append(_glob_to_like(pattern))
+        return self._select(" AND ".join(where), [*args, limit], "ORDER BY id DESC LIMIT %s")
+
+    def reconsider(
+        self,
+        route: str,
+        *,
+        layout_version: str,
+        mapping_version: str,
+        transient: Collection[str],
+        transient_before: datetime,
+        limit: int,
+    ) -> list[FileRecord]:
+        return self._select(
+            f"route=%s AND {_HEALABLE} AND ("
+            "(state='quarantined' AND (layout_version IS DISTINCT FROM %s OR "
+            "mapping_version IS DISTINCT FROM %s OR (error_kind = ANY(%s) AND updated_at<%s))) "
+            "OR (state IN ('processing', 'delivering') AND "
+            "(owner IS NULL OR owner=%s OR lease_until<now())) "
+            "OR (state='retrying' AND updated_at<%s))",
+            (
+                route,
+                layout_version,
+                mapping_version,
+                sorted(transient),
+                transient_before,
+                self.owner,
+                transient_before,
+                limit,
+            ),
+            "ORDER BY id LIMIT %s",
+        )
+
+    def history(self, file_id: int) -> list[Transition]:
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT at, from_state, to_state, note FROM transitions WHERE file_id=%s "
+                "ORDER BY id",
+                (file_id,),
+            ).fetchall()
+        return [Transition(r["at"], r["from_state"], r["to_state"], r["note"]) for r in rows]
+
+    # ------------------------------------------------------------------ claims
+
+    def claim(self, key: FileKey, *, layout_version: str, mapping_version: str) -> Claim:
+        now = _utc()
+        owner, lease = self.owner, now + self.lease
+        with self._tx() as db:
+            inserted = db.execute(
+                "INSERT INTO files (route, endpoint, path, size, mtime_ns, sha256, "
+                "layout_version, mapping_version, state, attempts, created_at, updated_at, "
+                "owner, lease_until) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,'processing',1,%s,%s,%s,%s) "
+                f"ON CONFLICT (route, sha256) DO NOTHING RETURNING {_FILE_COLUMNS}",
+                (
+                    key.route,
+                    key.endpoint,
+                    key.path,
+                    key.size,
+                    key.mtime_ns,
+                    key.sha256,
+                    layout_version,
+                    mapping_version,
+                    now,
+                    now,
+                    owner,
+                    lease,
+                ),
+            ).fetchone()
+            if inserted is not None:
+                db.execute(
+                    "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
+                    "VALUES (%s,%s,NULL,'processing',%s)",
+                    (inserted["id"], now, key.path),
+                )
+                return Claim(_built(inserted, []), already_delivered=False)
+            row = db.execute(
+                f"SELECT {_FILE_COLUMNS} FROM files WHERE route=%s AND sha256=%s "
+                "FOR UPDATE SKIP LOCKED",
+                (key.route, key.sha256),
+            ).fetchone()
+            if row is None:
+                # Another daemon's claim holds the row right now: its file, not ours.
+                current = self._select("route=%s AND sha256=%s", (key.route, key.sha256))
+                return Claim(current[0], already_delivered=False, held_by="another daemon")
+            (record,) = self._records(db, [row])
+            if record.state in DONE_STATES:
+                return Claim(record, already_delivered=True)
+            if (
+                row["owner"] not in (None, owner)
+                and row["lease_until"] is not None
+                and row["lease_until"] > now
+                and str(record.state) in HELD_STATES
+            ):
+                return Claim(record, already_delivered=False, held_by=row["owner"])
+            check_transition(record.id, record.state, State.PROCESSING)
+            same_file = record.endpoint == key.endpoint and record.path == key.path
+            endpoint, path, size, mtime_ns = (
+                (key.endpoint, key.path, key.size, key.mtime_ns)
+                if same_file
+                else (record.endpoint, record.path, record.size, record.mtime_ns)
+            )
+            taken_over = row["owner"] not in (None, owner) and str(record.state) in HELD_STATES
+            updated = db.execute(
+                "UPDATE files SET endpoint=%s, path=%s, size=%s, mtime_ns=%s, "
+                "layout_version=%s, mapping_version=%s, state='processing', "
+                "attempts=attempts+1, updated_at=%s, owner=%s, lease_until=%s "
+                f"WHERE id=%s RETURNING {_FILE_COLUMNS}",
+                (
+                    endpoint,
+                    path,
+                    size,
+                    mtime_ns,
+                    layout_version,
+                    mapping_version,
+                    now,
+                    owner,
+                    lease,
+                    record.id,
+                ),
+            ).fetchone()
+            note = key.path + (f" (taken over from {row['owner']})" if taken_over else "")
+            db.execute(
+                "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
+                "VALUES (%s,%s,%s,'processing',%s)",
+                (record.id, now, str(record.state), note),
+            )
+            return Claim(self._records(db, [updated])[0], already_delivered=False)
+
+    def claim_many(
+        self, keys: Sequence[FileKey], *, layout_version: str, mapping_version: str
+    ) -> list[Claim]:
+        with self.batch():
+            return [
+                self.claim(k, layout_version=layout_version, mapping_version=mapping_version)
+                for k in keys
+            ]
+
+    # ------------------------------------------------------------------ writes
+
+    def _state_of(self, db: psycopg.Connection[Any], file_id: int) -> str:
+        row = db.execute("SELECT state FROM files WHERE id=%s FOR UPDATE", (file_id,)).fetchone()
+        if row is None:
+            raise JournalError(f"journal {self.where}: no file with id {file_id}")
+        return str(row["state"])
+
+    def record_steps(self, steps: Sequence[Step]) -> None:
+        now = _utc()
+        with self._tx() as db:
+            states: dict[int, str] = {}
+            for step in steps:
+                if step.file_id not in states:
+                    states[step.file_id] = self._state_of(db, step.file_id)
+                check_transition(step.file_id, states[step.file_id], step.state)
+                if step.output is not None:
+                    o = step.output
+                    db.execute(
+                        "INSERT INTO outputs (file_id, endpoint, path, size, sha256, "
+                        "delivered_at) VALUES (%s,%s,%s,%s,%s,%s)",
+                        (step.file_id, o.endpoint, o.path, o.size, o.sha256, o.delivered_at),
+                    )
+                db.execute(
+                    "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
+                    "VALUES (%s,%s,%s,%s,%s)",
+                    (step.file_id, now, states[step.file_id], str(step.state), step.note),
+                )
+                owner, lease = self._hold(step.state)
+                done = step.state in DONE_STATES
+                db.execute(
+                    "UPDATE files SET state=%s, updated_at=%s, next_retry_at=NULL, "
+                    "archive_path=coalesce(%s, archive_path), owner=%s, lease_until=%s"
+                    + (", error_kind=NULL, error_message=NULL" if done else "")
+                    + " WHERE id=%s",
+                    (str(step.state), now, step.archive_path, owner, lease, step.file_id),
+                )
+                states[step.file_id] = str(step.state)
+
+    def transition(
+        self,
+        file_id: int,
+        state: State,
+        *,
+        error: tuple[str, str] | None = None,
+        quarantine_path: str | None = None,
+        archive_path: str | None = None,
+        note: str | None = None,
+        encoding: str | None = None,
+        next_retry_at: datetime | None = None,
+    ) -> None:
+        now = _utc()
+        with self._tx() as db:
+            old = self._state_of(db, file_id)
+            check_transition(file_id, old, state)
+            db.execute(
+                "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
+                "VALUES (%s,%s,%s,%s,%s)",
+                (file_id, now, old, str(state), note or (error[1] if error else None)),
+            )
+            owner, lease = self._hold(state)
+            sets = ["state=%s", "updated_at=%s", "next_retry_at=%s", "owner=%s", "lease_until=%s"]
+            args: list[Any] = [str(state), now, next_retry_at, owner, lease]
+            if error is not None:
+                sets += ["error_kind=%s", "error_message=%s"]
+                args += list(error)
+            elif state in DONE_STATES:
+                sets += ["error_kind=NULL", "error_message=NULL"]
+            for column, value in (
+                ("quarantine_path", quarantine_path),
+                ("source_encoding", encoding),
+                ("archive_path", archive_path),
+            ):
+                if value is not None:
+                    sets.append(f"{column}=%s")
+                    args.append(value)
+            db.execute(
+                f"UPDATE files SET {', '.join(sets)} WHERE id=%s",  # type: ignore[call-overload]
+                (*args, file_id),
+            )
+
+    def record_output(self, file_id: int, output: OutputRecord) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO outputs (file_id, endpoint, path, size, sha256, delivered_at) "
+                "VALUES (%s,%s,%s,%s,%s,%s)",
+                (
+                    file_id,
+                    output.endpoint,
+                    output.path,
+                    output.size,
+                    output.sha256,
+                    output.delivered_at,
+                ),
+            )
+
+    def delivered_keys(self, route: str, keys: list[str], *, except_file: int) -> dict[str, int]:
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT key, file_id FROM business_keys WHERE route=%s AND file_id<>%s "
+                "AND key = ANY(%s)",
+                (route, except_file, keys),
+            ).fetchall()
+        return {r["key"]: r["file_id"] for r in rows}
+
+    def record_keys(self, route: str, file_id: int, keys: list[str]) -> None:
+        now = _utc()
+        with self._tx() as db, db.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO business_keys (route, key, file_id, recorded_at) "
+                "VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+                [(route, key, file_id, now) for key in keys],
+            )
+
+    def prune(self, before: datetime) -> int:
+        with self._tx() as db:
+            ids = [
+                r["id"]
+                for r in db.execute(
+                    "SELECT id FROM files WHERE state = ANY(%s) AND updated_at<%s",
+                    (sorted(str(s) for s in DONE_STATES), before),
+                ).fetchall()
+            ]
+            for table, column in (
+                ("outputs", "file_id"),
+                ("transitions", "file_id"),
+                ("business_keys", "file_id"),
+                ("files", "id"),
+            ):
+                db.execute(
+                    f"DELETE FROM {table} WHERE {column} = ANY(%s)",  # type: ignore[call-overload]
+                    (ids,),
+                )
+        return len(ids)
+
+    # ------------------------------------------------------------------ alerts, observations
+
+    def alert_window(
+        self, route: str, cause: str, *, window_s: float, now: datetime
+    ) -> AlertWindow:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO alerts (route, cause, sent_at, held, open) VALUES (%s,%s,%s,0,0) "
+                "ON CONFLICT DO NOTHING",
+                (route, cause, datetime(1970, 1, 1, tzinfo=UTC)),
+            )
+            row = db.execute(
+                "SELECT sent_at, held, open FROM alerts WHERE route=%s AND cause=%s FOR UPDATE",
+                (route, cause),
+            ).fetchone()
+            assert row is not None
+            fresh = row["sent_at"].year == 1970
+            if fresh or (now - row["sent_at"]).total_seconds() >= window_s:
+                db.execute(
+                    "UPDATE alerts SET sent_at=%s, held=0, open=1 WHERE route=%s AND cause=%s",
+                    (now, route, cause),
+                )
+                return AlertWindow(send=True, suppressed=0 if fresh else row["held"])
+            db.execute(
+                "UPDATE alerts SET held=held+1, open=1 WHERE route=%s AND cause=%s",
+                (route, cause),
+            )
+            return AlertWindow(send=False, suppressed=row["held"] + 1)
+
+    def due_digests(self, *, window_s: float, now: datetime) -> list[tuple[str, str, int]]:
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT route, cause, held FROM alerts WHERE held>0 AND sent_at<=%s "
+                "ORDER BY route, cause FOR UPDATE SKIP LOCKED",
+                (now - timedelta(seconds=window_s),),
+            ).fetchall()
+            for r in rows:
+                db.execute(
+                    "UPDATE alerts SET held=0, sent_at=%s WHERE route=%s AND cause=%s",
+                    (now, r["route"], r["cause"]),
+                )
+        return [(r["route"], r["cause"], r["held"]) for r in rows]
+
+    def resolve_alerts(self, route: str) -> list[str]:
+        with self._tx() as db:
+            rows = db.execute(
+                "UPDATE alerts SET open=0 WHERE route=%s AND open=1 RETURNING cause", (route,)
+            ).fetchall()
+        return [r["cause"] for r in rows]
+
+    def observations(self, route: str) -> dict[str, Observation]:
+        with self._tx() as db:
+            rows = db.execute("SELECT * FROM observations WHERE route=%s", (route,)).fetchall()
+        return {
+            r["path"]: Observation(
+                r["path"], r["size"], r["mtime_ns"], r["first_seen"], r["changed_at"], r["reason"]
+            )
+            for r in rows
+        }
+
+    def save_observations(self, route: str, held: list[Observation]) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM observations WHERE route=%s", (route,))
+            with db.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO observations VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                    [
+                        (route, o.path, o.size, o.mtime_ns, o.first_seen, o.changed_at, o.reason)
+                        for o in held
+                    ],
+                )
+
+    # ------------------------------------------------------------------ the rest
+
+    @property
+    def journal_id(self) -> str:
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE key='journal_id'").fetchone()
+        assert row is not None
+        return str(row["value"])
+
+    def checkpoint(self, *, force: bool = False) -> None:
+        return None  # the server keeps its own write-ahead log
+
+    def check(self) -> list[str]:
+        with self._tx() as db:
+            applied = {r["name"] for r in db.execute("SELECT name FROM schema_migrations")}
+        missing = [name for name, _ in MIGRATIONS if name not in applied]
+        return [f"migration {name} not applied" for name in missing]
+
+    def backup(self, dest: Path) -> None:
+        raise JournalError(
+            f"journal {self.where}: back a PostgreSQL journal up with the server's own tools "
+            "(pg_dump, or its base backups and WAL archive)"
+        )
+
+    def close(self) -> None:
+        self._closed.set()
+        self._renewer.join(timeout=5)
+        try:
+            with self._tx() as db:
+                # Files this owner still holds are free at once for another daemon.
+                db.execute(
+                    "UPDATE files SET lease_until=now() WHERE owner=%s AND state = ANY(%s)",
+                    (self.owner, list(HELD_STATES)),
+                )
+        except JournalError:
+            pass  # the leases run out by themselves
+        self._pool.close()
+
+
+def _built(row: dict[str, Any], outputs: list[OutputRecord]) -> FileRecord:
+    return FileRecord(
+        id=row["id"],
+        route=row["route"],
+        endpoint=row["endpoint"],
+        path=row["path"],
+        size=row["size"],
+        mtime_ns=row["mtime_ns"],
+        sha256=row["sha256"],
+        state=State(row["state"]),
+        attempts=row["attempts"],
+        next_retry_at=row["next_retry_at"],
+        error_kind=row["error_kind"],
+        error_message=row["error_message"],
+        quarantine_path=row["quarantine_path"],
+        archive_path=row["archive_path"],
+        layout_version=row["layout_version"],
+        mapping_version=row["mapping_version"],
+        source_encoding=row["source_encoding"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        outputs=outputs,
+        owner=row.get("owner"),
+        lease_until=row.get("lease_until"),
+    )
+
+
+def _glob_to_like(pattern: str) -> str:
+    """A shell pattern (``orders_*.csv``) as a LIKE pattern."""
+    out = []
+    for ch in pattern:
+        if ch in "%_\\":
+            out.append("\\" + ch)
+        elif ch == "*":
+            out.append("%")
+        elif ch == "?":
+            out.append("_")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _said(exc: BaseException) -> str:
+    """What the driver said, first line only (never the connection string)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+__all__ = ["MIGRATIONS", "PostgresJournal"]
