@@ -122,9 +122,13 @@ class After:
             return _move_or_remove(source, plan), None
         except (SourceChanged, RemoteNotFound) as exc:
             # Not the file that was delivered any more (or gone already): it stays, and
-            # is taken as new.
+            # is taken as new. Gone because another daemon of a shared journal did this very
+            # move (or delete) a moment before: the records say so already, left as they are.
+            ids = plan.ids
+            if isinstance(exc, RemoteNotFound):
+                ids = [fid for fid in plan.ids if not self._done_elsewhere(fid, plan)]
             note = f"not {plan.state}: {exc.reason}"
-            self.journal.record_steps([Step(fid, State.DELIVERED, note) for fid in plan.ids])
+            self.journal.record_steps([Step(fid, State.DELIVERED, note) for fid in ids])
             log.info("file.replaced", source=plan.info.name, action=plan.action, reason=exc.reason)
             return None, None
         except RemoteError as exc:
@@ -134,6 +138,16 @@ class After:
                 "file.after_failed", source=plan.info.name, action=plan.action, error=exc.reason
             )
             return None, exc
+
+    def _done_elsewhere(self, file_id: int, plan: AfterPlan) -> bool:
+        """Whether the record shows the move done: deleted as announced, or archived under
+        a name (an announcement only names the folder)."""
+        record = self.journal.get(file_id)
+        if record is None or record.state != plan.state:
+            return False
+        if plan.action == "delete":
+            return self.journal.shared
+        return record.archive_path not in (None, plan.folder)
 
     def archive_kept(
         self, route: RouteConfig, source: Remote, record: FileRecord, kept: Path, token: str

@@ -217,6 +217,9 @@ class SmallFiles:
                 if claim.held_by is not None:
                     log.info("file.held_elsewhere", source=info.name, by=claim.held_by)
                     continue  # another daemon of the shared journal has it
+                if claim.already_delivered and transfer.itself(route, info, record):
+                    batch.alone.append(info)  # delivered by another daemon just now
+                    continue
                 if claim.already_delivered:
                     result.outcome = DUPLICATE
                     result.outputs = [o.path for o in record.outputs]

@@ -230,6 +230,10 @@ class Transfer:
         self, route: RouteConfig, info: FileInfo, known: FileRecord, result: FileResult
     ) -> None:
         result.file_id = known.id
+        if route.after.action != "leave" and not self.journal.take(known.id):
+            # Another daemon of the shared journal is archiving (or deleting) it now.
+            log.info("file.held_elsewhere", file_id=known.id, reason="its archive is under way")
+            return
         if route.after.action != "leave":
             unfinished = known.state == State.DELIVERED
             error = self.after.apply(
@@ -344,13 +348,16 @@ class Transfer:
             log.info("file.held_elsewhere", by=claim.held_by, file_id=claim.record.id)
             result.outcome = SKIPPED
             return
+        if claim.already_delivered and self.itself(route, info, claim.record):
+            # The very file, delivered by another daemon of the shared journal since this
+            # look listed it: what is left is its archive (if that daemon is not on it).
+            self._finish_after(route, info, claim.record, result)
+            return
         if claim.already_delivered:
             result.outcome = DUPLICATE
             result.outputs = [o.path for o in claim.record.outputs]
-            self.journal.transition(
-                claim.record.id,
-                claim.record.state,
-                note=f"same content seen again as {info.name}; not sent again",
+            self.journal.note(
+                claim.record.id, f"same content seen again as {info.name}; not sent again"
             )
             error = self.after.apply(route, source, info, None)
             if error is not None:
@@ -358,6 +365,15 @@ class Transfer:
             return
         self.convert_and_deliver(
             route, claim.record, path, info.name, result, source, info=info, stream=handle
+        )
+
+    def itself(self, route: RouteConfig, info: FileInfo, record: FileRecord) -> bool:
+        """Whether a delivered record is this very file (not another copy of its content)
+        in a journal several daemons share."""
+        return (
+            self.journal.shared
+            and record.endpoint == route.source.endpoint
+            and (record.path, record.size, record.mtime_ns) == (info.name, info.size, info.mtime_ns)
         )
 
     # ------------------------------------------------------------------ from a kept copy

@@ -211,6 +211,17 @@ class Journal(Protocol):
         """Record a new state (and its details), committed before the caller acts on it."""
         ...
 
+    def note(self, file_id: int, note: str) -> None:
+        """Add a note to a file's history, in whatever state it is now (read and written
+        in one transaction: another daemon's change in between is kept)."""
+        ...
+
+    def take(self, file_id: int) -> bool:
+        """Take a delivered file's remaining work (its archive or delete) for this daemon:
+        False while another daemon of a shared journal holds it (its lease running). A
+        journal of one daemon always grants it."""
+        ...
+
     def record_output(self, file_id: int, output: OutputRecord) -> None:
         """Record one delivered output file."""
         ...

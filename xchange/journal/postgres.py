@@ -286,11 +286,15 @@ class PostgresJournal:
             )
             return cur.rowcount
 
-    def _hold(self, state: State) -> tuple[str | None, datetime | None]:
-        """The owner and lease a record gets on entering ``state``."""
+    def _hold(self, state: State) -> str:
+        """How a write to ``state`` sets the owner and lease (SQL, binding owner, lease):
+        taken through -> this owner, a fresh lease; delivered (its archive or delete to
+        come) -> kept as it is; waiting, quarantined, dropped -> nobody's."""
         if str(state) in HELD_STATES:
-            return self.owner, _utc() + self.lease
-        return None, None
+            return "owner=%(owner)s, lease_until=%(lease)s"
+        if state in DONE_STATES:
+            return "owner=owner"
+        return "owner=NULL, lease_until=NULL"
 
     # ------------------------------------------------------------------ reads
 
@@ -539,14 +543,21 @@ class PostgresJournal:
                     "VALUES (%s,%s,%s,%s,%s)",
                     (step.file_id, now, states[step.file_id], str(step.state), step.note),
                 )
-                owner, lease = self._hold(step.state)
                 done = step.state in DONE_STATES
                 db.execute(
-                    "UPDATE files SET state=%s, updated_at=%s, next_retry_at=NULL, "
-                    "archive_path=coalesce(%s, archive_path), owner=%s, lease_until=%s"
+                    "UPDATE files SET state=%(state)s, updated_at=%(now)s, next_retry_at=NULL, "
+                    "archive_path=coalesce(%(archive)s, archive_path), "
+                    + self._hold(step.state)
                     + (", error_kind=NULL, error_message=NULL" if done else "")
-                    + " WHERE id=%s",
-                    (str(step.state), now, step.archive_path, owner, lease, step.file_id),
+                    + " WHERE id=%(id)s",
+                    {
+                        "state": str(step.state),
+                        "now": now,
+                        "archive": step.archive_path,
+                        "owner": self.owner,
+                        "lease": now + self.lease,
+                        "id": step.file_id,
+                    },
                 )
                 states[step.file_id] = str(step.state)
 
@@ -571,26 +582,57 @@ class PostgresJournal:
                 "VALUES (%s,%s,%s,%s,%s)",
                 (file_id, now, old, str(state), note or (error[1] if error else None)),
             )
-            owner, lease = self._hold(state)
-            sets = ["state=%s", "updated_at=%s", "next_retry_at=%s", "owner=%s", "lease_until=%s"]
-            args: list[Any] = [str(state), now, next_retry_at, owner, lease]
+            sets = [
+                "state=%(state)s",
+                "updated_at=%(now)s",
+                "next_retry_at=%(retry)s",
+                self._hold(state),
+            ]
+            args: dict[str, Any] = {
+                "state": str(state),
+                "now": now,
+                "retry": next_retry_at,
+                "owner": self.owner,
+                "lease": now + self.lease,
+                "id": file_id,
+            }
             if error is not None:
-                sets += ["error_kind=%s", "error_message=%s"]
-                args += list(error)
+                sets.append("error_kind=%(kind)s, error_message=%(message)s")
+                args.update(kind=error[0], message=error[1])
             elif state in DONE_STATES:
-                sets += ["error_kind=NULL", "error_message=NULL"]
+                sets.append("error_kind=NULL, error_message=NULL")
             for column, value in (
                 ("quarantine_path", quarantine_path),
                 ("source_encoding", encoding),
                 ("archive_path", archive_path),
             ):
                 if value is not None:
-                    sets.append(f"{column}=%s")
-                    args.append(value)
+                    sets.append(f"{column}=%({column})s")
+                    args[column] = value
             db.execute(
-                f"UPDATE files SET {', '.join(sets)} WHERE id=%s",  # type: ignore[call-overload]
-                (*args, file_id),
+                f"UPDATE files SET {', '.join(sets)} WHERE id=%(id)s",  # type: ignore[call-overload]
+                args,
             )
+
+    def note(self, file_id: int, note: str) -> None:
+        with self._tx() as db:
+            state = self._state_of(db, file_id)
+            db.execute(
+                "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
+                "VALUES (%s,%s,%s,%s,%s)",
+                (file_id, _utc(), state, state, note),
+            )
+
+    def take(self, file_id: int) -> bool:
+        now = _utc()
+        with self._tx() as db:
+            row = db.execute(
+                "UPDATE files SET owner=%s, lease_until=%s WHERE id=%s AND "
+                "(owner IS NULL OR owner=%s OR lease_until IS NULL OR lease_until<%s) "
+                "RETURNING id",
+                (self.owner, now + self.lease, file_id, self.owner, now),
+            ).fetchone()
+        return row is not None
 
     def record_output(self, file_id: int, output: OutputRecord) -> None:
         with self._tx() as db:

@@ -633,6 +633,19 @@ class SQLiteJournal:
             # Column names come from the fixed list above; every value is bound.
             db.execute(f"UPDATE files SET {', '.join(sets)} WHERE id=?", (*args, file_id))  # noqa: S608
 
+    def note(self, file_id: int, note: str) -> None:
+        with self._tx() as db:
+            noted = db.execute(
+                "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
+                "SELECT id, ?, state, state, ? FROM files WHERE id=?",
+                (_now(), note, file_id),
+            )
+            if noted.rowcount != 1:
+                raise JournalError(f"journal {self.path}: no file with id {file_id}")
+
+    def take(self, file_id: int) -> bool:
+        return True  # one daemon per SQLite journal
+
     def record_output(self, file_id: int, output: OutputRecord) -> None:
         with self._tx() as db:
             db.execute(

@@ -26,6 +26,7 @@ import socket
 import stat as stat_mod
 import struct
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -406,8 +407,9 @@ class SFTPRemote:
         if self.traits.rename_overwrites is not None:
             return self.traits.rename_overwrites
         sftp = self._client()
-        token = secrets.token_hex(6)
-        first, second = (self._path(f".xchange-probe-{token}-{n}") for n in ("a", "b"))
+        self._clear_stale_probes(sftp)
+        token = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        first, second = (self._path(f"{PROBE}{token}-{n}") for n in ("a", "b"))
         overwrites = True
         try:
             with self._errors("learn the server's rename"):
@@ -458,6 +460,28 @@ class SFTPRemote:
             keeps_modes=not (self.traits.modes_ignored or self.traits.mode_refused),
             server_hashes=tuple(sorted(e for e in ext if e.startswith(("check-file", "md5")))),
         )
+
+    def _clear_stale_probes(self, sftp: paramiko.SFTPClient) -> None:
+        """Remove probe files a killed process left (its pid gone on this host, or an
+        hour old): nothing stays under a hidden name for long."""
+        try:
+            entries = sftp.listdir_attr(self.cfg.path)
+        except (OSError, paramiko.SSHException, EOFError):
+            return
+        host, now = socket.gethostname(), time.time()
+        for entry in entries:
+            if not entry.filename.startswith(PROBE):
+                continue
+            parts = entry.filename[len(PROBE) :].rsplit("-", 3)
+            mine_dead = (
+                len(parts) == 4
+                and parts[0] == host
+                and parts[1].isdigit()
+                and not _pid_alive(int(parts[1]))
+            )
+            if mine_dead or now - (entry.st_mtime or now) > 3600:
+                with suppress(OSError, paramiko.SSHException, EOFError):
+                    sftp.remove(self._path(entry.filename))
 
     def describe(self) -> builtins.list[str]:
         """The server's traits, learned now if need be (``check --remote``, ``trust``)."""
@@ -737,6 +761,20 @@ class _RevokedKey(paramiko.SSHException):
     def __init__(self, key: paramiko.PKey) -> None:
         super().__init__("revoked host key")
         self.key = key
+
+
+#: The names of the rename probe's files (``.xchange-probe-HOST-PID-TOKEN-a``).
+PROBE = ".xchange-probe-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _UnknownKey(paramiko.SSHException):
