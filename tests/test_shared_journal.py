@@ -175,3 +175,86 @@ def test_losing_the_database_is_a_transient_error_and_work_resumes(
         assert {r.path for r in journal.query()} == {"f1.csv", "f2.csv"}
     finally:
         journal.close()
+
+
+def test_a_single_daemons_journal_moves_into_postgresql_with_its_guarantees(
+    exchange: Any, postgres: Any
+) -> None:
+    """`journal migrate --to URL` copies the SQLite journal (records, outputs, history,
+    the journal's id); with [journal] url set, the file delivered before is recognised
+    as delivered, not sent again; a non-empty database is refused."""
+    from click.testing import CliRunner
+
+    from xchange.cli import main
+
+    exchange.drop_sample()
+    env = {"XCHANGE_PG_PASSWORD": postgres.password}
+    runner = CliRunner()
+    first = runner.invoke(main, ["run", "--once", "--config", str(exchange.config)], env=env)
+    assert first.exit_code == 0, first.output
+    sqlite_id = open_sqlite_id(exchange)
+    url = postgres.create_database(f"m_{secrets.token_hex(6)}")
+    moved = runner.invoke(
+        main,
+        [
+            "journal",
+            "migrate",
+            "--config",
+            str(exchange.config),
+            "--to",
+            url,
+            "--password-env",
+            "XCHANGE_PG_PASSWORD",
+        ],
+        env=env,
+    )
+    assert moved.exit_code == 0, moved.output
+    assert "1 files" in moved.output and "transitions" in moved.output
+    text = exchange.config.read_text()
+    exchange.config.write_text(
+        text.replace(
+            "[journal]\n", f'[journal]\nurl = "{url}"\npassword_env = "XCHANGE_PG_PASSWORD"\n'
+        )
+    )
+    journal = PostgresJournal(url, password=postgres.password)
+    try:
+        (record,) = journal.query()
+        assert record.state == State.ARCHIVED and len(record.outputs) == 3
+        assert journal.journal_id == sqlite_id
+        assert [h.to_state for h in journal.history(record.id)][:3] == [
+            "processing",
+            "delivering",
+            "delivered",
+        ]
+    finally:
+        journal.close()
+    exchange.drop_sample(name="orders_20261121.csv")
+    again = runner.invoke(main, ["run", "--once", "--config", str(exchange.config)], env=env)
+    assert again.exit_code == 0, again.output
+    assert "1 duplicate" in again.output
+    refused = runner.invoke(
+        main,
+        [
+            "journal",
+            "migrate",
+            "--config",
+            str(exchange.config),
+            "--to",
+            url,
+            "--password-env",
+            "XCHANGE_PG_PASSWORD",
+        ],
+        env=env,
+    )
+    assert refused.exit_code == 3 and "empty database" in refused.output
+    assert postgres.password not in refused.output + moved.output
+
+
+def open_sqlite_id(exchange: Any) -> str:
+    from xchange.journal.sqlite import SQLiteJournal
+
+    journal = SQLiteJournal(exchange.journal)
+    try:
+        return journal.journal_id
+    finally:
+        journal.close()

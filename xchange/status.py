@@ -65,6 +65,9 @@ def route_status(config: AppConfig, journal: Journal, now: datetime) -> list[Rou
                         "state": str(r.state),
                         "since": r.updated_at.isoformat(),
                         "since_local": local_time(r.updated_at, now),
+                        # A shared journal's daemon holding it, and until when.
+                        "owner": r.owner,
+                        "lease_until": r.lease_until.isoformat() if r.lease_until else None,
                     }
                 )
         for r in journal.query(route=route.name, state=State.RETRYING, limit=1000):

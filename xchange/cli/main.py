@@ -460,8 +460,9 @@ def status(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
             f"retrying, {item.quarantined} quarantined"
         )
         for f in item.in_hand:
+            by = f" by {f['owner']}" if f.get("owner") else ""
             click.echo(
-                f"  in hand: #{f['id']} {f['path']} ({f['size']} bytes): {f['state']} "
+                f"  in hand: #{f['id']} {f['path']} ({f['size']} bytes): {f['state']}{by} "
                 f"since {f['since_local']}"
             )
         for h in item.held:

@@ -28,10 +28,21 @@ def journal() -> None:
 def _rows(records: list[Any]) -> None:
     header = f"{'ID':>6}  {'ROUTE':<16} {'STATE':<12} {'TRIES':>5}  {'UPDATED':<20} SOURCE"
     click.echo(header)
+    now = datetime.now(UTC)
     for r in records:
         updated = r.updated_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        # A shared journal: the daemon taking it through right now.
+        held = (
+            f"  (held by {r.owner})"
+            if r.owner
+            and r.lease_until is not None
+            and r.lease_until > now
+            and r.state in (State.PROCESSING, State.DELIVERING)
+            else ""
+        )
         click.echo(
-            f"{r.id:>6}  {r.route:<16} {r.state!s:<12} {r.attempts:>5}  {updated:<20} {r.path}"
+            f"{r.id:>6}  {r.route:<16} {r.state!s:<12} {r.attempts:>5}  {updated:<20} "
+            f"{r.path}{held}"
         )
 
 
@@ -119,6 +130,8 @@ def journal_show(ctx: click.Context, config_path: str | None, file_id: int, as_j
         "source_encoding",
         "created_at",
         "updated_at",
+        "owner",
+        "lease_until",
     ):
         if data[key] is not None:
             click.echo(f"{key + ':':<17}{data[key]}")
@@ -220,6 +233,57 @@ def journal_backup(ctx: click.Context, config_path: str | None, dest: Path) -> N
     finally:
         store.close()
     click.echo(f"journal {config.journal.path}: copied to {dest}")
+
+
+@journal.command("migrate")
+@config_option
+@click.option(
+    "--to",
+    "url",
+    required=True,
+    help="postgresql://user@host:port/database (an empty database; no password here).",
+)
+@click.option(
+    "--password-env",
+    default=None,
+    help="The environment variable holding the database password.",
+)
+@click.pass_context
+def journal_migrate(
+    ctx: click.Context, config_path: str | None, url: str, password_env: str | None
+) -> None:
+    """Copy this configuration's SQLite journal into PostgreSQL, history and exactly-once
+    guarantee included, to grow from one daemon to several. Stop the daemon first; then
+    set [journal] url (and password_env) in the configuration."""
+    import os
+
+    from xchange.config import JournalConfig
+    from xchange.journal import migrate_journal
+
+    config = command_config(ctx, config_path)
+    try:
+        JournalConfig.model_validate({"path": config.journal.path, "url": url})
+    except ValueError as exc:
+        fail(f"xchange: --to: {exc}", 2)
+    password = None
+    if password_env is not None:
+        if password_env not in os.environ:
+            fail(f"xchange: --password-env: environment variable {password_env} is not set", 2)
+        password = os.environ[password_env]
+    from xchange.lock import RunLock
+
+    holder = RunLock(config.journal.path.with_suffix(".lock")).holder()
+    if holder is not None:
+        fail(f"xchange: stop the running xchange first (pid {holder[0]}, {holder[1]})", 4)
+    try:
+        counts = migrate_journal(config.journal.path, url, password=password)
+    except XchangeError as exc:
+        fail(f"xchange: {exc.reason}", 3)
+    click.echo(
+        f"journal {config.journal.path} copied into {url.split('?', 1)[0]}: "
+        + ", ".join(f"{n} {table}" for table, n in counts.items() if table != "meta")
+    )
+    click.echo(f'now set [journal] url = "{url}" in {config.source_file}')
 
 
 # --------------------------------------------------------------------------- quarantine

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from xchange.config import JournalConfig
+from xchange.errors import JournalError
 from xchange.journal.base import (
     AlertWindow,
     Claim,
@@ -15,6 +18,27 @@ from xchange.journal.base import (
     Transition,
 )
 from xchange.journal.states import DONE_STATES, TRANSITIONS, State, check_transition
+
+
+def migrate_journal(source: Path, url: str, *, password: str | None) -> dict[str, int]:
+    """Copy the SQLite journal at ``source`` into the (empty) PostgreSQL database at
+    ``url``: every record, output, transition, business key, alert window and the
+    journal's id (so that deliveries cut short are still recognised). Returns the rows
+    copied per table."""
+    from xchange.journal.postgres import PostgresJournal
+    from xchange.journal.sqlite import SQLiteJournal
+
+    if not source.is_file():
+        raise JournalError(f"journal {source}: no such file")
+    old = SQLiteJournal(source)
+    try:
+        new = PostgresJournal(url, password=password)
+        try:
+            return new.load(old.export())
+        finally:
+            new.close()
+    finally:
+        old.close()
 
 
 def open_journal(cfg: JournalConfig) -> Journal:
@@ -44,5 +68,6 @@ __all__ = [
     "Step",
     "Transition",
     "check_transition",
+    "migrate_journal",
     "open_journal",
 ]

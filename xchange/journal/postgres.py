@@ -760,6 +760,49 @@ class PostgresJournal:
                     ],
                 )
 
+    def load(self, tables: Iterator[tuple[str, list[dict[str, Any]]]]) -> dict[str, int]:
+        """Fill this (empty) journal with another's rows, ids and journal id kept, in one
+        transaction; returns the rows copied per table.
+
+        Raises:
+            JournalError: this journal holds files already (nothing is written).
+        """
+        counts: dict[str, int] = {}
+        with self._tx() as db:
+            held = db.execute("SELECT count(*) AS n FROM files").fetchone()
+            if held is not None and held["n"]:
+                raise JournalError(
+                    f"journal {self.where} holds {held['n']} file record(s) already: "
+                    "migrate into an empty database"
+                )
+            db.execute("DELETE FROM alerts")
+            db.execute("DELETE FROM observations")
+            for table, rows in tables:
+                counts[table] = len(rows)
+                if table == "meta":
+                    for row in rows:
+                        db.execute(
+                            "INSERT INTO meta VALUES (%s, %s) ON CONFLICT (key) "
+                            "DO UPDATE SET value=excluded.value",
+                            (row["key"], row["value"]),
+                        )
+                    continue
+                if not rows:
+                    continue
+                columns = list(rows[0])
+                sql = (
+                    f"INSERT INTO {table} ({', '.join(columns)}) "
+                    f"VALUES ({', '.join(['%s'] * len(columns))})"
+                )
+                with db.cursor() as cur:
+                    cur.executemany(sql, [tuple(r[c] for c in columns) for r in rows])  # type: ignore[arg-type]
+            for table in ("files", "outputs", "transitions"):
+                db.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # type: ignore[call-overload]
+                    f"coalesce((SELECT max(id) FROM {table}), 0) + 1, false)"
+                )
+        return counts
+
     # ------------------------------------------------------------------ the rest
 
     @property

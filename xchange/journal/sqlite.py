@@ -147,6 +147,15 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX files_heal ON files(route, id) WHERE {_HEALABLE};
         """,
     ),
+    (
+        "0007_claims",
+        # Shared journals' claims (owner, lease); one daemon's SQLite journal keeps them
+        # empty, so that both backends have the same tables.
+        """
+        ALTER TABLE files ADD COLUMN owner TEXT;
+        ALTER TABLE files ADD COLUMN lease_until TEXT;
+        """,
+    ),
 ]
 
 #: Seconds between checkpoints of the write-ahead log into the main file, so that a copy
@@ -953,6 +962,27 @@ class SQLiteJournal:
             except sqlite3.Error:
                 pass  # closed uncleanly: the next open tells
             self._db.close()
+
+    def export(self) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+        """Every table a journal's history lives in, as rows (times as datetimes), for
+        ``migrate_journal``: files, outputs, transitions, business keys, alerts,
+        observations, and the journal's id."""
+        times = {
+            "files": ("next_retry_at", "created_at", "updated_at", "lease_until"),
+            "outputs": ("delivered_at",),
+            "transitions": ("at",),
+            "business_keys": ("recorded_at",),
+            "alerts": ("sent_at",),
+            "observations": ("first_seen", "changed_at"),
+            "meta": (),
+        }
+        for table, columns in times.items():
+            with self._read():
+                rows = [dict(r) for r in self._db.execute(f"SELECT * FROM {table}")]  # noqa: S608
+            for row in rows:
+                for column in columns:
+                    row[column] = _when(row[column])
+            yield table, rows
 
     # ------------------------------------------------------------------ rows
 
