@@ -8,7 +8,6 @@ import signal
 import subprocess
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from xchange.batch import BATCH_FILE_MAX
 from xchange.cli import main
 from xchange.config import SFTPEndpoint, load_config
 from xchange.errors import ConnectionLost, RemoteError
-from xchange.journal import Claim, FileKey, OutputRecord, State, Step, open_journal
+from xchange.journal import FileKey, State, Step, open_journal
 from xchange.journal.sqlite import SQLiteJournal
 from xchange.remote import SmallPut
 from xchange.remote.local import LocalRemote
@@ -251,64 +250,6 @@ def test_other_threads_wait_for_a_journal_batch(tmp_path: Path) -> None:
     thread.join(timeout=10)
     assert order == ["batch", "other"]
     journal.close()
-
-
-def test_bulk_journal_calls_mean_the_same_as_one_call_per_file(tmp_path: Path) -> None:
-    """claim_many, record_steps and lookup_many give the records, states and history that
-    claim, record_output/transition and lookup one by one give."""
-    one, bulk = SQLiteJournal(tmp_path / "one.sqlite"), SQLiteJournal(tmp_path / "bulk.sqlite")
-    keys = [FileKey("r", "e", f"f{i}", i, 10 + i, f"{i:064d}") for i in range(5)]
-    versions = {"layout_version": "1", "mapping_version": "1"}
-    # One file was seen before and failed; one was delivered already.
-    for journal in (one, bulk):
-        failed = journal.claim(keys[1], **versions).record
-        journal.transition(failed.id, State.RETRYING, error=("connection", "cut"))
-        done = journal.claim(keys[3], **versions).record
-        journal.transition(done.id, State.DELIVERING)
-        journal.transition(done.id, State.DELIVERED)
-    singles = [one.claim(k, **versions) for k in keys]
-    batched = bulk.claim_many(keys, **versions)
-
-    def shape(c: Claim) -> tuple[object, ...]:
-        r = c.record
-        return (c.already_delivered, r.id, r.path, r.state, r.attempts, r.sha256)
-
-    assert [shape(c) for c in batched] == [shape(c) for c in singles]
-    output = OutputRecord("t", "f0.out", 0, "ab" * 32, datetime.now(UTC))
-    for c in singles[:3]:
-        if not c.already_delivered:
-            one.transition(c.record.id, State.DELIVERING)
-            one.record_output(c.record.id, output)
-            one.transition(c.record.id, State.DELIVERED)
-            one.transition(c.record.id, State.ARCHIVED, archive_path="archive", note="archive")
-    steps = []
-    for c in batched[:3]:
-        if not c.already_delivered:
-            steps += [
-                Step(c.record.id, State.DELIVERING),
-                Step(c.record.id, State.DELIVERED, output=output),
-                Step(c.record.id, State.ARCHIVED, "archive", "archive"),
-            ]
-    bulk.record_steps(steps)
-    for a, b in zip(one.query(), bulk.query(), strict=True):
-        assert (a.state, a.archive_path, a.error_kind, [o.path for o in a.outputs]) == (
-            b.state,
-            b.archive_path,
-            b.error_kind,
-            [o.path for o in b.outputs],
-        )
-        history_a = [(t.from_state, t.to_state, t.note) for t in one.history(a.id)]
-        assert history_a == [(t.from_state, t.to_state, t.note) for t in bulk.history(b.id)]
-    wanted = [(k.path, k.size, k.mtime_ns) for k in keys] + [("absent", 1, 1)]
-    found = bulk.lookup_many("r", "e", wanted)
-    assert sorted(found) == sorted(wanted[:5])
-    for k in keys:
-        assert (
-            found[(k.path, k.size, k.mtime_ns)].id
-            == one.lookup("r", "e", k.path, k.size, k.mtime_ns).id
-        )  # type: ignore[union-attr]
-    one.close()
-    bulk.close()
 
 
 # ---------------------------------------------------------------------- routes

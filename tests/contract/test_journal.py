@@ -19,6 +19,7 @@ from xchange.errors import IllegalTransition, JournalError
 from xchange.journal import (
     DONE_STATES,
     TRANSITIONS,
+    Claim,
     FileKey,
     Journal,
     Observation,
@@ -35,6 +36,7 @@ T0 = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
 def open_backend(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> Journal:
     """A fresh, empty journal of the backend ``kind``."""
     if kind == "sqlite":
+        tmp_path.mkdir(parents=True, exist_ok=True)
         return SQLiteJournal(tmp_path / "j.sqlite")
     if kind == "postgres":
         from xchange.journal.postgres import PostgresJournal
@@ -289,3 +291,67 @@ def test_held_file_observations_are_kept_per_route(journal: Journal) -> None:
     assert journal.observations("other") == {}
     journal.save_observations("r", [])
     assert journal.observations("r") == {}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bulk_journal_calls_mean_the_same_as_one_call_per_file(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path
+) -> None:
+    """claim_many, record_steps and lookup_many give the records, states and history that
+    claim, record_output/transition and lookup one by one give."""
+    one = open_backend(request, backend, tmp_path / "one")
+    bulk = open_backend(request, backend, tmp_path / "bulk")
+    keys = [FileKey("r", "e", f"f{i}", i, 10 + i, f"{i:064d}") for i in range(5)]
+    versions = {"layout_version": "1", "mapping_version": "1"}
+    # One file was seen before and failed; one was delivered already.
+    for journal in (one, bulk):
+        failed = journal.claim(keys[1], **versions).record
+        journal.transition(failed.id, State.RETRYING, error=("connection", "cut"))
+        done = journal.claim(keys[3], **versions).record
+        journal.transition(done.id, State.DELIVERING)
+        journal.transition(done.id, State.DELIVERED)
+    singles = [one.claim(k, **versions) for k in keys]
+    batched = bulk.claim_many(keys, **versions)
+
+    def shape(c: Claim) -> tuple[object, ...]:
+        r = c.record
+        return (c.already_delivered, r.id, r.path, r.state, r.attempts, r.sha256)
+
+    assert [shape(c) for c in batched] == [shape(c) for c in singles]
+    output = OutputRecord("t", "f0.out", 0, "ab" * 32, datetime.now(UTC))
+    for c in singles[:3]:
+        if not c.already_delivered:
+            one.transition(c.record.id, State.DELIVERING)
+            one.record_output(c.record.id, output)
+            one.transition(c.record.id, State.DELIVERED)
+            one.transition(c.record.id, State.ARCHIVED, archive_path="archive", note="archive")
+    steps = []
+    for c in batched[:3]:
+        if not c.already_delivered:
+            steps += [
+                Step(c.record.id, State.DELIVERING),
+                Step(c.record.id, State.DELIVERED, output=output),
+                Step(c.record.id, State.ARCHIVED, "archive", "archive"),
+            ]
+    bulk.record_steps(steps)
+    for a, b in zip(one.query(), bulk.query(), strict=True):
+        assert (a.state, a.archive_path, a.error_kind, [o.path for o in a.outputs]) == (
+            b.state,
+            b.archive_path,
+            b.error_kind,
+            [o.path for o in b.outputs],
+        )
+        history_a = [(t.from_state, t.to_state, t.note) for t in one.history(a.id)]
+        assert history_a == [(t.from_state, t.to_state, t.note) for t in bulk.history(b.id)]
+    wanted = [(k.path, k.size, k.mtime_ns) for k in keys] + [("absent", 1, 1)]
+    found = bulk.lookup_many("r", "e", wanted)
+    assert sorted(found) == sorted(wanted[:5])
+    for k in keys:
+        assert (
+            found[(k.path, k.size, k.mtime_ns)].id
+            == one.lookup("r", "e", k.path, k.size, k.mtime_ns).id
+        )  # type: ignore[union-attr]
+    one.close()
+    bulk.close()
+    one.close()
+    bulk.close()

@@ -509,9 +509,45 @@ class PostgresJournal:
     def claim_many(
         self, keys: Sequence[FileKey], *, layout_version: str, mapping_version: str
     ) -> list[Claim]:
-        with self.batch():
+        """New contents inserted together (one statement); the others claimed one by one."""
+        now = _utc()
+        with self.batch(), self._tx() as db:
+            rows = db.execute(
+                "INSERT INTO files (route, endpoint, path, size, mtime_ns, sha256, "
+                "layout_version, mapping_version, state, attempts, created_at, updated_at, "
+                "owner, lease_until) "
+                "SELECT route, endpoint, path, size, mtime_ns, sha256, %s, %s, 'processing', "
+                "1, %s, %s, %s, %s FROM unnest(%s::text[], %s::text[], %s::text[], "
+                "%s::bigint[], %s::bigint[], %s::text[]) "
+                "AS k(route, endpoint, path, size, mtime_ns, sha256) "
+                f"ON CONFLICT (route, sha256) DO NOTHING RETURNING {_FILE_COLUMNS}",
+                (
+                    layout_version,
+                    mapping_version,
+                    now,
+                    now,
+                    self.owner,
+                    now + self.lease,
+                    [k.route for k in keys],
+                    [k.endpoint for k in keys],
+                    [k.path for k in keys],
+                    [k.size for k in keys],
+                    [k.mtime_ns for k in keys],
+                    [k.sha256 for k in keys],
+                ),
+            ).fetchall()
+            new = {(r["route"], r["sha256"]): _built(r, []) for r in rows}
+            if new:
+                with db.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
+                        "VALUES (%s,%s,NULL,'processing',%s)",
+                        [(r.id, now, r.path) for r in new.values()],
+                    )
             return [
-                self.claim(k, layout_version=layout_version, mapping_version=mapping_version)
+                Claim(new[(k.route, k.sha256)], already_delivered=False)
+                if (k.route, k.sha256) in new
+                else self.claim(k, layout_version=layout_version, mapping_version=mapping_version)
                 for k in keys
             ]
 
@@ -524,42 +560,72 @@ class PostgresJournal:
         return str(row["state"])
 
     def record_steps(self, steps: Sequence[Step]) -> None:
+        """Checked against the table step by step, then written with a few pipelined
+        statements (one lock query, then every output, transition and update at once)."""
         now = _utc()
         with self._tx() as db:
-            states: dict[int, str] = {}
+            ids = sorted({step.file_id for step in steps})
+            rows = db.execute(
+                "SELECT id, state FROM files WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (ids,)
+            ).fetchall()
+            states = {r["id"]: str(r["state"]) for r in rows}
+            missing = [i for i in ids if i not in states]
+            if missing:
+                raise JournalError(f"journal {self.where}: no file with id {missing[0]}")
+            outputs, transitions = [], []
+            #: Per file: its last state, archive path (the last given) and whether a done
+            #: state was entered (errors cleared), in step order.
+            final: dict[int, tuple[State, str | None, bool]] = {}
             for step in steps:
-                if step.file_id not in states:
-                    states[step.file_id] = self._state_of(db, step.file_id)
                 check_transition(step.file_id, states[step.file_id], step.state)
                 if step.output is not None:
                     o = step.output
-                    db.execute(
-                        "INSERT INTO outputs (file_id, endpoint, path, size, sha256, "
-                        "delivered_at) VALUES (%s,%s,%s,%s,%s,%s)",
-                        (step.file_id, o.endpoint, o.path, o.size, o.sha256, o.delivered_at),
+                    outputs.append(
+                        (step.file_id, o.endpoint, o.path, o.size, o.sha256, o.delivered_at)
                     )
-                db.execute(
-                    "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
-                    "VALUES (%s,%s,%s,%s,%s)",
-                    (step.file_id, now, states[step.file_id], str(step.state), step.note),
-                )
-                done = step.state in DONE_STATES
-                db.execute(
-                    "UPDATE files SET state=%(state)s, updated_at=%(now)s, next_retry_at=NULL, "
-                    "archive_path=coalesce(%(archive)s, archive_path), "
-                    + self._hold(step.state)
-                    + (", error_kind=NULL, error_message=NULL" if done else "")
-                    + " WHERE id=%(id)s",
-                    {
-                        "state": str(step.state),
-                        "now": now,
-                        "archive": step.archive_path,
-                        "owner": self.owner,
-                        "lease": now + self.lease,
-                        "id": step.file_id,
-                    },
+                transitions.append(
+                    (step.file_id, now, states[step.file_id], str(step.state), step.note)
                 )
                 states[step.file_id] = str(step.state)
+                _, archive, done = final.get(step.file_id, (step.state, None, False))
+                final[step.file_id] = (
+                    step.state,
+                    step.archive_path if step.archive_path is not None else archive,
+                    done or step.state in DONE_STATES,
+                )
+            with db.cursor() as cur:
+                if outputs:
+                    cur.executemany(
+                        "INSERT INTO outputs (file_id, endpoint, path, size, sha256, "
+                        "delivered_at) VALUES (%s,%s,%s,%s,%s,%s)",
+                        outputs,
+                    )
+                cur.executemany(
+                    "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
+                    "VALUES (%s,%s,%s,%s,%s)",
+                    transitions,
+                )
+                groups: dict[tuple[str, bool], list[dict[str, Any]]] = {}
+                for file_id, (state, archive, done) in final.items():
+                    groups.setdefault((self._hold(state), done), []).append(
+                        {
+                            "state": str(state),
+                            "now": now,
+                            "archive": archive,
+                            "owner": self.owner,
+                            "lease": now + self.lease,
+                            "id": file_id,
+                        }
+                    )
+                for (hold, done), params in groups.items():
+                    cur.executemany(
+                        "UPDATE files SET state=%(state)s, updated_at=%(now)s, "
+                        "next_retry_at=NULL, archive_path=coalesce(%(archive)s, archive_path), "
+                        + hold
+                        + (", error_kind=NULL, error_message=NULL" if done else "")
+                        + " WHERE id=%(id)s",
+                        params,
+                    )
 
     def transition(
         self,
