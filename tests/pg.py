@@ -42,6 +42,8 @@ class PgServer:
     port: int
     password: str
     owner: str | None
+    #: fsync and synchronous commit on (benchmarks); off for the tests' speed.
+    durable: bool = False
 
     @property
     def data(self) -> Path:
@@ -68,11 +70,10 @@ class PgServer:
         )
 
     def start(self) -> None:
-        options = (
-            f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=200"
-        )
+        options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 "
+        options += "-c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self.ctl("-o", options, "-l", str(self.base / "server.log"), "-w", "start")
 
     def stop(self, mode: str = "fast") -> None:
@@ -101,7 +102,7 @@ class PgServer:
         return self.url(name)
 
 
-def start_postgres() -> PgServer:
+def start_postgres(*, durable: bool = False) -> PgServer:
     initdb = find_bin("initdb")
     assert initdb is not None
     owner = None
@@ -117,7 +118,7 @@ def start_postgres() -> PgServer:
         os.chown(base, info.pw_uid, info.pw_gid)
         os.chown(pwfile, info.pw_uid, info.pw_gid)
     os.chmod(base, 0o700)
-    server = PgServer(base, free_port(), password, owner)
+    server = PgServer(base, free_port(), password, owner, durable)
     subprocess.run(
         server._as_owner(
             [

@@ -258,3 +258,14 @@ def open_sqlite_id(exchange: Any) -> str:
         return journal.journal_id
     finally:
         journal.close()
+
+
+def test_a_scheduled_slot_is_run_by_one_daemon_of_the_group(
+    daemons: list[PostgresJournal],
+) -> None:
+    """Three daemons reach the 02:00 run of a cron route: one takes it, the others are
+    told it is taken; the next slot is free again."""
+    taken = [j.take_slot("wms-stock-count", "2026-12-04T02:00") for j in daemons]
+    assert taken.count(True) == 1
+    assert daemons[2].take_slot("wms-stock-count", "2026-12-05T02:00")
+    assert daemons[0].take_slot("other-route", "2026-12-04T02:00")

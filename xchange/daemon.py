@@ -83,6 +83,9 @@ class Daemon:
         # Names from file events since a route's last look; None: list the whole folder.
         self._names: dict[str, set[str] | None] = {r.name: None for r in config.routes}
         self._names_lock = threading.Lock()
+        #: Routes whose first run (at start) is done: later runs of a cron route are its
+        #: scheduled slots, taken by one daemon of a shared journal.
+        self._started: set[str] = set()
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(config.daemon.workers)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
@@ -249,6 +252,18 @@ class Daemon:
 
     def _job(self, name: str) -> None:
         route = self.config.route(name)
+        if route.schedule.cron is not None and name in self._started:
+            # One daemon of a group sharing the journal runs each scheduled slot.
+            slot = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M")
+            try:
+                taken = self.runner.journal.take_slot(name, slot)
+            except JournalError as exc:
+                log.error("route.slot_failed", route=name, error=exc.reason)
+                return
+            if not taken:
+                log.info("route.slot_taken_elsewhere", route=name, slot=slot)
+                return
+        self._started.add(name)
         while not self.stop.is_set():
             self._dirty[name].clear()
             with self._names_lock:

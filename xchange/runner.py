@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
@@ -197,6 +198,11 @@ class Runner:
         trouble: new small files of a copy route in batches (``xchange.batch``), the rest
         one at a time, ``route.transfers`` at once, each worker thread with its own
         connections."""
+        if self.journal.shared and len(ready) > 1:
+            # Daemons sharing the journal start at different places in the same listing,
+            # so that their claims meet as rarely as possible (none keeps a folder's order).
+            start = zlib.crc32(self.transfer.owner.encode()) % len(ready)
+            ready = ready[start:] + ready[:start]
         batches, singles = batch.split(route, ready, unknown)
         trouble = False
         if batches:

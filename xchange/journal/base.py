@@ -216,6 +216,12 @@ class Journal(Protocol):
         in one transaction: another daemon's change in between is kept)."""
         ...
 
+    def take_slot(self, route: str, slot: str) -> bool:
+        """Take one scheduled run of a route (``slot``: its time) for this daemon: False
+        when another daemon of a shared journal took it already. A journal of one daemon
+        always grants it."""
+        ...
+
     def take(self, file_id: int) -> bool:
         """Take a delivered file's remaining work (its archive or delete) for this daemon:
         False while another daemon of a shared journal holds it (its lease running). A

@@ -162,6 +162,18 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX files_owner ON files(owner) WHERE owner IS NOT NULL;
         """,
     ),
+    (
+        "0008_slots",
+        """
+        CREATE TABLE slots (
+            route TEXT NOT NULL,
+            slot TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            taken_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (route, slot)
+        );
+        """,
+    ),
 ]
 
 _FILE_COLUMNS = (
@@ -688,6 +700,16 @@ class PostgresJournal:
                 "VALUES (%s,%s,%s,%s,%s)",
                 (file_id, _utc(), state, state, note),
             )
+
+    def take_slot(self, route: str, slot: str) -> bool:
+        with self._tx() as db:
+            row = db.execute(
+                "INSERT INTO slots VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING RETURNING route",
+                (route, slot, self.owner, _utc()),
+            ).fetchone()
+            # Slots older than a week are history nobody needs.
+            db.execute("DELETE FROM slots WHERE taken_at < %s", (_utc() - timedelta(days=7),))
+        return row is not None
 
     def take(self, file_id: int) -> bool:
         now = _utc()

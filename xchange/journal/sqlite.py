@@ -156,6 +156,19 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE files ADD COLUMN lease_until TEXT;
         """,
     ),
+    (
+        "0008_slots",
+        # Scheduled runs taken by a daemon of a shared journal (empty here).
+        """
+        CREATE TABLE slots (
+            route TEXT NOT NULL,
+            slot TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            taken_at TEXT NOT NULL,
+            PRIMARY KEY (route, slot)
+        );
+        """,
+    ),
 ]
 
 #: Seconds between checkpoints of the write-ahead log into the main file, so that a copy
@@ -654,6 +667,9 @@ class SQLiteJournal:
 
     def take(self, file_id: int) -> bool:
         return True  # one daemon per SQLite journal
+
+    def take_slot(self, route: str, slot: str) -> bool:
+        return True
 
     def record_output(self, file_id: int, output: OutputRecord) -> None:
         with self._tx() as db:
