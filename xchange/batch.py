@@ -164,6 +164,17 @@ class SmallFiles:
         route, transfer = self.route, self.transfer
         batch = Batch(time.monotonic())
         source = transfer.sessions.remote(route.source.endpoint)
+        if self.journal.shared:
+            # Files another daemon took (or finished) since the look are not read again.
+            known = self.journal.lookup_many(
+                route.name, route.source.endpoint, [(i.name, i.size, i.mtime_ns) for i in infos]
+            )
+            infos = [
+                i
+                for i in infos
+                if (r := known.get((i.name, i.size, i.mtime_ns))) is None
+                or not transfer.busy_elsewhere(r)
+            ]
         reads: list[tuple[FileInfo, bytes, str, FileResult]] = []
         seen: set[str] = set()
         for info, data in zip(infos, source.get_many(infos), strict=True):

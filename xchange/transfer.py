@@ -260,6 +260,9 @@ class Transfer:
             if known.state in DONE_STATES:
                 self._finish_after(route, info, known, result)
                 return
+            if self.busy_elsewhere(known):
+                log.info("file.held_elsewhere", by=known.owner, file_id=known.id)
+                return
             if (
                 known.state == State.RETRYING
                 and known.next_retry_at is not None
@@ -368,6 +371,21 @@ class Transfer:
             return
         self.convert_and_deliver(
             route, claim.record, path, info.name, result, source, info=info, stream=handle
+        )
+
+    def busy_elsewhere(self, record: FileRecord) -> bool:
+        """Whether another daemon of a shared journal has this record in hand (its lease
+        running) or has delivered it since the look: not worth reading now."""
+        if not self.journal.shared:
+            return False
+        if record.state in DONE_STATES:
+            return True
+        return (
+            record.owner is not None
+            and record.owner != self.journal.owner
+            and record.lease_until is not None
+            and record.lease_until > self.now()
+            and record.state in (State.PROCESSING, State.DELIVERING)
         )
 
     def itself(self, route: RouteConfig, info: FileInfo, record: FileRecord) -> bool:

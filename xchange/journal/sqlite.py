@@ -270,6 +270,7 @@ class SQLiteJournal:
     daemon per journal (a PostgreSQL journal is shared by several)."""
 
     shared = False
+    owner = None
 
     def __init__(self, path: Path) -> None:
         self.path = path
