@@ -20,6 +20,7 @@ OWNERS = {
     "sqlite3": {"journal/sqlite.py"},
     "psycopg": {"journal/postgres.py"},
     "psycopg_pool": {"journal/postgres.py"},
+    "prometheus_client": {"metrics.py"},
     "tomllib": {"config.py", "layout.py"},
     "watchdog": {"watcher.py"},
     "apscheduler": {"daemon.py"},

@@ -178,7 +178,9 @@ class SmallFiles:
         reads: list[tuple[FileInfo, bytes, str, FileResult]] = []
         seen: set[str] = set()
         for info, data in zip(infos, source.get_many(infos), strict=True):
-            result = FileResult(route.name, info.name, SKIPPED, bytes=info.size)
+            result = FileResult(
+                route.name, info.name, SKIPPED, bytes=info.size, arrived=info.mtime_ns / 1e9
+            )
             if isinstance(data, RemoteNotFound):
                 log.info(
                     "file.vanished",

@@ -340,6 +340,10 @@ class DaemonConfig(_Model):
     rescan: float = Field(300.0, gt=0)
     #: Routes run at the same time (each in its own thread, with its own connections).
     workers: int = Field(4, ge=1, le=64)
+    #: Metrics and health over HTTP (``127.0.0.1:9464``); off unless set.
+    http: str | None = Field(None, pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):[0-9]{1,5}$")
+    #: The environment variable holding the token a client not on this host must send.
+    http_token_env: str | None = None
 
 
 class AppConfig(_Model):

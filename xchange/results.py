@@ -60,6 +60,8 @@ class FileResult:
     after_error: str | None = None
     #: What the mapping's filters left out ("3 documents skipped by filter").
     filtered: str = ""
+    #: When the file arrived in its drop folder (its time, Unix seconds), if known.
+    arrived: float | None = None
 
 
 @dataclass(slots=True)

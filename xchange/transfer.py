@@ -252,6 +252,7 @@ class Transfer:
     def _from_drop(self, route: RouteConfig, info: FileInfo, result: FileResult) -> None:
         source = self.sessions.remote(route.source.endpoint)
         result.bytes = info.size
+        result.arrived = info.mtime_ns / 1e9
         known = self.journal.lookup(
             route.name, route.source.endpoint, info.name, info.size, info.mtime_ns
         )

@@ -356,11 +356,24 @@ def run(
 
                     if problems := check_schedules(config):
                         raise ConfigError(problems)
+                    from xchange.metrics import start_http
+
                     path = str(config.source_file)
-                    daemon = Daemon(config, journal, stop=stop, load=lambda: _loaded(path))
+                    http = start_http(config, journal)
+                    daemon = Daemon(
+                        config,
+                        journal,
+                        stop=stop,
+                        load=lambda: _loaded(path),
+                        on_result=http.metrics.observe if http is not None else None,
+                    )
                     hands["in_hand"] = lambda: daemon.runner.in_hand()
-                    with _reload_on_sighup(daemon.request_reload):
-                        daemon.run()
+                    try:
+                        with _reload_on_sighup(daemon.request_reload):
+                            daemon.run()
+                    finally:
+                        if http is not None:
+                            http.stop()
             finally:
                 journal.close()
     except LockHeld as exc:

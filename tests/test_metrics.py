@@ -1,0 +1,136 @@
+"""Metrics and health of a running daemon, scraped over HTTP from a real `xchange run`
+process: files by outcome, documents, bytes, arrival-to-delivery time, last success,
+journal states, process metrics; /healthz and /readyz; clients not on this host refused
+without the token."""
+
+from __future__ import annotations
+
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import SAMPLES, Exchange
+from tests.sshd import free_port
+from tests.test_daemon import daemon, fast, wait_for
+from xchange.config import load_config
+from xchange.journal import open_journal
+from xchange.metrics import HttpEndpoint, Metrics
+from xchange.results import FileResult, Outcome, RouteResult
+
+
+def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def value(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in Prometheus' text format (None: not there)."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def with_http(exchange: Exchange, port: int) -> None:
+    fast(exchange)
+    text = exchange.config.read_text()
+    exchange.config.write_text(
+        text.replace("[daemon]\n", f'[daemon]\nhttp = "127.0.0.1:{port}"\n', 1)
+    )
+
+
+def test_a_running_daemon_is_scraped_for_what_it_did(exchange: Exchange) -> None:
+    """One good file and one broken one: delivered 1 (3 documents, its bytes), quarantined
+    1 with its cause, one arrival-to-delivery time, a last success, one file in quarantine
+    by the journal, the process's own metrics; healthy and ready."""
+    port = free_port()
+    with_http(exchange, port)
+    sample = SAMPLES / "shop-orders" / "in" / "orders_20261121.csv"
+    with daemon(exchange):
+        wait_for(lambda: scrape(port, "/healthz")[0] == 200, what="the endpoint")
+        exchange.drop_sample()
+        (exchange.inbox / "orders_broken.csv").write_bytes(b"\xff\xfe not a csv at all\n")
+
+        def counted() -> bool:
+            text = scrape(port)[1]
+            return (value(text, "xchange_files_total", outcome="delivered") or 0) >= 1 and (
+                value(text, "xchange_files_total", outcome="quarantined") or 0
+            ) >= 1
+
+        wait_for(counted, what="both files counted")
+        code, text = scrape(port)
+        assert code == 200
+        assert value(text, "xchange_files_total", route="shop-orders", outcome="delivered") == 1
+        assert value(text, "xchange_documents_total", route="shop-orders") == 3
+        assert value(text, "xchange_bytes_total", route="shop-orders") == sample.stat().st_size
+        assert value(text, "xchange_delivery_seconds_count", route="shop-orders") == 1
+        assert (value(text, "xchange_last_success_timestamp_seconds", route="shop-orders") or 0) > 0
+        causes = [line for line in text.splitlines() if line.startswith("xchange_failures_total{")]
+        assert len(causes) == 1 and 'route="shop-orders"' in causes[0]
+        assert value(text, "xchange_files_in_state", route="shop-orders", state="quarantined") == 1
+        assert value(text, "xchange_oldest_waiting_seconds", route="shop-orders") == 0
+        assert value(text, "process_cpu_seconds_total") is not None
+        assert value(text, "xchange_journal_seconds_count") is not None
+        # Bounded labels: no file name in any label.
+        assert "orders_20261121" not in text and "orders_broken" not in text
+        assert scrape(port, "/healthz") == (200, "ok\n")
+        assert scrape(port, "/readyz") == (200, "ready\n")
+        assert scrape(port, "/nothing")[0] == 404
+
+
+def test_readiness_says_which_route_retrying_cannot_fix(exchange: Exchange) -> None:
+    """A route whose target refuses its host key (permanent) makes /readyz answer 503
+    naming it; a transient cause does not; a delivered look clears it."""
+    config = load_config(exchange.config)
+    journal = open_journal(config.journal)
+    try:
+        metrics = Metrics(config, journal)
+        endpoint = HttpEndpoint(metrics, "127.0.0.1:0")
+        endpoint.start()
+        try:
+            metrics.observe(RouteResult("shop-orders", error="down", error_kind="connection"))
+            assert scrape(endpoint.port, "/readyz")[0] == 200
+            metrics.observe(RouteResult("shop-orders", error="key", error_kind="host-key-unknown"))
+            assert scrape(endpoint.port, "/readyz") == (
+                503,
+                "shop-orders: host-key-unknown (retrying cannot fix it)\n",
+            )
+            done = FileResult("shop-orders", "x.csv", Outcome.DELIVERED, documents=1)
+            metrics.observe(RouteResult("shop-orders", files=[done]))
+            assert scrape(endpoint.port, "/readyz")[0] == 200
+        finally:
+            endpoint.stop()
+    finally:
+        journal.close()
+
+
+def test_a_client_not_on_this_host_needs_the_token(exchange: Exchange, tmp_path: Path) -> None:
+    """The endpoint answers loopback clients; any other is refused (403) unless it sends
+    the configured token; without a token configured, always refused."""
+    config = load_config(exchange.config)
+    journal = open_journal(config.journal)
+    try:
+        metrics = Metrics(config, journal)
+        guarded = HttpEndpoint(metrics, "127.0.0.1:0", token="s3cret-token")
+        open_one = HttpEndpoint(metrics, "127.0.0.1:0")
+        try:
+            assert guarded.answer("/healthz", "127.0.0.1", None)[0] == 200
+            assert guarded.answer("/healthz", "::1", None)[0] == 200
+            assert guarded.answer("/metrics", "192.0.2.7", None)[0] == 403
+            assert guarded.answer("/metrics", "192.0.2.7", "Bearer wrong")[0] == 403
+            assert guarded.answer("/metrics", "192.0.2.7", "Bearer s3cret-token")[0] == 200
+            assert open_one.answer("/metrics", "192.0.2.7", "Bearer s3cret-token")[0] == 403
+        finally:
+            guarded.server.server_close()
+            open_one.server.server_close()
+    finally:
+        journal.close()
