@@ -70,3 +70,14 @@ class RunLock:
             return None
         finally:
             os.close(fd)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host may still run (one we may not signal: yes)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -19,7 +19,7 @@ the alert windows (one alert per route and cause per window).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -95,6 +95,40 @@ class FileRecord:
             for o in self.outputs
         ]
         return out
+
+
+def record_from_row(row: Mapping[str, Any], outputs: list[OutputRecord]) -> FileRecord:
+    """A record from a backend's row of ``files`` (times as datetimes or ISO text)."""
+
+    def when(value: Any) -> datetime | None:
+        return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+    created, updated = when(row["created_at"]), when(row["updated_at"])
+    assert created is not None and updated is not None
+    return FileRecord(
+        id=row["id"],
+        route=row["route"],
+        endpoint=row["endpoint"],
+        path=row["path"],
+        size=row["size"],
+        mtime_ns=row["mtime_ns"],
+        sha256=row["sha256"],
+        state=State(row["state"]),
+        attempts=row["attempts"],
+        next_retry_at=when(row["next_retry_at"]),
+        error_kind=row["error_kind"],
+        error_message=row["error_message"],
+        quarantine_path=row["quarantine_path"],
+        archive_path=row["archive_path"],
+        layout_version=row["layout_version"],
+        mapping_version=row["mapping_version"],
+        source_encoding=row["source_encoding"],
+        created_at=created,
+        updated_at=updated,
+        outputs=outputs,
+        owner=row.get("owner"),
+        lease_until=when(row.get("lease_until")),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ from xchange.journal.base import (
     OutputRecord,
     Step,
     Transition,
+    record_from_row,
 )
 from xchange.journal.states import DONE_STATES, State, check_transition
 
@@ -931,30 +932,7 @@ class PostgresJournal:
 
 
 def _built(row: dict[str, Any], outputs: list[OutputRecord]) -> FileRecord:
-    return FileRecord(
-        id=row["id"],
-        route=row["route"],
-        endpoint=row["endpoint"],
-        path=row["path"],
-        size=row["size"],
-        mtime_ns=row["mtime_ns"],
-        sha256=row["sha256"],
-        state=State(row["state"]),
-        attempts=row["attempts"],
-        next_retry_at=row["next_retry_at"],
-        error_kind=row["error_kind"],
-        error_message=row["error_message"],
-        quarantine_path=row["quarantine_path"],
-        archive_path=row["archive_path"],
-        layout_version=row["layout_version"],
-        mapping_version=row["mapping_version"],
-        source_encoding=row["source_encoding"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        outputs=outputs,
-        owner=row.get("owner"),
-        lease_until=row.get("lease_until"),
-    )
+    return record_from_row(row, outputs)
 
 
 def _glob_to_like(pattern: str) -> str:

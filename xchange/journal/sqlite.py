@@ -24,8 +24,10 @@ from xchange.journal.base import (
     OutputRecord,
     Step,
     Transition,
+    record_from_row,
 )
 from xchange.journal.states import DONE_STATES, State, check_transition
+from xchange.lock import pid_alive
 from xchange.private import private_folder
 
 #: Records with a kept quarantine copy that are not settled (the partial index's condition,
@@ -178,15 +180,7 @@ CHECKPOINT_EVERY = 30.0
 
 def _alive(host: str, pid: int) -> bool:
     """Whether a session's process may still run (another host: assumed so)."""
-    if host != socket.gethostname():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return host != socket.gethostname() or pid_alive(pid)
 
 
 def _damaged(path: Path, what: str) -> str:
@@ -1010,25 +1004,4 @@ class SQLiteJournal:
 
     @staticmethod
     def _built(row: sqlite3.Row, outputs: list[OutputRecord]) -> FileRecord:
-        return FileRecord(
-            id=row["id"],
-            route=row["route"],
-            endpoint=row["endpoint"],
-            path=row["path"],
-            size=row["size"],
-            mtime_ns=row["mtime_ns"],
-            sha256=row["sha256"],
-            state=State(row["state"]),
-            attempts=row["attempts"],
-            next_retry_at=_when(row["next_retry_at"]),
-            error_kind=row["error_kind"],
-            error_message=row["error_message"],
-            quarantine_path=row["quarantine_path"],
-            archive_path=row["archive_path"],
-            layout_version=row["layout_version"],
-            mapping_version=row["mapping_version"],
-            source_encoding=row["source_encoding"],
-            created_at=datetime.fromisoformat(row["created_at"]),
-            updated_at=datetime.fromisoformat(row["updated_at"]),
-            outputs=outputs,
-        )
+        return record_from_row(dict(row), outputs)

@@ -49,6 +49,7 @@ from xchange.errors import (
     RemoteUnavailable,
     SourceChanged,
 )
+from xchange.lock import pid_alive
 from xchange.private import private_folder
 from xchange.remote import openssh
 from xchange.remote.base import (
@@ -477,7 +478,7 @@ class SFTPRemote:
                 len(parts) == 4
                 and parts[0] == host
                 and parts[1].isdigit()
-                and not _pid_alive(int(parts[1]))
+                and not pid_alive(int(parts[1]))
             )
             if mine_dead or now - (entry.st_mtime or now) > 3600:
                 with suppress(OSError, paramiko.SSHException, EOFError):
@@ -765,16 +766,6 @@ class _RevokedKey(paramiko.SSHException):
 
 #: The names of the rename probe's files (``.xchange-probe-HOST-PID-TOKEN-a``).
 PROBE = ".xchange-probe-"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _UnknownKey(paramiko.SSHException):
