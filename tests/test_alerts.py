@@ -142,3 +142,32 @@ def test_a_failing_sink_never_stops_the_exchange(exchange: Exchange) -> None:
     result = run(exchange)
     assert result.exit_code == 1
     assert '"event": "alert.sink_failed"' in result.stderr
+
+
+def test_alerts_test_sends_through_each_sink_whatever_the_window(
+    exchange: Exchange, tmp_path: Path
+) -> None:
+    """`xchange alerts test` reaches the real SMTP and HTTP sinks at once, twice in a row
+    (no window holds a test back); `--sink 2` only the second; a sink that fails is named
+    and the exit code is 1."""
+    with smtp_server(tmp_path) as (port, cert, mailbox), http_server() as (url, posts):
+        with_alerts(exchange, alerts_toml(port, cert, url))
+        env = {"XCHANGE_SMTP_PASSWORD": SMTP_PASSWORD}
+        args = ["alerts", "test", "--config", str(exchange.config)]
+        for _ in range(2):
+            result = CliRunner().invoke(main, args, env=env)
+            assert result.exit_code == 0, result.output
+            assert result.stdout.splitlines() == [
+                "sink 1 (email): sent",
+                "sink 2 (webhook): sent",
+                "sink 3 (webhook): sent",
+            ]
+        assert len(mailbox.messages) == 2 and "[xchange] test alert" in mailbox.texts()[0]
+        assert [p["path"] for p in posts] == ["/generic", "/wecom"] * 2
+        only = CliRunner().invoke(main, [*args, "--sink", "2"], env=env)
+        assert only.stdout == "sink 2 (webhook): sent\n" and len(posts) == 5
+    # The servers are gone now: every sink fails, said per sink.
+    failing = CliRunner().invoke(main, args, env=env)
+    assert failing.exit_code == 1
+    assert failing.stdout.count("FAILED") == 3
+    assert SMTP_PASSWORD not in failing.output

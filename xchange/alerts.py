@@ -96,6 +96,14 @@ def send_email(sink: EmailSink, alert: Alert) -> None:
         smtp.send_message(message)
 
 
+def deliver(sink: EmailSink | WebhookSink | LogSink, alert: Alert) -> None:
+    """Send one alert through one sink (a log sink: the log event is the alert)."""
+    if isinstance(sink, EmailSink):
+        send_email(sink, alert)
+    elif isinstance(sink, WebhookSink):
+        send_webhook(sink, alert)
+
+
 class Alerter:
     """Decides what to send (via the journal's ledger) and sends it to every sink."""
 
@@ -226,15 +234,33 @@ class Alerter:
                 )
             )
 
+    def test(self, sink: int | None = None) -> list[tuple[int, str, str | None]]:
+        """Send a test alert through every sink (or sink number ``sink``, counted from 1),
+        bypassing the alert window: (number, type, what went wrong or None) per sink."""
+        alert = Alert(
+            "test",
+            "-",
+            "test",
+            "[xchange] test alert",
+            f"A test alert from xchange ({self.config_file}), sent by `xchange alerts test`. "
+            "Nothing is wrong.",
+        )
+        results = []
+        for number, target in enumerate(self.config.sinks, start=1):
+            if sink is not None and number != sink:
+                continue
+            try:
+                deliver(target, alert)
+            except (OSError, smtplib.SMTPException, ValueError) as exc:
+                results.append((number, target.type, f"{type(exc).__name__}: {exc}"))
+            else:
+                results.append((number, target.type, None))
+        return results
+
     def _send(self, alert: Alert) -> None:
         for sink in self.config.sinks:
             try:
-                if isinstance(sink, EmailSink):
-                    send_email(sink, alert)
-                elif isinstance(sink, WebhookSink):
-                    send_webhook(sink, alert)
-                elif isinstance(sink, LogSink):
-                    pass
+                deliver(sink, alert)
             except (OSError, smtplib.SMTPException, ValueError) as exc:
                 log.error(
                     "alert.sink_failed",

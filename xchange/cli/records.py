@@ -552,3 +552,40 @@ def retry(
         click.echo("no file is waiting for a retry")
     else:
         click.echo("the next look takes them: the daemon's, or `xchange run --once`")
+
+
+# --------------------------------------------------------------------------- alerts
+
+
+@main.group()
+def alerts() -> None:
+    """Check the alert sinks."""
+
+
+@alerts.command("test")
+@config_option
+@click.option(
+    "--sink", type=click.IntRange(min=1), help="Only this sink (its number, counted from 1)."
+)
+@click.pass_context
+def alerts_test(ctx: click.Context, config_path: str | None, sink: int | None) -> None:
+    """Send a test alert through each sink now, whatever the alert window, so that a new
+    sink can be checked. Exits 1 if a sink failed."""
+    from xchange.alerts import Alerter
+
+    config = command_config(ctx, config_path, secrets=True)
+    if not config.alerts.sinks:
+        fail("xchange: no alert sinks configured ([[alerts.sinks]])", 2)
+    if sink is not None and sink > len(config.alerts.sinks):
+        fail(f"xchange: --sink {sink}: there are {len(config.alerts.sinks)} sink(s)", 2)
+    store = open_store(config)
+    try:
+        results = Alerter(config.alerts, store, config_file=str(config.source_file)).test(sink)
+    finally:
+        store.close()
+    failed = False
+    for number, kind, error in results:
+        click.echo(f"sink {number} ({kind}): " + (f"FAILED: {error}" if error else "sent"))
+        failed = failed or error is not None
+    if failed:
+        sys.exit(1)
