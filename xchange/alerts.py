@@ -234,6 +234,41 @@ class Alerter:
                 )
             )
 
+    def deadline_missed(self, route: str, by: str, delivered: int, wanted: int) -> None:
+        """Files a route expects did not arrive by their deadline (sent once a day: the
+        journal decides)."""
+        what = "nothing arrived" if delivered == 0 else f"only {delivered} of {wanted} file(s)"
+        config = f" --config {self.config_file}" if self.config_file else ""
+        self._send(
+            Alert(
+                "failure",
+                route,
+                "deadline",
+                f"[xchange] {route}: {what} by {by}",
+                f"route:  {route}\nexpected: at least {wanted} file(s) by {by}\n"
+                f"arrived: {delivered}\n\nThe partner's export may not have run. "
+                f"See: xchange status --route {route}{config}",
+            )
+        )
+
+    def deadline_met(self, route: str, by: str) -> None:
+        """The files of a missed deadline arrived after all."""
+        self._send(
+            Alert(
+                "recovered",
+                route,
+                "deadline",
+                f"[xchange] {route}: recovered (arrived after {by})",
+                f"route:  {route}\nThe files expected by {by} have arrived and were delivered.",
+            )
+        )
+
+    def silence(self, route: str, hours: float, last: str) -> None:
+        """A watched route has delivered nothing for too long (one per alert window)."""
+        self.failure(
+            route, "silence", True, [], f"no file for {hours:g} hours (last delivery: {last})"
+        )
+
     def test(self, sink: int | None = None) -> list[tuple[int, str, str | None]]:
         """Send a test alert through every sink (or sink number ``sink``, counted from 1),
         bypassing the alert window: (number, type, what went wrong or None) per sink."""

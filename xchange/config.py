@@ -157,6 +157,49 @@ class ScheduleSpec(_Model):
         return self
 
 
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def parse_days(text: str) -> frozenset[int]:
+    """``mon-sat``, ``mon,wed,fri``, ``daily`` -> weekday numbers (Monday 0)."""
+    text = text.strip().lower()
+    if text in ("daily", "*", "mon-sun"):
+        return frozenset(range(7))
+    days: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        if first not in _DAYS or (last and last not in _DAYS):
+            raise ValueError(f"days {text!r}: write days by name (mon-sat, mon,wed,fri, daily)")
+        a, b = _DAYS.index(first), _DAYS.index(last or first)
+        days.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(b + 1)])
+    return frozenset(days)
+
+
+class ExpectSpec(_Model):
+    """When files must have arrived: ``by`` (HH:MM) on ``days`` in ``timezone``, at least
+    ``min_files`` delivered that day; and, optionally, an alarm when nothing came for
+    ``silence_hours``."""
+
+    by: str | None = Field(None, pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    days: str = "daily"
+    timezone: str = "UTC"
+    min_files: int = Field(1, ge=1)
+    silence_hours: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _valid(self) -> ExpectSpec:
+        import zoneinfo
+
+        parse_days(self.days)
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {self.timezone!r}") from None
+        if self.by is None and self.silence_hours is None:
+            raise ValueError("give by (a deadline) or silence_hours, or both")
+        return self
+
+
 class TargetSpec(_Model):
     endpoint: str
     #: File-name template over the target document's header fields and the source name,
@@ -247,6 +290,8 @@ class RouteConfig(_Model):
     #: a document whose key was already delivered on this route is skipped and reported.
     dedupe_key: str | None = None
     quarantine: RouteQuarantine = RouteQuarantine()
+    #: Arrival deadlines and the silence alarm (None: nobody waits for this route's files).
+    expect: ExpectSpec | None = None
 
 
 class JournalConfig(_Model):

@@ -86,6 +86,7 @@ class Daemon:
         #: Routes whose first run (at start) is done: later runs of a cron route are its
         #: scheduled slots, taken by one daemon of a shared journal.
         self._started: set[str] = set()
+        self._began = datetime.now(UTC)
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(config.daemon.workers)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
@@ -145,6 +146,14 @@ class Daemon:
                 id=route.name,
                 name=f"route {route.name}",
                 next_run_time=now,  # files present at start
+            )
+        if any(r.expect is not None for r in self.config.routes):
+            self.scheduler.add_job(
+                self._deadlines,
+                IntervalTrigger(seconds=60),
+                id="deadlines",
+                name="arrival deadlines",
+                next_run_time=now,
             )
         watched = self._watch()
         if watched:
@@ -249,6 +258,20 @@ class Daemon:
             job = self.scheduler.get_job(name)
             if job is not None and (job.next_run_time is None or job.next_run_time > when):
                 job.modify(next_run_time=when)
+
+    def _deadlines(self) -> None:
+        from xchange import deadlines
+
+        try:
+            deadlines.check(
+                self.config,
+                self.runner.journal,
+                self.runner.alerter,
+                datetime.now(UTC),
+                started=self._began,
+            )
+        except XchangeError as exc:
+            log.error("deadlines.check_failed", error=exc.reason)
 
     def _job(self, name: str) -> None:
         route = self.config.route(name)

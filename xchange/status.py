@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from xchange import deadlines
 from xchange.config import AppConfig, LocalEndpoint
 from xchange.errors import XchangeError
 from xchange.journal import Journal, State
@@ -27,6 +28,8 @@ class RouteStatus:
     in_hand: list[dict[str, Any]] = field(default_factory=list)
     retrying: list[dict[str, Any]] = field(default_factory=list)
     quarantined: int = 0
+    #: Today's arrival deadline and how it stands (None: none today).
+    deadline: str | None = None
 
 
 @dataclass
@@ -80,6 +83,8 @@ def route_status(config: AppConfig, journal: Journal, now: datetime) -> list[Rou
                     "next_try_local": local_time(r.next_retry_at, now),
                 }
             )
+        state = deadlines.today(route, journal, now)
+        status.deadline = state.describe() if state is not None else None
         status.quarantined = len(
             journal.query(route=route.name, state=State.QUARANTINED, limit=1_000_000)
         )

@@ -472,6 +472,8 @@ def status(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
             f"{item.route}: {in_hand}{len(item.held)} held, {len(item.retrying)} "
             f"retrying, {item.quarantined} quarantined"
         )
+        if item.deadline:
+            click.echo(f"  deadline: {item.deadline}")
         for f in item.in_hand:
             by = f" by {f['owner']}" if f.get("owner") else ""
             click.echo(

@@ -258,6 +258,19 @@ class Journal(Protocol):
         always grants it."""
         ...
 
+    def deadline_missed(self, route: str, day: str, at: datetime) -> bool:
+        """Record that ``route``'s deadline of ``day`` passed unmet; True the first time
+        (the one alert to send, whichever daemon sees it first)."""
+        ...
+
+    def deadline_met(self, route: str, day: str, at: datetime) -> bool:
+        """Record that a missed deadline's files arrived after all; True the first time."""
+        ...
+
+    def deadlines(self, route: str, limit: int = 7) -> list[tuple[str, datetime, datetime | None]]:
+        """The route's missed deadlines, newest first: (day, missed at, arrived at)."""
+        ...
+
     def take(self, file_id: int) -> bool:
         """Take a delivered file's remaining work (its archive or delete) for this daemon:
         False while another daemon of a shared journal holds it (its lease running). A

@@ -175,6 +175,18 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0009_deadlines",
+        """
+        CREATE TABLE deadlines (
+            route TEXT NOT NULL,
+            day TEXT NOT NULL,
+            missed_at TIMESTAMPTZ NOT NULL,
+            met_at TIMESTAMPTZ,
+            PRIMARY KEY (route, day)
+        );
+        """,
+    ),
 ]
 
 _FILE_COLUMNS = (
@@ -711,6 +723,33 @@ class PostgresJournal:
             # Slots older than a week are history nobody needs.
             db.execute("DELETE FROM slots WHERE taken_at < %s", (_utc() - timedelta(days=7),))
         return row is not None
+
+    def deadline_missed(self, route: str, day: str, at: datetime) -> bool:
+        with self._tx() as db:
+            row = db.execute(
+                "INSERT INTO deadlines (route, day, missed_at) VALUES (%s,%s,%s) "
+                "ON CONFLICT DO NOTHING RETURNING day",
+                (route, day, at),
+            ).fetchone()
+        return row is not None
+
+    def deadline_met(self, route: str, day: str, at: datetime) -> bool:
+        with self._tx() as db:
+            row = db.execute(
+                "UPDATE deadlines SET met_at=%s WHERE route=%s AND day=%s AND met_at IS NULL "
+                "RETURNING day",
+                (at, route, day),
+            ).fetchone()
+        return row is not None
+
+    def deadlines(self, route: str, limit: int = 7) -> list[tuple[str, datetime, datetime | None]]:
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT day, missed_at, met_at FROM deadlines WHERE route=%s "
+                "ORDER BY day DESC LIMIT %s",
+                (route, limit),
+            ).fetchall()
+        return [(r["day"], r["missed_at"], r["met_at"]) for r in rows]
 
     def take(self, file_id: int) -> bool:
         now = _utc()

@@ -171,6 +171,18 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0009_deadlines",
+        """
+        CREATE TABLE deadlines (
+            route TEXT NOT NULL,
+            day TEXT NOT NULL,
+            missed_at TEXT NOT NULL,
+            met_at TEXT,
+            PRIMARY KEY (route, day)
+        );
+        """,
+    ),
 ]
 
 #: Seconds between checkpoints of the write-ahead log into the main file, so that a copy
@@ -666,6 +678,31 @@ class SQLiteJournal:
     def take_slot(self, route: str, slot: str) -> bool:
         return True
 
+    def deadline_missed(self, route: str, day: str, at: datetime) -> bool:
+        with self._tx() as db:
+            done = db.execute(
+                "INSERT OR IGNORE INTO deadlines (route, day, missed_at) VALUES (?,?,?)",
+                (route, day, _iso(at)),
+            )
+            return done.rowcount == 1
+
+    def deadline_met(self, route: str, day: str, at: datetime) -> bool:
+        with self._tx() as db:
+            done = db.execute(
+                "UPDATE deadlines SET met_at=? WHERE route=? AND day=? AND met_at IS NULL",
+                (_iso(at), route, day),
+            )
+            return done.rowcount == 1
+
+    def deadlines(self, route: str, limit: int = 7) -> list[tuple[str, datetime, datetime | None]]:
+        with self._read():
+            rows = self._db.execute(
+                "SELECT day, missed_at, met_at FROM deadlines WHERE route=? "
+                "ORDER BY day DESC LIMIT ?",
+                (route, limit),
+            ).fetchall()
+        return [(r[0], datetime.fromisoformat(r[1]), _when(r[2])) for r in rows]
+
     def record_output(self, file_id: int, output: OutputRecord) -> None:
         with self._tx() as db:
             db.execute(
@@ -985,6 +1022,7 @@ class SQLiteJournal:
             "business_keys": ("recorded_at",),
             "alerts": ("sent_at",),
             "observations": ("first_seen", "changed_at"),
+            "deadlines": ("missed_at", "met_at"),
             "meta": (),
         }
         for table, columns in times.items():

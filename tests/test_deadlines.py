@@ -1,0 +1,122 @@
+"""Arrival deadlines and the silence alarm, with an injected clock, alerts to a real local
+HTTP sink: nothing by 02:30 Shanghai time on a listed day -> one alert; the file arrives
+late -> a recovered notice; a day not listed -> nothing; `status` shows the deadline."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import Exchange
+from tests.servers import http_server
+from xchange import deadlines
+from xchange.alerts import Alerter
+from xchange.cli import main
+from xchange.config import ExpectSpec, load_config, parse_days
+from xchange.journal import open_journal
+from xchange.runner import Runner
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+#: Thursday 3 December 2026 in Shanghai.
+THURSDAY = datetime(2026, 12, 3, tzinfo=SHANGHAI)
+
+
+def with_expect(exchange: Exchange, url: str, expect: str) -> None:
+    exchange.write_config(
+        route_extra=f"expect = {{ {expect} }}",
+        retry="attempts = 1, later = 0",
+    )
+    text = exchange.config.read_text()
+    exchange.config.write_text(
+        text.replace(
+            "[[routes]]",
+            f'[alerts]\nwindow = 3600\n\n[[alerts.sinks]]\ntype = "webhook"\nurl = "{url}"\n\n'
+            "[[routes]]",
+            1,
+        )
+    )
+
+
+def test_days_are_written_by_name() -> None:
+    assert parse_days("mon-sat") == {0, 1, 2, 3, 4, 5}
+    assert parse_days("fri-mon") == {4, 5, 6, 0}
+    assert parse_days("mon,wed,fri") == {0, 2, 4}
+    assert parse_days("daily") == set(range(7))
+    with pytest.raises(ValueError, match="by name"):
+        parse_days("1-5")
+    with pytest.raises(ValueError, match="by"):
+        ExpectSpec.model_validate({"days": "daily"})
+
+
+def test_a_missed_deadline_alerts_once_and_a_late_arrival_recovers(exchange: Exchange) -> None:
+    with http_server() as (url, posts):
+        with_expect(exchange, url, 'by = "02:30", days = "mon-sat", timezone = "Asia/Shanghai"')
+        config = load_config(exchange.config)
+        journal = open_journal(config.journal)
+        alerter = Alerter(config.alerts, journal, config_file=str(config.source_file))
+        try:
+
+            def at(hour: int, minute: int, day: datetime = THURSDAY) -> list[deadlines.Deadline]:
+                now = day + timedelta(hours=hour, minutes=minute)
+                return deadlines.check(config, journal, alerter, now.astimezone(UTC))
+
+            (before,) = at(2, 29)
+            assert not before.passed and posts == []
+            assert before.describe() == "expects 1 file(s) by 02:30 (0 so far)"
+            (missed,) = at(2, 31)
+            assert missed.missed
+            assert [p["json"]["title"] for p in posts] == [
+                "[xchange] shop-orders: nothing arrived by 02:30"
+            ]
+            at(2, 45)
+            at(4, 0)
+            assert len(posts) == 1  # one alert a day, however often the daemon looks
+            status = CliRunner().invoke(main, ["status", "--config", str(exchange.config)])
+            assert status.exit_code == 0
+
+            exchange.drop_sample()  # the partner's export runs late
+            runner = Runner(config, journal, alerter=alerter)
+            runner.run_once()
+            runner.close()
+            (late,) = at(5, 0)
+            assert not late.missed and late.delivered == 1
+            titles = [p["json"]["title"] for p in posts]
+            assert titles[-1] == "[xchange] shop-orders: recovered (arrived after 02:30)"
+            assert [p["json"]["kind"] for p in posts].count("recovered") == 1
+            at(6, 0)
+            assert [p["json"]["kind"] for p in posts].count("recovered") == 1
+            # Sunday is not a listed day: no deadline, no alert.
+            assert at(3, 0, THURSDAY + timedelta(days=3)) == []
+        finally:
+            journal.close()
+
+
+def test_status_shows_todays_deadline(exchange: Exchange) -> None:
+    with http_server() as (url, _):
+        with_expect(exchange, url, 'by = "23:59", days = "daily", timezone = "UTC"')
+        result = CliRunner().invoke(main, ["status", "--config", str(exchange.config)])
+    assert result.exit_code == 0, result.output
+    assert "deadline: expects 1 file(s) by 23:59 (0 so far)" in result.stdout
+
+
+def test_a_silent_route_is_alerted_but_not_right_after_a_start(exchange: Exchange) -> None:
+    """silence_hours = 2: a daemon started an hour ago says nothing yet; three hours after
+    its start with nothing delivered, one alert (then held by the alert window)."""
+    with http_server() as (url, posts):
+        with_expect(exchange, url, "silence_hours = 2")
+        config = load_config(exchange.config)
+        journal = open_journal(config.journal)
+        alerter = Alerter(config.alerts, journal, config_file=str(config.source_file))
+        started = datetime(2026, 12, 3, 0, 0, tzinfo=UTC)
+        try:
+            deadlines.check(config, journal, alerter, started + timedelta(hours=1), started=started)
+            assert posts == []
+            deadlines.check(config, journal, alerter, started + timedelta(hours=3), started=started)
+            (alert,) = posts
+            assert alert["json"]["cause"] == "silence"
+            assert "no file for 2 hours (last delivery: never)" in alert["json"]["text"]
+        finally:
+            journal.close()

@@ -1,0 +1,137 @@
+"""Arrival deadlines and the silence alarm: the failure that hurts most is the nightly
+file that never came.
+
+A route may say ``expect = { by = "02:30", days = "mon-sat", timezone = "Asia/Shanghai",
+min_files = 1, silence_hours = 26 }``. Once the deadline of a listed day has passed with
+fewer files delivered that day than ``min_files``, one alert goes out ("wms-stock-count:
+nothing arrived by 02:30"; the journal's ledger makes it one per day, whichever daemon
+sees it first); when the files arrive after all, a "recovered" notice follows. With
+``silence_hours``, a route that has delivered nothing for that long is alerted (one per
+alert window). The daemon checks every minute; ``status`` shows each route's deadline.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+
+from xchange.alerts import Alerter
+from xchange.config import AppConfig, ExpectSpec, RouteConfig, parse_days
+from xchange.journal import DONE_STATES, Journal
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """A route's deadline on one day, and how it stands."""
+
+    route: str
+    day: str
+    by: str
+    due: datetime
+    wanted: int
+    delivered: int
+    passed: bool
+
+    @property
+    def missed(self) -> bool:
+        return self.passed and self.delivered < self.wanted
+
+    def describe(self) -> str:
+        if not self.passed:
+            return f"expects {self.wanted} file(s) by {self.by} ({self.delivered} so far)"
+        if self.missed:
+            return f"MISSED: {self.delivered} of {self.wanted} file(s) by {self.by}"
+        return f"met: {self.delivered} file(s) by {self.by}"
+
+
+def window(expect: ExpectSpec, now: datetime) -> tuple[str, datetime, datetime] | None:
+    """Today's deadline in the route's time zone: (day, start of that day, deadline), or
+    None if today is not one of its days (or it has no deadline)."""
+    if expect.by is None:
+        return None
+    zone = zoneinfo.ZoneInfo(expect.timezone)
+    here = now.astimezone(zone)
+    if here.weekday() not in parse_days(expect.days):
+        return None
+    hour, minute = (int(x) for x in expect.by.split(":"))
+    start = datetime.combine(here.date(), time(0, 0), zone)
+    return here.date().isoformat(), start, start + timedelta(hours=hour, minutes=minute)
+
+
+def delivered_since(journal: Journal, route: str, since: datetime) -> int:
+    """Files of the route delivered since ``since``."""
+    return sum(
+        1
+        for state in DONE_STATES
+        for _ in journal.query(route=route, state=state, since=since, limit=100_000)
+    )
+
+
+def today(route: RouteConfig, journal: Journal, now: datetime) -> Deadline | None:
+    """How the route's deadline of today stands (None: none today)."""
+    if route.expect is None:
+        return None
+    found = window(route.expect, now)
+    if found is None:
+        return None
+    day, start, due = found
+    return Deadline(
+        route.name,
+        day,
+        route.expect.by or "",
+        due,
+        route.expect.min_files,
+        delivered_since(journal, route.name, start),
+        now >= due,
+    )
+
+
+def check(
+    config: AppConfig,
+    journal: Journal,
+    alerter: Alerter,
+    now: datetime,
+    *,
+    started: datetime | None = None,
+) -> list[Deadline]:
+    """Alert missed deadlines (once a day), late arrivals (recovered), silent routes.
+    Silence counts from the last delivery, or from ``started`` (the daemon's start) when
+    that is later: a new installation is not silent yet."""
+    states = []
+    for route in config.routes:
+        if route.expect is None:
+            continue
+        state = today(route, journal, now)
+        if state is not None:
+            states.append(state)
+            if state.missed and journal.deadline_missed(route.name, state.day, now):
+                alerter.deadline_missed(route.name, state.by, state.delivered, state.wanted)
+            elif (
+                state.passed
+                and not state.missed
+                and journal.deadline_met(route.name, state.day, now)
+            ):
+                alerter.deadline_met(route.name, state.by)
+        hours = route.expect.silence_hours
+        if hours is not None:
+            since = now - timedelta(hours=hours)
+            fresh = started is not None and started > since
+            if not fresh and delivered_since(journal, route.name, since) == 0:
+                last = max(
+                    (
+                        r.updated_at
+                        for state_ in DONE_STATES
+                        for r in journal.query(route=route.name, state=state_, limit=1)
+                    ),
+                    default=None,
+                )
+                alerter.silence(
+                    route.name,
+                    hours,
+                    last.astimezone().strftime("%Y-%m-%d %H:%M") if last else "never",
+                )
+    return states
+
+
+__all__ = ["Deadline", "check", "today", "window"]
