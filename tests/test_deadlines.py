@@ -120,3 +120,39 @@ def test_a_silent_route_is_alerted_but_not_right_after_a_start(exchange: Exchang
             assert "no file for 2 hours (last delivery: never)" in alert["json"]["text"]
         finally:
             journal.close()
+
+
+def test_the_morning_report_says_what_each_route_did(exchange: Exchange) -> None:
+    """One file delivered (3 outputs), one quarantined for validation, a missed deadline:
+    all in `xchange report`, and in its JSON."""
+    import json
+
+    from tests.conftest import SAMPLES
+
+    with http_server() as (url, _):
+        with_expect(exchange, url, 'by = "02:30", days = "daily", timezone = "Asia/Shanghai"')
+        config = load_config(exchange.config)
+        journal = open_journal(config.journal)
+        try:
+            alerter = Alerter(config.alerts, journal, config_file=str(config.source_file))
+            deadlines.check(config, journal, alerter, datetime.now(UTC).replace(hour=23))
+        finally:
+            journal.close()
+        exchange.drop_sample()
+        data = (SAMPLES / "shop-orders" / "in" / "orders_20261121.csv").read_bytes()
+        (exchange.inbox / "orders_bad.csv").write_bytes(data.replace(b"13800138000", b"138", 1))
+        CliRunner().invoke(main, ["run", "--once", "--config", str(exchange.config)])
+        text = CliRunner().invoke(main, ["report", "--config", str(exchange.config)])
+        raw = CliRunner().invoke(main, ["report", "--json", "--config", str(exchange.config)])
+    assert text.exit_code == 0, text.output
+    assert "shop-orders: 1 delivered (3 output file(s)" in text.stdout
+    assert "1 quarantined, 0 waiting" in text.stdout
+    assert "failures by cause: validation 1" in text.stdout
+    assert "slow: #" in text.stdout
+    (route,) = json.loads(raw.stdout)["routes"]
+    assert route["delivered"] == 1 and route["failures"] == {"validation": 1}
+    assert len(route["deadlines_missed"]) + len(route["deadlines_met_late"]) == 1
+    bad = CliRunner().invoke(
+        main, ["report", "--since", "yesterday", "--config", str(exchange.config)]
+    )
+    assert bad.exit_code == 2

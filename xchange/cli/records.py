@@ -589,3 +589,40 @@ def alerts_test(ctx: click.Context, config_path: str | None, sink: int | None) -
         failed = failed or error is not None
     if failed:
         sys.exit(1)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _period(text: str) -> timedelta:
+    """``24h``, ``7d``, ``90m`` as a length of time."""
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        raise click.BadParameter("write it like 24h, 7d or 90m")
+    return timedelta(seconds=int(text[:-1]) * units[text[-1]])
+
+
+@main.command()
+@config_option
+@click.option("--since", "period", default="24h", show_default=True, help="How far back: 24h, 7d.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document for scripts.")
+@click.pass_context
+def report(ctx: click.Context, config_path: str | None, period: str, as_json: bool) -> None:
+    """What each route did: files delivered, quarantined and waiting, outputs, bytes,
+    failures by cause, deadlines missed, the slowest files."""
+    from xchange import morning
+
+    since = datetime.now(UTC) - _period(period)
+    config = command_config(ctx, config_path)
+    store = open_store(config)
+    try:
+        reports = morning.report(config, store, since)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(morning.as_json(reports, since), ensure_ascii=False, indent=2))
+        return
+    click.echo(f"since {since.astimezone():%Y-%m-%d %H:%M}:")
+    for rep in reports:
+        for line in rep.lines():
+            click.echo(line)
