@@ -19,6 +19,8 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)  # checks the u
 # PostgreSQL for the shared journal's tests (started by the tests: initdb in a temporary
 # folder, as the unprivileged postgres user, on a free port of 127.0.0.1).
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+# A real headless browser for the status page's test.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then apt_get="apt-get"; else apt_get="sudo apt-get"; fi
     export DEBIAN_FRONTEND=noninteractive

@@ -6,6 +6,7 @@ health endpoints, served by the daemon on ``[daemon] http`` (off unless configur
   the oldest waiting file, the last success; per endpoint, connection failures; journal
   latency; the process's own metrics. Label values are route, endpoint and cause names
   from the configuration, never a file name: the label sets stay bounded.
+- ``/``: the status page (``xchange.page``).
 - ``/healthz``: the process lives (200).
 - ``/readyz``: the journal answers and no route's target is in trouble that retrying
   cannot fix (200, else 503 with the reasons, one a line).
@@ -335,8 +336,15 @@ def start_http(config: AppConfig, journal: Journal) -> HttpEndpoint | None:
                     f"{config.daemon.http_token_env} is not set"
                 ]
             )
+    from xchange import page
+
+    def status_page() -> tuple[int, str, bytes]:
+        return 200, "text/html; charset=utf-8", page.render(config, journal).encode()
+
     try:
-        endpoint = HttpEndpoint(Metrics(config, journal), address, token=token)
+        endpoint = HttpEndpoint(
+            Metrics(config, journal), address, token=token, extra={"/": status_page}
+        )
     except OSError as exc:
         raise ConfigError(
             [f"{config.source_file}: daemon.http: cannot listen on {address}: {exc.strerror}"]

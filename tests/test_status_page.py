@@ -1,0 +1,83 @@
+"""The status page in a real headless browser (Debian's chromium): it loads from a running
+daemon, shows a quarantined file with its first problem once one is quarantined, fits a
+phone's screen, and a screenshot is kept (var/screenshots/status-page.png) for a person to
+look at."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, Exchange
+from tests.sshd import free_port
+from tests.test_daemon import daemon, wait_for
+from tests.test_metrics import scrape, value, with_http
+
+SCREENSHOTS = REPO / "var" / "screenshots"
+
+
+def browser() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.fail(
+            "chromium is not installed: run the test command from README.md "
+            "(bash tests/run-all.sh), which installs it (apt-get install chromium)"
+        )
+    return found
+
+
+def headless(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            browser(),
+            "--headless",
+            "--no-sandbox",  # tests may run as root
+            "--disable-gpu",
+            "--no-first-run",
+            f"--user-data-dir={home}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_the_status_page_shows_a_quarantined_file_in_a_real_browser(
+    exchange: Exchange, tmp_path: Path
+) -> None:
+    port = free_port()
+    with_http(exchange, port)
+    url = f"http://127.0.0.1:{port}/"
+    with daemon(exchange):
+        wait_for(lambda: scrape(port, "/healthz")[0] == 200, what="the endpoint")
+        exchange.drop_sample()
+        (exchange.inbox / "orders_broken.csv").write_bytes(b"\xff\xfe not a csv at all\n")
+        wait_for(
+            lambda: (
+                (value(scrape(port)[1], "xchange_files_total", outcome="quarantined") or 0) >= 1
+            ),
+            what="the broken file quarantined",
+        )
+        dom = headless("--dump-dom", url, home=tmp_path / "browser")
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        html = dom.stdout
+        assert "<title>xchange status</title>" in html
+        assert 'id="route-shop-orders"' in html
+        assert "quarantined: #" in html and "orders_broken.csv" in html
+        assert "last delivery:" in html and "never" not in html.split("last delivery:")[1][:40]
+        assert 'http-equiv="refresh"' in html and 'name="viewport"' in html
+        assert "<script" not in html
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shot = SCREENSHOTS / "status-page.png"
+        shot.unlink(missing_ok=True)
+        taken = headless(
+            "--window-size=412,915", f"--screenshot={shot}", url, home=tmp_path / "browser"
+        )
+        assert taken.returncode == 0, taken.stderr[-2000:]
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        print(f"status page screenshot: {shot}")
