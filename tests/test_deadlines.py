@@ -129,7 +129,7 @@ def test_the_morning_report_says_what_each_route_did(exchange: Exchange) -> None
 
     from tests.conftest import SAMPLES
 
-    with http_server() as (url, _):
+    with http_server() as (url, posts):
         with_expect(exchange, url, 'by = "02:30", days = "daily", timezone = "Asia/Shanghai"')
         config = load_config(exchange.config)
         journal = open_journal(config.journal)
@@ -143,6 +143,11 @@ def test_the_morning_report_says_what_each_route_did(exchange: Exchange) -> None
         (exchange.inbox / "orders_bad.csv").write_bytes(data.replace(b"13800138000", b"138", 1))
         CliRunner().invoke(main, ["run", "--once", "--config", str(exchange.config)])
         text = CliRunner().invoke(main, ["report", "--config", str(exchange.config)])
+        sent = CliRunner().invoke(main, ["report", "--send", "--config", str(exchange.config)])
+        assert sent.exit_code == 0, sent.output
+        reports = [p for p in posts if p["json"]["kind"] == "report"]
+        assert len(reports) == 1
+        assert "shop-orders: 1 delivered" in reports[0]["json"]["text"]
         raw = CliRunner().invoke(main, ["report", "--json", "--config", str(exchange.config)])
     assert text.exit_code == 0, text.output
     assert "shop-orders: 1 delivered (3 output file(s)" in text.stdout

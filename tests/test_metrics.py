@@ -104,6 +104,12 @@ def test_readiness_says_which_route_retrying_cannot_fix(exchange: Exchange) -> N
                 503,
                 "shop-orders: host-key-unknown (retrying cannot fix it)\n",
             )
+            text = scrape(endpoint.port)[1]
+            errors = "xchange_route_errors_total"
+            assert value(text, errors, route="shop-orders", cause="connection") == 1
+            assert value(text, errors, route="shop-orders", cause="host-key-unknown") == 1
+            assert value(text, "xchange_connection_failures_total", endpoint="shop-drop") == 1
+            assert value(text, "xchange_held_files", route="shop-orders", reason="writing") == 0
             done = FileResult("shop-orders", "x.csv", Outcome.DELIVERED, documents=1)
             metrics.observe(RouteResult("shop-orders", files=[done]))
             assert scrape(endpoint.port, "/readyz")[0] == 200

@@ -269,6 +269,10 @@ class Alerter:
             route, "silence", True, [], f"no file for {hours:g} hours (last delivery: {last})"
         )
 
+    def report(self, title: str, text: str) -> None:
+        """The morning report, through every sink (no window: it is asked for)."""
+        self._send(Alert("report", "-", "report", title, text))
+
     def test(self, sink: int | None = None) -> list[tuple[int, str, str | None]]:
         """Send a test alert through every sink (or sink number ``sink``, counted from 1),
         bypassing the alert window: (number, type, what went wrong or None) per sink."""

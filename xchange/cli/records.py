@@ -606,10 +606,14 @@ def _period(text: str) -> timedelta:
 @config_option
 @click.option("--since", "period", default="24h", show_default=True, help="How far back: 24h, 7d.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document for scripts.")
+@click.option("--send", is_flag=True, help="Also send it through the alert sinks (a digest).")
 @click.pass_context
-def report(ctx: click.Context, config_path: str | None, period: str, as_json: bool) -> None:
+def report(
+    ctx: click.Context, config_path: str | None, period: str, as_json: bool, send: bool
+) -> None:
     """What each route did: files delivered, quarantined and waiting, outputs, bytes,
-    failures by cause, deadlines missed, the slowest files."""
+    failures by cause, deadlines missed, the slowest files. With --send (from cron every
+    morning, say) it also goes out through the alert sinks."""
     from xchange import morning
 
     since = datetime.now(UTC) - _period(period)
@@ -617,12 +621,18 @@ def report(ctx: click.Context, config_path: str | None, period: str, as_json: bo
     store = open_store(config)
     try:
         reports = morning.report(config, store, since)
+        lines = [f"since {since.astimezone():%Y-%m-%d %H:%M}:"]
+        lines += [line for rep in reports for line in rep.lines()]
+        if send:
+            from xchange.alerts import Alerter
+
+            Alerter(config.alerts, store, config_file=str(config.source_file)).report(
+                f"[xchange] report, the last {period}", "\n".join(lines)
+            )
     finally:
         store.close()
     if as_json:
         click.echo(json.dumps(morning.as_json(reports, since), ensure_ascii=False, indent=2))
         return
-    click.echo(f"since {since.astimezone():%Y-%m-%d %H:%M}:")
-    for rep in reports:
-        for line in rep.lines():
-            click.echo(line)
+    for line in lines:
+        click.echo(line)
