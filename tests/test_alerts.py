@@ -171,3 +171,28 @@ def test_alerts_test_sends_through_each_sink_whatever_the_window(
     assert failing.exit_code == 1
     assert failing.stdout.count("FAILED") == 3
     assert SMTP_PASSWORD not in failing.output
+
+
+def test_a_sink_added_during_a_window_gets_the_next_alert(
+    exchange: Exchange, tmp_path: Path
+) -> None:
+    """A failure alerted through the webhook opens a window; a mail sink is added: the next
+    failure of the same cause goes out at once (the new sink is not held back by the old
+    window); the same failure again is held."""
+    with smtp_server(tmp_path) as (port, cert, mailbox), http_server() as (url, posts):
+        hook_only = (
+            '[alerts]\nwindow = 3600\n\n[[alerts.sinks]]\ntype = "webhook"\n'
+            f'url = "{url}/generic"\n'
+        )
+        with_alerts(exchange, hook_only)
+        broken(exchange, "orders_a.csv", "138")
+        assert run(exchange).exit_code == 1
+        assert len(posts) == 1
+        exchange.write_config()
+        with_alerts(exchange, alerts_toml(port, cert, url))
+        broken(exchange, "orders_b.csv", "139")
+        assert run(exchange).exit_code == 1
+        assert len(mailbox.messages) == 1  # the new mail sink heard of it at once
+        broken(exchange, "orders_c.csv", "137")
+        assert run(exchange).exit_code == 1
+        assert len(mailbox.messages) == 1  # and then the window holds it

@@ -9,6 +9,7 @@ logged and never stops the exchange.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import smtplib
 import ssl
@@ -119,6 +120,11 @@ class Alerter:
         self.journal = journal
         self.config_file = config_file
         self.now = now
+        #: The sinks' identity in the ledger's keys: a window opened for other sinks does
+        #: not hold back the first alert of a sink added since.
+        self._sinks = hashlib.sha256(
+            json.dumps([s.model_dump(mode="json") for s in config.sinks], sort_keys=True).encode()
+        ).hexdigest()[:8]
         #: Alert windows kept in this process while the journal cannot keep them.
         self._windows: dict[tuple[str, str], tuple[datetime, int]] = {}
 
@@ -140,7 +146,7 @@ class Alerter:
             if self.journal is None:
                 raise JournalError("no journal")
             window = self.journal.alert_window(
-                route, cause, window_s=self.config.window, now=self.now()
+                route, f"{cause}#{self._sinks}", window_s=self.config.window, now=self.now()
             )
         except JournalError:
             window = self._window_here(route, cause)
@@ -178,9 +184,10 @@ class Alerter:
     def recovered(self, route: str) -> None:
         """A route delivered again: close its open causes with one notice."""
         try:
-            causes = self.journal.resolve_alerts(route) if self.journal is not None else []
+            keys = self.journal.resolve_alerts(route) if self.journal is not None else []
         except JournalError:
-            causes = []
+            keys = []
+        causes = sorted({key.partition("#")[0] for key in keys})
         if causes:
             self._send(
                 Alert(
@@ -219,9 +226,10 @@ class Alerter:
         """Send the digest of alerts held back in windows that have ended."""
         if self.journal is None:
             return
-        for route, cause, held in self.journal.due_digests(
+        for route, key, held in self.journal.due_digests(
             window_s=self.config.window, now=self.now()
         ):
+            cause = key.partition("#")[0]
             self._send(
                 Alert(
                     "digest",
