@@ -400,9 +400,9 @@ def test_library_logging_is_json_in_a_json_log() -> None:
 
 @pytest.fixture
 def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A 256 KiB tmpfs (root only)."""
+    """A 1 MiB tmpfs (root only): room for a new journal, then filled by the test."""
     (tmp_path / "small").mkdir()
-    with mounted_tmpfs(tmp_path / "small", "size=256k,mode=0700") as folder:
+    with mounted_tmpfs(tmp_path / "small", "size=1m,mode=0700") as folder:
         yield folder
 
 
