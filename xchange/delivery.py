@@ -16,15 +16,19 @@ from datetime import UTC, datetime
 import structlog
 
 from xchange.config import RouteConfig
-from xchange.errors import TargetExists
+from xchange.errors import RemoteError, TargetExists
 from xchange.faults import checkpoint
 from xchange.journal import FileRecord, Journal, OutputRecord
-from xchange.remote import Remote
+from xchange.remote import Remote, SmallPut
 from xchange.remote.base import NullWriter, temp_name_for
 from xchange.retry import call_with_retry
 from xchange.sink import Output
 
 log = structlog.get_logger(__name__)
+
+#: Outputs of one file up to this size go in pipelined flights of up to PIPELINE_FILES.
+PIPELINE_MAX = 1 << 20
+PIPELINE_FILES = 64
 
 
 def temp_token(journal_id: str, record: FileRecord, out: Output) -> str:
@@ -70,11 +74,25 @@ class Delivery:
         *,
         force: bool,
     ) -> None:
-        """Put every output the journal does not have yet, recording each as it lands."""
+        """Put every output the journal does not have yet, recording each as it lands.
+        Small outputs of one file go PIPELINE_FILES at a time on one session (as small
+        files of copy routes do: many files in flight, a few round trips for all); an
+        output the pipeline could not put (a taken name, a failure) goes on alone, where
+        the if_exists policy, retries and recognition of a delivery made before a crash
+        apply."""
         done = set() if force else {o.path for o in record.outputs}
-        for out in outputs:
-            if out.name in done:
-                continue  # delivered before a crash; the journal already has it
+        todo = [o for o in outputs if o.name not in done]
+        policy = "overwrite" if force else route.target.if_exists
+        # A later attempt with overwrite looks before sending (deliver_one): not piped.
+        pipe = policy != "overwrite" or record.attempts == 1
+        order = {id(o): i for i, o in enumerate(todo)}
+        small = [o for o in todo if pipe and o.size <= PIPELINE_MAX] if len(todo) > 1 else []
+        piped = {id(o) for o in small}
+        alone = [o for o in todo if id(o) not in piped]
+        for start in range(0, len(small), PIPELINE_FILES):
+            flight = small[start : start + PIPELINE_FILES]
+            alone += self._piped(route, target, record, flight, policy == "overwrite")
+        for out in sorted(alone, key=lambda o: order[id(o)]):
             final = self.deliver_one(route, record, target, out, force=force)
             if final is None:
                 continue
@@ -83,6 +101,43 @@ class Delivery:
                 record.id, OutputRecord(route.target.endpoint, final, out.size, out.sha256, at)
             )
             checkpoint("after-output")
+
+    def _piped(
+        self,
+        route: RouteConfig,
+        target: Remote,
+        record: FileRecord,
+        outputs: list[Output],
+        overwrite: bool,
+    ) -> list[Output]:
+        """Put outputs in one pipelined flight; record those in place; return the rest."""
+        puts = [
+            SmallPut(
+                o.name,
+                o.data,
+                temp_name_for(o.name, self.temp_token(record, o)),
+                overwrite,
+                route.target.permissions,
+            )
+            for o in outputs
+        ]
+        try:
+            errors = target.put_many(puts)
+        except RemoteError as exc:
+            log.info("file.outputs_alone", outputs=len(outputs), reason=exc.reason)
+            return outputs
+        checkpoint("after-rename")
+        rest = []
+        for out, error in zip(outputs, errors, strict=True):
+            if error is not None:
+                rest.append(out)
+                continue
+            at = self.now().astimezone(UTC)
+            self.journal.record_output(
+                record.id, OutputRecord(route.target.endpoint, out.name, out.size, out.sha256, at)
+            )
+            checkpoint("after-output")
+        return rest
 
     def deliver_one(
         self, route: RouteConfig, record: FileRecord, target: Remote, out: Output, *, force: bool
