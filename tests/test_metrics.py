@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.conftest import SAMPLES, Exchange
-from tests.sshd import free_port
+from tests.sshd import SshServer, free_port
 from tests.test_daemon import daemon, fast, wait_for
 from xchange.config import load_config
 from xchange.journal import open_journal
@@ -138,5 +138,40 @@ def test_a_client_not_on_this_host_needs_the_token(exchange: Exchange, tmp_path:
         finally:
             guarded.server.server_close()
             open_one.server.server_close()
+    finally:
+        journal.close()
+
+
+def test_sftp_sessions_and_reconnects_are_counted(
+    exchange: Exchange, sshd: SshServer, tmp_path: Path
+) -> None:
+    """Each SFTP session opened (a worker's first, then one per reconnect after a loss)
+    is counted by endpoint in xchange_sftp_sessions_opened_total."""
+    from tests.test_sftp import endpoint
+    from xchange.remote.sftp import SFTPRemote
+
+    config = load_config(exchange.config)
+    journal = open_journal(config.journal)
+    try:
+        metrics = Metrics(config, journal)
+        remote = SFTPRemote("partner-inbox", endpoint(sshd, sshd.folder("sessions")))
+        before = (
+            value(
+                metrics.render().decode(),
+                "xchange_sftp_sessions_opened_total",
+                endpoint="partner-inbox",
+            )
+            or 0
+        )
+        remote.connect()
+        remote.close()  # the session is lost: the next call reconnects
+        assert remote.stat("x") is None
+        remote.close()
+        after = value(
+            metrics.render().decode(),
+            "xchange_sftp_sessions_opened_total",
+            endpoint="partner-inbox",
+        )
+        assert after == before + 2
     finally:
         journal.close()

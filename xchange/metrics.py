@@ -35,7 +35,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from xchange.config import AppConfig
@@ -173,6 +173,15 @@ class _JournalState(Collector):
             "Files waiting or kept, by journal state",
             labels=["route", "state"],
         )
+        sessions = CounterMetricFamily(
+            "xchange_sftp_sessions_opened",
+            "SFTP sessions opened, by endpoint (each worker's first, then one per reconnect)",
+            labels=["endpoint"],
+        )
+        from xchange.remote.sftp import SESSIONS_OPENED
+
+        for endpoint, count in sorted(SESSIONS_OPENED.items()):
+            sessions.add_metric([endpoint], count)
         oldest = GaugeMetricFamily(
             "xchange_oldest_waiting_seconds",
             "Age of the oldest file waiting for a retry (0: none)",
@@ -211,6 +220,7 @@ class _JournalState(Collector):
         yield held
         yield states
         yield oldest
+        yield sessions
 
 
 def _reason_kind(reason: str) -> str:

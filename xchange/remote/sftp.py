@@ -104,6 +104,11 @@ class _Client(paramiko.SFTPClient):
         return version
 
 
+#: SFTP sessions this process opened, by endpoint (a worker's first, and each reconnect
+#: after a lost session): read by the metrics.
+SESSIONS_OPENED: dict[str, int] = {}
+_SESSIONS_LOCK = threading.Lock()
+
 _TRAITS: dict[tuple[str, int, str], ServerTraits] = {}
 _TRAITS_LOCK = threading.Lock()
 
@@ -171,6 +176,8 @@ class SFTPRemote:
             client.close()
             raise
         self._ssh, self._sftp = client, sftp
+        with _SESSIONS_LOCK:
+            SESSIONS_OPENED[self.label] = SESSIONS_OPENED.get(self.label, 0) + 1
         log.info("remote.connected", endpoint=self.label, host=cfg.host, port=cfg.port)
         return sftp
 
