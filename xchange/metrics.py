@@ -198,20 +198,18 @@ class _JournalState(Collector):
                     reasons[kind] = reasons.get(kind, 0) + 1
                 for kind in ("writing", "marker", "age", "other"):
                     held.add_metric([route.name, kind], reasons.get(kind, 0))
-                waiting: list[datetime] = []
                 for state in (
                     State.QUARANTINED,
                     State.RETRYING,
                     State.PROCESSING,
                     State.DELIVERING,
                 ):
-                    records = journal.query(route=route.name, state=state, limit=100_000)
-                    states.add_metric([route.name, str(state)], len(records))
-                    if state == State.RETRYING:
-                        waiting = [r.created_at for r in records]
+                    states.add_metric(
+                        [route.name, str(state)], journal.count(route=route.name, states=[state])
+                    )
+                first = journal.oldest(route.name, State.RETRYING)
                 oldest.add_metric(
-                    [route.name],
-                    max(((now - w).total_seconds() for w in waiting), default=0.0),
+                    [route.name], 0.0 if first is None else (now - first).total_seconds()
                 )
         except XchangeError as exc:
             log.warning("metrics.journal_failed", error=exc.reason)

@@ -85,9 +85,7 @@ def route_status(config: AppConfig, journal: Journal, now: datetime) -> list[Rou
             )
         state = deadlines.today(route, journal, now)
         status.deadline = state.describe() if state is not None else None
-        status.quarantined = len(
-            journal.query(route=route.name, state=State.QUARANTINED, limit=1_000_000)
-        )
+        status.quarantined = journal.count(route=route.name, states=[State.QUARANTINED])
         out.append(status)
     return out
 

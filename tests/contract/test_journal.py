@@ -355,3 +355,23 @@ def test_bulk_journal_calls_mean_the_same_as_one_call_per_file(
     bulk.close()
     one.close()
     bulk.close()
+
+
+def test_counts_and_the_oldest_waiting_file_are_read_without_the_records(
+    journal: Journal,
+) -> None:
+    """count by route, states and time; the oldest record in a state (by first claim)."""
+    first = journal.claim(key("1" * 64), layout_version="l", mapping_version="m").record
+    walk(journal, first.id, State.DELIVERING, State.RETRYING)
+    second = journal.claim(key("2" * 64), layout_version="l", mapping_version="m").record
+    walk(journal, second.id, State.DELIVERING, State.RETRYING)
+    done = journal.claim(key("3" * 64), layout_version="l", mapping_version="m").record
+    walk(journal, done.id, State.DELIVERING, State.DELIVERED)
+    journal.claim(key("4" * 64, route="other"), layout_version="l", mapping_version="m")
+    assert journal.count() == 4
+    assert journal.count(route="r") == 3
+    assert journal.count(route="r", states=[State.RETRYING]) == 2
+    assert journal.count(route="r", states=DONE_STATES) == 1
+    assert journal.count(route="r", since=datetime.now(UTC) + timedelta(hours=1)) == 0
+    assert journal.oldest("r", State.RETRYING) == first.created_at
+    assert journal.oldest("r", State.QUARANTINED) is None

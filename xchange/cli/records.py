@@ -178,7 +178,7 @@ def journal_check(ctx: click.Context, config_path: str | None) -> None:
     store = open_store(config)
     try:
         problems = store.check()
-        records = len(store.query(limit=1_000_000))
+        records = store.count()
     finally:
         store.close()
     if problems:

@@ -304,6 +304,20 @@ class Journal(Protocol):
         """Records, newest first; ``pattern`` is a shell pattern on the source name."""
         ...
 
+    def count(
+        self,
+        *,
+        route: str | None = None,
+        states: Collection[State] | None = None,
+        since: datetime | None = None,
+    ) -> int:
+        """How many records match (updated since ``since``), without reading them."""
+        ...
+
+    def oldest(self, route: str, state: State) -> datetime | None:
+        """When the oldest record of the route in ``state`` was first claimed (None: none)."""
+        ...
+
     def reconsider(
         self,
         route: str,

@@ -406,6 +406,37 @@ class PostgresJournal:
             args.append(_glob_to_like(pattern))
         return self._select(" AND ".join(where), [*args, limit], "ORDER BY id DESC LIMIT %s")
 
+    def count(
+        self,
+        *,
+        route: str | None = None,
+        states: Collection[State] | None = None,
+        since: datetime | None = None,
+    ) -> int:
+        where, args = ["TRUE"], []
+        for sql, value in (
+            ("route=%s", route),
+            ("state = ANY(%s)", None if states is None else sorted(str(s) for s in states)),
+            ("updated_at>=%s", since),
+        ):
+            if value is not None:
+                where.append(sql)
+                args.append(value)
+        with self._tx() as db:
+            row = db.execute(
+                f"SELECT count(*) AS n FROM files WHERE {' AND '.join(where)}",  # type: ignore[call-overload]
+                args,
+            ).fetchone()
+        return int(row["n"]) if row is not None else 0
+
+    def oldest(self, route: str, state: State) -> datetime | None:
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT min(created_at) AS at FROM files WHERE route=%s AND state=%s",
+                (route, str(state)),
+            ).fetchone()
+        return None if row is None else row["at"]
+
     def reconsider(
         self,
         route: str,

@@ -776,6 +776,36 @@ class SQLiteJournal:
             rows = self._db.execute(sql, (*args, limit)).fetchall()
             return [self._record(self._db, r) for r in rows]
 
+    def count(
+        self,
+        *,
+        route: str | None = None,
+        states: Collection[State] | None = None,
+        since: datetime | None = None,
+    ) -> int:
+        where, args = ["1=1"], []
+        if route is not None:
+            where.append("route=?")
+            args.append(route)
+        if states is not None:
+            names = sorted(str(s) for s in states)
+            where.append(f"state IN ({','.join('?' * len(names))})")
+            args += names
+        if since is not None:
+            where.append("updated_at>=?")
+            args.append(_iso(since))
+        with self._read():
+            # Conditions are fixed fragments with placeholders; every value is bound.
+            sql = f"SELECT count(*) FROM files WHERE {' AND '.join(where)}"  # noqa: S608
+            return int(self._db.execute(sql, args).fetchone()[0])
+
+    def oldest(self, route: str, state: State) -> datetime | None:
+        with self._read():
+            row = self._db.execute(
+                "SELECT min(created_at) FROM files WHERE route=? AND state=?", (route, str(state))
+            ).fetchone()
+        return _when(row[0])
+
     def reconsider(
         self,
         route: str,
