@@ -34,7 +34,7 @@ from xchange.errors import JournalError
 from xchange.healing import Healer
 from xchange.journal import DONE_STATES, FileRecord, Journal, State
 from xchange.pipeline import make_pipeline
-from xchange.remote import FileInfo, Remote
+from xchange.remote import FileInfo, Remote, open_remote
 from xchange.results import (
     DELIVERED,
     DUPLICATE,
@@ -78,9 +78,7 @@ class Runner:
         self.alerter = alerter or Alerter(
             config.alerts, journal, config_file=str(config.source_file), now=now
         )
-        self.sessions = (
-            Sessions(config.endpoints) if remotes is None else Sessions(config.endpoints, remotes)
-        )
+        self.sessions = Sessions(config.endpoints, remotes or open_remote)
         self.transfer = Transfer(
             config,
             journal,
@@ -198,10 +196,10 @@ class Runner:
         trouble: new small files of a copy route in batches (``xchange.batch``), the rest
         one at a time, ``route.transfers`` at once, each worker thread with its own
         connections."""
-        if self.journal.shared and len(ready) > 1:
+        if self.journal.owner is not None and len(ready) > 1:
             # Daemons sharing the journal start at different places in the same listing,
             # so that their claims meet as rarely as possible (none keeps a folder's order).
-            start = zlib.crc32(self.transfer.owner.encode()) % len(ready)
+            start = zlib.crc32(self.journal.owner.encode()) % len(ready)
             ready = ready[start:] + ready[:start]
         batches, singles = batch.split(route, ready, unknown)
         trouble = False

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -149,8 +148,6 @@ class Transfer:
         self.sleep = sleep
         self.stop = stop
         self.quarantine = Quarantine(config.quarantine.path)
-        #: This process among the daemons sharing a journal.
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.delivery = Delivery(journal, sleep=sleep, now=now)
         self.after = After(config, journal, now)
         #: (route, sha256) of the contents workers are taking through right now.

@@ -335,7 +335,7 @@ class PostgresJournal:
                         o["endpoint"], o["path"], o["size"], o["sha256"], o["delivered_at"]
                     )
                 )
-        return [_built(r, outputs[r["id"]]) for r in rows]
+        return [record_from_row(r, outputs[r["id"]]) for r in rows]
 
     def _select(self, where: str, args: Sequence[Any], tail: str = "") -> list[FileRecord]:
         with self._tx() as db:
@@ -508,7 +508,7 @@ class PostgresJournal:
                     "VALUES (%s,%s,NULL,'processing',%s)",
                     (inserted["id"], now, key.path),
                 )
-                return Claim(_built(inserted, []), already_delivered=False)
+                return Claim(record_from_row(inserted, []), already_delivered=False)
             row = db.execute(
                 f"SELECT {_FILE_COLUMNS} FROM files WHERE route=%s AND sha256=%s "
                 "FOR UPDATE SKIP LOCKED",
@@ -592,7 +592,7 @@ class PostgresJournal:
                     [k.sha256 for k in keys],
                 ),
             ).fetchall()
-            new = {(r["route"], r["sha256"]): _built(r, []) for r in rows}
+            new = {(r["route"], r["sha256"]): record_from_row(r, []) for r in rows}
             if new:
                 with db.cursor() as cur:
                     cur.executemany(
@@ -999,10 +999,6 @@ class PostgresJournal:
         except JournalError:
             pass  # the leases run out by themselves
         self._pool.close()
-
-
-def _built(row: dict[str, Any], outputs: list[OutputRecord]) -> FileRecord:
-    return record_from_row(row, outputs)
 
 
 def _glob_to_like(pattern: str) -> str:

@@ -496,7 +496,7 @@ class SQLiteJournal:
                     ):
                         outputs[o["file_id"]].append(_output(o))
                 for key, row in newest.items():
-                    found[key] = self._built(row, outputs[row["id"]])
+                    found[key] = record_from_row(dict(row), outputs[row["id"]])
         return found
 
     def claim_many(
@@ -1068,8 +1068,4 @@ class SQLiteJournal:
     @staticmethod
     def _record(db: sqlite3.Connection, row: sqlite3.Row) -> FileRecord:
         outputs = db.execute("SELECT * FROM outputs WHERE file_id=? ORDER BY id", (row["id"],))
-        return SQLiteJournal._built(row, [_output(o) for o in outputs])
-
-    @staticmethod
-    def _built(row: sqlite3.Row, outputs: list[OutputRecord]) -> FileRecord:
-        return record_from_row(dict(row), outputs)
+        return record_from_row(dict(row), [_output(o) for o in outputs])
