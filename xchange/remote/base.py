@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import builtins
 import fnmatch
+import io
 import posixpath
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
+from xchange.errors import RemoteError
 from xchange.names import check_plain_name
-
-if TYPE_CHECKING:
-    from xchange.errors import RemoteError
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +285,55 @@ def safe_subfolder(folder: str) -> str:
 
         raise UnsafeName(f"folder {folder!r} would leave the endpoint folder")
     return norm
+
+
+def get_each(remote: Remote, files: Sequence[FileInfo]) -> builtins.list[bytes | RemoteError]:
+    """``get_many`` one file after another (backends without round trips to overlap)."""
+    results: builtins.list[bytes | RemoteError] = []
+    for info in files:
+        buffer = io.BytesIO()
+        try:
+            remote.download(info.name, buffer)
+        except RemoteError as exc:
+            results.append(exc)
+        else:
+            results.append(buffer.getvalue())
+    return results
+
+
+def put_each(remote: Remote, puts: Sequence[SmallPut]) -> builtins.list[RemoteError | None]:
+    """``put_many`` one ``put_atomic`` after another."""
+    results: builtins.list[RemoteError | None] = []
+    for put in puts:
+        try:
+            remote.put_atomic(
+                put.name,
+                io.BytesIO(put.data),
+                len(put.data),
+                temp_name=put.temp_name,
+                overwrite=put.overwrite,
+                mode=put.mode,
+            )
+        except RemoteError as exc:
+            results.append(exc)
+        else:
+            results.append(None)
+    return results
+
+
+def remove_each(
+    remote: Remote, names: Sequence[str], expect: Sequence[FileInfo] | None
+) -> builtins.list[RemoteError | None]:
+    """``remove_many`` one ``remove`` after another."""
+    results: builtins.list[RemoteError | None] = []
+    for i, name in enumerate(names):
+        try:
+            remote.remove(name, expect=expect[i] if expect else None)
+        except RemoteError as exc:
+            results.append(exc)
+        else:
+            results.append(None)
+    return results
 
 
 class NullWriter:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import builtins
 import errno
 import fcntl
-import io
 import os
 import posixpath
 import shutil
@@ -31,8 +30,11 @@ from xchange.remote.base import (
     DropOwner,
     FileInfo,
     SmallPut,
+    get_each,
     hidden_name,
     is_temporary,
+    put_each,
+    remove_each,
     safe_subfolder,
 )
 
@@ -192,16 +194,7 @@ class LocalRemote:
         return FileInfo(name, st.st_size, st.st_mtime_ns)
 
     def get_many(self, files: Sequence[FileInfo]) -> builtins.list[bytes | RemoteError]:
-        results: builtins.list[bytes | RemoteError] = []
-        for info in files:
-            buffer = io.BytesIO()
-            try:
-                self.download(info.name, buffer)
-            except RemoteError as exc:
-                results.append(exc)
-            else:
-                results.append(buffer.getvalue())
-        return results
+        return get_each(self, files)
 
     def move_many(
         self, names: Sequence[str], folder: str, *, expect: Sequence[FileInfo] | None = None
@@ -229,33 +222,10 @@ class LocalRemote:
     def remove_many(
         self, names: Sequence[str], *, expect: Sequence[FileInfo] | None = None
     ) -> builtins.list[RemoteError | None]:
-        results: builtins.list[RemoteError | None] = []
-        for i, name in enumerate(names):
-            try:
-                self.remove(name, expect=expect[i] if expect else None)
-            except RemoteError as exc:
-                results.append(exc)
-            else:
-                results.append(None)
-        return results
+        return remove_each(self, names, expect)
 
     def put_many(self, puts: Sequence[SmallPut]) -> builtins.list[RemoteError | None]:
-        results: builtins.list[RemoteError | None] = []
-        for put in puts:
-            try:
-                self.put_atomic(
-                    put.name,
-                    io.BytesIO(put.data),
-                    len(put.data),
-                    temp_name=put.temp_name,
-                    overwrite=put.overwrite,
-                    mode=put.mode,
-                )
-            except RemoteError as exc:
-                results.append(exc)
-            else:
-                results.append(None)
-        return results
+        return put_each(self, puts)
 
     def move(self, name: str, folder: str, *, expect: FileInfo | None = None) -> str:
         sub = safe_subfolder(folder)

@@ -11,7 +11,6 @@ move told apart (each write is a new file, with its own inode).
 from __future__ import annotations
 
 import builtins
-import io
 import itertools
 import os
 import posixpath
@@ -31,7 +30,10 @@ from xchange.remote.base import (
     DropOwner,
     FileInfo,
     SmallPut,
+    get_each,
     is_temporary,
+    put_each,
+    remove_each,
     safe_subfolder,
 )
 
@@ -160,34 +162,10 @@ class MemoryRemote:
         return FileInfo(name, size, stored.mtime_ns)
 
     def get_many(self, files: Sequence[FileInfo]) -> builtins.list[bytes | RemoteError]:
-        results: builtins.list[bytes | RemoteError] = []
-        for info in files:
-            buffer = io.BytesIO()
-            try:
-                self.download(info.name, buffer)
-            except RemoteError as exc:
-                results.append(exc)
-            else:
-                results.append(buffer.getvalue())
-        return results
+        return get_each(self, files)
 
     def put_many(self, puts: Sequence[SmallPut]) -> builtins.list[RemoteError | None]:
-        results: builtins.list[RemoteError | None] = []
-        for put in puts:
-            try:
-                self.put_atomic(
-                    put.name,
-                    io.BytesIO(put.data),
-                    len(put.data),
-                    temp_name=put.temp_name,
-                    overwrite=put.overwrite,
-                    mode=put.mode,
-                )
-            except RemoteError as exc:
-                results.append(exc)
-            else:
-                results.append(None)
-        return results
+        return put_each(self, puts)
 
     def _still(self, name: str, expect: FileInfo | None) -> Stored:
         f = self._get(name)
@@ -222,15 +200,7 @@ class MemoryRemote:
     def remove_many(
         self, names: Sequence[str], *, expect: Sequence[FileInfo] | None = None
     ) -> builtins.list[RemoteError | None]:
-        results: builtins.list[RemoteError | None] = []
-        for i, name in enumerate(names):
-            try:
-                self.remove(name, expect=expect[i] if expect else None)
-            except RemoteError as exc:
-                results.append(exc)
-            else:
-                results.append(None)
-        return results
+        return remove_each(self, names, expect)
 
     def move(self, name: str, folder: str, *, expect: FileInfo | None = None) -> str:
         sub = safe_subfolder(folder)
