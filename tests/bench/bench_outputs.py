@@ -11,7 +11,6 @@ round trip (tests/latencyproxy.py).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shutil
 import subprocess
@@ -20,11 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, alternate, report, ssh_options, sshd_server  # type: ignore[import-not-found]
+from common import ROOT, alternate, over_link, report, ssh_options, sshd_server  # type: ignore[import-not-found]
 
 sys.path.insert(0, str(ROOT))
 
-from tests.latencyproxy import LatencyProxy
 
 HEADER = (
     "订单号,下单时间,渠道,收货人,手机,省份,城市,区县,详细地址,"
@@ -163,14 +161,7 @@ def main() -> None:
             args.orders,
             times,
         )
-        with LatencyProxy(real.port, delay=args.rtt_ms / 2000) as proxy:
-            known = work / "known_hosts"
-            known.write_text(
-                real.known_hosts.read_text().replace(
-                    f"[127.0.0.1]:{real.port}", f"[127.0.0.1]:{proxy.port}"
-                )
-            )
-            far = dataclasses.replace(real, port=proxy.port, known_hosts=known)
+        with over_link(real, args.rtt_ms, work) as far:
             count = args.link_orders
             times = run_case(far, work, orders_file(count), count, args.rounds)
             report(

@@ -33,22 +33,10 @@ sys.path.insert(0, str(ROOT))
 
 from tests import pg
 from tests.procs import xchange_argv, xchange_env
+from tests.test_scale_out import endpoint_toml
 from xchange.journal import FileKey, OutputRecord, State, Step
 from xchange.journal.postgres import PostgresJournal
 from xchange.journal.sqlite import SQLiteJournal
-
-
-def endpoint(name: str, sshd: object, folder: Path) -> str:
-    return f"""
-[endpoints.{name}]
-type = "sftp"
-host = "{sshd.host}"
-port = {sshd.port}
-user = "{sshd.user}"
-path = "{folder}"
-key_file = "{sshd.client_key}"
-known_hosts = "{sshd.known_hosts}"
-"""  # type: ignore[attr-defined]
 
 
 def config(root: Path, journal: str, drop: str, target: str) -> Path:
@@ -100,8 +88,8 @@ def run_files_per_second(args: argparse.Namespace) -> None:
                         config(
                             work / f"host{n}",
                             journal,
-                            endpoint("drop", sshd, drop),
-                            endpoint("inbox", sshd, target),
+                            endpoint_toml("drop", sshd, drop),
+                            endpoint_toml("inbox", sshd, target),
                         )
                         for n in range(int(count))
                     ]

@@ -1,6 +1,7 @@
 """Benchmark 3: 2,000 files of 2 KB, each delivered under a temporary name and renamed.
 
     python tests/bench/bench_small_files.py [--files 2000] [--transfers 8] [--rounds 3]
+        [--rtt-ms 0]   (row 11a: --files 200 --rtt-ms 40, through the latency proxy)
 
 xchange runs a real `mapping = "copy"` route from a local drop folder to the local sshd
 (journal, readiness, temporary name + rename + size checks, archive of the source); new small
@@ -22,6 +23,7 @@ from pathlib import Path
 from common import (
     alternate,
     ensure_tools,
+    over_link,
     random_files,
     rclone_remote,
     report,
@@ -66,13 +68,14 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--transfers", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rtt-ms", type=float, default=0, help="a link's round trip")
     args = parser.parse_args()
     ensure_tools("rclone", "lftp")
     configure_logging(json=True, level="warning")
-    with sshd_server() as server:
-        work = Path(tempfile.mkdtemp(prefix="xchange-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="xchange-bench-"))
+    with sshd_server() as local, over_link(local, args.rtt_ms, work) as server:
         originals = random_files(work / "originals", args.files)
-        target = server.folder("small-target")
+        target = local.folder("small-target")
         drop = work / "drop"
 
         def reset() -> None:
@@ -148,9 +151,10 @@ def main() -> None:
             },
             reset=reset,
         )
+        link = f", over a {args.rtt_ms:g} ms round trip" if args.rtt_ms else ""
         report(
             f"3. {args.files} files of 2 KB (xchange: temp name + rename, "
-            f"transfers={args.transfers})",
+            f"transfers={args.transfers}){link}",
             "files/s",
             args.files,
             times,

@@ -125,3 +125,24 @@ def rclone_remote(server: SshServer) -> str:
         f":sftp,host={server.host},port={server.port},user={server.user},"
         f"key_file={server.client_key},known_hosts_file={server.known_hosts}:"
     )
+
+
+@contextmanager
+def over_link(server: SshServer, rtt_ms: float, work: Path) -> Iterator[SshServer]:
+    """The server as a partner across a link with ``rtt_ms`` of round trip (the latency
+    proxy in front of it, its host key pinned for the proxy's port); 0: the server itself."""
+    if not rtt_ms:
+        yield server
+        return
+    import dataclasses
+
+    from tests.latencyproxy import LatencyProxy
+
+    with LatencyProxy(server.port, delay=rtt_ms / 2000) as proxy:
+        known = work / f"known_hosts-{proxy.port}"
+        known.write_text(
+            server.known_hosts.read_text().replace(
+                f"[127.0.0.1]:{server.port}", f"[127.0.0.1]:{proxy.port}"
+            )
+        )
+        yield dataclasses.replace(server, port=proxy.port, known_hosts=known)
