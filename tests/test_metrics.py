@@ -175,3 +175,22 @@ def test_sftp_sessions_and_reconnects_are_counted(
         assert after == before + 2
     finally:
         journal.close()
+
+
+def test_a_route_added_by_a_reload_is_counted(exchange: Exchange) -> None:
+    """The metrics follow the daemon's configuration: after a reload adds a route, its
+    looks are counted and its journal gauges appear (no error, no stale route list)."""
+    config = load_config(exchange.config)
+    journal = open_journal(config.journal)
+    try:
+        metrics = Metrics(config, journal)
+        added = config.routes[0].model_copy(update={"name": "new-route"})
+        reloaded = config.model_copy(update={"routes": [*config.routes, added]})
+        metrics.current = lambda: reloaded
+        done = FileResult("new-route", "x.csv", Outcome.DELIVERED, documents=2)
+        metrics.observe(RouteResult("new-route", files=[done]))
+        text = metrics.render().decode()
+        assert value(text, "xchange_files_total", route="new-route", outcome="delivered") == 1
+        assert value(text, "xchange_files_in_state", route="new-route", state="quarantined") == 0
+    finally:
+        journal.close()

@@ -54,9 +54,10 @@ class Metrics:
     """The daemon's metrics; ``observe`` is given each route's result."""
 
     def __init__(self, config: AppConfig, journal: Journal) -> None:
+        #: The configuration in force (the daemon's, which a reload replaces).
+        self.current: Callable[[], AppConfig] = lambda: config
         self.registry = CollectorRegistry(auto_describe=True)
         self.journal = journal
-        self.config = config
         r = self.registry
         self.files = Counter(
             "xchange_files", "Source files by outcome", ["route", "outcome"], registry=r
@@ -111,7 +112,7 @@ class Metrics:
     def observe(self, result: RouteResult, now: float | None = None) -> None:
         """Count one look's files (those taken through; files only looked at are not)."""
         now = time.time() if now is None else now
-        route = self.config.route(result.route)
+        route = self.current().route(result.route)
         for f in result.files:
             if f.outcome in (DELIVERED, DUPLICATE, QUARANTINED, RETRY_LATER):
                 self.files.labels(result.route, str(f.outcome)).inc()
@@ -191,7 +192,7 @@ class _JournalState(Collector):
         now = datetime.now(UTC)
         started = time.perf_counter()
         try:
-            for route in self.metrics.config.routes:
+            for route in self.metrics.current().routes:
                 reasons: dict[str, int] = {}
                 for o in journal.observations(route.name).values():
                     kind = _reason_kind(o.reason)
@@ -347,12 +348,11 @@ def start_http(config: AppConfig, journal: Journal) -> HttpEndpoint | None:
     from xchange import page
 
     def status_page() -> tuple[int, str, bytes]:
-        return 200, "text/html; charset=utf-8", page.render(config, journal).encode()
+        return 200, "text/html; charset=utf-8", page.render(metrics.current(), journal).encode()
 
+    metrics = Metrics(config, journal)
     try:
-        endpoint = HttpEndpoint(
-            Metrics(config, journal), address, token=token, extra={"/": status_page}
-        )
+        endpoint = HttpEndpoint(metrics, address, token=token, extra={"/": status_page})
     except OSError as exc:
         raise ConfigError(
             [f"{config.source_file}: daemon.http: cannot listen on {address}: {exc.strerror}"]

@@ -368,6 +368,8 @@ def run(
                         on_result=http.metrics.observe if http is not None else None,
                     )
                     hands["in_hand"] = lambda: daemon.runner.in_hand()
+                    if http is not None:
+                        http.metrics.current = lambda: daemon.config  # reloads included
                     try:
                         with _reload_on_sighup(daemon.request_reload):
                             daemon.run()

@@ -517,6 +517,11 @@ class PostgresJournal:
             if row is None:
                 # Another daemon's claim holds the row right now: its file, not ours.
                 current = self._select("route=%s AND sha256=%s", (key.route, key.sha256))
+                if not current:  # gone meanwhile (pruned): this file is looked at again
+                    raise JournalUnavailable(
+                        f"journal {self.where}: the record of {key.path} changed while it was "
+                        "claimed; tried again"
+                    )
                 return Claim(current[0], already_delivered=False, held_by="another daemon")
             (record,) = self._records(db, [row])
             if record.state in DONE_STATES:
