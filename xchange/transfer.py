@@ -230,21 +230,22 @@ class Transfer:
         self, route: RouteConfig, info: FileInfo, known: FileRecord, result: FileResult
     ) -> None:
         result.file_id = known.id
-        if route.after.action != "leave" and not self.journal.take(known.id):
+        if route.after.action == "leave":
+            return
+        if not self.journal.take(known.id):
             # Another daemon of the shared journal is archiving (or deleting) it now.
             log.info("file.held_elsewhere", file_id=known.id, reason="its archive is under way")
             return
-        if route.after.action != "leave":
-            unfinished = known.state == State.DELIVERED
-            error = self.after.apply(
-                route,
-                self.sessions.remote(route.source.endpoint),
-                info,
-                known.id if unfinished else None,
-            )
-            if error is not None:
-                result.outcome = LEFT
-                note_failed(route, result, error)
+        unfinished = known.state == State.DELIVERED
+        error = self.after.apply(
+            route,
+            self.sessions.remote(route.source.endpoint),
+            info,
+            known.id if unfinished else None,
+        )
+        if error is not None:
+            result.outcome = LEFT
+            note_failed(route, result, error)
 
     def _from_drop(self, route: RouteConfig, info: FileInfo, result: FileResult) -> None:
         source = self.sessions.remote(route.source.endpoint)
