@@ -6,7 +6,7 @@ import io
 from datetime import datetime
 from decimal import Decimal
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from xchange.codecs.csv_codec import CsvCodec
@@ -141,6 +141,7 @@ cjk = st.text(
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(cjk, cjk), min_size=1, max_size=8))
+@example(rows=[("三喆", "三三三三喆喆"), ("三三三三三三", "三三三三喆喆")])
 def test_cjk_text_round_trips_byte_exact_through_gb18030_csv(rows: list[tuple[str, str]]) -> None:
     """Any CJK text, 4-byte GB18030 characters, quotes and newlines included, survives a
     write and a read through a GB18030 CSV unchanged."""

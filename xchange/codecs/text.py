@@ -300,8 +300,10 @@ def gb_implausible(sample: bytes, encoding: str) -> str | None:
     if readings and codecs.lookup(readings[0][0]).name in _OTHER_CJK:
         name, language, chaos = readings[0]
         # Only a clearly better reading counts (short or repetitive text reads as
-        # several encodings equally well).
-        if gb_chaos - chaos >= 0.05 or rare > 0.2:
+        # several encodings equally well); so does a high share of rare characters, but
+        # only among enough different ones (a name like 三喆 written ten times is not
+        # Korean).
+        if gb_chaos - chaos >= 0.05 or (rare > 0.2 and len(set(cjk)) >= 10):
             return (
                 f"the text does not look like Chinese in {encoding} ({facts}); it looks like "
                 f'{name}{f" ({language})" if language else ""}: set encoding = "{name}" in '
