@@ -14,7 +14,7 @@ PACKAGE = Path(xchange.__file__).parent
 OWNERS = {
     "paramiko": {"remote/sftp.py"},  # the wire protocol (remote/sftp_wire.py) needs none
     "lxml": {"codecs/xml_codec.py"},
-    "pandas": {"codecs/csv_codec.py", "codecs/csv_columnar.py"},  # the CSV codec, fast path
+    "pandas": {"codecs/csv_codec.py", "codecs/columnar.py"},  # the CSV codec; the fast path
     "click": {"cli/__init__.py", "cli/main.py", "cli/records.py"},
     "tenacity": {"retry.py"},
     "sqlite3": {"journal/sqlite.py"},

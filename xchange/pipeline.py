@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from xchange.codecs import Codec, codec_for
+from xchange.codecs import Codec, Columns, codec_for
 from xchange.config import RouteConfig
 from xchange.errors import ConfigError, MappingError, ValidationFailed
 from xchange.layout import FieldSpec, FieldValueError, Layout, load_layout
@@ -127,8 +127,8 @@ class Pipeline(_Converter):
         self._reader: Codec = codec_for(self.source)
         self._writer: Codec = codec_for(self.target)
         self._plan = None
-        if route.dedupe_key is None and self.source.codec == "csv":
-            from xchange.codecs.csv_columnar import ColumnarPlan
+        if route.dedupe_key is None and isinstance(self._reader, Columns):
+            from xchange.codecs.columnar import ColumnarPlan
 
             self._plan = ColumnarPlan.build(self.source, self.mapping, self.target, self.compiled)
 
@@ -212,27 +212,20 @@ class Pipeline(_Converter):
     def _convert_columnar(
         self, stream: BinaryIO, source_name: str, now: datetime, sink: Sink
     ) -> Conversion:
-        """Flat CSV to CSV, chunk by chunk as columns; a chunk the columnar plan gives up on
-        goes through the row path, which also makes the report if rules are broken."""
-        from xchange.codecs.csv_codec import CsvCodec, CsvWriter
+        """Flat records to CSV, chunk by chunk as columns; a chunk the columnar plan gives
+        up on goes through the row path, which also makes the report if rules are broken."""
+        from xchange.codecs.csv_codec import CsvWriter
 
-        assert self._plan is not None and isinstance(self._reader, CsvCodec)
+        assert self._plan is not None and isinstance(self._reader, Columns)
         report = Report(source_name, cap=self.source.max_problems)
         self.compiled.lookups.refresh()
-        prepared = self._reader.prepare(stream, self.source, source_name, report)
-        if report:
-            raise ValidationFailed(report.summary(), report=report)
-        if prepared is None:
-            return Conversion([], report.encoding, warnings=report.warnings)
         writer: CsvWriter | None = None
         counter = [0]
         rows_path = False  # once a rule is broken, read on with the row path to report all
         try:
             with contextlib.ExitStack() as stack:
-                for frame, offset in self._reader.frames(
-                    stream, self.source, source_name, prepared
-                ):
-                    out = None if rows_path else self._plan.convert(frame, prepared.header, offset)
+                for chunk in self._reader.chunks(stream, self.source, source_name, report):
+                    out = None if rows_path else self._plan.convert(chunk)
                     first: dict[str, object] | None
                     rendered: Any
                     if out is not None:
@@ -246,16 +239,13 @@ class Pipeline(_Converter):
                             else None
                         )
                     else:
-                        records = _marked(
-                            self._reader.frame_records(frame, prepared, offset, report), report
-                        )
                         docs = list(
                             apply_mapping(
                                 self.mapping,
                                 self.target,
-                                records,
+                                _marked(chunk.rows(report), report),
                                 report,
-                                offset,
+                                chunk.offset,
                                 compiled=self.compiled,
                             )
                         )

@@ -8,8 +8,9 @@ imported when first needed, so ``xchange --help`` stays quick.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Iterator
-from typing import Any, BinaryIO, Protocol
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from xchange.errors import ConfigError
 from xchange.layout import Layout
@@ -37,6 +38,40 @@ class Codec(Protocol):
 
         Raises:
             MappingError: a value cannot be written (e.g. missing in the encoding).
+        """
+        ...
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Some consecutive records of a flat file as columns of raw text: the input of the
+    columnar fast path (:mod:`xchange.codecs.columnar`)."""
+
+    #: Field key -> the text of each record ("" or None: no value); a key that is not
+    #: there has no value in any record.
+    columns: dict[str, Sequence[str | None]]
+    #: How many records.
+    size: int
+    #: The index of the first record in the file.
+    offset: int
+    #: Whether every value was read without a problem (else the row path does the chunk).
+    clean: bool
+    #: The row path for the same records: typed records, problems sent to the report.
+    rows: Callable[[Report], Iterator[Record]]
+
+
+@runtime_checkable
+class Columns(Protocol):
+    """A codec that can give a flat file's records a chunk at a time, as columns."""
+
+    def chunks(
+        self, stream: BinaryIO, layout: Layout, origin: str, report: Report
+    ) -> Iterator[Chunk]:
+        """The records as :class:`Chunk` s; problems of the file as a whole (its header,
+        its structure) go to ``report``, and then no chunk follows.
+
+        Raises:
+            DecodeError: as :meth:`Codec.records`.
         """
         ...
 

@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 import pandas as pd
 
+from xchange.codecs import Chunk
 from xchange.codecs.text import (
     MAX_LINE,
     Encoder,
@@ -335,6 +336,25 @@ class CsvCodec:
         names = header if header is not None else [f.key for f in layout.fields]
         return Prepared(encoding, start, starts, names, found[0])
 
+    def chunks(
+        self, stream: BinaryIO, layout: Layout, origin: str, report: Report
+    ) -> Iterator[Chunk]:
+        """The rows ``CHUNK_ROWS`` at a time as columns of text (the columnar fast path)."""
+        prepared = self.prepare(stream, layout, origin, report)
+        if prepared is None or report:
+            return
+        for frame, offset in self.frames(stream, layout, origin, prepared):
+            columns = {
+                spec.key: frame.iloc[:, pos] for spec, pos in prepared.columns if pos is not None
+            }
+
+            def rows(
+                report: Report, frame: pd.DataFrame = frame, offset: int = offset
+            ) -> Iterator[Record]:
+                return self.frame_records(frame, prepared, offset, report)
+
+            yield Chunk(columns, len(frame), offset, True, rows)
+
     def frames(
         self, stream: BinaryIO, layout: Layout, origin: str, prepared: Prepared
     ) -> Iterator[tuple[pd.DataFrame, int]]:
@@ -499,26 +519,26 @@ class CsvWriter:
         self.count = 0
 
     def rows(self, rows: list[list[str]] | pd.DataFrame) -> None:
+        """Write rendered rows (text only): a list of rows, or a frame of text columns."""
         if len(rows) == 0 and not self.header:
             return
-        frame = (
-            rows
-            if isinstance(rows, pd.DataFrame)
-            else pd.DataFrame(rows, columns=self.columns, dtype=object)
-        )
         buf = io.StringIO()
-        frame.to_csv(  # type: ignore[call-overload]
+        writer = csv.writer(
             buf,
-            index=False,
-            header=self.columns if self.header else False,
-            sep=self.opts.delimiter,
+            delimiter=self.opts.delimiter,
             quotechar=self.opts.quote,
             lineterminator=self.opts.line_ending,
             quoting=_QUOTING[self.opts.quoting],
         )
+        if self.header:
+            writer.writerow(self.columns)
+        if isinstance(rows, pd.DataFrame):
+            writer.writerows(zip(*(rows[c].tolist() for c in rows.columns), strict=True))
+        else:
+            writer.writerows(rows)
         self.out.write(self.encoder(buf.getvalue()))
         self.header = False
-        self.count += len(frame)
+        self.count += len(rows)
 
     def close(self) -> int:
         if self.header:  # no row at all: still a header

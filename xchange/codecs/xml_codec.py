@@ -18,11 +18,15 @@ from typing import Any, BinaryIO
 
 from lxml import etree
 
+from xchange.codecs import Chunk
 from xchange.codecs.text import CHUNK, Encoder, python_codec, text_reading
 from xchange.errors import DecodeError, MappingError
 from xchange.layout import FieldSpec, FieldValueError, Layout, XmlOptions, parse_field
 from xchange.mapping import Document, Record
 from xchange.report import Report
+
+#: Records per chunk of the columnar fast path.
+CHUNK_RECORDS = 20_000
 
 PARSER_OPTIONS: dict[str, Any] = {
     "resolve_entities": False,
@@ -65,6 +69,8 @@ class _Prolog:
 
     def __init__(self) -> None:
         self.found: str | None = None
+        #: The first element's tag (Clark notation), None if there is none.
+        self.root: str | None = None
 
     def doctype(self, name: str, pubid: str | None, system: str | None) -> None:
         self.found = f"<!DOCTYPE {name}{' PUBLIC ' + pubid if pubid else ''}" + (
@@ -73,6 +79,7 @@ class _Prolog:
         raise self.Done
 
     def start(self, tag: str, attrib: Any) -> None:
+        self.root = tag
         raise self.Done
 
     def close(self) -> None:
@@ -185,8 +192,9 @@ def _reading(stream: BinaryIO, layout: Layout, origin: str, report: Report) -> A
     return _Transcoded(stream, encoding, origin, check)
 
 
-def _refuse_doctype(stream: BinaryIO, origin: str, encoding: str | None = None) -> None:
-    """Look at the prolog only; refuse a DOCTYPE before any tree or entity exists."""
+def _refuse_doctype(stream: BinaryIO, origin: str, encoding: str | None = None) -> str | None:
+    """Look at the prolog only; refuse a DOCTYPE before any tree or entity exists. Returns
+    the root element's tag (None: no element, or not well-formed before it)."""
     prolog = _Prolog()
     parser = etree.XMLParser(target=prolog, encoding=encoding, **PARSER_OPTIONS)
     start = stream.tell()
@@ -205,6 +213,7 @@ def _refuse_doctype(stream: BinaryIO, origin: str, encoding: str | None = None) 
             f"{origin}: the document has a DOCTYPE ({prolog.found}); "
             "documents with a DTD are refused (entity and DTD attacks)"
         )
+    return prolog.root
 
 
 def iter_elements(
@@ -346,6 +355,117 @@ def _cached(
     return known
 
 
+#: A header value whose problem was reported for an earlier record of the document.
+_REPORTED = _Reported()
+_PLAIN_STEP = re.compile(r"(?:\{[^{}]*\})?[^\W\d][\w.-]*(?::[^\W\d][\w.-]*)?")
+
+
+class _Extractor:
+    """Reads the raw values of a record's (or a line's) fields, as :class:`_Getter` gives
+    them, in one pass over the element's children: a field at a child (``w:Sku``, or
+    ``w:Warehouse/@code``) or on the element itself (``@no``) is taken from that pass; a
+    longer path, a repeated child and header values go through the getter (header
+    values once per document)."""
+
+    def __init__(self, specs: list[FieldSpec], ns: dict[str, str]) -> None:
+        self.specs = specs
+        #: Per field: (spec, getter, kind, tag): kind "child" (tag: the child's), "self",
+        #: "absolute" (tag: its key in the document's cache of header values), "getter".
+        self.plan: list[tuple[FieldSpec, _Getter, str, str | None]] = []
+        default = "" in ns or None in ns  # (an unprefixed step would take a default)
+        for spec in specs:
+            getter = _Getter(spec, ns)
+            kind, tag = "getter", None
+            if spec.multiple != "all" and getter.root is not None:
+                kind, tag = "absolute", f"{spec.multiple}{spec.separator}{spec.key}"
+            elif spec.multiple != "all":
+                if getter.steps is None:
+                    kind = "self"
+                elif _PLAIN_STEP.fullmatch(getter.steps) and not (
+                    default and ":" not in getter.steps and "{" not in getter.steps
+                ):
+                    kind, tag = "child", _clark(getter.steps, ns)
+            self.plan.append((spec, getter, kind, tag))
+        self.children = any(kind == "child" for _, _, kind, _ in self.plan)
+        #: Whether every value read since this was last set was text or absent.
+        self.clean = True
+
+    def values(
+        self, element: etree._Element, absolute: dict[str, str | FieldValueError]
+    ) -> list[Any]:
+        """Each field's raw value: text, None (absent), a list (``multiple = "all"``), a
+        FieldValueError (a path matching several elements), or ``_REPORTED``."""
+        children: dict[Any, etree._Element] = {}
+        repeated: set[Any] = set()
+        if self.children:
+            for child in element:
+                tag = child.tag
+                if tag in children:
+                    repeated.add(tag)
+                else:
+                    children[tag] = child
+        out: list[Any] = []
+        for spec, getter, kind, tag in self.plan:
+            if kind == "child" and tag not in repeated:
+                node = children.get(tag)
+                if node is None:
+                    out.append(None)
+                elif getter.attr is not None:
+                    out.append(node.get(getter.attr))
+                else:
+                    out.append(node.text or "")
+            elif kind == "absolute" and type(known := absolute.get(tag)) is str:  # type: ignore[arg-type]
+                out.append(known)
+            elif kind == "self":
+                attr = getter.attr
+                out.append(element.get(attr) if attr is not None else (element.text or ""))
+            elif spec.multiple == "all":
+                out.append(getter.get_all(element))
+                self.clean = False
+            else:
+                try:
+                    out.append(_cached(element, spec, getter, absolute))
+                except _Reported:
+                    out.append(_REPORTED)
+                    self.clean = False
+                except FieldValueError as exc:
+                    out.append(exc)
+                    self.clean = False
+        return out
+
+    def typed(self, raw: list[Any], where: str, report: Report, failed: set[str]) -> dict[str, Any]:
+        """The record's typed values from its raw ones; problems go to ``report``."""
+        values: dict[str, Any] = {}
+        for spec, value in zip(self.specs, raw, strict=True):
+            if value is _REPORTED:
+                failed.add(spec.name)
+                values[spec.name] = None
+            elif isinstance(value, FieldValueError):
+                report.add(where, spec.key, value.rule, None, value.message)
+                failed.add(spec.name)
+                values[spec.name] = None
+            elif isinstance(value, list):
+                parsed = [parse_field(spec, text, where, report, failed) for text in value]
+                values[spec.name] = [v for v in parsed if v is not None]
+            else:
+                values[spec.name] = parse_field(spec, value, where, report, failed)
+        return values
+
+
+def _records_steps(opts: XmlOptions) -> list[str]:
+    """The records path as tags in Clark notation, from the root down."""
+    path = (opts.records or f"/{opts.root}").strip("/")
+    return [_clark(step, opts.namespaces) for step in path.split("/")]
+
+
+def _records_path(layout: Layout) -> tuple[str, bool]:
+    """How records are located in messages: ``/StockCount/Lines/Line`` and whether each
+    gets its number (``[3]``; not when the records are the documents' roots)."""
+    assert layout.xml is not None
+    steps = _records_steps(layout.xml)
+    return "/" + "/".join(_local(t) for t in steps), len(steps) > 1
+
+
 def _local(tag: object) -> str:
     """The local part of a tag in Clark notation, for messages (whatever the tag holds)."""
     return str(tag).rpartition("}")[2]
@@ -361,6 +481,84 @@ class XmlCodec:
     ) -> Iterator[Record]:
         opts = layout.xml
         assert opts is not None  # the layout model requires [xml] for the xml codec
+        ns = opts.namespaces
+        head = _Extractor(layout.fields, ns)
+        lines = _Extractor(layout.line_fields, ns)
+        absolute: dict[str, str | FieldValueError] = {}  # header values of this document
+        shown, numbered = _records_path(layout)
+        line_path = "/".join(p for p in (opts.lines, opts.line) if p)
+        line_shown = "/".join(_local(_clark(p, ns)) for p in line_path.split("/"))
+        for element, number in self._walk(stream, layout, origin, report):
+            path = f"{shown}[{number}]" if numbered else shown
+            where = f"line {element.sourceline} {path}"
+            failed: set[str] = set()
+            values = head.typed(head.values(element, absolute), where, report, failed)
+            found: list[Record] = []
+            if layout.shape == "nested":
+                for j, line in enumerate(element.findall(line_path, namespaces=ns), start=1):
+                    at = f"line {line.sourceline} {path}/{line_shown}[{j}]"
+                    line_failed: set[str] = set()
+                    line_values = lines.typed(lines.values(line, absolute), at, report, line_failed)
+                    found.append(Record(at, line_values, failed=line_failed))
+            yield Record(where, values, found, failed=failed)
+
+    def chunks(
+        self, stream: BinaryIO, layout: Layout, origin: str, report: Report
+    ) -> Iterator[Chunk]:
+        """The records (of a ``rows`` layout) ``CHUNK_RECORDS`` at a time as columns of
+        raw text, each value read as :meth:`records` reads it (the columnar fast path)."""
+        opts = layout.xml
+        assert opts is not None and layout.shape == "rows"
+        extract = _Extractor(layout.fields, opts.namespaces)
+        keys = [f.key for f in layout.fields]
+        absolute: dict[str, str | FieldValueError] = {}
+        rows: list[list[Any]] = []
+        lines: list[int] = []
+        offset = 0
+        extract.clean = True
+        path = _records_path(layout)
+        for element, _ in self._walk(stream, layout, origin, report):
+            rows.append(extract.values(element, absolute))
+            lines.append(element.sourceline)
+            if len(rows) >= CHUNK_RECORDS:
+                yield self._chunk(extract, keys, rows, lines, path, offset)
+                offset += len(rows)
+                rows, lines = [], []
+                extract.clean = True
+        if rows:
+            yield self._chunk(extract, keys, rows, lines, path, offset)
+
+    @staticmethod
+    def _chunk(
+        extract: _Extractor,
+        keys: list[str],
+        rows: list[list[Any]],
+        lines: list[int],
+        path: tuple[str, bool],
+        offset: int,
+    ) -> Chunk:
+        columns = dict(zip(keys, zip(*rows, strict=True), strict=True))
+        shown, numbered = path
+
+        def typed(report: Report) -> Iterator[Record]:
+            for i, (values, line) in enumerate(zip(rows, lines, strict=True), start=offset + 1):
+                where = f"line {line} {shown}[{i}]" if numbered else f"line {line} {shown}"
+                failed: set[str] = set()
+                yield Record(where, extract.typed(values, where, report, failed), failed=failed)
+
+        return Chunk(columns, len(rows), offset, extract.clean, typed)  # type: ignore[arg-type]
+
+    def _walk(
+        self, stream: BinaryIO, layout: Layout, origin: str, report: Report
+    ) -> Iterator[tuple[etree._Element, int]]:
+        """Each record element with its number (from 1), in document order; cleared (and its
+        read siblings dropped) once the consumer asks for the next, so memory stays flat.
+
+        Only the records' own end events reach Python (``iterparse`` with ``tag=``); the
+        root is checked from the prolog, and a record's ancestors against the records path.
+        """
+        opts = layout.xml
+        assert opts is not None
         text = _reading(stream, layout, origin, report)
         if opts.xsd:
             start = stream.tell()
@@ -369,113 +567,81 @@ class XmlCodec:
                 return
             stream.seek(start)
             text = _reading(stream, layout, origin, Report(origin))
-        ns = opts.namespaces
-        getters = (
-            [(f, _Getter(f, ns)) for f in layout.fields],
-            [(f, _Getter(f, ns)) for f in layout.line_fields],
+        steps = _records_steps(opts)
+        if _refuse_doctype(text, origin, "utf-8") != steps[0]:
+            self._nothing_found(text, layout, steps, origin, report)  # raises: the root
+            return
+        events = etree.iterparse(
+            text, events=("end",), tag=steps[-1], encoding="utf-8", **PARSER_OPTIONS
         )
-        steps = [_clark(s, ns) for s in (opts.records or f"/{opts.root}").strip("/").split("/")]
-        shown = "/" + "/".join(_local(t) for t in steps)
+        above = steps[-2::-1]
         count = 0
-        stack: list[str] = []
-        #: Children seen under each matched prefix of the records path (for the message
-        #: when the path matches nothing).
-        seen: list[list[str]] = [[] for _ in steps]
-        absolute: dict[str, str | FieldValueError] = {}  # header values of this document
-        for event, element in iter_elements(text, origin, encoding="utf-8"):
-            if event == "start":
-                if not stack and element.tag != steps[0]:
-                    raise DecodeError(
-                        f"{origin}: line {element.sourceline}: root element is "
-                        f"<{_local(element.tag)}>, layout {layout.name} expects "
-                        f"<{_local(steps[0])}>"
-                    )
-                depth = len(stack)
-                if 0 < depth < len(steps) and stack == steps[:depth]:
-                    names = seen[depth]
-                    if len(names) < 10 and element.tag not in names:
-                        names.append(element.tag)
-                stack.append(element.tag)
-                continue
-            if stack == steps:
-                count += 1
-                where = shown if len(steps) == 1 else f"{shown}[{count}]"
-                yield self._record(element, where, layout, opts, report, absolute, getters)
-                element.clear(keep_tail=True)
-                while element.getprevious() is not None:
-                    del element.getparent()[0]
-            stack.pop()
+        try:
+            for _, element in events:
+                node = element
+                for tag in above:
+                    node = node.getparent()
+                    if node is None or node.tag != tag:
+                        break
+                else:
+                    if node.getparent() is None:
+                        count += 1
+                        yield element, count
+                        element.clear(keep_tail=True)
+                        while element.getprevious() is not None:
+                            del element.getparent()[0]
+        except etree.XMLSyntaxError as exc:
+            raise _syntax_error(origin, exc) from None
         if count == 0:
-            depth = 1
-            while depth < len(steps) and steps[depth] in seen[depth]:
-                depth += 1
-            found = ", ".join(f"<{_local(t)}>" for t in seen[depth]) or "nothing"
-            under = "/" + "/".join(_local(t) for t in steps[:depth])
-            report.add(
-                "line 1",
-                "(records)",
-                "records",
-                None,
-                f"the records path {shown} matches nothing in this document: under {under} "
-                f"there is no <{_local(steps[depth])}> (found {found})",
-            )
-
-    def _record(
-        self,
-        element: etree._Element,
-        path: str,
-        layout: Layout,
-        opts: XmlOptions,
-        report: Report,
-        absolute: dict[str, str | FieldValueError],
-        getters: tuple[list[tuple[FieldSpec, _Getter]], list[tuple[FieldSpec, _Getter]]],
-    ) -> Record:
-        ns = opts.namespaces
-        where = f"line {element.sourceline} {path}"
-        failed: set[str] = set()
-        values = {
-            f.name: self._value(element, f, g, absolute, where, report, failed)
-            for f, g in getters[0]
-        }
-        lines: list[Record] = []
-        if layout.shape == "nested":
-            line_path = "/".join(p for p in (opts.lines, opts.line) if p)
-            shown = "/".join(_local(_clark(p, ns)) for p in line_path.split("/"))
-            for j, line in enumerate(element.findall(line_path, namespaces=ns), start=1):
-                at = f"line {line.sourceline} {path}/{shown}[{j}]"
-                line_failed: set[str] = set()
-                line_values = {
-                    f.name: self._value(line, f, g, absolute, at, report, line_failed)
-                    for f, g in getters[1]
-                }
-                lines.append(Record(at, line_values, failed=line_failed))
-        return Record(where, values, lines, failed=failed)
+            self._nothing_found(text, layout, steps, origin, report)
 
     @staticmethod
-    def _value(
-        element: etree._Element,
-        spec: FieldSpec,
-        getter: _Getter,
-        absolute: dict[str, str | FieldValueError],
-        where: str,
-        report: Report,
-        failed: set[str],
-    ) -> Any:
-        if spec.multiple == "all":
-            parsed = [
-                parse_field(spec, text, where, report, failed) for text in getter.get_all(element)
-            ]
-            return [v for v in parsed if v is not None]
-        try:
-            text = _cached(element, spec, getter, absolute)
-        except _Reported:
-            failed.add(spec.name)
-            return None
-        except FieldValueError as exc:
-            report.add(where, spec.key, exc.rule, None, exc.message)
-            failed.add(spec.name)
-            return None
-        return parse_field(spec, text, where, report, failed)
+    def _nothing_found(
+        text: Any, layout: Layout, steps: list[str], origin: str, report: Report
+    ) -> None:
+        """The records path matched nothing: read the document again, element by element,
+        to say where the path stops matching (or that the root is another element).
+
+        Raises:
+            DecodeError: the root is not the layout's, or the document is not well-formed.
+        """
+        text.seek(0)
+        shown = "/" + "/".join(_local(t) for t in steps)
+        stack: list[str] = []
+        #: Children seen under each matched prefix of the records path.
+        seen: list[list[str]] = [[] for _ in steps]
+        for event, element in iter_elements(text, origin, encoding="utf-8"):
+            if event == "end":
+                stack.pop()
+                element.clear(keep_tail=True)
+                continue
+            if not stack and element.tag != steps[0]:
+                raise DecodeError(
+                    f"{origin}: line {element.sourceline}: root element is "
+                    f"<{_local(element.tag)}>, layout {layout.name} expects "
+                    f"<{_local(steps[0])}>"
+                )
+            depth = len(stack)
+            if 0 < depth < len(steps) and stack == steps[:depth]:
+                names = seen[depth]
+                if len(names) < 10 and element.tag not in names:
+                    names.append(element.tag)
+            stack.append(element.tag)
+        depth = 1
+        while depth < len(steps) and steps[depth] in seen[depth]:
+            depth += 1
+        if depth >= len(steps):
+            return  # (cannot happen: the path would have matched)
+        found = ", ".join(f"<{_local(t)}>" for t in seen[depth]) or "nothing"
+        under = "/" + "/".join(_local(t) for t in steps[:depth])
+        report.add(
+            "line 1",
+            "(records)",
+            "records",
+            None,
+            f"the records path {shown} matches nothing in this document: under {under} "
+            f"there is no <{_local(steps[depth])}> (found {found})",
+        )
 
     @staticmethod
     def _validate_xsd(

@@ -1,5 +1,5 @@
-"""The CSV codec's fast path for flat CSV-to-CSV mappings: a chunk of rows at a time, as
-pandas columns.
+"""The fast path for flat mappings to CSV from CSV or line-level XML: a chunk of records at
+a time, as pandas columns.
 
 It computes exactly what the row path computes, for a safe subset of layouts and mappings
 (see :meth:`ColumnarPlan.build`), and gives up on a chunk (returns ``None``) as soon as a row
@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 import re
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from xchange.codecs import Chunk
 from xchange.expressions import Expression
 from xchange.layout import FieldSpec, Layout
 from xchange.mapping import Compiled, Mapping, Rule
@@ -141,6 +142,32 @@ def _nul_safe(pattern: str) -> bool:
     return _NUL_UNSAFE.search(pattern) is None
 
 
+def _series(values: Sequence[str | None] | None) -> pd.Series | None:
+    """A column of a chunk as text ("" where there is no value)."""
+    if values is None or isinstance(values, pd.Series):
+        return values
+    text = pd.Series(values, dtype=object)
+    return text.fillna("") if None in values else text
+
+
+_SCALED = re.compile(r"-?[0-9]+(?:\.[0-9]*)?")
+
+
+def _scaled(scale: int) -> Callable[[str], str]:
+    """Canonical decimal text -> the same number with exactly ``scale`` decimals (gives up
+    on a value that would lose a digit other than a trailing zero)."""
+
+    def fix(text: str) -> str:
+        if _SCALED.fullmatch(text) is None:
+            raise _GiveUp
+        whole, _, frac = text.partition(".")
+        if frac[scale:].strip("0"):
+            raise _GiveUp
+        return f"{whole}.{frac[:scale].ljust(scale, '0')}" if scale else whole
+
+    return fix
+
+
 def _is_empty(text: pd.Series) -> pd.Series:
     return pd.Series(text.to_numpy() == "", index=text.index)
 
@@ -180,7 +207,7 @@ def _spec_ok(spec: FieldSpec) -> bool:
 
 
 class ColumnarPlan:
-    """The columnar program for one flat CSV -> CSV mapping."""
+    """The columnar program for one flat mapping (CSV or XML records -> CSV rows)."""
 
     def __init__(
         self, source: Layout, mapping: Mapping, target: Layout, compiled: Compiled
@@ -199,8 +226,9 @@ class ColumnarPlan:
     ) -> ColumnarPlan | None:
         """A plan, or None when the route is outside what the columnar path does."""
         if (
-            source.codec != "csv"
+            source.codec not in ("csv", "xml")
             or target.codec != "csv"
+            or any(f.multiple == "all" for f in source.fields)
             or source.shape != "rows"
             or target.shape != "rows"
             or mapping.group_by
@@ -256,22 +284,19 @@ class ColumnarPlan:
 
     # ------------------------------------------------------------------ running
 
-    def convert(
-        self, frame: pd.DataFrame, header: list[str], seq_start: int
-    ) -> pd.DataFrame | None:
+    def convert(self, chunk: Chunk) -> pd.DataFrame | None:
         """Rendered target rows for a chunk of source text, or None (use the row path);
         ``self.skipped`` says how many rows the mapping's filter left out."""
         self.skipped = 0
+        if not chunk.clean:
+            return None
+        n = chunk.size
         try:
             columns = {
-                spec.name: self._parse(
-                    spec,
-                    frame.iloc[:, header.index(spec.key)] if spec.key in header else None,
-                    len(frame),
-                )
+                spec.name: self._parse(spec, _series(chunk.columns.get(spec.key)), n)
                 for spec in self.source.fields
             }
-            n = len(frame)
+            seq_start = chunk.offset
             if self.compiled.filter is not None:
                 keep = _Vector(self.compiled, columns, n).run(self.compiled.filter)
                 if not isinstance(keep, np.ndarray) or keep.dtype != bool:
@@ -553,12 +578,7 @@ class ColumnarPlan:
             if exact is not None and _all_match(data[~col.null], exact):
                 pass  # every value has exactly ``scale`` decimals already
             elif spec.scale is not None:
-                parts = data.str.extract(r"^(-?[0-9]+)\.?([0-9]*)$")
-                frac = parts[1].fillna("")
-                if bool((frac.str.slice(spec.scale).str.strip("0") != "").any()):
-                    raise _GiveUp
-                frac = frac.str.slice(0, spec.scale).str.pad(spec.scale, side="right", fillchar="0")
-                data = parts[0] + (("." + frac) if spec.scale else "")
+                data = _smap(_scaled(spec.scale), data.where(~col.null, "0"))
         else:
             fmt = (
                 spec.formats[0]
