@@ -156,6 +156,26 @@ def test_json_amounts_and_big_integers_stay_exact() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("text", "written"),
+    [
+        ("1" * 40, "1" * 40 + ".00"),
+        ("1" * 40 + ".5", "1" * 40 + ".50"),
+        ("-" + "9" * 30 + ".10", "-" + "9" * 30 + ".10"),
+        ("0.000", "0.00"),
+    ],
+)
+def test_amounts_of_any_length_are_read_and_written_exactly(text: str, written: str) -> None:
+    """A decimal field's scale is checked digit by digit, not through an arithmetic
+    context of 28 digits: a 40-digit amount is written exactly, never an internal error."""
+    from xchange.layout import FieldSpec, FieldValueError
+
+    spec = FieldSpec.model_validate({"name": "amount", "type": "decimal", "scale": 2})
+    assert spec.render(spec.parse(text)) == written
+    with pytest.raises(FieldValueError, match="more than 2 decimal places"):
+        spec.parse(text.split(".")[0] + ".001")
+
+
 def test_ndjson_records_are_located_by_line() -> None:
     """NDJSON: one record per line, problems say which line."""
     data = b'{"id": 1}\n{"id": "x"}\n'

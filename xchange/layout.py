@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import re
 import tomllib
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -47,6 +48,41 @@ class StrictModel(BaseModel):
     """A layout or mapping file's model: unknown keys refused, values frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+#: One unit in the last place of each scale a field may have.
+_QUANTA = [Decimal(1).scaleb(-n) for n in range(19)]
+
+
+def beyond_scale(value: Decimal, scale: int) -> bool:
+    """Whether a number has a non-zero digit after its first ``scale`` decimals (exactly,
+    however many digits it has: no rounding). Not a finite number counts as beyond."""
+    try:
+        return value != value.quantize(_QUANTA[scale])
+    except InvalidOperation:  # more digits than the context holds: count them
+        pass
+    _, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int):
+        return True
+    extra = -exponent - scale
+    return extra > 0 and any(digits[-extra:])
+
+
+def with_scale(value: Decimal, scale: int) -> str:
+    """The text of a number with exactly ``scale`` decimals (its extra decimals must be
+    zeros: see :func:`beyond_scale`), however many digits it has."""
+    try:
+        return format(value.quantize(_QUANTA[scale]), "f")
+    except InvalidOperation:
+        pass
+    text = format(value, "f")
+    whole, _, fraction = text.partition(".")
+    fraction = fraction[:scale].ljust(scale, "0")
+    return f"{whole}.{fraction}" if scale else whole
+
+
+_INTEGER = re.compile(r"[+-]?\d+")
+_PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
 
 class FieldSpec(StrictModel):
@@ -107,8 +143,9 @@ class FieldSpec(StrictModel):
                 ) from exc
         return self
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
+        """Where the field is in a file: its column (or path), else its name."""
         return self.column or self.name
 
     # ------------------------------------------------------------------ reading
@@ -119,22 +156,37 @@ class FieldSpec(StrictModel):
         Raises:
             FieldValueError: naming the broken rule.
         """
-        if text is not None and self.trim:
-            text = text.strip()
-        if text is None or text == "" or text in self.null_values:
-            if self.required:
-                raise FieldValueError("required", "a value is required")
-            return None
-        value = self._convert(text)
-        self._check_rules(text, value)
-        return value
+        return self.parser(text)
+
+    @functools.cached_property
+    def parser(self) -> Callable[[str | None], Any]:
+        """``parse`` for this field, with its settings looked up once (called for every
+        value of every record)."""
+        trim, required = self.trim, self.required
+        nulls = frozenset(self.null_values)
+        convert = None if self.type in ("string", "enum") else self._convert
+        check = self._check_rules if self._limits else None
+
+        def parse(text: str | None) -> Any:
+            if text is not None and trim:
+                text = text.strip()
+            if not text or text in nulls:
+                if required:
+                    raise FieldValueError("required", "a value is required")
+                return None
+            value = text if convert is None else convert(text)
+            if check is not None:
+                check(text, value)
+            return value
+
+        return parse
 
     def _convert(self, text: str) -> Any:
         kind = self.type
         if kind in ("string", "enum"):
             return text
         if kind == "integer":
-            if not re.fullmatch(r"[+-]?\d+", text):
+            if not _INTEGER.fullmatch(text):
                 raise FieldValueError("type", "expected a whole number")
             return int(text)
         if kind == "decimal":
@@ -149,6 +201,22 @@ class FieldSpec(StrictModel):
         return self._when(text)
 
     @functools.cached_property
+    def _pattern(self) -> re.Pattern[str] | None:
+        return re.compile(self.pattern) if self.pattern is not None else None
+
+    @functools.cached_property
+    def _limits(self) -> bool:
+        """Whether any rule besides the type is set (else checking them is skipped)."""
+        return (
+            self.pattern is not None
+            or self.min_length is not None
+            or self.max_length is not None
+            or self.type == "enum"
+            or self.min is not None
+            or self.max is not None
+        )
+
+    @functools.cached_property
     def _number(self) -> re.Pattern[str]:
         """Digits, with group separators only between whole groups of three."""
         group = re.escape(self.group_separator)
@@ -157,6 +225,11 @@ class FieldSpec(StrictModel):
         return re.compile(rf"(?:({whole})(?:{point}(\d*))?|{point}(\d+))")
 
     def _decimal(self, text: str) -> Decimal:
+        if self.decimal_separator == "." and _PLAIN_DECIMAL.fullmatch(text):
+            value = Decimal(text)  # the common case: digits, maybe a sign and a point
+            if self.scale is not None and beyond_scale(value, self.scale):
+                raise FieldValueError("scale", f"has more than {self.scale} decimal places")
+            return value
         body, sign = text, ""
         if body[:1] in ("+", "-"):
             sign, body = body[0], body[1:]
@@ -179,7 +252,7 @@ class FieldSpec(StrictModel):
             value = Decimal(f"{sign}{whole}.{fraction}" if fraction else f"{sign}{whole}")
         except InvalidOperation as exc:  # pragma: no cover - the regex admits only valid numbers
             raise FieldValueError("type", "expected a decimal number") from exc
-        if self.scale is not None and value != value.quantize(Decimal(1).scaleb(-self.scale)):
+        if self.scale is not None and beyond_scale(value, self.scale):
             raise FieldValueError("scale", f"has more than {self.scale} decimal places")
         return value
 
@@ -204,10 +277,12 @@ class FieldSpec(StrictModel):
         return _parse_when(text, tuple(self.formats), self.type == "date")
 
     def _check_rules(self, text: str, value: Any) -> None:
+        if not self._limits:
+            return
         if (
-            self.pattern is not None
+            self._pattern is not None
             and isinstance(value, str)
-            and not re.fullmatch(self.pattern, value)
+            and not self._pattern.fullmatch(value)
         ):
             raise FieldValueError("pattern", f"does not match {self.pattern}")
         if self.min_length is not None and len(text) < self.min_length:
@@ -242,16 +317,19 @@ class FieldSpec(StrictModel):
         if (
             isinstance(value, Decimal)
             and self.scale is not None
-            and value != value.quantize(Decimal(1).scaleb(-self.scale))
+            and beyond_scale(value, self.scale)
         ):
             raise FieldValueError(
                 "scale", f"has more than {self.scale} decimal places (never rounded)"
             )
-        self._check_rules(self.render(value, as_source=True), value)
+        if self._limits:
+            self._check_rules(self.render(value, as_source=True), value)
         return value
 
     def render(self, value: Any, *, as_source: bool = False) -> str:
         """The text written for a typed value."""
+        if type(value) is str:
+            return value
         if value is None:
             return ""
         if isinstance(value, bool):
@@ -262,13 +340,12 @@ class FieldSpec(StrictModel):
                 return (
                     value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
                 )
-            return value.strftime(fmt)
+            return _format_when(value, fmt)
         if isinstance(value, Decimal):
             if self.scale is not None and not as_source:
-                exact = value.quantize(Decimal(1).scaleb(-self.scale))
-                if exact != value:
+                if beyond_scale(value, self.scale):
                     raise FieldValueError("scale", f"{value} has more than {self.scale} decimals")
-                value = exact
+                return with_scale(value, self.scale)
             return format(value, "f")
         return str(value)
 
@@ -289,6 +366,12 @@ def parse_field(
         if failed is not None:
             failed.add(spec.name)
         return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _format_when(value: date | datetime, fmt: str) -> str:
+    """strftime through a cache: documents repeat the same dates."""
+    return value.strftime(fmt)
 
 
 @functools.lru_cache(maxsize=4096)

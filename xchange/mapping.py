@@ -351,6 +351,11 @@ class _Evaluator:
         self.target = target
         self.report = report
         self.compiled = compiled
+        self._plans: dict[
+            tuple[str, int], tuple[list[FieldSpec], list[tuple[FieldSpec, Rule | None, str | None]]]
+        ] = {}
+        #: Only expressions (aggregates) read a document's lines from a header rule.
+        self.header_reads_lines = any(r.expr is not None for r in mapping.header.values())
 
     def values(
         self,
@@ -362,10 +367,8 @@ class _Evaluator:
         failed: set[str] | frozenset[str] = frozenset(),
         lines: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        rules: dict[str, Rule] = getattr(self.mapping, section)
         out: dict[str, Any] = {}
-        for spec in specs:
-            rule = rules.get(spec.name)
+        for spec, rule, plain in self._plan(section, specs):
             if (
                 failed
                 and rule is not None
@@ -378,13 +381,49 @@ class _Evaluator:
                 continue
             raw: Any = None
             try:
-                raw = self._evaluate(section, spec.name, rule, ctx, seq, lines) if rule else None
+                if plain is not None:  # a source field as it is ("" is no value)
+                    raw = ctx.get(plain)
+                    if raw == "":
+                        raw = None
+                elif rule is not None:
+                    raw = self._evaluate(section, spec.name, rule, ctx, seq, lines)
                 out[spec.name] = spec.coerce(raw)
             except FieldValueError as exc:
                 out[spec.name] = None
                 shown = exc.value if exc.value is not None else raw
                 self.report.add(where, spec.name, exc.rule, shown, exc.message)
         return out
+
+    def _plan(
+        self, section: str, specs: list[FieldSpec]
+    ) -> list[tuple[FieldSpec, Rule | None, str | None]]:
+        """Each target field with its rule, and the source field when the rule only copies
+        it (no expression, template, case, trim, default or table), made once."""
+        key = (section, id(specs))
+        plan = self._plans.get(key)
+        if plan is None or plan[0] is not specs:
+            rules: dict[str, Rule] = getattr(self.mapping, section)
+            steps = []
+            for spec in specs:
+                rule = rules.get(spec.name)
+                plain = None
+                if (
+                    rule is not None
+                    and rule.from_ is not None
+                    and rule.expr is None
+                    and rule.const is None
+                    and rule.sequence is None
+                    and rule.template is None
+                    and not rule.join
+                    and not rule.trim
+                    and rule.case is None
+                    and rule.default is None
+                    and rule.table is None
+                ):
+                    plain = rule.from_
+                steps.append((spec, rule, plain))
+            plan = self._plans[key] = (specs, steps)
+        return plan[1]
 
     def keeps(
         self,
@@ -485,7 +524,11 @@ class _Evaluator:
                 self.values("lines", self.target.line_fields, ctx, at, j, failed)
                 for j, (ctx, failed, at) in enumerate(part)
             ]
-            contexts = [{**ctx, **line} for (ctx, _, _), line in zip(part, lines, strict=True)]
+            contexts = (
+                [{**ctx, **line} for (ctx, _, _), line in zip(part, lines, strict=True)]
+                if self.header_reads_lines
+                else None
+            )
             first = part[0][0] if part and self.mapping.split_by else {}
             header = self.values(
                 "header",
@@ -527,17 +570,8 @@ def apply_mapping(
         compiled, _ = compile_mapping(mapping, None, target)
     compiled.lookups.refresh()
     ev = _Evaluator(mapping, target, report, compiled)
-    records = (
-        rec
-        for rec in records
-        if ev.keeps(
-            compiled.filter,
-            rec.values,
-            rec.location,
-            "documents" if not mapping.group_by else "rows",
-            [{**rec.values, **ln.values} for ln in rec.lines],
-        )
-    )
+    if compiled.filter is not None:
+        records = _kept(records, ev, compiled.filter, mapping)
     if mapping.group_by:
         yield from _grouped(mapping, records, report, ev)
         return
@@ -563,6 +597,17 @@ def apply_mapping(
             ({**rec.values, **ln.values}, rec.failed | ln.failed, ln.location) for ln in rec.lines
         ]
         yield from ev.documents(rec.values, rec.failed, rec.location, members, i)
+
+
+def _kept(
+    records: Iterable[Record], ev: _Evaluator, expression: Expression, mapping: Mapping
+) -> Iterator[Record]:
+    """The records the mapping's ``filter`` keeps."""
+    what = "documents" if not mapping.group_by else "rows"
+    for rec in records:
+        lines = [{**rec.values, **ln.values} for ln in rec.lines]
+        if ev.keeps(expression, rec.values, rec.location, what, lines):
+            yield rec
 
 
 def _grouped(

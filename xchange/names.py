@@ -11,6 +11,7 @@ such as ``CON.xml``, no trailing dots or spaces).
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections.abc import Mapping
@@ -45,6 +46,16 @@ def template_problems(template: str, fields: set[str] | frozenset[str]) -> list[
     return []
 
 
+@functools.lru_cache(maxsize=256)
+def template_fields(template: str) -> frozenset[str]:
+    """The fields a file-name template uses (none for a template that does not parse:
+    :func:`template_problems` says what is wrong with it)."""
+    try:
+        return frozenset(f for _, f, _, _ in string.Formatter().parse(template) if f)
+    except ValueError:
+        return frozenset()
+
+
 def clean_value(value: Any) -> Any:
     """A value made safe to appear inside a file name (dates keep their type for format specs)."""
     if isinstance(value, datetime):
@@ -59,7 +70,7 @@ def render_name(template: str, values: Mapping[str, Any]) -> str:
     Raises:
         UnsafeName: a field is unknown, or the result would not be a plain name.
     """
-    fields = {f for _, f, _, _ in string.Formatter().parse(template) if f}
+    fields = template_fields(template)
     missing = sorted(f for f in fields if f not in values)
     if missing:
         raise UnsafeName(

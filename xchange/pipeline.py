@@ -7,6 +7,7 @@ the source name and the clock, which is what ``xchange convert`` and the tests u
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import itertools
@@ -29,7 +30,7 @@ from xchange.mapping import (
     compile_mapping,
     load_mapping,
 )
-from xchange.names import render_name, template_problems
+from xchange.names import render_name, template_fields, template_problems
 from xchange.report import Report
 from xchange.sink import Output, Sink
 
@@ -109,6 +110,8 @@ class Pipeline(_Converter):
         )
         if problems:
             raise ConfigError(problems)
+        used = template_fields(route.target.name)
+        self._name_fields = [f for f in self.target.fields if f.name in used]
         self._key_field = None
         if route.dedupe_key is not None:
             self._key_field = next(
@@ -194,8 +197,9 @@ class Pipeline(_Converter):
                     name = render_name(
                         self.route.target.name, self._name_values(doc, source_name, now)
                     )
-                    with sink.create(name, [1]) as out:
-                        self._writer.write([doc], self.target, name, out)
+                    buf = io.BytesIO()  # one small file: written whole
+                    self._writer.write([doc], self.target, name, buf)
+                    sink.put(name, buf.getvalue(), 1)
         except FieldValueError as exc:  # a value the writer cannot put in the target layout
             sink.discard()
             raise MappingError(f"{source_name}: {exc.rule}: {exc.message}") from None
@@ -338,15 +342,22 @@ class Pipeline(_Converter):
             count[0] = self._writer.write(itertools.chain([first], docs), self.target, name, out)
 
     def _name_values(self, doc: Document, source_name: str, now: datetime) -> dict[str, object]:
+        """The values a target name template may use (rendered: only the fields it uses)."""
         values: dict[str, object] = {}
-        for spec in self.target.fields:
+        for spec in self._name_fields:
             try:
                 values[spec.name] = spec.render(doc.header.get(spec.name))
             except FieldValueError:
                 values[spec.name] = ""
-        source = PurePosixPath(source_name)
-        values.update(source_name=source.name, source_stem=source.stem, date=now)
+        values.update(_source_values(source_name), date=now)
         return values
+
+
+@functools.lru_cache(maxsize=64)
+def _source_values(source_name: str) -> dict[str, str]:
+    """``source_name`` and ``source_stem`` of a file-name template."""
+    source = PurePosixPath(source_name)
+    return {"source_name": source.name, "source_stem": source.stem}
 
 
 def _unique_checked(layout: Layout, records: Iterable[Record], report: Report) -> Iterator[Record]:

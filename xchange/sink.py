@@ -67,6 +67,7 @@ class Sink:
         self.folder = folder
         self.outputs: list[Output] = []
         self._names: set[str] = set()
+        self._made = False
 
     @contextmanager
     def create(self, name: str, documents: list[int]) -> Iterator[HashingWriter]:
@@ -75,21 +76,14 @@ class Sink:
         Raises:
             MappingError: two outputs of one source would have the same name.
         """
-        check_plain_name(name)
-        if name in self._names:
-            raise MappingError(
-                f"two outputs of this file would both be named {name!r}: "
-                "the file-name template must tell documents apart"
-            )
-        self._names.add(name)
+        self._claim(name)
         if self.folder is None:
             buf = io.BytesIO()
             writer = HashingWriter(buf)
             yield writer
             content, path = buf.getvalue(), None
         else:
-            private_folder(self.folder)
-            path = self.folder / name
+            path = self._path(name)
             try:
                 with open(path, "wb") as fh:
                     writer = HashingWriter(fh)
@@ -101,6 +95,42 @@ class Sink:
         self.outputs.append(
             Output(name, writer.size, writer.sha.hexdigest(), documents[0], path, content)
         )
+
+    def put(self, name: str, data: bytes, documents: int) -> None:
+        """Write one output whose bytes are all in hand (a small file) in one write.
+
+        Raises:
+            MappingError: two outputs of one source would have the same name.
+        """
+        self._claim(name)
+        sha = hashlib.sha256(data).hexdigest()
+        if self.folder is None:
+            self.outputs.append(Output(name, len(data), sha, documents, None, data))
+            return
+        path = self._path(name)
+        try:
+            with open(path, "wb") as fh:
+                fh.write(data)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        self.outputs.append(Output(name, len(data), sha, documents, path, None))
+
+    def _claim(self, name: str) -> None:
+        check_plain_name(name)
+        if name in self._names:
+            raise MappingError(
+                f"two outputs of this file would both be named {name!r}: "
+                "the file-name template must tell documents apart"
+            )
+        self._names.add(name)
+
+    def _path(self, name: str) -> Path:
+        assert self.folder is not None
+        if not self._made:
+            private_folder(self.folder)
+            self._made = True
+        return self.folder / name
 
     def discard(self) -> None:
         """Forget every output (the file failed as a whole)."""

@@ -67,8 +67,7 @@ for order in export["orders"]:
         "FCustId": {{"FNumber": customers[order["customer_code"]]}},
         "FSaleOrderFinance": {{"FSettleCurrId": {{"FNumber": currencies[order["currency"]]}}}},
     }}
-    if order.get("remark"):
-        model["FNote"] = order["remark"].strip()
+    model["FNote"] = (order.get("remark") or "").strip() or None
     model["FSaleOrderEntry"] = [
         {{
             "FMaterialId": {{"FNumber": item["sku"].upper()}},
@@ -145,8 +144,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--orders", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tmp", help="where to write (default: the system's temporary folder)")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="xchange-bench-json-"))
+    work = Path(tempfile.mkdtemp(prefix="xchange-bench-json-", dir=args.tmp))
     src = work / "sales_orders.json"
     make_export(src, args.orders)
     size_mb = src.stat().st_size / 1e6

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 from xchange.codecs.text import Encoder, decoded_chunks, split_lines, text_reading
 from xchange.errors import DecodeError, MappingError
-from xchange.layout import FieldSpec, JsonOptions, Layout, parse_field
+from xchange.layout import FieldSpec, FieldValueError, JsonOptions, Layout
 from xchange.mapping import Document, Record
 from xchange.report import Report
 
@@ -37,11 +37,13 @@ def _refuse_constant(name: str) -> Any:
 
 def _pairs(rule: str) -> Any:
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in out and rule == "reject":
-                raise ValueError(f"duplicate key {key!r} in one object")
-            out[key] = value
+        out = dict(pairs)  # (the last value of a repeated key wins)
+        if len(out) != len(pairs) and rule == "reject":
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    raise ValueError(f"duplicate key {key!r} in one object")
+                seen.add(key)
         return out
 
     return hook
@@ -445,15 +447,22 @@ class JsonCodec:
         report: Report,
         failed: set[str],
     ) -> dict[str, Any]:
+        """Each field's typed value (what ``parse_field`` gives; problems to ``report``)."""
         values: dict[str, Any] = {}
         for spec in specs:
-            _, raw = _lookup(node, spec.key)
-            text = _as_text(spec, raw, where, report)
+            key = spec.key
+            raw = node.get(key) if "." not in key else _lookup(node, key)[1]
+            text = raw if type(raw) is str else _as_text(spec, raw, where, report)
             if text is False:
                 failed.add(spec.name)
                 values[spec.name] = None
-            else:
-                values[spec.name] = parse_field(spec, text, where, report, failed)  # type: ignore[arg-type]
+                continue
+            try:
+                values[spec.name] = spec.parser(text)  # type: ignore[arg-type]
+            except FieldValueError as exc:
+                report.add(where, key, exc.rule, text, exc.message)
+                failed.add(spec.name)
+                values[spec.name] = None
         return values
 
     # ------------------------------------------------------------------ writing
@@ -463,11 +472,13 @@ class JsonCodec:
         encoder = Encoder(layout.encoding, origin)
         count = 0
         if opts.ndjson:
+            shape = _shape(layout, None, 0)
             for doc in docs:
-                out.write(encoder(dumps(self._document(doc, layout, opts), None) + "\n"))
+                out.write(encoder(shape.text(doc) + "\n"))
                 count += 1
         elif opts.batch_key:
             indent = opts.indent
+            shape = _shape(layout, indent, 2)
             pad = "" if indent is None else "\n" + " " * (2 * indent)
             out.write(
                 encoder(
@@ -478,26 +489,27 @@ class JsonCodec:
                 )
             )
             for doc in docs:
-                text = dumps(self._document(doc, layout, opts), indent, 2)
-                out.write(encoder(("," if count else "") + pad + text))
+                out.write(encoder(("," if count else "") + pad + shape.text(doc)))
                 count += 1
             close = "" if indent is None else "\n" + " " * indent
             out.write(
                 encoder((close if count else "") + "]" + ("" if indent is None else "\n") + "}\n")
             )
         else:
+            shape = _shape(layout, opts.indent, 0)
             for doc in docs:
                 if count:
                     raise MappingError(
                         f"{origin}: several documents for one JSON file, "
                         f"but layout {layout.name} has no batch_key"
                     )
-                out.write(encoder(dumps(self._document(doc, layout, opts), opts.indent) + "\n"))
+                out.write(encoder(shape.text(doc) + "\n"))
                 count += 1
         out.write(encoder("", final=True))
         return count
 
     def _document(self, doc: Document, layout: Layout, opts: JsonOptions) -> dict[str, Any]:
+        """The document as JSON values (what :class:`_Shape` writes, as a tree)."""
         body: dict[str, Any] = {}
         for spec in layout.fields:
             _place(body, spec.key, _json_value(spec, doc.header.get(spec.name)))
@@ -514,6 +526,121 @@ class JsonCodec:
             _place(wrapped, opts.wrap, body)
             return wrapped
         return body
+
+
+class _Slot:
+    """Where a value goes in a :class:`_Shape`: a header field (``spec``), a line field,
+    or the list of lines (``lines``)."""
+
+    __slots__ = ("lines", "spec")
+
+    def __init__(self, spec: FieldSpec | None = None, *, lines: bool = False) -> None:
+        self.spec = spec
+        self.lines = lines
+
+
+class _Shape:
+    """A layout's documents written from a template: every document of a layout has the
+    same keys in the same order and nesting (a field with no value is ``null``), so the
+    structure is serialized once, with slots where the values go, and each document only
+    fills the slots. Writes exactly what :func:`dumps` writes for
+    :meth:`JsonCodec._document`'s tree."""
+
+    def __init__(self, layout: Layout, indent: int | None, level: int) -> None:
+        opts = layout.json_
+        body: dict[str, Any] = {}
+        for spec in layout.fields:
+            _place(body, spec.key, _Slot(spec))
+        self.line: list[str | _Slot] = []
+        self.line_pad = self.line_open = self.line_close = ""
+        if layout.shape == "nested":
+            _place(body, opts.lines or "lines", _Slot(lines=True))
+        tree: dict[str, Any] = body
+        if opts.wrap:
+            tree = {}
+            _place(tree, opts.wrap, body)
+        self.pieces = _template(tree, indent, level)
+        if layout.shape == "nested":
+            # The lines' list: where it is, how deep, and one line's own template.
+            depth = level + _depth(tree, opts.wrap, opts.lines or "lines")
+            item: dict[str, Any] = {}
+            for spec in layout.line_fields:
+                _place(item, spec.key, _Slot(spec))
+            self.line = _template(item, indent, depth + 1)
+            pad = "" if indent is None else "\n" + " " * (indent * (depth + 1))
+            self.line_open = "[" + pad
+            self.line_pad = ", " if indent is None else "," + pad
+            self.line_close = ("" if indent is None else "\n" + " " * (indent * depth)) + "]"
+
+    def text(self, doc: Document) -> str:
+        header = doc.header
+        out: list[str] = []
+        for piece in self.pieces:
+            if type(piece) is str:
+                out.append(piece)
+            elif piece.lines:  # type: ignore[union-attr]
+                if not doc.lines:
+                    out.append("[]")
+                    continue
+                out.append(self.line_open)
+                for i, line in enumerate(doc.lines):
+                    if i:
+                        out.append(self.line_pad)
+                    for part in self.line:
+                        if type(part) is str:
+                            out.append(part)
+                        else:
+                            spec = part.spec  # type: ignore[union-attr]
+                            out.append(_json_text(spec, line.get(spec.name)))
+                out.append(self.line_close)
+            else:
+                spec = piece.spec  # type: ignore[union-attr]
+                out.append(_json_text(spec, header.get(spec.name)))
+        return "".join(out)
+
+
+_SHAPES: dict[tuple[int, int | None, int], tuple[Layout, _Shape]] = {}
+
+
+def _shape(layout: Layout, indent: int | None, level: int) -> _Shape:
+    """The layout's :class:`_Shape` at this indent and level (made once)."""
+    key = (id(layout), indent, level)
+    known = _SHAPES.get(key)
+    if known is None or known[0] is not layout:
+        if len(_SHAPES) > 256:
+            _SHAPES.clear()
+        known = _SHAPES[key] = (layout, _Shape(layout, indent, level))
+    return known[1]
+
+
+def _template(tree: Any, indent: int | None, level: int) -> list[str | _Slot]:
+    """``dumps`` of a tree holding slots: its text in pieces, slots left in place."""
+    pieces: list[Any] = []
+    _dump(tree, indent, level, pieces)
+    merged: list[str | _Slot] = []
+    for piece in pieces:
+        if type(piece) is str and merged and type(merged[-1]) is str:
+            merged[-1] += piece  # type: ignore[operator]
+        else:
+            merged.append(piece)
+    return merged
+
+
+def _depth(tree: dict[str, Any], wrap: str | None, lines: str) -> int:
+    """How many objects down from the top the lines' list is."""
+    return len((f"{wrap}.{lines}" if wrap else lines).split("."))
+
+
+def _json_text(spec: FieldSpec, value: Any) -> str:
+    """One value as JSON text (what ``dumps(_json_value(spec, value))`` writes)."""
+    if value is None:
+        return "null"
+    kind = spec.type
+    if kind == "integer" or kind == "boolean":
+        return dumps(value, None)
+    if kind == "decimal":
+        return spec.render(value)
+    return _quoted(spec.render(value))
 
 
 def _place(obj: dict[str, Any], dotted: str, value: Any) -> None:
@@ -539,27 +666,63 @@ class _Raw(str):
     __slots__ = ()
 
 
+#: A string as ``json.dumps(text, ensure_ascii=False)`` writes it (the C function it uses).
+_quoted = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+
 def dumps(value: Any, indent: int | None, level: int = 0) -> str:
-    """Serialize with decimals exact and non-ASCII as is."""
-    if isinstance(value, _Raw):
-        return str(value)
-    if value is None or isinstance(value, bool | int | str):
-        return json.dumps(value, ensure_ascii=False)
-    pad = "" if indent is None else "\n" + " " * (indent * (level + 1))
-    end = "" if indent is None else "\n" + " " * (indent * level)
-    sep = ", " if indent is None else ","
-    if isinstance(value, dict):
+    """Serialize with decimals exact and non-ASCII as is (what ``json.dumps`` writes with
+    ``ensure_ascii=False``, but numbers of type :class:`_Raw` as their text)."""
+    pieces: list[str] = []
+    _dump(value, indent, level, pieces)
+    return "".join(pieces)
+
+
+def _dump(value: Any, indent: int | None, level: int, out: list[str]) -> None:
+    kind = type(value)
+    if kind is _Raw:
+        out.append(str.__str__(value))
+    elif kind is _Slot:
+        out.append(value)
+    elif kind is str:
+        out.append(_quoted(value))
+    elif value is None:
+        out.append("null")
+    elif value is True or value is False:
+        out.append("true" if value else "false")
+    elif kind is int:
+        out.append(int.__repr__(value))
+    elif kind is dict:
         if not value:
-            return "{}"
-        items = [
-            f"{pad}{json.dumps(str(k), ensure_ascii=False)}: {dumps(v, indent, level + 1)}"
-            for k, v in value.items()
-        ]
-        return "{" + sep.join(items) + end + "}"
-    if isinstance(value, list):
+            out.append("{}")
+            return
+        pad = ", " if indent is None else ",\n" + " " * (indent * (level + 1))
+        out.append("{" if indent is None else "{\n" + " " * (indent * (level + 1)))
+        first = True
+        for k, v in value.items():
+            if not first:
+                out.append(pad)
+            first = False
+            out.append(_quoted(str(k)))
+            out.append(": ")
+            _dump(v, indent, level + 1, out)
+        out.append("}" if indent is None else "\n" + " " * (indent * level) + "}")
+    elif kind is list:
         if not value:
-            return "[]"
-        return "[" + sep.join(f"{pad}{dumps(v, indent, level + 1)}" for v in value) + end + "]"
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    raise MappingError(f"cannot write a {type(value).__name__} as JSON")
+            out.append("[]")
+            return
+        pad = ", " if indent is None else ",\n" + " " * (indent * (level + 1))
+        out.append("[" if indent is None else "[\n" + " " * (indent * (level + 1)))
+        for i, v in enumerate(value):
+            if i:
+                out.append(pad)
+            _dump(v, indent, level + 1, out)
+        out.append("]" if indent is None else "\n" + " " * (indent * level) + "]")
+    elif isinstance(value, Decimal):
+        out.append(format(value, "f"))
+    elif isinstance(value, _Raw):
+        out.append(str.__str__(value))
+    elif isinstance(value, bool | int | str):
+        out.append(json.dumps(value, ensure_ascii=False))
+    else:
+        raise MappingError(f"cannot write a {type(value).__name__} as JSON")

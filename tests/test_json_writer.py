@@ -1,0 +1,84 @@
+"""The JSON writer writes each document from a template made once per layout: the bytes
+are exactly those of serializing the document's tree, for every JSON layout shipped, and
+its serializer writes what ``json.dumps`` writes (decimals exact)."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import FORMATS
+from xchange.codecs.json_codec import JsonCodec, _Raw, _shape, dumps
+from xchange.layout import FieldSpec, Layout, load_layout
+from xchange.mapping import Document
+
+JSON_LAYOUTS = sorted(
+    p.stem for p in FORMATS.glob("*.toml") if 'codec = "json"' in p.read_text("utf-8")
+)
+
+TEXTS = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=8)
+
+
+def value_for(spec: FieldSpec) -> st.SearchStrategy[Any]:
+    """A typed value of the field (or none), as a mapping gives it to the writer."""
+    kind = {
+        "integer": st.integers(-(10**20), 10**20),
+        "boolean": st.booleans(),
+        "decimal": st.integers(-(10**9), 10**9).map(
+            lambda n: Decimal(n).scaleb(-(spec.scale or 0))
+        ),
+        "date": st.dates(min_value=date(1900, 1, 1)),
+        "datetime": st.datetimes(min_value=datetime(1900, 1, 1)),
+    }.get(spec.type, TEXTS)
+    return st.one_of(st.none(), kind)
+
+
+@st.composite
+def documents(draw: st.DrawFn, layout: Layout) -> Document:
+    header = {f.name: draw(value_for(f)) for f in layout.fields}
+    lines = [
+        {f.name: draw(value_for(f)) for f in layout.line_fields}
+        for _ in range(draw(st.integers(0, 3)))
+    ]
+    return Document("$", header, lines)
+
+
+@pytest.mark.parametrize("name", JSON_LAYOUTS)
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), indent=st.sampled_from([None, 2, 4]), level=st.sampled_from([0, 2]))
+def test_the_template_writes_what_serializing_the_tree_writes(
+    name: str, data: st.DataObject, indent: int | None, level: int
+) -> None:
+    layout = load_layout(FORMATS, name)
+    doc = data.draw(documents(layout))
+    tree = JsonCodec()._document(doc, layout, layout.json_)
+    assert _shape(layout, indent, level).text(doc) == dumps(tree, indent, level)
+
+
+def test_every_shipped_json_layout_is_covered() -> None:
+    assert {"kingdee-sale-order", "oms-sales-order", "kingdee-stock-count-gain"} <= set(
+        JSON_LAYOUTS
+    )
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | TEXTS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXTS, inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_VALUES, st.sampled_from([None, 2, 4]))
+def test_the_serializer_writes_what_json_dumps_writes(value: Any, indent: int | None) -> None:
+    assert dumps(value, indent) == json.dumps(value, ensure_ascii=False, indent=indent)
+
+
+def test_decimals_are_written_as_their_exact_text() -> None:
+    assert dumps({"a": Decimal("59.90"), "b": _Raw("0.10")}, None) == '{"a": 59.90, "b": 0.10}'
