@@ -323,7 +323,8 @@ class FieldSpec(StrictModel):
                 "scale", f"has more than {self.scale} decimal places (never rounded)"
             )
         if self._limits:
-            self._check_rules(self.render(value, as_source=True), value)
+            lengths = self.min_length is not None or self.max_length is not None
+            self._check_rules(self.render(value, as_source=True) if lengths else "", value)
         return value
 
     def render(self, value: Any, *, as_source: bool = False) -> str:
@@ -343,6 +344,12 @@ class FieldSpec(StrictModel):
             return _format_when(value, fmt)
         if isinstance(value, Decimal):
             if self.scale is not None and not as_source:
+                try:
+                    exact = value.quantize(_QUANTA[self.scale])
+                except InvalidOperation:  # more digits than the context holds
+                    exact = None
+                if exact is not None and exact == value:
+                    return format(exact, "f")
                 if beyond_scale(value, self.scale):
                     raise FieldValueError("scale", f"{value} has more than {self.scale} decimals")
                 return with_scale(value, self.scale)

@@ -636,6 +636,10 @@ def _json_text(spec: FieldSpec, value: Any) -> str:
     if value is None:
         return "null"
     kind = spec.type
+    if value is True or value is False:
+        return "true" if value else "false"
+    if type(value) is int:
+        return int.__repr__(value)
     if kind == "integer" or kind == "boolean":
         return dumps(value, None)
     if kind == "decimal":
