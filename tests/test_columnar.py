@@ -143,13 +143,16 @@ def chunk_of(rows: list[list[str]]) -> Chunk:
     return Chunk(columns, len(rows), 0, True, lambda report: iter([]))  # type: ignore[arg-type]
 
 
-def outcome(pipeline: Pipeline, data: bytes) -> object:
+def outcome(pipeline: Pipeline, data: bytes, name: str = "in.csv") -> object:
+    """The outputs (names, bytes, counts), or the error and every problem reported."""
     try:
-        return [(o.name, o.data, o.documents) for o in pipeline.convert(data, "in.csv", NOW)]
+        return [(o.name, o.data, o.documents) for o in pipeline.convert(data, name, NOW)]
     except XchangeError as exc:
         report = getattr(exc, "report", None)
         problems = (
-            [(p.location, p.field, p.rule, p.value) for p in report.problems] if report else None
+            [(p.location, p.field, p.rule, p.value, p.message) for p in report.problems]
+            if report
+            else None
         )
         return (type(exc).__name__, problems or str(exc))
 

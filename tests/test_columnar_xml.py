@@ -4,20 +4,17 @@ of a record's children gives each field what a query per field gives."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
 from tests.conftest import REPO
+from tests.test_columnar import outcome as columnar_outcome
 from xchange.config import RouteConfig
-from xchange.errors import XchangeError
 from xchange.layout import FieldSpec, FieldValueError
 from xchange.pipeline import Pipeline
 
-NOW = datetime(2026, 11, 21, 12, 0)
 NS = "urn:example:wms:stockcount:1"
 
 
@@ -99,16 +96,7 @@ def document(header: str, lines: list[tuple[int, ...]]) -> bytes:
 
 
 def outcome(pipeline: Pipeline, data: bytes) -> object:
-    try:
-        return [(o.name, o.data, o.documents) for o in pipeline.convert(data, "sc.xml", NOW)]
-    except XchangeError as exc:
-        report = getattr(exc, "report", None)
-        problems = (
-            [(p.location, p.field, p.rule, p.value, p.message) for p in report.problems]
-            if report
-            else None
-        )
-        return (type(exc).__name__, problems or str(exc))
+    return columnar_outcome(pipeline, data, "sc.xml")
 
 
 def test_the_stock_count_route_takes_the_columnar_path() -> None:

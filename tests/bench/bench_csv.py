@@ -13,36 +13,16 @@ import argparse
 import json
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from common import alternate_fresh, convert_script  # type: ignore[import-not-found]
 
 HERE = Path(__file__).resolve().parent
 HEADER = (
     "订单号,下单时间,渠道,收货人,手机,省份,城市,区县,详细地址,"
     "商品编码,商品名称,数量,单价,发货仓,买家留言"
 )
-
-XCHANGE = """
-import resource, sys, time, datetime
-sys.path.insert(0, {root!r})
-from xchange.config import RouteConfig
-from xchange.pipeline import Pipeline
-from xchange.sink import Sink
-from pathlib import Path
-route = RouteConfig.model_validate({{
-    "name": "bench", "source": {{"endpoint": "x"}}, "source_layout": "shop-order-lines",
-    "mapping": {mapping!r}, "target_layout": {target!r},
-    "target": {{"endpoint": "y", "name": "out.csv"}},
-}})
-pipeline = Pipeline(route, Path({formats!r}))
-start = time.perf_counter()
-with open({src!r}, "rb") as fh:
-    pipeline.convert_stream(fh, "in.csv", datetime.datetime.now(), Sink(Path({out!r})))
-# batch output: one file
-print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
 
 PANDAS = """
 import resource, time
@@ -72,14 +52,6 @@ def make_csv(path: Path, rows: int) -> None:
             )
 
 
-def run(code: str) -> tuple[float, int]:
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    if proc.returncode:
-        raise SystemExit(proc.stderr)
-    out = proc.stdout.split()
-    return float(out[-2]), int(out[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -89,27 +61,20 @@ def main() -> None:
     src = work / "orders.csv"
     make_csv(src, args.rows)
     size_mb = src.stat().st_size / 1e6
-    times: dict[str, list[float]] = {"xchange": [], "pandas": []}
-    rss: dict[str, list[int]] = {"xchange": [], "pandas": []}
-    root = str(HERE.parents[1])
-    for _ in range(args.rounds):
-        for name, code in (
-            (
-                "xchange",
-                XCHANGE.format(
-                    root=root,
-                    formats=str(HERE / "formats"),
-                    src=str(src),
-                    out=str(work / "x"),
-                    mapping="shop-to-erp-lines",
-                    target="erp-order-lines",
-                ),
+    times, rss = alternate_fresh(
+        args.rounds,
+        {
+            "xchange": lambda _: convert_script(
+                ("shop-order-lines", "shop-to-erp-lines", "erp-order-lines"),
+                "out.csv",
+                HERE / "formats",
+                src,
+                work / "x",
+                f"documents == {args.rows}",  # batch output: one file
             ),
-            ("pandas", PANDAS.format(src=str(src), out=str(work / "p.csv"))),
-        ):
-            seconds, peak = run(code)
-            times[name].append(seconds)
-            rss[name].append(peak)
+            "pandas": lambda _: PANDAS.format(src=str(src), out=str(work / "p.csv")),
+        },
+    )
     x, p = statistics.median(times["xchange"]), statistics.median(times["pandas"])
     print(f"\n4. {args.rows:,} GBK order lines ({size_mb:.0f} MB): parse, validate, map, write CSV")
     print(

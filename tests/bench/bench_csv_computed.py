@@ -16,7 +16,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench_csv import HERE, XCHANGE, make_csv, run
+from bench_csv import HERE, make_csv
+from common import alternate_fresh, convert_script  # type: ignore[import-not-found]
 
 
 def main() -> None:
@@ -34,27 +35,25 @@ def main() -> None:
     )
     src = work / "orders.csv"
     make_csv(src, args.rows)
-    root = str(HERE.parents[1])
     contenders = {
         "plain": ("shop-to-erp-lines", "erp-order-lines"),
         "computed": ("shop-to-erp-lines-computed", "erp-order-lines-computed"),
     }
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(args.rounds):
-        for name, (mapping, target) in contenders.items():
-            out = work / name
-            shutil.rmtree(out, ignore_errors=True)
-            out.mkdir()
-            code = XCHANGE.format(
-                root=root,
-                formats=str(formats),
-                src=str(src),
-                out=str(out),
-                mapping=mapping,
-                target=target,
-            )
-            seconds, _ = run(code)
-            times[name].append(seconds)
+
+    def code(name: str) -> str:
+        mapping, target = contenders[name]
+        return convert_script(
+            ("shop-order-lines", mapping, target),
+            "out.csv",
+            formats,
+            src,
+            work / name,
+            "outputs == 1",
+        )
+
+    times, _ = alternate_fresh(
+        args.rounds, {name: lambda _, n=name: code(n) for name in contenders}
+    )
     plain, computed = (statistics.median(times[k]) for k in ("plain", "computed"))
     print(
         f"\n4b. {args.rows:,} GBK order lines: three computed fields, a 100,000-row lookup "

@@ -17,35 +17,11 @@ import argparse
 import json
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 from decimal import Decimal
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-
-XCHANGE = """
-import resource, sys, time, datetime
-sys.path.insert(0, {root!r})
-from xchange.config import RouteConfig
-from xchange.pipeline import Pipeline
-from xchange.sink import Sink
-from pathlib import Path
-route = RouteConfig.model_validate({{
-    "name": "bench", "source": {{"endpoint": "x"}}, "source_layout": "oms-sales-order",
-    "mapping": "oms-to-kingdee-sale-order", "target_layout": "kingdee-sale-order",
-    "target": {{"endpoint": "y", "name": "SAL_SaleOrder_{{FBillNo}}.json"}},
-}})
-pipeline = Pipeline(route, Path({formats!r}))
-start = time.perf_counter()
-with open({src!r}, "rb") as fh:
-    now = datetime.datetime.now()
-    done = pipeline.convert_stream(fh, "sales_orders.json", now, Sink(Path({out!r})))
-assert len(done.outputs) == {orders}, len(done.outputs)
-print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
+from common import ROOT, alternate_fresh, convert_script  # type: ignore[import-not-found]
 
 # The same payloads, built the obvious way: the whole export in memory, one dict per order.
 PLAIN = """
@@ -120,14 +96,6 @@ def make_export(path: Path, orders: int) -> None:
         fh.write("  ]\n}\n")
 
 
-def run(code: str) -> tuple[float, int]:
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    if proc.returncode:
-        raise SystemExit(proc.stderr)
-    out = proc.stdout.split()
-    return float(out[-2]), int(out[-1])
-
-
 def same_documents(ours: Path, theirs: Path) -> str:
     names = sorted(p.name for p in theirs.iterdir())
     if names != sorted(p.name for p in ours.iterdir()):
@@ -150,25 +118,20 @@ def main() -> None:
     src = work / "sales_orders.json"
     make_export(src, args.orders)
     size_mb = src.stat().st_size / 1e6
-    times: dict[str, list[float]] = {"xchange": [], "json": []}
-    rss: dict[str, list[int]] = {"xchange": [], "json": []}
-    for r in range(args.rounds):
-        for name, code in (
-            (
-                "xchange",
-                XCHANGE.format(
-                    root=str(ROOT),
-                    formats=str(ROOT / "formats"),
-                    src=str(src),
-                    out=str(work / f"x{r}"),
-                    orders=args.orders,
-                ),
+    times, rss = alternate_fresh(
+        args.rounds,
+        {
+            "xchange": lambda r: convert_script(
+                ("oms-sales-order", "oms-to-kingdee-sale-order", "kingdee-sale-order"),
+                "SAL_SaleOrder_{FBillNo}.json",
+                ROOT / "formats",
+                src,
+                work / f"x{r}",
+                f"outputs == {args.orders}",
             ),
-            ("json", PLAIN.format(src=str(src), out=str(work / f"p{r}"))),
-        ):
-            seconds, peak = run(code)
-            times[name].append(seconds)
-            rss[name].append(peak)
+            "json": lambda r: PLAIN.format(src=str(src), out=str(work / f"p{r}")),
+        },
+    )
     same = same_documents(work / "x0", work / "p0")
     x, p = statistics.median(times["xchange"]), statistics.median(times["json"])
     print(f"\n9. {args.orders:,}-order OMS export ({size_mb:.0f} MB) -> one Kingdee JSON per order")

@@ -14,34 +14,10 @@ import argparse
 import json
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-
-XCHANGE = """
-import resource, sys, time, datetime
-sys.path.insert(0, {root!r})
-from xchange.config import RouteConfig
-from xchange.pipeline import Pipeline
-from xchange.sink import Sink
-from pathlib import Path
-route = RouteConfig.model_validate({{
-    "name": "bench", "source": {{"endpoint": "x"}}, "source_layout": "wms-stock-count",
-    "mapping": "wms-stock-count-to-oms-inventory", "target_layout": "oms-inventory",
-    "target": {{"endpoint": "y", "name": "out.csv"}},
-}})
-pipeline = Pipeline(route, Path({formats!r}))
-start = time.perf_counter()
-with open({src!r}, "rb") as fh:
-    now = datetime.datetime.now()
-    done = pipeline.convert_stream(fh, "stockcount.xml", now, Sink(Path({out!r})))
-assert done.outputs and done.outputs[0].documents == {lines}, done
-print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
+from common import ROOT, alternate_fresh, convert_script  # type: ignore[import-not-found]
 
 # The same columns as the route writes: the header values repeated on each line, the SKU
 # upper-cased and trimmed, the name trimmed, quantities without their trailing zeros, the
@@ -101,14 +77,6 @@ def make_stock_count(path: Path, lines: int) -> None:
         fh.write("  </Lines>\n</StockCount>\n")
 
 
-def run(code: str) -> tuple[float, int]:
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    if proc.returncode:
-        raise SystemExit(proc.stderr)
-    out = proc.stdout.split()
-    return float(out[-2]), int(out[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--lines", type=int, default=500_000)
@@ -119,25 +87,20 @@ def main() -> None:
     src = Path(args.keep) if args.keep else work / "stockcount.xml"
     make_stock_count(src, args.lines)
     size_mb = src.stat().st_size / 1e6
-    times: dict[str, list[float]] = {"xchange": [], "lxml": []}
-    rss: dict[str, list[int]] = {"xchange": [], "lxml": []}
-    for _ in range(args.rounds):
-        for name, code in (
-            (
-                "xchange",
-                XCHANGE.format(
-                    root=str(ROOT),
-                    formats=str(ROOT / "formats"),
-                    src=str(src),
-                    out=str(work / "x"),
-                    lines=args.lines,
-                ),
+    times, rss = alternate_fresh(
+        args.rounds,
+        {
+            "xchange": lambda _: convert_script(
+                ("wms-stock-count", "wms-stock-count-to-oms-inventory", "oms-inventory"),
+                "out.csv",
+                ROOT / "formats",
+                src,
+                work / "x",
+                f"outputs == 1 and documents == {args.lines}",
             ),
-            ("lxml", PLAIN.format(src=str(src), out=str(work / "plain.csv"))),
-        ):
-            seconds, peak = run(code)
-            times[name].append(seconds)
-            rss[name].append(peak)
+            "lxml": lambda _: PLAIN.format(src=str(src), out=str(work / "plain.csv")),
+        },
+    )
     ours = (work / "x" / "out.csv").read_bytes()
     theirs = (work / "plain.csv").read_bytes()
     same = "the same bytes" if ours == theirs else "DIFFERENT bytes"

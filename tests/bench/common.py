@@ -81,6 +81,82 @@ def report(
         print(f"  {name:<28} {rate:>10.1f} {unit}  (median of {len(times[name])}: {runs} s){extra}")
 
 
+#: A conversion through the library in a fresh process: prints its seconds and peak RSS.
+CONVERT = """
+import datetime, json, resource, sys, time
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from xchange.config import RouteConfig
+from xchange.pipeline import Pipeline
+from xchange.sink import Sink
+route = RouteConfig.model_validate(json.loads({route!r}))
+pipeline = Pipeline(route, Path({formats!r}))
+start = time.perf_counter()
+with open({src!r}, "rb") as fh:
+    now = datetime.datetime.now()
+    done = pipeline.convert_stream(fh, {name!r}, now, Sink(Path({out!r})))
+outputs, documents = len(done.outputs), sum(o.documents for o in done.outputs)
+assert {check}, (outputs, documents)
+print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def convert_script(
+    layouts: tuple[str, str, str],
+    target_name: str,
+    formats: Path,
+    src: Path,
+    out: Path,
+    check: str,
+) -> str:
+    """The code of a fresh process converting ``src`` by (source layout, mapping, target
+    layout) into ``out``; ``check`` is an assertion on ``outputs`` and ``documents``."""
+    import json
+
+    source, mapping, target = layouts
+    route = {
+        "name": "bench",
+        "source": {"endpoint": "x"},
+        "source_layout": source,
+        "mapping": mapping,
+        "target_layout": target,
+        "target": {"endpoint": "y", "name": target_name},
+    }
+    return CONVERT.format(
+        root=str(ROOT),
+        route=json.dumps(route),
+        formats=str(formats),
+        src=str(src),
+        name=src.name,
+        out=str(out),
+        check=check,
+    )
+
+
+def fresh_process(code: str) -> tuple[float, int]:
+    """Run Python code in a new interpreter; it prints seconds and peak RSS (KiB) last."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise SystemExit(proc.stderr)
+    out = proc.stdout.split()
+    return float(out[-2]), int(out[-1])
+
+
+def alternate_fresh(
+    rounds: int, contenders: dict[str, Callable[[int], str]]
+) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
+    """Each contender's code (given the round) in a fresh process, alternating: seconds
+    and peak RSS per round."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    rss: dict[str, list[int]] = {name: [] for name in contenders}
+    for r in range(rounds):
+        for name, code in contenders.items():
+            seconds, peak = fresh_process(code(r))
+            times[name].append(seconds)
+            rss[name].append(peak)
+    return times, rss
+
+
 def random_files(folder: Path, count: int, size: int = 2048) -> Path:
     """``count`` files of ``size`` random bytes, f00000.dat ... (the folder is created)."""
     folder.mkdir(parents=True, exist_ok=True)
