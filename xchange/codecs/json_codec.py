@@ -551,22 +551,22 @@ class _Shape:
         body: dict[str, Any] = {}
         for spec in layout.fields:
             _place(body, spec.key, _Slot(spec))
-        self.line: list[str | _Slot] = []
-        self.line_pad = self.line_open = self.line_close = ""
+        self.line_steps: list[tuple[str, FieldSpec | None]] = []
+        self.line_pad = self.line_open = self.line_close = self.line_end = ""
         if layout.shape == "nested":
             _place(body, opts.lines or "lines", _Slot(lines=True))
         tree: dict[str, Any] = body
         if opts.wrap:
             tree = {}
             _place(tree, opts.wrap, body)
-        self.pieces = _template(tree, indent, level)
+        self.steps, self.end = _steps(_template(tree, indent, level))
         if layout.shape == "nested":
             # The lines' list: where it is, how deep, and one line's own template.
             depth = level + _depth(tree, opts.wrap, opts.lines or "lines")
             item: dict[str, Any] = {}
             for spec in layout.line_fields:
                 _place(item, spec.key, _Slot(spec))
-            self.line = _template(item, indent, depth + 1)
+            self.line_steps, self.line_end = _steps(_template(item, indent, depth + 1))
             pad = "" if indent is None else "\n" + " " * (indent * (depth + 1))
             self.line_open = "[" + pad
             self.line_pad = ", " if indent is None else "," + pad
@@ -575,28 +575,36 @@ class _Shape:
     def text(self, doc: Document) -> str:
         header = doc.header
         out: list[str] = []
-        for piece in self.pieces:
-            if type(piece) is str:
-                out.append(piece)
-            elif piece.lines:  # type: ignore[union-attr]
-                if not doc.lines:
-                    out.append("[]")
-                    continue
+        for literal, spec in self.steps:
+            out.append(literal)
+            if spec is not None:
+                out.append(_json_text(spec, header.get(spec.name)))
+            elif not doc.lines:
+                out.append("[]")
+            else:
                 out.append(self.line_open)
                 for i, line in enumerate(doc.lines):
                     if i:
                         out.append(self.line_pad)
-                    for part in self.line:
-                        if type(part) is str:
-                            out.append(part)
-                        else:
-                            spec = part.spec  # type: ignore[union-attr]
-                            out.append(_json_text(spec, line.get(spec.name)))
+                    for literal, field in self.line_steps:
+                        out.append(literal)
+                        out.append(_json_text(field, line.get(field.name)))  # type: ignore[union-attr]
+                    out.append(self.line_end)
                 out.append(self.line_close)
-            else:
-                spec = piece.spec  # type: ignore[union-attr]
-                out.append(_json_text(spec, header.get(spec.name)))
+        out.append(self.end)
         return "".join(out)
+
+
+def _steps(pieces: list[str | _Slot]) -> tuple[list[tuple[str, FieldSpec | None]], str]:
+    """A template as (text before a slot, the slot's field; None: the lines) and the text
+    after the last slot (a template alternates text and slots: it starts with ``{``)."""
+    steps: list[tuple[str, FieldSpec | None]] = []
+    for text, slot in zip(pieces[:-1:2], pieces[1::2], strict=True):
+        assert isinstance(text, str) and isinstance(slot, _Slot)
+        steps.append((text, None if slot.lines else slot.spec))
+    end = pieces[-1]
+    assert isinstance(end, str)
+    return steps, end
 
 
 _SHAPES: dict[tuple[int, int | None, int], tuple[Layout, _Shape]] = {}
