@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -82,3 +83,30 @@ def test_the_serializer_writes_what_json_dumps_writes(value: Any, indent: int | 
 
 def test_decimals_are_written_as_their_exact_text() -> None:
     assert dumps({"a": Decimal("59.90"), "b": _Raw("0.10")}, None) == '{"a": 59.90, "b": 0.10}'
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        (("A", "A.B"), "field 'b' is at 'A.B', inside field 'a''s key 'A'"),
+        (("X", "X"), "field 'a' and field 'b' are both at key 'X'"),
+    ],
+)
+def test_a_layout_whose_fields_would_collide_in_json_is_refused_when_loaded(
+    tmp_path: Path, columns: tuple[str, str], message: str
+) -> None:
+    """Two fields at one key path (a value written over another), or one inside the
+    other's (a key both a value and an object), are a configuration error naming the
+    file, not a crash or a lost value at write time."""
+    from xchange.errors import ConfigError
+
+    (tmp_path / "t.toml").write_text(
+        'name = "t"\ncodec = "json"\n'
+        f'[[fields]]\nname = "a"\ncolumn = "{columns[0]}"\n'
+        f'[[fields]]\nname = "b"\ncolumn = "{columns[1]}"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_layout(tmp_path, "t")
+    text = "\n".join(caught.value.problems)
+    assert message in text and "t.toml" in text

@@ -490,12 +490,41 @@ class Layout(StrictModel):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"field names defined twice: {', '.join(dupes)}")
+        if self.codec == "json":
+            self._check_json_keys()
         try:
             if self.encoding.lower() != "auto":
                 "".encode(self.encoding)
         except LookupError as exc:
             raise ValueError(f"unknown encoding {self.encoding!r}") from exc
         return self
+
+    def _check_json_keys(self) -> None:
+        """Each JSON key path holds one value: two fields at one path would write one value
+        over the other, and a path inside another field's (``A`` and ``A.B``) cannot be
+        both a value and an object."""
+        lines = self.json_.lines or "lines"
+        for group, extra in (
+            (self.fields, [lines] if self.shape == "nested" else []),
+            (self.line_fields, []),
+        ):
+            paths = [(f.key, f"field {f.name!r}") for f in group]
+            paths += [(key, "the lines") for key in extra]
+            for i, (key, what) in enumerate(paths):
+                for other, other_what in paths[i + 1 :]:
+                    if key == other:
+                        raise ValueError(
+                            f"{what} and {other_what} are both at key {key!r}: one value "
+                            "would be written over the other"
+                        )
+                    if other.startswith(key + ".") or key.startswith(other + "."):
+                        outer, inner = sorted(
+                            ((key, what), (other, other_what)), key=lambda p: len(p[0])
+                        )
+                        raise ValueError(
+                            f"{inner[1]} is at {inner[0]!r}, inside {outer[1]}'s key "
+                            f"{outer[0]!r}: a JSON key holds a value or an object, not both"
+                        )
 
     def field(self, name: str) -> FieldSpec | None:
         for spec in (*self.fields, *self.line_fields):
