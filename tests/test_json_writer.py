@@ -86,27 +86,45 @@ def test_decimals_are_written_as_their_exact_text() -> None:
 
 
 @pytest.mark.parametrize(
-    ("columns", "message"),
+    ("note_column", "message"),
     [
-        (("A", "A.B"), "field 'b' is at 'A.B', inside field 'a''s key 'A'"),
-        (("X", "X"), "field 'a' and field 'b' are both at key 'X'"),
+        ("FBillNo.Text", "field 'FNote' is at 'FBillNo.Text', inside field 'FBillNo''s key"),
+        ("FBillNo", "field 'FBillNo' and field 'FNote' are both at 'FBillNo'"),
+        ("FSaleOrderEntry", "field 'FNote' and the lines are both at 'FSaleOrderEntry'"),
     ],
 )
-def test_a_layout_whose_fields_would_collide_in_json_is_refused_when_loaded(
-    tmp_path: Path, columns: tuple[str, str], message: str
+def test_a_target_layout_whose_fields_would_collide_is_refused(
+    tmp_path: Path, note_column: str, message: str
 ) -> None:
-    """Two fields at one key path (a value written over another), or one inside the
+    """Two target fields at one key (a value written over another), or one inside the
     other's (a key both a value and an object), are a configuration error naming the
-    file, not a crash or a lost value at write time."""
-    from xchange.errors import ConfigError
+    layout file, not a lost value or a crash at write time; as a source the same layout
+    loses nothing and loads."""
+    import shutil
 
-    (tmp_path / "t.toml").write_text(
-        'name = "t"\ncodec = "json"\n'
-        f'[[fields]]\nname = "a"\ncolumn = "{columns[0]}"\n'
-        f'[[fields]]\nname = "b"\ncolumn = "{columns[1]}"\n',
-        encoding="utf-8",
+    from xchange.config import RouteConfig
+    from xchange.errors import ConfigError
+    from xchange.pipeline import Pipeline
+
+    formats = tmp_path / "formats"
+    shutil.copytree(FORMATS, formats)
+    layout = formats / "kingdee-sale-order.toml"
+    text = layout.read_text("utf-8")
+    layout.write_text(
+        text.replace('name = "FNote"', f'name = "FNote"\ncolumn = "{note_column}"'), "utf-8"
+    )
+    assert load_layout(formats, "kingdee-sale-order").write_collisions()  # it loads
+    route = RouteConfig.model_validate(
+        {
+            "name": "t",
+            "source": {"endpoint": "x"},
+            "source_layout": "oms-sales-order",
+            "mapping": "oms-to-kingdee-sale-order",
+            "target_layout": "kingdee-sale-order",
+            "target": {"endpoint": "y", "name": "{FBillNo}.json"},
+        }
     )
     with pytest.raises(ConfigError) as caught:
-        load_layout(tmp_path, "t")
+        Pipeline(route, formats)
     text = "\n".join(caught.value.problems)
-    assert message in text and "t.toml" in text
+    assert message in text and "kingdee-sale-order.toml" in text

@@ -490,8 +490,6 @@ class Layout(StrictModel):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"field names defined twice: {', '.join(dupes)}")
-        if self.codec == "json":
-            self._check_json_keys()
         try:
             if self.encoding.lower() != "auto":
                 "".encode(self.encoding)
@@ -499,32 +497,37 @@ class Layout(StrictModel):
             raise ValueError(f"unknown encoding {self.encoding!r}") from exc
         return self
 
-    def _check_json_keys(self) -> None:
-        """Each JSON key path holds one value: two fields at one path would write one value
-        over the other, and a path inside another field's (``A`` and ``A.B``) cannot be
-        both a value and an object."""
+    def write_collisions(self) -> list[str]:
+        """What would lose a value when documents are written in this layout: two fields at
+        one key (one value written over the other), or, in JSON, a field inside another's
+        key (``A`` and ``A.B``: a key holds a value or an object, not both). Reading such a
+        layout loses nothing, so this is asked of target layouts only."""
+        if self.codec not in ("json", "xml"):
+            return []
+        problems: list[str] = []
         lines = self.json_.lines or "lines"
-        for group, extra in (
-            (self.fields, [lines] if self.shape == "nested" else []),
-            (self.line_fields, []),
-        ):
+        nested = self.codec == "json" and self.shape == "nested"
+        for group, extra in ((self.fields, [lines] if nested else []), (self.line_fields, [])):
             paths = [(f.key, f"field {f.name!r}") for f in group]
             paths += [(key, "the lines") for key in extra]
             for i, (key, what) in enumerate(paths):
                 for other, other_what in paths[i + 1 :]:
                     if key == other:
-                        raise ValueError(
-                            f"{what} and {other_what} are both at key {key!r}: one value "
-                            "would be written over the other"
+                        problems.append(
+                            f"{what} and {other_what} are both at {key!r}: one value would "
+                            "be written over the other"
                         )
-                    if other.startswith(key + ".") or key.startswith(other + "."):
-                        outer, inner = sorted(
+                    elif self.codec == "json" and (
+                        other.startswith(key + ".") or key.startswith(other + ".")
+                    ):
+                        (outer, outer_what), (inner, inner_what) = sorted(
                             ((key, what), (other, other_what)), key=lambda p: len(p[0])
                         )
-                        raise ValueError(
-                            f"{inner[1]} is at {inner[0]!r}, inside {outer[1]}'s key "
-                            f"{outer[0]!r}: a JSON key holds a value or an object, not both"
+                        problems.append(
+                            f"{inner_what} is at {inner!r}, inside {outer_what}'s key "
+                            f"{outer!r}: a JSON key holds a value or an object, not both"
                         )
+        return problems
 
     def field(self, name: str) -> FieldSpec | None:
         for spec in (*self.fields, *self.line_fields):

@@ -101,6 +101,7 @@ class Pipeline(_Converter):
         self.mapping: Mapping = loaded["mapping"]  # type: ignore[assignment]
         self.target: Layout = loaded["target_layout"]  # type: ignore[assignment]
         problems = check_mapping(self.mapping, self.source, self.target)
+        problems.extend(f"{self.target.source_file}: {p}" for p in self.target.write_collisions())
         self.compiled, _ = compile_mapping(self.mapping, self.source, self.target)
         problems.extend(
             f"route {route.name}: target.name: {problem}"
