@@ -368,7 +368,7 @@ class CsvCodec:
                 sep=opts.delimiter,
                 quotechar=opts.quote,
                 header=0 if opts.header else None,
-                dtype=str,
+                dtype=object,  # text as Python strings (what the plan and the row path use)
                 keep_default_na=False,
                 na_filter=False,
                 index_col=False,
