@@ -508,25 +508,6 @@ class JsonCodec:
         out.write(encoder("", final=True))
         return count
 
-    def _document(self, doc: Document, layout: Layout, opts: JsonOptions) -> dict[str, Any]:
-        """The document as JSON values (what :class:`_Shape` writes, as a tree)."""
-        body: dict[str, Any] = {}
-        for spec in layout.fields:
-            _place(body, spec.key, _json_value(spec, doc.header.get(spec.name)))
-        if layout.shape == "nested":
-            lines = []
-            for line in doc.lines:
-                item: dict[str, Any] = {}
-                for spec in layout.line_fields:
-                    _place(item, spec.key, _json_value(spec, line.get(spec.name)))
-                lines.append(item)
-            _place(body, opts.lines or "lines", lines)
-        if opts.wrap:
-            wrapped: dict[str, Any] = {}
-            _place(wrapped, opts.wrap, body)
-            return wrapped
-        return body
-
 
 class _Slot:
     """Where a value goes in a :class:`_Shape`: a header field (``spec``), a line field,
@@ -543,8 +524,8 @@ class _Shape:
     """A layout's documents written from a template: every document of a layout has the
     same keys in the same order and nesting (a field with no value is ``null``), so the
     structure is serialized once, with slots where the values go, and each document only
-    fills the slots. Writes exactly what :func:`dumps` writes for
-    :meth:`JsonCodec._document`'s tree."""
+    fills the slots. Writes exactly what :func:`dumps` writes for the document as a tree
+    of JSON values (tested against it)."""
 
     def __init__(self, layout: Layout, indent: int | None, level: int) -> None:
         opts = layout.json_
@@ -640,7 +621,7 @@ def _depth(tree: dict[str, Any], wrap: str | None, lines: str) -> int:
 
 
 def _json_text(spec: FieldSpec, value: Any) -> str:
-    """One value as JSON text (what ``dumps(_json_value(spec, value))`` writes)."""
+    """One value of a field as JSON text: decimals as their text at the field's scale."""
     if value is None:
         return "null"
     kind = spec.type
@@ -662,29 +643,13 @@ def _place(obj: dict[str, Any], dotted: str, value: Any) -> None:
     obj[parts[-1]] = value
 
 
-def _json_value(spec: FieldSpec, value: Any) -> Any:
-    if value is None:
-        return None
-    if spec.type in ("integer", "boolean"):
-        return value
-    if spec.type == "decimal":
-        return _Raw(spec.render(value))
-    return spec.render(value)
-
-
-class _Raw(str):
-    """A number already written exactly; emitted without quotes."""
-
-    __slots__ = ()
-
-
 #: A string as ``json.dumps(text, ensure_ascii=False)`` writes it (the C function it uses).
 _quoted = json.encoder.encode_basestring  # type: ignore[attr-defined]
 
 
 def dumps(value: Any, indent: int | None, level: int = 0) -> str:
     """Serialize with decimals exact and non-ASCII as is (what ``json.dumps`` writes with
-    ``ensure_ascii=False``, but numbers of type :class:`_Raw` as their text)."""
+    ``ensure_ascii=False``, and a Decimal as its own text, trailing zeros kept)."""
     pieces: list[str] = []
     _dump(value, indent, level, pieces)
     return "".join(pieces)
@@ -692,9 +657,7 @@ def dumps(value: Any, indent: int | None, level: int = 0) -> str:
 
 def _dump(value: Any, indent: int | None, level: int, out: list[str]) -> None:
     kind = type(value)
-    if kind is _Raw:
-        out.append(str.__str__(value))
-    elif kind is _Slot:
+    if kind is _Slot:
         out.append(value)
     elif kind is str:
         out.append(_quoted(value))
@@ -732,8 +695,6 @@ def _dump(value: Any, indent: int | None, level: int, out: list[str]) -> None:
         out.append("]" if indent is None else "\n" + " " * (indent * level) + "]")
     elif isinstance(value, Decimal):
         out.append(format(value, "f"))
-    elif isinstance(value, _Raw):
-        out.append(str.__str__(value))
     elif isinstance(value, bool | int | str):
         out.append(json.dumps(value, ensure_ascii=False))
     else:
