@@ -351,16 +351,18 @@ class _Evaluator:
         self.target = target
         self.report = report
         self.compiled = compiled
-        self._plans: dict[
-            tuple[str, int], tuple[list[FieldSpec], list[tuple[FieldSpec, Rule | None, str | None]]]
-        ] = {}
+        #: Per section: each target field, its rule, and the source field when the rule
+        #: only copies it.
+        self._plans = {
+            "header": self._plan(mapping.header, target.fields),
+            "lines": self._plan(mapping.lines, target.line_fields),
+        }
         #: Only expressions (aggregates) read a document's lines from a header rule.
         self.header_reads_lines = any(r.expr is not None for r in mapping.header.values())
 
     def values(
         self,
         section: str,
-        specs: list[FieldSpec],
         ctx: dict[str, Any],
         where: str,
         seq: int,
@@ -368,7 +370,7 @@ class _Evaluator:
         lines: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for spec, rule, plain in self._plan(section, specs):
+        for spec, rule, plain in self._plans[section]:
             if (
                 failed
                 and rule is not None
@@ -394,36 +396,32 @@ class _Evaluator:
                 self.report.add(where, spec.name, exc.rule, shown, exc.message)
         return out
 
+    @staticmethod
     def _plan(
-        self, section: str, specs: list[FieldSpec]
+        rules: dict[str, Rule], specs: list[FieldSpec]
     ) -> list[tuple[FieldSpec, Rule | None, str | None]]:
         """Each target field with its rule, and the source field when the rule only copies
-        it (no expression, template, case, trim, default or table), made once."""
-        key = (section, id(specs))
-        plan = self._plans.get(key)
-        if plan is None or plan[0] is not specs:
-            rules: dict[str, Rule] = getattr(self.mapping, section)
-            steps = []
-            for spec in specs:
-                rule = rules.get(spec.name)
-                plain = None
-                if (
-                    rule is not None
-                    and rule.from_ is not None
-                    and rule.expr is None
-                    and rule.const is None
-                    and rule.sequence is None
-                    and rule.template is None
-                    and not rule.join
-                    and not rule.trim
-                    and rule.case is None
-                    and rule.default is None
-                    and rule.table is None
-                ):
-                    plain = rule.from_
-                steps.append((spec, rule, plain))
-            plan = self._plans[key] = (specs, steps)
-        return plan[1]
+        it (no expression, template, case, trim, default or table)."""
+        steps = []
+        for spec in specs:
+            rule = rules.get(spec.name)
+            plain = None
+            if (
+                rule is not None
+                and rule.from_ is not None
+                and rule.expr is None
+                and rule.const is None
+                and rule.sequence is None
+                and rule.template is None
+                and not rule.join
+                and not rule.trim
+                and rule.case is None
+                and rule.default is None
+                and rule.table is None
+            ):
+                plain = rule.from_
+            steps.append((spec, rule, plain))
+        return steps
 
     def keeps(
         self,
@@ -521,8 +519,7 @@ class _Evaluator:
                 self.report.skipped["documents"] = self.report.skipped.get("documents", 0) + 1
                 continue
             lines = [
-                self.values("lines", self.target.line_fields, ctx, at, j, failed)
-                for j, (ctx, failed, at) in enumerate(part)
+                self.values("lines", ctx, at, j, failed) for j, (ctx, failed, at) in enumerate(part)
             ]
             contexts = (
                 [{**ctx, **line} for (ctx, _, _), line in zip(part, lines, strict=True)]
@@ -532,7 +529,6 @@ class _Evaluator:
             first = part[0][0] if part and self.mapping.split_by else {}
             header = self.values(
                 "header",
-                self.target.fields,
                 {**head, **first},
                 location,
                 seq,
@@ -583,7 +579,6 @@ def apply_mapping(
                     continue
                 header = ev.values(
                     "header",
-                    target.fields,
                     contexts[i],
                     line.location,
                     i,
