@@ -187,10 +187,8 @@ def _query(spec: FieldSpec, element: etree._Element) -> object:
     from xchange.codecs.xml_codec import _Getter
 
     getter = _Getter(spec, {"w": "urn:w"})
-    if spec.multiple == "all":
-        return getter.get_all(element)
     try:
-        return getter.get(element)
+        return getter.get_all(element) if spec.multiple == "all" else getter.get(element)
     except FieldValueError as exc:
         return ("error", exc.rule, exc.message)
 
@@ -212,3 +210,20 @@ def test_one_pass_over_children_reads_what_a_query_per_field_reads(
     expected = [_query(spec, element) for spec in specs]
     got = [("error", v.rule, v.message) if isinstance(v, FieldValueError) else v for v in got]
     assert got == expected
+
+
+def test_text_split_by_a_comment_is_read_whole_and_an_element_inside_is_a_problem() -> None:
+    """``a<!-- c -->b`` is the value ``ab`` (nothing after the comment dropped); a value
+    element holding an element is reported where it is, not read up to that element."""
+    sku = 1
+    data = document(
+        HEADERS[0], [GOOD, (0, POOLS[sku].index("<Sku>a<!-- c -->b</Sku>"), 0, 0, 0, 0, 0)]
+    )
+    (out,) = outcome(FAST, data)  # type: ignore[misc]
+    assert ",AB," in out[1].decode("utf-8-sig")
+    data = document(HEADERS[0], [GOOD, (0, POOLS[sku].index("<Sku><x>1</x></Sku>"), 0, 0, 0, 0, 0)])
+    kind, problems = outcome(FAST, data)  # type: ignore[misc]
+    assert kind == "ValidationFailed"
+    (problem,) = problems
+    assert problem[0] == "line 4 /StockCount/Lines/Line[2]" and problem[2] == "type"
+    assert "<Sku> holds the element <x>, not a value" in problem[4]

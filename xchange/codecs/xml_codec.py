@@ -250,6 +250,27 @@ class _Reported(Exception):
     """A header value's problem, reported once already for this document."""
 
 
+def _text_of(node: etree._Element) -> str:
+    """An element's text as a value: its text around any comments (``a<!-- c -->b`` is
+    ``ab``).
+
+    Raises:
+        FieldValueError: the element holds elements: its text is not one value, and
+            reading only the part before the first would drop the rest.
+    """
+    if not len(node):
+        return node.text or ""
+    parts = [node.text or ""]
+    for child in node:
+        if isinstance(child.tag, str):
+            raise FieldValueError(
+                "type",
+                f"<{_local(node.tag)}> holds the element <{_local(child.tag)}>, not a value",
+            )
+        parts.append(child.tail or "")  # a comment (processing instructions are removed)
+    return "".join(parts)
+
+
 class _Getter:
     """Where one field's value is, parsed once per read: text at ``a/b`` or an attribute
     at ``a/@c`` / ``@c`` below the record; a path that starts with ``/`` is taken from the
@@ -279,7 +300,7 @@ class _Getter:
             if base.tag != self.root:
                 return []
         nodes = [base] if self.steps is None else base.findall(self.steps, namespaces=self.ns)
-        values = (n.get(self.attr) if self.attr is not None else (n.text or "") for n in nodes)
+        values = (n.get(self.attr) if self.attr is not None else _text_of(n) for n in nodes)
         return [v for v in values if v is not None]
 
     def get(self, element: etree._Element) -> str | None:
@@ -303,10 +324,10 @@ class _Getter:
             nodes = base.findall(self.steps, namespaces=self.ns)
         if len(nodes) == 1:
             node = nodes[0]
-            return node.get(self.attr) if self.attr is not None else (node.text or "")
+            return node.get(self.attr) if self.attr is not None else _text_of(node)
         present = [
             v
-            for v in (n.get(self.attr) if self.attr is not None else (n.text or "") for n in nodes)
+            for v in (n.get(self.attr) if self.attr is not None else _text_of(n) for n in nodes)
             if v is not None
         ]
         if not present:
@@ -410,17 +431,24 @@ class _Extractor:
                 node = children.get(tag)
                 if node is None:
                     out.append(None)
-                elif getter.attr is not None:
+                    continue
+                if getter.attr is not None:
                     out.append(node.get(getter.attr))
-                else:
+                    continue
+                if not len(node):
                     out.append(node.text or "")
-            elif kind == "absolute" and type(known := absolute.get(tag)) is str:  # type: ignore[arg-type]
+                    continue
+                # Comments or elements inside: the query says what the value is.
+            if kind == "absolute" and type(known := absolute.get(tag)) is str:  # type: ignore[arg-type]
                 out.append(known)
             elif kind == "self":
                 attr = getter.attr
                 out.append(element.get(attr) if attr is not None else (element.text or ""))
             elif spec.multiple == "all":
-                out.append(getter.get_all(element))
+                try:
+                    out.append(getter.get_all(element))
+                except FieldValueError as exc:
+                    out.append(exc)
                 self.clean = False
             else:
                 try:
