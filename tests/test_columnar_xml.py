@@ -100,10 +100,17 @@ def outcome(pipeline: Pipeline, data: bytes) -> object:
 
 
 def test_the_stock_count_route_takes_the_columnar_path() -> None:
-    """A line-level XML -> CSV route gets a plan, and a clean count comes out in the same
-    bytes either way."""
+    """A line-level XML -> CSV route gets a plan, the plan converts a clean count's chunk
+    itself (it does not hand it to the row path), and the bytes are the same either way."""
+    import io
+
+    from xchange.report import Report
+
     assert FAST._plan is not None
     data = document(HEADERS[0], [GOOD] * 3)
+    (chunk,) = FAST._reader.chunks(io.BytesIO(data), FAST.source, "sc.xml", Report("sc.xml"))
+    assert chunk.clean and chunk.size == 3
+    assert FAST._plan.convert(chunk) is not None
     result = outcome(FAST, data)
     assert isinstance(result, list) and result[0][2] == 3
     assert result == outcome(SLOW, data)
