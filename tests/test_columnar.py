@@ -144,13 +144,17 @@ def chunk_of(rows: list[list[str]]) -> Chunk:
 
 
 def outcome(pipeline: Pipeline, data: bytes, name: str = "in.csv") -> object:
-    """The outputs (names, bytes, counts), or the error and every problem reported."""
+    """The outputs (names, bytes, counts), or the error and every problem reported (in
+    file order; problems of one line in any order: the paths find them at other times)."""
     try:
         return [(o.name, o.data, o.documents) for o in pipeline.convert(data, name, NOW)]
     except XchangeError as exc:
         report = getattr(exc, "report", None)
         problems = (
-            [(p.location, p.field, p.rule, p.value, p.message) for p in report.problems]
+            sorted(
+                ((p.location, p.field, p.rule, p.value, p.message) for p in report.problems),
+                key=lambda p: (int(p[0].split()[1]) if p[0].startswith("line ") else 0, p),
+            )
             if report
             else None
         )

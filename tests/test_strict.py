@@ -94,22 +94,40 @@ def test_ragged_rows_do_not_hide_a_wrong_header(tmp_path: Path) -> None:
 
 def test_extra_and_missing_optional_columns_are_problems_unless_the_layout_allows_them() -> None:
     """A column the layout does not declare would have its values dropped: a problem,
-    unless extra_columns = "ignore"; a missing optional column likewise, unless
-    missing_columns = "allow"."""
+    unless unknown = "ignore" (or "warn": read on, with a warning naming it; the older
+    extra_columns = "ignore" still says the same); a missing optional column likewise,
+    unless missing_columns = "allow"."""
     data = b"a,c,d\r\n1,3,4\r\n"
     _, strict = read(CsvCodec(), data, csv_layout(["a", "b", "c"]))
     assert [(p.field, p.rule) for p in strict.problems] == [
         ("b", "column"),
-        ("(header)", "columns"),
+        ("(header)", "unknown"),
     ]
     assert "'d'" in strict.problems[1].message
-    records, relaxed = read(
-        CsvCodec(),
-        data,
-        csv_layout(["a", "b", "c"], extra_columns="ignore", missing_columns="allow"),
-    )
+    for relax in ({"unknown": "ignore"}, {"unknown": "warn"}, {"extra_columns": "ignore"}):
+        layout = csv_layout(["a", "b", "c"], missing_columns="allow")
+        if "unknown" in relax:
+            layout = layout.model_copy(update=relax)
+        else:
+            layout = csv_layout(["a", "b", "c"], missing_columns="allow", **relax)
+        records, relaxed = read(CsvCodec(), data, layout)
+        assert not relaxed, relax
+        assert records[0].values == {"a": "1", "b": None, "c": "3"}
+        assert bool(relaxed.warnings) == (relax == {"unknown": "warn"})
+    old = csv_layout(["a"], extra_columns="ignore")
+    assert 'unknown = "ignore"' in old.superseded()[0]
+
+
+def test_a_header_cell_with_spaces_around_a_name_is_not_that_column() -> None:
+    """``数量 `` (a trailing space) is not the column ``数量``: a problem naming the cell,
+    unless the layout says header_spaces = "trim"."""
+    data = "订单号,数量 \r\nA1,3\r\n".encode()
+    _, strict = read(CsvCodec(), data, csv_layout(["订单号", "数量"]))
+    assert [(p.field, p.rule, p.value) for p in strict.problems] == [("数量", "header", "数量 ")]
+    assert "header_spaces" in strict.problems[0].message
+    records, relaxed = read(CsvCodec(), data, csv_layout(["订单号", "数量"], header_spaces="trim"))
     assert not relaxed
-    assert records[0].values == {"a": "1", "b": None, "c": "3"}
+    assert records[0].values == {"订单号": "A1", "数量": "3"}
 
 
 def test_a_column_named_twice_in_the_header_is_ambiguous() -> None:
@@ -500,8 +518,9 @@ def test_the_format_reference_examples_are_valid_files() -> None:
     layout = tomllib.loads(layout_block)
     Layout.model_validate(layout)
     options = tomllib.loads(options_block)
-    Layout.model_validate({**layout, "codec": "xml", "xml": options["xml"]})
-    Layout.model_validate({**layout, "codec": "json", "json": options["json"]})
+    others = {k: v for k, v in layout.items() if k != "csv"}  # [csv] is for CSV layouts
+    Layout.model_validate({**others, "codec": "xml", "xml": options["xml"]})
+    Layout.model_validate({**others, "codec": "json", "json": options["json"]})
     base = tomllib.loads(mapping_block)
     Mapping.model_validate(base)
     extra = tomllib.loads(expressions_block)

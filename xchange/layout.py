@@ -26,6 +26,8 @@ from xchange.errors import ConfigError
 from xchange.report import Report
 
 FieldType = Literal["string", "integer", "decimal", "date", "datetime", "boolean", "enum"]
+#: What input a layout does not read means: a problem, a warning, or nothing.
+Unknown = Literal["reject", "warn", "ignore"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -409,9 +411,14 @@ class CsvOptions(StrictModel):
     #: Reading: a layout column missing from the header is a problem ("reject"), or,
     #: for fields that are not required, no value ("allow").
     missing_columns: Literal["reject", "allow"] = "reject"
-    #: Reading: a header column the layout does not declare is a problem ("reject":
-    #: its values would be dropped), or is not read ("ignore").
-    extra_columns: Literal["reject", "ignore"] = "reject"
+    #: Reading: a header column the layout does not declare. Superseded by the layout's
+    #: ``unknown`` (which says the same for every codec); when given, it still decides
+    #: for the columns and ``check`` says how to write it the new way.
+    extra_columns: Literal["reject", "ignore"] | None = None
+    #: Reading: a header cell with spaces around its name (``数量 ``) is a problem
+    #: ("reject": it is not the layout's column), or read as the name without them
+    #: ("trim").
+    header_spaces: Literal["reject", "trim"] = "reject"
 
 
 class XmlOptions(StrictModel):
@@ -437,6 +444,10 @@ class XmlOptions(StrictModel):
     records: str | None = None
     #: Optional XSD (relative to the formats folder) that documents must satisfy.
     xsd: str | None = None
+    #: Reading: an XML declaration's encoding must agree with the layout's ("agree": the
+    #: same, or a subset such as GB2312 under GB18030; else the file is refused naming
+    #: both), or is what the document is read in ("trust").
+    declared_encoding: Literal["agree", "trust"] = "agree"
 
 
 class JsonOptions(StrictModel):
@@ -465,8 +476,18 @@ class Layout(StrictModel):
     description: str = ""
     codec: Literal["csv", "xml", "json"]
     encoding: str = "utf-8"
-    #: Text that looks double-encoded (``Ã¤Â¸Â­``): a warning ("warn"), or a problem.
-    mojibake: Literal["warn", "reject"] = "warn"
+    #: Text that looks double-encoded (``Ã¤Â¸Â­``): a problem ("reject"), or a warning.
+    mojibake: Literal["warn", "reject"] = "reject"
+    #: Input the layout does not read (an XML element or attribute, a JSON key, a CSV
+    #: column): a problem ("reject"), a warning naming it ("warn"), or nothing ("ignore").
+    unknown: Unknown = "reject"
+    #: The same per subtree: a path (as a field's column: below the record or line, or
+    #: from the document's root with ``/`` in XML and ``$.`` in JSON) -> policy. The
+    #: nearest enclosing path decides.
+    unknown_in: dict[str, Unknown] = Field(default_factory=dict)
+    #: Nested layouts: the fewest lines a document may have (a document without lines
+    #: is a problem by default).
+    min_lines: int = Field(1, ge=0)
     #: GB text (declared or guessed) must look like Chinese in it (Big5 or Shift_JIS read
     #: as GB18030 does not); false for files of rare characters on purpose.
     check_text: StrictBool = True
@@ -495,7 +516,32 @@ class Layout(StrictModel):
                 "".encode(self.encoding)
         except LookupError as exc:
             raise ValueError(f"unknown encoding {self.encoding!r}") from exc
+        if self.shape != "nested" and "min_lines" in self.model_fields_set:
+            raise ValueError("min_lines: only a nested layout has lines")
+        if self.codec != "csv" and "csv" in self.model_fields_set:
+            raise ValueError(f"csv: a {self.codec} layout has no [csv] options")
+        if self.codec != "json" and "json_" in self.model_fields_set:
+            raise ValueError(f"json: a {self.codec} layout has no [json] options")
+        if self.codec != "xml" and self.xml is not None:
+            raise ValueError(f"xml: a {self.codec} layout has no [xml] options")
         return self
+
+    def unknown_columns(self) -> Unknown:
+        """What a CSV column the layout does not declare means (``extra_columns``, where
+        an older layout still says it, else ``unknown``)."""
+        extra = self.csv.extra_columns
+        return self.unknown if extra is None else extra
+
+    def superseded(self) -> list[str]:
+        """Keys of this layout written in a superseded form, and how to write them now."""
+        notes: list[str] = []
+        if self.csv.extra_columns is not None:
+            notes.append(
+                f"{self.source_file}: csv.extra_columns is superseded: write "
+                f'unknown = "{self.csv.extra_columns}" at the top of the layout (it says the '
+                "same for every codec)"
+            )
+        return notes
 
     def write_collisions(self) -> list[str]:
         """What would lose a value when documents are written in this layout: two fields at
@@ -534,6 +580,16 @@ class Layout(StrictModel):
             if spec.name == name:
                 return spec
         return None
+
+
+def few_lines(found: int, least: int, what: str) -> str:
+    """The message for a nested document with fewer lines than its layout's ``min_lines``."""
+    has = "no line" if not found else f"{found} line(s)"
+    return (
+        f"the document has {has} ({what}); layout needs at least {least} "
+        "(a misspelt or missing lines element loses them all; say min_lines = 0 in the "
+        "layout if an empty document is real)"
+    )
 
 
 def load_toml_model(path: Path, model: type[M], shown: str) -> M:

@@ -183,7 +183,7 @@ class _Scan:
         """The first row: the header (or the first record), which sets the width."""
         self.width = len(row)
         if self.want_header:
-            self.header = [c.strip() for c in row]
+            self.header = list(row)
         else:
             self.starts.add(line)
         if self.on_first is not None:
@@ -415,18 +415,32 @@ class CsvCodec:
             names: list[str] = [f.key for f in layout.fields]
             for spec in layout.fields[width:]:
                 CsvCodec._missing(spec, where, opts.missing_columns, report, by_position=True)
-            if width > len(layout.fields) and opts.extra_columns == "reject":
-                report.add(
+            if width > len(layout.fields):
+                CsvCodec._unknown(
+                    layout,
                     where,
-                    "(row)",
-                    "columns",
-                    None,
                     f"the rows have {width} columns, layout {layout.name} declares "
-                    f"{len(layout.fields)} (the others' values would be dropped; declare them,"
-                    ' or set extra_columns = "ignore" in [csv])',
+                    f"{len(layout.fields)}",
+                    report,
                 )
             return [(f, i if i < width else None) for i, f in enumerate(layout.fields)]
         keys = [f.key for f in layout.fields]
+        if opts.header_spaces == "trim":
+            header = [c.strip() for c in header]
+        else:
+            spaced = [(i, c) for i, c in enumerate(header) if c != c.strip() and c.strip() in keys]
+            for i, cell in spaced:
+                report.add(
+                    where,
+                    cell.strip(),
+                    "header",
+                    cell,
+                    f"column {i + 1} of the header is {cell!r}, with spaces around the name "
+                    f"{cell.strip()!r}: it is not that column (fix the export, or set "
+                    'header_spaces = "trim" in [csv] if it always writes them)',
+                )
+            if spaced:
+                return [(f, None) for f in layout.fields]
         if not set(keys) & set(header):
             shown = ", ".join(repr(c) for c in header[:8]) + (", ..." if len(header) > 8 else "")
             report.add(
@@ -457,18 +471,34 @@ class CsvCodec:
                 CsvCodec._missing(spec, where, opts.missing_columns, report)
                 out.append((spec, None))
         names = [c for c in header if c not in set(keys)]
-        if names and opts.extra_columns == "reject":
+        if names:
             shown = ", ".join(repr(c) if c else "(an unnamed column)" for c in names[:10])
-            report.add(
+            CsvCodec._unknown(
+                layout,
                 where,
-                "(header)",
-                "columns",
-                None,
                 f"column(s) not in layout {layout.name}: {shown}"
-                f"{', ...' if len(names) > 10 else ''} (their values would be dropped; "
-                'declare them as fields, or set extra_columns = "ignore" in [csv])',
+                f"{', ...' if len(names) > 10 else ''}",
+                report,
             )
         return out
+
+    @staticmethod
+    def _unknown(layout: Layout, where: str, what: str, report: Report) -> None:
+        """Columns the layout does not declare, as its ``unknown`` policy says."""
+        policy = layout.unknown_columns()
+        if policy == "ignore":
+            return
+        if policy == "warn":
+            report.warn(f'{where}: {what}: not read (unknown = "warn")')
+            return
+        report.add(
+            where,
+            "(header)",
+            "unknown",
+            None,
+            f"{what} (their values would be dropped; declare them as fields, or say "
+            'unknown = "ignore" or "warn" in the layout)',
+        )
 
     @staticmethod
     def _missing(

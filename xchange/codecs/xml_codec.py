@@ -21,7 +21,14 @@ from lxml import etree
 from xchange.codecs import Chunk
 from xchange.codecs.text import CHUNK, Encoder, python_codec, text_reading
 from xchange.errors import DecodeError, MappingError
-from xchange.layout import FieldSpec, FieldValueError, Layout, XmlOptions, parse_field
+from xchange.layout import (
+    FieldSpec,
+    FieldValueError,
+    Layout,
+    XmlOptions,
+    few_lines,
+    parse_field,
+)
 from xchange.mapping import Document, Record
 from xchange.report import Report
 
@@ -480,6 +487,263 @@ class _Extractor:
         return values
 
 
+#: Attributes of the XML Schema instance namespace (``xsi:schemaLocation``, ``xsi:type``)
+#: say how to validate a document, not what it holds: never unknown input.
+_XSI = "{http://www.w3.org/2001/XMLSchema-instance}"
+
+
+class _Node:
+    """One element of what a layout reads: its children by tag, the attributes fields
+    read on it, whether a field reads its text (then what is inside is that value's
+    business), and what unknown input at or below it means."""
+
+    __slots__ = ("attr_policy", "attrs", "children", "kind", "policy", "value")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.attrs: set[str] = set()
+        self.attr_policy: dict[str, str] = {}
+        self.value = False
+        #: "record" or "line": an element accounted for by its own walk.
+        self.kind: str | None = None
+        self.policy: str | None = None
+
+    def at(self, steps: list[str]) -> _Node:
+        node = self
+        for step in steps:
+            node = node.children.setdefault(step, _Node())
+        return node
+
+
+def _split(path: str, ns: dict[str, str]) -> tuple[bool, list[str], str | None]:
+    """A field's path as (from the root?, element steps in Clark notation, attribute)."""
+    node_path, _, attr = path.partition("@")
+    absolute = node_path.startswith("/")
+    steps = [_clark(step, ns) for step in node_path.strip("/").split("/") if step and step != "."]
+    return absolute, steps, _clark(attr, ns) if attr else None
+
+
+class _Accounting:
+    """Every element, attribute and text of a document is read into a field, declared by
+    the layout (``unknown`` / ``unknown_in``), or a problem: the record's subtree is walked
+    as each record is read, what is beside the records as they are dropped, and the rest
+    of the document at its end."""
+
+    def __init__(self, layout: Layout) -> None:
+        opts = layout.xml
+        assert opts is not None
+        ns = opts.namespaces
+        self.layout = layout
+        self.document = _Node()
+        records = _records_steps(opts)
+        self.record_tag = records[-1]
+        self.record = self.document.at(records)
+        self.record.kind = "record"
+        self.line: _Node | None = None
+        if layout.shape == "nested":
+            line_steps = [
+                _clark(p, ns) for p in "/".join(x for x in (opts.lines, opts.line) if x).split("/")
+            ]
+            self.line = self.record.at(line_steps)
+            self.line.kind = "line"
+        for specs, base in ((layout.fields, self.record), (layout.line_fields, self.line)):
+            for spec in specs:
+                absolute, steps, attr = _split(spec.key, ns)
+                node = (self.document if absolute else base or self.record).at(steps)
+                if attr is not None:
+                    node.attrs.add(attr)
+                else:
+                    node.value = True
+        for path, policy in layout.unknown_in.items():
+            absolute, steps, attr = _split(path, ns)
+            node = (self.document if absolute else self.record).at(steps)
+            if attr is not None:
+                node.attr_policy[attr] = policy
+            else:
+                node.policy = policy
+        self.base = layout.unknown
+        #: What unknown input in a record means, before the record's own ``unknown_in``.
+        self.record_policy = self.base
+        node = self.document
+        for step in records[:-1]:
+            node = node.children[step]
+            self.record_policy = node.policy or self.record_policy
+        self.prefixes = {uri: prefix for prefix, uri in ns.items() if prefix}
+        #: The records' path, as messages show it.
+        self.shown = "/" + "/".join(self.name(t) for t in records)
+
+    def name(self, tag: str) -> str:
+        """A tag as paths in the layout write it: ``w:Line`` where the layout has a prefix
+        for its namespace, else its local name."""
+        uri = _ns(tag)
+        prefix = self.prefixes.get(uri) if uri else None
+        return f"{prefix}:{_local(tag)}" if prefix else _local(tag)
+
+    def walk(
+        self,
+        element: etree._Element,
+        node: _Node,
+        policy: str,
+        path: str,
+        report: Report,
+        *,
+        lines: bool = True,
+    ) -> None:
+        """Check ``element`` (at ``node`` of the tree) and below; ``path`` shows where it
+        is. A record's lines are walked with it unless ``lines`` is false."""
+        policy = node.policy or policy
+        if element.attrib:
+            for attr in element.attrib:
+                if attr in node.attrs or attr.startswith(_XSI):
+                    continue
+                self._unknown(
+                    node.attr_policy.get(attr, policy),
+                    element.sourceline,
+                    f"{path}/@{self.name(attr)}",
+                    f"the attribute {_local(attr)}={element.get(attr)!r} on "
+                    f"<{_local(element.tag)}>",
+                    report,
+                )
+        if node.value:
+            return  # its text is a field's value (which says if elements are inside)
+        text = element.text
+        if text is not None and not text.isspace():
+            self._text(policy, element, text, path, report)
+        index: dict[str, int] = {}
+        for child in element:
+            tail = child.tail
+            if tail is not None and not tail.isspace():
+                self._text(policy, element, tail, path, report)
+            tag = child.tag
+            if not isinstance(tag, str):
+                continue  # a comment
+            number = index[tag] = index.get(tag, 0) + 1
+            below = node.children.get(tag)
+            shown = f"{path}/{self.name(tag)}[{number}]"
+            if below is None:
+                self._unknown(
+                    policy,
+                    child.sourceline,
+                    shown,
+                    f"<{_local(tag)}>" + (f" (namespace {_ns(tag)})" if _ns(tag) else ""),
+                    report,
+                )
+            elif below.kind == "record" or (below.kind == "line" and not lines):
+                continue
+            else:
+                self.walk(child, below, policy, shown, report)
+
+    def stray(self, element: etree._Element, report: Report) -> None:
+        """An element beside the records that is not one (seen as the records are
+        dropped): accounted for by the layout, or a problem."""
+        tag = element.tag
+        if not isinstance(tag, str) or tag == self.record_tag:
+            return
+        parent = element.getparent()
+        policy = self._policy_at(parent)
+        node = self._node_of(parent)
+        below = node.children.get(tag) if node is not None else None
+        shown = f"{self.shown.rpartition('/')[0]}/{self.name(tag)}"
+        if below is None:
+            self._unknown(
+                policy,
+                element.sourceline,
+                shown,
+                f"<{_local(tag)}>"
+                + (f" (namespace {_ns(tag)})" if _ns(tag) else "")
+                + f" among the records <{_local(self.record_tag)}>",
+                report,
+            )
+        else:
+            self.walk(element, below, policy, shown, report)
+
+    def finish(self, root: etree._Element | None, report: Report) -> None:
+        """The rest of the document (what is not a record), once it is read whole."""
+        if root is None:
+            return
+        node = self.document.at([root.tag])
+        if node.kind != "record":  # (a document that is one record was walked as one)
+            self.walk(root, node, self.base, f"/{self.name(root.tag)}", report)
+
+    def _node_of(self, element: etree._Element | None) -> _Node | None:
+        steps: list[str] = []
+        while element is not None:
+            steps.append(element.tag)
+            element = element.getparent()
+        node: _Node | None = self.document
+        for step in reversed(steps):
+            node = node.children.get(step) if node is not None else None
+        return node
+
+    def _policy_at(self, element: etree._Element | None) -> str:
+        steps: list[str] = []
+        while element is not None:
+            steps.append(element.tag)
+            element = element.getparent()
+        policy, node = self.base, self.document
+        for step in reversed(steps):
+            below = node.children.get(step)
+            if below is None:
+                break
+            node = below
+            policy = node.policy or policy
+        return policy
+
+    def _text(
+        self, policy: str, element: etree._Element, text: str, path: str, report: Report
+    ) -> None:
+        shown = " ".join(text.split())
+        shown = shown if len(shown) <= 40 else shown[:40] + "..."
+        holds = "beside its elements" if len(element) else "(the layout reads only its attributes)"
+        self._unknown(
+            policy,
+            element.sourceline,
+            f"{path}/text()",
+            f"the text {shown!r} of <{_local(element.tag)}> {holds}",
+            report,
+        )
+
+    def _unknown(self, policy: str, line: int | None, path: str, what: str, report: Report) -> None:
+        if policy == "ignore":
+            return
+        message = f"{what} is not in layout {self.layout.name}"
+        declared = _relative(path)
+        if policy == "warn":
+            report.warn(f'line {line} {path}: {message}: not read (unknown = "warn")')
+            return
+        report.add(
+            f"line {line}",
+            declared,
+            "unknown",
+            None,
+            f"{message} (its content would be lost: declare it as a field, or say "
+            f'unknown_in = {{ "{declared}" = "ignore" }} in the layout)',
+        )
+
+
+_ACCOUNTING: dict[int, tuple[Layout, _Accounting]] = {}
+
+
+def _accounting(layout: Layout) -> _Accounting:
+    """The layout's :class:`_Accounting` (made once per layout)."""
+    known = _ACCOUNTING.get(id(layout))
+    if known is None or known[0] is not layout:
+        if len(_ACCOUNTING) > 256:
+            _ACCOUNTING.clear()
+        known = _ACCOUNTING[id(layout)] = (layout, _Accounting(layout))
+    return known[1]
+
+
+def _ns(tag: str) -> str:
+    """The namespace of a tag in Clark notation ("" for none)."""
+    return tag[1:].partition("}")[0] if tag.startswith("{") else ""
+
+
+def _relative(path: str) -> str:
+    """A shown path without its numbers (``/A/B[2]/C[1]`` -> ``/A/B/C``), for hints."""
+    return re.sub(r"\[\d+\]", "", path)
+
+
 def _records_steps(opts: XmlOptions) -> list[str]:
     """The records path as tags in Clark notation, from the root down."""
     path = (opts.records or f"/{opts.root}").strip("/")
@@ -528,6 +792,14 @@ class XmlCodec:
                     line_failed: set[str] = set()
                     line_values = lines.typed(lines.values(line, absolute), at, report, line_failed)
                     found.append(Record(at, line_values, failed=line_failed))
+                if len(found) < layout.min_lines:
+                    report.add(
+                        where,
+                        line_path,
+                        "lines",
+                        None,
+                        few_lines(len(found), layout.min_lines, f"<{line_shown}>"),
+                    )
             yield Record(where, values, found, failed=failed)
 
     def chunks(
@@ -604,6 +876,8 @@ class XmlCodec:
         )
         above = steps[-2::-1]
         count = 0
+        account = _accounting(layout)
+        numbered = len(steps) > 1
         try:
             for _, element in events:
                 node = element
@@ -614,10 +888,15 @@ class XmlCodec:
                 else:
                     if node.getparent() is None:
                         count += 1
+                        path = f"{account.shown}[{count}]" if numbered else account.shown
+                        account.walk(element, account.record, account.record_policy, path, report)
                         yield element, count
                         element.clear(keep_tail=True)
+                        parent = element.getparent()
                         while element.getprevious() is not None:
-                            del element.getparent()[0]
+                            account.stray(parent[0], report)
+                            del parent[0]
+            account.finish(events.root, report)
         except etree.XMLSyntaxError as exc:
             raise _syntax_error(origin, exc) from None
         if count == 0:
