@@ -124,10 +124,11 @@ def test_json_suite_n_files_are_rejected_through_a_route(path: Path) -> None:
 @pytest.mark.parametrize("path", sorted(JSON_SUITE.glob("y_*.json")), ids=lambda p: p.name)
 def test_json_suite_y_files_are_accepted_through_a_route(path: Path) -> None:
     """Every must-accept document is read wherever it sits in a document (duplicate keys
-    under the 'last' rule); as a record it may break the layout, but never the syntax."""
+    under the 'last' rule); as a record or beside the records it may break the layout
+    (a type, a key the layout does not read), but never the syntax."""
     for doc in embedded(path.read_bytes()):
         report = through_route(doc, duplicate_keys="last")
-        assert all(p.rule == "type" for p in report.problems), report.text()
+        assert all(p.rule in ("type", "unknown", "lines") for p in report.problems), report.text()
 
 
 def test_json_numbers_are_kept_exact() -> None:

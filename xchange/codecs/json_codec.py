@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Any, BinaryIO
 
 from xchange.codecs.text import Encoder, decoded_chunks, split_lines, text_reading
 from xchange.errors import DecodeError, MappingError
-from xchange.layout import FieldSpec, FieldValueError, JsonOptions, Layout
+from xchange.layout import FieldSpec, FieldValueError, JsonOptions, Layout, few_lines
 from xchange.mapping import Document, Record
 from xchange.report import Report
 
@@ -172,12 +172,18 @@ class Matched:
         return f"the records path {path} matches nothing in this document{seen}"
 
 
+#: Called for each member beside the records path: its path (``$.export_id``), value and
+#: line.
+Beside = Callable[[str, Any, int], None]
+
+
 def stream_records(
     chunks: Iterator[str],
     path: str,
     origin: str,
     duplicate_keys: str,
     matched: Matched | None = None,
+    beside: Beside | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """Records at ``$.a.b[*]`` one at a time, without holding the whole document.
 
@@ -204,13 +210,15 @@ def stream_records(
         nodes = select(document, path)
         matched.found = bool(nodes) or _path_exists(document, path)
         yield from nodes
+        if beside is not None:
+            _beside_selected(document, {id(node) for _, node in nodes}, "$", beside)
         return
     keys = [k for k in match.group(1).split(".") if k]
     ts = _TextStream(chunks, origin, duplicate_keys)
     if not ts.peek():
         raise DecodeError(f"{origin}: the file is empty: no JSON value")
     if keys:
-        yield from _walk(ts, keys, "$", matched)
+        yield from _walk(ts, keys, "$", matched, beside)
     else:
         yield from _items(ts, "$", matched)
     if ts.peek():
@@ -238,8 +246,40 @@ def _items(ts: _TextStream, where: str, matched: Matched) -> Iterator[tuple[str,
         return
 
 
+def _beside_selected(node: Any, selected: set[int], where: str, beside: Beside) -> None:
+    """Hand ``beside`` every part of a whole document that holds no selected record."""
+    if id(node) in selected:
+        return
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _beside_or_below(value, selected, f"{where}.{key}", beside)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _beside_or_below(value, selected, f"{where}[{i}]", beside)
+
+
+def _beside_or_below(value: Any, selected: set[int], where: str, beside: Beside) -> None:
+    if id(value) in selected:
+        return
+    if isinstance(value, dict | list) and _holds(value, selected):
+        _beside_selected(value, selected, where, beside)
+    else:
+        beside(where, value, 0)
+
+
+def _holds(node: Any, selected: set[int]) -> bool:
+    if id(node) in selected:
+        return True
+    values = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+    return any(_holds(v, selected) for v in values)
+
+
 def _walk(
-    ts: _TextStream, keys: list[str], where: str, matched: Matched
+    ts: _TextStream,
+    keys: list[str],
+    where: str,
+    matched: Matched,
+    beside: Beside | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """Through the object here to the records below ``keys``; every other member is
     read (and checked) and skipped. A member name given twice is refused whatever
@@ -275,9 +315,12 @@ def _walk(
             if len(keys) == 1:
                 yield from _items(ts, below, matched)
             else:
-                yield from _walk(ts, keys[1:], below, matched)
+                yield from _walk(ts, keys[1:], below, matched, beside)
         else:
-            ts.value()
+            line = ts.where()
+            value = ts.value()
+            if beside is not None:
+                beside(f"{where}.{name}", value, line)
         if ts.peek() == ",":
             ts.pos += 1
             continue  # a member must follow
@@ -338,10 +381,49 @@ def _lookup(obj: Any, dotted: str) -> tuple[bool, Any]:
     return True, obj
 
 
+#: What JSON values each field type takes besides a string (a string is read by the
+#: field's rules, whatever its type) and null (no value).
+_TAKES = {
+    "string": "a JSON string",
+    "enum": "a JSON string",
+    "date": "a JSON string",
+    "datetime": "a JSON string",
+    "integer": "a JSON number or a string",
+    "decimal": "a JSON number or a string",
+    "boolean": "true, false or a string",
+}
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"the JSON boolean {'true' if value else 'false'}"
+    if isinstance(value, int | Decimal):
+        return f"the JSON number {str(value)[:40]}"
+    return "an object" if isinstance(value, dict) else "a list"
+
+
 def _as_text(spec: FieldSpec, value: Any, where: str, report: Report) -> str | bool | None:
-    """A JSON scalar as the text a field parses; False if it is not a scalar."""
+    """A JSON scalar as the text a field parses; False if its JSON type does not fit the
+    field's (a problem: ``"sku": true`` is not the text "TRUE", nor ``1`` a boolean)."""
     if value is None:
         return None
+    kind = spec.type
+    fits = (
+        kind == "boolean"
+        if isinstance(value, bool)
+        else kind in ("integer", "decimal")
+        if isinstance(value, int | Decimal)
+        else False
+    )
+    if not fits:
+        report.add(
+            where,
+            spec.key,
+            "type",
+            None,
+            f"a {kind} field takes {_TAKES[kind]}, found {_json_kind(value)}",
+        )
+        return False
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Decimal):
@@ -355,16 +437,133 @@ def _as_text(spec: FieldSpec, value: Any, where: str, report: Report) -> str | b
             report.add(where, spec.key, "type", str(value)[:40], "number out of range")
             return False
         return format(value, "f") if spec.type == "decimal" else str(value)
-    if isinstance(value, int | str):
-        return str(value)
-    report.add(
-        where,
-        spec.key,
-        "type",
-        None,
-        f"expected a value, found {'an object' if isinstance(value, dict) else 'a list'}",
-    )
-    return False
+    return str(value)
+
+
+class _Node:
+    """One key of what a layout reads: the keys below it, whether a field reads its value,
+    whether it holds the lines (its keys are each line's), and what unknown keys at or
+    below it mean."""
+
+    __slots__ = ("children", "lines", "policy", "value")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.value = False
+        self.lines = False
+        self.policy: str | None = None
+
+    def at(self, dotted: str) -> _Node:
+        node = self
+        for part in dotted.split("."):
+            node = node.children.setdefault(part, _Node())
+        return node
+
+
+class _Keys:
+    """Every key of a record (and of its lines) is read into a field, declared by the
+    layout (``unknown``, ``unknown_in``), or a problem; so is every member of the document
+    beside the records path."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.record = _Node()
+        lines: _Node | None = None
+        if layout.shape == "nested":
+            lines = self.record.at(layout.json_.lines or "lines")
+            lines.lines = True
+        for specs, base in ((layout.fields, self.record), (layout.line_fields, lines)):
+            for spec in specs:
+                (base or self.record).at(spec.key).value = True
+        #: Paths from the document's root ("$.export_id") -> policy.
+        self.document: dict[str, str] = {}
+        self.base = layout.unknown
+        for path, policy in layout.unknown_in.items():
+            if path == "$" or path.startswith("$."):
+                self.document[path] = policy
+            else:
+                self.record.at(path).policy = policy
+        self.record_policy = self._document_policy(layout.json_.records.split("[")[0])
+
+    def _document_policy(self, path: str) -> str:
+        """The policy of the nearest declared path enclosing ``path`` (``$.a.b``)."""
+        while path:
+            if path in self.document:
+                return self.document[path]
+            path = path.rpartition(".")[0] if "." in path else ""
+        return self.base
+
+    def beside(self, path: str, value: Any, where: str, report: Report) -> None:
+        """A member of the document outside the records."""
+        self._unknown(self._document_policy(path), where, path, path, value, report)
+
+    def walk(
+        self,
+        obj: dict[str, Any],
+        node: _Node,
+        policy: str,
+        where: str,
+        prefix: str,
+        report: Report,
+    ) -> None:
+        """The keys of ``obj`` (at ``node``; ``prefix`` is its key path in the record)."""
+        policy = node.policy or policy
+        for key, value in obj.items():
+            path = f"{prefix}{key}"
+            below = node.children.get(key)
+            if below is None:
+                self._unknown(policy, where, path, path, value, report)
+            elif below.lines:
+                if isinstance(value, list):
+                    for i, item in enumerate(value):
+                        if isinstance(item, dict):
+                            at = f"{where}.{path}[{i}]"
+                            self.walk(item, below, below.policy or policy, at, "", report)
+            elif below.value:
+                continue  # a field reads it (and says if its type does not fit)
+            elif isinstance(value, dict):
+                self.walk(value, below, policy, where, f"{path}.", report)
+            elif value is not None:
+                self._unknown(
+                    below.policy or policy,
+                    where,
+                    path,
+                    f"{path} (the layout reads keys inside it)",
+                    value,
+                    report,
+                )
+
+    def _unknown(
+        self, policy: str, where: str, path: str, what: str, value: Any, report: Report
+    ) -> None:
+        if policy == "ignore":
+            return
+        shown = _json_kind(value) if not isinstance(value, str) else f"{value[:40]!r}"
+        message = f"the key {what} ({shown}) is not in layout {self.layout.name}"
+        if policy == "warn":
+            report.warn(f'{where}: {message}: not read (unknown = "warn")')
+            return
+        report.add(
+            where,
+            path,
+            "unknown",
+            None,
+            f"{message} (its value would be lost: declare it as a field, or say "
+            f'unknown_in = {{ "{path}" = "ignore" }} in the layout)',
+        )
+
+
+_KEYS: dict[int, tuple[Layout, _Keys]] = {}
+
+
+def _keys(layout: Layout) -> _Keys:
+    """The layout's :class:`_Keys` (made once per layout)."""
+    known = _KEYS.get(id(layout))
+    if known is None or known[0] is not layout:
+        if len(_KEYS) > 256:
+            _KEYS.clear()
+        known = _KEYS[id(layout)] = (layout, _Keys(layout))
+    return known[1]
 
 
 class JsonCodec:
@@ -384,17 +583,31 @@ class JsonCodec:
         )
         chunks = decoded_chunks(stream, encoding, origin, check)
         matched = Matched()
+        keys = _keys(layout)
+        #: Members beside the records: unknown input, once the records path is found.
+        others: list[tuple[str, Any, str]] = []
+
+        def beside(path: str, value: Any, line: int) -> None:
+            shown = value if type(value) is str or not isinstance(value, dict | list) else []
+            others.append((path, shown, f"line {line}" if line else path))
+
         if opts.ndjson:
             nodes: Iterable[tuple[str, Any]] = self._ndjson(chunks, opts, origin, report)
         else:
-            nodes = stream_records(chunks, opts.records, origin, opts.duplicate_keys, matched)
+            nodes = stream_records(
+                chunks, opts.records, origin, opts.duplicate_keys, matched, beside
+            )
         for where, node in nodes:
             if not isinstance(node, dict):
                 report.add(where, "(record)", "type", None, "a record must be a JSON object")
                 continue
+            keys.walk(node, keys.record, keys.record_policy, where, "", report)
             yield self._record(node, where, layout, opts, report)
         if not opts.ndjson and not matched.found:
             report.add("$", "(records)", "records", None, matched.missing(opts.records))
+        else:
+            for path, value, at in others:
+                keys.beside(path, value, at, report)
 
     @staticmethod
     def _ndjson(
@@ -425,18 +638,24 @@ class JsonCodec:
         failed: set[str] = set()
         values = self._values(node, where, layout.fields, report, failed)
         lines: list[Record] = []
-        if layout.shape == "nested" and opts.lines:
-            found, items = _lookup(node, opts.lines)
-            if found and not isinstance(items, list):
-                report.add(where, opts.lines, "type", None, "lines must be a JSON list")
+        if layout.shape == "nested":
+            key = opts.lines or "lines"
+            found, items = _lookup(node, key)
+            if found and items is not None and not isinstance(items, list):
+                report.add(where, key, "type", None, "lines must be a JSON list")
             for i, item in enumerate(items if isinstance(items, list) else []):
-                at = f"{where}.{opts.lines}[{i}]"
+                at = f"{where}.{key}[{i}]"
                 if not isinstance(item, dict):
                     report.add(at, "(line)", "type", None, "a line must be a JSON object")
                     continue
                 line_failed: set[str] = set()
                 line_values = self._values(item, at, layout.line_fields, report, line_failed)
                 lines.append(Record(at, line_values, failed=line_failed))
+            if len(lines) < layout.min_lines and (found or not isinstance(items, list)):
+                what = f"{key!r} is {'missing' if not found else 'empty or null'}"
+                if found and isinstance(items, list) and items:
+                    what = f"{key!r} holds {len(items)} item(s) that are not lines"
+                report.add(where, key, "lines", None, few_lines(len(lines), layout.min_lines, what))
         return Record(where, values, lines, failed=failed)
 
     @staticmethod

@@ -96,31 +96,84 @@ class _Prolog:
 _DECLARED = re.compile(rb"""^<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
 
 
-def document_encoding(stream: BinaryIO, layout_encoding: str, origin: str) -> str:
-    """The encoding an XML document is read with: its byte-order mark, else the encoding
-    its XML declaration names, else the layout's (``auto``: detected)."""
+#: Encodings whose text each larger one reads identically (a declaration of the smaller
+#: agrees with a layout of the larger, and the other way round: the larger reads both).
+_FAMILIES = (("gb2312", "gbk", "gb18030"), ("big5", "big5hkscs"), ("shift_jis", "cp932"))
+#: Byte-order marks, longest first (a UTF-32LE mark starts with the UTF-16LE one).
+_XML_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def _canonical(name: str) -> str:
+    found = codecs.lookup(name).name
+    return {"utf-8-sig": "utf-8", "utf-16-le": "utf-16", "utf-16-be": "utf-16"}.get(found, found)
+
+
+def _agreeing(declared: str, layout_encoding: str) -> str | None:
+    """The encoding that reads a document whose declaration (or byte-order mark) says
+    ``declared`` under a layout that says ``layout_encoding``, or None when they do not
+    agree: the same encoding, ASCII under any ASCII-based one, or two of one family
+    (GB2312 < GBK < GB18030: the larger reads both)."""
+    mine, theirs = _canonical(layout_encoding), _canonical(declared)
+    if mine == theirs:
+        return declared
+    if theirs == "ascii" and "a".encode(mine) == b"a":
+        return layout_encoding
+    for family in _FAMILIES:
+        if mine in family and theirs in family:
+            return family[max(family.index(mine), family.index(theirs))]
+    return None
+
+
+def document_encoding(stream: BinaryIO, layout: Layout, origin: str) -> str:
+    """The encoding an XML document is read with: what its byte-order mark or XML
+    declaration says, which must agree with the layout's encoding (see :func:`_agreeing`;
+    ``declared_encoding = "trust"`` takes the document's word); else the layout's
+    (``auto``: detected).
+
+    Raises:
+        DecodeError: the document and its layout say different encodings, or the
+            declaration names an encoding that is not known.
+    """
+    assert layout.xml is not None
     start = stream.tell()
     head = stream.read(1024)
     stream.seek(start)
-    for bom, name in (
-        (codecs.BOM_UTF8, "utf-8-sig"),
-        (codecs.BOM_UTF16_LE, "utf-16"),
-        (codecs.BOM_UTF16_BE, "utf-16"),
-    ):
+    said, how = None, ""
+    for bom, name in _XML_BOMS:
         if head.startswith(bom):
-            return name
-    found = _DECLARED.match(head)
-    if found is None:
-        return layout_encoding
-    declared = found.group(1).decode("ascii")
-    try:
-        name = codecs.lookup(declared).name
-    except LookupError:
+            said, how = name, "its byte-order mark"
+            break
+    if said is None:
+        found = _DECLARED.match(head)
+        if found is None:
+            return layout.encoding
+        declared = found.group(1).decode("ascii")
+        try:
+            codecs.lookup(declared)
+        except LookupError:
+            raise DecodeError(
+                f"{origin}: line 1: the XML declaration names encoding {declared!r}, "
+                "which is not known"
+            ) from None
+        said, how = declared, f"its XML declaration (encoding={declared!r})"
+    if layout.encoding.lower() == "auto" or layout.xml.declared_encoding == "trust":
+        # GB2312 declarations usually hold GBK text: GBK reads GB2312 text identically.
+        return "gbk" if codecs.lookup(said).name == "gb2312" else said
+    agreed = _agreeing(said, layout.encoding)
+    if agreed is None:
         raise DecodeError(
-            f"{origin}: line 1: the XML declaration names encoding {declared!r}, which is not known"
-        ) from None
-    # GB2312 declarations usually hold GBK text: GBK reads GB2312 text identically.
-    return "gbk" if name == "gb2312" else declared
+            f"{origin}: line 1: the document says it is {said} ({how}), layout "
+            f"{layout.name} says {layout.encoding}: one of them is wrong, and reading it "
+            "either way could garble every name (fix the export or the layout's encoding; "
+            'declared_encoding = "trust" in [xml] reads each file as it declares)'
+        )
+    return agreed
 
 
 class _Transcoded:
@@ -192,7 +245,7 @@ def _reading(stream: BinaryIO, layout: Layout, origin: str, report: Report) -> A
     if not stream.read(1):
         raise DecodeError(f"{origin}: the file is empty")
     stream.seek(start)
-    declared = document_encoding(stream, layout.encoding, origin)
+    declared = document_encoding(stream, layout, origin)
     encoding, check = text_reading(
         stream, declared, layout.mojibake, origin, report, plausible=layout.check_text
     )
