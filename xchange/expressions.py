@@ -28,7 +28,7 @@ import itertools
 import re
 import tokenize
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -62,6 +62,11 @@ class ExpressionError(ValueError):
         super().__init__(message)
         self.message = message
         self.position = position
+        #: A table()/lookup() that failed: the fields its key was made of (where the
+        #: value came from), so that the report can name them.
+        self.fields: tuple[str, ...] | None = None
+        #: An error inside an aggregate: the index of the line it was evaluated on.
+        self.line: int | None = None
 
     def __str__(self) -> str:
         where = f"position {self.position}: " if self.position else ""
@@ -473,6 +478,10 @@ class Expression:
     names: frozenset[str]
     #: Regular expressions of its regex() calls, compiled once.
     patterns: dict[int, re.Pattern[str]] = field(default_factory=dict)
+    #: Field names it reads outside aggregates (one value per record, not one per line).
+    outer_names: frozenset[str] = frozenset()
+    #: Per table()/lookup() call: the field names its key reads.
+    table_keys: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def compile(cls, text: str, names: Names) -> Expression:
@@ -498,7 +507,26 @@ class Expression:
         used: set[str] = set()
         expression._check(tree.body, names, used, inside=False)
         expression.names = frozenset(used)
+        expression.outer_names = frozenset(expression._outer(tree.body)) - frozenset(LITERALS)
         return expression
+
+    @staticmethod
+    def _outer(node: ast.AST) -> Iterator[str]:
+        """The names read outside aggregates' first argument (what is read per line)."""
+        if isinstance(node, ast.Name):
+            yield node.id
+            return
+        children: list[ast.AST] = list(ast.iter_child_nodes(node))
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in AGGREGATES
+        ):
+            children = list(node.args[1:])
+        elif isinstance(node, ast.Call):
+            children = list(node.args)
+        for child in children:
+            yield from Expression._outer(child)
 
     def _check(self, node: ast.AST, names: Names, used: set[str], *, inside: bool) -> None:
         position = getattr(node, "col_offset", -1) + 1 or None
@@ -580,7 +608,11 @@ class Expression:
                 raise ExpressionError(f"{name}(): the table is named by a text", position)
             if table.value not in names.tables:
                 raise ExpressionError(f"{name}(): no table or lookup {table.value!r}", position)
-            for arg in node.args[1:]:
+            key: set[str] = set()
+            self._check(node.args[1], names, key, inside=inside)
+            self.table_keys[id(node)] = tuple(sorted(key))
+            used |= key
+            for arg in node.args[2:]:
                 self._check(arg, names, used, inside=inside)
             return
         if name not in FUNCTIONS:
@@ -701,7 +733,12 @@ class _Evaluator(simpleeval.SimpleEval):  # type: ignore[misc]
             args = [self._eval(a) for a in node.args[1:]]
             if self.tables is None:
                 raise ExpressionError(f"{name}(): no tables here")
-            return self.tables(node.args[0].value, *args, *([None] * (3 - len(args))))  # type: ignore[attr-defined]
+            try:
+                return self.tables(node.args[0].value, *args, *([None] * (3 - len(args))))  # type: ignore[attr-defined]
+            except ExpressionError as exc:
+                if exc.fields is None:
+                    exc.fields = self.expression.table_keys.get(id(node), ())
+                raise
         if name in ("if", "case", "coalesce"):
             return self._lazy(name, node)
         fn = FUNCTIONS[name][0]
@@ -736,9 +773,14 @@ class _Evaluator(simpleeval.SimpleEval):  # type: ignore[misc]
         outer = self.values
         values: list[Any] = []
         try:
-            for line in self.lines:
+            for i, line in enumerate(self.lines):
                 self.values = {**outer, **line}
-                value = self._eval(node.args[0])
+                try:
+                    value = self._eval(node.args[0])
+                except ExpressionError as exc:
+                    if exc.line is None:
+                        exc.line = i
+                    raise
                 if isinstance(value, list):
                     values.extend(value)
                 else:

@@ -48,6 +48,10 @@ class Rule(StrictModel):
     default: str | None = None
     trim: StrictBool = False
     case: Literal["upper", "lower"] | None = None
+    #: A header rule of a document formed from several rows (``group_by``, ``split_by``):
+    #: which row's values it reads. Unset, every row must give the same value (a row that
+    #: disagrees is a problem); "first" or "last" say which row wins.
+    row: Literal["first", "last"] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -172,6 +176,8 @@ def check_mapping(mapping: Mapping, source: Layout, target: Layout) -> list[str]
                     )
             if rule.table is not None and rule.table not in mapping.tables:
                 problems.append(f"{where}: {section}.{name}.table: no table {rule.table!r}")
+            if rule.row is not None:
+                problems.extend(_row_problems(mapping, section, name, rule, where))
         for spec in target_fields:
             if spec.name not in rules:
                 problems.append(
@@ -188,9 +194,31 @@ def check_mapping(mapping: Mapping, source: Layout, target: Layout) -> list[str]
             problems.append(
                 f"{where}: split_by: source layout {source.source_file} has no field {key!r}"
             )
-    _, compile_problems = compile_mapping(mapping, source, target)
+    compiled, compile_problems = compile_mapping(mapping, source, target)
     problems.extend(compile_problems)
+    for name, rule in mapping.header.items():
+        expression = compiled.rules.get(("header", name))
+        if rule.row is not None and expression is not None and not expression.outer_names:
+            problems.append(
+                f"{where}: header.{name}.row: the expression reads fields only inside "
+                "aggregates (over every line): row means nothing here"
+            )
     return problems
+
+
+def _row_problems(mapping: Mapping, section: str, name: str, rule: Rule, where: str) -> list[str]:
+    """Where ``row`` (which row of a grouped document a header rule reads) means nothing."""
+    key = f"{where}: {section}.{name}.row"
+    if section == "lines":
+        return [f"{key}: a line rule reads its own row; row is for header rules"]
+    if not mapping.group_by and not mapping.split_by:
+        return [
+            f"{key}: each header is formed from one record here (no group_by or split_by): "
+            "row means nothing"
+        ]
+    if rule.const is not None or rule.sequence is not None:
+        return [f"{key}: the rule reads no field: row means nothing"]
+    return []
 
 
 @dataclass
@@ -202,6 +230,23 @@ class Compiled:
     line_filter: Expression | None
     tables: dict[str, dict[str, str]]
     lookups: Lookups
+    #: Where each source field is in a source file (``FieldSpec.key``), and what that
+    #: place is called in the source's codec: for reports that name where a value came from.
+    columns: dict[str, str] = field(default_factory=dict)
+    column_word: str = "column"
+
+    def source_of(self, fields: Iterable[str]) -> str:
+        """ "source field channel, column 渠道" (several: joined by "; "), or ""."""
+        parts = []
+        for name in fields:
+            key = self.columns.get(name)
+            if key is None and self.columns:  # not a source field: a computed line field
+                parts.append(f"field {name}")
+            elif key is None:  # no source layout given
+                parts.append(f"source field {name}")
+            else:
+                parts.append(f"source field {name}, {self.column_word} {key}")
+        return "; ".join(parts)
 
     def inputs(self, section: str, name: str, rule: Rule) -> tuple[str, ...]:
         """Source fields a rule reads (an expression's names included)."""
@@ -310,6 +355,9 @@ def compile_mapping(
             except ConfigError as exc:
                 problems.extend(exc.problems)
     compiled = Compiled(rules, filters["filter"], filters["line_filter"], mapping.tables, lookups)
+    if source is not None:
+        compiled.columns = {f.name: f.key for f in (*source.fields, *source.line_fields)}
+        compiled.column_word = {"csv": "column", "xml": "path", "json": "key"}[source.codec]
     return compiled, problems
 
 
@@ -343,6 +391,20 @@ class Document:
     lines: list[dict[str, Any]] = field(default_factory=list)
 
 
+#: A member of a document: its values (with its document's, for a nested source), the
+#: fields that failed while it was read, and where it is in the source file.
+_Member = tuple[dict[str, Any], set[str], str]
+
+
+class _RuleError(FieldValueError):
+    """A rule that cannot be evaluated on a record; ``line``: the index of the line of
+    the document an aggregate was reading when it failed."""
+
+    def __init__(self, rule: str, message: str, value: Any = None, line: int | None = None):
+        super().__init__(rule, message, value)
+        self.line = line
+
+
 class _Evaluator:
     def __init__(
         self, mapping: Mapping, target: Layout, report: Report, compiled: Compiled
@@ -359,6 +421,22 @@ class _Evaluator:
         }
         #: Only expressions (aggregates) read a document's lines from a header rule.
         self.header_reads_lines = any(r.expr is not None for r in mapping.header.values())
+        #: A header formed from several rows (grouped rows, or the lines of a split part).
+        self.from_rows = bool(mapping.group_by or mapping.split_by)
+        self.reads_last = any(r.row == "last" for r in mapping.header.values())
+        #: The source fields header rules read once per document (outside aggregates), and
+        #: the target fields each feeds: every row of a document must agree on them,
+        #: unless the rule says which row wins (``row``).
+        self.agreed: dict[str, list[str]] = {}
+        for name, rule in mapping.header.items():
+            if rule.row is not None or rule.const is not None or rule.sequence is not None:
+                continue
+            expression = compiled.rules.get(("header", name))
+            if rule.expr is not None and expression is None:
+                continue  # not compiled (``check`` says why)
+            reads = expression.outer_names if expression is not None else rule.fields
+            for used in sorted(reads):
+                self.agreed.setdefault(used, []).append(name)
 
     def values(
         self,
@@ -368,15 +446,24 @@ class _Evaluator:
         seq: int,
         failed: set[str] | frozenset[str] = frozenset(),
         lines: list[dict[str, Any]] | None = None,
+        *,
+        last: _Member | None = None,
+        line_where: list[str] | None = None,
     ) -> dict[str, Any]:
+        """One section's target values from ``ctx`` (read at ``where``; ``last``: the
+        document's last row, for rules with ``row = "last"``; ``line_where``: where each
+        of ``lines`` is, for a problem found on one of them by an aggregate)."""
         out: dict[str, Any] = {}
         for spec, rule, plain in self._plans[section]:
+            row_ctx, row_failed, row_where = ctx, failed, where
+            if last is not None and rule is not None and rule.row == "last":
+                row_ctx, row_failed, row_where = last
             if (
-                failed
+                row_failed
                 and rule is not None
                 and (
-                    "*" in failed
-                    or failed.intersection(self.compiled.inputs(section, spec.name, rule))
+                    "*" in row_failed
+                    or row_failed.intersection(self.compiled.inputs(section, spec.name, rule))
                 )
             ):
                 out[spec.name] = None  # its source value was reported already
@@ -384,16 +471,20 @@ class _Evaluator:
             raw: Any = None
             try:
                 if plain is not None:  # a source field as it is ("" is no value)
-                    raw = ctx.get(plain)
+                    raw = row_ctx.get(plain)
                     if raw == "":
                         raw = None
                 elif rule is not None:
-                    raw = self._evaluate(section, spec.name, rule, ctx, seq, lines)
+                    raw = self._evaluate(section, spec.name, rule, row_ctx, seq, lines)
                 out[spec.name] = spec.coerce(raw)
             except FieldValueError as exc:
                 out[spec.name] = None
                 shown = exc.value if exc.value is not None else raw
-                self.report.add(where, spec.name, exc.rule, shown, exc.message)
+                at = row_where
+                line = getattr(exc, "line", None)
+                if line is not None and line_where is not None and line < len(line_where):
+                    at = line_where[line]
+                self.report.add(at, spec.name, exc.rule, shown, exc.message)
         return out
 
     @staticmethod
@@ -462,7 +553,10 @@ class _Evaluator:
                     ctx, lines=lines or (), tables=self.compiled.table_value
                 )
             except ExpressionError as exc:
-                raise FieldValueError("expr", f"{rule.expr}: {exc.message}") from None
+                message = exc.message
+                if exc.fields:  # a table() or lookup() miss: say where its key came from
+                    message += f" ({self.compiled.source_of(exc.fields)})"
+                raise _RuleError("expr", f"{rule.expr}: {message}", line=exc.line) from None
         elif rule.const is not None:
             value = rule.const
         elif rule.sequence is not None:
@@ -488,8 +582,12 @@ class _Evaluator:
             table = self.mapping.tables[rule.table]
             key = _text(value)
             if key not in table:
+                source = self.compiled.source_of(self.compiled.inputs(section, name, rule))
                 raise FieldValueError(
-                    "table", f"{key!r} is not in value table {rule.table!r}", value=key
+                    "table",
+                    f"{key!r} is not in value table {rule.table!r}"
+                    + (f" ({source})" if source else ""),
+                    value=key,
                 )
             value = table[key]
         return value
@@ -499,14 +597,18 @@ class _Evaluator:
         head: dict[str, Any],
         head_failed: set[str],
         location: str,
-        members: list[tuple[dict[str, Any], set[str], str]],
+        members: list[_Member],
         seq: int,
     ) -> Iterator[Document]:
         """The target documents of one source document: its header values, and its lines
         as (values, failed fields, location); split by ``split_by``, lines filtered by
-        ``line_filter``, lines mapped before the header (whose aggregates read them)."""
+        ``line_filter``, lines mapped before the header (whose aggregates read them).
+
+        A header formed from rows (``group_by``, ``split_by``) is read from the first row
+        its document keeps (``row = "last"``: the last); the rows must agree on every
+        other field a header rule reads outside aggregates."""
         kept = [m for m in members if self.keeps(self.compiled.line_filter, m[0], m[2], "lines")]
-        parts: dict[tuple[Any, ...], list[tuple[dict[str, Any], set[str], str]]] = {}
+        parts: dict[tuple[Any, ...], list[_Member]] = {}
         if self.mapping.split_by:
             for member in kept:
                 key = tuple(member[0].get(k) for k in self.mapping.split_by)
@@ -526,16 +628,68 @@ class _Evaluator:
                 if self.header_reads_lines
                 else None
             )
-            first = part[0][0] if part and self.mapping.split_by else {}
+            ctx, failed, where, last = head, head_failed, location, None
+            if self.from_rows and part:
+                self._agree(part)
+                first_ctx, failed, where = part[0]
+                ctx = {**head, **first_ctx}
+                if self.reads_last:
+                    last = ({**head, **part[-1][0]}, part[-1][1], part[-1][2])
             header = self.values(
                 "header",
-                {**head, **first},
-                location,
+                ctx,
+                where,
                 seq,
-                head_failed,
+                failed,
                 lines=contexts,
+                last=last,
+                line_where=[at for _, _, at in part],
             )
             yield Document(location, header, lines)
+
+    def _agree(self, rows: list[_Member]) -> None:
+        """Report each row that gives a header field another value than the document's
+        first row giving it (a field that failed to be read on a row is reported already,
+        and not compared). Typed values are compared; no value differs from a value."""
+        if not self.agreed:
+            return
+        seen: dict[str, tuple[Any, str]] = {}
+        for ctx, failed, where in rows:
+            if "*" in failed:
+                continue
+            for name, targets in self.agreed.items():
+                if name in failed:
+                    continue
+                value = ctx.get(name)
+                if value == "":
+                    value = None
+                if name not in seen:
+                    seen[name] = (value, where)
+                    continue
+                first, first_where = seen[name]
+                if _same(first, value):
+                    continue
+                self.report.add(
+                    where,
+                    ", ".join(targets),
+                    "agree",
+                    value,
+                    f"rows of one document disagree on {self.compiled.source_of([name])}: "
+                    f"{_shown(value)} at {where}, {_shown(first)} at {first_where} (its first "
+                    f"row); header field{'s' if len(targets) > 1 else ''} "
+                    f"{', '.join(targets)} take{'' if len(targets) > 1 else 's'} one value: "
+                    'make the rows agree, or say which row wins with row = "first" or '
+                    '"last" in the rule',
+                )
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two rows give the same typed value (a text is not the number it spells)."""
+    return type(a) is type(b) and a == b
+
+
+def _shown(value: Any) -> str:
+    return "no value" if value is None else repr(value) if isinstance(value, str) else _text(value)
 
 
 def _text(value: Any) -> str:
@@ -574,6 +728,7 @@ def apply_mapping(
     if mapping.flatten:
         for rec in records:
             contexts = [{**rec.values, **ln.values} for ln in rec.lines]
+            line_where = [ln.location for ln in rec.lines]
             for i, line in enumerate(rec.lines):
                 if not ev.keeps(compiled.line_filter, contexts[i], line.location, "lines"):
                     continue
@@ -584,6 +739,7 @@ def apply_mapping(
                     i,
                     rec.failed | line.failed,
                     lines=contexts,
+                    line_where=line_where,
                 )
                 yield Document(line.location, header)
         return
