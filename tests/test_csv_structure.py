@@ -75,7 +75,7 @@ def oracle(data: str) -> tuple[list[int], list[str] | None, list[str]] | str:
                 problems.append(f"line {start + down}: bare quote")
             if width is None:
                 width = len(row)
-                header = [c.strip() for c in row]
+                header = list(row)  # (cells as written: a spaced name is the layout's business)
                 continue
             starts.append(start)
             if not bare and len(row) != width:

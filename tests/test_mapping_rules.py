@@ -65,7 +65,7 @@ def mapping(tmp_path: Path, **extra: object) -> Mapping:
         "group_by": ["order"],
         "header": {
             "no": "order",
-            "wh": "wh",
+            "wh": {"from": "wh", "row": "first"},
             "total": {"expr": "sum(amount)"},
             "lines_count": {"expr": "count()"},
         },

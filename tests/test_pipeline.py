@@ -208,6 +208,6 @@ def test_the_shipped_broken_sample_prints_line_field_rule_and_value() -> None:
         "orders_20261122.csv: line 3: field 手机: pattern: does not match 1\\d{10} "
         "(value: '1380013800')",
         "orders_20261122.csv: line 4: field Channel: table: '抖音' is not in value table "
-        "'channels' (value: '抖音')",
+        "'channels' (source field channel, column 渠道) (value: '抖音')",
         "orders_20261122.csv: line 5: field 数量: min: less than 1 (value: '0')",
     ]

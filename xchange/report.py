@@ -6,6 +6,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from xchange.errors import REASON_LIMIT, one_line
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -18,10 +20,12 @@ class Problem:
     value: str | None
     message: str
 
-    def line(self) -> str:
+    def line(self, limit: int | None = None) -> str:
+        """The problem as one line; cut to ``limit`` characters (with "...") if given."""
         shown = "" if self.value is None else f" (value: {self.value!r})"
         where = f"{self.file}: {self.location}"
-        return f"{where}: field {self.field}: {self.rule}: {self.message}{shown}"
+        text = f"{where}: field {self.field}: {self.rule}: {self.message}{shown}"
+        return text if limit is None else one_line(text, limit)
 
 
 def _position(problem: Problem) -> int:
@@ -66,7 +70,8 @@ class Report:
         return len(self.problems) + self.dropped
 
     def summary(self) -> str:
-        first = self.ordered()[0].line() if self.problems else ""
+        """One line of bounded length: how many problems, and the first."""
+        first = self.ordered()[0].line(REASON_LIMIT) if self.problems else ""
         more = f" (+{self.total - 1} more)" if self.total > 1 else ""
         return f"{self.total} problem(s) in {self.file}; first: {first}{more}"
 
@@ -74,12 +79,19 @@ class Report:
         """Problems in file order (they are found in streaming order)."""
         return sorted(self.problems, key=_position)
 
-    def text(self) -> str:
-        lines = [p.line() for p in self.ordered()]
+    def text(self, limit: int | None = None) -> str:
+        """Every problem and warning, one a line (each cut to ``limit`` if given: a
+        terminal's view; the report file has them whole)."""
+        lines = [p.line(limit) for p in self.ordered()]
         if self.dropped:
             lines.append(f"... and {self.dropped} more problem(s) not listed (cap {self.cap})")
-        lines.extend(f"{self.file}: warning: {w}" for w in self.warnings)
+        warnings = (f"{self.file}: warning: {w}" for w in self.warnings)
+        lines.extend(w if limit is None else one_line(w, limit) for w in warnings)
         return "\n".join(lines)
+
+    def cut(self, limit: int) -> bool:
+        """Whether :meth:`text` at ``limit`` leaves anything out."""
+        return self.text(limit) != self.text()
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -23,7 +23,14 @@ import click
 
 from xchange import __version__
 from xchange.config import AppConfig, RouteConfig, SFTPEndpoint, load_config
-from xchange.errors import ConfigError, JournalError, LockHeld, ValidationFailed, XchangeError
+from xchange.errors import (
+    ConfigError,
+    JournalError,
+    LockHeld,
+    ValidationFailed,
+    XchangeError,
+    one_line,
+)
 from xchange.journal import Journal, open_journal
 from xchange.lock import RunLock
 from xchange.log import configure_logging, register_secret
@@ -199,11 +206,16 @@ def check(ctx: click.Context, config_path: str | None, remote: bool) -> None:
     from xchange.daemon import check_schedules
 
     problems: list[str] = check_schedules(config)
+    superseded: list[str] = []
     for route in config.routes:
         try:
-            make_pipeline(route, config.formats)
+            pipeline = make_pipeline(route, config.formats)
         except ConfigError as exc:
             problems.extend(exc.problems)
+            continue
+        for layout in (getattr(pipeline, "source", None), getattr(pipeline, "target", None)):
+            if layout is not None:
+                superseded.extend(n for n in layout.superseded() if n not in superseded)
     if remote:
         problems.extend(config.missing_secrets)
     if problems:
@@ -213,6 +225,8 @@ def check(ctx: click.Context, config_path: str | None, remote: bool) -> None:
         f"{config.source_file}: OK: {len(config.routes)} route(s) ({names}), "
         f"{len(config.endpoints)} endpoint(s)"
     )
+    for line in superseded:
+        click.echo(f"note: {line}")
     for line in config.missing_secrets:
         # The service has its own environment (EnvironmentFile): only a note here.
         click.echo(f"note: {line} in this shell (run and check --remote need it)")
@@ -498,9 +512,24 @@ def status(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
 # --------------------------------------------------------------------------- convert / validate
 
 
-def _convert(config: AppConfig, route: str, file: Path, folder: Path | None) -> list[Output]:
-    """Convert FILE, streaming; outputs go to ``folder`` (or memory); exit 1 with the report.
-    Warnings (text that looks like mojibake, say) go to stderr."""
+#: The longest line validate and convert print for one problem (the report file given
+#: with --report has every message whole).
+LINE_LIMIT = 500
+
+report_option = click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the whole report here (each problem's message uncut).",
+)
+
+
+def _convert(
+    config: AppConfig, route: str, file: Path, folder: Path | None, report_path: Path | None
+) -> list[Output]:
+    """Convert FILE, streaming; outputs go to ``folder`` (or memory); exit 1 with the report
+    (one bounded line a problem; ``report_path`` gets the whole text). Warnings (text that
+    looks like mojibake, say) go to stderr."""
     pipeline = _pipeline(config, route)
     try:
         with open(file, "rb") as stream:
@@ -508,14 +537,33 @@ def _convert(config: AppConfig, route: str, file: Path, folder: Path | None) -> 
                 stream, file.name, datetime.now(UTC).astimezone(), Sink(folder)
             )
         for warning in conversion.warnings:
-            click.echo(f"{file.name}: warning: {warning}", err=True)
+            click.echo(one_line(f"{file.name}: warning: {warning}", LINE_LIMIT), err=True)
         if conversion.filtered_note():
             click.echo(f"{file.name}: {conversion.filtered_note()}", err=True)
+        if report_path is not None:
+            report_path.write_text(
+                "".join(f"{file.name}: warning: {w}\n" for w in conversion.warnings),
+                encoding="utf-8",
+            )
         return conversion.outputs
     except ValidationFailed as exc:
-        fail(f"{exc.report.summary()}\n\n{exc.report.text()}", 1)
+        report = exc.report
+        hint = ""
+        if report_path is not None:
+            report_path.write_text(report.text() + "\n", encoding="utf-8")
+            hint = f"\n(the whole report: {report_path})"
+        elif report.cut(LINE_LIMIT):
+            hint = "\n(lines cut at ... are whole in the file that --report FILE writes)"
+        fail(f"{report.summary()}\n\n{report.text(LINE_LIMIT)}{hint}", 1)
     except XchangeError as exc:
-        fail(f"{file}: {exc.kind}: {exc}", 1)
+        whole = f"{file}: {exc.kind}: {exc}"
+        hint = ""
+        if report_path is not None:
+            report_path.write_text(whole + "\n", encoding="utf-8")
+            hint = f"\n(the whole message: {report_path})"
+        elif one_line(whole, LINE_LIMIT) != whole:
+            hint = "\n(cut at ...: --report FILE writes the whole message)"
+        fail(f"{one_line(whole, LINE_LIMIT)}{hint}", 1)
 
 
 @main.command()
@@ -528,9 +576,15 @@ def _convert(config: AppConfig, route: str, file: Path, folder: Path | None) -> 
     help="Write the outputs here (default: stdout when there is one).",
 )
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@report_option
 @click.pass_context
 def convert(
-    ctx: click.Context, config_path: str | None, route: str, output_dir: Path | None, file: Path
+    ctx: click.Context,
+    config_path: str | None,
+    route: str,
+    output_dir: Path | None,
+    file: Path,
+    report_path: Path | None,
 ) -> None:
     """Parse, validate, map and write FILE as ROUTE would, without delivering it.
 
@@ -539,7 +593,7 @@ def convert(
     config = command_config(ctx, config_path)
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
-    outputs = _convert(config, route, file, output_dir)
+    outputs = _convert(config, route, file, output_dir, report_path)
     if output_dir is None:
         if len(outputs) != 1:
             # The file is fine; the command needs a folder for what it made (usage: 2).
@@ -558,12 +612,15 @@ def convert(
 @config_option
 @click.option("--route", required=True, help="Route whose layouts and mapping to use.")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@report_option
 @click.pass_context
-def validate(ctx: click.Context, config_path: str | None, route: str, file: Path) -> None:
+def validate(
+    ctx: click.Context, config_path: str | None, route: str, file: Path, report_path: Path | None
+) -> None:
     """Check FILE against ROUTE's layouts and mapping; print the report, exit 1 if broken."""
     config = command_config(ctx, config_path)
     with tempfile.TemporaryDirectory(prefix="xchange-validate-") as scratch:
-        outputs = _convert(config, route, file, Path(scratch))
+        outputs = _convert(config, route, file, Path(scratch), report_path)
     docs = sum(o.documents for o in outputs)
     pipeline = _pipeline(config, route)
     # What an output holds: documents of a nested target layout, rows of a flat one.
