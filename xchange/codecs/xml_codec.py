@@ -662,28 +662,29 @@ class _Accounting:
         text = element.text
         if text is not None and not text.isspace():
             self._text(policy, element, text, path, report)
-        index: dict[str, int] = {}
+        children = node.children
         for child in element:
             tail = child.tail
             if tail is not None and not tail.isspace():
                 self._text(policy, element, tail, path, report)
             tag = child.tag
-            if not isinstance(tag, str):
-                continue  # a comment
-            number = index[tag] = index.get(tag, 0) + 1
-            below = node.children.get(tag)
-            shown = f"{path}/{self.name(tag)}[{number}]"
+            below = children.get(tag)
             if below is None:
+                if not isinstance(tag, str):
+                    continue  # a comment
                 self._unknown(
                     policy,
                     child.sourceline,
-                    shown,
+                    f"{path}/{self.name(tag)}[{_position(child)}]",
                     f"<{_local(tag)}>" + (f" (namespace {_ns(tag)})" if _ns(tag) else ""),
                     report,
                 )
             elif below.kind == "record" or (below.kind == "line" and not lines):
                 continue
+            elif below.value and not child.attrib and below.policy is None:
+                continue  # the usual value element: nothing else to look at
             else:
+                shown = f"{path}/{self.name(tag)}[{_position(child)}]"
                 self.walk(child, below, policy, shown, report)
 
     def stray(self, element: etree._Element, report: Report) -> None:
@@ -785,6 +786,14 @@ def _accounting(layout: Layout) -> _Accounting:
             _ACCOUNTING.clear()
         known = _ACCOUNTING[id(layout)] = (layout, _Accounting(layout))
     return known[1]
+
+
+def _position(element: etree._Element) -> int:
+    """An element's number among its parent's children of its tag (from 1), for messages."""
+    tag, count = element.tag, 1
+    for before in element.itersiblings(preceding=True):
+        count += before.tag == tag
+    return count
 
 
 def _ns(tag: str) -> str:
