@@ -46,6 +46,9 @@ HEADERS = [
     "<CountNo>SC20261121001</CountNo><CountNo>SC20261121002</CountNo>"
     "<Warehouse code='W'>仓</Warehouse><CountDate>2026-11-21</CountDate>",
     "<Warehouse code='W'>仓</Warehouse><CountDate>2026-11-21</CountDate>",
+    # an element in the header that no field reads
+    "<CountNo>SC20261121001</CountNo><Warehouse code='W'>仓</Warehouse>"
+    "<CountDate>2026-11-21</CountDate><Counter>张三</Counter>",
 ]
 #: Per line field: the XML that carries its value ("" leaves the element out).
 POOLS = [
@@ -79,7 +82,19 @@ POOLS = [
         "<CountQty>2.500</CountQty>",
         "<CountQty> 4 </CountQty>",
     ],
-    ["<Unit>件</Unit>", "<Unit></Unit>", "", '<Unit xmlns="urn:other">件</Unit>'],
+    [
+        "<Unit>件</Unit>",
+        "<Unit></Unit>",
+        "",
+        '<Unit xmlns="urn:other">件</Unit>',
+        # input no field reads: an element, text, an attribute, a stray element among
+        # the records (then a record after it)
+        "<Unit>件</Unit><Note>n</Note>",
+        "<Unit>件</Unit>stray",
+        "<Unit unit='pcs'>件</Unit>",
+        "<Unit>件</Unit></Line><Lines/><Line no='9'><Sku>s</Sku><Name>n</Name>"
+        "<BookQty>1</BookQty><CountQty>1</CountQty><Unit>u</Unit>",
+    ],
 ]
 GOOD = (0, 0, 0, 0, 0, 0, 0)
 
