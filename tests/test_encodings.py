@@ -65,6 +65,7 @@ def layout(codec: str, encoding: str = "gb18030", **extra: Any) -> Layout:
         "encoding": encoding,
         "fields": [{"name": "v", "trim": False}],
         "check_text": False,  # every two-byte code at once is no Chinese text
+        "mojibake": "warn",  # nor is it free of Latin-1 pairs
         **extra,
     }
     if codec == "xml":
@@ -234,10 +235,12 @@ def test_a_decode_error_suggests_the_likely_encoding() -> None:
 MOJIBAKE = "中文订单".encode().decode("cp1252", errors="replace").encode().decode("latin-1")
 
 
-def test_mojibake_is_a_warning_by_default_and_a_problem_when_the_layout_asks() -> None:
+def test_mojibake_is_a_warning_when_the_layout_says_warn_and_a_problem_when_reject() -> None:
     data = f"v\r\n张三\r\n{MOJIBAKE}\r\n".encode()
-    records, report = read(CsvCodec(), data, text_layout("utf-8", csv={"header": True}))
-    assert not report and len(records) == 2
+    lenient = text_layout("utf-8", csv={"header": True}, mojibake="warn")
+    records, report = read(CsvCodec(), data, lenient)
+    assert len(records) == 2
+    assert not [p for p in report.problems if p.rule == "encoding"]
     (warning,) = report.warnings
     assert warning.startswith("line 3: the text looks double-encoded (mojibake)")
     strict = text_layout("utf-8", csv={"header": True}, mojibake="reject")
@@ -249,8 +252,9 @@ def test_mojibake_is_a_warning_by_default_and_a_problem_when_the_layout_asks() -
 def test_gbk_read_as_latin1_and_saved_as_utf8_is_mojibake_too() -> None:
     text = "订单号 张三 上海市".encode("gbk").decode("latin-1")
     data = f"v\r\n{text}\r\n".encode()
-    _, report = read(CsvCodec(), data, text_layout("utf-8", csv={"header": True}))
-    assert report.warnings
+    _, report = read(CsvCodec(), data, text_layout("utf-8", csv={"header": True}, mojibake="warn"))
+    (warning,) = report.warnings
+    assert "probably '订单号'" in warning and "read GBK as Latin-1" in warning
 
 
 def test_latin_text_is_not_mojibake() -> None:
@@ -259,7 +263,7 @@ def test_latin_text_is_not_mojibake() -> None:
     assert not report.warnings and not report
 
 
-def test_validate_prints_the_warning(tmp_path: Path) -> None:
+def test_validate_prints_the_mojibake_found(tmp_path: Path) -> None:
     config = REPO / "config" / "demo.toml"
     source = (REPO / "samples" / "sales-returns" / "in").iterdir().__next__()
     text = source.read_text(encoding="utf-8").replace("\n", f" {MOJIBAKE}\n", 1)
@@ -268,7 +272,7 @@ def test_validate_prints_the_warning(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         main, ["validate", "--config", str(config), "--route", "sales-returns", str(path)]
     )
-    assert "warning: line 1: the text looks double-encoded" in result.output
+    assert "line 1: field (text): encoding: the text looks double-encoded" in result.output
 
 
 def test_the_registered_codec_is_found_by_name() -> None:

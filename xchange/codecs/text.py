@@ -9,18 +9,46 @@ through libxml2's own converters, which map 7 of those codes differently again. 
 one code this leaves apart from the WHATWG index is the four-byte 81 35 F4 37, read as
 U+1E3F (GB18030-2000's code for it) rather than a private-use code point.
 
-**``auto``** is: a byte-order mark (UTF-8, UTF-16), UTF-16 without one (judged from its
-NUL bytes, and said so), strict UTF-8, then GB18030 (a superset of GBK and GB2312).
-GB18030 is tried last because nearly every UTF-8 byte sequence is also valid GB18030:
-trying it first would silently garble UTF-8 files. Any GB reading, guessed or declared,
-is checked for being plausible Chinese text; when it is not (Big5, Shift_JIS, EUC-TW read
-as GB18030 give valid but rare characters) that is a problem that names the likely
-encoding, from charset-normalizer.
+**``auto``** is: a byte-order mark (UTF-8, UTF-32, UTF-16: UTF-32's FF FE 00 00 is
+looked for before UTF-16's FF FE), UTF-32 or UTF-16 without one (judged from their NUL
+bytes, and said so), strict UTF-8, then GB18030 (a superset of GBK and GB2312). GB18030
+is tried last because nearly every UTF-8 byte sequence is also valid GB18030: trying it
+first would silently garble UTF-8 files.
+
+**A weak guess is a problem, not a choice.** Big5, Shift_JIS, EUC-JP, EUC-KR and EUC-TW
+bytes are valid GB18030 too. ``auto`` takes the GB18030 reading only when it is
+confident, judged on characters (whatever the file's length):
+
+- each reading's characters are common or not: for GB, GB2312's punctuation rows and
+  its level 1 (3755 frequent hanzi) and the level 2 hanzi given names favour; for the
+  rivals, Big5 level 1, JIS level 1 with kana, EUC-KR's Hangul (not its hanja);
+- a rival reading (Python's codec, strict, holding its script: hanzi, kana, Hangul)
+  with fewer uncommon characters than GB's, or as many and more than half of its
+  characters frequent in its language (charset-normalizer's tables; for Korean a list
+  of about 220 syllables), makes the guess weak;
+- so do characters no Chinese text holds in the GB reading (private use, kana,
+  Hangul), and rare hanzi (GB2312 level 2, not name ones) making up half of them, two
+  at least: what EUC-TW, which Python cannot read, gives;
+- and, from 20 CJK characters on, charset-normalizer's reading clearly better than GB
+  (lower chaos) when the characters agree (the rival reading has fewer uncommon ones).
+
+A weak guess is a problem naming the candidates ("encoding = auto cannot tell this
+file's encoding: it reads as gb18030 or euc-kr (...); set encoding in the layout"): the
+layout settles it. Limits: EUC-JP kanji without kana, and EUC-TW made of common
+characters, read as GB2312 hanzi row for row and cannot be told apart by characters;
+they are read as GB18030.
+
+A **declared** GB encoding is trusted in a tie: only a rival reading of common
+characters only against a GB reading with uncommon ones (under 20 CJK characters), or
+charset-normalizer's clear verdict as above, is a problem naming the likely encoding.
 
 **Mojibake** (text that went through a wrong decoding and was saved again, such as
-``Ã¤Â¸Â­`` for 中) is found by ftfy's badness measure on lines that hold Latin-1
-characters side by side: a warning by default, a problem when the layout says
-``mojibake = "reject"``.
+``Ã¤Â¸Â­`` for 中 or ``ÍË»õÖÊÁ¿ÎÊÌâ`` for 退货质量问题) is found on lines that hold
+Latin-1 characters side by side: by undoing it (the stretch's Latin-1 / Windows-1252
+bytes are UTF-8, or are GBK for hanzi and CJK punctuation only, two GB2312 hanzi at
+least, from four characters up: genuine accented Latin comes one or two at a time), else
+by ftfy's badness measure. The message gives the text it probably was; a warning when
+the layout says ``mojibake = "warn"``, a problem when ``"reject"``.
 """
 
 from __future__ import annotations
@@ -28,6 +56,7 @@ from __future__ import annotations
 import codecs
 import io
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
@@ -36,6 +65,9 @@ from xchange.report import Report
 
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8-sig"),
+    # UTF-32 first: its little-endian mark FF FE 00 00 starts with UTF-16's FF FE.
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
@@ -246,6 +278,25 @@ def _readings(sample: bytes) -> list[tuple[str, str, float]]:
     return out
 
 
+def _utf32_without_bom(sample: bytes) -> str | None:
+    """'utf-32-le' or 'utf-32-be' when, in every four bytes, the highest one is NUL and
+    the next nearly always (text in UTF-32: NUL in 2 or 3 of 4 positions); None
+    otherwise."""
+    size = len(sample) & ~3
+    if size < 8 or b"\x00" not in sample:
+        return None
+    columns = [sample[i:size:4] for i in range(4)]
+    nul = [column.count(0) / len(column) for column in columns]
+    for name, top, next_, low in (("utf-32-le", 3, 2, 0), ("utf-32-be", 0, 1, 3)):
+        if nul[top] == 1.0 and nul[next_] > 0.9 and nul[low] < 0.05:
+            try:
+                codecs.decode(sample[:size], name)
+            except UnicodeDecodeError:
+                return None
+            return name
+    return None
+
+
 def _utf16_without_bom(sample: bytes) -> str | None:
     """'utf-16-le' or 'utf-16-be' when NUL bytes fill one of the two byte positions of
     most characters (ASCII and Latin text in UTF-16); None otherwise."""
@@ -281,6 +332,214 @@ _OTHER_CJK = {
 }
 
 
+#: The encodings whose two-byte codes GB18030 reads too (a GB guess's rivals), each
+#: with the codes of its common characters, (first, last): Big5's symbols and its 5401
+#: frequent characters (level 1); Shift_JIS's and EUC-JP's symbols, kana and JIS level
+#: 1 kanji; EUC-KR's symbols, jamo and Hangul syllables (its hanja are not common).
+_RIVALS: dict[str, tuple[tuple[int, int], ...]] = {
+    "big5": ((0xA140, 0xA3BF), (0xA440, 0xC67E)),
+    "shift_jis": ((0x8140, 0x84BE), (0x889F, 0x9872)),
+    "euc_jp": ((0xA1A1, 0xA8FE), (0xB0A1, 0xCFD3)),
+    "euc_kr": ((0xA1A1, 0xA4FE), (0xB0A1, 0xC8FE)),
+}
+#: What a rival's reading must hold to be text in it at all. EUC-JP needs kana: its
+#: kanji read as GB2312 hanzi row for row, so kanji alone cannot be told apart.
+_SCRIPT = {
+    "big5": re.compile(r"[\u3400-\u9fff]"),
+    "shift_jis": re.compile(r"[\u3040-\u30ff\u3400-\u9fff]"),
+    "euc_jp": re.compile(r"[\u3040-\u30ff]"),
+    "euc_kr": re.compile(r"[\uac00-\ud7a3]"),
+}
+#: Hangul syllables frequent in Korean text (about 220: particles, endings, common
+#: words, surnames and name syllables). Only a tie is judged by them: EUC-KR Hangul
+#: reads as GB2312 level 1 hanzi, so a rival EUC-KR reading with no more uncommon
+#: characters than the GB one is Korean only when at least half of its Hangul are here
+#: (Chinese read as EUC-KR gives Hangul spread over all 2350 of KS X 1001).
+_KOREAN = (
+    "이다는의에하고가을지기로서한리사도를대시자어인정수아나일으적보여상부전주라구장제성내해게"
+    "있만우들소신연무방원경관동문중오면것미위세과화비조마치분국개선생물유간진산교회공실발계학말"
+    "모야행명식결요단통바안터표차드본트스데르외입불심거저후운감목알했력건체현품급점업호번량년월"
+    "금액합날짜코름객배송격처래였습니까녕울특별남북광역군읍길층김박최강윤임권황류홍양손백허노곽"
+    "민엄채천함변염추석설반왕옥육맹탁은편용예봉복태형피두음빈온범좌택영희철숙순혜준재훈"
+)
+
+
+def _frequent(encoding: str) -> frozenset[str]:
+    """The characters frequent in the language of ``encoding`` (charset-normalizer's
+    frequency tables; Korean: the list above)."""
+    if encoding == "euc_kr":
+        return frozenset(_KOREAN)
+    from charset_normalizer.constant import FREQUENCIES
+
+    return frozenset(FREQUENCIES["Chinese" if encoding == "big5" else "Japanese"])
+
+
+#: GB's common characters: GB2312's punctuation rows (A1-A3) and its level 1, the 3755
+#: frequent hanzi. Its level 2 (3008 rarer hanzi) is where EUC-TW text mostly lands.
+_GB_COMMON = ((0xA1A1, 0xA3FE), (0xB0A1, 0xD7F9))
+_GB_LEVEL2 = ((0xD8A1, 0xF7FE),)
+#: GB2312 level 2 characters that given names favour (琪, 婷, 昊, 梓, ...): common in
+#: the customer lists GB files carry, so counted as common too.
+_GB_NAMES = frozenset(
+    "琪婷雯妍昊睿钰晗萱怡梓璐昕婧瑜琦琛瑾璇琰珂珏芮菁茜倩婕姝娅娴嫣媛岚峥嵘骁煜烨炜焱熠晟晔暄曦"
+    "皓翊羿弈奕骐麒麟祺琨珩淼沐泓瀚濠灏鑫淇铮铎恺憬懿昀昱晖昶姣妤姗嫦苓芊芷茗荟蓓薇瑛璋玮珉珑"
+    "瑭瑗璨诩琬婵馨宸楠榕骞"
+)
+_PRIVATE = re.compile(r"[\ue000-\uf8ff]")
+#: In a GB reading, characters no Chinese text holds: private use (GBK's user-defined
+#: rows, where Big5 and EUC-TW bytes land), kana (Big5's, EUC-JP's) and Hangul.
+_FOREIGN = re.compile(r"[\ue000-\uf8ff\u3040-\u30ff\uff66-\uff9f\u3130-\u318f\uac00-\ud7a3]")
+
+
+def _count_in(chars: Counter[str], encoding: str, codes: tuple[tuple[int, int], ...]) -> int:
+    """How many of ``chars`` (with their counts) have a two-byte code in ``codes``."""
+    out = 0
+    for char, count in chars.items():
+        try:
+            data = char.encode(encoding)
+        except UnicodeEncodeError:
+            continue
+        code = int.from_bytes(data, "big")
+        if len(data) == 2 and any(low <= code <= high for low, high in codes):
+            out += count
+    return out
+
+
+class Reading:
+    """A reading of a sample in one encoding: its text, how many non-ASCII characters
+    it has and how many of them are outside the encoding's common set."""
+
+    def __init__(
+        self,
+        encoding: str,
+        text: str,
+        codec: str,
+        common: tuple[tuple[int, int], ...],
+        also: frozenset[str] = frozenset(),
+    ) -> None:
+        self.encoding = encoding
+        self.text = text
+        chars = Counter(c for c in text if c > "\x7f")
+        self.chars = chars
+        self.total = chars.total()
+        others = Counter({c: n for c, n in chars.items() if c not in also})
+        self.uncommon = others.total() - _count_in(others, codec, common)
+        self.frequent = False  # for rivals: half its script's characters frequent ones
+
+    def excerpt(self) -> str:
+        start = next((i for i, c in enumerate(self.text) if c > "\x7f"), 0)
+        return repr(self.text[start : start + 12].splitlines()[0])
+
+    def describe(self) -> str:
+        return f"as {self.encoding} {self.excerpt()}, {self.uncommon} of {self.total} uncommon"
+
+
+def _gb_reading(sample: bytes, encoding: str) -> Reading:
+    text = codecs.getincrementaldecoder(python_codec(encoding))("replace").decode(sample)
+    return Reading(codecs.lookup(encoding).name, text, "gb2312", _GB_COMMON, _GB_NAMES)
+
+
+def _rival_readings(sample: bytes) -> list[Reading]:
+    """The rivals that read ``sample`` strictly and as text in their script."""
+    out = []
+    for name, common in _RIVALS.items():
+        try:
+            text = codecs.getincrementaldecoder(name)("strict").decode(sample)
+        except UnicodeDecodeError:
+            continue
+        if _SCRIPT[name].search(text):
+            reading = Reading(name.replace("_", "-"), text, name, common)
+            script = [c for c in reading.chars if _SCRIPT[name].match(c)]
+            frequent = _frequent(name)
+            reading.frequent = 2 * sum(reading.chars[c] for c in script if c in frequent) > sum(
+                reading.chars[c] for c in script
+            )
+            out.append(reading)
+    return out
+
+
+#: charset-normalizer's names for the rivals' relatives -> the rival whose common set
+#: judges their readings.
+_FAMILY = {
+    "big5hkscs": "big5",
+    "cp950": "big5",
+    "cp932": "shift_jis",
+    "shift_jis_2004": "shift_jis",
+    "shift_jisx0213": "shift_jis",
+    "euc_jis_2004": "euc_jp",
+    "euc_jisx0213": "euc_jp",
+    "cp949": "euc_kr",
+    "johab": "euc_kr",
+}
+
+
+def _fewer_uncommon(sample: bytes, name: str, gb: Reading) -> bool:
+    """Whether ``sample`` read as ``name`` (a rival or a relative of one) has fewer
+    characters outside the rival's common set than the GB reading ``gb``."""
+    codec = codecs.lookup(name).name
+    base = _FAMILY.get(codec, codec)
+    if base not in _RIVALS:
+        return True  # no common set to judge by: charset-normalizer's word stands
+    text = codecs.getincrementaldecoder(codec)("replace").decode(sample)
+    return Reading(name, text, base, _RIVALS[base]).uncommon < gb.uncommon
+
+
+def _as_good(rival: Reading, gb: Reading) -> bool:
+    """A rival reading as good as the GB one: fewer uncommon characters, or as many and
+    at least half of its characters frequent in its language."""
+    return rival.uncommon < gb.uncommon or (rival.uncommon == gb.uncommon and rival.frequent)
+
+
+def gb_guess_problem(sample: bytes) -> str | None:
+    """Why ``auto`` cannot take the GB18030 reading of ``sample`` with confidence, or
+    None. The rule (the module docstring has it in words): a rival reading with no more
+    uncommon characters, a character Chinese text does not hold, or rare hanzi making
+    up half of them (EUC-TW) are each a problem."""
+    gb = _gb_reading(sample, "gb18030")
+    if not gb.total:
+        return None
+    head = "encoding = auto cannot tell this file's encoding: it reads as gb18030"
+    tail = "; set encoding in the layout"
+    rivals = [r for r in _rival_readings(sample) if _as_good(r, gb)]
+    if rivals:
+        names = " or ".join(r.encoding for r in rivals)
+        facts = "; ".join(r.describe() for r in (gb, *rivals))
+        return f"{head} or {names} ({facts}){tail}"
+    foreign = "".join(sorted({c for c in gb.chars if _FOREIGN.match(c)}))
+    if foreign:
+        return (
+            f"{head} only with characters Chinese text does not hold ({foreign[:10]!r}: "
+            f"kana, Hangul or private use){_likely(sample)}{tail}"
+        )
+    rare = _count_in(
+        Counter({c: n for c, n in gb.chars.items() if c not in _GB_NAMES}), "gb2312", _GB_LEVEL2
+    )
+    hanzi = sum(n for c, n in gb.chars.items() if "\u3400" <= c <= "\u9fff")
+    if rare >= 2 and rare * 2 >= hanzi:
+        return (
+            f"{head} or EUC-TW ({rare} of its {hanzi} Chinese characters as gb18030 are rare "
+            f"ones, GB2312 level 2, as EUC-TW text read as GB gives: {gb.excerpt()}){tail}"
+        )
+    return None
+
+
+def _rival_better(sample: bytes, encoding: str) -> str | None:
+    """A declared GB encoding: why a rival reads ``sample`` better (all its characters
+    common, the GB reading's not), or None."""
+    gb = _gb_reading(sample, encoding)
+    if not gb.uncommon:
+        return None
+    rivals = [r for r in _rival_readings(sample) if r.uncommon == 0]
+    if not rivals:
+        return None
+    best = rivals[0]
+    return (
+        f"the text does not look like Chinese in {encoding} ({gb.describe()}); it looks like "
+        f'{best.encoding} ({best.describe()}): set encoding = "{best.encoding}" in the '
+        "layout if that is right"
+    )
+
+
 def gb_implausible(sample: bytes, encoding: str) -> str | None:
     """Why text read as ``encoding`` (a GB encoding) does not look like Chinese in it,
     or None. Big5, Shift_JIS, EUC-JP or EUC-KR bytes read as GB18030 are valid, but
@@ -290,7 +549,7 @@ def gb_implausible(sample: bytes, encoding: str) -> str | None:
     text = codecs.getincrementaldecoder(python_codec(encoding))("ignore").decode(sample)
     cjk = "".join(re.findall(r"[\u3400-\u9fff\uf900-\ufaff]", text))
     if len(cjk) < 20:
-        return None
+        return _rival_better(sample, encoding)
     rare = cjk.encode("gb2312", errors="replace").count(b"?") / len(cjk)
     readings = _readings(sample)
     if readings and is_gb(readings[0][0]):
@@ -303,7 +562,11 @@ def gb_implausible(sample: bytes, encoding: str) -> str | None:
         # several encodings equally well); so does a high share of rare characters, but
         # only among enough different ones (a name like 三喆 written ten times is not
         # Korean).
-        if gb_chaos - chaos >= 0.05 or (rare > 0.2 and len(set(cjk)) >= 10):
+        # And only when its characters say so too: the reading in that codec has fewer
+        # characters outside its common set than the GB reading (charset-normalizer
+        # alone reads Chinese names as Shift_JIS-2004 or UHC now and then).
+        clearly = gb_chaos - chaos >= 0.05 or (rare > 0.2 and len(set(cjk)) >= 10)
+        if clearly and _fewer_uncommon(sample, name, _gb_reading(sample, encoding)):
             return (
                 f"the text does not look like Chinese in {encoding} ({facts}); it looks like "
                 f'{name}{f" ({language})" if language else ""}: set encoding = "{name}" in '
@@ -394,10 +657,24 @@ def resolve_encoding(
             codecs.lookup(encoding)
         except LookupError:
             raise DecodeError(f"{origin}: unknown encoding {encoding!r}") from None
-        if codecs.lookup(encoding).name.startswith("utf-16") or _bom_encoding(head):
+        name = codecs.lookup(encoding).name
+        bom = _bom_encoding(head)
+        if bom == "utf-32" and not name.startswith("utf-32"):
+            notes.problems.append(
+                f"the file starts with a UTF-32 byte-order mark, not {encoding} as its layout "
+                "declares"
+            )
             return encoding
+        if name.startswith(("utf-16", "utf-32")) or bom:
+            return encoding
+        utf32 = _utf32_without_bom(sample)
         utf16 = _utf16_without_bom(sample)
-        if utf16 is not None:
+        if utf32 is not None:
+            notes.problems.append(
+                f"the file looks like {utf32.upper()} without a byte-order mark (NUL bytes in "
+                f"three of every four), not {encoding} as its layout declares"
+            )
+        elif utf16 is not None:
             notes.problems.append(
                 f"the file looks like {utf16.upper()} without a byte-order mark (NUL bytes in "
                 f"every other byte), not {encoding} as its layout declares"
@@ -408,6 +685,12 @@ def resolve_encoding(
     found = _bom_encoding(head)
     if found:
         return found
+    utf32 = _utf32_without_bom(sample)
+    if utf32 is not None:
+        notes.warnings.append(
+            f"read as {utf32.upper()}: the file has no byte-order mark; its NUL bytes say so"
+        )
+        return utf32
     utf16 = _utf16_without_bom(sample)
     if utf16 is not None:
         notes.warnings.append(
@@ -431,18 +714,62 @@ def resolve_encoding(
             f"{origin}: encoding = auto: the file is neither UTF-8 nor GB18030"
             f"{_likely(sample)}; set the layout's encoding"
         ) from None
-    why = gb_implausible(sample, "gb18030") if plausible else None
-    if why:
-        notes.problems.append(f"encoding = auto read the file as gb18030, but {why}")
+    if plausible:
+        if why := gb_implausible(sample, "gb18030"):
+            notes.problems.append(
+                f"encoding = auto cannot tell this file's encoding: it read the file as "
+                f"gb18030, but {why}"
+            )
+        elif why := gb_guess_problem(sample):
+            notes.problems.append(why)
     return "gb18030"
 
 
 #: Two Latin-1 characters side by side: where mojibake of UTF-8 or GBK shows.
 _LATIN_PAIR = re.compile(r"[\u0080-\u00ff][\u0080-\u00ff\u0152-\u02dc\u2013-\u2122]")
 
+#: Each character that reading a byte 80-FF as Latin-1 or Windows-1252 gives -> the byte.
+_HIGH_BYTE = {chr(b): b for b in range(0x80, 0x100)} | {
+    bytes([b]).decode("cp1252"): b
+    for b in range(0x80, 0xA0)
+    if b not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)
+}
+_HIGH_RUN = re.compile("[" + re.escape("".join(_HIGH_BYTE)) + "]{2,}")
+#: What GBK mojibake decodes back to: hanzi and CJK punctuation (GB2312 rows A1, A3).
+_CJK_TEXT = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff01-\uff5e\u2014-\u2026\u00b7]+")
+
+
+def _undo(piece: str) -> tuple[str, str, str] | None:
+    """The mojibake in ``piece`` undone: (the garbled stretch, the text it was, what
+    the text was encoded in), or None. GBK: a stretch of four or more Latin-1 / 1252
+    characters whose bytes are GBK for hanzi and CJK punctuation only, two GB2312 hanzi
+    at least (genuine Latin text has its accented letters one or two at a time).
+    UTF-8: a stretch whose bytes are valid UTF-8 for characters beyond ASCII."""
+    for match in _HIGH_RUN.finditer(piece):
+        run = match.group()
+        data = bytes(_HIGH_BYTE[c] for c in run)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            return run, text, "UTF-8"
+        if len(run) < 4:
+            continue
+        try:
+            text = data.decode("gbk")
+        except UnicodeDecodeError:
+            continue
+        hanzi = sum(1 for c in text if _count_in(Counter(c), "gb2312", ((0xB0A1, 0xF7FE),)))
+        if _CJK_TEXT.fullmatch(text) and hanzi >= 2:
+            return run, text, "GBK"
+    return None
+
 
 class MojibakeCheck:
-    """Looks at decoded text for mojibake, line by line, where Latin-1 pairs appear."""
+    """Looks at decoded text for mojibake, line by line, where Latin-1 pairs appear:
+    UTF-8 or GBK bytes read as Latin-1 (or Windows-1252) and saved again, found by
+    undoing it (see ``_undo``) or by ftfy's badness measure."""
 
     LIMIT = 3
 
@@ -458,17 +785,24 @@ class MojibakeCheck:
         from ftfy import badness, fix_text  # the only place ftfy is used
 
         for offset, piece in enumerate(text.splitlines()):
-            if _LATIN_PAIR.search(piece) is None or not badness.is_bad(piece):
+            if _LATIN_PAIR.search(piece) is None:
+                continue
+            undone = _undo(piece)
+            if undone is not None:
+                around, fixed, original = undone
+                around, fixed = around[:24], fixed[:12]
+            elif badness.is_bad(piece):
+                snippet = _LATIN_PAIR.search(piece)
+                assert snippet is not None
+                around = piece[max(0, snippet.start() - 4) : snippet.start() + 16]
+                fixed, original = fix_text(around), "UTF-8 or GBK"
+            else:
                 continue
             self.found += 1
-            snippet = _LATIN_PAIR.search(piece)
-            assert snippet is not None
-            around = piece[max(0, snippet.start() - 4) : snippet.start() + 16]
-            fixed = fix_text(around)
             guess = f" (probably {fixed!r})" if fixed != around else ""
             message = (
                 f"line {line + offset}: the text looks double-encoded (mojibake): "
-                f"{around!r}{guess}; the exporting system read UTF-8 or GBK as Latin-1 and "
+                f"{around!r}{guess}; the exporting system read {original} as Latin-1 and "
                 "saved it again"
             )
             (self.notes.problems if self.reject else self.notes.warnings).append(message)
