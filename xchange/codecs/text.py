@@ -385,7 +385,6 @@ _GB_NAMES = frozenset(
     "皓翊羿弈奕骐麒麟祺琨珩淼沐泓瀚濠灏鑫淇铮铎恺憬懿昀昱晖昶姣妤姗嫦苓芊芷茗荟蓓薇瑛璋玮珉珑"
     "瑭瑗璨诩琬婵馨宸楠榕骞"
 )
-_PRIVATE = re.compile(r"[\ue000-\uf8ff]")
 #: In a GB reading, characters no Chinese text holds: private use (GBK's user-defined
 #: rows, where Big5 and EUC-TW bytes land), kana (Big5's, EUC-JP's) and Hangul.
 _FOREIGN = re.compile(r"[\ue000-\uf8ff\u3040-\u30ff\uff66-\uff9f\u3130-\u318f\uac00-\ud7a3]")
