@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import re
 import tomllib
+import unicodedata
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -83,8 +84,113 @@ def with_scale(value: Decimal, scale: int) -> str:
     return f"{whole}.{fraction}" if scale else whole
 
 
-_INTEGER = re.compile(r"[+-]?\d+")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 _PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+#: A decimal digit of another script (fullwidth ２, Arabic-Indic ١, mathematical 𝟏...).
+_OTHER_DIGIT = re.compile(r"[^\D0-9]")
+#: Keys of a field that only some types read (the others refuse them).
+_APPLIES: dict[str, tuple[str, ...]] = {
+    "formats": ("date", "datetime"),
+    "scale": ("decimal",),
+    "min": ("integer", "decimal"),
+    "max": ("integer", "decimal"),
+    "values": ("enum",),
+    "pattern": ("string",),
+    "min_length": ("string", "enum"),
+    "max_length": ("string", "enum"),
+    "decimal_separator": ("decimal",),
+    "group_separator": ("integer", "decimal"),
+    "currency": ("decimal",),
+    "digits": ("string", "integer", "decimal", "date", "datetime"),
+    "invisible": ("string",),
+}
+
+
+@functools.cache
+def _invisibles() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """An invisible character (Unicode's format characters, Cf: zero-width space and
+    joiners, soft hyphen, BOM, word joiner, direction marks, tags...); a text of nothing
+    but them and whitespace (any script's), and one of nothing but them: no value, trimmed
+    or not. None of them is printable (``str.isprintable``), which is how a value is known
+    to hold none of them at once."""
+    found = [
+        c
+        for block in (range(0x80, 0x20000), range(0xE0000, 0xE1000))
+        for c in block
+        if unicodedata.category(chr(c)) == "Cf"
+    ]
+    ranges: list[list[int]] = []
+    for c in found:
+        if ranges and ranges[-1][1] == c - 1:
+            ranges[-1][1] = c
+        else:
+            ranges.append([c, c])
+    chars = "".join(f"\\U{a:08x}" + (f"-\\U{b:08x}" if b > a else "") for a, b in ranges)
+    return re.compile(f"[{chars}]"), re.compile(f"[\\s{chars}]*"), re.compile(f"[{chars}]*")
+
+
+def _char_name(char: str) -> str:
+    return f"U+{ord(char):04X} {unicodedata.name(char, '(unnamed)')}"
+
+
+def _ascii_digits(text: str) -> str:
+    """Every decimal digit of another script as its 0-9 digit."""
+    return _OTHER_DIGIT.sub(lambda m: str(unicodedata.decimal(m.group())), text)
+
+
+def ascii_digit_pattern(pattern: str) -> str:
+    """A layout's pattern with ``\\d`` meaning 0-9 and ``\\D`` anything else (Python's
+    ``\\d`` is any script's digit: ``EC\\d{11}`` would take fullwidth ``EC２０２６...``);
+    every other escape, class and ``\\w`` (letters of any script) keeps its meaning.
+
+    Raises:
+        ValueError: ``\\D`` inside a class (``[\\D...]``), which cannot be said with 0-9.
+    """
+    if "\\" not in pattern:
+        return pattern
+    verbose = bool(re.compile(pattern).flags & re.VERBOSE)
+    out: list[str] = []
+    i, n, in_class = 0, len(pattern), False
+    while i < n:
+        c = pattern[i]
+        if c == "\\" and i + 1 < n:
+            escaped = pattern[i + 1]
+            if escaped == "d":
+                out.append("0-9" if in_class else "[0-9]")
+            elif escaped == "D":
+                if in_class:
+                    raise ValueError(
+                        "\\D inside [...] cannot be read as 'not 0-9' there: write the class "
+                        "without it (e.g. [^0-9] for \\D alone)"
+                    )
+                out.append("[^0-9]")
+            else:
+                out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            if c == "]":
+                in_class = False
+        elif c == "[":
+            in_class = True
+            out.append(c)
+            i += 1
+            if i < n and pattern[i] == "^":
+                out.append("^")
+                i += 1
+            if i < n and pattern[i] == "]":  # a ] right after [ or [^ is a character
+                out.append("]")
+                i += 1
+            continue
+        elif verbose and c == "#":  # a comment, to the end of the line
+            end = pattern.find("\n", i)
+            end = n if end < 0 else end
+            out.append(pattern[i:end])
+            i = end
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
 
 
 class FieldSpec(StrictModel):
@@ -95,10 +201,12 @@ class FieldSpec(StrictModel):
     column: str | None = None
     type: FieldType = "string"
     required: StrictBool = False
-    #: Date/datetime input formats (strptime); the first is also the output format.
+    #: Date/datetime input formats (strptime); the first is also the output format. Each
+    #: number in them has its exact width (%Y four digits, %m two...).
     formats: list[str] = Field(default_factory=list)
     #: Decimal places for decimals; written with exactly this many.
     scale: int | None = Field(None, ge=0, le=18)
+    #: Strings: a regular expression the whole value must match (``\d`` is 0-9).
     pattern: str | None = None
     min_length: int | None = Field(None, ge=0)
     max_length: int | None = Field(None, ge=1)
@@ -108,12 +216,22 @@ class FieldSpec(StrictModel):
     unique: StrictBool = False
     #: Texts that mean "no value" for this field, e.g. ["NA", "NULL"]; none by default.
     null_values: list[str] = Field(default_factory=list)
+    #: Whitespace (any script's: also U+3000 and U+00A0) at either end is removed.
     trim: StrictBool = True
+    #: Digits read in numbers, dates and a pattern's ``\d``: "ascii" (0-9 only, the
+    #: default), or "unicode" (any script's decimal digits, read as 0-9: the value is
+    #: normalised and the report says so).
+    digits: Literal["ascii", "unicode"] = "ascii"
+    #: Strings: an invisible character in a value (U+200B zero-width space, U+00AD soft
+    #: hyphen, U+FEFF, U+2060, direction marks...): "reject" (a problem, the default),
+    #: "remove" (the report says so) or "keep" (e.g. emoji joined by U+200D in free text).
+    invisible: Literal["reject", "remove", "keep"] = "reject"
     #: Decimals: the character between the whole part and the fraction ("." or ",").
     decimal_separator: str = Field(".", min_length=1, max_length=1)
-    #: Decimals: the character between groups of three digits ("", "," "." " " or "'");
-    #: accepted only between whole groups of three before the decimal separator.
-    group_separator: str = Field(",", max_length=1)
+    #: Integers and decimals: the character between groups of three digits ("," "." " "
+    #: or "'"), accepted only between whole groups of three before the decimal separator;
+    #: none by default (1,500 is 1500 to one export and 1.5 to another).
+    group_separator: str = Field("", max_length=1)
     #: Decimals: currency symbols tolerated before or after the number, e.g. ["¥", "￥"];
     #: none by default.
     currency: list[str] = Field(default_factory=list)
@@ -125,24 +243,42 @@ class FieldSpec(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> FieldSpec:
-        if self.type in ("date", "datetime") and not self.formats:
-            raise ValueError(f"field {self.name!r}: a {self.type} field needs formats = [...]")
+        name = self.name
+        for key in sorted(self.model_fields_set & _APPLIES.keys()):
+            types = _APPLIES[key]
+            if self.type not in types:
+                article = "an" if self.type[0] in "aeiou" else "a"
+                raise ValueError(
+                    f"field {name!r}: {key} does not apply to {article} {self.type} field "
+                    f"(it is for {', '.join(types[:-1]) + ' and ' if types[1:] else ''}"
+                    f"{types[-1]} fields)"
+                )
+        if self.type in ("date", "datetime"):
+            if not self.formats:
+                raise ValueError(f"field {name!r}: a {self.type} field needs formats = [...]")
+            for fmt in self.formats:
+                try:
+                    _when_shape(fmt)
+                except ValueError as exc:
+                    raise ValueError(f"field {name!r}: formats: {fmt!r}: {exc}") from None
         if self.type == "enum" and not self.values:
-            raise ValueError(f"field {self.name!r}: an enum field needs values = [...]")
-        if self.decimal_separator == self.group_separator:
+            raise ValueError(f"field {name!r}: an enum field needs values = [...]")
+        if self.type == "decimal" and self.decimal_separator == self.group_separator:
             raise ValueError(
-                f"field {self.name!r}: decimal_separator and group_separator are both "
+                f"field {name!r}: decimal_separator and group_separator are both "
                 f"{self.decimal_separator!r}"
             )
         if self.decimal_separator.isdigit() or self.group_separator.isdigit():
-            raise ValueError(f"field {self.name!r}: a separator cannot be a digit")
+            raise ValueError(f"field {name!r}: a separator cannot be a digit")
         if self.pattern is not None:
             try:
                 re.compile(self.pattern)
             except re.error as exc:
-                raise ValueError(
-                    f"field {self.name!r}: pattern is not a valid regex: {exc}"
-                ) from exc
+                raise ValueError(f"field {name!r}: pattern is not a valid regex: {exc}") from exc
+            try:
+                re.compile(ascii_digit_pattern(self.pattern))
+            except (re.error, ValueError) as exc:
+                raise ValueError(f"field {name!r}: pattern: {exc}") from exc
         return self
 
     @functools.cached_property
@@ -163,48 +299,150 @@ class FieldSpec(StrictModel):
     @functools.cached_property
     def parser(self) -> Callable[[str | None], Any]:
         """``parse`` for this field, with its settings looked up once (called for every
-        value of every record)."""
+        value of every record: ASCII text takes no step beyond the type's own regex)."""
         trim, required = self.trim, self.required
         nulls = frozenset(self.null_values)
-        convert = None if self.type in ("string", "enum") else self._convert
+        convert = {
+            "integer": self._integer,
+            "decimal": self._decimal,
+            "boolean": self._boolean,
+            "date": self._when,
+            "datetime": self._when,
+        }.get(self.type)
         check = self._check_rules if self._limits else None
+        unusual, hinted = self.unusual, self._hinted
+        ascii_digits = self.digits == "ascii"
 
         def parse(text: str | None) -> Any:
-            if text is not None and trim:
-                text = text.strip()
+            if text is not None:
+                if trim:
+                    text = text.strip()
+                if not (text.isascii() or (ascii_digits and text.isprintable())):
+                    text = unusual(text)  # (whitespace but " ", an invisible character)
             if not text or text in nulls:
                 if required:
                     raise FieldValueError("required", "a value is required")
                 return None
-            value = text if convert is None else convert(text)
-            if check is not None:
-                check(text, value)
+            try:
+                value = text if convert is None else convert(text)
+                if check is not None:
+                    check(text, value)
+            except FieldValueError as exc:
+                if text.isascii():
+                    raise
+                raise hinted(exc, text) from None
             return value
 
         return parse
+
+    def unusual(self, text: str) -> str:
+        """A text that is not all ASCII as this field reads it (after trimming): "" when it
+        shows nothing (only invisible characters, and whitespace when the field trims: no
+        value); in a string,
+        an invisible character a problem (``invisible = "reject"``) or removed
+        ("remove"); any script's digits as 0-9 (``digits = "unicode"``).
+
+        Raises:
+            FieldValueError: an invisible character in a string (rule "invisible").
+        """
+        invisible, blank, only_invisible = _invisibles()
+        found = invisible.search(text)
+        if found is None:
+            pass
+        elif (blank if self.trim else only_invisible).fullmatch(text):
+            return ""
+        elif self.type == "string" and self.invisible != "keep":
+            if self.invisible == "reject":
+                raise FieldValueError(
+                    "invisible",
+                    f"holds an invisible character, {_char_name(found.group())}, at "
+                    f"character {found.start() + 1} (if this export writes them on "
+                    'purpose, set invisible = "remove" or "keep" on the field)',
+                )
+            text = invisible.sub("", text)
+            if self.trim:
+                text = text.strip()
+        if self.digits == "unicode" and _OTHER_DIGIT.search(text):
+            text = _ascii_digits(text)
+        return text
+
+    @functools.cached_property
+    def normalises(self) -> bool:
+        """Whether reading may change a value's characters (and the report says so)."""
+        return self.digits == "unicode" or (self.type == "string" and self.invisible == "remove")
+
+    def note_normalised(self, text: str, where: str, report: Report) -> None:
+        """A warning, once per field and file, when reading changed ``text``'s characters
+        (``digits = "unicode"``, ``invisible = "remove"``)."""
+        before = text.strip() if self.trim else text
+        if before.isascii():
+            return
+        try:
+            after = self.unusual(before)
+        except FieldValueError:  # pragma: no cover - the value was read, so it cannot fail
+            return
+        if not after or after == before:
+            return
+        what = []
+        if self.digits == "unicode" and _OTHER_DIGIT.search(before):
+            what.append('digits of other scripts read as 0-9 (digits = "unicode")')
+        if self.invisible == "remove" and self.type == "string" and _invisibles()[0].search(before):
+            what.append('invisible characters removed (invisible = "remove")')
+        prefix = f"field {self.key}: {' and '.join(what)}"
+        if any(w.startswith(prefix) for w in report.warnings):
+            return
+        report.warn(f"{prefix}; first at {where}: {before!r} read as {after!r}")
+
+    def _hinted(self, exc: FieldValueError, text: str) -> FieldValueError:
+        """A broken rule's message, with what in a non-ASCII text may explain it."""
+        notes = []
+        found = _OTHER_DIGIT.search(text)
+        if (
+            found is not None
+            and self.digits == "ascii"
+            and exc.rule in ("type", "pattern")
+            and self.type in _APPLIES["digits"]
+        ):
+            notes.append(
+                f"{found.group()!r} is a digit of another script: if this export writes "
+                'such digits, set digits = "unicode" on the field to read them as 0-9'
+            )
+        found = _invisibles()[0].search(text)
+        if found is not None:
+            notes.append(f"it holds an invisible character, {_char_name(found.group())}")
+        if not notes:
+            return exc
+        return FieldValueError(exc.rule, f"{exc.message} ({'; '.join(notes)})", exc.value)
 
     def _convert(self, text: str) -> Any:
         kind = self.type
         if kind in ("string", "enum"):
             return text
         if kind == "integer":
-            if not _INTEGER.fullmatch(text):
-                raise FieldValueError("type", "expected a whole number")
-            return int(text)
+            return self._integer(text)
         if kind == "decimal":
             return self._decimal(text)
         if kind == "boolean":
-            low = text.lower()
-            if low in _TRUE:
-                return True
-            if low in _FALSE:
-                return False
-            raise FieldValueError("type", "expected true/false, yes/no or 1/0")
+            return self._boolean(text)
         return self._when(text)
+
+    @staticmethod
+    def _boolean(text: str) -> bool:
+        low = text.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise FieldValueError("type", "expected true/false, yes/no or 1/0")
+
+    @functools.cached_property
+    def pattern_regex(self) -> str | None:
+        """The pattern as it is matched: ``\\d`` is 0-9 (see :func:`ascii_digit_pattern`)."""
+        return None if self.pattern is None else ascii_digit_pattern(self.pattern)
 
     @functools.cached_property
     def _pattern(self) -> re.Pattern[str] | None:
-        return re.compile(self.pattern) if self.pattern is not None else None
+        return re.compile(self.pattern_regex) if self.pattern_regex is not None else None
 
     @functools.cached_property
     def _limits(self) -> bool:
@@ -220,15 +458,35 @@ class FieldSpec(StrictModel):
 
     @functools.cached_property
     def _number(self) -> re.Pattern[str]:
-        """Digits, with group separators only between whole groups of three."""
+        """Digits 0-9, with group separators only between whole groups of three, and a
+        fraction with digits on both sides of the decimal separator."""
         group = re.escape(self.group_separator)
         point = re.escape(self.decimal_separator)
-        whole = rf"\d{{1,3}}(?:{group}\d{{3}})+|\d+" if self.group_separator else r"\d+"
-        return re.compile(rf"(?:({whole})(?:{point}(\d*))?|{point}(\d+))")
+        whole = rf"[0-9]{{1,3}}(?:{group}[0-9]{{3}})+|[0-9]+" if self.group_separator else "[0-9]+"
+        return re.compile(rf"({whole})(?:{point}([0-9]+))?")
+
+    def _integer(self, text: str) -> int:
+        if _INTEGER.fullmatch(text) is None:
+            body, sign = text, ""
+            if body[:1] in ("+", "-"):
+                sign, body = body[0], body[1:]
+            match = self._number.fullmatch(body) if self.group_separator else None
+            if match is None or match.group(2) is not None:
+                hint = self._number_hint(body) if match is None else " (it has a fraction)"
+                raise FieldValueError("type", "expected a whole number" + hint)
+            text = sign + match.group(1).replace(self.group_separator, "")
+        try:
+            return int(text)
+        except ValueError:  # beyond int()'s 4300 digits
+            raise FieldValueError(
+                "type", f"expected a whole number (this one has {len(text)} characters)"
+            ) from None
 
     def _decimal(self, text: str) -> Decimal:
         if self.decimal_separator == "." and _PLAIN_DECIMAL.fullmatch(text):
             value = Decimal(text)  # the common case: digits, maybe a sign and a point
+            if text[0] == "-" and not value:
+                value = value.copy_abs()  # -0.00 is 0.00: a zero has no sign
             if self.scale is not None and beyond_scale(value, self.scale):
                 raise FieldValueError("scale", f"has more than {self.scale} decimal places")
             return value
@@ -246,33 +504,55 @@ class FieldSpec(StrictModel):
             sign, body = body[0], body[1:]
         match = self._number.fullmatch(body)
         if match is None:
-            raise FieldValueError("type", "expected a decimal number" + self._decimal_hint(body))
-        whole, fraction = match.group(1) or "0", match.group(2) or match.group(3) or ""
+            raise FieldValueError("type", "expected a decimal number" + self._number_hint(body))
+        whole, fraction = match.group(1), match.group(2)
         if self.group_separator:
             whole = whole.replace(self.group_separator, "")
-        try:
-            value = Decimal(f"{sign}{whole}.{fraction}" if fraction else f"{sign}{whole}")
-        except InvalidOperation as exc:  # pragma: no cover - the regex admits only valid numbers
-            raise FieldValueError("type", "expected a decimal number") from exc
+        value = Decimal(f"{sign}{whole}.{fraction}" if fraction else f"{sign}{whole}")
+        if not value:
+            value = value.copy_abs()
         if self.scale is not None and beyond_scale(value, self.scale):
             raise FieldValueError("scale", f"has more than {self.scale} decimal places")
         return value
 
-    def _decimal_hint(self, body: str) -> str:
+    def _number_hint(self, body: str) -> str:
         """Why a text that looks like a number is not one, in the field's own terms."""
-        digits_and_marks = re.fullmatch(r"[\d.,' ]+", body) is not None
-        if digits_and_marks and re.fullmatch(r"\d{1,3}(?:\.\d{3})+,\d*|\d+,\d+", body):
+        if re.fullmatch(r"[0-9.,' ]+", body) is None:
+            if self.type == "decimal" and re.search(r"[¥￥$€£]", body) and not self.currency:
+                return " (a currency symbol: list the ones the export writes in currency = [...])"
+            return ""
+        point, group = self.decimal_separator, self.group_separator
+        grouped = re.fullmatch(r"[0-9]{1,3}([,.' ])[0-9]{3}(?:\1[0-9]{3})*(?:\.[0-9]+)?", body)
+        comma = (
+            self.type == "decimal"
+            and point == "."
+            and group != ","
+            and re.fullmatch(r"[0-9]{1,3}(?:\.[0-9]{3})+,[0-9]*|[0-9]+,[0-9]+", body)
+        )
+        if comma and grouped and not group:
+            return (
+                f" ({body!r} is two numbers: {body.replace(',', '')} with ',' between groups "
+                f"of three, or {body.replace(',', '.')} with a decimal comma; the field must "
+                'say which: group_separator = "," or decimal_separator = ","'
+                + (' and group_separator = "."' if "." in body else "")
+                + ")"
+            )
+        if comma:
             return (
                 f" ({body!r} looks like a decimal comma: if this export writes 1.299,00, "
                 'set decimal_separator = "," and group_separator = "." on the field)'
             )
-        if digits_and_marks and self.group_separator and self.group_separator in body:
+        if grouped and not group and grouped.group(1) != point:
             return (
-                f" (the group separator {self.group_separator!r} is accepted only between "
-                "groups of three digits before the decimal separator)"
+                f" (digits grouped by {grouped.group(1)!r}: if this export writes them, "
+                f"set group_separator = {grouped.group(1)!r} on the field)"
             )
-        if re.search(r"[¥￥$€£]", body) and not self.currency:
-            return " (a currency symbol: list the ones the export writes in currency = [...])"
+        if group and group in body:
+            return f" (the group separator {group!r} is accepted only between groups of three " + (
+                "digits)" if self.type == "integer" else "digits before the decimal separator)"
+            )
+        if self.type == "decimal" and (body.startswith(point) or body.endswith(point)):
+            return f" (a decimal separator needs digits on both sides: 0{point}5, 5{point}0)"
         return ""
 
     def _when(self, text: str) -> date | datetime:
@@ -316,14 +596,13 @@ class FieldSpec(StrictModel):
             value = Decimal(value)
         elif kind in ("string", "enum") and not isinstance(value, str):
             return self.parse(self.render(value, as_source=True))
-        if (
-            isinstance(value, Decimal)
-            and self.scale is not None
-            and beyond_scale(value, self.scale)
-        ):
-            raise FieldValueError(
-                "scale", f"has more than {self.scale} decimal places (never rounded)"
-            )
+        if isinstance(value, Decimal):
+            if not value and value.is_signed():
+                value = value.copy_abs()  # -0.00 is 0.00, as when it is read
+            if self.scale is not None and beyond_scale(value, self.scale):
+                raise FieldValueError(
+                    "scale", f"has more than {self.scale} decimal places (never rounded)"
+                )
         if self._limits:
             lengths = self.min_length is not None or self.max_length is not None
             self._check_rules(self.render(value, as_source=True) if lengths else "", value)
@@ -367,14 +646,18 @@ def parse_field(
     failed: set[str] | None = None,
 ) -> Any:
     """Parse one value, sending a broken rule to ``report`` (the value is then None, and
-    the field's name goes into ``failed``)."""
+    the field's name goes into ``failed``), and a warning when reading changed the text's
+    characters (a field that asks for it: ``digits = "unicode"``, ``invisible = "remove"``)."""
     try:
-        return spec.parse(text)
+        value = spec.parser(text)
     except FieldValueError as exc:
         report.add(where, spec.key, exc.rule, text, exc.message)
         if failed is not None:
             failed.add(spec.name)
         return None
+    if spec.normalises and text and not text.isascii():
+        spec.note_normalised(text, where, report)
+    return value
 
 
 @functools.lru_cache(maxsize=4096)
@@ -383,17 +666,106 @@ def _format_when(value: date | datetime, fmt: str) -> str:
     return value.strftime(fmt)
 
 
+#: strptime directives read as a fixed number of digits 0-9.
+_WHEN_DIGITS = {
+    "Y": 4, "G": 4, "j": 3, "m": 2, "d": 2, "H": 2, "I": 2, "M": 2, "S": 2, "y": 2,
+    "U": 2, "W": 2, "V": 2, "u": 1, "w": 1,
+}  # fmt: skip
+#: strptime directives read as words (names of months and days, AM/PM, a zone's name).
+_WHEN_WORDS = {"a", "A", "b", "B", "p", "Z"}
+_WHEN_OTHER = {
+    "f": "[0-9]{1,6}",
+    "z": "(?:Z|[+-][0-9]{2}:?[0-9]{2}(?::?[0-9]{2}(?:\\.[0-9]{1,6})?)?)",
+    "%": "%",
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _when_shape(fmt: str) -> tuple[re.Pattern[str], re.Pattern[str], tuple[tuple[str, int], ...]]:
+    """What a date format's text must look like: each number exactly its width in digits
+    0-9 (strptime alone takes 2026111 for %Y%m%d, any script's digits, and any run of
+    whitespace for a space); a pattern with each run of adjacent numbers loose (to say
+    which run has the wrong width), and those runs (directives, digits; 0: %f's 1-6).
+
+    Raises:
+        ValueError: a directive strptime does not read, or one that depends on the locale.
+    """
+    strict: list[str] = []
+    loose: list[str] = []
+    runs: list[tuple[str, int]] = []
+    run: list[str] = []
+
+    def close() -> None:
+        if run:
+            width = 0 if "%f" in run else sum(_WHEN_DIGITS[d[1]] for d in run)
+            runs.append(("".join(run), width))
+            loose.append("([0-9]+)")
+            run.clear()
+
+    i = 0
+    while i < len(fmt):
+        c = fmt[i]
+        if c != "%":
+            close()
+            strict.append(re.escape(c))
+            loose.append(re.escape(c))
+            i += 1
+            continue
+        d = fmt[i + 1 : i + 2]
+        i += 2
+        if d in _WHEN_DIGITS or d == "f":
+            strict.append(_WHEN_OTHER[d] if d == "f" else f"[0-9]{{{_WHEN_DIGITS[d]}}}")
+            run.append("%" + d)
+            continue
+        close()
+        if d in _WHEN_WORDS:
+            piece = r"[^0-9\s]+"
+        elif d in _WHEN_OTHER:
+            piece = _WHEN_OTHER[d]
+        elif d in ("c", "x", "X"):
+            raise ValueError(f"%{d} depends on the locale: write its parts (%Y-%m-%d, %H:%M:%S)")
+        else:
+            raise ValueError(f"%{d} is not a directive a date is read with" if d else "ends in %")
+        strict.append(piece)
+        loose.append(piece)
+    close()
+    return re.compile("".join(strict)), re.compile("".join(loose)), tuple(runs)
+
+
 @functools.lru_cache(maxsize=4096)
 def _parse_when(text: str, formats: tuple[str, ...], as_date: bool) -> date | datetime:
-    """strptime through a cache: exports repeat the same dates and times on many rows."""
+    """strptime through a cache (exports repeat the same dates and times on many rows), on
+    a text of exactly the format's shape (see :func:`_when_shape`)."""
     for fmt in formats:
+        if _when_shape(fmt)[0].fullmatch(text) is None:
+            continue
         try:
             parsed = datetime.strptime(text, fmt)
         except ValueError:
             continue
         return parsed.date() if as_date else parsed
     kind = "date" if as_date else "datetime"
-    raise FieldValueError("type", f"expected a {kind} like {' or '.join(formats)}")
+    raise FieldValueError(
+        "type", f"expected a {kind} like {' or '.join(formats)}{_when_hint(text, formats)}"
+    )
+
+
+def _when_hint(text: str, formats: tuple[str, ...]) -> str:
+    """Which number of a date has the wrong width, for the first format it is shaped like;
+    or that its whitespace is not the format's."""
+    for fmt in formats:
+        squeezed = re.sub(r"\s+", " ", text)
+        if squeezed != text and _when_shape(re.sub(r"\s+", " ", fmt))[0].fullmatch(squeezed):
+            return " (its whitespace is not the format's: each space is read as written)"
+        _, loose, runs = _when_shape(fmt)
+        match = loose.fullmatch(text)
+        if match is None:
+            continue
+        for digits, (directives, width) in zip(match.groups(), runs, strict=True):
+            if width and len(digits) != width:
+                has = f"{len(digits)} digit" + ("s" if len(digits) > 1 else "")
+                return f" ({digits} has {has} where {directives} needs {width})"
+    return ""
 
 
 class CsvOptions(StrictModel):

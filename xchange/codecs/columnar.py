@@ -23,12 +23,12 @@ import pandas as pd
 
 from xchange.codecs import Chunk
 from xchange.expressions import Expression
-from xchange.layout import FieldSpec, Layout
+from xchange.layout import FieldSpec, FieldValueError, Layout
 from xchange.mapping import Compiled, Mapping, Rule
 
 _INT = r"[+-]?[0-9]+"
-_DEC = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
-_UNICODE_INT = r"[+-]?\d+"
+#: Digits on both sides of a decimal point (``5.`` and ``.5`` are the row path's problems).
+_DEC = r"[+-]?[0-9]+(?:\.[0-9]+)?"
 _DATE_DIRECTIVES = {"%Y", "%m", "%d", "%H", "%M", "%S"}
 _TYPES = {"string", "enum", "integer", "decimal", "date", "datetime"}
 
@@ -166,6 +166,33 @@ def _scaled(scale: int) -> Callable[[str], str]:
         return f"{whole}.{frac[:scale].ljust(scale, '0')}" if scale else whole
 
     return fix
+
+
+def _unusual(spec: FieldSpec, text: pd.Series) -> pd.Series:
+    """What the row path's first step (:meth:`FieldSpec.unusual`) makes of the values: one
+    that shows nothing (only invisible characters, and whitespace when trimmed) is no value
+    (""); one it would change (``digits = "unicode"``, ``invisible = "remove"``: the report
+    says so) or refuse gives up. Printable text, all of a column in one scan, is as it is."""
+    values = text.tolist()
+    try:
+        joined = "".join(values)
+    except TypeError:
+        raise _GiveUp from None
+    if spec.digits == "ascii" and (joined.isascii() or joined.isprintable()):
+        return text
+    out = list(values)
+    for i, value in enumerate(values):
+        if value.isascii():
+            continue
+        try:
+            read = spec.unusual(value)
+        except FieldValueError:
+            raise _GiveUp from None
+        if read != value:
+            if read:
+                raise _GiveUp
+            out[i] = ""
+    return pd.Series(out, index=text.index, dtype=object)
 
 
 def _is_empty(text: pd.Series) -> pd.Series:
@@ -332,6 +359,7 @@ class ColumnarPlan:
         text = text.reset_index(drop=True).astype(object)
         if spec.trim and not stripped:
             text = _smap(str.strip, text)
+        text = _unusual(spec, text)
         null = _is_empty(text)
         if spec.null_values:
             null |= text.isin(spec.null_values)
@@ -343,11 +371,12 @@ class ColumnarPlan:
             data = text
             if spec.type == "enum" and not bool(text[live].isin(spec.values).all()):
                 raise _GiveUp
-            if spec.pattern is not None:
-                if _nul_safe(spec.pattern):
-                    ok = _all_match(text[live], spec.pattern)
+            pattern = spec.pattern_regex  # (\d is 0-9, as the row path reads it)
+            if pattern is not None:
+                if _nul_safe(pattern):
+                    ok = _all_match(text[live], pattern)
                 else:
-                    ok = all(map(re.compile(spec.pattern).fullmatch, text[live].tolist()))
+                    ok = all(map(re.compile(pattern).fullmatch, text[live].tolist()))
                 if not ok:
                     raise _GiveUp
         elif kind == "int":
@@ -398,7 +427,7 @@ class ColumnarPlan:
         cleaned = text[live]
         if not bool(cleaned.str.fullmatch(_DEC).all()):
             raise _GiveUp
-        parts = cleaned.str.extract(r"^([+-]?)([0-9]*)\.?([0-9]*)$")
+        parts = cleaned.str.extract(r"^([+-]?)([0-9]+)\.?([0-9]*)$")
         sign, whole, frac = parts[0], parts[1].str.lstrip("0"), parts[2]
         whole = whole.where(whole != "", "0")
         if bool(((sign == "-") & (whole == "0") & (frac.str.strip("0") == "")).any()):
