@@ -395,14 +395,17 @@ def _unique_checked(layout: Layout, records: Iterable[Record], report: Report) -
 
 def _marked(records: Iterable[Record], report: Report) -> Iterator[Record]:
     """Mark a record that broke a rule while it was read without naming the field (see
-    ``Record.failed``): the record as a whole is then not mapped."""
+    ``Record.failed``): the record as a whole is then not mapped. Input the layout does
+    not read (an unknown element beside the fields) leaves the fields' values whole."""
     source = iter(records)
     while True:
-        before = report.total  # (problems the consumer found mapping the last one are in)
+        # (problems the consumer found mapping the last one are in)
+        before = report.total - report.unread
         rec = next(source, None)
         if rec is None:
             return
-        if report.total != before and not rec.failed and not any(ln.failed for ln in rec.lines):
+        found = report.total - report.unread != before
+        if found and not rec.failed and not any(ln.failed for ln in rec.lines):
             rec.failed.add("*")
         yield rec
 

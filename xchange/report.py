@@ -53,7 +53,13 @@ class Report:
         if message not in self.warnings and len(self.warnings) < self.cap:
             self.warnings.append(message)
 
+    #: Problems of input the layout does not read (rule "unknown"): they do not stop a
+    #: record's own values from being mapped (and their problems reported).
+    unread: int = 0
+
     def add(self, location: str, field_name: str, rule: str, value: Any, message: str) -> None:
+        if rule == "unknown":
+            self.unread += 1
         if len(self.problems) >= self.cap:
             self.dropped += 1
             return
