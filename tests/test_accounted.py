@@ -361,3 +361,19 @@ def test_a_report_of_many_long_problems_prints_bounded_lines(tmp_path: Path) -> 
     assert result.exit_code == 1
     assert all(len(line) <= LINE_LIMIT for line in result.output.splitlines())
     assert "d" * 3000 in whole.read_text(encoding="utf-8")
+
+
+def test_a_json_route_says_what_it_normalised_like_the_others() -> None:
+    """``digits = "unicode"`` reads ２ as 2 on every codec, and the report says so."""
+    layout = Layout.model_validate(
+        {
+            "name": "t",
+            "codec": "json",
+            "json": {"records": "$[*]"},
+            "fields": [{"name": "qty", "type": "integer", "digits": "unicode"}],
+        }
+    )
+    report = Report("in")
+    (record,) = JsonCodec().records(io.BytesIO('[{"qty": "１２"}]'.encode()), layout, "in", report)
+    assert record.values == {"qty": 12} and not report
+    assert any("１２" in w for w in report.warnings), report.warnings

@@ -682,6 +682,9 @@ class JsonCodec:
                 report.add(where, key, exc.rule, text, exc.message)
                 failed.add(spec.name)
                 values[spec.name] = None
+                continue
+            if spec.normalises and text and not text.isascii():  # type: ignore[union-attr]
+                spec.note_normalised(text, where, report)  # type: ignore[arg-type]
         return values
 
     # ------------------------------------------------------------------ writing
