@@ -192,12 +192,12 @@ def test_an_sftp_drop_folder_is_polled_and_delivered(exchange: Exchange, sshd: S
 
 def big_stock_count(path: Path, lines: int) -> None:
     head = (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<?xml version="1.0" encoding="GB18030"?>\n'
         '<StockCount xmlns="urn:example:wms:stockcount:1"><Header><CountNo>SC20261121001'
         '</CountNo><Warehouse code="WH-SH-01">上海仓</Warehouse><CountDate>2026-11-21'
         "</CountDate></Header><Lines>\n"
     )
-    with open(path, "w", encoding="utf-8") as fh:
+    with open(path, "w", encoding="gb18030") as fh:  # (the layout's encoding)
         fh.write(head)
         for i in range(lines):
             fh.write(

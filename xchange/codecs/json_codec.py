@@ -518,7 +518,7 @@ class _Keys:
                     for i, item in enumerate(value):
                         if isinstance(item, dict):
                             at = f"{where}.{path}[{i}]"
-                            self.walk(item, below, below.policy or policy, at, "", report)
+                            self.walk(item, below, below.policy or policy, at, f"{path}.", report)
             elif below.value:
                 continue  # a field reads it (and says if its type does not fit)
             elif isinstance(value, dict):
@@ -539,7 +539,10 @@ class _Keys:
         if policy == "ignore":
             return
         shown = _json_kind(value) if not isinstance(value, str) else f"{value[:40]!r}"
-        message = f"the key {what} ({shown}) is not in layout {self.layout.name}"
+        name = what if what.isprintable() and what.strip() == what else repr(what)
+        if len(name) > 120:
+            name = name[:117] + "..."
+        message = f"the key {name} ({shown}) is not in layout {self.layout.name}"
         if policy == "warn":
             report.warn(f'{where}: {message}: not read (unknown = "warn")')
             return
@@ -548,8 +551,8 @@ class _Keys:
             path,
             "unknown",
             None,
-            f"{message} (its value would be lost: declare it as a field, or say "
-            f'unknown_in = {{ "{path}" = "ignore" }} in the layout)',
+            f"{message} (its value would be lost: declare it as a field, or add "
+            f'{json.dumps(path, ensure_ascii=False)[:120]} = "ignore" under [unknown_in])',
         )
 
 

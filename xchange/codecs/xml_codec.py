@@ -56,6 +56,8 @@ def _clark(name: str, ns: dict[str, str], default: str | None = None) -> str:
         return name
     prefix, sep, local = name.partition(":")
     if sep:
+        if prefix == "xml" and "xml" not in ns:  # (bound by XML itself: xml:lang)
+            return f"{{http://www.w3.org/XML/1998/namespace}}{local}"
         if prefix not in ns:
             raise DecodeError(f"namespace prefix {prefix!r} is not declared in the layout")
         return f"{{{ns[prefix]}}}{local}"
@@ -543,6 +545,14 @@ class _Extractor:
 #: Attributes of the XML Schema instance namespace (``xsi:schemaLocation``, ``xsi:type``)
 #: say how to validate a document, not what it holds: never unknown input.
 _XSI = "{http://www.w3.org/2001/XMLSchema-instance}"
+_XML_NS = "http://www.w3.org/XML/1998/namespace"
+#: What XML counts as white space between elements (not U+3000 nor U+00A0: those are text).
+_XML_SPACE = " \t\r\n"
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    """A name or path from the document, shortened for a message."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _Node:
@@ -550,7 +560,7 @@ class _Node:
     read on it, whether a field reads its text (then what is inside is that value's
     business), and what unknown input at or below it means."""
 
-    __slots__ = ("attr_policy", "attrs", "children", "kind", "policy", "value")
+    __slots__ = ("attr_policy", "attrs", "children", "kind", "policy", "single", "value")
 
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
@@ -560,6 +570,9 @@ class _Node:
         #: "record" or "line": an element accounted for by its own walk.
         self.kind: str | None = None
         self.policy: str | None = None
+        #: An element that holds the records or lines: once in its parent (a second one
+        #: would merge two lists into one document without a word).
+        self.single = False
 
     def at(self, steps: list[str]) -> _Node:
         node = self
@@ -592,6 +605,8 @@ class _Accounting:
         self.record_tag = records[-1]
         self.record = self.document.at(records)
         self.record.kind = "record"
+        for depth in range(2, len(records)):
+            self.document.at(records[:depth]).single = True
         self.line: _Node | None = None
         if layout.shape == "nested":
             line_steps = [
@@ -599,6 +614,8 @@ class _Accounting:
             ]
             self.line = self.record.at(line_steps)
             self.line.kind = "line"
+            for depth in range(1, len(line_steps)):
+                self.record.at(line_steps[:depth]).single = True
         for specs, base in ((layout.fields, self.record), (layout.line_fields, self.line)):
             for spec in specs:
                 absolute, steps, attr = _split(spec.key, ns)
@@ -629,8 +646,12 @@ class _Accounting:
         """A tag as paths in the layout write it: ``w:Line`` where the layout has a prefix
         for its namespace, else its local name."""
         uri = _ns(tag)
-        prefix = self.prefixes.get(uri) if uri else None
-        return f"{prefix}:{_local(tag)}" if prefix else _local(tag)
+        if not uri:
+            return tag
+        if uri == _XML_NS:
+            return f"xml:{_local(tag)}"
+        prefix = self.prefixes.get(uri)
+        return f"{prefix}:{_local(tag)}" if prefix else tag
 
     def walk(
         self,
@@ -660,12 +681,13 @@ class _Accounting:
         if node.value:
             return  # its text is a field's value (which says if elements are inside)
         text = element.text
-        if text is not None and not text.isspace():
+        if text is not None and text.strip(_XML_SPACE):
             self._text(policy, element, text, path, report)
         children = node.children
+        seen: set[str] | None = None
         for child in element:
             tail = child.tail
-            if tail is not None and not tail.isspace():
+            if tail is not None and tail.strip(_XML_SPACE):
                 self._text(policy, element, tail, path, report)
             tag = child.tag
             below = children.get(tag)
@@ -681,11 +703,45 @@ class _Accounting:
                 )
             elif below.kind == "record" or (below.kind == "line" and not lines):
                 continue
-            elif below.value and not child.attrib and below.policy is None:
+            if below is None:
+                continue
+            if below.single:
+                seen = seen if seen is not None else set()
+                if tag in seen:
+                    self._twice(child, f"{path}/{self.name(tag)}", report)
+                seen.add(tag)
+            if below.value and not child.attrib and below.policy is None:
                 continue  # the usual value element: nothing else to look at
             else:
                 shown = f"{path}/{self.name(tag)}[{_position(child)}]"
                 self.walk(child, below, policy, shown, report)
+
+    def _twice(self, element: etree._Element, path: str, report: Report) -> None:
+        report.add(
+            f"line {element.sourceline}",
+            _clip(_relative(path)),
+            "structure",
+            None,
+            f"<{_clip(_local(element.tag))}> is here a second time, where layout "
+            f"{self.layout.name} has one: its records would be merged into one list without "
+            "a word (is this two documents in one file?)",
+        )
+
+    def dropped(self, element: etree._Element, report: Report) -> None:
+        """A sibling before a record, about to be dropped (a record read already, a
+        comment, or anything else): what it is, and its tail, accounted for."""
+        self.stray(element, report)
+        tail = element.tail
+        if tail is not None and tail.strip(_XML_SPACE):
+            parent = element.getparent()
+            self._text(
+                self._policy_at(parent),
+                parent,
+                tail,
+                self.shown.rpartition("/")[0],
+                report,
+                line=element.sourceline,
+            )
 
     def stray(self, element: etree._Element, report: Report) -> None:
         """An element beside the records that is not one (seen as the records are
@@ -744,34 +800,47 @@ class _Accounting:
         return policy
 
     def _text(
-        self, policy: str, element: etree._Element, text: str, path: str, report: Report
+        self,
+        policy: str,
+        element: etree._Element,
+        text: str,
+        path: str,
+        report: Report,
+        *,
+        line: int | None = None,
     ) -> None:
-        shown = " ".join(text.split())
+        shown = " ".join(text.split()) or repr(text)
         shown = shown if len(shown) <= 40 else shown[:40] + "..."
         holds = "beside its elements" if len(element) else "(the layout reads only its attributes)"
         self._unknown(
             policy,
-            element.sourceline,
+            line or element.sourceline,
             f"{path}/text()",
-            f"the text {shown!r} of <{_local(element.tag)}> {holds}",
+            f"the text {shown!r} of <{_clip(_local(element.tag))}> {holds}",
             report,
         )
 
     def _unknown(self, policy: str, line: int | None, path: str, what: str, report: Report) -> None:
         if policy == "ignore":
             return
-        message = f"{what} is not in layout {self.layout.name}"
-        declared = _relative(path)
+        message = f"{_clip(what)} is not in layout {self.layout.name}"
+        declared = _clip(_relative(path))
         if policy == "warn":
-            report.warn(f'line {line} {path}: {message}: not read (unknown = "warn")')
+            report.warn(f'line {line} {declared}: {message}: not read (unknown = "warn")')
             return
+        if "{" in declared:
+            how = (
+                "its namespace has no prefix in the layout: add one under [xml] namespaces "
+                "and use it in a field's path or under [unknown_in]"
+            )
+        else:
+            how = f'declare it as a field, or add "{declared}" = "ignore" under [unknown_in]'
         report.add(
             f"line {line}",
             declared,
             "unknown",
             None,
-            f"{message} (its content would be lost: declare it as a field, or say "
-            f'unknown_in = {{ "{declared}" = "ignore" }} in the layout)',
+            f"{message} (its content would be lost: {how})",
         )
 
 
@@ -956,7 +1025,7 @@ class XmlCodec:
                         element.clear(keep_tail=True)
                         parent = element.getparent()
                         while element.getprevious() is not None:
-                            account.stray(parent[0], report)
+                            account.dropped(parent[0], report)
                             del parent[0]
             account.finish(events.root, report)
         except etree.XMLSyntaxError as exc:
