@@ -438,3 +438,33 @@ def test_an_element_of_a_namespace_the_layout_has_no_prefix_for_says_so() -> Non
         b"<itemCode>", b'<o:Ext xmlns:o="urn:o">1</o:Ext><itemCode>', 1
     )
     assert "no prefix in the layout" in messages("delivery-confirm", data)
+
+
+@pytest.mark.parametrize(
+    ("route", "change"),
+    [
+        (
+            "delivery-confirm",
+            lambda d: d.replace("纯棉T恤 白色".encode(), "纯棉T恤&#x85;白色".encode()),
+        ),
+        (
+            "delivery-confirm",
+            lambda d: d.replace("纯棉T恤 白色".encode(), "纯棉T恤&#x7F;白色".encode()),
+        ),
+        ("shop-kingdee-orders", None),
+        ("oms-kingdee-orders", None),
+    ],
+)
+def test_a_control_character_in_a_value_is_a_problem(route: str, change: Any) -> None:
+    """ESC, NUL, DEL or NEL inside a remark reached the ERP's file as they were."""
+    if route == "oms-kingdee-orders":
+        data = oms(lambda d: d["orders"][0].update(remark="尾款\u0000已付"))
+    elif route == "shop-kingdee-orders":
+        raw = sample(route)
+        text = raw.decode("gbk")
+        assert "请周末送货" in text
+        data = text.replace("请周末送货", "请周末\x1b送货", 1).encode("gbk")
+    else:
+        data = change(sample(route))
+    found = problems(route, data)
+    assert [rule for _, _, rule in found] == ["invisible"], found

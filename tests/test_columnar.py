@@ -94,6 +94,8 @@ POOLS = [
         "",
         'O\'Neil, "Jr"',
         "张\x00三",
+        "张\x1b三",  # control characters: a problem as invisible ones are
+        "Li\x7fSi",
         "\u3000张三",
         "李\u3000四",
     ],

@@ -119,6 +119,12 @@ def _invisibles() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
         for c in block
         if unicodedata.category(chr(c)) == "Cf"
     ]
+    # Control characters too (ESC, NUL, DEL, C1's NEL...) and the line and paragraph
+    # separators; not tab, line feed and carriage return (a remark may hold lines).
+    found = sorted(
+        {*found, *range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0)}
+        | {0x2028, 0x2029}
+    )
     ranges: list[list[int]] = []
     for c in found:
         if ranges and ranges[-1][1] == c - 1:
@@ -130,7 +136,8 @@ def _invisibles() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
 
 
 def _char_name(char: str) -> str:
-    return f"U+{ord(char):04X} {unicodedata.name(char, '(unnamed)')}"
+    kind = "a control character" if unicodedata.category(char) == "Cc" else "(unnamed)"
+    return f"U+{ord(char):04X} {unicodedata.name(char, kind)}"
 
 
 def _ascii_digits(text: str) -> str:
@@ -317,8 +324,9 @@ class FieldSpec(StrictModel):
             if text is not None:
                 if trim:
                     text = text.strip()
-                if not (text.isascii() or (ascii_digits and text.isprintable())):
-                    text = unusual(text)  # (whitespace but " ", an invisible character)
+                if not (text.isprintable() and (ascii_digits or text.isascii())):
+                    # (whitespace but " ", an invisible or control character, digits)
+                    text = unusual(text)
             if not text or text in nulls:
                 if required:
                     raise FieldValueError("required", "a value is required")
@@ -328,7 +336,7 @@ class FieldSpec(StrictModel):
                 if check is not None:
                     check(text, value)
             except FieldValueError as exc:
-                if text.isascii():
+                if text.isascii() and text.isprintable():
                     raise
                 raise hinted(exc, text) from None
             return value
@@ -375,7 +383,7 @@ class FieldSpec(StrictModel):
         """A warning, once per field and file, when reading changed ``text``'s characters
         (``digits = "unicode"``, ``invisible = "remove"``)."""
         before = text.strip() if self.trim else text
-        if before.isascii():
+        if before.isascii() and before.isprintable():
             return
         try:
             after = self.unusual(before)
@@ -655,7 +663,7 @@ def parse_field(
         if failed is not None:
             failed.add(spec.name)
         return None
-    if spec.normalises and text and not text.isascii():
+    if spec.normalises and text and not (text.isascii() and text.isprintable()):
         spec.note_normalised(text, where, report)
     return value
 

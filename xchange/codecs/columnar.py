@@ -178,11 +178,12 @@ def _unusual(spec: FieldSpec, text: pd.Series) -> pd.Series:
         joined = "".join(values)
     except TypeError:
         raise _GiveUp from None
-    if spec.digits == "ascii" and (joined.isascii() or joined.isprintable()):
+    ascii_digits = spec.digits == "ascii"
+    if joined.isprintable() and (ascii_digits or joined.isascii()):
         return text
     out = list(values)
     for i, value in enumerate(values):
-        if value.isascii():
+        if value.isprintable() and (ascii_digits or value.isascii()):
             continue
         try:
             read = spec.unusual(value)

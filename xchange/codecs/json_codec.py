@@ -686,7 +686,7 @@ class JsonCodec:
                 failed.add(spec.name)
                 values[spec.name] = None
                 continue
-            if spec.normalises and text and not text.isascii():  # type: ignore[union-attr]
+            if spec.normalises and text and not (text.isascii() and text.isprintable()):  # type: ignore[union-attr]
                 spec.note_normalised(text, where, report)  # type: ignore[arg-type]
         return values
 
