@@ -468,3 +468,17 @@ def test_a_control_character_in_a_value_is_a_problem(route: str, change: Any) ->
         data = change(sample(route))
     found = problems(route, data)
     assert [rule for _, _, rule in found] == ["invisible"], found
+
+
+def test_an_empty_xml_records_element_is_nothing_to_do_as_an_empty_json_list_is() -> None:
+    data = sample("purchase-inbound")
+    start = data.index(b"<Receipt ")
+    end = data.rindex(b"</Receipt>") + len(b"</Receipt>")
+    assert problems("purchase-inbound", data[:start] + data[end:]) == []
+    wrong = data[:start] + b"<Recipt/>" + data[end:]
+    assert problems("purchase-inbound", wrong)
+
+
+@pytest.mark.parametrize("label", ["x-gbk", "GB-18030", "GB_2312-80", "CP936"])
+def test_encoding_labels_exporters_write_are_known(label: str) -> None:
+    assert pipeline("wms-stock-count").convert(gb_count(label), "in", NOW)

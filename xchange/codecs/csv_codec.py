@@ -12,6 +12,7 @@ with pandas in chunks of ``CHUNK_ROWS`` rows.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import csv
 import io
 import itertools
@@ -379,11 +380,16 @@ class CsvCodec:
             )
             offset = 0
             # Closed even when the reading stops early (a problem, a stop): pandas then
-            # lets go of the text wrapper it put around the stream.
-            with chunks:
+            # lets go of the text wrapper it put around the stream. A generator left
+            # unfinished by an error is closed later, maybe after its stream was: then
+            # there is nothing left to close.
+            try:
                 for frame in chunks:
                     yield frame, offset
                     offset += len(frame)
+            finally:
+                with contextlib.suppress(ValueError, OSError):
+                    chunks.close()
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise DecodeError(f"{origin}: CSV syntax: {exc}") from None
 

@@ -111,6 +111,28 @@ _XML_BOMS = (
 )
 
 
+def _label(declared: str) -> str:
+    """An encoding label as exporters write it, in a form Python knows: ``x-gbk``,
+    ``GB-18030``, ``GB_2312-80`` (labels the WHATWG Encoding Standard lists too)."""
+    try:
+        codecs.lookup(declared)
+        return declared
+    except LookupError:
+        pass
+    bare = declared.lower().removeprefix("x-").replace("-", "").replace("_", "")
+    known = {
+        "gbk": "gbk",
+        "gb18030": "gb18030",
+        "gb2312": "gb2312",
+        "gb231280": "gb2312",
+        "chinese": "gbk",
+        "csgb2312": "gb2312",
+        "sjis": "shift_jis",
+        "big5": "big5",
+    }
+    return known.get(bare, declared)
+
+
 def _canonical(name: str) -> str:
     found = codecs.lookup(name).name
     return {"utf-8-sig": "utf-8", "utf-16-le": "utf-16", "utf-16-be": "utf-16"}.get(found, found)
@@ -155,7 +177,7 @@ def document_encoding(stream: BinaryIO, layout: Layout, origin: str) -> str:
         found = _DECLARED.match(head)
         if found is None:
             return layout.encoding
-        declared = found.group(1).decode("ascii")
+        declared = _label(found.group(1).decode("ascii"))
         try:
             codecs.lookup(declared)
         except LookupError:
@@ -1070,6 +1092,8 @@ class XmlCodec:
             depth += 1
         if depth >= len(steps):
             return  # (cannot happen: the path would have matched)
+        if depth == len(steps) - 1 and not seen[depth]:
+            return  # the records' element is there and empty: nothing to do (as [] in JSON)
         found = ", ".join(f"<{_local(t)}>" for t in seen[depth]) or "nothing"
         under = "/" + "/".join(_local(t) for t in steps[:depth])
         report.add(
