@@ -482,3 +482,18 @@ def test_an_empty_xml_records_element_is_nothing_to_do_as_an_empty_json_list_is(
 @pytest.mark.parametrize("label", ["x-gbk", "GB-18030", "GB_2312-80", "CP936"])
 def test_encoding_labels_exporters_write_are_known(label: str) -> None:
     assert pipeline("wms-stock-count").convert(gb_count(label), "in", NOW)
+
+
+def test_a_refused_json_value_says_from_which_line() -> None:
+    """A duplicate key deep in a record, NaN, a 5,000-digit number: the line of the value,
+    and no advice meant for programmers (sys.set_int_max_str_digits)."""
+    padding = '{"orders": [\n' + '{"order_no": "SO1"},\n' * 3
+    for bad, says in (
+        ('{"x": {"a": 1, "a": 2}}', "duplicate key 'a'"),
+        ('{"q": NaN}', "NaN"),
+        ('{"q": ' + "9" * 5000 + "}", "more than 4,300 digits"),
+    ):
+        with pytest.raises(DecodeError) as caught:
+            pipeline("oms-kingdee-orders").convert((padding + bad + "]}").encode(), "in", NOW)
+        assert "from line 5" in str(caught.value) and says in str(caught.value), caught.value
+        assert "set_int_max_str_digits" not in str(caught.value)

@@ -59,6 +59,11 @@ def _decoder(duplicate_keys: str) -> json.JSONDecoder:
     )
 
 
+class _Refused(Exception):
+    """A value the hooks refuse (NaN, a duplicate key, a huge number): the caller, who
+    knows where the value starts in the file, names the line."""
+
+
 def _raw_decode(decoder: json.JSONDecoder, text: str, pos: int, origin: str) -> tuple[Any, int]:
     try:
         return decoder.raw_decode(text, pos)
@@ -67,7 +72,10 @@ def _raw_decode(decoder: json.JSONDecoder, text: str, pos: int, origin: str) -> 
     except json.JSONDecodeError:
         raise
     except ValueError as exc:  # from the hooks: NaN/Infinity, duplicate keys, huge ints
-        raise DecodeError(f"{origin}: {exc}") from None
+        message = str(exc)
+        if "digits" in message and "limit" in message:  # (Python's own advice is for programmers)
+            message = "a number has more than 4,300 digits; refused"
+        raise _Refused(message) from None
     except ArithmeticError:  # a number beyond what Decimal can hold
         raise DecodeError(f"{origin}: a number is out of range") from None
 
@@ -78,10 +86,14 @@ def loads(text: str, origin: str, *, duplicate_keys: str = "reject") -> Any:
     Raises:
         DecodeError: with line and column.
     """
+    start = _skip_ws(text, 0)
     try:
-        value, end = _raw_decode(_decoder(duplicate_keys), text, _skip_ws(text, 0), origin)
+        value, end = _raw_decode(_decoder(duplicate_keys), text, start, origin)
     except json.JSONDecodeError as exc:
         raise DecodeError(f"{origin}: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except _Refused as exc:
+        line = text.count("\n", 0, start) + 1
+        raise DecodeError(f"{origin}: in the value from line {line}: {exc}") from None
     rest = _skip_ws(text, end)
     if rest != len(text):
         line = text.count("\n", 0, rest) + 1
@@ -144,6 +156,10 @@ class _TextStream:
         while True:
             try:
                 value, end = _raw_decode(self.decoder, self.buf, self.pos, self.origin)
+            except _Refused as exc:
+                raise DecodeError(
+                    f"{self.origin}: in the value from line {self.where()}: {exc}"
+                ) from None
             except json.JSONDecodeError as exc:
                 # Maybe only the buffer ended: read more and try again; else it is an error.
                 if self._more():
