@@ -497,3 +497,19 @@ def test_a_refused_json_value_says_from_which_line() -> None:
             pipeline("oms-kingdee-orders").convert((padding + bad + "]}").encode(), "in", NOW)
         assert "from line 5" in str(caught.value) and says in str(caught.value), caught.value
         assert "set_int_max_str_digits" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"min_lines": 0},
+        {"line_fields": [{"name": "sku"}]},
+        {"json": {"lines": "items"}},
+    ],
+)
+def test_keys_about_lines_are_refused_on_a_layout_without_lines(extra: dict[str, Any]) -> None:
+    from pydantic import ValidationError
+
+    base = {"name": "t", "codec": "json", "fields": [{"name": "id"}]}
+    with pytest.raises(ValidationError, match="only a nested layout has lines"):
+        Layout.model_validate({**base, **extra})

@@ -520,6 +520,8 @@ def test_the_format_reference_examples_are_valid_files() -> None:
     Layout.model_validate(layout)
     options = tomllib.loads(options_block)
     others = {k: v for k, v in layout.items() if k != "csv"}  # [csv] is for CSV layouts
+    # ([xml] and [json] show where lines are: for a nested layout)
+    others.update(shape="nested", line_fields=[{"name": "sku"}])
     Layout.model_validate({**others, "codec": "xml", "xml": options["xml"]})
     Layout.model_validate({**others, "codec": "json", "json": options["json"]})
     base = tomllib.loads(mapping_block)

@@ -896,8 +896,23 @@ class Layout(StrictModel):
                 "".encode(self.encoding)
         except LookupError as exc:
             raise ValueError(f"unknown encoding {self.encoding!r}") from exc
-        if self.shape != "nested" and "min_lines" in self.model_fields_set:
-            raise ValueError("min_lines: only a nested layout has lines")
+        if self.shape != "nested":
+            given = [
+                key
+                for key, is_set in (
+                    ("min_lines", "min_lines" in self.model_fields_set),
+                    ("line_fields", bool(self.line_fields)),
+                    ("xml.lines", self.xml is not None and self.xml.lines is not None),
+                    ("xml.line", self.xml is not None and self.xml.line is not None),
+                    ("json.lines", self.json_.lines is not None),
+                )
+                if is_set
+            ]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)}: only a nested layout has lines (this one is "
+                    f'shape = "{self.shape}")'
+                )
         if self.codec != "csv" and "csv" in self.model_fields_set:
             raise ValueError(f"csv: a {self.codec} layout has no [csv] options")
         if self.codec != "json" and "json_" in self.model_fields_set:
