@@ -517,11 +517,12 @@ def test_the_format_reference_examples_are_valid_files() -> None:
         r"```toml\n(.*?)```", text, re.S
     )
     layout = tomllib.loads(layout_block)
-    Layout.model_validate(layout)
+    # (the CSV example reads rows; its [[line_fields]] are for the nested ones below)
+    Layout.model_validate({k: v for k, v in layout.items() if k != "line_fields"})
     options = tomllib.loads(options_block)
     others = {k: v for k, v in layout.items() if k != "csv"}  # [csv] is for CSV layouts
     # ([xml] and [json] show where lines are: for a nested layout)
-    others.update(shape="nested", line_fields=[{"name": "sku"}])
+    others.update(shape="nested")
     Layout.model_validate({**others, "codec": "xml", "xml": options["xml"]})
     Layout.model_validate({**others, "codec": "json", "json": options["json"]})
     base = tomllib.loads(mapping_block)
