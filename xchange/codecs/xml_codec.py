@@ -653,9 +653,9 @@ class _Accounting:
                 node.attr_policy[attr] = policy
             else:
                 node.policy = policy
-        self.base = layout.unknown
+        self.base: str = layout.unknown
         #: What unknown input in a record means, before the record's own ``unknown_in``.
-        self.record_policy = self.base
+        self.record_policy: str = self.base
         node = self.document
         for step in records[:-1]:
             node = node.children[step]
@@ -812,7 +812,8 @@ class _Accounting:
         while element is not None:
             steps.append(element.tag)
             element = element.getparent()
-        policy, node = self.base, self.document
+        policy: str = self.base
+        node = self.document
         for step in reversed(steps):
             below = node.children.get(step)
             if below is None:
