@@ -7,10 +7,11 @@ imported when first needed, so ``xchange --help`` stays quick.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, TypeVar, runtime_checkable
 
 from xchange.errors import ConfigError
 from xchange.layout import Layout
@@ -74,6 +75,26 @@ class Columns(Protocol):
             DecodeError: as :meth:`Codec.records`.
         """
         ...
+
+
+T = TypeVar("T")
+
+
+def per_layout(make: Callable[[Layout], T]) -> Callable[[Layout], T]:
+    """``make(layout)``, made once per layout (what a codec derives from a layout to read
+    or write each of its files: layouts are frozen, so it never goes stale)."""
+    cache: dict[int, tuple[Layout, T]] = {}
+
+    @functools.wraps(make)
+    def made(layout: Layout) -> T:
+        known = cache.get(id(layout))
+        if known is None or known[0] is not layout:
+            if len(cache) > 256:
+                cache.clear()
+            known = cache[id(layout)] = (layout, make(layout))
+        return known[1]
+
+    return made
 
 
 _CODECS = {

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Any, BinaryIO
 
+from xchange.codecs import per_layout
 from xchange.codecs.text import Encoder, decoded_chunks, split_lines, text_reading
 from xchange.errors import DecodeError, MappingError
 from xchange.layout import FieldSpec, FieldValueError, JsonOptions, Layout, few_lines
@@ -572,17 +573,8 @@ class _Keys:
         )
 
 
-_KEYS: dict[int, tuple[Layout, _Keys]] = {}
-
-
-def _keys(layout: Layout) -> _Keys:
-    """The layout's :class:`_Keys` (made once per layout)."""
-    known = _KEYS.get(id(layout))
-    if known is None or known[0] is not layout:
-        if len(_KEYS) > 256:
-            _KEYS.clear()
-        known = _KEYS[id(layout)] = (layout, _Keys(layout))
-    return known[1]
+#: The layout's :class:`_Keys` (made once per layout).
+_keys = per_layout(_Keys)
 
 
 class JsonCodec:

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 from lxml import etree
 
-from xchange.codecs import Chunk
+from xchange.codecs import Chunk, per_layout
 from xchange.codecs.text import CHUNK, Encoder, python_codec, text_reading
 from xchange.errors import DecodeError, MappingError
 from xchange.layout import (
@@ -867,17 +867,8 @@ class _Accounting:
         )
 
 
-_ACCOUNTING: dict[int, tuple[Layout, _Accounting]] = {}
-
-
-def _accounting(layout: Layout) -> _Accounting:
-    """The layout's :class:`_Accounting` (made once per layout)."""
-    known = _ACCOUNTING.get(id(layout))
-    if known is None or known[0] is not layout:
-        if len(_ACCOUNTING) > 256:
-            _ACCOUNTING.clear()
-        known = _ACCOUNTING[id(layout)] = (layout, _Accounting(layout))
-    return known[1]
+#: The layout's :class:`_Accounting` (made once per layout).
+_accounting = per_layout(_Accounting)
 
 
 def _position(element: etree._Element) -> int:
