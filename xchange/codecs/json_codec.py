@@ -462,13 +462,21 @@ class _Node:
     whether it holds the lines (its keys are each line's), and what unknown keys at or
     below it mean."""
 
-    __slots__ = ("children", "lines", "policy", "value")
+    __slots__ = ("children", "inner", "lines", "policy", "value")
 
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
         self.value = False
         self.lines = False
         self.policy: str | None = None
+        #: The children that hold keys of their own (objects, the lines), with their keys.
+        self.inner: list[tuple[str, _Node]] = []
+
+    def finish(self) -> None:
+        """Note which children hold keys (once the tree is built)."""
+        self.inner = [(k, c) for k, c in self.children.items() if c.lines or not c.value]
+        for child in self.children.values():
+            child.finish()
 
     def at(self, dotted: str) -> _Node:
         node = self
@@ -501,6 +509,7 @@ class _Keys:
             else:
                 self.record.at(path).policy = policy
         self.record_policy = self._document_policy(layout.json_.records.split("[")[0])
+        self.record.finish()
 
     def _document_policy(self, path: str) -> str:
         """The policy of the nearest declared path enclosing ``path`` (``$.a.b``)."""
@@ -525,6 +534,23 @@ class _Keys:
     ) -> None:
         """The keys of ``obj`` (at ``node``; ``prefix`` is its key path in the record)."""
         policy = node.policy or policy
+        if obj.keys() <= node.children.keys():
+            # The usual object: every key known; only what holds keys is looked inside
+            # (unless a value sits where an object belongs: the full look below says so).
+            inner = [(k, below, obj[k]) for k, below in node.inner if obj.get(k) is not None]
+            if all(below.lines or type(value) is dict for _, below, value in inner):
+                for key, below, value in inner:
+                    path = f"{prefix}{key}"
+                    if not below.lines:
+                        self.walk(value, below, policy, where, f"{path}.", report)
+                    elif type(value) is list:
+                        for i, item in enumerate(value):
+                            if type(item) is dict:
+                                at = f"{where}.{path}[{i}]"
+                                self.walk(
+                                    item, below, below.policy or policy, at, f"{path}.", report
+                                )
+                return
         for key, value in obj.items():
             path = f"{prefix}{key}"
             below = node.children.get(key)

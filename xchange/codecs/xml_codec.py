@@ -688,8 +688,9 @@ class _Accounting:
         """Check ``element`` (at ``node`` of the tree) and below; ``path`` shows where it
         is. A record's lines are walked with it unless ``lines`` is false."""
         policy = node.policy or policy
-        if element.attrib:
-            for attr in element.attrib:
+        names = element.keys()
+        if names:
+            for attr in names:
                 if attr in node.attrs or attr.startswith(_XSI):
                     continue
                 self._unknown(
@@ -732,7 +733,7 @@ class _Accounting:
                 if tag in seen:
                     self._twice(child, f"{path}/{self.name(tag)}", report)
                 seen.add(tag)
-            if below.value and not child.attrib and below.policy is None:
+            if below.value and below.policy is None and not child.keys():
                 continue  # the usual value element: nothing else to look at
             else:
                 shown = f"{path}/{self.name(tag)}[{_position(child)}]"
@@ -1023,6 +1024,7 @@ class XmlCodec:
         count = 0
         account = _accounting(layout)
         numbered = len(steps) > 1
+        record_tag = steps[-1]
         try:
             for _, element in events:
                 node = element
@@ -1039,7 +1041,10 @@ class XmlCodec:
                         element.clear(keep_tail=True)
                         parent = element.getparent()
                         while element.getprevious() is not None:
-                            account.dropped(parent[0], report)
+                            first = parent[0]
+                            tail = first.tail
+                            if first.tag != record_tag or (tail and tail.strip(_XML_SPACE)):
+                                account.dropped(first, report)
                             del parent[0]
             account.finish(events.root, report)
         except etree.XMLSyntaxError as exc:
