@@ -513,3 +513,15 @@ def test_keys_about_lines_are_refused_on_a_layout_without_lines(extra: dict[str,
     base = {"name": "t", "codec": "json", "fields": [{"name": "id"}]}
     with pytest.raises(ValidationError, match="only a nested layout has lines"):
         Layout.model_validate({**base, **extra})
+
+
+def test_gb18030s_byte_order_mark_is_a_mark_not_text() -> None:
+    """84 31 95 33 (U+FEFF in GB18030) before a header: the header was read as
+    '\\ufeffreturn_no' and refused."""
+    data = sample("sales-returns")
+    assert not data.startswith(b"\xef\xbb\xbf")
+    text = data.decode("utf-8-sig")  # (the sample is UTF-8; its layout says auto)
+    marked = b"\x84\x31\x95\x33" + text.encode("gb18030")
+    assert problems("sales-returns", marked) == []
+    xml = sample("wms-stock-count")
+    assert problems("wms-stock-count", b"\x84\x31\x95\x33" + xml) == []

@@ -63,8 +63,11 @@ from typing import BinaryIO
 from xchange.errors import DecodeError, MappingError
 from xchange.report import Report
 
+#: GB18030's byte-order mark (U+FEFF in GB18030), which some Windows tools write.
+GB18030_BOM = b"\x84\x31\x95\x33"
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8-sig"),
+    (GB18030_BOM, "gb18030"),
     # UTF-32 first: its little-endian mark FF FE 00 00 starts with UTF-16's FF FE.
     (codecs.BOM_UTF32_LE, "utf-32"),
     (codecs.BOM_UTF32_BE, "utf-32"),
@@ -834,6 +837,7 @@ def decoded_chunks(
     decoder = codecs.getincrementaldecoder(python_codec(encoding))("strict")
     lines_before = 0
     first = b""
+    fresh = True
     while True:
         chunk = stream.read(CHUNK)
         if not first:
@@ -850,6 +854,10 @@ def decoded_chunks(
                 f"{origin}: line {line}: bytes {bad} are not valid {encoding} "
                 f"(the file is not in the encoding its layout declares{_likely(first)})"
             ) from None
+        if fresh and text:
+            fresh = False
+            if text.startswith("\ufeff") and is_gb(encoding):
+                text = text[1:]  # GB18030's byte-order mark, not text
         if check is not None and text:
             check(text, lines_before + 1)
         lines_before += text.count("\n")
