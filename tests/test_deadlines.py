@@ -82,7 +82,9 @@ def test_a_missed_deadline_alerts_once_and_a_late_arrival_recovers(exchange: Exc
             runner.run_once()
             runner.close()
             (late,) = at(5, 0)
-            assert not late.missed and late.delivered == 1
+            # Still missed: the file came after 02:30; it is said to have arrived late.
+            assert late.missed and late.on_time == 0 and late.late == 1
+            assert late.describe() == "MISSED: 0 of 1 file(s) by 02:30; 1 arrived late"
             titles = [p["json"]["title"] for p in posts]
             assert titles[-1] == "[xchange] shop-orders: recovered (arrived after 02:30)"
             assert [p["json"]["kind"] for p in posts].count("recovered") == 1
@@ -161,3 +163,56 @@ def test_the_morning_report_says_what_each_route_did(exchange: Exchange) -> None
         main, ["report", "--since", "yesterday", "--config", str(exchange.config)]
     )
     assert bad.exit_code == 2
+
+
+def test_a_file_delivered_after_the_deadline_does_not_meet_it(exchange: Exchange) -> None:
+    """A file delivered at 03:55 showed today's 02:30 deadline as "met": deliveries were
+    counted up to now, not up to the deadline."""
+    now = datetime.now(UTC)
+    if now.hour == 0 or (now.hour, now.minute) >= (23, 58):
+        pytest.skip("needs a deadline earlier today and a later one still to come")
+    earlier = (now - timedelta(minutes=30)).strftime("%H:%M")
+    with http_server() as (url, posts):
+        with_expect(exchange, url, f'by = "{earlier}", days = "daily", timezone = "UTC"')
+        config = load_config(exchange.config)
+        journal = open_journal(config.journal)
+        alerter = Alerter(config.alerts, journal, config_file=str(config.source_file))
+        try:
+            exchange.drop_sample()
+            runner = Runner(config, journal, alerter=alerter)
+            runner.run_once()
+            runner.close()
+            (state,) = deadlines.check(config, journal, alerter, datetime.now(UTC))
+            assert state.missed and state.late == 1, state
+            assert state.describe().startswith(f"MISSED: 0 of 1 file(s) by {earlier}")
+            kinds = [p["json"]["kind"] for p in posts]
+            assert "recovered" in kinds  # missed, then arrived late: both said
+            # The same file against a deadline still to come tonight: met by it.
+            with_expect(exchange, url, 'by = "23:59", days = "daily", timezone = "UTC"')
+            later = load_config(exchange.config)
+            tonight = now.replace(hour=23, minute=59, second=30)
+            (met,) = deadlines.check(later, journal, alerter, tonight)
+            assert not met.missed and met.describe() == "met: 1 file(s) by 23:59"
+        finally:
+            journal.close()
+
+
+def test_a_new_installation_started_after_the_deadline_does_not_judge_it(
+    exchange: Exchange,
+) -> None:
+    """A daemon started at 03:00 on a new journal alerted "nothing arrived by 02:30" at once:
+    nothing was there to see 02:30. A journal with history from before then is judged."""
+    with http_server() as (url, posts):
+        with_expect(exchange, url, 'by = "02:30", days = "mon-sat", timezone = "Asia/Shanghai"')
+        config = load_config(exchange.config)
+        journal = open_journal(config.journal)
+        alerter = Alerter(config.alerts, journal, config_file=str(config.source_file))
+        started = THURSDAY + timedelta(hours=3)
+        try:
+            (state,) = deadlines.check(
+                config, journal, alerter, started + timedelta(minutes=1), started=started
+            )
+            assert not state.missed and posts == []
+            assert state.describe().startswith("not judged: xchange started after 02:30")
+        finally:
+            journal.close()

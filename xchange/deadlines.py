@@ -8,6 +8,11 @@ nothing arrived by 02:30"; the journal's ledger makes it one per day, whichever 
 sees it first); when the files arrive after all, a "recovered" notice follows. With
 ``silence_hours``, a route that has delivered nothing for that long is alerted (one per
 alert window). The daemon checks every minute; ``status`` shows each route's deadline.
+
+A deadline is met by what was delivered **by** it: a file delivered at 03:55 does not meet
+the 02:30 deadline, it arrives late (the miss is alerted, then the late arrival). A deadline
+that passed before xchange was there to see it (a daemon started on a journal that holds
+nothing from before it) is not judged: "not judged", never "MISSED".
 """
 
 from __future__ import annotations
@@ -30,19 +35,34 @@ class Deadline:
     by: str
     due: datetime
     wanted: int
+    #: Files delivered that day up to now, and of those, by the deadline.
     delivered: int
     passed: bool
+    on_time: int = 0
+    #: False when the deadline passed before xchange was there to see it.
+    judged: bool = True
 
     @property
     def missed(self) -> bool:
-        return self.passed and self.delivered < self.wanted
+        return self.passed and self.judged and self.on_time < self.wanted
+
+    @property
+    def late(self) -> int:
+        """Files delivered after the deadline (that day)."""
+        return self.delivered - self.on_time if self.passed else 0
 
     def describe(self) -> str:
         if not self.passed:
             return f"expects {self.wanted} file(s) by {self.by} ({self.delivered} so far)"
+        if not self.judged:
+            return (
+                f"not judged: xchange started after {self.by} on a journal with nothing "
+                f"from before it ({self.delivered} file(s) today)"
+            )
         if self.missed:
-            return f"MISSED: {self.delivered} of {self.wanted} file(s) by {self.by}"
-        return f"met: {self.delivered} file(s) by {self.by}"
+            late = f"; {self.late} arrived late" if self.late else ""
+            return f"MISSED: {self.on_time} of {self.wanted} file(s) by {self.by}{late}"
+        return f"met: {self.on_time} file(s) by {self.by}"
 
 
 def window(expect: ExpectSpec, now: datetime) -> tuple[str, datetime, datetime] | None:
@@ -59,19 +79,29 @@ def window(expect: ExpectSpec, now: datetime) -> tuple[str, datetime, datetime] 
     return here.date().isoformat(), start, start + timedelta(hours=hour, minutes=minute)
 
 
-def delivered_since(journal: Journal, route: str, since: datetime) -> int:
-    """Files of the route delivered since ``since``."""
-    return journal.count(route=route, states=DONE_STATES, since=since)
+def delivered_since(
+    journal: Journal, route: str, since: datetime, until: datetime | None = None
+) -> int:
+    """Files of the route delivered since ``since`` (and before ``until``)."""
+    return journal.count(route=route, states=DONE_STATES, since=since, until=until)
 
 
-def today(route: RouteConfig, journal: Journal, now: datetime) -> Deadline | None:
-    """How the route's deadline of today stands (None: none today)."""
+def today(
+    route: RouteConfig, journal: Journal, now: datetime, *, started: datetime | None = None
+) -> Deadline | None:
+    """How the route's deadline of today stands (None: none today). ``started``: when the
+    daemon began; a deadline before it, on a journal that holds nothing from before the
+    deadline, is not judged."""
     if route.expect is None:
         return None
     found = window(route.expect, now)
     if found is None:
         return None
     day, start, due = found
+    passed = now >= due
+    judged = True
+    if passed and started is not None and started > due:
+        judged = bool(journal.query(until=due, limit=1))
     return Deadline(
         route.name,
         day,
@@ -79,7 +109,9 @@ def today(route: RouteConfig, journal: Journal, now: datetime) -> Deadline | Non
         due,
         route.expect.min_files,
         delivered_since(journal, route.name, start),
-        now >= due,
+        passed,
+        on_time=delivered_since(journal, route.name, start, due) if passed else 0,
+        judged=judged,
     )
 
 
@@ -98,17 +130,16 @@ def check(
     for route in config.routes:
         if route.expect is None:
             continue
-        state = today(route, journal, now)
+        state = today(route, journal, now, started=started)
         if state is not None:
             states.append(state)
-            if state.missed and journal.deadline_missed(route.name, state.day, now):
-                alerter.deadline_missed(route.name, state.by, state.delivered, state.wanted)
-            elif (
-                state.passed
-                and not state.missed
-                and journal.deadline_met(route.name, state.day, now)
-            ):
-                alerter.deadline_met(route.name, state.by)
+            if state.missed:
+                if journal.deadline_missed(route.name, state.day, now):
+                    alerter.deadline_missed(route.name, state.by, state.on_time, state.wanted)
+                if state.delivered >= state.wanted and journal.deadline_met(
+                    route.name, state.day, now
+                ):
+                    alerter.deadline_met(route.name, state.by)  # arrived late after all
         hours = route.expect.silence_hours
         if hours is not None:
             since = now - timedelta(hours=hours)

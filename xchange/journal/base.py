@@ -310,8 +310,10 @@ class Journal(Protocol):
         route: str | None = None,
         states: Collection[State] | None = None,
         since: datetime | None = None,
+        until: datetime | None = None,
     ) -> int:
-        """How many records match (updated since ``since``), without reading them."""
+        """How many records match (updated since ``since``, before ``until``), without
+        reading them."""
         ...
 
     def oldest(self, route: str, state: State) -> datetime | None:

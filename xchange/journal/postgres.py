@@ -412,12 +412,14 @@ class PostgresJournal:
         route: str | None = None,
         states: Collection[State] | None = None,
         since: datetime | None = None,
+        until: datetime | None = None,
     ) -> int:
         where, args = ["TRUE"], []
         for sql, value in (
             ("route=%s", route),
             ("state = ANY(%s)", None if states is None else sorted(str(s) for s in states)),
             ("updated_at>=%s", since),
+            ("updated_at<%s", until),
         ):
             if value is not None:
                 where.append(sql)

@@ -782,6 +782,7 @@ class SQLiteJournal:
         route: str | None = None,
         states: Collection[State] | None = None,
         since: datetime | None = None,
+        until: datetime | None = None,
     ) -> int:
         where, args = ["1=1"], []
         if route is not None:
@@ -794,6 +795,9 @@ class SQLiteJournal:
         if since is not None:
             where.append("updated_at>=?")
             args.append(_iso(since))
+        if until is not None:
+            where.append("updated_at<?")
+            args.append(_iso(until))
         with self._read():
             # Conditions are fixed fragments with placeholders; every value is bound.
             sql = f"SELECT count(*) FROM files WHERE {' AND '.join(where)}"  # noqa: S608
