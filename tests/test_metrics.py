@@ -194,3 +194,25 @@ def test_a_route_added_by_a_reload_is_counted(exchange: Exchange) -> None:
         assert value(text, "xchange_files_in_state", route="new-route", state="quarantined") == 0
     finally:
         journal.close()
+
+
+def test_the_last_success_is_there_after_a_restart(exchange: Exchange) -> None:
+    """xchange_last_success_timestamp_seconds came from the process's memory: after a
+    restart it was gone until the next delivery, so a silence rule on it never fired for
+    a route that went quiet after a restart. It comes from the journal now."""
+    port = free_port()
+    with_http(exchange, port)
+    with daemon(exchange):
+        wait_for(lambda: scrape(port, "/healthz")[0] == 200, what="the endpoint")
+        exchange.drop_sample()
+        wait_for(
+            lambda: value(scrape(port)[1], "xchange_last_success_timestamp_seconds") is not None,
+            what="a last success",
+        )
+        first = value(scrape(port)[1], "xchange_last_success_timestamp_seconds")
+    with daemon(exchange):  # a restart, nothing new to deliver
+        wait_for(lambda: scrape(port, "/healthz")[0] == 200, what="the endpoint again")
+        after = value(
+            scrape(port)[1], "xchange_last_success_timestamp_seconds", route="shop-orders"
+        )
+    assert first is not None and after is not None and abs(after - first) < 5

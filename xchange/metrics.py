@@ -30,7 +30,6 @@ import structlog
 from prometheus_client import (
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     ProcessCollector,
     generate_latest,
@@ -40,7 +39,7 @@ from prometheus_client.registry import Collector
 
 from xchange.config import AppConfig
 from xchange.errors import RETRYABLE_KINDS, XchangeError
-from xchange.journal import Journal, State
+from xchange.journal import DONE_STATES, Journal, State
 from xchange.results import DELIVERED, DUPLICATE, QUARANTINED, RETRY_LATER, RouteResult
 
 log = structlog.get_logger(__name__)
@@ -72,12 +71,6 @@ class Metrics:
             "From a file's arrival (its time in the drop folder) to its delivery",
             ["route"],
             buckets=DELIVERY_BUCKETS,
-            registry=r,
-        )
-        self.last_success = Gauge(
-            "xchange_last_success_timestamp_seconds",
-            "When the route last delivered a file (Unix time)",
-            ["route"],
             registry=r,
         )
         self.route_errors = Counter(
@@ -119,7 +112,6 @@ class Metrics:
             if f.outcome == DELIVERED:
                 self.documents.labels(result.route).inc(f.documents)
                 self.bytes.labels(result.route).inc(f.bytes)
-                self.last_success.labels(result.route).set(now)
                 if f.arrived is not None:
                     self.delivery.labels(result.route).observe(max(0.0, now - f.arrived))
             elif f.outcome in (QUARANTINED, RETRY_LATER):
@@ -188,6 +180,13 @@ class _JournalState(Collector):
             "Age of the oldest file waiting for a retry (0: none)",
             labels=["route"],
         )
+        # From the journal, not from this process's memory: there after a restart, and
+        # the same on every daemon of a group (the delivery of any of them counts).
+        last_success = GaugeMetricFamily(
+            "xchange_last_success_timestamp_seconds",
+            "When the route last delivered a file (Unix time; from the journal)",
+            labels=["route"],
+        )
         journal = self.metrics.journal
         now = datetime.now(UTC)
         started = time.perf_counter()
@@ -212,6 +211,16 @@ class _JournalState(Collector):
                 oldest.add_metric(
                     [route.name], 0.0 if first is None else (now - first).total_seconds()
                 )
+                last = max(
+                    (
+                        r.updated_at
+                        for done in DONE_STATES
+                        for r in journal.query(route=route.name, state=done, limit=1)
+                    ),
+                    default=None,
+                )
+                if last is not None:
+                    last_success.add_metric([route.name], last.timestamp())
         except XchangeError as exc:
             log.warning("metrics.journal_failed", error=exc.reason)
             return
@@ -219,6 +228,7 @@ class _JournalState(Collector):
         yield held
         yield states
         yield oldest
+        yield last_success
         yield sessions
 
 
