@@ -72,8 +72,10 @@ def judge(
             age -= 1.0  # whole seconds (SFTP): the change may be up to 1 s later than shown
         if age < -2.0:
             future.append(f)
-        # A time in the future says nothing of how long ago the file changed: age 0, and
-        # the file is judged by its size and time staying the same between looks.
+            # A time in the future says nothing of how long ago the file changed: its age
+            # counts from when xchange first saw it as it is (``min_age`` too), not from
+            # when this machine's clock reaches the writer's.
+            age = (now - changed_at).total_seconds() if same else 0.0
         age = max(age, 0.0)
         reason = _reason(spec, f, names, before, same, changed_at, age, now)
         if reason is None:

@@ -1,0 +1,42 @@
+"""Readiness decided from successive looks, with an injected clock: a file whose time is
+in the future (the writer's clock ahead) ages from when xchange first saw it unchanged."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from xchange.config import ReadySpec
+from xchange.journal import Observation
+from xchange.readiness import judge
+from xchange.remote import FileInfo
+
+NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+
+
+def look(spec: ReadySpec, f: FileInfo, before: dict[str, Observation], at: datetime) -> Any:
+    verdict = judge(spec, [f], {f.name}, before, at)
+    return verdict, {o.path: o for o in verdict.held}
+
+
+def test_a_file_from_the_future_is_taken_after_min_age_of_seeing_it_unchanged() -> None:
+    """min_age = 60 and a file time an hour ahead: it was held "too young: 0 s" until this
+    machine's clock caught up with the writer's, an hour later."""
+    spec = ReadySpec(settle=2, min_age=60)
+    ahead = int((NOW + timedelta(hours=1)).timestamp() * 1e9) + 1
+    f = FileInfo("orders.csv", 100, ahead)
+    verdict, seen = look(spec, f, {}, NOW)
+    assert not verdict.ready and verdict.future == [f]
+    verdict, seen = look(spec, f, seen, NOW + timedelta(seconds=30))
+    assert not verdict.ready and "too young: 30 s" in verdict.held[0].reason
+    verdict, _ = look(spec, f, seen, NOW + timedelta(seconds=61))
+    assert verdict.ready == [f]
+
+
+def test_a_file_from_the_future_that_changes_starts_again() -> None:
+    spec = ReadySpec(settle=2, min_age=60)
+    ahead = int((NOW + timedelta(hours=1)).timestamp() * 1e9) + 1
+    verdict, seen = look(spec, FileInfo("a.csv", 100, ahead), {}, NOW)
+    verdict, seen = look(spec, FileInfo("a.csv", 200, ahead + 5), seen, NOW + timedelta(seconds=50))
+    verdict, _ = look(spec, FileInfo("a.csv", 200, ahead + 5), seen, NOW + timedelta(seconds=70))
+    assert not verdict.ready  # unchanged for 20 s only
