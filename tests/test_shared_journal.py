@@ -269,3 +269,24 @@ def test_a_scheduled_slot_is_run_by_one_daemon_of_the_group(
     assert taken.count(True) == 1
     assert daemons[2].take_slot("wms-stock-count", "2026-12-05T02:00")
     assert daemons[0].take_slot("other-route", "2026-12-04T02:00")
+
+
+def test_a_wrong_database_name_is_a_configuration_error_at_once(postgres: Any) -> None:
+    """It was reported after 30 s as "pool initialization incomplete"."""
+    from xchange.errors import ConfigError
+
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r'database "no_such_db" does not exist'):
+        PostgresJournal(postgres.url("no_such_db"), password=postgres.password)
+    with pytest.raises(ConfigError, match="password authentication failed"):
+        PostgresJournal(postgres.url(), password="wrong")
+    assert time.monotonic() - started < 10
+
+
+def test_an_unreachable_server_is_transient_and_said_at_once() -> None:
+    from tests.sshd import free_port
+
+    started = time.monotonic()
+    with pytest.raises(JournalUnavailable, match="cannot connect"):
+        PostgresJournal(f"postgresql://x@127.0.0.1:{free_port()}/db", password="p")
+    assert time.monotonic() - started < 10

@@ -140,6 +140,8 @@ def open_store(config: AppConfig) -> Journal:
     folder that cannot be written, a full disk)."""
     try:
         return open_journal(config.journal)
+    except ConfigError as exc:  # (a database that does not exist, a login refused)
+        fail("\n".join(exc.problems), EXIT_CONFIG)
     except JournalError as exc:
         fail(f"xchange: {exc}", EXIT_NOT_DELIVERED)
 

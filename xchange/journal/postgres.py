@@ -35,7 +35,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from xchange.errors import JournalError, JournalUnavailable
+from xchange.errors import ConfigError, JournalError, JournalUnavailable
 from xchange.journal.base import (
     AlertWindow,
     Claim,
@@ -220,6 +220,16 @@ class PostgresJournal:
         }
         if password is not None:
             kwargs["password"] = password
+        # One connection first, alone: a wrong database name or a refused login is said at
+        # once, as a configuration problem (the pool would retry it for 30 s and then say
+        # only "pool initialization incomplete").
+        try:
+            psycopg.connect(url, **kwargs).close()
+        except psycopg.Error as exc:
+            said = _said(exc)
+            if _is_config(said):
+                raise ConfigError([f"journal {self.where}: {said}"]) from None
+            raise JournalUnavailable(f"journal {self.where}: cannot connect: {said}") from None
         self._pool = ConnectionPool(
             url, min_size=1, max_size=pool_size, kwargs=kwargs, open=False, timeout=30
         )
@@ -1021,6 +1031,23 @@ def _glob_to_like(pattern: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+#: What a server says when the configuration is wrong (trying again cannot help).
+_CONFIG_PROBLEMS = (
+    "does not exist",  # database "x" does not exist; role "y" does not exist
+    "password authentication failed",
+    "no password supplied",
+    "no pg_hba.conf entry",
+    "invalid connection option",
+    "invalid dsn",
+    "missing \"=\"",
+    "permission denied for database",
+)
+
+
+def _is_config(said: str) -> bool:
+    return any(marker in said for marker in _CONFIG_PROBLEMS)
 
 
 def _said(exc: BaseException) -> str:
