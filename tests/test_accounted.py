@@ -404,24 +404,30 @@ def test_text_between_records_is_input_too(route: str, at: bytes, text: bytes) -
     assert [rule for _, _, rule in found] == ["unknown"], found
 
 
+def test_a_lines_container_given_twice_in_one_document_is_a_problem() -> None:
+    """Two <Items> in one receipt were merged into one document's lines without a word."""
+    data = sample("purchase-inbound")
+    start = data.index(b"<Items>")
+    end = data.index(b"</Items>") + len(b"</Items>")
+    data = data[:end] + data[start:end] + data[end:]
+    found = problems("purchase-inbound", data)
+    assert "structure" in [rule for _, _, rule in found], found
+
+
 @pytest.mark.parametrize(
-    ("route", "container"),
-    [
-        ("wms-stock-count", "Lines"),
-        ("delivery-confirm", "orderLines"),
-        ("purchase-inbound", "Items"),
-    ],
+    ("route", "container"), [("wms-stock-count", "Lines"), ("delivery-confirm", "orderLines")]
 )
-def test_a_records_or_lines_container_given_twice_is_a_problem(route: str, container: str) -> None:
-    """Two <Lines> (or <orderLines>, or <Items> in one receipt) were merged into one list."""
+def test_records_in_several_blocks_are_read_from_each(route: str, container: str) -> None:
+    """Records are records wherever their path matches: an export in batches
+    (<Lines>...</Lines><Lines>...</Lines>) gives the rows of both, each once."""
     data = sample(route)
     close = f"</{container}>".encode()
-    tag = container.encode()
-    start = data.index(b"<" + tag)
+    start = data.index(b"<" + container.encode())
     end = data.index(close) + len(close)
-    data = data[:end] + data[start:end] + data[end:]
-    found = problems(route, data)
-    assert "structure" in [rule for _, _, rule in found], found
+    doubled = data[:end] + data[start:end] + data[end:]
+    once = pipeline(route).convert(data, "in", NOW)
+    twice = pipeline(route).convert(doubled, "in", NOW)
+    assert sum(o.documents for o in twice) == 2 * sum(o.documents for o in once)
 
 
 def test_an_attribute_in_the_xml_namespace_is_named_as_the_layout_would_write_it() -> None:
@@ -525,3 +531,108 @@ def test_gb18030s_byte_order_mark_is_a_mark_not_text() -> None:
     assert problems("sales-returns", marked) == []
     xml = sample("wms-stock-count")
     assert problems("wms-stock-count", b"\x84\x31\x95\x33" + xml) == []
+
+
+# --------------------------------------------------------------------------- from a review
+
+
+def test_trim_does_not_take_a_control_character_away_in_silence() -> None:
+    """str.strip() counts U+001F and U+0085 as white space: 'ABC\\x1f' was read as 'ABC'."""
+    from xchange.layout import FieldSpec, FieldValueError
+
+    spec = FieldSpec(name="r")
+    for text in ("ABC\x1f", "\x85ABC"):
+        with pytest.raises(FieldValueError):
+            spec.parse(text)
+    assert spec.parse("\u3000ABC\u00a0 ") == "ABC"  # white space of any script is trimmed
+
+
+def test_a_regex_in_a_mapping_reads_digits_as_a_layouts_pattern_does() -> None:
+    from xchange.expressions import Expression, Names
+
+    expression = Expression.compile(
+        'regex(code, "EC(\\\\d+)", 1)', Names(frozenset({"code"}), frozenset())
+    )
+    assert expression.evaluate({"code": "EC2026"}) == "2026"
+    assert expression.evaluate({"code": "EC２０２６"}) is None
+
+
+def test_ndjson_members_beside_the_records_are_input_too() -> None:
+    layout = Layout.model_validate(
+        {
+            "name": "t",
+            "codec": "json",
+            "json": {"ndjson": True, "records": "$.order"},
+            "fields": [{"name": "id"}],
+        }
+    )
+    report = Report("in")
+    data = b'{"order": {"id": "1"}, "total": "99"}\n'
+    list(JsonCodec().records(io.BytesIO(data), layout, "in", report))
+    assert [(p.location, p.field, p.rule) for p in report.problems] == [
+        ("line 1", "$.total", "unknown")
+    ]
+
+
+def test_a_declared_path_inside_a_member_beside_the_records_decides_for_it() -> None:
+    layout = Layout.model_validate(
+        {
+            "name": "t",
+            "codec": "json",
+            "json": {"records": "$.orders[*]"},
+            "fields": [{"name": "id"}],
+            "unknown_in": {"$.meta.generated": "ignore"},
+        }
+    )
+    report = Report("in")
+    data = b'{"orders": [{"id": "1"}], "meta": {"generated": "x", "by": "y"}}'
+    list(JsonCodec().records(io.BytesIO(data), layout, "in", report))
+    assert [p.field for p in report.problems] == ["$.meta.by"]
+
+
+def test_a_csv_column_may_be_declared_ignored_by_name() -> None:
+    from xchange.codecs.csv_codec import CsvCodec
+
+    layout = Layout.model_validate(
+        {"name": "t", "codec": "csv", "fields": [{"name": "a"}], "unknown_in": {"备注": "ignore"}}
+    )
+    report = Report("in")
+    data = "a,备注,x\r\n1,2,3\r\n".encode()
+    list(CsvCodec().records(io.BytesIO(data), layout, "in", report))
+    assert len(report.problems) == 1 and "'x'" in report.problems[0].message
+    assert "备注" not in report.problems[0].message
+
+
+def test_a_path_below_the_record_is_below_each_line_too() -> None:
+    data = sample("purchase-inbound").replace(
+        b"<Qty>500</Qty>", b"<Qty>500</Qty><Discount>1</Discount>", 1
+    )
+    declared = pipeline("purchase-inbound").source.unknown_in
+    assert problems("purchase-inbound", data)
+    assert problems("purchase-inbound", data, unknown_in={**declared, "Discount": "ignore"}) == []
+
+
+def test_a_gb2312_declaration_on_a_gb2312_layout_reads_gbk_text_as_before() -> None:
+    layout = Layout.model_validate(
+        {
+            "name": "t",
+            "codec": "xml",
+            "encoding": "gb2312",
+            "xml": {"root": "R"},
+            "fields": [{"name": "v"}],
+        }
+    )
+    data = '<?xml version="1.0" encoding="GB2312"?><R><v>王喆镕</v></R>'.encode("gbk")
+    report = Report("in")
+    (record,) = XmlCodec().records(io.BytesIO(data), layout, "in", report)
+    assert record.values == {"v": "王喆镕"}
+
+
+def test_warnings_beyond_the_cap_are_counted_and_messages_stay_on_one_line() -> None:
+    report = Report("in", cap=2)
+    for n in range(5):
+        report.warn(f"w{n}")
+    report.add("line 1", "f", "r", None, "first line\nsecond line")
+    text = report.text(limit=200)
+    assert "3 more warning(s) not listed" in text
+    assert "first line second line" in text

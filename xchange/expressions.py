@@ -37,6 +37,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import simpleeval
 
+from xchange.layout import ascii_digit_pattern
+
 #: The longest expression text, the most nodes one may have, the longest text a value
 #: may become, the most digits of a number.
 MAX_EXPRESSION = 2000
@@ -672,8 +674,9 @@ def _safe_pattern(pattern: str, position: int) -> re.Pattern[str]:
             position,
         )
     try:
-        return re.compile(pattern)
-    except re.error as exc:
+        # \d is 0-9, as in a layout's patterns (Python's \d takes any script's digits).
+        return re.compile(ascii_digit_pattern(pattern))
+    except (re.error, ValueError) as exc:
         raise ExpressionError(f"regex(): not a valid pattern: {exc}", position) from None
 
 

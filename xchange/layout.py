@@ -106,6 +106,18 @@ _APPLIES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Control characters (ESC, NUL, DEL, C1's NEL...) and the line and paragraph separators:
+#: a problem in a value like invisible ones; not tab, line feed and carriage return (a
+#: remark may hold lines).
+_CONTROLS = frozenset(
+    {*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029}
+)
+#: What ``trim`` removes at both ends: white space of any script (U+3000, U+00A0), but
+#: not a control character that ``str.strip`` would take too (U+001F, U+0085): those are
+#: a problem, not silently dropped.
+SPACES = "".join(chr(c) for c in range(0x110000) if chr(c).isspace() and c not in _CONTROLS)
+
+
 @functools.cache
 def _invisibles() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
     """An invisible character (Unicode's format characters, Cf: zero-width space and
@@ -119,12 +131,7 @@ def _invisibles() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
         for c in block
         if unicodedata.category(chr(c)) == "Cf"
     ]
-    # Control characters too (ESC, NUL, DEL, C1's NEL...) and the line and paragraph
-    # separators; not tab, line feed and carriage return (a remark may hold lines).
-    found = sorted(
-        {*found, *range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0)}
-        | {0x2028, 0x2029}
-    )
+    found = sorted({*found, *_CONTROLS})
     ranges: list[list[int]] = []
     for c in found:
         if ranges and ranges[-1][1] == c - 1:
@@ -323,7 +330,7 @@ class FieldSpec(StrictModel):
         def parse(text: str | None) -> Any:
             if text is not None:
                 if trim:
-                    text = text.strip()
+                    text = text.strip(SPACES)
                 if not (text.isprintable() and (ascii_digits or text.isascii())):
                     # (whitespace but " ", an invisible or control character, digits)
                     text = unusual(text)
@@ -369,7 +376,7 @@ class FieldSpec(StrictModel):
                 )
             text = invisible.sub("", text)
             if self.trim:
-                text = text.strip()
+                text = text.strip(SPACES)
         if self.digits == "unicode" and _OTHER_DIGIT.search(text):
             text = _ascii_digits(text)
         return text
@@ -382,7 +389,7 @@ class FieldSpec(StrictModel):
     def note_normalised(self, text: str, where: str, report: Report) -> None:
         """A warning, once per field and file, when reading changed ``text``'s characters
         (``digits = "unicode"``, ``invisible = "remove"``)."""
-        before = text.strip() if self.trim else text
+        before = text.strip(SPACES) if self.trim else text
         if before.isascii() and before.isprintable():
             return
         try:

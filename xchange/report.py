@@ -25,7 +25,8 @@ class Problem:
         shown = "" if self.value is None else f" (value: {self.value!r})"
         where = f"{self.file}: {self.location}"
         text = f"{where}: field {self.field}: {self.rule}: {self.message}{shown}"
-        return text if limit is None else one_line(text, limit)
+        # (every line of a message, on one line: one_line alone keeps the first)
+        return text if limit is None else one_line(" ".join(text.split()), limit)
 
 
 def _position(problem: Problem) -> int:
@@ -50,9 +51,15 @@ class Report:
     skipped: dict[str, int] = field(default_factory=dict)
 
     def warn(self, message: str) -> None:
-        if message not in self.warnings and len(self.warnings) < self.cap:
+        if message in self.warnings:
+            return
+        if len(self.warnings) < self.cap:
             self.warnings.append(message)
+        else:
+            self.warnings_dropped += 1
 
+    #: Warnings beyond ``cap``, counted (not listed).
+    warnings_dropped: int = 0
     #: Problems of input the layout does not read (rule "unknown"): they do not stop a
     #: record's own values from being mapped (and their problems reported).
     unread: int = 0
@@ -92,7 +99,11 @@ class Report:
         if self.dropped:
             lines.append(f"... and {self.dropped} more problem(s) not listed (cap {self.cap})")
         warnings = (f"{self.file}: warning: {w}" for w in self.warnings)
-        lines.extend(w if limit is None else one_line(w, limit) for w in warnings)
+        lines.extend(w if limit is None else one_line(" ".join(w.split()), limit) for w in warnings)
+        if self.warnings_dropped:
+            lines.append(
+                f"... and {self.warnings_dropped} more warning(s) not listed (cap {self.cap})"
+            )
         return "\n".join(lines)
 
     def cut(self, limit: int) -> bool:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from xchange.codecs import Chunk
 from xchange.expressions import Expression
-from xchange.layout import FieldSpec, FieldValueError, Layout
+from xchange.layout import SPACES, FieldSpec, FieldValueError, Layout
 from xchange.mapping import Compiled, Mapping, Rule
 
 _INT = r"[+-]?[0-9]+"
@@ -196,6 +196,11 @@ def _unusual(spec: FieldSpec, text: pd.Series) -> pd.Series:
     return pd.Series(out, index=text.index, dtype=object)
 
 
+def _trim(text: str) -> str:
+    """A field's ``trim``: white space at both ends, not control characters."""
+    return text.strip(SPACES)
+
+
 def _is_empty(text: pd.Series) -> pd.Series:
     return pd.Series(text.to_numpy() == "", index=text.index)
 
@@ -359,7 +364,7 @@ class ColumnarPlan:
             text = pd.Series([""] * n, dtype=object)
         text = text.reset_index(drop=True).astype(object)
         if spec.trim and not stripped:
-            text = _smap(str.strip, text)
+            text = _smap(_trim, text)
         text = _unusual(spec, text)
         null = _is_empty(text)
         if spec.null_values:

@@ -476,8 +476,13 @@ class CsvCodec:
             else:
                 CsvCodec._missing(spec, where, opts.missing_columns, report)
                 out.append((spec, None))
-        names = [c for c in header if c not in set(keys)]
-        if names:
+        known = set(keys)
+        by_policy: dict[str, list[str]] = {}
+        for name in header:
+            if name not in known:  # a column's own unknown_in, else the layout's unknown
+                policy = layout.unknown_in.get(name, layout.unknown_columns())
+                by_policy.setdefault(policy, []).append(name)
+        for policy, names in by_policy.items():
             shown = ", ".join(repr(c) if c else "(an unnamed column)" for c in names[:10])
             CsvCodec._unknown(
                 layout,
@@ -485,13 +490,16 @@ class CsvCodec:
                 f"column(s) not in layout {layout.name}: {shown}"
                 f"{', ...' if len(names) > 10 else ''}",
                 report,
+                policy,
             )
         return out
 
     @staticmethod
-    def _unknown(layout: Layout, where: str, what: str, report: Report) -> None:
+    def _unknown(
+        layout: Layout, where: str, what: str, report: Report, policy: str | None = None
+    ) -> None:
         """Columns the layout does not declare, as its ``unknown`` policy says."""
-        policy = layout.unknown_columns()
+        policy = policy or layout.unknown_columns()
         if policy == "ignore":
             return
         if policy == "warn":

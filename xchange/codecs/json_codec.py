@@ -13,6 +13,7 @@ and non-ASCII text is written as it is.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -263,6 +264,11 @@ def _items(ts: _TextStream, where: str, matched: Matched) -> Iterator[tuple[str,
         return
 
 
+def _on_line(beside: Beside, line: int, path: str, value: Any, _: int) -> None:
+    """``beside`` for a member of one NDJSON line (its line number, not the value's)."""
+    beside(path, value, line)
+
+
 def _beside_selected(node: Any, selected: set[int], where: str, beside: Beside) -> None:
     """Hand ``beside`` every part of a whole document that holds no selected record."""
     if id(node) in selected:
@@ -485,6 +491,10 @@ class _Node:
         return node
 
 
+#: The last step of a document path (``.key`` or ``[n]``).
+_UP = re.compile(r"(\.[^.\[\]]*|\[\d+\])$")
+
+
 class _Keys:
     """Every key of a record (and of its lines) is read into a field, declared by the
     layout (``unknown``, ``unknown_in``), or a problem; so is every member of the document
@@ -512,12 +522,16 @@ class _Keys:
         self.record.finish()
 
     def _document_policy(self, path: str) -> str:
-        """The policy of the nearest declared path enclosing ``path`` (``$.a.b``)."""
+        """The policy of the nearest declared path enclosing ``path`` (``$.a.b[2].c``)."""
         while path:
             if path in self.document:
                 return self.document[path]
-            path = path.rpartition(".")[0] if "." in path else ""
+            path = _UP.sub("", path) if path != "$" else ""
         return self.base
+
+    def declares_below(self, path: str) -> bool:
+        """Whether a declared document path lies inside ``path``."""
+        return any(p.startswith(path + ".") for p in self.document)
 
     def beside(self, path: str, value: Any, where: str, report: Report) -> None:
         """A member of the document outside the records."""
@@ -625,11 +639,15 @@ class JsonCodec:
         others: list[tuple[str, Any, str]] = []
 
         def beside(path: str, value: Any, line: int) -> None:
+            if isinstance(value, dict) and keys.declares_below(path):
+                for key, inner in value.items():  # (a declared path inside it decides)
+                    beside(f"{path}.{key}", inner, line)
+                return
             shown = value if type(value) is str or not isinstance(value, dict | list) else []
             others.append((path, shown, f"line {line}" if line else path))
 
         if opts.ndjson:
-            nodes: Iterable[tuple[str, Any]] = self._ndjson(chunks, opts, origin, report)
+            nodes: Iterable[tuple[str, Any]] = self._ndjson(chunks, opts, origin, report, beside)
         else:
             nodes = stream_records(
                 chunks, opts.records, origin, opts.duplicate_keys, matched, beside
@@ -648,7 +666,11 @@ class JsonCodec:
 
     @staticmethod
     def _ndjson(
-        chunks: Iterator[str], opts: JsonOptions, origin: str, report: Report
+        chunks: Iterator[str],
+        opts: JsonOptions,
+        origin: str,
+        report: Report,
+        beside: Beside | None = None,
     ) -> Iterator[tuple[str, Any]]:
         empty = True
         for n, line in enumerate(split_lines(chunks, origin), start=1):
@@ -666,6 +688,9 @@ class JsonCodec:
                     )
                 for where, node in nodes:
                     yield f"line {n} {where}", node
+                if beside is not None and nodes:
+                    on_line = functools.partial(_on_line, beside, n)
+                    _beside_selected(value, {id(node) for _, node in nodes}, "$", on_line)
         if empty:
             raise DecodeError(f"{origin}: the file is empty: no JSON value")
 

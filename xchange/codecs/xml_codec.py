@@ -191,6 +191,8 @@ def document_encoding(stream: BinaryIO, layout: Layout, origin: str) -> str:
         # GB2312 declarations usually hold GBK text: GBK reads GB2312 text identically.
         return "gbk" if codecs.lookup(said).name == "gb2312" else said
     agreed = _agreeing(said, layout.encoding)
+    if agreed is not None and codecs.lookup(agreed).name == "gb2312":
+        agreed = "gbk"  # (what GB2312 files hold, and reads GB2312 text identically)
     if agreed is None:
         raise DecodeError(
             f"{origin}: line 1: the document says it is {said} ({how}), layout "
@@ -628,8 +630,6 @@ class _Accounting:
         self.record_tag = records[-1]
         self.record = self.document.at(records)
         self.record.kind = "record"
-        for depth in range(2, len(records)):
-            self.document.at(records[:depth]).single = True
         self.line: _Node | None = None
         if layout.shape == "nested":
             line_steps = [
@@ -649,11 +649,16 @@ class _Accounting:
                     node.value = True
         for path, policy in layout.unknown_in.items():
             absolute, steps, attr = _split(path, ns)
-            node = (self.document if absolute else self.record).at(steps)
-            if attr is not None:
-                node.attr_policy[attr] = policy
-            else:
-                node.policy = policy
+            # A path below the record is also below each line (``Discount`` on a line).
+            bases = [self.document] if absolute else [self.record, self.line]
+            for base in bases:
+                if base is None:
+                    continue
+                node = base.at(steps)
+                if attr is not None:
+                    node.attr_policy[attr] = policy
+                else:
+                    node.policy = policy
         self.base: str = layout.unknown
         #: What unknown input in a record means, before the record's own ``unknown_in``.
         self.record_policy: str = self.base
@@ -721,7 +726,7 @@ class _Accounting:
                 self._unknown(
                     policy,
                     child.sourceline,
-                    f"{path}/{self.name(tag)}[{_position(child)}]",
+                    f"{path}/{self.name(tag)}",
                     f"<{_local(tag)}>" + (f" (namespace {_ns(tag)})" if _ns(tag) else ""),
                     report,
                 )
@@ -737,8 +742,7 @@ class _Accounting:
             if below.value and below.policy is None and not child.keys():
                 continue  # the usual value element: nothing else to look at
             else:
-                shown = f"{path}/{self.name(tag)}[{_position(child)}]"
-                self.walk(child, below, policy, shown, report)
+                self.walk(child, below, policy, f"{path}/{self.name(tag)}", report)
 
     def _twice(self, element: etree._Element, path: str, report: Report) -> None:
         report.add(
@@ -871,14 +875,6 @@ class _Accounting:
 
 #: The layout's :class:`_Accounting` (made once per layout).
 _accounting = per_layout(_Accounting)
-
-
-def _position(element: etree._Element) -> int:
-    """An element's number among its parent's children of its tag (from 1), for messages."""
-    tag, count = element.tag, 1
-    for before in element.itersiblings(preceding=True):
-        count += before.tag == tag
-    return count
 
 
 def _ns(tag: str) -> str:
@@ -1024,7 +1020,6 @@ class XmlCodec:
         above = steps[-2::-1]
         count = 0
         account = _accounting(layout)
-        numbered = len(steps) > 1
         record_tag = steps[-1]
         try:
             for _, element in events:
@@ -1036,8 +1031,9 @@ class XmlCodec:
                 else:
                     if node.getparent() is None:
                         count += 1
-                        path = f"{account.shown}[{count}]" if numbered else account.shown
-                        account.walk(element, account.record, account.record_policy, path, report)
+                        account.walk(
+                            element, account.record, account.record_policy, account.shown, report
+                        )
                         yield element, count
                         element.clear(keep_tail=True)
                         parent = element.getparent()
