@@ -680,7 +680,7 @@ def _safe_pattern(pattern: str, position: int) -> re.Pattern[str]:
         raise ExpressionError(f"regex(): not a valid pattern: {exc}", position) from None
 
 
-class _Evaluator(simpleeval.SimpleEval):  # type: ignore[misc]
+class _Evaluator(simpleeval.SimpleEval):  # type: ignore[misc,unused-ignore]
     """simpleeval with xchange's meaning: the node kinds of ``_ALLOWED`` only, exact
     decimals, field names from the record, aggregates evaluated once per line."""
 

@@ -480,9 +480,9 @@ class CsvCodec:
         by_policy: dict[str, list[str]] = {}
         for name in header:
             if name not in known:  # a column's own unknown_in, else the layout's unknown
-                policy = layout.unknown_in.get(name, layout.unknown_columns())
-                by_policy.setdefault(policy, []).append(name)
-        for policy, names in by_policy.items():
+                said: str = layout.unknown_in.get(name, layout.unknown_columns())
+                by_policy.setdefault(said, []).append(name)
+        for kind, names in by_policy.items():
             shown = ", ".join(repr(c) if c else "(an unnamed column)" for c in names[:10])
             CsvCodec._unknown(
                 layout,
@@ -490,7 +490,7 @@ class CsvCodec:
                 f"column(s) not in layout {layout.name}: {shown}"
                 f"{', ...' if len(names) > 10 else ''}",
                 report,
-                policy,
+                kind,
             )
         return out
 

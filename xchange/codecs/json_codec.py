@@ -567,10 +567,12 @@ class _Keys:
                 return
         for key, value in obj.items():
             path = f"{prefix}{key}"
-            below = node.children.get(key)
-            if below is None:
+            found = node.children.get(key)
+            if found is None:
                 self._unknown(policy, where, path, path, value, report)
-            elif below.lines:
+                continue
+            below = found
+            if below.lines:
                 if isinstance(value, list):
                     for i, item in enumerate(value):
                         if isinstance(item, dict):

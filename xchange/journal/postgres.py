@@ -1041,7 +1041,7 @@ _CONFIG_PROBLEMS = (
     "no pg_hba.conf entry",
     "invalid connection option",
     "invalid dsn",
-    "missing \"=\"",
+    'missing "="',
     "permission denied for database",
 )
 
