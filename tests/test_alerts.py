@@ -196,3 +196,19 @@ def test_a_sink_added_during_a_window_gets_the_next_alert(
         broken(exchange, "orders_c.csv", "137")
         assert run(exchange).exit_code == 1
         assert len(mailbox.messages) == 1  # and then the window holds it
+
+
+def test_a_host_key_problem_is_alerted_as_needing_a_person(exchange: Exchange) -> None:
+    """An unknown host key was alerted as "transient: will retry": no retry fixes it."""
+    with http_server() as (url, posts):
+        with_alerts(exchange, f'[alerts]\n[[alerts.sinks]]\ntype = "webhook"\nurl = "{url}/hook"\n')
+        config = load_config(exchange.config)
+        journal = open_journal(config.journal)
+        try:
+            alerter = Alerter(config.alerts, journal)
+            alerter.failure("shop-orders", "host-key-unknown", False, ["a.csv"], "not pinned")
+            (post,) = posts
+            text = str(post["json"])
+            assert "needs a person" in text and "will retry" not in text
+        finally:
+            journal.close()

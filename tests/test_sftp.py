@@ -138,6 +138,9 @@ def test_changed_host_key_is_refused(sshd: SshServer, tmp_path: Path) -> None:
     with pytest.raises(HostKeyMismatch, match="CHANGED") as info:
         remote.list()
     assert not info.value.retryable
+    # The fix is in the reason as alerts and the journal show it (300 characters): before,
+    # it was cut off, and named `xchange trust` without --replace (which a changed key needs).
+    assert "`xchange trust wms --replace`" in info.value.reason
     assert other.exists()
 
 

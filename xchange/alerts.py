@@ -105,6 +105,11 @@ def deliver(sink: EmailSink | WebhookSink | LogSink, alert: Alert) -> None:
         send_webhook(sink, alert)
 
 
+#: Causes that no retry fixes but a person does (a host key to check and pin, a login to
+#: mend): the files are kept, and said to be waiting for that person.
+NEEDS_A_PERSON = frozenset({"host-key-unknown", "host-key-changed", "auth"})
+
+
 class Alerter:
     """Decides what to send (via the journal's ledger) and sends it to every sink."""
 
@@ -153,7 +158,13 @@ class Alerter:
         if not window.send:
             log.info("alert.held", route=route, cause=cause, held=window.suppressed)
             return
-        what = "transient: will retry" if retryable else "permanent: quarantined"
+        what = (
+            "needs a person: the files wait, and go once it is fixed"
+            if cause in NEEDS_A_PERSON
+            else "transient: will retry"
+            if retryable
+            else "permanent: quarantined"
+        )
         command = (
             f"xchange journal list --route {route} --state retrying"
             if retryable

@@ -238,12 +238,13 @@ class SFTPRemote:
                     f"{where}: the server offers {exc.key.get_name()} {fingerprint(exc.key)}, "
                     f"a key {self.cfg.known_hosts} marks @revoked: refused."
                 ) from None
+            # What to do first: a reason is cut at 300 characters in alerts and the journal.
             raise HostKeyMismatch(
-                f"{where}: the server's host key has CHANGED (it offers "
-                f"{exc.key.get_name()} {fingerprint(exc.key)}, known_hosts has "
-                f"{fingerprint(exc.expected_key)}). This can be an attack. If the partner "
-                f"really replaced the key, confirm the new fingerprint with them, then run "
-                f"`xchange trust {self.label}`."
+                f"{where}: the server's host key has CHANGED: refused (this can be an attack). "
+                f"If the partner really replaced the key, confirm the new fingerprint with "
+                f"them, then run `xchange trust {self.label} --replace`. It offers "
+                f"{exc.key.get_name()} {fingerprint(exc.key)}; known_hosts has "
+                f"{fingerprint(exc.expected_key)}."
             ) from None
         except paramiko.AuthenticationException:
             self.close()
