@@ -92,6 +92,10 @@ def configure_logging(
         if json
         else local_timestamps(timezone)
     )
+    # Libraries log through the standard library (APScheduler's missed runs, a traceback
+    # in a job): rendered by the same renderer, so a JSON log stays JSON lines; both
+    # write whole lines under one lock, so two events never share a line.
+    handler = logging.StreamHandler(stream)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -104,12 +108,9 @@ def configure_logging(
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=lambda *_: _LineLogger(stream, handler),
         cache_logger_on_first_use=False,
     )
-    # Libraries log through the standard library (APScheduler's missed runs, a traceback
-    # in a job): rendered by the same renderer, so a JSON log stays JSON lines.
-    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[
@@ -125,7 +126,43 @@ def configure_logging(
             ],
         )
     )
+    handler.addFilter(_routine)
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(logging.WARNING)
+    # paramiko logs a failed connection's traceback a line at a time (21 error lines for
+    # one refused login); xchange says it once, as a remote error with its reason.
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     logging.captureWarnings(True)
+
+
+class _LineLogger:
+    """structlog's output: one whole line a write, under the standard library handler's
+    lock (the same stream)."""
+
+    def __init__(self, stream: TextIO, handler: logging.Handler) -> None:
+        self.stream = stream
+        self.handler = handler
+
+    def msg(self, message: str) -> None:
+        self.handler.acquire()
+        try:
+            self.stream.write(message + "\n")
+            self.stream.flush()
+        finally:
+            self.handler.release()
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = failure = msg
+
+
+#: What libraries say at warning that needs nobody: a look skipped because the last one
+#: is still running (a big file in hand) is how a daemon works, not a problem.
+_ROUTINE = ("maximum number of running instances reached",)
+
+
+def _routine(record: logging.LogRecord) -> bool:
+    """A logging filter: False for a library's routine message (not written)."""
+    if record.name.startswith("apscheduler"):
+        text = record.getMessage()
+        return not any(marker in text for marker in _ROUTINE)
+    return True
