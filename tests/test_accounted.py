@@ -286,19 +286,23 @@ def test_a_layout_may_trust_the_declaration() -> None:
     list(XmlCodec().records(io.BytesIO(text.encode()), trusting, "in", report))
 
 
-def test_a_utf32_byte_order_mark_is_not_read_as_utf16() -> None:
+def read_xml(encoding: str, data: bytes) -> tuple[list[Any], Report]:
+    """The records of ``<R><v>...</v></R>`` read by a one-field layout in ``encoding``."""
     layout = Layout.model_validate(
         {
             "name": "t",
             "codec": "xml",
-            "encoding": "utf-32",
+            "encoding": encoding,
             "xml": {"root": "R"},
             "fields": [{"name": "v"}],
         }
     )
-    data = "\ufeff<R><v>中文</v></R>".encode("utf-32-le")
     report = Report("in")
-    (record,) = XmlCodec().records(io.BytesIO(data), layout, "in", report)
+    return list(XmlCodec().records(io.BytesIO(data), layout, "in", report)), report
+
+
+def test_a_utf32_byte_order_mark_is_not_read_as_utf16() -> None:
+    (record,), report = read_xml("utf-32", "\ufeff<R><v>中文</v></R>".encode("utf-32-le"))
     assert record.values == {"v": "中文"} and not report
 
 
@@ -613,18 +617,8 @@ def test_a_path_below_the_record_is_below_each_line_too() -> None:
 
 
 def test_a_gb2312_declaration_on_a_gb2312_layout_reads_gbk_text_as_before() -> None:
-    layout = Layout.model_validate(
-        {
-            "name": "t",
-            "codec": "xml",
-            "encoding": "gb2312",
-            "xml": {"root": "R"},
-            "fields": [{"name": "v"}],
-        }
-    )
     data = '<?xml version="1.0" encoding="GB2312"?><R><v>王喆镕</v></R>'.encode("gbk")
-    report = Report("in")
-    (record,) = XmlCodec().records(io.BytesIO(data), layout, "in", report)
+    (record,), _ = read_xml("gb2312", data)
     assert record.values == {"v": "王喆镕"}
 
 
