@@ -341,3 +341,29 @@ def test_the_alert_says_how_many_healed_and_which_still_fail(exchange: Exchange)
     assert len(visible(exchange.outbox)) == 3
     listed = cli(exchange, "quarantine", "list").stdout
     assert "orders_20261122.csv" in listed and QUARANTINED not in listed
+
+
+def test_a_look_between_an_edit_and_the_reload_does_not_lose_the_fix(
+    exchange: Exchange,
+) -> None:
+    """A daemon that looked between an edit of the mapping and `xchange reload` re-checked
+    the quarantined file with the rules it had loaded, but recorded it under the edited
+    file's hash: after the reload the file was never re-checked. Versions now say what was
+    loaded and used, not what is on disk."""
+    from xchange.runner import Runner
+
+    formats = quarantined_with_new_channel(exchange)
+    config = load_config(exchange.config)
+    journal = open_journal(config.journal)
+    try:
+        before = Runner(config, journal)  # the daemon, with the mapping as it was
+        add_channel(formats)  # edited on disk, not reloaded yet
+        before.run_once()
+        before.close()
+        assert records(exchange)[0].state == State.QUARANTINED
+        after = Runner(load_config(exchange.config), journal)  # `xchange reload`
+        after.run_once()
+        after.close()
+    finally:
+        journal.close()
+    check_healed_once(exchange)

@@ -886,6 +886,9 @@ class Layout(StrictModel):
     json_: JsonOptions = Field(JsonOptions(), alias="json")
     max_problems: int = Field(100, ge=1)
     source_file: Path = Field(Path("?"), exclude=True)
+    #: The file's bytes as they were read (what the journal's versions hash: what was
+    #: loaded and used, not what is on disk now).
+    source_bytes: bytes = Field(b"", exclude=True)
 
     @model_validator(mode="after")
     def _check(self) -> Layout:
@@ -997,13 +1000,16 @@ def few_lines(found: int, least: int, what: str) -> str:
 def load_toml_model(path: Path, model: type[M], shown: str) -> M:
     """Load one TOML data file into ``model``; errors name the file and key path."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+        raw = tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError([f"{shown}: file not found"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{shown}: not UTF-8 text: {exc}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{shown}: not valid TOML: {exc}"]) from None
     try:
-        return model.model_validate({**raw, "source_file": path})
+        return model.model_validate({**raw, "source_file": path, "source_bytes": data})
     except ValidationError as exc:
         raise ConfigError(
             [f"{shown}: {key_path(tuple(e['loc']))}: {describe_error(e)}" for e in exc.errors()]

@@ -132,6 +132,8 @@ class Mapping(StrictModel):
     #: fields of its lines (e.g. one outbound order per warehouse).
     split_by: list[str] = Field(default_factory=list)
     source_file: Path = Field(Path("?"), exclude=True)
+    #: The file's bytes as they were read (see ``Layout.source_bytes``).
+    source_bytes: bytes = Field(b"", exclude=True)
 
 
 def load_mapping(formats: Path, name: str) -> Mapping:

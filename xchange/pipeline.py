@@ -143,12 +143,12 @@ class Pipeline(_Converter):
         data), so that a quarantined file knows whether what judged it has changed."""
         layouts = (
             f"{self.source.name}@{self.source.version}->{self.target.name}@{self.target.version}"
-            f"#{_content_hash(self.source.source_file, self.target.source_file)}"
+            f"#{_content_hash(self.source.source_bytes, self.target.source_bytes)}"
         )
         lookups = self.compiled.lookups.versions()
         mapping = (
             f"{self.mapping.name}@{self.mapping.version}"
-            f"#{_content_hash(self.mapping.source_file)}{self._route_hash}"
+            f"#{_content_hash(self.mapping.source_bytes)}{self._route_hash}"
         )
         return layouts, f"{mapping}+{lookups}" if lookups else mapping
 
@@ -410,15 +410,13 @@ def _marked(records: Iterable[Record], report: Report) -> Iterator[Record]:
         yield rec
 
 
-def _content_hash(*paths: Path) -> str:
-    """The first 8 hex digits of the sha256 of the files' bytes (missing files count as
-    empty: a test layout built in memory has no file)."""
+def _content_hash(*contents: bytes) -> str:
+    """The first 8 hex digits of the sha256 of the files' bytes as they were loaded (a
+    test layout built in memory has none): an edit on disk not loaded yet changes
+    nothing, so a file re-checked before a reload is recorded under what judged it."""
     sha = hashlib.sha256()
-    for path in paths:
-        try:
-            sha.update(Path(path).read_bytes())
-        except OSError:
-            sha.update(b"")
+    for content in contents:
+        sha.update(content)
     return sha.hexdigest()[:8]
 
 
