@@ -290,3 +290,32 @@ def test_an_unreachable_server_is_transient_and_said_at_once() -> None:
     with pytest.raises(JournalUnavailable, match="cannot connect"):
         PostgresJournal(f"postgresql://x@127.0.0.1:{free_port()}/db", password="p")
     assert time.monotonic() - started < 10
+
+
+def test_daemons_saving_what_they_saw_of_one_route_at_once_do_not_collide(
+    daemons: list[PostgresJournal],
+) -> None:
+    """Observations were replaced by DELETE then INSERT: two daemons doing it at once broke
+    the primary key (observations_pkey) and failed whole looks."""
+    from datetime import UTC, datetime
+
+    from xchange.journal import Observation
+
+    now = datetime.now(UTC)
+    held = [Observation(f"f{n}.csv", n, n, now, now, "settling") for n in range(20)]
+    errors: list[BaseException] = []
+
+    def save(journal: PostgresJournal) -> None:
+        try:
+            for _ in range(40):
+                journal.save_observations("r", held)
+        except BaseException as exc:  # (the test reports it)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=save, args=(j,)) for j in daemons]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(daemons[0].observations("r")) == sorted(o.path for o in held)

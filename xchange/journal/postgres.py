@@ -926,6 +926,9 @@ class PostgresJournal:
 
     def save_observations(self, route: str, held: list[Observation]) -> None:
         with self._tx() as db:
+            # One daemon at a time per route: two that both deleted, then both inserted,
+            # broke the primary key and failed a whole look.
+            db.execute("SELECT pg_advisory_xact_lock(hashtext('observations:' || %s))", (route,))
             db.execute("DELETE FROM observations WHERE route=%s", (route,))
             with db.cursor() as cur:
                 cur.executemany(
