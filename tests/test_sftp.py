@@ -455,3 +455,21 @@ def test_the_connection_does_not_wait_for_delayed_acknowledgements(sshd: SshServ
         assert transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     finally:
         remote.close()
+
+
+def test_a_rename_probe_in_a_folder_not_there_yet_is_no_verdict(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    """The probe failed when the target folder did not exist yet and then assumed "rename
+    replaces" until the process ended: a false warning on OpenSSH, and on a server without
+    posix-rename every overwrite upload quarantined. Now it is learned again later."""
+    folder = sshd.base / "data" / "later-not-yet"
+    remote = SFTPRemote("wms", endpoint(sshd, folder))
+    try:
+        assert remote.learn_rename() is True  # unknown: the unsafe answer, for now
+        assert remote.traits.rename_overwrites is None
+        assert sshd.folder("later-not-yet") == folder  # a delivery made it
+        assert remote.learn_rename() is False  # OpenSSH's rename refuses to replace
+        assert remote.traits.rename_overwrites is False
+    finally:
+        remote.close()

@@ -420,6 +420,7 @@ class SFTPRemote:
         token = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         first, second = (self._path(f"{PROBE}{token}-{n}") for n in ("a", "b"))
         overwrites = True
+        learned = True
         try:
             with self._errors("learn the server's rename"):
                 for path in (first, second):
@@ -436,14 +437,18 @@ class SFTPRemote:
                 except OSError:
                     overwrites = False
         except (RemotePermissionDenied, RemoteNotFound, RemoteUnavailable) as exc:
-            # A folder that cannot be written: nothing will be renamed into it by a delivery
-            # either; assume the unsafe answer (names are checked before renames).
+            # A folder that is not there yet or cannot be written: no verdict. The unsafe
+            # answer for now (names are checked before renames), learned again at the next
+            # ask: a delivery creates the folder, a person mends its rights.
             log.info("remote.rename_unknown", endpoint=self.label, reason=exc.reason)
+            learned = False
         finally:
             for path in (first, second):
                 with suppress(OSError, paramiko.SSHException, EOFError):
                     if self._sftp is not None:
                         self._sftp.remove(path)
+        if not learned:
+            return True
         self.traits.rename_overwrites = overwrites
         if overwrites:
             log.warning(
