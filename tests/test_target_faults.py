@@ -111,6 +111,8 @@ def test_a_full_target_disk_is_transient(
     full = run(exchange)
     assert full.exit_code == 3, full.output
     assert sorted(os.listdir(small_disk)) == ["filler"]  # nothing partial, not even hidden
+    # SFTP says only "Failure": the reason says what that most often means.
+    assert "the target's disk is full" in full.output, full.output
     filler.unlink()
     roomy = run(exchange)
     assert roomy.exit_code == 0, roomy.output

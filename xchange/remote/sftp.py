@@ -72,6 +72,7 @@ from xchange.remote.sftp_wire import (
     PutJob,
     ServerTraits,
     extension_pairs,
+    said_failure,
 )
 
 log = structlog.get_logger(__name__)
@@ -288,7 +289,9 @@ class SFTPRemote:
                 self.close()
                 raise ConnectionLost(f"{where}: connection lost") from None
             # SFTP's generic "Failure": disk full, quota, a server-side problem.
-            raise RemoteUnavailable(f"{where}: the server reported: {exc}") from None
+            raise RemoteUnavailable(
+                f"{where}: the server reported: {said_failure(str(exc))}"
+            ) from None
 
     def _alive(self) -> bool:
         transport = self._ssh.get_transport() if self._ssh else None

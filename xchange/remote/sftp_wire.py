@@ -29,6 +29,20 @@ from xchange.errors import (
 from xchange.faults import checkpoint
 from xchange.remote.base import FileInfo, SmallPut, hidden_name, safe_subfolder
 
+#: SFTP's generic failure code (SSH_FX_FAILURE): all the protocol says of a full disk.
+FX_FAILURE = 4
+
+
+def said_failure(text: str, code: int | None = None) -> str:
+    """What a server's status says, and what a bare "Failure" most often means: OpenSSH and
+    others answer a write to a full disk (or over a quota) with nothing more."""
+    said = text or f"status {code}"
+    bare = said.strip().lower()
+    if code in (FX_FAILURE, None) and (bare.endswith("failure") or bare == "status 4"):
+        said += " (SFTP's generic failure: on an upload, most often the target's disk is full"
+        said += " or a quota is reached)"
+    return said
+
 
 class Channel(Protocol):
     """The session's channel: bytes out, bytes in."""
@@ -235,7 +249,7 @@ class Pipeline:
         if len(body) >= 8:
             (length,) = _U32.unpack_from(body, 4)
             text = bytes(body[8 : 8 + length]).decode("utf-8", "replace")
-        return RemoteUnavailable(f"{where}: the server reported: {text or f'status {code}'}")
+        return RemoteUnavailable(f"{where}: the server reported: {said_failure(text, code)}")
 
 
 @dataclass(slots=True)
