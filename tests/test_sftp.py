@@ -463,8 +463,11 @@ def test_a_rename_probe_in_a_folder_not_there_yet_is_no_verdict(
     """The probe failed when the target folder did not exist yet and then assumed "rename
     replaces" until the process ended: a false warning on OpenSSH, and on a server without
     posix-rename every overwrite upload quarantined. Now it is learned again later."""
+    from xchange.remote.sftp_wire import ServerTraits
+
     folder = sshd.base / "data" / "later-not-yet"
     remote = SFTPRemote("wms", endpoint(sshd, folder))
+    remote.traits = ServerTraits()  # as a new process finds the server (learned once each)
     try:
         assert remote.learn_rename() is True  # unknown: the unsafe answer, for now
         assert remote.traits.rename_overwrites is None
