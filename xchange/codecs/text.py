@@ -660,7 +660,7 @@ def resolve_encoding(
         except LookupError:
             raise DecodeError(f"{origin}: unknown encoding {encoding!r}") from None
         name = codecs.lookup(encoding).name
-        bom = _bom_encoding(head)
+        bom = bom_encoding(head)
         if bom == "utf-32" and not name.startswith("utf-32"):
             notes.problems.append(
                 f"the file starts with a UTF-32 byte-order mark, not {encoding} as its layout "
@@ -684,7 +684,7 @@ def resolve_encoding(
         elif plausible and is_gb(encoding) and (why := gb_implausible(sample, encoding)):
             notes.problems.append(why)
         return encoding
-    found = _bom_encoding(head)
+    found = bom_encoding(head)
     if found:
         return found
     utf32 = _utf32_without_bom(sample)
@@ -815,7 +815,9 @@ class MojibakeCheck:
 CHUNK = 1 << 20
 
 
-def _bom_encoding(head: bytes) -> str | None:
+def bom_encoding(head: bytes) -> str | None:
+    """The encoding a byte-order mark at the start of ``head`` says (None: no mark);
+    UTF-32's mark is looked for before UTF-16's, which it starts with."""
     for bom, name in _BOMS:
         if head.startswith(bom):
             return name

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 from lxml import etree
 
 from xchange.codecs import Chunk, per_layout
-from xchange.codecs.text import CHUNK, Encoder, python_codec, text_reading
+from xchange.codecs.text import CHUNK, Encoder, bom_encoding, python_codec, text_reading
 from xchange.errors import DecodeError, MappingError
 from xchange.layout import (
     FieldSpec,
@@ -101,15 +101,6 @@ _DECLARED = re.compile(rb"""^<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z0-9._:-]+)
 #: Encodings whose text each larger one reads identically (a declaration of the smaller
 #: agrees with a layout of the larger, and the other way round: the larger reads both).
 _FAMILIES = (("gb2312", "gbk", "gb18030"), ("big5", "big5hkscs"), ("shift_jis", "cp932"))
-#: Byte-order marks, longest first (a UTF-32LE mark starts with the UTF-16LE one).
-_XML_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32"),
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (b"\x84\x31\x95\x33", "gb18030"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
 
 
 def _label(declared: str) -> str:
@@ -121,17 +112,12 @@ def _label(declared: str) -> str:
     except LookupError:
         pass
     bare = declared.lower().removeprefix("x-").replace("-", "").replace("_", "")
-    known = {
-        "gbk": "gbk",
-        "gb18030": "gb18030",
-        "gb2312": "gb2312",
-        "gb231280": "gb2312",
-        "chinese": "gbk",
-        "csgb2312": "gb2312",
-        "sjis": "shift_jis",
-        "big5": "big5",
-    }
-    return known.get(bare, declared)
+    bare = {"gb231280": "gb2312", "csgb2312": "gb2312", "sjis": "shift_jis"}.get(bare, bare)
+    try:
+        codecs.lookup(bare)
+    except LookupError:
+        return declared  # (said not known by the caller)
+    return bare
 
 
 def _canonical(name: str) -> str:
@@ -169,11 +155,7 @@ def document_encoding(stream: BinaryIO, layout: Layout, origin: str) -> str:
     start = stream.tell()
     head = stream.read(1024)
     stream.seek(start)
-    said, how = None, ""
-    for bom, name in _XML_BOMS:
-        if head.startswith(bom):
-            said, how = name, "its byte-order mark"
-            break
+    said, how = bom_encoding(head), "its byte-order mark"
     if said is None:
         found = _DECLARED.match(head)
         if found is None:
@@ -188,11 +170,9 @@ def document_encoding(stream: BinaryIO, layout: Layout, origin: str) -> str:
             ) from None
         said, how = declared, f"its XML declaration (encoding={declared!r})"
     if layout.encoding.lower() == "auto" or layout.xml.declared_encoding == "trust":
-        # GB2312 declarations usually hold GBK text: GBK reads GB2312 text identically.
-        return "gbk" if codecs.lookup(said).name == "gb2312" else said
-    agreed = _agreeing(said, layout.encoding)
-    if agreed is not None and codecs.lookup(agreed).name == "gb2312":
-        agreed = "gbk"  # (what GB2312 files hold, and reads GB2312 text identically)
+        agreed: str | None = said
+    else:
+        agreed = _agreeing(said, layout.encoding)
     if agreed is None:
         raise DecodeError(
             f"{origin}: line 1: the document says it is {said} ({how}), layout "
@@ -200,7 +180,8 @@ def document_encoding(stream: BinaryIO, layout: Layout, origin: str) -> str:
             "either way could garble every name (fix the export or the layout's encoding; "
             'declared_encoding = "trust" in [xml] reads each file as it declares)'
         )
-    return agreed
+    # GB2312 files usually hold GBK text: GBK reads GB2312 text identically.
+    return "gbk" if codecs.lookup(agreed).name == "gb2312" else agreed
 
 
 class _Transcoded:
@@ -592,7 +573,7 @@ class _Node:
         self.attrs: set[str] = set()
         self.attr_policy: dict[str, str] = {}
         self.value = False
-        #: "record" or "line": an element accounted for by its own walk.
+        #: "record" (walked as each record is read) or "line".
         self.kind: str | None = None
         self.policy: str | None = None
         #: An element that holds the records or lines: once in its parent (a second one
@@ -688,11 +669,9 @@ class _Accounting:
         policy: str,
         path: str,
         report: Report,
-        *,
-        lines: bool = True,
     ) -> None:
-        """Check ``element`` (at ``node`` of the tree) and below; ``path`` shows where it
-        is. A record's lines are walked with it unless ``lines`` is false."""
+        """Check ``element`` (at ``node`` of the tree) and below, its lines included;
+        ``path`` shows where it is."""
         policy = node.policy or policy
         names = element.keys()
         if names:
@@ -721,19 +700,17 @@ class _Accounting:
             tag = child.tag
             below = children.get(tag)
             if below is None:
-                if not isinstance(tag, str):
-                    continue  # a comment
-                self._unknown(
-                    policy,
-                    child.sourceline,
-                    f"{path}/{self.name(tag)}",
-                    f"<{_local(tag)}>" + (f" (namespace {_ns(tag)})" if _ns(tag) else ""),
-                    report,
-                )
-            elif below.kind == "record" or (below.kind == "line" and not lines):
+                if isinstance(tag, str):  # (not a comment)
+                    self._unknown(
+                        policy,
+                        child.sourceline,
+                        f"{path}/{self.name(tag)}",
+                        f"<{_local(tag)}>" + (f" (namespace {_ns(tag)})" if _ns(tag) else ""),
+                        report,
+                    )
                 continue
-            if below is None:
-                continue
+            if below.kind == "record":
+                continue  # walked as it is read
             if below.single:
                 seen = seen if seen is not None else set()
                 if tag in seen:
@@ -741,13 +718,12 @@ class _Accounting:
                 seen.add(tag)
             if below.value and below.policy is None and not child.keys():
                 continue  # the usual value element: nothing else to look at
-            else:
-                self.walk(child, below, policy, f"{path}/{self.name(tag)}", report)
+            self.walk(child, below, policy, f"{path}/{self.name(tag)}", report)
 
     def _twice(self, element: etree._Element, path: str, report: Report) -> None:
         report.add(
             f"line {element.sourceline}",
-            _clip(_relative(path)),
+            _clip(path),
             "structure",
             None,
             f"<{_clip(_local(element.tag))}> is here a second time, where layout "
@@ -763,7 +739,7 @@ class _Accounting:
         if tail is not None and tail.strip(_XML_SPACE):
             parent = element.getparent()
             self._text(
-                self._policy_at(parent),
+                self._place(parent)[1],
                 parent,
                 tail,
                 self.shown.rpartition("/")[0],
@@ -777,9 +753,7 @@ class _Accounting:
         tag = element.tag
         if not isinstance(tag, str) or tag == self.record_tag:
             return
-        parent = element.getparent()
-        policy = self._policy_at(parent)
-        node = self._node_of(parent)
+        node, policy = self._place(element.getparent())
         below = node.children.get(tag) if node is not None else None
         shown = f"{self.shown.rpartition('/')[0]}/{self.name(tag)}"
         if below is None:
@@ -803,30 +777,20 @@ class _Accounting:
         if node.kind != "record":  # (a document that is one record was walked as one)
             self.walk(root, node, self.base, f"/{self.name(root.tag)}", report)
 
-    def _node_of(self, element: etree._Element | None) -> _Node | None:
-        steps: list[str] = []
-        while element is not None:
-            steps.append(element.tag)
-            element = element.getparent()
-        node: _Node | None = self.document
-        for step in reversed(steps):
-            node = node.children.get(step) if node is not None else None
-        return node
-
-    def _policy_at(self, element: etree._Element | None) -> str:
+    def _place(self, element: etree._Element | None) -> tuple[_Node | None, str]:
+        """Where an element is in what the layout reads (None: outside it), and what
+        unknown input there means (the nearest enclosing declared path's policy)."""
         steps: list[str] = []
         while element is not None:
             steps.append(element.tag)
             element = element.getparent()
         policy: str = self.base
-        node = self.document
+        node: _Node | None = self.document
         for step in reversed(steps):
-            below = node.children.get(step)
-            if below is None:
-                break
-            node = below
-            policy = node.policy or policy
-        return policy
+            node = node.children.get(step) if node is not None else None
+            if node is not None:
+                policy = node.policy or policy
+        return node, policy
 
     def _text(
         self,
@@ -853,7 +817,7 @@ class _Accounting:
         if policy == "ignore":
             return
         message = f"{_clip(what)} is not in layout {self.layout.name}"
-        declared = _clip(_relative(path))
+        declared = _clip(path)
         if policy == "warn":
             report.warn(f'line {line} {declared}: {message}: not read (unknown = "warn")')
             return
@@ -880,11 +844,6 @@ _accounting = per_layout(_Accounting)
 def _ns(tag: str) -> str:
     """The namespace of a tag in Clark notation ("" for none)."""
     return tag[1:].partition("}")[0] if tag.startswith("{") else ""
-
-
-def _relative(path: str) -> str:
-    """A shown path without its numbers (``/A/B[2]/C[1]`` -> ``/A/B/C``), for hints."""
-    return re.sub(r"\[\d+\]", "", path)
 
 
 def _records_steps(opts: XmlOptions) -> list[str]:
