@@ -115,7 +115,8 @@ _CONTROLS = frozenset(
 #: What ``trim`` removes at both ends: white space of any script (U+3000, U+00A0), but
 #: not a control character that ``str.strip`` would take too (U+001F, U+0085): those are
 #: a problem, not silently dropped.
-SPACES = "".join(chr(c) for c in range(0x110000) if chr(c).isspace() and c not in _CONTROLS)
+SPACES = "".join(chr(c) for c in range(0x3001) if chr(c).isspace() and c not in _CONTROLS)
+# (U+3000, the ideographic space, is the last white space character Unicode has)
 
 
 @functools.cache
@@ -351,22 +352,20 @@ class FieldSpec(StrictModel):
         return parse
 
     def unusual(self, text: str) -> str:
-        """A text that is not all ASCII as this field reads it (after trimming): "" when it
-        shows nothing (only invisible characters, and whitespace when the field trims: no
-        value); in a string,
-        an invisible character a problem (``invisible = "reject"``) or removed
-        ("remove"); any script's digits as 0-9 (``digits = "unicode"``).
+        """A text that is not plain printable ASCII as this field reads it (after
+        trimming): "" when it shows nothing (only invisible or control characters, and
+        whitespace when the field trims: no value); in a string, an invisible or control
+        character a problem (``invisible = "reject"``) or removed ("remove"); any
+        script's digits as 0-9 (``digits = "unicode"``).
 
         Raises:
             FieldValueError: an invisible character in a string (rule "invisible").
         """
         invisible, blank, only_invisible = _invisibles()
         found = invisible.search(text)
-        if found is None:
-            pass
-        elif (blank if self.trim else only_invisible).fullmatch(text):
+        if found is not None and (blank if self.trim else only_invisible).fullmatch(text):
             return ""
-        elif self.type == "string" and self.invisible != "keep":
+        if found is not None and self.type == "string" and self.invisible != "keep":
             if self.invisible == "reject":
                 raise FieldValueError(
                     "invisible",
@@ -428,18 +427,6 @@ class FieldSpec(StrictModel):
         if not notes:
             return exc
         return FieldValueError(exc.rule, f"{exc.message} ({'; '.join(notes)})", exc.value)
-
-    def _convert(self, text: str) -> Any:
-        kind = self.type
-        if kind in ("string", "enum"):
-            return text
-        if kind == "integer":
-            return self._integer(text)
-        if kind == "decimal":
-            return self._decimal(text)
-        if kind == "boolean":
-            return self._boolean(text)
-        return self._when(text)
 
     @staticmethod
     def _boolean(text: str) -> bool:

@@ -555,15 +555,10 @@ class _Keys:
             if all(below.lines or type(value) is dict for _, below, value in inner):
                 for key, below, value in inner:
                     path = f"{prefix}{key}"
-                    if not below.lines:
+                    if below.lines:
+                        self._lines(value, below, policy, where, path, report)
+                    else:
                         self.walk(value, below, policy, where, f"{path}.", report)
-                    elif type(value) is list:
-                        for i, item in enumerate(value):
-                            if type(item) is dict:
-                                at = f"{where}.{path}[{i}]"
-                                self.walk(
-                                    item, below, below.policy or policy, at, f"{path}.", report
-                                )
                 return
         for key, value in obj.items():
             path = f"{prefix}{key}"
@@ -573,11 +568,7 @@ class _Keys:
                 continue
             below = found
             if below.lines:
-                if isinstance(value, list):
-                    for i, item in enumerate(value):
-                        if isinstance(item, dict):
-                            at = f"{where}.{path}[{i}]"
-                            self.walk(item, below, below.policy or policy, at, f"{path}.", report)
+                self._lines(value, below, policy, where, path, report)
             elif below.value:
                 continue  # a field reads it (and says if its type does not fit)
             elif isinstance(value, dict):
@@ -591,6 +582,17 @@ class _Keys:
                     value,
                     report,
                 )
+
+    def _lines(
+        self, value: Any, node: _Node, policy: str, where: str, path: str, report: Report
+    ) -> None:
+        """The keys of each line of a record's list of lines (what is not a list or not
+        an object is the record reader's problem)."""
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    at = f"{where}.{path}[{i}]"
+                    self.walk(item, node, node.policy or policy, at, f"{path}.", report)
 
     def _unknown(
         self, policy: str, where: str, path: str, what: str, value: Any, report: Report
