@@ -25,8 +25,13 @@ class Problem:
         shown = "" if self.value is None else f" (value: {self.value!r})"
         where = f"{self.file}: {self.location}"
         text = f"{where}: field {self.field}: {self.rule}: {self.message}{shown}"
-        # (every line of a message, on one line: one_line alone keeps the first)
-        return text if limit is None else one_line(" ".join(text.split()), limit)
+        return text if limit is None else _flat(text, limit)
+
+
+def _flat(text: str, limit: int) -> str:
+    """Every line of ``text`` on one line, cut to ``limit`` (``one_line`` keeps the first
+    line only: right for a reason, not for a problem whose message has several)."""
+    return one_line(" ".join(text.split()), limit)
 
 
 def _position(problem: Problem) -> int:
@@ -50,6 +55,12 @@ class Report:
     #: "rows", "lines").
     skipped: dict[str, int] = field(default_factory=dict)
 
+    #: Warnings beyond ``cap``, counted (not listed).
+    warnings_dropped: int = 0
+    #: Problems of input the layout does not read (rule "unknown"): they do not stop a
+    #: record's own values from being mapped (and their problems reported).
+    unread: int = 0
+
     def warn(self, message: str) -> None:
         if message in self.warnings:
             return
@@ -57,12 +68,6 @@ class Report:
             self.warnings.append(message)
         else:
             self.warnings_dropped += 1
-
-    #: Warnings beyond ``cap``, counted (not listed).
-    warnings_dropped: int = 0
-    #: Problems of input the layout does not read (rule "unknown"): they do not stop a
-    #: record's own values from being mapped (and their problems reported).
-    unread: int = 0
 
     def add(self, location: str, field_name: str, rule: str, value: Any, message: str) -> None:
         if rule == "unknown":
@@ -99,7 +104,7 @@ class Report:
         if self.dropped:
             lines.append(f"... and {self.dropped} more problem(s) not listed (cap {self.cap})")
         warnings = (f"{self.file}: warning: {w}" for w in self.warnings)
-        lines.extend(w if limit is None else one_line(" ".join(w.split()), limit) for w in warnings)
+        lines.extend(w if limit is None else _flat(w, limit) for w in warnings)
         if self.warnings_dropped:
             lines.append(
                 f"... and {self.warnings_dropped} more warning(s) not listed (cap {self.cap})"

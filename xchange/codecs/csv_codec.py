@@ -428,6 +428,7 @@ class CsvCodec:
                     f"the rows have {width} columns, layout {layout.name} declares "
                     f"{len(layout.fields)}",
                     report,
+                    layout.unknown_columns(),
                 )
             return [(f, i if i < width else None) for i, f in enumerate(layout.fields)]
         keys = [f.key for f in layout.fields]
@@ -495,11 +496,9 @@ class CsvCodec:
         return out
 
     @staticmethod
-    def _unknown(
-        layout: Layout, where: str, what: str, report: Report, policy: str | None = None
-    ) -> None:
-        """Columns the layout does not declare, as its ``unknown`` policy says."""
-        policy = policy or layout.unknown_columns()
+    def _unknown(layout: Layout, where: str, what: str, report: Report, policy: str) -> None:
+        """Columns the layout does not declare, as ``policy`` (its ``unknown``, or a
+        column's own ``unknown_in``) says."""
         if policy == "ignore":
             return
         if policy == "warn":
