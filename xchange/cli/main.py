@@ -550,22 +550,22 @@ def _convert(
         return conversion.outputs
     except ValidationFailed as exc:
         report = exc.report
-        hint = ""
-        if report_path is not None:
-            report_path.write_text(report.text() + "\n", encoding="utf-8")
-            hint = f"\n(the whole report: {report_path})"
-        elif report.cut(LINE_LIMIT):
-            hint = "\n(lines cut at ... are whole in the file that --report FILE writes)"
-        fail(f"{report.summary()}\n\n{report.text(LINE_LIMIT)}{hint}", 1)
+        shown = f"{report.summary()}\n\n{report.text(LINE_LIMIT)}"
+        _fail_with(report.text(), shown, report.cut(LINE_LIMIT), report_path)
     except XchangeError as exc:
         whole = f"{file}: {exc.kind}: {exc}"
-        hint = ""
-        if report_path is not None:
-            report_path.write_text(whole + "\n", encoding="utf-8")
-            hint = f"\n(the whole message: {report_path})"
-        elif one_line(whole, LINE_LIMIT) != whole:
-            hint = "\n(cut at ...: --report FILE writes the whole message)"
-        fail(f"{one_line(whole, LINE_LIMIT)}{hint}", 1)
+        shown = one_line(whole, LINE_LIMIT)
+        _fail_with(whole, shown, shown != whole, report_path)
+
+
+def _fail_with(whole: str, shown: str, cut: bool, report_path: Path | None) -> NoReturn:
+    """Exit 1 showing ``shown`` (bounded lines); ``report_path`` gets ``whole``, else, if
+    ``shown`` left something out, the user is told how to see it."""
+    if report_path is not None:
+        report_path.write_text(whole + "\n", encoding="utf-8")
+        fail(f"{shown}\n(the whole text: {report_path})", 1)
+    hint = "\n(lines cut at ... are whole in the file that --report FILE writes)" if cut else ""
+    fail(shown + hint, 1)
 
 
 @main.command()
