@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 
 from xchange.config import AlertsConfig, EmailSink, LogSink, WebhookSink
-from xchange.errors import JournalError
+from xchange.errors import AuthenticationFailed, HostKeyMismatch, HostKeyUnknown, JournalError
 from xchange.journal import AlertWindow, Journal
 
 log = structlog.get_logger(__name__)
@@ -107,7 +107,7 @@ def deliver(sink: EmailSink | WebhookSink | LogSink, alert: Alert) -> None:
 
 #: Causes that no retry fixes but a person does (a host key to check and pin, a login to
 #: mend): the files are kept, and said to be waiting for that person.
-NEEDS_A_PERSON = frozenset({"host-key-unknown", "host-key-changed", "auth"})
+NEEDS_A_PERSON = frozenset(e.kind for e in (HostKeyUnknown, HostKeyMismatch, AuthenticationFailed))
 
 
 class Alerter:
