@@ -6,18 +6,27 @@ from __future__ import annotations
 import io
 import json
 import logging
-import sys
 import threading
+import time
 
 import structlog
 
 from xchange.log import configure_logging
 
 
+class _Pipe(io.StringIO):
+    """A stream whose writes let other threads run, as a write to a pipe or a terminal
+    does (a StringIO alone never gives them the chance to come between two writes)."""
+
+    def write(self, text: str) -> int:
+        time.sleep(0)
+        return super().write(text)
+
+
 def test_library_and_xchange_events_never_share_a_line() -> None:
     """An APScheduler record was written inside a structlog JSON line (two events on one
     line) when two threads logged at once."""
-    out = io.StringIO()
+    out = _Pipe()
     configure_logging(json=True, stream=out)
     ours = structlog.get_logger("xchange.test")
     theirs = logging.getLogger("apscheduler.executors.default")
@@ -31,15 +40,10 @@ def test_library_and_xchange_events_never_share_a_line() -> None:
             theirs.warning("Run time of job %s was missed by %s", n, "0:00:01" + "y" * 200)
 
     threads = [threading.Thread(target=write_ours), threading.Thread(target=write_theirs)]
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # threads take turns often: where a line can be split
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        sys.setswitchinterval(interval)
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     lines = out.getvalue().splitlines()
     assert len(lines) == 4000
     for line in lines:
