@@ -50,6 +50,19 @@ def problems(route: str, data: bytes, **layout: Any) -> list[tuple[str, str, str
     return []
 
 
+def rules(route: str, data: bytes, **layout: Any) -> list[str]:
+    """The rule of every problem (see :func:`problems`)."""
+    return [rule for _, _, rule in problems(route, data, **layout)]
+
+
+def doubled(data: bytes, tag: str) -> bytes:
+    """``data`` with its first ``<tag>...</tag>`` given twice in a row."""
+    start = data.index(f"<{tag}".encode())
+    close = f"</{tag}>".encode()
+    end = data.index(close) + len(close)
+    return data[:end] + data[start:end] + data[end:]
+
+
 def messages(route: str, data: bytes) -> str:
     try:
         pipeline(route).convert(data, "in", NOW)
@@ -115,8 +128,8 @@ def test_a_line_in_another_namespace_is_not_a_record_and_not_passed_over(route: 
     """``<Line xmlns="urn:other">`` among the count's lines: on stock-count-gain the whole
     gain document vanished ("OK: 0 document(s)")."""
     data = stock_count(route, b'<Line xmlns="urn:other" no="9"><Sku>X</Sku></Line>')
-    found = problems(route, data)
-    assert [rule for _, _, rule in found] == ["unknown"], found
+    found = rules(route, data)
+    assert found == ["unknown"], found
     assert "urn:other" in messages(route, data)
 
 
@@ -132,8 +145,8 @@ def test_an_element_anywhere_else_in_the_document_is_a_problem() -> None:
         (b"<itemCode>", b"<discount>10.00</discount><itemCode>"),
         (b"<orderLine>", b'<orderLine status="cancelled">'),
     ):
-        found = problems("delivery-confirm", data.replace(*extra, 1))
-        assert [rule for _, _, rule in found] == ["unknown"], (extra, found)
+        found = rules("delivery-confirm", data.replace(*extra, 1))
+        assert found == ["unknown"], (extra, found)
 
 
 def test_unknown_xml_input_may_be_ignored_or_warned_per_layout_and_per_subtree() -> None:
@@ -213,8 +226,8 @@ def test_an_xml_receipt_without_lines_is_a_problem_unless_the_layout_allows_it()
     end = data.index(b"</Items>") + len(b"</Items>")
     for empty in (b"<Items/>", b""):
         changed = data[:start] + empty + data[end:]
-        found = problems("purchase-inbound", changed)
-        assert [rule for _, _, rule in found] == ["lines"], found
+        found = rules("purchase-inbound", changed)
+        assert found == ["lines"], found
         assert "no line" in messages("purchase-inbound", changed)
         assert problems("purchase-inbound", changed, min_lines=0) == []
 
@@ -317,10 +330,6 @@ def test_json_reader_reports_keys_the_layout_does_not_read_in_ndjson_too() -> No
     assert [(p.field, p.rule) for p in report.problems] == [("x", "unknown")]
 
 
-def test_samples_folder_is_where_conftest_says(tmp_path: Path) -> None:
-    assert (SAMPLES / "delivery-confirm" / "in").is_dir()
-
-
 # --------------------------------------------------------------------------- bounded reasons
 
 
@@ -404,18 +413,14 @@ def test_text_between_records_is_input_too(route: str, at: bytes, text: bytes) -
         if route != "wms-stock-count"
         else data.replace(at, text.decode().encode("gb18030") + at, 1)
     )
-    found = problems(route, data)
-    assert [rule for _, _, rule in found] == ["unknown"], found
+    found = rules(route, data)
+    assert found == ["unknown"], found
 
 
 def test_a_lines_container_given_twice_in_one_document_is_a_problem() -> None:
     """Two <Items> in one receipt were merged into one document's lines without a word."""
-    data = sample("purchase-inbound")
-    start = data.index(b"<Items>")
-    end = data.index(b"</Items>") + len(b"</Items>")
-    data = data[:end] + data[start:end] + data[end:]
-    found = problems("purchase-inbound", data)
-    assert "structure" in [rule for _, _, rule in found], found
+    found = rules("purchase-inbound", doubled(sample("purchase-inbound"), "Items"))
+    assert "structure" in found, found
 
 
 @pytest.mark.parametrize(
@@ -425,12 +430,8 @@ def test_records_in_several_blocks_are_read_from_each(route: str, container: str
     """Records are records wherever their path matches: an export in batches
     (<Lines>...</Lines><Lines>...</Lines>) gives the rows of both, each once."""
     data = sample(route)
-    close = f"</{container}>".encode()
-    start = data.index(b"<" + container.encode())
-    end = data.index(close) + len(close)
-    doubled = data[:end] + data[start:end] + data[end:]
     once = pipeline(route).convert(data, "in", NOW)
-    twice = pipeline(route).convert(doubled, "in", NOW)
+    twice = pipeline(route).convert(doubled(data, container), "in", NOW)
     assert sum(o.documents for o in twice) == 2 * sum(o.documents for o in once)
 
 
@@ -476,8 +477,8 @@ def test_a_control_character_in_a_value_is_a_problem(route: str, change: Any) ->
         data = text.replace("请周末送货", "请周末\x1b送货", 1).encode("gbk")
     else:
         data = change(sample(route))
-    found = problems(route, data)
-    assert [rule for _, _, rule in found] == ["invisible"], found
+    found = rules(route, data)
+    assert found == ["invisible"], found
 
 
 def test_an_empty_xml_records_element_is_nothing_to_do_as_an_empty_json_list_is() -> None:
