@@ -160,21 +160,31 @@ POOLS = [
 ]
 
 
-def pipelines(mapping: str = "shop-to-erp-lines") -> tuple[Pipeline, Pipeline]:
-    target = "erp-order-lines" + mapping.removeprefix("shop-to-erp-lines")
-    route = RouteConfig.model_validate(
+def route_config(source: str, mapping: str, target: str, name: str) -> RouteConfig:
+    """A route of these layouts and mapping (its endpoints are never reached)."""
+    return RouteConfig.model_validate(
         {
             "name": "t",
             "source": {"endpoint": "x"},
-            "source_layout": "shop-order-lines",
+            "source_layout": source,
             "mapping": mapping,
             "target_layout": target,
-            "target": {"endpoint": "y", "name": "ERP_{OrderNo}_{source_stem}.csv"},
+            "target": {"endpoint": "y", "name": name},
         }
     )
-    fast, slow = Pipeline(route, FORMATS), Pipeline(route, FORMATS)
+
+
+def fast_and_slow(route: RouteConfig, formats: Path) -> tuple[Pipeline, Pipeline]:
+    """The route's pipeline twice: with its columnar plan, and with the row path only."""
+    fast, slow = Pipeline(route, formats), Pipeline(route, formats)
     slow._plan = None
     return fast, slow
+
+
+def pipelines(mapping: str = "shop-to-erp-lines") -> tuple[Pipeline, Pipeline]:
+    target = "erp-order-lines" + mapping.removeprefix("shop-to-erp-lines")
+    route = route_config("shop-order-lines", mapping, target, "ERP_{OrderNo}_{source_stem}.csv")
+    return fast_and_slow(route, FORMATS)
 
 
 FAST, SLOW = pipelines()

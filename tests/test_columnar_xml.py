@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from tests.conftest import REPO
+from tests.test_columnar import fast_and_slow, route_config
 from tests.test_columnar import outcome as columnar_outcome
-from xchange.config import RouteConfig
 from xchange.layout import FieldSpec, FieldValueError
 from xchange.pipeline import Pipeline
 
@@ -19,19 +19,13 @@ NS = "urn:example:wms:stockcount:1"
 
 
 def pipelines() -> tuple[Pipeline, Pipeline]:
-    route = RouteConfig.model_validate(
-        {
-            "name": "t",
-            "source": {"endpoint": "x"},
-            "source_layout": "wms-stock-count",
-            "mapping": "wms-stock-count-to-oms-inventory",
-            "target_layout": "oms-inventory",
-            "target": {"endpoint": "y", "name": "OMS_INV_{count_no}_{source_stem}.csv"},
-        }
+    route = route_config(
+        "wms-stock-count",
+        "wms-stock-count-to-oms-inventory",
+        "oms-inventory",
+        "OMS_INV_{count_no}_{source_stem}.csv",
     )
-    fast, slow = Pipeline(route, REPO / "formats"), Pipeline(route, REPO / "formats")
-    slow._plan = None
-    return fast, slow
+    return fast_and_slow(route, REPO / "formats")
 
 
 FAST, SLOW = pipelines()

@@ -19,9 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import REPO
-from tests.test_columnar import outcome
+from tests.test_columnar import fast_and_slow, outcome, route_config
 from xchange.cli import main
-from xchange.config import RouteConfig
 from xchange.layout import FieldSpec, FieldValueError, ascii_digit_pattern, parse_field
 from xchange.pipeline import Pipeline
 from xchange.report import Report
@@ -502,18 +501,8 @@ def route_pipelines(folder: Path, relaxed: bool) -> tuple[Pipeline, Pipeline]:
     (folder / "relaxed.toml").write_text(SOURCE.format(**keys), encoding="utf-8")
     (folder / "plain.toml").write_text(TARGET, encoding="utf-8")
     (folder / "relaxed-to-plain.toml").write_text(MAPPING, encoding="utf-8")
-    route = RouteConfig.model_validate(
-        {
-            "name": "t",
-            "source": {"endpoint": "x"},
-            "source_layout": "relaxed",
-            "mapping": "relaxed-to-plain",
-            "target_layout": "plain",
-            "target": {"endpoint": "y", "name": "out.csv"},
-        }
-    )
-    fast, slow = Pipeline(route, folder), Pipeline(route, folder)
-    slow._plan = None
+    route = route_config("relaxed", "relaxed-to-plain", "plain", "out.csv")
+    fast, slow = fast_and_slow(route, folder)
     assert fast._plan is not None
     return fast, slow
 

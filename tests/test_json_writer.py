@@ -137,7 +137,7 @@ def test_a_target_layout_whose_fields_would_collide_is_refused(
     loses nothing and loads."""
     import shutil
 
-    from xchange.config import RouteConfig
+    from tests.test_columnar import route_config
     from xchange.errors import ConfigError
     from xchange.pipeline import Pipeline
 
@@ -149,15 +149,8 @@ def test_a_target_layout_whose_fields_would_collide_is_refused(
         text.replace('name = "FNote"', f'name = "FNote"\ncolumn = "{note_column}"'), "utf-8"
     )
     assert load_layout(formats, "kingdee-sale-order").write_collisions()  # it loads
-    route = RouteConfig.model_validate(
-        {
-            "name": "t",
-            "source": {"endpoint": "x"},
-            "source_layout": "oms-sales-order",
-            "mapping": "oms-to-kingdee-sale-order",
-            "target_layout": "kingdee-sale-order",
-            "target": {"endpoint": "y", "name": "{FBillNo}.json"},
-        }
+    route = route_config(
+        "oms-sales-order", "oms-to-kingdee-sale-order", "kingdee-sale-order", "{FBillNo}.json"
     )
     with pytest.raises(ConfigError) as caught:
         Pipeline(route, formats)
