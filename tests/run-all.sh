@@ -4,6 +4,7 @@
 #     missing): OpenSSH's sshd, gesftpserver, rclone (serve sftp), ProFTPD with mod_sftp,
 #     PostgreSQL
 #   - xchange itself with its test extras, in a virtual environment (.venv)
+#   - ruff and mypy on the code, then pytest
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,4 +35,5 @@ fi
 python="$(venv_python)"
 "$python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
 "$python" -m ruff check xchange tests
+"$python" -m mypy xchange
 exec "$python" -m pytest "$@"

@@ -303,7 +303,7 @@ class Alerter:
             f"A test alert from xchange ({self.config_file}), sent by `xchange alerts test`. "
             "Nothing is wrong.",
         )
-        results = []
+        results: list[tuple[int, str, str | None]] = []
         for number, target in enumerate(self.config.sinks, start=1):
             if sink is not None and number != sink:
                 continue

@@ -279,7 +279,9 @@ class HttpEndpoint:
 
     def start(self) -> None:
         self.thread.start()
-        log.info("http.listening", address=f"{self.server.server_address[0]}:{self.port}")
+        host = self.server.server_address[0]
+        host = host.decode() if isinstance(host, bytes) else host
+        log.info("http.listening", address=f"{host}:{self.port}")
 
     def stop(self) -> None:
         self.server.shutdown()

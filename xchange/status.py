@@ -83,8 +83,8 @@ def route_status(config: AppConfig, journal: Journal, now: datetime) -> list[Rou
                     "next_try_local": local_time(r.next_retry_at, now),
                 }
             )
-        state = deadlines.today(route, journal, now)
-        status.deadline = state.describe() if state is not None else None
+        deadline = deadlines.today(route, journal, now)
+        status.deadline = deadline.describe() if deadline is not None else None
         status.quarantined = journal.count(route=route.name, states=[State.QUARANTINED])
         out.append(status)
     return out

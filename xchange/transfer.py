@@ -47,7 +47,7 @@ from xchange.errors import (
 )
 from xchange.faults import checkpoint
 from xchange.journal import DONE_STATES, FileKey, FileRecord, Journal, State
-from xchange.pipeline import Pipeline
+from xchange.pipeline import CopyPipeline, Pipeline
 from xchange.quarantine import Quarantine
 from xchange.remote import FileInfo, Remote
 from xchange.results import (
@@ -132,7 +132,7 @@ class Transfer:
         config: AppConfig,
         journal: Journal,
         sessions: Sessions,
-        pipelines: dict[str, Pipeline],
+        pipelines: dict[str, Pipeline | CopyPipeline],
         *,
         scratch: Path,
         now: Callable[[], datetime],

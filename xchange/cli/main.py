@@ -172,13 +172,13 @@ def known_route(config: AppConfig, name: str) -> RouteConfig:
 def _loaded(path: str, *, secrets: bool = True) -> AppConfig:
     """The configuration at ``path``, its secrets known to the log's redaction."""
     config = load_config(path, secrets="require" if secrets else "defer")
-    secrets: list[Any] = []
+    found: list[Any] = []
     for endpoint in config.endpoints.values():
         if isinstance(endpoint, SFTPEndpoint):
-            secrets += [endpoint.password, endpoint.key_passphrase]
+            found += [endpoint.password, endpoint.key_passphrase]
     for sink in config.alerts.sinks:
-        secrets += [getattr(sink, "password", None), getattr(sink, "secret_url", None)]
-    for secret in secrets:
+        found += [getattr(sink, "password", None), getattr(sink, "secret_url", None)]
+    for secret in found:
         if secret is not None:
             register_secret(secret.get_secret_value())
     return config

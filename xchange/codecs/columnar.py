@@ -146,7 +146,7 @@ def _series(values: Sequence[str | None] | None) -> pd.Series | None:
     """A column of a chunk as text ("" where there is no value)."""
     if values is None or isinstance(values, pd.Series):
         return values
-    text = pd.Series(values, dtype=object)
+    text = pd.Series(values, dtype=object)  # type: ignore[arg-type]  # (None: no value)
     return text.fillna("") if None in values else text
 
 
@@ -850,7 +850,7 @@ class _Vector:
             value = self._eval(node.args[0], expression)
             if not isinstance(value, _Col) or value.kind != "str":
                 raise _GiveUp
-            fn = {"upper": str.upper, "lower": str.lower, "trim": str.strip}[name]
+            fn = str.upper if name == "upper" else str.lower if name == "lower" else str.strip
             data = _smap(fn, value.data.where(~value.null, ""))
             return _Col("str", data, value.null | _is_empty(data), stripped=name == "trim")
         if name == "abs":

@@ -19,7 +19,7 @@ import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 import pandas as pd
 
@@ -40,7 +40,7 @@ from xchange.report import Report
 CHUNK_ROWS = 50_000
 _LONE_CR = re.compile(r"\r(?!\n)")
 
-_QUOTING = {
+_QUOTING: dict[str, Literal[0, 1, 2, 3]] = {
     "minimal": csv.QUOTE_MINIMAL,
     "all": csv.QUOTE_ALL,
     "nonnumeric": csv.QUOTE_NONNUMERIC,
@@ -345,7 +345,8 @@ class CsvCodec:
         if prepared is None or report:
             return
         for frame, offset in self.frames(stream, layout, origin, prepared):
-            columns = {
+            # (pandas columns of text: what a Chunk's columns are, as the stubs cannot say)
+            columns: dict[str, Any] = {
                 spec.key: frame.iloc[:, pos] for spec, pos in prepared.columns if pos is not None
             }
 

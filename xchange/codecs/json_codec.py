@@ -820,7 +820,8 @@ class _Shape:
         body: dict[str, Any] = {}
         for spec in layout.fields:
             _place(body, spec.key, _Slot(spec))
-        self.line_steps: list[tuple[str, FieldSpec | None]] = []
+        #: One line's template: (text before a field, the field); a line has no lines.
+        self.line_steps: list[tuple[str, FieldSpec]] = []
         self.line_pad = self.line_open = self.line_close = self.line_end = ""
         if layout.shape == "nested":
             _place(body, opts.lines or "lines", _Slot(lines=True))
@@ -835,7 +836,8 @@ class _Shape:
             item: dict[str, Any] = {}
             for spec in layout.line_fields:
                 _place(item, spec.key, _Slot(spec))
-            self.line_steps, self.line_end = _steps(_template(item, indent, depth + 1))
+            steps, self.line_end = _steps(_template(item, indent, depth + 1))
+            self.line_steps = [(text, spec) for text, spec in steps if spec is not None]
             pad = "" if indent is None else "\n" + " " * (indent * (depth + 1))
             self.line_open = "[" + pad
             self.line_pad = ", " if indent is None else "," + pad
@@ -857,7 +859,7 @@ class _Shape:
                         out.append(self.line_pad)
                     for literal, field in self.line_steps:
                         out.append(literal)
-                        out.append(_json_text(field, line.get(field.name)))  # type: ignore[union-attr]
+                        out.append(_json_text(field, line.get(field.name)))
                     out.append(self.line_end)
                 out.append(self.line_close)
         out.append(self.end)
@@ -897,7 +899,7 @@ def _template(tree: Any, indent: int | None, level: int) -> list[str | _Slot]:
     merged: list[str | _Slot] = []
     for piece in pieces:
         if type(piece) is str and merged and type(merged[-1]) is str:
-            merged[-1] += piece  # type: ignore[operator]
+            merged[-1] += piece
         else:
             merged.append(piece)
     return merged
@@ -932,7 +934,7 @@ def _place(obj: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 #: A string as ``json.dumps(text, ensure_ascii=False)`` writes it (the C function it uses).
-_quoted = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_quoted = json.encoder.encode_basestring
 
 
 def dumps(value: Any, indent: int | None, level: int = 0) -> str:

@@ -58,7 +58,10 @@ import io
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 from xchange.errors import DecodeError, MappingError
 from xchange.report import Report
@@ -124,14 +127,14 @@ class _GbIncrementalDecoder(codecs.IncrementalDecoder):
         super().__init__(errors)
         self._inner = codecs.getincrementaldecoder("gb18030")(errors)
 
-    def decode(self, input: bytes, final: bool = False) -> str:
+    def decode(self, input: ReadableBuffer, final: bool = False) -> str:
         return _gb_fix(str(self._inner.decode(input, final)))
 
     def reset(self) -> None:
         self._inner.reset()
 
     def getstate(self) -> tuple[bytes, int]:
-        return self._inner.getstate()  # type: ignore[no-any-return]
+        return self._inner.getstate()
 
     def setstate(self, state: tuple[bytes, int]) -> None:
         self._inner.setstate(state)
@@ -153,8 +156,9 @@ def _gb_encode(text: str, errors: str = "strict") -> tuple[bytes, int]:
     return codecs.encode(_gb_unfix(text), "gb18030", errors), len(text)
 
 
-def _gb_decode(data: bytes, errors: str = "strict") -> tuple[str, int]:
-    return _gb_fix(codecs.decode(bytes(data), "gb18030", errors)), len(data)
+def _gb_decode(data: ReadableBuffer, errors: str = "strict") -> tuple[str, int]:
+    data = bytes(data)
+    return _gb_fix(codecs.decode(data, "gb18030", errors)), len(data)
 
 
 class _GbStreamReader(codecs.StreamReader):

@@ -187,8 +187,11 @@ class Journal(Protocol):
     #: Whether several daemons (processes, hosts) may share this journal: claims then hold
     #: leases, and a claim of content another daemon holds says so (``Claim.held_by``).
     shared: bool
-    #: This daemon as the owner of its claims (None: a journal of one daemon).
-    owner: str | None
+
+    @property
+    def owner(self) -> str | None:
+        """This daemon as the owner of its claims (None: a journal of one daemon)."""
+        ...
 
     def batch(self) -> AbstractContextManager[None]:
         """Make the writes inside the block one transaction: nothing of it is committed

@@ -297,7 +297,7 @@ class PostgresJournal:
                     continue
                 for statement in sql.split(";"):
                     if statement.strip():
-                        db.execute(statement)  # type: ignore[call-overload]
+                        db.execute(statement)
                 db.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (name, _utc()))
             db.execute(
                 "INSERT INTO meta VALUES ('journal_id', %s) ON CONFLICT (key) DO NOTHING",
@@ -350,7 +350,7 @@ class PostgresJournal:
     def _select(self, where: str, args: Sequence[Any], tail: str = "") -> list[FileRecord]:
         with self._tx() as db:
             rows = db.execute(
-                f"SELECT {_FILE_COLUMNS} FROM files WHERE {where} {tail}",  # type: ignore[call-overload]
+                f"SELECT {_FILE_COLUMNS} FROM files WHERE {where} {tail}",
                 args,
             ).fetchall()
             return self._records(db, rows)
@@ -436,7 +436,7 @@ class PostgresJournal:
                 args.append(value)
         with self._tx() as db:
             row = db.execute(
-                f"SELECT count(*) AS n FROM files WHERE {' AND '.join(where)}",  # type: ignore[call-overload]
+                f"SELECT count(*) AS n FROM files WHERE {' AND '.join(where)}",
                 args,
             ).fetchone()
         return int(row["n"]) if row is not None else 0
@@ -571,6 +571,11 @@ class PostgresJournal:
                     record.id,
                 ),
             ).fetchone()
+            if updated is None:  # (the row is locked: cannot happen, but said if it does)
+                raise JournalUnavailable(
+                    f"journal {self.where}: the record of {key.path} vanished while it was "
+                    "claimed; tried again"
+                )
             note = key.path + (f" (taken over from {row['owner']})" if taken_over else "")
             db.execute(
                 "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
@@ -749,7 +754,7 @@ class PostgresJournal:
                     sets.append(f"{column}=%({column})s")
                     args[column] = value
             db.execute(
-                f"UPDATE files SET {', '.join(sets)} WHERE id=%(id)s",  # type: ignore[call-overload]
+                f"UPDATE files SET {', '.join(sets)} WHERE id=%(id)s",
                 args,
             )
 
@@ -859,7 +864,7 @@ class PostgresJournal:
                 ("files", "id"),
             ):
                 db.execute(
-                    f"DELETE FROM {table} WHERE {column} = ANY(%s)",  # type: ignore[call-overload]
+                    f"DELETE FROM {table} WHERE {column} = ANY(%s)",
                     (ids,),
                 )
         return len(ids)
@@ -974,10 +979,10 @@ class PostgresJournal:
                     f"VALUES ({', '.join(['%s'] * len(columns))})"
                 )
                 with db.cursor() as cur:
-                    cur.executemany(sql, [tuple(r[c] for c in columns) for r in rows])  # type: ignore[arg-type]
+                    cur.executemany(sql, [tuple(r[c] for c in columns) for r in rows])
             for table in ("files", "outputs", "transitions"):
                 db.execute(
-                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # type: ignore[call-overload]
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                     f"coalesce((SELECT max(id) FROM {table}), 0) + 1, false)"
                 )
         return counts

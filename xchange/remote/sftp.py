@@ -96,8 +96,9 @@ class _Client(paramiko.SFTPClient):
     def _send_version(self) -> int:
         message = paramiko.Message()
         message.add_int(3)
-        self._send_packet(paramiko.sftp.CMD_INIT, message)
-        t, data = self._read_packet()
+        # (paramiko's own BaseSFTP methods, which its type stubs leave out)
+        self._send_packet(paramiko.sftp.CMD_INIT, message)  # type: ignore[attr-defined]
+        t, data = self._read_packet()  # type: ignore[attr-defined]
         if t != paramiko.sftp.CMD_VERSION:
             raise paramiko.SFTPError("Incompatible sftp protocol")
         version = int(struct.unpack(">I", data[:4])[0])
@@ -705,7 +706,7 @@ class SFTPRemote:
                 transport.close()
         return key
 
-    def pinned_host_keys(self) -> list[paramiko.PKey]:
+    def pinned_host_keys(self) -> builtins.list[paramiko.PKey]:
         """The keys known_hosts pins for this endpoint's host (none if it has no file)."""
         path = self.cfg.known_hosts
         if not path.exists():
