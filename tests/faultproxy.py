@@ -8,6 +8,10 @@ Modes, switchable while it runs:
 - ``stall``: accept and never answer;
 - ``refuse``: close every new connection at once.
 ``faulty_connections`` limits how many new connections get the fault (then ``pass``).
+
+``freeze()`` stops every path at once, open connections too (a network partition, a hung
+server: bytes are taken and never answered); ``thaw()`` cuts the frozen connections (as a
+long partition does) and forwards new ones again.
 """
 
 from __future__ import annotations
@@ -28,6 +32,18 @@ class FaultProxy:
     connections: int = 0
     _sockets: list[socket.socket] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _frozen: threading.Event = field(default_factory=threading.Event)
+
+    def freeze(self) -> None:
+        self._frozen.set()
+
+    def thaw(self) -> None:
+        self._frozen.clear()
+        held, self._sockets = self._sockets, []
+        for s in held:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
 
     def start(self) -> FaultProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -59,9 +75,13 @@ class FaultProxy:
             if mode == "refuse":
                 client.close()
                 continue
-            if mode == "stall":
+            if mode == "stall" or self._frozen.is_set():
                 continue  # accepted, never answered
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+            except OSError:  # the server is away (restarting): as it would, refuse
+                client.close()
+                continue
             upstream.settimeout(None)
             self._sockets.append(upstream)
             budget = [self.limit if mode in ("drop_after", "stall_after") else -1]
@@ -87,7 +107,7 @@ class FaultProxy:
                 data = src.recv(65536)
                 if not data:
                     break
-                if stalled.is_set():
+                if stalled.is_set() or self._frozen.is_set():
                     continue  # swallow: the path is dead but nobody says so
                 if counted and budget[0] >= 0:
                     budget[0] -= len(data)
@@ -103,4 +123,4 @@ class FaultProxy:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                    s.close()
+                s.close()

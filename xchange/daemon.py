@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -30,7 +30,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from xchange.config import AppConfig, LocalEndpoint, RouteConfig
-from xchange.errors import ConfigError, JournalError, XchangeError
+from xchange.errors import ConfigError, JournalError, JournalUnavailable, XchangeError
 from xchange.journal import Journal
 from xchange.runner import RouteResult, Runner
 from xchange.watcher import FolderWatcher
@@ -39,6 +39,33 @@ log = structlog.get_logger(__name__)
 
 #: Seconds between "still finishing these files" events while a stop waits for them.
 FINISHING_EVERY = 5.0
+#: The longest wait between tries of a journal that cannot be reached at start.
+JOURNAL_RETRY_MAX = 30.0
+
+T = TypeVar("T")
+
+
+def when_journal_answers(
+    start: Callable[[], T],
+    stop: threading.Event,
+    on_first_failure: Callable[[JournalUnavailable], None],
+) -> T | None:
+    """``start()`` (open the journal, set the daemon up), tried again while the journal's
+    server cannot be reached (restarting, a network cut): a daemon does not exit for a
+    transient loss; it says so at every try, alerts once, and goes on once the server
+    answers. None if a stop came first."""
+    wait, tries = 1.0, 0
+    while not stop.is_set():
+        try:
+            return start()
+        except JournalUnavailable as exc:
+            tries += 1
+            log.error("journal.unavailable", error=exc.reason, tries=tries, next_try_s=wait)
+            if tries == 1:
+                on_first_failure(exc)
+        stop.wait(wait)
+        wait = min(wait * 2, JOURNAL_RETRY_MAX)
+    return None
 
 
 def check_schedules(config: AppConfig) -> list[str]:

@@ -111,6 +111,7 @@ class Delivery:
         overwrite: bool,
     ) -> list[Output]:
         """Put outputs in one pipelined flight; record those in place; return the rest."""
+        self.journal.confirm(record.id)  # (small files: their renames follow at once)
         puts = [
             SmallPut(
                 o.name,
@@ -173,6 +174,7 @@ class Delivery:
                         temp,
                         policy == "overwrite",
                         route.target.permissions,
+                        functools.partial(self.journal.confirm, record.id),
                     ),
                     route.retry,
                     sleep=self.sleep,
@@ -201,10 +203,24 @@ class Delivery:
 
 
 def _put(
-    target: Remote, out: Output, name: str, temp: str, overwrite: bool, mode: int | None
+    target: Remote,
+    out: Output,
+    name: str,
+    temp: str,
+    overwrite: bool,
+    mode: int | None,
+    confirm: Callable[[], None],
 ) -> None:
     with out.open() as src:
-        target.put_atomic(name, src, out.size, temp_name=temp, overwrite=overwrite, mode=mode)
+        target.put_atomic(
+            name,
+            src,
+            out.size,
+            temp_name=temp,
+            overwrite=overwrite,
+            mode=mode,
+            before_rename=confirm,
+        )
 
 
 __all__ = ["Delivery", "already_there", "temp_token"]

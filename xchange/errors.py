@@ -25,6 +25,7 @@ that flag alone, never on the concrete class::
       ├─ UnsafeName                     a name built from data would leave its folder
       ├─ JournalError                   the journal cannot be read or written
       │    ├─ JournalUnavailable        (retryable) the journal's server cannot be reached
+      │    ├─ LeaseLost                 another daemon took the file over: left to it
       │    └─ IllegalTransition         a state change the journal's table forbids (a defect)
       ├─ UsageError                     an operator asked for something that cannot be done
       └─ LockHeld                       another run of the same configuration is active
@@ -178,6 +179,14 @@ class JournalUnavailable(JournalError):
     kind = "journal-unavailable"
 
 
+class LeaseLost(JournalError):
+    """A daemon's lease on a file ran out while its journal could not be reached, and
+    another daemon of the group took the file over: this one stops before renaming
+    anything and leaves the file (and its record) to the other: not tried again here."""
+
+    kind = "lease-lost"
+
+
 class IllegalTransition(JournalError):
     """A write the journal's transition table forbids (``journal/states.py``): a defect
     in xchange, refused before anything is written."""
@@ -221,6 +230,7 @@ __all__ = [
     "IllegalTransition",
     "JournalError",
     "JournalUnavailable",
+    "LeaseLost",
     "LockHeld",
     "MappingError",
     "NameRefused",

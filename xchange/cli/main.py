@@ -354,9 +354,11 @@ def run(
         hands: dict[str, Callable[[], list[str]]] = {}
         in_hand = lambda: hands["in_hand"]() if hands else []  # noqa: E731
         with lock, _stop_on_signals(stop, in_hand, repeat=once):
-            journal = open_journal(config.journal)
-            try:
-                if once:
+            if not once:
+                _run_daemon(config, stop, hands)
+            else:
+                journal = open_journal(config.journal)
+                try:
                     runner = Runner(config, journal, stop=stop)
                     hands["in_hand"] = runner.in_hand
                     try:
@@ -367,33 +369,8 @@ def run(
                     for result in results:
                         click.echo(result.summary())
                     code = exit_code(results)
-                else:
-                    from xchange.daemon import Daemon, check_schedules
-
-                    if problems := check_schedules(config):
-                        raise ConfigError(problems)
-                    from xchange.metrics import start_http
-
-                    path = str(config.source_file)
-                    http = start_http(config, journal)
-                    daemon = Daemon(
-                        config,
-                        journal,
-                        stop=stop,
-                        load=lambda: _loaded(path),
-                        on_result=http.metrics.observe if http is not None else None,
-                    )
-                    hands["in_hand"] = lambda: daemon.runner.in_hand()
-                    if http is not None:
-                        http.metrics.current = lambda: daemon.config  # reloads included
-                    try:
-                        with _reload_on_sighup(daemon.request_reload):
-                            daemon.run()
-                    finally:
-                        if http is not None:
-                            http.stop()
-            finally:
-                journal.close()
+                finally:
+                    journal.close()
     except LockHeld as exc:
         fail(f"xchange: {exc}", EXIT_LOCKED)
     except ConfigError as exc:
@@ -402,6 +379,51 @@ def run(
         _alert_not_run(config, exc)
         fail(f"xchange: could not run: {exc}", EXIT_NOT_DELIVERED)
     sys.exit(code)
+
+
+def _run_daemon(
+    config: AppConfig, stop: threading.Event, hands: dict[str, Callable[[], list[str]]]
+) -> None:
+    """The daemon until ``stop``. A journal whose server cannot be reached at start (a
+    restart, a network cut) is waited for, said and alerted, never a reason to exit."""
+    from xchange.daemon import Daemon, check_schedules, when_journal_answers
+    from xchange.metrics import start_http
+
+    if problems := check_schedules(config):
+        raise ConfigError(problems)
+    path = str(config.source_file)
+    journal = when_journal_answers(
+        lambda: open_journal(config.journal), stop, lambda exc: _alert_not_run(config, exc)
+    )
+    if journal is None:
+        return
+    try:
+        http = start_http(config, journal)
+        try:
+            daemon = when_journal_answers(
+                lambda: Daemon(
+                    config,
+                    journal,
+                    stop=stop,
+                    load=lambda: _loaded(path),
+                    on_result=http.metrics.observe if http is not None else None,
+                ),
+                stop,
+                lambda exc: None,
+            )
+            if daemon is None:
+                return
+            running = daemon
+            hands["in_hand"] = lambda: running.runner.in_hand()  # (a reload replaces it)
+            if http is not None:
+                http.metrics.current = lambda: running.config  # reloads included
+            with _reload_on_sighup(daemon.request_reload):
+                daemon.run()
+        finally:
+            if http is not None:
+                http.stop()
+    finally:
+        journal.close()
 
 
 @main.command()

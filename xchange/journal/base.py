@@ -280,6 +280,15 @@ class Journal(Protocol):
         journal of one daemon always grants it."""
         ...
 
+    def confirm(self, file_id: int) -> None:
+        """Right before a delivery is renamed into place: the file being taken through is
+        still this daemon's. A journal of one daemon always says so.
+
+        Raises:
+            LeaseLost: another daemon of a shared journal took it over.
+        """
+        ...
+
     def record_output(self, file_id: int, output: OutputRecord) -> None:
         """Record one delivered output file."""
         ...

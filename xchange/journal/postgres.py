@@ -14,6 +14,15 @@ what sharing needs:
   (``FOR UPDATE SKIP LOCKED``), is someone else's: no daemon waits on another's file.
 - **Connection loss is transient** (``JournalUnavailable``): the daemon keeps its files
   and tries again; nothing is sent whose claim could not be confirmed.
+- **A server that stops answering is said, never waited on.** Every wait on the server is
+  bounded by ``deadline`` (a quarter of the lease, at most 30 s): connecting, each
+  statement (the server's ``statement_timeout`` too), a connection from the pool. TCP
+  keepalives notice a path that died. A stalled server is then ``JournalUnavailable``
+  like a stopped one, and the lease renewer is never stuck behind it.
+- **Leases run on the server's clock** (``now()``), never the host's: a host whose clock
+  steps neither lets its leases lapse early nor takes another's files too soon. Before a
+  delivery is renamed into place, a daemon whose renewals failed lately confirms that the
+  file is still its own (``confirm``).
 
 The password comes from the configuration's ``password_env``, never from the URL, and is
 never in a message.
@@ -25,6 +34,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -35,7 +45,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from xchange.errors import ConfigError, JournalError, JournalUnavailable
+from xchange.errors import ConfigError, JournalError, JournalUnavailable, LeaseLost
 from xchange.journal.base import (
     AlertWindow,
     Claim,
@@ -200,6 +210,29 @@ def _utc() -> datetime:
     return datetime.now(UTC)
 
 
+class _BoundedConnection(psycopg.Connection[Any]):
+    """A connection whose every wait on the server ends after ``deadline`` seconds: a
+    server (or a network path) that stops answering ends the statement with an error and
+    the connection is closed (its state is unknown), instead of holding the thread."""
+
+    #: Seconds a statement may wait on the server (set by the pool's ``configure``).
+    deadline: float = 30.0
+
+    def wait(
+        self, gen: Any, interval: float = 0.1, timeout: float | None = None
+    ) -> Any:
+        started = time.monotonic()
+        try:
+            return super().wait(gen, interval, self.deadline if timeout is None else timeout)
+        except psycopg.OperationalError:
+            if time.monotonic() - started < (timeout or self.deadline):
+                raise
+            self.close()
+            raise psycopg.OperationalError(
+                f"the server did not answer within {self.deadline:g} s"
+            ) from None
+
+
 class PostgresJournal:
     """A journal in a PostgreSQL database, safe to share between threads, processes and
     hosts. ``url`` names the server and database (``postgresql://user@host:port/db``)."""
@@ -211,12 +244,23 @@ class PostgresJournal:
     ) -> None:
         self.url = url
         self.lease = timedelta(seconds=lease)
+        #: The longest wait on the server: well under the lease, so that a daemon whose
+        #: server stalls says so (and stops renewing) long before its leases run out.
+        self.deadline = min(30.0, max(1.0, lease / 4))
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        #: When this owner's leases were last known to run (monotonic clock).
+        self._renewed = time.monotonic()
         kwargs: dict[str, Any] = {
             "row_factory": dict_row,
             "autocommit": False,
-            "options": "-c timezone=UTC",
-            "connect_timeout": 10,
+            "options": f"-c timezone=UTC -c statement_timeout={int(self.deadline * 1000)}",
+            # libpq counts whole seconds, at least 2.
+            "connect_timeout": max(2, int(self.deadline)),
+            "keepalives": 1,
+            "keepalives_idle": max(1, int(self.deadline / 2)),
+            "keepalives_interval": 1,
+            "keepalives_count": 3,
+            "tcp_user_timeout": int(self.deadline * 1000),
         }
         if password is not None:
             kwargs["password"] = password
@@ -231,7 +275,14 @@ class PostgresJournal:
                 raise ConfigError([f"journal {self.where}: {said}"]) from None
             raise JournalUnavailable(f"journal {self.where}: cannot connect: {said}") from None
         self._pool = ConnectionPool(
-            url, min_size=1, max_size=pool_size, kwargs=kwargs, open=False, timeout=30
+            url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs=kwargs,
+            open=False,
+            timeout=self.deadline,
+            connection_class=_BoundedConnection,
+            configure=self._configure,
         )
         self._local = threading.local()
         try:
@@ -247,6 +298,10 @@ class PostgresJournal:
             target=self._renew_leases, name="xchange-journal-leases", daemon=True
         )
         self._renewer.start()
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        if isinstance(conn, _BoundedConnection):
+            conn.deadline = self.deadline + 1  # the server's statement_timeout first
 
     @property
     def where(self) -> str:
@@ -314,19 +369,48 @@ class PostgresJournal:
 
     def renew_leases(self) -> int:
         """Extend this owner's leases on the files it is taking through."""
+        asked = time.monotonic()
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE files SET lease_until=%s WHERE owner=%s AND state = ANY(%s)",
-                (_utc() + self.lease, self.owner, list(HELD_STATES)),
+                "UPDATE files SET lease_until=now()+%s WHERE owner=%s AND state = ANY(%s)",
+                (self.lease, self.owner, list(HELD_STATES)),
             )
-            return cur.rowcount
+            count = cur.rowcount
+        self._renewed = max(self._renewed, asked)
+        return count
+
+    def confirm(self, file_id: int) -> None:
+        """Before a delivery is renamed into place: the file is still this owner's. Free
+        while the renewals go through; after renewals failed for a third of the lease,
+        asked of the server (and the lease renewed).
+
+        Raises:
+            LeaseLost: another daemon took the file over (its lease ran out meanwhile).
+            JournalUnavailable: the server cannot say.
+        """
+        if time.monotonic() - self._renewed < self.lease.total_seconds() / 3:
+            return
+        asked = time.monotonic()
+        with self._tx() as db:
+            row = db.execute(
+                "UPDATE files SET lease_until=now()+%s WHERE id=%s AND owner=%s "
+                "AND state = ANY(%s) RETURNING id",
+                (self.lease, file_id, self.owner, list(HELD_STATES)),
+            ).fetchone()
+        if row is None:
+            raise LeaseLost(
+                f"journal {self.where}: file #{file_id} is not this daemon's any more (its "
+                "lease ran out while the journal could not be reached, and another daemon "
+                "took it over); nothing renamed"
+            )
+        self._renewed = max(self._renewed, asked)
 
     def _hold(self, state: State) -> str:
         """How a write to ``state`` sets the owner and lease (SQL, binding owner, lease):
         taken through -> this owner, a fresh lease; delivered (its archive or delete to
         come) -> kept as it is; waiting, quarantined, dropped -> nobody's."""
         if str(state) in HELD_STATES:
-            return "owner=%(owner)s, lease_until=%(lease)s"
+            return "owner=%(owner)s, lease_until=now()+%(lease)s"
         if state in DONE_STATES:
             return "owner=owner"
         return "owner=NULL, lease_until=NULL"
@@ -492,12 +576,13 @@ class PostgresJournal:
 
     def claim(self, key: FileKey, *, layout_version: str, mapping_version: str) -> Claim:
         now = _utc()
-        owner, lease = self.owner, now + self.lease
+        owner, lease = self.owner, self.lease
         with self._tx() as db:
             inserted = db.execute(
                 "INSERT INTO files (route, endpoint, path, size, mtime_ns, sha256, "
                 "layout_version, mapping_version, state, attempts, created_at, updated_at, "
-                "owner, lease_until) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,'processing',1,%s,%s,%s,%s) "
+                "owner, lease_until) "
+                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,'processing',1,%s,%s,%s,now()+%s) "
                 f"ON CONFLICT (route, sha256) DO NOTHING RETURNING {_FILE_COLUMNS}",
                 (
                     key.route,
@@ -522,8 +607,8 @@ class PostgresJournal:
                 )
                 return Claim(record_from_row(inserted, []), already_delivered=False)
             row = db.execute(
-                f"SELECT {_FILE_COLUMNS} FROM files WHERE route=%s AND sha256=%s "
-                "FOR UPDATE SKIP LOCKED",
+                f"SELECT {_FILE_COLUMNS}, lease_until > now() AS lease_runs FROM files "
+                "WHERE route=%s AND sha256=%s FOR UPDATE SKIP LOCKED",
                 (key.route, key.sha256),
             ).fetchone()
             if row is None:
@@ -540,8 +625,7 @@ class PostgresJournal:
                 return Claim(record, already_delivered=True)
             if (
                 row["owner"] not in (None, owner)
-                and row["lease_until"] is not None
-                and row["lease_until"] > now
+                and row["lease_runs"]
                 and str(record.state) in HELD_STATES
             ):
                 return Claim(record, already_delivered=False, held_by=row["owner"])
@@ -556,7 +640,7 @@ class PostgresJournal:
             updated = db.execute(
                 "UPDATE files SET endpoint=%s, path=%s, size=%s, mtime_ns=%s, "
                 "layout_version=%s, mapping_version=%s, state='processing', "
-                "attempts=attempts+1, updated_at=%s, owner=%s, lease_until=%s "
+                "attempts=attempts+1, updated_at=%s, owner=%s, lease_until=now()+%s "
                 f"WHERE id=%s RETURNING {_FILE_COLUMNS}",
                 (
                     endpoint,
@@ -595,7 +679,7 @@ class PostgresJournal:
                 "layout_version, mapping_version, state, attempts, created_at, updated_at, "
                 "owner, lease_until) "
                 "SELECT route, endpoint, path, size, mtime_ns, sha256, %s, %s, 'processing', "
-                "1, %s, %s, %s, %s FROM unnest(%s::text[], %s::text[], %s::text[], "
+                "1, %s, %s, %s, now()+%s FROM unnest(%s::text[], %s::text[], %s::text[], "
                 "%s::bigint[], %s::bigint[], %s::text[]) "
                 "AS k(route, endpoint, path, size, mtime_ns, sha256) "
                 f"ON CONFLICT (route, sha256) DO NOTHING RETURNING {_FILE_COLUMNS}",
@@ -605,7 +689,7 @@ class PostgresJournal:
                     now,
                     now,
                     self.owner,
-                    now + self.lease,
+                    self.lease,
                     [k.route for k in keys],
                     [k.endpoint for k in keys],
                     [k.path for k in keys],
@@ -691,7 +775,7 @@ class PostgresJournal:
                             "now": now,
                             "archive": archive,
                             "owner": self.owner,
-                            "lease": now + self.lease,
+                            "lease": self.lease,
                             "id": file_id,
                         }
                     )
@@ -737,7 +821,7 @@ class PostgresJournal:
                 "now": now,
                 "retry": next_retry_at,
                 "owner": self.owner,
-                "lease": now + self.lease,
+                "lease": self.lease,
                 "id": file_id,
             }
             if error is not None:
@@ -805,13 +889,12 @@ class PostgresJournal:
         return [(r["day"], r["missed_at"], r["met_at"]) for r in rows]
 
     def take(self, file_id: int) -> bool:
-        now = _utc()
         with self._tx() as db:
             row = db.execute(
-                "UPDATE files SET owner=%s, lease_until=%s WHERE id=%s AND "
-                "(owner IS NULL OR owner=%s OR lease_until IS NULL OR lease_until<%s) "
+                "UPDATE files SET owner=%s, lease_until=now()+%s WHERE id=%s AND "
+                "(owner IS NULL OR owner=%s OR lease_until IS NULL OR lease_until<now()) "
                 "RETURNING id",
-                (self.owner, now + self.lease, file_id, self.owner, now),
+                (self.owner, self.lease, file_id, self.owner),
             ).fetchone()
         return row is not None
 

@@ -672,6 +672,9 @@ class SQLiteJournal:
             if noted.rowcount != 1:
                 raise JournalError(f"journal {self.path}: no file with id {file_id}")
 
+    def confirm(self, file_id: int) -> None:
+        return None  # one daemon (the run lock says so): its files are its own
+
     def take(self, file_id: int) -> bool:
         return True  # one daemon per SQLite journal
 

@@ -6,7 +6,7 @@ import builtins
 import fnmatch
 import io
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +117,7 @@ class Remote(Protocol):
         temp_name: str,
         overwrite: bool,
         mode: int | None = None,
+        before_rename: Callable[[], None] | None = None,
     ) -> FileInfo:
         """Write ``size`` bytes from ``src`` under ``temp_name``, then rename to ``name``.
 
@@ -125,6 +126,8 @@ class Remote(Protocol):
         whose rename replaces files, the name is checked right before the rename). The
         file gets ``mode`` before the rename (None: the endpoint's default). The temporary
         file is removed on failure. The size is checked after the rename.
+        ``before_rename`` is called once the bytes are in, right before the rename: what it
+        raises stops the delivery (the temporary file removed) and is raised again.
         """
         ...
 

@@ -9,7 +9,7 @@ import os
 import posixpath
 import shutil
 import stat as stat_mod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
@@ -159,6 +159,7 @@ class LocalRemote:
         temp_name: str,
         overwrite: bool,
         mode: int | None = None,
+        before_rename: Callable[[], None] | None = None,
     ) -> FileInfo:
         final, temp = self._path(name), self._path(temp_name)
         with _os_errors(self.label, name):
@@ -173,6 +174,8 @@ class LocalRemote:
                         os.fchmod(fh.fileno(), mode)
                     os.fsync(fh.fileno())
                 checkpoint("before-rename")
+                if before_rename is not None:
+                    before_rename()
                 if overwrite:
                     os.replace(temp, final)
                 else:

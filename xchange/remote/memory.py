@@ -17,7 +17,7 @@ import posixpath
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,9 +147,12 @@ class MemoryRemote:
         temp_name: str,
         overwrite: bool,
         mode: int | None = None,
+        before_rename: Callable[[], None] | None = None,
     ) -> FileInfo:
         final, temp = safe_subfolder(name), safe_subfolder(temp_name)
         data = src.read()
+        if before_rename is not None:
+            before_rename()
         with self.store.lock:
             if not overwrite and final in self.store.files:
                 raise TargetExists(f"{self.label}: {name} already exists")

@@ -27,7 +27,7 @@ import stat as stat_mod
 import struct
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -372,6 +372,7 @@ class SFTPRemote:
         temp_name: str,
         overwrite: bool,
         mode: int | None = None,
+        before_rename: Callable[[], None] | None = None,
     ) -> FileInfo:
         sftp = self._client()
         self.learn_rename()
@@ -383,20 +384,24 @@ class SFTPRemote:
                 self._makedirs(sftp, posixpath.dirname(temp))
             try:
                 openssh.transfer(self.cfg, self._where(), "put", Path(local), temp)
+                if before_rename is not None:
+                    before_rename()
             except BaseException:
                 self._discard(temp)
                 raise
             job = PutJob(0, put, size, None, uploaded=True)
         else:
-            job = PutJob(0, put, size, src)
+            job = PutJob(0, put, size, src, before_rename=before_rename)
         error = self._put_jobs([job], f"upload {name}")[0]
         if isinstance(error, RemoteNotFound) and job.source is not None and job.opened is False:
             # The target folder is missing: create it and send again.
             with self._errors(f"upload {name}"):
                 self._makedirs(self._client(), posixpath.dirname(self._path(temp_name)))
             src.seek(0)
-            job = PutJob(0, put, size, src)
+            job = PutJob(0, put, size, src, before_rename=before_rename)
             error = self._put_jobs([job], f"upload {name}")[0]
+        if job.halted is not None:
+            raise job.halted
         if error is not None:
             raise error
         return FileInfo(name, size, job.mtime_ns)

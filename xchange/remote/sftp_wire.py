@@ -13,7 +13,7 @@ import itertools
 import posixpath
 import secrets
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
@@ -279,6 +279,10 @@ class PutJob:
     taken: bool = False
     #: The old file was moved aside (overwrite without posix-rename).
     moved_aside: bool = False
+    #: Called once the bytes are in, right before the rename; what it raises stops the
+    #: delivery (the temporary file removed) and is kept in ``halted``.
+    before_rename: Callable[[], None] | None = None
+    halted: Exception | None = None
     renamed: bool = False
     rename_error: RemoteError | None = None
     #: The size check came back before the rename's reply on a server that answers out
@@ -455,6 +459,15 @@ class PipelinedPuts(Pipeline):
             return self._discard(job)
         if phase == "upload":
             checkpoint("before-rename")
+            if job.before_rename is not None:
+                try:
+                    job.before_rename()
+                except Exception as exc:  # (the caller's reason, raised again by the caller)
+                    job.halted = exc
+                    job.error = RemoteUnavailable(
+                        f"{self.place.where}: {job.put.name}: stopped before the rename: {exc}"
+                    )
+                    return self._discard(job)
             if not job.put.overwrite and self.traits.rename_overwrites is not False:
                 # This server's rename would replace a file: look right before renaming.
                 job.phase = "look"
