@@ -38,11 +38,12 @@ import structlog
 
 from xchange.after import AfterPlan, announcement, note_failed
 from xchange.config import RouteConfig
+from xchange.delivery import already_there, looks_first
 from xchange.errors import FormatError, RemoteError, RemoteNotFound, UnsafeName, XchangeError
 from xchange.faults import checkpoint
 from xchange.journal import FileKey, FileRecord, OutputRecord, State, Step
 from xchange.private import private_folder
-from xchange.remote import FileInfo, SmallPut
+from xchange.remote import FileInfo, Remote, SmallPut
 from xchange.remote.base import temp_name_for
 from xchange.results import (
     DELIVERED,
@@ -91,8 +92,10 @@ def split(
     return batches, singles
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Sending:
+    """A file of a batch on its way to the target (compared, and hashed, as itself)."""
+
     info: FileInfo
     record: FileRecord
     output: Output
@@ -298,7 +301,13 @@ class SmallFiles:
             if first_error is not None:
                 error, first_error = first_error, None
                 raise error
-            return target.put_many(puts)
+            found = self._found(target, batch)
+            errors = iter(
+                target.put_many(
+                    [p for s, p in zip(batch.sending, puts, strict=True) if s not in found]
+                )
+            )
+            return [None if s in found else next(errors) for s in batch.sending]
 
         try:
             batch.errors = call_with_retry(attempt, self.route.retry, sleep=self.transfer.sleep)
@@ -306,6 +315,24 @@ class SmallFiles:
             batch.failure = self.trouble = exc
             return
         checkpoint("after-rename")
+
+    def _found(self, target: Remote, batch: Batch) -> set[Sending]:
+        """The batch's files tried before whose output is on the target already with its
+        very bytes (put there by a try the journal could not record): recorded delivered,
+        not sent again. They are looked for as one at a time (``delivery.looks_first``)."""
+        found = set()
+        for s in batch.sending:
+            if looks_first(self.route.target.if_exists, s.record) and already_there(
+                target, s.output, s.output.name
+            ):
+                log.info(
+                    "file.output_found",
+                    source=s.info.name,
+                    output=s.output.name,
+                    reason="present with the same bytes; not sent again",
+                )
+                found.add(s)
+        return found
 
     # ------------------------------------------------------------------ 3. finish
 
