@@ -520,6 +520,39 @@ def test_a_file_sent_again_after_a_journal_failure_is_found_on_the_target_not_re
             journal.close()
 
 
+@pytest.mark.sftp
+def test_a_batch_stopped_on_one_file_tells_each_file_its_own_story(
+    exchange: Exchange, sshd: SshServer
+) -> None:
+    """A 256 KiB target disk takes 15 of 30 files of 16 KiB: the first that does not fit
+    fails alone with its own error; each one after it is told it was not sent because the
+    batch stopped on that file, and waits for a later run (before: each was given the
+    first one's error, naming the first one's output)."""
+    with mounted_tmpfs(sshd.folder("batch-small-disk"), "size=256k,mode=0777") as folder:
+        configure(exchange, sftp_target_toml(sshd, folder))
+        drop(exchange, 30, size=16 * 1024)
+        code, output = run(exchange)
+        assert code == 3, output
+        journal = open_journal(load_config(exchange.config).journal)
+        try:
+            waiting = sorted(
+                (r for r in journal.query(limit=100) if r.state == State.RETRYING),
+                key=lambda r: r.path,
+            )
+        finally:
+            journal.close()
+    assert 5 < len(waiting) < 30
+    stopper, rest = waiting[0], waiting[1:]
+    own = Path(stopper.path).stem + ".out"
+    assert own in (stopper.error_message or "")
+    assert "disk is full" in (stopper.error_message or "")
+    for record in rest:
+        message = record.error_message or ""
+        assert message.startswith(f"not sent: the batch stopped on {stopper.path}"), message
+        assert own not in message and "tried again at a later run" in message
+        assert record.error_kind == stopper.error_kind  # one cause, one alert
+
+
 def test_files_left_in_place_with_their_markers_are_taken_once(exchange: Exchange) -> None:
     """after = leave with done-markers: each file is delivered once; neither it nor its
     marker is taken again at the next looks (the marker is never an input)."""

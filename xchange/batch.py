@@ -15,8 +15,10 @@ of the waits:
 While one batch uploads, the next ones are prepared (up to ``BATCHES_AHEAD``, which also
 hides the time the session takes to open) and the previous one finished. A file the
 batch cannot finish (a refused name, a failure, a lost connection) goes on alone from its
-claim, exactly as a single file would; identical files in one batch and files that cannot
-be read go alone from the start.
+claim, exactly as a single file would; once one of those fails, the rest wait for a later
+run, each told the batch stopped on that file. Identical files in one batch and files
+that cannot be read go alone from the start. A file tried before is looked for on the
+target first where a single file would be (``delivery.looks_first``).
 """
 
 from __future__ import annotations
@@ -117,6 +119,18 @@ class Batch:
     #: From the upload: one entry per ``sending`` file, or what stopped the whole batch.
     errors: list[RemoteError | None] = field(default_factory=list)
     failure: XchangeError | None = None
+
+
+def not_sent(stopper: Sending, error: RemoteError) -> RemoteError:
+    """What a file of a batch is told when the batch stopped on ``stopper`` before sending
+    it: that it was not sent, and why (not ``stopper``'s own error, which names its
+    output); of the class of the error the batch met on ``stopper`` (one cause: one
+    alert), and retried as that is."""
+    cause = stopper.result.cause or error.kind
+    return type(error)(
+        f"not sent: the batch stopped on {stopper.info.name}, whose delivery failed "
+        f"({cause}); tried again at a later run"
+    )
 
 
 class SmallFiles:
@@ -399,13 +413,13 @@ class SmallFiles:
         checkpoint("before-archive")
 
         # Files the batch could not finish go on alone, from their claim.
-        trouble: RemoteError | None = None
+        stopped: RemoteError | None = None
         for s, error in retry:
             with self._spilled(s.record, s.output.data) as path:
-                if trouble is not None:
+                if stopped is not None:
                     # The target is in trouble: no point trying each remaining file.
                     transfer.failed_delivery(
-                        route, s.record, s.info.name, path, trouble, s.result, source
+                        route, s.record, s.info.name, path, stopped, s.result, source
                     )
                     continue
                 log.info("file.sent_alone", source=s.info.name, reason=str(error))
@@ -413,7 +427,7 @@ class SmallFiles:
                     route, s.record, path, s.info.name, s.result, source, info=s.info
                 )
             if s.result.outcome == RETRY_LATER:
-                trouble = error
+                stopped = not_sent(s, error)
 
         # The sources: archived together where they can be, else one at a time (a name
         # taken in the archive, a done-marker, a delete); the archived names journaled
