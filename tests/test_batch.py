@@ -8,27 +8,29 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import Exchange
+from tests.conftest import Exchange, mounted_tmpfs
 from tests.faultproxy import FaultProxy
 from tests.procs import xchange_argv, xchange_env
 from tests.sshd import SshServer
 from tests.test_sftp import endpoint, sftp_target_toml
 from xchange.batch import BATCH_FILE_MAX
 from xchange.cli import main
-from xchange.config import SFTPEndpoint, load_config
+from xchange.config import Endpoint, SFTPEndpoint, load_config
 from xchange.errors import ConnectionLost, RemoteError
 from xchange.journal import FileKey, State, Step, open_journal
 from xchange.journal.sqlite import SQLiteJournal
-from xchange.remote import SmallPut
+from xchange.remote import Remote, SmallPut, open_remote
 from xchange.remote.local import LocalRemote
 from xchange.remote.sftp import SFTPRemote
 from xchange.remote.sftp_wire import REQUEST_BYTES
 from xchange.runner import Runner
+from xchange.sessions import RemoteFactory
 
 ROUTE = """
 [[routes]]
@@ -429,6 +431,126 @@ def test_a_journal_failure_mid_batch_leaves_the_files_for_a_later_run(
     assert {r.state for r in records} == {State.DELETED}
     assert all(len(r.outputs) == 1 for r in records)
     assert list(exchange.inbox.glob("*.dat")) == []
+
+
+def fill(folder: Path) -> None:
+    """Write zeros into ``folder`` until its file system is full."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass  # full
+    finally:
+        os.close(fd)
+
+
+def filling_after_upload(disk: Path) -> RemoteFactory:
+    """Remotes as the daemon opens them, but the target fills ``disk`` (the journal's file
+    system) once a batch's files are in place: the journal cannot record them."""
+
+    def remotes(name: str, config: Endpoint) -> Remote:
+        remote = open_remote(name, config)
+        if name == "wms-outbox":
+            put_many = remote.put_many
+
+            def put_then_fill(puts: Sequence[SmallPut]) -> list[RemoteError | None]:
+                errors = put_many(puts)
+                fill(disk)
+                return errors
+
+            remote.put_many = put_then_fill  # type: ignore[method-assign]
+        return remote
+
+    return remotes
+
+
+@pytest.mark.sftp
+def test_a_file_sent_again_after_a_journal_failure_is_found_on_the_target_not_renamed_over(
+    exchange: Exchange, sshd: SshServer, tmp_path: Path
+) -> None:
+    """An overwrite route; the journal's disk fills up right after a batch's 200 files
+    landed, so none is recorded. Space is made, and the partner sends the 200 files again
+    (same bytes, a new time): each is a retried record, found on the target with its very
+    bytes and recorded delivered once; none is sent or renamed over its target again."""
+    folder = sshd.folder("batch-journal-full")
+    (tmp_path / "small").mkdir()
+    with mounted_tmpfs(tmp_path / "small", "size=8m,mode=0700") as disk:
+        configure(exchange, sftp_target_toml(sshd, folder))
+        exchange.config.write_text(
+            exchange.config.read_text()
+            .replace(str(exchange.journal), str(disk / "journal.sqlite"))
+            .replace(
+                'name = "{source_stem}.out"', 'name = "{source_stem}.out", if_exists = "overwrite"'
+            )
+        )
+        expected = drop(exchange, 200)
+        config = load_config(exchange.config)
+        journal = open_journal(config.journal)
+        runner = Runner(config, journal, remotes=filling_after_upload(disk))
+        try:
+            failed = runner.run_route(config.route("copy"))
+        finally:
+            runner.close()
+            (disk / "filler").unlink()
+            journal.close()
+        assert failed.count("retry-later") == 200, failed.error
+        assert "disk is full" in (failed.error or "")
+        assert delivered(folder) == expected
+        landed = {n: (folder / n).stat().st_ino for n in expected}
+        later = time.time() + 60
+        for source in exchange.inbox.glob("*.dat"):
+            os.utime(source, (later, later))  # sent again by the partner
+        code, output = run(exchange)
+        assert code == 0, output
+        assert "200 delivered" in output, output
+        assert {n: (folder / n).stat().st_ino for n in expected} == landed  # none renamed over
+        assert delivered(folder) == expected
+        journal = open_journal(config.journal)
+        try:
+            records = journal.query(limit=1000)
+            assert len(records) == 200
+            assert {r.state for r in records} == {State.ARCHIVED}
+            assert all(len(r.outputs) == 1 for r in records)
+            assert all(
+                [t.to_state for t in journal.history(r.id)].count(State.DELIVERED) == 1
+                for r in records
+            )
+        finally:
+            journal.close()
+
+
+@pytest.mark.sftp
+def test_a_batch_stopped_on_one_file_tells_each_file_its_own_story(
+    exchange: Exchange, sshd: SshServer
+) -> None:
+    """A 256 KiB target disk takes 15 of 30 files of 16 KiB: the first that does not fit
+    fails alone with its own error; each one after it is told it was not sent because the
+    batch stopped on that file, and waits for a later run (before: each was given the
+    first one's error, naming the first one's output)."""
+    with mounted_tmpfs(sshd.folder("batch-small-disk"), "size=256k,mode=0777") as folder:
+        configure(exchange, sftp_target_toml(sshd, folder))
+        drop(exchange, 30, size=16 * 1024)
+        code, output = run(exchange)
+        assert code == 3, output
+        journal = open_journal(load_config(exchange.config).journal)
+        try:
+            waiting = sorted(
+                (r for r in journal.query(limit=100) if r.state == State.RETRYING),
+                key=lambda r: r.path,
+            )
+        finally:
+            journal.close()
+    assert 5 < len(waiting) < 30
+    stopper, rest = waiting[0], waiting[1:]
+    own = Path(stopper.path).stem + ".out"
+    assert own in (stopper.error_message or "")
+    assert "disk is full" in (stopper.error_message or "")
+    for record in rest:
+        message = record.error_message or ""
+        assert message.startswith(f"not sent: the batch stopped on {stopper.path}"), message
+        assert own not in message and "tried again at a later run" in message
+        assert record.error_kind == stopper.error_kind  # one cause, one alert
 
 
 def test_files_left_in_place_with_their_markers_are_taken_once(exchange: Exchange) -> None:

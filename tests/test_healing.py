@@ -5,6 +5,7 @@ target answers again; delivered exactly once, on its own record, and said in one
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -341,6 +342,78 @@ def test_the_alert_says_how_many_healed_and_which_still_fail(exchange: Exchange)
     assert len(visible(exchange.outbox)) == 3
     listed = cli(exchange, "quarantine", "list").stdout
     assert "orders_20261122.csv" in listed and QUARANTINED not in listed
+
+
+def delivered_then_quarantined(exchange: Exchange) -> Path:
+    """#1 delivered, #2 (another day's orders) quarantined for a new channel, the kept copy
+    of #2 mended by hand to the known channel; a webhook takes the alerts. Returns the
+    formats folder."""
+    formats = private_formats(exchange)
+    exchange.drop_sample()
+    assert cli(exchange, "run", "--once").exit_code == 0
+    data = SAMPLE.read_bytes().decode("gbk").replace("京东", "抖音")
+    (exchange.inbox / "orders_20261122.csv").write_bytes(
+        data.replace("20261121", "20261122").encode("gbk")
+    )
+    assert cli(exchange, "run", "--once").exit_code == 1
+    (second,) = [r for r in records(exchange) if r.state == State.QUARANTINED]
+    kept = Path(second.quarantine_path or "")
+    kept.write_bytes(kept.read_bytes().decode("gbk").replace("抖音", "京东").encode("gbk"))
+    return formats
+
+
+def healed_alert(posts: list[dict]) -> str:  # type: ignore[type-arg]
+    (alert,) = [p["json"] for p in posts if p["json"].get("kind") == "healed"]
+    return str(alert["text"])
+
+
+def test_a_mended_copy_delivered_already_is_counted_healed(exchange: Exchange) -> None:
+    """The kept copy of #2 is mended into the very bytes of #1, delivered already; the
+    mapping changes, the next run re-checks #2: nothing is sent, nothing is left in
+    quarantine, and the alert counts it healed (before: "0 of 1 ... delivered; 1 still
+    fail: ... delivered already as #1")."""
+    formats = delivered_then_quarantined(exchange)
+    (second,) = [r for r in records(exchange) if r.state == State.QUARANTINED]
+    Path(second.quarantine_path or "").write_bytes(SAMPLE.read_bytes())
+    with http_server() as (url, posts):
+        with_alerts(exchange, f'[alerts]\n[[alerts.sinks]]\ntype = "webhook"\nurl = "{url}/h"\n')
+        add_channel(formats, "快手", "KS")
+        healed = cli(exchange, "run", "--once")
+        assert healed.exit_code == 0, healed.output
+        text = healed_alert(posts)
+    assert text.startswith("shop-orders: 1 of 1 quarantined files delivered after mapping"), text
+    assert "still fail" not in text
+    assert "(nothing in quarantine)" in cli(exchange, "quarantine", "list").stdout
+    assert len(visible(exchange.outbox)) == 3
+
+
+def test_a_mended_copy_that_cannot_be_sent_goes_back_to_quarantine_on_its_own_record(
+    exchange: Exchange,
+) -> None:
+    """The mended copy of #2 is new content, taken on a record of its own (#3); its target
+    folder is gone (a file in its place) at the re-check: #3 goes back to quarantine with
+    the reason, #2 stays dropped, the route runs on and the alert says 0 of 1 (before: the
+    back-to-quarantine was written on #2, which the journal refused, and the route stopped
+    with "the journal does not allow dropped -> quarantined"). `quarantine retry 3` then
+    delivers it."""
+    formats = delivered_then_quarantined(exchange)
+    with http_server() as (url, posts):
+        with_alerts(exchange, f'[alerts]\n[[alerts.sinks]]\ntype = "webhook"\nurl = "{url}/h"\n')
+        add_channel(formats, "快手", "KS")
+        shutil.move(exchange.outbox, exchange.root / "moved")
+        exchange.outbox.write_bytes(b"")  # a file where the target folder was
+        failed = cli(exchange, "run", "--once")
+        assert "does not allow" not in failed.output, failed.output
+        text = healed_alert(posts)
+    assert text.startswith("shop-orders: 0 of 1 quarantined files delivered"), text
+    assert "1 still fail: orders_20261122.csv: " in text
+    states = {r.id: r.state for r in records(exchange)}
+    assert states == {1: State.ARCHIVED, 2: State.DROPPED, 3: State.QUARANTINED}
+    exchange.outbox.unlink()
+    shutil.move(exchange.root / "moved", exchange.outbox)
+    retried = cli(exchange, "quarantine", "retry", "3")
+    assert retried.exit_code == 0, retried.output
+    assert len(visible(exchange.outbox)) == 6
 
 
 def test_a_look_between_an_edit_and_the_reload_does_not_lose_the_fix(

@@ -79,6 +79,47 @@ def test_new_channel_code_quarantine_fix_and_retry_all(exchange: Exchange) -> No
     ]
 
 
+def edit_kept_copy(exchange: Exchange, file_id: int, new: bytes) -> None:
+    """What the operator does to a quarantined file: mend its kept copy by hand."""
+    shown = json.loads(cli(exchange, "journal", "show", str(file_id), "--json").stdout)
+    Path(shown["quarantine_path"]).write_bytes(new)
+
+
+def test_retry_of_an_edited_copy_names_the_record_that_was_delivered(
+    exchange: Exchange,
+) -> None:
+    """The kept copy of #1 is mended by hand: its content is new, so it is delivered on a
+    record of its own, #2. `quarantine retry 1` says so (before: "#1 ...: delivered", and
+    `journal show 1` then said #1 was dropped)."""
+    drop_with_new_channel(exchange)
+    assert cli(exchange, "run", "--once").exit_code == 1
+    edit_kept_copy(exchange, 1, SAMPLE.read_bytes())
+    retried = cli(exchange, "quarantine", "retry", "1")
+    assert retried.exit_code == 0, retried.output
+    assert retried.stdout.startswith("#1 orders_20261121.csv (as #2): delivered ("), retried.stdout
+    assert json.loads(cli(exchange, "journal", "show", "1", "--json").stdout)["state"] == "dropped"
+    shown = json.loads(cli(exchange, "journal", "show", "2", "--json").stdout)
+    assert shown["state"] == "archived" and len(shown["outputs"]) == 3
+
+
+def test_retry_of_an_edited_copy_delivered_already_is_no_failure(exchange: Exchange) -> None:
+    """The mended copy turns out to be a file delivered already (#1): nothing is sent, the
+    quarantine is empty, and the command says which record has it and exits 0."""
+    exchange.drop_sample()
+    assert cli(exchange, "run", "--once").exit_code == 0
+    data = SAMPLE.read_bytes().decode("gbk").replace("京东", "抖音").encode("gbk")
+    (exchange.inbox / "orders_20261122.csv").write_bytes(data)
+    assert cli(exchange, "run", "--once").exit_code == 1
+    edit_kept_copy(exchange, 2, SAMPLE.read_bytes())
+    retried = cli(exchange, "quarantine", "retry", "2")
+    assert retried.exit_code == 0, retried.output
+    assert retried.stdout.startswith(
+        "#2 orders_20261122.csv (as #1): the edited copy's content was delivered already as #1"
+    ), retried.stdout
+    assert "(nothing in quarantine)" in cli(exchange, "quarantine", "list").stdout
+    assert len(list(exchange.outbox.iterdir())) == 3
+
+
 def test_drop_gives_a_file_up_and_keeps_the_record(exchange: Exchange) -> None:
     """`quarantine drop` deletes the kept copy; the journal still says what happened."""
     drop_with_new_channel(exchange)

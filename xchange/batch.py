@@ -15,8 +15,10 @@ of the waits:
 While one batch uploads, the next ones are prepared (up to ``BATCHES_AHEAD``, which also
 hides the time the session takes to open) and the previous one finished. A file the
 batch cannot finish (a refused name, a failure, a lost connection) goes on alone from its
-claim, exactly as a single file would; identical files in one batch and files that cannot
-be read go alone from the start.
+claim, exactly as a single file would; once one of those fails, the rest wait for a later
+run, each told the batch stopped on that file. Identical files in one batch and files
+that cannot be read go alone from the start. A file tried before is looked for on the
+target first where a single file would be (``delivery.looks_first``).
 """
 
 from __future__ import annotations
@@ -38,11 +40,12 @@ import structlog
 
 from xchange.after import AfterPlan, announcement, note_failed
 from xchange.config import RouteConfig
+from xchange.delivery import already_there, looks_first
 from xchange.errors import FormatError, RemoteError, RemoteNotFound, UnsafeName, XchangeError
 from xchange.faults import checkpoint
 from xchange.journal import FileKey, FileRecord, OutputRecord, State, Step
 from xchange.private import private_folder
-from xchange.remote import FileInfo, SmallPut
+from xchange.remote import FileInfo, Remote, SmallPut
 from xchange.remote.base import temp_name_for
 from xchange.results import (
     DELIVERED,
@@ -91,8 +94,10 @@ def split(
     return batches, singles
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Sending:
+    """A file of a batch on its way to the target (compared, and hashed, as itself)."""
+
     info: FileInfo
     record: FileRecord
     output: Output
@@ -114,6 +119,18 @@ class Batch:
     #: From the upload: one entry per ``sending`` file, or what stopped the whole batch.
     errors: list[RemoteError | None] = field(default_factory=list)
     failure: XchangeError | None = None
+
+
+def not_sent(stopper: Sending, error: RemoteError) -> RemoteError:
+    """What a file of a batch is told when the batch stopped on ``stopper`` before sending
+    it: that it was not sent, and why (not ``stopper``'s own error, which names its
+    output); of the class of the error the batch met on ``stopper`` (one cause: one
+    alert), and retried as that is."""
+    cause = stopper.result.cause or error.kind
+    return type(error)(
+        f"not sent: the batch stopped on {stopper.info.name}, whose delivery failed "
+        f"({cause}); tried again at a later run"
+    )
 
 
 class SmallFiles:
@@ -298,7 +315,13 @@ class SmallFiles:
             if first_error is not None:
                 error, first_error = first_error, None
                 raise error
-            return target.put_many(puts)
+            found = self._found(target, batch)
+            errors = iter(
+                target.put_many(
+                    [p for s, p in zip(batch.sending, puts, strict=True) if s not in found]
+                )
+            )
+            return [None if s in found else next(errors) for s in batch.sending]
 
         try:
             batch.errors = call_with_retry(attempt, self.route.retry, sleep=self.transfer.sleep)
@@ -306,6 +329,24 @@ class SmallFiles:
             batch.failure = self.trouble = exc
             return
         checkpoint("after-rename")
+
+    def _found(self, target: Remote, batch: Batch) -> set[Sending]:
+        """The batch's files tried before whose output is on the target already with its
+        very bytes (put there by a try the journal could not record): recorded delivered,
+        not sent again. They are looked for as one at a time (``delivery.looks_first``)."""
+        found = set()
+        for s in batch.sending:
+            if looks_first(self.route.target.if_exists, s.record) and already_there(
+                target, s.output, s.output.name
+            ):
+                log.info(
+                    "file.output_found",
+                    source=s.info.name,
+                    output=s.output.name,
+                    reason="present with the same bytes; not sent again",
+                )
+                found.add(s)
+        return found
 
     # ------------------------------------------------------------------ 3. finish
 
@@ -372,13 +413,13 @@ class SmallFiles:
         checkpoint("before-archive")
 
         # Files the batch could not finish go on alone, from their claim.
-        trouble: RemoteError | None = None
+        stopped: RemoteError | None = None
         for s, error in retry:
             with self._spilled(s.record, s.output.data) as path:
-                if trouble is not None:
+                if stopped is not None:
                     # The target is in trouble: no point trying each remaining file.
                     transfer.failed_delivery(
-                        route, s.record, s.info.name, path, trouble, s.result, source
+                        route, s.record, s.info.name, path, stopped, s.result, source
                     )
                     continue
                 log.info("file.sent_alone", source=s.info.name, reason=str(error))
@@ -386,7 +427,7 @@ class SmallFiles:
                     route, s.record, path, s.info.name, s.result, source, info=s.info
                 )
             if s.result.outcome == RETRY_LATER:
-                trouble = error
+                stopped = not_sent(s, error)
 
         # The sources: archived together where they can be, else one at a time (a name
         # taken in the archive, a done-marker, a delete); the archived names journaled

@@ -37,6 +37,13 @@ def temp_token(journal_id: str, record: FileRecord, out: Output) -> str:
     return f"{journal_id[:6]}{record.sha256[:6]}{out.sha256[:6]}"
 
 
+def looks_first(policy: str, record: FileRecord) -> bool:
+    """Whether ``record``'s outputs are looked for on the target before they are sent: on
+    a later attempt with ``overwrite`` (a try the journal did not see finish may have put
+    them there; without ``overwrite`` the target's refusal of a taken name says so)."""
+    return policy == "overwrite" and record.attempts > 1
+
+
 def already_there(target: Remote, out: Output, name: str) -> bool:
     """True if the target already holds exactly these bytes under ``name``."""
     info = target.stat(name)
@@ -84,7 +91,7 @@ class Delivery:
         todo = [o for o in outputs if o.name not in done]
         policy = "overwrite" if force else route.target.if_exists
         # A later attempt with overwrite looks before sending (deliver_one): not piped.
-        pipe = policy != "overwrite" or record.attempts == 1
+        pipe = not looks_first(policy, record)
         order = {id(o): i for i, o in enumerate(todo)}
         small = [o for o in todo if pipe and o.size <= PIPELINE_MAX] if len(todo) > 1 else []
         piped = {id(o) for o in small}
@@ -156,7 +163,7 @@ class Delivery:
         # crash: recognise it instead of sending it again. Without overwrite the target says
         # so by refusing the name; with overwrite, look first when this is a later attempt.
         for name in candidates:
-            if policy == "overwrite" and record.attempts > 1 and already_there(target, out, name):
+            if looks_first(policy, record) and already_there(target, out, name):
                 log.info(
                     "file.output_found",
                     output=name,
@@ -223,4 +230,4 @@ def _put(
         )
 
 
-__all__ = ["Delivery", "already_there", "temp_token"]
+__all__ = ["Delivery", "already_there", "looks_first", "temp_token"]

@@ -20,7 +20,7 @@ from xchange.alerts import Alerter
 from xchange.config import RouteConfig
 from xchange.errors import RETRYABLE_KINDS, XchangeError
 from xchange.journal import FileRecord, Journal, State
-from xchange.results import DELIVERED, RETRY_LATER, FileResult
+from xchange.results import DELIVERED, DUPLICATE, RETRY_LATER, FileResult
 from xchange.transfer import Transfer
 
 log = structlog.get_logger(__name__)
@@ -28,6 +28,11 @@ log = structlog.get_logger(__name__)
 #: Causes that say nothing of the file (the retryable ones): a file given up on one of
 #: them is tried again once its target answers.
 TRANSIENT = RETRYABLE_KINDS
+
+#: Outcomes of a re-check that leave nothing of the file to deliver: delivered (on its
+#: record, or its edited copy's), or its content delivered already (the record it was
+#: delivered on is the outcome's ``file_id``).
+SETTLED = frozenset({DELIVERED, DUPLICATE})
 
 
 def what_changed(record: FileRecord, versions: tuple[str, str]) -> str:
@@ -137,20 +142,13 @@ class Healer:
             )
             log.info("quarantine.recheck", file_id=record.id, source=record.path, why=changed)
             outcome = self.transfer.again(route, record, force=False)
-            if outcome.outcome == DELIVERED:
+            if outcome.outcome in SETTLED:
                 healed.append(outcome)
                 if changed:
                     why[changed] = why.get(changed, 0) + 1
             else:
                 if outcome.outcome == RETRY_LATER:
-                    # Its copy is in quarantine, not in a drop folder: back there, tried
-                    # again when the target answers.
-                    self.journal.transition(
-                        record.id,
-                        State.QUARANTINED,
-                        error=(outcome.cause or "error", outcome.error or ""),
-                        note="auto-retry: still failing",
-                    )
+                    self._back_to_quarantine(record, outcome)
                 failing.append(outcome)
             results.append(outcome)
         if healed or any(what_changed(r, versions) for r in candidates):
@@ -162,3 +160,15 @@ class Healer:
                 [f"{f.source}: {f.error}" for f in failing],
             )
         return results
+
+    def _back_to_quarantine(self, record: FileRecord, outcome: FileResult) -> None:
+        """A re-checked file left waiting for its target: its copy is in quarantine, not in
+        a drop folder, so back there, tried again when the target answers. Written on the
+        record the outcome is about (an edited copy's own, not ``record``, which it
+        replaced)."""
+        self.journal.transition(
+            outcome.file_id or record.id,
+            State.QUARANTINED,
+            error=(outcome.cause or "error", outcome.error or ""),
+            note="auto-retry: still failing",
+        )

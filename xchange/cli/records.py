@@ -7,7 +7,7 @@ import json
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,6 +16,9 @@ from xchange.config import AppConfig
 from xchange.errors import ConfigError, XchangeError
 from xchange.journal import FileRecord, State
 from xchange.pipeline import make_pipeline
+
+if TYPE_CHECKING:
+    from xchange.results import FileResult
 
 # --------------------------------------------------------------------------- journal
 
@@ -392,9 +395,19 @@ def quarantine_show(
     click.echo(report or f"{record.error_kind}: {record.error_message}")
 
 
+def _named(record: FileRecord, result: FileResult) -> str:
+    """A file run again as the command names it: its record, and the record its outcome is
+    on when that is another (an edited copy's own, or the one its content was delivered
+    on already): ``#2 orders.csv (as #3)``."""
+    name = f"#{record.id} {record.path}"
+    if result.file_id is not None and result.file_id != record.id:
+        name += f" (as #{result.file_id})"
+    return name
+
+
 def _reprocess(ctx: click.Context, config_path: str | None, ids: list[int], force: bool) -> None:
     """Run files again through the current layouts and mappings; exit 1 if any still fails."""
-    from xchange.results import DELIVERED, SKIPPED
+    from xchange.results import DELIVERED, DUPLICATE, SKIPPED
     from xchange.runner import Runner
 
     config = command_config(ctx, config_path, secrets=True)
@@ -414,19 +427,17 @@ def _reprocess(ctx: click.Context, config_path: str | None, ids: list[int], forc
         try:
             for record in items:
                 result = runner.reprocess(record, force=force)
+                name = _named(record, result)
                 if result.outcome == DELIVERED:
-                    click.echo(
-                        f"#{record.id} {record.path}: delivered "
-                        f"({', '.join(result.outputs) or 'no documents'})"
-                    )
+                    click.echo(f"{name}: delivered ({', '.join(result.outputs) or 'no documents'})")
+                elif result.outcome == DUPLICATE:
+                    click.echo(f"{name}: {result.error or 'delivered already'}")
                 elif result.outcome == SKIPPED:
                     failed += 1
-                    click.echo(f"#{record.id} {record.path}: {result.error}", err=True)
+                    click.echo(f"{name}: {result.error}", err=True)
                 else:
                     failed += 1
-                    click.echo(
-                        f"#{record.id} {record.path}: {result.outcome}: {result.error}", err=True
-                    )
+                    click.echo(f"{name}: {result.outcome}: {result.error}", err=True)
         finally:
             if bar is not None:
                 bar.__exit__(None, None, None)
