@@ -370,3 +370,5 @@ def test_a_daemon_started_while_its_journal_is_away_waits_for_it(
     proxy.thaw()
     wait_for(lambda: (out / "orders-1.dat").exists(), 40, "the delivery once the server answers")
     assert host.proc.poll() is None
+    assert len(host.events("alert.sent", kind="failure")) == 1  # one for the episode
+    assert len(host.events("alert.sent", kind="recovered")) == 1

@@ -1,6 +1,12 @@
 """Alerts: tell people when files fail, once per route and cause per window, and when a
 route works again.
 
+The journal itself failing (its server unreachable, its disk full) is one episode for the
+whole daemon, whatever the routes and looks: one failure notice when it begins, sent
+without waiting on the journal (each daemon of a group says it: none can know what the
+others said), and one "recovered" for the whole group once the journal answers again
+(the journal decides which daemon sends it).
+
 Sinks are email (SMTP, STARTTLS or SSL, optional login), webhooks (JSON POST shaped for a
 generic receiver, DingTalk, WeCom or Slack) and the log. The ledger of what was sent lives
 in the journal, so cron runs and several daemons share one window. A sink that fails is
@@ -23,7 +29,13 @@ from typing import Any
 import structlog
 
 from xchange.config import AlertsConfig, EmailSink, LogSink, WebhookSink
-from xchange.errors import AuthenticationFailed, HostKeyMismatch, HostKeyUnknown, JournalError
+from xchange.errors import (
+    AuthenticationFailed,
+    HostKeyMismatch,
+    HostKeyUnknown,
+    JournalError,
+    JournalUnavailable,
+)
 from xchange.journal import AlertWindow, Journal
 
 log = structlog.get_logger(__name__)
@@ -109,6 +121,9 @@ def deliver(sink: EmailSink | WebhookSink | LogSink, alert: Alert) -> None:
 #: mend): the files are kept, and said to be waiting for that person.
 NEEDS_A_PERSON = frozenset(e.kind for e in (HostKeyUnknown, HostKeyMismatch, AuthenticationFailed))
 
+#: Causes that are the journal failing: one episode for the whole daemon.
+JOURNAL_CAUSES = frozenset(e.kind for e in (JournalError, JournalUnavailable))
+
 
 class Alerter:
     """Decides what to send (via the journal's ledger) and sends it to every sink."""
@@ -132,6 +147,8 @@ class Alerter:
         ).hexdigest()[:8]
         #: Alert windows kept in this process while the journal cannot keep them.
         self._windows: dict[tuple[str, str], tuple[datetime, int]] = {}
+        #: The journal's failure this process said and has not seen end: (cause, since).
+        self._journal_episode: tuple[str, datetime] | None = None
 
     def _window_here(self, route: str, cause: str) -> AlertWindow:
         now = self.now()
@@ -146,7 +163,23 @@ class Alerter:
         self, route: str, cause: str, retryable: bool, files: list[str], first_error: str
     ) -> None:
         """Files of a route failed for one cause in this run. When the journal itself
-        fails (a full disk), the alert still goes out, windowed in this process."""
+        fails (a full disk, its server away), the alert goes out once for the episode,
+        without asking the journal."""
+        if cause in JOURNAL_CAUSES:
+            if self._journal_episode is not None:
+                log.info("alert.held", route=route, cause=cause, episode="journal")
+                return
+            self._journal_episode = (cause, self.now())
+            window = AlertWindow(send=True, suppressed=0)
+        else:
+            window = self._window(route, cause)
+        if window.send:
+            self._send_failure(route, cause, retryable, files, first_error, window)
+        else:
+            log.info("alert.held", route=route, cause=cause, held=window.suppressed)
+
+    def _window(self, route: str, cause: str) -> AlertWindow:
+        """The alert ledger's answer (this process's while the journal cannot give it)."""
         try:
             if self.journal is None:
                 raise JournalError("no journal")
@@ -155,9 +188,17 @@ class Alerter:
             )
         except JournalError:
             window = self._window_here(route, cause)
-        if not window.send:
-            log.info("alert.held", route=route, cause=cause, held=window.suppressed)
-            return
+        return window
+
+    def _send_failure(
+        self,
+        route: str,
+        cause: str,
+        retryable: bool,
+        files: list[str],
+        first_error: str,
+        window: AlertWindow,
+    ) -> None:
         what = (
             "needs a person: the files wait, and go once it is fixed"
             if cause in NEEDS_A_PERSON
@@ -189,6 +230,32 @@ class Alerter:
                 cause,
                 f"[xchange] {route}: {len(files)} file(s) failed ({cause})",
                 "\n".join(lines),
+            )
+        )
+
+    def journal_answers(self) -> None:
+        """The journal answered again after an episode this process said: "recovered",
+        once for the group (the first daemon to record the episode's end sends it)."""
+        if self._journal_episode is None or self.journal is None:
+            return
+        cause, since = self._journal_episode
+        try:
+            first = self.journal.announce(f"{cause}#{self._sinks}", since=since, now=self.now())
+        except JournalError:
+            return  # not yet
+        self._journal_episode = None
+        if not first:
+            log.info("alert.recovered_elsewhere", cause=cause)
+            return
+        seconds = int((self.now() - since).total_seconds())
+        self._send(
+            Alert(
+                "recovered",
+                "-",
+                cause,
+                "[xchange] journal: recovered",
+                f"the journal answers again (it failed: {cause}, for about {seconds} s as "
+                "seen from here); the files that waited go now",
             )
         )
 

@@ -316,6 +316,8 @@ class SmallFiles:
                 error, first_error = first_error, None
                 raise error
             found = self._found(target, batch)
+            for s in batch.sending:  # (still this daemon's files: free while leases renew)
+                self.transfer.journal.confirm(s.record.id)
             errors = iter(
                 target.put_many(
                     [p for s, p in zip(batch.sending, puts, strict=True) if s not in found]

@@ -28,7 +28,7 @@ from pathlib import Path
 import structlog
 
 from xchange import batch
-from xchange.alerts import Alerter
+from xchange.alerts import JOURNAL_CAUSES, Alerter
 from xchange.config import AppConfig, RouteConfig
 from xchange.errors import JournalError
 from xchange.healing import Healer
@@ -249,6 +249,8 @@ class Runner:
             self.alerter.failure(result.route, result.error_kind or "error", True, [], result.error)
         if not failed and not result.error and result.count(DELIVERED):
             self.alerter.recovered(result.route)
+        if result.error_kind not in JOURNAL_CAUSES:
+            self.alerter.journal_answers()  # (asks the journal only after an episode)
 
     # ------------------------------------------------------------------ by hand
 

@@ -22,6 +22,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from xchange import __version__
+from xchange.alerts import Alerter
 from xchange.config import AppConfig, RouteConfig, SFTPEndpoint, load_config
 from xchange.errors import (
     ConfigError,
@@ -392,11 +393,16 @@ def _run_daemon(
     if problems := check_schedules(config):
         raise ConfigError(problems)
     path = str(config.source_file)
+    starting = Alerter(config.alerts, None, config_file=str(config.source_file))
     journal = when_journal_answers(
-        lambda: open_journal(config.journal), stop, lambda exc: _alert_not_run(config, exc)
+        lambda: open_journal(config.journal),
+        stop,
+        lambda exc: _alert_not_run(config, exc, starting),
     )
     if journal is None:
         return
+    starting.journal = journal
+    starting.journal_answers()  # (a "recovered" if the start had to wait for it)
     try:
         http = start_http(config, journal)
         try:
@@ -475,12 +481,12 @@ def _dry_run(config: AppConfig, routes: list[str]) -> None:
     click.echo("(dry run: nothing was taken, written, moved or journaled)")
 
 
-def _alert_not_run(config: AppConfig, exc: XchangeError) -> None:
+def _alert_not_run(
+    config: AppConfig, exc: XchangeError, alerter: Alerter | None = None
+) -> None:
     """The run could not start (its journal cannot be opened, say): alert every route's
     people, without the journal."""
-    from xchange.alerts import Alerter
-
-    alerter = Alerter(config.alerts, None, config_file=str(config.source_file))
+    alerter = alerter or Alerter(config.alerts, None, config_file=str(config.source_file))
     for route in config.routes:
         alerter.failure(route.name, exc.kind, True, [], f"could not run: {exc.reason}")
 

@@ -369,6 +369,12 @@ class Journal(Protocol):
         """Mark a route's open causes resolved; return them (for the "recovered" notice)."""
         ...
 
+    def announce(self, key: str, *, since: datetime, now: datetime) -> bool:
+        """Record that the end of an episode (``key``, begun at ``since``) is announced at
+        ``now``; False if a daemon of the group announced it already (at or after
+        ``since``): one notice per episode for the whole group."""
+        ...
+
     def observations(self, route: str) -> dict[str, Observation]:
         """The files a route's last poll held back, by path."""
         ...

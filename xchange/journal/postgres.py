@@ -210,6 +210,11 @@ def _utc() -> datetime:
     return datetime.now(UTC)
 
 
+def _iso(when: datetime) -> str:
+    """A time as text that sorts as the time does (UTC, fixed width)."""
+    return when.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
 class _BoundedConnection(psycopg.Connection[Any]):
     """A connection whose every wait on the server ends after ``deadline`` seconds: a
     server (or a network path) that stops answering ends the statement with an error and
@@ -994,6 +999,15 @@ class PostgresJournal:
                     (now, r["route"], r["cause"]),
                 )
         return [(r["route"], r["cause"], r["held"]) for r in rows]
+
+    def announce(self, key: str, *, since: datetime, now: datetime) -> bool:
+        with self._tx() as db:
+            row = db.execute(
+                "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE "
+                "SET value=excluded.value WHERE meta.value < %s RETURNING key",
+                (f"announced:{key}", _iso(now), _iso(since)),
+            ).fetchone()
+        return row is not None
 
     def resolve_alerts(self, route: str) -> list[str]:
         with self._tx() as db:

@@ -925,6 +925,15 @@ class SQLiteJournal:
                 )
         return due
 
+    def announce(self, key: str, *, since: datetime, now: datetime) -> bool:
+        with self._tx() as db:
+            row = db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
+                "SET value=excluded.value WHERE meta.value < ? RETURNING key",
+                (f"announced:{key}", _iso(now), _iso(since)),
+            ).fetchone()
+        return row is not None
+
     def resolve_alerts(self, route: str) -> list[str]:
         with self._tx() as db:
             causes = [
