@@ -102,7 +102,7 @@ def test_readiness_says_which_route_retrying_cannot_fix(exchange: Exchange) -> N
             metrics.observe(RouteResult("shop-orders", error="key", error_kind="host-key-unknown"))
             assert scrape(endpoint.port, "/readyz") == (
                 503,
-                "shop-orders: host-key-unknown (retrying cannot fix it)\n",
+                "shop-orders: needs a person: host-key-unknown\n",
             )
             text = scrape(endpoint.port)[1]
             errors = "xchange_route_errors_total"
@@ -216,3 +216,49 @@ def test_the_last_success_is_there_after_a_restart(exchange: Exchange) -> None:
             scrape(port)[1], "xchange_last_success_timestamp_seconds", route="shop-orders"
         )
     assert first is not None and after is not None and abs(after - first) < 5
+
+
+def test_a_route_waiting_for_a_person_is_not_ready_until_the_cause_is_gone(
+    exchange: Exchange, sshd: SshServer, tmp_path: Path
+) -> None:
+    """A file waits because the target's host key is not pinned. /readyz is 503 and the
+    status page shows the route red, from the journal: for a metrics object that saw no
+    look (a restart) and after looks that did nothing (before: 503 for the one look that
+    failed, then 200, and the page amber, "waiting"). Once the key is trusted and the
+    file goes, ready again."""
+    from click.testing import CliRunner
+
+    from tests.test_sftp import sftp_target_toml
+    from xchange import page
+    from xchange.cli import main
+
+    unpinned = tmp_path / "empty_known_hosts"
+    unpinned.write_text("")
+    folder = sshd.folder("needs-a-person")
+    exchange.write_config(target=sftp_target_toml(sshd, folder, known_hosts=unpinned))
+    exchange.drop_sample()
+    runner = CliRunner()
+    assert runner.invoke(main, ["run", "--once", "--config", str(exchange.config)]).exit_code == 3
+    config = load_config(exchange.config)
+    journal = open_journal(config.journal)
+    try:
+        metrics = Metrics(config, journal)  # no look seen: as after a restart
+        metrics.observe(RouteResult("shop-orders"))  # a look that found nothing to do
+        (problem,) = metrics.ready()
+        assert problem.startswith("shop-orders: needs a person: host-key-unknown")
+        assert "1 file" in problem
+        html = page.render(config, journal)
+        assert "<h2 class='bad'>shop-orders</h2>" in html
+        assert "needs a person" in html
+    finally:
+        journal.close()
+    unpinned.write_text(sshd.known_hosts.read_text())  # the person pinned the key
+    runner.invoke(main, ["retry", "--route", "shop-orders", "--config", str(exchange.config)])
+    done = runner.invoke(main, ["run", "--once", "--config", str(exchange.config)])
+    assert done.exit_code == 0, done.output
+    journal = open_journal(config.journal)
+    try:
+        assert Metrics(config, journal).ready() == []
+        assert "<h2 class='ok'>shop-orders</h2>" in page.render(config, journal)
+    finally:
+        journal.close()

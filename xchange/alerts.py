@@ -29,13 +29,7 @@ from typing import Any
 import structlog
 
 from xchange.config import AlertsConfig, EmailSink, LogSink, WebhookSink
-from xchange.errors import (
-    AuthenticationFailed,
-    HostKeyMismatch,
-    HostKeyUnknown,
-    JournalError,
-    JournalUnavailable,
-)
+from xchange.errors import NEEDS_A_PERSON, JournalError, JournalUnavailable
 from xchange.journal import AlertWindow, Journal
 
 log = structlog.get_logger(__name__)
@@ -116,10 +110,6 @@ def deliver(sink: EmailSink | WebhookSink | LogSink, alert: Alert) -> None:
     elif isinstance(sink, WebhookSink):
         send_webhook(sink, alert)
 
-
-#: Causes that no retry fixes but a person does (a host key to check and pin, a login to
-#: mend): the files are kept, and said to be waiting for that person.
-NEEDS_A_PERSON = frozenset(e.kind for e in (HostKeyUnknown, HostKeyMismatch, AuthenticationFailed))
 
 #: Causes that are the journal failing: one episode for the whole daemon.
 JOURNAL_CAUSES = frozenset(e.kind for e in (JournalError, JournalUnavailable))

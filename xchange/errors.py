@@ -216,8 +216,13 @@ def _kinds(root: type[XchangeError]) -> frozenset[str]:
 #: up on one of them may go through once its cause has gone away.
 RETRYABLE_KINDS = _kinds(XchangeError)
 
+#: Causes that no retry fixes but a person does (a host key to check and pin, a login to
+#: mend): the files are kept and wait for that person; the route is not ready meanwhile.
+NEEDS_A_PERSON = frozenset(e.kind for e in (HostKeyUnknown, HostKeyMismatch, AuthenticationFailed))
+
 
 __all__ = [
+    "NEEDS_A_PERSON",
     "REASON_LIMIT",
     "RETRYABLE_KINDS",
     "AuthenticationFailed",

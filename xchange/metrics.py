@@ -38,9 +38,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from xchange.config import AppConfig
-from xchange.errors import RETRYABLE_KINDS, XchangeError
+from xchange.errors import NEEDS_A_PERSON, RETRYABLE_KINDS, XchangeError
 from xchange.journal import DONE_STATES, Journal, State
 from xchange.results import DELIVERED, DUPLICATE, QUARANTINED, RETRY_LATER, RouteResult
+from xchange.status import waiting_for_a_person
 
 log = structlog.get_logger(__name__)
 
@@ -137,10 +138,23 @@ class Metrics:
             self.journal_latency.observe(time.perf_counter() - started)
         except XchangeError as exc:
             problems.append(f"journal: {exc.reason}")
+            return problems
+        waiting: set[str] = set()
+        try:
+            for name in (r.name for r in self.current().routes):
+                for why in waiting_for_a_person(self.journal, name):
+                    problems.append(f"{name}: needs a person: {why}")
+                    waiting.add(name)
+        except XchangeError as exc:
+            problems.append(f"journal: {exc.reason}")
         with self._lock:
-            for route, (cause, retryable) in sorted(self.trouble.items()):
-                if not retryable:
-                    problems.append(f"{route}: {cause} (retrying cannot fix it)")
+            for name, (cause, retryable) in sorted(self.trouble.items()):
+                if name in waiting:
+                    continue
+                if cause in NEEDS_A_PERSON:
+                    problems.append(f"{name}: needs a person: {cause}")
+                elif not retryable:
+                    problems.append(f"{name}: {cause} (retrying cannot fix it)")
         return problems
 
     def render(self) -> bytes:

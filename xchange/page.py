@@ -48,10 +48,13 @@ def render(config: AppConfig, journal: Journal, now: datetime | None = None) -> 
             ),
             default=None,
         )
-        trouble = status.quarantined or status.retrying
+        # Amber: files wait for a retry; red: quarantined, or waiting for a person.
+        trouble = status.quarantined or status.needs_a_person
+        waiting = status.retrying and not trouble
         parts.append(f"<section id='route-{escape(route.name)}'>")
         parts.append(
-            f"<h2 class='{'bad' if trouble else 'ok'}'>{escape(route.name)}</h2>"
+            f"<h2 class='{'bad' if trouble else 'warn' if waiting else 'ok'}'>"
+            f"{escape(route.name)}</h2>"
             f"<div>last delivery: {escape(local_time(last, now) if last else 'never')}</div>"
         )
         deadline = deadlines.today(route, journal, now)
@@ -69,9 +72,13 @@ def render(config: AppConfig, journal: Journal, now: datetime | None = None) -> 
             for h in status.held
         ]
         items += [
+            f"<li class='bad'>needs a person: {escape(why)}</li>" for why in status.needs_a_person
+        ]
+        items += [
             f"<li class='warn'>waiting: #{r['id']} {escape(r['path'])}, next try "
             f"{escape(r['next_try_local'])}: {escape(r['error'] or '')}</li>"
             for r in status.retrying
+            if not r["needs_a_person"]
         ]
         for r in journal.query(route=route.name, state=State.QUARANTINED, limit=20):
             items.append(

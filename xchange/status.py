@@ -14,8 +14,8 @@ from typing import Any
 
 from xchange import deadlines
 from xchange.config import AppConfig, LocalEndpoint
-from xchange.errors import XchangeError
-from xchange.journal import Journal, State
+from xchange.errors import NEEDS_A_PERSON, XchangeError
+from xchange.journal import FileRecord, Journal, State
 from xchange.readiness import describe, marker_name
 from xchange.remote import open_remote
 from xchange.remote.base import Selector
@@ -30,6 +30,22 @@ class RouteStatus:
     quarantined: int = 0
     #: Today's arrival deadline and how it stands (None: none today).
     deadline: str | None = None
+    #: Why files of the route wait for a person (a host key, a login), from the journal.
+    needs_a_person: list[str] = field(default_factory=list)
+
+
+def waiting_for_a_person(journal: Journal, route: str) -> list[str]:
+    """Why a route's files wait for a person, one line per cause ("host-key-unknown: 3
+    files, first: ..."), read from the journal: true until those files go."""
+    waiting: dict[str, list[FileRecord]] = {}
+    for r in journal.query(route=route, state=State.RETRYING, limit=100_000):
+        if r.error_kind in NEEDS_A_PERSON:
+            waiting.setdefault(r.error_kind or "", []).append(r)
+    return [
+        f"{cause}: {len(records)} file{'s' if len(records) > 1 else ''} waiting "
+        f"({records[-1].error_message or cause})"
+        for cause, records in sorted(waiting.items())
+    ]
 
 
 @dataclass
@@ -78,11 +94,14 @@ def route_status(config: AppConfig, journal: Journal, now: datetime) -> list[Rou
                 {
                     "id": r.id,
                     "path": r.path,
+                    "cause": r.error_kind,
+                    "needs_a_person": r.error_kind in NEEDS_A_PERSON,
                     "error": r.error_message,
                     "next_retry_at": r.next_retry_at.isoformat() if r.next_retry_at else None,
                     "next_try_local": local_time(r.next_retry_at, now),
                 }
             )
+        status.needs_a_person = waiting_for_a_person(journal, route.name)
         deadline = deadlines.today(route, journal, now)
         status.deadline = deadline.describe() if deadline is not None else None
         status.quarantined = journal.count(route=route.name, states=[State.QUARANTINED])
