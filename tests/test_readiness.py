@@ -40,3 +40,18 @@ def test_a_file_from_the_future_that_changes_starts_again() -> None:
     verdict, seen = look(spec, FileInfo("a.csv", 200, ahead + 5), seen, NOW + timedelta(seconds=50))
     verdict, _ = look(spec, FileInfo("a.csv", 200, ahead + 5), seen, NOW + timedelta(seconds=70))
     assert not verdict.ready  # unchanged for 20 s only
+
+
+def test_a_file_seen_before_the_clock_stepped_back_settles_from_now() -> None:
+    """The file was seen at 12:00, then this machine's clock stepped back an hour: its
+    settle counts from the first look after the step (before: it was held "settling"
+    until the clock got back to 12:00, an hour later)."""
+    spec = ReadySpec(settle=2)
+    f = FileInfo("orders.csv", 100, int(NOW.timestamp() * 1e9) + 1)  # written just now
+    verdict, seen = look(spec, f, {}, NOW)
+    assert not verdict.ready
+    back = NOW - timedelta(hours=1)
+    verdict, seen = look(spec, f, seen, back + timedelta(seconds=1))
+    assert not verdict.ready  # unchanged since the step for 0 s
+    verdict, _ = look(spec, f, seen, back + timedelta(seconds=4))
+    assert verdict.ready == [f]

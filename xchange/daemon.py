@@ -7,6 +7,10 @@ it), local drop folders watched for changes, and a clean stop on SIGTERM.
 - Routes reading a local folder without a cron schedule are also woken by file events, and
   every ``daemon.rescan`` seconds in case events were lost.
 - A route that holds files still being written looks again when they could be ready.
+- The wall clock is watched against the monotonic one: a step (NTP, a person, a VM
+  resumed) is logged as ``clock_stepped`` and every route is looked at at once and
+  rescheduled from the new time (the scheduler counts in wall-clock time: a step back of
+  an hour would otherwise hold every look for an hour).
 - ``stop`` set (first SIGTERM/SIGINT): no new file is taken, files in hand are finished,
   the scheduler waits for its running jobs, connections are closed.
 - ``request_reload()`` (SIGHUP, ``xchange reload``): the configuration, layouts, mappings
@@ -19,6 +23,7 @@ it), local drop folders watched for changes, and a clean stop on SIGTERM.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -39,6 +44,9 @@ log = structlog.get_logger(__name__)
 
 #: Seconds between "still finishing these files" events while a stop waits for them.
 FINISHING_EVERY = 5.0
+#: Seconds the wall clock may drift from the monotonic one between two ticks of the main
+#: loop before it counts as a step.
+CLOCK_STEP = 2.0
 #: The longest wait between tries of a journal that cannot be reached at start.
 JOURNAL_RETRY_MAX = 30.0
 
@@ -137,10 +145,15 @@ class Daemon:
             watched=sorted(self._watched),
         )
         try:
+            wall, mono = time.time(), time.monotonic()
             while not self.stop.wait(0.2):
                 if self._reload.is_set():
                     self._reload.clear()
                     self._reload_now()
+                step = (time.time() - wall) - (time.monotonic() - mono)
+                wall, mono = time.time(), time.monotonic()
+                if abs(step) > CLOCK_STEP:
+                    self._clock_stepped(step)
         finally:
             log.info("daemon.stopping", reason="signal", in_hand=self.runner.in_hand() or None)
             done = threading.Event()
@@ -150,6 +163,22 @@ class Daemon:
             finally:
                 done.set()
             log.info("daemon.stopped")
+
+    def _clock_stepped(self, step: float) -> None:
+        """The wall clock stepped by ``step`` seconds: every job is due now, and counts its
+        next runs from the new time (cron lines from the new time of day)."""
+        log.warning(
+            "clock_stepped",
+            step_s=round(step, 1),
+            reason="the wall clock moved; every route is looked at now and rescheduled "
+            "from the new time",
+        )
+        now = datetime.now(UTC)
+        for job in self.scheduler.get_jobs():
+            if isinstance(job.trigger, CronTrigger):
+                job.reschedule(job.trigger)
+            else:
+                job.modify(next_run_time=now)
 
     def _say_finishing(self, done: threading.Event) -> None:
         """While a stop waits for the files in hand, say which every 5 s (no silence)."""

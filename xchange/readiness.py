@@ -64,6 +64,17 @@ def judge(
     future: list[FileInfo] = []
     for f in files:
         before = previous.get(f.name)
+        if before is not None and max(before.first_seen, before.changed_at) > now:
+            # This machine's clock went back since that look: what was seen then counts
+            # from now (a settle starts again), not from when the clock gets back there.
+            before = Observation(
+                before.path,
+                before.size,
+                before.mtime_ns,
+                min(before.first_seen, now),
+                min(before.changed_at, now),
+                before.reason,
+            )
         first_seen = before.first_seen if before else now
         same = before is not None and (before.size, before.mtime_ns) == (f.size, f.mtime_ns)
         changed_at = before.changed_at if same and before else now
