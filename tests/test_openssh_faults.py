@@ -1,6 +1,6 @@
 """Big files through OpenSSH's own client when the server's SFTP process stops answering
-while the SSH connection stays up: the client is ended, nothing is left hanging, the file
-is tried again.
+while the SSH connection stays up, and when xchange has to exit at once mid-upload: the
+client is ended, nothing is left hanging or writing, the file is tried again.
 
 The test sshd's SFTP subsystem is a wrapper that records the pid of each session's real
 ``sftp-server`` (it execs it), so a test can stop (SIGSTOP) or kill that one process while
@@ -10,9 +10,11 @@ sshd, and the SSH connection, stay up. Only 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -25,6 +27,7 @@ import pytest
 from tests.conftest import Exchange
 from tests.procs import xchange_argv, xchange_env
 from tests.sshd import SshServer, start_sshd
+from tests.test_daemon import daemon, wait_for
 from tests.test_sftp import endpoint
 from xchange.config import Timeouts
 from xchange.errors import RemoteError
@@ -272,20 +275,37 @@ timeouts = {{ connect = 2, banner = 2, auth = 2, operation = {operation} }}
 """
 
 
-def configure(exchange: Exchange, sshd: SshServer, folder: Path, *, pickup: bool = False) -> None:
+def configure(
+    exchange: Exchange,
+    sshd: SshServer,
+    folder: Path,
+    *,
+    pickup: bool = False,
+    port: int | None = None,
+    operation: float = OPERATION,
+    daemon_section: str = "",
+) -> None:
     """A "copy" route of ``*.bin`` files between the local folders and an SFTP endpoint
-    ``partner``: its target, or with ``pickup`` its source."""
+    ``partner`` (its target, or with ``pickup`` its source) on ``port`` (sshd's own or a
+    relay's, whose host key is pinned for it too)."""
+    port = port or sshd.port
+    known = exchange.root / "known_hosts"
+    known.write_text(
+        sshd.known_hosts.read_text().replace(f"[127.0.0.1]:{sshd.port}", f"[127.0.0.1]:{port}")
+    )
     exchange.write_config()
     partner = ENDPOINT.format(
-        port=sshd.port,
+        port=port,
         user=sshd.user,
         path=folder,
         key=sshd.client_key,
-        known_hosts=sshd.known_hosts,
-        operation=OPERATION,
+        known_hosts=known,
+        operation=operation,
     )
     source, target = ("partner", "wms-outbox") if pickup else ("shop-drop", "partner")
-    text = exchange.config.read_text().replace("[[routes]]", f"{partner}\n[[routes]]", 1)
+    text = exchange.config.read_text().replace(
+        "[[routes]]", f"{daemon_section}{partner}\n[[routes]]", 1
+    )
     exchange.config.write_text(text + ROUTE.format(source=source, target=target))
 
 
@@ -363,3 +383,101 @@ def test_a_stalled_openssh_download_is_ended_and_the_file_taken_at_the_next_run(
     assert healed.returncode == 0, healed.stdout + healed.stderr[-3000:]
     assert (exchange.outbox / "big.bin").read_bytes() == payload
     assert not source.exists()
+
+
+class SlowLink:
+    """A TCP relay on 127.0.0.1 to sshd that carries at most ``rate`` bytes a second
+    towards it on each connection (a slow uplink)."""
+
+    def __init__(self, upstream_port: int, rate: int) -> None:
+        self.upstream_port = upstream_port
+        self.rate = rate
+        self.sockets: list[socket.socket] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = int(self.listener.getsockname()[1])
+        self.stopped = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        for s in [self.listener, *self.sockets]:
+            with contextlib.suppress(OSError):
+                s.close()
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+            upstream.settimeout(None)
+            self.sockets += [client, upstream]
+            for src, dst, rate in ((client, upstream, self.rate), (upstream, client, 0)):
+                threading.Thread(target=self._pump, args=(src, dst, rate), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, rate: int) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(1 << 16):
+                dst.sendall(data)
+                if rate:
+                    time.sleep(len(data) / rate)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+
+def sftp_children(pid: int) -> list[int]:
+    """The OpenSSH clients ``pid`` started, and the ``ssh`` each of them started."""
+    found = [p for p, ppid, _, cmd in processes() if ppid == pid and cmd.startswith("sftp ")]
+    return found + [p for p, ppid, _, _ in processes() if ppid in found]
+
+
+def hidden_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_a_second_sigterm_ends_the_openssh_upload_and_says_so(
+    exchange: Exchange, server: SshServer
+) -> None:
+    """The daemon is uploading a big file through OpenSSH's client over a slow link: two
+    SIGTERMs make it exit at once, with an ``exit_now`` line naming the file in hand, and
+    the client and its ssh end with it: the hidden file stops growing (before: the exit
+    was silent and the client went on uploading after xchange had gone)."""
+    folder = server.folder("exit-now")
+    link = SlowLink(server.port, rate=4 << 20)
+    try:
+        configure(
+            exchange,
+            server,
+            folder,
+            port=link.port,
+            operation=30,
+            daemon_section="[daemon]\npoll_interval = 0.5\n\n",
+        )
+        (exchange.inbox / "big.bin").write_bytes(os.urandom(BIG))
+        with daemon(exchange) as proc:
+            wait_for(lambda: hidden_size(folder) > 2 << 20, 60, "the upload under way")
+            children = sftp_children(proc.pid)
+            assert len(children) == 2, children  # sftp and its ssh
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=15) == 128 + signal.SIGTERM
+        lines = (exchange.root / "daemon.log").read_text().splitlines()
+        events = [json.loads(line) for line in lines if line.startswith("{")]
+        (exit_now,) = [e for e in events if e["event"] == "exit_now"]
+        assert exit_now["signal"] == "SIGTERM"
+        assert "big.bin" in " ".join(exit_now["in_hand"])
+        assert exit_now["openssh_clients_ended"] == 1
+        assert [pid for pid in children if alive(pid)] == []
+        assert clients(server) == []
+        size = hidden_size(folder)
+        time.sleep(1.5)
+        assert hidden_size(folder) == size < BIG  # nothing writes it any more
+    finally:
+        end_clients(server)
+        link.stop()

@@ -10,6 +10,7 @@ for ever. A watchdog ends the client once the file has not moved for the endpoin
 operation timeout, and the transfer fails as a retryable timeout. Each client runs in a
 process group of its own, with the ``ssh`` it starts: a terminal's Ctrl-C does not reach
 it (a first stop signal lets the file in hand finish), and ending the group ends both.
+:func:`end_children` ends every client still running, for an exit that cannot wait.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -42,6 +44,11 @@ END_GRACE = 1.0
 #: Whether a client's progress can be seen (Linux's /proc): without it none is ended for
 #: making no progress.
 WATCHABLE = os.path.isdir("/proc/self/fdinfo")
+
+#: The clients running now, by pid. Re-entrant: :func:`end_children` runs in a signal
+#: handler, which may interrupt the main thread while it holds the lock.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+_CHILDREN_LOCK = threading.RLock()
 
 
 def available(cfg: SFTPEndpoint) -> bool:
@@ -121,12 +128,13 @@ def _argv(cfg: SFTPEndpoint) -> list[str]:
 
 
 def _start(argv: list[str], batch: bytes, said: IO[bytes], label: str) -> subprocess.Popen[bytes]:
-    """Start the client in a process group of its own.
+    """Start the client in a process group of its own, known to :func:`end_children`
+    until :func:`_end` forgets it.
 
     Not PR_SET_PDEATHSIG from a ``preexec_fn``: Python code between fork and exec can
     deadlock a threaded process (the daemon is one), and the signal would reach the client
     but not its ``ssh``, which stays connected once the client has gone. The group is
-    ended explicitly instead, on every way out of :func:`transfer`."""
+    ended explicitly instead, on every way out of :func:`transfer` and on an exit now."""
     try:
         child = subprocess.Popen(
             argv,
@@ -138,6 +146,8 @@ def _start(argv: list[str], batch: bytes, said: IO[bytes], label: str) -> subpro
         )
     except OSError as exc:
         raise RemoteUnavailable(f"{label}: cannot start sftp: {exc}") from None
+    with _CHILDREN_LOCK:
+        _CHILDREN[child.pid] = child
     assert child.stdin is not None
     with suppress(OSError):  # gone already: its exit status and stderr say why
         child.stdin.write(batch)  # one line: within a pipe's buffer
@@ -228,13 +238,36 @@ def _stalled(child: subprocess.Popen[bytes], progress: Progress, t: Timeouts) ->
 
 def _end(child: subprocess.Popen[bytes]) -> None:
     """End a client still running (SIGTERM to its group, SIGKILL after
-    :data:`END_GRACE`) and reap it."""
-    if child.poll() is None:
+    :data:`END_GRACE`), reap it and forget it."""
+    try:
+        if child.poll() is None:
+            _signal_group(child.pid, signal.SIGTERM)
+            with suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=END_GRACE)
+            _signal_group(child.pid, signal.SIGKILL)
+            child.wait()
+    finally:
+        with _CHILDREN_LOCK:
+            _CHILDREN.pop(child.pid, None)
+
+
+def end_children() -> list[int]:
+    """End every OpenSSH client still running, with its ``ssh``: SIGTERM to each one's
+    process group, SIGKILL to whatever is left after :data:`END_GRACE` seconds. For an
+    exit that cannot wait for the transfers (a second stop signal), so that nothing goes
+    on writing under a hidden name once xchange has gone. Safe in a signal handler;
+    returns the clients' pids."""
+    with _CHILDREN_LOCK:
+        children = list(_CHILDREN.values())
+    for child in children:
         _signal_group(child.pid, signal.SIGTERM)
+    deadline = time.monotonic() + END_GRACE
+    for child in children:
         with suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=END_GRACE)
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for child in children:
         _signal_group(child.pid, signal.SIGKILL)
-        child.wait()
+    return [child.pid for child in children]
 
 
 def _signal_group(pgid: int, signum: int) -> None:
