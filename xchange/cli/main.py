@@ -13,13 +13,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn, TypeVar
 
 import click
+import structlog
 
 from xchange import __version__
 from xchange.alerts import Alerter
@@ -36,6 +37,7 @@ from xchange.journal import Journal, open_journal
 from xchange.lock import RunLock
 from xchange.log import configure_logging, register_secret
 from xchange.pipeline import CopyPipeline, Pipeline, make_pipeline
+from xchange.remote import openssh
 from xchange.results import EXIT_CONFIG, EXIT_LOCKED, EXIT_NOT_DELIVERED, exit_code
 from xchange.runner import Runner
 from xchange.sink import Output, Sink
@@ -268,19 +270,41 @@ def _stop_on_signals(
     stop: threading.Event, in_hand: Callable[[], list[str]] = list, *, repeat: bool = False
 ) -> Iterator[None]:
     """First SIGTERM/SIGINT: finish the file in hand, take no new one (and say which
-    files those are). Second: exit now."""
+    files those are). Second: end the OpenSSH clients, log ``exit_now``, exit now."""
+    log = structlog.get_logger("xchange.cli")
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
-            # Exit now. Whatever was being written is under a hidden temporary name,
-            # never under a final one; the journal resumes it at the next start.
-            os._exit(128 + signum)
+            exit_now(signum)
         stop.set()
         click.echo("stopping: finishing the files in hand (signal again to exit now)", err=True)
         for line in in_hand():
             click.echo(f"  finishing {line}", err=True)
         if repeat:
             threading.Thread(target=say_finishing, daemon=True).start()
+
+    def exit_now(signum: int) -> NoReturn:
+        # Whatever was being written is under a hidden temporary name, never under a final
+        # one; the journal resumes it at the next start. An OpenSSH client would go on
+        # writing it after xchange has gone: ended first.
+        ended = openssh.end_children()
+        with suppress(Exception):  # nothing may keep the process from exiting
+            log.warning(
+                "exit_now",
+                signal=signal.Signals(signum).name,
+                in_hand=files_in_hand(),
+                openssh_clients_ended=len(ended),
+            )
+        os._exit(128 + signum)
+
+    def files_in_hand() -> list[str] | None:
+        # From another thread, given a second: this handler may have interrupted the main
+        # thread while it holds the lock the list is read under.
+        found: list[list[str]] = []
+        reader = threading.Thread(target=lambda: found.append(in_hand()), daemon=True)
+        reader.start()
+        reader.join(timeout=1.0)
+        return found[0] if found else None
 
     def say_finishing() -> None:
         # A long file: say how far it got every 5 s until the process exits.

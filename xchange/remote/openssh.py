@@ -3,16 +3,30 @@ paramiko. Host keys are checked against the endpoint's pinned known_hosts with
 StrictHostKeyChecking=yes, exactly as paramiko does; only key authentication without a
 passphrase is used (nothing is typed into a prompt). Renames, checks and everything else
 stay with paramiko.
+
+Reliability: the client's keepalives prove only that the SSH connection is up, not that
+the server's SFTP process still answers; one that died or stalled left the client waiting
+for ever. A watchdog ends the client once the file has not moved for the endpoint's
+operation timeout, and the transfer fails as a retryable timeout. Each client runs in a
+process group of its own, with the ``ssh`` it starts: a terminal's Ctrl-C does not reach
+it (a first stop signal lets the file in hand finish), and ending the group ends both.
+:func:`end_children` ends every client still running, for an exit that cannot wait.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import tempfile
+import threading
+import time
+from contextlib import suppress
 from pathlib import Path
+from typing import IO
 
-from xchange.config import SFTPEndpoint
+from xchange.config import SFTPEndpoint, Timeouts
 from xchange.errors import (
     AuthenticationFailed,
     ConnectionLost,
@@ -23,6 +37,18 @@ from xchange.errors import (
     RemoteTimeout,
     RemoteUnavailable,
 )
+
+#: Seconds a client asked to end (SIGTERM) gets before it is killed (SIGKILL).
+END_GRACE = 1.0
+
+#: Whether a client's progress can be seen (Linux's /proc): without it none is ended for
+#: making no progress.
+WATCHABLE = os.path.isdir("/proc/self/fdinfo")
+
+#: The clients running now, by pid. Re-entrant: :func:`end_children` runs in a signal
+#: handler, which may interrupt the main thread while it holds the lock.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+_CHILDREN_LOCK = threading.RLock()
 
 
 def available(cfg: SFTPEndpoint) -> bool:
@@ -41,15 +67,34 @@ def _quote(path: str) -> str:
 
 
 def transfer(cfg: SFTPEndpoint, label: str, command: str, local: Path, remote: str) -> None:
-    """Run one `put` or `get` with OpenSSH's sftp.
+    """Run one `put` or `get` with OpenSSH's sftp; end it if the file stops moving.
 
     Raises:
+        RemoteTimeout: the file did not move for the operation timeout (retryable); the
+            client was ended, and what it wrote is the caller's to remove.
         ConnectionLost / RemoteUnavailable: the transfer failed (retryable).
     """
     batch = f"{command} {_quote(str(local))} {_quote(remote)}\n"
     if command == "get":
         batch = f"get {_quote(remote)} {_quote(str(local))}\n"
-    argv = [
+    with tempfile.TemporaryFile() as said:
+        child = _start(_argv(cfg), batch.encode(), said, label)
+        try:
+            stalled = _stalled(child, Progress(child.pid, command, local), cfg.timeouts)
+        finally:
+            _end(child)
+        if stalled is not None:
+            raise RemoteTimeout(f"{label}: OpenSSH sftp {command}: {stalled}")
+        if child.returncode != 0:
+            said.seek(0)
+            text = said.read().decode(errors="replace")
+            silent = f"it ended with status {child.returncode}, saying nothing"
+            reason = (text.strip().splitlines() or [silent])[-1]
+            raise _classified(f"{label}: OpenSSH sftp {command} failed: {reason}", reason)
+
+
+def _argv(cfg: SFTPEndpoint) -> list[str]:
+    return [
         "sftp",
         "-q",
         "-b",
@@ -80,15 +125,154 @@ def transfer(cfg: SFTPEndpoint, label: str, command: str, local: Path, remote: s
         "ServerAliveCountMax=3",
         f"{cfg.user}@{cfg.host}",
     ]
+
+
+def _start(argv: list[str], batch: bytes, said: IO[bytes], label: str) -> subprocess.Popen[bytes]:
+    """Start the client in a process group of its own, known to :func:`end_children`
+    until :func:`_end` forgets it.
+
+    Not PR_SET_PDEATHSIG from a ``preexec_fn``: Python code between fork and exec can
+    deadlock a threaded process (the daemon is one), and the signal would reach the client
+    but not its ``ssh``, which stays connected once the client has gone. The group is
+    ended explicitly instead, on every way out of :func:`transfer` and on an exit now."""
     try:
-        done = subprocess.run(
-            argv, input=batch.encode(), capture_output=True, check=False, env=child_environment()
+        child = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=said,  # a file, not a pipe: nothing to drain while the watchdog waits
+            env=child_environment(),
+            process_group=0,
         )
     except OSError as exc:
         raise RemoteUnavailable(f"{label}: cannot start sftp: {exc}") from None
-    if done.returncode != 0:
-        reason = (done.stderr.decode(errors="replace").strip().splitlines() or ["failed"])[-1]
-        raise _classified(f"{label}: OpenSSH sftp {command} failed: {reason}", reason)
+    with _CHILDREN_LOCK:
+        _CHILDREN[child.pid] = child
+    assert child.stdin is not None
+    with suppress(OSError):  # gone already: its exit status and stderr say why
+        child.stdin.write(batch)  # one line: within a pipe's buffer
+    with suppress(OSError):
+        child.stdin.close()
+    return child
+
+
+class Progress:
+    """How far a client has moved one local file, as /proc shows it (Linux).
+
+    A ``put``: the position of the client's descriptor on the file. The client reads it
+    in order and at most its request window (128 x 32 KiB) ahead of the server's replies,
+    so the position stops within 4 MiB once the server stops answering. A ``get``: the
+    size of the file it writes. Neither counts keepalives: the ``ssh`` child answers
+    those, which is how a dead SFTP process looked alive.
+    """
+
+    def __init__(self, pid: int, command: str, local: Path) -> None:
+        self.pid = pid
+        self.command = command
+        self.local = local
+        self._identity: tuple[int, int] | None = None
+
+    def sample(self) -> int | None:
+        """Bytes moved so far; None while the client has not opened the file (its SFTP
+        session is not up yet)."""
+        fd = self._descriptor()
+        if fd is None:
+            return None
+        if self.command == "get":
+            try:
+                return os.stat(self.local).st_size
+            except OSError:
+                return None
+        return _position(self.pid, fd)
+
+    def _descriptor(self) -> str | None:
+        """The client's descriptor on the local file, found by device and inode."""
+        folder = f"/proc/{self.pid}/fd"
+        try:
+            if self._identity is None:
+                st = os.stat(self.local)
+                self._identity = (st.st_dev, st.st_ino)
+            names = os.listdir(folder)
+        except OSError:
+            return None
+        for name in names:
+            with suppress(OSError):
+                st = os.stat(f"{folder}/{name}")
+                if (st.st_dev, st.st_ino) == self._identity:
+                    return name
+        return None
+
+
+def _position(pid: int, fd: str) -> int | None:
+    """The file position of descriptor ``fd`` of process ``pid``."""
+    with suppress(OSError, ValueError), open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("pos:"):
+                return int(line.split()[1])
+    return None
+
+
+def _stalled(child: subprocess.Popen[bytes], progress: Progress, t: Timeouts) -> str | None:
+    """Wait for the client while its file moves. None once it has exited; what went wrong
+    (it still runs) after ``t.operation`` seconds without progress, or after the login's
+    timeouts plus that before the file is opened at all."""
+    limit, login = t.operation, t.connect + t.banner + t.auth
+    seen: int | None = None
+    last = time.monotonic()
+    while True:
+        try:
+            child.wait(timeout=min(1.0, limit / 10))
+            return None
+        except subprocess.TimeoutExpired:
+            pass
+        now, value = time.monotonic(), progress.sample()
+        if value is not None and value != seen:
+            seen, last = value, now
+        if not WATCHABLE:
+            continue
+        if seen is None and now - last >= login + limit:
+            return f"no SFTP session within {login + limit:g} s; the server may not answer"
+        if seen is not None and now - last >= limit:
+            return f"no progress for {limit:g} s; the server's SFTP process may have stopped"
+
+
+def _end(child: subprocess.Popen[bytes]) -> None:
+    """End a client still running (SIGTERM to its group, SIGKILL after
+    :data:`END_GRACE`), reap it and forget it."""
+    try:
+        if child.poll() is None:
+            _signal_group(child.pid, signal.SIGTERM)
+            with suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=END_GRACE)
+            _signal_group(child.pid, signal.SIGKILL)
+            child.wait()
+    finally:
+        with _CHILDREN_LOCK:
+            _CHILDREN.pop(child.pid, None)
+
+
+def end_children() -> list[int]:
+    """End every OpenSSH client still running, with its ``ssh``: SIGTERM to each one's
+    process group, SIGKILL to whatever is left after :data:`END_GRACE` seconds. For an
+    exit that cannot wait for the transfers (a second stop signal), so that nothing goes
+    on writing under a hidden name once xchange has gone. Safe in a signal handler;
+    returns the clients' pids."""
+    with _CHILDREN_LOCK:
+        children = list(_CHILDREN.values())
+    for child in children:
+        _signal_group(child.pid, signal.SIGTERM)
+    deadline = time.monotonic() + END_GRACE
+    for child in children:
+        with suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for child in children:
+        _signal_group(child.pid, signal.SIGKILL)
+    return [child.pid for child in children]
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
 
 
 def _classified(message: str, reason: str) -> RemoteError:
