@@ -208,7 +208,7 @@ def test_an_edited_quarantined_copy_is_new_content_linked_to_the_old_record(
         ["--log-format", "json", "quarantine", "retry", "1", "--config", str(exchange.config)],
     )
     assert retried.exit_code == 0, retried.output
-    assert f"#1 {SAMPLE.name}: delivered" in retried.stdout
+    assert f"#1 {SAMPLE.name} (as #2): delivered" in retried.stdout
     events = [json.loads(line) for line in retried.stderr.splitlines() if line.startswith("{")]
     (edited,) = [e for e in events if e["event"] == "file.edited_copy"]
     assert edited["replaces"] == 1 and edited["file_id"] == 2
