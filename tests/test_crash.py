@@ -80,3 +80,32 @@ def test_sigkill_at_each_point_then_restart_delivers_exactly_once_over_sftp(
     resumed = run(exchange)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     check_exactly_once(exchange, folder)
+
+
+def test_a_quarantined_file_still_in_the_drop_folder_is_taken_out_not_judged_again(
+    exchange: Exchange,
+) -> None:
+    """Killed after the journal says quarantined, before the file left the drop folder
+    (the moment in which, in a group, another daemon claimed it again and quarantined it a
+    second time): the next look takes it out; no second claim, no second copy."""
+    data = SAMPLES.joinpath("shop-orders", "in", "orders_20261121.csv").read_bytes()
+    broken = data.decode("gbk").replace("京东", "抖音").encode("gbk")  # an unknown channel
+    (exchange.inbox / "orders_20261121.csv").write_bytes(broken)
+    crashed = run(exchange, "after-quarantine")
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert (exchange.inbox / "orders_20261121.csv").exists()
+    again = run(exchange)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert not (exchange.inbox / "orders_20261121.csv").exists()
+    journal = open_journal(load_config(exchange.config).journal)
+    try:
+        (record,) = journal.query()
+        assert record.state == State.QUARANTINED
+        moves = [(t.from_state, t.to_state) for t in journal.history(record.id)]
+        assert moves == [(None, "processing"), ("processing", "quarantined")], moves
+    finally:
+        journal.close()
+    kept = [p for p in (exchange.quarantine / "shop-orders").iterdir() if p.is_file()]
+    assert [p.name for p in kept if not p.name.endswith((".txt", ".json"))] == [
+        "000001_orders_20261121.csv"
+    ]

@@ -157,6 +157,10 @@ class Runner:
                 result.files += [
                     self.transfer.finish_after(route, info, known) for info, known in look.delivered
                 ]
+                result.files += [
+                    self.transfer.finish_quarantine(route, info, known)
+                    for info, known in look.quarantined
+                ]
                 verdict = look.verdict
                 ready = verdict.ready if verdict is not None else []
                 for outcome in self._process_all(route, ready, look.unknown):

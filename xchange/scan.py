@@ -22,7 +22,7 @@ import structlog
 from xchange.alerts import Alerter
 from xchange.config import RouteConfig
 from xchange.errors import RemoteError, XchangeError
-from xchange.journal import DONE_STATES, FileRecord, Journal
+from xchange.journal import DONE_STATES, FileRecord, Journal, State
 from xchange.readiness import Verdict, judge, marker_name
 from xchange.remote import DropOwner, FileInfo, Remote
 from xchange.remote.base import SHARED, Selector, is_temporary
@@ -45,6 +45,9 @@ class Look:
     unknown: set[str] = field(default_factory=set)
     #: Delivered files still in the drop folder, with their records.
     delivered: list[tuple[FileInfo, FileRecord]] = field(default_factory=list)
+    #: Quarantined files (their bytes kept) still in the drop folder: being taken out by
+    #: the daemon that quarantined them, or their removal failed. Never taken again.
+    quarantined: list[tuple[FileInfo, FileRecord]] = field(default_factory=list)
     error: str | None = None
     error_kind: str | None = None
 
@@ -133,6 +136,8 @@ class Scanner:
             if known is None:
                 fresh.append(f)
                 look.unknown.add(f.name)
+            elif known.state == State.QUARANTINED and known.quarantine_path:
+                look.quarantined.append((f, known))
             elif known.state not in DONE_STATES:
                 fresh.append(f)
             elif route.after.action == "leave":

@@ -39,6 +39,7 @@ from xchange.errors import (
     NameRefused,
     RemoteError,
     RemoteNotFound,
+    SourceChanged,
     TargetExists,
     UnsafeName,
     UsageError,
@@ -168,6 +169,36 @@ class Transfer:
         by a crash, it is left in place on purpose, or another route still needs it."""
         return self.timed(
             route, info.name, lambda result: self._finish_after(route, info, known, result)
+        )
+
+    def finish_quarantine(
+        self, route: RouteConfig, info: FileInfo, known: FileRecord
+    ) -> FileResult:
+        """A quarantined file (its bytes kept) still in the drop folder: the daemon that
+        quarantined it is taking it out, or that failed. It is taken out, never claimed
+        and judged again (before: another daemon of a group claimed it in that moment and
+        quarantined it a second time)."""
+        return self.timed(
+            route, info.name, lambda result: self._finish_quarantine(route, info, known, result)
+        )
+
+    def _finish_quarantine(
+        self, route: RouteConfig, info: FileInfo, known: FileRecord, result: FileResult
+    ) -> None:
+        result.file_id = known.id
+        try:
+            self.sessions.remote(route.source.endpoint).remove(info.name, expect=info)
+        except SourceChanged:
+            return  # written again meanwhile: a new file, judged at the next look
+        except RemoteError as exc:
+            result.outcome = LEFT
+            result.after_error = f"quarantined #{known.id}; taking it out failed: {exc.reason}"
+            result.cause, result.retryable = exc.kind, True
+            return
+        log.info(
+            "file.quarantine_finished",
+            file_id=known.id,
+            reason="quarantined already (its bytes kept); taken out of the drop folder",
         )
 
     def again(self, route: RouteConfig, record: FileRecord, *, force: bool) -> FileResult:
@@ -629,6 +660,7 @@ class Transfer:
             quarantine_path=str(entry.data_path),
             note=note,
         )
+        checkpoint("after-quarantine")
         # The bytes are safe in quarantine: take the file out of the drop folder.
         if source is not None:
             source.remove(name)
