@@ -390,3 +390,73 @@ def test_check_names_a_cron_line_apscheduler_cannot_read(exchange: Exchange) -> 
     result = CliRunner().invoke(main, ["check", "--config", str(exchange.config)])
     assert result.exit_code == 2
     assert f"{exchange.config}: routes[0].schedule.cron:" in result.stderr
+
+
+def test_a_watched_folder_is_looked_at_by_its_events_and_due_retries_not_listed(
+    tmp_path: Path,
+) -> None:
+    """Between rescans, a watched local folder is not listed: each look stats the names
+    its file events carry, the files it holds and the retries that are due (before: the
+    daemon never made such a look, and listed the whole folder every poll, against
+    README's "a folder with a long history costs nothing extra"). A file waiting for a
+    retry goes once its target is mended, with no event to name it."""
+    drop, target = tmp_path / "drop", tmp_path / "target"
+    drop.mkdir()
+    target.write_text("not a folder yet")  # deliveries fail (transient) until mended
+    config = tmp_path / "xchange.toml"
+    config.write_text(
+        f"""
+[journal]
+path = "{tmp_path / "state" / "journal.sqlite"}"
+
+[quarantine]
+path = "{tmp_path / "quarantine"}"
+
+[daemon]
+poll_interval = 0.3
+rescan = 600
+
+[endpoints.drop]
+type = "local"
+path = "{drop}"
+
+[endpoints.out]
+type = "local"
+path = "{target}"
+
+[[routes]]
+name = "bulk"
+source = {{ endpoint = "drop", pattern = "*.dat" }}
+mapping = "copy"
+target = {{ endpoint = "out", name = "{{source_name}}" }}
+after = {{ action = "leave" }}
+ready = {{ settle = 0 }}
+retry = {{ attempts = 1, initial = 0.01, maximum = 0.01, later = 1 }}
+""",
+        encoding="utf-8",
+    )
+    for n in range(200):  # the folder's history: delivered long ago, left in place
+        (drop / f"old-{n:03d}.txt").write_bytes(b"x")
+    log = tmp_path / "daemon.log"
+    with open(log, "ab") as writer:
+        argv = xchange_argv(config, "--verbose", "run")
+        proc = subprocess.Popen(argv, stdout=writer, stderr=writer, env=xchange_env())
+        try:
+            time.sleep(1.0)  # the start look (a listing)
+            (drop / "a.dat").write_bytes(b"first")
+            wait_for(lambda: b'"retry_later": 1' in log.read_bytes(), 20, "the failed try")
+            target.unlink()
+            target.mkdir()  # mended: no file event says so
+            wait_for(lambda: (target / "a.dat").exists(), 20, "the due retry")
+            for name in ("b.dat", "c.dat"):
+                (drop / name).write_bytes(name.encode())
+                wait_for(lambda name=name: (target / name).exists(), 20, name)
+            time.sleep(1.0)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    looks = [e for e in events if e["event"] == "route.summary"]
+    listed = [e for e in events if e["event"] == "route.listed"]
+    assert len(looks) >= 8, len(looks)
+    assert len(listed) == 1, [e.get("timestamp") for e in listed]  # the start look only

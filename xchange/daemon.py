@@ -212,6 +212,9 @@ class Daemon:
                 next_run_time=now,
             )
         watched = self._watch()
+        # Routes whose looks between rescans are the files events named (and the held
+        # and due ones), not a listing of the whole folder.
+        self._watched = set(watched)
         if watched:
             self.scheduler.add_job(
                 self.kick,

@@ -74,6 +74,17 @@ class Scanner:
         self._drops: dict[str, tuple[Remote, float]] = {}
         self._drops_lock = threading.Lock()
 
+    def _due_retries(self, route: RouteConfig) -> set[str]:
+        """Names of the route's files waiting for a retry that is due: a look at the names
+        of file events takes them too (no event will name them)."""
+        now = self.now()
+        return {
+            r.path
+            for r in self.journal.query(route=route.name, state=State.RETRYING, limit=100_000)
+            if r.endpoint == route.source.endpoint
+            and (r.next_retry_at is None or r.next_retry_at <= now)
+        }
+
     def look(self, route: RouteConfig, only: set[str] | None = None) -> Look:
         """List the source (or look at ``only`` these names and the held ones)."""
         source = self.sessions.remote(route.source.endpoint)
@@ -101,8 +112,10 @@ class Scanner:
                     recursive=route.source.recursive,
                     skip_dirs=tuple(d for d in (archive_top,) if d and "{" not in d),
                 )
+                log.debug("route.listed", entries=len(listing))
             else:
-                listing = stat_names(route, source, only | set(observed), archive_top)
+                due = self._due_retries(route)
+                listing = stat_names(route, source, only | set(observed) | due, archive_top)
         except RemoteError as exc:
             log.error("route.source_failed", error=str(exc), cause=exc.kind)
             return Look(error=str(exc), error_kind=exc.kind)
