@@ -113,6 +113,8 @@ def test_a_full_target_disk_is_transient(
     assert sorted(os.listdir(small_disk)) == ["filler"]  # nothing partial, not even hidden
     # SFTP says only "Failure": the reason says what that most often means.
     assert "the target's disk is full" in full.output, full.output
+    # ... with the upload's size and the room the server says it has (statvfs@openssh.com)
+    assert "102,400 bytes to write" in full.output and "bytes free there" in full.output
     filler.unlink()
     roomy = run(exchange)
     assert roomy.exit_code == 0, roomy.output

@@ -63,6 +63,9 @@ from xchange.remote.base import (
     safe_subfolder,
 )
 from xchange.remote.sftp_wire import (
+    GENERIC_FAILURE,
+    STATVFS,
+    FreeSpace,
     Pipeline,
     PipelinedGets,
     PipelinedMoves,
@@ -403,7 +406,7 @@ class SFTPRemote:
         if job.halted is not None:
             raise job.halted
         if error is not None:
-            raise error
+            raise self._with_room(error, size, posixpath.dirname(self._path(temp_name)))
         return FileInfo(name, size, job.mtime_ns)
 
     def _put_jobs(self, jobs: builtins.list[PutJob], what: str) -> builtins.list[Any]:
@@ -521,7 +524,39 @@ class SFTPRemote:
             for folder in sorted({posixpath.dirname(self._path(p.temp_name)) for p in puts}):
                 self._makedirs(sftp, folder)
         jobs = [PutJob(i, p, len(p.data), None) for i, p in enumerate(puts)]
-        return self._put_jobs(jobs, f"deliver {len(puts)} files")
+        results = self._put_jobs(jobs, f"deliver {len(puts)} files")
+        rooms: dict[str, int | None] = {}
+        return [
+            None
+            if error is None
+            else self._with_room(
+                error, len(put.data), posixpath.dirname(self._path(put.temp_name)), rooms
+            )
+            for put, error in zip(puts, results, strict=True)
+        ]
+
+    def _with_room(
+        self,
+        error: RemoteError,
+        size: int,
+        folder: str,
+        rooms: dict[str, int | None] | None = None,
+    ) -> RemoteError:
+        """A bare "Failure" on an upload, with the upload's size and the room the server
+        says there is (``statvfs@openssh.com``, where it offers it; asked once per folder
+        of a batch)."""
+        if GENERIC_FAILURE not in error.message or STATVFS not in self.traits.extensions:
+            return error
+        rooms = {} if rooms is None else rooms
+        if folder not in rooms:
+            rooms[folder] = self._free_space(folder)
+        free = rooms[folder]
+        if free is None:
+            return error
+        return type(error)(
+            f"{error.message}; {size:,} bytes to write, {free:,} bytes free there (as the "
+            "server says)"
+        )
 
     def get_many(self, files: Sequence[FileInfo]) -> builtins.list[bytes | RemoteError]:
         if not files:
@@ -550,6 +585,16 @@ class SFTPRemote:
             return []
         batch = PipelinedRemoves(self.place(), self._channel(self._client()), names, expect)
         return self._pipelined(batch, f"remove {len(names)} files")
+
+    def _free_space(self, folder: str) -> int | None:
+        if self._sftp is None or not self._alive():
+            return None
+        try:
+            batch = FreeSpace(self.place(), self._channel(self._sftp), folder)
+            (free,) = self._pipelined(batch, "ask the free space")
+        except RemoteError:
+            return None
+        return free if isinstance(free, int) else None
 
     def _channel(self, sftp: paramiko.SFTPClient) -> paramiko.Channel:
         channel = sftp.get_channel()

@@ -33,14 +33,20 @@ from xchange.remote.base import FileInfo, SmallPut, hidden_name, safe_subfolder
 FX_FAILURE = 4
 
 
+#: What a bare "Failure" from a server most often means, added to its message.
+GENERIC_FAILURE = (
+    "SFTP's generic failure: on an upload, most often the target's disk is full or a quota "
+    "is reached"
+)
+
+
 def said_failure(text: str, code: int | None = None) -> str:
     """What a server's status says, and what a bare "Failure" most often means: OpenSSH and
     others answer a write to a full disk (or over a quota) with nothing more."""
     said = text or f"status {code}"
     bare = said.strip().lower()
     if code in (FX_FAILURE, None) and (bare.endswith("failure") or bare == "status 4"):
-        said += " (SFTP's generic failure: on an upload, most often the target's disk is full"
-        said += " or a quota is reached)"
+        said += f" ({GENERIC_FAILURE})"
     return said
 
 
@@ -835,3 +841,38 @@ class PipelinedRemoves(Pipeline):
 
     def _result(self, job: RemoveJob) -> RemoteError | None:
         return job.error
+
+
+#: The extension that says how much room a server's file system has (OpenSSH's).
+STATVFS = "statvfs@openssh.com"
+_EXTENDED_REPLY = 201
+_STATVFS = struct.Struct(">11Q")
+
+
+@dataclass(slots=True)
+class SpaceJob:
+    index: int
+    path: bytes
+    free: int | None = None
+
+
+class FreeSpace(Pipeline):
+    """The bytes free to this user where a folder is, as the server says through
+    ``statvfs@openssh.com`` (blocks available times the fragment size); None if it does
+    not say."""
+
+    def __init__(self, place: Place, channel: Channel, folder: str) -> None:
+        super().__init__(place, channel, 1)
+        self.jobs = [SpaceJob(0, folder.encode("utf-8"))]
+
+    def _open(self, job: SpaceJob) -> None:
+        self._send(job, "space", _EXTENDED, _string(STATVFS.encode()), _string(job.path))
+
+    def _step(self, job: SpaceJob, step: Any, t: int, body: memoryview) -> bool:
+        if t == _EXTENDED_REPLY and len(body) >= _STATVFS.size:
+            fields = _STATVFS.unpack_from(body)
+            job.free = fields[4] * (fields[1] or fields[0])  # f_bavail * (f_frsize or f_bsize)
+        return True
+
+    def _result(self, job: SpaceJob) -> int | None:
+        return job.free
