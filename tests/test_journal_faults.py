@@ -313,6 +313,8 @@ def test_a_silent_journal_is_said_once_per_episode_and_recovery_once_for_the_gro
     assert len(recovered) == 1, recovered
     assert "journal-unavailable" in recovered[0]["cause"]
     assert all(h.proc.poll() is None for h in group)
+    for host in group:  # the pool's own chatter (each reconnect, each dropped connection)
+        assert '"logger": "psycopg.pool"' not in host.log.read_text()
 
 
 def test_a_stop_is_obeyed_while_the_journal_is_silent(hosts: Any, proxy: FaultProxy) -> None:

@@ -249,3 +249,28 @@ ready = { settle = 0 }
     assert result.exit_code == 0, result.output
     name = "订" * 80 + "x.csv"
     assert (exchange.outbox / name).read_bytes() == b"data"
+
+
+def test_a_drop_folder_taken_by_another_instance_is_said_once_while_it_lasts(
+    exchange: Exchange, tmp_path: Path
+) -> None:
+    """A daemon looks at a route every poll: the other instance's hold on the folder was
+    logged at error on every look; it is said once, and again once it has ended and
+    come back. The route's result says it every look (and alerts are windowed)."""
+    from structlog.testing import capture_logs
+
+    first = Runner(load_config(exchange.config), open_journal(load_config(exchange.config).journal))
+    first.run_once()
+    config = load_config(second(exchange, tmp_path))
+    other = Runner(config, open_journal(config.journal))
+    try:
+        with capture_logs() as logs:
+            results = [other.run_route(config.routes[0]) for _ in range(5)]
+        assert all(r.error_kind == "drop-shared" for r in results)
+        said = [e for e in logs if e["event"] == "route.drop_shared"]
+        assert [e["log_level"] for e in said] == ["error"] + ["debug"] * 4
+    finally:
+        other.close()
+        other.journal.close()
+        first.close()
+        first.journal.close()

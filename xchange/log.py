@@ -133,6 +133,9 @@ def configure_logging(
     # paramiko logs a failed connection's traceback a line at a time (21 error lines for
     # one refused login); xchange says it once, as a remote error with its reason.
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    # The journal's pool says each failed reconnect and each dropped connection while the
+    # database is away; xchange says it once, as journal-unavailable with its reason.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     logging.captureWarnings(True)
 
 

@@ -72,6 +72,8 @@ class Scanner:
         #: Source endpoints marked as this journal's drop: the remote holding the mark,
         #: and the time of its last heartbeat.
         self._drops: dict[str, tuple[Remote, float]] = {}
+        #: Routes whose shared drop folder was said (once while it lasts).
+        self._shared_said: set[str] = set()
         self._drops_lock = threading.Lock()
 
     def _due_retries(self, route: RouteConfig) -> set[str]:
@@ -94,7 +96,12 @@ class Scanner:
             log.error("route.source_failed", error=exc.reason, cause=exc.kind)
             return Look(error=exc.reason, error_kind=exc.kind)
         if other is not None:
-            log.error("route.drop_shared", endpoint=route.source.endpoint, other=other.describe())
+            # Said once while it lasts (the route's error says it at every look).
+            said = route.name in self._shared_said
+            self._shared_said.add(route.name)
+            (log.debug if said else log.error)(
+                "route.drop_shared", endpoint=route.source.endpoint, other=other.describe()
+            )
             return Look(
                 error=(
                     f"{route.source.endpoint}: another xchange takes files from this folder "
@@ -104,6 +111,7 @@ class Scanner:
                 ),
                 error_kind="drop-shared",
             )
+        self._shared_said.discard(route.name)
         archive_top = route.after.folder.split("/", 1)[0] if route.after.action == "archive" else ""
         observed = self.journal.observations(route.name)
         try:
