@@ -106,6 +106,9 @@ def test_the_unit_file_passes_systemd_analyze_verify(staged: Path) -> None:
     assert f"ExecReload={paths['venv']}/bin/xchange reload" in text
     assert f"EnvironmentFile=-{paths['etc']}/secrets.env" in text
     assert f"User={USER}" in text and f"WorkingDirectory={paths['state']}" in text
+    # A stop's SIGTERM goes to xchange alone: the OpenSSH client of a big file in hand
+    # finishes it (the default control-group mode ended it at once).
+    assert "KillMode=mixed" in text
     verify = subprocess.run(
         [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False
     )
