@@ -3,9 +3,13 @@ daemon tests and the soak and latency benchmarks)."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def xchange_env(**extra: str) -> dict[str, str]:
@@ -18,3 +22,26 @@ def xchange_env(**extra: str) -> dict[str, str]:
 def xchange_argv(config: Path, *args: str) -> list[str]:
     """``python -m xchange --log-format json ARGS --config CONFIG``."""
     return [sys.executable, "-m", "xchange", "--log-format", "json", *args, "--config", str(config)]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    """Poll ``condition`` every 50 ms, failing after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+
+
+def log_events(log: Path, name: str, **fields: Any) -> list[dict[str, Any]]:
+    """The JSON log's events called ``name`` (with these field values), in order."""
+    found = []
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("event") == name and all(event.get(k) == v for k, v in fields.items()):
+            found.append(event)
+    return found

@@ -7,17 +7,14 @@ as a real step leaves it); a real sshd drop folder, polled."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.procs import xchange_argv, xchange_env
+from tests.procs import log_events, wait_for, xchange_argv, xchange_env
 from tests.sshd import SshServer
 
 pytestmark = pytest.mark.sftp
@@ -63,27 +60,6 @@ ready = {{ settle = 0.5 }}
     return config
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def events(log: Path, name: str) -> list[dict[str, Any]]:
-    found = []
-    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("event") == name:
-            found.append(event)
-    return found
-
-
 def test_a_daemon_goes_on_through_wall_clock_steps_back_and_forward(
     sshd: SshServer, tmp_path: Path
 ) -> None:
@@ -107,7 +83,7 @@ def test_a_daemon_goes_on_through_wall_clock_steps_back_and_forward(
             time.sleep(1.5)
             (drop / "c.dat").write_bytes(b"after the step forward")
             wait_for(lambda: (out / "c.dat").exists(), 20, "a delivery after the step forward")
-            steps = [e["step_s"] for e in events(log, "clock_stepped")]
+            steps = [e["step_s"] for e in log_events(log, "clock_stepped")]
             assert len(steps) == 2, steps
             assert -3610 < steps[0] < -3590 and 3590 < steps[1] < 3610
         finally:

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import SAMPLES, Exchange
-from tests.procs import xchange_argv, xchange_env
+from tests.procs import wait_for, xchange_argv, xchange_env
 from tests.sshd import SshServer
 from xchange.cli import main
 from xchange.config import ScheduleSpec, load_config
@@ -23,16 +23,6 @@ from xchange.journal import State, open_journal
 
 SAMPLE = SAMPLES / "shop-orders" / "in" / "orders_20261121.csv"
 EXPECTED = {p.name: p.read_bytes() for p in (SAMPLES / "shop-orders" / "expected").iterdir()}
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    """Poll ``condition`` every 50 ms, failing after ``timeout`` seconds."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
 
 
 @contextmanager

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.faultproxy import FaultProxy
-from tests.procs import xchange_argv, xchange_env
+from tests.procs import log_events, wait_for, xchange_argv, xchange_env
 from xchange.errors import JournalUnavailable, LeaseLost
 from xchange.journal import FileKey, State
 from xchange.journal.postgres import PostgresJournal
@@ -228,15 +227,7 @@ class Host:
         )
 
     def events(self, name: str, **fields: str) -> list[dict[str, Any]]:
-        found = []
-        for line in self.log.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") == name and all(event.get(k) == v for k, v in fields.items()):
-                found.append(event)
-        return found
+        return log_events(self.log, name, **fields)
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -248,15 +239,6 @@ class Host:
                 self.proc.wait(timeout=10)
         self.writer.close()
         return self.proc.returncode
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture
