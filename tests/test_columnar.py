@@ -351,3 +351,14 @@ def test_patterns_that_could_match_across_values_are_checked_one_by_one() -> Non
 
     for pattern in (r".*", r"a.*|b", r"[^a]+", r"^x", r"x$", r"\D+", r"(?=a)a", r"\x00", r"\S"):
         assert not _nul_safe(pattern), pattern
+
+
+def test_every_mapping_key_is_carried_out_or_refused_by_the_columnar_path() -> None:
+    """A new mapping key cannot be silently ignored on the fast path: it must be listed as
+    carried out or as a reason to take the row path (and build() must refuse it)."""
+    from xchange.codecs.columnar import ColumnarPlan
+    from xchange.mapping import Mapping
+
+    keys = set(Mapping.model_fields)
+    assert keys == ColumnarPlan.CARRIES_OUT | ColumnarPlan.REFUSES
+    assert not ColumnarPlan.CARRIES_OUT & ColumnarPlan.REFUSES

@@ -177,10 +177,23 @@ def test_broken_or_unsafe_rules_are_refused_at_compile_time(text: str, message: 
     assert message in str(info.value)
 
 
-def test_aggregates_belong_to_header_rules_only() -> None:
-    line_names = Names(frozenset({"qty"}), frozenset())
-    with pytest.raises(ExpressionError, match="only for header rules"):
-        Expression.compile("sum(qty)", line_names)
+def test_aggregates_belong_to_rules_of_documents_with_lines() -> None:
+    flat = Names(frozenset({"qty"}), frozenset())
+    with pytest.raises(ExpressionError, match="only for rules of documents with lines"):
+        Expression.compile("sum(qty)", flat)
+
+
+def test_a_line_rule_may_aggregate_its_document_but_not_nest_aggregates() -> None:
+    line = Names(
+        frozenset({"qty"}), frozenset(), aggregates=True, line_fields=frozenset({"qty"}), line=True
+    )
+    assert Expression.compile("qty / sum(qty)", line).evaluate(
+        {"qty": 1}, lines=[{"qty": 1}, {"qty": 3}], position=0, cache={}
+    ) == Decimal("0.25")
+    with pytest.raises(ExpressionError, match="inside another aggregate"):
+        Expression.compile("sum(qty / sum(qty))", line)
+    with pytest.raises(ExpressionError, match=r"position\(\) inside an aggregate"):
+        Expression.compile("sum(position())", line)
 
 
 TOKENS = st.sampled_from(

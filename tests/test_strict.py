@@ -513,7 +513,7 @@ def test_the_format_reference_examples_are_valid_files() -> None:
     from xchange.mapping import Mapping
 
     text = (REPO / "docs" / "formats.md").read_text(encoding="utf-8")
-    layout_block, options_block, mapping_block, expressions_block = re.findall(
+    layout_block, options_block, mapping_block, expressions_block, document_block = re.findall(
         r"```toml\n(.*?)```", text, re.S
     )
     layout = tomllib.loads(layout_block)
@@ -536,6 +536,8 @@ def test_the_format_reference_examples_are_valid_files() -> None:
             "lines": {**base["lines"], **extra["lines"]},
         }
     )
+    document = tomllib.loads(document_block)
+    Mapping.model_validate({**base, **document, "lines": {**base["lines"], **document["lines"]}})
     from xchange.expressions import functions_reference
 
     for name in functions_reference():

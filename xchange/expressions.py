@@ -8,6 +8,7 @@ An expression is one line of a small language with Python's syntax and its own m
     coalesce(remark, "-")    left(sku, 4)    upper(trim(name))    regex(code, "(\\d+)")
     format_date(add_days(order_date, 1), "%Y%m%d")    lookup("materials", sku)
     sum(qty * price)    count()    join(waybill, "|", true)       aggregates over lines
+    allocate(discount, qty * price, 2)    position()    is_last()     in line rules
 
 It is evaluated by simpleeval (a well-kept, audited evaluator for exactly this: one
 expression, no statements) restricted further here: only names of the record's fields,
@@ -324,8 +325,18 @@ FUNCTIONS: dict[str, tuple[Callable[..., Any], int, int]] = {
 }
 #: Functions that read a value table or a lookup: (name of the table, key[, ...]).
 TABLE_FUNCTIONS = {"table": (2, 3), "lookup": (2, 4)}
-#: Aggregates over the document's lines (header rules): their first argument is evaluated
-#: once per line. name -> (least, most arguments).
+#: A line's place in its document (line rules): position() from 1, is_first(), is_last().
+POSITION = {"position", "is_first", "is_last"}
+#: allocate(total, weight, scale[, "last" | "largest"]): this line's share of ``total``,
+#: split over the document's lines in proportion to ``weight`` (evaluated on each line),
+#: at ``scale`` decimal places, the shares summing to ``total`` exactly; the remainder of
+#: the rounding goes to the last line, or (``"largest"``) a unit each to the lines with
+#: the largest remainders.
+ALLOCATE = "allocate"
+ALLOCATE_POLICIES = ("last", "largest")
+#: Aggregates over the document's lines (header rules, and line rules: the same value on
+#: every line of a document): their first argument is evaluated once per line.
+#: name -> (least, most arguments).
 AGGREGATES = {
     "sum": (1, 1),
     "count": (0, 1),
@@ -447,6 +458,8 @@ class Names:
     aggregates: bool = False
     #: Names aggregates may use (the lines' fields; None: any).
     line_fields: frozenset[str] | None = frozenset()
+    #: A line rule: its position and allocate() may be used.
+    line: bool = False
 
 
 def _with_if_calls(text: str) -> str:
@@ -525,6 +538,12 @@ class Expression:
             and node.func.id in AGGREGATES
         ):
             children = list(node.args[1:])
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == ALLOCATE
+        ):
+            children = [a for i, a in enumerate(node.args) if i != 1]
         elif isinstance(node, ast.Call):
             children = list(node.args)
         for child in children:
@@ -588,12 +607,15 @@ class Expression:
             raise ExpressionError("arguments are given by position, not by name", position)
         name = "if" if node.func.id == "IF" else node.func.id
         count = len(node.args)
+        if name in POSITION or name == ALLOCATE:
+            self._check_line_call(node, name, names, used, inside=inside)
+            return
         if name in AGGREGATES:
             least, most = AGGREGATES[name]
             if not names.aggregates:
                 raise ExpressionError(
-                    f"{name}() is an aggregate over a document's lines: only for header rules "
-                    "of documents with lines",
+                    f"{name}() is an aggregate over a document's lines: only for rules of "
+                    "documents with lines",
                     position,
                 )
             if inside:
@@ -629,6 +651,33 @@ class Expression:
         for arg in node.args:
             self._check(arg, names, used, inside=inside)
 
+    def _check_line_call(
+        self, node: ast.Call, name: str, names: Names, used: set[str], *, inside: bool
+    ) -> None:
+        """position(), is_first(), is_last() and allocate(): line rules only."""
+        position = node.col_offset + 1
+        if not names.line:
+            raise ExpressionError(
+                f"{name}() is about a line's place among its document's lines: only for line "
+                "rules",
+                position,
+            )
+        if inside:
+            raise ExpressionError(f"{name}() inside an aggregate", position)
+        if name in POSITION:
+            self._arity(name, len(node.args), 0, 0, position)
+            return
+        self._arity(name, len(node.args), 3, 4, position)
+        if len(node.args) == 4:
+            policy = node.args[3]
+            if not isinstance(policy, ast.Constant) or policy.value not in ALLOCATE_POLICIES:
+                raise ExpressionError(
+                    'allocate(): the remainder goes to "last" or "largest" (a text literal)',
+                    position,
+                )
+        for i, arg in enumerate(node.args[:3]):
+            self._check(arg, names, used, inside=i == 1)
+
     @staticmethod
     def _arity(name: str, count: int, least: int, most: int, position: int) -> None:
         if not least <= count <= most:
@@ -643,15 +692,19 @@ class Expression:
         *,
         lines: Sequence[Mapping[str, Any]] = (),
         tables: Callable[[str, Any, Any, Any], Any] | None = None,
+        position: int | None = None,
+        cache: dict[int, Any] | None = None,
     ) -> Any:
         """The value for one record (``lines``: its document's lines, for aggregates;
-        ``tables(name, key, column, default)`` reads value tables and lookups).
+        ``tables(name, key, column, default)`` reads value tables and lookups). For a line
+        rule: ``position``, the line's index in ``lines``, and ``cache``, one per document,
+        where what is the same on every line (aggregates, allocations) is kept.
 
         Raises:
             ExpressionError: the values do not allow it (a division by zero, a text where a
                 number is needed, a table miss...).
         """
-        evaluator = _Evaluator(self, values, lines, tables)
+        evaluator = _Evaluator(self, values, lines, tables, position, cache)
         try:
             return evaluator.run()
         except ExpressionError:
@@ -690,12 +743,16 @@ class _Evaluator(simpleeval.SimpleEval):  # type: ignore[misc,unused-ignore]
         values: Mapping[str, Any],
         lines: Sequence[Mapping[str, Any]],
         tables: Callable[[str, Any, Any, Any], Any] | None,
+        position: int | None = None,
+        cache: dict[int, Any] | None = None,
     ) -> None:
         super().__init__(operators=OPERATORS, functions={}, names={})
         self.expression = expression
         self.values = values
         self.lines = lines
         self.tables = tables
+        self.position = position
+        self.cache = cache
         self.nodes = {
             ast.Name: self._name,
             ast.Constant: self._constant,
@@ -730,7 +787,20 @@ class _Evaluator(simpleeval.SimpleEval):  # type: ignore[misc,unused-ignore]
 
     def _call(self, node: ast.Call) -> Any:
         name = "if" if node.func.id == "IF" else node.func.id  # type: ignore[attr-defined]
+        if name in POSITION:
+            if self.position is None:
+                raise ExpressionError(f"{name}(): not a line here")
+            index, count = self.position, len(self.lines)
+            if name == "position":
+                return Decimal(index + 1)
+            return index == 0 if name == "is_first" else index == count - 1
+        if name == ALLOCATE:
+            return self._allocate(node)
         if name in AGGREGATES:
+            if self.cache is not None:
+                if id(node) not in self.cache:
+                    self.cache[id(node)] = self._aggregate(name, node)
+                return self.cache[id(node)]
             return self._aggregate(name, node)
         if name in TABLE_FUNCTIONS:
             args = [self._eval(a) for a in node.args[1:]]
@@ -769,6 +839,31 @@ class _Evaluator(simpleeval.SimpleEval):  # type: ignore[misc,unused-ignore]
             if value is not None and value != "":
                 return value
         return None
+
+    def _allocate(self, node: ast.Call) -> Any:
+        """This line's share (the document's shares computed once, at its first line)."""
+        if self.position is None:
+            raise ExpressionError("allocate(): not a line here")
+        total = self._eval(node.args[0])
+        scale = _count(self._eval(node.args[2]))
+        policy = node.args[3].value if len(node.args) > 3 else "last"  # type: ignore[attr-defined]
+        key = (id(node), total if total is None else _number(total, "a total"), scale)
+        cache = self.cache if self.cache is not None else {}
+        if key not in cache:
+            outer, weights = self.values, []
+            try:
+                for i, line in enumerate(self.lines):
+                    self.values = {**outer, **line}
+                    try:
+                        weights.append(self._eval(node.args[1]))
+                    except ExpressionError as exc:
+                        if exc.line is None:
+                            exc.line = i
+                        raise
+            finally:
+                self.values = outer
+            cache[key] = allocate(total, weights, scale, policy)  # type: ignore[index]
+        return cache[key][self.position]  # type: ignore[index]
 
     def _aggregate(self, name: str, node: ast.Call) -> Any:
         if name == "count" and not node.args:
@@ -820,6 +915,55 @@ class _Evaluator(simpleeval.SimpleEval):  # type: ignore[misc,unused-ignore]
         return _bounded(sep.join(texts))
 
 
+def allocate(total: Any, weights: Sequence[Any], scale: int, policy: str = "last") -> list[Any]:
+    """``total`` split over ``weights`` at ``scale`` decimal places, the shares summing to
+    ``total`` exactly: each share rounded half-up and the remainder on the last
+    (``"last"``), or each rounded down and one unit each to the largest remainders, the
+    earlier line first on a tie (``"largest"``).
+
+    Raises:
+        ExpressionError: it cannot balance (a total finer than the scale, weights summing
+            to zero, a weight that is no number).
+    """
+    if total is None:
+        return [None] * len(weights)
+    amount = _number(total, "a total")
+    unit = Decimal(1).scaleb(-scale)
+    if amount != amount.quantize(unit, context=CONTEXT):
+        raise ExpressionError(
+            f"allocate(): the total {_text(amount)} has more than {scale} decimal place(s): "
+            "it cannot be split exactly at that scale"
+        )
+    numbers = []
+    for i, weight in enumerate(weights):
+        if weight is None or weight == "":
+            error = ExpressionError(f"allocate(): the weight of line {i + 1} has no value")
+            error.line = i
+            raise error
+        numbers.append(_number(weight, "a weight"))
+    if not numbers:
+        return []
+    whole = sum(numbers, Decimal(0))
+    if whole == 0:
+        if amount == 0:
+            return [Decimal(0).quantize(unit)] * len(numbers)
+        raise ExpressionError(
+            f"allocate(): the weights sum to 0: {_text(amount)} cannot be split in proportion"
+        )
+    with decimal.localcontext(CONTEXT):
+        exact = [amount * w / whole for w in numbers]
+        if policy == "largest":
+            shares = [q.quantize(unit, rounding=decimal.ROUND_FLOOR) for q in exact]
+            left = int((amount - sum(shares, Decimal(0))) / unit)
+            order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - shares[i]), i))
+            for i in order[:left]:
+                shares[i] += unit
+            return shares
+        shares = [q.quantize(unit, rounding=decimal.ROUND_HALF_UP) for q in exact[:-1]]
+        shares.append((amount - sum(shares, Decimal(0))).quantize(unit))
+        return shares
+
+
 def functions_reference() -> list[str]:
     """Every function's name (for the reference page and messages)."""
-    return sorted({*FUNCTIONS, *TABLE_FUNCTIONS, *AGGREGATES})
+    return sorted({*FUNCTIONS, *TABLE_FUNCTIONS, *AGGREGATES, *POSITION, ALLOCATE})

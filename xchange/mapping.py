@@ -13,10 +13,25 @@ for each target field, one rule::
 Rows are grouped into nested documents by ``group_by``; nested documents are
 flattened into rows by ``flatten = true``. ``output`` says whether each document
 becomes its own file (``per-document``) or all go in one (``batch``).
+
+A document's rules see the whole document: named values (``[let]`` once per document,
+``[line_let]`` once per line), line rules that read the document's aggregates, their own
+position (``position()``, ``is_first()``, ``is_last()``), ``allocate()`` and the line
+fields and values computed before them. Rules run in the order of what they read (a
+cycle is refused, naming its fields); the header's rules run last::
+
+    [let]
+    goods = "sum(qty * price)"
+    [line_let]
+    amount = "qty * price"
+    [lines]
+    Discount = { expr = "allocate(discount, amount, 2)" }
+    Net      = { expr = "amount - Discount" }
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import string
 from collections.abc import Iterable, Iterator
@@ -27,7 +42,14 @@ from typing import Any, Literal
 from pydantic import Field, StrictBool, model_validator
 
 from xchange.errors import ConfigError
-from xchange.expressions import Expression, ExpressionError, Names
+from xchange.expressions import (
+    AGGREGATES,
+    ALLOCATE,
+    POSITION,
+    Expression,
+    ExpressionError,
+    Names,
+)
 from xchange.layout import FieldSpec, FieldValueError, Layout, StrictModel, load_toml_model
 from xchange.lookups import Lookup, Lookups
 from xchange.report import Report
@@ -120,6 +142,12 @@ class Mapping(StrictModel):
     flatten: StrictBool = False
     header: dict[str, Rule] = Field(default_factory=dict)
     lines: dict[str, Rule] = Field(default_factory=dict)
+    #: Named values computed once per document (expressions; aggregates over its lines):
+    #: every later rule may read them by name.
+    let: dict[str, str] = Field(default_factory=dict)
+    #: Named values computed once per line (expressions): line rules, ``[let]``'s
+    #: aggregates and the header's may read them by name.
+    line_let: dict[str, str] = Field(default_factory=dict)
     tables: dict[str, dict[str, str]] = Field(default_factory=dict)
     #: Master data files read as tables: ``lookup("materials", sku)``.
     lookups: dict[str, LookupSpec] = Field(default_factory=dict)
@@ -158,6 +186,27 @@ def check_mapping(mapping: Mapping, source: Layout, target: Layout) -> list[str]
             problems.append(
                 f"{where}: group_by: source layout {source.source_file} has no field {key!r}"
             )
+    line_targets = {f.name for f in target.line_fields}
+    for section, named in (("let", mapping.let), ("line_let", mapping.line_let)):
+        for name in named:
+            clash = (
+                "a source field"
+                if name in src_fields
+                else "a target line field"
+                if name in line_targets
+                else "a [let] value"
+                if section == "line_let" and name in mapping.let
+                else None
+            )
+            if clash is not None:
+                problems.append(
+                    f"{where}: {section}.{name}: {clash} has this name: give the value "
+                    "another (a name means one thing)"
+                )
+    computed = {
+        "header": set(mapping.let),
+        "lines": line_targets | set(mapping.line_let) | set(mapping.let),
+    }
     sections = (
         ("header", mapping.header, target.fields),
         ("lines", mapping.lines, target.line_fields),
@@ -171,7 +220,7 @@ def check_mapping(mapping: Mapping, source: Layout, target: Layout) -> list[str]
                     f"has no {'line ' if section == 'lines' else ''}field {name!r}"
                 )
             for used in rule.inputs():
-                if used not in src_fields:
+                if used not in src_fields and used not in computed[section]:
                     problems.append(
                         f"{where}: {section}.{name}: source layout {source.source_file} "
                         f"has no field {used!r}"
@@ -236,6 +285,16 @@ class Compiled:
     #: place is called in the source's codec: for reports that name where a value came from.
     columns: dict[str, str] = field(default_factory=dict)
     column_word: str = "column"
+    #: ``[let]`` and ``[line_let]``'s expressions.
+    lets: dict[str, Expression] = field(default_factory=dict)
+    line_lets: dict[str, Expression] = field(default_factory=dict)
+    #: The rules below the header in the order of what they read: ("let" | "line_let" |
+    #: "lines", name). Header rules come after all of them.
+    order: list[tuple[str, str]] = field(default_factory=list)
+    #: Whether a document's rules read more than their own row (named values, computed
+    #: fields, aggregates, positions or allocations in line rules): then each rule runs
+    #: over every line of a document before the next (``order``).
+    whole: bool = False
 
     def source_of(self, fields: Iterable[str]) -> str:
         """ "source field channel, column 渠道" (several: joined by "; "), or ""."""
@@ -315,23 +374,34 @@ def compile_mapping(
         line_names = (lines | head if nested_source else every) | frozenset(
             f.name for f in target.line_fields
         )
+        lets = frozenset(mapping.let)
+        per_line = (
+            every | frozenset(f.name for f in target.line_fields) | frozenset(mapping.line_let)
+        )
         header_names = Names(
-            head if nested_source else every,
+            (head if nested_source else every) | lets,
             tables,
             # Over the document's lines, or (without lines) over a repeated value.
             aggregates=True,
-            line_fields=line_names,
+            line_fields=line_names | frozenset(mapping.line_let) | lets,
         )
-        line_rule_names = Names(every, tables)
+        let_names = Names(
+            (head if nested_source else every) | lets, tables, aggregates=True, line_fields=per_line
+        )
+        line_rule_names = Names(
+            per_line | lets, tables, aggregates=True, line_fields=per_line | lets, line=True
+        )
         filter_names = Names(
             head if nested_source else every,
             tables,
             aggregates=nested_source,
             line_fields=lines | head,
         )
+        line_filter_names = Names(every, tables)
     else:
-        anything = Names(None, tables, aggregates=True, line_fields=None)
-        header_names = line_rule_names = filter_names = anything
+        anything = Names(None, tables, aggregates=True, line_fields=None, line=True)
+        header_names = line_rule_names = filter_names = let_names = anything
+        line_filter_names = Names(None, tables)
     rules: dict[tuple[str, str], Expression] = {}
     for section, names in (("header", header_names), ("lines", line_rule_names)):
         for name, rule in getattr(mapping, section).items():
@@ -341,8 +411,15 @@ def compile_mapping(
                 rules[(section, name)] = Expression.compile(rule.expr, names)
             except ExpressionError as exc:
                 problems.append(f"{where}: {section}.{name}.expr: {exc}")
+    named: dict[str, dict[str, Expression]] = {"let": {}, "line_let": {}}
+    for section, names in (("let", let_names), ("line_let", line_rule_names)):
+        for name, text in getattr(mapping, section).items():
+            try:
+                named[section][name] = Expression.compile(text, names)
+            except ExpressionError as exc:
+                problems.append(f"{where}: {section}.{name}: {exc}")
     filters: dict[str, Expression | None] = {"filter": None, "line_filter": None}
-    for key, names in (("filter", filter_names), ("line_filter", line_rule_names)):
+    for key, names in (("filter", filter_names), ("line_filter", line_filter_names)):
         text = getattr(mapping, key)
         if text is None:
             continue
@@ -357,10 +434,93 @@ def compile_mapping(
             except ConfigError as exc:
                 problems.extend(exc.problems)
     compiled = Compiled(rules, filters["filter"], filters["line_filter"], mapping.tables, lookups)
+    compiled.lets, compiled.line_lets = named["let"], named["line_let"]
+    sources = (
+        frozenset(f.name for f in (*source.fields, *source.line_fields))
+        if source is not None
+        else frozenset()
+    )
+    compiled.order, compiled.whole, cycle = _order(mapping, compiled, sources)
+    if cycle:
+        problems.append(
+            f"{where}: a cycle: {' -> '.join(f'{k}.{n}' for k, n in cycle)}: each reads "
+            "the next; one of them must be computed from something else"
+        )
     if source is not None:
         compiled.columns = {f.name: f.key for f in (*source.fields, *source.line_fields)}
         compiled.column_word = {"csv": "column", "xml": "path", "json": "key"}[source.codec]
     return compiled, problems
+
+
+def _order(
+    mapping: Mapping, compiled: Compiled, sources: frozenset[str]
+) -> tuple[list[tuple[str, str]], bool, list[tuple[str, str]]]:
+    """The rules below the header in the order of what they read, whether a document's
+    rules read more than their own row, and a cycle if there is one (then the order is
+    the file's)."""
+    nodes: dict[str, tuple[str, str]] = {}
+    for name in mapping.let:
+        nodes[name] = ("let", name)
+    for name in mapping.line_let:
+        nodes.setdefault(name, ("line_let", name))
+    for name in mapping.lines:
+        nodes.setdefault(name, ("lines", name))
+    expressions: dict[tuple[str, str], Expression | None] = {}
+    reads: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for key in nodes.values():
+        kind, name = key
+        if kind == "lines":
+            rule = mapping.lines[name]
+            expression = compiled.rules.get(("lines", name))
+            used: set[str] = set(expression.names) if expression is not None else set(rule.inputs())
+        else:
+            expression = (compiled.lets if kind == "let" else compiled.line_lets).get(name)
+            used = set(expression.names) if expression is not None else set()
+        expressions[key] = expression
+        # A source field's name is the source field: computed names never shadow it.
+        reads[key] = {nodes[n] for n in used - sources if n in nodes and nodes[n] != key}
+    whole = bool(mapping.let or mapping.line_let) or any(
+        reads[key] or _reads_document(expressions[key])
+        for key in nodes.values()
+        if key[0] == "lines"
+    )
+    order: list[tuple[str, str]] = []
+    state: dict[tuple[str, str], int] = {}  # 1: being visited, 2: done
+    path: list[tuple[str, str]] = []
+
+    def visit(key: tuple[str, str]) -> list[tuple[str, str]]:
+        if state.get(key) == 2:
+            return []
+        if state.get(key) == 1:
+            return [*path[path.index(key) :], key]
+        state[key] = 1
+        path.append(key)
+        for dep in sorted(reads[key]):
+            cycle = visit(dep)
+            if cycle:
+                return cycle
+        path.pop()
+        state[key] = 2
+        order.append(key)
+        return []
+
+    for key in nodes.values():
+        cycle = visit(key)
+        if cycle:
+            return list(nodes.values()), whole, cycle
+    return order, whole, []
+
+
+def _reads_document(expression: Expression | None) -> bool:
+    """Whether a line rule's expression reads more than its own line."""
+    if expression is None:
+        return False
+    return any(
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and (node.func.id in AGGREGATES or node.func.id in POSITION or node.func.id == ALLOCATE)
+        for node in ast.walk(expression.tree)
+    )
 
 
 # --------------------------------------------------------------------------- applying
@@ -460,34 +620,52 @@ class _Evaluator:
             row_ctx, row_failed, row_where = ctx, failed, where
             if last is not None and rule is not None and rule.row == "last":
                 row_ctx, row_failed, row_where = last
-            if (
-                row_failed
-                and rule is not None
-                and (
-                    "*" in row_failed
-                    or row_failed.intersection(self.compiled.inputs(section, spec.name, rule))
-                )
-            ):
-                out[spec.name] = None  # its source value was reported already
-                continue
-            raw: Any = None
-            try:
-                if plain is not None:  # a source field as it is ("" is no value)
-                    raw = row_ctx.get(plain)
-                    if raw == "":
-                        raw = None
-                elif rule is not None:
-                    raw = self._evaluate(section, spec.name, rule, row_ctx, seq, lines)
-                out[spec.name] = spec.coerce(raw)
-            except FieldValueError as exc:
-                out[spec.name] = None
-                shown = exc.value if exc.value is not None else raw
-                at = row_where
-                line = getattr(exc, "line", None)
-                if line is not None and line_where is not None and line < len(line_where):
-                    at = line_where[line]
-                self.report.add(at, spec.name, exc.rule, shown, exc.message)
+            out[spec.name], _ = self._field(
+                section, spec, rule, plain, row_ctx, row_failed, row_where, seq, lines, line_where
+            )
         return out
+
+    def _field(
+        self,
+        section: str,
+        spec: FieldSpec,
+        rule: Rule | None,
+        plain: str | None,
+        ctx: dict[str, Any],
+        failed: set[str] | frozenset[str],
+        where: str,
+        seq: int,
+        lines: list[dict[str, Any]] | None,
+        line_where: list[str] | None,
+        position: int | None = None,
+        cache: dict[int, Any] | None = None,
+    ) -> tuple[Any, bool]:
+        """One target field's value, and whether it was had (a problem is reported)."""
+        if (
+            failed
+            and rule is not None
+            and (
+                "*" in failed or failed.intersection(self.compiled.inputs(section, spec.name, rule))
+            )
+        ):
+            return None, False  # its source value was reported already
+        raw: Any = None
+        try:
+            if plain is not None:  # a source field as it is ("" is no value)
+                raw = ctx.get(plain)
+                if raw == "":
+                    raw = None
+            elif rule is not None:
+                raw = self._evaluate(section, spec.name, rule, ctx, seq, lines, position, cache)
+            return spec.coerce(raw), True
+        except FieldValueError as exc:
+            shown = exc.value if exc.value is not None else raw
+            at = where
+            line = getattr(exc, "line", None)
+            if line is not None and line_where is not None and line < len(line_where):
+                at = line_where[line]
+            self.report.add(at, spec.name, exc.rule, shown, exc.message)
+            return None, False
 
     @staticmethod
     def _plan(
@@ -547,12 +725,18 @@ class _Evaluator:
         ctx: dict[str, Any],
         seq: int,
         lines: list[dict[str, Any]] | None,
+        position: int | None = None,
+        cache: dict[int, Any] | None = None,
     ) -> Any:
         value: Any
         if rule.expr is not None:
             try:
                 value = self.compiled.rules[(section, name)].evaluate(
-                    ctx, lines=lines or (), tables=self.compiled.table_value
+                    ctx,
+                    lines=lines or (),
+                    tables=self.compiled.table_value,
+                    position=position,
+                    cache=cache,
                 )
             except ExpressionError as exc:
                 message = exc.message
@@ -622,21 +806,27 @@ class _Evaluator:
                 # Every line left out by the line filter: no document (said in the count).
                 self.report.skipped["documents"] = self.report.skipped.get("documents", 0) + 1
                 continue
-            lines = [
-                self.values("lines", ctx, at, j, failed) for j, (ctx, failed, at) in enumerate(part)
-            ]
-            contexts = (
-                [{**ctx, **line} for (ctx, _, _), line in zip(part, lines, strict=True)]
-                if self.header_reads_lines
-                else None
-            )
-            ctx, failed, where, last = head, head_failed, location, None
+            named: dict[str, Any] = {}
+            if self.compiled.whole:
+                lines, line_contexts, named = self._whole(head, part)
+                contexts: list[dict[str, Any]] | None = line_contexts
+            else:
+                lines = [
+                    self.values("lines", ctx, at, j, failed)
+                    for j, (ctx, failed, at) in enumerate(part)
+                ]
+                contexts = (
+                    [{**ctx, **line} for (ctx, _, _), line in zip(part, lines, strict=True)]
+                    if self.header_reads_lines
+                    else None
+                )
+            ctx, failed, where, last = {**head, **named}, head_failed, location, None
             if self.from_rows and part:
                 self._agree(part)
                 first_ctx, failed, where = part[0]
-                ctx = {**head, **first_ctx}
+                ctx = {**head, **first_ctx, **named}
                 if self.reads_last:
-                    last = ({**head, **part[-1][0]}, part[-1][1], part[-1][2])
+                    last = ({**head, **part[-1][0], **named}, part[-1][1], part[-1][2])
             header = self.values(
                 "header",
                 ctx,
@@ -648,6 +838,112 @@ class _Evaluator:
                 line_where=[at for _, _, at in part],
             )
             yield Document(location, header, lines)
+
+    def _whole(
+        self, head: dict[str, Any], part: list[_Member]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+        """A document's lines when its rules read more than their own row: each rule (and
+        named value) over every line before the next, in the order of what they read.
+        Returns the lines' target values, each line's context (its source values with the
+        named values and the line fields computed; a source field's name stays the source
+        field's), and the document's named values."""
+        sources = set(head).union(*(ctx for ctx, _, _ in part)) if part else set(head)
+        contexts = [dict(ctx) for ctx, _, _ in part]
+        failed = [set(f) for _, f, _ in part]
+        where = [at for _, _, at in part]
+        lines: list[dict[str, Any]] = [{} for _ in part]
+        named: dict[str, Any] = {}
+        plans = {spec.name: (spec, rule, plain) for spec, rule, plain in self._plans["lines"]}
+        cache: dict[int, Any] = {}
+        for kind, name in self.compiled.order:
+            if kind == "let":
+                value = self._named(
+                    self.compiled.lets.get(name),
+                    {**head, **named},
+                    contexts,
+                    f"let.{name}",
+                    where[0] if where else "",
+                    None,
+                    cache,
+                    where,
+                )
+                value = None if value is _FAILED else value
+                named[name] = value
+                for ctx in contexts:
+                    ctx.setdefault(name, value)
+                continue
+            for j, ctx in enumerate(contexts):
+                if kind == "line_let":
+                    value = self._named(
+                        self.compiled.line_lets.get(name),
+                        ctx,
+                        contexts,
+                        f"line_let.{name}",
+                        where[j],
+                        j,
+                        cache,
+                        where,
+                    )
+                    ok = value is not _FAILED
+                else:
+                    if name not in plans:
+                        continue
+                    spec, rule, plain = plans[name]
+                    value, ok = self._field(
+                        "lines",
+                        spec,
+                        rule,
+                        plain,
+                        ctx,
+                        failed[j],
+                        where[j],
+                        j,
+                        contexts,
+                        where,
+                        j,
+                        cache,
+                    )
+                    lines[j][name] = value
+                if not ok:
+                    failed[j].add(name)
+                    value = None
+                if name not in sources:
+                    ctx[name] = value
+        for j, line in enumerate(lines):  # the layout's order
+            lines[j] = {spec.name: line.get(spec.name) for spec, _, _ in self._plans["lines"]}
+        return lines, contexts, named
+
+    def _named(
+        self,
+        expression: Expression | None,
+        ctx: dict[str, Any],
+        contexts: list[dict[str, Any]],
+        key: str,
+        where: str,
+        position: int | None,
+        cache: dict[int, Any],
+        line_where: list[str],
+    ) -> Any:
+        """A named value (``[let]``: position None); _FAILED once reported."""
+        if expression is None:
+            return _FAILED  # not compiled (``check`` says why)
+        try:
+            return expression.evaluate(
+                ctx,
+                lines=contexts,
+                tables=self.compiled.table_value,
+                position=position,
+                cache=cache if position is not None else None,
+            )
+        except ExpressionError as exc:
+            at = where
+            if exc.line is not None and exc.line < len(line_where):
+                at = line_where[exc.line]
+            message = exc.message
+            if exc.fields:
+                message += f" ({self.compiled.source_of(exc.fields)})"
+            self.report.add(at, key, "expr", None, f"{expression.text}: {message}")
+            return _FAILED
 
     def _agree(self, rows: list[_Member]) -> None:
         """Report each row that gives a header field another value than the document's
@@ -683,6 +979,10 @@ class _Evaluator:
                     'make the rows agree, or say which row wins with row = "first" or '
                     '"last" in the rule',
                 )
+
+
+#: A named value that could not be computed (its problem reported).
+_FAILED = object()
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -253,6 +253,29 @@ class ColumnarPlan:
         self.skipped = 0
         self.by_name = {f.name: f for f in source.fields}
 
+    #: Every key of a mapping, by what the columnar path does with it: carried out, or a
+    #: reason to leave the route to the row path (``build`` refuses it). A new key is in
+    #: neither until someone decides (a test ties this to the mapping's keys).
+    CARRIES_OUT = frozenset(
+        {
+            "name",
+            "version",
+            "description",
+            "source",
+            "target",
+            "header",
+            "tables",
+            "lookups",
+            "filter",
+            "source_file",
+            "source_bytes",
+            "group_adjacent",
+        }
+    )
+    REFUSES = frozenset(
+        {"output", "group_by", "flatten", "lines", "line_filter", "split_by", "let", "line_let"}
+    )
+
     @classmethod
     def build(
         cls, source: Layout, mapping: Mapping, target: Layout, compiled: Compiled
@@ -269,6 +292,8 @@ class ColumnarPlan:
             or mapping.output != "batch"
             or mapping.line_filter is not None
             or mapping.split_by
+            or mapping.let
+            or mapping.line_let
             or not all(_spec_ok(f) for f in (*source.fields, *target.fields))
             or not all(vectorizable(e) for e in compiled.rules.values())
             or (compiled.filter is not None and not vectorizable(compiled.filter))

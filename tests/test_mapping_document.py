@@ -1,0 +1,258 @@
+"""Rules that see the whole document: named values ([let], [line_let]), line rules that read
+the document's aggregates, their own position and the fields computed before them (in the
+order of what they read; a cycle refused), and allocate(): an order-level discount split over
+the lines by amount, exact to the cent, the remainder where the mapping says."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xchange.expressions import ExpressionError, allocate
+from xchange.layout import Layout
+from xchange.mapping import Mapping, Record, apply_mapping, check_mapping, compile_mapping
+from xchange.report import Report
+
+ORDERS = Layout.model_validate(
+    {
+        "name": "orders",
+        "codec": "csv",
+        "fields": [
+            {"name": "order"},
+            {"name": "discount", "type": "decimal"},
+            {"name": "sku"},
+            {"name": "qty", "type": "decimal"},
+            {"name": "price", "type": "decimal"},
+        ],
+    }
+)
+OUTBOUND = Layout.model_validate(
+    {
+        "name": "outbound",
+        "codec": "json",
+        "shape": "nested",
+        "json": {"lines": "lines", "batch_key": "docs"},
+        "fields": [
+            {"name": "no"},
+            {"name": "goods", "type": "decimal", "scale": 2},
+            {"name": "discount", "type": "decimal", "scale": 2},
+        ],
+        "line_fields": [
+            {"name": "lineNo", "type": "integer"},
+            {"name": "sku"},
+            {"name": "amount", "type": "decimal", "scale": 2},
+            {"name": "share", "type": "decimal", "scale": 2},
+            {"name": "net", "type": "decimal", "scale": 2},
+            {"name": "last", "type": "boolean"},
+        ],
+    }
+)
+
+
+def mapping(tmp_path: Path, **changes: Any) -> Mapping:
+    data: dict[str, Any] = {
+        "name": "m",
+        "source": "orders",
+        "target": "outbound",
+        "group_by": ["order"],
+        "let": {"goods": "sum(qty * price)"},
+        "header": {
+            "no": "order",
+            "goods": {"expr": "goods"},
+            "discount": {"expr": "sum(share)"},
+        },
+        "lines": {
+            # Written before what it reads: run in the order of what it reads.
+            "net": {"expr": "amount - share"},
+            "lineNo": {"expr": "position()"},
+            "sku": "sku",
+            "amount": {"expr": "qty * price"},
+            "share": {"expr": "allocate(discount, amount, 2)"},
+            "last": {"expr": "is_last()"},
+        },
+        "source_file": tmp_path / "m.toml",
+    }
+    data.update(changes)
+    return Mapping.model_validate(data)
+
+
+def rows(order: str, discount: str, *lines: tuple[str, str, str]) -> list[Record]:
+    return [
+        Record(
+            f"line {i}",
+            {
+                "order": order,
+                "discount": Decimal(discount),
+                "sku": sku,
+                "qty": Decimal(qty),
+                "price": Decimal(price),
+            },
+        )
+        for i, (sku, qty, price) in enumerate(lines, start=2)
+    ]
+
+
+def run(m: Mapping, records: list[Record]) -> tuple[list[Any], Report]:
+    compiled, problems = compile_mapping(m, ORDERS, OUTBOUND)
+    assert problems == []
+    report = Report("in")
+    return list(apply_mapping(m, OUTBOUND, records, report, compiled=compiled)), report
+
+
+THREE = rows("SO1", "10.00", ("a", "1", "33.33"), ("b", "1", "33.33"), ("c", "1", "33.34"))
+
+
+def test_a_discount_is_apportioned_by_amount_the_remainder_on_the_last_line(
+    tmp_path: Path,
+) -> None:
+    (doc,), report = run(mapping(tmp_path), THREE)
+    assert not report, report
+    assert [ln["share"] for ln in doc.lines] == [Decimal("3.33"), Decimal("3.33"), Decimal("3.34")]
+    assert sum(ln["share"] for ln in doc.lines) == Decimal("10.00")
+    assert [ln["net"] for ln in doc.lines] == [Decimal("30.00"), Decimal("30.00"), Decimal("30.00")]
+    assert [ln["lineNo"] for ln in doc.lines] == [1, 2, 3]
+    assert [ln["last"] for ln in doc.lines] == [False, False, True]
+    assert doc.header["goods"] == Decimal("100.00")
+    assert doc.header["discount"] == Decimal("10.00")
+    # The lines keep the layout's order of fields, whatever the order of computing.
+    assert list(doc.lines[0]) == ["lineNo", "sku", "amount", "share", "net", "last"]
+
+
+def test_the_largest_remainder_policy_gives_the_cents_to_the_largest_fractions(
+    tmp_path: Path,
+) -> None:
+    m = mapping(tmp_path)
+    m.lines["share"] = m.lines["share"].model_copy(
+        update={"expr": 'allocate(discount, amount, 2, "largest")'}
+    )
+    records = rows("SO2", "1.00", ("a", "1", "1"), ("b", "1", "1"), ("c", "1", "1"))
+    (doc,), report = run(m, records)
+    assert not report
+    # 1.00 / 3: 0.333.. each; the one cent left goes to the first of the equal remainders.
+    assert [ln["share"] for ln in doc.lines] == [Decimal("0.34"), Decimal("0.33"), Decimal("0.33")]
+
+
+def test_line_rules_read_document_aggregates_and_line_values(tmp_path: Path) -> None:
+    m = mapping(
+        tmp_path,
+        line_let={"gross": "qty * price"},
+        lines={
+            "lineNo": {"expr": "position()"},
+            "sku": "sku",
+            "amount": {"expr": "gross"},
+            "share": {"expr": "round(gross / sum(gross) * 100, 2)"},  # percent of the order
+            "net": {"expr": "goods - gross"},
+            "last": {"expr": "position() == count()"},
+        },
+        header={"no": "order", "goods": {"expr": "goods"}, "discount": {"const": "0"}},
+    )
+    (doc,), report = run(m, THREE)
+    assert not report, report
+    cents = [ln["share"] for ln in doc.lines]
+    assert cents == [Decimal("33.33"), Decimal("33.33"), Decimal("33.34")]
+    assert [ln["net"] for ln in doc.lines] == [Decimal("66.67"), Decimal("66.67"), Decimal("66.66")]
+    assert [ln["last"] for ln in doc.lines] == [False, False, True]
+
+
+def test_a_cycle_is_refused_naming_its_fields(tmp_path: Path) -> None:
+    m = mapping(tmp_path)
+    m.lines["amount"] = m.lines["amount"].model_copy(update={"expr": "net + share"})
+    problems = check_mapping(m, ORDERS, OUTBOUND)
+    (cycle,) = [p for p in problems if "a cycle" in p]
+    assert "lines.amount" in cycle and "lines.net" in cycle and str(tmp_path / "m.toml") in cycle
+
+
+def test_position_and_allocate_outside_line_rules_are_refused_with_their_place(
+    tmp_path: Path,
+) -> None:
+    m = mapping(tmp_path)
+    m.header["goods"] = m.header["goods"].model_copy(update={"expr": "position()"})
+    problems = check_mapping(m, ORDERS, OUTBOUND)
+    said = "header.goods.expr: position 1: position() is about a line's place"
+    assert any(said in p for p in problems), problems
+    m = mapping(tmp_path, let={"goods": "allocate(discount, qty, 2)"})
+    problems = check_mapping(m, ORDERS, OUTBOUND)
+    assert any("let.goods: position 1: allocate()" in p for p in problems), problems
+
+
+def test_an_unknown_name_in_a_named_value_is_said_with_file_and_key(tmp_path: Path) -> None:
+    m = mapping(tmp_path, let={"goods": "sum(qty * prize)"})
+    problems = check_mapping(m, ORDERS, OUTBOUND)
+    assert any("m.toml: let.goods: position" in p and "'prize'" in p for p in problems), problems
+
+
+def test_a_named_value_cannot_take_a_source_fields_name(tmp_path: Path) -> None:
+    m = mapping(tmp_path, let={"qty": "sum(qty)"})
+    problems = check_mapping(m, ORDERS, OUTBOUND)
+    assert any("let.qty: a source field has this name" in p for p in problems), problems
+
+
+def test_an_allocation_that_cannot_balance_is_a_located_problem(tmp_path: Path) -> None:
+    records = rows("SO3", "10.005", ("a", "1", "5"), ("b", "1", "5"))
+    _, report = run(mapping(tmp_path), records)
+    problems = [str(p) for p in report.problems]
+    assert any("share" in p and "10.005 has more than 2 decimal place(s)" in p for p in problems), (
+        problems
+    )
+    zero = rows("SO4", "1.00", ("a", "0", "5"), ("b", "0", "5"))
+    _, report = run(mapping(tmp_path), zero)
+    assert any("weights sum to 0" in str(p) for p in report.problems)
+
+
+def test_a_mapping_without_document_rules_runs_as_before(tmp_path: Path) -> None:
+    """No [let], no line rule reading the document: each line is mapped from its own row,
+    as it always was (the whole-document order is not used)."""
+    m = mapping(
+        tmp_path,
+        let={},
+        lines={
+            "lineNo": {"sequence": 1},
+            "sku": "sku",
+            "amount": {"expr": "qty * price"},
+            "share": {"const": "0"},
+            "net": {"expr": "qty * price"},
+            "last": {"const": "false"},
+        },
+        header={"no": "order", "goods": {"expr": "sum(qty * price)"}, "discount": {"const": "0"}},
+    )
+    compiled, problems = compile_mapping(m, ORDERS, OUTBOUND)
+    assert problems == [] and not compiled.whole
+    (doc,), report = run(m, THREE)
+    assert not report and doc.header["goods"] == Decimal("100.00")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    total=st.decimals(min_value=-10_000, max_value=10_000, places=2),
+    weights=st.lists(st.decimals(min_value=0, max_value=1000, places=3), min_size=1, max_size=12),
+    policy=st.sampled_from(["last", "largest"]),
+)
+def test_allocated_shares_always_sum_to_the_total_at_the_scale(
+    total: Decimal, weights: list[Decimal], policy: str
+) -> None:
+    try:
+        shares = allocate(total, weights, 2, policy)
+    except ExpressionError as exc:
+        assert sum(weights) == 0 and total != 0, exc
+        return
+    assert sum(shares) == total
+    assert all(s == s.quantize(Decimal("0.01")) for s in shares)
+    whole = sum(weights)
+    if whole and policy == "largest":
+        # Each share within one cent of its exact proportion.
+        for share, weight in zip(shares, weights, strict=True):
+            assert abs(share - total * weight / whole) < Decimal("0.01")
+
+
+def test_allocate_is_exact_where_floats_are_not() -> None:
+    assert allocate(Decimal("0.3"), [Decimal("0.1"), Decimal("0.2")], 2) == [
+        Decimal("0.10"),
+        Decimal("0.20"),
+    ]
+    with pytest.raises(ExpressionError, match="has no value"):
+        allocate(Decimal("1"), [Decimal("1"), None], 2)
