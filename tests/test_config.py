@@ -29,6 +29,7 @@ def test_demo_and_sftp_example_configurations_load() -> None:
         "sales-returns",
         "purchase-inbound",
         "shop-kingdee-orders",
+        "shop-discount-orders",
         "delivery-confirm",
         "stock-count-gain",
         "stock-count-loss",

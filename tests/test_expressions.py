@@ -239,6 +239,10 @@ TOKENS = st.sampled_from(
         "regex(",
         "lookup(",
         '"materials"',
+        "allocate(",
+        "position()",
+        "is_last()",
+        '"largest"',
         "9" * 70,
         "1e999",
         "**",
@@ -258,16 +262,25 @@ TOKENS = st.sampled_from(
 @given(st.lists(TOKENS, min_size=1, max_size=25))
 def test_random_expressions_never_crash_and_stay_bounded(tokens: list[str]) -> None:
     """Whatever is written in a rule: it compiles or is refused with a reason; it
-    evaluates or fails with a reason; never another exception, never a huge value."""
+    evaluates or fails with a reason; never another exception, never a huge value. Also
+    as a line rule (positions, allocate(), aggregates once per document)."""
     text = " ".join(tokens)
-    try:
-        expression = Expression.compile(text, NAMES)
-    except ExpressionError:
-        return
-    try:
-        result = expression.evaluate(RECORD, lines=LINES, tables=tables)
-    except ExpressionError:
-        return
+    as_line = Names(NAMES.fields, NAMES.tables, True, NAMES.line_fields, line=True)
+    for names, position in ((NAMES, None), (as_line, 1)):
+        try:
+            expression = Expression.compile(text, names)
+        except ExpressionError:
+            continue
+        try:
+            result = expression.evaluate(
+                RECORD, lines=LINES, tables=tables, position=position, cache={}
+            )
+        except ExpressionError:
+            continue
+        check_bounded(result)
+
+
+def check_bounded(result: object) -> None:
     if isinstance(result, str):
         assert len(result) <= 1 << 20
     if isinstance(result, Decimal):
