@@ -238,15 +238,20 @@ def test_allocated_shares_always_sum_to_the_total_at_the_scale(
     try:
         shares = allocate(total, weights, 2, policy)
     except ExpressionError as exc:
-        assert sum(weights) == 0 and total != 0, exc
+        # Only what cannot balance: no proportion at all, or (remainder on the last line)
+        # a last line that would get a share against its own sign.
+        assert (sum(weights) == 0 and total != 0) or (
+            policy == "last" and "cannot balance on the last line" in exc.message
+        ), exc
         return
     assert sum(shares) == total
     assert all(s == s.quantize(Decimal("0.01")) for s in shares)
     whole = sum(weights)
-    if whole and policy == "largest":
-        # Each share within one cent of its exact proportion.
-        for share, weight in zip(shares, weights, strict=True):
-            assert abs(share - total * weight / whole) < Decimal("0.01")
+    for share, weight in zip(shares, weights, strict=True):
+        exact = total * weight / whole if whole else Decimal(0)
+        assert share == 0 or (share > 0) == (exact > 0)  # never against its own sign
+        if policy == "largest":  # each share within one cent of its exact proportion
+            assert abs(share - exact) < Decimal("0.01")
 
 
 def test_allocate_is_exact_where_floats_are_not() -> None:
@@ -256,3 +261,96 @@ def test_allocate_is_exact_where_floats_are_not() -> None:
     ]
     with pytest.raises(ExpressionError, match="has no value"):
         allocate(Decimal("1"), [Decimal("1"), None], 2)
+
+
+def test_a_remainder_the_last_line_cannot_take_is_a_problem_not_a_negative_share() -> None:
+    """1.00 over 200 equal lines: each rounds to 0.01 and the last would get -0.99; a gift
+    line of weight 0 would get -0.01. Said, with the way out ("largest")."""
+    with pytest.raises(
+        ExpressionError, match='cannot balance on the last line; split with "largest"'
+    ):
+        allocate(Decimal("1.00"), [Decimal(1)] * 200, 2)
+    with pytest.raises(ExpressionError, match="cannot balance on the last line"):
+        allocate(Decimal("0.01"), [Decimal(1), Decimal(1), Decimal(0)], 2)
+    shares = allocate(Decimal("1.00"), [Decimal(1)] * 200, 2, "largest")
+    assert sum(shares) == Decimal("1.00") and min(shares) == 0
+
+
+def test_weights_of_both_signs_and_numbers_out_of_range_are_said() -> None:
+    with pytest.raises(ExpressionError, match="weights of both signs"):
+        allocate(Decimal("100"), [Decimal(1), Decimal(-1), Decimal("1E-50")], 2)
+    with pytest.raises(ExpressionError, match="out of range"):
+        allocate(Decimal("1E50"), [Decimal(1), Decimal(3)], 20)
+
+
+def test_a_total_that_differs_between_lines_of_a_document_is_a_problem_at_that_line(
+    tmp_path: Path,
+) -> None:
+    records = rows("SO5", "1.00", ("a", "1", "5"), ("b", "1", "5"))
+    records[1].values["discount"] = Decimal("2.00")
+    m = mapping(tmp_path)
+    m.header["no"] = m.header["no"].model_copy(update={"row": "first"})
+    compiled, _ = compile_mapping(m, ORDERS, OUTBOUND)
+    report = Report("in")
+    list(apply_mapping(m, OUTBOUND, records, report, compiled=compiled))
+    said = [str(p) for p in report.problems if "first line's 1.00" in str(p)]
+    assert len(said) == 1 and "line 3" in said[0] and "share" in said[0], report.problems
+
+
+def test_a_document_problem_is_reported_once_not_on_every_line(tmp_path: Path) -> None:
+    records = rows("SO6", "1.005", *[("x", "1", "1")] * 4)
+    _, report = run(mapping(tmp_path), records)
+    assert len([p for p in report.problems if "decimal place" in str(p)]) == 1
+    bad = rows("SO7", "1.00", ("a", "1", "5"), ("b", "1", "5"), ("c", "1", "5"))
+    bad[1].failed.add("price")  # its price could not be read (reported by the reader)
+    _, report = run(mapping(tmp_path), bad)
+    assert report.problems == [] or not any("weight" in str(p) for p in report.problems)
+
+
+def test_a_rule_that_reads_itself_is_a_cycle(tmp_path: Path) -> None:
+    m = mapping(tmp_path)
+    m.lines["amount"] = m.lines["amount"].model_copy(update={"expr": "amount + 1"})
+    problems = check_mapping(m, ORDERS, OUTBOUND)
+    assert any("a cycle: lines.amount -> lines.amount" in p for p in problems), problems
+    m = mapping(tmp_path, let={"goods": "goods + 1"})
+    problems = check_mapping(m, ORDERS, OUTBOUND)
+    assert any("a cycle: let.goods -> let.goods" in p for p in problems), problems
+
+
+def test_the_header_reads_target_line_fields_over_source_fields_of_the_same_name(
+    tmp_path: Path,
+) -> None:
+    """As without document rules: a header aggregate of a name both the source and the
+    target lines have reads the target's (computed) value, whatever else the mapping uses."""
+    m = mapping(tmp_path)
+    m.lines["sku"] = m.lines["sku"].model_copy(update={"from_": None, "expr": 'concat(sku, "!")'})
+    m.header["no"] = m.header["no"].model_copy(update={"from_": None, "expr": 'join(sku, ",")'})
+    (doc,), report = run(m, THREE)
+    assert not report and doc.header["no"] == "a!,b!,c!"
+
+
+def test_let_reads_the_kept_rows_of_its_document_and_they_must_agree(tmp_path: Path) -> None:
+    """A grouped document's [let] reads the first row the document keeps (after the line
+    filter), as its header does, and the rows must agree on what it reads outside
+    aggregates (before: the group's first raw row, a filtered one, without a word)."""
+    m = mapping(
+        tmp_path,
+        let={"goods": "sum(qty * price)", "d": "discount"},
+        line_filter="qty > 0",
+    )
+    m.lines["share"] = m.lines["share"].model_copy(update={"expr": "allocate(d, amount, 2)"})
+    records = rows("SO8", "9.00", ("gone", "0", "1"), ("a", "1", "5"), ("b", "1", "5"))
+    records[0].values["discount"] = Decimal("99.00")  # on the row the filter drops
+    (doc,), report = run(m, records)
+    assert not report, report
+    assert doc.header["discount"] == Decimal("9.00")
+    records[2].values["discount"] = Decimal("8.00")  # the kept rows disagree
+    _, report = run(m, records)
+    assert any("let.d" in str(p) and "disagree" in str(p) for p in report.problems), report.problems
+
+
+def test_value_names_are_words_and_flattened_mappings_refuse_them(tmp_path: Path) -> None:
+    m = mapping(tmp_path, let={"goods": "sum(qty * price)", "null": "1", "a-b": "2"})
+    problems = check_mapping(m, ORDERS, OUTBOUND)
+    assert any("let.null: a value's name is a word" in p for p in problems), problems
+    assert any("let.a-b: a value's name is a word" in p for p in problems), problems

@@ -70,6 +70,9 @@ class ExpressionError(ValueError):
         self.fields: tuple[str, ...] | None = None
         #: An error inside an aggregate: the index of the line it was evaluated on.
         self.line: int | None = None
+        #: A problem of the whole document (an aggregate or an allocation in a line rule)
+        #: met again on a later line: reported once, at the first.
+        self.repeated = False
 
     def __str__(self) -> str:
         where = f"position {self.position}: " if self.position else ""
@@ -658,8 +661,7 @@ class Expression:
         position = node.col_offset + 1
         if not names.line:
             raise ExpressionError(
-                f"{name}() is about a line's place among its document's lines: only for line "
-                "rules",
+                f"{name}() is about a line's place among its document's lines: only for line rules",
                 position,
             )
         if inside:
@@ -668,6 +670,18 @@ class Expression:
             self._arity(name, len(node.args), 0, 0, position)
             return
         self._arity(name, len(node.args), 3, 4, position)
+        scale = node.args[2]
+        if (
+            not isinstance(scale, ast.Constant)
+            or not isinstance(scale.value, int)
+            or isinstance(scale.value, bool)
+            or not 0 <= scale.value <= 20
+        ):
+            raise ExpressionError(
+                "allocate(): the scale is a whole number of decimal places from 0 to 20, "
+                "written as it is",
+                position,
+            )
         if len(node.args) == 4:
             policy = node.args[3]
             if not isinstance(policy, ast.Constant) or policy.value not in ALLOCATE_POLICIES:
@@ -797,11 +811,9 @@ class _Evaluator(simpleeval.SimpleEval):  # type: ignore[misc,unused-ignore]
         if name == ALLOCATE:
             return self._allocate(node)
         if name in AGGREGATES:
-            if self.cache is not None:
-                if id(node) not in self.cache:
-                    self.cache[id(node)] = self._aggregate(name, node)
-                return self.cache[id(node)]
-            return self._aggregate(name, node)
+            if self.cache is None:
+                return self._aggregate(name, node)
+            return self._once(id(node), lambda: self._aggregate(name, node))
         if name in TABLE_FUNCTIONS:
             args = [self._eval(a) for a in node.args[1:]]
             if self.tables is None:
@@ -840,30 +852,58 @@ class _Evaluator(simpleeval.SimpleEval):  # type: ignore[misc,unused-ignore]
                 return value
         return None
 
+    def _once(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """What is the same on every line of a document, computed at its first line; a
+        failure there is raised again on the later lines as ``repeated``."""
+        assert self.cache is not None
+        if key not in self.cache:
+            try:
+                self.cache[key] = (compute(),)
+            except ExpressionError as exc:
+                self.cache[key] = exc
+                raise
+        kept = self.cache[key]
+        if isinstance(kept, ExpressionError):
+            again = ExpressionError(kept.message)
+            again.repeated = True
+            raise again
+        return kept[0]
+
     def _allocate(self, node: ast.Call) -> Any:
-        """This line's share (the document's shares computed once, at its first line)."""
+        """This line's share (the document's shares computed once, at its first line, for
+        the total as that line gives it: a line giving another total is a problem)."""
         if self.position is None:
             raise ExpressionError("allocate(): not a line here")
         total = self._eval(node.args[0])
-        scale = _count(self._eval(node.args[2]))
+        total = None if total is None or total == "" else _number(total, "a total")
+        scale = int(node.args[2].value)  # type: ignore[attr-defined]
         policy = node.args[3].value if len(node.args) > 3 else "last"  # type: ignore[attr-defined]
-        key = (id(node), total if total is None else _number(total, "a total"), scale)
-        cache = self.cache if self.cache is not None else {}
-        if key not in cache:
-            outer, weights = self.values, []
-            try:
-                for i, line in enumerate(self.lines):
-                    self.values = {**outer, **line}
-                    try:
-                        weights.append(self._eval(node.args[1]))
-                    except ExpressionError as exc:
-                        if exc.line is None:
-                            exc.line = i
-                        raise
-            finally:
-                self.values = outer
-            cache[key] = allocate(total, weights, scale, policy)  # type: ignore[index]
-        return cache[key][self.position]  # type: ignore[index]
+        if self.cache is None:
+            self.cache = {}
+        first, shares = self._once(
+            id(node), lambda: (total, self._shares(node, total, scale, policy))
+        )
+        if total != first and not (total is not None and first is not None and total == first):
+            raise ExpressionError(
+                f"allocate(): this line's total is {_shown(total)}, its document's first "
+                f"line's {_shown(first)}: one amount is split over one document's lines"
+            )
+        return shares[self.position]
+
+    def _shares(self, node: ast.Call, total: Any, scale: int, policy: str) -> list[Any]:
+        outer, weights = self.values, []
+        try:
+            for i, line in enumerate(self.lines):
+                self.values = {**outer, **line}
+                try:
+                    weights.append(self._eval(node.args[1]))
+                except ExpressionError as exc:
+                    if exc.line is None:
+                        exc.line = i
+                    raise
+        finally:
+            self.values = outer
+        return allocate(total, weights, scale, policy)
 
     def _aggregate(self, name: str, node: ast.Call) -> Any:
         if name == "count" and not node.args:
@@ -925,6 +965,13 @@ def allocate(total: Any, weights: Sequence[Any], scale: int, policy: str = "last
         ExpressionError: it cannot balance (a total finer than the scale, weights summing
             to zero, a weight that is no number).
     """
+    try:
+        return _allocate(total, weights, scale, policy)
+    except ArithmeticError:
+        raise ExpressionError("allocate(): the numbers are out of range") from None
+
+
+def _allocate(total: Any, weights: Sequence[Any], scale: int, policy: str) -> list[Any]:
     if total is None:
         return [None] * len(weights)
     amount = _number(total, "a total")
@@ -937,21 +984,32 @@ def allocate(total: Any, weights: Sequence[Any], scale: int, policy: str = "last
     numbers = []
     for i, weight in enumerate(weights):
         if weight is None or weight == "":
-            error = ExpressionError(f"allocate(): the weight of line {i + 1} has no value")
+            error = ExpressionError("allocate(): this line's weight has no value")
             error.line = i
             raise error
         numbers.append(_number(weight, "a weight"))
     if not numbers:
         return []
-    whole = sum(numbers, Decimal(0))
+    if any(w < 0 for w in numbers) and any(w > 0 for w in numbers):
+        raise ExpressionError(
+            "allocate(): weights of both signs: a share in proportion means nothing here "
+            "(split the positive and the negative lines apart)"
+        )
+    return _shares_of(amount, numbers, unit, policy)
+
+
+def _shares_of(
+    amount: Decimal, weights: list[Decimal], unit: Decimal, policy: str
+) -> list[Decimal]:
+    whole = sum(weights, Decimal(0))
     if whole == 0:
         if amount == 0:
-            return [Decimal(0).quantize(unit)] * len(numbers)
+            return [Decimal(0).quantize(unit)] * len(weights)
         raise ExpressionError(
             f"allocate(): the weights sum to 0: {_text(amount)} cannot be split in proportion"
         )
     with decimal.localcontext(CONTEXT):
-        exact = [amount * w / whole for w in numbers]
+        exact = [amount * w / whole for w in weights]
         if policy == "largest":
             shares = [q.quantize(unit, rounding=decimal.ROUND_FLOOR) for q in exact]
             left = int((amount - sum(shares, Decimal(0))) / unit)
@@ -960,7 +1018,16 @@ def allocate(total: Any, weights: Sequence[Any], scale: int, policy: str = "last
                 shares[i] += unit
             return shares
         shares = [q.quantize(unit, rounding=decimal.ROUND_HALF_UP) for q in exact[:-1]]
-        shares.append((amount - sum(shares, Decimal(0))).quantize(unit))
+        last = (amount - sum(shares, Decimal(0))).quantize(unit)
+        if (last < 0 < exact[-1]) or (last > 0 > exact[-1]) or (exact[-1] == 0 and last != 0):
+            error = ExpressionError(
+                f"allocate(): the other lines' rounding leaves {_text(last)} for the last "
+                f"line, whose share is {_text(exact[-1].quantize(unit))}: it cannot balance "
+                'on the last line; split with "largest"'
+            )
+            error.line = len(weights) - 1
+            raise error
+        shares.append(last)
         return shares
 
 

@@ -45,10 +45,12 @@ from xchange.errors import ConfigError
 from xchange.expressions import (
     AGGREGATES,
     ALLOCATE,
+    LITERALS,
     POSITION,
     Expression,
     ExpressionError,
     Names,
+    functions_reference,
 )
 from xchange.layout import FieldSpec, FieldValueError, Layout, StrictModel, load_toml_model
 from xchange.lookups import Lookup, Lookups
@@ -203,6 +205,19 @@ def check_mapping(mapping: Mapping, source: Layout, target: Layout) -> list[str]
                     f"{where}: {section}.{name}: {clash} has this name: give the value "
                     "another (a name means one thing)"
                 )
+    for section, named in (("let", mapping.let), ("line_let", mapping.line_let)):
+        for name in named:
+            if not name.isidentifier() or name in LITERALS or name in functions_reference():
+                problems.append(
+                    f"{where}: {section}.{name}: a value's name is a word a rule can write "
+                    "(letters, digits, _), not a literal (true, false, null) or a function's"
+                )
+    if mapping.flatten and (mapping.let or mapping.line_let):
+        problems.append(
+            f"{where}: let: a flattened mapping (flatten = true) writes each line as a row "
+            "of its own: [let] and [line_let] are not computed there; write the expressions "
+            "in the rules"
+        )
     computed = {
         "header": set(mapping.let),
         "lines": line_targets | set(mapping.line_let) | set(mapping.let),
@@ -478,7 +493,7 @@ def _order(
             used = set(expression.names) if expression is not None else set()
         expressions[key] = expression
         # A source field's name is the source field: computed names never shadow it.
-        reads[key] = {nodes[n] for n in used - sources if n in nodes and nodes[n] != key}
+        reads[key] = {nodes[n] for n in used - sources if n in nodes}
     whole = bool(mapping.let or mapping.line_let) or any(
         reads[key] or _reads_document(expressions[key])
         for key in nodes.values()
@@ -567,6 +582,10 @@ class _RuleError(FieldValueError):
         self.line = line
 
 
+class _Repeated(_RuleError):
+    """A problem of the whole document met again on a later line: not reported twice."""
+
+
 class _Evaluator:
     def __init__(
         self, mapping: Mapping, target: Layout, report: Report, compiled: Compiled
@@ -599,6 +618,9 @@ class _Evaluator:
             reads = expression.outer_names if expression is not None else rule.fields
             for used in sorted(reads):
                 self.agreed.setdefault(used, []).append(name)
+        for name, expression in compiled.lets.items():  # read from the same first row
+            for used in sorted(expression.outer_names):
+                self.agreed.setdefault(used, []).append(f"let.{name}")
 
     def values(
         self,
@@ -658,6 +680,8 @@ class _Evaluator:
             elif rule is not None:
                 raw = self._evaluate(section, spec.name, rule, ctx, seq, lines, position, cache)
             return spec.coerce(raw), True
+        except _Repeated:
+            return None, False  # the document's problem, reported at its first line
         except FieldValueError as exc:
             shown = exc.value if exc.value is not None else raw
             at = where
@@ -739,6 +763,8 @@ class _Evaluator:
                     cache=cache,
                 )
             except ExpressionError as exc:
+                if exc.repeated:
+                    raise _Repeated("expr", exc.message) from None
                 message = exc.message
                 if exc.fields:  # a table() or lookup() miss: say where its key came from
                     message += f" ({self.compiled.source_of(exc.fields)})"
@@ -806,10 +832,21 @@ class _Evaluator:
                 # Every line left out by the line filter: no document (said in the count).
                 self.report.skipped["documents"] = self.report.skipped.get("documents", 0) + 1
                 continue
+            # The header (and [let]) read the document's first kept row, as it is formed.
+            ctx, failed, where, last = head, head_failed, location, None
+            if self.from_rows and part:
+                self._agree(part)
+                first_ctx, failed, where = part[0]
+                ctx = {**head, **first_ctx}
+                if self.reads_last:
+                    last = ({**head, **part[-1][0]}, part[-1][1], part[-1][2])
             named: dict[str, Any] = {}
+            contexts: list[dict[str, Any]] | None
             if self.compiled.whole:
-                lines, line_contexts, named = self._whole(head, part)
-                contexts: list[dict[str, Any]] | None = line_contexts
+                lines, contexts, named = self._whole(ctx, set(failed), where, part)
+                ctx = {**ctx, **named}
+                if last is not None:
+                    last = ({**last[0], **named}, last[1], last[2])
             else:
                 lines = [
                     self.values("lines", ctx, at, j, failed)
@@ -820,13 +857,6 @@ class _Evaluator:
                     if self.header_reads_lines
                     else None
                 )
-            ctx, failed, where, last = {**head, **named}, head_failed, location, None
-            if self.from_rows and part:
-                self._agree(part)
-                first_ctx, failed, where = part[0]
-                ctx = {**head, **first_ctx, **named}
-                if self.reads_last:
-                    last = ({**head, **part[-1][0], **named}, part[-1][1], part[-1][2])
             header = self.values(
                 "header",
                 ctx,
@@ -840,78 +870,120 @@ class _Evaluator:
             yield Document(location, header, lines)
 
     def _whole(
-        self, head: dict[str, Any], part: list[_Member]
+        self,
+        head: dict[str, Any],
+        head_failed: set[str],
+        location: str,
+        part: list[_Member],
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
         """A document's lines when its rules read more than their own row: each rule (and
         named value) over every line before the next, in the order of what they read.
-        Returns the lines' target values, each line's context (its source values with the
-        named values and the line fields computed; a source field's name stays the source
-        field's), and the document's named values."""
+        ``head``: the document's header values as the header reads them (its first kept
+        row), read at ``location``. Returns the lines' target values, the lines as the
+        header's aggregates read them (their source values, the named values, and the
+        target line fields over the source fields of the same name), and the document's
+        named values. A value is not computed from a value that could not be read or
+        computed (that problem is reported once, where it is)."""
         sources = set(head).union(*(ctx for ctx, _, _ in part)) if part else set(head)
         contexts = [dict(ctx) for ctx, _, _ in part]
         failed = [set(f) for _, f, _ in part]
         where = [at for _, _, at in part]
         lines: list[dict[str, Any]] = [{} for _ in part]
         named: dict[str, Any] = {}
+        named_failed: set[str] = set(head_failed)
         plans = {spec.name: (spec, rule, plain) for spec, rule, plain in self._plans["lines"]}
         cache: dict[int, Any] = {}
         for kind, name in self.compiled.order:
             if kind == "let":
-                value = self._named(
-                    self.compiled.lets.get(name),
-                    {**head, **named},
-                    contexts,
-                    f"let.{name}",
-                    where[0] if where else "",
-                    None,
-                    cache,
-                    where,
-                )
-                value = None if value is _FAILED else value
-                named[name] = value
-                for ctx in contexts:
-                    ctx.setdefault(name, value)
-                continue
-            for j, ctx in enumerate(contexts):
-                if kind == "line_let":
+                expression = self.compiled.lets.get(name)
+                value = _FAILED
+                if expression is not None and not self._reads_failed(
+                    expression, named_failed, failed
+                ):
                     value = self._named(
-                        self.compiled.line_lets.get(name),
-                        ctx,
+                        expression,
+                        {**head, **named},
                         contexts,
-                        f"line_let.{name}",
-                        where[j],
-                        j,
+                        f"let.{name}",
+                        location,
+                        None,
                         cache,
                         where,
                     )
-                    ok = value is not _FAILED
-                else:
-                    if name not in plans:
-                        continue
+                if value is _FAILED:
+                    named_failed.add(name)
+                    value = None
+                named[name] = value
+                for j, ctx in enumerate(contexts):
+                    ctx.setdefault(name, value)
+                    if name in named_failed:
+                        failed[j].add(name)
+                continue
+            expression = (
+                self.compiled.line_lets.get(name)
+                if kind == "line_let"
+                else self.compiled.rules.get(("lines", name))
+            )
+            # An aggregate or an allocation over a value some line could not have.
+            blocked = expression is not None and self._reads_failed(expression, set(), failed)
+            for j, ctx in enumerate(contexts):
+                ok = False
+                value = None
+                if kind == "line_let":
+                    if (
+                        expression is not None
+                        and not blocked
+                        and not ("*" in failed[j] or failed[j] & expression.names)
+                    ):
+                        value = self._named(
+                            expression,
+                            ctx,
+                            contexts,
+                            f"line_let.{name}",
+                            where[j],
+                            j,
+                            cache,
+                            where,
+                        )
+                        ok = value is not _FAILED
+                elif name in plans:
                     spec, rule, plain = plans[name]
-                    value, ok = self._field(
-                        "lines",
-                        spec,
-                        rule,
-                        plain,
-                        ctx,
-                        failed[j],
-                        where[j],
-                        j,
-                        contexts,
-                        where,
-                        j,
-                        cache,
-                    )
-                    lines[j][name] = value
+                    if not blocked:
+                        value, ok = self._field(
+                            "lines",
+                            spec,
+                            rule,
+                            plain,
+                            ctx,
+                            failed[j],
+                            where[j],
+                            j,
+                            contexts,
+                            where,
+                            j,
+                            cache,
+                        )
+                    lines[j][name] = value if ok else None
+                else:
+                    continue
                 if not ok:
                     failed[j].add(name)
                     value = None
                 if name not in sources:
                     ctx[name] = value
-        for j, line in enumerate(lines):  # the layout's order
-            lines[j] = {spec.name: line.get(spec.name) for spec, _, _ in self._plans["lines"]}
-        return lines, contexts, named
+        layout = [spec.name for spec, _, _ in self._plans["lines"]]
+        lines = [{field_name: line.get(field_name) for field_name in layout} for line in lines]
+        seen = [{**ctx, **line} for ctx, line in zip(contexts, lines, strict=True)]
+        return lines, seen, named
+
+    @staticmethod
+    def _reads_failed(expression: Expression, document: set[str], lines: list[set[str]]) -> bool:
+        """Whether an expression reads a document value that failed, or reads inside an
+        aggregate (or an allocation) a line value that failed on some line."""
+        if document & expression.names:
+            return True
+        inner = expression.names - expression.outer_names
+        return bool(inner) and any("*" in f or f & inner for f in lines)
 
     def _named(
         self,
@@ -936,6 +1008,8 @@ class _Evaluator:
                 cache=cache if position is not None else None,
             )
         except ExpressionError as exc:
+            if exc.repeated:
+                return _FAILED  # the document's problem, reported at its first line
             at = where
             if exc.line is not None and exc.line < len(line_where):
                 at = line_where[exc.line]
