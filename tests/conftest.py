@@ -186,3 +186,15 @@ def postgres() -> Iterator[Any]:
     yield server
     server.stop("immediate")
     shutil.rmtree(server.base, ignore_errors=True)
+
+
+def fill_disk(folder: Path) -> None:
+    """Write zeros into ``folder`` until its file system is full."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass  # full
+    finally:
+        os.close(fd)

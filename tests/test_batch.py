@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import Exchange, mounted_tmpfs
+from tests.conftest import Exchange, fill_disk, mounted_tmpfs
 from tests.faultproxy import FaultProxy
 from tests.procs import xchange_argv, xchange_env
 from tests.sshd import SshServer
@@ -433,16 +433,6 @@ def test_a_journal_failure_mid_batch_leaves_the_files_for_a_later_run(
     assert list(exchange.inbox.glob("*.dat")) == []
 
 
-def fill(folder: Path) -> None:
-    """Write zeros into ``folder`` until its file system is full."""
-    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while os.write(fd, b"\0" * 4096):
-            pass
-    except OSError:
-        pass  # full
-    finally:
-        os.close(fd)
 
 
 def filling_after_upload(disk: Path) -> RemoteFactory:
@@ -456,7 +446,7 @@ def filling_after_upload(disk: Path) -> RemoteFactory:
 
             def put_then_fill(puts: Sequence[SmallPut]) -> list[RemoteError | None]:
                 errors = put_many(puts)
-                fill(disk)
+                fill_disk(disk)
                 return errors
 
             remote.put_many = put_then_fill  # type: ignore[method-assign]

@@ -30,6 +30,7 @@ def test_demo_and_sftp_example_configurations_load() -> None:
         "purchase-inbound",
         "shop-kingdee-orders",
         "shop-discount-orders",
+        "order-line-shares",
         "delivery-confirm",
         "stock-count-gain",
         "stock-count-loss",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.conftest import SAMPLES, Exchange, mounted_tmpfs
+from tests.conftest import SAMPLES, Exchange, fill_disk, mounted_tmpfs
 from tests.sshd import SshServer
 from tests.test_sftp import sftp_target_toml
 from xchange.cli import main
@@ -417,14 +417,7 @@ def test_a_journal_on_a_full_disk_is_one_clear_error_an_alert_and_exit_3(
         .replace("[journal]", '[alerts]\nsinks = [{ type = "log" }]\n\n[journal]')
     )
     assert run(exchange).exit_code == 0  # the journal exists
-    fd = os.open(small_disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while os.write(fd, b"\0" * 4096):
-            pass
-    except OSError:
-        pass  # full
-    finally:
-        os.close(fd)
+    fill_disk(small_disk)
     for i in range(5):
         data = SAMPLE.read_bytes().replace(b"EC20261121", f"EC2026112{i}".encode())
         (exchange.inbox / f"orders_{i}.csv").write_bytes(data)

@@ -161,6 +161,10 @@ class Mapping(StrictModel):
     #: One source document becomes one target document per distinct value of these
     #: fields of its lines (e.g. one outbound order per warehouse).
     split_by: list[str] = Field(default_factory=list)
+    #: Mappings run one after the other, as one (``formats/<name>.toml`` each): the first
+    #: reads this mapping's source layout, each writes the layout the next reads, the last
+    #: writes this mapping's target. A mapping with steps has no rules of its own.
+    steps: list[str] = Field(default_factory=list)
     source_file: Path = Field(Path("?"), exclude=True)
     #: The file's bytes as they were read (see ``Layout.source_bytes``).
     source_bytes: bytes = Field(b"", exclude=True)
@@ -178,6 +182,37 @@ def check_mapping(mapping: Mapping, source: Layout, target: Layout) -> list[str]
     """Cross-check a mapping against its layouts; one line per problem, naming both files."""
     where = str(mapping.source_file)
     problems: list[str] = []
+    if mapping.steps:
+        own = [
+            key
+            for key in (
+                "header",
+                "lines",
+                "let",
+                "line_let",
+                "group_by",
+                "split_by",
+                "filter",
+                "line_filter",
+                "tables",
+                "lookups",
+            )
+            if getattr(mapping, key)
+        ] + (["flatten"] if mapping.flatten else [])
+        if own:
+            problems.append(
+                f"{where}: steps: a mapping of steps has no rules of its own (found "
+                f"{', '.join(own)}): put them in a step"
+            )
+        if mapping.source != source.name:
+            problems.append(
+                f"{where}: source: is {mapping.source!r}, the route says {source.name!r}"
+            )
+        if mapping.target != target.name:
+            problems.append(
+                f"{where}: target: is {mapping.target!r}, the route says {target.name!r}"
+            )
+        return problems
     if mapping.source != source.name:
         problems.append(f"{where}: source: is {mapping.source!r}, the route says {source.name!r}")
     if mapping.target != target.name:
@@ -393,8 +428,10 @@ def compile_mapping(
         per_line = (
             every | frozenset(f.name for f in target.line_fields) | frozenset(mapping.line_let)
         )
+        # A flattened mapping's header rules write one row per line: they read the line.
+        header_fields = head if nested_source and not mapping.flatten else every
         header_names = Names(
-            (head if nested_source else every) | lets,
+            header_fields | lets,
             tables,
             # Over the document's lines, or (without lines) over a repeated value.
             aggregates=True,
@@ -1124,6 +1161,37 @@ def apply_mapping(
             ({**rec.values, **ln.values}, rec.failed | ln.failed, ln.location) for ln in rec.lines
         ]
         yield from ev.documents(rec.values, rec.failed, rec.location, members, i)
+
+
+@dataclass
+class Step:
+    """One mapping of a chain, with the layouts it reads and writes, compiled."""
+
+    mapping: Mapping
+    source: Layout
+    target: Layout
+    compiled: Compiled
+
+
+def apply_steps(steps: list[Step], records: Iterable[Record], report: Report) -> Iterator[Document]:
+    """Map records through each step in turn: each step's documents are the next step's
+    records, in memory, their values as typed as the layout between them says (nothing is
+    written or read again in between)."""
+    docs: Iterable[Document] = ()
+    for i, step in enumerate(steps):
+        if i:
+            records = (as_record(doc) for doc in docs)
+        docs = apply_mapping(step.mapping, step.target, records, report, compiled=step.compiled)
+    yield from docs
+
+
+def as_record(doc: Document) -> Record:
+    """A document written by one step as the record the next reads."""
+    return Record(
+        doc.location,
+        dict(doc.header),
+        [Record(doc.location, dict(line)) for line in doc.lines],
+    )
 
 
 def _kept(

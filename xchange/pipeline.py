@@ -25,7 +25,9 @@ from xchange.mapping import (
     Document,
     Mapping,
     Record,
+    Step,
     apply_mapping,
+    apply_steps,
     check_mapping,
     compile_mapping,
     load_mapping,
@@ -103,6 +105,11 @@ class Pipeline(_Converter):
         problems = check_mapping(self.mapping, self.source, self.target)
         problems.extend(f"{self.target.source_file}: {p}" for p in self.target.write_collisions())
         self.compiled, _ = compile_mapping(self.mapping, self.source, self.target)
+        #: The mapping's steps, loaded and checked (empty: the mapping maps by itself).
+        self.steps: list[Step] = []
+        if self.mapping.steps:
+            self.steps, step_problems = _load_steps(self.mapping, self.source, self.target, formats)
+            problems.extend(step_problems)
         problems.extend(
             f"route {route.name}: target.name: {problem}"
             for problem in template_problems(
@@ -146,9 +153,10 @@ class Pipeline(_Converter):
             f"#{_content_hash(self.source.source_bytes, self.target.source_bytes)}"
         )
         lookups = self.compiled.lookups.versions()
+        steps = [b for s in self.steps for b in (s.mapping.source_bytes, s.target.source_bytes)]
         mapping = (
             f"{self.mapping.name}@{self.mapping.version}"
-            f"#{_content_hash(self.mapping.source_bytes)}{self._route_hash}"
+            f"#{_content_hash(self.mapping.source_bytes, *steps)}{self._route_hash}"
         )
         return layouts, f"{mapping}+{lookups}" if lookups else mapping
 
@@ -183,7 +191,11 @@ class Pipeline(_Converter):
             ),
             report,
         )
-        docs = apply_mapping(self.mapping, self.target, records, report, compiled=self.compiled)
+        docs = (
+            apply_steps(self.steps, records, report)
+            if self.steps
+            else apply_mapping(self.mapping, self.target, records, report, compiled=self.compiled)
+        )
         keys: list[str] = []
         skipped: list[str] = []
         if self._key_field is not None:
@@ -352,6 +364,50 @@ class Pipeline(_Converter):
                 values[spec.name] = ""
         values.update(_source_values(source_name), date=now)
         return values
+
+
+def _load_steps(
+    mapping: Mapping, source: Layout, target: Layout, formats: Path
+) -> tuple[list[Step], list[str]]:
+    """A mapping's steps with their layouts, each checked, and the chain checked: the
+    first reads ``source``, each writes what the next reads, the last writes ``target``."""
+    where = f"{mapping.source_file}: steps"
+    steps: list[Step] = []
+    problems: list[str] = []
+    reads = source
+    for i, name in enumerate(mapping.steps):
+        try:
+            step = load_mapping(formats, name)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            return steps, problems
+        if step.steps:
+            problems.append(f"{where}[{i}]: {name} has steps of its own: name them here")
+            return steps, problems
+        last = i == len(mapping.steps) - 1
+        if step.source != reads.name:
+            problems.append(
+                f"{where}[{i}]: {name} reads {step.source!r}, but "
+                + ("the route's source is" if i == 0 else "the step before writes")
+                + f" {reads.name!r}"
+            )
+            return steps, problems
+        if last and step.target != target.name:
+            problems.append(
+                f"{where}[{i}]: {name} writes {step.target!r}, but the route's target is "
+                f"{target.name!r}"
+            )
+            return steps, problems
+        try:
+            writes = target if last else load_layout(formats, step.target)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            return steps, problems
+        problems.extend(check_mapping(step, reads, writes))
+        compiled, _ = compile_mapping(step, reads, writes)
+        steps.append(Step(step, reads, writes, compiled))
+        reads = writes
+    return steps, problems
 
 
 @functools.lru_cache(maxsize=64)

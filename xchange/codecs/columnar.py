@@ -273,7 +273,17 @@ class ColumnarPlan:
         }
     )
     REFUSES = frozenset(
-        {"output", "group_by", "flatten", "lines", "line_filter", "split_by", "let", "line_let"}
+        {
+            "output",
+            "group_by",
+            "flatten",
+            "lines",
+            "line_filter",
+            "split_by",
+            "let",
+            "line_let",
+            "steps",
+        }
     )
 
     @classmethod
@@ -294,6 +304,7 @@ class ColumnarPlan:
             or mapping.split_by
             or mapping.let
             or mapping.line_let
+            or mapping.steps
             or not all(_spec_ok(f) for f in (*source.fields, *target.fields))
             or not all(vectorizable(e) for e in compiled.rules.values())
             or (compiled.filter is not None and not vectorizable(compiled.filter))
