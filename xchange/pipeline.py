@@ -152,7 +152,14 @@ class Pipeline(_Converter):
             f"{self.source.name}@{self.source.version}->{self.target.name}@{self.target.version}"
             f"#{_content_hash(self.source.source_bytes, self.target.source_bytes)}"
         )
-        lookups = self.compiled.lookups.versions()
+        lookups = "+".join(
+            v
+            for v in (
+                self.compiled.lookups.versions(),
+                *(s.compiled.lookups.versions() for s in self.steps),
+            )
+            if v
+        )
         steps = [b for s in self.steps for b in (s.mapping.source_bytes, s.target.source_bytes)]
         mapping = (
             f"{self.mapping.name}@{self.mapping.version}"
