@@ -58,55 +58,52 @@ def test_convert_runs_both_steps_as_one(formats: Path, tmp_path: Path) -> None:
     assert (out / GOLDEN.name).read_bytes() == GOLDEN.read_bytes()
 
 
-def test_a_chain_whose_steps_do_not_meet_is_refused_naming_the_step(
-    formats: Path, tmp_path: Path
-) -> None:
-    second = formats / "order-totals-to-line-shares.toml"
-    second.write_text(
-        second.read_text(encoding="utf-8").replace(
-            'source = "order-totals"', 'source = "oms-inventory"'
-        ),
-        encoding="utf-8",
-    )
+def problems_after(formats: Path, tmp_path: Path, file: str, old: str, new: str) -> list[str]:
+    """What building the route says once ``old`` is ``new`` in the formats' ``file``."""
+    path = formats / file
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace(old, new) if old else text + new, encoding="utf-8")
     _, route, folder = route_of(formats, tmp_path)
     with pytest.raises(ConfigError) as raised:
         make_pipeline(route, folder)
-    (problem,) = raised.value.problems
+    return raised.value.problems
+
+
+def test_a_chain_whose_steps_do_not_meet_is_refused_naming_the_step(
+    formats: Path, tmp_path: Path
+) -> None:
+    (problem,) = problems_after(
+        formats,
+        tmp_path,
+        "order-totals-to-line-shares.toml",
+        'source = "order-totals"',
+        'source = "oms-inventory"',
+    )
     assert "shop-order-line-shares.toml: steps[1]: order-totals-to-line-shares reads" in problem
     assert "'oms-inventory', but the step before writes 'order-totals'" in problem
 
 
 def test_a_mapping_of_steps_has_no_rules_of_its_own(formats: Path, tmp_path: Path) -> None:
-    top = formats / "shop-order-line-shares.toml"
-    top.write_text(
-        top.read_text(encoding="utf-8") + '\n[header]\nOrderNo = "order_sn"\n', encoding="utf-8"
+    problems = problems_after(
+        formats, tmp_path, "shop-order-line-shares.toml", "", '\n[header]\nOrderNo = "order_sn"\n'
     )
-    _, route, folder = route_of(formats, tmp_path)
-    with pytest.raises(ConfigError) as raised:
-        make_pipeline(route, folder)
-    assert any(
-        "a mapping of steps has no rules of its own (found header)" in p
-        for p in raised.value.problems
-    )
+    assert any("a mapping of steps has no rules of its own (found header)" in p for p in problems)
 
 
 def test_a_broken_rule_in_a_step_is_said_with_that_steps_file(
     formats: Path, tmp_path: Path
 ) -> None:
-    first = formats / "shop-lines-to-order-totals.toml"
-    first.write_text(
-        first.read_text(encoding="utf-8").replace(
-            "sum(goods_number * goods_price)", "sum(goods_numbr)"
-        ),
-        encoding="utf-8",
+    problems = problems_after(
+        formats,
+        tmp_path,
+        "shop-lines-to-order-totals.toml",
+        "sum(goods_number * goods_price)",
+        "sum(goods_numbr)",
     )
-    _, route, folder = route_of(formats, tmp_path)
-    with pytest.raises(ConfigError) as raised:
-        make_pipeline(route, folder)
     assert any(
         "shop-lines-to-order-totals.toml: header.total.expr" in p and "goods_numbr" in p
-        for p in raised.value.problems
-    ), raised.value.problems
+        for p in problems
+    ), problems
 
 
 def test_the_version_of_a_mapping_of_steps_changes_with_any_step(
