@@ -500,6 +500,8 @@ class Expression:
     outer_names: frozenset[str] = frozenset()
     #: Per table()/lookup() call: the field names its key reads.
     table_keys: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    #: Each number literal as an exact decimal, read once from its text at compile time.
+    numbers: dict[int, Decimal] = field(default_factory=dict)
 
     @classmethod
     def compile(cls, text: str, names: Names) -> Expression:
@@ -526,6 +528,18 @@ class Expression:
         expression._check(tree.body, names, used, inside=False)
         expression.names = frozenset(used)
         expression.outer_names = frozenset(expression._outer(tree.body)) - frozenset(LITERALS)
+        for node in nodes:
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, int | float)
+                and not isinstance(node.value, bool)
+            ):
+                # Numbers from their text: 0.1 is one tenth, not the float nearest to it.
+                segment = ast.get_source_segment(source.strip(), node)
+                try:
+                    expression.numbers[id(node)] = Decimal(segment or str(node.value))
+                except decimal.InvalidOperation:
+                    expression.numbers[id(node)] = Decimal(str(node.value))
         return expression
 
     @staticmethod
@@ -792,12 +806,7 @@ class _Evaluator(simpleeval.SimpleEval):  # type: ignore[misc,unused-ignore]
         value = node.value
         if isinstance(value, bool) or value is None or isinstance(value, str):
             return value
-        # Numbers from their text: 0.1 is one tenth, not the float nearest to it.
-        text = ast.get_source_segment(_with_if_calls(self.expression.text).strip(), node)
-        try:
-            return Decimal(text or str(value))
-        except decimal.InvalidOperation:
-            return Decimal(str(value))
+        return self.expression.numbers[id(node)]  # read from its text once, at compile time
 
     def _call(self, node: ast.Call) -> Any:
         name = "if" if node.func.id == "IF" else node.func.id  # type: ignore[attr-defined]
