@@ -354,3 +354,55 @@ def test_value_names_are_words_and_flattened_mappings_refuse_them(tmp_path: Path
     problems = check_mapping(m, ORDERS, OUTBOUND)
     assert any("let.null: a value's name is a word" in p for p in problems), problems
     assert any("let.a-b: a value's name is a word" in p for p in problems), problems
+
+
+def test_a_value_is_written_as_text_one_way_in_templates_concat_and_table_keys(
+    tmp_path: Path,
+) -> None:
+    """Before: a template wrote True, 2026-11-21T09:15:02 and 1E-7 where concat() wrote
+    true, 2026-11-21 09:15:02 and 0.0000001 (and a table keyed "true" missed a boolean)."""
+    from datetime import datetime
+
+    source = Layout.model_validate(
+        {
+            "name": "s",
+            "codec": "csv",
+            "fields": [
+                {"name": "ok", "type": "boolean"},
+                {"name": "at", "type": "datetime", "formats": ["%Y-%m-%d %H:%M:%S"]},
+                {"name": "tiny", "type": "decimal"},
+            ],
+        }
+    )
+    target = Layout.model_validate(
+        {
+            "name": "t",
+            "codec": "csv",
+            "fields": [{"name": "a"}, {"name": "b"}, {"name": "c"}],
+        }
+    )
+    m = Mapping.model_validate(
+        {
+            "name": "m",
+            "source": "s",
+            "target": "t",
+            "tables": {"flags": {"true": "Y", "false": "N"}},
+            "header": {
+                "a": {"template": "{ok}|{at}|{tiny}"},
+                "b": {"expr": 'concat(ok, "|", at, "|", tiny)'},
+                "c": {"from": "ok", "table": "flags"},
+            },
+            "source_file": tmp_path / "m.toml",
+        }
+    )
+    compiled, problems = compile_mapping(m, source, target)
+    assert problems == []
+    record = Record(
+        "line 2",
+        {"ok": True, "at": datetime(2026, 11, 21, 9, 15, 2), "tiny": Decimal("1E-7")},
+    )
+    report = Report("in")
+    (doc,) = apply_mapping(m, target, [record], report, compiled=compiled)
+    assert not report, report
+    assert doc.header["a"] == doc.header["b"] == "true|2026-11-21 09:15:02|0.0000001"
+    assert doc.header["c"] == "Y"

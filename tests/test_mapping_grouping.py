@@ -83,7 +83,7 @@ def test_rows_are_compared_by_typed_value_not_by_text() -> None:
         "shop-orders", shop_csv({1: ("下单时间", "2026/11/21 09:15:03")}), "orders_x.csv"
     )
     assert (problem.location, problem.field) == ("line 3", "OrderDate")
-    assert "2026-11-21T09:15:03 at line 3, 2026-11-21T09:15:02 at line 2" in problem.message
+    assert "2026-11-21 09:15:03 at line 3, 2026-11-21 09:15:02 at line 2" in problem.message
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import simpleeval
 
-from xchange.layout import ascii_digit_pattern
+from xchange.layout import as_text, ascii_digit_pattern
 
 #: The longest expression text, the most nodes one may have, the longest text a value
 #: may become, the most digits of a number.
@@ -82,18 +82,7 @@ class ExpressionError(ValueError):
 # --------------------------------------------------------------------------- functions
 
 
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, datetime):
-        return value.isoformat(sep=" ")
-    if isinstance(value, date):
-        return value.isoformat()
-    return str(value)
+_text = as_text  # one rendering per type, the layouts' own (see xchange.layout.as_text)
 
 
 def _bounded(text: str) -> str:

@@ -153,6 +153,24 @@ def _ascii_digits(text: str) -> str:
     return _OTHER_DIGIT.sub(lambda m: str(unicodedata.decimal(m.group())), text)
 
 
+def as_text(value: Any) -> str:
+    """A typed value as text, the one way for every type wherever no layout's format says
+    otherwise (a field without ``formats``, templates, ``concat()``, table keys): no value is
+    "", booleans ``true``/``false``, decimals as written out (``0.0000001``, never
+    ``1E-7``), times ``2026-11-21 09:15:02``, dates ``2026-11-21``."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
 def ascii_digit_pattern(pattern: str) -> str:
     """A layout's pattern with ``\\d`` meaning 0-9 and ``\\D`` anything else (Python's
     ``\\d`` is any script's digit: ``EC\\d{11}`` would take fullwidth ``EC２０２６...``);
@@ -617,13 +635,11 @@ class FieldSpec(StrictModel):
         if value is None:
             return ""
         if isinstance(value, bool):
-            return "true" if value else "false"
+            return as_text(value)
         if isinstance(value, datetime | date):
             fmt = self.formats[0] if self.formats and not as_source else None
             if fmt is None:
-                return (
-                    value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
-                )
+                return as_text(value)
             return _format_when(value, fmt)
         if isinstance(value, Decimal):
             if self.scale is not None and not as_source:

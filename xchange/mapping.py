@@ -52,7 +52,14 @@ from xchange.expressions import (
     Names,
     functions_reference,
 )
-from xchange.layout import FieldSpec, FieldValueError, Layout, StrictModel, load_toml_model
+from xchange.layout import (
+    FieldSpec,
+    FieldValueError,
+    Layout,
+    StrictModel,
+    as_text,
+    load_toml_model,
+)
 from xchange.lookups import Lookup, Lookups
 from xchange.report import Report
 
@@ -1105,12 +1112,7 @@ def _shown(value: Any) -> str:
     return "no value" if value is None else repr(value) if isinstance(value, str) else _text(value)
 
 
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if hasattr(value, "isoformat") and not isinstance(value, str):
-        return str(value.isoformat())
-    return str(value)
+_text = as_text  # one rendering per type (templates, joins, table keys as concat() does)
 
 
 def apply_mapping(
