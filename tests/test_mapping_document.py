@@ -406,3 +406,45 @@ def test_a_value_is_written_as_text_one_way_in_templates_concat_and_table_keys(
     assert not report, report
     assert doc.header["a"] == doc.header["b"] == "true|2026-11-21 09:15:02|0.0000001"
     assert doc.header["c"] == "Y"
+
+
+def test_check_says_how_to_key_a_table_read_with_a_boolean_now(tmp_path: Path) -> None:
+    """A table keyed True/False (what a template wrote for a boolean before) no longer
+    matches: `check` says how to write the keys; the run reports the miss, located."""
+    from click.testing import CliRunner
+
+    from tests.conftest import FORMATS
+    from xchange.cli import main
+
+    formats = tmp_path / "formats"
+    formats.mkdir()
+    for name in ("shop-order-lines", "wms-outbound-order"):
+        (formats / f"{name}.toml").write_bytes((FORMATS / f"{name}.toml").read_bytes())
+    text = (FORMATS / "shop-to-wms-outbound.toml").read_text(encoding="utf-8")
+    layout = (formats / "shop-order-lines.toml").read_text(encoding="utf-8")
+    (formats / "shop-order-lines.toml").write_text(
+        layout + '\n[[fields]]\nname = "paid"\ntype = "boolean"\n', encoding="utf-8"
+    )
+    text = (
+        text.replace(
+            'Remark = { from = "postscript", trim = true }',
+            'Remark = { from = "paid", table = "paid_words" }',
+        )
+        + '\n[tables.paid_words]\nTrue = "paid"\nFalse = "unpaid"\n'
+    )
+    (formats / "shop-to-wms-outbound.toml").write_text(text, encoding="utf-8")
+    config = tmp_path / "x.toml"
+    config.write_text(
+        f'formats = "{formats}"\n[journal]\npath = "{tmp_path / "j.sqlite"}"\n'
+        f'[quarantine]\npath = "{tmp_path / "q"}"\n'
+        f'[endpoints.in]\ntype = "local"\npath = "{tmp_path}"\n'
+        "[[routes]]\n"
+        'name = "r"\nsource = { endpoint = "in", pattern = "*.csv" }\n'
+        'source_layout = "shop-order-lines"\nmapping = "shop-to-wms-outbound"\n'
+        'target_layout = "wms-outbound-order"\ntarget = { endpoint = "in", name = "{OrderNo}.xml" }\n',
+        encoding="utf-8",
+    )
+    checked = CliRunner().invoke(main, ["check", "--config", str(config)])
+    assert "tables.paid_words: booleans are looked up as true/false" in checked.output, (
+        checked.output
+    )

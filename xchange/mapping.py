@@ -314,6 +314,26 @@ def check_mapping(mapping: Mapping, source: Layout, target: Layout) -> list[str]
     return problems
 
 
+def superseded(mapping: Mapping, source: Layout) -> list[str]:
+    """What in a mapping is written for a form that has changed, and how to write it now:
+    a value table keyed ``True``/``False`` read with a boolean (booleans are the text
+    ``true``/``false`` wherever they become text, as the writers always wrote them)."""
+    booleans = {f.name for f in (*source.fields, *source.line_fields) if f.type == "boolean"}
+    notes = []
+    for section in ("header", "lines"):
+        for name, rule in getattr(mapping, section).items():
+            if rule.table is None or rule.from_ not in booleans:
+                continue
+            keys = set(mapping.tables.get(rule.table, {}))
+            if keys & {"True", "False"}:
+                notes.append(
+                    f"{mapping.source_file}: tables.{rule.table}: booleans are looked up as "
+                    f"true/false (read by {section}.{name}): write the keys so "
+                    "(True/False no longer match)"
+                )
+    return notes
+
+
 def _row_problems(mapping: Mapping, section: str, name: str, rule: Rule, where: str) -> list[str]:
     """Where ``row`` (which row of a grouped document a header rule reads) means nothing."""
     key = f"{where}: {section}.{name}.row"

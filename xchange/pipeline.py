@@ -32,6 +32,7 @@ from xchange.mapping import (
     compile_mapping,
     load_mapping,
 )
+from xchange.mapping import superseded as mapping_superseded
 from xchange.names import render_name, template_fields, template_problems
 from xchange.report import Report
 from xchange.sink import Output, Sink
@@ -142,6 +143,15 @@ class Pipeline(_Converter):
             from xchange.codecs.columnar import ColumnarPlan
 
             self._plan = ColumnarPlan.build(self.source, self.mapping, self.target, self.compiled)
+
+    def superseded(self) -> list[str]:
+        """What the route's layouts and mappings write in a superseded form, and how to
+        write it now (``check`` says so; the files still work)."""
+        notes = [*self.source.superseded(), *self.target.superseded()]
+        chain = self.steps or [Step(self.mapping, self.source, self.target, self.compiled)]
+        for step in chain:
+            notes += mapping_superseded(step.mapping, step.source)
+        return list(dict.fromkeys(notes))
 
     @property
     def versions(self) -> tuple[str, str]:

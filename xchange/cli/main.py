@@ -218,9 +218,8 @@ def check(ctx: click.Context, config_path: str | None, remote: bool) -> None:
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
-        for layout in (getattr(pipeline, "source", None), getattr(pipeline, "target", None)):
-            if layout is not None:
-                superseded.extend(n for n in layout.superseded() if n not in superseded)
+        if isinstance(pipeline, Pipeline):
+            superseded.extend(n for n in pipeline.superseded() if n not in superseded)
     if remote:
         problems.extend(config.missing_secrets)
     if problems:
@@ -505,9 +504,7 @@ def _dry_run(config: AppConfig, routes: list[str]) -> None:
     click.echo("(dry run: nothing was taken, written, moved or journaled)")
 
 
-def _alert_not_run(
-    config: AppConfig, exc: XchangeError, alerter: Alerter | None = None
-) -> None:
+def _alert_not_run(config: AppConfig, exc: XchangeError, alerter: Alerter | None = None) -> None:
     """The run could not start (its journal cannot be opened, say): alert every route's
     people, without the journal."""
     alerter = alerter or Alerter(config.alerts, None, config_file=str(config.source_file))
