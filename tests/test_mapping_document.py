@@ -441,7 +441,8 @@ def test_check_says_how_to_key_a_table_read_with_a_boolean_now(tmp_path: Path) -
         "[[routes]]\n"
         'name = "r"\nsource = { endpoint = "in", pattern = "*.csv" }\n'
         'source_layout = "shop-order-lines"\nmapping = "shop-to-wms-outbound"\n'
-        'target_layout = "wms-outbound-order"\ntarget = { endpoint = "in", name = "{OrderNo}.xml" }\n',
+        'target_layout = "wms-outbound-order"\n'
+        'target = { endpoint = "in", name = "{OrderNo}.xml" }\n',
         encoding="utf-8",
     )
     checked = CliRunner().invoke(main, ["check", "--config", str(config)])
