@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -95,6 +95,12 @@ class FileRecord:
             for o in self.outputs
         ]
         return out
+
+
+def sortable_time(when: datetime) -> str:
+    """A time as text that sorts as the time does (UTC, milliseconds, fixed width): how
+    both backends keep times as text (SQLite's columns, the ``meta`` table's values)."""
+    return when.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def record_from_row(row: Mapping[str, Any], outputs: list[OutputRecord]) -> FileRecord:

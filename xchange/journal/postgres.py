@@ -56,6 +56,7 @@ from xchange.journal.base import (
     Step,
     Transition,
     record_from_row,
+    sortable_time,
 )
 from xchange.journal.states import DONE_STATES, State, check_transition
 
@@ -210,11 +211,6 @@ def _utc() -> datetime:
     return datetime.now(UTC)
 
 
-def _iso(when: datetime) -> str:
-    """A time as text that sorts as the time does (UTC, fixed width)."""
-    return when.astimezone(UTC).isoformat(timespec="milliseconds")
-
-
 class _BoundedConnection(psycopg.Connection[Any]):
     """A connection whose every wait on the server ends after ``deadline`` seconds: a
     server (or a network path) that stops answering ends the statement with an error and
@@ -253,8 +249,13 @@ class PostgresJournal:
         #: server stalls says so (and stops renewing) long before its leases run out.
         self.deadline = min(30.0, max(1.0, lease / 4))
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        #: When this owner's leases were last known to run (monotonic clock).
+        #: When this owner's leases were last renewed (monotonic clock), when a renewal
+        #: last came after one was missed (its leases may have lapsed in between: another
+        #: daemon may have taken any file it held then), and the files claimed or confirmed
+        #: since (still its own, for sure).
         self._renewed = time.monotonic()
+        self._break: float | None = None
+        self._trusted: set[int] = set()
         kwargs: dict[str, Any] = {
             "row_factory": dict_row,
             "autocommit": False,
@@ -381,21 +382,35 @@ class PostgresJournal:
                 (self.lease, self.owner, list(HELD_STATES)),
             )
             count = cur.rowcount
+        if asked - self._renewed >= self.lease.total_seconds() / 2:
+            # A renewal was missed: every file held before now must be confirmed.
+            self._break = asked
+            self._trusted.clear()
         self._renewed = max(self._renewed, asked)
         return count
 
+    def _claimed(self, file_id: int) -> None:
+        """A file this owner has just claimed (or confirmed): its own, whatever happened
+        to its leases before."""
+        if self._break is None:
+            return  # no renewal was ever missed: every claim is sure
+        if len(self._trusted) > 100_000:
+            self._trusted.clear()  # (bounded: a file forgotten is confirmed once more)
+        self._trusted.add(file_id)
+
     def confirm(self, file_id: int) -> None:
         """Before a delivery is renamed into place: the file is still this owner's. Free
-        while the renewals go through; after renewals failed for a third of the lease,
-        asked of the server (and the lease renewed).
+        while the renewals go through (one every third of the lease) and none was missed
+        since the file was claimed; else asked of the server (and its lease renewed): a
+        renewal that came late may have come after another daemon took the file over.
 
         Raises:
             LeaseLost: another daemon took the file over (its lease ran out meanwhile).
             JournalUnavailable: the server cannot say.
         """
-        if time.monotonic() - self._renewed < self.lease.total_seconds() / 3:
+        running = time.monotonic() - self._renewed < self.lease.total_seconds() / 2
+        if running and (self._break is None or file_id in self._trusted):
             return
-        asked = time.monotonic()
         with self._tx() as db:
             row = db.execute(
                 "UPDATE files SET lease_until=now()+%s WHERE id=%s AND owner=%s "
@@ -408,7 +423,7 @@ class PostgresJournal:
                 "lease ran out while the journal could not be reached, and another daemon "
                 "took it over); nothing renamed"
             )
-        self._renewed = max(self._renewed, asked)
+        self._claimed(file_id)
 
     def _hold(self, state: State) -> str:
         """How a write to ``state`` sets the owner and lease (SQL, binding owner, lease):
@@ -610,6 +625,7 @@ class PostgresJournal:
                     "VALUES (%s,%s,NULL,'processing',%s)",
                     (inserted["id"], now, key.path),
                 )
+                self._claimed(inserted["id"])
                 return Claim(record_from_row(inserted, []), already_delivered=False)
             row = db.execute(
                 f"SELECT {_FILE_COLUMNS}, lease_until > now() AS lease_runs FROM files "
@@ -671,6 +687,7 @@ class PostgresJournal:
                 "VALUES (%s,%s,%s,'processing',%s)",
                 (record.id, now, str(record.state), note),
             )
+            self._claimed(record.id)
             return Claim(self._records(db, [updated])[0], already_delivered=False)
 
     def claim_many(
@@ -704,6 +721,8 @@ class PostgresJournal:
                 ),
             ).fetchall()
             new = {(r["route"], r["sha256"]): record_from_row(r, []) for r in rows}
+            for record in new.values():
+                self._claimed(record.id)
             if new:
                 with db.cursor() as cur:
                     cur.executemany(
@@ -1005,7 +1024,7 @@ class PostgresJournal:
             row = db.execute(
                 "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE "
                 "SET value=excluded.value WHERE meta.value < %s RETURNING key",
-                (f"announced:{key}", _iso(now), _iso(since)),
+                (f"announced:{key}", sortable_time(now), sortable_time(since)),
             ).fetchone()
         return row is not None
 

@@ -25,6 +25,7 @@ from xchange.journal.base import (
     Step,
     Transition,
     record_from_row,
+    sortable_time,
 )
 from xchange.journal.states import DONE_STATES, State, check_transition
 from xchange.lock import pid_alive
@@ -204,8 +205,7 @@ def _damaged(path: Path, what: str) -> str:
     )
 
 
-def _iso(when: datetime) -> str:
-    return when.astimezone(UTC).isoformat(timespec="milliseconds")
+_iso = sortable_time
 
 
 def _now() -> str:
