@@ -150,8 +150,9 @@ class Daemon:
                 if self._reload.is_set():
                     self._reload.clear()
                     self._reload_now()
-                step = (time.time() - wall) - (time.monotonic() - mono)
-                wall, mono = time.time(), time.monotonic()
+                now_wall, now_mono = time.time(), time.monotonic()
+                step = (now_wall - wall) - (now_mono - mono)
+                wall, mono = now_wall, now_mono
                 if abs(step) > CLOCK_STEP:
                     self._clock_stepped(step)
         finally:

@@ -881,7 +881,7 @@ class _Evaluator(simpleeval.SimpleEval):  # type: ignore[misc,unused-ignore]
         first, shares = self._once(
             id(node), lambda: (total, self._shares(node, total, scale, policy))
         )
-        if total != first and not (total is not None and first is not None and total == first):
+        if total != first:
             raise ExpressionError(
                 f"allocate(): this line's total is {_shown(total)}, its document's first "
                 f"line's {_shown(first)}: one amount is split over one document's lines"

@@ -1051,7 +1051,7 @@ class _Evaluator:
 
     def _named(
         self,
-        expression: Expression | None,
+        expression: Expression,
         ctx: dict[str, Any],
         contexts: list[dict[str, Any]],
         key: str,
@@ -1061,8 +1061,6 @@ class _Evaluator:
         line_where: list[str],
     ) -> Any:
         """A named value (``[let]``: position None); _FAILED once reported."""
-        if expression is None:
-            return _FAILED  # not compiled (``check`` says why)
         try:
             return expression.evaluate(
                 ctx,

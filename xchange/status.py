@@ -8,6 +8,7 @@ Read-only: it reads the journal and lists local folders; it never connects to a 
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,10 +36,16 @@ class RouteStatus:
 
 
 def waiting_for_a_person(journal: Journal, route: str) -> list[str]:
-    """Why a route's files wait for a person, one line per cause ("host-key-unknown: 3
-    files, first: ..."), read from the journal: true until those files go."""
+    """Why a route's files wait for a person, read from the journal: true until those
+    files go (see :func:`needs_a_person`)."""
+    return needs_a_person(journal.query(route=route, state=State.RETRYING, limit=100_000))
+
+
+def needs_a_person(retrying: Iterable[FileRecord]) -> list[str]:
+    """Why files waiting for a retry wait for a person, one line per cause
+    ("host-key-unknown: 3 files waiting (...)")."""
     waiting: dict[str, list[FileRecord]] = {}
-    for r in journal.query(route=route, state=State.RETRYING, limit=100_000):
+    for r in retrying:
         if r.error_kind in NEEDS_A_PERSON:
             waiting.setdefault(r.error_kind or "", []).append(r)
     return [
@@ -89,7 +96,9 @@ def route_status(config: AppConfig, journal: Journal, now: datetime) -> list[Rou
                         "lease_until": r.lease_until.isoformat() if r.lease_until else None,
                     }
                 )
-        for r in journal.query(route=route.name, state=State.RETRYING, limit=1000):
+        retrying = journal.query(route=route.name, state=State.RETRYING, limit=1000)
+        status.needs_a_person = needs_a_person(retrying)
+        for r in retrying:
             status.retrying.append(
                 {
                     "id": r.id,
@@ -101,7 +110,6 @@ def route_status(config: AppConfig, journal: Journal, now: datetime) -> list[Rou
                     "next_try_local": local_time(r.next_retry_at, now),
                 }
             )
-        status.needs_a_person = waiting_for_a_person(journal, route.name)
         deadline = deadlines.today(route, journal, now)
         status.deadline = deadline.describe() if deadline is not None else None
         status.quarantined = journal.count(route=route.name, states=[State.QUARANTINED])
