@@ -307,6 +307,9 @@ def test_a_silent_journal_is_said_once_per_episode_and_recovery_once_for_the_gro
     assert all(h.proc.poll() is None for h in group)
     for host in group:  # the pool's own chatter (each reconnect, each dropped connection)
         assert '"logger": "psycopg.pool"' not in host.log.read_text()
+        # The lease renewer said it could not renew, once, and that it could again.
+        assert len(host.events("journal.lease_renewal_failed")) == 1
+        assert host.events("journal.lease_renewal_resumed")
 
 
 def test_a_stop_is_obeyed_while_the_journal_is_silent(hosts: Any, proxy: FaultProxy) -> None:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import structlog
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -59,6 +60,8 @@ from xchange.journal.base import (
     sortable_time,
 )
 from xchange.journal.states import DONE_STATES, State, check_transition
+
+log = structlog.get_logger(__name__)
 
 #: States in which a record has an owner holding a lease.
 HELD_STATES = ("processing", "delivering")
@@ -367,11 +370,24 @@ class PostgresJournal:
 
     def _renew_leases(self) -> None:
         every = max(self.lease.total_seconds() / 3, 0.05)
+        failing = False
         while not self._closed.wait(every):
             try:
                 self.renew_leases()
-            except JournalError:
-                continue  # the server is away: tried again; the leases may run out
+            except JournalError as exc:
+                # The server is away: tried again. Said once while it lasts (files in hand
+                # are confirmed before their rename: another daemon may take them over).
+                if not failing:
+                    log.warning(
+                        "journal.lease_renewal_failed",
+                        error=exc.reason,
+                        leases_run_out_s=self.lease.total_seconds(),
+                    )
+                failing = True
+                continue
+            if failing:
+                log.info("journal.lease_renewal_resumed")
+            failing = False
 
     def renew_leases(self) -> int:
         """Extend this owner's leases on the files it is taking through."""
