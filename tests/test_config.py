@@ -28,6 +28,7 @@ def test_demo_and_sftp_example_configurations_load() -> None:
         "wms-stock-count",
         "sales-returns",
         "purchase-inbound",
+        "purchase-inbound-lots",
         "shop-kingdee-orders",
         "shop-discount-orders",
         "order-line-shares",

@@ -40,11 +40,29 @@ def value_for(spec: FieldSpec) -> st.SearchStrategy[Any]:
     return st.one_of(st.none(), kind)
 
 
+def held(draw: st.DrawFn, layout: Layout, level: str) -> dict[str, Any]:
+    """The items of the groups ``level`` holds (and theirs), as a mapping gives them."""
+    groups: dict[str, Any] = {}
+    for group in layout.children(level):
+        groups[group.name] = [
+            {
+                **{f.name: draw(value_for(f)) for f in group.fields},
+                **held(draw, layout, group.name),
+            }
+            for _ in range(draw(st.integers(0, 2)))
+        ]
+    return groups
+
+
 @st.composite
 def documents(draw: st.DrawFn, layout: Layout) -> Document:
     header = {f.name: draw(value_for(f)) for f in layout.fields}
+    header.update(held(draw, layout, "record"))
     lines = [
-        {f.name: draw(value_for(f)) for f in layout.line_fields}
+        {
+            **{f.name: draw(value_for(f)) for f in layout.line_fields},
+            **held(draw, layout, "lines"),
+        }
         for _ in range(draw(st.integers(0, 3)))
     ]
     return Document("$", header, lines)
@@ -65,6 +83,22 @@ def json_value(spec: FieldSpec, value: Any) -> Any:
     return spec.render(value)
 
 
+def groups_tree(obj: dict[str, Any], values: dict[str, Any], layout: Layout, level: str) -> None:
+    """The groups ``level`` holds placed in its object: a list of objects, or of values."""
+    for group in layout.children(level):
+        items: list[Any] = []
+        for item in values.get(group.name) or []:
+            if group.scalar:
+                items.append(json_value(group.fields[0], item.get(group.fields[0].name)))
+                continue
+            node: dict[str, Any] = {}
+            for spec in group.fields:
+                place(node, spec.key, json_value(spec, item.get(spec.name)))
+            groups_tree(node, item, layout, group.name)
+            items.append(node)
+        place(obj, group.path, items)
+
+
 def tree(doc: Document, layout: Layout) -> dict[str, Any]:
     """The document as a tree of JSON values, built the plain way (the oracle)."""
     opts = layout.json_
@@ -77,8 +111,10 @@ def tree(doc: Document, layout: Layout) -> dict[str, Any]:
             item: dict[str, Any] = {}
             for spec in layout.line_fields:
                 place(item, spec.key, json_value(spec, line.get(spec.name)))
+            groups_tree(item, line, layout, "lines")
             lines.append(item)
         place(body, opts.lines or "lines", lines)
+    groups_tree(body, doc.header, layout, "record")
     if opts.wrap:
         wrapped: dict[str, Any] = {}
         place(wrapped, opts.wrap, body)
@@ -98,9 +134,13 @@ def test_the_template_writes_what_serializing_the_tree_writes(
 
 
 def test_every_shipped_json_layout_is_covered() -> None:
-    assert {"kingdee-sale-order", "oms-sales-order", "kingdee-stock-count-gain"} <= set(
-        JSON_LAYOUTS
-    )
+    assert {
+        "kingdee-sale-order",
+        "oms-sales-order",
+        "kingdee-stock-count-gain",
+        "kingdee-purchase-inbound-lots",  # groups under the lines
+        "shop-order-discounted",  # a group beside the lines, a list of values under it
+    } <= set(JSON_LAYOUTS)
 
 
 JSON_VALUES = st.recursive(

@@ -858,6 +858,31 @@ class JsonOptions(StrictModel):
     indent: int | None = 2
 
 
+class GroupSpec(StrictModel):
+    """A repeating group of a document other than its lines: items beside the lines
+    (a WMS order's packages), under each line (a Kingdee entry's serial sub-entries), or
+    under another group's items; an item is an object of fields, or one value (a list of
+    waybill numbers: one field whose column is ``"."``)."""
+
+    #: The group's name (a mapping's ``[groups.<name>]`` writes it; never a field's name).
+    name: str = Field(min_length=1)
+    #: Whose items hold this group: "record" (the document), "lines" (each line of a
+    #: nested layout), or another group's name.
+    under: str = "record"
+    #: Where the items are, from their parent: XML, the path of one item's element
+    #: (``Packages/Package``); JSON, the key path of the list (``packages``).
+    path: str = Field(min_length=1)
+    #: The fewest and most items a parent may have (none and any number by default).
+    min_items: int = Field(0, ge=0)
+    max_items: int | None = Field(None, ge=1)
+    fields: list[FieldSpec] = Field(min_length=1)
+
+    @property
+    def scalar(self) -> bool:
+        """Whether each item is one value (its one field at ``"."``), not an object."""
+        return self.fields[0].key == "."
+
+
 class Layout(StrictModel):
     """A document layout, as declared in one ``formats/*.toml`` file."""
 
@@ -884,6 +909,9 @@ class Layout(StrictModel):
     shape: Literal["rows", "nested"] = "rows"
     fields: list[FieldSpec] = Field(min_length=1)
     line_fields: list[FieldSpec] = Field(default_factory=list)
+    #: Repeating groups other than the lines, on the document, its lines or each other's
+    #: items (written after the fields and the lines, in the order declared).
+    groups: list[GroupSpec] = Field(default_factory=list)
     csv: CsvOptions = CsvOptions()
     xml: XmlOptions | None = None
     json_: JsonOptions = Field(JsonOptions(), alias="json")
@@ -926,6 +954,7 @@ class Layout(StrictModel):
                     f"{', '.join(given)}: only a nested layout has lines (this one is "
                     f'shape = "{self.shape}")'
                 )
+        self._check_groups()
         if self.codec != "csv" and "csv" in self.model_fields_set:
             raise ValueError(f"csv: a {self.codec} layout has no [csv] options")
         if self.codec != "json" and "json_" in self.model_fields_set:
@@ -933,6 +962,68 @@ class Layout(StrictModel):
         if self.codec != "xml" and self.xml is not None:
             raise ValueError(f"xml: a {self.codec} layout has no [xml] options")
         return self
+
+    def _check_groups(self) -> None:
+        if self.groups and self.codec == "csv":
+            raise ValueError(
+                "groups: a CSV file is flat: its rows have no groups (a nested layout's "
+                "lines are the CSV's rows, grouped by a mapping's group_by)"
+            )
+        names = [g.name for g in self.groups]
+        for group in self.groups:
+            where = f"groups.{group.name}"
+            if names.count(group.name) > 1:
+                raise ValueError(f"{where}: two groups have this name")
+            if group.name in ("record", "lines"):
+                raise ValueError(f"{where}: {group.name!r} is a level's name, not a group's")
+            if group.under == "lines" and self.shape != "nested":
+                raise ValueError(f'{where}: under = "lines": only a nested layout has lines')
+            if group.under not in ("record", "lines") and group.under not in names:
+                raise ValueError(
+                    f'{where}: under: is {group.under!r}: say "record", "lines" or '
+                    f"a group's name ({', '.join(names) or 'none'})"
+                )
+            seen: list[str] = []
+            parent = group.under
+            while parent not in ("record", "lines"):
+                if parent in seen:
+                    raise ValueError(f"{where}: under: groups under each other in a circle")
+                seen.append(parent)
+                parent = next(g.under for g in self.groups if g.name == parent)
+            field_names = [f.name for f in group.fields]
+            dupes = sorted({n for n in field_names if field_names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{where}: field names defined twice: {', '.join(dupes)}")
+            above = {f.name for f in self.level_fields(group.under, ancestors=True)}
+            clash = sorted(above.intersection(field_names) | ({group.name} & above))
+            if clash:
+                raise ValueError(
+                    f"{where}: {', '.join(clash)}: a field above the group has this name "
+                    "(an item's rules read both: a name means one thing)"
+                )
+            if any(f.key == "." for f in group.fields) and len(group.fields) > 1:
+                raise ValueError(
+                    f'{where}: a field at column "." is the item itself: an item is one '
+                    "value (one field) or an object of fields, not both"
+                )
+            if group.max_items is not None and group.max_items < group.min_items:
+                raise ValueError(f"{where}: max_items is below min_items")
+
+    def children(self, level: str) -> list[GroupSpec]:
+        """The groups whose items are held by ``level``'s ("record", "lines", or a group's
+        name), in the order declared."""
+        return [g for g in self.groups if g.under == level]
+
+    def level_fields(self, level: str, *, ancestors: bool = False) -> list[FieldSpec]:
+        """The fields of a level ("record", "lines" or a group's name), and with
+        ``ancestors`` those of every level above it."""
+        if level == "record":
+            return list(self.fields)
+        if level == "lines":
+            return [*(self.fields if ancestors else []), *self.line_fields]
+        group = next(g for g in self.groups if g.name == level)
+        above = self.level_fields(group.under, ancestors=True) if ancestors else []
+        return [*above, *group.fields]
 
     def unknown_columns(self) -> Unknown:
         """What a CSV column the layout does not declare means (``extra_columns``, where
@@ -961,9 +1052,15 @@ class Layout(StrictModel):
         problems: list[str] = []
         lines = self.json_.lines or "lines"
         nested = self.codec == "json" and self.shape == "nested"
-        for group, extra in ((self.fields, [lines] if nested else []), (self.line_fields, [])):
-            paths = [(f.key, f"field {f.name!r}") for f in group]
-            paths += [(key, "the lines") for key in extra]
+        levels: list[tuple[list[FieldSpec], list[tuple[str, str]], str]] = [
+            (self.fields, [(lines, "the lines")] if nested else [], "record"),
+            (self.line_fields, [], "lines"),
+            *((g.fields, [], g.name) for g in self.groups),
+        ]
+        for group, extra, level in levels:
+            paths = [(f.key, f"field {f.name!r}") for f in group if f.key != "."]
+            paths += extra
+            paths += [(g.path, f"group {g.name!r}") for g in self.children(level)]
             for i, (key, what) in enumerate(paths):
                 for other, other_what in paths[i + 1 :]:
                     if key == other:
@@ -988,6 +1085,25 @@ class Layout(StrictModel):
             if spec.name == name:
                 return spec
         return None
+
+
+def group_count(group: GroupSpec, found: int, given: list[Any] | None = None) -> str | None:
+    """The message for a parent with fewer or more items of a group than its layout
+    allows (``given``: the items found, whatever they were), or None."""
+    items = f"{found} item(s)"
+    if given is not None and len(given) != found:
+        items += f" ({len(given) - found} more that are not items: said above)"
+    if found < group.min_items:
+        return (
+            f"group {group.name} ({group.path}) has {items}; the layout needs at least "
+            f"{group.min_items}"
+        )
+    if group.max_items is not None and found > group.max_items:
+        return (
+            f"group {group.name} ({group.path}) has {items}; the layout allows at most "
+            f"{group.max_items}"
+        )
+    return None
 
 
 def few_lines(found: int, least: int, what: str) -> str:

@@ -137,6 +137,18 @@ class LookupSpec(StrictModel):
     delimiter: str = Field(",", min_length=1, max_length=1)
 
 
+class GroupRules(StrictModel):
+    """How the items of one target group (``Layout.groups``) are made."""
+
+    #: The source group read item by item (one target item per source item, its rules
+    #: reading the item's fields and its parent's); omitted: one item per parent.
+    from_: str | None = Field(None, alias="from")
+    #: Only source items for which this is true become items (the others are counted).
+    filter: str | None = None
+    #: A rule per field of the target group's items (as ``[lines]``'s).
+    rules: dict[str, Rule] = Field(default_factory=dict)
+
+
 class Mapping(StrictModel):
     name: str
     version: str = "1"
@@ -157,6 +169,8 @@ class Mapping(StrictModel):
     #: Named values computed once per line (expressions): line rules, ``[let]``'s
     #: aggregates and the header's may read them by name.
     line_let: dict[str, str] = Field(default_factory=dict)
+    #: The target layout's groups (``Layout.groups``): how each one's items are made.
+    groups: dict[str, GroupRules] = Field(default_factory=dict)
     tables: dict[str, dict[str, str]] = Field(default_factory=dict)
     #: Master data files read as tables: ``lookup("materials", sku)``.
     lookups: dict[str, LookupSpec] = Field(default_factory=dict)
@@ -201,6 +215,7 @@ def check_mapping(mapping: Mapping, source: Layout, target: Layout) -> list[str]
                 "split_by",
                 "filter",
                 "line_filter",
+                "groups",
                 "tables",
                 "lookups",
             )
@@ -302,6 +317,7 @@ def check_mapping(mapping: Mapping, source: Layout, target: Layout) -> list[str]
             problems.append(
                 f"{where}: split_by: source layout {source.source_file} has no field {key!r}"
             )
+    problems.extend(_group_problems(mapping, source, target, where))
     compiled, compile_problems = compile_mapping(mapping, source, target)
     problems.extend(compile_problems)
     for name, rule in mapping.header.items():
@@ -312,6 +328,115 @@ def check_mapping(mapping: Mapping, source: Layout, target: Layout) -> list[str]
                 "aggregates (over every line): row means nothing here"
             )
     return problems
+
+
+def source_level(mapping: Mapping, source: Layout, target: Layout, level: str) -> str | None:
+    """The source level whose items a target level's are made from: the document's for
+    the document's, the lines' (a grouped source's rows: each its own record) for the
+    lines', a group's ``from`` for a group's; None where there is none."""
+    if level == "record":
+        return None if mapping.group_by or mapping.flatten else "record"
+    if level == "lines":
+        return "record" if mapping.group_by else "lines" if source.shape == "nested" else None
+    rules = mapping.groups.get(level)
+    if rules is None or rules.from_ is None:
+        group = next(g for g in target.groups if g.name == level)
+        return source_level(mapping, source, target, group.under)  # the parent's
+    return rules.from_
+
+
+def _group_problems(mapping: Mapping, source: Layout, target: Layout, where: str) -> list[str]:
+    """A target group without rules, rules for no group, a ``from`` that is not a source
+    group held where the target group's parent is made from, a field without a rule."""
+    problems: list[str] = []
+    names = {g.name: g for g in target.groups}
+    sources = {g.name: g for g in source.groups}
+    for name in mapping.groups:
+        if name not in names:
+            problems.append(
+                f"{where}: groups.{name}: target layout {target.source_file} has no group "
+                f"{name!r}" + (f" (it has {', '.join(names)})" if names else "")
+            )
+    if target.groups and mapping.flatten:
+        problems.append(f"{where}: groups: a flattened mapping writes rows; a row holds no group")
+        return problems
+    for group in target.groups:
+        key = f"{where}: groups.{group.name}"
+        rules = mapping.groups.get(group.name)
+        if rules is None:
+            problems.append(
+                f"{key}: target group {group.name!r} ({target.source_file}) has no rules: "
+                "say how its items are made ([groups." + group.name + "] with from = the "
+                "source group, and a rule per field under [groups." + group.name + ".rules])"
+            )
+            continue
+        if rules.from_ is not None:
+            held = source_level(mapping, source, target, group.under)
+            found = sources.get(rules.from_)
+            if found is None:
+                problems.append(
+                    f"{key}.from: source layout {source.source_file} has no group "
+                    f"{rules.from_!r}" + (f" (it has {', '.join(sources)})" if sources else "")
+                )
+            elif held is None or found.under != held:
+                made = (
+                    "made from no source level"
+                    if held is None
+                    else f"made from the source's {held!r}"
+                )
+                problems.append(
+                    f"{key}.from: source group {rules.from_!r} is under {found.under!r}, but "
+                    f"this group's parent ({group.under!r}) is {made}: an item is made from an "
+                    "item its parent's source holds"
+                )
+        field_names = {f.name for f in group.fields}
+        for name in rules.rules:
+            if name not in field_names:
+                problems.append(
+                    f"{key}.rules.{name}: target group {group.name!r} has no field {name!r}"
+                )
+        for spec in group.fields:
+            if spec.name not in rules.rules:
+                problems.append(
+                    f"{key}.rules: {'required ' if spec.required else ''}field "
+                    f"{spec.name!r} of group {group.name!r} ({target.source_file}) has no rule"
+                )
+        for name, rule in rules.rules.items():
+            if rule.table is not None and rule.table not in mapping.tables:
+                problems.append(f"{key}.rules.{name}.table: no table {rule.table!r}")
+            if rule.row is not None:
+                problems.append(
+                    f"{key}.rules.{name}.row: an item's rule reads its own item; row is for "
+                    "header rules"
+                )
+    return problems
+
+
+def _group_names(
+    mapping: Mapping, source: Layout, target: Layout, group: str
+) -> tuple[frozenset[str], frozenset[str]]:
+    """What a target group's rules may read: the source fields of its item and of every
+    level above it, the parent's target fields and named values; and the same inside
+    aggregates (over the items of the same parent)."""
+    target_group = next(g for g in target.groups if g.name == group)
+    level = source_level(mapping, source, target, group)
+    item = frozenset(
+        f.name for f in (source.level_fields(level, ancestors=True) if level else source.fields)
+    )
+    above = frozenset(f.name for f in target.level_fields(target_group.under))
+    named = frozenset(mapping.let) | (
+        frozenset(mapping.line_let) if _under_lines(target, group) else frozenset()
+    )
+    readable = item | above | named
+    return readable, readable
+
+
+def _under_lines(layout: Layout, group: str) -> bool:
+    """Whether a group's items are below a line (each line's own)."""
+    level = group
+    while level not in ("record", "lines"):
+        level = next(g.under for g in layout.groups if g.name == level)
+    return level == "lines"
 
 
 def superseded(mapping: Mapping, source: Layout) -> list[str]:
@@ -368,6 +493,8 @@ class Compiled:
     #: The rules below the header in the order of what they read: ("let" | "line_let" |
     #: "lines", name). Header rules come after all of them.
     order: list[tuple[str, str]] = field(default_factory=list)
+    #: Each target group's item filter, by group name.
+    group_filters: dict[str, Expression] = field(default_factory=dict)
     #: Whether a document's rules read more than their own row (named values, computed
     #: fields, aggregates, positions or allocations in line rules): then each rule runs
     #: over every line of a document before the next (``order``).
@@ -497,6 +624,36 @@ def compile_mapping(
                 named[section][name] = Expression.compile(text, names)
             except ExpressionError as exc:
                 problems.append(f"{where}: {section}.{name}: {exc}")
+    group_filters: dict[str, Expression] = {}
+    for group, group_rules in mapping.groups.items():
+        if source is not None and (
+            group not in {g.name for g in target.groups}
+            or (
+                group_rules.from_ is not None
+                and group_rules.from_ not in {g.name for g in source.groups}
+            )
+        ):
+            continue  # (``check`` says so)
+        if source is not None:
+            readable, inner = _group_names(mapping, source, target, group)
+            rule_names = Names(
+                readable | lets, tables, aggregates=True, line_fields=inner | lets, line=True
+            )
+            item_filter = Names(readable | lets, tables)
+        else:
+            rule_names, item_filter = anything, Names(None, tables)
+        for name, rule in group_rules.rules.items():
+            if rule.expr is None:
+                continue
+            try:
+                rules[(f"groups.{group}", name)] = Expression.compile(rule.expr, rule_names)
+            except ExpressionError as exc:
+                problems.append(f"{where}: groups.{group}.rules.{name}.expr: {exc}")
+        if group_rules.filter is not None:
+            try:
+                group_filters[group] = Expression.compile(group_rules.filter, item_filter)
+            except ExpressionError as exc:
+                problems.append(f"{where}: groups.{group}.filter: {exc}")
     filters: dict[str, Expression | None] = {"filter": None, "line_filter": None}
     for key, names in (("filter", filter_names), ("line_filter", line_filter_names)):
         text = getattr(mapping, key)
@@ -514,6 +671,7 @@ def compile_mapping(
                 problems.extend(exc.problems)
     compiled = Compiled(rules, filters["filter"], filters["line_filter"], mapping.tables, lookups)
     compiled.lets, compiled.line_lets = named["let"], named["line_let"]
+    compiled.group_filters = group_filters
     sources = (
         frozenset(f.name for f in (*source.fields, *source.line_fields))
         if source is not None
@@ -617,6 +775,8 @@ class Record:
     #: is reported too, but a target field fed by a failed field is skipped: one bad
     #: value is reported once, not again for every target field it feeds.
     failed: set[str] = field(default_factory=set)
+    #: Its groups' items by group name (``Layout.groups`` under this record or line).
+    groups: dict[str, list[Record]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -625,12 +785,18 @@ class Record:
 
 @dataclass(slots=True)
 class Document:
-    """A target document: typed header values and lines, ready for a codec to write."""
+    """A target document: typed header values and lines, ready for a codec to write. A
+    group's items (each its values, as a line's) are in the values of what holds them,
+    under the group's name: ``header["packages"]``, ``lines[0]["serials"]``."""
 
     location: str
     header: dict[str, Any]
     lines: list[dict[str, Any]] = field(default_factory=list)
 
+
+#: The key under which a source record's (or line's) values carry its groups' items
+#: (``Record.groups``) through the evaluator: no field has this name.
+GROUPS = "\x00groups"
 
 #: A member of a document: its values (with its document's, for a nested source), the
 #: fields that failed while it was read, and where it is in the source file.
@@ -664,11 +830,18 @@ class _Evaluator:
             "header": self._plan(mapping.header, target.fields),
             "lines": self._plan(mapping.lines, target.line_fields),
         }
+        for group in target.groups:
+            group_rules = mapping.groups.get(group.name)
+            if group_rules is not None:
+                self._plans[f"groups.{group.name}"] = self._plan(group_rules.rules, group.fields)
         #: Only expressions (aggregates) read a document's lines from a header rule.
         self.header_reads_lines = any(r.expr is not None for r in mapping.header.values())
         #: A header formed from several rows (grouped rows, or the lines of a split part).
         self.from_rows = bool(mapping.group_by or mapping.split_by)
         self.reads_last = any(r.row == "last" for r in mapping.header.values())
+        #: Whether the target has groups held by the document, and by its lines.
+        self.record_groups = bool(target.children("record"))
+        self.line_groups = bool(target.children("lines"))
         #: The source fields header rules read once per document (outside aggregates), and
         #: the target fields each feeds: every row of a document must agree on them,
         #: unless the rule says which row wins (``row``).
@@ -907,15 +1080,21 @@ class _Evaluator:
             named: dict[str, Any] = {}
             contexts: list[dict[str, Any]] | None
             if self.compiled.whole:
-                lines, contexts, named = self._whole(ctx, set(failed), where, part)
+                lines, contexts, named, within = self._whole(ctx, set(failed), where, part)
                 ctx = {**ctx, **named}
                 if last is not None:
                     last = ({**last[0], **named}, last[1], last[2])
+                if self.line_groups:
+                    for line, (line_ctx, line_failed, at) in zip(lines, within, strict=True):
+                        line.update(self.items("lines", line_ctx, line_failed, at, line))
             else:
                 lines = [
                     self.values("lines", ctx, at, j, failed)
                     for j, (ctx, failed, at) in enumerate(part)
                 ]
+                if self.line_groups:
+                    for line, (line_ctx, line_failed, at) in zip(lines, part, strict=True):
+                        line.update(self.items("lines", line_ctx, line_failed, at, line))
                 contexts = (
                     [{**ctx, **line} for (ctx, _, _), line in zip(part, lines, strict=True)]
                     if self.header_reads_lines
@@ -931,7 +1110,82 @@ class _Evaluator:
                 last=last,
                 line_where=[at for _, _, at in part],
             )
+            if self.record_groups:
+                header.update(self.items("record", ctx, failed, where, header))
             yield Document(location, header, lines)
+
+    def items(
+        self,
+        level: str,
+        ctx: dict[str, Any],
+        failed: set[str] | frozenset[str],
+        where: str,
+        parent: dict[str, Any],
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The items of the target groups ``level``'s values hold: one per item of the
+        source group a group's rules name (``from``; none: one item), its rules reading
+        the item's values over its parent's (``ctx``: source values, and ``parent``: the
+        parent's target values, under them), aggregates and positions over the items of
+        the same parent."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        held: dict[str, list[Record]] = ctx.get(GROUPS) or {}
+        for group in self.target.children(level):
+            rules = self.mapping.groups.get(group.name)
+            if rules is None:
+                continue  # (``check`` says so)
+            base = {**parent, **ctx}
+            members: list[tuple[dict[str, Any], set[str] | frozenset[str], str, Record | None]]
+            if rules.from_ is None:
+                members = [(base, failed, where, None)]
+            else:
+                members = [
+                    ({**base, **item.values}, failed | item.failed, item.location, item)
+                    for item in held.get(rules.from_, ())
+                ]
+            expression = self.compiled.group_filters.get(group.name)
+            if expression is not None:
+                what = f"{group.name} items"
+                members = [m for m in members if self.keeps(expression, m[0], m[2], what)]
+            section = f"groups.{group.name}"
+            contexts = [m[0] for m in members]
+            item_where = [m[2] for m in members]
+            # A rule that aggregates (or allocates) over a value an item could not have:
+            # not computed on any item (that value's problem is reported where it is).
+            blocked = {
+                spec.name
+                for spec, _, _ in self._plans[section]
+                if (expression := self.compiled.rules.get((section, spec.name))) is not None
+                and self._reads_failed(expression, set(), [set(m[1]) for m in members])
+            }
+            cache: dict[int, Any] = {}
+            below = bool(self.target.children(group.name))
+            items: list[dict[str, Any]] = []
+            for i, (item_ctx, item_failed, at, item) in enumerate(members):
+                values: dict[str, Any] = {}
+                for spec, rule, plain in self._plans[section]:
+                    if spec.name in blocked:
+                        values[spec.name] = None
+                        continue
+                    values[spec.name], _ = self._field(
+                        section,
+                        spec,
+                        rule,
+                        plain,
+                        item_ctx,
+                        item_failed,
+                        at,
+                        i,
+                        contexts,
+                        item_where,
+                        i,
+                        cache,
+                    )
+                if below:
+                    inner = {**item_ctx, GROUPS: item.groups if item is not None else held}
+                    values.update(self.items(group.name, inner, item_failed, at, values))
+                items.append(values)
+            out[group.name] = items
+        return out
 
     def _whole(
         self,
@@ -939,15 +1193,17 @@ class _Evaluator:
         head_failed: set[str],
         location: str,
         part: list[_Member],
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any], list[_Member]]:
         """A document's lines when its rules read more than their own row: each rule (and
         named value) over every line before the next, in the order of what they read.
         ``head``: the document's header values as the header reads them (its first kept
         row), read at ``location``. Returns the lines' target values, the lines as the
         header's aggregates read them (their source values, the named values, and the
-        target line fields over the source fields of the same name), and the document's
-        named values. A value is not computed from a value that could not be read or
-        computed (that problem is reported once, where it is)."""
+        target line fields over the source fields of the same name), the document's
+        named values, and each line as its groups' rules read it (its source values and
+        named values, the fields that failed, where it is). A value is not computed from a
+        value that could not be read or computed (that problem is reported once, where it
+        is)."""
         sources = set(head).union(*(ctx for ctx, _, _ in part)) if part else set(head)
         contexts = [dict(ctx) for ctx, _, _ in part]
         failed = [set(f) for _, f, _ in part]
@@ -1038,7 +1294,7 @@ class _Evaluator:
         layout = [spec.name for spec, _, _ in self._plans["lines"]]
         lines = [{field_name: line.get(field_name) for field_name in layout} for line in lines]
         seen = [{**ctx, **line} for ctx, line in zip(contexts, lines, strict=True)]
-        return lines, seen, named
+        return lines, seen, named, list(zip(contexts, failed, where, strict=True))
 
     @staticmethod
     def _reads_failed(expression: Expression, document: set[str], lines: list[set[str]]) -> bool:
@@ -1178,9 +1434,18 @@ def apply_mapping(
         return
     for i, rec in enumerate(records, start=start):
         members = [
-            ({**rec.values, **ln.values}, rec.failed | ln.failed, ln.location) for ln in rec.lines
+            (_carrying({**rec.values, **ln.values}, ln), rec.failed | ln.failed, ln.location)
+            for ln in rec.lines
         ]
-        yield from ev.documents(rec.values, rec.failed, rec.location, members, i)
+        head = {**rec.values, GROUPS: rec.groups} if rec.groups else rec.values
+        yield from ev.documents(head, rec.failed, rec.location, members, i)
+
+
+def _carrying(values: dict[str, Any], rec: Record) -> dict[str, Any]:
+    """A member's values with its record's groups (``GROUPS``), when it has any."""
+    if rec.groups:
+        values[GROUPS] = rec.groups
+    return values
 
 
 @dataclass
@@ -1200,18 +1465,31 @@ def apply_steps(steps: list[Step], records: Iterable[Record], report: Report) ->
     docs: Iterable[Document] = ()
     for i, step in enumerate(steps):
         if i:
-            records = (as_record(doc) for doc in docs)
+            records = (as_record(doc, steps[i - 1].target) for doc in docs)
         docs = apply_mapping(step.mapping, step.target, records, report, compiled=step.compiled)
     yield from docs
 
 
-def as_record(doc: Document) -> Record:
-    """A document written by one step as the record the next reads."""
-    return Record(
-        doc.location,
-        dict(doc.header),
-        [Record(doc.location, dict(line)) for line in doc.lines],
-    )
+def as_record(doc: Document, layout: Layout) -> Record:
+    """A document written by one step (in ``layout``) as the record the next reads."""
+    header = _as_record(doc.location, doc.header, layout, "record")
+    header.lines = [_as_record(doc.location, line, layout, "lines") for line in doc.lines]
+    return header
+
+
+def _as_record(location: str, values: dict[str, Any], layout: Layout, level: str) -> Record:
+    """A level's values as a record, its groups' items as its groups."""
+    held = layout.children(level)
+    if not held:
+        return Record(location, dict(values))
+    own = dict(values)
+    groups = {
+        group.name: [
+            _as_record(location, item, layout, group.name) for item in own.pop(group.name, ())
+        ]
+        for group in held
+    }
+    return Record(location, own, groups=groups)
 
 
 def _kept(
@@ -1237,7 +1515,10 @@ def _grouped(
             first.values,
             first.failed,
             first.location,
-            [(m.values, m.failed, m.location) for m in members],
+            [
+                (_carrying(dict(m.values), m) if m.groups else m.values, m.failed, m.location)
+                for m in members
+            ],
             0,
         )
 

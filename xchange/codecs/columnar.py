@@ -283,6 +283,7 @@ class ColumnarPlan:
             "let",
             "line_let",
             "steps",
+            "groups",
         }
     )
 
@@ -297,6 +298,8 @@ class ColumnarPlan:
             or any(f.multiple == "all" for f in source.fields)
             or source.shape != "rows"
             or target.shape != "rows"
+            or source.groups
+            or target.groups
             or mapping.group_by
             or mapping.flatten
             or mapping.output != "batch"

@@ -23,7 +23,14 @@ from typing import Any, BinaryIO
 from xchange.codecs import per_layout
 from xchange.codecs.text import Encoder, decoded_chunks, split_lines, text_reading
 from xchange.errors import DecodeError, MappingError
-from xchange.layout import FieldSpec, FieldValueError, JsonOptions, Layout, few_lines
+from xchange.layout import (
+    FieldSpec,
+    FieldValueError,
+    JsonOptions,
+    Layout,
+    few_lines,
+    group_count,
+)
 from xchange.mapping import Document, Record
 from xchange.report import Report
 
@@ -510,6 +517,9 @@ class _Keys:
         for specs, base in ((layout.fields, self.record), (layout.line_fields, lines)):
             for spec in specs:
                 (base or self.record).at(spec.key).value = True
+        self._groups(layout, "record", self.record)
+        if lines is not None:
+            self._groups(layout, "lines", lines)
         #: Paths from the document's root ("$.export_id") -> policy.
         self.document: dict[str, str] = {}
         self.base = layout.unknown
@@ -520,6 +530,18 @@ class _Keys:
                 self.record.at(path).policy = policy
         self.record_policy = self._document_policy(layout.json_.records.split("[")[0])
         self.record.finish()
+
+    def _groups(self, layout: Layout, level: str, base: _Node) -> None:
+        """The groups held by ``level``'s objects (at ``base``), and below them: each a
+        list whose items are walked as lines are (an item that is one value holds no
+        keys: what it is is its field's business)."""
+        for group in layout.children(level):
+            node = base.at(group.path)
+            node.lines = True
+            for spec in group.fields:
+                if spec.key != ".":
+                    node.at(spec.key).value = True
+            self._groups(layout, group.name, node)
 
     def _document_policy(self, path: str) -> str:
         """The policy of the nearest declared path enclosing ``path`` (``$.a.b[2].c``)."""
@@ -716,13 +738,60 @@ class JsonCodec:
                     continue
                 line_failed: set[str] = set()
                 line_values = self._values(item, at, layout.line_fields, report, line_failed)
-                lines.append(Record(at, line_values, failed=line_failed))
+                below = self._groups(item, at, layout, "lines", report) if layout.groups else {}
+                lines.append(Record(at, line_values, failed=line_failed, groups=below))
             if len(lines) < layout.min_lines and (found or not isinstance(items, list)):
                 what = f"{key!r} is {'missing' if not found else 'empty or null'}"
                 if found and isinstance(items, list) and items:
                     what = f"{key!r} holds {len(items)} item(s) that are not lines"
                 report.add(where, key, "lines", None, few_lines(len(lines), layout.min_lines, what))
-        return Record(where, values, lines, failed=failed)
+        groups = self._groups(node, where, layout, "record", report) if layout.groups else {}
+        return Record(where, values, lines, failed=failed, groups=groups)
+
+    def _groups(
+        self, node: dict[str, Any], where: str, layout: Layout, level: str, report: Report
+    ) -> dict[str, list[Record]]:
+        """The items of each group ``level``'s object holds (and theirs, below them)."""
+        out: dict[str, list[Record]] = {}
+        for group in layout.children(level):
+            key = group.path
+            found, items = _lookup(node, key)
+            if found and items is not None and not isinstance(items, list):
+                report.add(where, key, "type", None, f"group {group.name} must be a JSON list")
+            records: list[Record] = []
+            for i, item in enumerate(items if isinstance(items, list) else []):
+                at = f"{where}.{key}[{i}]"
+                failed: set[str] = set()
+                if group.scalar:
+                    if isinstance(item, dict | list):
+                        report.add(
+                            at,
+                            key,
+                            "type",
+                            None,
+                            f"an item of group {group.name} is one value, found {_json_kind(item)}",
+                        )
+                        continue
+                    values = self._values({".": item}, at, group.fields, report, failed)
+                    records.append(Record(at, values, failed=failed))
+                    continue
+                if not isinstance(item, dict):
+                    report.add(
+                        at,
+                        "(item)",
+                        "type",
+                        None,
+                        f"an item of group {group.name} must be a JSON object",
+                    )
+                    continue
+                values = self._values(item, at, group.fields, report, failed)
+                below = self._groups(item, at, layout, group.name, report)
+                records.append(Record(at, values, failed=failed, groups=below))
+            problem = group_count(group, len(records), items if isinstance(items, list) else [])
+            if problem:
+                report.add(where, key, "group", None, problem)
+            out[group.name] = records
+        return out
 
     @staticmethod
     def _values(
@@ -736,7 +805,7 @@ class JsonCodec:
         values: dict[str, Any] = {}
         for spec in specs:
             key = spec.key
-            raw = node.get(key) if "." not in key else _lookup(node, key)[1]
+            raw = node.get(key) if "." not in key or key == "." else _lookup(node, key)[1]
             text = raw if type(raw) is str else _as_text(spec, raw, where, report)
             if text is False:
                 failed.add(spec.name)
@@ -798,14 +867,91 @@ class JsonCodec:
 
 
 class _Slot:
-    """Where a value goes in a :class:`_Shape`: a header field (``spec``), a line field,
-    or the list of lines (``lines``)."""
+    """Where a value goes in a :class:`_Shape`: a field's (``spec``), or a list of items
+    (``items``: the document's lines when ``key`` is None, else the group at ``key``)."""
 
-    __slots__ = ("lines", "spec")
+    __slots__ = ("items", "key", "spec")
 
-    def __init__(self, spec: FieldSpec | None = None, *, lines: bool = False) -> None:
+    def __init__(
+        self, spec: FieldSpec | None = None, *, items: _List | None = None, key: str | None = None
+    ) -> None:
         self.spec = spec
-        self.lines = lines
+        self.items = items
+        self.key = key
+
+
+class _List:
+    """A list of items in a template (the lines, or a group's), at ``level``: one item's
+    own template, or for items that are one value, that value's field."""
+
+    __slots__ = ("close", "end", "open", "pad", "scalar", "steps")
+
+    def __init__(
+        self,
+        layout: Layout,
+        level_name: str,
+        fields: list[FieldSpec],
+        indent: int | None,
+        level: int,
+    ) -> None:
+        self.scalar: FieldSpec | None = fields[0] if fields[0].key == "." else None
+        self.steps: list[tuple[str, _Slot]] = []
+        self.end = ""
+        if self.scalar is None:
+            item: dict[str, Any] = {}
+            for spec in fields:
+                _place(item, spec.key, _Slot(spec))
+            _place_groups(item, layout, level_name, indent, level + 1)
+            self.steps, self.end = _steps(_template(item, indent, level + 1))
+        pad = "" if indent is None else "\n" + " " * (indent * (level + 1))
+        self.open = "[" + pad
+        self.pad = ", " if indent is None else "," + pad
+        self.close = ("" if indent is None else "\n" + " " * (indent * level)) + "]"
+
+    def write(self, items: list[dict[str, Any]], out: list[str]) -> None:
+        if not items:
+            out.append("[]")
+            return
+        out.append(self.open)
+        scalar = self.scalar
+        for i, item in enumerate(items):
+            if i:
+                out.append(self.pad)
+            if scalar is not None:
+                out.append(_json_text(scalar, item.get(scalar.name)))
+            else:
+                _fill(self.steps, self.end, item, out)
+        out.append(self.close)
+
+
+def _place_groups(
+    obj: dict[str, Any], layout: Layout, level_name: str, indent: int | None, level: int
+) -> None:
+    """Slots for the groups held by an object of ``level_name`` at ``level``."""
+    for group in layout.children(level_name):
+        depth = level + len(group.path.split("."))
+        items = _List(layout, group.name, group.fields, indent, depth)
+        _place(obj, group.path, _Slot(items=items, key=group.name))
+
+
+def _fill(
+    steps: list[tuple[str, _Slot]],
+    end: str,
+    values: dict[str, Any],
+    out: list[str],
+    lines: list[dict[str, Any]] | None = None,
+) -> None:
+    """An object's text from its template and its values (``lines``: a document's)."""
+    for literal, slot in steps:
+        out.append(literal)
+        spec = slot.spec
+        if spec is not None:
+            out.append(_json_text(spec, values.get(spec.name)))
+        else:
+            assert slot.items is not None
+            key = slot.key
+            slot.items.write((lines or []) if key is None else (values.get(key) or []), out)
+    out.append(end)
 
 
 class _Shape:
@@ -820,59 +966,33 @@ class _Shape:
         body: dict[str, Any] = {}
         for spec in layout.fields:
             _place(body, spec.key, _Slot(spec))
-        #: One line's template: (text before a field, the field); a line has no lines.
-        self.line_steps: list[tuple[str, FieldSpec]] = []
-        self.line_pad = self.line_open = self.line_close = self.line_end = ""
+        # Where the body's own keys are: below the wrap, if any.
+        body_level = level + (len(opts.wrap.split(".")) if opts.wrap else 0)
         if layout.shape == "nested":
-            _place(body, opts.lines or "lines", _Slot(lines=True))
+            lines = opts.lines or "lines"
+            depth = body_level + len(lines.split("."))
+            items = _List(layout, "lines", layout.line_fields, indent, depth)
+            _place(body, lines, _Slot(items=items))
+        _place_groups(body, layout, "record", indent, body_level)
         tree: dict[str, Any] = body
         if opts.wrap:
             tree = {}
             _place(tree, opts.wrap, body)
         self.steps, self.end = _steps(_template(tree, indent, level))
-        if layout.shape == "nested":
-            # The lines' list: where it is, how deep, and one line's own template.
-            depth = level + _depth(tree, opts.wrap, opts.lines or "lines")
-            item: dict[str, Any] = {}
-            for spec in layout.line_fields:
-                _place(item, spec.key, _Slot(spec))
-            steps, self.line_end = _steps(_template(item, indent, depth + 1))
-            self.line_steps = [(text, spec) for text, spec in steps if spec is not None]
-            pad = "" if indent is None else "\n" + " " * (indent * (depth + 1))
-            self.line_open = "[" + pad
-            self.line_pad = ", " if indent is None else "," + pad
-            self.line_close = ("" if indent is None else "\n" + " " * (indent * depth)) + "]"
 
     def text(self, doc: Document) -> str:
-        header = doc.header
         out: list[str] = []
-        for literal, spec in self.steps:
-            out.append(literal)
-            if spec is not None:
-                out.append(_json_text(spec, header.get(spec.name)))
-            elif not doc.lines:
-                out.append("[]")
-            else:
-                out.append(self.line_open)
-                for i, line in enumerate(doc.lines):
-                    if i:
-                        out.append(self.line_pad)
-                    for literal, field in self.line_steps:
-                        out.append(literal)
-                        out.append(_json_text(field, line.get(field.name)))
-                    out.append(self.line_end)
-                out.append(self.line_close)
-        out.append(self.end)
+        _fill(self.steps, self.end, doc.header, out, doc.lines)
         return "".join(out)
 
 
-def _steps(pieces: list[str | _Slot]) -> tuple[list[tuple[str, FieldSpec | None]], str]:
-    """A template as (text before a slot, the slot's field; None: the lines) and the text
-    after the last slot (a template alternates text and slots: it starts with ``{``)."""
-    steps: list[tuple[str, FieldSpec | None]] = []
+def _steps(pieces: list[str | _Slot]) -> tuple[list[tuple[str, _Slot]], str]:
+    """A template as (text before a slot, the slot) and the text after the last slot (a
+    template alternates text and slots: it starts with ``{``)."""
+    steps: list[tuple[str, _Slot]] = []
     for text, slot in zip(pieces[:-1:2], pieces[1::2], strict=True):
         assert isinstance(text, str) and isinstance(slot, _Slot)
-        steps.append((text, None if slot.lines else slot.spec))
+        steps.append((text, slot))
     end = pieces[-1]
     assert isinstance(end, str)
     return steps, end
@@ -903,11 +1023,6 @@ def _template(tree: Any, indent: int | None, level: int) -> list[str | _Slot]:
         else:
             merged.append(piece)
     return merged
-
-
-def _depth(tree: dict[str, Any], wrap: str | None, lines: str) -> int:
-    """How many objects down from the top the lines' list is."""
-    return len((f"{wrap}.{lines}" if wrap else lines).split("."))
 
 
 def _json_text(spec: FieldSpec, value: Any) -> str:

@@ -24,9 +24,11 @@ from xchange.errors import DecodeError, MappingError
 from xchange.layout import (
     FieldSpec,
     FieldValueError,
+    GroupSpec,
     Layout,
     XmlOptions,
     few_lines,
+    group_count,
     parse_field,
 )
 from xchange.mapping import Document, Record
@@ -628,10 +630,16 @@ class _Accounting:
                     node.attrs.add(attr)
                 else:
                     node.value = True
+        #: Each group's item element, by the group's name.
+        self.items: dict[str, _Node] = {}
+        self._groups(layout, "record", self.record, ns)
+        if self.line is not None:
+            self._groups(layout, "lines", self.line, ns)
         for path, policy in layout.unknown_in.items():
             absolute, steps, attr = _split(path, ns)
-            # A path below the record is also below each line (``Discount`` on a line).
-            bases = [self.document] if absolute else [self.record, self.line]
+            # A path below the record is also below each line (``Discount`` on a line)
+            # and each group's item.
+            bases = [self.document] if absolute else [self.record, self.line, *self.items.values()]
             for base in bases:
                 if base is None:
                     continue
@@ -650,6 +658,22 @@ class _Accounting:
         self.prefixes = {uri: prefix for prefix, uri in ns.items() if prefix}
         #: The records' path, as messages show it.
         self.shown = "/" + "/".join(self.name(t) for t in records)
+
+    def _groups(self, layout: Layout, level: str, base: _Node, ns: dict[str, str]) -> None:
+        """The groups held by ``level``'s elements (at ``base``), and below them."""
+        for group in layout.children(level):
+            steps = [_clark(p, ns) for p in group.path.split("/")]
+            item = self.items[group.name] = base.at(steps)
+            for depth in range(1, len(steps)):
+                base.at(steps[:depth]).single = True
+            for spec in group.fields:
+                absolute, field_steps, attr = _split(spec.key, ns)
+                node = (self.document if absolute else item).at(field_steps)
+                if attr is not None:
+                    node.attrs.add(attr)
+                else:
+                    node.value = True
+            self._groups(layout, group.name, item, ns)
 
     def name(self, tag: str) -> str:
         """A tag as paths in the layout write it: ``w:Line`` where the layout has a prefix
@@ -882,6 +906,14 @@ class XmlCodec:
         shown, numbered = _records_path(layout)
         line_path = "/".join(p for p in (opts.lines, opts.line) if p)
         line_shown = "/".join(_local(_clark(p, ns)) for p in line_path.split("/"))
+        groups = {
+            g.name: (
+                g,
+                _Extractor(g.fields, ns),
+                "/".join(_local(_clark(p, ns)) for p in g.path.split("/")),
+            )
+            for g in layout.groups
+        }
         for element, number in self._walk(stream, layout, origin, report):
             path = f"{shown}[{number}]" if numbered else shown
             where = f"line {element.sourceline} {path}"
@@ -893,7 +925,14 @@ class XmlCodec:
                     at = f"line {line.sourceline} {path}/{line_shown}[{j}]"
                     line_failed: set[str] = set()
                     line_values = lines.typed(lines.values(line, absolute), at, report, line_failed)
-                    found.append(Record(at, line_values, failed=line_failed))
+                    below = (
+                        self._groups(
+                            line, f"{path}/{line_shown}[{j}]", "lines", groups, ns, absolute, report
+                        )
+                        if groups
+                        else {}
+                    )
+                    found.append(Record(at, line_values, failed=line_failed, groups=below))
                 if len(found) < layout.min_lines:
                     report.add(
                         where,
@@ -902,7 +941,41 @@ class XmlCodec:
                         None,
                         few_lines(len(found), layout.min_lines, f"<{line_shown}>"),
                     )
-            yield Record(where, values, found, failed=failed)
+            held = (
+                self._groups(element, path, "record", groups, ns, absolute, report)
+                if groups
+                else {}
+            )
+            yield Record(where, values, found, failed=failed, groups=held)
+
+    def _groups(
+        self,
+        element: etree._Element,
+        path: str,
+        level: str,
+        groups: dict[str, tuple[GroupSpec, _Extractor, str]],
+        ns: dict[str, str],
+        absolute: dict[str, str | FieldValueError],
+        report: Report,
+    ) -> dict[str, list[Record]]:
+        """The items of each group ``level``'s element (at ``path``) holds, and theirs."""
+        out: dict[str, list[Record]] = {}
+        for name, (group, extract, shown) in groups.items():
+            if group.under != level:
+                continue
+            items: list[Record] = []
+            for j, item in enumerate(element.findall(group.path, namespaces=ns), start=1):
+                item_path = f"{path}/{shown}[{j}]"
+                at = f"line {item.sourceline} {item_path}"
+                failed: set[str] = set()
+                values = extract.typed(extract.values(item, absolute), at, report, failed)
+                below = self._groups(item, item_path, name, groups, ns, absolute, report)
+                items.append(Record(at, values, failed=failed, groups=below))
+            problem = group_count(group, len(items))
+            if problem:
+                report.add(f"line {element.sourceline} {path}", group.path, "group", None, problem)
+            out[name] = items
+        return out
 
     def chunks(
         self, stream: BinaryIO, layout: Layout, origin: str, report: Report
@@ -1127,7 +1200,29 @@ class XmlCodec:
             for line in doc.lines:
                 element = etree.SubElement(parent, self._q(opts, opts.line or "Line"))
                 self._fields(element, layout.line_fields, line, opts)
+                self._groups_out(element, layout, "lines", line, opts)
+        self._groups_out(root, layout, "record", doc.header, opts)
         return root
+
+    def _groups_out(
+        self,
+        element: etree._Element,
+        layout: Layout,
+        level: str,
+        values: dict[str, Any],
+        opts: XmlOptions,
+    ) -> None:
+        """The groups ``level``'s element holds, after its fields (and lines): each
+        group's enclosing elements once (also when it has no item), then its items."""
+        for group in layout.children(level):
+            *outer, item_tag = group.path.split("/")
+            parent = element
+            for step in outer:
+                parent = etree.SubElement(parent, self._q(opts, step))
+            for item in values.get(group.name) or ():
+                node = etree.SubElement(parent, self._q(opts, item_tag))
+                self._fields(node, group.fields, item, opts)
+                self._groups_out(node, layout, group.name, item, opts)
 
     def _fields(
         self,
@@ -1140,7 +1235,7 @@ class XmlCodec:
             text = spec.render(values.get(spec.name))
             node_path, _, attr = spec.key.partition("@")
             node = parent
-            for step in [s for s in node_path.split("/") if s]:
+            for step in [s for s in node_path.split("/") if s and s != "."]:
                 tag = self._q(opts, step)
                 last = node[-1] if len(node) else None
                 # Consecutive fields under the same path share one element.
