@@ -7,13 +7,16 @@ reading the item and every level above it. Every input element is still accounte
 from __future__ import annotations
 
 import io
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import FORMATS, REPO, SAMPLES
 from xchange.codecs import codec_for
-from xchange.errors import ConfigError
+from xchange.config import load_config
+from xchange.errors import ConfigError, ValidationFailed
 from xchange.layout import Layout
 from xchange.mapping import (
     Mapping,
@@ -23,6 +26,7 @@ from xchange.mapping import (
     check_mapping,
     compile_mapping,
 )
+from xchange.pipeline import Pipeline
 from xchange.report import Report
 
 SHOP = {
@@ -393,3 +397,18 @@ def test_a_csv_layout_with_groups_is_refused_when_loaded(tmp_path: Path) -> None
     )
     with pytest.raises(ConfigError, match="a CSV file is flat"):
         load_layout(tmp_path, "flat")
+
+
+def test_a_serial_number_given_twice_in_a_file_is_a_problem_at_its_second_place() -> None:
+    """``unique`` holds for a group's field across the whole file (two lines, two receipts)."""
+    source = SAMPLES / "purchase-inbound-lots" / "in" / "lot_inbound_20261122.xml"
+    data = source.read_bytes().replace(b"SN3010-A00042", b"SN3003-000118")
+    route = load_config(REPO / "config" / "demo.toml").route("purchase-inbound-lots")
+    with pytest.raises(ValidationFailed) as info:
+        Pipeline(route, FORMATS).convert(data, source.name, datetime(2026, 11, 22, 20, 0))
+    (problem,) = info.value.report.problems
+    assert (problem.field, problem.rule, problem.value) == (".", "unique", "SN3003-000118")
+    assert problem.location == (
+        "line 24 /InboundConfirmations/Receipt[1]/Items/Item[2]/Serials/Serial[1]"
+    )
+    assert "already at line 15 " in problem.message

@@ -435,16 +435,19 @@ def _source_values(source_name: str) -> dict[str, str]:
 
 
 def _unique_checked(layout: Layout, records: Iterable[Record], report: Report) -> Iterator[Record]:
-    """The ``unique`` rule, checked as records stream by (header and line fields)."""
+    """The ``unique`` rule, checked as records stream by (header, line and group fields:
+    a serial number given twice in a file, in one line's items or two)."""
     head = [f for f in layout.fields if f.unique]
     line = [f for f in layout.line_fields if f.unique]
-    first: dict[tuple[str, object], str] = {}
+    groups = {g.name: [f for f in g.fields if f.unique] for g in layout.groups}
+    groups = {name: specs for name, specs in groups.items() if specs}
+    first: dict[tuple[str, str, object], str] = {}
 
-    def check(spec: FieldSpec, row: Record) -> None:
+    def check(spec: FieldSpec, row: Record, level: str = "") -> None:
         value = row.values.get(spec.name)
         if value is None:
             return
-        key = (spec.name, value)
+        key = (level, spec.name, value)
         if key in first:
             report.add(
                 row.location,
@@ -457,12 +460,24 @@ def _unique_checked(layout: Layout, records: Iterable[Record], report: Report) -
         else:
             first[key] = row.location
 
+    def items(row: Record) -> None:
+        for name, held in row.groups.items():
+            for item in held:
+                for spec in groups.get(name, ()):
+                    check(spec, item, name)
+                if item.groups:
+                    items(item)
+
     for rec in records:
         for spec in head:
             check(spec, rec)
         for ln in rec.lines:
             for spec in line:
                 check(spec, ln)
+            if groups and ln.groups:
+                items(ln)
+        if groups and rec.groups:
+            items(rec)
         yield rec
 
 
