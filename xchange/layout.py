@@ -840,6 +840,46 @@ class XmlOptions(StrictModel):
     declared_encoding: Literal["agree", "trust"] = "agree"
 
 
+_JSON_STEP = re.compile(r"\.([^.\[\]]+)|\[(\d+|\*)\]")
+
+
+def json_steps(path: str) -> list[str]:
+    """A JSON document path (``$.orders[3].lines[*]``) as its steps (``.orders``, ``[3]``,
+    ``.lines``, ``[*]``)."""
+    return [m.group(0) for m in _JSON_STEP.finditer(path, 1)]
+
+
+def json_outside(records: str, column: str) -> tuple[list[str], str] | None:
+    """Where a JSON record field outside its record reads, or None for a key path inside
+    the record: ``$.batch_no`` from the document's root, ``^.order_no`` from the object
+    whose list holds the record (``^^.`` one object further up). Given as the steps from
+    the root to the object read (taken from ``records``: ``[*]`` for any index) and the key
+    path read in it.
+
+    Raises:
+        ValueError: more ``^`` than objects above the record, or no key after them.
+    """
+    if column.startswith("$."):
+        return [], column[2:]
+    if not column.startswith("^"):
+        return None
+    ups = len(column) - len(column.lstrip("^"))
+    rest = column[ups:]
+    if not rest.startswith(".") or len(rest) < 2:
+        raise ValueError(f"column {column!r}: after ^ comes a key path (^.order_no)")
+    steps = json_steps(records)
+    for _ in range(ups):
+        while steps and steps[-1].startswith("["):
+            steps.pop()
+        if not steps:
+            raise ValueError(
+                f"column {column!r}: goes up {ups} object(s); the records ({records}) "
+                "have fewer above them"
+            )
+        steps.pop()
+    return steps, rest[1:]
+
+
 class JsonOptions(StrictModel):
     """JSON documents. Field columns are dotted key paths: ``FCustId.FNumber``."""
 
@@ -955,6 +995,8 @@ class Layout(StrictModel):
                     f'shape = "{self.shape}")'
                 )
         self._check_groups()
+        if self.codec == "json":
+            self._check_outside()
         if self.codec != "csv" and "csv" in self.model_fields_set:
             raise ValueError(f"csv: a {self.codec} layout has no [csv] options")
         if self.codec != "json" and "json_" in self.model_fields_set:
@@ -1009,6 +1051,28 @@ class Layout(StrictModel):
             if group.max_items is not None and group.max_items < group.min_items:
                 raise ValueError(f"{where}: max_items is below min_items")
 
+    def _check_outside(self) -> None:
+        """JSON fields outside the record: record fields only, above the root nowhere."""
+        for spec in self.fields:
+            if spec.key.startswith(("$.", "^")):
+                try:
+                    json_outside(self.json_.records, spec.key)
+                except ValueError as exc:
+                    raise ValueError(f"field {spec.name!r}: {exc}") from None
+        below = [*self.line_fields, *(f for g in self.groups for f in g.fields)]
+        for spec in below:
+            if spec.key.startswith(("$.", "^")):
+                raise ValueError(
+                    f"field {spec.name!r}: column {spec.key!r}: only a record's fields read "
+                    "outside it (a line's and an item's rules read the record's fields)"
+                )
+
+    def outside(self) -> list[FieldSpec]:
+        """The record fields read outside the record (JSON: ``$.`` and ``^.`` columns)."""
+        if self.codec != "json":
+            return []
+        return [f for f in self.fields if f.key.startswith(("$.", "^"))]
+
     def children(self, level: str) -> list[GroupSpec]:
         """The groups whose items are held by ``level``'s ("record", "lines", or a group's
         name), in the order declared."""
@@ -1057,6 +1121,11 @@ class Layout(StrictModel):
             (self.line_fields, [], "lines"),
             *((g.fields, [], g.name) for g in self.groups),
         ]
+        for spec in self.outside():
+            problems.append(
+                f"field {spec.name!r} is at {spec.key!r}, outside the document: a layout "
+                "written has every field inside its documents"
+            )
         for group, extra, level in levels:
             paths = [(f.key, f"field {f.name!r}") for f in group if f.key != "."]
             paths += extra

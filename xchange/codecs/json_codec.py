@@ -30,6 +30,8 @@ from xchange.layout import (
     Layout,
     few_lines,
     group_count,
+    json_outside,
+    json_steps,
 )
 from xchange.mapping import Document, Record
 from xchange.report import Report
@@ -190,6 +192,8 @@ class Matched:
     def __init__(self) -> None:
         self.found = False
         self.top: list[str] = []
+        #: The whole document (when it is read whole), for fields outside the records.
+        self.document: Any = None
 
     def missing(self, path: str) -> str:
         keys = ", ".join(self.top[:10]) + (", ..." if len(self.top) > 10 else "")
@@ -209,16 +213,19 @@ def stream_records(
     duplicate_keys: str,
     matched: Matched | None = None,
     beside: Beside | None = None,
+    *,
+    whole: bool = False,
 ) -> Iterator[tuple[str, Any]]:
     """Records at ``$.a.b[*]`` one at a time, without holding the whole document.
 
-    Other paths read the whole document and select from it. The document is checked as
+    Other paths (and ``whole``: fields read outside the records) read the whole document
+    and select from it (``matched.document``). The document is checked as
     strictly as a whole-document parse: every value, every comma and bracket, duplicate
     keys at every level. ``matched`` learns whether the path was found (an empty list
     there is found: nothing to do).
     """
     matched = matched if matched is not None else Matched()
-    match = _STREAMABLE.match(path)
+    match = None if whole else _STREAMABLE.match(path)
     if match is None:
         parts, size = [], 0
         for chunk in chunks:
@@ -230,6 +237,7 @@ def stream_records(
                 )
             parts.append(chunk)
         document = loads("".join(parts), origin, duplicate_keys=duplicate_keys)
+        matched.document = document
         if isinstance(document, dict):
             matched.top = list(document)
         nodes = select(document, path)
@@ -403,6 +411,29 @@ def select(value: Any, path: str) -> list[tuple[str, Any]]:
     return nodes
 
 
+def _outside_values(
+    document: Any, where: str, outside: list[tuple[FieldSpec, tuple[list[str], str] | None]]
+) -> dict[str, Any]:
+    """The raw values of a record's fields outside it (``$.batch_no``, ``^.order_no``):
+    from the document's root, or from the object as many objects above the record (at
+    ``where``, an NDJSON line's ``line 3 $.x[0]`` too) as the column says."""
+    path = where[where.index("$") :]
+    concrete = json_steps(path)
+    out: dict[str, Any] = {}
+    for spec, found in outside:
+        assert found is not None
+        steps, key = found
+        node = document
+        for step in concrete[: len(steps)] if steps else ():
+            if step.startswith("["):
+                index = int(step[1:-1])
+                node = node[index] if isinstance(node, list) and index < len(node) else None
+            else:
+                node = node.get(step[1:]) if isinstance(node, dict) else None
+        out[spec.key] = _lookup(node, key)[1]
+    return out
+
+
 def _lookup(obj: Any, dotted: str) -> tuple[bool, Any]:
     for part in dotted.split("."):
         if not isinstance(obj, dict) or part not in obj:
@@ -498,6 +529,9 @@ class _Node:
         return node
 
 
+#: An index in a document path (``[3]``).
+_INDEX = re.compile(r"\[\d+\]")
+
 #: The last step of a document path (``.key`` or ``[n]``).
 _UP = re.compile(r"(\.[^.\[\]]*|\[\d+\])$")
 
@@ -514,9 +548,18 @@ class _Keys:
         if layout.shape == "nested":
             lines = self.record.at(layout.json_.lines or "lines")
             lines.lines = True
+        outside = layout.outside()
+        #: What fields outside the records read: document paths, any index as ``[*]``.
+        self.read: set[str] = set()
+        for spec in outside:
+            found = json_outside(layout.json_.records, spec.key)
+            assert found is not None
+            steps, key = found
+            self.read.add("$" + "".join(steps) + "." + key)
         for specs, base in ((layout.fields, self.record), (layout.line_fields, lines)):
             for spec in specs:
-                (base or self.record).at(spec.key).value = True
+                if spec not in outside:
+                    (base or self.record).at(spec.key).value = True
         self._groups(layout, "record", self.record)
         if lines is not None:
             self._groups(layout, "lines", lines)
@@ -552,11 +595,16 @@ class _Keys:
         return self.base
 
     def declares_below(self, path: str) -> bool:
-        """Whether a declared document path lies inside ``path``."""
-        return any(p.startswith(path + ".") for p in self.document)
+        """Whether a declared document path (or one a field reads) lies inside ``path``."""
+        pattern = _INDEX.sub("[*]", path)
+        return any(p.startswith(path + ".") for p in self.document) or any(
+            p.startswith((pattern + ".", pattern + "[")) for p in self.read
+        )
 
     def beside(self, path: str, value: Any, where: str, report: Report) -> None:
-        """A member of the document outside the records."""
+        """A member of the document outside the records (read by a field, or unknown)."""
+        if self.read and _INDEX.sub("[*]", path) in self.read:
+            return
         self._unknown(self._document_policy(path), where, path, path, value, report)
 
     def walk(
@@ -672,18 +720,28 @@ class JsonCodec:
             shown = value if type(value) is str or not isinstance(value, dict | list) else []
             others.append((path, shown, f"line {line}" if line else path))
 
+        outside = [(spec, json_outside(opts.records, spec.key)) for spec in layout.outside()]
         if opts.ndjson:
-            nodes: Iterable[tuple[str, Any]] = self._ndjson(chunks, opts, origin, report, beside)
+            nodes: Iterable[tuple[str, Any]] = self._ndjson(
+                chunks, opts, origin, report, beside, matched
+            )
         else:
             nodes = stream_records(
-                chunks, opts.records, origin, opts.duplicate_keys, matched, beside
+                chunks,
+                opts.records,
+                origin,
+                opts.duplicate_keys,
+                matched,
+                beside,
+                whole=bool(outside),
             )
         for where, node in nodes:
             if not isinstance(node, dict):
                 report.add(where, "(record)", "type", None, "a record must be a JSON object")
                 continue
             keys.walk(node, keys.record, keys.record_policy, where, "", report)
-            yield self._record(node, where, layout, opts, report)
+            extra = _outside_values(matched.document, where, outside) if outside else None
+            yield self._record(node, where, layout, opts, report, extra)
         if not opts.ndjson and not matched.found:
             report.add("$", "(records)", "records", None, matched.missing(opts.records))
         else:
@@ -697,6 +755,7 @@ class JsonCodec:
         origin: str,
         report: Report,
         beside: Beside | None = None,
+        matched: Matched | None = None,
     ) -> Iterator[tuple[str, Any]]:
         empty = True
         for n, line in enumerate(split_lines(chunks, origin), start=1):
@@ -704,6 +763,8 @@ class JsonCodec:
                 empty = False
                 value = loads(line, f"{origin}: line {n}", duplicate_keys=opts.duplicate_keys)
                 nodes = select(value, opts.records)
+                if matched is not None:
+                    matched.document = value  # (fields outside the records read it)
                 if not nodes and not _path_exists(value, opts.records):
                     report.add(
                         f"line {n}",
@@ -721,10 +782,16 @@ class JsonCodec:
             raise DecodeError(f"{origin}: the file is empty: no JSON value")
 
     def _record(
-        self, node: dict[str, Any], where: str, layout: Layout, opts: JsonOptions, report: Report
+        self,
+        node: dict[str, Any],
+        where: str,
+        layout: Layout,
+        opts: JsonOptions,
+        report: Report,
+        extra: dict[str, Any] | None = None,
     ) -> Record:
         failed: set[str] = set()
-        values = self._values(node, where, layout.fields, report, failed)
+        values = self._values(node, where, layout.fields, report, failed, extra)
         lines: list[Record] = []
         if layout.shape == "nested":
             key = opts.lines or "lines"
@@ -800,12 +867,17 @@ class JsonCodec:
         specs: list[FieldSpec],
         report: Report,
         failed: set[str],
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Each field's typed value (what ``parse_field`` gives; problems to ``report``)."""
+        """Each field's typed value (what ``parse_field`` gives; problems to ``report``);
+        ``extra``: the raw values of fields outside the record, by key."""
         values: dict[str, Any] = {}
         for spec in specs:
             key = spec.key
-            raw = node.get(key) if "." not in key or key == "." else _lookup(node, key)[1]
+            if extra is not None and key in extra:
+                raw = extra[key]
+            else:
+                raw = node.get(key) if "." not in key or key == "." else _lookup(node, key)[1]
             text = raw if type(raw) is str else _as_text(spec, raw, where, report)
             if text is False:
                 failed.add(spec.name)
