@@ -27,7 +27,8 @@ LINES = {
     ],
 }
 DOC = b"""{"batch_no": "B7", "orders": [
-  {"order_no": "SO1", "shop": {"code": "TM"}, "lines": [{"sku": "A", "qty": 1}, {"sku": "B", "qty": 2}]},
+  {"order_no": "SO1", "shop": {"code": "TM"},
+   "lines": [{"sku": "A", "qty": 1}, {"sku": "B", "qty": 2}]},
   {"order_no": "SO2", "lines": [{"sku": "C", "qty": 3}]}]}"""
 
 

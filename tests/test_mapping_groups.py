@@ -19,6 +19,7 @@ from xchange.config import load_config
 from xchange.errors import ConfigError, ValidationFailed
 from xchange.layout import Layout
 from xchange.mapping import (
+    Document,
     Mapping,
     Step,
     apply_mapping,
@@ -348,9 +349,61 @@ def test_a_layout_whose_groups_cannot_be_read_one_way_is_refused(
     assert said in str(caught.value)
 
 
-def test_a_target_whose_groups_would_overwrite_a_field_is_said() -> None:
-    wms = layout(WMS, groups=[{**WMS["groups"][0], "path": "OrderNo"}])
-    assert any("group 'Packages'" in p for p in wms.write_collisions())
+@pytest.mark.parametrize(
+    ("data", "groups", "said"),
+    [
+        # A group where a field is: each value read twice.
+        (
+            WMS,
+            [{**WMS["groups"][0], "path": "OrderNo"}],
+            "is at or inside the path of group 'Packages'",
+        ),
+        # A group at the lines' path: every line read twice.
+        (
+            WMS,
+            [{**WMS["groups"][0], "path": "Items/Item"}],
+            "the lines ('Items/Item') is at or inside the path of group",
+        ),
+        # A JSON field going into a group's list: read by no one.
+        (
+            {**SHOP, "fields": [*SHOP["fields"], {"name": "n", "column": "packages.count"}]},
+            SHOP["groups"],
+            "its items would be read by neither",
+        ),
+        # A query where a path is meant.
+        (WMS, [{**WMS["groups"][0], "path": "../Packages/Package"}], "not a query"),
+        (WMS, [{**WMS["groups"][0], "path": "Packages/Package[1]"}], "not a query"),
+        (SHOP, [{**SHOP["groups"][0], "path": "$.packages"}], "not a document path"),
+        (WMS, [{**WMS["groups"][0], "path": "q:Packages/q:Package"}], "prefix 'q' is not declared"),
+    ],
+)
+def test_a_group_path_that_would_read_an_element_twice_or_never_is_refused(
+    data: dict[str, Any], groups: list[dict[str, Any]], said: str
+) -> None:
+    with pytest.raises(ValueError) as caught:
+        layout(data, groups=groups)
+    assert said in str(caught.value)
+
+
+def test_an_xml_field_on_a_groups_enclosing_element_is_written_on_that_one_element(
+    tmp_path: Path,
+) -> None:
+    wms = layout(
+        WMS,
+        fields=[*WMS["fields"], {"name": "Parcels", "column": "Packages/@count"}],
+    )
+    doc = Document(
+        "x",
+        {"OrderNo": "E1", "Parcels": "1", "Packages": [{"No": "P1"}]},
+        [{"Sku": "A", "Qty": 1}],
+    )
+    out = io.BytesIO()
+    codec_for(wms).write([doc], wms, "out", out)
+    written = out.getvalue()
+    assert written.count(b"<Packages") == 1
+    (back,), report = read(wms, written)
+    assert not report, report.text()
+    assert back.values["Parcels"] == "1"
 
 
 def test_steps_carry_groups_from_one_step_to_the_next(tmp_path: Path) -> None:

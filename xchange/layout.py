@@ -840,6 +840,8 @@ class XmlOptions(StrictModel):
     declared_encoding: Literal["agree", "trust"] = "agree"
 
 
+#: One step of an XML group's path: an element's name, with a prefix or not.
+_XML_STEP = re.compile(r"[^\W\d][\w.-]*(?::[^\W\d][\w.-]*)?")
 _JSON_STEP = re.compile(r"\.([^.\[\]]+)|\[(\d+|\*)\]")
 
 
@@ -997,6 +999,8 @@ class Layout(StrictModel):
         self._check_groups()
         if self.codec == "json":
             self._check_outside()
+        if self.codec == "xml" and self.xml is not None:
+            self._check_prefixes()
         if self.codec != "csv" and "csv" in self.model_fields_set:
             raise ValueError(f"csv: a {self.codec} layout has no [csv] options")
         if self.codec != "json" and "json_" in self.model_fields_set:
@@ -1050,6 +1054,81 @@ class Layout(StrictModel):
                 )
             if group.max_items is not None and group.max_items < group.min_items:
                 raise ValueError(f"{where}: max_items is below min_items")
+            self._check_group_path(group)
+        if self.groups:
+            self._check_levels()
+
+    def _check_group_path(self, group: GroupSpec) -> None:
+        """A group's path is plain steps: element names (XML, a prefix declared under
+        [xml] namespaces) or keys (JSON): no query, no step up or across."""
+        where = f"groups.{group.name}.path"
+        if self.codec == "xml":
+            for step in group.path.split("/"):
+                if not _XML_STEP.fullmatch(step):
+                    raise ValueError(
+                        f"{where}: {group.path!r}: each step is an element's name "
+                        "(Packages/Package), not a query ('.', '..', '*', '//', [n], @)"
+                    )
+        elif any(
+            not part or part != part.strip() or part[0] in "$^" or "[" in part
+            for part in group.path.split(".")
+        ):
+            raise ValueError(
+                f"{where}: {group.path!r}: a dotted key path below its parent (packages, "
+                "data.packages), not a document path ($, ^, [n], empty keys or spaces around one)"
+            )
+
+    def _check_levels(self) -> None:
+        """At each level, no path reads what a group's list holds: a field, the lines or
+        another group at a group's path or inside it, nor a group at or inside the lines'
+        (it would be read twice, or in JSON not at all: a key path does not go into a
+        list)."""
+        xml = self.codec == "xml"
+        sep = "/" if xml else "."
+        if self.xml is not None:
+            lines = "/".join(p for p in (self.xml.lines, self.xml.line) if p)
+        else:
+            lines = self.json_.lines or "lines"
+        for level in ("record", "lines", *(g.name for g in self.groups)):
+            if level == "lines" and self.shape != "nested":
+                continue
+            groups = [(g.path, f"group {g.name!r}") for g in self.children(level)]
+            others = [
+                (f.key.split("@")[0].rstrip("/") if xml else f.key, f"field {f.name!r}")
+                for f in self.level_fields(level)
+                if f.key != "." and not f.key.startswith(("/", "$.", "^"))
+            ]
+            if level == "record" and self.shape == "nested":
+                others.append((lines, "the lines"))
+            pairs = [(g, o) for g in groups for o in groups + others if o != g]
+            if level == "record" and self.shape == "nested":
+                pairs += [((lines, "the lines"), g) for g in groups]
+            for (path, what), (other, other_what) in pairs:
+                if other and (other == path or other.startswith(path + sep)):
+                    raise ValueError(
+                        f"{other_what} ({other!r}) is at or inside the path of {what} "
+                        f"({path!r}): "
+                        "its items would be read "
+                        + ("twice" if other == path or xml else "by neither")
+                        + "; give each its own path"
+                    )
+
+    def _check_prefixes(self) -> None:
+        """Every namespace prefix a path uses is declared (else every file would fail)."""
+        assert self.xml is not None
+        declared = set(self.xml.namespaces) | {"xml"}
+        paths = [(f"field {f.name!r}", f.key) for f in (*self.fields, *self.line_fields)]
+        paths += [(f"field {f.name!r}", f.key) for g in self.groups for f in g.fields]
+        paths += [(f"groups.{g.name}.path", g.path) for g in self.groups]
+        paths += [(f"unknown_in {k!r}", k) for k in self.unknown_in]
+        for what, path in paths:
+            for step in re.split(r"[/@]", path):
+                prefix, colon, _ = step.partition(":")
+                if colon and not step.startswith("{") and prefix not in declared:
+                    raise ValueError(
+                        f"{what}: {path!r}: the prefix {prefix!r} is not declared under "
+                        "[xml] namespaces"
+                    )
 
     def _check_outside(self) -> None:
         """JSON fields outside the record: record fields only, above the root nowhere."""

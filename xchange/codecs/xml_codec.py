@@ -1218,7 +1218,10 @@ class XmlCodec:
             *outer, item_tag = group.path.split("/")
             parent = element
             for step in outer:
-                parent = etree.SubElement(parent, self._q(opts, step))
+                # One enclosing element: the one a field (or the lines) wrote, if any.
+                tag = self._q(opts, step)
+                found = parent.find(tag)
+                parent = found if found is not None else etree.SubElement(parent, tag)
             for item in values.get(group.name) or ():
                 node = etree.SubElement(parent, self._q(opts, item_tag))
                 self._fields(node, group.fields, item, opts)
