@@ -21,6 +21,7 @@ from xchange.layout import Layout
 from xchange.mapping import (
     Document,
     Mapping,
+    Record,
     Step,
     apply_mapping,
     apply_steps,
@@ -199,16 +200,31 @@ def test_unknown_input_inside_a_group_item_is_a_problem_naming_its_path() -> Non
     assert "not in layout wms" in report.text()
 
 
+def test_unknown_input_deep_in_groups_is_located_where_it_is() -> None:
+    boxes = [
+        {"name": "boxes", "under": "lines", "path": "boxes", "fields": [{"name": "box"}]},
+        {"name": "parts", "under": "boxes", "path": "parts", "fields": [{"name": "part"}]},
+    ]
+    data = ORDER.replace(
+        b'"serials": []', b'"serials": [], "boxes": [{"box": "B1", "parts": [{"px": 1}]}]'
+    )
+    _, report = read(layout(SHOP, groups=[*SHOP["groups"], *boxes]), data)
+    (problem,) = report.ordered()
+    assert problem.location == "$.orders[0].goods[1].boxes[0].parts[0]"
+    assert problem.field == "goods.boxes.parts.px"  # as [unknown_in] says it: from the record
+
+
 def test_a_list_of_values_refuses_an_object_and_a_group_refuses_a_value() -> None:
     data = ORDER.replace(b'"waybills": ["SF1", "SF2"]', b'"waybills": ["SF1", {"no": "SF2"}]')
     _, report = read(layout(SHOP), data)
-    assert "an item of group waybills is one value, found an object" in report.text()
+    (problem,) = report.ordered()  # (once: not also as an unknown key "no")
+    assert "an item of group waybills is one value, found an object" in problem.message
     data = ORDER.replace(b'"waybills": []', b'"waybills": "SF3"')
     _, report = read(layout(SHOP), data)
     assert "group waybills must be a JSON list" in report.text()
     data = ORDER.replace(b'"waybills": ["SF1", "SF2"]', b'"waybills": ["SF1", "XX2"]')
     _, report = read(layout(SHOP), data)
-    assert [(p.field, p.rule) for p in report.ordered()] == [(".", "pattern")]
+    assert [(p.field, p.rule) for p in report.ordered()] == [("waybill", "pattern")]
     assert "$.orders[0].packages[0].waybills[1]" in report.text()
 
 
@@ -290,6 +306,17 @@ def test_an_item_filter_keeps_items_and_counts_the_others(tmp_path: Path) -> Non
                 "Serials": {"from": "serials", "rules": {"SN": {"expr": "serial + weight"}}},
             },
             "groups.Serials.rules.SN.expr: position 10: unknown field 'weight'",
+        ),
+        (
+            {**RULES["groups"], "Serials": {"from": "serials", "rules": {"SN": "serail"}}},
+            "groups.Serials.rules.SN: no field 'serail' here",
+        ),
+        (
+            {
+                **RULES["groups"],
+                "Serials": {"from": "serials", "rules": {"SN": {"template": "{weight}"}}},
+            },
+            "groups.Serials.rules.SN: no field 'weight' here",
         ),
     ],
 )
@@ -460,8 +487,55 @@ def test_a_serial_number_given_twice_in_a_file_is_a_problem_at_its_second_place(
     with pytest.raises(ValidationFailed) as info:
         Pipeline(route, FORMATS).convert(data, source.name, datetime(2026, 11, 22, 20, 0))
     (problem,) = info.value.report.problems
-    assert (problem.field, problem.rule, problem.value) == (".", "unique", "SN3003-000118")
+    assert (problem.field, problem.rule, problem.value) == ("serial_no", "unique", "SN3003-000118")
     assert problem.location == (
         "line 24 /InboundConfirmations/Receipt[1]/Items/Item[2]/Serials/Serial[1]"
     )
     assert "already at line 15 " in problem.message
+
+
+def test_a_named_value_cannot_take_the_name_of_a_source_items_field(tmp_path: Path) -> None:
+    problems = check_mapping(
+        mapping(tmp_path, let={"waybill": "sum(qty)"}), layout(SHOP), layout(WMS)
+    )
+    assert any("let.waybill: a source field has this name" in p for p in problems)
+
+
+def test_more_items_than_the_target_layout_allows_is_a_problem_not_a_file_it_refuses(
+    tmp_path: Path,
+) -> None:
+    source, m = layout(SHOP), mapping(tmp_path)
+    target = layout(WMS, groups=[{**WMS["groups"][0], "max_items": 1}, *WMS["groups"][1:]])
+    records, report = read(source, ORDER)
+    list(apply_mapping(m, target, records, report, compiled=compile_mapping(m, source, target)[0]))
+    (problem,) = report.ordered()
+    assert problem.rule == "group"
+    assert "has 2 item(s); the layout allows at most 1: layout wms would refuse" in problem.message
+
+
+def test_rows_of_a_grouped_document_must_agree_on_what_a_groups_rules_read(
+    tmp_path: Path,
+) -> None:
+    rows = Layout.model_validate(
+        {"name": "rows", "codec": "csv", "fields": [{"name": "order_sn"}, {"name": "sku"}]}
+    )
+    target = layout(WMS, groups=[{"name": "Tag", "path": "Tag", "fields": [{"name": "T"}]}])
+    m = Mapping.model_validate(
+        {
+            "name": "g",
+            "source": "rows",
+            "target": "wms",
+            "group_by": ["order_sn"],
+            "header": {"OrderNo": "order_sn"},
+            "lines": {"Sku": "sku", "Qty": {"const": "1"}},
+            "groups": {"Tag": {"rules": {"T": "sku"}}},
+            "source_file": tmp_path / "g.toml",
+        }
+    )
+    assert check_mapping(m, rows, target) == []
+    records = [Record(f"row {i}", {"order_sn": "E1", "sku": sku}) for i, sku in enumerate("AB", 1)]
+    report = Report("in")
+    list(apply_mapping(m, target, records, report, compiled=compile_mapping(m, rows, target)[0]))
+    (problem,) = report.ordered()
+    assert (problem.location, problem.rule) == ("row 2", "agree")
+    assert "groups.Tag.T takes one value" in problem.message

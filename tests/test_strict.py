@@ -513,9 +513,15 @@ def test_the_format_reference_examples_are_valid_files() -> None:
     from xchange.mapping import Mapping
 
     text = (REPO / "docs" / "formats.md").read_text(encoding="utf-8")
-    layout_block, options_block, mapping_block, expressions_block, document_block = re.findall(
-        r"```toml\n(.*?)```", text, re.S
-    )
+    (
+        layout_block,
+        options_block,
+        mapping_block,
+        expressions_block,
+        document_block,
+        groups_block,
+        group_rules_block,
+    ) = re.findall(r"```toml\n(.*?)```", text, re.S)
     layout = tomllib.loads(layout_block)
     # (the CSV example reads rows; its [[line_fields]] are for the nested ones below)
     Layout.model_validate({k: v for k, v in layout.items() if k != "line_fields"})
@@ -538,6 +544,10 @@ def test_the_format_reference_examples_are_valid_files() -> None:
     )
     document = tomllib.loads(document_block)
     Mapping.model_validate({**base, **document, "lines": {**base["lines"], **document["lines"]}})
+    # Groups: a JSON layout's, and the rules of a mapping's group.
+    groups = tomllib.loads(groups_block)
+    Layout.model_validate({**others, "codec": "json", **groups})
+    Mapping.model_validate({**base, **tomllib.loads(group_rules_block)})
     from xchange.expressions import functions_reference
 
     for name in functions_reference():

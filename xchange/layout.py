@@ -319,6 +319,12 @@ class FieldSpec(StrictModel):
         """Where the field is in a file: its column (or path), else its name."""
         return self.column or self.name
 
+    @functools.cached_property
+    def shown(self) -> str:
+        """How a report names the field: its key, or its name where the key is the item
+        itself (``"."``: a group's item that is one value)."""
+        return self.name if self.key == "." else self.key
+
     # ------------------------------------------------------------------ reading
 
     def parse(self, text: str | None) -> Any:
@@ -669,7 +675,7 @@ def parse_field(
     try:
         value = spec.parser(text)
     except FieldValueError as exc:
-        report.add(where, spec.key, exc.rule, text, exc.message)
+        report.add(where, spec.shown, exc.rule, text, exc.message)
         if failed is not None:
             failed.add(spec.name)
         return None

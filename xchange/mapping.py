@@ -58,6 +58,7 @@ from xchange.layout import (
     Layout,
     StrictModel,
     as_text,
+    group_count,
     load_toml_model,
 )
 from xchange.lookups import Lookup, Lookups
@@ -246,11 +247,12 @@ def check_mapping(mapping: Mapping, source: Layout, target: Layout) -> list[str]
                 f"{where}: group_by: source layout {source.source_file} has no field {key!r}"
             )
     line_targets = {f.name for f in target.line_fields}
+    item_fields = {f.name for g in source.groups for f in g.fields}
     for section, named in (("let", mapping.let), ("line_let", mapping.line_let)):
         for name in named:
             clash = (
                 "a source field"
-                if name in src_fields
+                if name in src_fields or name in item_fields
                 else "a target line field"
                 if name in line_targets
                 else "a [let] value"
@@ -401,7 +403,21 @@ def _group_problems(mapping: Mapping, source: Layout, target: Layout, where: str
                     f"{key}.rules: {'required ' if spec.required else ''}field "
                     f"{spec.name!r} of group {group.name!r} ({target.source_file}) has no rule"
                 )
+        known_from = rules.from_ is None or rules.from_ in sources
+        readable = (
+            _group_names(mapping, source, target, group.name)[0] | set(mapping.let)
+            if known_from
+            else frozenset()
+        )
         for name, rule in rules.rules.items():
+            if known_from and rule.expr is None:
+                for used in rule.inputs():
+                    if used not in readable:
+                        problems.append(
+                            f"{key}.rules.{name}: no field {used!r} here (an item's rules read "
+                            "its source item's fields, every level's above it, and its "
+                            "parent's target fields)"
+                        )
             if rule.table is not None and rule.table not in mapping.tables:
                 problems.append(f"{key}.rules.{name}.table: no table {rule.table!r}")
             if rule.row is not None:
@@ -858,6 +874,27 @@ class _Evaluator:
         for name, expression in compiled.lets.items():  # read from the same first row
             for used in sorted(expression.outer_names):
                 self.agreed.setdefault(used, []).append(f"let.{name}")
+        # Groups made from the document's values (no ``from`` up to it): the same.
+        for group in target.groups:
+            if not self._reads_document(group.name):
+                continue
+            for name, rule in mapping.groups[group.name].rules.items():
+                expression = compiled.rules.get((f"groups.{group.name}", name))
+                if rule.expr is not None and expression is None:
+                    continue
+                reads = expression.outer_names if expression is not None else rule.fields
+                for used in sorted(reads):
+                    self.agreed.setdefault(used, []).append(f"groups.{group.name}.{name}")
+
+    def _reads_document(self, level: str) -> bool:
+        """Whether a target group's items are made from the document's own values (it and
+        every group above it up to the document have no ``from``)."""
+        while level not in ("record", "lines"):
+            rules = self.mapping.groups.get(level)
+            if rules is None or rules.from_ is not None:
+                return False
+            level = next(g.under for g in self.target.groups if g.name == level)
+        return level == "record"
 
     def values(
         self,
@@ -1184,6 +1221,15 @@ class _Evaluator:
                     inner = {**item_ctx, GROUPS: item.groups if item is not None else held}
                     values.update(self.items(group.name, inner, item_failed, at, values))
                 items.append(values)
+            problem = group_count(group, len(items))
+            if problem:
+                self.report.add(
+                    where,
+                    group.name,
+                    "group",
+                    None,
+                    f"{problem}: layout {self.target.name} would refuse what is written",
+                )
             out[group.name] = items
         return out
 

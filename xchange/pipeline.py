@@ -451,7 +451,7 @@ def _unique_checked(layout: Layout, records: Iterable[Record], report: Report) -
         if key in first:
             report.add(
                 row.location,
-                spec.key,
+                spec.shown,
                 "unique",
                 value,
                 f"the same value is already at {first[key]}",

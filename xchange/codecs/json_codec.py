@@ -479,7 +479,7 @@ def _as_text(spec: FieldSpec, value: Any, where: str, report: Report) -> str | b
     if not fits:
         report.add(
             where,
-            spec.key,
+            spec.shown,
             "type",
             None,
             f"a {kind} field takes {_TAKES[kind]}, found {_json_kind(value)}",
@@ -495,7 +495,7 @@ def _as_text(spec: FieldSpec, value: Any, where: str, report: Report) -> str | b
                 value.as_tuple().exponent < -40  # type: ignore[operator]
             )
         ):
-            report.add(where, spec.key, "type", str(value)[:40], "number out of range")
+            report.add(where, spec.shown, "type", str(value)[:40], "number out of range")
             return False
         return format(value, "f") if spec.type == "decimal" else str(value)
     return str(value)
@@ -506,12 +506,14 @@ class _Node:
     whether it holds the lines (its keys are each line's), and what unknown keys at or
     below it mean."""
 
-    __slots__ = ("children", "inner", "lines", "policy", "value")
+    __slots__ = ("children", "inner", "lines", "policy", "scalar", "value")
 
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
         self.value = False
         self.lines = False
+        #: A list whose items are values (a group of one field at "."), not objects.
+        self.scalar = False
         self.policy: str | None = None
         #: The children that hold keys of their own (objects, the lines), with their keys.
         self.inner: list[tuple[str, _Node]] = []
@@ -581,6 +583,7 @@ class _Keys:
         for group in layout.children(level):
             node = base.at(group.path)
             node.lines = True
+            node.scalar = group.scalar
             for spec in group.fields:
                 if spec.key != ".":
                     node.at(spec.key).value = True
@@ -615,8 +618,10 @@ class _Keys:
         where: str,
         prefix: str,
         report: Report,
+        local: str = "",
     ) -> None:
-        """The keys of ``obj`` (at ``node``; ``prefix`` is its key path in the record)."""
+        """The keys of ``obj`` (at ``node``; ``prefix`` is its key path in the record,
+        ``local`` in the object at ``where``: the record, a line or an item)."""
         policy = node.policy or policy
         if obj.keys() <= node.children.keys():
             # The usual object: every key known; only what holds keys is looked inside
@@ -626,9 +631,9 @@ class _Keys:
                 for key, below, value in inner:
                     path = f"{prefix}{key}"
                     if below.lines:
-                        self._lines(value, below, policy, where, path, report)
+                        self._lines(value, below, policy, where, path, f"{local}{key}", report)
                     else:
-                        self.walk(value, below, policy, where, f"{path}.", report)
+                        self.walk(value, below, policy, where, f"{path}.", report, f"{local}{key}.")
                 return
         for key, value in obj.items():
             path = f"{prefix}{key}"
@@ -638,11 +643,11 @@ class _Keys:
                 continue
             below = found
             if below.lines:
-                self._lines(value, below, policy, where, path, report)
+                self._lines(value, below, policy, where, path, f"{local}{key}", report)
             elif below.value:
                 continue  # a field reads it (and says if its type does not fit)
             elif isinstance(value, dict):
-                self.walk(value, below, policy, where, f"{path}.", report)
+                self.walk(value, below, policy, where, f"{path}.", report, f"{local}{key}.")
             elif value is not None:
                 self._unknown(
                     below.policy or policy,
@@ -654,14 +659,22 @@ class _Keys:
                 )
 
     def _lines(
-        self, value: Any, node: _Node, policy: str, where: str, path: str, report: Report
+        self,
+        value: Any,
+        node: _Node,
+        policy: str,
+        where: str,
+        path: str,
+        local: str,
+        report: Report,
     ) -> None:
-        """The keys of each line of a record's list of lines (what is not a list or not
-        an object is the record reader's problem)."""
-        if isinstance(value, list):
+        """The keys of each line of a record's list of lines, or of each item of a group's
+        list (``local``: its key path in the object at ``where``; what is not a list, not
+        an object, or an object in a list of values is the record reader's problem)."""
+        if isinstance(value, list) and not node.scalar:
             for i, item in enumerate(value):
                 if isinstance(item, dict):
-                    at = f"{where}.{path}[{i}]"
+                    at = f"{where}.{local}[{i}]"
                     self.walk(item, node, node.policy or policy, at, f"{path}.", report)
 
     def _unknown(
@@ -886,7 +899,7 @@ class JsonCodec:
             try:
                 values[spec.name] = spec.parser(text)  # type: ignore[arg-type]
             except FieldValueError as exc:
-                report.add(where, key, exc.rule, text, exc.message)
+                report.add(where, spec.shown, exc.rule, text, exc.message)
                 failed.add(spec.name)
                 values[spec.name] = None
                 continue

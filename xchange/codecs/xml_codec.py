@@ -539,7 +539,7 @@ class _Extractor:
                 failed.add(spec.name)
                 values[spec.name] = None
             elif isinstance(value, FieldValueError):
-                report.add(where, spec.key, value.rule, None, value.message)
+                report.add(where, spec.shown, value.rule, None, value.message)
                 failed.add(spec.name)
                 values[spec.name] = None
             elif isinstance(value, list):
@@ -751,7 +751,7 @@ class _Accounting:
             "structure",
             None,
             f"<{_clip(_local(element.tag))}> is here a second time, where layout "
-            f"{self.layout.name} has one: its records would be merged into one list without "
+            f"{self.layout.name} has one: what it holds would be merged into one list without "
             "a word (is this two documents in one file?)",
         )
 
