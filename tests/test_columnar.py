@@ -602,3 +602,44 @@ def test_computed_numbers_are_written_as_decimal_writes_them(values: list[int], 
 
     written = _decimal_text(np.array(values, dtype=np.int64), scale).tolist()
     assert written == [format(Decimal(v).scaleb(-scale), "f") for v in values]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(alphabet=["A", "b", "-", "1", "\x00", "é", " "], max_size=40),
+        st.text(alphabet=["M", "1", " "], max_size=5),
+        max_size=30,
+    ),
+    st.lists(st.text(alphabet=["A", "b", "-", "1", "\x00", "é", " "], max_size=40), max_size=20),
+    st.data(),
+)
+def test_a_column_of_keys_is_looked_up_as_the_dictionary_does(
+    table: dict[str, str], others: list[str], data: st.DataObject
+) -> None:
+    """Keys looked up a column at once (as numbers, when they are short ASCII text) find
+    what the dictionary finds, and a key it lacks (longer, shorter, with a NUL, not ASCII,
+    differing in one character) gives the chunk to the row path."""
+    from xchange.codecs.columnar import _GiveUp, _Table
+
+    keys = data.draw(st.lists(st.sampled_from(sorted(table) or [""]), max_size=20))
+    keys += data.draw(st.sampled_from([[], others]))
+    prepared = _Table.of(table)
+    try:
+        got: object = list(prepared.get(keys))
+    except _GiveUp:
+        got = "row path"
+    expected = [table[k] for k in keys] if all(k in table for k in keys) else "row path"
+    assert got == expected
+
+
+def test_lookups_of_short_ascii_keys_use_the_index() -> None:
+    """(The fast way is taken for the benchmark's keys; a NUL or a long key is not.)"""
+    from xchange.codecs.columnar import _Table
+
+    table = {f"SKU-{i:05d}": f"M{i:06d}" for i in range(1000)}
+    assert _Table.of(table).index is not None
+    assert list(_Table.of(table).get(["SKU-00007", "SKU-00999"])) == ["M000007", "M000999"]
+    assert _Table.of({"a\x00": "x"}).index is None
+    assert _Table.of({"k" * 33: "x"}).index is None
+    assert _Table.of({"中": "x"}).index is None

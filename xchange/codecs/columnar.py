@@ -256,7 +256,7 @@ class ColumnarPlan:
         self.by_name = {f.name: f for f in source.fields}
         #: What the chunk being converted has computed once for all its expressions.
         self._memo = _Memo()
-        self._tables: dict[str, tuple[dict[str, Any], bool]] = {}
+        self._tables: dict[str, _Table] = {}
 
     #: Every key of a mapping, by what the columnar path does with it: carried out, or a
     #: reason to leave the route to the row path (``build`` refuses it). A new key is in
@@ -758,6 +758,85 @@ def _exact(values: np.ndarray, scale: int | None) -> tuple[np.ndarray, int] | No
     return np.where(is_minus[:, 0], -scaled, scaled), scale
 
 
+#: Odd multipliers of the 8-byte words of a key, for one 64-bit hash of it.
+_WORD_MULTIPLIERS = np.array(
+    [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93],
+    dtype=np.uint64,
+)
+
+
+def _words(texts: list[str]) -> np.ndarray | None:
+    """ASCII texts as rows of 8-byte words (zero padded), or None: a text that is not
+    ASCII, holds a NUL (it would read as its padding), or is longer than 32 characters."""
+    try:
+        raw = np.array(texts, dtype=object).astype("S")
+    except (UnicodeEncodeError, TypeError, ValueError):
+        return None
+    width = raw.dtype.itemsize
+    if width > 32:
+        return None
+    buf = np.zeros((len(texts), 8 * -(-width // 8)), dtype=np.uint8)
+    buf[:, :width] = raw.view(np.uint8).reshape(len(texts), width)
+    if int(np.count_nonzero(buf)) != sum(map(len, texts)):
+        return None
+    return buf.view(np.uint64)
+
+
+def _hashes(words: np.ndarray) -> np.ndarray:
+    """One 64-bit number per row of words (equal rows, equal numbers)."""
+    return (words * _WORD_MULTIPLIERS[: words.shape[1]]).sum(axis=1, dtype=np.uint64)
+
+
+@dataclass(slots=True)
+class _Table:
+    """A value table or lookup column as prepared for the columnar path: its values text
+    (else the row path), whether they are all trimmed, and, for keys of ASCII text of
+    at most 32 characters, an index of them as numbers (a whole column of keys looked up
+    at once; a key is found only if its words equal the table key's)."""
+
+    values: dict[str, str]
+    stripped: bool
+    index: pd.Index | None = None
+    words: np.ndarray | None = None
+    column: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, values: dict[str, Any]) -> _Table:
+        if not all(type(v) is str for v in values.values()):
+            raise _GiveUp
+        table = cls(values, all(v == v.strip() for v in values.values()))
+        keys = list(values)
+        words = _words(keys) if keys and all(type(k) is str for k in keys) else None
+        if words is not None:
+            index = pd.Index(_hashes(words))
+            if index.is_unique:  # (else each key by the dictionary)
+                table.index, table.words = index, words
+                table.column = np.array([values[k] for k in keys], dtype=object)
+        return table
+
+    def get(self, keys: list[str]) -> list[str] | np.ndarray:
+        """The value of every key; a key not in the table gives up (the row path says
+        where it is missing)."""
+        index, known, column = self.index, self.words, self.column
+        words = None if index is None else _words(keys)
+        if words is None or index is None or known is None or column is None:
+            try:
+                return list(map(self.values.__getitem__, keys))
+            except (KeyError, TypeError):
+                raise _GiveUp from None
+        have = known.shape[1]
+        if words.shape[1] > have:
+            if bool(words[:, have:].any()):
+                raise _GiveUp  # longer than every key of the table
+            words = words[:, :have]
+        elif words.shape[1] < have:
+            words = np.hstack([words, np.zeros((len(keys), have - words.shape[1]), np.uint64)])
+        at = index.get_indexer(pd.Index(_hashes(words)))
+        if bool((at < 0).any()) or not bool((known[at] == words).all()):
+            raise _GiveUp
+        return column[at]
+
+
 _TEXT_FUNCTIONS: dict[str, Callable[[str], str]] = {
     "upper": str.upper,
     "lower": str.lower,
@@ -772,23 +851,20 @@ class _Memo:
 
     __slots__ = ("numbers", "tables", "texts")
 
-    def __init__(self, tables: dict[str, tuple[dict[str, Any], bool]] | None = None) -> None:
+    def __init__(self, tables: dict[str, _Table] | None = None) -> None:
         self.numbers: dict[int, tuple[_Col, _Num]] = {}
         self.texts: dict[tuple[str, int], tuple[pd.Series, pd.Series]] = {}
-        #: The plan's, kept from chunk to chunk: a value table or lookup column by name
-        #: -> the dictionary last seen and whether its values are all trimmed text.
+        #: The plan's, kept from chunk to chunk: value tables and lookup columns by name.
         self.tables = {} if tables is None else tables
 
-    def table(self, name: str, values: dict[str, Any]) -> bool:
-        """Whether no value of a table has whitespace at either end (judged once per
-        dictionary: a lookup makes a new one when its master data changes); a value that
-        is not text is the row path's to write."""
+    def table(self, name: str, values: dict[str, Any]) -> _Table:
+        """A value table or lookup column, prepared once per dictionary (a lookup makes a
+        new one when its master data changes); a value that is not text is the row
+        path's to write."""
         known = self.tables.get(name)
-        if known is None or known[0] is not values:
-            if not all(type(v) is str for v in values.values()):
-                raise _GiveUp
-            known = self.tables[name] = (values, all(v == v.strip() for v in values.values()))
-        return known[1]
+        if known is None or known.values is not values:
+            known = self.tables[name] = _Table.of(values)
+        return known
 
     def text(self, name: str, text: pd.Series) -> pd.Series:
         """upper, lower or trim (``str.strip``) of every value of a column of text, once
@@ -991,13 +1067,9 @@ class _Vector:
             key = self._eval(node.args[1], expression)
             if not isinstance(key, _Col) or key.kind != "str" or bool(key.null.any()):
                 raise _GiveUp
-            values = self.compiled.column(table)
-            stripped = self.memo.table(table, values)
-            try:
-                mapped = list(map(values.__getitem__, key.data.tolist()))
-            except (KeyError, TypeError):
-                raise _GiveUp from None  # a miss: the row path reports it where it is
-            return _Col("str", pd.Series(mapped, dtype=object), key.null, stripped=stripped)
+            values = self.memo.table(table, self.compiled.column(table))
+            mapped = values.get(key.data.tolist())
+            return _Col("str", pd.Series(mapped, dtype=object), key.null, stripped=values.stripped)
         if name in ("upper", "lower", "trim"):
             value = self._eval(node.args[0], expression)
             if not isinstance(value, _Col) or value.kind != "str":
