@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -362,3 +363,283 @@ def test_every_mapping_key_is_carried_out_or_refused_by_the_columnar_path() -> N
     keys = set(Mapping.model_fields)
     assert keys == ColumnarPlan.CARRIES_OUT | ColumnarPlan.REFUSES
     assert not ColumnarPlan.CARRIES_OUT & ColumnarPlan.REFUSES
+
+
+# --------------------------------------------------------------------------- exact numbers
+
+#: A route of computed numbers over a decimal without a scale (``amount``), one with a
+#: scale of 2 (``price``) and an integer (``qty``), a lookup of an upper-cased key (its
+#: values with and without spaces around them) and a filter.
+NUMBERS = {
+    "src.toml": """
+name = "src"
+version = "1"
+codec = "csv"
+encoding = "utf-8"
+shape = "rows"
+[[fields]]
+name = "amount"
+type = "decimal"
+required = true
+[[fields]]
+name = "price"
+type = "decimal"
+scale = 2
+required = true
+[[fields]]
+name = "qty"
+type = "integer"
+required = true
+[[fields]]
+name = "sku"
+type = "string"
+required = true
+""",
+    "tgt.toml": """
+name = "tgt"
+version = "1"
+codec = "csv"
+encoding = "utf-8"
+shape = "rows"
+[[fields]]
+name = "Product"
+type = "decimal"
+scale = 7
+required = true
+[[fields]]
+name = "Sum"
+type = "decimal"
+scale = 2
+required = true
+[[fields]]
+name = "Net"
+type = "decimal"
+scale = 2
+required = true
+[[fields]]
+name = "Difference"
+type = "decimal"
+scale = 7
+[[fields]]
+name = "Sku"
+required = true
+[[fields]]
+name = "Material"
+required = true
+""",
+    "map.toml": """
+name = "map"
+version = "1"
+source = "src"
+target = "tgt"
+output = "batch"
+filter = "qty != 7"
+[header]
+Product = { expr = "amount * qty" }
+Sum = { expr = "price + qty" }
+Net = { expr = 'round(price * qty * 0.87, 2, "half-up")' }
+Difference = { expr = "price - amount" }
+Sku = { from = "sku", case = "upper" }
+Material = { expr = 'lookup("skus", upper(sku))' }
+[lookups.skus]
+file = "skus.csv"
+key = "sku"
+value = "material"
+""",
+    "skus.csv": "sku,material\nA-1,M1\nB-2, M2 \nC-3,M3\n",
+}
+
+#: Edge values of each source column (the other columns as in NUMBERS_GOOD).
+NUMBERS_EDGES = {
+    "amount": [
+        "1.0000001",  # a float would call this 1 (7 decimals, 1e-7 away from it)
+        "0.0000001",
+        "-1.0000001",
+        "-2.5",
+        "123.4500",
+        "0.1",
+        "1.00000001",  # beyond the target's scale
+        "299.9999999",
+        "300.0000000",
+        "300000000",  # beyond what the columnar path multiplies exactly
+        "3000000000",
+        "-0",
+        "-0.0",
+        "",
+        "12345678901234567890",
+        "1e3",
+        "1.",
+        ".5",
+        "١٢",
+    ],
+    "price": ["59.90", "-0.01", "0.00", "99999999.99", "0.005", "1.999", "", "-0.00", "1.5"],
+    "qty": ["1", "-3", "0", "007", "7", "9" * 18, "", "-0", "+2"],
+    "sku": ["a-1", "A-1", "b-2", "c-3", "x-9", "", " a-1 "],
+}
+NUMBERS_GOOD = {"amount": "2.25", "price": "10.10", "qty": "3", "sku": "a-1"}
+
+
+@pytest.fixture(scope="module")
+def numbers_route(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pipeline, Pipeline]:
+    formats = tmp_path_factory.mktemp("numbers")
+    for name, text in NUMBERS.items():
+        (formats / name).write_text(text.lstrip(), encoding="utf-8")
+    return fast_and_slow(route_config("src", "map", "tgt", "out.csv"), formats)
+
+
+def numbers_csv(rows: list[dict[str, str]]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(list(NUMBERS_GOOD))
+    writer.writerows([[row[k] for k in NUMBERS_GOOD] for row in rows])
+    return buf.getvalue().encode("utf-8")
+
+
+def chunk_of_csv(data: bytes) -> Chunk:
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
+    columns = {name: [row[i] for row in rows[1:]] for i, name in enumerate(rows[0])}
+    return Chunk(columns, len(rows) - 1, 0, True, lambda report: iter([]))  # type: ignore[arg-type]
+
+
+def test_computed_numbers_are_exact_on_the_columnar_path(
+    numbers_route: tuple[Pipeline, Pipeline],
+) -> None:
+    """Decimals of a field without a scale are read digit by digit: 1.0000001 stays
+    1.0000001 (read as a float and rounded to the fewest decimals, it became 1), on the
+    columnar path, as the row path gives it."""
+    fast, slow = numbers_route
+    assert fast._plan is not None
+    rows = [dict(NUMBERS_GOOD, amount="1.0000001"), dict(NUMBERS_GOOD, amount="-2.5")]
+    data = numbers_csv(rows)
+    fast.compiled.lookups.refresh()
+    assert fast._plan.convert(chunk_of_csv(data)) is not None
+    assert outcome(fast, data) == outcome(slow, data)
+    (out,) = fast.convert(data, "in.csv", NOW)
+    assert b"3.0000003," in out.data and b"-7.5000000," in out.data
+
+
+@pytest.mark.parametrize("column", list(NUMBERS_EDGES))
+def test_edge_numbers_give_what_the_row_path_gives(
+    numbers_route: tuple[Pipeline, Pipeline], column: str
+) -> None:
+    """Negative, many decimals, beyond the scale, empty, huge, not a number: the same
+    bytes or the same problems both ways (alone in a file, and beside a good row)."""
+    fast, slow = numbers_route
+    for value in NUMBERS_EDGES[column]:
+        row = dict(NUMBERS_GOOD, **{column: value})
+        for rows in ([row], [NUMBERS_GOOD, row, NUMBERS_GOOD]):
+            data = numbers_csv(rows)
+            assert outcome(fast, data) == outcome(slow, data), (column, value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries({k: st.sampled_from(v) for k, v in NUMBERS_EDGES.items()}),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_random_numbers_give_what_the_row_path_gives(
+    numbers_route: tuple[Pipeline, Pipeline], rows: list[dict[str, str]]
+) -> None:
+    fast, slow = numbers_route
+    data = numbers_csv(rows)
+    assert outcome(fast, data) == outcome(slow, data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.integers(0, 12).flatmap(
+            lambda places: st.decimals(
+                -(10**13), 10**13, allow_nan=False, allow_infinity=False, places=places
+            )
+        )
+        | st.integers(-(10**19), 10**19).map(Decimal)
+        | st.sampled_from(["1.50", "-0.10", "0.000", "2.0000001", "-0", "-0.00"]).map(Decimal),
+        min_size=1,
+        max_size=10,
+    ),
+    st.sampled_from([None, 0, 2, 5, 9]),
+)
+def test_numbers_are_read_as_decimal_reads_them(values: list[Decimal], scale: int | None) -> None:
+    """The columnar reading of number text gives Decimal's value exactly, or gives up; it
+    gives up only beyond what it holds (18 digits, the limit once scaled, a digit the scale
+    would lose, more than 9 decimals) and on a negative zero (Decimal keeps its sign)."""
+    import numpy as np
+
+    from xchange.codecs.columnar import _NUM_LIMIT, _exact
+
+    texts = [format(v, "f") for v in values]
+    read = _exact(np.array(texts, dtype=object), scale)
+    decimals = [max(0, -int(Decimal(t).normalize().as_tuple().exponent)) for t in texts]
+    needed = max(decimals) if scale is None else scale
+    scaled = [Decimal(t).scaleb(needed) for t in texts]
+    fits = (
+        needed <= 9
+        and all(s == s.to_integral_value() and abs(s) <= _NUM_LIMIT for s in scaled)
+        and all(sum(c.isdigit() for c in t) <= 18 for t in texts)
+        and not any(t.startswith("-") and Decimal(t) == 0 for t in texts)
+    )
+    assert (read is not None) == fits, texts
+    if read is not None:
+        data, got_scale = read
+        assert got_scale == needed
+        assert [Decimal(int(x)) for x in data] == scaled
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(-(10**18) * 9, 10**18 * 9) | st.integers(-1000, 1000), min_size=1),
+    st.integers(0, 9),
+)
+def test_computed_numbers_are_written_as_decimal_writes_them(values: list[int], scale: int) -> None:
+    """Scaled integers as text: what format(Decimal, "f") writes at that exponent."""
+    import numpy as np
+
+    from xchange.codecs.columnar import _decimal_text
+
+    written = _decimal_text(np.array(values, dtype=np.int64), scale).tolist()
+    assert written == [format(Decimal(v).scaleb(-scale), "f") for v in values]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(alphabet=["A", "b", "-", "1", "\x00", "é", " "], max_size=40),
+        st.text(alphabet=["M", "1", " "], max_size=5),
+        max_size=30,
+    ),
+    st.lists(st.text(alphabet=["A", "b", "-", "1", "\x00", "é", " "], max_size=40), max_size=20),
+    st.data(),
+)
+def test_a_column_of_keys_is_looked_up_as_the_dictionary_does(
+    table: dict[str, str], others: list[str], data: st.DataObject
+) -> None:
+    """Keys looked up a column at once (as numbers, when they are short ASCII text) find
+    what the dictionary finds, and a key it lacks (longer, shorter, with a NUL, not ASCII,
+    differing in one character) gives the chunk to the row path."""
+    from xchange.codecs.columnar import _GiveUp, _Table
+
+    keys = data.draw(st.lists(st.sampled_from(sorted(table) or [""]), max_size=20))
+    keys += data.draw(st.sampled_from([[], others]))
+    prepared = _Table.of(table)
+    try:
+        got: object = list(prepared.get(keys))
+    except _GiveUp:
+        got = "row path"
+    expected = [table[k] for k in keys] if all(k in table for k in keys) else "row path"
+    assert got == expected
+
+
+def test_lookups_of_short_ascii_keys_use_the_index() -> None:
+    """(The fast way is taken for the benchmark's keys; a NUL or a long key is not.)"""
+    from xchange.codecs.columnar import _Table
+
+    table = {f"SKU-{i:05d}": f"M{i:06d}" for i in range(1000)}
+    assert _Table.of(table).index is not None
+    assert list(_Table.of(table).get(["SKU-00007", "SKU-00999"])) == ["M000007", "M000999"]
+    assert _Table.of({"a\x00": "x"}).index is None
+    assert _Table.of({"k" * 33: "x"}).index is None
+    assert _Table.of({"中": "x"}).index is None

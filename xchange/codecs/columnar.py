@@ -217,6 +217,8 @@ class _Col:
     stripped: bool = False
     #: Decimals: no value has more decimals than this (known from the field's scale).
     scale: int | None = None
+    #: Decimals: every value is canonical with exactly ``scale`` decimals (as written).
+    exact: bool = False
 
 
 def _kind(spec: FieldSpec) -> str:
@@ -252,6 +254,9 @@ class ColumnarPlan:
         #: Rows the filter left out in the last chunk converted.
         self.skipped = 0
         self.by_name = {f.name: f for f in source.fields}
+        #: What the chunk being converted has computed once for all its expressions.
+        self._memo = _Memo()
+        self._tables: dict[str, _Table] = {}
 
     #: Every key of a mapping, by what the columnar path does with it: carried out, or a
     #: reason to leave the route to the row path (``build`` refuses it). A new key is in
@@ -363,6 +368,7 @@ class ColumnarPlan:
         if not chunk.clean:
             return None
         n = chunk.size
+        memo = self._memo = _Memo(self._tables)
         try:
             columns = {
                 spec.name: self._parse(spec, _series(chunk.columns.get(spec.key)), n)
@@ -370,10 +376,12 @@ class ColumnarPlan:
             }
             seq_start = chunk.offset
             if self.compiled.filter is not None:
-                keep = _Vector(self.compiled, columns, n).run(self.compiled.filter)
+                keep = _Vector(self.compiled, columns, n, memo).run(self.compiled.filter)
                 if not isinstance(keep, np.ndarray) or keep.dtype != bool:
                     raise _GiveUp
-                columns = {name: _kept(col, keep) for name, col in columns.items()}
+                kept = {name: _kept(col, keep) for name, col in columns.items()}
+                memo.keep(keep, {id(col): kept[name] for name, col in columns.items()})
+                columns = kept
                 self.skipped = int((~keep).sum())
                 n = int(keep.sum())
             out = {}
@@ -558,7 +566,7 @@ class ColumnarPlan:
         none = pd.Series(False, index=range(n))
         if rule.expr is not None:
             expression = self.compiled.rules[("header", spec.name if spec else "")]
-            value = _Vector(self.compiled, columns, n).run(expression)
+            value = _Vector(self.compiled, columns, n, self._memo).run(expression)
             if isinstance(value, _Num):
                 if spec is None or _kind(spec) != "dec" or spec.scale is None:
                     raise _GiveUp  # the row path's text of a number: exact to the digit
@@ -587,10 +595,8 @@ class ColumnarPlan:
             if rule.trim and not stripped:
                 data = _smap(str.strip, data)
                 stripped = True
-            if rule.case == "upper":
-                data = _smap(str.upper, data)
-            elif rule.case == "lower":
-                data = _smap(str.lower, data)
+            if rule.case in ("upper", "lower"):
+                data = self._memo.text(rule.case, data)
             col = _Col("str", data, col.null | _is_empty(data), stripped=stripped)
         if rule.default is not None:
             col = _Col(
@@ -649,7 +655,9 @@ class ColumnarPlan:
             exact = None if spec.scale is None else f"{_CANONICAL_INT}\\.[0-9]{{{spec.scale}}}"
             if spec.scale == 0:
                 exact = _CANONICAL_INT
-            if exact is not None and _all_match(data[~col.null], exact):
+            if col.exact and col.scale == spec.scale:
+                pass  # written so (a computed number)
+            elif exact is not None and _all_match(data[~col.null], exact):
                 pass  # every value has exactly ``scale`` decimals already
             elif spec.scale is not None:
                 data = _smap(_scaled(spec.scale), data.where(~col.null, "0"))
@@ -684,6 +692,203 @@ class _Num:
 #: Scaled values at most this big: a product of two stays within int64.
 _NUM_LIMIT = 3_000_000_000
 _VECTOR_FUNCTIONS = {"upper", "lower", "trim", "lookup", "table", "round", "abs"}
+
+
+#: 10**0 ... 10**18 (every power an int64 holds).
+_POW10 = 10 ** np.arange(19, dtype=np.int64)
+
+
+def _exact(values: np.ndarray, scale: int | None) -> tuple[np.ndarray, int] | None:
+    """Numbers of a column (the text an int or dec column holds: an optional "-", digits,
+    optionally a point and digits) as integers scaled by ``10**scale``, read digit by digit:
+    exact, as ``Decimal`` reads them. ``scale`` None: the fewest decimals that hold every
+    value (at most 9). None (the row path) for other text, more than 18 digits, a value
+    beyond ``_NUM_LIMIT`` once scaled, or a non-zero digit beyond ``scale``."""
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, np.int64), scale or 0
+    try:
+        raw = values.astype("S")  # ASCII only (anything else raises)
+    except (UnicodeEncodeError, TypeError, ValueError):
+        return None
+    width = raw.dtype.itemsize
+    if width > 40:
+        return None
+    codes = raw.view(np.uint8).reshape(n, width)
+    digit = codes - np.uint8(48)
+    is_digit = digit < 10
+    is_dot = codes == 46
+    is_pad = codes == 0  # after the text (a NUL inside it is no digit: refused below)
+    is_minus = codes == 45
+    if not bool((is_digit | is_dot | is_pad | is_minus).all()) or bool(is_minus[:, 1:].any()):
+        return None
+    if bool((is_pad[:, :-1] & ~is_pad[:, 1:]).any()):
+        return None
+    dots = is_dot.sum(axis=1)
+    if bool((dots > 1).any()) or bool((is_digit.sum(axis=1) > 18).any()):
+        return None
+    length = width - is_pad.sum(axis=1)
+    if int(length.sum()) != sum(map(len, values.tolist())):
+        return None  # a value ending in NUL (the fixed-width text dropped it)
+    point = np.where(dots > 0, is_dot.argmax(axis=1), length)
+    frac = np.where(dots > 0, length - 1 - point, 0)
+    if bool((point - is_minus[:, 0] < 1).any()) or bool(((dots > 0) & (frac < 1)).any()):
+        return None  # no digit before the point, or none after it
+    value = np.zeros(n, np.int64)  # every digit, the point left out
+    for j in range(width):
+        value = np.where(is_digit[:, j], value * 10 + digit[:, j], value)
+    if bool((is_minus[:, 0] & (value == 0)).any()):
+        return None  # negative zero: Decimal keeps its sign
+    if scale is None:
+        trailing = np.zeros(n, np.int64)  # zeros at the end of the decimals
+        for k in range(1, int(frac.max()) + 1):
+            trailing = np.where((k <= frac) & (value % _POW10[k] == 0), k, trailing)
+        scale = int((frac - trailing).max())
+        if scale > 9:
+            return None
+    down = frac > scale
+    if bool(down.any()):
+        unit = _POW10[np.where(down, frac - scale, 0)]
+        if bool((value % unit != 0).any()):
+            return None  # a digit the scale does not hold
+        value = value // unit
+    up = np.maximum(scale - frac, 0)
+    if bool((value > _NUM_LIMIT).any()) or bool(((up > 9) & (value != 0)).any()):
+        return None  # (scaled up, beyond the limit too)
+    scaled = value * _POW10[np.minimum(up, 9)]
+    if bool((scaled > _NUM_LIMIT).any()):
+        return None
+    return np.where(is_minus[:, 0], -scaled, scaled), scale
+
+
+#: Odd multipliers of the 8-byte words of a key, for one 64-bit hash of it.
+_WORD_MULTIPLIERS = np.array(
+    [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93],
+    dtype=np.uint64,
+)
+
+
+def _words(texts: list[str]) -> np.ndarray | None:
+    """ASCII texts as rows of 8-byte words (zero padded), or None: a text that is not
+    ASCII, holds a NUL (it would read as its padding), or is longer than 32 characters."""
+    try:
+        raw = np.array(texts, dtype=object).astype("S")
+    except (UnicodeEncodeError, TypeError, ValueError):
+        return None
+    width = raw.dtype.itemsize
+    if width > 32:
+        return None
+    buf = np.zeros((len(texts), 8 * -(-width // 8)), dtype=np.uint8)
+    buf[:, :width] = raw.view(np.uint8).reshape(len(texts), width)
+    if int(np.count_nonzero(buf)) != sum(map(len, texts)):
+        return None
+    return buf.view(np.uint64)
+
+
+def _hashes(words: np.ndarray) -> np.ndarray:
+    """One 64-bit number per row of words (equal rows, equal numbers)."""
+    return (words * _WORD_MULTIPLIERS[: words.shape[1]]).sum(axis=1, dtype=np.uint64)
+
+
+@dataclass(slots=True)
+class _Table:
+    """A value table or lookup column as prepared for the columnar path: its values text
+    (else the row path), whether they are all trimmed, and, for keys of ASCII text of
+    at most 32 characters, an index of them as numbers (a whole column of keys looked up
+    at once; a key is found only if its words equal the table key's)."""
+
+    values: dict[str, str]
+    stripped: bool
+    index: pd.Index | None = None
+    words: np.ndarray | None = None
+    column: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, values: dict[str, Any]) -> _Table:
+        if not all(type(v) is str for v in values.values()):
+            raise _GiveUp
+        table = cls(values, all(v == v.strip() for v in values.values()))
+        keys = list(values)
+        words = _words(keys) if keys and all(type(k) is str for k in keys) else None
+        if words is not None:
+            index = pd.Index(_hashes(words))
+            if index.is_unique:  # (else each key by the dictionary)
+                table.index, table.words = index, words
+                table.column = np.array([values[k] for k in keys], dtype=object)
+        return table
+
+    def get(self, keys: list[str]) -> list[str] | np.ndarray:
+        """The value of every key; a key not in the table gives up (the row path says
+        where it is missing)."""
+        index, known, column = self.index, self.words, self.column
+        words = None if index is None else _words(keys)
+        if words is None or index is None or known is None or column is None:
+            try:
+                return list(map(self.values.__getitem__, keys))
+            except (KeyError, TypeError):
+                raise _GiveUp from None
+        have = known.shape[1]
+        if words.shape[1] > have:
+            if bool(words[:, have:].any()):
+                raise _GiveUp  # longer than every key of the table
+            words = words[:, :have]
+        elif words.shape[1] < have:
+            words = np.hstack([words, np.zeros((len(keys), have - words.shape[1]), np.uint64)])
+        at = index.get_indexer(pd.Index(_hashes(words)))
+        if bool((at < 0).any()) or not bool((known[at] == words).all()):
+            raise _GiveUp
+        return column[at]
+
+
+_TEXT_FUNCTIONS: dict[str, Callable[[str], str]] = {
+    "upper": str.upper,
+    "lower": str.lower,
+    "trim": str.strip,
+}
+
+
+class _Memo:
+    """What the expressions of one chunk share: columns read as numbers, and text
+    functions of a column (each entry keeps the object it was made from, so that its id
+    is not reused while the entry lives)."""
+
+    __slots__ = ("numbers", "tables", "texts")
+
+    def __init__(self, tables: dict[str, _Table] | None = None) -> None:
+        self.numbers: dict[int, tuple[_Col, _Num]] = {}
+        self.texts: dict[tuple[str, int], tuple[pd.Series, pd.Series]] = {}
+        #: The plan's, kept from chunk to chunk: value tables and lookup columns by name.
+        self.tables = {} if tables is None else tables
+
+    def table(self, name: str, values: dict[str, Any]) -> _Table:
+        """A value table or lookup column, prepared once per dictionary (a lookup makes a
+        new one when its master data changes); a value that is not text is the row
+        path's to write."""
+        known = self.tables.get(name)
+        if known is None or known.values is not values:
+            known = self.tables[name] = _Table.of(values)
+        return known
+
+    def text(self, name: str, text: pd.Series) -> pd.Series:
+        """upper, lower or trim (``str.strip``) of every value of a column of text, once
+        per column in a chunk (a rule's case and an expression may ask for the same)."""
+        known = self.texts.get((name, id(text)))
+        if known is not None:
+            return known[1]
+        data = _smap(_TEXT_FUNCTIONS[name], text)
+        self.texts[(name, id(text))] = (text, data)
+        return data
+
+    def keep(self, keep: np.ndarray, kept: dict[int, _Col]) -> None:
+        """After the filter: the numbers already read, for the columns and rows it kept
+        (``kept``: each column's id -> what is left of it)."""
+        numbers = {}
+        for key, (_, num) in self.numbers.items():
+            col = kept.get(key)
+            if col is not None:
+                numbers[id(col)] = (col, _Num(num.data[keep], num.scale, num.null[keep]))
+        self.numbers = numbers
+        self.texts = {}
 
 
 def vectorizable(expression: Expression) -> bool:
@@ -731,12 +936,11 @@ class _Vector:
     chunk takes the row path) on anything the row path would judge: a missing value in
     arithmetic, a lookup miss, a number too big to stay exact."""
 
-    def __init__(self, compiled: Compiled, columns: dict[str, _Col], n: int) -> None:
+    def __init__(self, compiled: Compiled, columns: dict[str, _Col], n: int, memo: _Memo) -> None:
         self.compiled = compiled
         self.columns = columns
         self.n = n
-        #: Columns already read as scaled numbers in this chunk.
-        self._numbers: dict[int, _Num] = {}
+        self.memo = memo
 
     def run(self, expression: Expression) -> Any:
         return self._eval(expression.tree.body, expression)
@@ -788,31 +992,17 @@ class _Vector:
             return value
         if not isinstance(value, _Col) or value.kind not in ("int", "dec"):
             raise _GiveUp
-        known = self._numbers.get(id(value))
+        known = self.memo.numbers.get(id(value))
         if known is not None:
-            return known
+            return known[1]
         if bool(value.null.any()):
             raise _GiveUp  # no value in arithmetic: the row path says what it gives
-        floats = pd.to_numeric(value.data, errors="coerce").to_numpy(dtype=float)
-        scale = value.scale
-        if scale is None:
-            # The fewest decimals that hold every value (what the numbers need: targets
-            # are scaled decimals, so trailing zeros of the text do not matter).
-            scale = next(
-                (
-                    k
-                    for k in range(10)
-                    if np.all(np.abs(floats * 10.0**k - np.rint(floats * 10.0**k)) < 1e-6)
-                ),
-                None,
-            )
-            if scale is None:
-                raise _GiveUp
-        scaled = np.rint(floats * 10.0**scale)
-        if np.isnan(scaled).any() or np.abs(scaled).max(initial=0) > _NUM_LIMIT:
+        read = _exact(value.data.to_numpy(), value.scale)
+        if read is None:
             raise _GiveUp
-        number = _Num(scaled.astype(np.int64), scale, value.null.to_numpy())
-        self._numbers[id(value)] = number
+        data, scale = read
+        number = _Num(data, scale, value.null.to_numpy())
+        self.memo.numbers[id(value)] = (value, number)
         return number
 
     @staticmethod
@@ -880,17 +1070,15 @@ class _Vector:
             key = self._eval(node.args[1], expression)
             if not isinstance(key, _Col) or key.kind != "str" or bool(key.null.any()):
                 raise _GiveUp
-            values = self.compiled.column(table)
-            mapped = key.data.map(values)
-            if bool(mapped.isna().any()):
-                raise _GiveUp  # a miss: the row path reports it where it is
-            return _Col("str", mapped.astype(object), key.null, stripped=False)
+            values = self.memo.table(table, self.compiled.column(table))
+            mapped = values.get(key.data.tolist())
+            return _Col("str", pd.Series(mapped, dtype=object), key.null, stripped=values.stripped)
         if name in ("upper", "lower", "trim"):
             value = self._eval(node.args[0], expression)
             if not isinstance(value, _Col) or value.kind != "str":
                 raise _GiveUp
-            fn = str.upper if name == "upper" else str.lower if name == "lower" else str.strip
-            data = _smap(fn, value.data.where(~value.null, ""))
+            text = value.data.where(~value.null, "") if bool(value.null.any()) else value.data
+            data = self.memo.text(name, text)
             return _Col("str", data, value.null | _is_empty(data), stripped=name == "trim")
         if name == "abs":
             num = self._num(self._eval(node.args[0], expression))
@@ -919,34 +1107,52 @@ class _Vector:
 
 def _kept(col: _Col, keep: np.ndarray) -> _Col:
     """The rows of a column that a filter keeps, renumbered from 0."""
-    mask = pd.Series(keep)
     return _Col(
         col.kind,
-        col.data[mask.to_numpy()].reset_index(drop=True),
-        col.null[mask.to_numpy()].reset_index(drop=True),
+        pd.Series(col.data.to_numpy()[keep], dtype=col.data.dtype),
+        pd.Series(col.null.to_numpy()[keep], dtype=bool),
         stripped=col.stripped,
+        scale=col.scale,
+        exact=col.exact,
     )
 
 
 def _num_text(num: _Num) -> _Col:
     """Scaled integers as decimal text with ``scale`` decimals (what format(Decimal, "f")
-    writes for a value of that exponent), by numpy's string functions."""
-    magnitude = np.abs(num.data)
-    sign = np.where(num.data < 0, "-", "")
-    if not len(magnitude):
-        text = np.array([], dtype=object)
-    elif num.scale == 0:
-        text = np.char.add(sign, magnitude.astype(str))
-    else:
-        whole, fraction = np.divmod(magnitude, 10**num.scale)
-        text = np.char.add(
-            np.char.add(sign, whole.astype(str)),
-            np.char.add(".", np.char.zfill(fraction.astype(str), num.scale)),
-        )
+    writes for a value of that exponent)."""
     return _Col(
         "dec",
-        pd.Series(text.astype(object), dtype=object),
+        pd.Series(_decimal_text(num.data, num.scale), dtype=object),
         pd.Series(num.null),
         stripped=True,
         scale=num.scale,
+        exact=True,
     )
+
+
+def _decimal_text(data: np.ndarray, scale: int) -> np.ndarray:
+    """Integers (int64) divided by ``10**scale`` as text with exactly ``scale`` decimals:
+    "-" for a negative value, the whole digits without leading zeros ("0" if none), a point
+    and the decimals. Written as a matrix of characters, a digit position at a time, then
+    read as text (numpy's string functions take several times as long)."""
+    n = len(data)
+    if n == 0:
+        return np.array([], dtype=object)
+    negative = data < 0
+    magnitude = np.abs(data)
+    # Digits to write: every digit of the value, and at least one before the point.
+    digits = np.maximum(np.searchsorted(_POW10, magnitude, side="right"), scale + 1)
+    length = negative + digits + (1 if scale else 0)
+    width = int(length.max())
+    chars = np.zeros((n, width), dtype=np.uint32)
+    chars[negative, 0] = ord("-")
+    rows = np.arange(n)
+    rest = magnitude
+    for k in range(int(digits.max())):  # k: the digit's place, from the right
+        rest, digit = np.divmod(rest, 10)
+        at = length - 1 - k - (1 if scale and k >= scale else 0)
+        written = k < digits
+        chars[rows[written], at[written]] = digit[written] + ord("0")
+    if scale:
+        chars[rows, length - 1 - scale] = ord(".")
+    return chars.view(f"<U{width}").reshape(n).astype(object)
