@@ -365,6 +365,15 @@ def test_every_mapping_key_is_carried_out_or_refused_by_the_columnar_path() -> N
     assert not ColumnarPlan.CARRIES_OUT & ColumnarPlan.REFUSES
 
 
+def test_every_rule_option_is_carried_out_or_refused_by_the_columnar_path() -> None:
+    """The same for each option of a rule: a new one is in neither list until decided."""
+    from xchange.codecs.columnar import ColumnarPlan
+    from xchange.mapping import Rule
+
+    assert set(Rule.model_fields) == ColumnarPlan.RULE_CARRIES_OUT | ColumnarPlan.RULE_REFUSES
+    assert not ColumnarPlan.RULE_CARRIES_OUT & ColumnarPlan.RULE_REFUSES
+
+
 # --------------------------------------------------------------------------- exact numbers
 
 #: A route of computed numbers over a decimal without a scale (``amount``), one with a

@@ -292,6 +292,13 @@ class ColumnarPlan:
         }
     )
 
+    #: The same for every option of a rule (``mapping.Rule``): a rule that gives a refused
+    #: one leaves the route to the row path.
+    RULE_CARRIES_OUT = frozenset(
+        {"from_", "expr", "const", "template", "sequence", "table", "default", "trim", "case"}
+    )
+    RULE_REFUSES = frozenset({"join", "sep", "row"})
+
     @classmethod
     def build(
         cls, source: Layout, mapping: Mapping, target: Layout, compiled: Compiled
@@ -327,7 +334,7 @@ class ColumnarPlan:
             rule = mapping.header.get(spec.name)
             if rule is None:
                 continue
-            if rule.join:
+            if rule.model_fields_set & cls.RULE_REFUSES:
                 return None
             if rule.template is not None and any(
                 spec_ or conv for _, f, spec_, conv in string.Formatter().parse(rule.template) if f
