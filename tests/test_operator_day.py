@@ -336,7 +336,7 @@ def test_dry_run_says_what_would_happen_and_touches_nothing(exchange: Exchange) 
     assert not exchange.outbox.exists() and not exchange.quarantine.exists()
     journal = open_journal(load_config(exchange.config).journal)
     try:
-        assert journal.query() == [] and journal.observations("shop-orders") == {}
+        assert journal.query() == [] and journal.observations.held("shop-orders") == {}
     finally:
         journal.close()
     ran = cli(exchange, "run", "--once")

@@ -265,10 +265,10 @@ def test_a_scheduled_slot_is_run_by_one_daemon_of_the_group(
 ) -> None:
     """Three daemons reach the 02:00 run of a cron route: one takes it, the others are
     told it is taken; the next slot is free again."""
-    taken = [j.take_slot("wms-stock-count", "2026-12-04T02:00") for j in daemons]
+    taken = [j.slots.take("wms-stock-count", "2026-12-04T02:00") for j in daemons]
     assert taken.count(True) == 1
-    assert daemons[2].take_slot("wms-stock-count", "2026-12-05T02:00")
-    assert daemons[0].take_slot("other-route", "2026-12-04T02:00")
+    assert daemons[2].slots.take("wms-stock-count", "2026-12-05T02:00")
+    assert daemons[0].slots.take("other-route", "2026-12-04T02:00")
 
 
 def test_a_wrong_database_name_is_a_configuration_error_at_once(postgres: Any) -> None:
@@ -308,7 +308,7 @@ def test_daemons_saving_what_they_saw_of_one_route_at_once_do_not_collide(
     def save(journal: PostgresJournal) -> None:
         try:
             for _ in range(40):
-                journal.save_observations("r", held)
+                journal.observations.save("r", held)
         except BaseException as exc:  # (the test reports it)
             errors.append(exc)
 
@@ -318,4 +318,4 @@ def test_daemons_saving_what_they_saw_of_one_route_at_once_do_not_collide(
     for thread in threads:
         thread.join()
     assert errors == []
-    assert sorted(daemons[0].observations("r")) == sorted(o.path for o in held)
+    assert sorted(daemons[0].observations.held("r")) == sorted(o.path for o in held)

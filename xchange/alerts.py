@@ -173,7 +173,7 @@ class Alerter:
         try:
             if self.journal is None:
                 raise JournalError("no journal")
-            window = self.journal.alert_window(
+            window = self.journal.alerts.window(
                 route, f"{cause}#{self._sinks}", window_s=self.config.window, now=self.now()
             )
         except JournalError:
@@ -230,7 +230,9 @@ class Alerter:
             return
         cause, since = self._journal_episode
         try:
-            first = self.journal.announce(f"{cause}#{self._sinks}", since=since, now=self.now())
+            first = self.journal.alerts.announce(
+                f"{cause}#{self._sinks}", since=since, now=self.now()
+            )
         except JournalError:
             return  # not yet
         self._journal_episode = None
@@ -252,7 +254,7 @@ class Alerter:
     def recovered(self, route: str) -> None:
         """A route delivered again: close its open causes with one notice."""
         try:
-            keys = self.journal.resolve_alerts(route) if self.journal is not None else []
+            keys = self.journal.alerts.resolve(route) if self.journal is not None else []
         except JournalError:
             keys = []
         causes = sorted({key.partition("#")[0] for key in keys})
@@ -294,7 +296,7 @@ class Alerter:
         """Send the digest of alerts held back in windows that have ended."""
         if self.journal is None:
             return
-        for route, key, held in self.journal.due_digests(
+        for route, key, held in self.journal.alerts.due_digests(
             window_s=self.config.window, now=self.now()
         ):
             cause = key.partition("#")[0]

@@ -339,7 +339,7 @@ class Daemon:
             # One daemon of a group sharing the journal runs each scheduled slot.
             slot = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M")
             try:
-                taken = self.runner.journal.take_slot(name, slot)
+                taken = self.runner.journal.slots.take(name, slot)
             except JournalError as exc:
                 log.error("route.slot_failed", route=name, error=exc.reason)
                 return

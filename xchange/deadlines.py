@@ -134,9 +134,9 @@ def check(
         if state is not None:
             states.append(state)
             if state.missed:
-                if journal.deadline_missed(route.name, state.day, now):
+                if journal.deadlines.missed(route.name, state.day, now):
                     alerter.deadline_missed(route.name, state.by, state.on_time, state.wanted)
-                if state.delivered >= state.wanted and journal.deadline_met(
+                if state.delivered >= state.wanted and journal.deadlines.met(
                     route.name, state.day, now
                 ):
                     alerter.deadline_met(route.name, state.by)  # arrived late after all

@@ -122,7 +122,7 @@ def _route_plan(
         else:
             fresh.append(f)
     verdict = judge(
-        route.ready, fresh, {f.name for f in listing}, journal.observations(route.name), now
+        route.ready, fresh, {f.name for f in listing}, journal.observations.held(route.name), now
     )
     by_name = {f.name: f for f in fresh}
     for held in verdict.held:

@@ -207,7 +207,7 @@ class _JournalState(Collector):
         try:
             for route in self.metrics.current().routes:
                 reasons: dict[str, int] = {}
-                for o in journal.observations(route.name).values():
+                for o in journal.observations.held(route.name).values():
                     kind = _reason_kind(o.reason)
                     reasons[kind] = reasons.get(kind, 0) + 1
                 for kind in ("writing", "marker", "age", "other"):

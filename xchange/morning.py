@@ -80,7 +80,7 @@ def report(config: AppConfig, journal: Journal, since: datetime) -> list[RouteRe
             if r.error_kind and r.state not in DONE_STATES:
                 causes[r.error_kind] += 1
         rep.failures = dict(causes)
-        for day, missed_at, met_at in journal.deadlines(route.name, limit=31):
+        for day, missed_at, met_at in journal.deadlines.recent(route.name, limit=31):
             if missed_at >= since:
                 (rep.deadlines_met_late if met_at else rep.deadlines_missed).append(day)
         timed = [

@@ -113,7 +113,7 @@ class Scanner:
             )
         self._shared_said.discard(route.name)
         archive_top = route.after.folder.split("/", 1)[0] if route.after.action == "archive" else ""
-        observed = self.journal.observations(route.name)
+        observed = self.journal.observations.held(route.name)
         try:
             if only is None:
                 listing = source.list(
@@ -168,7 +168,7 @@ class Scanner:
         now = self.now().astimezone(UTC)
         look.verdict = verdict = judge(route.ready, fresh, names, observed, now)
         if only is None or verdict.held or observed:
-            self.journal.save_observations(route.name, verdict.held)
+            self.journal.observations.save(route.name, verdict.held)
         for info in verdict.future:
             ahead = info.mtime_ns / 1e9 - now.timestamp()
             log.warning(

@@ -79,7 +79,7 @@ def route_status(config: AppConfig, journal: Journal, now: datetime) -> list[Rou
     out = []
     for route in config.routes:
         status = RouteStatus(route.name)
-        held = sorted(journal.observations(route.name).values(), key=lambda o: o.path)
+        held = sorted(journal.observations.held(route.name).values(), key=lambda o: o.path)
         status.held = [{"path": o.path, "size": o.size, "reason": describe(o, now)} for o in held]
         for state in (State.PROCESSING, State.DELIVERING):
             for r in journal.query(route=route.name, state=state, limit=1000):

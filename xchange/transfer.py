@@ -575,7 +575,7 @@ class Transfer:
                 self.failed_delivery(route, record, name, path, exc, result, source)
                 return
         if conversion.keys:
-            self.journal.record_keys(route.name, record.id, conversion.keys)
+            self.journal.keys.record(route.name, record.id, conversion.keys)
         self.journal.transition(record.id, State.DELIVERED)
         checkpoint("before-archive")
         result.outcome = DELIVERED
@@ -588,7 +588,7 @@ class Transfer:
 
     def _dedupe(self, route: RouteConfig, record: FileRecord) -> Callable[[str], bool]:
         def already(key: str) -> bool:
-            return bool(self.journal.delivered_keys(route.name, [key], except_file=record.id))
+            return bool(self.journal.keys.delivered(route.name, [key], except_file=record.id))
 
         return already
 

@@ -109,29 +109,61 @@ def test_business_keys_of_other_files_are_reported(journal: Journal) -> None:
     """Keys delivered by one file are found for another, never for the file itself."""
     one = journal.claim(key(), layout_version="l", mapping_version="m").record.id
     two = journal.claim(key(sha="d" * 64), layout_version="l", mapping_version="m").record.id
-    journal.record_keys("r", one, ["EC1", "EC2"])
-    assert journal.delivered_keys("r", ["EC1", "EC3"], except_file=two) == {"EC1": one}
-    assert journal.delivered_keys("r", ["EC1"], except_file=one) == {}
-    assert journal.delivered_keys("other", ["EC1"], except_file=two) == {}
+    journal.keys.record("r", one, ["EC1", "EC2"])
+    assert journal.keys.delivered("r", ["EC1", "EC3"], except_file=two) == {"EC1": one}
+    assert journal.keys.delivered("r", ["EC1"], except_file=one) == {}
+    assert journal.keys.delivered("other", ["EC1"], except_file=two) == {}
 
 
 def test_alert_ledger_sends_once_per_window_then_a_digest(journal: Journal) -> None:
     """Within a window one alert per route and cause is sent; held ones go in one digest."""
-    first = journal.alert_window("r", "network", window_s=600, now=T0)
+    first = journal.alerts.window("r", "network", window_s=600, now=T0)
     assert first.send
     for minutes in (1, 2, 3):
-        held = journal.alert_window(
+        held = journal.alerts.window(
             "r", "network", window_s=600, now=T0 + timedelta(minutes=minutes)
         )
         assert not held.send
-    assert journal.alert_window("r", "validation", window_s=600, now=T0).send
-    assert journal.due_digests(window_s=600, now=T0 + timedelta(minutes=5)) == []
-    assert journal.due_digests(window_s=600, now=T0 + timedelta(minutes=10)) == [
+    assert journal.alerts.window("r", "validation", window_s=600, now=T0).send
+    assert journal.alerts.due_digests(window_s=600, now=T0 + timedelta(minutes=5)) == []
+    assert journal.alerts.due_digests(window_s=600, now=T0 + timedelta(minutes=10)) == [
         ("r", "network", 3)
     ]
-    assert journal.due_digests(window_s=600, now=T0 + timedelta(minutes=30)) == []
-    assert sorted(journal.resolve_alerts("r")) == ["network", "validation"]
-    assert journal.resolve_alerts("r") == []
+    assert journal.alerts.due_digests(window_s=600, now=T0 + timedelta(minutes=30)) == []
+    assert sorted(journal.alerts.resolve("r")) == ["network", "validation"]
+    assert journal.alerts.resolve("r") == []
+
+
+def test_a_missed_deadline_is_recorded_once_and_met_once(journal: Journal) -> None:
+    """The first daemon to see a deadline missed alerts; a late arrival is said once."""
+    assert journal.deadlines.missed("r", "2026-12-01", T0)
+    assert not journal.deadlines.missed("r", "2026-12-01", T0 + timedelta(minutes=1))
+    assert not journal.deadlines.met("r", "2026-12-02", T0)  # (never missed)
+    assert journal.deadlines.met("r", "2026-12-01", T0 + timedelta(hours=1))
+    assert not journal.deadlines.met("r", "2026-12-01", T0 + timedelta(hours=2))
+    assert journal.deadlines.missed("r", "2026-12-03", T0 + timedelta(days=2))
+    assert journal.deadlines.recent("r") == [
+        ("2026-12-03", T0 + timedelta(days=2), None),
+        ("2026-12-01", T0, T0 + timedelta(hours=1)),
+    ]
+    assert journal.deadlines.recent("r", limit=1)[0][0] == "2026-12-03"
+    assert journal.deadlines.recent("other") == []
+
+
+def test_a_schedule_slot_is_taken_once_where_daemons_share_the_journal(journal: Journal) -> None:
+    """A journal of one daemon grants every slot; a shared one each slot once."""
+    assert journal.slots.take("r", "2026-12-04T02:00")
+    assert journal.slots.take("r", "2026-12-04T02:00") is not journal.shared
+    assert journal.slots.take("other", "2026-12-04T02:00")
+
+
+def test_an_episode_is_announced_once_per_episode(journal: Journal) -> None:
+    """The end of an episode begun at ``since`` is announced by the first daemon only;
+    a later episode is announced again."""
+    assert journal.alerts.announce("journal-unavailable", since=T0, now=T0 + timedelta(1))
+    assert not journal.alerts.announce("journal-unavailable", since=T0, now=T0 + timedelta(2))
+    later = T0 + timedelta(days=3)
+    assert journal.alerts.announce("journal-unavailable", since=later, now=later)
 
 
 def test_reconsider_finds_the_quarantined_files_that_may_heal(journal: Journal) -> None:
@@ -286,11 +318,11 @@ def test_lookups_find_a_file_by_name_size_and_time(journal: Journal) -> None:
 
 def test_held_file_observations_are_kept_per_route(journal: Journal) -> None:
     held = [Observation("a.csv", 10, 123, T0, T0, "still being written")]
-    journal.save_observations("r", held)
-    assert set(journal.observations("r")) == {"a.csv"}
-    assert journal.observations("other") == {}
-    journal.save_observations("r", [])
-    assert journal.observations("r") == {}
+    journal.observations.save("r", held)
+    assert set(journal.observations.held("r")) == {"a.csv"}
+    assert journal.observations.held("other") == {}
+    journal.observations.save("r", [])
+    assert journal.observations.held("r") == {}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

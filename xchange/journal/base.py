@@ -12,9 +12,9 @@ not in it raises ``IllegalTransition`` and writes nothing. A source whose conten
 already delivered on the route is not sent again; the original record notes that it
 was seen again.
 
-Beyond files, a backend keeps two small ledgers that must be shared by every daemon
-using the journal: delivered business keys (optional per-route deduplication) and
-the alert windows (one alert per route and cause per window).
+Beyond files, a journal keeps small ledgers that every daemon using it shares (alert
+windows, deadlines, schedule slots, observations, business keys): written once for every
+backend in :mod:`xchange.journal.ledgers`.
 """
 
 from __future__ import annotations
@@ -24,9 +24,12 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from xchange.journal.states import State
+
+if TYPE_CHECKING:
+    from xchange.journal.ledgers import Alerts, BusinessKeys, Deadlines, Observations, Slots
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +196,14 @@ class Journal(Protocol):
     #: Whether several daemons (processes, hosts) may share this journal: claims then hold
     #: leases, and a claim of content another daemon holds says so (``Claim.held_by``).
     shared: bool
+    #: The ledgers beside the files, written once for every backend
+    #: (:mod:`xchange.journal.ledgers`): alert windows, deadlines, schedule slots, what
+    #: polls hold back, delivered business keys.
+    alerts: Alerts
+    deadlines: Deadlines
+    slots: Slots
+    observations: Observations
+    keys: BusinessKeys
 
     @property
     def owner(self) -> str | None:
@@ -261,25 +272,6 @@ class Journal(Protocol):
         in one transaction: another daemon's change in between is kept)."""
         ...
 
-    def take_slot(self, route: str, slot: str) -> bool:
-        """Take one scheduled run of a route (``slot``: its time) for this daemon: False
-        when another daemon of a shared journal took it already. A journal of one daemon
-        always grants it."""
-        ...
-
-    def deadline_missed(self, route: str, day: str, at: datetime) -> bool:
-        """Record that ``route``'s deadline of ``day`` passed unmet; True the first time
-        (the one alert to send, whichever daemon sees it first)."""
-        ...
-
-    def deadline_met(self, route: str, day: str, at: datetime) -> bool:
-        """Record that a missed deadline's files arrived after all; True the first time."""
-        ...
-
-    def deadlines(self, route: str, limit: int = 7) -> list[tuple[str, datetime, datetime | None]]:
-        """The route's missed deadlines, newest first: (day, missed at, arrived at)."""
-        ...
-
     def take(self, file_id: int) -> bool:
         """Take a delivered file's remaining work (its archive or delete) for this daemon:
         False while another daemon of a shared journal holds it (its lease running). A
@@ -297,14 +289,6 @@ class Journal(Protocol):
 
     def record_output(self, file_id: int, output: OutputRecord) -> None:
         """Record one delivered output file."""
-        ...
-
-    def delivered_keys(self, route: str, keys: list[str], *, except_file: int) -> dict[str, int]:
-        """Which of these business keys other files already delivered on the route."""
-        ...
-
-    def record_keys(self, route: str, file_id: int, keys: list[str]) -> None:
-        """Remember business keys delivered by a file."""
         ...
 
     def get(self, file_id: int) -> FileRecord | None: ...
@@ -359,34 +343,6 @@ class Journal(Protocol):
     def prune(self, before: datetime) -> int:
         """Forget delivered records last updated before ``before``; return how many.
         Quarantined records stay until an operator drops them."""
-        ...
-
-    def alert_window(
-        self, route: str, cause: str, *, window_s: float, now: datetime
-    ) -> AlertWindow:
-        """Register an alert; say whether to send it now or hold it for the digest."""
-        ...
-
-    def due_digests(self, *, window_s: float, now: datetime) -> list[tuple[str, str, int]]:
-        """(route, cause, held back) whose window ended with alerts held back; resets them."""
-        ...
-
-    def resolve_alerts(self, route: str) -> list[str]:
-        """Mark a route's open causes resolved; return them (for the "recovered" notice)."""
-        ...
-
-    def announce(self, key: str, *, since: datetime, now: datetime) -> bool:
-        """Record that the end of an episode (``key``, begun at ``since``) is announced at
-        ``now``; False if a daemon of the group announced it already (at or after
-        ``since``): one notice per episode for the whole group."""
-        ...
-
-    def observations(self, route: str) -> dict[str, Observation]:
-        """The files a route's last poll held back, by path."""
-        ...
-
-    def save_observations(self, route: str, held: list[Observation]) -> None:
-        """Replace the route's held files with this poll's."""
         ...
 
     @property

@@ -36,7 +36,7 @@ import socket
 import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,17 +48,15 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from xchange.errors import ConfigError, JournalError, JournalUnavailable, LeaseLost
 from xchange.journal.base import (
-    AlertWindow,
     Claim,
     FileKey,
     FileRecord,
-    Observation,
     OutputRecord,
     Step,
     Transition,
     record_from_row,
-    sortable_time,
 )
+from xchange.journal.ledgers import Alerts, BusinessKeys, Deadlines, Observations, Slots
 from xchange.journal.states import DONE_STATES, State, check_transition
 
 log = structlog.get_logger(__name__)
@@ -222,9 +220,7 @@ class _BoundedConnection(psycopg.Connection[Any]):
     #: Seconds a statement may wait on the server (set by the pool's ``configure``).
     deadline: float = 30.0
 
-    def wait(
-        self, gen: Any, interval: float = 0.1, timeout: float | None = None
-    ) -> Any:
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         started = time.monotonic()
         try:
             return super().wait(gen, interval, self.deadline if timeout is None else timeout)
@@ -235,6 +231,48 @@ class _BoundedConnection(psycopg.Connection[Any]):
             raise psycopg.OperationalError(
                 f"the server did not answer within {self.deadline:g} s"
             ) from None
+
+
+class _Database:
+    """The PostgreSQL journal as the ledgers' database (``ledgers.Database``): rows lock,
+    an advisory lock serializes writers of one name, times are ``timestamptz``."""
+
+    shared = True
+    lock_rows = " FOR UPDATE"
+
+    def __init__(self, journal: PostgresJournal) -> None:
+        self._journal = journal
+
+    @property
+    def owner(self) -> str | None:
+        return self._journal.owner
+
+    def write(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        return self._journal._tx()
+
+    def read(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        return self._journal._tx()
+
+    @staticmethod
+    def sql(text: str) -> str:
+        return text.replace("?", "%s")
+
+    @staticmethod
+    def many(db: psycopg.Connection[Any], sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with db.cursor() as cur:
+            cur.executemany(sql, rows)
+
+    @staticmethod
+    def stamp(when: datetime) -> datetime:
+        return when
+
+    @staticmethod
+    def when(value: datetime) -> datetime:
+        return value
+
+    @staticmethod
+    def serialize(db: psycopg.Connection[Any], name: str) -> None:
+        db.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (name,))
 
 
 class PostgresJournal:
@@ -302,6 +340,12 @@ class PostgresJournal:
                 f"journal {self.where}: cannot connect: {_said(exc)}"
             ) from None
         self._migrate()
+        database = _Database(self)
+        self.alerts = Alerts(database)
+        self.deadlines = Deadlines(database)
+        self.slots = Slots(database)
+        self.observations = Observations(database)
+        self.keys = BusinessKeys(database)
         self._closed = threading.Event()
         self._renewer = threading.Thread(
             target=self._renew_leases, name="xchange-journal-leases", daemon=True
@@ -891,43 +935,6 @@ class PostgresJournal:
                 (file_id, _utc(), state, state, note),
             )
 
-    def take_slot(self, route: str, slot: str) -> bool:
-        with self._tx() as db:
-            row = db.execute(
-                "INSERT INTO slots VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING RETURNING route",
-                (route, slot, self.owner, _utc()),
-            ).fetchone()
-            # Slots older than a week are history nobody needs.
-            db.execute("DELETE FROM slots WHERE taken_at < %s", (_utc() - timedelta(days=7),))
-        return row is not None
-
-    def deadline_missed(self, route: str, day: str, at: datetime) -> bool:
-        with self._tx() as db:
-            row = db.execute(
-                "INSERT INTO deadlines (route, day, missed_at) VALUES (%s,%s,%s) "
-                "ON CONFLICT DO NOTHING RETURNING day",
-                (route, day, at),
-            ).fetchone()
-        return row is not None
-
-    def deadline_met(self, route: str, day: str, at: datetime) -> bool:
-        with self._tx() as db:
-            row = db.execute(
-                "UPDATE deadlines SET met_at=%s WHERE route=%s AND day=%s AND met_at IS NULL "
-                "RETURNING day",
-                (at, route, day),
-            ).fetchone()
-        return row is not None
-
-    def deadlines(self, route: str, limit: int = 7) -> list[tuple[str, datetime, datetime | None]]:
-        with self._tx() as db:
-            rows = db.execute(
-                "SELECT day, missed_at, met_at FROM deadlines WHERE route=%s "
-                "ORDER BY day DESC LIMIT %s",
-                (route, limit),
-            ).fetchall()
-        return [(r["day"], r["missed_at"], r["met_at"]) for r in rows]
-
     def take(self, file_id: int) -> bool:
         with self._tx() as db:
             row = db.execute(
@@ -953,24 +960,6 @@ class PostgresJournal:
                 ),
             )
 
-    def delivered_keys(self, route: str, keys: list[str], *, except_file: int) -> dict[str, int]:
-        with self._tx() as db:
-            rows = db.execute(
-                "SELECT key, file_id FROM business_keys WHERE route=%s AND file_id<>%s "
-                "AND key = ANY(%s)",
-                (route, except_file, keys),
-            ).fetchall()
-        return {r["key"]: r["file_id"] for r in rows}
-
-    def record_keys(self, route: str, file_id: int, keys: list[str]) -> None:
-        now = _utc()
-        with self._tx() as db, db.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO business_keys (route, key, file_id, recorded_at) "
-                "VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING",
-                [(route, key, file_id, now) for key in keys],
-            )
-
     def prune(self, before: datetime) -> int:
         with self._tx() as db:
             ids = [
@@ -993,88 +982,6 @@ class PostgresJournal:
         return len(ids)
 
     # ------------------------------------------------------------------ alerts, observations
-
-    def alert_window(
-        self, route: str, cause: str, *, window_s: float, now: datetime
-    ) -> AlertWindow:
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO alerts (route, cause, sent_at, held, open) VALUES (%s,%s,%s,0,0) "
-                "ON CONFLICT DO NOTHING",
-                (route, cause, datetime(1970, 1, 1, tzinfo=UTC)),
-            )
-            row = db.execute(
-                "SELECT sent_at, held, open FROM alerts WHERE route=%s AND cause=%s FOR UPDATE",
-                (route, cause),
-            ).fetchone()
-            assert row is not None
-            fresh = row["sent_at"].year == 1970
-            if fresh or (now - row["sent_at"]).total_seconds() >= window_s:
-                db.execute(
-                    "UPDATE alerts SET sent_at=%s, held=0, open=1 WHERE route=%s AND cause=%s",
-                    (now, route, cause),
-                )
-                return AlertWindow(send=True, suppressed=0 if fresh else row["held"])
-            db.execute(
-                "UPDATE alerts SET held=held+1, open=1 WHERE route=%s AND cause=%s",
-                (route, cause),
-            )
-            return AlertWindow(send=False, suppressed=row["held"] + 1)
-
-    def due_digests(self, *, window_s: float, now: datetime) -> list[tuple[str, str, int]]:
-        with self._tx() as db:
-            rows = db.execute(
-                "SELECT route, cause, held FROM alerts WHERE held>0 AND sent_at<=%s "
-                "ORDER BY route, cause FOR UPDATE SKIP LOCKED",
-                (now - timedelta(seconds=window_s),),
-            ).fetchall()
-            for r in rows:
-                db.execute(
-                    "UPDATE alerts SET held=0, sent_at=%s WHERE route=%s AND cause=%s",
-                    (now, r["route"], r["cause"]),
-                )
-        return [(r["route"], r["cause"], r["held"]) for r in rows]
-
-    def announce(self, key: str, *, since: datetime, now: datetime) -> bool:
-        with self._tx() as db:
-            row = db.execute(
-                "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE "
-                "SET value=excluded.value WHERE meta.value < %s RETURNING key",
-                (f"announced:{key}", sortable_time(now), sortable_time(since)),
-            ).fetchone()
-        return row is not None
-
-    def resolve_alerts(self, route: str) -> list[str]:
-        with self._tx() as db:
-            rows = db.execute(
-                "UPDATE alerts SET open=0 WHERE route=%s AND open=1 RETURNING cause", (route,)
-            ).fetchall()
-        return [r["cause"] for r in rows]
-
-    def observations(self, route: str) -> dict[str, Observation]:
-        with self._tx() as db:
-            rows = db.execute("SELECT * FROM observations WHERE route=%s", (route,)).fetchall()
-        return {
-            r["path"]: Observation(
-                r["path"], r["size"], r["mtime_ns"], r["first_seen"], r["changed_at"], r["reason"]
-            )
-            for r in rows
-        }
-
-    def save_observations(self, route: str, held: list[Observation]) -> None:
-        with self._tx() as db:
-            # One daemon at a time per route: two that both deleted, then both inserted,
-            # broke the primary key and failed a whole look.
-            db.execute("SELECT pg_advisory_xact_lock(hashtext('observations:' || %s))", (route,))
-            db.execute("DELETE FROM observations WHERE route=%s", (route,))
-            with db.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO observations VALUES (%s,%s,%s,%s,%s,%s,%s)",
-                    [
-                        (route, o.path, o.size, o.mtime_ns, o.first_seen, o.changed_at, o.reason)
-                        for o in held
-                    ],
-                )
 
     def load(self, tables: Iterator[tuple[str, list[dict[str, Any]]]]) -> dict[str, int]:
         """Fill this (empty) journal with another's rows, ids and journal id kept, in one

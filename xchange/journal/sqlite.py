@@ -9,24 +9,23 @@ import sqlite3
 import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from xchange.errors import JournalError
 from xchange.journal.base import (
-    AlertWindow,
     Claim,
     FileKey,
     FileRecord,
-    Observation,
     OutputRecord,
     Step,
     Transition,
     record_from_row,
     sortable_time,
 )
+from xchange.journal.ledgers import Alerts, BusinessKeys, Deadlines, Observations, Slots
 from xchange.journal.states import DONE_STATES, State, check_transition
 from xchange.lock import pid_alive
 from xchange.private import private_folder
@@ -271,6 +270,46 @@ def _new_record(
     )
 
 
+class _Database:
+    """The SQLite journal as the ledgers' database (``ledgers.Database``): its write
+    transaction holds the whole file, times are sortable text."""
+
+    shared = False
+    owner = None
+    lock_rows = ""
+
+    def __init__(self, journal: SQLiteJournal) -> None:
+        self._journal = journal
+
+    def write(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._journal._tx()
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        with self._journal._read():
+            yield self._journal._db
+
+    @staticmethod
+    def sql(text: str) -> str:
+        return text
+
+    @staticmethod
+    def many(db: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        db.executemany(sql, rows)
+
+    @staticmethod
+    def stamp(when: datetime) -> str:
+        return _iso(when)
+
+    @staticmethod
+    def when(value: str) -> datetime:
+        return datetime.fromisoformat(value)
+
+    @staticmethod
+    def serialize(db: sqlite3.Connection, name: str) -> None:
+        pass  # (the write transaction holds the whole journal)
+
+
 class SQLiteJournal:
     """The SQLite journal. Safe to share between threads (one connection, one lock); one
     daemon per journal (a PostgreSQL journal is shared by several)."""
@@ -318,6 +357,12 @@ class SQLiteJournal:
         self._last_checkpoint = time.monotonic()
         self._migrate()
         self.session = secrets.token_hex(8)
+        database = _Database(self)
+        self.alerts = Alerts(database)
+        self.deadlines = Deadlines(database)
+        self.slots = Slots(database)
+        self.observations = Observations(database)
+        self.keys = BusinessKeys(database)
         try:
             self._open_session(wal_existed)
         except JournalError:
@@ -678,34 +723,6 @@ class SQLiteJournal:
     def take(self, file_id: int) -> bool:
         return True  # one daemon per SQLite journal
 
-    def take_slot(self, route: str, slot: str) -> bool:
-        return True
-
-    def deadline_missed(self, route: str, day: str, at: datetime) -> bool:
-        with self._tx() as db:
-            done = db.execute(
-                "INSERT OR IGNORE INTO deadlines (route, day, missed_at) VALUES (?,?,?)",
-                (route, day, _iso(at)),
-            )
-            return done.rowcount == 1
-
-    def deadline_met(self, route: str, day: str, at: datetime) -> bool:
-        with self._tx() as db:
-            done = db.execute(
-                "UPDATE deadlines SET met_at=? WHERE route=? AND day=? AND met_at IS NULL",
-                (_iso(at), route, day),
-            )
-            return done.rowcount == 1
-
-    def deadlines(self, route: str, limit: int = 7) -> list[tuple[str, datetime, datetime | None]]:
-        with self._read():
-            rows = self._db.execute(
-                "SELECT day, missed_at, met_at FROM deadlines WHERE route=? "
-                "ORDER BY day DESC LIMIT ?",
-                (route, limit),
-            ).fetchall()
-        return [(r[0], datetime.fromisoformat(r[1]), _when(r[2])) for r in rows]
-
     def record_output(self, file_id: int, output: OutputRecord) -> None:
         with self._tx() as db:
             db.execute(
@@ -719,26 +736,6 @@ class SQLiteJournal:
                     output.sha256,
                     output.delivered_at.isoformat(timespec="milliseconds"),
                 ),
-            )
-
-    def delivered_keys(self, route: str, keys: list[str], *, except_file: int) -> dict[str, int]:
-        found: dict[str, int] = {}
-        with self._read():
-            for start in range(0, len(keys), 500):
-                part = keys[start : start + 500]
-                holes = ",".join("?" * len(part))
-                sql = f"SELECT key, file_id FROM business_keys WHERE route=? AND file_id<>? AND key IN ({holes})"  # noqa: S608, E501 - placeholders only
-                rows = self._db.execute(sql, (route, except_file, *part)).fetchall()
-                found.update({r["key"]: r["file_id"] for r in rows})
-        return found
-
-    def record_keys(self, route: str, file_id: int, keys: list[str]) -> None:
-        now = _now()
-        with self._tx() as db:
-            db.executemany(
-                "INSERT OR IGNORE INTO business_keys (route, key, file_id, recorded_at) "
-                "VALUES (?,?,?,?)",
-                [(route, key, file_id, now) for key in keys],
             )
 
     def get(self, file_id: int) -> FileRecord | None:
@@ -885,97 +882,6 @@ class SQLiteJournal:
                 ):
                     db.execute(f"DELETE FROM {table} WHERE {column} IN ({holes})", part)  # noqa: S608
         return len(ids)
-
-    def alert_window(
-        self, route: str, cause: str, *, window_s: float, now: datetime
-    ) -> AlertWindow:
-        with self._tx() as db:
-            row = db.execute(
-                "SELECT sent_at, held FROM alerts WHERE route=? AND cause=?", (route, cause)
-            ).fetchone()
-            elapsed = (
-                None
-                if row is None
-                else (now - datetime.fromisoformat(row["sent_at"])).total_seconds()
-            )
-            if elapsed is None or elapsed >= window_s:
-                held = 0 if row is None else row["held"]
-                db.execute(
-                    "INSERT INTO alerts (route, cause, sent_at, held, open) VALUES (?,?,?,0,1) "
-                    "ON CONFLICT(route, cause) DO UPDATE SET sent_at=excluded.sent_at, held=0, "
-                    "open=1",
-                    (route, cause, _iso(now)),
-                )
-                return AlertWindow(send=True, suppressed=held)
-            db.execute(
-                "UPDATE alerts SET held=held+1, open=1 WHERE route=? AND cause=?", (route, cause)
-            )
-            return AlertWindow(send=False, suppressed=row["held"] + 1)
-
-    def due_digests(self, *, window_s: float, now: datetime) -> list[tuple[str, str, int]]:
-        due: list[tuple[str, str, int]] = []
-        with self._tx() as db:
-            for row in db.execute("SELECT route, cause, sent_at, held FROM alerts WHERE held>0"):
-                if (now - datetime.fromisoformat(row["sent_at"])).total_seconds() >= window_s:
-                    due.append((row["route"], row["cause"], row["held"]))
-            for route, cause, _ in due:
-                db.execute(
-                    "UPDATE alerts SET held=0, sent_at=? WHERE route=? AND cause=?",
-                    (_iso(now), route, cause),
-                )
-        return due
-
-    def announce(self, key: str, *, since: datetime, now: datetime) -> bool:
-        with self._tx() as db:
-            row = db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
-                "SET value=excluded.value WHERE meta.value < ? RETURNING key",
-                (f"announced:{key}", _iso(now), _iso(since)),
-            ).fetchone()
-        return row is not None
-
-    def resolve_alerts(self, route: str) -> list[str]:
-        with self._tx() as db:
-            causes = [
-                r[0]
-                for r in db.execute("SELECT cause FROM alerts WHERE route=? AND open=1", (route,))
-            ]
-            db.execute("UPDATE alerts SET open=0 WHERE route=?", (route,))
-        return causes
-
-    def observations(self, route: str) -> dict[str, Observation]:
-        with self._read():
-            rows = self._db.execute("SELECT * FROM observations WHERE route=?", (route,)).fetchall()
-        return {
-            r["path"]: Observation(
-                r["path"],
-                r["size"],
-                r["mtime_ns"],
-                datetime.fromisoformat(r["first_seen"]),
-                datetime.fromisoformat(r["changed_at"]),
-                r["reason"],
-            )
-            for r in rows
-        }
-
-    def save_observations(self, route: str, held: list[Observation]) -> None:
-        with self._tx() as db:
-            db.execute("DELETE FROM observations WHERE route=?", (route,))
-            db.executemany(
-                "INSERT INTO observations VALUES (?,?,?,?,?,?,?)",
-                [
-                    (
-                        route,
-                        o.path,
-                        o.size,
-                        o.mtime_ns,
-                        _iso(o.first_seen),
-                        _iso(o.changed_at),
-                        o.reason,
-                    )
-                    for o in held
-                ],
-            )
 
     def _open_session(self, wal_existed: bool) -> None:
         """Refuse a journal whose last session ended uncleanly and whose write-ahead log is

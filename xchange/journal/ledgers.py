@@ -1,0 +1,297 @@
+"""The journal's small ledgers, written once for every backend.
+
+Beside its files, a journal keeps ledgers every daemon sharing it must see alike: the
+alert windows (one alert per route and cause per window, digests of what was held back,
+announcements once per episode), the delivery deadlines of each day, the schedule slots
+taken, what a poll holds back and why (observations), and the business keys delivered.
+Each is one class here, its SQL written once over :class:`Database`, the seam a backend
+gives: its transactions, its parameter style, how it keeps a time, how it serializes
+writers. Each ledger has one calling module (alerts, deadlines, the daemon's schedule,
+the scan, the transfer); the status page, the metrics and the morning report read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from xchange.journal.base import AlertWindow, Observation, sortable_time
+
+
+class Database(Protocol):
+    """What the ledgers need of a backend's database."""
+
+    @property
+    def shared(self) -> bool:
+        """Whether several daemons may share it (rows then need locks; schedule slots
+        are taken once among them)."""
+        ...
+
+    @property
+    def owner(self) -> str | None:
+        """This daemon, as the owner of what it takes."""
+        ...
+
+    @property
+    def lock_rows(self) -> str:
+        """Appended to a SELECT that reads rows it will update: ``" FOR UPDATE"`` where
+        rows lock; "" where a write transaction holds the whole database."""
+        ...
+
+    def write(self) -> AbstractContextManager[Any]:
+        """A write transaction: its connection (``execute(sql, args)``), committed at the
+        end, rolled back on an exception; a database error is a ``JournalError``."""
+        ...
+
+    def read(self) -> AbstractContextManager[Any]:
+        """A connection to read from."""
+        ...
+
+    def sql(self, text: str) -> str:
+        """A statement written with ``?`` placeholders, in the backend's style."""
+        ...
+
+    def many(self, db: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement (in the backend's style) for each of ``rows``."""
+        ...
+
+    def stamp(self, when: datetime) -> Any:
+        """A time as the backend keeps it."""
+        ...
+
+    def when(self, value: Any) -> datetime:
+        """A time the backend kept."""
+        ...
+
+    def serialize(self, db: Any, name: str) -> None:
+        """Until the transaction ends, one writer at a time for ``name`` (nothing where
+        a write transaction is alone already)."""
+        ...
+
+
+class _Ledger:
+    def __init__(self, database: Database) -> None:
+        self.db = database
+        self._statements: dict[str, str] = {}
+
+    def _sql(self, text: str) -> str:
+        """A statement in the backend's style (made once)."""
+        known = self._statements.get(text)
+        if known is None:
+            known = self._statements[text] = self.db.sql(text)
+        return known
+
+    def _run(self, db: Any, text: str, args: Sequence[Any] = ()) -> Any:
+        return db.execute(self._sql(text), args)
+
+
+class Alerts(_Ledger):
+    """One alert per route and cause per window; what was held back, for a digest; an
+    announcement once per episode; which alerts are open until a route recovers."""
+
+    #: A window never sent (a row made to be locked).
+    _NEVER = datetime(1970, 1, 1, tzinfo=UTC)
+
+    def window(self, route: str, cause: str, *, window_s: float, now: datetime) -> AlertWindow:
+        """Whether to send an alert for (route, cause) now, or hold it back (counted)."""
+        with self.db.write() as db:
+            self._run(
+                db,
+                "INSERT INTO alerts (route, cause, sent_at, held, open) VALUES (?,?,?,0,0) "
+                "ON CONFLICT DO NOTHING",
+                (route, cause, self.db.stamp(self._NEVER)),
+            )
+            row = self._run(
+                db,
+                "SELECT sent_at, held FROM alerts WHERE route=? AND cause=?" + self.db.lock_rows,  # noqa: S608 - a fixed clause, no data
+                (route, cause),
+            ).fetchone()
+            sent = self.db.when(row["sent_at"])
+            fresh = sent.year == 1970
+            if fresh or (now - sent).total_seconds() >= window_s:
+                self._run(
+                    db,
+                    "UPDATE alerts SET sent_at=?, held=0, open=1 WHERE route=? AND cause=?",
+                    (self.db.stamp(now), route, cause),
+                )
+                return AlertWindow(send=True, suppressed=0 if fresh else row["held"])
+            self._run(
+                db,
+                "UPDATE alerts SET held=held+1, open=1 WHERE route=? AND cause=?",
+                (route, cause),
+            )
+            return AlertWindow(send=False, suppressed=row["held"] + 1)
+
+    def due_digests(self, *, window_s: float, now: datetime) -> list[tuple[str, str, int]]:
+        """(route, cause, held) of each window that held alerts back and has ended; its
+        count is reset and its window starts again (one daemon sends each digest)."""
+        lock = self.db.lock_rows + (" SKIP LOCKED" if self.db.lock_rows else "")
+        due = "SELECT route, cause, held FROM alerts WHERE held>0 AND sent_at<=? ORDER BY 1, 2"
+        with self.db.write() as db:
+            rows = self._run(
+                db, due + lock, (self.db.stamp(now - timedelta(seconds=window_s)),)
+            ).fetchall()
+            for r in rows:
+                self._run(
+                    db,
+                    "UPDATE alerts SET held=0, sent_at=? WHERE route=? AND cause=?",
+                    (self.db.stamp(now), r["route"], r["cause"]),
+                )
+        return [(r["route"], r["cause"], r["held"]) for r in rows]
+
+    def announce(self, key: str, *, since: datetime, now: datetime) -> bool:
+        """Whether this daemon is the first to announce ``key`` since ``since``."""
+        with self.db.write() as db:
+            row = self._run(
+                db,
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
+                "SET value=excluded.value WHERE meta.value < ? RETURNING key",
+                (f"announced:{key}", sortable_time(now), sortable_time(since)),
+            ).fetchone()
+        return row is not None
+
+    def resolve(self, route: str) -> list[str]:
+        """The causes of a route's open alerts, closed now (the route works again)."""
+        with self.db.write() as db:
+            rows = self._run(
+                db, "UPDATE alerts SET open=0 WHERE route=? AND open=1 RETURNING cause", (route,)
+            ).fetchall()
+        return sorted(r["cause"] for r in rows)
+
+
+class Deadlines(_Ledger):
+    """Each route's delivery deadline of each day: missed (once), met late (once)."""
+
+    def missed(self, route: str, day: str, at: datetime) -> bool:
+        """Record the deadline of ``day`` missed; False if it was already."""
+        with self.db.write() as db:
+            row = self._run(
+                db,
+                "INSERT INTO deadlines (route, day, missed_at) VALUES (?,?,?) "
+                "ON CONFLICT DO NOTHING RETURNING day",
+                (route, day, self.db.stamp(at)),
+            ).fetchone()
+        return row is not None
+
+    def met(self, route: str, day: str, at: datetime) -> bool:
+        """Record a missed deadline met after all; False if it was not missed, or met."""
+        with self.db.write() as db:
+            row = self._run(
+                db,
+                "UPDATE deadlines SET met_at=? WHERE route=? AND day=? AND met_at IS NULL "
+                "RETURNING day",
+                (self.db.stamp(at), route, day),
+            ).fetchone()
+        return row is not None
+
+    def recent(self, route: str, limit: int = 7) -> list[tuple[str, datetime, datetime | None]]:
+        """(day, missed at, met at) of the route's last missed deadlines, newest first."""
+        with self.db.read() as db:
+            rows = self._run(
+                db,
+                "SELECT day, missed_at, met_at FROM deadlines WHERE route=? "
+                "ORDER BY day DESC LIMIT ?",
+                (route, limit),
+            ).fetchall()
+        return [
+            (
+                r["day"],
+                self.db.when(r["missed_at"]),
+                None if r["met_at"] is None else self.db.when(r["met_at"]),
+            )
+            for r in rows
+        ]
+
+
+class Slots(_Ledger):
+    """Scheduled runs: each slot of a route's schedule is run by one daemon."""
+
+    def take(self, route: str, slot: str) -> bool:
+        """Whether this daemon runs ``slot`` (False: another daemon took it)."""
+        if not self.db.shared:
+            return True  # one daemon: every slot is its own
+        now = datetime.now(UTC)
+        with self.db.write() as db:
+            row = self._run(
+                db,
+                "INSERT INTO slots VALUES (?,?,?,?) ON CONFLICT DO NOTHING RETURNING route",
+                (route, slot, self.db.owner, self.db.stamp(now)),
+            ).fetchone()
+            # Slots older than a week are history nobody needs.
+            self._run(
+                db, "DELETE FROM slots WHERE taken_at < ?", (self.db.stamp(now - timedelta(7)),)
+            )
+        return row is not None
+
+
+class Observations(_Ledger):
+    """What each route's poll holds back, and why: the files seen not taken yet."""
+
+    def held(self, route: str) -> dict[str, Observation]:
+        with self.db.read() as db:
+            rows = self._run(db, "SELECT * FROM observations WHERE route=?", (route,)).fetchall()
+        return {
+            r["path"]: Observation(
+                r["path"],
+                r["size"],
+                r["mtime_ns"],
+                self.db.when(r["first_seen"]),
+                self.db.when(r["changed_at"]),
+                r["reason"],
+            )
+            for r in rows
+        }
+
+    def save(self, route: str, held: list[Observation]) -> None:
+        """Replace the route's observations (one daemon at a time per route: two that
+        both deleted, then both inserted, broke the primary key and failed a look)."""
+        stamp = self.db.stamp
+        with self.db.write() as db:
+            self.db.serialize(db, f"observations:{route}")
+            self._run(db, "DELETE FROM observations WHERE route=?", (route,))
+            self.db.many(
+                db,
+                self._sql("INSERT INTO observations VALUES (?,?,?,?,?,?,?)"),
+                [
+                    (
+                        route,
+                        o.path,
+                        o.size,
+                        o.mtime_ns,
+                        stamp(o.first_seen),
+                        stamp(o.changed_at),
+                        o.reason,
+                    )
+                    for o in held
+                ],
+            )
+
+
+class BusinessKeys(_Ledger):
+    """Business keys delivered per route (a route's ``dedupe_key``)."""
+
+    def delivered(self, route: str, keys: list[str], *, except_file: int) -> dict[str, int]:
+        """Which of ``keys`` another file of the route delivered, and which file."""
+        found: dict[str, int] = {}
+        with self.db.read() as db:
+            for start in range(0, len(keys), 500):
+                part = keys[start : start + 500]
+                holes = ",".join("?" * len(part))
+                sql = f"SELECT key, file_id FROM business_keys WHERE route=? AND file_id<>? AND key IN ({holes})"  # noqa: S608, E501 - placeholders only
+                rows = db.execute(self.db.sql(sql), (route, except_file, *part)).fetchall()
+                found.update({r["key"]: r["file_id"] for r in rows})
+        return found
+
+    def record(self, route: str, file_id: int, keys: list[str]) -> None:
+        now = self.db.stamp(datetime.now(UTC))
+        with self.db.write() as db:
+            self.db.many(
+                db,
+                self._sql(
+                    "INSERT INTO business_keys (route, key, file_id, recorded_at) "
+                    "VALUES (?,?,?,?) ON CONFLICT DO NOTHING"
+                ),
+                [(route, key, file_id, now) for key in keys],
+            )
