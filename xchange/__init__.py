@@ -17,8 +17,9 @@ __version__ = "0.1.0"
 from xchange.config import AppConfig, load_config
 from xchange.errors import XchangeError
 from xchange.journal import open_journal
-from xchange.pipeline import Output, Pipeline
+from xchange.pipeline import Pipeline
 from xchange.runner import RouteResult, Runner
+from xchange.sink import Output
 
 __all__ = [
     "AppConfig",

@@ -11,6 +11,7 @@ checked and padded as strings, never turned into binary floating point.
 from __future__ import annotations
 
 import ast
+import operator
 import re
 import string
 from collections.abc import Callable, Sequence
@@ -109,7 +110,8 @@ def _strftime(data: pd.Series, fmt: str) -> pd.Series:
     range always have four digits)."""
     pieces = _when_pieces(fmt)
     if pieces is None or len(data) == 0:
-        return data.dt.strftime(fmt)
+        formatted: pd.Series = data.dt.strftime(fmt)
+        return formatted
     iso = np.datetime_as_string(data.to_numpy(dtype="datetime64[s]"), unit="s")
     chars = iso.astype("U19").view("U1").reshape(len(iso), 19)
     width = sum(_WHEN_PARTS[p][2] if p in _WHEN_PARTS else 1 for p in pieces)
@@ -794,7 +796,8 @@ def _words(texts: list[str]) -> np.ndarray | None:
 
 def _hashes(words: np.ndarray) -> np.ndarray:
     """One 64-bit number per row of words (equal rows, equal numbers)."""
-    return (words * _WORD_MULTIPLIERS[: words.shape[1]]).sum(axis=1, dtype=np.uint64)
+    hashed: np.ndarray = (words * _WORD_MULTIPLIERS[: words.shape[1]]).sum(axis=1, dtype=np.uint64)
+    return hashed
 
 
 @dataclass(slots=True)
@@ -1056,14 +1059,7 @@ class _Vector:
             else:
                 x, y = self._num(left), self._num(right)
                 a, b, _ = self._aligned(x, y)
-            outcome = {
-                ast.Eq: lambda p, q: p == q,
-                ast.NotEq: lambda p, q: p != q,
-                ast.Lt: lambda p, q: p < q,
-                ast.LtE: lambda p, q: p <= q,
-                ast.Gt: lambda p, q: p > q,
-                ast.GtE: lambda p, q: p >= q,
-            }[type(op)](a, b)
+            outcome = _COMPARE[type(op)](a, b)
             result &= np.asarray(outcome, dtype=bool)
             left = right
         return result
@@ -1110,6 +1106,17 @@ class _Vector:
         unit = 10 ** (num.scale - places)
         magnitude = (np.abs(num.data) + unit // 2) // unit
         return _Num(np.sign(num.data) * magnitude, places, num.null)
+
+
+#: A comparison operator over two arrays.
+_COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+}
 
 
 def _kept(col: _Col, keep: np.ndarray) -> _Col:
