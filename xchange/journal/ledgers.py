@@ -40,6 +40,27 @@ class Database(Protocol):
         rows lock; "" where a write transaction holds the whole database."""
         ...
 
+    @property
+    def lock_free_row(self) -> str:
+        """Appended to a SELECT of one row to update: lock it, or (another daemon has it
+        locked) find no row: ``" FOR UPDATE SKIP LOCKED"``; "" where nothing locks."""
+        ...
+
+    @property
+    def distinct(self) -> str:
+        """The operator "differs from, NULL being a value" (``IS NOT``, ``IS DISTINCT
+        FROM``)."""
+        ...
+
+    def glob(self, pattern: str) -> tuple[str, Any]:
+        """A condition that ``path`` matches a shell pattern (``orders_*.csv``), and the
+        value it binds."""
+        ...
+
+    def many_returning(self, db: Any, sql: str, rows: Sequence[Sequence[Any]]) -> list[Any]:
+        """``many`` of a statement with RETURNING: every row it returned."""
+        ...
+
     def write(self) -> AbstractContextManager[Any]:
         """A write transaction: its connection (``execute(sql, args)``), committed at the
         end, rolled back on an exception; a database error is a ``JournalError``."""
@@ -105,7 +126,7 @@ class Alerts(_Ledger):
             )
             row = self._run(
                 db,
-                "SELECT sent_at, held FROM alerts WHERE route=? AND cause=?" + self.db.lock_rows,  # noqa: S608 - a fixed clause, no data
+                "SELECT sent_at, held FROM alerts WHERE route=? AND cause=?" + self.db.lock_rows,
                 (route, cause),
             ).fetchone()
             sent = self.db.when(row["sent_at"])
@@ -279,7 +300,7 @@ class BusinessKeys(_Ledger):
             for start in range(0, len(keys), 500):
                 part = keys[start : start + 500]
                 holes = ",".join("?" * len(part))
-                sql = f"SELECT key, file_id FROM business_keys WHERE route=? AND file_id<>? AND key IN ({holes})"  # noqa: S608, E501 - placeholders only
+                sql = f"SELECT key, file_id FROM business_keys WHERE route=? AND file_id<>? AND key IN ({holes})"  # noqa: E501 - placeholders only
                 rows = db.execute(self.db.sql(sql), (route, except_file, *part)).fetchall()
                 found.update({r["key"]: r["file_id"] for r in rows})
         return found

@@ -35,7 +35,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,27 +47,12 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from xchange.errors import ConfigError, JournalError, JournalUnavailable, LeaseLost
-from xchange.journal.base import (
-    Claim,
-    FileKey,
-    FileRecord,
-    OutputRecord,
-    Step,
-    Transition,
-    record_from_row,
-)
-from xchange.journal.ledgers import Alerts, BusinessKeys, Deadlines, Observations, Slots
-from xchange.journal.states import DONE_STATES, State, check_transition
+from xchange.journal.sql import HEALABLE, HELD_STATES, SqlJournal
+from xchange.journal.states import DONE_STATES, State
 
 log = structlog.get_logger(__name__)
 
 #: States in which a record has an owner holding a lease.
-HELD_STATES = ("processing", "delivering")
-
-_HEALABLE = (
-    "quarantine_path IS NOT NULL AND "
-    "state IN ('quarantined', 'processing', 'delivering', 'retrying')"
-)
 
 #: The SQLite backend's migrations, by the same names, in PostgreSQL's dialect.
 MIGRATIONS: list[tuple[str, str]] = [
@@ -166,7 +151,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
-    ("0006_heal_index", f"CREATE INDEX files_heal ON files(route, id) WHERE {_HEALABLE}"),
+    ("0006_heal_index", f"CREATE INDEX files_heal ON files(route, id) WHERE {HEALABLE}"),
     (
         "0007_claims",
         """
@@ -201,12 +186,6 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
 ]
 
-_FILE_COLUMNS = (
-    "id, route, endpoint, path, size, mtime_ns, sha256, layout_version, mapping_version, "
-    "state, attempts, next_retry_at, error_kind, error_message, quarantine_path, archive_path, "
-    "source_encoding, created_at, updated_at, owner, lease_until"
-)
-
 
 def _utc() -> datetime:
     return datetime.now(UTC)
@@ -239,6 +218,8 @@ class _Database:
 
     shared = True
     lock_rows = " FOR UPDATE"
+    lock_free_row = " FOR UPDATE SKIP LOCKED"
+    distinct = "IS DISTINCT FROM"
 
     def __init__(self, journal: PostgresJournal) -> None:
         self._journal = journal
@@ -263,6 +244,24 @@ class _Database:
             cur.executemany(sql, rows)
 
     @staticmethod
+    def many_returning(
+        db: psycopg.Connection[Any], sql: str, rows: Sequence[Sequence[Any]]
+    ) -> list[Any]:
+        returned: list[Any] = []
+        if not rows:
+            return returned
+        with db.cursor() as cur:
+            cur.executemany(sql, rows, returning=True)
+            while True:
+                returned.extend(cur.fetchall())
+                if not cur.nextset():
+                    return returned
+
+    @staticmethod
+    def glob(pattern: str) -> tuple[str, str]:
+        return "path LIKE ?", _glob_to_like(pattern)
+
+    @staticmethod
     def stamp(when: datetime) -> datetime:
         return when
 
@@ -275,7 +274,7 @@ class _Database:
         db.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (name,))
 
 
-class PostgresJournal:
+class PostgresJournal(SqlJournal):
     """A journal in a PostgreSQL database, safe to share between threads, processes and
     hosts. ``url`` names the server and database (``postgresql://user@host:port/db``)."""
 
@@ -340,12 +339,7 @@ class PostgresJournal:
                 f"journal {self.where}: cannot connect: {_said(exc)}"
             ) from None
         self._migrate()
-        database = _Database(self)
-        self.alerts = Alerts(database)
-        self.deadlines = Deadlines(database)
-        self.slots = Slots(database)
-        self.observations = Observations(database)
-        self.keys = BusinessKeys(database)
+        super().__init__(_Database(self))
         self._closed = threading.Event()
         self._renewer = threading.Thread(
             target=self._renew_leases, name="xchange-journal-leases", daemon=True
@@ -485,455 +479,32 @@ class PostgresJournal:
             )
         self._claimed(file_id)
 
-    def _hold(self, state: State) -> str:
-        """How a write to ``state`` sets the owner and lease (SQL, binding owner, lease):
-        taken through -> this owner, a fresh lease; delivered (its archive or delete to
-        come) -> kept as it is; waiting, quarantined, dropped -> nobody's."""
+    # ------------------------------------------------------------------ leases
+
+    #: A file's lease runs (on the server's clock).
+    _lease_runs = "lease_until > now()"
+
+    def _hold(self, state: State) -> tuple[str, list[Any]]:
+        """How a write to ``state`` sets the owner and lease: taken through -> this
+        owner, a fresh lease; delivered (its archive or delete to come) -> kept as it
+        is; waiting, quarantined, dropped -> nobody's."""
         if str(state) in HELD_STATES:
-            return "owner=%(owner)s, lease_until=now()+%(lease)s"
+            return ", owner=?, lease_until=now()+?", [self.owner, self.lease]
         if state in DONE_STATES:
-            return "owner=owner"
-        return "owner=NULL, lease_until=NULL"
+            return "", []
+        return ", owner=NULL, lease_until=NULL", []
 
-    # ------------------------------------------------------------------ reads
+    def _lease(self) -> tuple[str, list[Any]]:
+        return "?, now()+?", [self.owner, self.lease]
 
-    def _records(self, db: psycopg.Connection[Any], rows: list[dict[str, Any]]) -> list[FileRecord]:
-        ids = [r["id"] for r in rows]
-        outputs: dict[int, list[OutputRecord]] = {i: [] for i in ids}
-        if ids:
-            for o in db.execute(
-                "SELECT * FROM outputs WHERE file_id = ANY(%s) ORDER BY id", (ids,)
-            ).fetchall():
-                outputs[o["file_id"]].append(
-                    OutputRecord(
-                        o["endpoint"], o["path"], o["size"], o["sha256"], o["delivered_at"]
-                    )
-                )
-        return [record_from_row(r, outputs[r["id"]]) for r in rows]
+    def _held_by(self, row: dict[str, Any]) -> str | None:
+        owner = row["owner"]
+        if owner not in (None, self.owner) and row["lease_runs"]:
+            return str(owner) if row["state"] in HELD_STATES else None
+        return None
 
-    def _select(self, where: str, args: Sequence[Any], tail: str = "") -> list[FileRecord]:
-        with self._tx() as db:
-            rows = db.execute(
-                f"SELECT {_FILE_COLUMNS} FROM files WHERE {where} {tail}",
-                args,
-            ).fetchall()
-            return self._records(db, rows)
-
-    def lookup(
-        self, route: str, endpoint: str, path: str, size: int, mtime_ns: int
-    ) -> FileRecord | None:
-        found = self._select(
-            "route=%s AND endpoint=%s AND path=%s AND size=%s AND mtime_ns=%s",
-            (route, endpoint, path, size, mtime_ns),
-            "ORDER BY id DESC LIMIT 1",
-        )
-        return found[0] if found else None
-
-    def lookup_many(
-        self, route: str, endpoint: str, files: Sequence[tuple[str, int, int]]
-    ) -> dict[tuple[str, int, int], FileRecord]:
-        wanted = set(files)
-        paths = sorted({path for path, _, _ in wanted})
-        found: dict[tuple[str, int, int], FileRecord] = {}
-        for start in range(0, len(paths), 1000):
-            records = self._select(
-                "route=%s AND endpoint=%s AND path = ANY(%s)",
-                (route, endpoint, paths[start : start + 1000]),
-                "ORDER BY id",
-            )
-            for record in records:  # oldest first: the newest of a key wins
-                key = (record.path, record.size, record.mtime_ns)
-                if key in wanted:
-                    found[key] = record
-        return found
-
-    def find_content(self, route: str, sha256: str) -> FileRecord | None:
-        found = self._select("route=%s AND sha256=%s", (route, sha256))
-        return found[0] if found else None
-
-    def get(self, file_id: int) -> FileRecord | None:
-        found = self._select("id=%s", (file_id,))
-        return found[0] if found else None
-
-    def query(
-        self,
-        *,
-        route: str | None = None,
-        state: State | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        pattern: str | None = None,
-        limit: int = 100,
-    ) -> list[FileRecord]:
-        where, args = ["TRUE"], []
-        for sql, value in (
-            ("route=%s", route),
-            ("state=%s", None if state is None else str(state)),
-            ("updated_at>=%s", since),
-            ("updated_at<%s", until),
-        ):
-            if value is not None:
-                where.append(sql)
-                args.append(value)
-        if pattern is not None:
-            where.append("path LIKE %s")
-            args.append(_glob_to_like(pattern))
-        return self._select(" AND ".join(where), [*args, limit], "ORDER BY id DESC LIMIT %s")
-
-    def count(
-        self,
-        *,
-        route: str | None = None,
-        states: Collection[State] | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> int:
-        where, args = ["TRUE"], []
-        for sql, value in (
-            ("route=%s", route),
-            ("state = ANY(%s)", None if states is None else sorted(str(s) for s in states)),
-            ("updated_at>=%s", since),
-            ("updated_at<%s", until),
-        ):
-            if value is not None:
-                where.append(sql)
-                args.append(value)
-        with self._tx() as db:
-            row = db.execute(
-                f"SELECT count(*) AS n FROM files WHERE {' AND '.join(where)}",
-                args,
-            ).fetchone()
-        return int(row["n"]) if row is not None else 0
-
-    def oldest(self, route: str, state: State) -> datetime | None:
-        with self._tx() as db:
-            row = db.execute(
-                "SELECT min(created_at) AS at FROM files WHERE route=%s AND state=%s",
-                (route, str(state)),
-            ).fetchone()
-        return None if row is None else row["at"]
-
-    def reconsider(
-        self,
-        route: str,
-        *,
-        layout_version: str,
-        mapping_version: str,
-        transient: Collection[str],
-        transient_before: datetime,
-        limit: int,
-    ) -> list[FileRecord]:
-        return self._select(
-            f"route=%s AND {_HEALABLE} AND ("
-            "(state='quarantined' AND (layout_version IS DISTINCT FROM %s OR "
-            "mapping_version IS DISTINCT FROM %s OR (error_kind = ANY(%s) AND updated_at<%s))) "
-            "OR (state IN ('processing', 'delivering') AND "
-            "(owner IS NULL OR owner=%s OR lease_until<now())) "
-            "OR (state='retrying' AND updated_at<%s))",
-            (
-                route,
-                layout_version,
-                mapping_version,
-                sorted(transient),
-                transient_before,
-                self.owner,
-                transient_before,
-                limit,
-            ),
-            "ORDER BY id LIMIT %s",
-        )
-
-    def history(self, file_id: int) -> list[Transition]:
-        with self._tx() as db:
-            rows = db.execute(
-                "SELECT at, from_state, to_state, note FROM transitions WHERE file_id=%s "
-                "ORDER BY id",
-                (file_id,),
-            ).fetchall()
-        return [Transition(r["at"], r["from_state"], r["to_state"], r["note"]) for r in rows]
-
-    # ------------------------------------------------------------------ claims
-
-    def claim(self, key: FileKey, *, layout_version: str, mapping_version: str) -> Claim:
-        now = _utc()
-        owner, lease = self.owner, self.lease
-        with self._tx() as db:
-            inserted = db.execute(
-                "INSERT INTO files (route, endpoint, path, size, mtime_ns, sha256, "
-                "layout_version, mapping_version, state, attempts, created_at, updated_at, "
-                "owner, lease_until) "
-                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,'processing',1,%s,%s,%s,now()+%s) "
-                f"ON CONFLICT (route, sha256) DO NOTHING RETURNING {_FILE_COLUMNS}",
-                (
-                    key.route,
-                    key.endpoint,
-                    key.path,
-                    key.size,
-                    key.mtime_ns,
-                    key.sha256,
-                    layout_version,
-                    mapping_version,
-                    now,
-                    now,
-                    owner,
-                    lease,
-                ),
-            ).fetchone()
-            if inserted is not None:
-                db.execute(
-                    "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
-                    "VALUES (%s,%s,NULL,'processing',%s)",
-                    (inserted["id"], now, key.path),
-                )
-                self._claimed(inserted["id"])
-                return Claim(record_from_row(inserted, []), already_delivered=False)
-            row = db.execute(
-                f"SELECT {_FILE_COLUMNS}, lease_until > now() AS lease_runs FROM files "
-                "WHERE route=%s AND sha256=%s FOR UPDATE SKIP LOCKED",
-                (key.route, key.sha256),
-            ).fetchone()
-            if row is None:
-                # Another daemon's claim holds the row right now: its file, not ours.
-                current = self._select("route=%s AND sha256=%s", (key.route, key.sha256))
-                if not current:  # gone meanwhile (pruned): this file is looked at again
-                    raise JournalUnavailable(
-                        f"journal {self.where}: the record of {key.path} changed while it was "
-                        "claimed; tried again"
-                    )
-                return Claim(current[0], already_delivered=False, held_by="another daemon")
-            (record,) = self._records(db, [row])
-            if record.state in DONE_STATES:
-                return Claim(record, already_delivered=True)
-            if (
-                row["owner"] not in (None, owner)
-                and row["lease_runs"]
-                and str(record.state) in HELD_STATES
-            ):
-                return Claim(record, already_delivered=False, held_by=row["owner"])
-            check_transition(record.id, record.state, State.PROCESSING)
-            same_file = record.endpoint == key.endpoint and record.path == key.path
-            endpoint, path, size, mtime_ns = (
-                (key.endpoint, key.path, key.size, key.mtime_ns)
-                if same_file
-                else (record.endpoint, record.path, record.size, record.mtime_ns)
-            )
-            taken_over = row["owner"] not in (None, owner) and str(record.state) in HELD_STATES
-            updated = db.execute(
-                "UPDATE files SET endpoint=%s, path=%s, size=%s, mtime_ns=%s, "
-                "layout_version=%s, mapping_version=%s, state='processing', "
-                "attempts=attempts+1, updated_at=%s, owner=%s, lease_until=now()+%s "
-                f"WHERE id=%s RETURNING {_FILE_COLUMNS}",
-                (
-                    endpoint,
-                    path,
-                    size,
-                    mtime_ns,
-                    layout_version,
-                    mapping_version,
-                    now,
-                    owner,
-                    lease,
-                    record.id,
-                ),
-            ).fetchone()
-            if updated is None:  # (the row is locked: cannot happen, but said if it does)
-                raise JournalUnavailable(
-                    f"journal {self.where}: the record of {key.path} vanished while it was "
-                    "claimed; tried again"
-                )
-            note = key.path + (f" (taken over from {row['owner']})" if taken_over else "")
-            db.execute(
-                "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
-                "VALUES (%s,%s,%s,'processing',%s)",
-                (record.id, now, str(record.state), note),
-            )
-            self._claimed(record.id)
-            return Claim(self._records(db, [updated])[0], already_delivered=False)
-
-    def claim_many(
-        self, keys: Sequence[FileKey], *, layout_version: str, mapping_version: str
-    ) -> list[Claim]:
-        """New contents inserted together (one statement); the others claimed one by one."""
-        now = _utc()
-        with self.batch(), self._tx() as db:
-            rows = db.execute(
-                "INSERT INTO files (route, endpoint, path, size, mtime_ns, sha256, "
-                "layout_version, mapping_version, state, attempts, created_at, updated_at, "
-                "owner, lease_until) "
-                "SELECT route, endpoint, path, size, mtime_ns, sha256, %s, %s, 'processing', "
-                "1, %s, %s, %s, now()+%s FROM unnest(%s::text[], %s::text[], %s::text[], "
-                "%s::bigint[], %s::bigint[], %s::text[]) "
-                "AS k(route, endpoint, path, size, mtime_ns, sha256) "
-                f"ON CONFLICT (route, sha256) DO NOTHING RETURNING {_FILE_COLUMNS}",
-                (
-                    layout_version,
-                    mapping_version,
-                    now,
-                    now,
-                    self.owner,
-                    self.lease,
-                    [k.route for k in keys],
-                    [k.endpoint for k in keys],
-                    [k.path for k in keys],
-                    [k.size for k in keys],
-                    [k.mtime_ns for k in keys],
-                    [k.sha256 for k in keys],
-                ),
-            ).fetchall()
-            new = {(r["route"], r["sha256"]): record_from_row(r, []) for r in rows}
-            for record in new.values():
-                self._claimed(record.id)
-            if new:
-                with db.cursor() as cur:
-                    cur.executemany(
-                        "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
-                        "VALUES (%s,%s,NULL,'processing',%s)",
-                        [(r.id, now, r.path) for r in new.values()],
-                    )
-            return [
-                Claim(new[(k.route, k.sha256)], already_delivered=False)
-                if (k.route, k.sha256) in new
-                else self.claim(k, layout_version=layout_version, mapping_version=mapping_version)
-                for k in keys
-            ]
-
-    # ------------------------------------------------------------------ writes
-
-    def _state_of(self, db: psycopg.Connection[Any], file_id: int) -> str:
-        row = db.execute("SELECT state FROM files WHERE id=%s FOR UPDATE", (file_id,)).fetchone()
-        if row is None:
-            raise JournalError(f"journal {self.where}: no file with id {file_id}")
-        return str(row["state"])
-
-    def record_steps(self, steps: Sequence[Step]) -> None:
-        """Checked against the table step by step, then written with a few pipelined
-        statements (one lock query, then every output, transition and update at once)."""
-        now = _utc()
-        with self._tx() as db:
-            ids = sorted({step.file_id for step in steps})
-            rows = db.execute(
-                "SELECT id, state FROM files WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (ids,)
-            ).fetchall()
-            states = {r["id"]: str(r["state"]) for r in rows}
-            missing = [i for i in ids if i not in states]
-            if missing:
-                raise JournalError(f"journal {self.where}: no file with id {missing[0]}")
-            outputs, transitions = [], []
-            #: Per file: its last state, archive path (the last given) and whether a done
-            #: state was entered (errors cleared), in step order.
-            final: dict[int, tuple[State, str | None, bool]] = {}
-            for step in steps:
-                check_transition(step.file_id, states[step.file_id], step.state)
-                if step.output is not None:
-                    o = step.output
-                    outputs.append(
-                        (step.file_id, o.endpoint, o.path, o.size, o.sha256, o.delivered_at)
-                    )
-                transitions.append(
-                    (step.file_id, now, states[step.file_id], str(step.state), step.note)
-                )
-                states[step.file_id] = str(step.state)
-                _, archive, done = final.get(step.file_id, (step.state, None, False))
-                final[step.file_id] = (
-                    step.state,
-                    step.archive_path if step.archive_path is not None else archive,
-                    done or step.state in DONE_STATES,
-                )
-            with db.cursor() as cur:
-                if outputs:
-                    cur.executemany(
-                        "INSERT INTO outputs (file_id, endpoint, path, size, sha256, "
-                        "delivered_at) VALUES (%s,%s,%s,%s,%s,%s)",
-                        outputs,
-                    )
-                cur.executemany(
-                    "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
-                    "VALUES (%s,%s,%s,%s,%s)",
-                    transitions,
-                )
-                groups: dict[tuple[str, bool], list[dict[str, Any]]] = {}
-                for file_id, (state, archive, done) in final.items():
-                    groups.setdefault((self._hold(state), done), []).append(
-                        {
-                            "state": str(state),
-                            "now": now,
-                            "archive": archive,
-                            "owner": self.owner,
-                            "lease": self.lease,
-                            "id": file_id,
-                        }
-                    )
-                for (hold, done), params in groups.items():
-                    cur.executemany(
-                        "UPDATE files SET state=%(state)s, updated_at=%(now)s, "
-                        "next_retry_at=NULL, archive_path=coalesce(%(archive)s, archive_path), "
-                        + hold
-                        + (", error_kind=NULL, error_message=NULL" if done else "")
-                        + " WHERE id=%(id)s",
-                        params,
-                    )
-
-    def transition(
-        self,
-        file_id: int,
-        state: State,
-        *,
-        error: tuple[str, str] | None = None,
-        quarantine_path: str | None = None,
-        archive_path: str | None = None,
-        note: str | None = None,
-        encoding: str | None = None,
-        next_retry_at: datetime | None = None,
-    ) -> None:
-        now = _utc()
-        with self._tx() as db:
-            old = self._state_of(db, file_id)
-            check_transition(file_id, old, state)
-            db.execute(
-                "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
-                "VALUES (%s,%s,%s,%s,%s)",
-                (file_id, now, old, str(state), note or (error[1] if error else None)),
-            )
-            sets = [
-                "state=%(state)s",
-                "updated_at=%(now)s",
-                "next_retry_at=%(retry)s",
-                self._hold(state),
-            ]
-            args: dict[str, Any] = {
-                "state": str(state),
-                "now": now,
-                "retry": next_retry_at,
-                "owner": self.owner,
-                "lease": self.lease,
-                "id": file_id,
-            }
-            if error is not None:
-                sets.append("error_kind=%(kind)s, error_message=%(message)s")
-                args.update(kind=error[0], message=error[1])
-            elif state in DONE_STATES:
-                sets.append("error_kind=NULL, error_message=NULL")
-            for column, value in (
-                ("quarantine_path", quarantine_path),
-                ("source_encoding", encoding),
-                ("archive_path", archive_path),
-            ):
-                if value is not None:
-                    sets.append(f"{column}=%({column})s")
-                    args[column] = value
-            db.execute(
-                f"UPDATE files SET {', '.join(sets)} WHERE id=%(id)s",
-                args,
-            )
-
-    def note(self, file_id: int, note: str) -> None:
-        with self._tx() as db:
-            state = self._state_of(db, file_id)
-            db.execute(
-                "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
-                "VALUES (%s,%s,%s,%s,%s)",
-                (file_id, _utc(), state, state, note),
-            )
+    def _free(self) -> tuple[str, list[Any]]:
+        return "(owner IS NULL OR owner=? OR lease_until<now())", [self.owner]
 
     def take(self, file_id: int) -> bool:
         with self._tx() as db:
@@ -944,44 +515,6 @@ class PostgresJournal:
                 (self.owner, self.lease, file_id, self.owner),
             ).fetchone()
         return row is not None
-
-    def record_output(self, file_id: int, output: OutputRecord) -> None:
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO outputs (file_id, endpoint, path, size, sha256, delivered_at) "
-                "VALUES (%s,%s,%s,%s,%s,%s)",
-                (
-                    file_id,
-                    output.endpoint,
-                    output.path,
-                    output.size,
-                    output.sha256,
-                    output.delivered_at,
-                ),
-            )
-
-    def prune(self, before: datetime) -> int:
-        with self._tx() as db:
-            ids = [
-                r["id"]
-                for r in db.execute(
-                    "SELECT id FROM files WHERE state = ANY(%s) AND updated_at<%s",
-                    (sorted(str(s) for s in DONE_STATES), before),
-                ).fetchall()
-            ]
-            for table, column in (
-                ("outputs", "file_id"),
-                ("transitions", "file_id"),
-                ("business_keys", "file_id"),
-                ("files", "id"),
-            ):
-                db.execute(
-                    f"DELETE FROM {table} WHERE {column} = ANY(%s)",
-                    (ids,),
-                )
-        return len(ids)
-
-    # ------------------------------------------------------------------ alerts, observations
 
     def load(self, tables: Iterator[tuple[str, list[dict[str, Any]]]]) -> dict[str, int]:
         """Fill this (empty) journal with another's rows, ids and journal id kept, in one

@@ -8,7 +8,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,27 +16,14 @@ from typing import Any
 
 from xchange.errors import JournalError
 from xchange.journal.base import (
-    Claim,
-    FileKey,
-    FileRecord,
-    OutputRecord,
-    Step,
-    Transition,
-    record_from_row,
     sortable_time,
 )
-from xchange.journal.ledgers import Alerts, BusinessKeys, Deadlines, Observations, Slots
-from xchange.journal.states import DONE_STATES, State, check_transition
+from xchange.journal.sql import HEALABLE, SqlJournal
 from xchange.lock import pid_alive
 from xchange.private import private_folder
 
 #: Records with a kept quarantine copy that are not settled (the partial index's condition,
 #: repeated word for word in the query so that SQLite uses the index).
-_HEALABLE = (
-    "quarantine_path IS NOT NULL AND "
-    "state IN ('quarantined', 'processing', 'delivering', 'retrying')"
-)
-
 #: Named, ordered schema migrations. Append only; never edit one that has shipped.
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -146,7 +133,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         "0006_heal_index",
         # The files a route's look may heal, found without reading its whole history.
         f"""
-        CREATE INDEX files_heal ON files(route, id) WHERE {_HEALABLE};
+        CREATE INDEX files_heal ON files(route, id) WHERE {HEALABLE};
         """,
     ),
     (
@@ -215,61 +202,6 @@ def _when(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
-def _output(row: sqlite3.Row) -> OutputRecord:
-    return OutputRecord(
-        row["endpoint"],
-        row["path"],
-        row["size"],
-        row["sha256"],
-        datetime.fromisoformat(row["delivered_at"]),
-    )
-
-
-def _by_content(db: sqlite3.Connection, keys: Sequence[FileKey]) -> Iterator[tuple[str, str, int]]:
-    """(route, sha256, id) of the records these keys' contents have on their routes."""
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
-        for route in {k.route for k in chunk}:
-            shas = [k.sha256 for k in chunk if k.route == route]
-            marks = ",".join("?" * len(shas))
-            yield from (
-                (route, sha, file_id)
-                for sha, file_id in db.execute(
-                    # Placeholders only: every value is bound.
-                    f"SELECT sha256, id FROM files WHERE route=? AND sha256 IN ({marks})",  # noqa: S608
-                    (route, *shas),
-                )
-            )
-
-
-def _new_record(
-    key: FileKey, file_id: int, layout_version: str, mapping_version: str, now: str
-) -> FileRecord:
-    """The record a first claim of ``key`` just inserted."""
-    created = datetime.fromisoformat(now)
-    return FileRecord(
-        id=file_id,
-        route=key.route,
-        endpoint=key.endpoint,
-        path=key.path,
-        size=key.size,
-        mtime_ns=key.mtime_ns,
-        sha256=key.sha256,
-        state=State.PROCESSING,
-        attempts=1,
-        next_retry_at=None,
-        error_kind=None,
-        error_message=None,
-        quarantine_path=None,
-        archive_path=None,
-        layout_version=layout_version,
-        mapping_version=mapping_version,
-        source_encoding=None,
-        created_at=created,
-        updated_at=created,
-    )
-
-
 class _Database:
     """The SQLite journal as the ledgers' database (``ledgers.Database``): its write
     transaction holds the whole file, times are sortable text."""
@@ -277,6 +209,8 @@ class _Database:
     shared = False
     owner = None
     lock_rows = ""
+    lock_free_row = ""
+    distinct = "IS NOT"
 
     def __init__(self, journal: SQLiteJournal) -> None:
         self._journal = journal
@@ -298,6 +232,17 @@ class _Database:
         db.executemany(sql, rows)
 
     @staticmethod
+    def many_returning(
+        db: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]
+    ) -> list[sqlite3.Row]:
+        returned = (db.execute(sql, row).fetchone() for row in rows)
+        return [row for row in returned if row is not None]
+
+    @staticmethod
+    def glob(pattern: str) -> tuple[str, str]:
+        return "path GLOB ?", pattern
+
+    @staticmethod
     def stamp(when: datetime) -> str:
         return _iso(when)
 
@@ -310,12 +255,13 @@ class _Database:
         pass  # (the write transaction holds the whole journal)
 
 
-class SQLiteJournal:
+class SQLiteJournal(SqlJournal):
     """The SQLite journal. Safe to share between threads (one connection, one lock); one
     daemon per journal (a PostgreSQL journal is shared by several)."""
 
-    shared = False
-    owner = None
+    @property
+    def where(self) -> str:
+        return str(self.path)
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -357,12 +303,7 @@ class SQLiteJournal:
         self._last_checkpoint = time.monotonic()
         self._migrate()
         self.session = secrets.token_hex(8)
-        database = _Database(self)
-        self.alerts = Alerts(database)
-        self.deadlines = Deadlines(database)
-        self.slots = Slots(database)
-        self.observations = Observations(database)
-        self.keys = BusinessKeys(database)
+        super().__init__(_Database(self))
         try:
             self._open_session(wal_existed)
         except JournalError:
@@ -425,463 +366,11 @@ class SQLiteJournal:
 
     # ------------------------------------------------------------------ interface
 
-    def lookup(
-        self, route: str, endpoint: str, path: str, size: int, mtime_ns: int
-    ) -> FileRecord | None:
-        with self._read():
-            row = self._db.execute(
-                "SELECT * FROM files WHERE route=? AND endpoint=? AND path=? AND size=? "
-                "AND mtime_ns=? ORDER BY id DESC LIMIT 1",
-                (route, endpoint, path, size, mtime_ns),
-            ).fetchone()
-            return None if row is None else self._record(self._db, row)
-
-    def claim(self, key: FileKey, *, layout_version: str, mapping_version: str) -> Claim:
-        now = _now()
-        with self._tx() as db:
-            row = db.execute(
-                "SELECT * FROM files WHERE route=? AND sha256=?", (key.route, key.sha256)
-            ).fetchone()
-            if row is not None and State(row["state"]) in DONE_STATES:
-                return Claim(self._record(db, row), already_delivered=True)
-            if row is None:
-                cur = db.execute(
-                    "INSERT INTO files (route, endpoint, path, size, mtime_ns, sha256, "
-                    "layout_version, mapping_version, state, attempts, created_at, updated_at) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,1,?,?)",
-                    (
-                        key.route,
-                        key.endpoint,
-                        key.path,
-                        key.size,
-                        key.mtime_ns,
-                        key.sha256,
-                        layout_version,
-                        mapping_version,
-                        str(State.PROCESSING),
-                        now,
-                        now,
-                    ),
-                )
-                file_id = int(cur.lastrowid or 0)
-                db.execute(
-                    "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
-                    "VALUES (?,?,?,?,?)",
-                    (file_id, now, None, str(State.PROCESSING), key.path),
-                )
-                # A new record is exactly what was written: no need to read it back.
-                record = _new_record(key, file_id, layout_version, mapping_version, now)
-                return Claim(record, already_delivered=False)
-            file_id = row["id"]
-            check_transition(file_id, row["state"], State.PROCESSING)
-            # A content not delivered yet keeps the name it was first taken under: a twin
-            # that takes it over (its first taker killed mid-delivery, say) delivers the
-            # same outputs under the same names, recognised where they already landed. The
-            # same file taken again updates its time (the look-ups find it by it).
-            same_file = row["endpoint"] == key.endpoint and row["path"] == key.path
-            endpoint, path, size, mtime_ns = (
-                (key.endpoint, key.path, key.size, key.mtime_ns)
-                if same_file
-                else (row["endpoint"], row["path"], row["size"], row["mtime_ns"])
-            )
-            db.execute(
-                "UPDATE files SET endpoint=?, path=?, size=?, mtime_ns=?, layout_version=?, "
-                "mapping_version=?, state=?, attempts=attempts+1, updated_at=? WHERE id=?",
-                (
-                    endpoint,
-                    path,
-                    size,
-                    mtime_ns,
-                    layout_version,
-                    mapping_version,
-                    str(State.PROCESSING),
-                    now,
-                    file_id,
-                ),
-            )
-            db.execute(
-                "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
-                "VALUES (?,?,?,?,?)",
-                (file_id, now, row["state"], str(State.PROCESSING), key.path),
-            )
-            new_row = db.execute("SELECT * FROM files WHERE id=?", (file_id,)).fetchone()
-            return Claim(self._record(db, new_row), already_delivered=False)
-
-    def lookup_many(
-        self, route: str, endpoint: str, files: Sequence[tuple[str, int, int]]
-    ) -> dict[tuple[str, int, int], FileRecord]:
-        wanted = set(files)
-        paths = sorted({path for path, _, _ in wanted})
-        found: dict[tuple[str, int, int], FileRecord] = {}
-        with self._read():
-            for start in range(0, len(paths), 500):
-                chunk = paths[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(
-                    # Placeholders only: every value is bound.
-                    f"SELECT * FROM files WHERE route=? AND endpoint=? AND path IN ({marks}) "  # noqa: S608
-                    "ORDER BY id",
-                    (route, endpoint, *chunk),
-                ).fetchall()
-                newest = {}
-                for row in rows:  # oldest first: the newest of a key wins
-                    key = (row["path"], row["size"], row["mtime_ns"])
-                    if key in wanted:
-                        newest[key] = row
-                # The outputs of all of them in one query, not one query a record.
-                outputs: dict[int, list[OutputRecord]] = {r["id"]: [] for r in newest.values()}
-                ids = list(outputs)
-                for at in range(0, len(ids), 500):
-                    some = ids[at : at + 500]
-                    for o in self._db.execute(
-                        # Placeholders only: every value is bound.
-                        "SELECT * FROM outputs WHERE file_id IN "  # noqa: S608
-                        f"({','.join('?' * len(some))}) ORDER BY id",
-                        some,
-                    ):
-                        outputs[o["file_id"]].append(_output(o))
-                for key, row in newest.items():
-                    found[key] = record_from_row(dict(row), outputs[row["id"]])
-        return found
-
-    def claim_many(
-        self, keys: Sequence[FileKey], *, layout_version: str, mapping_version: str
-    ) -> list[Claim]:
-        now = _now()
-        with self.batch():
-            db = self._db
-            known = {(route, sha) for route, sha, _ in _by_content(db, keys)}
-            # Content never seen on the route (the usual case): inserted together.
-            new = [k for k in keys if (k.route, k.sha256) not in known]
-            db.executemany(
-                "INSERT INTO files (route, endpoint, path, size, mtime_ns, sha256, "
-                "layout_version, mapping_version, state, attempts, created_at, updated_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,1,?,?)",
-                [
-                    (
-                        k.route,
-                        k.endpoint,
-                        k.path,
-                        k.size,
-                        k.mtime_ns,
-                        k.sha256,
-                        layout_version,
-                        mapping_version,
-                        str(State.PROCESSING),
-                        now,
-                        now,
-                    )
-                    for k in new
-                ],
-            )
-            ids = {(route, sha): file_id for route, sha, file_id in _by_content(db, new)}
-            db.executemany(
-                "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
-                "VALUES (?,?,?,?,?)",
-                [(ids[(k.route, k.sha256)], now, None, str(State.PROCESSING), k.path) for k in new],
-            )
-            claims = []
-            for key in keys:
-                if (key.route, key.sha256) in known:
-                    claims.append(
-                        self.claim(
-                            key, layout_version=layout_version, mapping_version=mapping_version
-                        )
-                    )
-                    continue
-                file_id = ids[(key.route, key.sha256)]
-                record = _new_record(key, file_id, layout_version, mapping_version, now)
-                claims.append(Claim(record, already_delivered=False))
-            return claims
-
-    def record_steps(self, steps: Sequence[Step]) -> None:
-        now = _now()
-        outputs = [
-            (
-                s.file_id,
-                s.output.endpoint,
-                s.output.path,
-                s.output.size,
-                s.output.sha256,
-                s.output.delivered_at.isoformat(timespec="milliseconds"),
-            )
-            for s in steps
-            if s.output is not None
-        ]
-        with self._tx() as db:
-            if outputs:
-                db.executemany(
-                    "INSERT INTO outputs (file_id, endpoint, path, size, sha256, delivered_at) "
-                    "VALUES (?,?,?,?,?,?)",
-                    outputs,
-                )
-            # The state each file leaves, read once; a file changing twice here leaves
-            # the state its previous step entered.
-            ids = sorted({step.file_id for step in steps})
-            state: dict[int, str] = {}
-            for at in range(0, len(ids), 500):
-                some = ids[at : at + 500]
-                state.update(
-                    db.execute(
-                        # Placeholders only: every value is bound.
-                        f"SELECT id, state FROM files WHERE id IN ({','.join('?' * len(some))})",  # noqa: S608
-                        some,
-                    ).fetchall()
-                )
-            missing = [i for i in ids if i not in state]
-            if missing:
-                raise JournalError(f"journal {self.path}: no file with id {missing[0]}")
-            transitions = []
-            final: dict[int, tuple[str, str | None, bool]] = {}
-            for step in steps:
-                to = str(step.state)
-                check_transition(step.file_id, state[step.file_id], to)
-                transitions.append((step.file_id, now, state[step.file_id], to, step.note))
-                state[step.file_id] = to
-                _, archive, done = final.get(step.file_id, (to, None, False))
-                final[step.file_id] = (
-                    to,
-                    step.archive_path if step.archive_path is not None else archive,
-                    done or step.state in DONE_STATES,
-                )
-            db.executemany(
-                "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
-                "VALUES (?,?,?,?,?)",
-                transitions,
-            )
-            for clear in (False, True):
-                db.executemany(
-                    # Fixed fragments only: every value is bound.
-                    "UPDATE files SET state=?, updated_at=?, next_retry_at=NULL, "  # noqa: S608
-                    "archive_path=coalesce(?, archive_path)"
-                    + (", error_kind=NULL, error_message=NULL" if clear else "")
-                    + " WHERE id=?",
-                    [
-                        (to, now, archive, file_id)
-                        for file_id, (to, archive, done) in final.items()
-                        if done == clear
-                    ],
-                )
-
-    def transition(
-        self,
-        file_id: int,
-        state: State,
-        *,
-        error: tuple[str, str] | None = None,
-        quarantine_path: str | None = None,
-        archive_path: str | None = None,
-        note: str | None = None,
-        encoding: str | None = None,
-        next_retry_at: datetime | None = None,
-    ) -> None:
-        now = _now()
-        with self._tx() as db:
-            old = db.execute("SELECT state FROM files WHERE id=?", (file_id,)).fetchone()
-            if old is None:
-                raise JournalError(f"journal {self.path}: no file with id {file_id}")
-            check_transition(file_id, old[0], state)
-            db.execute(
-                "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
-                "VALUES (?,?,?,?,?)",
-                (file_id, now, old[0], str(state), note or (error[1] if error else None)),
-            )
-            sets = ["state=?", "updated_at=?"]
-            args: list[Any] = [str(state), now]
-            if error is not None:
-                sets += ["error_kind=?", "error_message=?"]
-                args += list(error)
-            elif state in DONE_STATES:
-                sets += ["error_kind=NULL", "error_message=NULL"]
-            if quarantine_path is not None:
-                sets.append("quarantine_path=?")
-                args.append(quarantine_path)
-            if encoding is not None:
-                sets.append("source_encoding=?")
-                args.append(encoding)
-            if archive_path is not None:
-                sets.append("archive_path=?")
-                args.append(archive_path)
-            sets.append("next_retry_at=?")
-            args.append(None if next_retry_at is None else _iso(next_retry_at))
-            # Column names come from the fixed list above; every value is bound.
-            db.execute(f"UPDATE files SET {', '.join(sets)} WHERE id=?", (*args, file_id))  # noqa: S608
-
-    def note(self, file_id: int, note: str) -> None:
-        with self._tx() as db:
-            noted = db.execute(
-                "INSERT INTO transitions (file_id, at, from_state, to_state, note) "
-                "SELECT id, ?, state, state, ? FROM files WHERE id=?",
-                (_now(), note, file_id),
-            )
-            if noted.rowcount != 1:
-                raise JournalError(f"journal {self.path}: no file with id {file_id}")
-
     def confirm(self, file_id: int) -> None:
         return None  # one daemon (the run lock says so): its files are its own
 
     def take(self, file_id: int) -> bool:
         return True  # one daemon per SQLite journal
-
-    def record_output(self, file_id: int, output: OutputRecord) -> None:
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO outputs (file_id, endpoint, path, size, sha256, delivered_at) "
-                "VALUES (?,?,?,?,?,?)",
-                (
-                    file_id,
-                    output.endpoint,
-                    output.path,
-                    output.size,
-                    output.sha256,
-                    output.delivered_at.isoformat(timespec="milliseconds"),
-                ),
-            )
-
-    def get(self, file_id: int) -> FileRecord | None:
-        with self._read():
-            row = self._db.execute("SELECT * FROM files WHERE id=?", (file_id,)).fetchone()
-            return None if row is None else self._record(self._db, row)
-
-    def query(
-        self,
-        *,
-        route: str | None = None,
-        state: State | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        pattern: str | None = None,
-        limit: int = 100,
-    ) -> list[FileRecord]:
-        where, args = [], []
-        if route is not None:
-            where.append("route=?")
-            args.append(route)
-        if state is not None:
-            where.append("state=?")
-            args.append(str(state))
-        if since is not None:
-            where.append("updated_at>=?")
-            args.append(_iso(since))
-        if until is not None:
-            where.append("updated_at<?")
-            args.append(_iso(until))
-        if pattern is not None:
-            where.append("path GLOB ?")
-            args.append(pattern)
-        # Conditions are fixed fragments with placeholders; every value is bound.
-        sql = "SELECT * FROM files" + (f" WHERE {' AND '.join(where)}" if where else "")  # noqa: S608
-        sql += " ORDER BY id DESC LIMIT ?"
-        with self._read():
-            rows = self._db.execute(sql, (*args, limit)).fetchall()
-            return [self._record(self._db, r) for r in rows]
-
-    def count(
-        self,
-        *,
-        route: str | None = None,
-        states: Collection[State] | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> int:
-        where, args = ["1=1"], []
-        if route is not None:
-            where.append("route=?")
-            args.append(route)
-        if states is not None:
-            names = sorted(str(s) for s in states)
-            where.append(f"state IN ({','.join('?' * len(names))})")
-            args += names
-        if since is not None:
-            where.append("updated_at>=?")
-            args.append(_iso(since))
-        if until is not None:
-            where.append("updated_at<?")
-            args.append(_iso(until))
-        with self._read():
-            # Conditions are fixed fragments with placeholders; every value is bound.
-            sql = f"SELECT count(*) FROM files WHERE {' AND '.join(where)}"  # noqa: S608
-            return int(self._db.execute(sql, args).fetchone()[0])
-
-    def oldest(self, route: str, state: State) -> datetime | None:
-        with self._read():
-            row = self._db.execute(
-                "SELECT min(created_at) FROM files WHERE route=? AND state=?", (route, str(state))
-            ).fetchone()
-        return _when(row[0])
-
-    def reconsider(
-        self,
-        route: str,
-        *,
-        layout_version: str,
-        mapping_version: str,
-        transient: Collection[str],
-        transient_before: datetime,
-        limit: int,
-    ) -> list[FileRecord]:
-        kinds = sorted(transient)
-        sql = (
-            f"SELECT * FROM files WHERE route=? AND {_HEALABLE} AND ("  # noqa: S608
-            "(state='quarantined' AND (layout_version IS NOT ? OR mapping_version IS NOT ? "
-            f"OR (error_kind IN ({','.join('?' * len(kinds))}) AND updated_at<?))) "
-            "OR state IN ('processing', 'delivering') "
-            "OR (state='retrying' AND updated_at<?)) ORDER BY id LIMIT ?"
-        )
-        args = (
-            route,
-            layout_version,
-            mapping_version,
-            *kinds,
-            _iso(transient_before),
-            _iso(transient_before),
-            limit,
-        )
-        with self._read():
-            rows = self._db.execute(sql, args).fetchall()
-            return [self._record(self._db, r) for r in rows]
-
-    def find_content(self, route: str, sha256: str) -> FileRecord | None:
-        with self._read():
-            row = self._db.execute(
-                "SELECT * FROM files WHERE route=? AND sha256=?", (route, sha256)
-            ).fetchone()
-            return None if row is None else self._record(self._db, row)
-
-    def history(self, file_id: int) -> list[Transition]:
-        with self._read():
-            rows = self._db.execute(
-                "SELECT at, from_state, to_state, note FROM transitions WHERE file_id=? "
-                "ORDER BY id",
-                (file_id,),
-            ).fetchall()
-        return [
-            Transition(datetime.fromisoformat(r["at"]), r["from_state"], r["to_state"], r["note"])
-            for r in rows
-        ]
-
-    def prune(self, before: datetime) -> int:
-        states = sorted(str(s) for s in DONE_STATES)
-        marks = ",".join("?" * len(states))
-        with self._tx() as db:
-            ids = [
-                r[0]
-                for r in db.execute(
-                    f"SELECT id FROM files WHERE state IN ({marks}) AND updated_at<?",  # noqa: S608
-                    (*states, _iso(before)),
-                )
-            ]
-            for start in range(0, len(ids), 500):
-                part = ids[start : start + 500]
-                holes = ",".join("?" * len(part))
-                for table, column in (
-                    ("outputs", "file_id"),
-                    ("transitions", "file_id"),
-                    ("business_keys", "file_id"),
-                    ("files", "id"),
-                ):
-                    db.execute(f"DELETE FROM {table} WHERE {column} IN ({holes})", part)  # noqa: S608
-        return len(ids)
 
     def _open_session(self, wal_existed: bool) -> None:
         """Refuse a journal whose last session ended uncleanly and whose write-ahead log is
@@ -984,10 +473,3 @@ class SQLiteJournal:
                 for column in columns:
                     row[column] = _when(row[column])
             yield table, rows
-
-    # ------------------------------------------------------------------ rows
-
-    @staticmethod
-    def _record(db: sqlite3.Connection, row: sqlite3.Row) -> FileRecord:
-        outputs = db.execute("SELECT * FROM outputs WHERE file_id=? ORDER BY id", (row["id"],))
-        return record_from_row(dict(row), [_output(o) for o in outputs])
