@@ -407,3 +407,70 @@ def test_counts_and_the_oldest_waiting_file_are_read_without_the_records(
     assert journal.count(route="r", since=datetime.now(UTC) + timedelta(hours=1)) == 0
     assert journal.oldest("r", State.RETRYING) == first.created_at
     assert journal.oldest("r", State.QUARANTINED) is None
+
+
+def test_the_journal_says_who_it_is_and_that_it_is_whole(journal: Journal) -> None:
+    """Its id is made once and kept; a healthy journal has nothing wrong; a checkpoint is
+    cheap and harmless; a journal of one daemon has no owner, a shared one names it."""
+    assert journal.journal_id == journal.journal_id and len(journal.journal_id) == 16
+    assert journal.check() == []
+    journal.checkpoint(force=True)
+    assert (journal.owner is None) is not journal.shared
+
+
+def test_writes_in_a_batch_are_one_transaction(journal: Journal) -> None:
+    """Nothing of a batch that raises is kept; a batch that ends is kept whole."""
+    with pytest.raises(RuntimeError), journal.batch():
+        journal.claim(key(), layout_version="l", mapping_version="m")
+        raise RuntimeError("cut")
+    assert journal.query() == []
+    with journal.batch():
+        one = journal.claim(key(), layout_version="l", mapping_version="m").record
+        journal.transition(one.id, State.DELIVERING)
+    kept = journal.get(one.id)
+    assert kept is not None and kept.state == State.DELIVERING
+
+
+def test_a_file_claimed_is_confirmed_this_daemons_before_its_rename(journal: Journal) -> None:
+    one = journal.claim(key(), layout_version="l", mapping_version="m").record
+    journal.confirm(one.id)  # raises LeaseLost where another daemon took it over
+
+
+def test_a_backup_is_a_journal_or_says_how_to_make_one(journal: Journal, tmp_path: Path) -> None:
+    """SQLite copies itself (WAL included); PostgreSQL says to use the server's tools."""
+    journal.claim(key(), layout_version="l", mapping_version="m")
+    dest = tmp_path / "copy.sqlite"
+    if journal.shared:
+        with pytest.raises(JournalError, match="pg_dump"):
+            journal.backup(dest)
+        return
+    journal.backup(dest)
+    with SQLiteJournal(dest) as copy:
+        assert [r.path for r in copy.query()] == ["orders_1.csv"]
+
+
+def test_the_contract_suite_calls_every_public_member_of_the_journal() -> None:
+    """A method a backend offers that no contract test calls is one whose two backends
+    may say different things: each is called here (on both)."""
+    import ast
+
+    from xchange.journal import ledgers
+    from xchange.journal.base import Journal as Protocol
+
+    called = {
+        node.attr
+        for node in ast.walk(ast.parse(Path(__file__).read_text("utf-8")))
+        if isinstance(node, ast.Attribute)
+    }
+    members = {n for n in dir(Protocol) if not n.startswith("_")} | {
+        n for n in Protocol.__annotations__ if not n.startswith("_")
+    }
+    for ledger in (
+        ledgers.Alerts,
+        ledgers.Deadlines,
+        ledgers.Slots,
+        ledgers.Observations,
+        ledgers.BusinessKeys,
+    ):
+        members |= {n for n, v in vars(ledger).items() if callable(v) and n[0] != "_"}
+    assert sorted(members - called) == []

@@ -381,8 +381,7 @@ def run(
             if not once:
                 _run_daemon(config, stop, hands)
             else:
-                journal = open_journal(config.journal)
-                try:
+                with open_journal(config.journal) as journal:
                     runner = Runner(config, journal, stop=stop)
                     hands["in_hand"] = runner.in_hand
                     try:
@@ -393,8 +392,6 @@ def run(
                     for result in results:
                         click.echo(result.summary())
                     code = exit_code(results)
-                finally:
-                    journal.close()
     except LockHeld as exc:
         fail(f"xchange: {exc}", EXIT_LOCKED)
     except ConfigError as exc:
@@ -485,11 +482,8 @@ def _dry_run(config: AppConfig, routes: list[str]) -> None:
     file moved or written)."""
     from xchange.dryrun import plan
 
-    journal = open_store(config)
-    try:
+    with open_store(config) as journal:
         plans = plan(config, journal, routes or None)
-    finally:
-        journal.close()
     for route_plan in plans:
         if route_plan.error:
             click.echo(f"{route_plan.route}: could not look: {route_plan.error}")

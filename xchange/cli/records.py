@@ -72,8 +72,7 @@ def journal_list(
 ) -> None:
     """List journal records, newest first."""
     config = command_config(ctx, config_path)
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         _check_route(config, store, route)
         records = store.query(
             route=route,
@@ -83,8 +82,6 @@ def journal_list(
             pattern=pattern,
             limit=limit,
         )
-    finally:
-        store.close()
     if as_json:
         for r in records:
             click.echo(json.dumps(r.as_dict(), ensure_ascii=False))
@@ -100,12 +97,9 @@ def journal_list(
 def journal_show(ctx: click.Context, config_path: str | None, file_id: int, as_json: bool) -> None:
     """Everything the journal knows about one file."""
     config = command_config(ctx, config_path)
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         record = store.get(file_id)
         history = store.history(file_id) if record else []
-    finally:
-        store.close()
     if record is None:
         fail(f"no journal record with id {file_id}", 1)
     data = record.as_dict()
@@ -162,11 +156,8 @@ def journal_show(ctx: click.Context, config_path: str | None, file_id: int, as_j
 def journal_prune(ctx: click.Context, config_path: str | None, days: int) -> None:
     """Forget old delivered records (quarantined ones stay until dropped)."""
     config = command_config(ctx, config_path)
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         count = store.prune(datetime.now(UTC) - timedelta(days=days))
-    finally:
-        store.close()
     click.echo(f"pruned {count} delivered record(s) older than {days} day(s)")
 
 
@@ -178,12 +169,9 @@ def journal_check(ctx: click.Context, config_path: str | None) -> None:
     unclean stop), its schema is current, SQLite's integrity check passes. Exit 0 when
     all is well, 3 otherwise."""
     config = command_config(ctx, config_path)
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         problems = store.check()
         records = store.count()
-    finally:
-        store.close()
     if problems:
         fail("\n".join(f"journal {config.journal.path}: {p}" for p in problems), 3)
     click.echo(f"journal {config.journal.path}: OK ({records} record(s))")
@@ -228,13 +216,11 @@ def journal_backup(ctx: click.Context, config_path: str | None, dest: Path) -> N
     """Write a consistent copy of the journal (its write-ahead log included) to DEST, while
     xchange runs. Copying the journal file alone misses what the -wal file holds."""
     config = command_config(ctx, config_path)
-    store = open_store(config)
-    try:
-        store.backup(dest)
-    except XchangeError as exc:
-        fail(f"xchange: {exc}", 3)
-    finally:
-        store.close()
+    with open_store(config) as store:
+        try:
+            store.backup(dest)
+        except XchangeError as exc:
+            fail(f"xchange: {exc}", 3)
     click.echo(f"journal {config.journal.path}: copied to {dest}")
 
 
@@ -323,12 +309,9 @@ def quarantine_list(
 ) -> None:
     """Quarantined files, newest first, with the cause and the first problem."""
     config = command_config(ctx, config_path)
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         _check_route(config, store, route)
         records = store.query(route=route, state=State.QUARANTINED, limit=limit)
-    finally:
-        store.close()
     heals = _healing(config, records)
     if as_json:
         for r in records:
@@ -381,11 +364,8 @@ def quarantine_show(
     from xchange.quarantine import Quarantine
 
     config = command_config(ctx, config_path)
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         record = _get(store, file_id)
-    finally:
-        store.close()
     if record.state != State.QUARANTINED or not record.quarantine_path:
         fail(f"file #{file_id} is not in quarantine (it is {record.state})", 1)
     report = Quarantine.report_of(Path(record.quarantine_path))
@@ -471,11 +451,8 @@ def quarantine_retry(
         config = command_config(ctx, config_path, secrets=True)
         if route is not None:
             known_route(config, route)
-        store = open_store(config)
-        try:
+        with open_store(config) as store:
             ids = [r.id for r in store.query(route=route, state=State.QUARANTINED, limit=1_000_000)]
-        finally:
-            store.close()
         if not ids:
             click.echo("nothing in quarantine")
             return
@@ -492,8 +469,7 @@ def quarantine_drop(ctx: click.Context, config_path: str | None, file_ids: tuple
     from xchange.quarantine import give_up
 
     config = command_config(ctx, config_path)
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         records = [_get(store, i) for i in file_ids]
         try:
             give_up(store, records)
@@ -502,8 +478,6 @@ def quarantine_drop(ctx: click.Context, config_path: str | None, file_ids: tuple
             fail(exc.reason, 1)
         for record in records:
             click.echo(f"#{record.id} {record.path}: dropped")
-    finally:
-        store.close()
 
 
 @main.command()
@@ -589,11 +563,8 @@ def alerts_test(ctx: click.Context, config_path: str | None, sink: int | None) -
         fail("xchange: no alert sinks configured ([[alerts.sinks]])", 2)
     if sink is not None and sink > len(config.alerts.sinks):
         fail(f"xchange: --sink {sink}: there are {len(config.alerts.sinks)} sink(s)", 2)
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         results = Alerter(config.alerts, store, config_file=str(config.source_file)).test(sink)
-    finally:
-        store.close()
     failed = False
     for number, kind, error in results:
         click.echo(f"sink {number} ({kind}): " + (f"FAILED: {error}" if error else "sent"))
@@ -629,8 +600,7 @@ def report(
 
     since = datetime.now(UTC) - _period(period)
     config = command_config(ctx, config_path)
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         reports = morning.report(config, store, since)
         lines = [f"since {since.astimezone():%Y-%m-%d %H:%M}:"]
         lines += [line for rep in reports for line in rep.lines()]
@@ -640,8 +610,6 @@ def report(
             Alerter(config.alerts, store, config_file=str(config.source_file)).report(
                 f"[xchange] report, the last {period}", "\n".join(lines)
             )
-    finally:
-        store.close()
     if as_json:
         click.echo(json.dumps(morning.as_json(reports, since), ensure_ascii=False, indent=2))
         return

@@ -24,7 +24,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from xchange.journal.states import State
 
@@ -367,3 +367,9 @@ class Journal(Protocol):
     def close(self) -> None:
         """Release the journal; a clean close is what the next open expects."""
         ...
+
+    def __enter__(self) -> Self:
+        """The journal, closed when the block ends (``with open_journal(cfg) as j:``)."""
+        ...
+
+    def __exit__(self, *exc: object) -> None: ...

@@ -584,6 +584,8 @@ class PostgresJournal(SqlJournal):
         )
 
     def close(self) -> None:
+        if self._closed.is_set():
+            return  # (closed already: a command that fails closes it on its way out)
         self._closed.set()
         self._renewer.join(timeout=5)
         try:

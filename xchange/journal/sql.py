@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence, Sized
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 from xchange.errors import JournalError, JournalUnavailable
 from xchange.journal.base import (
@@ -90,6 +90,16 @@ class SqlJournal:
     @property
     def where(self) -> str:
         """Where the journal is, for messages."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the journal (the backend's)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ leases (hooks)

@@ -303,6 +303,7 @@ class SQLiteJournal(SqlJournal):
         self._last_checkpoint = time.monotonic()
         self._migrate()
         self.session = secrets.token_hex(8)
+        self._shut = False
         super().__init__(_Database(self))
         try:
             self._open_session(wal_existed)
@@ -445,6 +446,9 @@ class SQLiteJournal(SqlJournal):
 
     def close(self) -> None:
         with self._lock:
+            if self._shut:
+                return  # (closed already: a command that fails closes it on its way out)
+            self._shut = True
             try:
                 self._db.execute("DELETE FROM sessions WHERE id=?", (self.session,))
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
