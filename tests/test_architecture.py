@@ -151,3 +151,51 @@ def test_the_runner_only_orders_the_work() -> None:
     """runner.py stays a few hundred lines: each step lives in its own module."""
     lines = (PACKAGE / "runner.py").read_text(encoding="utf-8").count("\n")
     assert lines < 400, f"runner.py has {lines} lines"
+
+
+def test_the_journals_rules_are_written_once_not_in_a_backend() -> None:
+    """Claims, transitions, look-ups and the small ledgers live in journal/sql.py and
+    journal/ledgers.py; a backend keeps its connection, migrations and leases only."""
+    from xchange.journal.base import Journal
+
+    rules = {n for n in dir(Journal) if not n.startswith("_")} - {
+        # What differs by backend: leases, the store, its upkeep.
+        "batch",
+        "take",
+        "confirm",
+        "journal_id",
+        "checkpoint",
+        "check",
+        "backup",
+        "close",
+        "owner",
+    }
+    for backend in ("journal/sqlite.py", "journal/postgres.py"):
+        tree = ast.parse((PACKAGE / backend).read_text(encoding="utf-8"))
+        defined = {
+            node.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        }
+        assert sorted(defined & rules) == [], backend
+        # (nor its SQL: no backend writes a transition or an alert window)
+        text = (PACKAGE / backend).read_text(encoding="utf-8")
+        assert "INSERT INTO transitions" not in text and "INSERT INTO alerts" not in text
+
+
+def test_what_a_server_can_do_is_read_from_its_capabilities() -> None:
+    """Code that needs a capability asks ``Capabilities``: only the SFTP backend, which
+    learns them, touches what it learned of a server (its traits); the metrics read
+    sessions through the backends' registry, not a module's global."""
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE).as_posix()
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        reads = {
+            node.attr
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load)
+        }
+        if rel != "remote/sftp.py":
+            assert "traits" not in reads, rel
+    metrics = (PACKAGE / "metrics.py").read_text(encoding="utf-8")
+    assert "remote.sftp" not in metrics

@@ -185,9 +185,9 @@ class _JournalState(Collector):
             "SFTP sessions opened, by endpoint (each worker's first, then one per reconnect)",
             labels=["endpoint"],
         )
-        from xchange.remote.sftp import SESSIONS_OPENED
+        from xchange.remote import sessions_opened
 
-        for endpoint, count in sorted(SESSIONS_OPENED.items()):
+        for endpoint, count in sorted(sessions_opened().items()):
             sessions.add_metric([endpoint], count)
         oldest = GaugeMetricFamily(
             "xchange_oldest_waiting_seconds",

@@ -9,6 +9,7 @@ tests and is given to a runner through its remote factory, not by configuration.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,9 @@ class Backend:
     summary: str
     #: (the endpoint's name, its configuration) -> an unconnected remote.
     open: Callable[[str, Any], Remote]
+    #: Sessions this process opened to endpoints of this type, by endpoint (for the
+    #: metrics; none for a kind without sessions).
+    sessions: Callable[[], dict[str, int]] = dict
 
 
 def _open_local(label: str, cfg: Any) -> Remote:
@@ -39,10 +43,25 @@ def _open_sftp(label: str, cfg: Any) -> Remote:
     return SFTPRemote(label, cfg)
 
 
+def _sftp_sessions() -> dict[str, int]:
+    sftp = sys.modules.get("xchange.remote.sftp")  # (not loaded: none opened)
+    return {} if sftp is None else sftp.sessions_opened()
+
+
 BACKENDS: dict[str, Backend] = {
     "local": Backend("local", "a folder on this machine", _open_local),
-    "sftp": Backend("sftp", "a folder on an SFTP server (paramiko)", _open_sftp),
+    "sftp": Backend(
+        "sftp", "a folder on an SFTP server (paramiko)", _open_sftp, sessions=_sftp_sessions
+    ),
 }
+
+
+def sessions_opened() -> dict[str, int]:
+    """Sessions this process opened, by endpoint, every kind of endpoint together."""
+    opened: dict[str, int] = {}
+    for backend in BACKENDS.values():
+        opened.update(backend.sessions())
+    return opened
 
 
 def open_remote(label: str, cfg: Endpoint) -> Remote:
@@ -59,4 +78,5 @@ __all__ = [
     "Remote",
     "SmallPut",
     "open_remote",
+    "sessions_opened",
 ]

@@ -110,9 +110,15 @@ class _Client(paramiko.SFTPClient):
 
 
 #: SFTP sessions this process opened, by endpoint (a worker's first, and each reconnect
-#: after a lost session): read by the metrics.
-SESSIONS_OPENED: dict[str, int] = {}
+#: after a lost session): the metrics read them through :func:`sessions_opened`.
+_SESSIONS_OPENED: dict[str, int] = {}
 _SESSIONS_LOCK = threading.Lock()
+
+
+def sessions_opened() -> dict[str, int]:
+    """SFTP sessions this process opened so far, by endpoint."""
+    with _SESSIONS_LOCK:
+        return dict(_SESSIONS_OPENED)
 
 _TRAITS: dict[tuple[str, int, str], ServerTraits] = {}
 _TRAITS_LOCK = threading.Lock()
@@ -133,7 +139,7 @@ class SFTPRemote:
 
     def place(self) -> Place:
         """This endpoint's folder as the wire protocol needs it."""
-        return Place(self._where(), self.cfg.path, self.traits)
+        return Place(self._where(), self.cfg.path, self.capabilities())
 
     def _where(self) -> str:
         return f"{self.label} ({self.cfg.user}@{self.cfg.host}:{self.cfg.port})"
@@ -182,7 +188,7 @@ class SFTPRemote:
             raise
         self._ssh, self._sftp = client, sftp
         with _SESSIONS_LOCK:
-            SESSIONS_OPENED[self.label] = SESSIONS_OPENED.get(self.label, 0) + 1
+            _SESSIONS_OPENED[self.label] = _SESSIONS_OPENED.get(self.label, 0) + 1
         log.info("remote.connected", endpoint=self.label, host=cfg.host, port=cfg.port)
         return sftp
 

@@ -27,7 +27,7 @@ from xchange.errors import (
     TargetExists,
 )
 from xchange.faults import checkpoint
-from xchange.remote.base import FileInfo, SmallPut, hidden_name, safe_subfolder
+from xchange.remote.base import Capabilities, FileInfo, SmallPut, hidden_name, safe_subfolder
 
 #: SFTP's generic failure code (SSH_FX_FAILURE): all the protocol says of a full disk.
 FX_FAILURE = 4
@@ -101,11 +101,12 @@ class ServerTraits:
 @dataclass(frozen=True, slots=True)
 class Place:
     """Where the files are: ``where`` names the endpoint in messages, ``root`` is its
-    folder on the server; ``traits`` what the server is known to do."""
+    folder on the server; ``can`` what the server can do (its capabilities, read here
+    and nowhere guessed)."""
 
     where: str
     root: str
-    traits: ServerTraits
+    can: Capabilities
 
     def path(self, name: str) -> str:
         """The server path of a name relative to the folder (never outside it)."""
@@ -339,7 +340,7 @@ class PipelinedPuts(Pipeline):
 
     def __init__(self, place: Place, channel: Channel, jobs: Sequence[PutJob]) -> None:
         super().__init__(place, channel, len(jobs))
-        self.traits = place.traits
+        self.can = place.can
         self.mode_refused = False
         for job in jobs:
             job.temp = place.path(job.put.temp_name).encode("utf-8")
@@ -369,7 +370,7 @@ class PipelinedPuts(Pipeline):
 
     def _wants_mode(self, job: PutJob) -> bool:
         """A mode is asked for, and the server keeps the modes it is given."""
-        return job.put.mode is not None and not self.traits.modes_ignored
+        return job.put.mode is not None and self.can.keeps_modes
 
     def _mode(self, job: PutJob, request: int, target: bytes) -> None:
         assert job.put.mode is not None
@@ -474,16 +475,12 @@ class PipelinedPuts(Pipeline):
                         f"{self.place.where}: {job.put.name}: stopped before the rename: {exc}"
                     )
                     return self._discard(job)
-            if not job.put.overwrite and self.traits.rename_overwrites is not False:
+            if not job.put.overwrite and not self.can.rename_refuses:
                 # This server's rename would replace a file: look right before renaming.
                 job.phase = "look"
                 self._request(job, "look", _LSTAT, _string(job.final))
                 return False
-            if (
-                job.put.overwrite
-                and not self.traits.posix_rename
-                and not self.traits.rename_overwrites
-            ):
+            if job.put.overwrite and not self.can.posix_rename and self.can.rename_refuses:
                 job.phase = "aside"
                 self._request(job, "aside", _RENAME, _string(job.final), _string(job.aside))
                 return False
@@ -507,7 +504,7 @@ class PipelinedPuts(Pipeline):
     def _rename(self, job: PutJob) -> bool:
         job.phase = "rename"
         temp, final = _string(job.temp), _string(job.final)
-        if job.put.overwrite and self.traits.posix_rename:
+        if job.put.overwrite and self.can.posix_rename:
             extension = _string(b"posix-rename@openssh.com")
             self._request(job, "rename", _EXTENDED, extension, temp, final)
         else:
@@ -690,7 +687,7 @@ class PipelinedMoves(Pipeline):
         expect: Sequence[FileInfo] | None = None,
     ) -> None:
         super().__init__(place, channel, len(names))
-        self.look_first = place.traits.rename_overwrites is not False
+        self.look_first = not place.can.rename_refuses
         dest_dir = posixpath.join(place.root, sub)
         self.jobs = [
             MoveJob(
