@@ -107,6 +107,16 @@ def exchange(tmp_path: Path) -> Exchange:
     return ex
 
 
+@pytest.fixture
+def own_sshd() -> Iterator[SshServer]:
+    """An sshd of this test's own, free to be stopped and started."""
+    base = Path(tempfile.mkdtemp(prefix="xchange-sshd-"))
+    server = start_sshd(base)
+    yield server
+    server.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
     """A real OpenSSH sshd on 127.0.0.1 for the whole session."""

@@ -199,3 +199,19 @@ def test_what_a_server_can_do_is_read_from_its_capabilities() -> None:
             assert "traits" not in reads, rel
     metrics = (PACKAGE / "metrics.py").read_text(encoding="utf-8")
     assert "remote.sftp" not in metrics
+
+
+def test_no_test_module_imports_another() -> None:
+    """Tests share helpers (tests/*.py beside the folders) and fixtures (conftest.py),
+    never each other's modules."""
+    tests = Path(__file__).parent
+    offenders = []
+    for path in tests.rglob("test_*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.split(".")[-1].startswith("test_")
+            ):
+                offenders.append(f"{path.relative_to(tests)} imports {node.module}")
+    assert offenders == []

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests import pg
 from tests.procs import xchange_argv, xchange_env
-from tests.test_scale_out import endpoint_toml
+from tests.sftp_routes import endpoint_toml
 from xchange.journal import FileKey, OutputRecord, State, Step
 from xchange.journal.postgres import PostgresJournal
 from xchange.journal.sqlite import SQLiteJournal

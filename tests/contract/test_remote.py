@@ -21,8 +21,8 @@ from typing import Protocol
 
 import pytest
 
+from tests.sftp_routes import sftp_endpoint
 from tests.sftpservers import SftpServer
-from xchange.config import SFTPEndpoint, Timeouts
 from xchange.errors import RemoteNotFound, SourceChanged, TargetExists
 from xchange.remote import Capabilities, DropOwner, Remote, SmallPut
 from xchange.remote.base import temp_name_for
@@ -84,20 +84,6 @@ class Endpoint:
     view: View
     kind: str
     reopen: Callable[[], Remote]
-
-
-def sftp_endpoint(server: SftpServer, folder: Path, **overrides: object) -> SFTPEndpoint:
-    values: dict[str, object] = {
-        "host": server.host,
-        "port": server.port,
-        "user": server.user,
-        "path": server.remote_path(folder),
-        "key_file": server.client_key,
-        "known_hosts": server.known_hosts,
-        "timeouts": Timeouts(connect=5, banner=5, auth=5, operation=10),
-    }
-    values.update(overrides)
-    return SFTPEndpoint.model_validate(values)
 
 
 @pytest.fixture(params=KINDS)

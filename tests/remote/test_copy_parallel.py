@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import Exchange
+from tests.sftp_routes import sftp_target_toml
 from tests.sshd import SshServer
-from tests.test_sftp import sftp_target_toml
 from xchange.cli import main
 from xchange.config import load_config
 from xchange.errors import ConfigError

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.latencyproxy import LatencyProxy
+from tests.sftp_routes import endpoint, put
 from tests.sshd import SshServer
-from tests.test_sftp import endpoint, put
 from xchange.remote.sftp import SFTPRemote
 
 pytestmark = pytest.mark.sftp

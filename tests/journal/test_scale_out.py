@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 from watchdog.observers import Observer
 
+from tests.daemons import Arrivals
 from tests.procs import xchange_argv, xchange_env
+from tests.sftp_routes import endpoint_toml
 from tests.sshd import SshServer
-from tests.test_chaos import Arrivals
 from xchange.journal import State
 from xchange.journal.postgres import PostgresJournal
 
@@ -31,20 +32,6 @@ pytestmark = pytest.mark.sftp
 #: A longer run for RESULTS.md: XCHANGE_SCALE_OUT_FILES=20000 (read when the module loads).
 FILES = int(os.environ.get("XCHANGE_SCALE_OUT_FILES", "2000"))
 DAEMONS = 3
-
-
-def endpoint_toml(name: str, sshd: SshServer, folder: Path) -> str:
-    return f"""
-[endpoints.{name}]
-type = "sftp"
-host = "{sshd.host}"
-port = {sshd.port}
-user = "{sshd.user}"
-path = "{folder}"
-key_file = "{sshd.client_key}"
-known_hosts = "{sshd.known_hosts}"
-timeouts = {{ connect = 5, banner = 5, auth = 5, operation = 10 }}
-"""
 
 
 def daemon_config(root: Path, url: str, drop: str, target: str) -> Path:

@@ -177,7 +177,7 @@ def test_a_target_layout_whose_fields_would_collide_is_refused(
     loses nothing and loads."""
     import shutil
 
-    from tests.test_columnar import route_config
+    from tests.columnar_routes import route_config
     from xchange.errors import ConfigError
     from xchange.pipeline import Pipeline
 

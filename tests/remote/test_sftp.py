@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import os
 import threading
 import time
@@ -14,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import SAMPLES, Exchange
+from tests.sftp_routes import endpoint, put, sftp_target_toml
 from tests.sshd import SshServer, keygen
 from xchange.cli import main
-from xchange.config import SFTPEndpoint, Timeouts
 from xchange.errors import (
     AuthenticationFailed,
     ConnectionLost,
@@ -31,39 +30,6 @@ from xchange.remote.sftp import SFTPRemote
 pytestmark = pytest.mark.sftp
 
 EXPECTED = SAMPLES / "shop-orders" / "expected"
-
-
-def endpoint(sshd: SshServer, folder: Path, **overrides: object) -> SFTPEndpoint:
-    values: dict[str, object] = {
-        "host": sshd.host,
-        "port": sshd.port,
-        "user": sshd.user,
-        "path": str(folder),
-        "key_file": sshd.client_key,
-        "known_hosts": sshd.known_hosts,
-        "timeouts": Timeouts(connect=5, banner=5, auth=5, operation=10),
-    }
-    values.update(overrides)
-    return SFTPEndpoint.model_validate(values)
-
-
-def put(remote: SFTPRemote, name: str, data: bytes, **kwargs: object) -> object:
-    """Deliver bytes through the streaming put_atomic."""
-    return remote.put_atomic(name, io.BytesIO(data), len(data), **kwargs)  # type: ignore[arg-type]
-
-
-def sftp_target_toml(sshd: SshServer, folder: Path, known_hosts: Path | None = None) -> str:
-    return f"""
-[endpoints.wms-outbox]
-type = "sftp"
-host = "{sshd.host}"
-port = {sshd.port}
-user = "{sshd.user}"
-path = "{folder}"
-key_file = "{sshd.client_key}"
-known_hosts = "{known_hosts or sshd.known_hosts}"
-timeouts = {{ connect = 5, banner = 5, auth = 5, operation = 10 }}
-"""
 
 
 def test_put_atomic_delivers_with_key_auth(sshd: SshServer) -> None:

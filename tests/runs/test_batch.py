@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from tests.conftest import Exchange, fill_disk, mounted_tmpfs
 from tests.faultproxy import FaultProxy
 from tests.procs import xchange_argv, xchange_env
+from tests.sftp_routes import endpoint, sftp_target_toml
 from tests.sshd import SshServer
-from tests.test_sftp import endpoint, sftp_target_toml
 from xchange.batch import BATCH_FILE_MAX
 from xchange.cli import main
 from xchange.config import Endpoint, SFTPEndpoint, load_config
@@ -433,8 +433,6 @@ def test_a_journal_failure_mid_batch_leaves_the_files_for_a_later_run(
     assert list(exchange.inbox.glob("*.dat")) == []
 
 
-
-
 def filling_after_upload(disk: Path) -> RemoteFactory:
     """Remotes as the daemon opens them, but the target fills ``disk`` (the journal's file
     system) once a batch's files are in place: the journal cannot record them."""
@@ -618,7 +616,7 @@ def test_a_batch_from_an_sftp_drop_is_read_in_one_go_and_delivered_once(
     """300 small files picked up from an SFTP drop folder: each delivered once, byte for
     byte, and archived on the server (one whose name the archive already holds next to
     it, as name.1)."""
-    from tests.test_daemon import sftp_source
+    from tests.sftp_routes import sftp_source
 
     drop = sshd.folder("batch-sftp-drop")
     configure(exchange)
@@ -669,7 +667,7 @@ def test_a_batch_from_an_sftp_drop_with_delete_leaves_it_empty(
     exchange: Exchange, sshd: SshServer
 ) -> None:
     """after = delete on an SFTP drop: every file delivered once, and deleted there."""
-    from tests.test_daemon import sftp_source
+    from tests.sftp_routes import sftp_source
 
     drop = sshd.folder("batch-sftp-delete")
     configure(exchange, after="delete")

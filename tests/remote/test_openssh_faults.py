@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Exchange
-from tests.procs import xchange_argv, xchange_env
+from tests.daemons import daemon
+from tests.procs import wait_for, xchange_argv, xchange_env
+from tests.sftp_routes import endpoint
 from tests.sshd import SshServer, start_sshd
-from tests.test_daemon import daemon, wait_for
-from tests.test_sftp import endpoint
 from xchange.config import Timeouts
 from xchange.errors import RemoteError
 from xchange.remote.sftp import SFTPRemote

@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from tests.conftest import FORMATS, SAMPLES, Exchange
+from tests.conftest import SAMPLES, Exchange
+from tests.daemons import SAMPLE, drop_with_new_channel, private_formats
 from xchange.cli import main
-
-SAMPLE = SAMPLES / "shop-orders" / "in" / "orders_20261121.csv"
 
 
 def cli(exchange: Exchange, *args: str) -> Result:
     return CliRunner().invoke(main, [*args, "--config", str(exchange.config)])
-
-
-def private_formats(exchange: Exchange) -> Path:
-    """A copy of formats/ that the test may edit, wired into the exchange's config."""
-    formats = exchange.root / "formats"
-    shutil.copytree(FORMATS, formats)
-    exchange.config.write_text(exchange.config.read_text().replace(str(FORMATS), str(formats)))
-    return formats
-
-
-def drop_with_new_channel(exchange: Exchange) -> None:
-    data = SAMPLE.read_bytes().decode("gbk").replace("京东", "抖音").encode("gbk")
-    (exchange.inbox / "orders_20261121.csv").write_bytes(data)
 
 
 def test_new_channel_code_quarantine_fix_and_retry_all(exchange: Exchange) -> None:

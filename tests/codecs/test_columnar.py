@@ -13,14 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.columnar_routes import NOW, fast_and_slow, outcome, route_config
 from tests.conftest import REPO
 from xchange.codecs import Chunk
-from xchange.config import RouteConfig
-from xchange.errors import XchangeError
 from xchange.pipeline import Pipeline
 
 FORMATS = REPO / "tests" / "bench" / "formats"
-NOW = datetime(2026, 11, 21, 12, 0)
 HEADER = [
     "订单号",
     "下单时间",
@@ -161,27 +159,6 @@ POOLS = [
 ]
 
 
-def route_config(source: str, mapping: str, target: str, name: str) -> RouteConfig:
-    """A route of these layouts and mapping (its endpoints are never reached)."""
-    return RouteConfig.model_validate(
-        {
-            "name": "t",
-            "source": {"endpoint": "x"},
-            "source_layout": source,
-            "mapping": mapping,
-            "target_layout": target,
-            "target": {"endpoint": "y", "name": name},
-        }
-    )
-
-
-def fast_and_slow(route: RouteConfig, formats: Path) -> tuple[Pipeline, Pipeline]:
-    """The route's pipeline twice: with its columnar plan, and with the row path only."""
-    fast, slow = Pipeline(route, formats), Pipeline(route, formats)
-    slow._plan = None
-    return fast, slow
-
-
 def pipelines(mapping: str = "shop-to-erp-lines") -> tuple[Pipeline, Pipeline]:
     target = "erp-order-lines" + mapping.removeprefix("shop-to-erp-lines")
     route = route_config("shop-order-lines", mapping, target, "ERP_{OrderNo}_{source_stem}.csv")
@@ -203,24 +180,6 @@ def chunk_of(rows: list[list[str]]) -> Chunk:
     """Rows of text as the CSV codec gives them to the columnar plan."""
     columns = {name: [row[i] for row in rows] for i, name in enumerate(HEADER)}
     return Chunk(columns, len(rows), 0, True, lambda report: iter([]))  # type: ignore[arg-type]
-
-
-def outcome(pipeline: Pipeline, data: bytes, name: str = "in.csv") -> object:
-    """The outputs (names, bytes, counts), or the error and every problem reported (in
-    file order; problems of one line in any order: the paths find them at other times)."""
-    try:
-        return [(o.name, o.data, o.documents) for o in pipeline.convert(data, name, NOW)]
-    except XchangeError as exc:
-        report = getattr(exc, "report", None)
-        problems = (
-            sorted(
-                ((p.location, p.field, p.rule, p.value, p.message) for p in report.problems),
-                key=lambda p: (int(p[0].split()[1]) if p[0].startswith("line ") else 0, p),
-            )
-            if report
-            else None
-        )
-        return (type(exc).__name__, problems or str(exc))
 
 
 def test_the_columnar_plan_is_used_for_flat_csv_routes() -> None:

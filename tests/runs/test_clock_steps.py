@@ -19,7 +19,7 @@ from tests.sshd import SshServer
 
 pytestmark = pytest.mark.sftp
 
-CLOCKSHIFT = Path(__file__).parent / "clockshift"
+CLOCKSHIFT = Path(__file__).parents[1] / "clockshift"
 
 
 def config_for(root: Path, sshd: SshServer, drop: Path, out: Path) -> Path:

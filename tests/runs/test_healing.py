@@ -14,14 +14,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from tests.conftest import SAMPLES, Exchange
-from tests.procs import xchange_argv, xchange_env
+from tests.daemons import daemon, drop_with_new_channel, fast, private_formats, with_alerts
+from tests.procs import wait_for, xchange_argv, xchange_env
 from tests.servers import http_server
+from tests.sftp_routes import sftp_target_toml
 from tests.sshd import SshServer
-from tests.test_alerts import with_alerts
-from tests.test_daemon import daemon, fast, wait_for
-from tests.test_operator import drop_with_new_channel, private_formats
-from tests.test_outage import own_sshd  # noqa: F401 - fixture
-from tests.test_sftp import sftp_target_toml
 from xchange.cli import main
 from xchange.config import load_config
 from xchange.journal import FileRecord, State, open_journal
@@ -284,7 +281,7 @@ def test_reload_without_a_daemon_says_so(exchange: Exchange) -> None:
 @pytest.mark.sftp
 def test_a_file_given_up_while_the_target_was_down_is_delivered_when_it_is_back(
     exchange: Exchange,
-    own_sshd: SshServer,  # noqa: F811 - fixture
+    own_sshd: SshServer,
 ) -> None:
     """Given up after the retry budget while sshd was down, the file is delivered by the
     first run after sshd is back (one probe), exactly once; while it stays down, runs

@@ -14,8 +14,8 @@ from click.testing import CliRunner, Result
 
 from tests.conftest import Exchange
 from tests.procs import xchange_argv, xchange_env
+from tests.sftp_routes import sftp_target_toml
 from tests.sshd import SshServer
-from tests.test_sftp import sftp_target_toml
 from xchange.cli import main
 from xchange.config import load_config
 from xchange.journal import open_journal

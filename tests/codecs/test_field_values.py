@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.columnar_routes import fast_and_slow, outcome, route_config
 from tests.conftest import REPO
-from tests.test_columnar import fast_and_slow, outcome, route_config
 from xchange.cli import main
 from xchange.layout import FieldSpec, FieldValueError, ascii_digit_pattern, parse_field
 from xchange.pipeline import Pipeline

@@ -7,15 +7,15 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from tests.conftest import SAMPLES, Exchange
+from tests.daemons import daemon, fast
 from tests.procs import wait_for, xchange_argv, xchange_env
+from tests.sftp_routes import sftp_source, sftp_target
 from tests.sshd import SshServer
 from xchange.cli import main
 from xchange.config import ScheduleSpec, load_config
@@ -23,56 +23,6 @@ from xchange.journal import State, open_journal
 
 SAMPLE = SAMPLES / "shop-orders" / "in" / "orders_20261121.csv"
 EXPECTED = {p.name: p.read_bytes() for p in (SAMPLES / "shop-orders" / "expected").iterdir()}
-
-
-@contextmanager
-def daemon(exchange: Exchange) -> Iterator[subprocess.Popen[bytes]]:
-    """`xchange run` in the foreground, as systemd would start it; stopped with SIGTERM."""
-    log = open(exchange.root / "daemon.log", "ab")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        xchange_argv(exchange.config, "run"), stdout=log, stderr=log, env=xchange_env()
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        log.close()
-
-
-def fast(exchange: Exchange, settle: float = 0.5, extra: str = "") -> None:
-    exchange.write_config(ready=f"settle = {settle}", route_extra=extra)
-    text = exchange.config.read_text()
-    exchange.config.write_text(
-        text.replace("[[routes]]", "[daemon]\npoll_interval = 0.5\nrescan = 2\n\n[[routes]]", 1)
-    )
-
-
-def sftp_source(exchange: Exchange, sshd: SshServer, drop: Path) -> None:
-    """Point the route's source at an SFTP folder of the test sshd."""
-    text = exchange.config.read_text().replace(
-        f'[endpoints.shop-drop]\ntype = "local"\npath = "{exchange.inbox}"',
-        f'[endpoints.shop-drop]\ntype = "sftp"\nhost = "{sshd.host}"\nport = {sshd.port}\n'
-        f'user = "{sshd.user}"\npath = "{drop}"\nkey_file = "{sshd.client_key}"\n'
-        f'known_hosts = "{sshd.known_hosts}"',
-    )
-    exchange.config.write_text(text)
-
-
-def sftp_target(exchange: Exchange, sshd: SshServer, folder: Path) -> None:
-    """Point the route's target at an SFTP folder of the test sshd."""
-    from tests.test_sftp import sftp_target_toml
-
-    text = exchange.config.read_text().replace(
-        f'[endpoints.wms-outbox]\ntype = "local"\npath = "{exchange.outbox}"\n',
-        sftp_target_toml(sshd, folder),
-    )
-    exchange.config.write_text(text)
 
 
 def outputs(folder: Path) -> dict[str, bytes]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 
 from tests.conftest import SAMPLES, Exchange
+from tests.daemons import with_alerts
 from tests.servers import SMTP_PASSWORD, SMTP_USER, http_server, smtp_server
 from xchange.alerts import Alerter
 from xchange.cli import main
@@ -57,11 +58,6 @@ def run(exchange: Exchange) -> Result:
 def broken(exchange: Exchange, name: str, phone: str) -> None:
     data = SAMPLE.read_bytes().replace(b"13800138000", phone.encode(), 1)
     (exchange.inbox / name).write_bytes(data)
-
-
-def with_alerts(exchange: Exchange, extra: str) -> None:
-    text = exchange.config.read_text()
-    exchange.config.write_text(text.replace("[[routes]]", extra + "\n[[routes]]", 1))
 
 
 def test_failure_alert_once_per_window_then_recovered(exchange: Exchange, tmp_path: Path) -> None:

@@ -4,32 +4,17 @@ is back, and quarantined only after the configured number of runs."""
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from tests.conftest import SAMPLES, Exchange
-from tests.sshd import SshServer, start_sshd
-from tests.test_sftp import sftp_target_toml
+from tests.sftp_routes import sftp_target_toml
+from tests.sshd import SshServer
 from xchange.cli import main
 
 pytestmark = pytest.mark.sftp
 EXPECTED = sorted(p.name for p in (SAMPLES / "shop-orders" / "expected").iterdir())
-
-
-@pytest.fixture
-def own_sshd() -> Iterator[SshServer]:
-    """An sshd of this test's own, free to be stopped and started."""
-    import shutil
-
-    base = Path(tempfile.mkdtemp(prefix="xchange-sshd-"))
-    server = start_sshd(base)
-    yield server
-    server.stop()
-    shutil.rmtree(base, ignore_errors=True)
 
 
 def run(exchange: Exchange) -> Result:

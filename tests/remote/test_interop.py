@@ -330,7 +330,7 @@ def test_a_read_only_drop_delivers_once_and_keeps_the_file_delivered_until_archi
 def test_a_refusal_through_openssh_is_a_permission_error_not_a_lost_connection(
     sftp_servers: dict[str, SftpServer], tmp_path: Path
 ) -> None:
-    from tests.contract.test_remote import sftp_endpoint
+    from tests.sftp_routes import sftp_endpoint
     from xchange.errors import RemotePermissionDenied
     from xchange.remote.sftp import SFTPRemote
 

@@ -5,47 +5,16 @@ without the token."""
 
 from __future__ import annotations
 
-import re
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from tests.conftest import SAMPLES, Exchange
+from tests.daemons import daemon, fast, scrape, value, with_http  # noqa: F401
+from tests.procs import wait_for
 from tests.sshd import SshServer, free_port
-from tests.test_daemon import daemon, fast, wait_for
 from xchange.config import load_config
 from xchange.journal import open_journal
 from xchange.metrics import HttpEndpoint, Metrics
 from xchange.results import FileResult, Outcome, RouteResult
-
-
-def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
-
-
-def value(text: str, name: str, **labels: str) -> float | None:
-    """The value of one sample in Prometheus' text format (None: not there)."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
-def with_http(exchange: Exchange, port: int) -> None:
-    fast(exchange)
-    text = exchange.config.read_text()
-    exchange.config.write_text(
-        text.replace("[daemon]\n", f'[daemon]\nhttp = "127.0.0.1:{port}"\n', 1)
-    )
 
 
 def test_a_running_daemon_is_scraped_for_what_it_did(exchange: Exchange) -> None:
@@ -147,7 +116,7 @@ def test_sftp_sessions_and_reconnects_are_counted(
 ) -> None:
     """Each SFTP session opened (a worker's first, then one per reconnect after a loss)
     is counted by endpoint in xchange_sftp_sessions_opened_total."""
-    from tests.test_sftp import endpoint
+    from tests.sftp_routes import endpoint
     from xchange.remote.sftp import SFTPRemote
 
     config = load_config(exchange.config)
@@ -228,7 +197,7 @@ def test_a_route_waiting_for_a_person_is_not_ready_until_the_cause_is_gone(
     file goes, ready again."""
     from click.testing import CliRunner
 
-    from tests.test_sftp import sftp_target_toml
+    from tests.sftp_routes import sftp_target_toml
     from xchange import page
     from xchange.cli import main
 

@@ -10,18 +10,16 @@ import os
 import random
 import signal
 import subprocess
-import threading
 import time
-from collections import Counter
 
 import pytest
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from tests.conftest import Exchange
+from tests.daemons import Arrivals
 from tests.procs import xchange_argv, xchange_env
+from tests.sftp_routes import sftp_target_toml
 from tests.sshd import SshServer
-from tests.test_sftp import sftp_target_toml
 from xchange.config import load_config
 from xchange.journal import State, open_journal
 
@@ -38,31 +36,6 @@ ready = { settle = 0 }
 retry = { attempts = 3, initial = 0.05, maximum = 0.2, later = 0 }
 transfers = 2
 """
-
-
-class Arrivals(FileSystemEventHandler):
-    """Counts each final name appearing in the receiver's folder (created or moved in)."""
-
-    def __init__(self) -> None:
-        self.count: Counter[str] = Counter()
-        self.lock = threading.Lock()
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory:
-            return
-        path = (
-            getattr(event, "dest_path", "")
-            if event.event_type == "moved"
-            else (event.src_path if event.event_type == "created" else "")
-        )
-        name = os.path.basename(os.fsdecode(path))
-        if name and not name.startswith("."):
-            with self.lock:
-                self.count[name] += 1
-
-    def total(self) -> int:
-        with self.lock:
-            return sum(self.count.values())
 
 
 def run_once(exchange: Exchange) -> subprocess.Popen[bytes]:

@@ -4,7 +4,6 @@ PostgreSQL server started by the tests on 127.0.0.1."""
 
 from __future__ import annotations
 
-import os
 import secrets
 import signal
 import subprocess
@@ -13,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +21,7 @@ from xchange.errors import JournalUnavailable
 from xchange.journal import FileKey, State
 from xchange.journal.postgres import PostgresJournal
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(Path(__file__).resolve().parents[2])
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
+from tests.columnar_routes import fast_and_slow, route_config
+from tests.columnar_routes import outcome as columnar_outcome
 from tests.conftest import REPO
-from tests.test_columnar import fast_and_slow, route_config
-from tests.test_columnar import outcome as columnar_outcome
 from xchange.layout import FieldSpec, FieldValueError
 from xchange.pipeline import Pipeline
 

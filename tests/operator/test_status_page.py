@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, Exchange
+from tests.daemons import daemon, scrape, value, with_http
+from tests.procs import wait_for
 from tests.sshd import free_port
-from tests.test_daemon import daemon, wait_for
-from tests.test_metrics import scrape, value, with_http
 
 SCREENSHOTS = REPO / "var" / "screenshots"
 

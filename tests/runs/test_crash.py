@@ -12,8 +12,8 @@ import pytest
 
 from tests.conftest import SAMPLES, Exchange
 from tests.procs import xchange_argv, xchange_env
+from tests.sftp_routes import sftp_target_toml
 from tests.sshd import SshServer
-from tests.test_sftp import sftp_target_toml
 from xchange.config import load_config
 from xchange.journal import State, open_journal
 

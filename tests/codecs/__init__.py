@@ -1,0 +1,1 @@
+"""Reading and writing files: codecs, encodings, field values, the columnar path."""

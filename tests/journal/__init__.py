@@ -1,0 +1,1 @@
+"""The journal: its backends, faults, and several daemons sharing one."""

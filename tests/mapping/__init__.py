@@ -1,0 +1,1 @@
+"""Mappings: rules, expressions, groups, steps, and the pipeline that runs them."""

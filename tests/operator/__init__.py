@@ -1,0 +1,1 @@
+"""What an operator sees and does: the CLI, status page, metrics, alerts, logs."""

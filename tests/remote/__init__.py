@@ -1,0 +1,1 @@
+"""Endpoints: SFTP against real servers, and faults on the way to them."""

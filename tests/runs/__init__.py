@@ -1,0 +1,1 @@
+"""Runs and the daemon: batches, crashes, races, readiness, deadlines, healing."""
