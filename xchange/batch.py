@@ -57,7 +57,7 @@ from xchange.results import (
 )
 from xchange.retry import call_with_retry
 from xchange.sink import Output, Sink
-from xchange.transfer import Transfer, log_result
+from xchange.transfer import Claimed, Transfer, log_result
 
 log = structlog.get_logger(__name__)
 
@@ -276,7 +276,8 @@ class SmallFiles:
         checkpoint("after-claim")
         for info, record, data, problem, result in unsendable:
             with self._spilled(record, data) as path:
-                transfer.quarantine_file(route, record, info.name, path, problem, result, source)
+                claimed = Claimed(route, record, path, info.name, source)
+                result.take(transfer.quarantine_file(claimed, problem))
         return batch
 
     # ------------------------------------------------------------------ 2. upload
@@ -389,9 +390,8 @@ class SmallFiles:
             # Nothing of the batch could be sent: each file waits for a later run.
             for s in batch.sending:
                 with self._spilled(s.record, s.output.data) as path:
-                    transfer.failed_delivery(
-                        route, s.record, s.info.name, path, batch.failure, s.result, source
-                    )
+                    claimed = Claimed(route, s.record, path, s.info.name, source)
+                    s.result.take(transfer.failed_delivery(claimed, batch.failure))
             self._landed(batch)
             return self._done(batch)
 
@@ -418,16 +418,13 @@ class SmallFiles:
         stopped: RemoteError | None = None
         for s, error in retry:
             with self._spilled(s.record, s.output.data) as path:
+                claimed = Claimed(route, s.record, path, s.info.name, source, s.info)
                 if stopped is not None:
                     # The target is in trouble: no point trying each remaining file.
-                    transfer.failed_delivery(
-                        route, s.record, s.info.name, path, stopped, s.result, source
-                    )
+                    s.result.take(transfer.failed_delivery(claimed, stopped))
                     continue
                 log.info("file.sent_alone", source=s.info.name, reason=str(error))
-                transfer.convert_and_deliver(
-                    route, s.record, path, s.info.name, s.result, source, info=s.info
-                )
+                s.result.take(transfer.convert_and_deliver(claimed))
             if s.result.outcome == RETRY_LATER:
                 stopped = not_sent(s, error)
 

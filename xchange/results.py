@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
+from xchange.errors import XchangeError
 from xchange.journal import Observation
 
 
@@ -62,6 +64,61 @@ class FileResult:
     filtered: str = ""
     #: When the file arrived in its drop folder (its time, Unix seconds), if known.
     arrived: float | None = None
+
+    def take(self, verdict: Verdict) -> None:
+        """What a step decided (its ``file_id`` where it names one)."""
+        self.outcome = verdict.outcome
+        if verdict.file_id is not None:
+            self.file_id = verdict.file_id
+        self.error, self.cause, self.retryable = verdict.error, verdict.cause, verdict.retryable
+        self.outputs, self.documents = list(verdict.outputs), verdict.documents
+        self.after_error = verdict.after_error
+        if verdict.encoding is not None:
+            self.encoding = verdict.encoding
+        self.skipped_keys, self.warnings = list(verdict.skipped_keys), list(verdict.warnings)
+        self.filtered = verdict.filtered
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What one step of a file's life decided, as the step returns it (a step never fills
+    in a result its caller passed): the outcome, and what goes with it. A run's
+    ``FileResult`` takes the last step's verdict (``FileResult.take``)."""
+
+    outcome: Outcome
+    file_id: int | None = None
+    error: str | None = None
+    cause: str | None = None
+    retryable: bool = False
+    outputs: tuple[str, ...] = ()
+    documents: int = 0
+    #: Delivered, but its source could not be archived or deleted (see ``FileResult``).
+    after_error: str | None = None
+    encoding: str | None = None
+    skipped_keys: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    filtered: str = ""
+
+    def but(self, **changes: Any) -> Verdict:
+        """The same verdict with ``changes``."""
+        return replace(self, **changes)
+
+    def left_in_place(self, action: str, error: XchangeError) -> Verdict:
+        """A delivered file whose source could not be archived or deleted (``action``):
+        it stays in the drop folder, and the next look tries again."""
+        return self.but(
+            after_error=f"{action} failed: {error.reason}", cause=error.kind, retryable=True
+        )
+
+    @classmethod
+    def failed(cls, outcome: Outcome, error: XchangeError, *, said: str | None = None) -> Verdict:
+        """A file stopped by ``error`` (``said``: its message, when not the error's)."""
+        return cls(
+            outcome,
+            error=said if said is not None else error.reason,
+            cause=error.kind,
+            retryable=error.retryable,
+        )
 
 
 @dataclass(slots=True)
@@ -160,5 +217,6 @@ __all__ = [
     "FileResult",
     "Outcome",
     "RouteResult",
+    "Verdict",
     "exit_code",
 ]

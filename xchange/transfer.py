@@ -31,7 +31,7 @@ from typing import BinaryIO
 
 import structlog
 
-from xchange.after import After, note_failed
+from xchange.after import After
 from xchange.config import AppConfig, RouteConfig
 from xchange.delivery import Delivery
 from xchange.errors import (
@@ -60,6 +60,7 @@ from xchange.results import (
     SKIPPED,
     WAITING,
     FileResult,
+    Verdict,
 )
 from xchange.retry import gives_up, next_try
 from xchange.sessions import Sessions
@@ -70,17 +71,20 @@ log = structlog.get_logger(__name__)
 
 @dataclass
 class InHand:
-    """A file a worker is taking through: its route, name, start, result so far (its size
-    once known), and the open handle its content is read from (for how far it got)."""
+    """A file a worker is taking through: its route, name and start, what is known of it
+    so far (its size, its record, when it arrived), and the open handle its content is
+    read from (for how far it got)."""
 
     route: str
     source: str
     started: float
-    result: FileResult
+    bytes: int = 0
+    file_id: int | None = None
+    arrived: float | None = None
     handle: BinaryIO | None = None
 
     def describe(self, now: float) -> str:
-        size = self.result.bytes
+        size = self.bytes
         parts = [f"{size / 1e6:.1f} MB"] if size else []
         handle = self.handle
         if handle is not None and size and not handle.closed:
@@ -88,6 +92,35 @@ class InHand:
                 parts.append(f"{min(100, handle.tell() * 100 // size)}% read")
         parts.append(f"for {now - self.started:.0f} s")
         return f"{self.source} on {self.route} ({', '.join(parts)})"
+
+    def result(self, verdict: Verdict) -> FileResult:
+        """The file's result: what is known of it, and what its last step decided."""
+        result = FileResult(
+            self.route,
+            self.source,
+            verdict.outcome,
+            file_id=self.file_id,
+            bytes=self.bytes,
+            arrived=self.arrived,
+        )
+        result.take(verdict)
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A file claimed in the journal, as each step of its delivery takes it (and returns
+    a :class:`Verdict`): its route and record, its bytes on this machine (``path``, and
+    the open ``stream`` they were hashed from, if any), its name, and the drop folder it
+    is still in (``source``, ``info``; None when it is taken from a kept copy)."""
+
+    route: RouteConfig
+    record: FileRecord
+    path: Path
+    name: str
+    source: Remote | None = None
+    info: FileInfo | None = None
+    stream: BinaryIO | None = None
 
 
 def fingerprint(fh: BinaryIO) -> tuple[int, str]:
@@ -162,14 +195,12 @@ class Transfer:
 
     def process(self, route: RouteConfig, info: FileInfo) -> FileResult:
         """Take one file from the route's drop folder through to delivery."""
-        return self.timed(route, info.name, lambda result: self._from_drop(route, info, result))
+        return self.timed(route, info.name, lambda hand: self._from_drop(route, info, hand))
 
     def finish_after(self, route: RouteConfig, info: FileInfo, known: FileRecord) -> FileResult:
         """A delivered file still in the drop folder: its archive (or delete) was cut short
         by a crash, it is left in place on purpose, or another route still needs it."""
-        return self.timed(
-            route, info.name, lambda result: self._finish_after(route, info, known, result)
-        )
+        return self.timed(route, info.name, lambda hand: self._finish_after(route, info, known))
 
     def finish_quarantine(
         self, route: RouteConfig, info: FileInfo, known: FileRecord
@@ -179,34 +210,13 @@ class Transfer:
         and judged again (before: another daemon of a group claimed it in that moment and
         quarantined it a second time)."""
         return self.timed(
-            route, info.name, lambda result: self._finish_quarantine(route, info, known, result)
-        )
-
-    def _finish_quarantine(
-        self, route: RouteConfig, info: FileInfo, known: FileRecord, result: FileResult
-    ) -> None:
-        result.file_id = known.id
-        try:
-            self.sessions.remote(route.source.endpoint).remove(info.name, expect=info)
-        except SourceChanged:
-            return  # written again meanwhile: a new file, judged at the next look
-        except RemoteError as exc:
-            result.outcome = LEFT
-            result.after_error = f"quarantined #{known.id}; taking it out failed: {exc.reason}"
-            result.cause, result.retryable = exc.kind, True
-            return
-        log.info(
-            "file.quarantine_finished",
-            file_id=known.id,
-            reason="quarantined already (its bytes kept); taken out of the drop folder",
+            route, info.name, lambda hand: self._finish_quarantine(route, info, known)
         )
 
     def again(self, route: RouteConfig, record: FileRecord, *, force: bool) -> FileResult:
         """A file taken again from its kept copy: the quarantined original (after a fix),
         or with ``force`` the archived copy of a delivered one."""
-        return self.timed(
-            route, record.path, lambda result: self._again(route, record, force, result)
-        )
+        return self.timed(route, record.path, lambda hand: self._again(route, record, force, hand))
 
     def in_hand(self) -> list[str]:
         """The files being taken through right now, for a person waiting on a stop:
@@ -216,57 +226,55 @@ class Transfer:
             entries = list(self._hands.values())
         return [e.describe(now) for e in entries]
 
-    def timed(
-        self, route: RouteConfig, name: str, work: Callable[[FileResult], None]
-    ) -> FileResult:
-        """Run one file's ``work`` on a fresh result, timed, logged, and shown in hand;
-        an error it does not handle leaves the file where it is, for a later run."""
+    def timed(self, route: RouteConfig, name: str, work: Callable[[InHand], Verdict]) -> FileResult:
+        """Run one file's ``work`` (its steps, the last one's verdict returned), timed,
+        logged, and shown in hand; an error it does not handle leaves the file where it
+        is, for a later run."""
         started = time.monotonic()
-        result = FileResult(route.name, name, SKIPPED)
-        entry = InHand(route.name, name, started, result)
+        hand = InHand(route.name, name, started)
         with self._hands_lock:
-            self._hands[threading.get_ident()] = entry
+            self._hands[threading.get_ident()] = hand
         with structlog.contextvars.bound_contextvars(route=route.name, source=name):
             try:
-                work(result)
+                verdict = work(hand)
             except UsageError as exc:
                 # Asked for something that cannot be done as asked: nothing changed.
-                result.outcome, result.error = SKIPPED, exc.reason
-                result.cause, result.retryable = exc.kind, False
+                verdict = Verdict.failed(SKIPPED, exc)
             except XchangeError as exc:
                 # Anything not handled below (the source vanished, the journal failed):
                 # the file stays where it is and is tried again next run.
-                result.outcome, result.error = RETRY_LATER, exc.reason
-                result.cause, result.retryable = exc.kind, True
+                verdict = Verdict(RETRY_LATER, error=exc.reason, cause=exc.kind, retryable=True)
             except Exception as exc:
                 # Not an error xchange knows: this file waits (and is said, with the
                 # traceback in the log); the rest of the look goes on.
                 log.exception("file.unexpected_error", error=f"{type(exc).__name__}: {exc}")
-                result.outcome = RETRY_LATER
-                result.error = one_line(
-                    f"unexpected error ({type(exc).__name__}: {exc}); the file waits, the "
-                    "others go on; the log has the details"
+                verdict = Verdict(
+                    RETRY_LATER,
+                    error=one_line(
+                        f"unexpected error ({type(exc).__name__}: {exc}); the file waits, "
+                        "the others go on; the log has the details"
+                    ),
+                    cause="internal",
+                    retryable=True,
                 )
-                result.cause, result.retryable = "internal", True
             finally:
                 with self._hands_lock:
                     self._hands.pop(threading.get_ident(), None)
+            result = hand.result(verdict)
             result.duration_ms = int((time.monotonic() - started) * 1000)
             log_result(route, result)
         return result
 
     # ------------------------------------------------------------------ from the drop
 
-    def _finish_after(
-        self, route: RouteConfig, info: FileInfo, known: FileRecord, result: FileResult
-    ) -> None:
-        result.file_id = known.id
+    def _finish_after(self, route: RouteConfig, info: FileInfo, known: FileRecord) -> Verdict:
+        done = Verdict(SKIPPED, file_id=known.id)
         if route.after.action == "leave":
-            return
+            return done
         if not self.journal.take(known.id):
             # Another daemon of the shared journal is archiving (or deleting) it now.
             log.info("file.held_elsewhere", file_id=known.id, reason="its archive is under way")
-            return
+            return done
         unfinished = known.state == State.DELIVERED
         error = self.after.apply(
             route,
@@ -275,32 +283,51 @@ class Transfer:
             known.id if unfinished else None,
         )
         if error is not None:
-            result.outcome = LEFT
-            note_failed(route, result, error)
+            return done.but(outcome=LEFT).left_in_place(route.after.action, error)
+        return done
 
-    def _from_drop(self, route: RouteConfig, info: FileInfo, result: FileResult) -> None:
+    def _finish_quarantine(self, route: RouteConfig, info: FileInfo, known: FileRecord) -> Verdict:
+        done = Verdict(SKIPPED, file_id=known.id)
+        try:
+            self.sessions.remote(route.source.endpoint).remove(info.name, expect=info)
+        except SourceChanged:
+            return done  # written again meanwhile: a new file, judged at the next look
+        except RemoteError as exc:
+            return done.but(
+                outcome=LEFT,
+                after_error=f"quarantined #{known.id}; taking it out failed: {exc.reason}",
+                cause=exc.kind,
+                retryable=True,
+            )
+        log.info(
+            "file.quarantine_finished",
+            file_id=known.id,
+            reason="quarantined already (its bytes kept); taken out of the drop folder",
+        )
+        return done
+
+    def _from_drop(self, route: RouteConfig, info: FileInfo, hand: InHand) -> Verdict:
         source = self.sessions.remote(route.source.endpoint)
-        result.bytes = info.size
-        result.arrived = info.mtime_ns / 1e9
+        hand.bytes = info.size
+        hand.arrived = info.mtime_ns / 1e9
         known = self.journal.lookup(
             route.name, route.source.endpoint, info.name, info.size, info.mtime_ns
         )
         if known is not None:
-            result.file_id = known.id
+            hand.file_id = known.id
             if known.state in DONE_STATES:
-                self._finish_after(route, info, known, result)
-                return
+                return self._finish_after(route, info, known)
             if self.busy_elsewhere(known):
                 log.info("file.held_elsewhere", by=known.owner, file_id=known.id)
-                return
+                return Verdict(SKIPPED)
             if (
                 known.state == State.RETRYING
                 and known.next_retry_at is not None
                 and known.next_retry_at > self.now()
             ):
-                result.outcome = WAITING
-                result.error = f"next try at {known.next_retry_at.astimezone():%H:%M:%S}"
-                return
+                return Verdict(
+                    WAITING, error=f"next try at {known.next_retry_at.astimezone():%H:%M:%S}"
+                )
         try:
             with source.local_copy(info.name, self.scratch / "downloads") as path:
                 # One open handle from the hash to the conversion: the bytes claimed are
@@ -310,29 +337,27 @@ class Transfer:
                 except FileNotFoundError:
                     raise RemoteNotFound(f"{info.name}: gone") from None
                 with handle:
-                    with self._hands_lock:
-                        hand = self._hands.get(threading.get_ident())
-                    if hand is not None:
-                        hand.handle = handle
-                    self._claimed(route, source, info, path, handle, result)
+                    hand.handle = handle
+                    return self._read(route, source, info, path, handle, hand)
         except RemoteNotFound:
             # Gone between the listing and the read (its producer took it back): nothing
             # to deliver and nothing lost.
             log.info("file.vanished", reason="removed from the drop folder before it was read")
-            result.outcome = SKIPPED
+            return Verdict(SKIPPED)
 
-    def _claimed(
+    def _read(
         self,
         route: RouteConfig,
         source: Remote,
         info: FileInfo,
         path: Path,
         handle: BinaryIO,
-        result: FileResult,
-    ) -> None:
+        hand: InHand,
+    ) -> Verdict:
+        """A file read from its drop folder: hashed, then claimed by one worker at a time."""
         size, sha = fingerprint(handle)
         handle.seek(0)
-        result.bytes = size
+        hand.bytes = size
         if size != info.size:
             # Changed since the listing (truncated, or written again): judge it again.
             log.info(
@@ -341,36 +366,34 @@ class Transfer:
                 now=size,
                 reason="changed between the listing and the read; looked at again",
             )
-            result.outcome = SKIPPED
-            return
+            return Verdict(SKIPPED)
         # The same content on the same route is taken by one worker at a time: a twin
         # waits until the other is done, and is then known as a duplicate.
         twin = (route.name, sha)
         with self._in_hand_changed:
             while twin in self._in_hand:
                 if self.stop.is_set():
-                    result.outcome = SKIPPED  # looked at again at the next run
-                    return
+                    return Verdict(SKIPPED)  # looked at again at the next run
                 self._in_hand_changed.wait(timeout=0.5)
             self._in_hand.add(twin)
         try:
-            self._claimed_alone(route, source, info, path, handle, result, size, sha)
+            return self._claim(route, source, info, path, handle, hand, size, sha)
         finally:
             with self._in_hand_changed:
                 self._in_hand.discard(twin)
                 self._in_hand_changed.notify_all()
 
-    def _claimed_alone(
+    def _claim(
         self,
         route: RouteConfig,
         source: Remote,
         info: FileInfo,
         path: Path,
         handle: BinaryIO,
-        result: FileResult,
+        hand: InHand,
         size: int,
         sha: str,
-    ) -> None:
+    ) -> Verdict:
         pipeline = self.pipelines[route.name]
         claim = self.journal.claim(
             FileKey(route.name, route.source.endpoint, info.name, size, info.mtime_ns, sha),
@@ -378,29 +401,26 @@ class Transfer:
             mapping_version=pipeline.versions[1],
         )
         checkpoint("after-claim")
-        result.file_id = claim.record.id
+        hand.file_id = claim.record.id
         if claim.held_by is not None:
             # Another daemon of the shared journal is taking this content through.
             log.info("file.held_elsewhere", by=claim.held_by, file_id=claim.record.id)
-            result.outcome = SKIPPED
-            return
+            return Verdict(SKIPPED)
         if claim.already_delivered and self.itself(route, info, claim.record):
             # The very file, delivered by another daemon of the shared journal since this
             # look listed it: what is left is its archive (if that daemon is not on it).
-            self._finish_after(route, info, claim.record, result)
-            return
+            return self._finish_after(route, info, claim.record)
         if claim.already_delivered:
-            result.outcome = DUPLICATE
-            result.outputs = [o.path for o in claim.record.outputs]
+            duplicate = Verdict(DUPLICATE, outputs=tuple(o.path for o in claim.record.outputs))
             self.journal.note(
                 claim.record.id, f"same content seen again as {info.name}; not sent again"
             )
             error = self.after.apply(route, source, info, None)
             if error is not None:
-                note_failed(route, result, error)
-            return
-        self.convert_and_deliver(
-            route, claim.record, path, info.name, result, source, info=info, stream=handle
+                return duplicate.left_in_place(route.after.action, error)
+            return duplicate
+        return self.convert_and_deliver(
+            Claimed(route, claim.record, path, info.name, source, info, handle)
         )
 
     def busy_elsewhere(self, record: FileRecord) -> bool:
@@ -429,10 +449,8 @@ class Transfer:
 
     # ------------------------------------------------------------------ from a kept copy
 
-    def _again(
-        self, route: RouteConfig, record: FileRecord, force: bool, result: FileResult
-    ) -> None:
-        result.file_id = record.id
+    def _again(self, route: RouteConfig, record: FileRecord, force: bool, hand: InHand) -> Verdict:
+        hand.file_id = record.id
         if record.state in DONE_STATES and not force:
             raise UsageError(
                 f"file #{record.id} was delivered already; use --force to send it again"
@@ -447,8 +465,9 @@ class Transfer:
             source = self.sessions.remote(record.endpoint)
             with source.local_copy(record.archive_path, self.scratch / "downloads") as path:
                 self.journal.transition(record.id, State.PROCESSING, note="sent again (--force)")
-                self.convert_and_deliver(route, record, path, record.path, result, None, force=True)
-            return
+                return self.convert_and_deliver(
+                    Claimed(route, record, path, record.path), force=True
+                )
         else:
             raise UsageError(
                 f"file #{record.id} is {record.state} and no copy of it is kept; drop it "
@@ -459,7 +478,7 @@ class Transfer:
         pipeline = self.pipelines[route.name]
         with open(original, "rb") as fh:
             size, sha256 = fingerprint(fh)
-        result.bytes = size
+        hand.bytes = size
         key = FileKey(
             route.name, record.endpoint, record.path, record.size, record.mtime_ns, record.sha256
         )
@@ -474,7 +493,7 @@ class Transfer:
             key, layout_version=pipeline.versions[0], mapping_version=pipeline.versions[1]
         )
         current = claim.record
-        result.file_id = current.id
+        hand.file_id = current.id
         if claim.held_by is not None:
             raise UsageError(
                 f"file #{current.id} is being taken through by another daemon "
@@ -487,9 +506,10 @@ class Transfer:
                     State.DROPPED,
                     note=f"its edited copy is the content of #{current.id}, delivered already",
                 )
-                result.outcome = DUPLICATE
-                result.error = f"the edited copy's content was delivered already as #{current.id}"
-                return
+                return Verdict(
+                    DUPLICATE,
+                    error=f"the edited copy's content was delivered already as #{current.id}",
+                )
             self.journal.transition(
                 current.id,
                 State.PROCESSING,
@@ -501,8 +521,8 @@ class Transfer:
                     record.id, State.DROPPED, note=f"replaced by its edited copy #{current.id}"
                 )
             log.info("file.edited_copy", file_id=current.id, replaces=record.id, sha256=sha256)
-        self.convert_and_deliver(route, current, original, record.path, result, None)
-        if result.outcome == DELIVERED:
+        verdict = self.convert_and_deliver(Claimed(route, current, original, record.path))
+        if verdict.outcome == DELIVERED:
             resolved = self.quarantine.resolve(original)
             self.after.archive_kept(
                 route,
@@ -511,25 +531,15 @@ class Transfer:
                 resolved,
                 token=f"{self.journal.journal_id[:6]}{current.sha256[:12]}",
             )
+        return verdict
 
     # ------------------------------------------------------------------ convert, deliver
 
-    def convert_and_deliver(
-        self,
-        route: RouteConfig,
-        record: FileRecord,
-        path: Path,
-        name: str,
-        result: FileResult,
-        source: Remote | None,
-        *,
-        force: bool = False,
-        info: FileInfo | None = None,
-        stream: BinaryIO | None = None,
-    ) -> None:
-        """Convert a claimed file and deliver its outputs; the outcome (delivered,
-        quarantined, retry-later) is said on ``result``. ``source`` and ``info``: the drop
-        folder it is still in (removed when quarantined, archived when delivered)."""
+    def convert_and_deliver(self, file: Claimed, *, force: bool = False) -> Verdict:
+        """Convert a claimed file and deliver its outputs: delivered, quarantined or
+        waiting for a later try. A file still in its drop folder is taken out of it when
+        quarantined, archived (or deleted) when delivered."""
+        route, record = file.route, file.record
         pipeline = self.pipelines[route.name]
         # The first claim's time, not the clock: names and contents come out the same
         # when the file is converted again after a crash.
@@ -537,7 +547,9 @@ class Transfer:
         skip = self._dedupe(route, record) if route.dedupe_key and not force else None
         with staging_folder(self.scratch / "staging", f"{route.name}-{record.id}") as staging:
             try:
-                opened = contextlib.nullcontext(stream) if stream else open(path, "rb")  # noqa: SIM115
+                opened = (
+                    contextlib.nullcontext(file.stream) if file.stream else open(file.path, "rb")  # noqa: SIM115
+                )
                 with opened as reading:
                     reading.seek(0)
                     # Converted as the name the content was first taken under (the same as
@@ -551,40 +563,51 @@ class Transfer:
                         digest=(record.size, record.sha256),  # hashed when it was claimed
                     )
             except (FormatError, UnsafeName) as exc:
-                self.quarantine_file(route, record, name, path, exc, result, source)
-                return
-            result.encoding = conversion.encoding
-            result.skipped_keys = conversion.skipped
-            result.warnings = conversion.warnings
-            result.filtered = conversion.filtered_note()
+                return self.quarantine_file(file, exc)
+            read = Verdict(
+                DELIVERED,
+                encoding=conversion.encoding,
+                skipped_keys=tuple(conversion.skipped),
+                warnings=tuple(conversion.warnings),
+                filtered=conversion.filtered_note(),
+            )
             outputs = conversion.outputs
             note = ", ".join(o.name for o in outputs) or "no documents"
             self.journal.transition(
                 record.id,
                 State.DELIVERING,
-                note=f"{note}; {result.filtered}" if result.filtered else note,
+                note=f"{note}; {read.filtered}" if read.filtered else note,
                 encoding=conversion.encoding,
             )
             try:
                 target = self.sessions.remote(route.target.endpoint)
                 self.delivery.deliver(route, target, record, outputs, force=force)
             except TargetExists as exc:
-                self.quarantine_file(route, record, name, path, exc, result, source)
-                return
+                return self._conversion(read, self.quarantine_file(file, exc))
             except RemoteError as exc:
-                self.failed_delivery(route, record, name, path, exc, result, source)
-                return
+                return self._conversion(read, self.failed_delivery(file, exc))
         if conversion.keys:
             self.journal.keys.record(route.name, record.id, conversion.keys)
         self.journal.transition(record.id, State.DELIVERED)
         checkpoint("before-archive")
-        result.outcome = DELIVERED
-        result.outputs = [o.name for o in outputs]
-        result.documents = sum(o.documents for o in outputs)
-        if source is not None and info is not None:
-            error = self.after.apply(route, source, info, record.id)
+        delivered = read.but(
+            outputs=tuple(o.name for o in outputs), documents=sum(o.documents for o in outputs)
+        )
+        if file.source is not None and file.info is not None:
+            error = self.after.apply(route, file.source, file.info, record.id)
             if error is not None:
-                note_failed(route, result, error)
+                return delivered.left_in_place(route.after.action, error)
+        return delivered
+
+    @staticmethod
+    def _conversion(read: Verdict, verdict: Verdict) -> Verdict:
+        """A verdict given after the file was converted: what the conversion said too."""
+        return verdict.but(
+            encoding=read.encoding,
+            skipped_keys=read.skipped_keys,
+            warnings=read.warnings,
+            filtered=read.filtered,
+        )
 
     def _dedupe(self, route: RouteConfig, record: FileRecord) -> Callable[[str], bool]:
         def already(key: str) -> bool:
@@ -592,33 +615,14 @@ class Transfer:
 
         return already
 
-    def failed_delivery(
-        self,
-        route: RouteConfig,
-        record: FileRecord,
-        name: str,
-        path: Path,
-        exc: XchangeError,
-        result: FileResult,
-        source: Remote | None,
-    ) -> None:
+    def failed_delivery(self, file: Claimed, exc: XchangeError) -> Verdict:
         """A delivery that failed: quarantined when the target refuses the name or the
         attempts have run out, else left for a later run (backing off)."""
+        route, record = file.route, file.record
         if isinstance(exc, NameRefused):
-            self.quarantine_file(route, record, name, path, exc, result, source)
-            return
+            return self.quarantine_file(file, exc)
         if exc.retryable and gives_up(route.retry, record.attempts):
-            self.quarantine_file(
-                route,
-                record,
-                name,
-                path,
-                exc,
-                result,
-                source,
-                note=f"gave up after {record.attempts} attempts",
-            )
-            return
+            return self.quarantine_file(file, exc, note=f"gave up after {record.attempts} attempts")
         # Not the file's fault: try again at a later run, backing off.
         self.journal.transition(
             record.id,
@@ -626,28 +630,19 @@ class Transfer:
             error=(exc.kind, exc.reason),
             next_retry_at=next_try(route.retry, record.attempts, self.now()),
         )
-        result.outcome, result.error = RETRY_LATER, exc.reason
-        result.cause, result.retryable = exc.kind, True
+        return Verdict(RETRY_LATER, error=exc.reason, cause=exc.kind, retryable=True)
 
     def quarantine_file(
-        self,
-        route: RouteConfig,
-        record: FileRecord,
-        name: str,
-        original: Path,
-        exc: XchangeError,
-        result: FileResult,
-        source: Remote | None,
-        *,
-        note: str | None = None,
-    ) -> None:
+        self, file: Claimed, exc: XchangeError, *, note: str | None = None
+    ) -> Verdict:
         """Keep the file's bytes and a report in quarantine, journal it quarantined, and
-        take it out of its drop folder (``source``, when it is still there)."""
+        take it out of its drop folder (when it is still there)."""
+        route, record = file.route, file.record
         entry = self.quarantine.put(
             route=route.name,
             file_id=record.id,
-            source=name,
-            original=original,
+            source=file.name,
+            original=file.path,
             error=exc,
             attempt=record.attempts,
             config_file=str(self.config.source_file),
@@ -662,11 +657,11 @@ class Transfer:
         )
         checkpoint("after-quarantine")
         # The bytes are safe in quarantine: take the file out of the drop folder.
-        if source is not None:
-            source.remove(name)
-        result.outcome = QUARANTINED
-        result.error = one_line((f"{note}: " if note else "") + exc.reason)
-        result.cause, result.retryable = exc.kind, exc.retryable
+        if file.source is not None:
+            file.source.remove(file.name)
+        return Verdict.failed(
+            QUARANTINED, exc, said=one_line((f"{note}: " if note else "") + exc.reason)
+        )
 
 
-__all__ = ["InHand", "Transfer", "fingerprint", "log_result"]
+__all__ = ["Claimed", "InHand", "Transfer", "fingerprint", "log_result"]

@@ -283,14 +283,14 @@ def test_an_unexpected_error_on_one_file_does_not_stop_the_others(
     and the traceback in the log; the other files of the look are delivered."""
     import xchange.transfer
 
-    real = xchange.transfer.Transfer._claimed
+    real = xchange.transfer.Transfer._read
 
-    def failing(self, route, source, info, path, handle, result):  # type: ignore[no-untyped-def]
+    def failing(self, route, source, info, path, handle, hand):  # type: ignore[no-untyped-def]
         if info.name == "orders_1.csv":
             raise KeyError("surprise")
-        return real(self, route, source, info, path, handle, result)
+        return real(self, route, source, info, path, handle, hand)
 
-    monkeypatch.setattr(xchange.transfer.Transfer, "_claimed", failing)
+    monkeypatch.setattr(xchange.transfer.Transfer, "_read", failing)
     for i in range(3):
         data = SAMPLE.read_bytes().replace(b"EC20261121", f"EC2026112{i}".encode())
         (exchange.inbox / f"orders_{i}.csv").write_bytes(data)
