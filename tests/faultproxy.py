@@ -21,18 +21,15 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
+from tests.tcpproxy import TcpProxy
+
 
 @dataclass
-class FaultProxy:
-    upstream_port: int
+class FaultProxy(TcpProxy):
     mode: str = "pass"
     limit: int = 0
     faulty_connections: int = 1_000_000
-    port: int = 0
-    connections: int = 0
-    _sockets: list[socket.socket] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _frozen: threading.Event = field(default_factory=threading.Event)
+    _frozen: threading.Event = field(default_factory=threading.Event, kw_only=True)
 
     def freeze(self) -> None:
         self._frozen.set()
@@ -45,53 +42,26 @@ class FaultProxy:
                 s.shutdown(socket.SHUT_RDWR)
             s.close()
 
-    def start(self) -> FaultProxy:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.2)
-        self.port = self._listener.getsockname()[1]
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._listener.close()
-        for s in self._sockets:
-            with contextlib.suppress(OSError):
-                s.close()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            mode = self.mode if self.connections <= self.faulty_connections else "pass"
-            self._sockets.append(client)
-            if mode == "refuse":
-                client.close()
-                continue
-            if mode == "stall" or self._frozen.is_set():
-                continue  # accepted, never answered
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
-            except OSError:  # the server is away (restarting): as it would, refuse
-                client.close()
-                continue
-            upstream.settimeout(None)
-            self._sockets.append(upstream)
-            budget = [self.limit if mode in ("drop_after", "stall_after") else -1]
-            stalled = threading.Event()
-            for src, dst, counted in ((client, upstream, True), (upstream, client, False)):
-                threading.Thread(
-                    target=self._pump,
-                    args=(src, dst, counted, mode, budget, stalled),
-                    daemon=True,
-                ).start()
+    def serve(self, client: socket.socket) -> None:
+        mode = self.mode if self.connections <= self.faulty_connections else "pass"
+        if mode == "refuse":
+            client.close()
+            return
+        if mode == "stall" or self._frozen.is_set():
+            return  # accepted, never answered
+        try:
+            upstream = self.upstream()
+        except OSError:  # the server is away (restarting): as it would, refuse
+            client.close()
+            return
+        budget = [self.limit if mode in ("drop_after", "stall_after") else -1]
+        stalled = threading.Event()
+        for src, dst, counted in ((client, upstream, True), (upstream, client, False)):
+            threading.Thread(
+                target=self._pump,
+                args=(src, dst, counted, mode, budget, stalled),
+                daemon=True,
+            ).start()
 
     def _pump(
         self,

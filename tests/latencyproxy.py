@@ -13,51 +13,22 @@ import heapq
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from tests.tcpproxy import TcpProxy
 
 
 @dataclass
-class LatencyProxy:
-    upstream_port: int
+class LatencyProxy(TcpProxy):
     #: Seconds each direction is delayed (a 40 ms round trip: 0.020).
-    delay: float
-    port: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _sockets: list[socket.socket] = field(default_factory=list)
+    delay: float = 0.0
 
-    def start(self) -> LatencyProxy:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.2)
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True, name="latency-accept").start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        for s in [self._listener, *self._sockets]:
-            with contextlib.suppress(OSError):
-                s.close()
-
-    def __enter__(self) -> LatencyProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            for s in (client, upstream):
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self._sockets.append(s)
-            for a, b in ((client, upstream), (upstream, client)):
-                _Direction(a, b, self.delay, self._stop).start()
+    def serve(self, client: socket.socket) -> None:
+        upstream = self.upstream(timeout=None)
+        for s in (client, upstream):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for a, b in ((client, upstream), (upstream, client)):
+            _Direction(a, b, self.delay, self._stop).start()
 
 
 class _Direction:
