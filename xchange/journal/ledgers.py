@@ -57,10 +57,6 @@ class Database(Protocol):
         value it binds."""
         ...
 
-    def many_returning(self, db: Any, sql: str, rows: Sequence[Sequence[Any]]) -> list[Any]:
-        """``many`` of a statement with RETURNING: every row it returned."""
-        ...
-
     def write(self) -> AbstractContextManager[Any]:
         """A write transaction: its connection (``execute(sql, args)``), committed at the
         end, rolled back on an exception; a database error is a ``JournalError``."""

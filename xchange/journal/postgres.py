@@ -244,20 +244,6 @@ class _Database:
             cur.executemany(sql, rows)
 
     @staticmethod
-    def many_returning(
-        db: psycopg.Connection[Any], sql: str, rows: Sequence[Sequence[Any]]
-    ) -> list[Any]:
-        returned: list[Any] = []
-        if not rows:
-            return returned
-        with db.cursor() as cur:
-            cur.executemany(sql, rows, returning=True)
-            while True:
-                returned.extend(cur.fetchall())
-                if not cur.nextset():
-                    return returned
-
-    @staticmethod
     def glob(pattern: str) -> tuple[str, str]:
         return "path LIKE ?", _glob_to_like(pattern)
 

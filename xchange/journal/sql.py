@@ -406,16 +406,17 @@ class SqlJournal:
         inserted, is claimed one by one, as ``claim`` does)."""
         now = self.db.stamp(datetime.now(UTC))
         lease, lease_args = self._lease()
+        row = f"(?,?,?,?,?,?,?,?,'processing',1,?,?,{lease})"
         with self.batch():
             with self.db.write() as db:
-                inserted = self.db.many_returning(
-                    db,
-                    self._sql(
-                        _INSERT + f"VALUES (?,?,?,?,?,?,?,?,'processing',1,?,?,{lease}) "
-                        f"ON CONFLICT (route, sha256) DO NOTHING RETURNING {_COLUMNS}"
-                    ),
-                    [
-                        (
+                inserted = []
+                # One statement per chunk: rows that conflict return nothing.
+                for some in _chunks(keys):
+                    values = ",".join([row] * len(some))
+                    args = [
+                        value
+                        for k in some
+                        for value in (
                             k.route,
                             k.endpoint,
                             k.path,
@@ -428,9 +429,12 @@ class SqlJournal:
                             now,
                             *lease_args,
                         )
-                        for k in keys
-                    ],
-                )
+                    ]
+                    sql = (
+                        f"{_INSERT}VALUES {values} ON CONFLICT (route, sha256) DO NOTHING "
+                        f"RETURNING {_COLUMNS}"
+                    )
+                    inserted += db.execute(self.db.sql(sql), args).fetchall()
                 new = {(r["route"], r["sha256"]): record_from_row(dict(r), []) for r in inserted}
                 self.db.many(
                     db,

@@ -232,13 +232,6 @@ class _Database:
         db.executemany(sql, rows)
 
     @staticmethod
-    def many_returning(
-        db: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]
-    ) -> list[sqlite3.Row]:
-        returned = (db.execute(sql, row).fetchone() for row in rows)
-        return [row for row in returned if row is not None]
-
-    @staticmethod
     def glob(pattern: str) -> tuple[str, str]:
         return "path GLOB ?", pattern
 
