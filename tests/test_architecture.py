@@ -215,3 +215,22 @@ def test_no_test_module_imports_another() -> None:
             ):
                 offenders.append(f"{path.relative_to(tests)} imports {node.module}")
     assert offenders == []
+
+
+def test_each_kind_of_endpoint_is_declared_once() -> None:
+    """config.ENDPOINT_KINDS is the one registry: its configuration model, and the remote
+    class that serves it, which can be made from that configuration and counts its
+    sessions; no other module keeps a table of endpoint types."""
+    import importlib
+
+    from xchange.config import ENDPOINT_KINDS
+
+    for kind, declared in ENDPOINT_KINDS.items():
+        module, _, name = declared.remote.partition(":")
+        remote = getattr(importlib.import_module(module), name)
+        assert callable(remote.from_config) and callable(remote.sessions_opened), kind
+        assert declared.model.model_fields["type"].default == kind
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        if path.name != "config.py":
+            assert '"local": ' not in text or '"sftp": ' not in text, path

@@ -17,6 +17,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -94,7 +95,28 @@ class SFTPEndpoint(_Model):
 
 
 Endpoint = LocalEndpoint | SFTPEndpoint
-_ENDPOINT_TYPES: dict[str, type[_Model]] = {"local": LocalEndpoint, "sftp": SFTPEndpoint}
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointKind:
+    """One kind of endpoint, the one place it is declared: its configuration, what it is,
+    and the remote that serves it (``module:Class``, imported when an endpoint of the
+    kind is first opened; the class makes one from the configuration, ``from_config``)."""
+
+    model: type[_Model]
+    summary: str
+    remote: str
+
+
+#: Every kind of endpoint, by the ``type`` its configuration gives.
+ENDPOINT_KINDS: dict[str, EndpointKind] = {
+    "local": EndpointKind(
+        LocalEndpoint, "a folder on this machine", "xchange.remote.local:LocalRemote"
+    ),
+    "sftp": EndpointKind(
+        SFTPEndpoint, "a folder on an SFTP server (paramiko)", "xchange.remote.sftp:SFTPRemote"
+    ),
+}
 
 
 class SourceSpec(_Model):
@@ -557,15 +579,15 @@ def load_config(
             problems.append(f"{source}: {key_path(loc)}: expected a table, got {_show(spec)}")
             continue
         kind = spec.get("type", "local")
-        model = _ENDPOINT_TYPES.get(kind) if isinstance(kind, str) else None
-        if model is None:
+        known = ENDPOINT_KINDS.get(kind) if isinstance(kind, str) else None
+        if known is None:
             problems.append(
                 f"{source}: {key_path((*loc, 'type'))}: expected one of "
-                f"{', '.join(repr(k) for k in _ENDPOINT_TYPES)}, got {_show(kind)}"
+                f"{', '.join(repr(k) for k in ENDPOINT_KINDS)}, got {_show(kind)}"
             )
             continue
         try:
-            endpoint = model.model_validate(spec, context=context)
+            endpoint = known.model.model_validate(spec, context=context)
         except ValidationError as exc:
             problems.extend(_problems(source, exc, loc))
             continue

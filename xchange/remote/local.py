@@ -14,6 +14,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
+from xchange.config import LocalEndpoint
 from xchange.errors import (
     NameRefused,
     RemoteError,
@@ -72,6 +73,16 @@ def _fsync_dir(path: Path) -> None:
 
 class LocalRemote:
     """A local folder. Deliveries are written to a hidden name, fsynced, then renamed."""
+
+    @classmethod
+    def from_config(cls, label: str, cfg: LocalEndpoint) -> LocalRemote:
+        """The remote for a configured endpoint of this kind."""
+        return cls(label, cfg.path)
+
+    @staticmethod
+    def sessions_opened() -> dict[str, int]:
+        """Sessions opened, by endpoint: none (a local folder has no session)."""
+        return {}
 
     def __init__(self, label: str, root: Path) -> None:
         self.label = label

@@ -127,6 +127,16 @@ _TRAITS_LOCK = threading.Lock()
 class SFTPRemote:
     """One SFTP endpoint; connects lazily and reconnects after a lost session."""
 
+    @classmethod
+    def from_config(cls, label: str, cfg: SFTPEndpoint) -> SFTPRemote:
+        """The remote for a configured endpoint of this kind."""
+        return cls(label, cfg)
+
+    @staticmethod
+    def sessions_opened() -> dict[str, int]:
+        """SFTP sessions this process opened so far, by endpoint."""
+        return sessions_opened()
+
     def __init__(self, label: str, cfg: SFTPEndpoint) -> None:
         self.label = label
         self.cfg = cfg
