@@ -234,3 +234,29 @@ def test_each_kind_of_endpoint_is_declared_once() -> None:
         text = path.read_text(encoding="utf-8")
         if path.name != "config.py":
             assert '"local": ' not in text or '"sftp": ' not in text, path
+
+
+def test_no_class_overrides_a_private_method_of_a_library() -> None:
+    """A class built on a library's class (paramiko's SFTP client, say) overrides none of
+    its private methods: what xchange needs of the wire it reads itself."""
+    import importlib
+    import inspect
+
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "__main__.py":
+            continue  # (runs the CLI)
+        module_name = "xchange." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+        module = importlib.import_module(module_name.removesuffix(".__init__"))
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ != module.__name__:
+                continue
+            foreign = [b for b in cls.__mro__[1:] if not b.__module__.startswith("xchange")]
+            for name, value in vars(cls).items():
+                if not name.startswith("_") or name.startswith("__") or name.endswith("_"):
+                    continue  # (public, dunder, or an enum's documented _sunder_ hook)
+                if not inspect.isfunction(value):
+                    continue  # (what a metaclass sets: _abc_impl, pydantic's)
+                if any(name in vars(base) for base in foreign if base is not object):
+                    offenders.append(f"{module_name}.{cls.__name__}.{name}")
+    assert offenders == []

@@ -24,7 +24,6 @@ import posixpath
 import secrets
 import socket
 import stat as stat_mod
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -74,7 +73,7 @@ from xchange.remote.sftp_wire import (
     Place,
     PutJob,
     ServerTraits,
-    extension_pairs,
+    hello,
     said_failure,
 )
 
@@ -90,25 +89,6 @@ def _host_entry(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
-class _Client(paramiko.SFTPClient):
-    """paramiko's SFTP client, keeping the extensions the server's VERSION reply lists
-    (paramiko reads and drops them)."""
-
-    extensions: dict[str, bytes]
-
-    def _send_version(self) -> int:
-        message = paramiko.Message()
-        message.add_int(3)
-        # (paramiko's own BaseSFTP methods, which its type stubs leave out)
-        self._send_packet(paramiko.sftp.CMD_INIT, message)  # type: ignore[attr-defined]
-        t, data = self._read_packet()  # type: ignore[attr-defined]
-        if t != paramiko.sftp.CMD_VERSION:
-            raise paramiko.SFTPError("Incompatible sftp protocol")
-        version = int(struct.unpack(">I", data[:4])[0])
-        self.extensions = extension_pairs(bytes(data[4:]))
-        return version
-
-
 #: SFTP sessions this process opened, by endpoint (a worker's first, and each reconnect
 #: after a lost session): the metrics read them through :func:`sessions_opened`.
 _SESSIONS_OPENED: dict[str, int] = {}
@@ -119,6 +99,7 @@ def sessions_opened() -> dict[str, int]:
     """SFTP sessions this process opened so far, by endpoint."""
     with _SESSIONS_LOCK:
         return dict(_SESSIONS_OPENED)
+
 
 _TRAITS: dict[tuple[str, int, str], ServerTraits] = {}
 _TRAITS_LOCK = threading.Lock()
@@ -186,10 +167,22 @@ class SFTPRemote:
                     transport.set_keepalive(cfg.keepalive)
                 transport = client.get_transport()
                 assert transport is not None
-                sftp = _Client.from_transport(transport)
+                if not self.traits.hello:
+                    # What the server offers, from its VERSION reply, on a channel of
+                    # its own (once per process per server).
+                    hi = transport.open_session(timeout=cfg.timeouts.operation)
+                    try:
+                        hi.settimeout(cfg.timeouts.operation)
+                        hi.invoke_subsystem("sftp")
+                        self.traits.extensions = hello(hi)
+                    except (EOFError, ValueError) as exc:
+                        raise ConnectionLost(f"{self._where()}: SFTP hello: {exc}") from None
+                    finally:
+                        hi.close()
+                    self.traits.hello = True
+                sftp = paramiko.SFTPClient.from_transport(transport)
                 if sftp is None:
                     raise ConnectionLost(f"{self._where()}: no SFTP session")
-                self.traits.extensions = dict(getattr(sftp, "extensions", {}))
                 channel = sftp.get_channel()
                 if channel is not None:
                     channel.settimeout(cfg.timeouts.operation)

@@ -62,8 +62,9 @@ class Channel(Protocol):
 class ServerTraits:
     """What one SFTP server does differently, learned once per process."""
 
-    #: The extensions its VERSION reply lists.
+    #: The extensions its VERSION reply lists, once read (``hello``).
     extensions: dict[str, bytes] = field(default_factory=dict)
+    hello: bool = False
     #: Whether a plain SFTP rename replaces an existing file (rclone, MySecureShell) or
     #: refuses it (OpenSSH, ProFTPD, gesftpserver); None until learned. A server whose
     #: answer could not be learned is treated as replacing (names are checked first).
@@ -127,6 +128,32 @@ def extension_pairs(data: bytes) -> dict[str, bytes]:
     except struct.error:
         pass  # a malformed tail: keep what was read
     return pairs
+
+
+_INIT, _VERSION = 1, 2
+
+
+def hello(channel: Channel) -> dict[str, bytes]:
+    """Open an SFTP session (version 3) on a fresh channel and return the extensions the
+    server's VERSION reply lists (paramiko's client reads and drops them).
+
+    Raises:
+        EOFError: the server closed the channel.
+        ValueError: the server did not answer with a VERSION.
+    """
+    channel.sendall(_U32.pack(5) + bytes([_INIT]) + _U32.pack(3))
+    data = b""
+    while len(data) < 4 or len(data) < 4 + _U32.unpack_from(data)[0]:
+        more = channel.recv(1 << 16)
+        if not more:
+            raise EOFError("the server closed the SFTP channel")
+        data += more
+        if len(data) >= 4 and _U32.unpack_from(data)[0] > 1 << 20:
+            raise ValueError("the VERSION reply is larger than 1 MiB")
+    (length,) = _U32.unpack_from(data)
+    if data[4] != _VERSION:
+        raise ValueError(f"the server answered INIT with packet type {data[4]}")
+    return extension_pairs(bytes(data[9 : 4 + length]))
 
 
 #: Files of one batch in flight at once on the session, and the bytes of one read or
