@@ -1,0 +1,57 @@
+"""docs/formats.md cannot rot: its layout and mapping examples load as written, and every
+function an expression may call is in it."""
+
+from __future__ import annotations
+
+from tests.conftest import REPO
+from xchange.layout import Layout
+
+
+def test_the_format_reference_examples_are_valid_files() -> None:
+    """docs/formats.md's layout and mapping examples load as they are written (every key
+    they show exists and has a valid value), so the reference cannot rot."""
+    import re
+    import tomllib
+
+    from xchange.mapping import Mapping
+
+    text = (REPO / "docs" / "formats.md").read_text(encoding="utf-8")
+    (
+        layout_block,
+        options_block,
+        mapping_block,
+        expressions_block,
+        document_block,
+        groups_block,
+        group_rules_block,
+    ) = re.findall(r"```toml\n(.*?)```", text, re.S)
+    layout = tomllib.loads(layout_block)
+    # (the CSV example reads rows; its [[line_fields]] are for the nested ones below)
+    Layout.model_validate({k: v for k, v in layout.items() if k != "line_fields"})
+    options = tomllib.loads(options_block)
+    others = {k: v for k, v in layout.items() if k != "csv"}  # [csv] is for CSV layouts
+    # ([xml] and [json] show where lines are: for a nested layout)
+    others.update(shape="nested")
+    Layout.model_validate({**others, "codec": "xml", "xml": options["xml"]})
+    Layout.model_validate({**others, "codec": "json", "json": options["json"]})
+    base = tomllib.loads(mapping_block)
+    Mapping.model_validate(base)
+    extra = tomllib.loads(expressions_block)
+    Mapping.model_validate(
+        {
+            **base,
+            **{k: v for k, v in extra.items() if k not in ("header", "lines")},
+            "header": {**base["header"], **extra["header"]},
+            "lines": {**base["lines"], **extra["lines"]},
+        }
+    )
+    document = tomllib.loads(document_block)
+    Mapping.model_validate({**base, **document, "lines": {**base["lines"], **document["lines"]}})
+    # Groups: a JSON layout's, and the rules of a mapping's group.
+    groups = tomllib.loads(groups_block)
+    Layout.model_validate({**others, "codec": "json", **groups})
+    Mapping.model_validate({**base, **tomllib.loads(group_rules_block)})
+    from xchange.expressions import functions_reference
+
+    for name in functions_reference():
+        assert f"`{name}(" in text, f"{name}() is not in docs/formats.md"
