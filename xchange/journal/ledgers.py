@@ -88,7 +88,10 @@ class Database(Protocol):
         ...
 
 
-class _Ledger:
+class Ledger:
+    """A ledger's rules over a backend's database: statements written with ``?``
+    placeholders, each put in the backend's style once."""
+
     def __init__(self, database: Database) -> None:
         self.db = database
         self._statements: dict[str, str] = {}
@@ -104,7 +107,7 @@ class _Ledger:
         return db.execute(self._sql(text), args)
 
 
-class Alerts(_Ledger):
+class Alerts(Ledger):
     """One alert per route and cause per window; what was held back, for a digest; an
     announcement once per episode; which alerts are open until a route recovers."""
 
@@ -178,7 +181,7 @@ class Alerts(_Ledger):
         return sorted(r["cause"] for r in rows)
 
 
-class Deadlines(_Ledger):
+class Deadlines(Ledger):
     """Each route's delivery deadline of each day: missed (once), met late (once)."""
 
     def missed(self, route: str, day: str, at: datetime) -> bool:
@@ -222,7 +225,7 @@ class Deadlines(_Ledger):
         ]
 
 
-class Slots(_Ledger):
+class Slots(Ledger):
     """Scheduled runs: each slot of a route's schedule is run by one daemon."""
 
     def take(self, route: str, slot: str) -> bool:
@@ -243,7 +246,7 @@ class Slots(_Ledger):
         return row is not None
 
 
-class Observations(_Ledger):
+class Observations(Ledger):
     """What each route's poll holds back, and why: the files seen not taken yet."""
 
     def held(self, route: str) -> dict[str, Observation]:
@@ -286,7 +289,7 @@ class Observations(_Ledger):
             )
 
 
-class BusinessKeys(_Ledger):
+class BusinessKeys(Ledger):
     """Business keys delivered per route (a route's ``dedupe_key``)."""
 
     def delivered(self, route: str, keys: list[str], *, except_file: int) -> dict[str, int]:

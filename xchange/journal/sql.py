@@ -31,6 +31,7 @@ from xchange.journal.ledgers import (
     BusinessKeys,
     Database,
     Deadlines,
+    Ledger,
     Observations,
     Slots,
 )
@@ -68,7 +69,7 @@ def _marks(values: Sized) -> str:
     return ",".join("?" * len(values))
 
 
-class SqlJournal:
+class SqlJournal(Ledger):
     """The files ledger (and the small ledgers) of a journal in a SQL database."""
 
     #: Whether several daemons share the journal (leases, see the subclass).
@@ -79,13 +80,12 @@ class SqlJournal:
     _lease_runs = "NULL"
 
     def __init__(self, database: Database) -> None:
-        self.db = database
+        super().__init__(database)
         self.alerts = Alerts(database)
         self.deadlines = Deadlines(database)
         self.slots = Slots(database)
         self.observations = Observations(database)
         self.keys = BusinessKeys(database)
-        self._statements: dict[str, str] = {}
 
     @property
     def where(self) -> str:
@@ -125,15 +125,6 @@ class SqlJournal:
         """A file this daemon has just claimed (its own, whatever its lease was)."""
 
     # ------------------------------------------------------------------ plumbing
-
-    def _sql(self, text: str) -> str:
-        known = self._statements.get(text)
-        if known is None:
-            known = self._statements[text] = self.db.sql(text)
-        return known
-
-    def _run(self, db: Any, text: str, args: Sequence[Any] = ()) -> Any:
-        return db.execute(self._sql(text), args)
 
     def _missing(self, file_id: int) -> JournalError:
         return JournalError(f"journal {self.where}: no file with id {file_id}")
