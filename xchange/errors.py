@@ -163,6 +163,12 @@ class MappingError(FormatError):
     kind = "mapping"
 
 
+class TotalsDiffer(FormatError):
+    """A source's control totals and its outputs' differ: nothing is delivered."""
+
+    kind = "totals"
+
+
 class UnsafeName(XchangeError):
     kind = "unsafe-name"
 

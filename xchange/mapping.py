@@ -150,6 +150,18 @@ class GroupRules(StrictModel):
     rules: dict[str, Rule] = Field(default_factory=dict)
 
 
+class TotalSpec(StrictModel):
+    """One control total (see :mod:`xchange.totals`): a count, or the sum of a field on
+    each side."""
+
+    #: The source field summed (where it is: each record's, or each line's); omitted:
+    #: the source's lines (a nested source's, else its records) counted.
+    source: str | None = None
+    #: The target field summed over every document written (or its lines); omitted:
+    #: the documents' lines (a nested target's, else the documents) counted.
+    target: str | None = None
+
+
 class Mapping(StrictModel):
     name: str
     version: str = "1"
@@ -170,6 +182,9 @@ class Mapping(StrictModel):
     #: Named values computed once per line (expressions): line rules, ``[let]``'s
     #: aggregates and the header's may read them by name.
     line_let: dict[str, str] = Field(default_factory=dict)
+    #: Control totals, by name: counts and exact sums that the source as read and the
+    #: outputs as written (read again) must agree on before anything is delivered.
+    totals: dict[str, TotalSpec] = Field(default_factory=dict)
     #: The target layout's groups (``Layout.groups``): how each one's items are made.
     groups: dict[str, GroupRules] = Field(default_factory=dict)
     tables: dict[str, dict[str, str]] = Field(default_factory=dict)
@@ -320,6 +335,7 @@ def check_mapping(mapping: Mapping, source: Layout, target: Layout) -> list[str]
                 f"{where}: split_by: source layout {source.source_file} has no field {key!r}"
             )
     problems.extend(_group_problems(mapping, source, target, where))
+    problems.extend(_totals_problems(mapping, source, target, where))
     compiled, compile_problems = compile_mapping(mapping, source, target)
     problems.extend(compile_problems)
     for name, rule in mapping.header.items():
@@ -424,6 +440,40 @@ def _group_problems(mapping: Mapping, source: Layout, target: Layout, where: str
                 problems.append(
                     f"{key}.rules.{name}.row: an item's rule reads its own item; row is for "
                     "header rules"
+                )
+    return problems
+
+
+def _totals_problems(mapping: Mapping, source: Layout, target: Layout, where: str) -> list[str]:
+    """Control totals that read no number, or that a filter would make differ."""
+    problems: list[str] = []
+    if mapping.totals and (mapping.filter or mapping.line_filter):
+        problems.append(
+            f"{where}: totals: a filter leaves records out on purpose, and totals compare "
+            "everything read with everything written: declare them on a mapping without one"
+        )
+    for name, spec in mapping.totals.items():
+        key = f"{where}: totals.{name}"
+        if (spec.source is None) != (spec.target is None):
+            problems.append(
+                f"{key}: give both source and target (a sum of each), or neither (a count of each)"
+            )
+        for side, field_name, layout in (
+            ("source", spec.source, source),
+            ("target", spec.target, target),
+        ):
+            if field_name is None:
+                continue
+            found = next(
+                (f for f in (*layout.fields, *layout.line_fields) if f.name == field_name), None
+            )
+            if found is None:
+                problems.append(
+                    f"{key}.{side}: layout {layout.source_file} has no field {field_name!r}"
+                )
+            elif found.type not in ("integer", "decimal"):
+                problems.append(
+                    f"{key}.{side}: field {field_name!r} is {found.type}: only numbers add up"
                 )
     return problems
 

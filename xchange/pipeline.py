@@ -14,6 +14,7 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
@@ -36,6 +37,8 @@ from xchange.mapping import superseded as mapping_superseded
 from xchange.names import render_name, template_fields, template_problems
 from xchange.report import Report
 from xchange.sink import Output, Sink
+from xchange.totals import Tally, agree
+from xchange.totals import written as written_totals
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,8 @@ class Conversion:
     warnings: list[str] = field(default_factory=list)
     #: Records and lines the mapping's filters left out, by kind.
     filtered: dict[str, int] = field(default_factory=dict)
+    #: The control totals the source and its outputs agreed on, by name.
+    totals: dict[str, Decimal] = field(default_factory=dict)
 
     def filtered_note(self) -> str:
         """``3 documents, 12 lines skipped by filter`` (empty when nothing was)."""
@@ -133,6 +138,14 @@ class Pipeline(_Converter):
                         f"has no header field {route.dedupe_key!r}"
                     ]
                 )
+            if self.mapping.totals:
+                raise ConfigError(
+                    [
+                        f"route {route.name}: dedupe_key: documents skipped as delivered "
+                        f"already would make the control totals of {self.mapping.source_file} "
+                        "differ: a route checks one or the other"
+                    ]
+                )
         #: The route's own delivery settings that can judge a file (its target name and
         #: if_exists policy): a change to them re-checks its quarantined files too.
         self._route_hash = _settings_hash(route)
@@ -200,7 +213,7 @@ class Pipeline(_Converter):
         if self._plan is not None:
             return self._convert_columnar(stream, source_name, now, sink)
         report = Report(source_name, cap=self.source.max_problems)
-        records = _marked(
+        records: Iterable[Record] = _marked(
             _unique_checked(
                 self.source,
                 self._reader.records(stream, self.source, source_name, report),
@@ -208,6 +221,9 @@ class Pipeline(_Converter):
             ),
             report,
         )
+        read = Tally(self.mapping.totals, self.source, "source") if self.mapping.totals else None
+        if read is not None:
+            records = read.tap(records)
         docs = (
             apply_steps(self.steps, records, report)
             if self.steps
@@ -239,8 +255,22 @@ class Pipeline(_Converter):
         if report:
             sink.discard()
             raise ValidationFailed(report.summary(), report=report)
+        agreed: dict[str, Decimal] = {}
+        if read is not None:
+            try:
+                written = written_totals(self.mapping.totals, self.target, list(sink.outputs))
+                agreed = agree(read, written, source_name)
+            except BaseException:
+                sink.discard()
+                raise
         return Conversion(
-            list(sink.outputs), report.encoding, keys, skipped, report.warnings, report.skipped
+            list(sink.outputs),
+            report.encoding,
+            keys,
+            skipped,
+            report.warnings,
+            report.skipped,
+            agreed,
         )
 
     def _convert_columnar(

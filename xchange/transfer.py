@@ -65,6 +65,7 @@ from xchange.results import (
 from xchange.retry import gives_up, next_try
 from xchange.sessions import Sessions
 from xchange.sink import Sink, staging_folder
+from xchange.totals import summary as totals_summary
 
 log = structlog.get_logger(__name__)
 
@@ -573,6 +574,8 @@ class Transfer:
             )
             outputs = conversion.outputs
             note = ", ".join(o.name for o in outputs) or "no documents"
+            if conversion.totals:
+                note += f"; {totals_summary(conversion.totals)}"
             self.journal.transition(
                 record.id,
                 State.DELIVERING,

@@ -291,6 +291,7 @@ class ColumnarPlan:
             "line_let",
             "steps",
             "groups",
+            "totals",
         }
     )
 
@@ -322,6 +323,7 @@ class ColumnarPlan:
             or mapping.let
             or mapping.line_let
             or mapping.steps
+            or mapping.totals
             or not all(_spec_ok(f) for f in (*source.fields, *target.fields))
             or not all(vectorizable(e) for e in compiled.rules.values())
             or (compiled.filter is not None and not vectorizable(compiled.filter))
