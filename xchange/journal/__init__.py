@@ -7,17 +7,16 @@ from pathlib import Path
 from xchange.config import JournalConfig
 from xchange.errors import JournalError
 from xchange.journal.base import (
-    AlertWindow,
     Claim,
     FileKey,
     FileRecord,
     Journal,
-    Observation,
     OutputRecord,
     Step,
     Transition,
 )
 from xchange.journal.states import DONE_STATES, TRANSITIONS, State, check_transition
+from xchange.journal.values import AlertWindow, Observation
 
 
 def migrate_journal(source: Path, url: str, *, password: str | None) -> dict[str, int]:

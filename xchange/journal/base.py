@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
@@ -100,12 +100,6 @@ class FileRecord:
         return out
 
 
-def sortable_time(when: datetime) -> str:
-    """A time as text that sorts as the time does (UTC, milliseconds, fixed width): how
-    both backends keep times as text (SQLite's columns, the ``meta`` table's values)."""
-    return when.astimezone(UTC).isoformat(timespec="milliseconds")
-
-
 def record_from_row(row: Mapping[str, Any], outputs: list[OutputRecord]) -> FileRecord:
     """A record from a backend's row of ``files`` (times as datetimes or ISO text)."""
 
@@ -168,26 +162,6 @@ class Step:
     note: str | None = None
     archive_path: str | None = None
     output: OutputRecord | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AlertWindow:
-    """What the alert ledger says about one (route, cause)."""
-
-    send: bool  #: send this alert now
-    suppressed: int  #: alerts held back since the last one sent (for the digest)
-
-
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """What a poll saw of a file not taken yet, and why it is held."""
-
-    path: str
-    size: int
-    mtime_ns: int
-    first_seen: datetime
-    changed_at: datetime
-    reason: str
 
 
 class Journal(Protocol):

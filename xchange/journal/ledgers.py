@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from xchange.journal.base import AlertWindow, Observation, sortable_time
+from xchange.journal.values import AlertWindow, Observation, sortable_time
 
 
 class Database(Protocol):

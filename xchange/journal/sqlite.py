@@ -15,10 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from xchange.errors import JournalError
-from xchange.journal.base import (
-    sortable_time,
-)
 from xchange.journal.sql import HEALABLE, SqlJournal
+from xchange.journal.values import sortable_time
 from xchange.lock import pid_alive
 from xchange.private import private_folder
 

@@ -1,0 +1,36 @@
+"""Plain values the journal's ledgers keep and give, and how a time is kept as text: what
+the interface (``base.py``) and the ledgers (``ledgers.py``) both speak of."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+
+def sortable_time(when: datetime) -> str:
+    """A time as text that sorts as the time does (UTC, milliseconds, fixed width): how
+    both backends keep times as text (SQLite's columns, the ``meta`` table's values)."""
+    return when.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertWindow:
+    """What the alert ledger says about one (route, cause)."""
+
+    send: bool  #: send this alert now
+    suppressed: int  #: alerts held back since the last one sent (for the digest)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What a poll saw of a file not taken yet, and why it is held."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    first_seen: datetime
+    changed_at: datetime
+    reason: str
+
+
+__all__ = ["AlertWindow", "Observation", "sortable_time"]
