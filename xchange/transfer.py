@@ -568,7 +568,7 @@ class Transfer:
             read = Verdict(
                 DELIVERED,
                 encoding=conversion.encoding,
-                skipped_keys=tuple(conversion.skipped),
+                skipped_keys=self._earlier(route, record, conversion.skipped),
                 warnings=tuple(conversion.warnings),
                 filtered=conversion.filtered_note(),
             )
@@ -611,6 +611,25 @@ class Transfer:
             warnings=read.warnings,
             filtered=read.filtered,
         )
+
+    def _earlier(
+        self, route: RouteConfig, record: FileRecord, skipped: list[str]
+    ) -> tuple[str, ...]:
+        """Each business key skipped as delivered already, with the file that delivered
+        it and when: ``EC1 (in #3 orders_1.csv, 2026-12-06)``."""
+        if not skipped:
+            return ()
+        by = self.journal.keys.delivered(route.name, skipped, except_file=record.id)
+        records = {i: self.journal.get(i) for i in set(by.values())}
+        said = []
+        for key in skipped:
+            earlier = records.get(by.get(key, -1))
+            if earlier is None:
+                said.append(key)
+                continue
+            when = earlier.outputs[0].delivered_at if earlier.outputs else earlier.updated_at
+            said.append(f"{key} (in #{earlier.id} {earlier.path}, {when.astimezone():%Y-%m-%d})")
+        return tuple(said)
 
     def _dedupe(self, route: RouteConfig, record: FileRecord) -> Callable[[str], bool]:
         def already(key: str) -> bool:

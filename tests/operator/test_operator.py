@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from click.testing import CliRunner, Result
@@ -164,8 +165,12 @@ def test_business_key_already_delivered_is_skipped_and_reported(exchange: Exchan
     result = CliRunner().invoke(main, ["run", "--once", "--config", str(exchange.config)])
     assert result.exit_code == 0, result.output
     assert "1 delivered (1 documents)" in result.stdout
-    assert "skipped (already delivered): orders_20261121_2.csv (#2): EC20261121001" in (
+    # Named with the file that delivered it, and when.
+    assert "skipped (already delivered): orders_20261121_2.csv (#2): EC20261121001 (in #1 " in (
         result.stdout
+    )
+    assert re.search(
+        r"EC20261121001 \(in #1 orders_20261121\.csv, \d{4}-\d\d-\d\d\)", result.stdout
     )
     assert (exchange.outbox / "WMS_OUT_20261121_EC20261121009.xml").exists()
     assert len(list(exchange.outbox.iterdir())) == 4
