@@ -365,11 +365,11 @@ class SqlJournal(Ledger):
             else (record.endpoint, record.path, record.size, record.mtime_ns)
         )
         hold, hold_args = self._hold(State.PROCESSING)
-        self._run(
+        updated = self._run(
             db,
             "UPDATE files SET endpoint=?, path=?, size=?, mtime_ns=?, layout_version=?, "
             f"mapping_version=?, state='processing', attempts=attempts+1, updated_at=?{hold} "
-            "WHERE id=?",
+            f"WHERE id=? RETURNING {_COLUMNS}",
             (
                 endpoint,
                 path,
@@ -381,14 +381,13 @@ class SqlJournal(Ledger):
                 *hold_args,
                 record.id,
             ),
-        )
+        ).fetchall()
         previous = row.get("owner")
         taken_over = previous not in (None, self.owner) and str(record.state) in HELD_STATES
         note = key.path + (f" (taken over from {previous})" if taken_over else "")
         self._run(db, _TRANSITION, (record.id, now, str(record.state), "processing", note))
         self._claimed(record.id)
-        updated = self._run(db, f"SELECT {_COLUMNS} FROM files WHERE id=?", (record.id,))
-        return Claim(self._records(db, updated.fetchall())[0], already_delivered=False)
+        return Claim(self._records(db, updated)[0], already_delivered=False)
 
     def claim_many(
         self, keys: Sequence[FileKey], *, layout_version: str, mapping_version: str
