@@ -77,13 +77,14 @@ def written(totals: dict[str, TotalSpec], target: Layout, outputs: list[Output])
     codec = codec_for(layout)
     tally = Tally(totals, layout, "target")
     for output in outputs:
-        data = output.content
-        if data is None:
-            assert output.path is not None
-            data = output.path.read_bytes()
         report = Report(output.name)
-        for record in codec.records(io.BytesIO(data), layout, output.name, report):
-            tally.add(record)
+        with (
+            io.BytesIO(output.content)
+            if output.content is not None
+            else open(output.path or "", "rb")  # (streamed: an output may be large)
+        ) as stream:
+            for record in codec.records(stream, layout, output.name, report):
+                tally.add(record)
         if report:
             first = report.ordered()[0]
             raise MappingError(
