@@ -1161,7 +1161,20 @@ class Layout(StrictModel):
     def children(self, level: str) -> list[GroupSpec]:
         """The groups whose items are held by ``level``'s ("record", "lines", or a group's
         name), in the order declared."""
-        return [g for g in self.groups if g.under == level]
+        groups, held = self._children
+        if groups is not self.groups:  # (a copy of the layout with other groups)
+            del self.__dict__["_children"]
+            groups, held = self._children
+        return held.get(level, [])
+
+    @functools.cached_property
+    def _children(self) -> tuple[list[GroupSpec], dict[str, list[GroupSpec]]]:
+        """``children`` of every level, made once (asked for each record, line and item),
+        with the list of groups it was made from."""
+        held: dict[str, list[GroupSpec]] = {}
+        for group in self.groups:
+            held.setdefault(group.under, []).append(group)
+        return self.groups, held
 
     def level_fields(self, level: str, *, ancestors: bool = False) -> list[FieldSpec]:
         """The fields of a level ("record", "lines" or a group's name), and with
