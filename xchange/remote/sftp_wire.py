@@ -151,8 +151,8 @@ def hello(channel: Channel) -> dict[str, bytes]:
         if len(data) >= 4 and _U32.unpack_from(data)[0] > 1 << 20:
             raise ValueError("the VERSION reply is larger than 1 MiB")
     (length,) = _U32.unpack_from(data)
-    if data[4] != _VERSION:
-        raise ValueError(f"the server answered INIT with packet type {data[4]}")
+    if length < 5 or data[4] != _VERSION:
+        raise ValueError(f"the server answered INIT with {bytes(data[4:9])!r}, not a VERSION")
     return extension_pairs(bytes(data[9 : 4 + length]))
 
 
