@@ -347,6 +347,59 @@ class Alerter:
             route, "silence", True, [], f"no file for {hours:g} hours (last delivery: {last})"
         )
 
+    def not_collected(
+        self, route: str, endpoint: str, within: str, overdue: list[tuple[str, datetime]]
+    ) -> None:
+        """Delivered outputs the partner has not collected in time (once per episode: the
+        journal decides)."""
+        config = f" --config {self.config_file}" if self.config_file else ""
+        shown = [f"  {name} (delivered {at.astimezone():%Y-%m-%d %H:%M})" for name, at in overdue]
+        if len(shown) > 10:
+            shown = [*shown[:10], f"  ... and {len(shown) - 10} more"]
+        self._send(
+            Alert(
+                "failure",
+                route,
+                "pickup",
+                f"[xchange] {route}: {len(overdue)} delivered file(s) not collected within "
+                f"{within}",
+                f"route:  {route}\ntarget: {endpoint}\nnot collected within {within}:\n"
+                + "\n".join(shown)
+                + "\n\nThe files are there; the partner has not taken them. Their import "
+                f"may not have run.\nSee: xchange status --route {route}{config}",
+            )
+        )
+
+    def collected(self, route: str, endpoint: str) -> None:
+        """The partner collected what was overdue."""
+        self._send(
+            Alert(
+                "recovered",
+                route,
+                "pickup",
+                f"[xchange] {route}: recovered (the partner collected the late files)",
+                f"route:  {route}\ntarget: {endpoint}\nNothing delivered there is overdue "
+                "any more.",
+            )
+        )
+
+    def pickup_unseen(self, route: str, endpoint: str, reason: str) -> None:
+        """The target could not be looked at for pickups (one per alert window)."""
+        window = self._window(route, "pickup-look")
+        if not window.send:
+            log.info("alert.held", route=route, cause="pickup-look", held=window.suppressed)
+            return
+        self._send(
+            Alert(
+                "failure",
+                route,
+                "pickup-look",
+                f"[xchange] {route}: cannot see whether the partner collected its files",
+                f"route:  {route}\ntarget: {endpoint}\nerror:  {reason}\n\nPickups are "
+                "noted again once the target answers.",
+            )
+        )
+
     def report(self, title: str, text: str) -> None:
         """The morning report, through every sink (no window: it is asked for)."""
         self._send(Alert("report", "-", "report", title, text))

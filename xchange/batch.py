@@ -40,10 +40,10 @@ import structlog
 
 from xchange.after import AfterPlan, announcement, note_failed
 from xchange.config import RouteConfig
-from xchange.delivery import already_there, looks_first
+from xchange.delivery import already_there, looks_first, output_record
 from xchange.errors import FormatError, RemoteError, RemoteNotFound, UnsafeName, XchangeError
 from xchange.faults import checkpoint
-from xchange.journal import FileKey, FileRecord, OutputRecord, State, Step
+from xchange.journal import FileKey, FileRecord, State, Step
 from xchange.private import private_folder
 from xchange.remote import FileInfo, Remote, SmallPut
 from xchange.remote.base import temp_name_for
@@ -404,9 +404,7 @@ class SmallFiles:
                     retry.append((s, error))
                     continue
                 out = s.output
-                output = OutputRecord(
-                    route.target.endpoint, out.name, out.size, out.sha256, delivered_at
-                )
+                output = output_record(route, out.name, out.size, out.sha256, delivered_at)
                 steps.append(Step(s.record.id, State.DELIVERED, output=output))
                 s.result.outcome, s.result.outputs, s.result.documents = DELIVERED, [out.name], 1
                 batch.plans += self._planned(s.info, s.record.id, steps)

@@ -18,6 +18,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -222,6 +223,18 @@ class ExpectSpec(_Model):
         return self
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> timedelta:
+    """``90m``, ``2h``, ``1d``, ``30s`` (or ``1h30m``) as a length of time."""
+    found = re.fullmatch(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text.strip())
+    if not text.strip() or found is None:
+        raise ValueError(f"{text!r} is not a length of time: write it like 90m, 2h, 1d or 1h30m")
+    days, hours, minutes, seconds = (int(g or 0) for g in found.groups())
+    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+
+
 class TargetSpec(_Model):
     endpoint: str
     #: File-name template over the target document's header fields and the source name,
@@ -233,11 +246,34 @@ class TargetSpec(_Model):
     #: The permissions every delivered file gets before its rename, whatever the path it
     #: takes (``0o644``, or ``"0640"``), or "server" to keep the server's default.
     mode: int | str = 0o644
+    #: The partner collects what is delivered (takes it out of the folder): xchange notes
+    #: when each output is gone ("picked up at"), shows what still waits, and, with
+    #: ``pickup_within`` (``"2h"``), alerts an output not collected that long after its
+    #: delivery, once per episode. ``pickup_within`` alone implies ``pickup``.
+    pickup: StrictBool = False
+    pickup_within: str | None = None
 
     @model_validator(mode="after")
     def _check_mode(self) -> TargetSpec:
         self.permissions  # noqa: B018 - validates
         return self
+
+    @field_validator("pickup_within")
+    @classmethod
+    def _check_within(cls, value: str | None) -> str | None:
+        if value is not None and duration(value) <= timedelta(0):
+            raise ValueError("give a length of time above zero, like 2h")
+        return value
+
+    @property
+    def collected(self) -> bool:
+        """Whether the partner collects what is delivered (its pickups are watched)."""
+        return self.pickup or self.pickup_within is not None
+
+    @property
+    def collect_within(self) -> timedelta | None:
+        """How long the partner has to collect an output (None: no limit)."""
+        return None if self.pickup_within is None else duration(self.pickup_within)
 
     @property
     def permissions(self) -> int | None:
@@ -405,6 +441,8 @@ class DaemonConfig(_Model):
     poll_interval: float = Field(30.0, gt=0)
     #: Seconds between full rescans of watched local folders (events can be lost).
     rescan: float = Field(300.0, gt=0)
+    #: Seconds between looks at the targets whose partner collects files (pickups).
+    pickup_every: float = Field(60.0, gt=0)
     #: Routes run at the same time (each in its own thread, with its own connections).
     workers: int = Field(4, ge=1, le=64)
     #: Metrics and health over HTTP (``127.0.0.1:9464``); off unless set.

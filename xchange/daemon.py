@@ -212,6 +212,14 @@ class Daemon:
                 name="arrival deadlines",
                 next_run_time=now,
             )
+        if any(r.target.collected for r in self.config.routes):
+            self.scheduler.add_job(
+                self._pickups,
+                IntervalTrigger(seconds=self.config.daemon.pickup_every),
+                id="pickups",
+                name="pickups by partners",
+                next_run_time=now,
+            )
         watched = self._watch()
         # Routes whose looks between rescans are the files events named (and the held
         # and due ones), not a listing of the whole folder.
@@ -332,6 +340,9 @@ class Daemon:
             )
         except XchangeError as exc:
             log.error("deadlines.check_failed", error=exc.reason)
+
+    def _pickups(self) -> None:
+        self.runner.look_for_pickups()
 
     def _job(self, name: str) -> None:
         route = self.config.route(name)

@@ -37,6 +37,21 @@ def temp_token(journal_id: str, record: FileRecord, out: Output) -> str:
     return f"{journal_id[:6]}{record.sha256[:6]}{out.sha256[:6]}"
 
 
+def output_record(
+    route: RouteConfig, name: str, size: int, sha256: str, at: datetime
+) -> OutputRecord:
+    """How an output delivered on ``route`` is journaled (waiting for its partner when
+    the target's partner collects)."""
+    return OutputRecord(
+        route.target.endpoint,
+        name,
+        size,
+        sha256,
+        at,
+        pickup="waiting" if route.target.collected else None,
+    )
+
+
 def looks_first(policy: str, record: FileRecord) -> bool:
     """Whether ``record``'s outputs are looked for on the target before they are sent: on
     a later attempt with ``overwrite`` (a try the journal did not see finish may have put
@@ -105,7 +120,7 @@ class Delivery:
                 continue
             at = self.now().astimezone(UTC)
             self.journal.record_output(
-                record.id, OutputRecord(route.target.endpoint, final, out.size, out.sha256, at)
+                record.id, output_record(route, final, out.size, out.sha256, at)
             )
             checkpoint("after-output")
 
@@ -142,7 +157,7 @@ class Delivery:
                 continue
             at = self.now().astimezone(UTC)
             self.journal.record_output(
-                record.id, OutputRecord(route.target.endpoint, out.name, out.size, out.sha256, at)
+                record.id, output_record(route, out.name, out.size, out.sha256, at)
             )
             checkpoint("after-output")
         return rest
@@ -230,4 +245,4 @@ def _put(
         )
 
 
-__all__ = ["Delivery", "already_there", "looks_first", "temp_token"]
+__all__ = ["Delivery", "already_there", "looks_first", "output_record", "temp_token"]

@@ -37,6 +37,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from xchange import pickups
 from xchange.config import AppConfig
 from xchange.errors import NEEDS_A_PERSON, RETRYABLE_KINDS, XchangeError
 from xchange.journal import DONE_STATES, Journal, State
@@ -163,7 +164,7 @@ class Metrics:
 
 class _JournalState(Collector):
     """Gauges read from the journal at each scrape: files held, quarantined, retrying,
-    in hand, and the age of the oldest waiting file, per route."""
+    in hand, the age of the oldest waiting file, and outputs awaiting pickup, per route."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -201,6 +202,11 @@ class _JournalState(Collector):
             "When the route last delivered a file (Unix time; from the journal)",
             labels=["route"],
         )
+        awaiting = GaugeMetricFamily(
+            "xchange_outputs_awaiting_pickup",
+            "Delivered outputs the partner has not collected yet (overdue: past pickup_within)",
+            labels=["route", "overdue"],
+        )
         journal = self.metrics.journal
         now = datetime.now(UTC)
         started = time.perf_counter()
@@ -235,6 +241,11 @@ class _JournalState(Collector):
                 )
                 if last is not None:
                     last_success.add_metric([route.name], last.timestamp())
+                picked = pickups.standing(route, journal, now)
+                if picked is not None:
+                    late = len(picked.overdue)
+                    awaiting.add_metric([route.name, "no"], len(picked.waiting) - late)
+                    awaiting.add_metric([route.name, "yes"], late)
         except XchangeError as exc:
             log.warning("metrics.journal_failed", error=exc.reason)
             return
@@ -243,6 +254,7 @@ class _JournalState(Collector):
         yield states
         yield oldest
         yield last_success
+        yield awaiting
         yield sessions
 
 

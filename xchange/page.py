@@ -1,8 +1,9 @@
 """The status page: one small server-rendered HTML page on the daemon's HTTP endpoint
 (``/``), refreshed by itself every 30 seconds, readable on a phone at 3 a.m.
 
-Per route: its last delivery, today's deadline, files in hand, held (and why), waiting
-for a retry (and until when), and the quarantine with each file's first problem. Read
+Per route: its last delivery, today's deadline, what its partner has not collected yet,
+files in hand, held (and why), waiting for a retry (and until when), and the quarantine
+with each file's first problem. Read
 only; no JavaScript; every value escaped; no secret is ever on it (only route, file and
 endpoint names, and the errors the journal keeps).
 """
@@ -48,8 +49,13 @@ def render(config: AppConfig, journal: Journal, now: datetime | None = None) -> 
             ),
             default=None,
         )
-        # Amber: files wait for a retry; red: quarantined, or waiting for a person.
-        trouble = status.quarantined or status.needs_a_person
+        # Amber: files wait for a retry; red: quarantined, waiting for a person, or
+        # delivered and not collected in time.
+        trouble = (
+            status.quarantined
+            or status.needs_a_person
+            or any(w["overdue"] for w in status.awaiting_pickup)
+        )
         waiting = status.retrying and not trouble
         parts.append(f"<section id='route-{escape(route.name)}'>")
         parts.append(
@@ -61,6 +67,12 @@ def render(config: AppConfig, journal: Journal, now: datetime | None = None) -> 
         if deadline is not None:
             css = "bad" if deadline.missed else ("ok" if deadline.passed else "warn")
             parts.append(f"<div class='{css}'>deadline: {escape(deadline.describe())}</div>")
+        if status.pickup is not None:
+            late = any(w["overdue"] for w in status.awaiting_pickup)
+            parts.append(
+                f"<div class='{'bad' if late else 'ok'} pickup'>pickup: "
+                f"{escape(status.pickup)}</div>"
+            )
         items: list[str] = []
         items += [
             f"<li>in hand: {escape(f['path'])} ({f['size']} bytes), {escape(f['state'])} "

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import structlog
 
-from xchange import batch
+from xchange import batch, pickups
 from xchange.alerts import JOURNAL_CAUSES, Alerter
 from xchange.config import AppConfig, RouteConfig
 from xchange.errors import JournalError
@@ -134,9 +134,21 @@ class Runner:
             if self.stop.wait(max(w for w in waits.values() if w is not None) + 0.05):
                 break
             pending = [r for r in pending if r.name in waits]
+        self.look_for_pickups(chosen)
         self.alerter.flush()
         self.journal.checkpoint(force=True)  # a copy of the main file alone is complete
         return list(results.values())
+
+    def look_for_pickups(self, routes: list[RouteConfig] | None = None) -> None:
+        """Note what the partners of collecting targets have taken since the last look,
+        and alert what they have not taken in time."""
+        pickups.look(
+            self.config.routes if routes is None else routes,
+            self.journal,
+            self.sessions.remote,
+            self.alerter,
+            self.now(),
+        )
 
     def run_route(
         self, route: RouteConfig, only: set[str] | None = None, *, heal: bool = True

@@ -1,6 +1,7 @@
 """What each route is doing and waiting for, for `xchange status`: files held (and why),
 files in hand right now, files waiting for a retry (and until when), how many are in
-quarantine, and files in local drop folders that no route takes.
+quarantine, outputs its partner has not collected yet, and files in local drop folders
+that no route takes.
 
 Read-only: it reads the journal and lists local folders; it never connects to a server.
 """
@@ -13,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from xchange import deadlines
+from xchange import deadlines, pickups
 from xchange.config import AppConfig, LocalEndpoint
 from xchange.errors import NEEDS_A_PERSON, XchangeError
 from xchange.journal import FileRecord, Journal, State
@@ -33,6 +34,10 @@ class RouteStatus:
     deadline: str | None = None
     #: Why files of the route wait for a person (a host key, a login), from the journal.
     needs_a_person: list[str] = field(default_factory=list)
+    #: Outputs waiting for the partner to collect them, and how that stands (None: the
+    #: target's partner does not collect).
+    pickup: str | None = None
+    awaiting_pickup: list[dict[str, Any]] = field(default_factory=list)
 
 
 def waiting_for_a_person(journal: Journal, route: str) -> list[str]:
@@ -113,6 +118,21 @@ def route_status(config: AppConfig, journal: Journal, now: datetime) -> list[Rou
         deadline = deadlines.today(route, journal, now)
         status.deadline = deadline.describe() if deadline is not None else None
         status.quarantined = journal.count(route=route.name, states=[State.QUARANTINED])
+        picked = pickups.standing(route, journal, now)
+        if picked is not None:
+            status.pickup = picked.describe()
+            overdue = {w.output_id for w in picked.overdue}
+            status.awaiting_pickup = [
+                {
+                    "output": w.path,
+                    "source": w.source,
+                    "file_id": w.file_id,
+                    "delivered_at": w.delivered_at.isoformat(),
+                    "due_at": due.isoformat() if (due := picked.due(w)) is not None else None,
+                    "overdue": w.output_id in overdue,
+                }
+                for w in picked.waiting[:1000]
+            ]
         out.append(status)
     return out
 

@@ -115,6 +115,56 @@ def test_business_keys_of_other_files_are_reported(journal: Journal) -> None:
     assert journal.keys.delivered("other", ["EC1"], except_file=two) == {}
 
 
+def test_outputs_wait_for_their_partner_until_seen_collected(journal: Journal) -> None:
+    """Outputs journaled as waiting are listed oldest first until seen collected (the
+    first daemon to see it keeps its time); a name delivered again by another file
+    replaces the one waiting; episodes of outputs not collected in time begin and end
+    once."""
+    one = journal.claim(key(), layout_version="l", mapping_version="m").record.id
+    two = journal.claim(key(sha="d" * 64, path="b.csv"), layout_version="l", mapping_version="m")
+    walk(journal, one, State.PROCESSING, State.DELIVERING)
+    for name, minutes in (("A.xml", 2), ("B.xml", 1)):
+        at = T0 + timedelta(minutes=minutes)
+        journal.record_output(one, OutputRecord("out", name, 1, "f" * 64, at, pickup="waiting"))
+    journal.record_output(one, OutputRecord("out", "C.xml", 1, "f" * 64, T0))  # not watched
+    waiting = journal.pickups.waiting("r")
+    assert [(w.path, w.source, w.file_id) for w in waiting] == [
+        ("B.xml", "orders_1.csv", one),
+        ("A.xml", "orders_1.csv", one),
+    ]
+    assert journal.pickups.waiting("other") == []
+    assert journal.pickups.collected([waiting[0].output_id], T0 + timedelta(hours=1)) == 1
+    assert journal.pickups.collected([waiting[0].output_id], T0 + timedelta(hours=2)) == 0
+    [b] = [o for o in journal.get(one).outputs if o.path == "B.xml"]
+    assert (b.pickup, b.picked_up_at) == ("collected", T0 + timedelta(hours=1))
+    span = (T0, T0 + timedelta(hours=1, seconds=1))
+    assert journal.pickups.collected_between("r", *span) == 1
+    assert journal.pickups.collected_between("r", T0, T0 + timedelta(hours=1)) == 0
+    # Another file delivers A.xml again before its partner took the first one.
+    walk(journal, two.record.id, State.PROCESSING, State.DELIVERING)
+    journal.record_steps(
+        [
+            Step(
+                two.record.id,
+                State.DELIVERED,
+                output=OutputRecord("out", "A.xml", 2, "e" * 64, T0, pickup="waiting"),
+            )
+        ]
+    )
+    assert [(w.path, w.file_id) for w in journal.pickups.waiting()] == [("A.xml", two.record.id)]
+    assert [o.pickup for o in journal.get(one).outputs] == ["replaced", "collected", None]
+    assert journal.pickups.looked("r") is None
+    journal.pickups.looked_at("r", T0 + timedelta(hours=3))
+    journal.pickups.looked_at("r", T0 + timedelta(hours=2))  # (an older look changes nothing)
+    assert journal.pickups.looked("r") == T0 + timedelta(hours=3)
+    assert journal.pickups.episode("r", False, now=T0) is None
+    assert journal.pickups.episode("r", True, now=T0) is True
+    assert journal.pickups.episode("r", True, now=T0 + timedelta(minutes=5)) is None
+    assert journal.pickups.episode("r", False, now=T0 + timedelta(hours=1)) is False
+    assert journal.pickups.episode("r", False, now=T0 + timedelta(hours=2)) is None
+    assert journal.pickups.episode("r", True, now=T0 + timedelta(hours=3)) is True
+
+
 def test_alert_ledger_sends_once_per_window_then_a_digest(journal: Journal) -> None:
     """Within a window one alert per route and cause is sent; held ones go in one digest."""
     first = journal.alerts.window("r", "network", window_s=600, now=T0)
@@ -465,12 +515,6 @@ def test_the_contract_suite_calls_every_public_member_of_the_journal() -> None:
     members = {n for n in dir(Protocol) if not n.startswith("_")} | {
         n for n in Protocol.__annotations__ if not n.startswith("_")
     }
-    for ledger in (
-        ledgers.Alerts,
-        ledgers.Deadlines,
-        ledgers.Slots,
-        ledgers.Observations,
-        ledgers.BusinessKeys,
-    ):
+    for ledger in ledgers.Ledger.__subclasses__():
         members |= {n for n, v in vars(ledger).items() if callable(v) and n[0] != "_"}
     assert sorted(members - called) == []

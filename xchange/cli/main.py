@@ -514,7 +514,7 @@ def status(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
     """What each route is doing and waiting for: files in hand, files held (and why),
     retries and when they are due (local time), quarantine, and files in local drop
     folders that no route takes."""
-    from xchange.status import as_dicts, route_status, strays
+    from xchange.status import as_dicts, local_time, route_status, strays
 
     config = command_config(ctx, config_path)
     journal = open_store(config)
@@ -535,6 +535,17 @@ def status(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
         )
         if item.deadline:
             click.echo(f"  deadline: {item.deadline}")
+        if item.pickup:
+            click.echo(f"  pickup: {item.pickup}")
+        for w in item.awaiting_pickup[:10]:
+            late = "NOT COLLECTED in time, " if w["overdue"] else ""
+            click.echo(
+                f"  awaiting pickup: {w['output']} ({late}delivered "
+                f"{local_time(datetime.fromisoformat(w['delivered_at']), now)}, from "
+                f"#{w['file_id']} {w['source']})"
+            )
+        if len(item.awaiting_pickup) > 10:
+            click.echo(f"  ... and {len(item.awaiting_pickup) - 10} more awaiting pickup")
         for f in item.in_hand:
             by = f" by {f['owner']}" if f.get("owner") else ""
             click.echo(

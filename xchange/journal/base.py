@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 from xchange.journal.states import State
 
 if TYPE_CHECKING:
-    from xchange.journal.ledgers import Alerts, BusinessKeys, Deadlines, Observations, Slots
+    from xchange.journal.ledgers import (
+        Alerts,
+        BusinessKeys,
+        Deadlines,
+        Observations,
+        Pickups,
+        Slots,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +56,11 @@ class OutputRecord:
     size: int
     sha256: str
     delivered_at: datetime
+    #: Whether the partner is to collect it: None (not watched), "waiting", "collected"
+    #: (``picked_up_at`` says when it was first seen gone), or "replaced" (a later
+    #: delivery took its name before anyone collected it).
+    pickup: str | None = None
+    picked_up_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +106,8 @@ class FileRecord:
                 "size": o.size,
                 "sha256": o.sha256,
                 "delivered_at": o.delivered_at.isoformat(),
+                "pickup": o.pickup,
+                "picked_up_at": o.picked_up_at.isoformat() if o.picked_up_at else None,
             }
             for o in self.outputs
         ]
@@ -172,12 +186,13 @@ class Journal(Protocol):
     shared: bool
     #: The ledgers beside the files, written once for every backend
     #: (:mod:`xchange.journal.ledgers`): alert windows, deadlines, schedule slots, what
-    #: polls hold back, delivered business keys.
+    #: polls hold back, delivered business keys, outputs waiting for their partner.
     alerts: Alerts
     deadlines: Deadlines
     slots: Slots
     observations: Observations
     keys: BusinessKeys
+    pickups: Pickups
 
     @property
     def owner(self) -> str | None:

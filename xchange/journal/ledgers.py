@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from xchange.journal.values import AlertWindow, Observation, sortable_time
+from xchange.journal.values import AlertWindow, Observation, Waiting, sortable_time
 
 
 class Database(Protocol):
@@ -315,3 +315,96 @@ class BusinessKeys(Ledger):
                 ),
                 [(route, key, file_id, now) for key in keys],
             )
+
+
+class Pickups(Ledger):
+    """Outputs of targets whose partner collects them: which still wait, when each was
+    seen collected, and the episodes of outputs not collected in time (one alert each)."""
+
+    def waiting(self, route: str | None = None) -> list[Waiting]:
+        """The outputs still waiting for their partner (of ``route``), oldest first."""
+        where, args = ("AND f.route=?", (route,)) if route is not None else ("", ())
+        with self.db.read() as db:
+            rows = self._run(
+                db,
+                "SELECT o.id, o.file_id, f.route, f.path AS source, o.endpoint, o.path, "
+                "o.delivered_at FROM outputs o JOIN files f ON f.id = o.file_id "
+                f"WHERE o.pickup='waiting' {where} ORDER BY o.delivered_at, o.id",
+                args,
+            ).fetchall()
+        return [
+            Waiting(
+                r["id"],
+                r["file_id"],
+                r["route"],
+                r["source"],
+                r["endpoint"],
+                r["path"],
+                self.db.when(r["delivered_at"]),
+            )
+            for r in rows
+        ]
+
+    def collected(self, output_ids: Sequence[int], at: datetime) -> int:
+        """Record outputs seen collected at ``at`` (those still waiting: a daemon that saw
+        it first keeps its time); how many were."""
+        count = 0
+        with self.db.write() as db:
+            for start in range(0, len(output_ids), 500):
+                part = list(output_ids[start : start + 500])
+                holes = ",".join("?" * len(part))
+                rows = self._run(
+                    db,
+                    f"UPDATE outputs SET pickup='collected', picked_up_at=? "
+                    f"WHERE pickup='waiting' AND id IN ({holes}) RETURNING id",
+                    (self.db.stamp(at), *part),
+                ).fetchall()
+                count += len(rows)
+        return count
+
+    def collected_between(self, route: str, since: datetime, until: datetime) -> int:
+        """Outputs of ``route`` seen collected in [since, until)."""
+        with self.db.read() as db:
+            row = self._run(
+                db,
+                "SELECT count(*) AS n FROM outputs o JOIN files f ON f.id = o.file_id "
+                "WHERE f.route=? AND o.pickup='collected' AND o.picked_up_at>=? "
+                "AND o.picked_up_at<?",
+                (route, self.db.stamp(since), self.db.stamp(until)),
+            ).fetchone()
+        return int(row["n"])
+
+    def episode(self, route: str, overdue: bool, *, now: datetime) -> bool | None:
+        """An episode of ``route``'s outputs not collected in time: True when it begins
+        now (alert it), False when it ends now (say so), None when nothing changes. Once
+        per episode, whichever daemon of a shared journal sees it first."""
+        key = f"pickup-overdue:{route}"
+        with self.db.write() as db:
+            if overdue:
+                row = self._run(
+                    db,
+                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING "
+                    "RETURNING key",
+                    (key, sortable_time(now)),
+                ).fetchone()
+                return True if row is not None else None
+            row = self._run(db, "DELETE FROM meta WHERE key=? RETURNING key", (key,)).fetchone()
+            return False if row is not None else None
+
+    def looked_at(self, route: str, at: datetime) -> None:
+        """Record that ``route``'s target was looked at (a later look than any kept)."""
+        with self.db.write() as db:
+            self._run(
+                db,
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
+                "SET value=excluded.value WHERE meta.value < excluded.value",
+                (f"pickup-looked:{route}", sortable_time(at)),
+            )
+
+    def looked(self, route: str) -> datetime | None:
+        """When ``route``'s target was last looked at for pickups (None: never)."""
+        with self.db.read() as db:
+            row = self._run(
+                db, "SELECT value FROM meta WHERE key=?", (f"pickup-looked:{route}",)
+            ).fetchone()
+        return None if row is None else datetime.fromisoformat(row["value"])

@@ -184,6 +184,14 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0010_pickups",
+        """
+        ALTER TABLE outputs ADD COLUMN pickup TEXT;
+        ALTER TABLE outputs ADD COLUMN picked_up_at TIMESTAMPTZ;
+        CREATE INDEX outputs_waiting ON outputs(endpoint, path) WHERE pickup = 'waiting';
+        """,
+    ),
 ]
 
 

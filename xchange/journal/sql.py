@@ -33,6 +33,7 @@ from xchange.journal.ledgers import (
     Deadlines,
     Ledger,
     Observations,
+    Pickups,
     Slots,
 )
 from xchange.journal.states import DONE_STATES, State, check_transition
@@ -65,6 +66,12 @@ def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield values[start : start + _CHUNK]
 
 
+_OUTPUT = (
+    "INSERT INTO outputs (file_id, endpoint, path, size, sha256, delivered_at, pickup) "
+    "VALUES (?,?,?,?,?,?,?)"
+)
+
+
 def _marks(values: Sized) -> str:
     return ",".join("?" * len(values))
 
@@ -86,6 +93,7 @@ class SqlJournal(Ledger):
         self.slots = Slots(database)
         self.observations = Observations(database)
         self.keys = BusinessKeys(database)
+        self.pickups = Pickups(database)
 
     @property
     def where(self) -> str:
@@ -140,7 +148,13 @@ class SqlJournal(Ledger):
             for o in db.execute(self.db.sql(sql), some).fetchall():
                 outputs[o["file_id"]].append(
                     OutputRecord(
-                        o["endpoint"], o["path"], o["size"], o["sha256"], when(o["delivered_at"])
+                        o["endpoint"],
+                        o["path"],
+                        o["size"],
+                        o["sha256"],
+                        when(o["delivered_at"]),
+                        o["pickup"],
+                        None if o["picked_up_at"] is None else when(o["picked_up_at"]),
                     )
                 )
         return [record_from_row(r, outputs[r["id"]]) for r in rows]
@@ -463,7 +477,9 @@ class SqlJournal(Ledger):
                 if step.output is not None:
                     o = step.output
                     delivered = self.db.stamp(o.delivered_at)
-                    outputs.append((step.file_id, o.endpoint, o.path, o.size, o.sha256, delivered))
+                    outputs.append(
+                        (step.file_id, o.endpoint, o.path, o.size, o.sha256, delivered, o.pickup)
+                    )
                 transitions.append(
                     (step.file_id, now, states[step.file_id], str(step.state), step.note)
                 )
@@ -475,14 +491,8 @@ class SqlJournal(Ledger):
                     done or step.state in DONE_STATES,
                 )
             if outputs:
-                self.db.many(
-                    db,
-                    self._sql(
-                        "INSERT INTO outputs (file_id, endpoint, path, size, sha256, "
-                        "delivered_at) VALUES (?,?,?,?,?,?)"
-                    ),
-                    outputs,
-                )
+                self._replaced(db, [(o[1], o[2], o[0]) for o in outputs])
+                self.db.many(db, self._sql(_OUTPUT), outputs)
             self.db.many(db, self._sql(_TRANSITION), transitions)
             groups: dict[tuple[str, bool], list[tuple[Any, ...]]] = {}
             for file_id, (state, archive, done) in final.items():
@@ -550,10 +560,10 @@ class SqlJournal(Ledger):
 
     def record_output(self, file_id: int, output: OutputRecord) -> None:
         with self.db.write() as db:
+            self._replaced(db, [(output.endpoint, output.path, file_id)])
             self._run(
                 db,
-                "INSERT INTO outputs (file_id, endpoint, path, size, sha256, delivered_at) "
-                "VALUES (?,?,?,?,?,?)",
+                _OUTPUT,
                 (
                     file_id,
                     output.endpoint,
@@ -561,8 +571,21 @@ class SqlJournal(Ledger):
                     output.size,
                     output.sha256,
                     self.db.stamp(output.delivered_at),
+                    output.pickup,
                 ),
             )
+
+    def _replaced(self, db: Any, places: Sequence[tuple[str, str, int]]) -> None:
+        """Outputs still waiting for their partner under names now delivered again (by
+        another file): replaced before anyone collected them, no longer waited for."""
+        self.db.many(
+            db,
+            self._sql(
+                "UPDATE outputs SET pickup='replaced' WHERE endpoint=? AND path=? "
+                "AND pickup='waiting' AND file_id<>?"
+            ),
+            places,
+        )
 
     def prune(self, before: datetime) -> int:
         states = sorted(str(s) for s in DONE_STATES)

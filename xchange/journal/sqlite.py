@@ -168,6 +168,16 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0010_pickups",
+        # Outputs of targets whose partner collects them: waiting, collected (when), or
+        # replaced by a later delivery under the same name before anyone collected it.
+        """
+        ALTER TABLE outputs ADD COLUMN pickup TEXT;
+        ALTER TABLE outputs ADD COLUMN picked_up_at TEXT;
+        CREATE INDEX outputs_waiting ON outputs(endpoint, path) WHERE pickup = 'waiting';
+        """,
+    ),
 ]
 
 #: Seconds between checkpoints of the write-ahead log into the main file, so that a copy

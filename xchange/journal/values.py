@@ -33,4 +33,17 @@ class Observation:
     reason: str
 
 
-__all__ = ["AlertWindow", "Observation", "sortable_time"]
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A delivered output its partner has not collected yet."""
+
+    output_id: int
+    file_id: int
+    route: str
+    source: str  #: the source file it came from
+    endpoint: str
+    path: str
+    delivered_at: datetime
+
+
+__all__ = ["AlertWindow", "Observation", "Waiting", "sortable_time"]
