@@ -75,6 +75,15 @@ def test_a_partner_collecting_from_an_sftp_inbox_is_noted_and_lateness_alerted_o
                 ]
                 assert (first.pickup, first.picked_up_at) == ("collected", clock.at)
                 assert received == []
+                shown = CliRunner().invoke(
+                    main, ["journal", "show", "1", "--config", str(exchange.config)]
+                )
+                assert f"{delivered[0]}" in shown.output
+                assert f"(picked up at {clock.at.isoformat()})" in shown.output
+                assert (
+                    f"{delivered[1]}" in shown.output
+                    and "(waiting for the partner)" in shown.output
+                )
 
                 # Two hours after delivery the rest are overdue: one alert, naming them.
                 clock.at += timedelta(hours=1, minutes=5)

@@ -133,10 +133,16 @@ def journal_show(ctx: click.Context, config_path: str | None, file_id: int, as_j
         if data[key] is not None:
             click.echo(f"{key + ':':<17}{data[key]}")
     click.echo("outputs:")
+    pickup = {
+        "waiting": "waiting for the partner",
+        "collected": "picked up at {picked_up_at}",
+        "replaced": "replaced by a later delivery before it was collected",
+    }
     for out in data["outputs"]:
+        said = pickup.get(out["pickup"] or "", "").format(**out)
         click.echo(
             f"  {out['endpoint']}:{out['path']}  {out['size']} bytes  "
-            f"sha256 {out['sha256']}  {out['delivered_at']}"
+            f"sha256 {out['sha256']}  {out['delivered_at']}" + (f"  ({said})" if said else "")
         )
     click.echo("history:")
     for h in data["history"]:
