@@ -34,7 +34,7 @@ from __future__ import annotations
 import ast
 import functools
 import string
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -150,6 +150,16 @@ class GroupRules(StrictModel):
     rules: dict[str, Rule] = Field(default_factory=dict)
 
 
+class TotalBy(StrictModel):
+    """The field a control total is kept apart by, on each side."""
+
+    source: str
+    target: str
+    #: One of the mapping's ``[tables]`` that turns the source's value into the
+    #: target's (``CNY`` -> ``PRE001``), where the mapping translates it.
+    table: str | None = None
+
+
 class TotalSpec(StrictModel):
     """One control total (see :mod:`xchange.totals`): a count, or the sum of a field on
     each side."""
@@ -160,6 +170,21 @@ class TotalSpec(StrictModel):
     #: The target field summed over every document written (or its lines); omitted:
     #: the documents' lines (a nested target's, else the documents) counted.
     target: str | None = None
+    #: Kept apart per value of a field on each side, compared value by value: per
+    #: currency (``{ source = "currency", target = "Currency" }``), per document (its
+    #: order number). The field carries the same value on both sides.
+    by: TotalBy | None = None
+    #: A source field that states this total itself (a header's ``TotalAmount``, a
+    #: batch's ``$.total_count``), checked against what was read: for each value of
+    #: ``by`` when given, else for each record of a nested source (its lines), else for
+    #: the whole file (every record stating the same figure).
+    stated: str | None = None
+    #: What ``stated`` states a total of: each record of a nested source (``document``,
+    #: its lines), each value of ``by`` (``group``; every record of it stating the same
+    #: figure), or the file (``file``). Default: ``file`` for a field read from the
+    #: document's root (``$.total``, ``/Batch/@count``), else ``document`` for a nested
+    #: source, else ``group`` with ``by``, else ``file``.
+    stated_per: Literal["document", "group", "file"] | None = None
 
 
 class Mapping(StrictModel):
@@ -475,6 +500,53 @@ def _totals_problems(mapping: Mapping, source: Layout, target: Layout, where: st
                 problems.append(
                     f"{key}.{side}: field {field_name!r} is {found.type}: only numbers add up"
                 )
+        problems.extend(_total_scope_problems(key, spec, source, target, mapping.tables))
+    return problems
+
+
+def _total_scope_problems(
+    key: str, spec: TotalSpec, source: Layout, target: Layout, tables: Collection[str]
+) -> list[str]:
+    """A total's ``by`` and ``stated`` fields: present, at a level that can hold them."""
+    problems: list[str] = []
+    if spec.by is not None and spec.by.table is not None and spec.by.table not in tables:
+        problems.append(f"{key}.by.table: the mapping has no table {spec.by.table!r}")
+    sides = [("source", spec.source, source), ("target", spec.target, target)]
+    for side, summed, layout in sides if spec.by is not None else []:
+        by = getattr(spec.by, side)
+        if by not in {f.name for f in (*layout.fields, *layout.line_fields)}:
+            problems.append(f"{key}.by.{side}: layout {layout.source_file} has no field {by!r}")
+        elif summed in {f.name for f in layout.fields} and by in {
+            f.name for f in layout.line_fields
+        }:
+            problems.append(
+                f"{key}.by.{side}: {by!r} is a line's field and {summed!r} the document's: "
+                "a document's figure cannot be kept apart by its lines"
+            )
+    if spec.stated_per is not None and spec.stated is None:
+        problems.append(f"{key}.stated_per: give stated, the field that states the total")
+    if spec.stated_per == "group" and spec.by is None:
+        problems.append(f"{key}.stated_per: group needs by (the field the groups are of)")
+    if spec.stated_per == "document" and source.shape != "nested":
+        problems.append(
+            f"{key}.stated_per: document needs a nested source (records with lines); "
+            f"layout {source.source_file} is flat: use group (with by) or file"
+        )
+    if spec.stated is not None:
+        found = next((f for f in source.fields if f.name == spec.stated), None)
+        if found is None:
+            where = (
+                "a line's field: a stated total is the document's or the file's"
+                if spec.stated in {f.name for f in source.line_fields}
+                else "not a field"
+            )
+            problems.append(
+                f"{key}.stated: {spec.stated!r} is {where} of layout {source.source_file}"
+            )
+        elif found.type not in ("integer", "decimal"):
+            problems.append(f"{key}.stated: field {spec.stated!r} is {found.type}: not a figure")
+        elif spec.source is not None and spec.source == spec.stated:
+            problems.append(f"{key}.stated: a field cannot state its own sum")
     return problems
 
 

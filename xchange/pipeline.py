@@ -37,7 +37,7 @@ from xchange.mapping import superseded as mapping_superseded
 from xchange.names import render_name, template_fields, template_problems
 from xchange.report import Report
 from xchange.sink import Output, Sink
-from xchange.totals import Tally, agree
+from xchange.totals import Tally, agree, as_stated
 from xchange.totals import written as written_totals
 
 
@@ -214,7 +214,11 @@ class Pipeline(_Converter):
             ),
             report,
         )
-        read = Tally(self.mapping.totals, self.source, "source") if self.mapping.totals else None
+        read = (
+            Tally(self.mapping.totals, self.source, "source", self.mapping.tables)
+            if self.mapping.totals
+            else None
+        )
         if read is not None:
             records = read.tap(records)
         docs = (
@@ -249,6 +253,12 @@ class Pipeline(_Converter):
             sink.discard()
             raise ValidationFailed(report.summary(), report=report)
         agreed: dict[str, Decimal] = {}
+        if read is not None:
+            try:
+                as_stated(read, source_name)
+            except BaseException:
+                sink.discard()
+                raise
         if read is not None and skipped:
             # Documents left out as delivered already: what was read and what was written
             # differ by them, by design.

@@ -35,35 +35,132 @@ def _where(layout: Layout, name: str) -> tuple[str, Any] | None:
 
 
 class Tally:
-    """Counts and sums of one side, by total's name."""
+    """Counts and sums of one side, by total's name (``amount``), or by name and the
+    value of its ``by`` field (``amount[CNY]``); on the source side, also the figures
+    the source states itself, to be checked against what was read."""
 
-    def __init__(self, totals: dict[str, TotalSpec], layout: Layout, side: str) -> None:
+    def __init__(
+        self,
+        totals: dict[str, TotalSpec],
+        layout: Layout,
+        side: str,
+        tables: dict[str, dict[str, str]] | None = None,
+    ) -> None:
         self.layout = layout
+        #: Per total kept apart by a source value the mapping translates: its table.
+        self._tables = {
+            name: (tables or {}).get(spec.by.table, {})
+            for name, spec in totals.items()
+            if side == "source" and spec.by is not None and spec.by.table is not None
+        }
+        self.nested = layout.shape == "nested"
         self.plan = [
-            (name, getattr(spec, side), _where(layout, getattr(spec, side) or ""))
+            (
+                name,
+                spec,
+                getattr(spec, side),
+                _where(layout, getattr(spec, side) or ""),
+                getattr(spec.by, side) if spec.by is not None else None,
+                _stated_per(spec, layout) if side == "source" else None,
+            )
             for name, spec in totals.items()
         ]
-        self.values: dict[str, Decimal] = {name: Decimal(0) for name in totals}
+        self.values: dict[str, Decimal] = {
+            name: Decimal(0) for name, spec in totals.items() if spec.by is None
+        }
+        #: Per (total, scope): the figure read, and the figures the source stated.
+        self._scoped: dict[tuple[str, str], Decimal] = {}
+        self._stated: dict[tuple[str, str], set[Decimal]] = {}
+        #: Stated figures that differ from what was read (source side), in reading order.
+        self.problems: list[str] = []
 
     def add(self, record: Record) -> None:
         """One record (with its lines) read or written."""
-        nested = self.layout.shape == "nested"
-        for name, field, where in self.plan:
-            if field is None:
-                self.values[name] += len(record.lines) if nested else 1
-                continue
-            assert where is not None
-            rows = record.lines if where[0] == "lines" else [record]
+        for name, spec, field, where, by, stated_per in self.plan:
+            lines = (field is None and self.nested) or (where is not None and where[0] == "lines")
+            rows = record.lines if lines else [record]
+            figure = Decimal(0)
             for row in rows:
-                value = row.values.get(field)
-                if value is not None:
-                    self.values[name] += Decimal(value)
+                if field is None:
+                    amount = Decimal(1)
+                else:
+                    value = row.values.get(field)
+                    if value is None:
+                        continue
+                    amount = Decimal(value)
+                figure += amount
+                key = name
+                if by is not None:
+                    key = self._group(name, row.values.get(by, record.values.get(by)))
+                    if stated_per == "group":
+                        self._scope(name, key, amount)
+                self.values[key] = self.values.get(key, Decimal(0)) + amount
+            if stated_per is None or spec.stated is None:
+                continue
+            said = record.values.get(spec.stated)
+            if stated_per == "document":
+                if said is not None and Decimal(said) != figure:
+                    self.problems.append(
+                        f"{record.location}: {spec.stated} states {_shown(Decimal(said))}, "
+                        f"its lines give {name} {_shown(figure)}"
+                    )
+                continue
+            if stated_per == "file":
+                self._scope(name, "", figure)
+                scope = ""
+            else:
+                scope = self._group(name, record.values.get(by or ""))
+            if said is not None:
+                self._stated.setdefault((name, scope), set()).add(Decimal(said))
+
+    def _group(self, name: str, value: Any) -> str:
+        """The key of a total kept apart by ``value``: ``amount[CNY]`` (as the target
+        names it, where a table translates it)."""
+        text = "" if value is None else str(value)
+        table = self._tables.get(name)
+        if table is not None:
+            text = table.get(text, f"{text}?")
+        return f"{name}[{text}]"
+
+    def _scope(self, name: str, scope: str, amount: Decimal) -> None:
+        self._scoped[(name, scope)] = self._scoped.get((name, scope), Decimal(0)) + amount
+
+    def stated_problems(self) -> list[str]:
+        """Each figure the source states that what was read does not give (per group and
+        per file; a document's were found as it was read)."""
+        problems = list(self.problems)
+        for (name, scope), said in self._stated.items():
+            label = scope or f"{name} of the file"
+            read = self._scoped.get((name, scope), Decimal(0))
+            if len(said) > 1:
+                figures = ", ".join(sorted(_shown(v) for v in said))
+                problems.append(f"{label}: the source states different figures ({figures})")
+            elif read != next(iter(said)):
+                problems.append(
+                    f"{label}: the source states {_shown(next(iter(said)))}, "
+                    f"what was read gives {_shown(read)}"
+                )
+        return problems
 
     def tap(self, records: Iterable[Record]) -> Iterator[Record]:
         """The records, counted and summed as they go by."""
         for record in records:
             self.add(record)
             yield record
+
+
+def _stated_per(spec: TotalSpec, layout: Layout) -> str | None:
+    if spec.stated is None:
+        return None
+    if spec.stated_per is not None:
+        return spec.stated_per
+    stated = next((f for f in layout.fields if f.name == spec.stated), None)
+    column = str(getattr(stated, "column", "") or "")
+    if column.startswith(("$.", "^", "/")):
+        return "file"  # read from outside the record: the document's root
+    if layout.shape == "nested":
+        return "document"
+    return "group" if spec.by is not None else "file"
 
 
 def written(totals: dict[str, TotalSpec], target: Layout, outputs: list[Output]) -> Tally:
@@ -117,20 +214,39 @@ def readable(layout: Layout) -> Layout:
     return layout
 
 
+def as_stated(source: Tally, name_of_file: str) -> None:
+    """Check the figures the source states itself (its ``stated`` totals) against what
+    was read.
+
+    Raises:
+        TotalsDiffer: naming each figure that differs, where, with both figures.
+    """
+    said = source.stated_problems()
+    if said:
+        raise TotalsDiffer(
+            f"{name_of_file}: the figures the source states differ from what it holds "
+            f"({'; '.join(said[:10])}{'; ...' if len(said) > 10 else ''}): the file is not "
+            "what it says it is; nothing was delivered"
+        )
+
+
 def agree(source: Tally, target: Tally, name_of_file: str) -> dict[str, Decimal]:
     """The totals, once both sides agree.
 
     Raises:
         TotalsDiffer: naming each total that differs, with both figures.
     """
+    keys = sorted(set(source.values) | set(target.values))
     differ = [
-        f"{name}: the source has {_shown(value)}, the outputs {_shown(target.values[name])}"
-        for name, value in source.values.items()
-        if value != target.values[name]
+        f"{name}: the source has {_figure(source.values, name)}, the outputs "
+        f"{_figure(target.values, name)}"
+        for name in keys
+        if source.values.get(name) != target.values.get(name)
     ]
     if differ:
         raise TotalsDiffer(
-            f"{name_of_file}: control totals differ ({'; '.join(differ)}): the mapping "
+            f"{name_of_file}: control totals differ ({'; '.join(differ[:10])}"
+            f"{'; ...' if len(differ) > 10 else ''}): the mapping "
             "changed, dropped or repeated something; nothing was delivered"
         )
     return dict(source.values)
@@ -140,11 +256,35 @@ def _shown(value: Decimal) -> str:
     return format(value, "f")
 
 
+def _figure(values: dict[str, Decimal], name: str) -> str:
+    value = values.get(name)
+    return "none" if value is None else _shown(value)
+
+
+#: Values of one ``by`` total shown in a summary (a total per document may have many).
+SHOWN_GROUPS = 6
+
+
 def summary(values: dict[str, Decimal]) -> str:
-    """``totals: amount 1234.50, lines 12`` (empty when there are none)."""
+    """``totals: amount[CNY] 1234.50, amount[USD] 10.00, lines 12`` (empty when there
+    are none); a total kept per many values is shown as its sum and their number."""
     if not values:
         return ""
-    return "totals: " + ", ".join(f"{k} {_shown(v)}" for k, v in sorted(values.items()))
+    plain = {k: v for k, v in values.items() if "[" not in k}
+    grouped: dict[str, dict[str, Decimal]] = {}
+    for k, v in values.items():
+        if "[" in k:
+            name, _, rest = k.partition("[")
+            grouped.setdefault(name, {})[rest[:-1]] = v
+    parts = [(k, _shown(v)) for k, v in plain.items()]
+    for name, groups in grouped.items():
+        if len(groups) <= SHOWN_GROUPS:
+            parts += [(f"{name}[{g}]", _shown(v)) for g, v in groups.items()]
+        else:
+            parts.append(
+                (name, f"{_shown(sum(groups.values(), Decimal(0)))} ({len(groups)} values)")
+            )
+    return "totals: " + ", ".join(f"{k} {v}" for k, v in sorted(parts))
 
 
-__all__ = ["Tally", "agree", "readable", "summary", "written"]
+__all__ = ["Tally", "agree", "as_stated", "readable", "summary", "written"]

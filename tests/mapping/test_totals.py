@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -19,6 +20,8 @@ from xchange.mapping import Mapping, check_mapping
 from xchange.totals import readable
 
 MAPPING = "shop-to-wms-outbound.toml"
+BY_NOPE = {"source": "nope", "target": "OrderNo"}
+BY_TABLE = {"source": "order_sn", "target": "OrderNo", "table": "nope"}
 
 
 def edit(path: Path, old: str, new: str) -> None:
@@ -72,6 +75,20 @@ def test_delivered_files_carry_their_totals_in_the_journal(exchange: Exchange) -
         ({"x": {"source": "nope", "target": "Quantity"}}, {}, "has no field 'nope'"),
         ({"x": {"source": "goods_name", "target": "Quantity"}}, {}, "only numbers add up"),
         ({"x": {}}, {"filter": "goods_number > 1"}, "a filter leaves records out on purpose"),
+        (
+            {"x": {"source": "goods_number", "target": "Quantity", "by": BY_NOPE}},
+            {},
+            "by.source: layout",
+        ),
+        (
+            {"x": {"source": "goods_number", "target": "Quantity", "by": BY_TABLE}},
+            {},
+            "the mapping has no table 'nope'",
+        ),
+        ({"x": {"stated": "goods_price", "stated_per": "document"}}, {}, "needs a nested source"),
+        ({"x": {"stated": "goods_name"}}, {}, "is string: not a figure"),
+        ({"x": {"stated_per": "file"}}, {}, "give stated"),
+        ({"x": {"stated": "goods_price", "stated_per": "group"}}, {}, "group needs by"),
     ],
 )
 def test_check_says_what_is_wrong_with_totals(
@@ -169,3 +186,157 @@ def test_shipped_exchanges_check_their_totals_on_the_samples(
         io.BytesIO(source.read_bytes()), source.name, datetime(2026, 11, 21, 12), Sink()
     )
     assert conversion.totals == {k: Decimal(v) for k, v in agreed.items()}
+
+
+def converted(tmp_path: Path, route: str, data: bytes, name: str, **edits: tuple[str, str]) -> Any:
+    """Convert ``data`` on a shipped route with its formats edited (file: (old, new))."""
+    import io
+    import shutil
+    from datetime import datetime
+
+    from tests.conftest import FORMATS, REPO
+    from xchange.config import load_config
+    from xchange.pipeline import Pipeline
+    from xchange.sink import Sink
+
+    formats = tmp_path / "formats"
+    if not formats.exists():
+        shutil.copytree(FORMATS, formats)
+    for file, (old, new) in edits.items():
+        edit(formats / f"{file.replace('_', '-')}.toml", old, new)
+    pipeline = Pipeline(load_config(REPO / "config" / "demo.toml").route(route), formats)
+    return pipeline.convert_stream(io.BytesIO(data), name, datetime(2026, 11, 21, 12), Sink())
+
+
+PER_ORDER = (
+    'pieces = { source = "goods_number", target = "Quantity" }',
+    'pieces = { source = "goods_number", target = "Quantity" }\n'
+    'per_order = { source = "goods_number", target = "Quantity", '
+    'by = { source = "order_sn", target = "OrderNo" } }',
+)
+
+
+def test_totals_per_order_agree_and_a_moved_piece_is_named_with_both_orders(
+    tmp_path: Path,
+) -> None:
+    from xchange.errors import TotalsDiffer
+
+    good = converted(
+        tmp_path, "shop-orders", SAMPLE.read_bytes(), SAMPLE.name, shop_to_wms_outbound=PER_ORDER
+    )
+    assert {k: str(v) for k, v in good.totals.items() if k.startswith("per_order")} == {
+        "per_order[EC20261121001]": "3",
+        "per_order[EC20261121002]": "1",
+        "per_order[EC20261121003]": "4",
+    }
+    moved = (
+        'Quantity = "goods_number"',
+        "Quantity = { expr = \"goods_number + 1 if order_sn == 'EC20261121001' and "
+        'goods_number == 2 else (goods_number - 1 if goods_number == 3 else goods_number)" }',
+    )
+    with pytest.raises(TotalsDiffer) as caught:
+        converted(
+            tmp_path, "shop-orders", SAMPLE.read_bytes(), SAMPLE.name, shop_to_wms_outbound=moved
+        )
+    said = str(caught.value)
+    assert "pieces" not in said  # the file's sum agrees ...
+    assert "per_order[EC20261121001]: the source has 3, the outputs 4" in said
+    assert "per_order[EC20261121003]: the source has 4, the outputs 3" in said
+
+
+OMS = SAMPLES / "oms-kingdee-orders" / "in" / "sales_orders_20261121.json"
+PER_CURRENCY = (
+    "[tables.sale_orgs]",
+    "[totals]\n"
+    'quantity = { source = "qty", target = "FQty", '
+    'by = { source = "currency", target = "FCurrency", table = "currencies" }, '
+    'stated = "total_qty" }\n\n[tables.sale_orgs]',
+)
+STATED_IN_FILE = (
+    '[[fields]]\nname = "remark"\n',
+    '[[fields]]\nname = "remark"\n\n[[fields]]\nname = "total_qty"\ncolumn = "$.total_qty"\n'
+    'type = "integer"\n',
+)
+
+
+def oms(total: int, usd: bool = True) -> bytes:
+    data = json.loads(OMS.read_text(encoding="utf-8"))
+    if usd:
+        data["orders"][1]["currency"] = "USD"
+    data["total_qty"] = total
+    return json.dumps(data, ensure_ascii=False).encode()
+
+
+def test_totals_kept_per_currency_agree_where_the_mapping_translates_the_currency(
+    tmp_path: Path,
+) -> None:
+    """Quantities per currency: the source's CNY is the target's PRE001 (through the
+    mapping's own table); the export's stated total_qty is checked against the file."""
+    good = converted(
+        tmp_path,
+        "oms-kingdee-orders",
+        oms(16),
+        OMS.name,
+        oms_to_kingdee_sale_order=PER_CURRENCY,
+        oms_sales_order=STATED_IN_FILE,
+    )
+    assert {k: str(v) for k, v in good.totals.items()} == {
+        "quantity[PRE001]": "3",
+        "quantity[PRE007]": "13",
+    }
+    from xchange.totals import summary
+
+    assert summary(good.totals) == "totals: quantity[PRE001] 3, quantity[PRE007] 13"
+
+
+def test_a_file_whose_stated_total_differs_from_its_lines_is_stopped(tmp_path: Path) -> None:
+    from xchange.errors import TotalsDiffer
+
+    with pytest.raises(TotalsDiffer) as caught:
+        converted(
+            tmp_path,
+            "oms-kingdee-orders",
+            oms(17),
+            OMS.name,
+            oms_to_kingdee_sale_order=PER_CURRENCY,
+            oms_sales_order=STATED_IN_FILE,
+        )
+    assert "quantity of the file: the source states 17, what was read gives 16" in str(caught.value)
+
+
+RECEIPTS = SAMPLES / "purchase-inbound" / "in" / "inbound_20261121.xml"
+STATED_PER_RECEIPT = (
+    'quantity = { source = "qty", target = "FRealQty" }',
+    'quantity = { source = "qty", target = "FRealQty", stated = "total_qty" }',
+)
+TOTAL_QTY_FIELD = (
+    "[[line_fields]]",
+    '[[fields]]\nname = "total_qty"\ncolumn = "TotalQty"\ntype = "decimal"\n\n[[line_fields]]',
+)
+
+
+@pytest.mark.parametrize(("first", "second", "wrong"), [("800", "50", None), ("800", "49", "49")])
+def test_each_documents_stated_total_is_checked_against_its_lines(
+    tmp_path: Path, first: str, second: str, wrong: str | None
+) -> None:
+    """A receipt's own <TotalQty> must be the sum of its items' quantities."""
+    from xchange.errors import TotalsDiffer
+
+    text = RECEIPTS.read_text(encoding="utf-8")
+    for no, total in (("RK20261121-01", first), ("RK20261121-02", second)):
+        text = text.replace(
+            f'<Receipt no="{no}">', f'<Receipt no="{no}">\n    <TotalQty>{total}</TotalQty>'
+        )
+    args = (tmp_path, "purchase-inbound", text.encode(), RECEIPTS.name)
+    edits = {
+        "wms_to_kingdee_purchase_inbound": STATED_PER_RECEIPT,
+        "wms_purchase_inbound": TOTAL_QTY_FIELD,
+    }
+    if wrong is None:
+        assert converted(*args, **edits).totals["quantity"] == 850
+        return
+    with pytest.raises(TotalsDiffer) as caught:
+        converted(*args, **edits)
+    said = str(caught.value)
+    assert f"total_qty states {wrong}, its lines give quantity 50" in said
+    assert "RK20261121-01" not in said and "800" not in said
