@@ -23,8 +23,7 @@ import structlog
 from xchange.alerts import Alerter
 from xchange.config import RouteConfig
 from xchange.errors import JournalError, RemoteError
-from xchange.journal import Journal
-from xchange.journal.values import Waiting
+from xchange.journal import Journal, Waiting
 from xchange.remote import Remote
 
 log = structlog.get_logger(__name__)

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -47,7 +47,7 @@ from xchange.errors import (
     one_line,
 )
 from xchange.faults import checkpoint
-from xchange.journal import DONE_STATES, FileKey, FileRecord, Journal, State
+from xchange.journal import DONE_STATES, FileKey, FileRecord, FileTally, Journal, State
 from xchange.pipeline import CopyPipeline, Pipeline
 from xchange.quarantine import Quarantine
 from xchange.remote import FileInfo, Remote
@@ -591,6 +591,16 @@ class Transfer:
                 return self._conversion(read, self.failed_delivery(file, exc))
         if conversion.keys:
             self.journal.keys.record(route.name, record.id, conversion.keys)
+        self.journal.tallies.record(
+            FileTally(
+                record.id,
+                route.name,
+                self.now().astimezone(UTC),
+                sum(o.documents for o in outputs),
+                len(conversion.skipped),
+                conversion.totals,
+            )
+        )
         self.journal.transition(record.id, State.DELIVERED)
         checkpoint("before-archive")
         delivered = read.but(

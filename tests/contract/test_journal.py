@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from xchange.journal import (
     TRANSITIONS,
     Claim,
     FileKey,
+    FileTally,
     Journal,
     Observation,
     OutputRecord,
@@ -163,6 +165,25 @@ def test_outputs_wait_for_their_partner_until_seen_collected(journal: Journal) -
     assert journal.pickups.episode("r", False, now=T0 + timedelta(hours=1)) is False
     assert journal.pickups.episode("r", False, now=T0 + timedelta(hours=2)) is None
     assert journal.pickups.episode("r", True, now=T0 + timedelta(hours=3)) is True
+
+
+def test_a_delivered_files_tally_is_kept_exactly_and_read_by_route_and_time(
+    journal: Journal,
+) -> None:
+    """Documents, repeats and totals as exact decimals; a file delivered again keeps its
+    latest tally; read back per route within [since, until)."""
+    one = journal.claim(key(), layout_version="l", mapping_version="m").record.id
+    two = journal.claim(key(sha="d" * 64), layout_version="l", mapping_version="m").record.id
+    exact = {"amount[CNY]": Decimal("3456789.10"), "lines": Decimal("1284")}
+    journal.tallies.record(FileTally(one, "r", T0, 3, 0, {"lines": Decimal(1)}))
+    journal.tallies.record(FileTally(one, "r", T0, 3, 1, exact))
+    journal.tallies.record(FileTally(two, "r", T0 + timedelta(hours=1), None))
+    [first] = journal.tallies.between("r", T0, T0 + timedelta(hours=1))
+    assert first == FileTally(one, "r", T0, 3, 1, exact)
+    assert str(first.totals["amount[CNY]"]) == "3456789.10"
+    later = journal.tallies.between("r", T0 + timedelta(minutes=1), T0 + timedelta(days=1))
+    assert [(t.file_id, t.documents, t.totals) for t in later] == [(two, None, {})]
+    assert journal.tallies.between("other", T0, T0 + timedelta(days=1)) == []
 
 
 def test_alert_ledger_sends_once_per_window_then_a_digest(journal: Journal) -> None:

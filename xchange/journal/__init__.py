@@ -16,7 +16,7 @@ from xchange.journal.base import (
     Transition,
 )
 from xchange.journal.states import DONE_STATES, TRANSITIONS, State, check_transition
-from xchange.journal.values import AlertWindow, Observation
+from xchange.journal.values import AlertWindow, FileTally, Observation, Waiting
 
 
 def migrate_journal(source: Path, url: str, *, password: str | None) -> dict[str, int]:
@@ -60,12 +60,14 @@ __all__ = [
     "Claim",
     "FileKey",
     "FileRecord",
+    "FileTally",
     "Journal",
     "Observation",
     "OutputRecord",
     "State",
     "Step",
     "Transition",
+    "Waiting",
     "check_transition",
     "migrate_journal",
     "open_journal",

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         Observations,
         Pickups,
         Slots,
+        Tallies,
     )
 
 
@@ -186,13 +187,15 @@ class Journal(Protocol):
     shared: bool
     #: The ledgers beside the files, written once for every backend
     #: (:mod:`xchange.journal.ledgers`): alert windows, deadlines, schedule slots, what
-    #: polls hold back, delivered business keys, outputs waiting for their partner.
+    #: polls hold back, delivered business keys, outputs waiting for their partner, what
+    #: each delivered file held.
     alerts: Alerts
     deadlines: Deadlines
     slots: Slots
     observations: Observations
     keys: BusinessKeys
     pickups: Pickups
+    tallies: Tallies
 
     @property
     def owner(self) -> str | None:

@@ -12,12 +12,14 @@ the scan, the transfer); the status page, the metrics and the morning report rea
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Protocol
 
-from xchange.journal.values import AlertWindow, Observation, Waiting, sortable_time
+from xchange.journal.values import AlertWindow, FileTally, Observation, Waiting, sortable_time
 
 
 class Database(Protocol):
@@ -408,3 +410,48 @@ class Pickups(Ledger):
                 db, "SELECT value FROM meta WHERE key=?", (f"pickup-looked:{route}",)
             ).fetchone()
         return None if row is None else datetime.fromisoformat(row["value"])
+
+
+class Tallies(Ledger):
+    """What each delivered file held, for the report per route and day."""
+
+    def record(self, tally: FileTally) -> None:
+        """Keep a delivered file's tally (a file delivered again keeps its latest)."""
+        totals = json.dumps({k: format(v, "f") for k, v in sorted(tally.totals.items())})
+        with self.db.write() as db:
+            self._run(
+                db,
+                "INSERT INTO tallies (file_id, route, delivered_at, documents, repeats, totals) "
+                "VALUES (?,?,?,?,?,?) ON CONFLICT (file_id) DO UPDATE SET "
+                "delivered_at=excluded.delivered_at, documents=excluded.documents, "
+                "repeats=excluded.repeats, totals=excluded.totals",
+                (
+                    tally.file_id,
+                    tally.route,
+                    self.db.stamp(tally.delivered_at),
+                    tally.documents,
+                    tally.repeats,
+                    totals,
+                ),
+            )
+
+    def between(self, route: str, since: datetime, until: datetime) -> list[FileTally]:
+        """The tallies of ``route``'s files delivered in [since, until), in order."""
+        with self.db.read() as db:
+            rows = self._run(
+                db,
+                "SELECT * FROM tallies WHERE route=? AND delivered_at>=? AND delivered_at<? "
+                "ORDER BY delivered_at, file_id",
+                (route, self.db.stamp(since), self.db.stamp(until)),
+            ).fetchall()
+        return [
+            FileTally(
+                r["file_id"],
+                r["route"],
+                self.db.when(r["delivered_at"]),
+                r["documents"],
+                r["repeats"],
+                {k: Decimal(v) for k, v in json.loads(r["totals"]).items()},
+            )
+            for r in rows
+        ]

@@ -192,6 +192,22 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX outputs_waiting ON outputs(endpoint, path) WHERE pickup = 'waiting';
         """,
     ),
+    (
+        "0011_tallies",
+        # What each delivered file held: documents, repeats stopped, the control totals
+        # agreed (JSON: name -> exact decimal as text), for the report per route and day.
+        """
+        CREATE TABLE tallies (
+            file_id BIGINT PRIMARY KEY REFERENCES files(id),
+            route TEXT NOT NULL,
+            delivered_at TIMESTAMPTZ NOT NULL,
+            documents INTEGER,
+            repeats INTEGER NOT NULL DEFAULT 0,
+            totals TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX tallies_route_time ON tallies(route, delivered_at);
+        """,
+    ),
 ]
 
 

@@ -35,6 +35,7 @@ from xchange.journal.ledgers import (
     Observations,
     Pickups,
     Slots,
+    Tallies,
 )
 from xchange.journal.states import DONE_STATES, State, check_transition
 
@@ -94,6 +95,7 @@ class SqlJournal(Ledger):
         self.observations = Observations(database)
         self.keys = BusinessKeys(database)
         self.pickups = Pickups(database)
+        self.tallies = Tallies(database)
 
     @property
     def where(self) -> str:
@@ -603,6 +605,7 @@ class SqlJournal(Ledger):
                     ("outputs", "file_id"),
                     ("transitions", "file_id"),
                     ("business_keys", "file_id"),
+                    ("tallies", "file_id"),
                     ("files", "id"),
                 ):
                     sql = f"DELETE FROM {table} WHERE {column} IN ({_marks(part)})"

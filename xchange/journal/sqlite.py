@@ -178,6 +178,22 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX outputs_waiting ON outputs(endpoint, path) WHERE pickup = 'waiting';
         """,
     ),
+    (
+        "0011_tallies",
+        # What each delivered file held: documents, repeats stopped, the control totals
+        # agreed (JSON: name -> exact decimal as text), for the report per route and day.
+        """
+        CREATE TABLE tallies (
+            file_id INTEGER PRIMARY KEY REFERENCES files(id),
+            route TEXT NOT NULL,
+            delivered_at TEXT NOT NULL,
+            documents INTEGER,
+            repeats INTEGER NOT NULL DEFAULT 0,
+            totals TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX tallies_route_time ON tallies(route, delivered_at);
+        """,
+    ),
 ]
 
 #: Seconds between checkpoints of the write-ahead log into the main file, so that a copy

@@ -3,8 +3,9 @@ the interface (``base.py``) and the ledgers (``ledgers.py``) both speak of."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 
 
 def sortable_time(when: datetime) -> str:
@@ -46,4 +47,17 @@ class Waiting:
     delivered_at: datetime
 
 
-__all__ = ["AlertWindow", "Observation", "Waiting", "sortable_time"]
+@dataclass(frozen=True, slots=True)
+class FileTally:
+    """What one delivered file held: its documents, the repeats stopped (documents left
+    out as delivered already), and the control totals its source and outputs agreed on."""
+
+    file_id: int
+    route: str
+    delivered_at: datetime
+    documents: int | None  #: None: not counted (a copy route's bytes)
+    repeats: int = 0
+    totals: dict[str, Decimal] = field(default_factory=dict)
+
+
+__all__ = ["AlertWindow", "FileTally", "Observation", "Waiting", "sortable_time"]
