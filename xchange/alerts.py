@@ -257,7 +257,8 @@ class Alerter:
             keys = self.journal.alerts.resolve(route) if self.journal is not None else []
         except JournalError:
             keys = []
-        causes = sorted({key.partition("#")[0] for key in keys})
+        # (A repeat stopped is news about the partner, not a failure that recovers.)
+        causes = sorted({key.partition("#")[0] for key in keys} - {"repeat"})
         if causes:
             self._send(
                 Alert(
@@ -345,6 +346,34 @@ class Alerter:
         """A watched route has delivered nothing for too long (one per alert window)."""
         self.failure(
             route, "silence", True, [], f"no file for {hours:g} hours (last delivery: {last})"
+        )
+
+    def repeats(self, route: str, files: list[tuple[str, list[str]]]) -> None:
+        """Documents delivered before came again and were left out (a route with
+        ``repeats = "alert"``; one per alert window)."""
+        window = self._window(route, "repeat")
+        if not window.send:
+            log.info("alert.held", route=route, cause="repeat", held=window.suppressed)
+            return
+        count = sum(len(keys) for _, keys in files)
+        lines = [f"route:  {route}"]
+        for source, keys in files[:5]:
+            shown = "; ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
+            lines.append(f"{source}: {shown}")
+        lines.append(
+            "\nThe partner sent documents delivered before (under another file name, say). "
+            "They were left out; the rest of each file was delivered."
+        )
+        if window.suppressed:
+            lines.append(f"also:   {window.suppressed} similar alert(s) held back")
+        self._send(
+            Alert(
+                "failure",
+                route,
+                "repeat",
+                f"[xchange] {route}: {count} document(s) delivered before came again",
+                "\n".join(lines),
+            )
         )
 
     def not_collected(

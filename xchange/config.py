@@ -344,12 +344,26 @@ class RouteConfig(_Model):
     retry: RetrySpec = RetrySpec()
     ready: ReadySpec = ReadySpec()
     schedule: ScheduleSpec = ScheduleSpec()
-    #: Target header field that identifies a business document (e.g. an order number):
-    #: a document whose key was already delivered on this route is skipped and reported.
+    #: Target header field that identifies a business document (e.g. an order number);
+    #: by default the target layout's ``business_key``. A document whose key this route
+    #: delivered before is a repeat (see ``repeats``).
     dedupe_key: str | None = None
+    #: What a repeat does: "skip" it (deliver the rest, name the earlier file and date in
+    #: the result and the report), "alert" (skip it and send an alert), "quarantine" (the
+    #: whole file, nothing delivered), or "deliver" (no check: send it again).
+    repeats: Literal["skip", "alert", "quarantine", "deliver"] = "skip"
     quarantine: RouteQuarantine = RouteQuarantine()
     #: Arrival deadlines and the silence alarm (None: nobody waits for this route's files).
     expect: ExpectSpec | None = None
+
+    @model_validator(mode="after")
+    def _repeats(self) -> RouteConfig:
+        if self.repeats == "deliver" and self.dedupe_key is not None:
+            raise ValueError(
+                'repeats = "deliver" sends documents delivered before again: drop '
+                "dedupe_key, or choose skip, alert or quarantine"
+            )
+        return self
 
 
 class JournalConfig(_Model):

@@ -169,6 +169,17 @@ class TotalsDiffer(FormatError):
     kind = "totals"
 
 
+class RepeatedDocuments(FormatError):
+    """Documents whose business key the route delivered before, on a route that
+    quarantines repeats: nothing of the file is delivered."""
+
+    kind = "repeat"
+
+    def __init__(self, reason: str, keys: list[str] | None = None) -> None:
+        super().__init__(reason)
+        self.keys = list(keys or [])
+
+
 class UnsafeName(XchangeError):
     kind = "unsafe-name"
 

@@ -957,6 +957,10 @@ class Layout(StrictModel):
     shape: Literal["rows", "nested"] = "rows"
     fields: list[FieldSpec] = Field(min_length=1)
     line_fields: list[FieldSpec] = Field(default_factory=list)
+    #: The header field that identifies a business document (an order number): a route
+    #: writing this layout does not deliver a document whose key it delivered before
+    #: (see the route's ``repeats``).
+    business_key: str | None = None
     #: Repeating groups other than the lines, on the document, its lines or each other's
     #: items (written after the fields and the lines, in the order declared).
     groups: list[GroupSpec] = Field(default_factory=list)
@@ -975,6 +979,11 @@ class Layout(StrictModel):
             raise ValueError("a nested layout needs [[line_fields]]")
         if self.codec == "xml" and self.xml is None:
             raise ValueError("an xml layout needs an [xml] table (root = ...)")
+        if self.business_key is not None and self.business_key not in {f.name for f in self.fields}:
+            raise ValueError(
+                f"business_key: {self.business_key!r} is not a header field of the layout "
+                "([[fields]])"
+            )
         for group in (self.fields, self.line_fields):
             names = [f.name for f in group]
             dupes = sorted({n for n in names if names.count(n) > 1})

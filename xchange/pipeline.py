@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 from xchange.codecs import Codec, Columns, codec_for
 from xchange.config import RouteConfig
-from xchange.errors import ConfigError, MappingError, ValidationFailed
+from xchange.errors import ConfigError, MappingError, RepeatedDocuments, ValidationFailed
 from xchange.layout import FieldSpec, FieldValueError, Layout, load_layout
 from xchange.mapping import (
     Document,
@@ -66,6 +66,9 @@ class Conversion:
 
 class _Converter:
     """What both kinds of route data plane share."""
+
+    #: Whether documents are checked for business keys delivered before (``skip``).
+    dedupes = False
 
     def convert(self, data: bytes, source_name: str, now: datetime) -> list[Output]:
         """Convert bytes in memory (``xchange convert`` and tests); see ``convert_stream``."""
@@ -127,15 +130,14 @@ class Pipeline(_Converter):
         used = template_fields(route.target.name)
         self._name_fields = [f for f in self.target.fields if f.name in used]
         self._key_field = None
-        if route.dedupe_key is not None:
-            self._key_field = next(
-                (f for f in self.target.fields if f.name == route.dedupe_key), None
-            )
+        business_key = route.dedupe_key or self.target.business_key
+        if business_key is not None and route.repeats != "deliver":
+            self._key_field = next((f for f in self.target.fields if f.name == business_key), None)
             if self._key_field is None:
                 raise ConfigError(
                     [
                         f"route {route.name}: dedupe_key: target layout {self.target.source_file} "
-                        f"has no header field {route.dedupe_key!r}"
+                        f"has no header field {business_key!r}"
                     ]
                 )
 
@@ -145,7 +147,8 @@ class Pipeline(_Converter):
         self._reader: Codec = codec_for(self.source)
         self._writer: Codec = codec_for(self.target)
         self._plan = None
-        if route.dedupe_key is None and isinstance(self._reader, Columns):
+        self.dedupes = self._key_field is not None
+        if self._key_field is None and isinstance(self._reader, Columns):
             from xchange.codecs.columnar import ColumnarPlan
 
             self._plan = ColumnarPlan.build(self.source, self.mapping, self.target, self.compiled)
@@ -252,6 +255,14 @@ class Pipeline(_Converter):
         if report:
             sink.discard()
             raise ValidationFailed(report.summary(), report=report)
+        if skipped and self.route.repeats == "quarantine":
+            sink.discard()
+            raise RepeatedDocuments(
+                f"{source_name}: {len(skipped)} document(s) delivered before: "
+                f"{', '.join(skipped[:10])}{' ...' if len(skipped) > 10 else ''} "
+                '(the route quarantines repeats: repeats = "quarantine"); nothing was delivered',
+                skipped,
+            )
         agreed: dict[str, Decimal] = {}
         if read is not None:
             try:

@@ -261,6 +261,9 @@ class Runner:
                 else first.error or cause
             )
             self.alerter.failure(result.route, cause, retryable, [f.source for f in files], reason)
+        repeated = [f for f in result.files if f.skipped_keys]
+        if repeated and self.config.route(result.route).repeats == "alert":
+            self.alerter.repeats(result.route, [(f.source, f.skipped_keys) for f in repeated])
         if result.error and not failed:
             self.alerter.failure(result.route, result.error_kind or "error", True, [], result.error)
         if not failed and not result.error and result.count(DELIVERED):

@@ -39,6 +39,7 @@ from xchange.errors import (
     NameRefused,
     RemoteError,
     RemoteNotFound,
+    RepeatedDocuments,
     SourceChanged,
     TargetExists,
     UnsafeName,
@@ -522,7 +523,10 @@ class Transfer:
                     record.id, State.DROPPED, note=f"replaced by its edited copy #{current.id}"
                 )
             log.info("file.edited_copy", file_id=current.id, replaces=record.id, sha256=sha256)
-        verdict = self.convert_and_deliver(Claimed(route, current, original, record.path))
+        # --force: documents delivered before go again too, over files of the same name.
+        verdict = self.convert_and_deliver(
+            Claimed(route, current, original, record.path), force=force
+        )
         if verdict.outcome == DELIVERED:
             resolved = self.quarantine.resolve(original)
             self.after.archive_kept(
@@ -545,7 +549,7 @@ class Transfer:
         # The first claim's time, not the clock: names and contents come out the same
         # when the file is converted again after a crash.
         when = record.created_at.astimezone()
-        skip = self._dedupe(route, record) if route.dedupe_key and not force else None
+        skip = self._dedupe(route, record) if pipeline.dedupes and not force else None
         with staging_folder(self.scratch / "staging", f"{route.name}-{record.id}") as staging:
             try:
                 opened = (
@@ -563,6 +567,18 @@ class Transfer:
                         skip=skip,
                         digest=(record.size, record.sha256),  # hashed when it was claimed
                     )
+            except RepeatedDocuments as exc:
+                earlier = self._earlier(route, record, exc.keys)
+                return self.quarantine_file(
+                    file,
+                    RepeatedDocuments(
+                        f"{record.path}: {len(earlier)} document(s) delivered before: "
+                        f"{'; '.join(earlier[:10])}{' ...' if len(earlier) > 10 else ''} "
+                        '(the route quarantines repeats: repeats = "quarantine"); nothing '
+                        "was delivered",
+                        exc.keys,
+                    ),
+                )
             except (FormatError, UnsafeName) as exc:
                 return self.quarantine_file(file, exc)
             read = Verdict(

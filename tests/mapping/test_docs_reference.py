@@ -25,6 +25,7 @@ def test_the_format_reference_examples_are_valid_files() -> None:
         groups_block,
         group_rules_block,
         totals_block,
+        totals_by_block,
     ) = re.findall(r"```toml\n(.*?)```", text, re.S)
     layout = tomllib.loads(layout_block)
     # (the CSV example reads rows; its [[line_fields]] are for the nested ones below)
@@ -53,6 +54,7 @@ def test_the_format_reference_examples_are_valid_files() -> None:
     Layout.model_validate({**others, "codec": "json", **groups})
     Mapping.model_validate({**base, **tomllib.loads(group_rules_block)})
     Mapping.model_validate({**base, **tomllib.loads(totals_block)})
+    Mapping.model_validate({**base, **tomllib.loads(totals_by_block)})
     from xchange.expressions import functions_reference
 
     for name in functions_reference():

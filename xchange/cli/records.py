@@ -492,7 +492,8 @@ def quarantine_drop(ctx: click.Context, config_path: str | None, file_ids: tuple
 @click.option(
     "--force",
     is_flag=True,
-    help="Send files that were delivered already again (from their archived copy).",
+    help="Send again on purpose: files delivered already (from their archived copy), and "
+    "documents delivered before (repeats), over files of the same name.",
 )
 @click.pass_context
 def reprocess(
