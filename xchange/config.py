@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    ByteSize,
     ConfigDict,
     Field,
     SecretStr,
@@ -233,6 +234,17 @@ class TargetSpec(_Model):
     #: The permissions every delivered file gets before its rename, whatever the path it
     #: takes (``0o644``, or ``"0640"``), or "server" to keep the server's default.
     mode: int | str = 0o644
+    #: How each delivered file is checked under its temporary name before its rename:
+    #: "size" (the size the server shows), "hash" (a digest the server computes, where it
+    #: offers a trustworthy one; else read back up to ``readback_max``) or "readback"
+    #: (the file read back and its sha256 compared). A file that cannot be verified as
+    #: asked (read back needed, and larger than ``readback_max``) is refused.
+    verify: Literal["size", "hash", "readback"] = "size"
+    #: The largest file read back to verify it (bytes, or "16MiB", "1GB"...).
+    readback_max: ByteSize = Field(ByteSize(16 << 20), ge=0)
+    #: A checksum file delivered after each data file: "sha256" puts ``NAME.sha256``
+    #: (``sha256sum`` format) beside ``NAME``.
+    sidecar: Literal["sha256"] | None = None
 
     @model_validator(mode="after")
     def _check_mode(self) -> TargetSpec:
