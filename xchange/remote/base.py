@@ -225,7 +225,8 @@ class Remote(Protocol):
 
     def put_many(self, puts: Sequence[SmallPut]) -> builtins.list[RemoteError | None]:
         """Deliver several small files, each as ``put_atomic`` does (temporary name,
-        rename, size checked), overlapping their round trips where the endpoint can.
+        verified as its ``verify`` says, rename, size checked), overlapping their round
+        trips where the endpoint can.
 
         Returns one entry per file: None once it is in place under its name, else the
         error that stopped it (its temporary file removed where possible). A file that
