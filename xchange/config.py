@@ -240,7 +240,8 @@ class TargetSpec(_Model):
     #: (the file read back and its sha256 compared). A file that cannot be verified as
     #: asked (read back needed, and larger than ``readback_max``) is refused.
     verify: Literal["size", "hash", "readback"] = "size"
-    #: The largest file read back to verify it (bytes, or "16MiB", "1GB"...).
+    #: The largest file read back to verify it (bytes, or "16MiB", "1GB"...); with "hash",
+    #: 0 means the server's digest only (files are refused where it offers none).
     readback_max: ByteSize = Field(ByteSize(16 << 20), ge=0)
     #: A checksum file delivered after each data file: "sha256" puts ``NAME.sha256``
     #: (``sha256sum`` format) beside ``NAME``.
@@ -249,6 +250,11 @@ class TargetSpec(_Model):
     @model_validator(mode="after")
     def _check_mode(self) -> TargetSpec:
         self.permissions  # noqa: B018 - validates
+        if self.verify == "readback" and self.readback_max == 0:
+            raise ValueError(
+                'verify = "readback" with readback_max = 0 would refuse every file: raise '
+                'readback_max (bytes, or "16MiB")'
+            )
         return self
 
     @property
