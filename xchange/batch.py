@@ -40,7 +40,7 @@ import structlog
 
 from xchange.after import AfterPlan, announcement, note_failed
 from xchange.config import RouteConfig
-from xchange.delivery import already_there, looks_first, output_record
+from xchange.delivery import already_there, looks_first, output_record, verified, verify_of
 from xchange.errors import FormatError, RemoteError, RemoteNotFound, UnsafeName, XchangeError
 from xchange.faults import checkpoint
 from xchange.journal import FileKey, FileRecord, State, Step
@@ -73,8 +73,10 @@ BATCHES_AHEAD = 4
 def split(
     route: RouteConfig, ready: list[FileInfo], unknown: set[str]
 ) -> tuple[list[list[FileInfo]], list[FileInfo]]:
-    """Ready files as batches of new small files (copy routes only) and the rest."""
-    if route.mapping != "copy":
+    """Ready files as batches of new small files (copy routes only) and the rest. A route
+    whose target gets checksum files goes one file at a time (each checksum file follows
+    its data file)."""
+    if route.mapping != "copy" or route.target.sidecar is not None:
         return [], ready
     batches: list[list[FileInfo]] = []
     singles: list[FileInfo] = []
@@ -118,6 +120,8 @@ class Batch:
     alone: list[FileInfo] = field(default_factory=list)
     #: From the upload: one entry per ``sending`` file, or what stopped the whole batch.
     errors: list[RemoteError | None] = field(default_factory=list)
+    #: How each ``sending`` file was verified, for its journal note (None: by its size).
+    verified: list[str | None] = field(default_factory=list)
     failure: XchangeError | None = None
 
 
@@ -304,6 +308,7 @@ class SmallFiles:
                 temp_name_for(s.output.name, self.transfer.delivery.temp_token(s.record, s.output)),
                 overwrite,
                 self.route.target.permissions,
+                verify_of(self.route),
             )
             for s in batch.sending
         ]
@@ -311,12 +316,16 @@ class SmallFiles:
         first_error = None if self._warmed else warm_up.result()
         self._warmed = True
 
+        recognised: set[Sending] = set()
+
         def attempt() -> list[RemoteError | None]:
             nonlocal first_error
             if first_error is not None:
                 error, first_error = first_error, None
                 raise error
             found = self._found(target, batch)
+            recognised.clear()
+            recognised.update(found)
             for s in batch.sending:  # (still this daemon's files: free while leases renew)
                 self.transfer.journal.confirm(s.record.id)
             errors = iter(
@@ -328,6 +337,11 @@ class SmallFiles:
 
         try:
             batch.errors = call_with_retry(attempt, self.route.retry, sleep=self.transfer.sleep)
+            # (Asked here: this thread owns the target's session.)
+            batch.verified = [
+                None if s in recognised else verified(self.route, target, [s.output])
+                for s in batch.sending
+            ]
         except RemoteError as exc:
             batch.failure = self.trouble = exc
             return
@@ -399,13 +413,14 @@ class SmallFiles:
         steps: list[Step] = []
         delivered_at = self.transfer.now().astimezone(UTC)
         with self.journal.batch():
-            for s, error in zip(batch.sending, batch.errors, strict=True):
+            notes = batch.verified or [None] * len(batch.sending)
+            for s, error, note in zip(batch.sending, batch.errors, notes, strict=True):
                 if error is not None:
                     retry.append((s, error))
                     continue
                 out = s.output
                 output = output_record(route, out.name, out.size, out.sha256, delivered_at)
-                steps.append(Step(s.record.id, State.DELIVERED, output=output))
+                steps.append(Step(s.record.id, State.DELIVERED, note=note, output=output))
                 s.result.outcome, s.result.outputs, s.result.documents = DELIVERED, [out.name], 1
                 batch.plans += self._planned(s.info, s.record.id, steps)
             self.journal.record_steps(steps)

@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    ByteSize,
     ConfigDict,
     Field,
     SecretStr,
@@ -252,10 +253,27 @@ class TargetSpec(_Model):
     #: delivery, once per episode. ``pickup_within`` alone implies ``pickup``.
     pickup: StrictBool = False
     pickup_within: str | None = None
+    #: How each delivered file is checked under its temporary name before its rename:
+    #: "size" (the size the server shows), "hash" (a digest the server computes, where it
+    #: offers a trustworthy one; else read back up to ``readback_max``) or "readback"
+    #: (the file read back and its sha256 compared). A file that cannot be verified as
+    #: asked (read back needed, and larger than ``readback_max``) is refused.
+    verify: Literal["size", "hash", "readback"] = "size"
+    #: The largest file read back to verify it (bytes, or "16MiB", "1GB"...); with "hash",
+    #: 0 means the server's digest only (files are refused where it offers none).
+    readback_max: ByteSize = Field(ByteSize(16 << 20), ge=0)
+    #: A checksum file delivered after each data file: "sha256" puts ``NAME.sha256``
+    #: (``sha256sum`` format) beside ``NAME``.
+    sidecar: Literal["sha256"] | None = None
 
     @model_validator(mode="after")
     def _check_mode(self) -> TargetSpec:
         self.permissions  # noqa: B018 - validates
+        if self.verify == "readback" and self.readback_max == 0:
+            raise ValueError(
+                'verify = "readback" with readback_max = 0 would refuse every file: raise '
+                'readback_max (bytes, or "16MiB")'
+            )
         return self
 
     @field_validator("pickup_within")

@@ -10,6 +10,8 @@ re-sent.
 from __future__ import annotations
 
 import functools
+import hashlib
+import posixpath
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -20,7 +22,7 @@ from xchange.errors import RemoteError, TargetExists
 from xchange.faults import checkpoint
 from xchange.journal import FileRecord, Journal, OutputRecord
 from xchange.remote import Remote, SmallPut
-from xchange.remote.base import NullWriter, temp_name_for
+from xchange.remote.base import NullWriter, Verify, check_for, temp_name_for
 from xchange.retry import call_with_retry
 from xchange.sink import Output
 
@@ -57,6 +59,40 @@ def looks_first(policy: str, record: FileRecord) -> bool:
     a later attempt with ``overwrite`` (a try the journal did not see finish may have put
     them there; without ``overwrite`` the target's refusal of a taken name says so)."""
     return policy == "overwrite" and record.attempts > 1
+
+
+def verify_of(route: RouteConfig) -> Verify | None:
+    """The target's verification of each delivered file (None: its size, as always)."""
+    spec = route.target
+    return None if spec.verify == "size" else Verify(spec.verify, int(spec.readback_max))
+
+
+def verified(route: RouteConfig, target: Remote, outputs: list[Output]) -> str | None:
+    """What the journal says of how ``outputs`` were verified on ``target`` (None for the
+    size alone, the default): ``verified: sha512 computed by the server (2 files)``."""
+    verify = verify_of(route)
+    if verify is None or not outputs:
+        return None
+    hashes = target.capabilities().server_hashes
+    ways: dict[str, int] = {}
+    for out in outputs:
+        way = check_for(verify, out.size, hashes).describe()
+        ways[way] = ways.get(way, 0) + 1
+    said = ", ".join(f"{way} ({n} file{'s' if n > 1 else ''})" for way, n in ways.items())
+    return f"verified: {said}"
+
+
+def sidecar_for(out: Output, final: str) -> Output:
+    """``FINAL.sha256`` in ``sha256sum`` format (``<hex>  NAME``), for the output
+    delivered as ``final``."""
+    content = f"{out.sha256}  {posixpath.basename(final)}\n".encode()
+    return Output(
+        f"{final}.sha256",
+        len(content),
+        hashlib.sha256(content).hexdigest(),
+        0,
+        content=content,
+    )
 
 
 def already_there(target: Remote, out: Output, name: str) -> bool:
@@ -104,6 +140,29 @@ class Delivery:
         apply."""
         done = set() if force else {o.path for o in record.outputs}
         todo = [o for o in outputs if o.name not in done]
+        finals = self._send(route, target, record, todo, force)
+        sent = [out for out, _ in finals]
+        if route.target.sidecar == "sha256":
+            # Each data file's checksum file, after it: of those sent now, and of those
+            # an earlier try sent whose checksum file did not go yet.
+            finals += [(o, o.name) for o in outputs if o.name in done]
+            sidecars = [sidecar_for(out, final) for out, final in finals]
+            todo = [o for o in sidecars if o.name not in done]
+            sent += [out for out, _ in self._send(route, target, record, todo, force)]
+        note = verified(route, target, sent)
+        if note is not None:
+            self.journal.note(record.id, note)
+
+    def _send(
+        self,
+        route: RouteConfig,
+        target: Remote,
+        record: FileRecord,
+        todo: list[Output],
+        force: bool,
+    ) -> list[tuple[Output, str]]:
+        """Put ``todo``, recording each as it lands; return each output put and its final
+        name (an output if_exists = skip left out is not among them)."""
         policy = "overwrite" if force else route.target.if_exists
         # A later attempt with overwrite looks before sending (deliver_one): not piped.
         pipe = not looks_first(policy, record)
@@ -111,9 +170,12 @@ class Delivery:
         small = [o for o in todo if pipe and o.size <= PIPELINE_MAX] if len(todo) > 1 else []
         piped = {id(o) for o in small}
         alone = [o for o in todo if id(o) not in piped]
+        finals: list[tuple[Output, str]] = []
         for start in range(0, len(small), PIPELINE_FILES):
             flight = small[start : start + PIPELINE_FILES]
-            alone += self._piped(route, target, record, flight, policy == "overwrite")
+            rest = self._piped(route, target, record, flight, policy == "overwrite")
+            alone += rest
+            finals += [(o, o.name) for o in flight if o not in rest]
         for out in sorted(alone, key=lambda o: order[id(o)]):
             final = self.deliver_one(route, record, target, out, force=force)
             if final is None:
@@ -123,6 +185,8 @@ class Delivery:
                 record.id, output_record(route, final, out.size, out.sha256, at)
             )
             checkpoint("after-output")
+            finals.append((out, final))
+        return sorted(finals, key=lambda f: order[id(f[0])])
 
     def _piped(
         self,
@@ -141,6 +205,7 @@ class Delivery:
                 temp_name_for(o.name, self.temp_token(record, o)),
                 overwrite,
                 route.target.permissions,
+                verify_of(route),
             )
             for o in outputs
         ]
@@ -197,6 +262,7 @@ class Delivery:
                         policy == "overwrite",
                         route.target.permissions,
                         functools.partial(self.journal.confirm, record.id),
+                        verify_of(route),
                     ),
                     route.retry,
                     sleep=self.sleep,
@@ -232,6 +298,7 @@ def _put(
     overwrite: bool,
     mode: int | None,
     confirm: Callable[[], None],
+    verify: Verify | None,
 ) -> None:
     with out.open() as src:
         target.put_atomic(
@@ -242,7 +309,17 @@ def _put(
             overwrite=overwrite,
             mode=mode,
             before_rename=confirm,
+            verify=verify,
         )
 
 
-__all__ = ["Delivery", "already_there", "looks_first", "output_record", "temp_token"]
+__all__ = [
+    "Delivery",
+    "already_there",
+    "looks_first",
+    "output_record",
+    "sidecar_for",
+    "temp_token",
+    "verified",
+    "verify_of",
+]

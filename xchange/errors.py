@@ -17,6 +17,8 @@ that flag alone, never on the concrete class::
       │    ├─ RemotePermissionDenied    (retryable) the path is not writable/readable
       │    ├─ TargetExists              the final name is taken and the policy says fail
       │    ├─ NameRefused               the target cannot hold that name at all
+      │    ├─ VerifyFailed              (retryable) the file on the target is not the one sent
+      │    ├─ CannotVerify              the target cannot verify the file as configured
       │    └─ SourceChanged             the source is not the file taken any more
       ├─ FormatError                    the file itself is wrong: retrying cannot help
       │    ├─ DecodeError               bytes are not text in the declared encoding / syntax
@@ -134,6 +136,23 @@ class NameRefused(RemoteError):
     kind = "name-refused"
 
 
+class VerifyFailed(RemoteError):
+    """The temporary file on the target is not what was sent (its digest, as the server
+    computes it or as read back, differs): it is removed, nothing is renamed, and the
+    delivery is tried again."""
+
+    retryable = True
+    kind = "verify"
+
+
+class CannotVerify(RemoteError):
+    """The target's ``verify`` cannot be honoured for this file (it would have to be read
+    back and is larger than ``readback_max``): nothing is sent; a person raises the limit
+    or changes the verification."""
+
+    kind = "unverifiable"
+
+
 class SourceChanged(RemoteError):
     """The source is no longer the file that was taken (rewritten, replaced, grown): it is
     left where it is, to be taken as a new file."""
@@ -243,6 +262,7 @@ __all__ = [
     "REASON_LIMIT",
     "RETRYABLE_KINDS",
     "AuthenticationFailed",
+    "CannotVerify",
     "ConfigError",
     "ConnectionLost",
     "DecodeError",
@@ -266,6 +286,7 @@ __all__ = [
     "UnsafeName",
     "UsageError",
     "ValidationFailed",
+    "VerifyFailed",
     "XchangeError",
     "one_line",
 ]

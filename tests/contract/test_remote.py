@@ -23,9 +23,9 @@ import pytest
 
 from tests.sftp_routes import sftp_endpoint
 from tests.sftpservers import SftpServer
-from xchange.errors import RemoteNotFound, SourceChanged, TargetExists
+from xchange.errors import CannotVerify, RemoteNotFound, SourceChanged, TargetExists
 from xchange.remote import Capabilities, DropOwner, Remote, SmallPut
-from xchange.remote.base import temp_name_for
+from xchange.remote.base import Verify, temp_name_for
 from xchange.remote.local import LocalRemote
 from xchange.remote.memory import MemoryRemote, MemoryStore
 from xchange.remote.sftp import SFTPRemote
@@ -276,6 +276,68 @@ def test_put_many_refuses_taken_names_and_delivers_the_rest(endpoint: Endpoint) 
     }
     if endpoint.remote.capabilities().keeps_modes:
         assert endpoint.view.mode("f7.txt") == 0o640
+
+
+@pytest.mark.parametrize("how", ["hash", "readback"])
+def test_verified_deliveries_single_many_overwritten_and_sent_by_openssh(
+    endpoint: Endpoint, how: str, tmp_path: Path
+) -> None:
+    """verify = hash or readback on every backend: streamed, pipelined, over an existing
+    file (posix-rename, or the old file moved aside), and a file from disk (sent by
+    OpenSSH's client on SFTP endpoints here: accelerate_mb = 0), the digest computed from
+    the same file."""
+    verify = Verify(how)
+    data = os.urandom(300_000)
+    endpoint.view.write("old.bin", b"old")
+    for name, overwrite in (("new.bin", False), ("old.bin", True)):
+        endpoint.remote.put_atomic(
+            name,
+            io.BytesIO(data),
+            len(data),
+            temp_name=temp_name_for(name, "t0k3n"),
+            overwrite=overwrite,
+            verify=verify,
+        )
+    local = tmp_path / "disk.bin"
+    local.write_bytes(data[:200_001])
+    with open(local, "rb") as fh:
+        endpoint.remote.put_atomic(
+            "disk.bin",
+            fh,
+            200_001,
+            temp_name=temp_name_for("disk.bin", "t"),
+            overwrite=False,
+            verify=verify,
+        )
+    puts = [
+        SmallPut(f"f{i}.txt", data[: 1000 * i], temp_name_for(f"f{i}.txt", "t"), True, None, verify)
+        for i in range(20)
+    ]
+    assert endpoint.remote.put_many(puts) == [None] * 20
+    expected = {"new.bin": data, "old.bin": data, "disk.bin": data[:200_001]}
+    expected |= {f"f{i}.txt": data[: 1000 * i] for i in range(20)}
+    assert endpoint.view.files() == expected
+
+
+def test_a_file_too_big_to_read_back_is_not_sent(endpoint: Endpoint) -> None:
+    verify = Verify("readback", readback_max=10)
+    with pytest.raises(CannotVerify):
+        endpoint.remote.put_atomic(
+            "big.txt",
+            io.BytesIO(b"x" * 11),
+            11,
+            temp_name=temp_name_for("big.txt", "t"),
+            overwrite=False,
+            verify=verify,
+        )
+    results = endpoint.remote.put_many(
+        [
+            SmallPut("big.txt", b"x" * 11, temp_name_for("big.txt", "t"), False, None, verify),
+            SmallPut("ok.txt", b"x" * 10, temp_name_for("ok.txt", "t"), False, None, verify),
+        ]
+    )
+    assert isinstance(results[0], CannotVerify) and results[1] is None
+    assert endpoint.view.files() == {"ok.txt": b"x" * 10}
 
 
 def test_put_many_overwrites_when_asked(endpoint: Endpoint) -> None:

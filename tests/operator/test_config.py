@@ -173,3 +173,33 @@ def test_host_and_user_can_never_be_read_as_ssh_options(exchange: Exchange) -> N
     problems = problems_of(exchange.config, env={"PW": "x"})
     assert any("endpoints.wms-outbox.host: string should match pattern" in p for p in problems)
     assert any("endpoints.wms-outbox.user: string should match pattern" in p for p in problems)
+
+
+def test_target_verify_keys_default_to_size_and_are_checked(exchange: Exchange) -> None:
+    """verify (size by default: existing configurations are unchanged), readback_max in
+    bytes or units, sidecar; readback with readback_max = 0 would refuse every file."""
+    (route,) = load_config(exchange.config).routes
+    assert (route.target.verify, route.target.readback_max, route.target.sidecar) == (
+        "size",
+        16 << 20,
+        None,
+    )
+    text = exchange.config.read_text()
+    line = 'name = "WMS_OUT_{OrderDate}_{OrderNo}.xml" }'
+    keys = 'verify = "hash", readback_max = "64MiB", sidecar = "sha256" }'
+    exchange.config.write_text(text.replace(line, line[:-1] + ", " + keys))
+    (route,) = load_config(exchange.config).routes
+    assert (route.target.verify, route.target.readback_max, route.target.sidecar) == (
+        "hash",
+        64 << 20,
+        "sha256",
+    )
+    keys = 'verify = "readback", readback_max = 0, sidecar = "md5" }'
+    exchange.config.write_text(text.replace(line, line[:-1] + ", " + keys))
+    problems = problems_of(exchange.config)
+    assert any("routes[0].target.sidecar" in p for p in problems), problems
+    exchange.config.write_text(
+        text.replace(line, line[:-1] + ', verify = "readback", readback_max = 0 }')
+    )
+    (problem,) = problems_of(exchange.config)
+    assert "routes[0].target" in problem and "would refuse every file" in problem

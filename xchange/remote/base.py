@@ -36,6 +36,80 @@ class FileInfo:
         )
 
 
+#: The digests a server may compute for xchange, strongest first (all are also computed
+#: here while the bytes are sent, to compare).
+HASHES = ("sha512", "sha256", "sha1", "md5")
+
+
+@dataclass(frozen=True, slots=True)
+class Verify:
+    """How a target checks each delivered file under its temporary name, before the
+    rename (its ``verify`` and ``readback_max``)."""
+
+    how: str = "size"
+    readback_max: int = 16 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """How one file is verified: by its ``size``; by a digest the ``server`` computes of
+    the temporary file (``algorithm``); or ``readback`` (read back, sha256)."""
+
+    way: str
+    algorithm: str = ""
+
+    def describe(self) -> str:
+        if self.way == "server":
+            return f"{self.algorithm} computed by the server"
+        if self.way == "readback":
+            return "read back, sha256"
+        return "size"
+
+
+SIZE_ONLY = Check("size")
+
+
+def check_for(verify: Verify | None, size: int, server_hashes: Sequence[str]) -> Check:
+    """How a file of ``size`` bytes is verified on a target that computes
+    ``server_hashes`` itself (checked, strongest first): "hash" uses the server's digest,
+    else reads the file back; "readback" reads it back. An empty file is verified by its
+    size (there is nothing else to compare).
+
+    Raises:
+        CannotVerify: the file would have to be read back and is larger than
+            ``readback_max``.
+    """
+    if verify is None or verify.how == "size" or size == 0:
+        return SIZE_ONLY
+    if verify.how == "hash" and server_hashes:
+        return Check("server", server_hashes[0])
+    if size > verify.readback_max:
+        from xchange.errors import CannotVerify
+
+        offered = (
+            "the server offers no trustworthy digest, so it would be read back, but "
+            if verify.how == "hash"
+            else ""
+        )
+        raise CannotVerify(
+            f"verify = {verify.how!r}: {offered}the file is {size:,} bytes, more than "
+            f"readback_max ({verify.readback_max:,} bytes): not sent. Raise readback_max "
+            "or choose another verify for this target"
+        )
+    return Check("readback", "sha256")
+
+
+def mismatch(where: str, name: str, check: Check, sent: str, found: str) -> RemoteError:
+    """The error of a temporary file whose digest is not the one of the bytes sent."""
+    from xchange.errors import VerifyFailed
+
+    how = "the server computes" if check.way == "server" else "read back"
+    return VerifyFailed(
+        f"{where}: {name}: the file on the target is not the one sent: {check.algorithm} "
+        f"sent {sent}, {how} {found}; removed, not renamed"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class SmallPut:
     """One small file for :meth:`Remote.put_many`, delivered as ``put_atomic`` would."""
@@ -46,6 +120,8 @@ class SmallPut:
     overwrite: bool
     #: The mode the file gets before its rename (None: the server's default).
     mode: int | None = None
+    #: How the file is checked before its rename (None: its size).
+    verify: Verify | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +142,8 @@ class Capabilities:
     hard_links: bool
     #: Files keep the mode they are given.
     keeps_modes: bool
-    #: Hash algorithms the server computes itself (none: xchange reads files to hash them).
+    #: Digests the server computes of a file itself, strongest first: announced by the
+    #: server and found right on a file of known content (none: files are read back).
     server_hashes: tuple[str, ...] = ()
 
 
@@ -118,6 +195,7 @@ class Remote(Protocol):
         overwrite: bool,
         mode: int | None = None,
         before_rename: Callable[[], None] | None = None,
+        verify: Verify | None = None,
     ) -> FileInfo:
         """Write ``size`` bytes from ``src`` under ``temp_name``, then rename to ``name``.
 
@@ -128,6 +206,9 @@ class Remote(Protocol):
         file is removed on failure. The size is checked after the rename.
         ``before_rename`` is called once the bytes are in, right before the rename: what it
         raises stops the delivery (the temporary file removed) and is raised again.
+        With ``verify``, the temporary file is then checked as :func:`check_for` says
+        (``VerifyFailed`` when it is not what was sent: removed, not renamed;
+        ``CannotVerify`` before anything is sent).
         """
         ...
 
@@ -144,7 +225,8 @@ class Remote(Protocol):
 
     def put_many(self, puts: Sequence[SmallPut]) -> builtins.list[RemoteError | None]:
         """Deliver several small files, each as ``put_atomic`` does (temporary name,
-        rename, size checked), overlapping their round trips where the endpoint can.
+        verified as its ``verify`` says, rename, size checked), overlapping their round
+        trips where the endpoint can.
 
         Returns one entry per file: None once it is in place under its name, else the
         error that stopped it (its temporary file removed where possible). A file that
@@ -316,6 +398,7 @@ def put_each(remote: Remote, puts: Sequence[SmallPut]) -> builtins.list[RemoteEr
                 temp_name=put.temp_name,
                 overwrite=put.overwrite,
                 mode=put.mode,
+                verify=put.verify,
             )
         except RemoteError as exc:
             results.append(exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import errno
 import fcntl
+import hashlib
 import os
 import posixpath
 import shutil
@@ -31,9 +32,12 @@ from xchange.remote.base import (
     DropOwner,
     FileInfo,
     SmallPut,
+    Verify,
+    check_for,
     get_each,
     hidden_name,
     is_temporary,
+    mismatch,
     put_each,
     remove_each,
     safe_subfolder,
@@ -171,15 +175,23 @@ class LocalRemote:
         overwrite: bool,
         mode: int | None = None,
         before_rename: Callable[[], None] | None = None,
+        verify: Verify | None = None,
     ) -> FileInfo:
         final, temp = self._path(name), self._path(temp_name)
+        check = check_for(verify, size, ())
         with _os_errors(self.label, name):
             if not overwrite and final.exists():
                 raise TargetExists(f"{self.label}: {name} already exists")
             final.parent.mkdir(parents=True, exist_ok=True)
             try:
+                sent = hashlib.sha256()
                 with open(temp, "wb") as fh:
-                    shutil.copyfileobj(src, fh, CHUNK)
+                    if check.way == "size":
+                        shutil.copyfileobj(src, fh, CHUNK)
+                    else:
+                        while chunk := src.read(CHUNK):
+                            sent.update(chunk)
+                            fh.write(chunk)
                     fh.flush()
                     if mode is not None:
                         os.fchmod(fh.fileno(), mode)
@@ -187,6 +199,11 @@ class LocalRemote:
                 checkpoint("before-rename")
                 if before_rename is not None:
                     before_rename()
+                if check.way != "size":
+                    with open(temp, "rb") as fh:
+                        found = hashlib.file_digest(fh, "sha256").hexdigest()
+                    if found != sent.hexdigest():
+                        raise mismatch(self.label, name, check, sent.hexdigest(), found)
                 if overwrite:
                     os.replace(temp, final)
                 else:

@@ -11,6 +11,7 @@ move told apart (each write is a new file, with its own inode).
 from __future__ import annotations
 
 import builtins
+import hashlib
 import itertools
 import os
 import posixpath
@@ -30,8 +31,11 @@ from xchange.remote.base import (
     DropOwner,
     FileInfo,
     SmallPut,
+    Verify,
+    check_for,
     get_each,
     is_temporary,
+    mismatch,
     put_each,
     remove_each,
     safe_subfolder,
@@ -148,8 +152,10 @@ class MemoryRemote:
         overwrite: bool,
         mode: int | None = None,
         before_rename: Callable[[], None] | None = None,
+        verify: Verify | None = None,
     ) -> FileInfo:
         final, temp = safe_subfolder(name), safe_subfolder(temp_name)
+        check = check_for(verify, size, ())
         data = src.read()
         if before_rename is not None:
             before_rename()
@@ -157,6 +163,13 @@ class MemoryRemote:
             if not overwrite and final in self.store.files:
                 raise TargetExists(f"{self.label}: {name} already exists")
             self.store.write(temp, data, 0o644 if mode is None else mode)
+            if check.way != "size":
+                # (Read back: what the store holds under the temporary name.)
+                sent = hashlib.sha256(data).hexdigest()
+                found = hashlib.sha256(self.store.files[temp].data).hexdigest()
+                if found != sent:
+                    del self.store.files[temp]
+                    raise mismatch(self.label, name, check, sent, found)
             # The rename: the whole file appears under its name at once.
             stored = self.store.files.pop(temp)
             self.store.files[final] = stored

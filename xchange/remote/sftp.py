@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import errno
+import hashlib
 import io
 import os
 import posixpath
@@ -38,6 +39,7 @@ import structlog
 from xchange.config import SFTPEndpoint
 from xchange.errors import (
     AuthenticationFailed,
+    CannotVerify,
     ConnectionLost,
     HostKeyMismatch,
     HostKeyUnknown,
@@ -53,17 +55,23 @@ from xchange.private import private_folder
 from xchange.remote import openssh
 from xchange.remote.base import (
     DROP_MARK,
+    HASHES,
     Capabilities,
+    Check,
     DropOwner,
     FileInfo,
     SmallPut,
+    Verify,
+    check_for,
     hidden_name,
     is_temporary,
     safe_subfolder,
 )
 from xchange.remote.sftp_wire import (
+    CHECK_FILE,
     GENERIC_FAILURE,
     STATVFS,
+    FileHash,
     FreeSpace,
     Pipeline,
     PipelinedGets,
@@ -73,6 +81,7 @@ from xchange.remote.sftp_wire import (
     Place,
     PutJob,
     ServerTraits,
+    extension_names,
     hello,
     said_failure,
 )
@@ -385,32 +394,39 @@ class SFTPRemote:
         overwrite: bool,
         mode: int | None = None,
         before_rename: Callable[[], None] | None = None,
+        verify: Verify | None = None,
     ) -> FileInfo:
         sftp = self._client()
         self.learn_rename()
+        check = self._check(verify, size, posixpath.dirname(self._path(temp_name)))
         put = SmallPut(name, b"", temp_name, overwrite, mode)
         local = getattr(src, "name", None)
         if isinstance(local, str) and Path(local).is_file() and self._accelerated(size):
             temp = self._path(temp_name)
             with self._errors(f"upload {name}"):
                 self._makedirs(sftp, posixpath.dirname(temp))
+            digest = None
             try:
+                if check.way != "size":
+                    # (OpenSSH's client sends it: hashed here from the same file.)
+                    with open(local, "rb") as fh:
+                        digest = hashlib.file_digest(fh, check.algorithm)
                 openssh.transfer(self.cfg, self._where(), "put", Path(local), temp)
                 if before_rename is not None:
                     before_rename()
             except BaseException:
                 self._discard(temp)
                 raise
-            job = PutJob(0, put, size, None, uploaded=True)
+            job = PutJob(0, put, size, None, uploaded=True, check=check, digest=digest)
         else:
-            job = PutJob(0, put, size, src, before_rename=before_rename)
+            job = PutJob(0, put, size, src, before_rename=before_rename, check=check)
         error = self._put_jobs([job], f"upload {name}")[0]
         if isinstance(error, RemoteNotFound) and job.source is not None and job.opened is False:
             # The target folder is missing: create it and send again.
             with self._errors(f"upload {name}"):
                 self._makedirs(self._client(), posixpath.dirname(self._path(temp_name)))
             src.seek(0)
-            job = PutJob(0, put, size, src, before_rename=before_rename)
+            job = PutJob(0, put, size, src, before_rename=before_rename, check=check)
             error = self._put_jobs([job], f"upload {name}")[0]
         if job.halted is not None:
             raise job.halted
@@ -481,6 +497,93 @@ class SFTPRemote:
             )
         return overwrites
 
+    def _check(self, verify: Verify | None, size: int, folder: str) -> Check:
+        """How a file of ``size`` bytes is verified here (the server's digests learned
+        first if they are wanted, in the target ``folder``, made if missing)."""
+        hashes: tuple[str, ...] = ()
+        if verify is not None and verify.how == "hash":
+            if not self.traits.hashes_learned:
+                with self._errors(f"create {folder}"):
+                    self._makedirs(self._client(), folder)
+            hashes = self.learn_hashes()
+        return check_for(verify, size, hashes)
+
+    def learn_hashes(self) -> tuple[str, ...]:
+        """The digests this server computes of a file, learned once per process: the
+        ``check-file`` extension must be announced (in the VERSION reply; ProFTPD 1.3.8
+        announces it only to version 5 and 6 sessions, in ``supported2``, and serves it
+        at every version: proftpd#1570), and its answer for a probe file of known content
+        (larger than one read buffer) must be right (proftpd#1439: a server answered the
+        digest of an empty file). Never assumed from the server's name."""
+        if self.traits.hashes_learned:
+            return self.traits.hashes
+        sftp = self._client()
+        names = set(self.traits.extensions)
+        if CHECK_FILE not in names and CHECK_FILE in self._announced(6):
+            self.traits.extensions[CHECK_FILE] = b""  # (announced to version 6 sessions)
+            names.add(CHECK_FILE)
+        if CHECK_FILE not in names:
+            self.traits.hashes_learned = True
+            return ()
+        token = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        path = self._path(f"{PROBE}{token}-h")
+        data = (hashlib.sha512(b"xchange hash probe").digest() * 1600)[:HASH_PROBE_BYTES]
+        try:
+            with self._errors("learn the server's digests"):
+                with sftp.open(path, "wb") as fh:
+                    fh.write(data)
+                batch = FileHash(self.place(), self._channel(sftp), path, len(data), HASHES)
+                (said,) = self._pipelined(batch, "learn the server's digests")
+        except (RemotePermissionDenied, RemoteNotFound, RemoteUnavailable) as exc:
+            # A folder not there yet or not writable: learned again at the next ask.
+            log.info("remote.hashes_unknown", endpoint=self.label, reason=exc.reason)
+            return ()
+        finally:
+            with suppress(OSError, paramiko.SSHException, EOFError):
+                if self._sftp is not None:
+                    self._sftp.remove(path)
+        hashes: tuple[str, ...] = ()
+        if isinstance(said, tuple) and said[0] in HASHES:
+            right = hashlib.new(said[0], data).hexdigest()
+            if said[1] == right:
+                hashes = (said[0],)
+            else:
+                log.warning(
+                    "remote.hash_untrusted",
+                    endpoint=self.label,
+                    reason=f"the server's {said[0]} of a known file is {said[1]}, not "
+                    f"{right}: its digests are not used; files are read back instead",
+                )
+        else:
+            log.warning(
+                "remote.hash_untrusted",
+                endpoint=self.label,
+                reason=f"check-file is announced but answered {said}: files are read back instead",
+            )
+        self.traits.hashes = hashes
+        self.traits.hashes_learned = True
+        return hashes
+
+    def _announced(self, version: int) -> set[str]:
+        """The extensions the server announces to a session of ``version``, read on a
+        channel of its own (none if it cannot be read)."""
+        assert self._ssh is not None
+        transport = self._ssh.get_transport()
+        if transport is None:
+            return set()
+        try:
+            channel = transport.open_session(timeout=self.cfg.timeouts.operation)
+        except (paramiko.SSHException, OSError, EOFError):
+            return set()
+        try:
+            channel.settimeout(self.cfg.timeouts.operation)
+            channel.invoke_subsystem("sftp")
+            return extension_names(hello(channel, version))
+        except (paramiko.SSHException, OSError, EOFError, ValueError):
+            return set()
+        finally:
+            channel.close()
+
     def capabilities(self) -> Capabilities:
         """What this server does, learned (once per process) from its VERSION reply and a
         rename probe."""
@@ -493,7 +596,7 @@ class SFTPRemote:
             posix_rename=self.traits.posix_rename,
             hard_links="hardlink@openssh.com" in ext,
             keeps_modes=not (self.traits.modes_ignored or self.traits.mode_refused),
-            server_hashes=tuple(sorted(e for e in ext if e.startswith(("check-file", "md5")))),
+            server_hashes=self.traits.hashes,
         )
 
     def _clear_stale_probes(self, sftp: paramiko.SFTPClient) -> None:
@@ -522,6 +625,7 @@ class SFTPRemote:
         """The server's traits, learned now if need be (``check --remote``, ``trust``)."""
         self._client()
         self.learn_rename()
+        self.learn_hashes()
         return self.traits.describe()
 
     def put_many(self, puts: Sequence[SmallPut]) -> builtins.list[RemoteError | None]:
@@ -532,8 +636,19 @@ class SFTPRemote:
         with self._errors("create the target folders"):
             for folder in sorted({posixpath.dirname(self._path(p.temp_name)) for p in puts}):
                 self._makedirs(sftp, folder)
-        jobs = [PutJob(i, p, len(p.data), None) for i, p in enumerate(puts)]
-        results = self._put_jobs(jobs, f"deliver {len(puts)} files")
+        jobs: list[PutJob] = []
+        refused: dict[int, RemoteError] = {}
+        for i, p in enumerate(puts):
+            try:
+                check = self._check(
+                    p.verify, len(p.data), posixpath.dirname(self._path(p.temp_name))
+                )
+            except CannotVerify as exc:
+                refused[i] = exc  # not sent
+                continue
+            jobs.append(PutJob(len(jobs), p, len(p.data), None, check=check))
+        sent = iter(self._put_jobs(jobs, f"deliver {len(puts)} files") if jobs else [])
+        results = [refused[i] if i in refused else next(sent) for i in range(len(puts))]
         rooms: dict[str, int | None] = {}
         return [
             None
@@ -840,8 +955,10 @@ class _RevokedKey(paramiko.SSHException):
         self.key = key
 
 
-#: The names of the rename probe's files (``.xchange-probe-HOST-PID-TOKEN-a``).
+#: The names of the probes' files (``.xchange-probe-HOST-PID-TOKEN-a``).
 PROBE = ".xchange-probe-"
+#: The size of the file the server's digests are checked on: more than one 64 KiB read.
+HASH_PROBE_BYTES = 100_003
 
 
 class _UnknownKey(paramiko.SSHException):

@@ -9,11 +9,13 @@ and what the server is known to do), and returns one result per file.
 from __future__ import annotations
 
 import builtins
+import hashlib
 import itertools
 import posixpath
 import secrets
 import struct
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
@@ -27,7 +29,16 @@ from xchange.errors import (
     TargetExists,
 )
 from xchange.faults import checkpoint
-from xchange.remote.base import Capabilities, FileInfo, SmallPut, hidden_name, safe_subfolder
+from xchange.remote.base import (
+    SIZE_ONLY,
+    Capabilities,
+    Check,
+    FileInfo,
+    SmallPut,
+    hidden_name,
+    mismatch,
+    safe_subfolder,
+)
 
 #: SFTP's generic failure code (SSH_FX_FAILURE): all the protocol says of a full disk.
 FX_FAILURE = 4
@@ -73,6 +84,10 @@ class ServerTraits:
     mode_refused: bool = False
     #: Whether it accepts a mode but keeps its own (rclone): no mode is sent then.
     modes_ignored: bool = False
+    #: The digests it computes of a file (``check-file``), announced and found right on
+    #: a file of known content; learned when a target first asks for verify = "hash".
+    hashes: tuple[str, ...] = ()
+    hashes_learned: bool = False
 
     @property
     def posix_rename(self) -> bool:
@@ -96,6 +111,16 @@ class ServerTraits:
             )
         if self.modes_ignored or self.mode_refused:
             lines.append("files keep the server's own mode: target.mode cannot be applied here")
+        if self.hashes:
+            lines.append(
+                f'computes {self.hashes[0]} digests of files (check-file): verify = "hash" '
+                "needs no read back"
+            )
+        elif self.hashes_learned:
+            lines.append(
+                'computes no digest xchange trusts: verify = "hash" reads files back (up to '
+                "readback_max)"
+            )
         return lines
 
 
@@ -133,15 +158,15 @@ def extension_pairs(data: bytes) -> dict[str, bytes]:
 _INIT, _VERSION = 1, 2
 
 
-def hello(channel: Channel) -> dict[str, bytes]:
-    """Open an SFTP session (version 3) on a fresh channel and return the extensions the
-    server's VERSION reply lists (paramiko's client reads and drops them).
+def hello(channel: Channel, version: int = 3) -> dict[str, bytes]:
+    """Open an SFTP session (version 3, or ``version``) on a fresh channel and return the
+    extensions the server's VERSION reply lists (paramiko's client reads and drops them).
 
     Raises:
         EOFError: the server closed the channel.
         ValueError: the server did not answer with a VERSION.
     """
-    channel.sendall(_U32.pack(5) + bytes([_INIT]) + _U32.pack(3))
+    channel.sendall(_U32.pack(5) + bytes([_INIT]) + _U32.pack(version))
     data = b""
     while len(data) < 4 or len(data) < 4 + _U32.unpack_from(data)[0]:
         more = channel.recv(1 << 16)
@@ -156,6 +181,40 @@ def hello(channel: Channel) -> dict[str, bytes]:
     return extension_pairs(bytes(data[9 : 4 + length]))
 
 
+def extension_names(pairs: dict[str, bytes]) -> set[str]:
+    """The extensions a VERSION reply announces: its own pairs, and the names a version 5
+    or 6 reply lists in its ``supported`` / ``supported2`` (draft-ietf-secsh-filexfer-13
+    section 5.4: the fixed fields, then counted or trailing lists of names)."""
+    names = set(pairs)
+    with suppress(struct.error, UnicodeDecodeError):
+        if "supported2" in pairs:
+            data = pairs["supported2"]
+            pos = 5 * 4 + 2 * 2
+            for _list in range(2):  # attribute extensions, then extensions
+                (count,) = _U32.unpack_from(data, pos)
+                pos += 4
+                for _ in range(count):
+                    (n,) = _U32.unpack_from(data, pos)
+                    if pos + 4 + n > len(data):
+                        raise struct.error("a name runs past the end")
+                    if _list:
+                        names.add(data[pos + 4 : pos + 4 + n].decode())
+                    pos += 4 + n
+        elif "supported" in pairs:
+            data, pos = pairs["supported"], 5 * 4
+            while pos + 4 <= len(data):
+                (n,) = _U32.unpack_from(data, pos)
+                if pos + 4 + n > len(data):
+                    break
+                names.add(data[pos + 4 : pos + 4 + n].decode())
+                pos += 4 + n
+    return names
+
+
+#: The extension that hashes a file on the server (draft-ietf-secsh-filexfer-extensions-00
+#: section 3): announced as ``check-file``, asked as ``check-file-name``.
+CHECK_FILE = "check-file"
+
 #: Files of one batch in flight at once on the session, and the bytes of one read or
 #: write request.
 PIPELINE_FILES = 64
@@ -166,6 +225,8 @@ _OPEN, _CLOSE, _WRITE, _LSTAT, _REMOVE, _RENAME, _EXTENDED = 3, 4, 6, 7, 13, 18,
 _STATUS, _HANDLE, _ATTRS = 101, 102, 105
 _OK, _NO_SUCH_FILE, _PERMISSION_DENIED = 0, 2, 3
 _OPEN_WRITE_CREATE_TRUNCATE = 0x02 | 0x08 | 0x10
+_READ, _DATA, _EOF, _OPEN_READ = 5, 103, 1, 0x01
+_EXTENDED_REPLY = 201
 _ATTR_SIZE = 0x01
 _FRAME = struct.Struct(">IBI")  # length, type, request id
 _U32, _U64 = struct.Struct(">I"), struct.Struct(">Q")
@@ -325,6 +386,21 @@ class PutJob:
     #: The final file's time, from the size check.
     mtime_ns: int = 0
     error: RemoteError | None = None
+    #: How the temporary file is verified before the rename, and the digest of the bytes
+    #: sent (computed as they go; given whole for a file OpenSSH's client sent).
+    check: Check = SIZE_ONLY
+    digest: Any = None
+    #: Reading back: the handle, the next offset to ask, the bytes hashed so far in order
+    #: (``found``), replies that came ahead of their turn, and what the reads showed.
+    read_handle: bytes = b""
+    read_next: int = 0
+    read_done: int = 0
+    found: Any = None
+    ahead: dict[int, bytes] = field(default_factory=dict)
+    short: bool = False
+    longer: bool = False
+    #: The digest the server computed (check-file).
+    server_digest: str = ""
 
 
 def _attrs(body: memoryview) -> tuple[int | None, int | None]:
@@ -374,12 +450,14 @@ class PipelinedPuts(Pipeline):
             job.final = place.path(job.put.name).encode("utf-8")
             aside = hidden_name(job.put.name, secrets.token_hex(4), "xchange-old")
             job.aside = place.path(aside).encode("utf-8")
+            if job.check.way != "size" and job.digest is None:
+                job.digest = hashlib.new(job.check.algorithm)
         self.jobs = jobs
 
     def _result(self, job: PutJob) -> RemoteError | None:
         return job.error
 
-    def _request(self, job: PutJob, step: str, t: int, *fields: bytes) -> None:
+    def _request(self, job: PutJob, step: Any, t: int, *fields: bytes) -> None:
         self._send(job, step, t, *fields)
         job.pending += 1
 
@@ -409,8 +487,12 @@ class PipelinedPuts(Pipeline):
         if want <= 0:
             return b""
         if job.source is None:
-            return job.put.data[job.sent : job.sent + want]
-        return job.source.read(want)
+            chunk = job.put.data[job.sent : job.sent + want]
+        else:
+            chunk = job.source.read(want)
+        if job.digest is not None:
+            job.digest.update(chunk)
+        return chunk
 
     def _fill(self, job: PutJob) -> None:
         """Keep the window of writes full; after the last one (or an error), the mode and
@@ -434,7 +516,7 @@ class PipelinedPuts(Pipeline):
 
     # ------------------------------------------------------------------ replies
 
-    def _step(self, job: PutJob, step: str, t: int, body: memoryview) -> bool:
+    def _step(self, job: PutJob, step: Any, t: int, body: memoryview) -> bool:
         """Act on one reply; True when the job is finished (well or not)."""
         job.pending -= 1
         name = job.put.name
@@ -480,6 +562,19 @@ class PipelinedPuts(Pipeline):
             job.moved_aside = False
         elif step == "check":
             self._checked(job, t, body)
+        elif step == "hash":
+            self._hashed(job, t, body)
+        elif step == "rb-open":
+            self._read_open(job, t, body)
+        elif isinstance(step, int):
+            self._read(job, step, t, body)
+        elif step == "rb-end":
+            if t == _DATA:
+                job.longer = True
+            elif not (t == _STATUS and _U32.unpack_from(body)[0] == _EOF):
+                job.error = job.error or self._error(t, body, f"read back {name}")
+        elif step == "rb-close":
+            job.error = job.error or self._error(t, body, f"read back {name}")
         if job.pending:
             return False
         return self._next(job)
@@ -502,16 +597,15 @@ class PipelinedPuts(Pipeline):
                         f"{self.place.where}: {job.put.name}: stopped before the rename: {exc}"
                     )
                     return self._discard(job)
-            if not job.put.overwrite and not self.can.rename_refuses:
-                # This server's rename would replace a file: look right before renaming.
-                job.phase = "look"
-                self._request(job, "look", _LSTAT, _string(job.final))
-                return False
-            if job.put.overwrite and not self.can.posix_rename and self.can.rename_refuses:
-                job.phase = "aside"
-                self._request(job, "aside", _RENAME, _string(job.final), _string(job.aside))
-                return False
-            return self._rename(job)
+            if job.check.way != "size":
+                return self._verify(job)
+            return self._place(job)
+        if phase == "verify":
+            error = self._compared(job)
+            if error is not None:
+                job.error = error
+                return self._discard(job)
+            return self._place(job)
         if phase == "look" and job.taken:
             job.error = TargetExists(f"{self.place.where}: {job.put.name} already exists")
             return self._discard(job)
@@ -527,6 +621,129 @@ class PipelinedPuts(Pipeline):
             )
             return self._discard(job)
         return True
+
+    def _place(self, job: PutJob) -> bool:
+        """The bytes are in (and verified): look, move the old file aside, or rename."""
+        if not job.put.overwrite and not self.can.rename_refuses:
+            # This server's rename would replace a file: look right before renaming.
+            job.phase = "look"
+            self._request(job, "look", _LSTAT, _string(job.final))
+            return False
+        if job.put.overwrite and not self.can.posix_rename and self.can.rename_refuses:
+            job.phase = "aside"
+            self._request(job, "aside", _RENAME, _string(job.final), _string(job.aside))
+            return False
+        return self._rename(job)
+
+    # ------------------------------------------------------------------ verify
+
+    def _verify(self, job: PutJob) -> bool:
+        """Before the rename: the server hashes the temporary file, or it is read back."""
+        job.phase = "verify"
+        temp = _string(job.temp)
+        if job.check.way == "server":
+            # The whole file by its length (never 0, "to the end": proftpd#1439), in one
+            # block: the reply is one digest.
+            self._request(
+                job,
+                "hash",
+                _EXTENDED,
+                _string(b"check-file-name"),
+                temp,
+                _string(job.check.algorithm.encode()),
+                _U64.pack(0),
+                _U64.pack(job.size),
+                _U32.pack(0),
+            )
+        else:
+            job.found = hashlib.new(job.check.algorithm)
+            self._request(job, "rb-open", _OPEN, temp, _U32.pack(_OPEN_READ), _U32.pack(0))
+        return False
+
+    def _hashed(self, job: PutJob, t: int, body: memoryview) -> None:
+        what = f"hash {job.put.name} on the server"
+        if t != _EXTENDED_REPLY:
+            job.error = (
+                job.error
+                or self._error(t, body, what)
+                or RemoteUnavailable(f"{self.place.where}: {what}: unexpected reply {t}")
+            )
+            return
+        (n,) = _U32.unpack_from(body)
+        algorithm = bytes(body[4 : 4 + n]).decode("ascii", "replace")
+        if algorithm != job.check.algorithm:
+            job.error = job.error or RemoteUnavailable(
+                f"{self.place.where}: {what}: asked for {job.check.algorithm}, got {algorithm}"
+            )
+            return
+        job.server_digest = bytes(body[4 + n :]).hex()
+
+    def _read_open(self, job: PutJob, t: int, body: memoryview) -> None:
+        if t != _HANDLE:
+            job.error = job.error or self._error(t, body, f"read back {job.put.name}")
+            return
+        (n,) = _U32.unpack_from(body)
+        job.read_handle = bytes(body[4 : 4 + n])
+        self._read_more(job)
+
+    def _read_more(self, job: PutJob) -> None:
+        """Keep a window of reads out; after the last, one read past the end (the server
+        must answer end-of-file: the file is no longer than sent) and the close."""
+        handle = _string(job.read_handle)
+        while job.read_next < job.size and job.pending < WRITE_WINDOW:
+            want = min(REQUEST_BYTES, job.size - job.read_next)
+            self._request(
+                job, job.read_next, _READ, handle, _U64.pack(job.read_next), _U32.pack(want)
+            )
+            job.read_next += want
+            if job.read_next == job.size:
+                self._request(job, "rb-end", _READ, handle, _U64.pack(job.size), _U32.pack(1))
+                self._request(job, "rb-close", _CLOSE, handle)
+
+    def _read(self, job: PutJob, offset: int, t: int, body: memoryview) -> None:
+        if t == _DATA:
+            (n,) = _U32.unpack_from(body)
+            data = bytes(body[4 : 4 + n])
+            want = min(REQUEST_BYTES, job.size - offset)
+            if 0 < n < want:  # a short read: ask for the rest
+                rest = offset + n
+                self._request(
+                    job,
+                    rest,
+                    _READ,
+                    _string(job.read_handle),
+                    _U64.pack(rest),
+                    _U32.pack(want - n),
+                )
+            if n:
+                job.ahead[offset] = data
+            # Hashed in order, whatever order the replies come in.
+            while job.read_done in job.ahead:
+                chunk = job.ahead.pop(job.read_done)
+                job.found.update(chunk)
+                job.read_done += len(chunk)
+        elif t == _STATUS and _U32.unpack_from(body)[0] == _EOF:
+            job.short = True
+        else:
+            job.error = job.error or self._error(t, body, f"read back {job.put.name}")
+        if job.error is None:
+            self._read_more(job)
+        elif job.read_next < job.size:
+            job.read_next = job.size  # no more reads: the handle closed
+            self._request(job, "rb-close", _CLOSE, _string(job.read_handle))
+
+    def _compared(self, job: PutJob) -> RemoteError | None:
+        """The verification's verdict, once all its replies are in."""
+        sent = job.digest.hexdigest()
+        if job.check.way == "server":
+            found = job.server_digest
+        else:
+            found = job.found.hexdigest()
+            if job.short or job.longer or job.read_done != job.size:
+                found += f" ({'more than' if job.longer else job.read_done} of {job.size} bytes)"
+        if found == sent:
+            return None
+        return mismatch(self.place.where, job.put.name, job.check, sent, found)
 
     def _rename(self, job: PutJob) -> bool:
         job.phase = "rename"
@@ -588,9 +805,6 @@ class PipelinedPuts(Pipeline):
             self._request(job, "discard", _REMOVE, _string(job.temp))
             return False
         return True
-
-
-_READ, _DATA, _EOF, _OPEN_READ = 5, 103, 1, 0x01
 
 
 @dataclass(slots=True)
@@ -869,7 +1083,6 @@ class PipelinedRemoves(Pipeline):
 
 #: The extension that says how much room a server's file system has (OpenSSH's).
 STATVFS = "statvfs@openssh.com"
-_EXTENDED_REPLY = 201
 _STATVFS = struct.Struct(">11Q")
 
 
@@ -900,3 +1113,50 @@ class FreeSpace(Pipeline):
 
     def _result(self, job: SpaceJob) -> int | None:
         return job.free
+
+
+@dataclass(slots=True)
+class HashJob:
+    index: int
+    path: bytes
+    size: int
+    result: tuple[str, str] | RemoteError | None = None
+
+
+class FileHash(Pipeline):
+    """A digest of a whole file as the server computes it (``check-file-name``): the
+    first of ``algorithms`` it knows, and the digest in hex; or the error it answered."""
+
+    def __init__(
+        self, place: Place, channel: Channel, path: str, size: int, algorithms: Sequence[str]
+    ) -> None:
+        super().__init__(place, channel, 1)
+        self.algorithms = ",".join(algorithms).encode()
+        self.jobs = [HashJob(0, path.encode("utf-8"), size)]
+
+    def _open(self, job: HashJob) -> None:
+        self._send(
+            job,
+            "hash",
+            _EXTENDED,
+            _string(b"check-file-name"),
+            _string(job.path),
+            _string(self.algorithms),
+            _U64.pack(0),
+            _U64.pack(job.size),
+            _U32.pack(0),
+        )
+
+    def _step(self, job: HashJob, step: Any, t: int, body: memoryview) -> bool:
+        if t == _EXTENDED_REPLY:
+            (n,) = _U32.unpack_from(body)
+            algorithm = bytes(body[4 : 4 + n]).decode("ascii", "replace")
+            job.result = (algorithm, bytes(body[4 + n :]).hex())
+        else:
+            job.result = self._error(t, body, "hash a file on the server") or RemoteUnavailable(
+                f"{self.place.where}: hash a file on the server: unexpected reply {t}"
+            )
+        return True
+
+    def _result(self, job: HashJob) -> tuple[str, str] | RemoteError | None:
+        return job.result
