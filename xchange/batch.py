@@ -74,7 +74,8 @@ def split(
     route: RouteConfig, ready: list[FileInfo], unknown: set[str]
 ) -> tuple[list[list[FileInfo]], list[FileInfo]]:
     """Ready files as batches of new small files (copy routes only) and the rest."""
-    if route.mapping != "copy":
+    if route.mapping != "copy" or route.source.manifest or route.target.manifest:
+        # (manifests are checked and written one file at a time)
         return [], ready
     batches: list[list[FileInfo]] = []
     singles: list[FileInfo] = []
