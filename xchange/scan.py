@@ -22,7 +22,7 @@ import structlog
 
 from xchange.alerts import Alerter
 from xchange.config import RouteConfig
-from xchange.errors import RemoteError, XchangeError
+from xchange.errors import RemoteError, RemoteNotFound, UnsafeName, XchangeError
 from xchange.journal import DONE_STATES, FileRecord, Journal, Observation, State
 from xchange.manifest import Entry, Listings, ManifestRefused, parse
 from xchange.readiness import Verdict, hold, judge, marker_name
@@ -246,6 +246,13 @@ class Scanner:
             before = observed.get(info.name)
             try:
                 entries = self._manifest(route, source, info)
+            except RemoteNotFound:
+                continue  # gone since the listing: taken back, or archived by another look
+            except RemoteError as exc:
+                reason = f"manifest could not be read: {exc.reason}"
+                log.warning("manifest.unread", manifest=info.name, error=exc.reason)
+                held.append(hold(route.ready, info, reason, *_seen(before, now), before, now)[0])
+                continue
             except ManifestRefused as exc:
                 reason = f"manifest refused: {exc.reason}"
                 if before is None or reason not in before.reason:
@@ -334,7 +341,7 @@ class Scanner:
                 else:
                     folder = safe_subfolder(route.after.folder.format(date=self.now()))
                     moved = source.move(info.name, folder, expect=info)
-            except RemoteError as exc:
+            except (RemoteError, UnsafeName) as exc:
                 log.warning("manifest.after_failed", manifest=info.name, error=exc.reason)
                 continue
             self._judged = {k for k in self._judged if k[:2] != (route.name, info.name)}

@@ -23,8 +23,6 @@ from xchange.cli import main
 from xchange.config import load_config
 from xchange.journal import FileRecord, State, open_journal
 
-pytestmark = pytest.mark.sftp
-
 SAMPLE = "orders_20261121.csv"
 EXPECTED = {p.name: p.read_bytes() for p in (SAMPLES / "shop-orders" / "expected").iterdir()}
 TARGET_NAME = 'name = "WMS_OUT_{OrderDate}_{OrderNo}.xml" }'
@@ -98,6 +96,7 @@ def check_json_manifest(data: bytes, record: FileRecord) -> None:
 # ------------------------------------------------------------------ a target's manifest
 
 
+@pytest.mark.sftp
 def test_a_json_manifest_arrives_after_the_data_files_on_openssh(
     exchange: Exchange, sshd: SshServer
 ) -> None:
@@ -123,6 +122,7 @@ def test_a_json_manifest_arrives_after_the_data_files_on_openssh(
     assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.sftp
 def test_a_crash_between_the_data_and_the_manifest_ends_with_the_manifest_once(
     exchange: Exchange, sshd: SshServer
 ) -> None:
@@ -151,6 +151,7 @@ def test_a_crash_between_the_data_and_the_manifest_ends_with_the_manifest_once(
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
 
 
+@pytest.mark.sftp
 def test_a_csv_control_file_in_the_partners_columns_through_rclone(
     exchange: Exchange, sftp_servers: dict[str, SftpServer]
 ) -> None:
@@ -220,6 +221,7 @@ def other_orders() -> bytes:
     return data.replace(b"EC20261121", b"EC20261122")
 
 
+@pytest.mark.sftp
 def test_a_listed_file_is_taken_an_unlisted_one_waits_and_the_manifest_is_archived(
     exchange: Exchange, sshd: SshServer
 ) -> None:
@@ -246,6 +248,7 @@ def test_a_listed_file_is_taken_an_unlisted_one_waits_and_the_manifest_is_archiv
     assert sorted(os.listdir(drop / "archive")) == ["batch1.manifest.json", SAMPLE]
 
 
+@pytest.mark.sftp
 @pytest.mark.parametrize("figure", ["size", "sha256", "documents"])
 def test_a_file_that_differs_from_its_manifest_is_quarantined_with_both_figures(
     exchange: Exchange, sshd: SshServer, figure: str
@@ -276,6 +279,7 @@ def test_a_file_that_differs_from_its_manifest_is_quarantined_with_both_figures(
     assert sorted(os.listdir(drop / "archive")) == ["b.manifest.json"]
 
 
+@pytest.mark.sftp
 def test_a_manifest_naming_a_path_outside_its_folder_is_refused(
     exchange: Exchange, sshd: SshServer
 ) -> None:
@@ -297,6 +301,7 @@ def test_a_manifest_naming_a_path_outside_its_folder_is_refused(
     assert records(exchange) == []
 
 
+@pytest.mark.sftp
 def test_a_listed_file_that_never_arrives_keeps_its_manifest_waiting(
     exchange: Exchange, sshd: SshServer
 ) -> None:
@@ -311,3 +316,30 @@ def test_a_listed_file_that_never_arrives_keeps_its_manifest_waiting(
         "two.manifest.json": "manifest: waiting for 1 listed file(s) not here: orders_never.csv"
     }
     assert sorted(os.listdir(drop)) == ["archive", "two.manifest.json"]
+
+
+def test_a_partners_csv_manifest_in_its_own_columns_and_encoding(exchange: Exchange) -> None:
+    """A GBK control file with a header, a semicolon, a column to ignore and no sha256:
+    the file it lists is taken, its size and record count checked."""
+    with_source_manifest(
+        exchange,
+        'pattern = "*.ctl", format = "csv", columns = ["name", "", "size", "documents"], '
+        'delimiter = ";", encoding = "gbk"',
+    )
+    sample = exchange.drop_sample().read_bytes()
+    control = f"文件;备注;字节;行数\r\n{SAMPLE};订单;{len(sample)};5\r\n".encode("gbk")
+    (exchange.inbox / "orders.ctl").write_bytes(control)
+    result = run(exchange)
+    assert result.exit_code == 0, result.output
+    assert visible(exchange.outbox) == EXPECTED
+    assert sorted(os.listdir(exchange.inbox / "archive")) == ["orders.ctl", SAMPLE]
+
+
+def test_a_dry_run_says_an_unlisted_file_waits_for_its_manifest(exchange: Exchange) -> None:
+    with_source_manifest(exchange, 'pattern = "*.manifest.json"')
+    exchange.drop_sample()
+    result = CliRunner().invoke(
+        main, ["run", "--once", "--dry-run", "--config", str(exchange.config)]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"{SAMPLE} (874 bytes): held: waiting for a manifest listing it" in result.output
