@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -29,11 +30,13 @@ TARGET_NAME = 'name = "WMS_OUT_{OrderDate}_{OrderNo}.xml" }'
 SOURCE = 'source = { endpoint = "shop-drop", pattern = "orders_*.csv" }'
 
 
-def with_target_manifest(exchange: Exchange, manifest: str) -> None:
+def with_target_manifest(exchange: Exchange, manifest: str, target_extra: str = "") -> None:
     text = exchange.config.read_text()
     assert TARGET_NAME in text
     exchange.config.write_text(
-        text.replace(TARGET_NAME, TARGET_NAME[:-2] + f", manifest = {{ {manifest} }} }}")
+        text.replace(
+            TARGET_NAME, TARGET_NAME[:-2] + f"{target_extra}, manifest = {{ {manifest} }} }}"
+        )
     )
 
 
@@ -305,6 +308,7 @@ def test_a_manifest_naming_a_path_outside_its_folder_is_refused(
 def test_a_listed_file_that_never_arrives_keeps_its_manifest_waiting(
     exchange: Exchange, sshd: SshServer
 ) -> None:
+    exchange.write_config(ready="settle = 0, max_wait = 1")
     drop = partner_drop(exchange, sshd, "partner-missing")
     sample = (SAMPLES / "shop-orders" / "in" / SAMPLE).read_bytes()
     (drop / SAMPLE).write_bytes(sample)
@@ -316,6 +320,13 @@ def test_a_listed_file_that_never_arrives_keeps_its_manifest_waiting(
         "two.manifest.json": "manifest: waiting for 1 listed file(s) not here: orders_never.csv"
     }
     assert sorted(os.listdir(drop)) == ["archive", "two.manifest.json"]
+    # Held longer than ready.max_wait: stuck, and said by an alert.
+    time.sleep(1.2)
+    later = run(exchange)
+    assert later.exit_code == 0, later.output
+    reason = held(exchange)["two.manifest.json"]
+    assert reason.startswith("STUCK for ") and reason.endswith("not here: orders_never.csv")
+    assert '"cause": "stuck"' in later.output and '"event": "alert.sent"' in later.output
 
 
 def test_a_partners_csv_manifest_in_its_own_columns_and_encoding(exchange: Exchange) -> None:
@@ -343,3 +354,23 @@ def test_a_dry_run_says_an_unlisted_file_waits_for_its_manifest(exchange: Exchan
     )
     assert result.exit_code == 0, result.output
     assert f"{SAMPLE} (874 bytes): held: waiting for a manifest listing it" in result.output
+
+
+def test_a_manifest_lists_each_output_under_the_name_it_was_delivered_under(
+    exchange: Exchange,
+) -> None:
+    """With if_exists = "unique", an output whose name was taken arrives as name_1: the
+    manifest says name_1."""
+    with_target_manifest(
+        exchange, 'name = "{source_stem}.manifest.json"', target_extra=', if_exists = "unique"'
+    )
+    exchange.outbox.mkdir()
+    taken = "WMS_OUT_20261121_EC20261121001.xml"
+    (exchange.outbox / taken).write_bytes(b"an older file of the partner's")
+    exchange.drop_sample()
+    result = run(exchange)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((exchange.outbox / "orders_20261121.manifest.json").read_bytes())
+    renamed = "WMS_OUT_20261121_EC20261121001_1.xml"
+    assert [f["name"] for f in manifest["files"]] == [renamed, *sorted(set(EXPECTED) - {taken})]
+    assert (exchange.outbox / renamed).read_bytes() == EXPECTED[taken]
