@@ -91,3 +91,18 @@ def sftp_endpoint(server: SftpServer, folder: Path, **overrides: object) -> SFTP
     }
     values.update(overrides)
     return SFTPEndpoint.model_validate(values)
+
+
+def server_endpoint_toml(name: str, server: SftpServer, folder: Path) -> str:
+    """An endpoint on one of the partner SFTP servers (tests/sftpservers.py)."""
+    return f"""
+[endpoints.{name}]
+type = "sftp"
+host = "{server.host}"
+port = {server.port}
+user = "{server.user}"
+path = "{server.remote_path(folder)}"
+key_file = "{server.client_key}"
+known_hosts = "{server.known_hosts}"
+timeouts = {{ connect = 5, banner = 5, auth = 5, operation = 10 }}
+"""

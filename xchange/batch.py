@@ -75,8 +75,13 @@ def split(
 ) -> tuple[list[list[FileInfo]], list[FileInfo]]:
     """Ready files as batches of new small files (copy routes only) and the rest. A route
     whose target gets checksum files goes one file at a time (each checksum file follows
-    its data file)."""
-    if route.mapping != "copy" or route.target.sidecar is not None:
+    its data file), as do routes with manifests (checked and written one file at a time)."""
+    if (
+        route.mapping != "copy"
+        or route.target.sidecar is not None
+        or route.source.manifest
+        or route.target.manifest
+    ):
         return [], ready
     batches: list[list[FileInfo]] = []
     singles: list[FileInfo] = []

@@ -121,6 +121,94 @@ ENDPOINT_KINDS: dict[str, EndpointKind] = {
 }
 
 
+#: What a manifest's CSV columns may be: a file's name, size, sha256, documents, the
+#: value of one of the route's control totals (``totals.<name>``), the source's name and
+#: the route's.
+MANIFEST_COLUMNS = ("name", "size", "sha256", "documents", "source", "route")
+
+
+class CsvManifestLayout(_Model):
+    """How a manifest in CSV is laid out (a partner's control-file layout)."""
+
+    #: The columns in order, each one of MANIFEST_COLUMNS or ``totals.<name>``.
+    columns: list[str] = Field(
+        default_factory=lambda: ["name", "size", "sha256", "documents"], min_length=1
+    )
+    header: StrictBool = True
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    encoding: str = "utf-8"
+    #: Line ends: "lf" or "crlf" (Windows tools).
+    line_end: Literal["lf", "crlf"] = "lf"
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, encoding: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(f"unknown encoding {encoding!r}") from None
+        return encoding
+
+    @field_validator("delimiter")
+    @classmethod
+    def _plain_delimiter(cls, delimiter: str) -> str:
+        if delimiter in ('"', "\r", "\n"):
+            raise ValueError(f"{delimiter!r} cannot separate columns")
+        return delimiter
+
+
+class TargetManifest(CsvManifestLayout):
+    """A file written after the data files of one source: what was delivered."""
+
+    #: json (every output with its figures), csv (``columns``), or done (an empty file).
+    format: Literal["json", "csv", "done"] = "json"
+    #: File-name template: ``{source_name}``, ``{source_stem}``, ``{date}`` (the source's
+    #: first claim), ``{route}``; e.g. ``{source_stem}.manifest.json``, ``{source_stem}.ok``.
+    name: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _columns(self) -> TargetManifest:
+        for column in self.columns:
+            if column not in MANIFEST_COLUMNS and not (
+                column.startswith("totals.") and len(column) > len("totals.")
+            ):
+                raise ValueError(
+                    f"columns: {column!r} is not one of {', '.join(MANIFEST_COLUMNS)} "
+                    "or totals.<name>"
+                )
+        return self
+
+
+class SourceManifest(CsvManifestLayout):
+    """A partner's manifest: its data files are taken only once a manifest lists them,
+    and checked against it."""
+
+    #: Shell pattern (or patterns) of the manifests' names, e.g. ``*.manifest.json``.
+    pattern: str | list[str] = Field(min_length=1)
+    format: Literal["json", "csv"] = "json"
+
+    @property
+    def patterns(self) -> list[str]:
+        return [self.pattern] if isinstance(self.pattern, str) else list(self.pattern)
+
+    @model_validator(mode="after")
+    def _columns(self) -> SourceManifest:
+        kept = [c for c in self.columns if c]
+        for column in kept:
+            if column not in ("name", "size", "sha256", "documents"):
+                raise ValueError(
+                    f"columns: {column!r} is not one of name, size, sha256, documents "
+                    '(or "" for a column to ignore)'
+                )
+        if "name" not in kept:
+            raise ValueError("columns: a manifest needs a name column")
+        if len(set(kept)) != len(kept):
+            raise ValueError("columns: a column is named twice")
+        return self
+
+
 class SourceSpec(_Model):
     endpoint: str
     #: Files to take (shell pattern on the name); several with a list.
@@ -129,6 +217,8 @@ class SourceSpec(_Model):
     exclude: list[str] = Field(default_factory=list)
     #: Look into sub-folders too (never into the archive folder).
     recursive: StrictBool = False
+    #: The partner's manifests (None: every file is taken on its own).
+    manifest: SourceManifest | None = None
 
     @property
     def patterns(self) -> list[str]:
@@ -265,6 +355,8 @@ class TargetSpec(_Model):
     #: A checksum file delivered after each data file: "sha256" puts ``NAME.sha256``
     #: (``sha256sum`` format) beside ``NAME``.
     sidecar: Literal["sha256"] | None = None
+    #: A manifest written after the data files of each source (None: none).
+    manifest: TargetManifest | None = None
 
     @model_validator(mode="after")
     def _check_mode(self) -> TargetSpec:

@@ -10,6 +10,7 @@ folder, the target or the quarantine; no folder is marked as this journal's drop
 from __future__ import annotations
 
 import hashlib
+import io
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from pathlib import Path
 from xchange.config import AppConfig, RouteConfig
 from xchange.errors import XchangeError
 from xchange.journal import DONE_STATES, Journal, State
+from xchange.manifest import parse
 from xchange.pipeline import CopyPipeline, Pipeline, make_pipeline
 from xchange.readiness import describe, judge, marker_name
 from xchange.remote import FileInfo, Remote, open_remote
@@ -101,6 +103,15 @@ def _route_plan(
     if route.ready.marker:
         markers = {marker_name(route.ready.marker, f.name) for f in wanted}
         wanted = [f for f in wanted if f.name not in markers]
+    listed: set[str] | None = None
+    if route.source.manifest is not None:
+        # A partner's manifests are no data files; what they list may be taken.
+        manifests = Selector(tuple(route.source.manifest.patterns))
+        listed = set()
+        for f in listing:
+            if manifests.wants(f.name):
+                listed |= _listed(route, source, f, result)
+        wanted = [f for f in wanted if not manifests.wants(f.name)]
     now = datetime.now(UTC)
     fresh: list[FileInfo] = []
     for f in wanted:
@@ -122,7 +133,12 @@ def _route_plan(
         else:
             fresh.append(f)
     verdict = judge(
-        route.ready, fresh, {f.name for f in listing}, journal.observations.held(route.name), now
+        route.ready,
+        fresh,
+        {f.name for f in listing},
+        journal.observations.held(route.name),
+        now,
+        listed,
     )
     by_name = {f.name: f for f in fresh}
     for held in verdict.held:
@@ -142,6 +158,20 @@ def _route_plan(
         result.files.append(_try(route, pipeline, source, f, journal))
     result.files.sort(key=lambda p: p.source)
     return result
+
+
+def _listed(route: RouteConfig, source: Remote, f: FileInfo, result: RoutePlan) -> set[str]:
+    """The names a partner's manifest lists (none, and said, if it is refused)."""
+    assert route.source.manifest is not None
+    buffer = io.BytesIO()
+    try:
+        source.download(f.name, buffer)
+        return {e.name for e in parse(route.source.manifest, buffer.getvalue(), f.name)}
+    except XchangeError as exc:
+        result.files.append(
+            PlannedFile(route.name, f.name, f.size, "held", f"manifest refused: {exc.reason}")
+        )
+        return set()
 
 
 def _try(

@@ -23,7 +23,8 @@ that flag alone, never on the concrete class::
       ├─ FormatError                    the file itself is wrong: retrying cannot help
       │    ├─ DecodeError               bytes are not text in the declared encoding / syntax
       │    ├─ ValidationFailed          the content breaks the layout's rules (has a report)
-      │    └─ MappingError              the mapping cannot produce the target layout
+      │    ├─ MappingError              the mapping cannot produce the target layout
+      │    └─ ManifestDiffers           the file is not what its partner's manifest says
       ├─ UnsafeName                     a name built from data would leave its folder
       ├─ JournalError                   the journal cannot be read or written
       │    ├─ JournalUnavailable        (retryable) the journal's server cannot be reached
@@ -199,6 +200,13 @@ class RepeatedDocuments(FormatError):
         self.keys = list(keys or [])
 
 
+class ManifestDiffers(FormatError):
+    """A data file's size, sha256 or record count is not what its partner's manifest
+    says: nothing is delivered."""
+
+    kind = "manifest"
+
+
 class UnsafeName(XchangeError):
     kind = "unsafe-name"
 
@@ -274,6 +282,7 @@ __all__ = [
     "JournalUnavailable",
     "LeaseLost",
     "LockHeld",
+    "ManifestDiffers",
     "MappingError",
     "NameRefused",
     "RemoteError",

@@ -6,7 +6,8 @@ power cut or the OOM killer would, at that instant. The points:
 
 ``after-claim``, ``before-rename`` (the temporary file is complete on the target),
 ``after-rename`` (the output is under its final name; the journal does not know yet),
-``after-output`` (the journal has the output), ``before-archive`` (all delivered),
+``after-output`` (the journal has the output), ``before-manifest`` (every data file of
+a source delivered, its target manifest not yet), ``before-archive`` (all delivered),
 ``after-quarantine`` (quarantined in the journal, still in the drop folder).
 """
 

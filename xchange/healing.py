@@ -18,7 +18,7 @@ import structlog
 
 from xchange.alerts import Alerter
 from xchange.config import RouteConfig
-from xchange.errors import RETRYABLE_KINDS, XchangeError
+from xchange.errors import RETRYABLE_KINDS, ManifestDiffers, XchangeError
 from xchange.journal import FileRecord, Journal, State
 from xchange.results import DELIVERED, DUPLICATE, RETRY_LATER, FileResult
 from xchange.transfer import Transfer
@@ -69,6 +69,11 @@ def healing(
         return False, "no copy of it is kept: drop it into the source folder again"
     if versions is None:
         return False, "the route's layouts or mapping do not load now (xchange check)"
+    if record.error_kind == ManifestDiffers.kind:
+        return False, (
+            "its partner's manifest says otherwise: the partner sends it again (with its "
+            "manifest), or quarantine retry it to take it as it is"
+        )
     changed = what_changed(record, versions)
     if changed:
         return True, f"{changed}: checked again at the next look"
@@ -119,6 +124,8 @@ class Healer:
             transient_before=self.now() - timedelta(seconds=route.retry.later),
             limit=route.quarantine.batch,
         )
+        # A file its partner's manifest disagrees with is not taken on a new mapping's word.
+        candidates = [r for r in candidates if r.error_kind != ManifestDiffers.kind]
         if not candidates:
             return []
         waiting = [r for r in candidates if not what_changed(r, versions)]

@@ -216,7 +216,7 @@ class _JournalState(Collector):
                 for o in journal.observations.held(route.name).values():
                     kind = _reason_kind(o.reason)
                     reasons[kind] = reasons.get(kind, 0) + 1
-                for kind in ("writing", "marker", "age", "other"):
+                for kind in ("writing", "marker", "manifest", "age", "other"):
                     held.add_metric([route.name, kind], reasons.get(kind, 0))
                 for state in (
                     State.QUARANTINED,
@@ -261,6 +261,8 @@ class _JournalState(Collector):
 def _reason_kind(reason: str) -> str:
     """A held file's reason as a bounded label."""
     text = reason.lower()
+    if "manifest" in text:
+        return "manifest"  # waiting for a partner's manifest, or a manifest waiting
     if "marker" in text:
         return "marker"
     if "changed" in text or "settl" in text or "written" in text:

@@ -22,6 +22,7 @@ from xchange.codecs import Codec, Columns, codec_for
 from xchange.config import RouteConfig
 from xchange.errors import ConfigError, MappingError, RepeatedDocuments, ValidationFailed
 from xchange.layout import FieldSpec, FieldValueError, Layout, load_layout
+from xchange.manifest import problems as manifest_problems
 from xchange.mapping import (
     Document,
     Mapping,
@@ -57,6 +58,8 @@ class Conversion:
     filtered: dict[str, int] = field(default_factory=dict)
     #: The control totals the source and its outputs agreed on, by name.
     totals: dict[str, Decimal] = field(default_factory=dict)
+    #: Records read from the source (None: a copy reads none).
+    records: int | None = None
 
     def filtered_note(self) -> str:
         """``3 documents, 12 lines skipped by filter`` (empty when nothing was)."""
@@ -125,6 +128,7 @@ class Pipeline(_Converter):
                 route.target.name, frozenset(f.name for f in self.target.fields)
             )
         )
+        problems.extend(manifest_problems(route, self.mapping.totals))
         if problems:
             raise ConfigError(problems)
         used = template_fields(route.target.name)
@@ -217,6 +221,8 @@ class Pipeline(_Converter):
             ),
             report,
         )
+        counted = [0]
+        records = _counted(records, counted)
         read = (
             Tally(self.mapping.totals, self.source, "source", self.mapping.tables)
             if self.mapping.totals
@@ -292,6 +298,7 @@ class Pipeline(_Converter):
             report.warnings,
             report.skipped,
             agreed,
+            counted[0],
         )
 
     def _convert_columnar(
@@ -306,10 +313,12 @@ class Pipeline(_Converter):
         self.compiled.lookups.refresh()
         writer: CsvWriter | None = None
         counter = [0]
+        read = 0
         rows_path = False  # once a rule is broken, read on with the row path to report all
         try:
             with contextlib.ExitStack() as stack:
                 for chunk in self._reader.chunks(stream, self.source, source_name, report):
+                    read += chunk.size
                     out = None if rows_path else self._plan.convert(chunk)
                     first: dict[str, object] | None
                     rendered: Any
@@ -378,6 +387,7 @@ class Pipeline(_Converter):
             report.encoding,
             warnings=report.warnings,
             filtered=report.skipped,
+            records=read,
         )
 
     def _deduplicated(
@@ -532,6 +542,13 @@ def _unique_checked(layout: Layout, records: Iterable[Record], report: Report) -
         yield rec
 
 
+def _counted(records: Iterable[Record], count: list[int]) -> Iterator[Record]:
+    """The records, counted into ``count[0]`` as they go by."""
+    for record in records:
+        count[0] += 1
+        yield record
+
+
 def _marked(records: Iterable[Record], report: Report) -> Iterator[Record]:
     """Mark a record that broke a rule while it was read without naming the field (see
     ``Record.failed``): the record as a whole is then not mapped. Input the layout does
@@ -572,9 +589,13 @@ class CopyPipeline(_Converter):
     def __init__(self, route: RouteConfig) -> None:
         self.route = route
         self.versions = ("copy", f"copy{_settings_hash(route)}")
-        problems = template_problems(route.target.name, frozenset())
+        problems = [
+            f"route {route.name}: target.name: {p}"
+            for p in template_problems(route.target.name, frozenset())
+        ]
+        problems.extend(manifest_problems(route, None))
         if problems:
-            raise ConfigError([f"route {route.name}: target.name: {p}" for p in problems])
+            raise ConfigError(problems)
 
     def convert_stream(
         self,

@@ -15,6 +15,7 @@ so the daemon, ``run --once`` under cron and ``xchange status`` all see the same
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Container
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -50,14 +51,20 @@ class Verdict:
         return min(waits) if waits else None
 
 
+#: Why a data file of a route with partner manifests is held until one lists it.
+UNLISTED = "waiting for a manifest listing it"
+
+
 def judge(
     spec: ReadySpec,
     files: list[FileInfo],
     names: set[str],
     previous: dict[str, Observation],
     now: datetime,
+    listed: Container[str] | None = None,
 ) -> Verdict:
-    """Split a listing into files ready to take and files held, with reasons."""
+    """Split a listing into files ready to take and files held, with reasons; with
+    ``listed`` (the names partner manifests list), a file no manifest lists is held."""
     ready: list[FileInfo] = []
     held: list[Observation] = []
     stuck: list[Observation] = []
@@ -89,23 +96,40 @@ def judge(
             age = (now - changed_at).total_seconds() if same else 0.0
         age = max(age, 0.0)
         reason = _reason(spec, f, names, before, same, changed_at, age, now)
+        if reason is None and listed is not None and f.name not in listed:
+            reason = UNLISTED
         if reason is None:
             ready.append(f)
             continue
-        obs = Observation(f.name, f.size, f.mtime_ns, first_seen, changed_at, reason)
-        if spec.max_wait and now - first_seen > timedelta(seconds=spec.max_wait):
-            obs = Observation(
-                f.name,
-                f.size,
-                f.mtime_ns,
-                first_seen,
-                changed_at,
-                f"STUCK for {_ago(now - first_seen)}: {reason}",
-            )
-            if before is None or not before.reason.startswith("STUCK"):
-                stuck.append(obs)
+        obs, newly_stuck = hold(spec, f, reason, first_seen, changed_at, before, now)
+        if newly_stuck:
+            stuck.append(obs)
         held.append(obs)
     return Verdict(ready, held, stuck, future)
+
+
+def hold(
+    spec: ReadySpec,
+    f: FileInfo,
+    reason: str,
+    first_seen: datetime,
+    changed_at: datetime,
+    before: Observation | None,
+    now: datetime,
+) -> tuple[Observation, bool]:
+    """A held file's observation (``STUCK for ...`` once held longer than ``max_wait``),
+    and whether it just became stuck."""
+    if spec.max_wait and now - first_seen > timedelta(seconds=spec.max_wait):
+        obs = Observation(
+            f.name,
+            f.size,
+            f.mtime_ns,
+            first_seen,
+            changed_at,
+            f"STUCK for {_ago(now - first_seen)}: {reason}",
+        )
+        return obs, before is None or not before.reason.startswith("STUCK")
+    return Observation(f.name, f.size, f.mtime_ns, first_seen, changed_at, reason), False
 
 
 def _reason(

@@ -90,7 +90,9 @@ class Runner:
             sleep=sleep,
             stop=self.stop,
         )
-        self.scanner = Scanner(journal, self.sessions, self.alerter, now)
+        self.scanner = Scanner(
+            journal, self.sessions, self.alerter, now, listings=self.transfer.listings
+        )
         self.healer = Healer(self.transfer, self.alerter, now=now, stop=self.stop)
 
     def remote(self, name: str) -> Remote:
@@ -181,6 +183,8 @@ class Runner:
                         # The target (or the journal) is in trouble: the remaining files
                         # are left for the next run instead of failing each the same way.
                         result.error, result.error_kind = outcome.error, outcome.cause
+                taken = {f.source for f in result.files if f.outcome in _TAKEN}
+                self.scanner.finish_manifests(route, look, taken)
             except JournalError as exc:
                 # The journal cannot be written (a full disk, a read-only file system):
                 # nothing more is taken; one clear error, and the files wait.
@@ -332,6 +336,10 @@ class Runner:
         """The files being taken through right now, for a person waiting on a stop:
         ``orders.csv on shop-orders (126.0 MB, 40% read, for 12 s)``."""
         return self.transfer.in_hand()
+
+
+#: Outcomes that are done with a file (for the manifest that listed it).
+_TAKEN = frozenset({DELIVERED, DUPLICATE, QUARANTINED})
 
 
 def _is_file(path: str | None) -> bool:

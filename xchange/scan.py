@@ -8,6 +8,7 @@ A drop folder belongs to one journal: the look marks it (a heartbeat every
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import socket
@@ -15,17 +16,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
 from xchange.alerts import Alerter
 from xchange.config import RouteConfig
-from xchange.errors import RemoteError, XchangeError
-from xchange.journal import DONE_STATES, FileRecord, Journal, State
-from xchange.readiness import Verdict, judge, marker_name
+from xchange.errors import RemoteError, RemoteNotFound, UnsafeName, XchangeError
+from xchange.journal import DONE_STATES, FileRecord, Journal, Observation, State
+from xchange.manifest import Entry, Listings, ManifestRefused, parse
+from xchange.readiness import Verdict, hold, judge, marker_name
 from xchange.remote import DropOwner, FileInfo, Remote
-from xchange.remote.base import SHARED, Selector, is_temporary
+from xchange.remote.base import SHARED, Selector, is_temporary, safe_subfolder
 from xchange.sessions import Sessions
 
 log = structlog.get_logger(__name__)
@@ -34,6 +36,14 @@ log = structlog.get_logger(__name__)
 #: mark older than DROP_TTL seconds is taken over (its daemon is gone).
 DROP_HEARTBEAT = 60.0
 DROP_TTL = 600.0
+
+#: A listed file whose manifest gives no sha256 counts as taken by a record first claimed
+#: after the manifest was written, less this many seconds (the partner's clock and ours).
+MANIFEST_CLOCK_SLACK = 600.0
+
+#: The states in which a listed file is done with, for its manifest: delivered, or
+#: quarantined (judged; a corrected file comes with a manifest of its own).
+JUDGED = DONE_STATES | {State.QUARANTINED, State.DROPPED}
 
 
 @dataclass(slots=True)
@@ -50,6 +60,10 @@ class Look:
     quarantined: list[tuple[FileInfo, FileRecord]] = field(default_factory=list)
     error: str | None = None
     error_kind: str | None = None
+    #: The partners' manifests read at this look, with the files each lists.
+    manifests: list[tuple[FileInfo, list[Entry]]] = field(default_factory=list)
+    #: Every name the look saw in the folder.
+    names: set[str] = field(default_factory=set)
 
 
 class Scanner:
@@ -61,11 +75,16 @@ class Scanner:
         sessions: Sessions,
         alerter: Alerter,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        listings: Listings | None = None,
     ) -> None:
         self.now = now
         self.journal = journal
         self.sessions = sessions
         self.alerter = alerter
+        #: What the partners' manifests list (shared with the workers that check files).
+        self.listings = listings or Listings()
+        #: (route, manifest, listed name) found done with in the journal.
+        self._judged: set[tuple[str, str, str]] = set()
         #: Per route, files seen delivered and left in place (after = "leave"), so that a
         #: look at a folder with a long history costs one set look-up per old file.
         self._left_in_place: dict[str, set[tuple[str, int, int]]] = {}
@@ -115,7 +134,7 @@ class Scanner:
         archive_top = route.after.folder.split("/", 1)[0] if route.after.action == "archive" else ""
         observed = self.journal.observations.held(route.name)
         try:
-            if only is None:
+            if only is None or route.source.manifest is not None:
                 listing = source.list(
                     recursive=route.source.recursive,
                     skip_dirs=tuple(d for d in (archive_top,) if d and "{" not in d),
@@ -147,7 +166,15 @@ class Scanner:
                 for f in listing
                 if (f.name, f.size, f.mtime_ns) not in left and selector.wants(f.name)
             ]
-        look = Look()
+        partner = route.source.manifest
+        manifests: list[FileInfo] = []
+        if partner is not None:
+            # A partner's manifests are no data files, even when the route's pattern matches.
+            mine = Selector(tuple(partner.patterns))
+            manifests = [f for f in listing if mine.wants(f.name)]
+            taken = {f.name for f in manifests}
+            wanted = [f for f in wanted if f.name not in taken]
+        look = Look(names=names)
         fresh = []
         records = self.journal.lookup_many(
             route.name, route.source.endpoint, [(f.name, f.size, f.mtime_ns) for f in wanted]
@@ -166,7 +193,19 @@ class Scanner:
             else:
                 look.delivered.append((f, known))
         now = self.now().astimezone(UTC)
-        look.verdict = verdict = judge(route.ready, fresh, names, observed, now)
+        listed: set[str] | None = None
+        extra: Verdict | None = None
+        if partner is not None:
+            extra = self._read_manifests(route, source, manifests, names, observed, now, look)
+            listed = set(self.listings.listed(route.name))
+        look.verdict = verdict = judge(route.ready, fresh, names, observed, now, listed)
+        if extra is not None:
+            look.verdict = verdict = Verdict(
+                verdict.ready,
+                verdict.held + extra.held,
+                verdict.stuck + extra.stuck,
+                verdict.future,
+            )
         if only is None or verdict.held or observed:
             self.journal.observations.save(route.name, verdict.held)
         for info in verdict.future:
@@ -182,6 +221,140 @@ class Scanner:
             log.warning("file.stuck", source=obs.path, reason=obs.reason)
             self.alerter.failure(route.name, "stuck", True, [obs.path], obs.reason)
         return look
+
+    # ------------------------------------------------------------------ manifests
+
+    def _read_manifests(
+        self,
+        route: RouteConfig,
+        source: Remote,
+        manifests: list[FileInfo],
+        names: set[str],
+        observed: dict[str, Observation],
+        now: datetime,
+        look: Look,
+    ) -> Verdict:
+        """Read the partner's manifests that are completely written (each once while it
+        stays the same) and publish what they list; a manifest still being written, one
+        refused, or one listing files that are not here and were never taken is held,
+        with its reason (and reported as stuck after ``ready.max_wait``)."""
+        spec = route.ready.model_copy(update={"marker": None})
+        settled = judge(spec, manifests, names, observed, now)
+        held, stuck = list(settled.held), list(settled.stuck)
+        read: list[tuple[int, list[Entry]]] = []
+        for info in settled.ready:
+            before = observed.get(info.name)
+            try:
+                entries = self._manifest(route, source, info)
+            except RemoteNotFound:
+                continue  # gone since the listing: taken back, or archived by another look
+            except RemoteError as exc:
+                reason = f"manifest could not be read: {exc.reason}"
+                log.warning("manifest.unread", manifest=info.name, error=exc.reason)
+                held.append(hold(route.ready, info, reason, *_seen(before, now), before, now)[0])
+                continue
+            except ManifestRefused as exc:
+                reason = f"manifest refused: {exc.reason}"
+                if before is None or reason not in before.reason:
+                    log.error("manifest.refused", manifest=info.name, error=exc.reason)
+                    self.alerter.failure(route.name, exc.kind, False, [info.name], exc.reason)
+                reason_held = hold(route.ready, info, reason, *_seen(before, now), before, now)
+                held.append(reason_held[0])
+                if reason_held[1]:
+                    stuck.append(reason_held[0])
+                continue
+            look.manifests.append((info, entries))
+            read.append((info.mtime_ns, entries))
+            since = _written(info) - timedelta(seconds=MANIFEST_CLOCK_SLACK)
+            missing = [
+                e.name for e in entries if e.name not in names and not self._taken(route, e, since)
+            ]
+            if missing:
+                shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+                reason = f"manifest: waiting for {len(missing)} listed file(s) not here: {shown}"
+                obs, newly = hold(route.ready, info, reason, *_seen(before, now), before, now)
+                held.append(obs)
+                if newly:
+                    stuck.append(obs)
+        self.listings.publish(route.name, {m.name for m in manifests}, read)
+        return Verdict([], held, stuck)
+
+    def _manifest(self, route: RouteConfig, source: Remote, info: FileInfo) -> list[Entry]:
+        partner = route.source.manifest
+        assert partner is not None
+        known = self.listings.known(route.name, info.name, info.size, info.mtime_ns)
+        if known is not None:
+            return known
+        buffer = io.BytesIO()
+        source.download(info.name, buffer)
+        try:
+            entries: list[Entry] | ManifestRefused = parse(partner, buffer.getvalue(), info.name)
+        except ManifestRefused as exc:
+            entries = exc
+        self.listings.remember(route.name, info.name, info.size, info.mtime_ns, entries)
+        if isinstance(entries, ManifestRefused):
+            raise entries
+        log.info("manifest.read", manifest=info.name, files=len(entries))
+        return entries
+
+    def _taken(self, route: RouteConfig, entry: Entry, since: datetime) -> bool:
+        """Whether the journal has a listed file done with on the route: its content (by
+        the manifest's sha256), or, without one, a file of its name first claimed since
+        the manifest was written."""
+        key = (route.name, entry.manifest, entry.name)
+        if key in self._judged:
+            return True
+        pattern = "".join("?" if ch in "*?[]" else ch for ch in entry.name)
+        for record in self.journal.query(route=route.name, pattern=pattern, limit=50):
+            if record.path != entry.name or record.endpoint != route.source.endpoint:
+                continue
+            if record.state not in JUDGED:
+                continue
+            if entry.sha256 is not None and record.sha256 != entry.sha256:
+                continue
+            if entry.sha256 is None and record.created_at < since:
+                continue
+            self._judged.add(key)
+            return True
+        return False
+
+    def finish_manifests(self, route: RouteConfig, look: Look, done: set[str]) -> None:
+        """Archive (or delete, as the route's ``after`` says) each partner's manifest of
+        the look whose files are all done with: taken at this look (``done``), or gone
+        from the folder with their records delivered or quarantined. ``after = "leave"``
+        leaves manifests too."""
+        action = route.after.action
+        if action == "leave" or not look.manifests:
+            return
+        source = self.sessions.remote(route.source.endpoint)
+        for info, entries in look.manifests:
+            since = _written(info) - timedelta(seconds=MANIFEST_CLOCK_SLACK)
+            if not all(
+                e.name in done or (e.name not in look.names and self._taken(route, e, since))
+                for e in entries
+            ):
+                continue
+            try:
+                if action == "delete":
+                    source.remove(info.name, expect=info)
+                    moved = None
+                else:
+                    folder = safe_subfolder(route.after.folder.format(date=self.now()))
+                    moved = source.move(info.name, folder, expect=info)
+            except (RemoteError, UnsafeName) as exc:
+                log.warning("manifest.after_failed", manifest=info.name, error=exc.reason)
+                continue
+            self._judged = {k for k in self._judged if k[:2] != (route.name, info.name)}
+            log.info(
+                "manifest.done",
+                manifest=info.name,
+                files=len(entries),
+                action=action,
+                archived=moved,
+                reason="every file it lists is done with",
+            )
+
+    # ------------------------------------------------------------------ drops
 
     def owner(self) -> DropOwner:
         """This process as the owner of the drop folders it takes from."""
@@ -211,6 +384,17 @@ class Scanner:
                 except XchangeError as exc:
                     log.warning("drop.release_failed", endpoint=remote.label, error=exc.reason)
             self._drops.clear()
+
+
+def _seen(before: Observation | None, now: datetime) -> tuple[datetime, datetime]:
+    """(first seen, last changed) of a file held again, or held for the first time."""
+    if before is None:
+        return now, now
+    return before.first_seen, before.changed_at
+
+
+def _written(info: FileInfo) -> datetime:
+    return datetime.fromtimestamp(info.mtime_ns / 1e9, tz=UTC)
 
 
 def stat_names(

@@ -36,6 +36,8 @@ from xchange.config import AppConfig, RouteConfig
 from xchange.delivery import Delivery
 from xchange.errors import (
     FormatError,
+    ManifestDiffers,
+    MappingError,
     NameRefused,
     RemoteError,
     RemoteNotFound,
@@ -49,8 +51,18 @@ from xchange.errors import (
 )
 from xchange.faults import checkpoint
 from xchange.journal import DONE_STATES, FileKey, FileRecord, FileTally, Journal, State
-from xchange.pipeline import CopyPipeline, Pipeline
+from xchange.manifest import (
+    Entry,
+    Listings,
+    check_bytes,
+    check_documents,
+    manifest_name,
+    render,
+)
+from xchange.manifest import delivered as delivered_entries
+from xchange.pipeline import Conversion, CopyPipeline, Pipeline
 from xchange.quarantine import Quarantine
+from xchange.readiness import UNLISTED
 from xchange.remote import FileInfo, Remote
 from xchange.results import (
     DELIVERED,
@@ -65,7 +77,7 @@ from xchange.results import (
 )
 from xchange.retry import gives_up, next_try
 from xchange.sessions import Sessions
-from xchange.sink import Sink, staging_folder
+from xchange.sink import Output, Sink, staging_folder
 from xchange.totals import summary as totals_summary
 
 log = structlog.get_logger(__name__)
@@ -114,7 +126,8 @@ class Claimed:
     """A file claimed in the journal, as each step of its delivery takes it (and returns
     a :class:`Verdict`): its route and record, its bytes on this machine (``path``, and
     the open ``stream`` they were hashed from, if any), its name, and the drop folder it
-    is still in (``source``, ``info``; None when it is taken from a kept copy)."""
+    is still in (``source``, ``info``; None when it is taken from a kept copy), and what
+    its partner's manifest says of it (``listed``; None: no manifest, or a kept copy)."""
 
     route: RouteConfig
     record: FileRecord
@@ -123,6 +136,7 @@ class Claimed:
     source: Remote | None = None
     info: FileInfo | None = None
     stream: BinaryIO | None = None
+    listed: Entry | None = None
 
 
 def fingerprint(fh: BinaryIO) -> tuple[int, str]:
@@ -186,6 +200,8 @@ class Transfer:
         self.quarantine = Quarantine(config.quarantine.path)
         self.delivery = Delivery(journal, sleep=sleep, now=now)
         self.after = After(config, journal, now)
+        #: What the partners' manifests list (written by the looks, read here).
+        self.listings = Listings()
         #: (route, sha256) of the contents workers are taking through right now.
         self._in_hand: set[tuple[str, str]] = set()
         self._in_hand_changed = threading.Condition()
@@ -330,6 +346,8 @@ class Transfer:
                 return Verdict(
                     WAITING, error=f"next try at {known.next_retry_at.astimezone():%H:%M:%S}"
                 )
+        if route.source.manifest is not None and not self.listings.entry(route.name, info.name):
+            return Verdict(WAITING, error=UNLISTED)
         try:
             with source.local_copy(info.name, self.scratch / "downloads") as path:
                 # One open handle from the hash to the conversion: the bytes claimed are
@@ -421,9 +439,14 @@ class Transfer:
             if error is not None:
                 return duplicate.left_in_place(route.after.action, error)
             return duplicate
-        return self.convert_and_deliver(
-            Claimed(route, claim.record, path, info.name, source, info, handle)
-        )
+        listed = self.listings.entry(route.name, info.name)
+        file = Claimed(route, claim.record, path, info.name, source, info, handle, listed)
+        if listed is not None:
+            try:
+                check_bytes(listed, size, sha)
+            except ManifestDiffers as exc:
+                return self.quarantine_file(file, exc)
+        return self.convert_and_deliver(file)
 
     def busy_elsewhere(self, record: FileRecord) -> bool:
         """Whether another daemon of a shared journal has this record in hand (its lease
@@ -567,6 +590,7 @@ class Transfer:
                         skip=skip,
                         digest=(record.size, record.sha256),  # hashed when it was claimed
                     )
+                manifest = self._manifest_name(file, conversion, when)
             except RepeatedDocuments as exc:
                 earlier = self._earlier(route, record, exc.keys)
                 return self.quarantine_file(
@@ -601,6 +625,11 @@ class Transfer:
             try:
                 target = self.sessions.remote(route.target.endpoint)
                 self.delivery.deliver(route, target, record, outputs, force=force)
+                if manifest is not None:
+                    checkpoint("before-manifest")
+                    manifest = self._deliver_manifest(file, target, manifest, conversion, force)
+            except UnsafeName as exc:
+                return self._conversion(read, self.quarantine_file(file, exc))
             except TargetExists as exc:
                 return self._conversion(read, self.quarantine_file(file, exc))
             except RemoteError as exc:
@@ -620,13 +649,72 @@ class Transfer:
         self.journal.transition(record.id, State.DELIVERED)
         checkpoint("before-archive")
         delivered = read.but(
-            outputs=tuple(o.name for o in outputs), documents=sum(o.documents for o in outputs)
+            outputs=tuple(o.name for o in outputs) + ((manifest,) if manifest else ()),
+            documents=sum(o.documents for o in outputs),
         )
         if file.source is not None and file.info is not None:
             error = self.after.apply(route, file.source, file.info, record.id)
             if error is not None:
                 return delivered.left_in_place(route.after.action, error)
         return delivered
+
+    def _manifest_name(self, file: Claimed, conversion: Conversion, when: datetime) -> str | None:
+        """Check a converted file against its partner's record count, and name its target
+        manifest (None: the route writes none, or the file has no outputs to list).
+
+        Raises:
+            ManifestDiffers: the partner's manifest gives another record count.
+            MappingError: the manifest would take a data file's name.
+            UnsafeName: its name template does not make a safe name.
+        """
+        route = file.route
+        if file.listed is not None and conversion.records is not None:
+            check_documents(file.listed, conversion.records)
+        elif file.listed is not None and file.listed.documents is not None:
+            conversion.warnings.append(
+                "manifest's documents count not checked: a copy route reads no records"
+            )
+        if route.target.manifest is None or not conversion.outputs:
+            return None
+        name = manifest_name(route, file.record.path, when)
+        if any(o.name == name for o in conversion.outputs):
+            raise MappingError(f"target.manifest.name: {name!r} is also the name of an output")
+        # Made once before anything is sent: what cannot be written stops the file here.
+        render(
+            route.target.manifest,
+            route=route.name,
+            source=file.record.path,
+            claimed=file.record.created_at,
+            files=[Entry(o.name, o.size, o.sha256, o.documents) for o in conversion.outputs],
+            totals=conversion.totals,
+        )
+        return name
+
+    def _deliver_manifest(
+        self, file: Claimed, target: Remote, name: str, conversion: Conversion, force: bool
+    ) -> str | None:
+        """Deliver the target manifest of a file whose outputs are delivered: the outputs
+        under the names the journal has for them, with the file's control totals and the
+        time of its first claim (the same manifest when it is made again after a crash).
+        Returns its name (None: nothing was delivered to list)."""
+        route, record = file.route, self.journal.get(file.record.id) or file.record
+        spec = route.target.manifest
+        assert spec is not None
+        recorded = [o for o in record.outputs if o.path != name]
+        files = delivered_entries(conversion.outputs, recorded)
+        if not files:
+            return None
+        data = render(
+            spec,
+            route=route.name,
+            source=record.path,
+            claimed=record.created_at,
+            files=files,
+            totals=conversion.totals,
+        )
+        out = Output(name, len(data), hashlib.sha256(data).hexdigest(), 0, content=data)
+        self.delivery.deliver(route, target, record, [out], force=force)
+        return name
 
     @staticmethod
     def _conversion(read: Verdict, verdict: Verdict) -> Verdict:

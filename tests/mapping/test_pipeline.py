@@ -12,6 +12,7 @@ from tests.conftest import FORMATS, REPO, SAMPLES
 from xchange.cli import main
 from xchange.config import load_config
 from xchange.errors import DecodeError, MappingError, ValidationFailed
+from xchange.manifest import manifest_name
 from xchange.pipeline import Pipeline
 
 NOW = datetime(2026, 11, 21, 12, 0, 0)
@@ -48,7 +49,20 @@ GOLDEN = [
 
 
 def expected_outputs(route: str) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in (SAMPLES / route / "expected").iterdir()}
+    """The route's golden outputs, but for the manifest its delivery writes after them
+    (no conversion makes one: the run's test checks it)."""
+    config = DEMO.route(route)
+    written = {p.name: p.read_bytes() for p in (SAMPLES / route / "expected").iterdir()}
+    if config.target.manifest is None:
+        return written
+    return {
+        name: data
+        for name, data in written.items()
+        if not any(
+            name == manifest_name(config, source.name, NOW)
+            for source in (SAMPLES / route / "in").iterdir()
+        )
+    }
 
 
 @pytest.mark.parametrize(("route", "source"), GOLDEN, ids=[r for r, _ in GOLDEN])

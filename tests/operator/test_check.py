@@ -90,3 +90,28 @@ def test_the_secret_hint_is_given_only_for_keys_that_look_like_secrets(formats: 
     code, out = check(formats)
     assert "password: unknown key (secrets are not written here" in out
     assert "hunter22" not in out
+
+
+def test_check_refuses_a_manifest_column_of_a_total_the_mapping_does_not_declare(
+    formats: Path,
+) -> None:
+    """A control file with `totals.amount` on a mapping whose totals are lines, pieces
+    and prices, and a name template with a placeholder nothing provides."""
+    config = formats.parent / "xchange.toml"
+    edit(config, 'columns = ["name", "documents", "size", "sha256"]', 'columns = ["totals.amount"]')
+    edit(config, 'name = "{source_stem}.ctl"', 'name = "{stem}.ctl"')
+    code, out = check(formats)
+    assert code == 2
+    assert (
+        "route shop-orders-3pl: target.manifest.columns: 'totals.amount': the mapping "
+        "declares no total 'amount' (totals: lines, pieces, prices)"
+    ) in out
+    assert "route shop-orders-3pl: target.manifest.name: '{stem}.ctl' uses {stem}" in out
+
+
+def test_check_refuses_manifest_columns_it_does_not_know(formats: Path) -> None:
+    config = formats.parent / "xchange.toml"
+    edit(config, 'columns = ["name", "documents", "size", "sha256"]', 'columns = ["name", "crc"]')
+    code, out = check(formats)
+    assert code == 2
+    assert "routes[12].target.manifest: columns: 'crc' is not one of name, size" in out
