@@ -26,6 +26,8 @@ def test_the_format_reference_examples_are_valid_files() -> None:
         group_rules_block,
         totals_block,
         totals_by_block,
+        target_manifest_block,
+        source_manifest_block,
     ) = re.findall(r"```toml\n(.*?)```", text, re.S)
     layout = tomllib.loads(layout_block)
     # (the CSV example reads rows; its [[line_fields]] are for the nested ones below)
@@ -55,6 +57,14 @@ def test_the_format_reference_examples_are_valid_files() -> None:
     Mapping.model_validate({**base, **tomllib.loads(group_rules_block)})
     Mapping.model_validate({**base, **tomllib.loads(totals_block)})
     Mapping.model_validate({**base, **tomllib.loads(totals_by_block)})
+    from xchange.config import SourceManifest, TargetManifest
+
+    TargetManifest.model_validate(
+        tomllib.loads(target_manifest_block)["routes"]["target"]["manifest"]
+    )
+    SourceManifest.model_validate(
+        tomllib.loads(source_manifest_block)["routes"]["source"]["manifest"]
+    )
     from xchange.expressions import functions_reference
 
     for name in functions_reference():
