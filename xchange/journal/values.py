@@ -33,4 +33,22 @@ class Observation:
     reason: str
 
 
-__all__ = ["AlertWindow", "Observation", "sortable_time"]
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What an operator did (a command), who, when and why: on one file, or on none (a
+    reload of the daemon, a prune of the journal)."""
+
+    at: datetime
+    #: The OS user who ran the command (``li``; ``li (sudo as xchange)`` through sudo).
+    who: str
+    #: The command: ``reprocess``, ``quarantine retry``, ``trust``, ``reload``, ...
+    action: str
+    file_id: int | None
+    route: str | None
+    #: Why, in the operator's words (``--reason``), or ``no reason given``.
+    reason: str
+    #: What else the command said it acted on (an endpoint, ``--force``, a count).
+    detail: str | None = None
+
+
+__all__ = ["Action", "AlertWindow", "Observation", "sortable_time"]
