@@ -16,6 +16,7 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
+from xchange import operators
 from xchange.journal import Found, Journal, OutputRecord, State
 
 #: Files one search shows at most by default (``--limit``).
@@ -106,9 +107,7 @@ def describe(found: Found) -> tuple[str, list[tuple[str, str]]]:
         rows.append(("output (matched)" if o.path in found.outputs else "output", text))
     if not r.outputs:
         rows.append(("outputs", "none delivered"))
-    for a in found.actions:
-        what = a.action + (f" ({a.detail})" if a.detail else "")
-        rows.append(("action", f"{_time(a.at)} {what} by {a.who}: {a.reason}"))
+    rows += [("action", operators.describe(a, file=False)) for a in found.actions]
     return heading, rows
 
 

@@ -12,7 +12,7 @@ import getpass
 import os
 from collections.abc import Iterable
 
-from xchange.journal import FileRecord, Journal
+from xchange.journal import Action, FileRecord, Journal
 
 
 def who() -> str:
@@ -49,4 +49,16 @@ def record(
     )
 
 
-__all__ = ["record", "who"]
+def describe(action: Action, *, file: bool = True) -> str:
+    """One action in words, in local time: ``2026-12-07 10:02:11 reprocess (--force) on #1
+    (shop-orders) by li: partner asked`` (``file``: name the file and route)."""
+    when = action.at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    what = action.action + (f" ({action.detail})" if action.detail else "")
+    if file and action.file_id is not None:
+        what += f" on #{action.file_id} ({action.route})"
+    elif file and action.route is not None:
+        what += f" on route {action.route}"
+    return f"{when} {what} by {action.who}: {action.reason}"
+
+
+__all__ = ["describe", "record", "who"]

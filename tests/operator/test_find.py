@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from tests.conftest import SAMPLES, Exchange
-from tests.sftp_routes import sftp_target
+from tests.sftp_routes import sftp_target, sftp_target_toml
 from tests.sshd import SshServer
 from xchange.cli import main
 
@@ -144,3 +144,26 @@ def test_sql_wildcards_and_quotes_in_a_term_match_only_themselves(exchange: Exch
         result = cli(exchange, "find", term)
         assert result.exit_code == 1, (term, result.output)
     assert cli(exchange, "find", "orders_100%*").stdout.startswith("#1 ")
+
+
+@pytest.mark.sftp
+def test_trust_and_prune_are_noted_with_who_and_why(
+    exchange: Exchange, sshd: SshServer, tmp_path: Path
+) -> None:
+    """Actions on no file (pinning a host key, pruning the journal) are noted too, and
+    `journal actions` lists them newest first (text and JSON)."""
+    known = tmp_path / "pinned_known_hosts"
+    exchange.write_config(target=sftp_target_toml(sshd, sshd.folder("noted"), known_hosts=known))
+    pinned = cli(exchange, "trust", "wms-outbox", "--yes", "--reason", "vendor read it out")
+    assert pinned.exit_code == 0, pinned.output
+    again = cli(exchange, "trust", "wms-outbox", "--yes", "--reason", "checking")
+    assert "already pinned" in again.stdout  # (nothing changed: nothing noted)
+    assert cli(exchange, "journal", "prune", "--older-than", "30").exit_code == 0
+    newest, oldest = cli(exchange, "journal", "actions", env={"SUDO_USER": ""}).stdout.splitlines()
+    assert "journal prune (0 record(s) older than 30 day(s)) by " in newest
+    assert newest.endswith(": no reason given")
+    assert f" trust (wms-outbox (127.0.0.1:{sshd.port}): pinned " in oldest
+    assert "SHA256:" in oldest and oldest.endswith(": vendor read it out")
+    lines = cli(exchange, "journal", "actions", "--json", "--limit", "1").stdout.splitlines()
+    assert [json.loads(line)["action"] for line in lines] == ["journal prune"]
+    assert json.loads(lines[0])["who"] == getpass.getuser()

@@ -205,6 +205,41 @@ def find(
         click.echo(line)
 
 
+@journal.command("actions")
+@config_option
+@click.option("--since", type=click.DateTime(), help="Only actions since (local time).")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines for scripts.")
+@click.pass_context
+def journal_actions(
+    ctx: click.Context,
+    config_path: str | None,
+    since: datetime | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """What operators did, newest first: who, when, what (the files, the route), why."""
+    config = command_config(ctx, config_path)
+    with open_store(config) as store:
+        actions = store.actions.recent(since=since.astimezone() if since else None, limit=limit)
+    for a in actions:
+        if as_json:
+            line = {
+                "at": a.at.isoformat(),
+                "who": a.who,
+                "action": a.action,
+                "file_id": a.file_id,
+                "route": a.route,
+                "reason": a.reason,
+                "detail": a.detail,
+            }
+            click.echo(json.dumps(line, ensure_ascii=False))
+        else:
+            click.echo(operators.describe(a))
+    if not actions and not as_json:
+        click.echo("(no action recorded)")
+
+
 @journal.command("prune")
 @config_option
 @click.option(
