@@ -8,6 +8,8 @@ import getpass
 import hashlib
 import json
 import shutil
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,10 @@ from click.testing import CliRunner, Result
 from tests.conftest import SAMPLES, Exchange
 from tests.sftp_routes import sftp_target, sftp_target_toml
 from tests.sshd import SshServer
+from xchange import finding
 from xchange.cli import main
+from xchange.journal import OutputRecord
+from xchange.journal.sqlite import SQLiteJournal
 
 SOURCE = SAMPLES / "shop-orders" / "in" / "orders_20261121.csv"
 ORDER = "EC20261121001"
@@ -167,3 +172,35 @@ def test_trust_and_prune_are_noted_with_who_and_why(
     lines = cli(exchange, "journal", "actions", "--json", "--limit", "1").stdout.splitlines()
     assert [json.loads(line)["action"] for line in lines] == ["journal prune"]
     assert json.loads(lines[0])["who"] == getpass.getuser()
+
+
+def test_when_an_output_was_picked_up_is_said_where_the_journal_knows_it(
+    exchange: Exchange,
+) -> None:
+    """An output record that carries ``picked_up_at`` (a journal that watches the
+    receiver's folder) is said with it, in text, JSON and HTML; one without says nothing."""
+    shutil.copy(SOURCE, exchange.inbox / SOURCE.name)
+    assert cli(exchange, "run", "--once").exit_code == 0
+    with SQLiteJournal(exchange.journal) as journal:
+        findings = finding.search(journal, SOURCE.name)
+    (found,) = findings.found
+    assert "picked up" not in "\n".join(finding.lines(findings))
+
+    @dataclass(frozen=True, slots=True)
+    class Collected(OutputRecord):
+        picked_up_at: datetime | None = None
+
+    at = datetime(2026, 11, 21, 2, 20, tzinfo=UTC)
+    first, *rest = found.record.outputs
+    outputs = [
+        Collected(**{f: getattr(first, f) for f in first.__dataclass_fields__}, picked_up_at=at),
+        *rest,
+    ]
+    collected = replace(
+        findings, found=[replace(found, record=replace(found.record, outputs=outputs))]
+    )
+    said = f"picked up at {at.astimezone():%Y-%m-%d %H:%M:%S}"
+    assert sum(said in line for line in finding.lines(collected)) == 1
+    assert said in finding.html(collected)
+    data = finding.as_json(collected)["files"][0]["outputs"]
+    assert [o["picked_up_at"] for o in data] == [at.isoformat(), None, None]
