@@ -343,7 +343,7 @@ class Journal(Protocol):
     def find(self, term: str, *, route: str | None = None, limit: int = 50) -> list[Found]:
         """The files ``term`` names, newest first (at most ``limit``): a business key
         delivered (exactly), a source's or an output's name (exactly, or a shell pattern
-        when it holds ``*``, ``?`` or ``[``), or the start of a source's or an output's
+        when it holds ``*`` or ``?``), or the start of a source's or an output's
         sha256 (8 hex digits or more). Every other character is itself (``%``, ``_``,
         quotes). ``route`` narrows."""
         ...

@@ -313,7 +313,7 @@ class SqlJournal(Ledger):
         route_args = [route] if route is not None else []
         on_route = "f.route||''=?" if route is not None else "1=1"
         keys_on_route = "route=?" if route is not None else "1=1"
-        if any(ch in term for ch in "*?["):
+        if any(ch in term for ch in "*?"):
             file_name, name = self.db.glob(term, "f.path")
             out_name, _ = self.db.glob(term, "o.path")
         else:
