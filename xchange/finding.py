@@ -144,17 +144,7 @@ def as_json(findings: Findings) -> dict[str, Any]:
             out["matched"] = o.path in found.outputs
         data["matched"] = list(found.matched)
         data["keys"] = list(found.keys)
-        data["actions"] = [
-            {
-                "at": a.at.isoformat(),
-                "who": a.who,
-                "action": a.action,
-                "route": a.route,
-                "reason": a.reason,
-                "detail": a.detail,
-            }
-            for a in found.actions
-        ]
+        data["actions"] = [a.as_dict() for a in found.actions]
         files.append(data)
     return {"term": findings.term, "route": findings.route, "files": files, "more": findings.more}
 

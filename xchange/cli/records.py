@@ -117,11 +117,7 @@ def journal_show(ctx: click.Context, config_path: str | None, file_id: int, as_j
         {"at": h.at.isoformat(), "from_state": h.from_state, "to_state": h.to_state, "note": h.note}
         for h in history
     ]
-    data["actions"] = [
-        {"at": a.at.isoformat(), "who": a.who, "action": a.action, "reason": a.reason}
-        | ({"detail": a.detail} if a.detail else {})
-        for a in actions
-    ]
+    data["actions"] = [a.as_dict() for a in actions]
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
@@ -156,10 +152,10 @@ def journal_show(ctx: click.Context, config_path: str | None, file_id: int, as_j
     click.echo("history:")
     for h in data["history"]:
         click.echo(f"  {h['at']}  {h['from_state'] or '-'} -> {h['to_state']}  {h['note'] or ''}")
-    if data["actions"]:
+    if actions:
         click.echo("actions:")
-    for a in data["actions"]:
-        detail = f" ({a['detail']})" if "detail" in a else ""
+    for a in data["actions"]:  # (its times as the history's: ISO 8601, UTC)
+        detail = f" ({a['detail']})" if a["detail"] else ""
         click.echo(f"  {a['at']}  {a['action']}{detail} by {a['who']}: {a['reason']}")
 
 
@@ -223,19 +219,9 @@ def journal_actions(
     with open_store(config) as store:
         actions = store.actions.recent(since=since.astimezone() if since else None, limit=limit)
     for a in actions:
-        if as_json:
-            line = {
-                "at": a.at.isoformat(),
-                "who": a.who,
-                "action": a.action,
-                "file_id": a.file_id,
-                "route": a.route,
-                "reason": a.reason,
-                "detail": a.detail,
-            }
-            click.echo(json.dumps(line, ensure_ascii=False))
-        else:
-            click.echo(operators.describe(a))
+        click.echo(
+            json.dumps(a.as_dict(), ensure_ascii=False) if as_json else operators.describe(a)
+        )
     if not actions and not as_json:
         click.echo("(no action recorded)")
 

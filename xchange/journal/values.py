@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 
 def sortable_time(when: datetime) -> str:
@@ -49,6 +50,18 @@ class Action:
     reason: str
     #: What else the command said it acted on (an endpoint, ``--force``, a count).
     detail: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """For JSON: every field, the time in ISO 8601."""
+        return {
+            "at": self.at.isoformat(),
+            "who": self.who,
+            "action": self.action,
+            "file_id": self.file_id,
+            "route": self.route,
+            "reason": self.reason,
+            "detail": self.detail,
+        }
 
 
 __all__ = ["Action", "AlertWindow", "Observation", "sortable_time"]
