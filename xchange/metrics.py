@@ -6,7 +6,8 @@ health endpoints, served by the daemon on ``[daemon] http`` (off unless configur
   the oldest waiting file, the last success; per endpoint, connection failures; journal
   latency; the process's own metrics. Label values are route, endpoint and cause names
   from the configuration, never a file name: the label sets stay bounded.
-- ``/``: the status page (``xchange.page``).
+- ``/``: the status page (``xchange.page``); ``/?find=TERM`` searches the journal as
+  ``xchange find`` does.
 - ``/healthz``: the process lives (200).
 - ``/readyz``: the journal answers and no route's target is in trouble that retrying
   cannot fix (200, else 503 with the reasons, one a line).
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 import structlog
 from prometheus_client import (
@@ -288,7 +290,7 @@ class HttpEndpoint:
         address: str,
         *,
         token: str | None = None,
-        extra: dict[str, Callable[[], tuple[int, str, bytes]]] | None = None,
+        extra: dict[str, Callable[[dict[str, str]], tuple[int, str, bytes]]] | None = None,
     ) -> None:
         host, _, port = address.rpartition(":")
         self.metrics = metrics
@@ -316,7 +318,10 @@ class HttpEndpoint:
         self.server.server_close()
         self.thread.join(timeout=5)
 
-    def answer(self, path: str, client: str, authorization: str | None) -> tuple[int, str, bytes]:
+    def answer(
+        self, path: str, client: str, authorization: str | None, query: str = ""
+    ) -> tuple[int, str, bytes]:
+        """The response to a GET of ``path`` (``query``: what followed its ``?``)."""
         if not _is_local(client):
             given = (authorization or "").removeprefix("Bearer ").strip()
             if self.token is None or not hmac.compare_digest(given, self.token):
@@ -331,7 +336,9 @@ class HttpEndpoint:
         if path == "/metrics":
             return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
         if path in self.extra:
-            return self.extra[path]()
+            # One value per parameter (the first): the pages take a few plain ones.
+            asked = {k: v[0] for k, v in parse_qs(query, max_num_fields=10).items()}
+            return self.extra[path](asked)
         return 404, "text/plain", b"not found\n"
 
 
@@ -341,10 +348,9 @@ def _handler(endpoint: HttpEndpoint) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             try:
+                path, _, query = self.path.partition("?")
                 code, kind, body = endpoint.answer(
-                    self.path.split("?", 1)[0],
-                    self.client_address[0],
-                    self.headers.get("Authorization"),
+                    path, self.client_address[0], self.headers.get("Authorization"), query
                 )
             except Exception as exc:  # the daemon goes on; the scraper sees a 500
                 log.exception("http.failed", error=str(exc))
@@ -387,8 +393,11 @@ def start_http(config: AppConfig, journal: Journal) -> HttpEndpoint | None:
             )
     from xchange import page
 
-    def status_page() -> tuple[int, str, bytes]:
-        return 200, "text/html; charset=utf-8", page.render(metrics.current(), journal).encode()
+    def status_page(asked: dict[str, str]) -> tuple[int, str, bytes]:
+        html = page.render(
+            metrics.current(), journal, find=asked.get("find"), find_route=asked.get("route")
+        )
+        return 200, "text/html; charset=utf-8", html.encode()
 
     metrics = Metrics(config, journal)
     try:

@@ -3,7 +3,8 @@
 
 Per route: its last delivery, today's deadline, what its partner has not collected yet,
 files in hand, held (and why), waiting for a retry (and until when), and the quarantine
-with each file's first problem. Read
+with each file's first problem. Above them a search box: ``/?find=EC20261121001``
+(``&route=R`` narrows) shows what ``xchange find`` says of the files the term names. Read
 only; no JavaScript; every value escaped; no secret is ever on it (only route, file and
 endpoint names, and the errors the journal keeps).
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from html import escape
 
-from xchange import deadlines
+from xchange import deadlines, finding
 from xchange.config import AppConfig
 from xchange.journal import DONE_STATES, Journal, State
 from xchange.status import local_time, route_status
@@ -24,19 +25,51 @@ h1{font-size:1.3em;margin:0 0 .5em}section{background:#fff;border:1px solid #ddd
 border-radius:8px;padding:.6em .9em;margin:0 0 1em}h2{font-size:1.1em;margin:.2em 0}
 .ok{color:#176b2c}.bad{color:#b00020;font-weight:600}.warn{color:#8a5a00}
 ul{padding-left:1.1em;margin:.3em 0}li{margin:.2em 0;word-break:break-word}
-small{color:#666}
+small{color:#666}form{margin:0 0 1em}input[type=search]{width:60%;font-size:1em}
 """
 
 
-def render(config: AppConfig, journal: Journal, now: datetime | None = None) -> str:
-    """The page as HTML text."""
+def _search(config: AppConfig, journal: Journal, term: str, route: str | None) -> list[str]:
+    """The search box, and what it found when a term was given."""
+    term = term.strip()[: finding.TERM_MAX]
+    names = [r.name for r in config.routes]
+    route = route if route in names else None
+    options = "".join(
+        f"<option value='{escape(n)}'{' selected' if n == route else ''}>{escape(n)}</option>"
+        for n in names
+    )
+    parts = [
+        "<form method='get' action='/'>",
+        f"<input type='search' name='find' value='{escape(term)}' "
+        "placeholder='order number, file name or sha256' aria-label='find'> ",
+        f"<select name='route' aria-label='route'><option value=''>every route</option>"
+        f"{options}</select> <button type='submit'>find</button></form>",
+    ]
+    if term:
+        parts.append(finding.html(finding.search(journal, term, route=route)))
+    return parts
+
+
+def render(
+    config: AppConfig,
+    journal: Journal,
+    now: datetime | None = None,
+    *,
+    find: str | None = None,
+    find_route: str | None = None,
+) -> str:
+    """The page as HTML text; with ``find``, what the journal has of the files it names
+    (on ``find_route``, if one of the configuration's)."""
     now = now or datetime.now(UTC)
+    searching = bool(find and find.strip())
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        "<meta http-equiv='refresh' content='30'>",
+        # (not while search results are read: they would jump every 30 s)
+        "" if searching else "<meta http-equiv='refresh' content='30'>",
         f"<title>xchange status</title><style>{STYLE}</style></head><body>",
         f"<h1>xchange <small>{escape(local_time(now, now))}</small></h1>",
+        *_search(config, journal, find or "", find_route),
     ]
     statuses = {s.route: s for s in route_status(config, journal, now)}
     for route in config.routes:

@@ -186,6 +186,123 @@ def test_a_delivered_files_tally_is_kept_exactly_and_read_by_route_and_time(
     assert journal.tallies.between("other", T0, T0 + timedelta(days=1)) == []
 
 
+def delivered(journal: Journal, k: FileKey, *outputs: OutputRecord) -> int:
+    """A file of key ``k`` claimed and delivered with these outputs: its id."""
+    file_id = journal.claim(k, layout_version="l", mapping_version="m").record.id
+    journal.transition(file_id, State.DELIVERING)
+    for o in outputs:
+        journal.record_output(file_id, o)
+    journal.transition(file_id, State.DELIVERED)
+    return file_id
+
+
+def test_find_names_a_file_by_key_name_output_or_checksum(journal: Journal) -> None:
+    """A business key, a source's name (or a pattern), an output's name, the start of a
+    source's or an output's sha256: each finds the file, newest first, saying how."""
+    out_sum = "ab12cd34" + "e" * 56
+    one = delivered(
+        journal,
+        key("f00dcafe" + "0" * 56, path="orders_1.csv"),
+        OutputRecord("wms", "WMS_OUT_EC1.xml", 120, out_sum, T0),
+        OutputRecord("wms", "WMS_OUT_EC2.xml", 130, "c" * 64, T0),
+    )
+    two = delivered(
+        journal,
+        key("beef" * 16, path="orders_2.csv"),
+        OutputRecord("wms", "WMS_OUT_EC3.xml", 99, "d" * 64, T0),
+    )
+    other = delivered(journal, key("f00dcafe" + "1" * 56, path="orders_1.csv", route="r2"))
+    journal.keys.record("r", one, ["EC1", "EC2"])
+    journal.keys.record("r", two, ["EC3"])
+    journal.keys.record("r2", other, ["EC1"])
+
+    by_key = journal.find("EC1")
+    assert [(f.record.id, f.matched, f.keys) for f in by_key] == [
+        (other, ("business key",), ("EC1",)),
+        (one, ("business key",), ("EC1",)),
+    ]
+    assert [f.record.id for f in journal.find("EC1", route="r")] == [one]
+    (found,) = journal.find("WMS_OUT_EC2.xml")
+    assert found.record.id == one and found.matched == ("output name",)
+    assert found.outputs == ("WMS_OUT_EC2.xml",)
+    assert [o.path for o in found.record.outputs] == ["WMS_OUT_EC1.xml", "WMS_OUT_EC2.xml"]
+    assert [f.record.id for f in journal.find("orders_1.csv")] == [other, one]
+    assert [f.record.id for f in journal.find("orders_*.csv", route="r")] == [two, one]
+    assert [f.record.id for f in journal.find("WMS_OUT_EC?.xml")] == [two, one]
+    (by_output_sum,) = journal.find("AB12CD34")  # (case does not matter in a checksum)
+    assert by_output_sum.matched == ("output sha256",)
+    assert by_output_sum.outputs == ("WMS_OUT_EC1.xml",)
+    assert [(f.record.id, f.matched) for f in journal.find("f00dcafe00")] == [
+        (one, ("source sha256",))
+    ]
+    assert [f.record.id for f in journal.find("f00dcafe")] == [other, one]
+    assert journal.find("f00dcaf") == []  # (seven digits: too short to be a checksum)
+    assert journal.find("EC9") == journal.find("   ") == []
+    assert len(journal.find("orders_*", limit=1)) == 1
+
+
+def test_find_takes_wildcards_and_quotes_in_a_term_as_themselves(journal: Journal) -> None:
+    """SQL's wildcards and quotes in a term match only themselves; a shell pattern's
+    ``*`` and ``?`` are the only wildcards."""
+    odd = delivered(
+        journal,
+        key("1" * 64, path="orders_100%_o'k.csv"),
+        OutputRecord("wms", 'OUT_"50%"_a.xml', 1, "2" * 64, T0),
+    )
+    plain = delivered(journal, key("3" * 64, path="orders_1000_ok.csv"))
+    journal.keys.record("r", odd, ["EC'1%_"])
+    journal.keys.record("r", plain, ["EC'1xx"])
+    assert [f.record.id for f in journal.find("orders_100%_o'k.csv")] == [odd]
+    assert journal.find("orders_100%") == journal.find("orders_1%_o'k.csv") == []
+    assert journal.find("orders_10__o'k.csv") == journal.find("%") == journal.find("_") == []
+    assert [f.record.id for f in journal.find("orders_100%*")] == [odd]
+    assert journal.find("orders_%*") == journal.find("orders_1_0*.csv") == []
+    assert [f.record.id for f in journal.find("orders_100?_*")] == [plain, odd]
+    assert [f.record.id for f in journal.find('OUT_"50%"_a.xml')] == [odd]
+    assert journal.find('OUT_"5%') == journal.find("OUT_'50%'_a.xml") == []
+    assert [f.keys for f in journal.find("EC'1%_")] == [("EC'1%_",)]
+    assert journal.find("EC'1%") == journal.find("EC'1__") == journal.find("' OR '1'='1") == []
+    slashed = delivered(journal, key("4" * 64, path="a\\b_%.csv"))
+    assert [f.record.id for f in journal.find("a\\b_%.csv")] == [slashed]
+    assert [f.record.id for f in journal.find("a\\b*")] == [slashed]
+    assert journal.find("a\\c*") == journal.find("a\\%*") == []
+
+
+def test_actions_record_who_did_what_to_which_file_and_why(journal: Journal) -> None:
+    """An action on files is one row a file (with its route); one on none, a row of its
+    own; no reason is recorded as such; find shows a file's actions, oldest first."""
+    one = delivered(journal, key("1" * 64, path="a.csv"))
+    two = delivered(journal, key("2" * 64, path="b.csv", route="r2"))
+    journal.actions.record(
+        "reprocess", who="li", reason="partner asked", files=[(one, "r"), (two, "r2")]
+    )
+    journal.actions.record(
+        "quarantine drop", who="li (sudo as xchange)", reason=" ", files=[(two, "r2")]
+    )
+    journal.actions.record("reload", who="wang", reason=None, detail="/etc/xchange.toml")
+    actions = journal.actions.of_files([one, two, 999])
+    assert [(a.action, a.who, a.route, a.reason) for a in actions[one]] == [
+        ("reprocess", "li", "r", "partner asked")
+    ]
+    assert [(a.action, a.reason) for a in actions[two]] == [
+        ("reprocess", "partner asked"),
+        ("quarantine drop", "no reason given"),
+    ]
+    assert 999 not in actions
+    recent = journal.actions.recent(limit=2)
+    assert [(a.action, a.file_id, a.detail) for a in recent] == [
+        ("reload", None, "/etc/xchange.toml"),
+        ("quarantine drop", two, None),
+    ]
+    assert abs(recent[0].at - datetime.now(UTC)) < timedelta(minutes=1)
+    assert journal.actions.recent(since=datetime.now(UTC) + timedelta(hours=1)) == []
+    (found,) = journal.find("b.csv")
+    assert [a.action for a in found.actions] == ["reprocess", "quarantine drop"]
+    assert journal.prune(datetime.now(UTC) + timedelta(seconds=1)) == 2
+    assert journal.actions.of_files([one, two]) == {}
+    assert [a.action for a in journal.actions.recent()] == ["reload"]
+
+
 def test_alert_ledger_sends_once_per_window_then_a_digest(journal: Journal) -> None:
     """Within a window one alert per route and cause is sent; held ones go in one digest."""
     first = journal.alerts.window("r", "network", window_s=600, now=T0)

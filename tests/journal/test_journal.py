@@ -43,3 +43,32 @@ def test_journal_file_is_owner_only(tmp_path: Path) -> None:
     """The database file is created with mode 0600."""
     SQLiteJournal(tmp_path / "j.sqlite")
     assert (tmp_path / "j.sqlite").stat().st_mode & 0o777 == 0o600
+
+
+def test_find_reads_by_an_index_never_a_whole_table(tmp_path: Path) -> None:
+    """Each look-up of `find` (a key, a name, a pattern with a fixed start, a checksum;
+    with a route or not) is a search of an index, never a scan of files, outputs or keys:
+    what SQLite plans for each statement find runs."""
+    journal = SQLiteJournal(tmp_path / "j.sqlite")
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)
+    for term, route in (
+        ("EC20261121001", None),
+        ("EC20261121001", "r"),
+        ("orders_20261121.csv", None),
+        ("orders_2026*.csv", "r"),
+        ("abcdef0123", None),
+        ("ABCDEF0123", "r"),
+    ):
+        journal.find(term, route=route)
+    journal._db.set_trace_callback(None)
+    plans = {
+        sql: [row[3] for row in journal._db.execute(f"EXPLAIN QUERY PLAN {sql}")]
+        for sql in statements
+        if sql.startswith("SELECT") and "FROM actions" not in sql
+    }
+    assert len(plans) >= 16
+    for sql, plan in plans.items():
+        assert not [step for step in plan if step.startswith("SCAN")], (sql, plan)
+        assert any("USING" in step and "INDEX" in step for step in plan), (sql, plan)
+    journal.close()

@@ -103,10 +103,13 @@ def test_a_journal_file_without_tables_is_refused(exchange: Exchange) -> None:
 def test_a_fresh_journal_is_accepted_on_purpose_and_the_old_one_kept(exchange: Exchange) -> None:
     exchange.journal.parent.mkdir(parents=True, exist_ok=True)
     exchange.journal.write_bytes(b"")
-    result = run(exchange, "journal", "init", "--fresh")
+    result = run(exchange, "journal", "init", "--fresh", "--reason", "disk replaced")
     assert result.exit_code == 0, result.output
     assert "started afresh" in result.output
     assert list(exchange.journal.parent.glob("journal.sqlite.damaged-*"))
+    (noted,) = run(exchange, "journal", "actions").stdout.splitlines()
+    assert " journal init --fresh (the old one kept as journal.sqlite.damaged-" in noted
+    assert noted.endswith(": disk replaced")
     exchange.drop_sample()
     assert run(exchange, "run", "--once").exit_code == 0
     assert run(exchange, "journal", "check").exit_code == 0

@@ -181,8 +181,8 @@ def test_a_single_daemons_journal_moves_into_postgresql_with_its_guarantees(
     exchange: Any, postgres: Any
 ) -> None:
     """`journal migrate --to URL` copies the SQLite journal (records, outputs, history,
-    the journal's id); with [journal] url set, the file delivered before is recognised
-    as delivered, not sent again; a non-empty database is refused."""
+    operators' actions, the journal's id); with [journal] url set, the file delivered
+    before is recognised as delivered, not sent again; a non-empty database is refused."""
     from click.testing import CliRunner
 
     from xchange.cli import main
@@ -192,6 +192,20 @@ def test_a_single_daemons_journal_moves_into_postgresql_with_its_guarantees(
     runner = CliRunner()
     first = runner.invoke(main, ["run", "--once", "--config", str(exchange.config)], env=env)
     assert first.exit_code == 0, first.output
+    pruned = runner.invoke(
+        main,
+        [
+            "journal",
+            "prune",
+            "--older-than",
+            "30",
+            "--reason",
+            "tidy",
+            "--config",
+            str(exchange.config),
+        ],
+    )
+    assert pruned.exit_code == 0, pruned.output
     sqlite_id = open_sqlite_id(exchange)
     url = postgres.create_database(f"m_{secrets.token_hex(6)}")
     moved = runner.invoke(
@@ -221,6 +235,12 @@ def test_a_single_daemons_journal_moves_into_postgresql_with_its_guarantees(
         (record,) = journal.query()
         assert record.state == State.ARCHIVED and len(record.outputs) == 3
         assert journal.journal_id == sqlite_id
+        # The operators' actions came along, and new ones follow them.
+        journal.actions.record("reload", who="li", reason=None)
+        assert [(a.action, a.reason) for a in journal.actions.recent()] == [
+            ("reload", "no reason given"),
+            ("journal prune", "tidy"),
+        ]
         assert [h.to_state for h in journal.history(record.id)][:3] == [
             "processing",
             "delivering",

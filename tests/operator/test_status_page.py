@@ -1,13 +1,15 @@
 """The status page in a real headless browser (Debian's chromium): it loads from a running
-daemon, shows a quarantined file with its first problem once one is quarantined, fits a
-phone's screen, and a screenshot is kept (var/screenshots/status-page.png) for a person to
-look at."""
+daemon, shows a quarantined file with its first problem once one is quarantined, finds a
+delivered order by its number (the search box), fits a phone's screen, and screenshots
+are kept (var/screenshots/status-page.png, status-page-find.png) for a person to look
+at."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -52,6 +54,8 @@ def test_the_status_page_shows_a_quarantined_file_in_a_real_browser(
 ) -> None:
     port = free_port()
     with_http(exchange, port)
+    with exchange.config.open("a", encoding="utf-8") as config:
+        config.write('dedupe_key = "OrderNo"\n')  # (the route's last key: business keys kept)
     url = f"http://127.0.0.1:{port}/"
     with daemon(exchange):
         wait_for(lambda: scrape(port, "/healthz")[0] == 200, what="the endpoint")
@@ -81,3 +85,32 @@ def test_the_status_page_shows_a_quarantined_file_in_a_real_browser(
         assert taken.returncode == 0, taken.stderr[-2000:]
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         print(f"status page screenshot: {shot}")
+
+        # Where did order EC20261121001 go: its source file, route and outputs.
+        found = headless("--dump-dom", f"{url}?find=EC20261121001", home=tmp_path / "browser")
+        assert found.returncode == 0, found.stderr[-2000:]
+        html = found.stdout
+        assert 'name="find" value="EC20261121001"' in html
+        assert "#1 shop-orders: shop-drop:orders_20261121.csv (" in html
+        assert "business key EC20261121001" in html
+        assert "wms-outbox:WMS_OUT_20261121_EC20261121001.xml" in html and "delivered 20" in html
+        assert html.count("<b>output</b>") == 3 and "orders_broken.csv" in html
+        assert "http-equiv" not in html  # (results are not refreshed away)
+        shot = SCREENSHOTS / "status-page-find.png"
+        shot.unlink(missing_ok=True)
+        term = quote("EC20261121001")
+        taken = headless(
+            "--window-size=412,915",
+            f"--screenshot={shot}",
+            f"{url}?find={term}",
+            home=tmp_path / "browser",
+        )
+        assert taken.returncode == 0 and shot.exists(), taken.stderr[-2000:]
+
+        # A hostile term is text on the page, never markup.
+        hostile = "<script>alert('x')</script>%_\""
+        shown = headless("--dump-dom", f"{url}?find={quote(hostile)}", home=tmp_path / "browser")
+        assert shown.returncode == 0, shown.stderr[-2000:]
+        assert "<script" not in shown.stdout
+        assert "nothing in the journal matches" in shown.stdout
+        assert "&lt;script&gt;alert('x')&lt;/script&gt;%_" in shown.stdout

@@ -204,7 +204,8 @@ def test_a_heal_killed_in_the_middle_delivers_exactly_once(exchange: Exchange, p
 
 def test_a_daemon_reload_heals_the_file_and_alerts_what_healed(exchange: Exchange) -> None:
     """The daemon quarantines the file; the operator fixes the table and runs `xchange
-    reload`; the daemon delivers the file once and one alert says what healed and why."""
+    reload --reason`; the daemon delivers the file once and one alert says what healed and
+    why; the journal notes who reloaded and why."""
     fast(exchange)
     formats = private_formats(exchange)
     with http_server() as (url, posts):
@@ -219,9 +220,12 @@ def test_a_daemon_reload_heals_the_file_and_alerts_what_healed(exchange: Exchang
                 what="the file quarantined",
             )
             add_channel(formats)
-            asked = cli(exchange, "reload")
+            asked = cli(exchange, "reload", "--reason", "channel 抖音 added")
             assert asked.exit_code == 0, asked.output
             assert f"asked the daemon (pid {proc.pid}) to reload" in asked.stdout
+            (noted,) = cli(exchange, "journal", "actions").stdout.splitlines()
+            assert f"reload ({exchange.config}, daemon pid {proc.pid}) by " in noted
+            assert noted.endswith(": channel 抖音 added")
             wait_for(
                 lambda: len(visible(exchange.outbox)) == 3 if exchange.outbox.exists() else False,
                 what="the healed file delivered",

@@ -133,6 +133,29 @@ def main(ctx: click.Context, config_path: str | None) -> None:
     _logging(ctx)
 
 
+#: ``--reason`` of the commands that act (kept in the journal with who and when).
+reason_option = click.option(
+    "--reason",
+    metavar="TEXT",
+    help="Why: kept in the journal with who ran the command and when (`xchange find`, "
+    "`journal show`); without it the journal says 'no reason given'.",
+)
+
+
+def act(config: AppConfig, action: str, reason: str | None, **kwargs: Any) -> None:
+    """Note an action in the configuration's journal (:func:`xchange.operators.record`);
+    a journal that cannot be opened or written is said, and the command goes on (what
+    it did is done)."""
+    from xchange import operators
+
+    try:
+        with open_journal(config.journal) as journal:
+            operators.record(journal, action, reason, **kwargs)
+    except (ConfigError, JournalError) as exc:
+        said = "; ".join(exc.problems) if isinstance(exc, ConfigError) else exc.reason
+        click.echo(f"xchange: {action} was not noted in the journal: {said}", err=True)
+
+
 def fail(message: str, code: int) -> NoReturn:
     click.echo(message, err=True)
     sys.exit(code)
@@ -454,8 +477,9 @@ def _run_daemon(
 
 @main.command()
 @config_option
+@reason_option
 @click.pass_context
-def reload(ctx: click.Context, config_path: str | None) -> None:
+def reload(ctx: click.Context, config_path: str | None, reason: str | None) -> None:
     """Make the running daemon load its configuration, layouts and mappings again.
 
     The files are checked here first; the daemon checks them again and keeps what it has
@@ -474,6 +498,7 @@ def reload(ctx: click.Context, config_path: str | None) -> None:
         os.kill(pid, signal.SIGHUP)
     except OSError as exc:
         fail(f"xchange: cannot signal the daemon (pid {pid}): {exc.strerror}", EXIT_NOT_DELIVERED)
+    act(config, "reload", reason, detail=f"{config.source_file}, daemon pid {pid}")
     click.echo(f"asked the daemon (pid {pid}) to reload {config.source_file}")
 
 
@@ -697,9 +722,15 @@ def validate(
     is_flag=True,
     help="Replace a key pinned before for this host (a changed key is refused without it).",
 )
+@reason_option
 @click.pass_context
 def trust(
-    ctx: click.Context, config_path: str | None, endpoint: str, yes: bool, replace: bool
+    ctx: click.Context,
+    config_path: str | None,
+    endpoint: str,
+    yes: bool,
+    replace: bool,
+    reason: str | None,
 ) -> None:
     """Show an SFTP server's host key fingerprint and pin it in known_hosts.
 
@@ -744,6 +775,13 @@ def trust(
         except XchangeError as exc:
             fail(f"xchange: {exc}", EXIT_NOT_DELIVERED)
         click.echo(f"{'replaced' if pinned else 'pinned'} in {cfg.known_hosts}")
+        act(
+            config,
+            "trust",
+            reason,
+            detail=f"{endpoint} ({where}): {'replaced' if pinned else 'pinned'} "
+            f"{key.get_name()} {fingerprint(key)}",
+        )
     unset = [line for line in config.missing_secrets if f"endpoints.{endpoint}." in line]
     try:
         if unset:

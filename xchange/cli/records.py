@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from xchange.cli.main import command_config, config_option, fail, known_route, main, open_store
+from xchange import finding, operators
+from xchange.cli.main import (
+    command_config,
+    config_option,
+    fail,
+    known_route,
+    main,
+    open_store,
+    reason_option,
+)
 from xchange.config import AppConfig
 from xchange.errors import ConfigError, XchangeError
 from xchange.journal import FileRecord, State
@@ -100,6 +109,7 @@ def journal_show(ctx: click.Context, config_path: str | None, file_id: int, as_j
     with open_store(config) as store:
         record = store.get(file_id)
         history = store.history(file_id) if record else []
+        actions = store.actions.of_files([file_id]).get(file_id, []) if record else []
     if record is None:
         fail(f"no journal record with id {file_id}", 1)
     data = record.as_dict()
@@ -107,6 +117,7 @@ def journal_show(ctx: click.Context, config_path: str | None, file_id: int, as_j
         {"at": h.at.isoformat(), "from_state": h.from_state, "to_state": h.to_state, "note": h.note}
         for h in history
     ]
+    data["actions"] = [a.as_dict() for a in actions]
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
@@ -147,6 +158,78 @@ def journal_show(ctx: click.Context, config_path: str | None, file_id: int, as_j
     click.echo("history:")
     for h in data["history"]:
         click.echo(f"  {h['at']}  {h['from_state'] or '-'} -> {h['to_state']}  {h['note'] or ''}")
+    if actions:
+        click.echo("actions:")
+    for a in data["actions"]:  # (its times as the history's: ISO 8601, UTC)
+        detail = f" ({a['detail']})" if a["detail"] else ""
+        click.echo(f"  {a['at']}  {a['action']}{detail} by {a['who']}: {a['reason']}")
+
+
+@main.command("find")
+@config_option
+@click.argument("term")
+@click.option("--route", help="Only this route's files.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1, max=1000),
+    default=finding.LIMIT,
+    show_default=True,
+    help="Show at most this many files (the newest).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document for scripts.")
+@click.pass_context
+def find(
+    ctx: click.Context,
+    config_path: str | None,
+    term: str,
+    route: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Where did it go: the files TERM names, with their outputs, state and who acted.
+
+    TERM is an order number or other business key (of a route with dedupe_key), a
+    source or output file name or shell pattern (orders_2026*.csv), or the first 8 or
+    more hex digits of a source's or an output's sha256. Exits 1 when nothing matches.
+    """
+    if not term.strip():
+        raise click.UsageError("TERM is empty: give an order number, a file name or a sha256")
+    config = command_config(ctx, config_path)
+    with open_store(config) as store:
+        _check_route(config, store, route)
+        findings = finding.search(store, term, route=route, limit=limit)
+    if not findings.found:
+        fail(findings.nothing(), 1)
+    if as_json:
+        click.echo(json.dumps(finding.as_json(findings), ensure_ascii=False, indent=2))
+        return
+    for line in finding.lines(findings):
+        click.echo(line)
+
+
+@journal.command("actions")
+@config_option
+@click.option("--since", type=click.DateTime(), help="Only actions since (local time).")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines for scripts.")
+@click.pass_context
+def journal_actions(
+    ctx: click.Context,
+    config_path: str | None,
+    since: datetime | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """What operators did, newest first: who, when, what (the files, the route), why."""
+    config = command_config(ctx, config_path)
+    with open_store(config) as store:
+        actions = store.actions.recent(since=since.astimezone() if since else None, limit=limit)
+    for a in actions:
+        click.echo(
+            json.dumps(a.as_dict(), ensure_ascii=False) if as_json else operators.describe(a)
+        )
+    if not actions and not as_json:
+        click.echo("(no action recorded)")
 
 
 @journal.command("prune")
@@ -158,12 +241,18 @@ def journal_show(ctx: click.Context, config_path: str | None, file_id: int, as_j
     required=True,
     help="Forget delivered records last touched more than this many days ago.",
 )
+@reason_option
 @click.pass_context
-def journal_prune(ctx: click.Context, config_path: str | None, days: int) -> None:
+def journal_prune(
+    ctx: click.Context, config_path: str | None, days: int, reason: str | None
+) -> None:
     """Forget old delivered records (quarantined ones stay until dropped)."""
     config = command_config(ctx, config_path)
     with open_store(config) as store:
         count = store.prune(datetime.now(UTC) - timedelta(days=days))
+        operators.record(
+            store, "journal prune", reason, detail=f"{count} record(s) older than {days} day(s)"
+        )
     click.echo(f"pruned {count} delivered record(s) older than {days} day(s)")
 
 
@@ -191,8 +280,11 @@ def journal_check(ctx: click.Context, config_path: str | None) -> None:
     required=True,
     help="Accept a new, empty journal in place of the damaged one (kept beside it).",
 )
+@reason_option
 @click.pass_context
-def journal_init(ctx: click.Context, config_path: str | None, fresh: bool) -> None:
+def journal_init(
+    ctx: click.Context, config_path: str | None, fresh: bool, reason: str | None
+) -> None:
     """Start a new, empty journal on purpose: the present file (and its -wal and -shm
     files) are kept beside it as JOURNAL.damaged-TIME. Every file still in a drop folder
     will be taken as new: what was delivered already may be delivered again."""
@@ -206,8 +298,13 @@ def journal_init(ctx: click.Context, config_path: str | None, fresh: bool) -> No
             new = Path(f"{path}.damaged-{stamp}{suffix}")
             old.rename(new)
             kept.append(new.name)
-    store = open_store(config)
-    store.close()
+    with open_store(config) as store:
+        operators.record(
+            store,
+            "journal init --fresh",
+            reason,
+            detail=f"the old one kept as {', '.join(kept)}" if kept else None,
+        )
     click.echo(
         f"journal {path}: started afresh"
         + (f"; the old one kept as {', '.join(kept)}" if kept else "")
@@ -391,8 +488,17 @@ def _named(record: FileRecord, result: FileResult) -> str:
     return name
 
 
-def _reprocess(ctx: click.Context, config_path: str | None, ids: list[int], force: bool) -> None:
-    """Run files again through the current layouts and mappings; exit 1 if any still fails."""
+def _reprocess(
+    ctx: click.Context,
+    config_path: str | None,
+    ids: list[int],
+    *,
+    force: bool,
+    action: str,
+    reason: str | None,
+) -> None:
+    """Run files again through the current layouts and mappings; exit 1 if any still fails.
+    The action is noted in the journal first (who, which files, why)."""
     from xchange.results import DELIVERED, DUPLICATE, SKIPPED
     from xchange.runner import Runner
 
@@ -402,6 +508,7 @@ def _reprocess(ctx: click.Context, config_path: str | None, ids: list[int], forc
     failed = 0
     try:
         records = [_get(store, i) for i in ids]
+        operators.record(store, action, reason, files=records, detail="--force" if force else None)
         bar = (
             click.progressbar(records, label="retrying", file=sys.stderr)
             if (sys.stderr.isatty() and len(records) > 1)
@@ -439,6 +546,7 @@ def _reprocess(ctx: click.Context, config_path: str | None, ids: list[int], forc
 @click.argument("file_ids", type=int, nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Every quarantined file.")
 @click.option("--route", help="With --all: only this route.")
+@reason_option
 @click.pass_context
 def quarantine_retry(
     ctx: click.Context,
@@ -446,6 +554,7 @@ def quarantine_retry(
     file_ids: tuple[int, ...],
     everything: bool,
     route: str | None,
+    reason: str | None,
 ) -> None:
     """Send quarantined files again, after fixing the file, a value table or the mapping."""
     if everything == bool(file_ids):
@@ -462,14 +571,17 @@ def quarantine_retry(
         if not ids:
             click.echo("nothing in quarantine")
             return
-    _reprocess(ctx, config_path, ids, force=False)
+    _reprocess(ctx, config_path, ids, force=False, action="quarantine retry", reason=reason)
 
 
 @quarantine.command("drop")
 @config_option
 @click.argument("file_ids", type=int, nargs=-1, required=True)
+@reason_option
 @click.pass_context
-def quarantine_drop(ctx: click.Context, config_path: str | None, file_ids: tuple[int, ...]) -> None:
+def quarantine_drop(
+    ctx: click.Context, config_path: str | None, file_ids: tuple[int, ...], reason: str | None
+) -> None:
     """Give quarantined files up: delete their copies; the journal keeps the record."""
     from xchange.errors import UsageError
     from xchange.quarantine import give_up
@@ -482,6 +594,7 @@ def quarantine_drop(ctx: click.Context, config_path: str | None, file_ids: tuple
         except UsageError as exc:
             store.close()
             fail(exc.reason, 1)
+        operators.record(store, "quarantine drop", reason, files=records)
         for record in records:
             click.echo(f"#{record.id} {record.path}: dropped")
 
@@ -495,21 +608,31 @@ def quarantine_drop(ctx: click.Context, config_path: str | None, file_ids: tuple
     help="Send again on purpose: files delivered already (from their archived copy), and "
     "documents delivered before (repeats), over files of the same name.",
 )
+@reason_option
 @click.pass_context
 def reprocess(
-    ctx: click.Context, config_path: str | None, file_ids: tuple[int, ...], force: bool
+    ctx: click.Context,
+    config_path: str | None,
+    file_ids: tuple[int, ...],
+    force: bool,
+    reason: str | None,
 ) -> None:
     """Run files again: quarantined ones after a fix, delivered ones with --force."""
-    _reprocess(ctx, config_path, list(file_ids), force=force)
+    _reprocess(ctx, config_path, list(file_ids), force=force, action="reprocess", reason=reason)
 
 
 @main.command()
 @config_option
 @click.argument("file_ids", type=int, nargs=-1)
 @click.option("--route", help="Only this route's waiting files.")
+@reason_option
 @click.pass_context
 def retry(
-    ctx: click.Context, config_path: str | None, file_ids: tuple[int, ...], route: str | None
+    ctx: click.Context,
+    config_path: str | None,
+    file_ids: tuple[int, ...],
+    route: str | None,
+    reason: str | None,
 ) -> None:
     """Make files waiting for a later try due now (after `trust`, or once a target is
     fixed): every waiting file, a route's, or these IDs. The next look takes them: the
@@ -532,6 +655,8 @@ def retry(
         else:
             records = store.query(route=route, state=State.RETRYING, limit=1_000_000)
         made = runner.due_now(records)
+        if made:
+            operators.record(store, "retry", reason, files=made)
     finally:
         runner.close()
         store.close()

@@ -10,13 +10,15 @@ from xchange.journal.base import (
     Claim,
     FileKey,
     FileRecord,
+    Found,
     Journal,
     OutputRecord,
     Step,
     Transition,
 )
+from xchange.journal.ledgers import NO_REASON
 from xchange.journal.states import DONE_STATES, TRANSITIONS, State, check_transition
-from xchange.journal.values import AlertWindow, FileTally, Observation, Waiting
+from xchange.journal.values import Action, AlertWindow, FileTally, Observation, Waiting
 
 
 def migrate_journal(source: Path, url: str, *, password: str | None) -> dict[str, int]:
@@ -55,12 +57,15 @@ def open_journal(cfg: JournalConfig) -> Journal:
 
 __all__ = [
     "DONE_STATES",
+    "NO_REASON",
     "TRANSITIONS",
+    "Action",
     "AlertWindow",
     "Claim",
     "FileKey",
     "FileRecord",
     "FileTally",
+    "Found",
     "Journal",
     "Observation",
     "OutputRecord",

@@ -13,8 +13,8 @@ already delivered on the route is not sent again; the original record notes that
 was seen again.
 
 Beyond files, a journal keeps small ledgers that every daemon using it shares (alert
-windows, deadlines, schedule slots, observations, business keys): written once for every
-backend in :mod:`xchange.journal.ledgers`.
+windows, deadlines, schedule slots, observations, business keys, what operators did):
+written once for every backend in :mod:`xchange.journal.ledgers`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from xchange.journal.states import State
 
 if TYPE_CHECKING:
     from xchange.journal.ledgers import (
+        Actions,
         Alerts,
         BusinessKeys,
         Deadlines,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
         Slots,
         Tallies,
     )
+    from xchange.journal.values import Action
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +160,23 @@ class Transition:
 
 
 @dataclass(frozen=True, slots=True)
+class Found:
+    """A file :meth:`Journal.find` found: its record, how the term matched it, and what
+    operators did to it."""
+
+    record: FileRecord
+    #: How the term matched: ``business key``, ``source name``, ``output name``,
+    #: ``source sha256``, ``output sha256`` (one or more).
+    matched: tuple[str, ...]
+    #: The business keys the term named that this file delivered (a key search).
+    keys: tuple[str, ...] = ()
+    #: The outputs the term named, by name or checksum (their paths).
+    outputs: tuple[str, ...] = ()
+    #: What operators did to the file, oldest first.
+    actions: tuple[Action, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
     """The record for a file, and whether its content was already delivered on the route."""
 
@@ -196,6 +215,7 @@ class Journal(Protocol):
     keys: BusinessKeys
     pickups: Pickups
     tallies: Tallies
+    actions: Actions
 
     @property
     def owner(self) -> str | None:
@@ -331,6 +351,14 @@ class Journal(Protocol):
         ...
 
     def history(self, file_id: int) -> list[Transition]: ...
+
+    def find(self, term: str, *, route: str | None = None, limit: int = 50) -> list[Found]:
+        """The files ``term`` names, newest first (at most ``limit``): a business key
+        delivered (exactly), a source's or an output's name (exactly, or a shell pattern
+        when it holds ``*`` or ``?``), or the start of a source's or an output's
+        sha256 (8 hex digits or more). Every other character is itself (``%``, ``_``,
+        quotes). ``route`` narrows."""
+        ...
 
     def prune(self, before: datetime) -> int:
         """Forget delivered records last updated before ``before``; return how many.

@@ -3,11 +3,13 @@
 Beside its files, a journal keeps ledgers every daemon sharing it must see alike: the
 alert windows (one alert per route and cause per window, digests of what was held back,
 announcements once per episode), the delivery deadlines of each day, the schedule slots
-taken, what a poll holds back and why (observations), and the business keys delivered.
+taken, what a poll holds back and why (observations), the business keys delivered, and
+what operators did (actions: who, when, why).
 Each is one class here, its SQL written once over :class:`Database`, the seam a backend
 gives: its transactions, its parameter style, how it keeps a time, how it serializes
 writers. Each ledger has one calling module (alerts, deadlines, the daemon's schedule,
-the scan, the transfer); the status page, the metrics and the morning report read.
+the scan, the transfer, the operator commands); the status page, the metrics, the
+morning report and ``find`` read.
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
-from xchange.journal.values import AlertWindow, FileTally, Observation, Waiting, sortable_time
+from xchange.journal.values import (
+    Action,
+    AlertWindow,
+    FileTally,
+    Observation,
+    Waiting,
+    sortable_time,
+)
 
 
 class Database(Protocol):
@@ -54,9 +63,9 @@ class Database(Protocol):
         FROM``)."""
         ...
 
-    def glob(self, pattern: str) -> tuple[str, Any]:
-        """A condition that ``path`` matches a shell pattern (``orders_*.csv``), and the
-        value it binds."""
+    def glob(self, pattern: str, column: str = "path") -> tuple[str, Any]:
+        """A condition that ``column`` matches a shell pattern (``orders_*.csv``), and the
+        value it binds (an index on the column serves a pattern with a fixed start)."""
         ...
 
     def write(self) -> AbstractContextManager[Any]:
@@ -455,3 +464,75 @@ class Tallies(Ledger):
             )
             for r in rows
         ]
+
+
+#: What an action without ``--reason`` records as its reason.
+NO_REASON = "no reason given"
+
+
+class Actions(Ledger):
+    """What operators did through the commands: who, when, what (the command, the files
+    and route it acted on) and why (their words)."""
+
+    def record(
+        self,
+        action: str,
+        *,
+        who: str,
+        reason: str | None,
+        files: Sequence[tuple[int, str]] = (),
+        route: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """One row per file (id, route) acted on; one row for the whole when the action
+        names no file (``route``: the route it was about, if any). A blank ``reason`` is
+        recorded as :data:`NO_REASON`."""
+        now = self.db.stamp(datetime.now(UTC))
+        why = (reason or "").strip() or NO_REASON
+        rows: list[tuple[Any, ...]] = [
+            (now, who, action, file_id, file_route, why, detail) for file_id, file_route in files
+        ]
+        with self.db.write() as db:
+            self.db.many(
+                db,
+                self._sql(
+                    "INSERT INTO actions (at, who, action, file_id, route, reason, detail) "
+                    "VALUES (?,?,?,?,?,?,?)"
+                ),
+                rows or [(now, who, action, None, route, why, detail)],
+            )
+
+    def of_files(self, file_ids: Sequence[int]) -> dict[int, list[Action]]:
+        """The actions on each of these files, oldest first (files without any: absent)."""
+        found: dict[int, list[Action]] = {}
+        ids = sorted(set(file_ids))
+        with self.db.read() as db:
+            for start in range(0, len(ids), 500):
+                part = ids[start : start + 500]
+                holes = ",".join("?" * len(part))
+                sql = f"SELECT * FROM actions WHERE file_id IN ({holes}) ORDER BY id"
+                for r in db.execute(self.db.sql(sql), part).fetchall():
+                    found.setdefault(r["file_id"], []).append(self._action(r))
+        return found
+
+    def recent(self, *, since: datetime | None = None, limit: int = 100) -> list[Action]:
+        """The latest actions, on files or not, newest first."""
+        after = self.db.stamp(since or datetime(1970, 1, 1, tzinfo=UTC))
+        with self.db.read() as db:
+            rows = self._run(
+                db,
+                "SELECT * FROM actions WHERE at>=? ORDER BY at DESC, id DESC LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        return [self._action(r) for r in rows]
+
+    def _action(self, row: Any) -> Action:
+        return Action(
+            at=self.db.when(row["at"]),
+            who=row["who"],
+            action=row["action"],
+            file_id=row["file_id"],
+            route=row["route"],
+            reason=row["reason"],
+            detail=row["detail"],
+        )

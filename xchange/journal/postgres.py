@@ -208,6 +208,30 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX tallies_route_time ON tallies(route, delivered_at);
         """,
     ),
+    (
+        "0012_actions",
+        # Names are looked up by equality and by a pattern with a fixed start (LIKE
+        # 'orders_2026%'): text_pattern_ops serves both whatever the database's collation.
+        """
+        CREATE TABLE actions (
+            id BIGSERIAL PRIMARY KEY,
+            at TIMESTAMPTZ NOT NULL,
+            who TEXT NOT NULL,
+            action TEXT NOT NULL,
+            file_id BIGINT,
+            route TEXT,
+            reason TEXT NOT NULL,
+            detail TEXT
+        );
+        CREATE INDEX actions_file ON actions(file_id) WHERE file_id IS NOT NULL;
+        CREATE INDEX actions_at ON actions(at);
+        CREATE INDEX files_path ON files(path text_pattern_ops);
+        CREATE INDEX files_sha256 ON files(sha256 text_pattern_ops);
+        CREATE INDEX outputs_path ON outputs(path text_pattern_ops);
+        CREATE INDEX outputs_sha256 ON outputs(sha256 text_pattern_ops);
+        CREATE INDEX business_keys_key ON business_keys(key);
+        """,
+    ),
 ]
 
 
@@ -268,8 +292,8 @@ class _Database:
             cur.executemany(sql, rows)
 
     @staticmethod
-    def glob(pattern: str) -> tuple[str, str]:
-        return "path LIKE ?", _glob_to_like(pattern)
+    def glob(pattern: str, column: str = "path") -> tuple[str, str]:
+        return f"{column} LIKE ?", _glob_to_like(pattern)
 
     @staticmethod
     def stamp(when: datetime) -> datetime:
@@ -562,7 +586,7 @@ class PostgresJournal(SqlJournal):
                 )
                 with db.cursor() as cur:
                     cur.executemany(sql, [tuple(r[c] for c in columns) for r in rows])
-            for table in ("files", "outputs", "transitions"):
+            for table in ("files", "outputs", "transitions", "actions"):
                 db.execute(
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                     f"coalesce((SELECT max(id) FROM {table}), 0) + 1, false)"

@@ -21,12 +21,14 @@ from xchange.journal.base import (
     Claim,
     FileKey,
     FileRecord,
+    Found,
     OutputRecord,
     Step,
     Transition,
     record_from_row,
 )
 from xchange.journal.ledgers import (
+    Actions,
     Alerts,
     BusinessKeys,
     Database,
@@ -96,6 +98,7 @@ class SqlJournal(Ledger):
         self.keys = BusinessKeys(database)
         self.pickups = Pickups(database)
         self.tallies = Tallies(database)
+        self.actions = Actions(database)
 
     @property
     def where(self) -> str:
@@ -311,6 +314,71 @@ class SqlJournal(Ledger):
             ).fetchall()
         when = self.db.when
         return [Transition(when(r["at"]), r["from_state"], r["to_state"], r["note"]) for r in rows]
+
+    def find(self, term: str, *, route: str | None = None, limit: int = 50) -> list[Found]:
+        term = term.strip()
+        if not term:
+            return []
+        #: Per file id: how it matched, the keys and the outputs the term named.
+        how: dict[int, set[str]] = {}
+        keys: dict[int, set[str]] = {}
+        outputs: dict[int, set[str]] = {}
+        # Each look-up goes by its own index (migration 0010_actions): by the name, the
+        # checksum or the key, never by the route (``route||''`` keeps the planners off
+        # its index: a route may hold millions of files). Every value is bound.
+        route_args = [route] if route is not None else []
+        on_route = "f.route||''=?" if route is not None else "1=1"
+        keys_on_route = "route=?" if route is not None else "1=1"
+        if any(ch in term for ch in "*?"):
+            file_name, name = self.db.glob(term, "f.path")
+            out_name, _ = self.db.glob(term, "o.path")
+        else:
+            file_name, out_name, name = "f.path=?", "o.path=?", term
+        files = "SELECT f.id AS file_id, NULL AS found FROM files f WHERE"
+        outs = (
+            "SELECT o.file_id, o.path AS found FROM outputs o JOIN files f ON f.id=o.file_id WHERE"
+        )
+        looks: list[tuple[str, str, list[Any]]] = [
+            (
+                "business key",
+                f"SELECT file_id, key AS found FROM business_keys WHERE key=? AND {keys_on_route}",
+                [term, *route_args],
+            ),
+            ("source name", f"{files} {file_name} AND {on_route}", [name, *route_args]),
+            ("output name", f"{outs} {out_name} AND {on_route}", [name, *route_args]),
+        ]
+        if len(term) >= 8 and all(ch in "0123456789abcdef" for ch in term.lower()):
+            file_sum, prefix = self.db.glob(term.lower() + "*", "f.sha256")
+            out_sum, _ = self.db.glob(term.lower() + "*", "o.sha256")
+            looks += [
+                ("source sha256", f"{files} {file_sum} AND {on_route}", [prefix, *route_args]),
+                ("output sha256", f"{outs} {out_sum} AND {on_route}", [prefix, *route_args]),
+            ]
+        with self.db.read() as db:
+            for what, sql, args in looks:
+                for row in self._run(db, f"{sql} ORDER BY 1 DESC LIMIT ?", [*args, limit]):
+                    file_id = row["file_id"]
+                    how.setdefault(file_id, set()).add(what)
+                    if row["found"] is not None:
+                        (keys if what == "business key" else outputs).setdefault(
+                            file_id, set()
+                        ).add(row["found"])
+        ids = sorted(how, reverse=True)[:limit]
+        records: list[FileRecord] = []
+        for some in _chunks(ids):
+            records += self._select(f"id IN ({_marks(some)})", some)
+        actions = self.actions.of_files(ids)
+        order = ("business key", "source name", "output name", "source sha256", "output sha256")
+        return [
+            Found(
+                record,
+                tuple(w for w in order if w in how[record.id]),
+                tuple(sorted(keys.get(record.id, ()))),
+                tuple(sorted(outputs.get(record.id, ()))),
+                tuple(actions.get(record.id, ())),
+            )
+            for record in sorted(records, key=lambda r: r.id, reverse=True)
+        ]
 
     # ------------------------------------------------------------------ claims
 
@@ -606,6 +674,7 @@ class SqlJournal(Ledger):
                     ("transitions", "file_id"),
                     ("business_keys", "file_id"),
                     ("tallies", "file_id"),
+                    ("actions", "file_id"),
                     ("files", "id"),
                 ):
                     sql = f"DELETE FROM {table} WHERE {column} IN ({_marks(part)})"

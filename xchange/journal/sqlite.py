@@ -194,6 +194,30 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX tallies_route_time ON tallies(route, delivered_at);
         """,
     ),
+    (
+        "0012_actions",
+        # Who acted on which file, when and why (operator commands); and the look-ups of
+        # `xchange find` by output name, by checksum and by business key alone.
+        """
+        CREATE TABLE actions (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            who TEXT NOT NULL,
+            action TEXT NOT NULL,
+            file_id INTEGER,
+            route TEXT,
+            reason TEXT NOT NULL,
+            detail TEXT
+        );
+        CREATE INDEX actions_file ON actions(file_id) WHERE file_id IS NOT NULL;
+        CREATE INDEX actions_at ON actions(at);
+        CREATE INDEX files_path ON files(path);
+        CREATE INDEX files_sha256 ON files(sha256);
+        CREATE INDEX outputs_path ON outputs(path);
+        CREATE INDEX outputs_sha256 ON outputs(sha256);
+        CREATE INDEX business_keys_key ON business_keys(key);
+        """,
+    ),
 ]
 
 #: Seconds between checkpoints of the write-ahead log into the main file, so that a copy
@@ -256,8 +280,8 @@ class _Database:
         db.executemany(sql, rows)
 
     @staticmethod
-    def glob(pattern: str) -> tuple[str, str]:
-        return "path GLOB ?", pattern
+    def glob(pattern: str, column: str = "path") -> tuple[str, str]:
+        return f"{column} GLOB ?", pattern
 
     @staticmethod
     def stamp(when: datetime) -> str:
@@ -476,15 +500,18 @@ class SQLiteJournal(SqlJournal):
     def export(self) -> Iterator[tuple[str, list[dict[str, Any]]]]:
         """Every table a journal's history lives in, as rows (times as datetimes), for
         ``migrate_journal``: files, outputs, transitions, business keys, alerts,
-        observations, and the journal's id."""
+        observations, deadlines, operators' actions, what each delivered file held, and
+        the journal's id (pickups are in the outputs)."""
         times = {
             "files": ("next_retry_at", "created_at", "updated_at", "lease_until"),
-            "outputs": ("delivered_at",),
+            "outputs": ("delivered_at", "picked_up_at"),
             "transitions": ("at",),
             "business_keys": ("recorded_at",),
+            "tallies": ("delivered_at",),
             "alerts": ("sent_at",),
             "observations": ("first_seen", "changed_at"),
             "deadlines": ("missed_at", "met_at"),
+            "actions": ("at",),
             "meta": (),
         }
         for table, columns in times.items():

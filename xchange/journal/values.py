@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 
 def sortable_time(when: datetime) -> str:
@@ -60,4 +61,34 @@ class FileTally:
     totals: dict[str, Decimal] = field(default_factory=dict)
 
 
-__all__ = ["AlertWindow", "FileTally", "Observation", "Waiting", "sortable_time"]
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What an operator did (a command), who, when and why: on one file, or on none (a
+    reload of the daemon, a prune of the journal)."""
+
+    at: datetime
+    #: The OS user who ran the command (``li``; ``li (sudo as xchange)`` through sudo).
+    who: str
+    #: The command: ``reprocess``, ``quarantine retry``, ``trust``, ``reload``, ...
+    action: str
+    file_id: int | None
+    route: str | None
+    #: Why, in the operator's words (``--reason``), or ``no reason given``.
+    reason: str
+    #: What else the command said it acted on (an endpoint, ``--force``, a count).
+    detail: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """For JSON: every field, the time in ISO 8601."""
+        return {
+            "at": self.at.isoformat(),
+            "who": self.who,
+            "action": self.action,
+            "file_id": self.file_id,
+            "route": self.route,
+            "reason": self.reason,
+            "detail": self.detail,
+        }
+
+
+__all__ = ["Action", "AlertWindow", "FileTally", "Observation", "Waiting", "sortable_time"]

@@ -1,0 +1,64 @@
+"""Who runs an operator command, and the journal's note of what they did and why.
+
+Every command that changes what xchange does or did (``reprocess``, ``retry``,
+``quarantine retry`` and ``drop``, ``trust``, ``reload``, ``journal prune`` and ``init
+--fresh``) records who ran it, when, on which files or route, and the reason given with
+``--reason`` (or that none was): ``xchange find`` and ``journal show`` say it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Iterable
+
+from xchange.journal import Action, FileRecord, Journal
+
+
+def who() -> str:
+    """The OS user running the command (``li``); through sudo, the person first and the
+    user they became (``li (sudo as xchange)``)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # (no name for this uid: a container's)
+        user = f"uid {os.getuid()}"
+    through = os.environ.get("SUDO_USER")
+    if through and through != user:
+        return f"{through} (sudo as {user})"
+    return user
+
+
+def record(
+    journal: Journal,
+    action: str,
+    reason: str | None,
+    *,
+    files: Iterable[FileRecord] = (),
+    route: str | None = None,
+    detail: str | None = None,
+) -> None:
+    """Note in the journal that :func:`who` did ``action`` (to ``files``, or to a route
+    or the whole) for ``reason``."""
+    journal.actions.record(
+        action,
+        who=who(),
+        reason=reason,
+        files=[(f.id, f.route) for f in files],
+        route=route,
+        detail=detail,
+    )
+
+
+def describe(action: Action, *, file: bool = True) -> str:
+    """One action in words, in local time: ``2026-12-07 10:02:11 reprocess (--force) on #1
+    (shop-orders) by li: partner asked`` (``file``: name the file and route)."""
+    when = action.at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    what = action.action + (f" ({action.detail})" if action.detail else "")
+    if file and action.file_id is not None:
+        what += f" on #{action.file_id} ({action.route})"
+    elif file and action.route is not None:
+        what += f" on route {action.route}"
+    return f"{when} {what} by {action.who}: {action.reason}"
+
+
+__all__ = ["describe", "record", "who"]
