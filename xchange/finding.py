@@ -62,9 +62,8 @@ def _time(when: datetime | None) -> str:
 
 def picked_up(output: OutputRecord) -> datetime | None:
     """When the receiver took the output from where it was delivered, where the journal
-    knows (an output record with a ``picked_up_at``); else None."""
-    value = getattr(output, "picked_up_at", None)
-    return value if isinstance(value, datetime) else None
+    knows (a target whose partner collects: see :mod:`xchange.pickups`); else None."""
+    return output.picked_up_at
 
 
 def _matched(found: Found) -> str:
@@ -139,9 +138,7 @@ def as_json(findings: Findings) -> dict[str, Any]:
     for found in findings.found:
         data = found.record.as_dict()
         for out, o in zip(data["outputs"], found.record.outputs, strict=True):
-            taken = picked_up(o)
-            out["picked_up_at"] = None if taken is None else taken.isoformat()
-            out["matched"] = o.path in found.outputs
+            out["matched"] = o.path in found.outputs  # (and pickup, picked_up_at: the record's)
         data["matched"] = list(found.matched)
         data["keys"] = list(found.keys)
         data["actions"] = [a.as_dict() for a in found.actions]

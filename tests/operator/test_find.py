@@ -8,8 +8,6 @@ import getpass
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,6 @@ from tests.sftp_routes import sftp_target, sftp_target_toml
 from tests.sshd import SshServer
 from xchange import finding
 from xchange.cli import main
-from xchange.journal import OutputRecord
 from xchange.journal.sqlite import SQLiteJournal
 
 SOURCE = SAMPLES / "shop-orders" / "in" / "orders_20261121.csv"
@@ -177,30 +174,29 @@ def test_trust_and_prune_are_noted_with_who_and_why(
 def test_when_an_output_was_picked_up_is_said_where_the_journal_knows_it(
     exchange: Exchange,
 ) -> None:
-    """An output record that carries ``picked_up_at`` (a journal that watches the
-    receiver's folder) is said with it, in text, JSON and HTML; one without says nothing."""
+    """A target whose partner collects: the output taken from the outbox is said picked
+    up, in text, JSON and HTML; the ones still there are not."""
+    target = 'name = "WMS_OUT_{OrderDate}_{OrderNo}.xml" }'
+    exchange.config.write_text(
+        exchange.config.read_text().replace(target, target[:-1] + ", pickup = true }")
+    )
     shutil.copy(SOURCE, exchange.inbox / SOURCE.name)
     assert cli(exchange, "run", "--once").exit_code == 0
     with SQLiteJournal(exchange.journal) as journal:
         findings = finding.search(journal, SOURCE.name)
-    (found,) = findings.found
     assert "picked up" not in "\n".join(finding.lines(findings))
-
-    @dataclass(frozen=True, slots=True)
-    class Collected(OutputRecord):
-        picked_up_at: datetime | None = None
-
-    at = datetime(2026, 11, 21, 2, 20, tzinfo=UTC)
-    first, *rest = found.record.outputs
-    outputs = [
-        Collected(**{f: getattr(first, f) for f in first.__dataclass_fields__}, picked_up_at=at),
-        *rest,
-    ]
-    collected = replace(
-        findings, found=[replace(found, record=replace(found.record, outputs=outputs))]
-    )
+    first = sorted(exchange.outbox.iterdir())[0]
+    first.unlink()  # the partner collects it
+    assert cli(exchange, "run", "--once").exit_code == 0  # (looks at the end of the run)
+    with SQLiteJournal(exchange.journal) as journal:
+        collected = finding.search(journal, SOURCE.name)
+    (found,) = collected.found
+    [at] = [o.picked_up_at for o in found.record.outputs if o.path == first.name]
+    assert at is not None
     said = f"picked up at {at.astimezone():%Y-%m-%d %H:%M:%S}"
     assert sum(said in line for line in finding.lines(collected)) == 1
     assert said in finding.html(collected)
     data = finding.as_json(collected)["files"][0]["outputs"]
-    assert [o["picked_up_at"] for o in data] == [at.isoformat(), None, None]
+    assert [o["picked_up_at"] for o in data] == [
+        at.isoformat() if o["path"] == first.name else None for o in data
+    ]
