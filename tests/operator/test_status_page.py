@@ -54,6 +54,10 @@ def test_the_status_page_shows_a_quarantined_file_in_a_real_browser(
 ) -> None:
     port = free_port()
     with_http(exchange, port)
+    target = 'name = "WMS_OUT_{OrderDate}_{OrderNo}.xml" }'
+    exchange.config.write_text(  # the WMS collects what is delivered (pickup receipts)
+        exchange.config.read_text().replace(target, target[:-1] + ', pickup_within = "2h" }')
+    )
     with exchange.config.open("a", encoding="utf-8") as config:
         config.write('dedupe_key = "OrderNo"\n')  # (the route's last key: business keys kept)
     url = f"http://127.0.0.1:{port}/"
@@ -76,6 +80,7 @@ def test_the_status_page_shows_a_quarantined_file_in_a_real_browser(
         assert "last delivery:" in html and "never" not in html.split("last delivery:")[1][:40]
         assert 'http-equiv="refresh"' in html and 'name="viewport"' in html
         assert "<script" not in html
+        assert "pickup: 3 waiting for the partner (oldest delivered 20" in html
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         shot = SCREENSHOTS / "status-page.png"
         shot.unlink(missing_ok=True)
