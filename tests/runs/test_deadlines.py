@@ -160,9 +160,10 @@ def test_the_morning_report_says_what_each_route_did(exchange: Exchange) -> None
     assert route["delivered"] == 1 and route["failures"] == {"validation": 1}
     assert len(route["deadlines_missed"]) + len(route["deadlines_met_late"]) == 1
     bad = CliRunner().invoke(
-        main, ["report", "--since", "yesterday", "--config", str(exchange.config)]
+        main, ["report", "--since", "last week", "--config", str(exchange.config)]
     )
     assert bad.exit_code == 2
+    assert "Invalid value for '--since'" in bad.output and "2026-12-01" in bad.output
 
 
 def test_a_file_delivered_after_the_deadline_does_not_meet_it(exchange: Exchange) -> None:

@@ -21,7 +21,7 @@ from xchange.cli.main import (
     open_store,
     reason_option,
 )
-from xchange.config import AppConfig
+from xchange.config import AppConfig, duration
 from xchange.errors import ConfigError, XchangeError
 from xchange.journal import FileRecord, State
 from xchange.pipeline import make_pipeline
@@ -58,12 +58,49 @@ def _rows(records: list[Any]) -> None:
         )
 
 
+class Moment(click.ParamType[datetime]):
+    """A moment, as an operator writes it: a time ago (``24h``, ``7d``, ``90m``,
+    ``1h30m``), ``today``, ``yesterday``, a date (``2026-12-01``) or a local time
+    (``2026-12-01 02:00``, ``2026-12-01T02:00:00``): one reader for every ``--since`` and
+    ``--until``."""
+
+    name = "moment"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        text = str(value).strip()
+        now = datetime.now().astimezone()
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        if text in ("today", "yesterday"):
+            return midnight - timedelta(days=1 if text == "yesterday" else 0)
+        try:
+            return now - duration(text)
+        except ValueError:
+            pass
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(
+                f"{text!r} is not a moment: write a time ago (24h, 7d, 90m), today, yesterday, "
+                "a date (2026-12-01) or a local time (2026-12-01 02:00)",
+                param,
+                ctx,
+            )
+        return when.astimezone() if when.tzinfo is None else when
+
+
+MOMENT = Moment()
+
+
 @journal.command("list")
 @config_option
 @click.option("--route", help="Only this route.")
 @click.option("--state", type=click.Choice([s.value for s in State]), help="Only this state.")
-@click.option("--since", type=click.DateTime(), help="Only records updated since (local time).")
-@click.option("--until", type=click.DateTime(), help="Only records updated before (local time).")
+@click.option(
+    "--since", type=MOMENT, help="Only records updated since: 24h, 7d, yesterday, 2026-12-01."
+)
+@click.option("--until", type=MOMENT, help="Only records updated before (the same forms).")
 @click.option("--name", "pattern", help="Only sources whose name matches this shell pattern.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines for scripts.")
@@ -209,7 +246,7 @@ def find(
 
 @journal.command("actions")
 @config_option
-@click.option("--since", type=click.DateTime(), help="Only actions since (local time).")
+@click.option("--since", type=MOMENT, help="Only actions since: 24h, 7d, yesterday, 2026-12-01.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines for scripts.")
 @click.pass_context
@@ -708,29 +745,26 @@ def alerts_test(ctx: click.Context, config_path: str | None, sink: int | None) -
 # --------------------------------------------------------------------------- report
 
 
-def _period(text: str) -> timedelta:
-    """``24h``, ``7d``, ``90m`` as a length of time."""
-    units = {"m": 60, "h": 3600, "d": 86400}
-    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
-        raise click.BadParameter("write it like 24h, 7d or 90m")
-    return timedelta(seconds=int(text[:-1]) * units[text[-1]])
-
-
 @main.command()
 @config_option
-@click.option("--since", "period", default="24h", show_default=True, help="How far back: 24h, 7d.")
+@click.option(
+    "--since",
+    type=MOMENT,
+    default="24h",
+    show_default=True,
+    help="From when: 24h, 7d, yesterday, 2026-12-01, 2026-12-01 02:00.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document for scripts.")
 @click.option("--send", is_flag=True, help="Also send it through the alert sinks (a digest).")
 @click.pass_context
 def report(
-    ctx: click.Context, config_path: str | None, period: str, as_json: bool, send: bool
+    ctx: click.Context, config_path: str | None, since: datetime, as_json: bool, send: bool
 ) -> None:
     """What each route did: files delivered, quarantined and waiting, outputs, bytes,
     failures by cause, deadlines missed, the slowest files. With --send (from cron every
     morning, say) it also goes out through the alert sinks."""
     from xchange import morning
 
-    since = datetime.now(UTC) - _period(period)
     config = command_config(ctx, config_path)
     with open_store(config) as store:
         reports = morning.report(config, store, since)
@@ -740,7 +774,7 @@ def report(
             from xchange.alerts import Alerter
 
             Alerter(config.alerts, store, config_file=str(config.source_file)).report(
-                f"[xchange] report, the last {period}", "\n".join(lines)
+                f"[xchange] report since {since.astimezone():%Y-%m-%d %H:%M}", "\n".join(lines)
             )
     if as_json:
         click.echo(json.dumps(morning.as_json(reports, since), ensure_ascii=False, indent=2))
