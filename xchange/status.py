@@ -30,8 +30,10 @@ class RouteStatus:
     in_hand: list[dict[str, Any]] = field(default_factory=list)
     retrying: list[dict[str, Any]] = field(default_factory=list)
     quarantined: int = 0
-    #: Today's arrival deadline and how it stands (None: none today).
+    #: Today's arrival deadline and how it stands (None: none today), in words, and as
+    #: values for scripts (due time, files wanted, delivered, on time, missed...).
     deadline: str | None = None
+    deadline_detail: dict[str, Any] | None = None
     #: Why files of the route wait for a person (a host key, a login), from the journal.
     needs_a_person: list[str] = field(default_factory=list)
     #: Outputs waiting for the partner to collect them, and how that stands (None: the
@@ -116,7 +118,20 @@ def route_status(config: AppConfig, journal: Journal, now: datetime) -> list[Rou
                 }
             )
         deadline = deadlines.today(route, journal, now)
-        status.deadline = deadline.describe() if deadline is not None else None
+        if deadline is not None:
+            status.deadline = deadline.describe()
+            status.deadline_detail = {
+                "day": deadline.day,
+                "by": deadline.by,
+                "due": deadline.due.isoformat(),
+                "wanted": deadline.wanted,
+                "delivered": deadline.delivered,
+                "on_time": deadline.on_time,
+                "late": deadline.late,
+                "passed": deadline.passed,
+                "judged": deadline.judged,
+                "missed": deadline.missed,
+            }
         status.quarantined = journal.count(route=route.name, states=[State.QUARANTINED])
         picked = pickups.standing(route, journal, now)
         if picked is not None:

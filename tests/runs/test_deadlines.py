@@ -4,6 +4,7 @@ late -> a recovered notice; a day not listed -> nothing; `status` shows the dead
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -100,8 +101,25 @@ def test_status_shows_todays_deadline(exchange: Exchange) -> None:
     with http_server() as (url, _):
         with_expect(exchange, url, 'by = "23:59", days = "daily", timezone = "UTC"')
         result = CliRunner().invoke(main, ["status", "--config", str(exchange.config)])
+        raw = CliRunner().invoke(main, ["status", "--json", "--config", str(exchange.config)])
     assert result.exit_code == 0, result.output
     assert "deadline: expects 1 file(s) by 23:59 (0 so far)" in result.stdout
+    # For scripts: values, not prose.
+    (route,) = json.loads(raw.stdout)["routes"]
+    detail = route["deadline_detail"]
+    today = datetime.now(UTC).date().isoformat()
+    assert detail == {
+        "day": today,
+        "by": "23:59",
+        "due": f"{today}T23:59:00+00:00",
+        "wanted": 1,
+        "delivered": 0,
+        "on_time": 0,
+        "late": 0,
+        "passed": False,
+        "judged": True,
+        "missed": False,
+    }
 
 
 def test_a_silent_route_is_alerted_but_not_right_after_a_start(exchange: Exchange) -> None:
