@@ -34,6 +34,7 @@ from prometheus_client import (
     Counter,
     Histogram,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -47,6 +48,10 @@ from xchange.results import DELIVERED, DUPLICATE, QUARANTINED, RETRY_LATER, Rout
 from xchange.status import waiting_for_a_person
 
 log = structlog.get_logger(__name__)
+
+# Each counter and histogram would also be given as a second series, ``*_created`` (when it
+# was made: this process's start, of no use to an alert): one series per thing counted.
+disable_created_metrics()
 
 #: Arrival -> delivered, seconds: from a second to a day.
 DELIVERY_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)

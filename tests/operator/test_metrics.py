@@ -49,6 +49,8 @@ def test_a_running_daemon_is_scraped_for_what_it_did(exchange: Exchange) -> None
         assert value(text, "xchange_oldest_waiting_seconds", route="shop-orders") == 0
         assert value(text, "process_cpu_seconds_total") is not None
         assert value(text, "xchange_journal_seconds_count") is not None
+        # One series per thing counted: no *_created twin of each counter.
+        assert "_created" not in text
         # Bounded labels: no file name in any label.
         assert "orders_20261121" not in text and "orders_broken" not in text
         assert scrape(port, "/healthz") == (200, "ok\n")
