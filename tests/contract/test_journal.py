@@ -446,7 +446,11 @@ def test_a_dropped_content_sent_again_is_taken_again(journal: Journal) -> None:
     """An operator dropped it; the partner sends the same bytes again: a new attempt on
     the same record (judged again, quarantined again if nothing changed)."""
     rec = journal.claim(key(), layout_version="l", mapping_version="m").record
+    journal.transition(
+        rec.id, State.QUARANTINED, error=("validation", "bad"), quarantine_path="/q/1"
+    )
     journal.transition(rec.id, State.DROPPED)
+    assert journal.get(rec.id).quarantine_path is None  # (its kept copy is gone)
     again = journal.claim(key(), layout_version="l", mapping_version="m")
     assert not again.already_delivered and again.record.id == rec.id
     assert again.record.state == State.PROCESSING and again.record.attempts == 2

@@ -115,6 +115,9 @@ def test_drop_gives_a_file_up_and_keeps_the_record(exchange: Exchange) -> None:
     assert not any((exchange.quarantine / "shop-orders").glob("000001_*"))
     listed = json.loads(cli(exchange, "journal", "list", "--json").stdout)
     assert listed["state"] == "dropped"
+    # The record no longer points at the copy that was deleted.
+    shown = json.loads(cli(exchange, "journal", "show", "1", "--json").stdout)
+    assert shown["quarantine_path"] is None
 
 
 def test_bad_ids_and_arguments_are_clear_errors(exchange: Exchange) -> None:

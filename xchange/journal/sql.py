@@ -618,6 +618,10 @@ class SqlJournal(Ledger):
                 if value is not None:
                     sets.append(f"{column}=?")
                     args.append(value)
+            if state == State.DROPPED and quarantine_path is None:
+                # A dropped file's kept copy is gone (deleted, or another record's now):
+                # the record no longer points at it.
+                sets.append("quarantine_path=NULL")
             # Column names come from the fixed list above; every value is bound.
             sql = f"UPDATE files SET {', '.join(sets)}{hold} WHERE id=?"
             db.execute(self.db.sql(sql), (*args, *hold_args, file_id))
