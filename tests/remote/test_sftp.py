@@ -267,6 +267,8 @@ def test_trust_shows_the_fingerprint_and_pins_on_confirmation(
     )
     assert declined.exit_code == 1
     assert "SHA256:" in declined.stdout
+    assert "not pinned: nothing changed in" in declined.stderr
+    assert "goes on refusing wms-outbox until its key is pinned" in declined.stderr
     assert not known.exists()
     accepted = runner.invoke(
         main, ["trust", "--config", str(exchange.config), "wms-outbox"], input="y\n"

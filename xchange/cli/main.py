@@ -769,7 +769,11 @@ def trust(
             click.echo("Compare it with the fingerprint the server's operator gives you.")
             question = f"Pin this key in {cfg.known_hosts}?"
         if not yes and not click.confirm(question, default=False):
-            fail("not pinned", 1)
+            fail(
+                f"not pinned: nothing changed in {cfg.known_hosts}; xchange goes on refusing "
+                f"{endpoint} until its key is pinned (xchange trust {endpoint})",
+                1,
+            )
         try:
             remote.pin_host_key(key)
         except XchangeError as exc:
