@@ -54,6 +54,12 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return {k: _scrub(v) for k, v in event.items()}
 
 
+def _said(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor for the console: only what was said (a key whose value is None
+    says nothing; JSON lines keep every key, for scripts)."""
+    return {k: v for k, v in event.items() if v is not None}
+
+
 def local_timestamps(zone: str | None = None) -> Any:
     """structlog processor: ``timestamp`` in local time (or in the IANA ``zone``), to the
     second, with its offset: what a person at a console reads."""
@@ -103,6 +109,7 @@ def configure_logging(
             stamper,
             structlog.processors.format_exc_info,
             redact,
+            *([] if json else [_said]),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -51,7 +51,7 @@ log = structlog.get_logger(__name__)
 
 # Each counter and histogram would also be given as a second series, ``*_created`` (when it
 # was made: this process's start, of no use to an alert): one series per thing counted.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 #: Arrival -> delivered, seconds: from a second to a day.
 DELIVERY_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)

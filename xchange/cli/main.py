@@ -51,14 +51,24 @@ _LOGGING = "xchange.logging"
 def _logging(ctx: click.Context, **changes: Any) -> None:
     """Apply the logging options given so far (the group's, then the command's)."""
     settings = ctx.meta.setdefault(
-        _LOGGING, {"log_format": "auto", "verbose": False, "log_timezone": None}
+        _LOGGING, {"log_format": "auto", "verbose": False, "log_timezone": None, "level": "info"}
     )
     settings.update({k: v for k, v in changes.items() if v is not None})
     log_format = settings["log_format"]
     configure_logging(
         json=None if log_format == "auto" else log_format == "json",
-        level="debug" if settings["verbose"] else "info",
+        level="debug" if settings["verbose"] else settings["level"],
         timezone=settings["log_timezone"],
+    )
+
+
+def _at_a_terminal(ctx: click.Context) -> bool:
+    """Whether the log goes to a person at a terminal (console lines on a tty, not -v)."""
+    settings = ctx.meta.get(_LOGGING, {})
+    return (
+        sys.stderr.isatty()
+        and settings.get("log_format", "auto") != "json"
+        and not settings.get("verbose")
     )
 
 
@@ -392,6 +402,10 @@ def run(
             raise click.UsageError("--dry-run goes with --once")
         _dry_run(config, list(routes))
         return
+    if once and _at_a_terminal(ctx):
+        # A person reads this: the summary lines are the news; each file's events wait
+        # behind -v (warnings and errors still show). Cron's logs keep them all.
+        _logging(ctx, level="warning")
     stop = threading.Event()
     code = 0
     try:
