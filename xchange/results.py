@@ -190,6 +190,8 @@ class RouteResult:
 
 #: Exit codes of ``xchange run --once`` (documented in README.md).
 EXIT_OK, EXIT_QUARANTINED, EXIT_CONFIG, EXIT_NOT_DELIVERED, EXIT_LOCKED = 0, 1, 2, 3, 4
+#: Everything taken was delivered, but a drop folder holds files no route takes.
+EXIT_NOT_TAKEN = 5
 
 
 def exit_code(results: list[RouteResult]) -> int:
@@ -207,6 +209,7 @@ __all__ = [
     "EXIT_CONFIG",
     "EXIT_LOCKED",
     "EXIT_NOT_DELIVERED",
+    "EXIT_NOT_TAKEN",
     "EXIT_OK",
     "EXIT_QUARANTINED",
     "LEFT",

@@ -322,7 +322,8 @@ def test_dry_run_says_what_would_happen_and_touches_nothing(exchange: Exchange) 
     (exchange.inbox / "Orders_3.csv").write_bytes(b"x")
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in exchange.inbox.iterdir()}
     result = cli(exchange, "run", "--once", "--dry-run")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # (what the run would say: one quarantined)
+    assert "(dry run: 1 would be delivered, 1 quarantined; nothing was taken" in result.stdout
     assert (
         f"shop-orders: {SAMPLE.name} (874 bytes): would deliver as "
         "WMS_OUT_20261121_EC20261121001.xml, WMS_OUT_20261121_EC20261121002.xml, "
@@ -330,7 +331,7 @@ def test_dry_run_says_what_would_happen_and_touches_nothing(exchange: Exchange) 
     ) in result.stdout
     assert "orders_20261122.csv" in result.stdout and "would be quarantined" in result.stdout
     assert "'抖音' is not in value table 'channels'" in result.stdout
-    assert "not taken by any route: shop-drop: Orders_3.csv" in result.stdout
+    assert "not taken by any route: shop-drop: Orders_3.csv (1 bytes)" in result.stdout
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in exchange.inbox.iterdir()}
     assert after == before
     assert not exchange.outbox.exists() and not exchange.quarantine.exists()
@@ -378,3 +379,23 @@ def test_shell_completion_as_readme_says(exchange: Exchange) -> None:
         check=False,
     )
     assert "quarantine" in offered.stdout
+
+
+def test_cron_learns_of_files_no_route_takes_from_the_run_and_its_exit_code(
+    exchange: Exchange,
+) -> None:
+    """A run --once that delivered everything it took, beside a file no route takes, says
+    so in a line and exits 5 (not 0); the dry run says the same with the same code."""
+    exchange.drop_sample()
+    (exchange.inbox / "ORDERS_2.CSV").write_bytes(b"x")
+    dry = cli(exchange, "run", "--once", "--dry-run")
+    assert dry.exit_code == 5, dry.output
+    result = cli(exchange, "run", "--once")
+    assert result.exit_code == 5, result.output
+    assert "shop-orders: 1 delivered (3 documents)" in result.stdout
+    assert (
+        "not taken by any route: shop-drop: ORDERS_2.CSV (1 bytes): route shop-orders's "
+        "pattern 'orders_*.csv' differs from it only by case"
+    ) in result.stdout
+    (exchange.inbox / "ORDERS_2.CSV").unlink()
+    assert cli(exchange, "run", "--once").exit_code == 0

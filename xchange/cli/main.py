@@ -38,7 +38,14 @@ from xchange.lock import RunLock
 from xchange.log import configure_logging, register_secret
 from xchange.pipeline import CopyPipeline, Pipeline, make_pipeline
 from xchange.remote import openssh
-from xchange.results import EXIT_CONFIG, EXIT_LOCKED, EXIT_NOT_DELIVERED, exit_code
+from xchange.results import (
+    EXIT_CONFIG,
+    EXIT_LOCKED,
+    EXIT_NOT_DELIVERED,
+    EXIT_NOT_TAKEN,
+    EXIT_QUARANTINED,
+    exit_code,
+)
 from xchange.runner import Runner
 from xchange.sink import Output, Sink
 
@@ -389,8 +396,9 @@ def run(
 
     Exit codes with --once: 0 all delivered, 1 some files quarantined, 2 configuration
     error, 3 some files could not be delivered yet (they stay for the next run),
-    4 another run of this configuration holds the lock. The daemon exits 0 after a
-    clean stop.
+    4 another run of this configuration holds the lock, 5 all delivered but a drop folder
+    holds files no route takes. --dry-run exits with the code the run would give. The
+    daemon exits 0 after a clean stop.
     """
     config = command_config(ctx, config_path, secrets=True)
     for name in routes:
@@ -429,6 +437,8 @@ def run(
                     for result in results:
                         click.echo(result.summary())
                     code = exit_code(results)
+                    if not routes and _say_strays(config) and code == 0:
+                        code = EXIT_NOT_TAKEN
     except LockHeld as exc:
         fail(f"xchange: {exc}", EXIT_LOCKED)
     except ConfigError as exc:
@@ -530,11 +540,32 @@ def _dry_run(config: AppConfig, routes: list[str]) -> None:
             click.echo(planned.line())
         if not route_plan.files and not route_plan.error:
             click.echo(f"{route_plan.route}: nothing to take")
+    stray = _say_strays(config)
+    said = [p.verdict for r in plans for p in r.files]
+    click.echo(
+        f"(dry run: {said.count('take')} would be delivered, {said.count('quarantine')} "
+        "quarantined; nothing was taken, written, moved or journaled)"
+    )
+    # The codes a run would give: cron and scripts learn from the dry run too.
+    if any(r.error for r in plans) or "waiting" in said:
+        sys.exit(EXIT_NOT_DELIVERED)
+    if "quarantine" in said:
+        sys.exit(EXIT_QUARANTINED)
+    if stray:
+        sys.exit(EXIT_NOT_TAKEN)
+
+
+def _say_strays(config: AppConfig) -> bool:
+    """Say the files in local drop folders that no route takes; whether there are any."""
     from xchange.status import strays
 
-    for stray in strays(config):
-        click.echo(f"not taken by any route: {stray.endpoint}: {stray.path}: {stray.hint}")
-    click.echo("(dry run: nothing was taken, written, moved or journaled)")
+    found = strays(config)
+    for stray in found:
+        click.echo(
+            f"not taken by any route: {stray.endpoint}: {stray.path} ({stray.size} bytes): "
+            f"{stray.hint}"
+        )
+    return bool(found)
 
 
 def _alert_not_run(config: AppConfig, exc: XchangeError, alerter: Alerter | None = None) -> None:
