@@ -443,14 +443,29 @@ def _first_line(text: str | None) -> str:
 @click.option("--route", help="Only this route.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines for scripts.")
+@click.option(
+    "--by-cause",
+    is_flag=True,
+    help="Grouped by cause (one incident, not 300 files), each with the id to retry it by.",
+)
 @click.pass_context
 def quarantine_list(
-    ctx: click.Context, config_path: str | None, route: str | None, limit: int, as_json: bool
+    ctx: click.Context,
+    config_path: str | None,
+    route: str | None,
+    limit: int,
+    as_json: bool,
+    by_cause: bool,
 ) -> None:
     """Quarantined files, newest first, with the cause and the first problem."""
     config = command_config(ctx, config_path)
     with open_store(config) as store:
         _check_route(config, store, route)
+        if by_cause:
+            _list_by_cause(
+                store.query(route=route, state=State.QUARANTINED, limit=1_000_000), as_json
+            )
+            return
         records = store.query(route=route, state=State.QUARANTINED, limit=limit)
     heals = _healing(config, records)
     if as_json:
@@ -467,6 +482,28 @@ def quarantine_list(
         will, why = heals[r.id]
         click.echo(f"{'':>6}  {'re-checked' if will else 'not re-checked'}: {why}")
     if not records:
+        click.echo("(nothing in quarantine)")
+
+
+def _list_by_cause(records: list[FileRecord], as_json: bool) -> None:
+    from xchange.incidents import by_cause
+
+    causes = by_cause(records)
+    for cause in causes:
+        if as_json:
+            click.echo(json.dumps(cause.as_dict(), ensure_ascii=False))
+            continue
+        first = min(r.updated_at for r in cause.records).astimezone()
+        last = max(r.updated_at for r in cause.records).astimezone()
+        click.echo(
+            f"[{cause.id}] {len(cause.records)} file(s), {', '.join(cause.routes)}, "
+            f"{first:%Y-%m-%d %H:%M} - {last:%H:%M}: {cause.text}"
+        )
+        shown = ", ".join(f"#{r.id} {r.path}" for r in cause.records[:3])
+        more = f" and {len(cause.records) - 3} more" if len(cause.records) > 3 else ""
+        click.echo(f"         {shown}{more}")
+        click.echo(f"         retry: xchange quarantine retry --cause {cause.id} --canary 1")
+    if not causes and not as_json:
         click.echo("(nothing in quarantine)")
 
 
@@ -533,13 +570,60 @@ def _reprocess(
     force: bool,
     action: str,
     reason: str | None,
+    dry_run: bool = False,
+    canary: int = 0,
 ) -> None:
     """Run files again through the current layouts and mappings; exit 1 if any still fails.
-    The action is noted in the journal first (who, which files, why)."""
+    The action is noted in the journal first (who, which files, why). With ``canary``, the
+    first files go alone: the rest only if every one of them was delivered. With
+    ``dry_run``, what would be delivered (and how it differs from what was delivered
+    before), touching nothing."""
+    config = command_config(ctx, config_path, secrets=True)
+    if dry_run:
+        _preview(config, ids, force=force)
+        return
+    first, rest = (ids[:canary], ids[canary:]) if canary else (ids, [])
+    failed = _rerun(config, first, force=force, action=action, reason=reason)
+    if canary and failed:
+        click.echo(
+            f"the canary failed: {len(rest)} other file(s) left in quarantine, untouched",
+            err=True,
+        )
+    elif rest:
+        click.echo(f"the canary went through: {len(rest)} more file(s) now")
+        failed += _rerun(config, rest, force=force, action=action, reason=reason)
+    if failed:
+        sys.exit(1)
+
+
+def _preview(config: AppConfig, ids: list[int], *, force: bool) -> None:
+    from xchange.replay import preview
+
+    store = open_store(config)
+    stays = 0
+    try:
+        for file_id in ids:
+            seen = preview(config, store, _get(store, file_id), force=force)
+            stays += seen.error is not None
+            for line in seen.lines():
+                click.echo(line)
+    finally:
+        store.close()
+    click.echo(
+        f"(dry run: {len(ids) - stays} would be delivered, {stays} would stay; nothing was "
+        "sent, moved or journaled)"
+    )
+    if stays:
+        sys.exit(1)
+
+
+def _rerun(
+    config: AppConfig, ids: list[int], *, force: bool, action: str, reason: str | None
+) -> int:
+    """Run the files again; how many still fail."""
     from xchange.results import DELIVERED, DUPLICATE, SKIPPED
     from xchange.runner import Runner
 
-    config = command_config(ctx, config_path, secrets=True)
     store = open_store(config)
     runner = Runner(config, store)
     failed = 0
@@ -574,15 +658,21 @@ def _reprocess(
     finally:
         runner.close()
         store.close()
-    if failed:
-        sys.exit(1)
+    return failed
 
 
 @quarantine.command("retry")
 @config_option
 @click.argument("file_ids", type=int, nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Every quarantined file.")
-@click.option("--route", help="With --all: only this route.")
+@click.option("--cause", help="Every file of one cause (its id from `quarantine list --by-cause`).")
+@click.option("--route", help="With --all or --cause: only this route.")
+@click.option(
+    "--canary",
+    type=click.IntRange(min=1),
+    help="Send this many first; the rest only if every one of them is delivered.",
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be delivered; touch nothing.")
 @reason_option
 @click.pass_context
 def quarantine_retry(
@@ -590,25 +680,50 @@ def quarantine_retry(
     config_path: str | None,
     file_ids: tuple[int, ...],
     everything: bool,
+    cause: str | None,
     route: str | None,
+    canary: int | None,
+    dry_run: bool,
     reason: str | None,
 ) -> None:
     """Send quarantined files again, after fixing the file, a value table or the mapping."""
-    if everything == bool(file_ids):
-        raise click.UsageError("give file IDs, or --all (optionally with --route)")
-    if route and not everything:
-        raise click.UsageError("--route goes with --all")
+    if sum((everything, bool(file_ids), cause is not None)) != 1:
+        raise click.UsageError("give file IDs, --all or --cause (optionally with --route)")
+    if route and not (everything or cause):
+        raise click.UsageError("--route goes with --all or --cause")
     ids = list(file_ids)
-    if everything:
+    if everything or cause is not None:
         config = command_config(ctx, config_path, secrets=True)
         if route is not None:
             known_route(config, route)
         with open_store(config) as store:
-            ids = [r.id for r in store.query(route=route, state=State.QUARANTINED, limit=1_000_000)]
+            records = store.query(route=route, state=State.QUARANTINED, limit=1_000_000)
+        if cause is not None:
+            from xchange.incidents import find_cause
+
+            found = find_cause(records, cause)
+            if found is None:
+                fail(
+                    f"no quarantined file has cause {cause!r}: see xchange quarantine list "
+                    "--by-cause",
+                    1,
+                )
+            records = found.records
+        # Oldest first: the canary is the first file that failed.
+        ids = [r.id for r in sorted(records, key=lambda r: r.id)]
         if not ids:
             click.echo("nothing in quarantine")
             return
-    _reprocess(ctx, config_path, ids, force=False, action="quarantine retry", reason=reason)
+    _reprocess(
+        ctx,
+        config_path,
+        ids,
+        force=False,
+        action="quarantine retry",
+        reason=reason,
+        dry_run=dry_run,
+        canary=canary or 0,
+    )
 
 
 @quarantine.command("drop")
@@ -645,6 +760,12 @@ def quarantine_drop(
     help="Send again on purpose: files delivered already (from their archived copy), and "
     "documents delivered before (repeats), over files of the same name.",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Say what would be delivered, and how it differs from what was delivered before; "
+    "touch nothing.",
+)
 @reason_option
 @click.pass_context
 def reprocess(
@@ -652,10 +773,19 @@ def reprocess(
     config_path: str | None,
     file_ids: tuple[int, ...],
     force: bool,
+    dry_run: bool,
     reason: str | None,
 ) -> None:
     """Run files again: quarantined ones after a fix, delivered ones with --force."""
-    _reprocess(ctx, config_path, list(file_ids), force=force, action="reprocess", reason=reason)
+    _reprocess(
+        ctx,
+        config_path,
+        list(file_ids),
+        force=force,
+        action="reprocess",
+        reason=reason,
+        dry_run=dry_run,
+    )
 
 
 @main.command()

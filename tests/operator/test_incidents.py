@@ -1,0 +1,110 @@
+"""Replay by incident: quarantined files grouped by cause; one cause retried with a canary
+first and the rest only if it passes; a dry run that says what would be delivered, and how
+a file re-sent on purpose differs from what was delivered before."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner, Result
+
+from tests.conftest import Exchange
+from tests.daemons import SAMPLE, private_formats
+from xchange.cli import main
+
+
+def cli(exchange: Exchange, *args: str) -> Result:
+    return CliRunner().invoke(main, [*args, "--config", str(exchange.config)])
+
+
+def a_bad_morning(exchange: Exchange) -> None:
+    """Four exports with a channel the value table does not know yet, one in UTF-16."""
+    text = SAMPLE.read_bytes().decode("gbk").replace("京东", "抖音")
+    for n in range(4):
+        name = f"orders_2026112{n}.csv"
+        (exchange.inbox / name).write_bytes(
+            text.replace("EC202611210", f"EC2026112{n}0").encode("gbk")
+        )
+    (exchange.inbox / "orders_utf16.csv").write_bytes(
+        SAMPLE.read_bytes().decode("gbk").encode("utf-16")
+    )
+    assert "5 quarantined" in cli(exchange, "run", "--once").output
+
+
+def causes(exchange: Exchange) -> list[dict[str, object]]:
+    listed = cli(exchange, "quarantine", "list", "--by-cause", "--json")
+    assert listed.exit_code == 0, listed.output
+    return [json.loads(line) for line in listed.stdout.splitlines()]
+
+
+def test_a_bad_morning_is_two_causes_not_five_files(exchange: Exchange) -> None:
+    a_bad_morning(exchange)
+    table, utf16 = causes(exchange)
+    assert table["files"] == 4 and utf16["files"] == 1
+    assert "channel" in str(table["cause"]) and "channels" in str(table["cause"])
+    assert str(utf16["cause"]).startswith("decode: ")
+    shown = cli(exchange, "quarantine", "list", "--by-cause").stdout
+    assert f"[{table['id']}] 4 file(s), shop-orders, " in shown
+    assert f"retry: xchange quarantine retry --cause {table['id']} --canary 1" in shown
+
+
+def test_a_cause_is_retried_with_a_canary_first_and_the_rest_only_if_it_passes(
+    exchange: Exchange,
+) -> None:
+    formats = private_formats(exchange)
+    a_bad_morning(exchange)
+    table = causes(exchange)[0]
+    cause = str(table["id"])
+    # Not fixed yet: the canary fails, the three others are not tried.
+    failed = cli(exchange, "quarantine", "retry", "--cause", cause, "--canary", "1")
+    assert failed.exit_code == 1
+    assert "the canary failed: 3 other file(s) left in quarantine, untouched" in failed.output
+    attempts = {
+        r["id"]: r["attempts"]
+        for r in map(json.loads, cli(exchange, "journal", "list", "--json").stdout.splitlines())
+    }
+    assert sorted(attempts.values()) == [1, 1, 1, 1, 2]
+    # The table gets the new channel; the dry run says what would go, touching nothing.
+    mapping = formats / "shop-to-wms-outbound.toml"
+    mapping.write_text(
+        mapping.read_text(encoding="utf-8").replace(
+            '"京东" = "JD"', '"京东" = "JD"\n"抖音" = "DY"'
+        ),
+        encoding="utf-8",
+    )
+    dry = cli(exchange, "quarantine", "retry", "--cause", cause, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert dry.stdout.count(": would deliver WMS_OUT_") == 4
+    assert "(dry run: 4 would be delivered, 0 would stay;" in dry.stdout
+    assert not exchange.outbox.exists() or not any(exchange.outbox.iterdir())
+    passed = cli(exchange, "quarantine", "retry", "--cause", cause, "--canary", "1")
+    assert passed.exit_code == 0, passed.output
+    assert "the canary went through: 3 more file(s) now" in passed.output
+    assert len(list(exchange.outbox.iterdir())) == 12
+    # The other cause stays where it was.
+    assert [c["files"] for c in causes(exchange)] == [1]
+
+
+def test_a_file_resent_on_purpose_shows_how_it_differs_from_what_was_delivered(
+    exchange: Exchange,
+) -> None:
+    formats = private_formats(exchange)
+    exchange.drop_sample()
+    assert cli(exchange, "run", "--once").exit_code == 0
+    mapping = formats / "shop-to-wms-outbound.toml"
+    mapping.write_text(
+        mapping.read_text(encoding="utf-8").replace('"京东" = "JD"', '"京东" = "JINGDONG"'),
+        encoding="utf-8",
+    )
+    dry = cli(exchange, "reprocess", "1", "--force", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    lines = dry.stdout.splitlines()
+    assert "WMS_OUT_20261121_EC20261121001.xml: the same bytes as delivered before" in dry.stdout
+    assert "WMS_OUT_20261121_EC20261121002.xml: differs from what was delivered before:" in (
+        dry.stdout
+    )
+    assert any(line.strip() == "-  <Channel>JD</Channel>" for line in lines), dry.stdout
+    assert any(line.strip() == "+  <Channel>JINGDONG</Channel>" for line in lines)
+    # Nothing was sent: the target still has the old bytes.
+    sent = (exchange.outbox / "WMS_OUT_20261121_EC20261121002.xml").read_text(encoding="utf-8")
+    assert "<Channel>JD</Channel>" in sent
