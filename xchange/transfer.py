@@ -616,6 +616,9 @@ class Transfer:
             note = ", ".join(o.name for o in outputs) or "no documents"
             if conversion.totals:
                 note += f"; {totals_summary(conversion.totals)}"
+            if conversion.left_out:
+                left = totals_summary(conversion.left_out).removeprefix("totals: ")
+                note += f" (of which repeats left out: {left})"
             self.journal.transition(
                 record.id,
                 State.DELIVERING,
@@ -643,7 +646,7 @@ class Transfer:
                 self.now().astimezone(UTC),
                 sum(o.documents for o in outputs),
                 len(conversion.skipped),
-                conversion.totals,
+                conversion.delivered_totals,
             )
         )
         self.journal.transition(record.id, State.DELIVERED)

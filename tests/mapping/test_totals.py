@@ -115,13 +115,12 @@ def test_check_says_what_is_wrong_with_totals(
     assert any(said in p and "totals" in p for p in problems), problems
 
 
-def test_totals_are_not_checked_where_documents_were_skipped_as_delivered_already(
+def test_totals_still_cover_documents_skipped_as_delivered_already(
     exchange: Exchange,
 ) -> None:
-    """A route with dedupe_key leaves repeated documents out on purpose: then the totals
-    cannot agree, and the file says it was not checked (a warning), instead of a false
-    difference."""
-    exchange.write_config(route_extra='dedupe_key = "OrderNo"')
+    """A re-export with one order delivered before: the repeat is left out, and the totals
+    still compare everything read with everything the mapping made (the repeat read back
+    as if written): they agree, and the file says its totals."""
     (exchange.inbox / SAMPLE.name).write_bytes(SAMPLE.read_bytes())
     assert run(exchange)[0] == 0
     again = SAMPLE.read_bytes().replace(b"EC20261121003", b"EC20261121009")
@@ -133,7 +132,34 @@ def test_totals_are_not_checked_where_documents_were_skipped_as_delivered_alread
     events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     (delivered,) = [e for e in events if e["event"] == "file.delivered"]
     assert delivered["skipped_keys"] and delivered["documents"] == 1
-    assert any("control totals not checked: 2 document(s)" in w for w in delivered["warnings"])
+    assert not delivered.get("warnings")
+    shown = CliRunner().invoke(
+        main, ["journal", "show", "2", "--json", "--config", str(exchange.config)]
+    )
+    notes = " ".join(h["note"] or "" for h in json.loads(shown.output)["history"])
+    assert (
+        "totals: lines 5, pieces 8, prices 1637.30 (of which repeats left out: lines 3, "
+        "pieces 4, prices 1447.90)"
+    ) in notes
+
+
+def test_a_changed_amount_beside_a_repeat_is_still_stopped(exchange: Exchange) -> None:
+    """One order delivered before, one new: the mapping that changes an amount is stopped
+    as it is in a file without repeats (the repeat does not switch the check off)."""
+    formats = private_formats(exchange)
+    (exchange.inbox / SAMPLE.name).write_bytes(SAMPLE.read_bytes())
+    assert run(exchange)[0] == 0
+    edit(
+        formats / MAPPING,
+        'UnitPrice = "goods_price"',
+        'UnitPrice = { expr = "goods_price + 0.01" }',
+    )
+    again = SAMPLE.read_bytes().replace(b"EC20261121003", b"EC20261121009")
+    (exchange.inbox / "orders_20261122.csv").write_bytes(again)
+    code, out = run(exchange)
+    assert code == 1, out
+    assert "control totals differ (prices: the source has" in out
+    assert not (exchange.outbox / "WMS_OUT_20261121_EC20261121009.xml").exists()
 
 
 def test_written_files_are_read_back_as_their_layout_writes_them() -> None:

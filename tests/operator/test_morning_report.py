@@ -46,11 +46,12 @@ def test_the_report_gives_each_day_its_files_documents_totals_repeats_and_pickup
     (exchange.inbox / "orders_20261123.csv").write_bytes(other)
     assert "1 quarantined" in run(exchange)
 
+    # Each file counts what it delivered: the second file's repeats once, in the first.
     shown = CliRunner().invoke(main, ["report", "--config", str(exchange.config)])
     assert shown.exit_code == 0, shown.output
     today = datetime.now().astimezone().date().isoformat()
     assert (
-        f"  {today}: 2 file(s), 4 document(s); totals: lines 5, pieces 8, prices 1637.30; "
+        f"  {today}: 2 file(s), 4 document(s); totals: lines 7, pieces 12, prices 1826.70; "
         "1 file(s) stopped: control totals differed; 2 repeat(s) stopped; "
         "4 delivered, not collected yet"
     ) in shown.output, shown.output
@@ -61,7 +62,7 @@ def test_the_report_gives_each_day_its_files_documents_totals_repeats_and_pickup
         "day": today,
         "files": 2,
         "documents": 4,
-        "totals": {"lines": "5", "pieces": "8", "prices": "1637.30"},
+        "totals": {"lines": "7", "pieces": "12", "prices": "1826.70"},
         "differences": 1,
         "repeats": 2,
         "not_collected": 4,
