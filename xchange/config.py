@@ -170,6 +170,19 @@ class TargetManifest(CsvManifestLayout):
 
     @model_validator(mode="after")
     def _columns(self) -> TargetManifest:
+        if self.format != "csv" and self.model_fields_set & {
+            "columns",
+            "header",
+            "delimiter",
+            "encoding",
+            "line_end",
+        }:
+            given = sorted(
+                self.model_fields_set & {"columns", "header", "delimiter", "encoding", "line_end"}
+            )
+            raise ValueError(
+                f"{', '.join(given)}: only a csv manifest has them (format is {self.format!r})"
+            )
         for column in self.columns:
             if column not in MANIFEST_COLUMNS and not (
                 column.startswith("totals.") and len(column) > len("totals.")

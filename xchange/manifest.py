@@ -31,7 +31,7 @@ from typing import Any
 from xchange.config import CsvManifestLayout, RouteConfig, SourceManifest, TargetManifest
 from xchange.errors import ManifestDiffers, UnsafeName
 from xchange.journal import OutputRecord
-from xchange.names import check_plain_name, render_name, template_problems
+from xchange.names import check_plain_name, render_name, template_fields, template_problems
 from xchange.sink import Output
 
 #: Placeholders a manifest's name template may use.
@@ -61,16 +61,42 @@ class ManifestRefused(UnsafeName):
 
 
 def problems(route: RouteConfig, totals: Iterable[str] | None) -> list[str]:
-    """What is wrong with a route's target manifest: its name template, or a
-    ``totals.<name>`` column the mapping does not declare (``totals`` None: a copy
-    route, which has none)."""
+    """What is wrong with a route's manifests: a partner's whose pattern is the data's; a
+    target's name template (unsafe, or the same for every source where a taken name is
+    refused), or a ``totals.<name>`` column the mapping does not declare (``totals``
+    None: a copy route, which has none)."""
+    found: list[str] = []
+    if route.source.manifest is not None:
+        same = set(route.source.manifest.patterns) & set(route.source.patterns)
+        if same:
+            found.append(
+                f"route {route.name}: source.manifest.pattern: {sorted(same)[0]!r} is also the "
+                "route's data pattern: a manifest is never a data file; give them names "
+                "apart (e.g. *.manifest.json)"
+            )
     spec = route.target.manifest
     if spec is None:
-        return []
-    found = [
+        return found
+    found += [
         f"route {route.name}: target.manifest.name: {p}"
         for p in template_problems(spec.name, NAME_FIELDS)
     ]
+    if not any("target.manifest.name" in f for f in found):
+        try:
+            manifest_name(route, "orders_20261121.csv", datetime(2026, 11, 21, 2, 0))
+        except UnsafeName as exc:
+            found.append(f"route {route.name}: target.manifest.name: {exc.reason}")
+    if (
+        not any("target.manifest.name" in f for f in found)
+        and route.target.if_exists == "fail"
+        and not {"source_name", "source_stem"} & template_fields(spec.name)
+    ):
+        found.append(
+            f"route {route.name}: target.manifest.name: {spec.name!r} is the same for every "
+            "source, and the target refuses a name it has (if_exists = \"fail\"): every source "
+            "after the first would be quarantined; put {source_stem} in it (or choose "
+            "if_exists = \"overwrite\" for a done file the partner takes each time)"
+        )
     declared = set(totals or ())
     if spec.format == "csv":
         for column in spec.columns:

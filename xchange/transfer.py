@@ -627,6 +627,8 @@ class Transfer:
             )
             try:
                 target = self.sessions.remote(route.target.endpoint)
+                if manifest is not None:
+                    self._manifest_free(file, target, manifest, force)
                 self.delivery.deliver(route, target, record, outputs, force=force)
                 if manifest is not None:
                     checkpoint("before-manifest")
@@ -692,6 +694,24 @@ class Transfer:
             totals=conversion.totals,
         )
         return name
+
+    def _manifest_free(self, file: Claimed, target: Remote, name: str, force: bool) -> None:
+        """Before any data file is sent: the manifest's name is free on a target that
+        refuses a name it has (else the data would reach the partner without it).
+
+        Raises:
+            TargetExists: another file has the manifest's name there.
+        """
+        route, record = file.route, file.record
+        if force or route.target.if_exists != "fail":
+            return
+        if record.outputs:
+            return  # (an attempt a crash cut short sent some: the manifest there may be ours)
+        if target.stat(name) is not None:
+            raise TargetExists(
+                f"{route.target.endpoint}: {name} (the manifest of {record.path}) is there "
+                "already: nothing was sent; name manifests per source ({source_stem})"
+            )
 
     def _deliver_manifest(
         self, file: Claimed, target: Remote, name: str, conversion: Conversion, force: bool

@@ -374,3 +374,44 @@ def test_a_manifest_lists_each_output_under_the_name_it_was_delivered_under(
     renamed = "WMS_OUT_20261121_EC20261121001_1.xml"
     assert [f["name"] for f in manifest["files"]] == [renamed, *sorted(set(EXPECTED) - {taken})]
     assert (exchange.outbox / renamed).read_bytes() == EXPECTED[taken]
+
+
+def test_a_manifest_name_taken_on_the_target_stops_the_file_before_any_data_is_sent(
+    exchange: Exchange,
+) -> None:
+    """The partner's folder has a file under the manifest's name (a fixed name, say):
+    nothing of the source is sent, and the file is quarantined saying why."""
+    with_target_manifest(exchange, 'name = "{source_stem}.manifest.json"')
+    exchange.outbox.mkdir(parents=True, exist_ok=True)
+    (exchange.outbox / "orders_20261121.manifest.json").write_bytes(b"{}")
+    exchange.drop_sample()
+    result = CliRunner().invoke(main, ["run", "--once", "--config", str(exchange.config)])
+    assert result.exit_code == 1, result.output
+    assert "(the manifest of orders_20261121.csv) is there already: nothing was sent" in (
+        result.output
+    )
+    assert sorted(p.name for p in exchange.outbox.iterdir()) == ["orders_20261121.manifest.json"]
+
+
+def test_check_refuses_manifests_that_cannot_work(exchange: Exchange) -> None:
+    for extra, said in [
+        ('name = "manifest.json"', "is the same for every source"),
+        ('name = "../{source_stem}.done", format = "done"', "target.manifest.name"),
+        ('name = "{source_stem}.json", columns = ["name"]', "only a csv manifest has them"),
+    ]:
+        with_target_manifest(exchange, extra)
+        checked = CliRunner().invoke(main, ["check", "--config", str(exchange.config)])
+        assert checked.exit_code == 2, (extra, checked.output)
+        assert said in checked.output, (extra, checked.output)
+        exchange.write_config()
+
+
+def test_check_refuses_a_partner_manifest_pattern_that_is_the_data_pattern(
+    exchange: Exchange,
+) -> None:
+    with_source_manifest(exchange, 'pattern = "orders_*.csv"')
+    checked = CliRunner().invoke(main, ["check", "--config", str(exchange.config)])
+    assert checked.exit_code == 2, checked.output
+    assert "source.manifest.pattern: 'orders_*.csv' is also the route's data pattern" in (
+        checked.output
+    )
