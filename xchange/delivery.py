@@ -40,17 +40,18 @@ def temp_token(journal_id: str, record: FileRecord, out: Output) -> str:
 
 
 def output_record(
-    route: RouteConfig, name: str, size: int, sha256: str, at: datetime
+    route: RouteConfig, name: str, size: int, sha256: str, at: datetime, *, watched: bool = True
 ) -> OutputRecord:
     """How an output delivered on ``route`` is journaled (waiting for its partner when
-    the target's partner collects)."""
+    the target's partner collects, and it is a file the partner takes: ``watched``; a
+    checksum file beside a data file is not)."""
     return OutputRecord(
         route.target.endpoint,
         name,
         size,
         sha256,
         at,
-        pickup="waiting" if route.target.collected else None,
+        pickup="waiting" if route.target.collected and watched else None,
     )
 
 
@@ -140,6 +141,8 @@ class Delivery:
         apply."""
         done = set() if force else {o.path for o in record.outputs}
         todo = [o for o in outputs if o.name not in done]
+        if route.target.collected:
+            self._settle_pickups(route, target, todo)
         finals = self._send(route, target, record, todo, force)
         sent = [out for out, _ in finals]
         if route.target.sidecar == "sha256":
@@ -148,7 +151,9 @@ class Delivery:
             finals += [(o, o.name) for o in outputs if o.name in done]
             sidecars = [sidecar_for(out, final) for out, final in finals]
             todo = [o for o in sidecars if o.name not in done]
-            sent += [out for out, _ in self._send(route, target, record, todo, force)]
+            sent += [
+                out for out, _ in self._send(route, target, record, todo, force, watched=False)
+            ]
         note = verified(route, target, sent)
         if note is not None:
             self.journal.note(record.id, note)
@@ -160,6 +165,8 @@ class Delivery:
         record: FileRecord,
         todo: list[Output],
         force: bool,
+        *,
+        watched: bool = True,
     ) -> list[tuple[Output, str]]:
         """Put ``todo``, recording each as it lands; return each output put and its final
         name (an output if_exists = skip left out is not among them)."""
@@ -173,7 +180,7 @@ class Delivery:
         finals: list[tuple[Output, str]] = []
         for start in range(0, len(small), PIPELINE_FILES):
             flight = small[start : start + PIPELINE_FILES]
-            rest = self._piped(route, target, record, flight, policy == "overwrite")
+            rest = self._piped(route, target, record, flight, policy == "overwrite", watched)
             alone += rest
             finals += [(o, o.name) for o in flight if o not in rest]
         for out in sorted(alone, key=lambda o: order[id(o)]):
@@ -182,11 +189,22 @@ class Delivery:
                 continue
             at = self.now().astimezone(UTC)
             self.journal.record_output(
-                record.id, output_record(route, final, out.size, out.sha256, at)
+                record.id,
+                output_record(route, final, out.size, out.sha256, at, watched=watched),
             )
             checkpoint("after-output")
             finals.append((out, final))
         return sorted(finals, key=lambda f: order[id(f[0])])
+
+    def _settle_pickups(self, route: RouteConfig, target: Remote, todo: list[Output]) -> None:
+        """Before names are delivered again: an output still waiting for its partner under
+        one of them is collected if the name is free on the target now (the new delivery
+        does not replace it; the partner took it), else the new one replaces it."""
+        now = self.now().astimezone(UTC)
+        for out in todo:
+            waiting = self.journal.pickups.at(route.target.endpoint, out.name)
+            if waiting and target.stat(out.name) is None:
+                self.journal.pickups.collected(waiting, now)
 
     def _piped(
         self,
@@ -195,6 +213,7 @@ class Delivery:
         record: FileRecord,
         outputs: list[Output],
         overwrite: bool,
+        watched: bool = True,
     ) -> list[Output]:
         """Put outputs in one pipelined flight; record those in place; return the rest."""
         self.journal.confirm(record.id)  # (small files: their renames follow at once)
@@ -222,7 +241,8 @@ class Delivery:
                 continue
             at = self.now().astimezone(UTC)
             self.journal.record_output(
-                record.id, output_record(route, out.name, out.size, out.sha256, at)
+                record.id,
+                output_record(route, out.name, out.size, out.sha256, at, watched=watched),
             )
             checkpoint("after-output")
         return rest

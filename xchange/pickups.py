@@ -123,8 +123,18 @@ def _look(
 ) -> Standing:
     waiting = journal.pickups.waiting(route.name)
     if waiting:
-        present = {info.name for info in remote(route.target.endpoint).list()}
-        gone = [w for w in waiting if w.path not in present]
+        # Each output where it was delivered: a route moved to another target leaves
+        # what it delivered before at the old one, still waiting there.
+        present: set[tuple[str, str]] = set()
+        for endpoint in sorted({w.endpoint for w in waiting}):
+            try:
+                where = remote(endpoint)
+            except KeyError:  # no longer configured: nothing can be seen taken there
+                log.warning("pickup.endpoint_gone", route=route.name, endpoint=endpoint)
+                present |= {(endpoint, w.path) for w in waiting if w.endpoint == endpoint}
+                continue
+            present |= {(endpoint, info.name) for info in where.list()}
+        gone = [w for w in waiting if (w.endpoint, w.path) not in present]
         if gone:
             journal.pickups.collected([w.output_id for w in gone], now)
             for w in gone:

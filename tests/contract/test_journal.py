@@ -135,6 +135,8 @@ def test_outputs_wait_for_their_partner_until_seen_collected(journal: Journal) -
         ("A.xml", "orders_1.csv", one),
     ]
     assert journal.pickups.waiting("other") == []
+    assert journal.pickups.at("out", "A.xml") == [waiting[1].output_id]
+    assert journal.pickups.at("out", "C.xml") == journal.pickups.at("other", "A.xml") == []
     assert journal.pickups.collected([waiting[0].output_id], T0 + timedelta(hours=1)) == 1
     assert journal.pickups.collected([waiting[0].output_id], T0 + timedelta(hours=2)) == 0
     [b] = [o for o in journal.get(one).outputs if o.path == "B.xml"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from tests.conftest import Exchange
+from tests.daemons import SAMPLE
 from tests.servers import http_server
 from tests.sftp_routes import sftp_target
 from tests.sshd import SshServer
@@ -139,3 +140,81 @@ def test_an_unreachable_target_is_alerted_and_nothing_is_taken_as_collected(
                 assert "cannot see whether the partner collected" in alert["json"]["title"]
             finally:
                 runner.close()
+
+
+def test_pickups_are_looked_for_where_each_output_was_delivered(
+    exchange: Exchange, tmp_path: Path
+) -> None:
+    """A route moved to another target: what it delivered before still waits at the old
+    one (it is not taken for collected because the new folder lacks it); the same name
+    delivered again once the partner took it is collected, not replaced; a file re-sent on
+    purpose over one still waiting replaces it (one waiting, not two); checksum files are
+    not waited for."""
+    target = TARGET[:-1] + ', pickup = true, sidecar = "sha256" }'
+    exchange.config.write_text(exchange.config.read_text().replace(TARGET, target))
+    exchange.drop_sample()
+    config = load_config(exchange.config)
+    with open_journal(config.journal) as journal:
+        runner = Runner(config, journal)
+        try:
+            runner.run_once()
+            first = sorted(p.name for p in exchange.outbox.iterdir())
+            waiting = journal.pickups.waiting("shop-orders")
+            assert len(first) == 6 and len(waiting) == 3  # (no .sha256 among them)
+            assert all(not w.path.endswith(".sha256") for w in waiting)
+        finally:
+            runner.close()
+    # The route now delivers elsewhere: the old folder is looked at where it is.
+    other = tmp_path / "outbox2"
+    text = exchange.config.read_text()
+    exchange.config.write_text(
+        text.replace(
+            "[[routes]]",
+            f'[endpoints.wms-outbox2]\ntype = "local"\npath = "{other}"\n\n[[routes]]',
+            1,
+        ).replace('endpoint = "wms-outbox"', 'endpoint = "wms-outbox2"')
+    )
+    config = load_config(exchange.config)
+    with open_journal(config.journal) as journal:
+        runner = Runner(config, journal)
+        try:
+            runner.look_for_pickups()
+            assert len(journal.pickups.waiting("shop-orders")) == 3
+            # The partner takes one file at the old target.
+            (exchange.outbox / waiting[0].path).unlink()
+            runner.look_for_pickups()
+            assert [w.path for w in journal.pickups.waiting("shop-orders")] == [
+                w.path for w in waiting[1:]
+            ]
+        finally:
+            runner.close()
+
+
+def test_a_name_delivered_again_after_the_partner_took_it_was_collected_not_replaced(
+    exchange: Exchange,
+) -> None:
+    exchange.write_config(route_extra='repeats = "deliver"')
+    target = TARGET[:-1] + ", pickup = true }"
+    exchange.config.write_text(exchange.config.read_text().replace(TARGET, target))
+    exchange.drop_sample()
+    config = load_config(exchange.config)
+    name = "WMS_OUT_20261121_EC20261121001.xml"
+    with open_journal(config.journal) as journal:
+        runner = Runner(config, journal)
+        try:
+            runner.run_once(wait_to_settle=False)
+            (exchange.outbox / name).unlink()  # the partner takes it; no look since
+            again = SAMPLE.read_bytes().replace(b"EC20261121002", b"EC20261121008")
+            again = again.replace(b"EC20261121003", b"EC20261121009")
+            (exchange.inbox / "orders_20261122.csv").write_bytes(again)
+            runner.run_once(wait_to_settle=False)
+            first = {o.path: o for o in journal.get(1).outputs}
+            assert first[name].pickup == "collected" and first[name].picked_up_at is not None
+            # Sent again on purpose while its outputs still wait: they are replaced, and
+            # one waits per name, not two.
+            runner.reprocess(journal.get(2), force=True)  # type: ignore[arg-type]
+            names = [w.path for w in journal.pickups.waiting("shop-orders")]
+            assert len(names) == len(set(names)) == 5
+            assert "replaced" in [o.pickup for o in journal.get(2).outputs]  # type: ignore[union-attr]
+        finally:
+            runner.close()

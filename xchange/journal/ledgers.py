@@ -356,6 +356,16 @@ class Pickups(Ledger):
             for r in rows
         ]
 
+    def at(self, endpoint: str, path: str) -> list[int]:
+        """The outputs still waiting for their partner under ``path`` on ``endpoint``."""
+        with self.db.read() as db:
+            rows = self._run(
+                db,
+                "SELECT id FROM outputs WHERE endpoint=? AND path=? AND pickup='waiting'",
+                (endpoint, path),
+            ).fetchall()
+        return [r["id"] for r in rows]
+
     def collected(self, output_ids: Sequence[int], at: datetime) -> int:
         """Record outputs seen collected at ``at`` (those still waiting: a daemon that saw
         it first keeps its time); how many were."""

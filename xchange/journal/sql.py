@@ -561,7 +561,7 @@ class SqlJournal(Ledger):
                     done or step.state in DONE_STATES,
                 )
             if outputs:
-                self._replaced(db, [(o[1], o[2], o[0]) for o in outputs])
+                self._replaced(db, [(o[1], o[2]) for o in outputs])
                 self.db.many(db, self._sql(_OUTPUT), outputs)
             self.db.many(db, self._sql(_TRANSITION), transitions)
             groups: dict[tuple[str, bool], list[tuple[Any, ...]]] = {}
@@ -634,7 +634,7 @@ class SqlJournal(Ledger):
 
     def record_output(self, file_id: int, output: OutputRecord) -> None:
         with self.db.write() as db:
-            self._replaced(db, [(output.endpoint, output.path, file_id)])
+            self._replaced(db, [(output.endpoint, output.path)])
             self._run(
                 db,
                 _OUTPUT,
@@ -649,14 +649,15 @@ class SqlJournal(Ledger):
                 ),
             )
 
-    def _replaced(self, db: Any, places: Sequence[tuple[str, str, int]]) -> None:
+    def _replaced(self, db: Any, places: Sequence[tuple[str, str]]) -> None:
         """Outputs still waiting for their partner under names now delivered again (by
-        another file): replaced before anyone collected them, no longer waited for."""
+        this file or another): replaced before anyone collected them, no longer waited for
+        (the delivery found the name free says it was collected first: see Delivery)."""
         self.db.many(
             db,
             self._sql(
                 "UPDATE outputs SET pickup='replaced' WHERE endpoint=? AND path=? "
-                "AND pickup='waiting' AND file_id<>?"
+                "AND pickup='waiting'"
             ),
             places,
         )
