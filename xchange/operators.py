@@ -8,23 +8,27 @@ Every command that changes what xchange does or did (``reprocess``, ``retry``,
 
 from __future__ import annotations
 
-import getpass
 import os
+import pwd
 from collections.abc import Iterable
 
+from xchange.errors import one_line
 from xchange.journal import Action, FileRecord, Journal
 
 
 def who() -> str:
-    """The OS user running the command (``li``); through sudo, the person first and the
-    user they became (``li (sudo as xchange)``)."""
+    """The OS user running the command (``li``), by the process's real user id, not by
+    variables anyone may set (``USER``, ``LOGNAME``); through sudo, the person first and
+    the user they became (``li (sudo as xchange)``). ``SUDO_USER`` is believed only where
+    sudo sets it: in a process of root's (anyone else could set it to anyone)."""
+    uid = os.getuid()
     try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # (no name for this uid: a container's)
-        user = f"uid {os.getuid()}"
-    through = os.environ.get("SUDO_USER")
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:  # (no name for this uid: a container's)
+        user = f"uid {uid}"
+    through = os.environ.get("SUDO_USER") if uid == 0 else None
     if through and through != user:
-        return f"{through} (sudo as {user})"
+        return f"{one_line(through, 64)} (sudo as {user})"
     return user
 
 

@@ -4,9 +4,10 @@ themselves. Story 8 ("we never got it"), over a real OpenSSH server."""
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
+import os
+import pwd
 import shutil
 from pathlib import Path
 
@@ -103,13 +104,19 @@ def test_an_action_with_a_reason_is_found_with_who_did_it(
     folder = delivered_over_sftp(exchange, sshd, "find-reason")
     (folder / OUTPUT).write_bytes(b"lost by the receiver")
     again = cli(
-        exchange, "reprocess", "1", "--force", "--reason", "partner asked", env={"SUDO_USER": ""}
+        exchange,
+        "reprocess",
+        "1",
+        "--force",
+        "--reason",
+        "partner\nasked",  # (one line in the journal, whatever was typed)
+        env={"SUDO_USER": "", "LOGNAME": "ceo", "USER": "ceo"},  # (the uid says who)
     )
     assert again.exit_code == 0, again.output
     assert (folder / OUTPUT).read_bytes() == (
         SAMPLES / "shop-orders" / "expected" / OUTPUT
     ).read_bytes()
-    user = getpass.getuser()
+    user = pwd.getpwuid(os.getuid()).pw_name
     found = cli(exchange, "find", ORDER).stdout
     assert f" reprocess (--force) by {user}: partner asked\n" in found, found
     assert "action:           20" in found
@@ -168,7 +175,7 @@ def test_trust_and_prune_are_noted_with_who_and_why(
     assert "SHA256:" in oldest and oldest.endswith(": vendor read it out")
     lines = cli(exchange, "journal", "actions", "--json", "--limit", "1").stdout.splitlines()
     assert [json.loads(line)["action"] for line in lines] == ["journal prune"]
-    assert json.loads(lines[0])["who"] == getpass.getuser()
+    assert json.loads(lines[0])["who"] == pwd.getpwuid(os.getuid()).pw_name
 
 
 def test_when_an_output_was_picked_up_is_said_where_the_journal_knows_it(

@@ -498,7 +498,8 @@ class Actions(Ledger):
         names no file (``route``: the route it was about, if any). A blank ``reason`` is
         recorded as :data:`NO_REASON`."""
         now = self.db.stamp(datetime.now(UTC))
-        why = (reason or "").strip() or NO_REASON
+        # One line: a reason cannot write a line of its own into `journal actions`.
+        why = " ".join((reason or "").split()) or NO_REASON
         rows: list[tuple[Any, ...]] = [
             (now, who, action, file_id, file_route, why, detail) for file_id, file_route in files
         ]
