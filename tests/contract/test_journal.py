@@ -264,6 +264,9 @@ def test_find_takes_wildcards_and_quotes_in_a_term_as_themselves(journal: Journa
     assert journal.find('OUT_"5%') == journal.find("OUT_'50%'_a.xml") == []
     assert [f.keys for f in journal.find("EC'1%_")] == [("EC'1%_",)]
     assert journal.find("EC'1%") == journal.find("EC'1__") == journal.find("' OR '1'='1") == []
+    bracketed = delivered(journal, key("5" * 64, path="orders_[1].csv"))
+    assert [f.record.id for f in journal.find("orders_[1]*")] == [bracketed]
+    assert journal.find("orders_[12]*") == []  # ([ ] is no set of characters)
     slashed = delivered(journal, key("4" * 64, path="a\\b_%.csv"))
     assert [f.record.id for f in journal.find("a\\b_%.csv")] == [slashed]
     assert [f.record.id for f in journal.find("a\\b*")] == [slashed]

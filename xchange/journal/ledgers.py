@@ -64,8 +64,9 @@ class Database(Protocol):
         ...
 
     def glob(self, pattern: str, column: str = "path") -> tuple[str, Any]:
-        """A condition that ``column`` matches a shell pattern (``orders_*.csv``), and the
-        value it binds (an index on the column serves a pattern with a fixed start)."""
+        """A condition that ``column`` matches a shell pattern (``orders_*.csv``: ``*`` and
+        ``?`` are its only wildcards, every other character matches itself), and the value
+        it binds (an index on the column serves a pattern with a fixed start)."""
         ...
 
     def write(self) -> AbstractContextManager[Any]:

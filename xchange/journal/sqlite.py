@@ -281,7 +281,8 @@ class _Database:
 
     @staticmethod
     def glob(pattern: str, column: str = "path") -> tuple[str, str]:
-        return f"{column} GLOB ?", pattern
+        # Only * and ? are wildcards (as on PostgreSQL): GLOB's [ ] sets match themselves.
+        return f"{column} GLOB ?", pattern.replace("[", "[[]")
 
     @staticmethod
     def stamp(when: datetime) -> str:
