@@ -180,6 +180,13 @@ def strays(config: AppConfig) -> list[Stray]:
             (r, Selector(tuple(r.source.patterns), tuple(r.source.exclude))) for r in routes
         ]
         taken = {f.name for f in listing if any(s.wants(f.name) for _, s in selectors)}
+        # A partner's manifests are taken too (read, then archived with their files).
+        manifests = [
+            Selector(tuple(r.source.manifest.patterns), ())
+            for r in routes
+            if r.source.manifest is not None
+        ]
+        taken |= {f.name for f in listing if any(m.wants(f.name) for m in manifests)}
         markers = {
             marker_name(r.ready.marker, f)
             for r, s in selectors

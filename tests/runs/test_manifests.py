@@ -415,3 +415,15 @@ def test_check_refuses_a_partner_manifest_pattern_that_is_the_data_pattern(
     assert "source.manifest.pattern: 'orders_*.csv' is also the route's data pattern" in (
         checked.output
     )
+
+
+def test_status_does_not_call_a_partners_manifest_a_file_no_route_takes(
+    exchange: Exchange,
+) -> None:
+    with_source_manifest(exchange, 'pattern = "*.manifest.json"')
+    (exchange.inbox / "orders_20261121.manifest.json").write_text('{"files": []}')
+    (exchange.inbox / "notes.txt").write_text("x")
+    shown = CliRunner().invoke(main, ["status", "--config", str(exchange.config)])
+    assert "not taken by any route: shop-drop: notes.txt" in shown.output
+    assert "manifest.json" not in shown.output.split("not taken by any route")[-1]
+    assert shown.output.count("not taken by any route") == 1
