@@ -388,6 +388,15 @@ class TargetSpec(_Model):
             raise ValueError("give a length of time above zero, like 2h")
         return value
 
+    @model_validator(mode="after")
+    def _check_pickup(self) -> TargetSpec:
+        if self.pickup_within is not None and "pickup" in self.model_fields_set and not self.pickup:
+            raise ValueError(
+                "pickup = false with pickup_within: a deadline to collect needs pickups "
+                "watched; drop one of them"
+            )
+        return self
+
     @property
     def collected(self) -> bool:
         """Whether the partner collects what is delivered (its pickups are watched)."""

@@ -32,6 +32,9 @@ from xchange.sessions import Sessions
 
 log = structlog.get_logger(__name__)
 
+#: The biggest partner's manifest read (64 MiB lists hundreds of thousands of files).
+MANIFEST_MAX = 64 << 20
+
 #: A drop folder's mark is renewed at a look at most this often, and another journal's
 #: mark older than DROP_TTL seconds is taken over (its daemon is gone).
 DROP_HEARTBEAT = 60.0
@@ -285,12 +288,20 @@ class Scanner:
         known = self.listings.known(route.name, info.name, info.size, info.mtime_ns)
         if known is not None:
             return known
-        buffer = io.BytesIO()
-        source.download(info.name, buffer)
-        try:
-            entries: list[Entry] | ManifestRefused = parse(partner, buffer.getvalue(), info.name)
-        except ManifestRefused as exc:
-            entries = exc
+        entries: list[Entry] | ManifestRefused
+        if info.size > MANIFEST_MAX:
+            # (a manifest lists files: a bigger one is not one, and is not read into memory)
+            entries = ManifestRefused(
+                f"{info.name}: {info.size} bytes, more than a manifest may be "
+                f"({MANIFEST_MAX >> 20} MiB)"
+            )
+        else:
+            buffer = io.BytesIO()
+            source.download(info.name, buffer)
+            try:
+                entries = parse(partner, buffer.getvalue(), info.name)
+            except ManifestRefused as exc:
+                entries = exc
         self.listings.remember(route.name, info.name, info.size, info.mtime_ns, entries)
         if isinstance(entries, ManifestRefused):
             raise entries

@@ -427,3 +427,21 @@ def test_status_does_not_call_a_partners_manifest_a_file_no_route_takes(
     assert "not taken by any route: shop-drop: notes.txt" in shown.output
     assert "manifest.json" not in shown.output.split("not taken by any route")[-1]
     assert shown.output.count("not taken by any route") == 1
+
+
+def test_a_manifest_too_big_to_be_one_is_refused_without_being_read(
+    exchange: Exchange, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xchange import scan
+
+    monkeypatch.setattr(scan, "MANIFEST_MAX", 1024)
+    with_source_manifest(exchange, 'pattern = "*.manifest.json"')
+    exchange.drop_sample()
+    (exchange.inbox / "orders_20261121.manifest.json").write_text(
+        json.dumps({"files": [{"name": SAMPLE}], "padding": "x" * 2000})
+    )
+    result = CliRunner().invoke(
+        main, ["--log-format", "json", "run", "--once", "--config", str(exchange.config)]
+    )
+    assert "more than a manifest may be" in result.output
+    assert not exchange.outbox.exists() or not any(exchange.outbox.iterdir())

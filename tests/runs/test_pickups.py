@@ -218,3 +218,11 @@ def test_a_name_delivered_again_after_the_partner_took_it_was_collected_not_repl
             assert "replaced" in [o.pickup for o in journal.get(2).outputs]  # type: ignore[union-attr]
         finally:
             runner.close()
+
+
+def test_check_refuses_a_pickup_deadline_with_pickups_turned_off(exchange: Exchange) -> None:
+    target = TARGET[:-1] + ', pickup = false, pickup_within = "2h" }'
+    exchange.config.write_text(exchange.config.read_text().replace(TARGET, target))
+    checked = CliRunner().invoke(main, ["check", "--config", str(exchange.config)])
+    assert checked.exit_code == 2
+    assert "pickup = false with pickup_within" in checked.output
