@@ -71,6 +71,8 @@ def _matched(found: Found) -> str:
     for how in found.matched:
         if how == "business key" and found.keys:
             said.append(f"business key {', '.join(found.keys)}")
+        elif how.startswith("business key, ") and found.keys:
+            said.append(f"business key {', '.join(found.keys)}{how[len('business key'):]}")
         elif how in ("output name", "output sha256") and found.outputs:
             said.append(f"{how} ({', '.join(found.outputs)})")
         else:

@@ -592,6 +592,7 @@ class Transfer:
                     )
                 manifest = self._manifest_name(file, conversion, when)
             except RepeatedDocuments as exc:
+                self.journal.keys.left_out(route.name, record.id, exc.keys)
                 earlier = self._earlier(route, record, exc.keys)
                 return self.quarantine_file(
                     file,
@@ -641,6 +642,8 @@ class Transfer:
                 return self._conversion(read, self.failed_delivery(file, exc))
         if conversion.keys:
             self.journal.keys.record(route.name, record.id, conversion.keys)
+        if conversion.skipped:
+            self.journal.keys.left_out(route.name, record.id, conversion.skipped)
         self.journal.tallies.record(
             FileTally(
                 record.id,

@@ -115,6 +115,13 @@ def test_business_keys_of_other_files_are_reported(journal: Journal) -> None:
     assert journal.keys.delivered("r", ["EC1", "EC3"], except_file=two) == {"EC1": one}
     assert journal.keys.delivered("r", ["EC1"], except_file=one) == {}
     assert journal.keys.delivered("other", ["EC1"], except_file=two) == {}
+    # A file that carried a key delivered before: found by it, as a repeat.
+    journal.keys.left_out("r", two, ["EC1"])
+    assert [(f.record.id, f.matched) for f in journal.find("EC1")] == [
+        (two, ("business key, left out as a repeat",)),
+        (one, ("business key",)),
+    ]
+    assert journal.keys.delivered("r", ["EC1"], except_file=one) == {}  # (not delivered)
 
 
 def test_outputs_wait_for_their_partner_until_seen_collected(journal: Journal) -> None:

@@ -4,6 +4,7 @@ file, or deliver it again)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,27 @@ def test_check_refuses_repeats_it_cannot_honour(exchange: Exchange, extra: str, 
     result = CliRunner().invoke(main, ["check", "--config", str(exchange.config)])
     assert result.exit_code != 0
     assert said in result.output
+
+
+def test_find_names_every_file_that_carried_an_order_and_what_became_of_it(
+    exchange: Exchange,
+) -> None:
+    """The order delivered by #1, left out of #2 as a repeat, then sent on purpose by
+    #2 (reprocess --force): find names both files and how."""
+    exchange.write_config(route_extra='repeats = "quarantine"')
+    exchange.drop_sample()
+    run(exchange)
+    reexport(exchange)
+    run(exchange)
+    shown = CliRunner().invoke(main, ["find", "EC20261121001", "--config", str(exchange.config)])
+    assert "business key EC20261121001, left out as a repeat" in shown.output, shown.output
+    assert "#1 shop-orders" in shown.output and "#2 shop-orders" in shown.output
+    CliRunner().invoke(
+        main, ["reprocess", "2", "--force", "--reason", "asked", "--config", str(exchange.config)]
+    )
+    again = CliRunner().invoke(
+        main, ["find", "EC20261121001", "--json", "--config", str(exchange.config)]
+    )
+    files = {f["id"]: f["matched"] for f in json.loads(again.output)["files"]}
+    assert files[1] == ["business key"]
+    assert files[2] == ["business key", "business key, left out as a repeat"]

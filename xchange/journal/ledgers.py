@@ -317,6 +317,7 @@ class BusinessKeys(Ledger):
         return found
 
     def record(self, route: str, file_id: int, keys: list[str]) -> None:
+        """Keys a file delivered (the first file to deliver a key keeps it)."""
         now = self.db.stamp(datetime.now(UTC))
         with self.db.write() as db:
             self.db.many(
@@ -327,6 +328,26 @@ class BusinessKeys(Ledger):
                 ),
                 [(route, key, file_id, now) for key in keys],
             )
+            self._seen(db, route, file_id, keys, "delivered", now)
+
+    def left_out(self, route: str, file_id: int, keys: list[str]) -> None:
+        """Keys a file carried that were delivered before: left out as repeats (or the
+        file quarantined for them)."""
+        now = self.db.stamp(datetime.now(UTC))
+        with self.db.write() as db:
+            self._seen(db, route, file_id, keys, "repeat", now)
+
+    def _seen(
+        self, db: Any, route: str, file_id: int, keys: list[str], what: str, now: Any
+    ) -> None:
+        self.db.many(
+            db,
+            self._sql(
+                "INSERT INTO key_files (route, key, file_id, what, at) VALUES (?,?,?,?,?) "
+                "ON CONFLICT DO NOTHING"
+            ),
+            [(route, key, file_id, what, now) for key in keys],
+        )
 
 
 class Pickups(Ledger):

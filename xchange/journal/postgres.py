@@ -232,6 +232,25 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX business_keys_key ON business_keys(key);
         """,
     ),
+    (
+        "0013_key_files",
+        # Every file that carried a business key, and what became of it there: delivered
+        # (the first time, or again on purpose) or left out as a repeat; for `find`.
+        """
+        CREATE TABLE key_files (
+            route TEXT NOT NULL,
+            key TEXT NOT NULL,
+            file_id BIGINT NOT NULL,
+            what TEXT NOT NULL,
+            at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (route, key, file_id, what)
+        );
+        CREATE INDEX key_files_key ON key_files(key);
+        CREATE INDEX key_files_file ON key_files(file_id);
+        INSERT INTO key_files (route, key, file_id, what, at)
+            SELECT route, key, file_id, 'delivered', recorded_at FROM business_keys;
+        """,
+    ),
 ]
 
 

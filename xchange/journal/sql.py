@@ -341,7 +341,14 @@ class SqlJournal(Ledger):
         looks: list[tuple[str, str, list[Any]]] = [
             (
                 "business key",
-                f"SELECT file_id, key AS found FROM business_keys WHERE key=? AND {keys_on_route}",
+                "SELECT file_id, key AS found FROM key_files WHERE key=? AND what='delivered' "
+                f"AND {keys_on_route}",
+                [term, *route_args],
+            ),
+            (
+                "business key, left out as a repeat",
+                "SELECT file_id, key AS found FROM key_files WHERE key=? AND what='repeat' "
+                f"AND {keys_on_route}",
                 [term, *route_args],
             ),
             ("source name", f"{files} {file_name} AND {on_route}", [name, *route_args]),
@@ -360,7 +367,7 @@ class SqlJournal(Ledger):
                     file_id = row["file_id"]
                     how.setdefault(file_id, set()).add(what)
                     if row["found"] is not None:
-                        (keys if what == "business key" else outputs).setdefault(
+                        (keys if what.startswith("business key") else outputs).setdefault(
                             file_id, set()
                         ).add(row["found"])
         ids = sorted(how, reverse=True)[:limit]
@@ -368,7 +375,14 @@ class SqlJournal(Ledger):
         for some in _chunks(ids):
             records += self._select(f"id IN ({_marks(some)})", some)
         actions = self.actions.of_files(ids)
-        order = ("business key", "source name", "output name", "source sha256", "output sha256")
+        order = (
+            "business key",
+            "business key, left out as a repeat",
+            "source name",
+            "output name",
+            "source sha256",
+            "output sha256",
+        )
         return [
             Found(
                 record,
@@ -678,6 +692,7 @@ class SqlJournal(Ledger):
                     ("outputs", "file_id"),
                     ("transitions", "file_id"),
                     ("business_keys", "file_id"),
+                    ("key_files", "file_id"),
                     ("tallies", "file_id"),
                     ("actions", "file_id"),
                     ("files", "id"),
