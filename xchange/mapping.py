@@ -523,6 +523,17 @@ def _total_scope_problems(
                 f"{key}.by.{side}: {by!r} is a line's field and {summed!r} the document's: "
                 "a document's figure cannot be kept apart by its lines"
             )
+    if spec.by is not None and spec.by.table is None:
+        kinds = [
+            next((f.type for f in (*layout.fields, *layout.line_fields) if f.name == name), None)
+            for name, layout in ((spec.by.source, source), (spec.by.target, target))
+        ]
+        if None not in kinds and kinds[0] != kinds[1]:
+            problems.append(
+                f"{key}.by: {spec.by.source!r} is {kinds[0]} and {spec.by.target!r} is "
+                f"{kinds[1]}: their values are never the same, so every file would differ; "
+                "keep the total apart by fields of one kind"
+            )
     if spec.stated_per is not None and spec.stated is None:
         problems.append(f"{key}.stated_per: give stated, the field that states the total")
     if spec.stated_per == "group" and spec.by is None:

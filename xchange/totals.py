@@ -116,7 +116,11 @@ class Tally:
     def _group(self, name: str, value: Any) -> str:
         """The key of a total kept apart by ``value``: ``amount[CNY]`` (as the target
         names it, where a table translates it)."""
-        text = "" if value is None else str(value)
+        if isinstance(value, Decimal):  # (59.9 and 59.90 are one value)
+            value = value.normalize() if value else Decimal(0)
+            text = format(value, "f")
+        else:
+            text = "" if value is None else str(value)
         table = self._tables.get(name)
         if table is not None:
             text = table.get(text, f"{text}?")

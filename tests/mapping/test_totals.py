@@ -22,6 +22,7 @@ from xchange.totals import readable
 MAPPING = "shop-to-wms-outbound.toml"
 BY_NOPE = {"source": "nope", "target": "OrderNo"}
 BY_TABLE = {"source": "order_sn", "target": "OrderNo", "table": "nope"}
+BY_KINDS = {"source": "add_time", "target": "OrderDate"}
 
 
 def edit(path: Path, old: str, new: str) -> None:
@@ -88,6 +89,11 @@ def test_delivered_files_carry_their_totals_in_the_journal(exchange: Exchange) -
         ({"x": {"stated": "goods_price", "stated_per": "document"}}, {}, "needs a nested source"),
         ({"x": {"stated": "goods_name"}}, {}, "is string: not a figure"),
         ({"x": {"stated_per": "file"}}, {}, "give stated"),
+        (
+            {"x": {"source": "goods_number", "target": "Quantity", "by": BY_KINDS}},
+            {},
+            "is datetime and 'OrderDate' is date",
+        ),
         ({"x": {"stated": "goods_price", "stated_per": "group"}}, {}, "group needs by"),
     ],
 )
