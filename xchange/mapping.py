@@ -160,16 +160,35 @@ class TotalBy(StrictModel):
     table: str | None = None
 
 
-class TotalSpec(StrictModel):
-    """One control total (see :mod:`xchange.totals`): a count, or the sum of a field on
-    each side."""
+class TotalExpr(StrictModel):
+    """A figure a control total sums that no one field holds: an expression over the
+    fields of each line (and of its document), ``goods_number * goods_price``."""
 
-    #: The source field summed (where it is: each record's, or each line's); omitted:
-    #: the source's lines (a nested source's, else its records) counted.
-    source: str | None = None
-    #: The target field summed over every document written (or its lines); omitted:
-    #: the documents' lines (a nested target's, else the documents) counted.
-    target: str | None = None
+    expr: str = Field(min_length=1)
+
+
+def total_expression(spec: TotalExpr, layout: Layout) -> Expression:
+    """A total's expression, compiled over the fields of a line and of its document.
+
+    Raises:
+        ExpressionError: it does not parse, or reads a name the layout does not have.
+    """
+    names = frozenset(f.name for f in (*layout.fields, *layout.line_fields))
+    return Expression.compile(spec.expr, Names(fields=names))
+
+
+class TotalSpec(StrictModel):
+    """One control total (see :mod:`xchange.totals`): a count, or the sum of a field (or
+    of an expression over fields) on each side."""
+
+    #: The source field summed (where it is: each record's, or each line's), or
+    #: ``{ expr = "qty * price" }``; omitted: the source's lines (a nested source's, else
+    #: its records) counted.
+    source: str | TotalExpr | None = None
+    #: The target field summed over every document written (or its lines), or an
+    #: expression; omitted: the documents' lines (a nested target's, else the documents)
+    #: counted.
+    target: str | TotalExpr | None = None
     #: Kept apart per value of a field on each side, compared value by value: per
     #: currency (``{ source = "currency", target = "Currency" }``), per document (its
     #: order number). The field carries the same value on both sides.
@@ -489,6 +508,12 @@ def _totals_problems(mapping: Mapping, source: Layout, target: Layout, where: st
         ):
             if field_name is None:
                 continue
+            if isinstance(field_name, TotalExpr):
+                try:
+                    total_expression(field_name, layout)
+                except ExpressionError as exc:
+                    problems.append(f"{key}.{side}.expr: {exc}")
+                continue
             found = next(
                 (f for f in (*layout.fields, *layout.line_fields) if f.name == field_name), None
             )
@@ -516,9 +541,11 @@ def _total_scope_problems(
         by = getattr(spec.by, side)
         if by not in {f.name for f in (*layout.fields, *layout.line_fields)}:
             problems.append(f"{key}.by.{side}: layout {layout.source_file} has no field {by!r}")
-        elif summed in {f.name for f in layout.fields} and by in {
-            f.name for f in layout.line_fields
-        }:
+        elif (
+            isinstance(summed, str)
+            and summed in {f.name for f in layout.fields}
+            and by in {f.name for f in layout.line_fields}
+        ):
             problems.append(
                 f"{key}.by.{side}: {by!r} is a line's field and {summed!r} the document's: "
                 "a document's figure cannot be kept apart by its lines"

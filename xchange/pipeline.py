@@ -248,7 +248,7 @@ class Pipeline(_Converter):
         # Repeats left out still count in the totals: read back as if written.
         left_out = LeftOut(self.mapping.totals, self.target) if read is not None else None
         if self._key_field is not None:
-            docs = self._deduplicated(docs, skip, keys, skipped, left_out, source_name)
+            docs = self._deduplicated(docs, skip, keys, skipped, left_out, source_name, report)
         try:
             if self.mapping.output == "batch":
                 self._write_batch(docs, source_name, now, sink, report)
@@ -404,6 +404,7 @@ class Pipeline(_Converter):
         skipped: list[str],
         left_out: LeftOut | None = None,
         source_name: str = "",
+        report: Report | None = None,
     ) -> Iterator[Document]:
         """Drop documents whose business key ``skip`` says was delivered already (still
         counted in the control totals, through ``left_out``)."""
@@ -416,7 +417,7 @@ class Pipeline(_Converter):
                 key = ""
             if key and skip is not None and skip(key):
                 skipped.append(key)
-                if left_out is not None:
+                if left_out is not None and not report:  # (a file that fails is not tallied)
                     left_out.add(doc, source_name)
                 continue
             if key:

@@ -20,18 +20,38 @@ from typing import Any
 
 from xchange.codecs import codec_for
 from xchange.errors import MappingError, TotalsDiffer
+from xchange.expressions import Expression, ExpressionError
 from xchange.layout import Layout
-from xchange.mapping import Document, Record, TotalSpec
+from xchange.mapping import Document, Record, TotalExpr, TotalSpec, total_expression
 from xchange.report import Report
 from xchange.sink import Output
 
 
-def _where(layout: Layout, name: str) -> tuple[str, Any] | None:
-    for level, specs in (("record", layout.fields), ("lines", layout.line_fields)):
-        for spec in specs:
-            if spec.name == name:
-                return level, spec
-    return None
+def _figure_of(
+    summed: str | TotalExpr | None, layout: Layout
+) -> tuple[str | Expression | None, bool]:
+    """What a total sums on one side (a field's name, an expression, or None: a count),
+    and whether it is found on each line (else on each record)."""
+    lines = {f.name for f in layout.line_fields}
+    if isinstance(summed, TotalExpr):
+        expression = total_expression(summed, layout)
+        return expression, bool(expression.names & lines)
+    return summed, summed in lines
+
+
+def _evaluated(expression: Expression, name: str, record: Record, row: Record) -> Any:
+    """A total's expression for one row (a line sees its document's fields too).
+
+    Raises:
+        MappingError: the values do not allow it (a text where a number is needed).
+    """
+    values = record.values if row is record else {**record.values, **row.values}
+    try:
+        return expression.evaluate(values)
+    except ExpressionError as exc:
+        raise MappingError(
+            f"{row.location}: control total {name} ({expression.text}): {exc}"
+        ) from None
 
 
 class Tally:
@@ -58,8 +78,7 @@ class Tally:
             (
                 name,
                 spec,
-                getattr(spec, side),
-                _where(layout, getattr(spec, side) or ""),
+                _figure_of(getattr(spec, side), layout),
                 getattr(spec.by, side) if spec.by is not None else None,
                 _stated_per(spec, layout) if side == "source" else None,
             )
@@ -76,15 +95,19 @@ class Tally:
 
     def add(self, record: Record) -> None:
         """One record (with its lines) read or written."""
-        for name, spec, field, where, by, stated_per in self.plan:
-            lines = (field is None and self.nested) or (where is not None and where[0] == "lines")
+        for name, spec, (field, on_lines), by, stated_per in self.plan:
+            lines = on_lines if field is not None else self.nested
             rows = record.lines if lines else [record]
             figure = Decimal(0)
             for row in rows:
                 if field is None:
                     amount = Decimal(1)
                 else:
-                    value = row.values.get(field)
+                    value = (
+                        row.values.get(field)
+                        if isinstance(field, str)
+                        else _evaluated(field, name, record, row)
+                    )
                     if value is None:
                         continue
                     amount = Decimal(value)

@@ -49,11 +49,30 @@ def test_a_mapping_that_changes_one_amount_is_stopped_and_nothing_is_delivered(
     code, out = run(exchange)
     assert code == 1, out
     assert "1 quarantined" in out
-    assert "control totals differ (prices: the source has" in out
+    assert "prices: the source has 1637.30, the outputs 1637.35" in out
     assert not [p for p in exchange.outbox.rglob("*") if p.is_file()]  # nothing sent
     (report,) = exchange.quarantine.rglob("*.report.txt")
     text = report.read_text(encoding="utf-8")
     assert "prices: the source has 1637.30, the outputs 1637.35" in text  # a cent a line
+
+
+def test_a_mapping_that_swaps_two_lines_quantities_is_stopped_by_the_orders_value(
+    exchange: Exchange,
+) -> None:
+    """Pieces and prices stay as they were; the value (quantity times price) does not."""
+    formats = private_formats(exchange)
+    edit(
+        formats / MAPPING,
+        'Quantity = "goods_number"',
+        "Quantity = { expr = \"(1 if goods_number == 2 else 2) if order_sn == 'EC20261121001' "
+        'else goods_number" }',
+    )
+    (exchange.inbox / SAMPLE.name).write_bytes(SAMPLE.read_bytes())
+    code, out = run(exchange)
+    assert code == 1, out
+    assert "amount: the source has 1817.00, the outputs 1846.10" in out
+    assert "pieces" not in out.split("control totals differ")[1].split("):")[0]
+    assert not [p for p in exchange.outbox.rglob("*") if p.is_file()]
 
 
 def test_delivered_files_carry_their_totals_in_the_journal(exchange: Exchange) -> None:
@@ -64,9 +83,8 @@ def test_delivered_files_carry_their_totals_in_the_journal(exchange: Exchange) -
         main, ["journal", "show", "1", "--json", "--config", str(exchange.config)]
     )
     history = json.loads(listed.output)["history"]
-    assert any("totals: lines 5, pieces 8, prices 1637.30" in (h["note"] or "") for h in history), (
-        history
-    )
+    said = "totals: amount 1817.00, lines 5, pieces 8, prices 1637.30"
+    assert any(said in (h["note"] or "") for h in history), history
 
 
 @pytest.mark.parametrize(
@@ -89,6 +107,11 @@ def test_delivered_files_carry_their_totals_in_the_journal(exchange: Exchange) -
         ({"x": {"stated": "goods_price", "stated_per": "document"}}, {}, "needs a nested source"),
         ({"x": {"stated": "goods_name"}}, {}, "is string: not a figure"),
         ({"x": {"stated_per": "file"}}, {}, "give stated"),
+        (
+            {"x": {"source": {"expr": "goods_number * nope"}, "target": "Quantity"}},
+            {},
+            "source.expr",
+        ),
         (
             {"x": {"source": "goods_number", "target": "Quantity", "by": BY_KINDS}},
             {},
@@ -144,8 +167,8 @@ def test_totals_still_cover_documents_skipped_as_delivered_already(
     )
     notes = " ".join(h["note"] or "" for h in json.loads(shown.output)["history"])
     assert (
-        "totals: lines 5, pieces 8, prices 1637.30 (of which repeats left out: lines 3, "
-        "pieces 4, prices 1447.90)"
+        "totals: amount 1817.00, lines 5, pieces 8, prices 1637.30 (of which repeats left "
+        "out: amount 1507.80, lines 3, pieces 4, prices 1447.90)"
     ) in notes
 
 
@@ -164,7 +187,7 @@ def test_a_changed_amount_beside_a_repeat_is_still_stopped(exchange: Exchange) -
     (exchange.inbox / "orders_20261122.csv").write_bytes(again)
     code, out = run(exchange)
     assert code == 1, out
-    assert "control totals differ (prices: the source has" in out
+    assert "prices: the source has 1637.30, the outputs 1637.35" in out
     assert not (exchange.outbox / "WMS_OUT_20261121_EC20261121009.xml").exists()
 
 
@@ -194,7 +217,7 @@ def test_written_files_are_read_back_as_their_layout_writes_them() -> None:
 @pytest.mark.parametrize(
     ("route", "agreed"),
     [
-        ("shop-orders", {"lines": "5", "pieces": "8", "prices": "1637.30"}),
+        ("shop-orders", {"lines": "5", "pieces": "8", "prices": "1637.30", "amount": "1817.00"}),
         ("purchase-inbound", {"lines": "3", "quantity": "850"}),
     ],
 )

@@ -95,16 +95,16 @@ def test_the_secret_hint_is_given_only_for_keys_that_look_like_secrets(formats: 
 def test_check_refuses_a_manifest_column_of_a_total_the_mapping_does_not_declare(
     formats: Path,
 ) -> None:
-    """A control file with `totals.amount` on a mapping whose totals are lines, pieces
+    """A control file with `totals.tax` on a mapping whose totals are amount, lines, pieces
     and prices, and a name template with a placeholder nothing provides."""
     config = formats.parent / "xchange.toml"
-    edit(config, 'columns = ["name", "documents", "size", "sha256"]', 'columns = ["totals.amount"]')
+    edit(config, 'columns = ["name", "documents", "size", "sha256"]', 'columns = ["totals.tax"]')
     edit(config, 'name = "{source_stem}.ctl"', 'name = "{stem}.ctl"')
     code, out = check(formats)
     assert code == 2
     assert (
-        "route shop-orders-3pl: target.manifest.columns: 'totals.amount': the mapping "
-        "declares no total 'amount' (totals: lines, pieces, prices)"
+        "route shop-orders-3pl: target.manifest.columns: 'totals.tax': the mapping "
+        "declares no total 'tax' (totals: amount, lines, pieces, prices)"
     ) in out
     assert "route shop-orders-3pl: target.manifest.name: '{stem}.ctl' uses {stem}" in out
 

@@ -51,7 +51,8 @@ def test_the_report_gives_each_day_its_files_documents_totals_repeats_and_pickup
     assert shown.exit_code == 0, shown.output
     today = datetime.now().astimezone().date().isoformat()
     assert (
-        f"  {today}: 2 file(s), 4 document(s); totals: lines 7, pieces 12, prices 1826.70; "
+        f"  {today}: 2 file(s), 4 document(s); totals: amount 2126.20, lines 7, pieces 12, "
+        "prices 1826.70; "
         "1 file(s) stopped: control totals differed; 2 repeat(s) stopped; "
         "4 delivered, not collected yet"
     ) in shown.output, shown.output
@@ -62,7 +63,7 @@ def test_the_report_gives_each_day_its_files_documents_totals_repeats_and_pickup
         "day": today,
         "files": 2,
         "documents": 4,
-        "totals": {"lines": "7", "pieces": "12", "prices": "1826.70"},
+        "totals": {"amount": "2126.20", "lines": "7", "pieces": "12", "prices": "1826.70"},
         "differences": 1,
         "repeats": 2,
         "not_collected": 4,

@@ -90,8 +90,8 @@ def check_json_manifest(data: bytes, record: FileRecord) -> None:
         {"name": name, "size": len(body), "sha256": sha(body), "documents": 1}
         for name, body in sorted(EXPECTED.items())
     ]
-    # Exact decimals, as strings (the shop-orders mapping declares lines, pieces, prices).
-    assert set(manifest["totals"]) == {"lines", "pieces", "prices"}
+    # Exact decimals, as strings (the shop-orders mapping declares them).
+    assert set(manifest["totals"]) == {"amount", "lines", "pieces", "prices"}
     assert all(isinstance(v, str) for v in manifest["totals"].values())
     assert data.endswith(b"\n")
 
