@@ -6,47 +6,16 @@ at."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
-import pytest
-
+from tests.browser import headless
 from tests.conftest import REPO, Exchange
 from tests.daemons import daemon, scrape, value, with_http
 from tests.procs import wait_for
 from tests.sshd import free_port
 
 SCREENSHOTS = REPO / "var" / "screenshots"
-
-
-def browser() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        pytest.fail(
-            "chromium is not installed: run the test command from README.md "
-            "(bash tests/run-all.sh), which installs it (apt-get install chromium)"
-        )
-    return found
-
-
-def headless(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            browser(),
-            "--headless",
-            "--no-sandbox",  # tests may run as root
-            "--disable-gpu",
-            "--no-first-run",
-            f"--user-data-dir={home}",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
-    )
 
 
 def test_the_status_page_shows_a_quarantined_file_in_a_real_browser(
