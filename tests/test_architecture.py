@@ -24,6 +24,7 @@ OWNERS = {
     "tomllib": {"config.py", "layout.py"},
     "watchdog": {"watcher.py"},
     "apscheduler": {"daemon.py"},
+    "dotenv": {"secrets.py"},
 }
 
 

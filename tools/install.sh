@@ -83,8 +83,9 @@ install -d -m 0750 -o "$user" -g "$group" "$logs"
 if [ ! -e "$etc/secrets.env" ]; then
     install -m 0640 -o root -g "$group" /dev/null "$etc/secrets.env"
     cat >"$etc/secrets.env" <<'EOF'
-# Secrets for xchange, one KEY=value per line (no spaces around =; quote a value with
-# spaces in single quotes). Read by the systemd unit (EnvironmentFile) and the crontab.
+# Secrets for xchange, one KEY=value per line (quote a value with spaces). xchange reads
+# this file itself (secrets = "/etc/xchange/secrets.env" in xchange.toml), the same way for
+# the daemon, cron and a shell: a $ or & in a value is kept as written.
 # XCHANGE_WMS_PASSWORD=...
 # XCHANGE_WECOM_URL=https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=...
 EOF

@@ -16,8 +16,9 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections import ChainMap
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,6 +38,7 @@ from pydantic import (
 )
 
 from xchange.errors import ConfigError
+from xchange.secrets import CREDENTIALS, SecretExposed, env_file, secret_file
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -84,6 +86,10 @@ class SFTPEndpoint(_Model):
     key_file: ConfigPath | None = None
     key_passphrase_env: str | None = None
     password_env: str | None = None
+    #: Or the secret from a file (or ``$CREDENTIALS_DIRECTORY/name``, a systemd
+    #: credential): see :mod:`xchange.secrets`.
+    key_passphrase_file: str | None = None
+    password_file: str | None = None
     known_hosts: ConfigPath
     timeouts: Timeouts = Timeouts()
     keepalive: int = Field(30, ge=0)
@@ -507,6 +513,7 @@ class JournalConfig(_Model):
     #: ``postgresql://user@host:port/database`` (no password: it comes from password_env).
     url: str | None = None
     password_env: str | None = None
+    password_file: str | None = None
     #: Seconds a daemon's claim on a file lasts without renewal (renewed every third).
     lease: float = Field(120.0, gt=0)
     password: SecretStr | None = Field(None, exclude=True)
@@ -542,6 +549,7 @@ class EmailSink(_Model):
     security: Literal["starttls", "ssl", "none"] = "starttls"
     user: str | None = None
     password_env: str | None = None
+    password_file: str | None = None
     sender: str = Field(alias="from", min_length=3)
     to: list[str] = Field(min_length=1)
     #: Extra CA certificates to trust (a private mail relay).
@@ -557,6 +565,7 @@ class WebhookSink(_Model):
     url: str | None = None
     #: The URL from an environment variable (DingTalk and WeCom URLs carry a token).
     url_env: str | None = None
+    url_file: str | None = None
     shape: Literal["generic", "dingtalk", "wecom", "slack"] = "generic"
     timeout: float = Field(10.0, gt=0)
     secret_url: SecretStr | None = Field(None, exclude=True)
@@ -608,6 +617,9 @@ class AppConfig(_Model):
     routes: list[RouteConfig] = Field(min_length=1)
     alerts: AlertsConfig = AlertsConfig()
     daemon: DaemonConfig = DaemonConfig()
+    #: ``KEY=value`` lines xchange reads itself, where ``*_env`` names are looked up
+    #: before the environment (see :mod:`xchange.secrets`).
+    secrets: ConfigPath | None = None
     #: Secrets named by ``*_env`` keys whose variables are not set (loaded with
     #: ``secrets="defer"``): one line each, naming file, key and variable.
     missing_secrets: list[str] = Field(default_factory=list, exclude=True)
@@ -750,6 +762,7 @@ def load_config(
     context = {"base": file.resolve().parent}
     problems: list[str] = []
     missing: list[str] = []
+    env = _with_secrets_file(raw.get("secrets"), env, context["base"], source, problems, missing)
     endpoints: dict[str, Endpoint] = {}
     raw_endpoints = raw.pop("endpoints", {})
     if not isinstance(raw_endpoints, dict):
@@ -777,7 +790,7 @@ def load_config(
             continue
         if isinstance(endpoint, SFTPEndpoint):
             endpoint, secret_problems, unset = _with_secrets(
-                endpoint, env, f"{source}: {key_path(loc)}"
+                endpoint, env, f"{source}: {key_path(loc)}", context["base"]
             )
             problems.extend(secret_problems)
             missing.extend(unset)
@@ -792,18 +805,17 @@ def load_config(
         problems.extend(_problems(source, exc))
 
     problems.extend(_cross_check(source, raw.get("routes"), raw_endpoints))
-    if config is not None and config.journal.password_env:
+    if config is not None:
         # Every command reads the journal: its password is needed even by read-only ones.
-        variable = config.journal.password_env
-        if variable not in env:
-            problems.append(
-                f"{source}: journal.password_env: environment variable {variable} is not set"
-            )
-        else:
-            journal = config.journal.model_copy(update={"password": SecretStr(env[variable])})
+        found = Secret(f"{source}: journal", env, context["base"]).read(
+            "password", config.journal.password_env, config.journal.password_file
+        )
+        problems.extend(found.problems + found.missing)
+        if found.value is not None:
+            journal = config.journal.model_copy(update={"password": found.value})
             config = config.model_copy(update={"journal": journal})
     if config is not None:
-        alerts, alert_problems, unset = _alert_secrets(config.alerts, env, source)
+        alerts, alert_problems, unset = _alert_secrets(config.alerts, env, source, context["base"])
         problems.extend(alert_problems)
         missing.extend(unset)
         config = config.model_copy(
@@ -818,8 +830,72 @@ def load_config(
     return config
 
 
+@dataclass
+class Secret:
+    """One secret of one place in the configuration: by an environment variable (looked
+    up in the secrets file first) or a file; never both."""
+
+    where: str
+    env: Mapping[str, str]
+    base: Path
+    value: SecretStr | None = None
+    problems: list[str] = field(default_factory=list)
+    #: The secret is named but not to be found (a command that needs none goes on).
+    missing: list[str] = field(default_factory=list)
+
+    def read(self, name: str, variable: str | None, written: str | None) -> Secret:
+        self.value, self.problems, self.missing = None, [], []
+        if variable is not None and written is not None:
+            self.problems.append(f"{self.where}: give {name}_env or {name}_file, not both")
+        elif variable is not None:
+            if variable in self.env:
+                self.value = SecretStr(self.env[variable])
+            else:
+                self.missing.append(
+                    f"{self.where}.{name}_env: environment variable {variable} is not set"
+                )
+        elif written is not None:
+            path = written
+            if not written.startswith(CREDENTIALS) and not Path(written).is_absolute():
+                path = str(self.base / written)
+            try:
+                self.value = SecretStr(secret_file(path, self.env))
+            except SecretExposed as exc:
+                self.problems += [f"{self.where}.{name}_file: {p}" for p in exc.problems]
+            except ConfigError as exc:  # (not to be seen from here: a service's own file)
+                self.missing += [f"{self.where}.{name}_file: {p}" for p in exc.problems]
+        return self
+
+
+def _with_secrets_file(
+    written: Any,
+    env: Mapping[str, str],
+    base: Path,
+    source: str,
+    problems: list[str],
+    missing: list[str],
+) -> Mapping[str, str]:
+    """The environment the ``*_env`` names are looked up in: the secrets file's values
+    first (they win: the file is what everyone reads), then the process's. A file others
+    may read is a problem; one this shell cannot read (the service's) a missing secret."""
+    if written is None:
+        return env
+    if not isinstance(written, str):
+        return env  # (the model says what is wrong with it)
+    path = Path(written) if Path(written).is_absolute() else base / written
+    try:
+        values = env_file(path)
+    except SecretExposed as exc:
+        problems.extend(f"{source}: secrets: {p}" for p in exc.problems)
+        return env
+    except ConfigError as exc:
+        missing.extend(f"{source}: secrets: {p}" for p in exc.problems)
+        return env
+    return ChainMap(values, dict(env))
+
+
 def _alert_secrets(
-    alerts: AlertsConfig, env: Mapping[str, str], source: str
+    alerts: AlertsConfig, env: Mapping[str, str], source: str, base: Path
 ) -> tuple[AlertsConfig, list[str], list[str]]:
     """The sinks with their secrets; problems; and secrets whose variables are unset."""
     problems: list[str] = []
@@ -827,23 +903,22 @@ def _alert_secrets(
     sinks: list[Any] = []
     for i, sink in enumerate(alerts.sinks):
         where = f"{source}: alerts.sinks[{i}]"
-        if isinstance(sink, EmailSink) and sink.password_env:
-            if sink.password_env not in env:
-                missing.append(
-                    f"{where}.password_env: environment variable {sink.password_env} is not set"
-                )
-            else:
-                sink = sink.model_copy(update={"password": SecretStr(env[sink.password_env])})
+        if isinstance(sink, EmailSink) and (sink.password_env or sink.password_file):
+            found = Secret(where, env, base).read("password", sink.password_env, sink.password_file)
+            problems += found.problems
+            missing += found.missing
+            if found.value is not None:
+                sink = sink.model_copy(update={"password": found.value})
         if isinstance(sink, WebhookSink):
-            if (sink.url is None) == (sink.url_env is None):
-                problems.append(f"{where}: give exactly one of url and url_env")
-            elif sink.url_env is not None:
-                if sink.url_env not in env:
-                    missing.append(
-                        f"{where}.url_env: environment variable {sink.url_env} is not set"
-                    )
-                else:
-                    sink = sink.model_copy(update={"secret_url": SecretStr(env[sink.url_env])})
+            given = [k for k in ("url", "url_env", "url_file") if getattr(sink, k) is not None]
+            if len(given) != 1:
+                problems.append(f"{where}: give exactly one of url, url_env and url_file")
+            elif sink.url is None:
+                found = Secret(where, env, base).read("url", sink.url_env, sink.url_file)
+                problems += found.problems
+                missing += found.missing
+                if found.value is not None:
+                    sink = sink.model_copy(update={"secret_url": found.value})
             if sink.url is not None and not sink.url.startswith(("http://", "https://")):
                 problems.append(f"{where}.url: expected an http:// or https:// URL")
         sinks.append(sink)
@@ -851,22 +926,29 @@ def _alert_secrets(
 
 
 def _with_secrets(
-    endpoint: SFTPEndpoint, env: Mapping[str, str], where: str
+    endpoint: SFTPEndpoint, env: Mapping[str, str], where: str, base: Path
 ) -> tuple[SFTPEndpoint, list[str], list[str]]:
     """The endpoint with its secrets; problems; and secrets whose variables are unset."""
     problems: list[str] = []
     missing: list[str] = []
     update: dict[str, Any] = {}
-    for key, target in (("password_env", "password"), ("key_passphrase_env", "key_passphrase")):
-        var = getattr(endpoint, key)
-        if var is None:
+    for name, target in (("password", "password"), ("key_passphrase", "key_passphrase")):
+        variable, written = getattr(endpoint, f"{name}_env"), getattr(endpoint, f"{name}_file")
+        if variable is None and written is None:
             continue
-        if var not in env:
-            missing.append(f"{where}.{key}: environment variable {var} is not set")
-        else:
-            update[target] = SecretStr(env[var])
-    if endpoint.key_file is None and endpoint.password_env is None:
-        problems.append(f"{where}: set key_file or password_env to say how to log in")
+        found = Secret(where, env, base).read(name, variable, written)
+        problems += found.problems
+        missing += found.missing
+        if found.value is not None:
+            update[target] = found.value
+    if (
+        endpoint.key_file is None
+        and endpoint.password_env is None
+        and endpoint.password_file is None
+    ):
+        problems.append(
+            f"{where}: set key_file, password_env or password_file to say how to log in"
+        )
     if endpoint.key_file is not None and not endpoint.key_file.is_file():
         problems.append(f"{where}.key_file: no such file: {endpoint.key_file}")
     return endpoint.model_copy(update=update), problems, missing
