@@ -38,4 +38,5 @@ python="$(venv_python)"
 "$python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
 "$python" -m ruff check xchange tests
 "$python" -m mypy xchange
-exec "$python" -m pytest "$@"
+# The tests mostly wait (servers, networks, daemons): as many at once as there are cores.
+exec "$python" -m pytest -n auto "$@"
