@@ -7,19 +7,24 @@
 # What it does (each step is skipped when already done, so it can run again to upgrade):
 #   - a system user and group (xchange) with no shell and no login;
 #   - a virtual environment with xchange in it (PREFIX/venv; Debian's Python is externally
-#     managed), and /usr/local/bin/xchange pointing at it for people at a shell;
-#   - ETC (0750 root:xchange): secrets.env (0640 root:xchange: KEY=value lines the unit
-#     and the crontab load; never in the configuration), known_hosts (0644: host keys
-#     are public), xchange.toml.example;
+#     managed), made from a Python the service user can run (the system's /usr/bin/python3
+#     first: a python3 under root's home, a pyenv say, is refused by name), and
+#     /usr/local/bin/xchange pointing at it for people at a shell;
+#   - the shipped layouts and mappings in PREFIX/formats (replaced on upgrade; write your
+#     own in a folder of yours);
+#   - ETC (0750 root:xchange): secrets.env (0640 root:xchange: KEY=value lines xchange
+#     reads itself; never in the configuration), known_hosts (0644: host keys are
+#     public), xchange.toml.example (with this install's paths);
 #   - STATE (0750 xchange:xchange) for the journal and quarantine (xchange keeps their
 #     files 0600), LOGS for cron's log;
-#   - the systemd unit (ExecStart in the venv, EnvironmentFile=ETC/secrets.env, User=xchange),
-#     checked with systemd-analyze verify when it is there, and a crontab for nightly runs
-#     that loads the same secrets file.
+#   - the systemd unit (ExecStart in the venv, User=xchange), checked with systemd-analyze
+#     verify when it is there, and a crontab for nightly runs;
+#   - then it checks, as the service user, that xchange runs (xchange --version).
 #
 # Options (for a staged install, a package build or a test): --prefix DIR, --etc DIR,
 # --state DIR, --logs DIR, --unit-dir DIR, --bin-dir DIR, --user NAME (an existing user,
-# or one to create), --venv DIR (an existing venv with xchange installed), --no-systemctl.
+# or one to create), --venv DIR (an existing venv with xchange installed), --python PATH
+# (the interpreter to make the venv with), --no-systemctl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +36,7 @@ unit_dir=/etc/systemd/system
 bin_dir=/usr/local/bin
 user=xchange
 venv=""
+python=""
 systemctl=yes
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -42,8 +48,9 @@ while [ $# -gt 0 ]; do
         --bin-dir) bin_dir="$2"; shift 2 ;;
         --user) user="$2"; shift 2 ;;
         --venv) venv="$2"; shift 2 ;;
+        --python) python="$2"; shift 2 ;;
         --no-systemctl) systemctl=no; shift ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
         *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -54,8 +61,6 @@ if [ "$(id -u)" -ne 0 ]; then
     say "run it as root (it creates a user, folders owned by it, and a systemd unit)"
     exit 2
 fi
-python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-    || { say "xchange needs Python 3.11 or newer; python3 is $(python3 -V 2>&1)"; exit 2; }
 
 # The user and group the service runs as.
 if ! id -u "$user" >/dev/null 2>&1; then
@@ -65,16 +70,50 @@ if ! id -u "$user" >/dev/null 2>&1; then
 fi
 group="$(id -gn "$user")"
 
-# xchange in a virtual environment.
+# Whether the service user can run an interpreter (a python3 under root's home cannot be).
+runs_as_user() {
+    runuser -u "$user" -- "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+        >/dev/null 2>&1
+}
+
+# xchange in a virtual environment, made from a Python the service user can run.
 if [ ! -x "$venv/bin/xchange" ]; then
-    say "installing xchange into $venv"
+    if [ -z "$python" ]; then
+        for candidate in /usr/bin/python3 "$(command -v python3 || true)"; do
+            if [ -n "$candidate" ] && runs_as_user "$candidate"; then
+                python="$candidate"
+                break
+            fi
+        done
+    fi
+    if [ -z "$python" ] || ! runs_as_user "$python"; then
+        say "no Python 3.11 or newer that the user $user can run (tried ${python:-/usr/bin/python3 and $(command -v python3 || echo python3)}):"
+        say "install Debian's python3 (apt-get install python3 python3-venv), or name one with --python"
+        exit 2
+    fi
+    say "installing xchange into $venv (with $python; pip's progress below)"
     mkdir -p "$(dirname "$venv")"
-    XCHANGE_VENV="$venv" . tools/venv.sh
-    XCHANGE_VENV="$venv" venv_python >/dev/null
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check .
+    if ! "$python" -m venv "$venv" >/dev/null 2>&1; then
+        rm -rf "$venv"
+        say "installing python3-venv (apt-get) to make $venv"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null \
+            || { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+                 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }
+        "$python" -m venv "$venv"
+    fi
+    "$venv/bin/python" -m pip install --disable-pip-version-check . >&2
+    [ -x "$venv/bin/xchange" ] || { say "pip did not install xchange into $venv"; exit 2; }
 fi
 mkdir -p "$bin_dir"
 ln -sfn "$venv/bin/xchange" "$bin_dir/xchange"
+
+# The shipped layouts and mappings, readable by everyone, replaced on upgrade.
+install -d -m 0755 "$prefix"
+rm -rf "$prefix/formats.new"
+cp -R formats "$prefix/formats.new"
+chmod -R u=rwX,go=rX "$prefix/formats.new"
+rm -rf "$prefix/formats"
+mv "$prefix/formats.new" "$prefix/formats"
 
 # Folders and files, with the owners and modes the service needs.
 install -d -m 0750 -o root -g "$group" "$etc"
@@ -95,7 +134,6 @@ chmod 0640 "$etc/secrets.env"
 if [ ! -e "$etc/known_hosts" ]; then
     install -m 0644 -o root -g root /dev/null "$etc/known_hosts"
 fi
-install -m 0644 -o root -g "$group" config/sftp-example.toml "$etc/xchange.toml.example"
 
 # Fill a shipped template with this install's paths and user.
 render() {
@@ -113,11 +151,24 @@ render config/xchange.service >"$unit_dir/xchange.service"
 chmod 0644 "$unit_dir/xchange.service"
 render config/crontab.example >"$etc/crontab.example"
 chmod 0644 "$etc/crontab.example"
+# The example configuration, with this install's paths and the shipped formats.
+render config/sftp-example.toml \
+    | sed -e "s#^formats = \"../formats\"#formats = \"$prefix/formats\"#" >"$etc/xchange.toml.example"
+chown root:"$group" "$etc/xchange.toml.example"
+chmod 0644 "$etc/xchange.toml.example"
 if command -v systemd-analyze >/dev/null 2>&1; then
     systemd-analyze verify "$unit_dir/xchange.service"
 fi
 if [ "$systemctl" = yes ] && [ -d /run/systemd/system ]; then
     systemctl daemon-reload
+fi
+
+# What the service will run, run as the service user.
+if ! runuser -u "$user" -- "$venv/bin/xchange" --version >/dev/null 2>&1; then
+    say "the user $user cannot run $venv/bin/xchange:"
+    runuser -u "$user" -- "$venv/bin/xchange" --version >&2 || true
+    say "make the venv with a Python $user can run (--python /usr/bin/python3)"
+    exit 2
 fi
 
 say "done. Next:"

@@ -8,7 +8,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +16,13 @@ import pytest
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="the install recipe makes users and owners: it runs as root"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        os.geteuid() != 0, reason="the install recipe makes users and owners: it runs as root"
+    ),
+    # One worker builds the service's venv once, for every test here.
+    pytest.mark.xdist_group("install"),
+]
 USER = "nobody"
 
 
@@ -34,12 +37,9 @@ def staged() -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def install(tmp_path: Path) -> dict[str, Path]:
-    """tools/install.sh into a staged tree, with this test run's xchange."""
+def run_install(tmp_path: Path, *extra: str) -> tuple[dict[str, Path], str]:
+    """tools/install.sh into a staged tree: its paths, and what it said."""
     paths = {name: tmp_path / name for name in ("opt", "etc", "state", "logs", "units", "bin")}
-    venv = Path(sys.executable).parent.parent
-    if not (venv / "bin" / "xchange").exists():
-        pytest.fail(f"no xchange script in {venv}/bin: install xchange first (pip install -e .)")
     result = subprocess.run(
         [
             "bash",
@@ -58,17 +58,37 @@ def install(tmp_path: Path) -> dict[str, Path]:
             str(paths["bin"]),
             "--user",
             USER,
-            "--venv",
-            str(venv),
             "--no-systemctl",
+            *extra,
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    paths["venv"] = venv
+    return paths, result.stderr
+
+
+@pytest.fixture(scope="module")
+def built() -> Iterator[dict[str, Path]]:
+    """The recipe as a new host runs it: the venv made by install.sh itself (from a Python
+    the service user can run, whatever root's own python3 is), once for this module."""
+    base = Path(tempfile.mkdtemp(prefix="xchange-install-built-"))
+    base.chmod(0o755)
+    try:
+        paths, said = run_install(base)
+        paths["venv"] = paths["opt"] / "venv"
+        assert "installing xchange into" in said
+        yield paths
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def install(tmp_path: Path, built: dict[str, Path]) -> dict[str, Path]:
+    """tools/install.sh into a staged tree, with the venv the recipe built."""
+    paths, _ = run_install(tmp_path, "--venv", str(built["venv"]))
+    paths["venv"] = built["venv"]
     return paths
 
 
@@ -93,14 +113,14 @@ def readable_by(user: str, path: Path) -> bool:
     )
 
 
-def test_the_unit_file_passes_systemd_analyze_verify(staged: Path) -> None:
+def test_the_unit_file_passes_systemd_analyze_verify(staged: Path, built: dict[str, Path]) -> None:
     """The installed unit runs the venv's xchange as the service user, leaves the secrets
     file to xchange (no EnvironmentFile: one reader), reloads with `xchange reload`, and
     `systemd-analyze verify` accepts it."""
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.fail("systemd-analyze is missing: tests/run-all.sh installs it (systemd)")
-    paths = install(staged)
+    paths = install(staged, built)
     unit = paths["units"] / "xchange.service"
     text = unit.read_text()
     assert f"ExecStart={paths['venv']}/bin/xchange --log-format json run" in text
@@ -127,11 +147,13 @@ def test_the_unit_file_passes_systemd_analyze_verify(staged: Path) -> None:
     assert all("/opt/xchange/venv/bin/xchange is not executable" in p for p in problems), problems
 
 
-def test_folders_and_files_have_the_owners_and_modes_the_service_needs(staged: Path) -> None:
+def test_folders_and_files_have_the_owners_and_modes_the_service_needs(
+    staged: Path, built: dict[str, Path]
+) -> None:
     """Secrets 0640 root:group (the service user reads them, others do not), known_hosts
     0644 (public keys, pinned by root, read by the service), state owned by the user;
     xchange on the PATH; a second run changes nothing it should not."""
-    paths = install(staged)
+    paths = install(staged, built)
     group = owner(paths["state"])[1]
     secrets = paths["etc"] / "secrets.env"
     assert (mode(secrets), owner(secrets)) == ("0o640", ("root", group))
@@ -142,16 +164,18 @@ def test_folders_and_files_have_the_owners_and_modes_the_service_needs(staged: P
     assert (mode(paths["state"]), owner(paths["state"])[0]) == ("0o750", USER)
     assert os.readlink(paths["bin"] / "xchange") == str(paths["venv"] / "bin" / "xchange")
     secrets.write_text("XCHANGE_HOOK_URL=http://127.0.0.1:9/x\n")
-    install(staged)  # upgrade in place: the secrets stay
+    install(staged, built)  # upgrade in place: the secrets stay
     assert secrets.read_text() == "XCHANGE_HOOK_URL=http://127.0.0.1:9/x\n"
     assert mode(secrets) == "0o640"
 
 
-def test_the_nightly_crontab_line_reads_the_secrets_as_written(staged: Path) -> None:
+def test_the_nightly_crontab_line_reads_the_secrets_as_written(
+    staged: Path, built: dict[str, Path]
+) -> None:
     """The crontab's command runs `run --once` alone; xchange reads secrets.env itself:
     with the variable in the file the run exits 0 and the value is taken as written (a `$`
     and an `&` in it kept); without it, 2 naming the variable."""
-    paths = install(staged)
+    paths = install(staged, built)
     inbox = paths["state"] / "inbox"
     inbox.mkdir()
     (paths["etc"] / "xchange.toml").write_text(
@@ -206,3 +230,62 @@ timeout = 2
     assert ran.returncode == 0, log
     assert (paths["state"] / "out" / "a.csv").read_text() == "x\n"
     assert "127.0.0.1:9/x" not in log  # the secret URL is never logged
+
+
+def as_user(*argv: str) -> subprocess.CompletedProcess[str]:
+    """A command run as the service user, with what cron would give it."""
+    return subprocess.run(
+        [shutil.which("runuser") or "/usr/sbin/runuser", "-u", USER, "--", *argv],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/"},
+        check=False,
+    )
+
+
+def test_the_service_user_checks_and_runs_what_the_recipe_installed(
+    built: dict[str, Path],
+) -> None:
+    """The venv the recipe made runs as the service user (root's own python3 is a pyenv
+    under /root here: the recipe made it from one the user can run); the example it
+    installs names this install's folders and the shipped formats, and `check` finds them;
+    then a real nightly exchange converts the shipped sample as the service user."""
+    paths = built
+    xchange = str(paths["bin"] / "xchange")
+    version = as_user(xchange, "--version")
+    assert version.returncode == 0, version.stderr
+    assert not str(paths["venv"] / "bin" / "python").startswith("/root")
+    example = (paths["etc"] / "xchange.toml.example").read_text()
+    assert f'formats = "{paths["opt"]}/formats"' in example
+    assert f'path = "{paths["state"]}/journal.sqlite"' in example
+    assert "/var/lib/xchange" not in example and '"../formats"' not in example
+    checked = as_user(xchange, "check", "--config", str(paths["etc"] / "xchange.toml.example"))
+    # What is left for the person installing: the SFTP key they have not made yet.
+    problems = [line for line in checked.stdout.splitlines() + checked.stderr.splitlines() if line]
+    assert problems and all("key_file" in p for p in problems), problems
+    inbox = paths["state"] / "inbox"
+    inbox.mkdir()
+    shutil.chown(inbox, USER)
+    config = paths["etc"] / "xchange.toml"
+    # The example as a person would finish it (the WMS's folder local here), its secrets
+    # in the secrets file the service user reads.
+    finished = example.replace('path = "/srv/exchange/shop/outbox"', f'path = "{inbox}"')
+    head, rest = finished.split("[endpoints.wms-sftp]", 1)
+    local = f'[endpoints.wms-sftp]\ntype = "local"\npath = "{paths["state"]}/out"\n\n'
+    config.write_text(head + local + "[[routes]]" + rest.split("[[routes]]", 1)[1])
+    (paths["etc"] / "secrets.env").write_text(
+        "XCHANGE_WECOM_URL='http://127.0.0.1:9/send?key=a&b'\nXCHANGE_SMTP_PASSWORD=pa$word1\n"
+    )
+    sample = REPO / "samples" / "shop-orders" / "in" / "orders_20261121.csv"
+    shutil.copy(sample, inbox / sample.name)
+    (inbox / (sample.name + ".ok")).write_text("")
+    shutil.chown(inbox / sample.name, USER)
+    shutil.chown(inbox / (sample.name + ".ok"), USER)
+    ok = as_user(xchange, "check", "--config", str(config))
+    assert ok.returncode in (0, 2), ok.stdout + ok.stderr
+    ran = as_user(xchange, "--log-format", "json", "run", "--once", "--config", str(config))
+    assert "shop-orders: 1 delivered (3 documents)" in ran.stdout, ran.stdout + ran.stderr
+    expected = REPO / "samples" / "shop-orders" / "expected"
+    for out in expected.iterdir():
+        assert (paths["state"] / "out" / out.name).read_bytes() == out.read_bytes()
