@@ -39,4 +39,4 @@ python="$(venv_python)"
 "$python" -m ruff check xchange tests
 "$python" -m mypy xchange
 # The tests mostly wait (servers, networks, daemons): as many at once as there are cores.
-exec "$python" -m pytest -n auto "$@"
+exec "$python" -m pytest -n auto --dist loadgroup "$@"
