@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +23,20 @@ def xchange_env(**extra: str) -> dict[str, str]:
 def xchange_argv(config: Path, *args: str) -> list[str]:
     """``python -m xchange --log-format json ARGS --config CONFIG``."""
     return [sys.executable, "-m", "xchange", "--log-format", "json", *args, "--config", str(config)]
+
+
+def run_once(config: Path, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``xchange run --once`` as cron starts it; ``crash_at``: the fault checkpoint at which
+    it kills itself (see xchange/faults.py)."""
+    env = xchange_env(XCHANGE_CRASH_AT=crash_at) if crash_at else xchange_env()
+    return subprocess.run(
+        xchange_argv(config, "run", "--once"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:

@@ -31,6 +31,21 @@ def put(remote: SFTPRemote, name: str, data: bytes, **kwargs: object) -> object:
     return remote.put_atomic(name, io.BytesIO(data), len(data), **kwargs)  # type: ignore[arg-type]
 
 
+def server_target_toml(server: SftpServer, folder: Path) -> str:
+    """The route's target endpoint on one of the other SFTP server kinds."""
+    return f"""
+[endpoints.wms-outbox]
+type = "sftp"
+host = "{server.host}"
+port = {server.port}
+user = "{server.user}"
+path = "{server.remote_path(folder)}"
+key_file = "{server.client_key}"
+known_hosts = "{server.known_hosts}"
+timeouts = {{ connect = 5, banner = 5, auth = 5, operation = 10 }}
+"""
+
+
 def sftp_target_toml(sshd: SshServer, folder: Path, known_hosts: Path | None = None) -> str:
     return f"""
 [endpoints.wms-outbox]

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from tests.conftest import Exchange
-from tests.sftp_routes import sftp_endpoint
+from tests.sftp_routes import server_target_toml, sftp_endpoint
 from tests.sftpservers import SftpServer
 from xchange.cli import main
 from xchange.config import load_config
@@ -188,20 +188,6 @@ def test_a_file_too_big_to_read_back_is_refused_before_it_is_sent(
     assert names(folder) == ["small.txt"]
 
 
-def sftp_toml(server: SftpServer, folder: Path) -> str:
-    return f"""
-[endpoints.wms-outbox]
-type = "sftp"
-host = "{server.host}"
-port = {server.port}
-user = "{server.user}"
-path = "{server.remote_path(folder)}"
-key_file = "{server.client_key}"
-known_hosts = "{server.known_hosts}"
-timeouts = {{ connect = 5, banner = 5, auth = 5, operation = 10 }}
-"""
-
-
 def with_target_keys(exchange: Exchange, keys: str) -> None:
     text = exchange.config.read_text()
     line = 'name = "WMS_OUT_{OrderDate}_{OrderNo}.xml" }'
@@ -240,7 +226,7 @@ def test_sidecars_pass_sha256sum_and_the_journal_says_how_outputs_were_verified(
         pytest.fail("sha256sum (coreutils) is not installed")
     server = sftp_servers[kind]
     folder = server.folder(f"sidecar-{kind}")
-    exchange.write_config(target=sftp_toml(server, folder))
+    exchange.write_config(target=server_target_toml(server, folder))
     with_target_keys(exchange, 'verify = "hash", sidecar = "sha256"')
     exchange.drop_sample()
     result = run(exchange)
@@ -277,7 +263,7 @@ def test_a_batch_of_small_files_is_verified_and_journaled(
     rename, and its delivered step says so."""
     server = sftp_servers["openssh"]
     folder = server.folder("batch-verified")
-    exchange.write_config(target=sftp_toml(server, folder))
+    exchange.write_config(target=server_target_toml(server, folder))
     exchange.config.write_text(
         exchange.config.read_text()
         + """
@@ -309,7 +295,7 @@ def test_a_file_too_big_to_read_back_waits_and_nothing_is_sent(
     ``unverifiable``, and goes through once the limit is raised."""
     server = sftp_servers["openssh"]
     folder = server.folder("unverifiable")
-    exchange.write_config(target=sftp_toml(server, folder))
+    exchange.write_config(target=server_target_toml(server, folder))
     config = exchange.config.read_text()
     with_target_keys(exchange, 'verify = "hash", readback_max = 100')
     exchange.drop_sample()

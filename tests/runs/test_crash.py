@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SAMPLES, Exchange
-from tests.procs import xchange_argv, xchange_env
+from tests.procs import run_once
 from tests.sftp_routes import sftp_target_toml
 from tests.sshd import SshServer
 from xchange.config import load_config
@@ -22,15 +22,7 @@ POINTS = ["after-claim", "before-rename", "after-rename", "after-output", "befor
 
 
 def run(exchange: Exchange, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = xchange_env(XCHANGE_CRASH_AT=crash_at) if crash_at else xchange_env()
-    return subprocess.run(
-        xchange_argv(exchange.config, "run", "--once"),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_once(exchange.config, crash_at)
 
 
 def check_exactly_once(exchange: Exchange, delivered: Path) -> None:

@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 
 from tests.conftest import SAMPLES, Exchange
 from tests.daemons import daemon, drop_with_new_channel, fast, private_formats, with_alerts
-from tests.procs import wait_for, xchange_argv, xchange_env
+from tests.procs import run_once, wait_for
 from tests.servers import http_server
 from tests.sftp_routes import sftp_target_toml
 from tests.sshd import SshServer
@@ -34,15 +34,7 @@ def cli(exchange: Exchange, *args: str) -> Result:
 def run_process(
     exchange: Exchange, crash_at: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = xchange_env(XCHANGE_CRASH_AT=crash_at) if crash_at else xchange_env()
-    return subprocess.run(
-        xchange_argv(exchange.config, "run", "--once"),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_once(exchange.config, crash_at)
 
 
 def add_channel(formats: Path, name: str = "抖音", code: str = "DY") -> None:

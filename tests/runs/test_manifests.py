@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from tests.conftest import SAMPLES, Exchange
-from tests.procs import xchange_argv, xchange_env
+from tests.procs import run_once
 from tests.sftp_routes import server_endpoint_toml, sftp_source, sftp_target_toml
 from tests.sftpservers import SftpServer
 from tests.sshd import SshServer
@@ -55,15 +55,7 @@ def run(exchange: Exchange) -> Result:
 def run_process(
     exchange: Exchange, crash_at: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = xchange_env(XCHANGE_CRASH_AT=crash_at) if crash_at else xchange_env()
-    return subprocess.run(
-        xchange_argv(exchange.config, "run", "--once"),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_once(exchange.config, crash_at)
 
 
 def records(exchange: Exchange) -> list[FileRecord]:
