@@ -271,12 +271,12 @@ def test_dates_are_written_and_recognised_as_strftime_does(
 
     import pandas as pd
 
-    from xchange.codecs.columnar import _canonical_when, _strftime
+    from xchange.codecs.columnar import canonical_when, _strftime
 
     series = pd.Series(pd.to_datetime(values)).dt.floor("s")
     expected = [v.replace(microsecond=0).strftime(fmt) for v in values]
     assert _strftime(series, fmt).tolist() == expected
-    pattern = _canonical_when(fmt)
+    pattern = canonical_when(fmt)
     assert pattern is not None
     assert all(re.fullmatch(pattern, e) for e in expected)
 
