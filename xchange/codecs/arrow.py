@@ -458,7 +458,7 @@ class ArrowPlan:
         elif col.kind == "date":
             data = _strftime(col.data, "%Y-%m-%d")
         else:
-            data = _strftime(col.data, "%Y-%m-%dT%H:%M:%S")
+            data = _strftime(col.data, "%Y-%m-%d %H:%M:%S")
         return pc.if_else(col.null, "", data)
 
     def _table(self, name: str) -> tuple[Any, Any]:

@@ -563,7 +563,7 @@ class ColumnarPlan:
         elif col.kind == "date":
             data = col.data.dt.strftime("%Y-%m-%d")
         else:
-            data = col.data.dt.strftime("%Y-%m-%dT%H:%M:%S")
+            data = col.data.dt.strftime("%Y-%m-%d %H:%M:%S")
         return data.where(~col.null, "")
 
     def _evaluate(
