@@ -74,9 +74,17 @@ _WIDE_SPACE = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _WIDE) + "]"
 _ANY_MARK = f"{_INVISIBLE}|{_LATIN_PAIR}|{_WIDE_SPACE}"
 
 
+#: Text the fast reading leaves to the standard one: a NUL, a carriage return that does
+#: not end a line (the quote character is added per file).
+_ODD = r"\x00|\r(?:[^\n]|$)"
+#: A blank line (the text starts at the start of a line).
+_BLANK = r"^\r?\n|\n\r?\n"
+
+
 @dataclass(slots=True)
 class Block:
-    """The records of a block of CSV text as columns of Arrow strings."""
+    """The records of a block of CSV text as columns of Arrow strings, and what one scan
+    of its text found."""
 
     columns: list[Any]
     size: int
@@ -86,6 +94,10 @@ class Block:
     latin: bool
     #: The only white space in the values is U+0020 (trimming is of spaces alone).
     narrow: bool
+    #: The text holds the quote character, a NUL or a lone carriage return.
+    odd: bool
+    #: The text holds blank lines.
+    blank: bool
     #: The UTF-8 text the block was read from.
     data: bytes
 
@@ -101,11 +113,11 @@ def _whole(data: bytes) -> Any:
     return pa.LargeStringArray.from_buffers(1, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
-def read_block(data: bytes, width: int, delimiter: str, rows: int) -> Block | None:
-    """Records of UTF-8 CSV text without quotes (each on one line, no blank line, no lone
-    CR: the caller made sure) as ``width`` columns of text; None when Arrow does not find
-    exactly ``rows`` records of ``width`` fields (the caller then reads the file the
-    standard way, which says what is wrong)."""
+def read_block(data: bytes, width: int, delimiter: str, quote: str) -> Block | None:
+    """Records of UTF-8 CSV text, each on one line, as ``width`` columns of text (quotes
+    are not read as quotes: a block holding one says so, ``odd``); None when Arrow finds a
+    record of another width (the caller then reads the file the standard way, which says
+    what is wrong). One RE2 scan of the text finds what else the caller must know."""
     names = [f"c{i}" for i in range(width)]
     try:
         table = pcsv.read_csv(
@@ -131,19 +143,25 @@ def read_block(data: bytes, width: int, delimiter: str, rows: int) -> Block | No
         )
     except (pa.ArrowInvalid, pa.ArrowCapacityError):
         return None
-    if table.num_rows != rows:
-        return None
     columns = [table.column(i).combine_chunks() for i in range(width)]
+    rows = table.num_rows
     whole = _whole(data)
-    if not _any(pc.match_substring_regex(whole, _ANY_MARK)):
-        return Block(columns, rows, True, False, True, data)
+    odd = f"{_ODD}|\\x{{{ord(quote):x}}}"
+    if not _any(pc.match_substring_regex(whole, f"{_ANY_MARK}|{odd}|{_BLANK}")):
+        return Block(columns, rows, True, False, True, False, False, data)
+
+    def found(pattern: str) -> bool:
+        return _any(pc.match_substring_regex(whole, pattern))
+
     return Block(
         columns,
         rows,
-        not _any(pc.match_substring_regex(whole, _INVISIBLE)),
-        _any(pc.match_substring_regex(whole, _LATIN_PAIR)),
-        not _any(pc.match_substring_regex(whole, _WIDE_SPACE)),
-        data,
+        plain=not found(_INVISIBLE),
+        latin=found(_LATIN_PAIR),
+        narrow=not found(_WIDE_SPACE),
+        odd=found(odd),
+        blank=found(_BLANK),
+        data=data,
     )
 
 
@@ -409,9 +427,19 @@ class ArrowPlan:
         if pattern is None or not _matches(text, null, pattern):
             raise _GiveUp
         stamps = pc.strptime(text, format=fmt, unit="s", error_is_null=True)
-        again = _strftime(stamps, fmt)
-        if not _all(pc.or_(null, pc.fill_null(pc.equal(again, text), False))):
-            raise _GiveUp  # not a date (2026-02-30), or not as it would be written
+        # Canonical text holds months 01-12, hours 00-23, minutes and seconds 00-59 and
+        # years 1000-9999: only a day beyond its month's end (2026-02-30) can be wrong, and
+        # strptime rolls it over into the next month, which shows.
+        pieces = when_pieces(fmt) or []
+        if "%m" not in pieces or "%d" not in pieces:
+            raise _GiveUp
+        at = sum(WHEN_PARTS[p][2] if p in WHEN_PARTS else 1 for p in pieces[: pieces.index("%m")])
+        month = pc.cast(
+            pc.utf8_slice_codeunits(pc.if_else(null, "01", text), at, at + 2), pa.int8()
+        )
+        same = pc.fill_null(pc.equal(pc.month(stamps), month), False)
+        if not _all(pc.or_(null, same)):
+            raise _GiveUp  # not a date (or not strptime's reading): the row path says
         return stamps
 
     @staticmethod
@@ -440,6 +468,8 @@ class ArrowPlan:
                 continue
             if bound is None:
                 raise _GiveUp
+            if below and bound <= 0:
+                continue  # canonical text has no sign: never below 0
             if col.kind == "int":
                 numbers = pc.cast(filled, pa.int64())
                 limit: Any = math.ceil(bound) if below else math.floor(bound)
