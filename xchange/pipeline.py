@@ -158,12 +158,14 @@ class Pipeline(_Converter):
             self._plan = ColumnarPlan.build(self.source, self.mapping, self.target, self.compiled)
         #: The columnar plan on Arrow columns, for routes within its subset.
         self._arrow: Any = None
-        #: Whether the reader can read the fast way (:meth:`FastColumns.fast_chunks`).
-        self._fast = self._plan is not None and isinstance(self._reader, FastColumns)
-        if self._fast and self._plan is not None:
+        if self._plan is not None and isinstance(self._reader, FastColumns):
             from xchange.codecs.arrow import ArrowPlan
 
             self._arrow = ArrowPlan.build(self._plan)
+        #: Whether to read the fast way (:meth:`FastColumns.fast_chunks`): for the Arrow
+        #: plan (the columnar plan alone is quicker on pandas' reading: its values are
+        #: Python strings there from the start).
+        self._fast = self._arrow is not None
 
     def superseded(self) -> list[str]:
         """What the route's layouts and mappings write in a superseded form, and how to
