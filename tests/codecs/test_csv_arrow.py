@@ -320,11 +320,26 @@ PLAN_POOLS = [
 
 
 @pytest.fixture(scope="module")
-def plan_routes(tmp_path_factory: pytest.TempPathFactory) -> list[Pipeline]:
+def plan_formats(tmp_path_factory: pytest.TempPathFactory) -> Path:
     formats = tmp_path_factory.mktemp("arrow-plan")
     for name, body in PLAN_FORMATS.items():
         (formats / name).write_text(body.lstrip(), encoding="utf-8")
-    return three_ways(("src", "map", "tgt", "out.csv"), formats)
+    # The same without a header line: columns by position.
+    bare = PLAN_FORMATS["src.toml"].replace('name = "src"', 'name = "bare"')
+    (formats / "bare.toml").write_text(bare.replace("[csv]", "[csv]\nheader = false"))
+    mapping = PLAN_FORMATS["map.toml"].replace('source = "src"', 'source = "bare"')
+    (formats / "map-bare.toml").write_text(mapping.replace('name = "map"', 'name = "map-bare"'))
+    return formats
+
+
+@pytest.fixture(scope="module")
+def plan_routes(plan_formats: Path) -> list[Pipeline]:
+    return three_ways(("src", "map", "tgt", "out.csv"), plan_formats)
+
+
+@pytest.fixture(scope="module")
+def bare_routes(plan_formats: Path) -> list[Pipeline]:
+    return three_ways(("bare", "map-bare", "tgt", "out.csv"), plan_formats)
 
 
 def plan_csv(rows: list[list[str]], ending: str = "\n") -> bytes:
@@ -390,3 +405,20 @@ def test_patterns_go_to_re2_only_when_both_engines_read_them_alike(
     pattern: str, same: bool
 ) -> None:
     assert (arrow.re2_pattern(pattern) is not None) == same
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(st.tuples(*[st.sampled_from(p) for p in PLAN_POOLS]).map(list), max_size=8),
+    st.sampled_from(["\n", "\r\n"]),
+    st.integers(0, 3),
+)
+def test_files_without_a_header_line(
+    bare_routes: list[Pipeline], rows: list[list[str]], ending: str, blank: int
+) -> None:
+    """Without a header the first line is a record (blank lines before it skipped)."""
+    assert bare_routes[0]._arrow is not None
+    body = ending.join(";".join(r) for r in rows)
+    same_everywhere(bare_routes, (ending * blank + body + ending).encode("utf-8"))
