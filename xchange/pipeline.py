@@ -359,6 +359,9 @@ class Pipeline(_Converter):
                     first: dict[str, object] | None
                     rendered: Any
                     if native is not None:
+                        if native.skipped:
+                            skipped = report.skipped.get("documents", 0) + native.skipped
+                            report.skipped["documents"] = skipped
                         rendered = native
                         first = native.first()
                     elif out is not None:

@@ -23,6 +23,7 @@ the row path, whose report is the one a person reads. What it relies on:
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 import string
@@ -44,6 +45,7 @@ from xchange.codecs.columnar import (
     when_pieces,
 )
 from xchange.codecs.text import LATIN_PAIR
+from xchange.expressions import Expression
 from xchange.layout import SPACES, FieldSpec, invisible_ranges
 from xchange.mapping import Rule
 
@@ -218,6 +220,9 @@ class _Col:
     null: Any
     #: No value has white space at either end.
     stripped: bool = False
+    #: Computed decimals: canonical text with ``scale`` decimals, maybe negative.
+    computed: bool = False
+    scale: int | None = None
 
 
 def _bound(value: object) -> Decimal | None:
@@ -283,9 +288,14 @@ class ArrowPlan:
     """The columnar plan of a flat CSV -> CSV route, on Arrow columns."""
 
     def __init__(self, plan: ColumnarPlan) -> None:
+        self.plan = plan
         self.source = plan.source
         self.target = plan.target
         self.mapping = plan.mapping
+        self._quiet = True
+        #: Lookup and table columns as Arrow arrays, by name (remade when the dictionary
+        #: changes): the dictionary, keys, values, all trimmed, none needs quoting.
+        self._columns: dict[str, tuple[Any, Any, Any, bool, bool]] = {}
         self._tables: dict[str, tuple[Any, Any]] = {}
         texts = [
             t
@@ -315,15 +325,13 @@ class ArrowPlan:
     def build(cls, plan: ColumnarPlan) -> ArrowPlan | None:
         """A plan for routes within this path's subset (else None: the columnar plan)."""
         mapping = plan.mapping
-        if (
-            plan.source.codec != "csv"
-            or plan.compiled.filter is not None
-            or not all(_spec_ok(s) for s in (*plan.source.fields, *plan.target.fields))
+        if plan.source.codec != "csv" or not all(
+            _spec_ok(s) for s in (*plan.source.fields, *plan.target.fields)
         ):
             return None
         names = {f.name for f in plan.source.fields}
         for rule in mapping.header.values():
-            if rule.expr is not None or rule.case not in (None, "upper", "lower"):
+            if rule.case not in (None, "upper", "lower"):
                 return None
             if not all(v is None or _plain(v) for v in (rule.const, rule.default, rule.template)):
                 return None
@@ -356,26 +364,61 @@ class ArrowPlan:
             c not in (source, "\r", "\n") and c.encode() in block.data for c in self.specials
         )
         try:
+            self._quiet = quiet
             columns = {}
             for spec in self.source.fields:
                 at = positions.get(spec.key)
                 text = None if at is None else block.columns[at]
                 columns[spec.name] = self._parse(spec, text, n)
+            skipped = 0
+            if self.plan.compiled.filter is not None:
+                keep = _Vector(self, columns, n).run(self.plan.compiled.filter)
+                if not isinstance(keep, pa.BooleanArray):
+                    raise _GiveUp
+                columns = {name: _kept(col, keep) for name, col in columns.items()}
+                kept = pc.sum(keep).as_py() or 0
+                skipped, n = n - kept, kept
             out = []
             for spec in self.target.fields:
                 rule = self.mapping.header.get(spec.name)
                 value = (
-                    self._evaluate(rule, columns, n, offset)
+                    self._evaluate(rule, columns, n, offset, spec)
                     if rule is not None
                     else _Col("str", _repeat("", n), _repeat(True, n))
                 )
                 out.append(self._render(spec, self._coerce(spec, value)))
-        except (_GiveUp, pa.ArrowInvalid):
+        except (_GiveUp, pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
         names = [s.name for s in self.target.fields]
-        return Rendered(names, out, n, quiet=quiet)
+        return Rendered(names, out, n, quiet=self._quiet, skipped=skipped)
 
     # ------------------------------------------------------------------ parse
+
+    def column(self, name: str) -> tuple[Any, Any, bool]:
+        """A value table or lookup column (``lookup()``, ``table()``) as Arrow keys and
+        values, and whether its values are all trimmed; values that are not plain text
+        give up (the columnar plan or the row path writes them)."""
+        values = self.plan.compiled.column(name)
+        known = self._columns.get(name)
+        if known is None or known[0] is not values:
+            texts = list(values.values())
+            if not all(isinstance(k, str) for k in values) or not all(map(_plain, texts)):
+                raise _GiveUp
+            known = self._columns[name] = (
+                values,
+                pa.array(list(values.keys()), pa.string()),
+                pa.array(texts, pa.string()),
+                all(map(_stripped, texts)),
+                not any(c in t for t in texts for c in self.specials),
+            )
+        _, keys, texts_array, stripped, quiet = known
+        if not quiet:
+            self._quiet = False  # (the writer looks at every value)
+        return keys, texts_array, stripped
+
+    def trim(self, text: Any) -> Any:
+        """``str.strip`` of every value (see the module's notes)."""
+        return self._trim(text)
 
     def _trim(self, text: Any) -> Any:
         """``str.strip`` of every value (see the module's notes), of spaces alone when
@@ -415,7 +458,8 @@ class ArrowPlan:
         else:
             data = self._when(spec, text, null)
         self._lengths(spec, text, null)
-        col = _Col(kind, data, null, stripped=spec.trim or stripped)
+        scale = 0 if kind == "int" else (spec.scale if kind == "dec" else None)
+        col = _Col(kind, data, null, stripped=spec.trim or stripped, scale=scale)
         if kind in ("int", "dec"):
             self._bounds(spec, col)
         return col
@@ -468,7 +512,7 @@ class ArrowPlan:
                 continue
             if bound is None:
                 raise _GiveUp
-            if below and bound <= 0:
+            if below and bound <= 0 and not col.computed:
                 continue  # canonical text has no sign: never below 0
             if col.kind == "int":
                 numbers = pc.cast(filled, pa.int64())
@@ -501,9 +545,21 @@ class ArrowPlan:
             )
         return known
 
-    def _evaluate(self, rule: Rule, columns: dict[str, _Col], n: int, start: int) -> _Col:
+    def _evaluate(
+        self, rule: Rule, columns: dict[str, _Col], n: int, start: int, spec: FieldSpec
+    ) -> _Col:
         none = _repeat(False, n)
-        if rule.const is not None:
+        if rule.expr is not None:
+            expression = self.plan.compiled.rules[("header", spec.name)]
+            value = _Vector(self, columns, n).run(expression)
+            if isinstance(value, _Num):
+                if kind_of(spec) != "dec" or spec.scale is None:
+                    raise _GiveUp  # the row path's text of a number: exact to the digit
+                value = value.text()
+            if not isinstance(value, _Col) or rule.table or rule.default is not None:
+                raise _GiveUp
+            col = value
+        elif rule.const is not None:
             col = _Col("str", _repeat(rule.const, n), none, _stripped(rule.const))
         elif rule.sequence is not None:
             numbers = pa.array(range(start + rule.sequence, start + rule.sequence + n), pa.int64())
@@ -591,7 +647,7 @@ class ArrowPlan:
                 # Canonical text with other decimals: exactly ``scale`` of them (a digit
                 # beyond the scale that is not 0 fails the cast: the row path decides).
                 filled = pc.if_else(col.null, "0", data)
-                data = pc.cast(pc.cast(filled, pa.decimal128(38, spec.scale)), pa.string())
+                data = _decimal_text(pc.cast(filled, pa.decimal128(38, spec.scale)))
         elif col.kind in ("date", "datetime"):
             data = _strftime(data, spec.formats[0])
         if _any(col.null):
@@ -629,10 +685,14 @@ def _strftime(stamps: Any, fmt: str) -> Any:
 class Rendered:
     """A chunk's target rows as Arrow columns of text (no value missing: "" instead)."""
 
-    def __init__(self, names: list[str], columns: list[Any], size: int, *, quiet: bool) -> None:
+    def __init__(
+        self, names: list[str], columns: list[Any], size: int, *, quiet: bool, skipped: int = 0
+    ) -> None:
         self.names = names
         self.columns = columns
         self.size = size
+        #: Rows the mapping's filter left out.
+        self.skipped = skipped
         #: Known without looking: no value holds a character that needs quoting.
         self.quiet = quiet
 
@@ -673,3 +733,239 @@ def _values(texts: Any) -> bytes:
     offsets = memoryview(texts.buffers()[1]).cast("B").cast("i")  # (int32, as string is)
     first, last = offsets[texts.offset], offsets[texts.offset + len(texts)]
     return bytes(memoryview(texts.buffers()[2])[first:last])
+
+
+# --------------------------------------------------------------------------- expressions
+
+#: Python's decimal context: products and sums of at most this many digits are exact there.
+_DIGITS = 28
+_NUMBER_TEXT = r"^-?[0-9]+(?:\.[0-9]+)?$"
+
+
+def _decimal_text(data: Any) -> Any:
+    """Decimals as text with all their decimals (Arrow writes 0E-7 and 1E-7 for small
+    values of seven decimals or more: those give up)."""
+    text = pc.cast(data, pa.string())
+    if not _all(pc.match_substring_regex(text, _NUMBER_TEXT)):
+        raise _GiveUp
+    return text
+
+
+@dataclass(slots=True)
+class _Num:
+    """Exact numbers of a column as Arrow decimals (no value missing: arithmetic on a
+    missing value is the row path's to judge)."""
+
+    data: Any
+
+    @property
+    def scale(self) -> int:
+        scale: int = self.data.type.scale
+        return scale
+
+    def text(self) -> _Col:
+        """As the columnar plan writes a computed number: ``scale`` decimals, "-" when
+        negative, never an exponent."""
+        text = _decimal_text(self.data)
+        none = _repeat(False, len(text))
+        return _Col("dec", text, none, stripped=True, computed=True, scale=self.scale)
+
+
+def _kept(col: _Col, keep: Any) -> _Col:
+    return _Col(
+        col.kind,
+        pc.filter(col.data, keep),
+        pc.filter(col.null, keep),
+        col.stripped,
+        col.computed,
+        col.scale,
+    )
+
+
+def _checked(data: Any) -> _Num:
+    """A result, refused when its type could hold more digits than Python's decimal
+    context keeps (the row path would round it)."""
+    if data.type.precision > _DIGITS:
+        raise _GiveUp
+    return _Num(data)
+
+
+class _Vector:
+    """One expression over a chunk's Arrow columns, as the columnar plan's ``_Vector``
+    computes it (names, numbers, texts, + - *, comparisons, and/or/not, upper/lower/trim,
+    lookup/table, round, abs); gives up where it would, and where a number could hold more
+    digits than the row path's decimals keep."""
+
+    def __init__(self, plan: ArrowPlan, columns: dict[str, _Col], n: int) -> None:
+        self.plan = plan
+        self.columns = columns
+        self.n = n
+
+    def run(self, expression: Expression) -> Any:
+        return self._eval(expression.tree.body, expression)
+
+    def _eval(self, node: ast.AST, expression: Expression) -> Any:
+        if isinstance(node, ast.Name):
+            found = self.columns.get(node.id)
+            if found is None:
+                raise _GiveUp
+            return found
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, str):
+                data = _repeat(node.value, self.n)
+                return _Col("str", data, _repeat(False, self.n), stripped=True)
+            if isinstance(node.value, bool) or node.value is None:
+                raise _GiveUp
+            text = ast.get_source_segment(expression.text.strip(), node) or str(node.value)
+            value = Decimal(text)
+            exponent = value.as_tuple().exponent
+            if not isinstance(exponent, int) or not value.is_finite():
+                raise _GiveUp
+            scale = max(0, -exponent)
+            digits = max(len(str(abs(int(value.scaleb(scale))))), scale + 1)
+            if digits > _DIGITS:
+                raise _GiveUp
+            kind = pa.decimal128(digits, scale)
+            return _Num(pa.array([value] * self.n, kind))
+        if isinstance(node, ast.BinOp):
+            left = self._num(self._eval(node.left, expression))
+            right = self._num(self._eval(node.right, expression))
+            if isinstance(node.op, ast.Mult):
+                return _checked(pc.multiply(left.data, right.data))
+            if isinstance(node.op, ast.Add):
+                return _checked(pc.add(left.data, right.data))
+            if isinstance(node.op, ast.Sub):
+                return _checked(pc.subtract(left.data, right.data))
+            raise _GiveUp
+        if isinstance(node, ast.UnaryOp):
+            value = self._eval(node.operand, expression)
+            if isinstance(node.op, ast.Not):
+                return pc.invert(self._bool(value))
+            if isinstance(node.op, ast.USub):
+                return _Num(pc.negate(self._num(value).data))
+            raise _GiveUp
+        if isinstance(node, ast.BoolOp):
+            masks = [self._bool(self._eval(v, expression)) for v in node.values]
+            combined = masks[0]
+            for mask in masks[1:]:
+                combined = (
+                    pc.and_(combined, mask)
+                    if isinstance(node.op, ast.And)
+                    else pc.or_(combined, mask)
+                )
+            return combined
+        if isinstance(node, ast.Compare):
+            return self._compare(node, expression)
+        if isinstance(node, ast.Call):
+            return self._call(node, expression)
+        raise _GiveUp
+
+    def _num(self, value: Any) -> _Num:
+        if isinstance(value, _Num):
+            return value
+        if not isinstance(value, _Col) or value.kind not in ("int", "dec") or value.computed:
+            raise _GiveUp
+        if _any(value.null):
+            raise _GiveUp  # no value in arithmetic: the row path says what it gives
+        scale = 0 if value.kind == "int" else (value.scale if value.scale is not None else 5)
+        # (canonical text: at most ``scale`` decimals; its length bounds the whole digits)
+        longest = pc.max(pc.utf8_length(value.data)).as_py() or 1
+        digits = longest + scale
+        if digits > 18:
+            raise _GiveUp
+        return _Num(pc.cast(value.data, pa.decimal128(digits, scale)))
+
+    @staticmethod
+    def _bool(value: Any) -> Any:
+        if isinstance(value, pa.BooleanArray):
+            return value
+        raise _GiveUp
+
+    def _compare(self, node: ast.Compare, expression: Expression) -> Any:
+        result = _repeat(True, self.n)
+        left = self._eval(node.left, expression)
+        for op, comparator in zip(node.ops, node.comparators, strict=True):
+            right = self._eval(comparator, expression)
+            if (
+                isinstance(left, _Col)
+                and left.kind == "str"
+                and isinstance(right, _Col)
+                and right.kind == "str"
+            ):
+                if _any(left.null) or _any(right.null):
+                    raise _GiveUp
+                if not isinstance(op, ast.Eq | ast.NotEq):
+                    raise _GiveUp
+                a, b = left.data, right.data
+            else:
+                a, b = self._num(left).data, self._num(right).data
+            compare = _COMPARE.get(type(op))
+            if compare is None:
+                raise _GiveUp
+            result = pc.and_(result, compare(a, b))
+            left = right
+        return result
+
+    def _call(self, node: ast.Call, expression: Expression) -> Any:
+        name = node.func.id if isinstance(node.func, ast.Name) else ""
+        if name in ("lookup", "table"):
+            first = node.args[0] if node.args else None
+            if len(node.args) != 2 or not isinstance(first, ast.Constant):
+                raise _GiveUp  # a column or a default: the row path
+            key = self._eval(node.args[1], expression)
+            if not isinstance(key, _Col) or key.kind != "str" or _any(key.null):
+                raise _GiveUp
+            keys, values, stripped = self.plan.column(str(first.value))
+            at = pc.index_in(key.data, value_set=keys)
+            if _any(pc.is_null(at)):
+                raise _GiveUp  # a key not there: the row path says where
+            return _Col("str", pc.take(values, at), key.null, stripped=stripped)
+        if name in ("upper", "lower", "trim"):
+            value = self._eval(node.args[0], expression)
+            if not isinstance(value, _Col) or value.kind != "str":
+                raise _GiveUp
+            text = pc.if_else(value.null, "", value.data) if _any(value.null) else value.data
+            if name == "trim":
+                data = self.plan.trim(text)
+            else:
+                if not _all(pc.string_is_ascii(text)):
+                    raise _GiveUp
+                data = pc.ascii_upper(text) if name == "upper" else pc.ascii_lower(text)
+            null = pc.or_(value.null, pc.equal(data, ""))
+            return _Col("str", data, null, stripped=name == "trim")
+        if name == "abs":
+            return _Num(pc.abs(self._num(self._eval(node.args[0], expression)).data))
+        if name == "round":
+            return self._round(node, expression)
+        raise _GiveUp
+
+    def _round(self, node: ast.Call, expression: Expression) -> _Num:
+        num = self._num(self._eval(node.args[0], expression))
+        places = 0
+        if len(node.args) > 1:
+            arg = node.args[1]
+            if not isinstance(arg, ast.Constant) or type(arg.value) is not int or arg.value < 0:
+                raise _GiveUp
+            places = arg.value
+        mode = node.args[2] if len(node.args) > 2 else None
+        half_up = mode is None or (isinstance(mode, ast.Constant) and mode.value == "half-up")
+        if not half_up and places < num.scale:
+            raise _GiveUp
+        kind = num.data.type
+        if places >= num.scale:
+            wider = pa.decimal128(kind.precision + places - num.scale, places)
+            return _checked(pc.cast(num.data, wider))
+        # half-up: ties away from zero, as Decimal's ROUND_HALF_UP
+        rounded = pc.round(num.data, ndigits=places, round_mode="half_towards_infinity")
+        narrower = pa.decimal128(max(kind.precision - num.scale + places, places + 1), places)
+        return _Num(pc.cast(rounded, narrower))
+
+
+_COMPARE = {
+    ast.Eq: pc.equal,
+    ast.NotEq: pc.not_equal,
+    ast.Lt: pc.less,
+    ast.LtE: pc.less_equal,
+    ast.Gt: pc.greater,
+    ast.GtE: pc.greater_equal,
+}
