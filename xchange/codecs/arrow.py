@@ -265,6 +265,20 @@ def _when_pattern(fmt: str) -> str | None:
     )
 
 
+def _expression_texts(plan: ColumnarPlan) -> list[str]:
+    """The texts written in the mapping's expressions and filter (an expression may give
+    one as a field's value)."""
+    expressions = [*plan.compiled.rules.values()]
+    if plan.compiled.filter is not None:
+        expressions.append(plan.compiled.filter)
+    return [
+        node.value
+        for expression in expressions
+        for node in ast.walk(expression.tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    ]
+
+
 def _plain(text: object) -> bool:
     return isinstance(text, str) and text.isprintable()
 
@@ -312,6 +326,7 @@ class ArrowPlan:
         texts += [
             f for s in self.target.fields if s.type in ("date", "datetime") for f in s.formats
         ]
+        texts += _expression_texts(plan)
         #: Every text the mapping brings in has no white space but U+0020.
         self.narrow = all(_narrow(t) for t in texts)
         opts = self.target.csv
@@ -328,6 +343,8 @@ class ArrowPlan:
         if plan.source.codec != "csv" or not all(
             _spec_ok(s) for s in (*plan.source.fields, *plan.target.fields)
         ):
+            return None
+        if not all(map(_plain, _expression_texts(plan))):
             return None
         names = {f.name for f in plan.source.fields}
         for rule in mapping.header.values():
