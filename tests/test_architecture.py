@@ -15,6 +15,7 @@ OWNERS = {
     "paramiko": {"remote/sftp.py"},  # the wire protocol (remote/sftp_wire.py) needs none
     "lxml": {"codecs/xml_codec.py"},
     "pandas": {"codecs/csv_codec.py", "codecs/columnar.py"},  # the CSV codec; the fast path
+    "pyarrow": {"codecs/arrow.py"},  # CSV blocks read and mapped as Arrow columns
     "click": {"cli/__init__.py", "cli/main.py", "cli/records.py"},
     "tenacity": {"retry.py"},
     "sqlite3": {"journal/sqlite.py"},

@@ -120,26 +120,35 @@ SPACES = "".join(chr(c) for c in range(0x3001) if chr(c).isspace() and c not in 
 
 
 @functools.cache
-def _invisibles() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
-    """An invisible character (Unicode's format characters, Cf: zero-width space and
-    joiners, soft hyphen, BOM, word joiner, direction marks, tags...); a text of nothing
-    but them and whitespace (any script's), and one of nothing but them: no value, trimmed
-    or not. None of them is printable (``str.isprintable``), which is how a value is known
-    to hold none of them at once."""
+def invisible_ranges() -> tuple[tuple[int, int], ...]:
+    """The code points :meth:`FieldSpec.unusual` looks for (format characters and
+    controls, see ``_invisibles``), as ranges (first, last): a text holding none of them
+    reads as it is (for a field that keeps ASCII digits only)."""
     found = [
         c
         for block in (range(0x80, 0x20000), range(0xE0000, 0xE1000))
         for c in block
         if unicodedata.category(chr(c)) == "Cf"
     ]
-    found = sorted({*found, *_CONTROLS})
     ranges: list[list[int]] = []
-    for c in found:
+    for c in sorted({*found, *_CONTROLS}):
         if ranges and ranges[-1][1] == c - 1:
             ranges[-1][1] = c
         else:
             ranges.append([c, c])
-    chars = "".join(f"\\U{a:08x}" + (f"-\\U{b:08x}" if b > a else "") for a, b in ranges)
+    return tuple((a, b) for a, b in ranges)
+
+
+@functools.cache
+def _invisibles() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """An invisible character (Unicode's format characters, Cf: zero-width space and
+    joiners, soft hyphen, BOM, word joiner, direction marks, tags...); a text of nothing
+    but them and whitespace (any script's), and one of nothing but them: no value, trimmed
+    or not. None of them is printable (``str.isprintable``), which is how a value is known
+    to hold none of them at once."""
+    chars = "".join(
+        f"\\U{a:08x}" + (f"-\\U{b:08x}" if b > a else "") for a, b in invisible_ranges()
+    )
     return re.compile(f"[{chars}]"), re.compile(f"[\\s{chars}]*"), re.compile(f"[{chars}]*")
 
 

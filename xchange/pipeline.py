@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from xchange.codecs import Codec, Columns, codec_for
+from xchange.codecs import Codec, Columns, FastColumns, StartOver, codec_for
 from xchange.config import RouteConfig
 from xchange.errors import ConfigError, MappingError, RepeatedDocuments, ValidationFailed
 from xchange.layout import FieldSpec, FieldValueError, Layout, load_layout
@@ -164,6 +164,16 @@ class Pipeline(_Converter):
             from xchange.codecs.columnar import ColumnarPlan
 
             self._plan = ColumnarPlan.build(self.source, self.mapping, self.target, self.compiled)
+        #: The columnar plan on Arrow columns, for routes within its subset.
+        self._arrow: Any = None
+        if self._plan is not None and isinstance(self._reader, FastColumns):
+            from xchange.codecs.arrow import ArrowPlan
+
+            self._arrow = ArrowPlan.build(self._plan)
+        #: Whether to read the fast way (:meth:`FastColumns.fast_chunks`): for the Arrow
+        #: plan (the columnar plan alone is quicker on pandas' reading: its values are
+        #: Python strings there from the start).
+        self._fast = self._arrow is not None
 
     def superseded(self) -> list[str]:
         """What the route's layouts and mappings write in a superseded form, and how to
@@ -310,8 +320,24 @@ class Pipeline(_Converter):
     def _convert_columnar(
         self, stream: BinaryIO, source_name: str, now: datetime, sink: Sink
     ) -> Conversion:
-        """Flat records to CSV, chunk by chunk as columns; a chunk the columnar plan gives
-        up on goes through the row path, which also makes the report if rules are broken."""
+        """Flat records to CSV, chunk by chunk as columns: read the fast way when the
+        reader can vouch for the file, else (or when a rule is broken: the report is the
+        standard reading's) from the start the standard way."""
+        if self._fast:
+            start = stream.tell()
+            try:
+                return self._columnar(stream, source_name, now, sink, fast=True)
+            except StartOver:
+                sink.discard()
+                stream.seek(start)
+        return self._columnar(stream, source_name, now, sink, fast=False)
+
+    def _columnar(
+        self, stream: BinaryIO, source_name: str, now: datetime, sink: Sink, *, fast: bool
+    ) -> Conversion:
+        """One reading of :meth:`_convert_columnar`: a chunk the Arrow plan (if any) gives
+        up on goes to the columnar plan, a chunk it gives up on through the row path,
+        which also makes the report if rules are broken."""
         from xchange.codecs.csv_codec import CsvWriter
 
         assert self._plan is not None and isinstance(self._reader, Columns)
@@ -321,14 +347,30 @@ class Pipeline(_Converter):
         counter = [0]
         read = 0
         rows_path = False  # once a rule is broken, read on with the row path to report all
+        chunks = (
+            self._reader.fast_chunks(stream, self.source, source_name, report)
+            if fast and isinstance(self._reader, FastColumns)
+            else self._reader.chunks(stream, self.source, source_name, report)
+        )
         try:
             with contextlib.ExitStack() as stack:
-                for chunk in self._reader.chunks(stream, self.source, source_name, report):
+                for chunk in chunks:
                     read += chunk.size
-                    out = None if rows_path else self._plan.convert(chunk)
+                    native = (
+                        self._arrow.convert(*chunk.native, chunk.offset)
+                        if self._arrow is not None and chunk.native is not None
+                        else None
+                    )
+                    out = None if rows_path or native is not None else self._plan.convert(chunk)
                     first: dict[str, object] | None
                     rendered: Any
-                    if out is not None:
+                    if native is not None:
+                        if native.skipped:
+                            skipped = report.skipped.get("documents", 0) + native.skipped
+                            report.skipped["documents"] = skipped
+                        rendered = native
+                        first = native.first()
+                    elif out is not None:
                         if self._plan.skipped:
                             skipped = report.skipped.get("documents", 0) + self._plan.skipped
                             report.skipped["documents"] = skipped
@@ -350,6 +392,8 @@ class Pipeline(_Converter):
                             )
                         )
                         if report:
+                            if fast:
+                                raise StartOver  # the standard reading makes the report
                             rows_path = True
                             continue
                         rendered = [
@@ -376,7 +420,9 @@ class Pipeline(_Converter):
                         )
                         fh = stack.enter_context(sink.create(name, counter))
                         writer = CsvWriter(self.target, name, fh)
-                    if writer is not None:
+                    if writer is not None and native is not None:
+                        writer.rendered(native)
+                    elif writer is not None:
                         writer.rows(rendered)
                 if report:
                     raise ValidationFailed(report.summary(), report=report)

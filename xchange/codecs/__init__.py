@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol, TypeVar, runtime_checkable
 
@@ -50,7 +50,7 @@ class Chunk:
 
     #: Field key -> the text of each record ("" or None: no value); a key that is not
     #: there has no value in any record.
-    columns: dict[str, Sequence[str | None]]
+    columns: Mapping[str, Sequence[str | None]]
     #: How many records.
     size: int
     #: The index of the first record in the file.
@@ -59,6 +59,15 @@ class Chunk:
     clean: bool
     #: The row path for the same records: typed records, problems sent to the report.
     rows: Callable[[Report], Iterator[Record]]
+    #: The same records as the fast reading holds them (Arrow columns, for
+    #: :mod:`xchange.codecs.arrow`), or None.
+    native: Any = None
+
+
+class StartOver(Exception):
+    """The fast reading cannot vouch for this file (quotes, a broken rule, a problem of
+    structure...): read it again from the start the standard way, which reports what is
+    wrong exactly as it always has."""
 
 
 @runtime_checkable
@@ -73,6 +82,23 @@ class Columns(Protocol):
 
         Raises:
             DecodeError: as :meth:`Codec.records`.
+        """
+        ...
+
+
+@runtime_checkable
+class FastColumns(Protocol):
+    """A codec that can also read a flat file the fast way (:meth:`fast_chunks`)."""
+
+    def fast_chunks(
+        self, stream: BinaryIO, layout: Layout, origin: str, report: Report
+    ) -> Iterator[Chunk]:
+        """The records as :class:`Chunk` s, like ``chunks``, for files the fast reading
+        can vouch for.
+
+        Raises:
+            StartOver: the file must be read the standard way (maybe after chunks were
+                given: whatever was made of them must be thrown away).
         """
         ...
 

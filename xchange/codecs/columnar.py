@@ -40,16 +40,16 @@ class _GiveUp(Exception):
 
 #: Values already in the canonical text the row path would write (checked on a whole
 #: column at once; none of these patterns can match a NUL, the separator used).
-_CANONICAL_INT = "(?:0|[1-9][0-9]{0,17})"
+CANONICAL_INT = "(?:0|[1-9][0-9]{0,17})"
 
 
-def _canonical_dec(scale: int | None) -> str | None:
+def canonical_dec(scale: int | None) -> str | None:
     """Decimal text that ``format(Decimal(text), "f")`` gives back unchanged (never in
     exponent form: at most 5 decimals), with at most ``scale`` decimals."""
     most = 5 if scale is None else min(scale, 5)
     if most == 0:
-        return _CANONICAL_INT
-    return f"{_CANONICAL_INT}(?:\\.[0-9]{{1,{most}}})?"
+        return CANONICAL_INT
+    return f"{CANONICAL_INT}(?:\\.[0-9]{{1,{most}}})?"
 
 
 def _all_match(values: pd.Series, pattern: str) -> bool:
@@ -78,7 +78,7 @@ def _smap(fn: Callable[[str], object], text: pd.Series) -> pd.Series:
 
 #: Date directives: the pattern of what strftime writes (years 1000-9999), and where
 #: numpy's ISO text (YYYY-MM-DDTHH:MM:SS) holds them.
-_WHEN_PARTS = {
+WHEN_PARTS = {
     "%Y": ("[1-9][0-9]{3}", 0, 4),
     "%m": ("(?:0[1-9]|1[0-2])", 5, 2),
     "%d": ("(?:0[1-9]|[12][0-9]|3[01])", 8, 2),
@@ -88,40 +88,40 @@ _WHEN_PARTS = {
 }
 
 
-def _when_pieces(fmt: str) -> list[str] | None:
+def when_pieces(fmt: str) -> list[str] | None:
     """A date format as directives and single literal characters (None: it uses other
     directives, or a NUL)."""
     pieces = re.findall(r"%.|.", fmt, flags=re.DOTALL)
-    if "\x00" in fmt or any(p.startswith("%") and p not in _WHEN_PARTS for p in pieces):
+    if "\x00" in fmt or any(p.startswith("%") and p not in WHEN_PARTS for p in pieces):
         return None
     return pieces
 
 
-def _canonical_when(fmt: str) -> str | None:
+def canonical_when(fmt: str) -> str | None:
     """The text ``strftime(fmt)`` writes for a date of years 1000-9999, as a pattern."""
-    pieces = _when_pieces(fmt)
+    pieces = when_pieces(fmt)
     if pieces is None:
         return None
-    return "".join(_WHEN_PARTS[p][0] if p in _WHEN_PARTS else re.escape(p) for p in pieces)
+    return "".join(WHEN_PARTS[p][0] if p in WHEN_PARTS else re.escape(p) for p in pieces)
 
 
 def _strftime(data: pd.Series, fmt: str) -> pd.Series:
     """``data.dt.strftime(fmt)``, by cutting numpy's ISO text apart (years of pandas'
     range always have four digits)."""
-    pieces = _when_pieces(fmt)
+    pieces = when_pieces(fmt)
     if pieces is None or len(data) == 0:
         formatted: pd.Series = data.dt.strftime(fmt)
         return formatted
     iso = np.datetime_as_string(data.to_numpy(dtype="datetime64[s]"), unit="s")
     chars = iso.astype("U19").view("U1").reshape(len(iso), 19)
-    width = sum(_WHEN_PARTS[p][2] if p in _WHEN_PARTS else 1 for p in pieces)
+    width = sum(WHEN_PARTS[p][2] if p in WHEN_PARTS else 1 for p in pieces)
     if width == 0:
         return pd.Series([""] * len(data), index=data.index, dtype=object)
     out = np.empty((len(iso), width), dtype="U1")
     at = 0
     for p in pieces:
-        if p in _WHEN_PARTS:
-            _, start, size = _WHEN_PARTS[p]
+        if p in WHEN_PARTS:
+            _, start, size = WHEN_PARTS[p]
             out[:, at : at + size] = chars[:, start : start + size]
             at += size
         else:
@@ -223,7 +223,7 @@ class _Col:
     exact: bool = False
 
 
-def _kind(spec: FieldSpec) -> str:
+def kind_of(spec: FieldSpec) -> str:
     return {"string": "str", "enum": "str", "integer": "int", "decimal": "dec"}.get(
         spec.type, spec.type
     )
@@ -356,12 +356,12 @@ class ColumnarPlan:
         if rule.expr is not None:
             return "str"  # (judged on each chunk: numbers go to scaled decimal fields only)
         if rule.from_ is not None and rule.table is None:
-            return _kind(by_name[rule.from_])
+            return kind_of(by_name[rule.from_])
         return "str"
 
     @staticmethod
     def _compatible(kind: str, target: FieldSpec) -> bool:
-        t = _kind(target)
+        t = kind_of(target)
         return (
             kind == "str"
             or kind == t
@@ -430,7 +430,7 @@ class ColumnarPlan:
         if spec.required and bool(null.any()):
             raise _GiveUp
         live = ~null
-        kind = _kind(spec)
+        kind = kind_of(spec)
         if kind == "str":
             data = text
             if spec.type == "enum" and not bool(text[live].isin(spec.values).all()):
@@ -474,7 +474,7 @@ class ColumnarPlan:
     @staticmethod
     def _int(text: pd.Series, live: pd.Series) -> pd.Series:
         values = text[live]
-        if _all_match(values, _CANONICAL_INT):
+        if _all_match(values, CANONICAL_INT):
             return text  # already as the row path writes it
         if not bool(values.str.fullmatch(_INT).all()) or bool((values.str.len() > 18).any()):
             raise _GiveUp
@@ -484,7 +484,7 @@ class ColumnarPlan:
 
     @staticmethod
     def _dec(spec: FieldSpec, text: pd.Series, live: pd.Series) -> pd.Series:
-        canonical_form = _canonical_dec(spec.scale)
+        canonical_form = canonical_dec(spec.scale)
         if canonical_form is not None and _all_match(text[live], canonical_form):
             return text  # already as the row path writes it
         # Group separators and currency symbols are the row path's to judge.
@@ -508,7 +508,7 @@ class ColumnarPlan:
     @staticmethod
     def _when(spec: FieldSpec, text: pd.Series, live: pd.Series) -> pd.Series:
         values = text[live]
-        canonical = _canonical_when(spec.formats[0]) if spec.formats else None
+        canonical = canonical_when(spec.formats[0]) if spec.formats else None
         if canonical is not None and _all_match(values, canonical):
             # Every value in the first format's canonical form: valid dates need no
             # round trip through strftime to be accepted.
@@ -563,7 +563,7 @@ class ColumnarPlan:
         elif col.kind == "date":
             data = col.data.dt.strftime("%Y-%m-%d")
         else:
-            data = col.data.dt.strftime("%Y-%m-%dT%H:%M:%S")
+            data = col.data.dt.strftime("%Y-%m-%d %H:%M:%S")
         return data.where(~col.null, "")
 
     def _evaluate(
@@ -579,7 +579,7 @@ class ColumnarPlan:
             expression = self.compiled.rules[("header", spec.name if spec else "")]
             value = _Vector(self.compiled, columns, n, self._memo).run(expression)
             if isinstance(value, _Num):
-                if spec is None or _kind(spec) != "dec" or spec.scale is None:
+                if spec is None or kind_of(spec) != "dec" or spec.scale is None:
                     raise _GiveUp  # the row path's text of a number: exact to the digit
                 value = _num_text(value)
             if not isinstance(value, _Col) or rule.table or rule.default is not None:
@@ -631,7 +631,7 @@ class ColumnarPlan:
     # ------------------------------------------------------------------ target
 
     def _coerce(self, spec: FieldSpec, col: _Col) -> _Col:
-        t = _kind(spec)
+        t = kind_of(spec)
         if bool(col.null.all()) and not spec.required:
             return col
         if col.kind == "str":
@@ -663,9 +663,9 @@ class ColumnarPlan:
             data = col.data
         elif col.kind == "dec":
             data = col.data
-            exact = None if spec.scale is None else f"{_CANONICAL_INT}\\.[0-9]{{{spec.scale}}}"
+            exact = None if spec.scale is None else f"{CANONICAL_INT}\\.[0-9]{{{spec.scale}}}"
             if spec.scale == 0:
-                exact = _CANONICAL_INT
+                exact = CANONICAL_INT
             if col.exact and col.scale == spec.scale:
                 pass  # written so (a computed number)
             elif exact is not None and _all_match(data[~col.null], exact):

@@ -732,7 +732,8 @@ def resolve_encoding(
 
 
 #: Two Latin-1 characters side by side: where mojibake of UTF-8 or GBK shows.
-_LATIN_PAIR = re.compile(r"[\u0080-\u00ff][\u0080-\u00ff\u0152-\u02dc\u2013-\u2122]")
+#: Two Latin-1 characters in a row: where the mojibake check starts looking.
+LATIN_PAIR = re.compile(r"[\u0080-\u00ff][\u0080-\u00ff\u0152-\u02dc\u2013-\u2122]")
 
 #: Each character that reading a byte 80-FF as Latin-1 or Windows-1252 gives -> the byte.
 _HIGH_BYTE = {chr(b): b for b in range(0x80, 0x100)} | {
@@ -786,19 +787,19 @@ class MojibakeCheck:
 
     def __call__(self, text: str, line: int) -> None:
         """``text`` starts on ``line``."""
-        if self.found >= self.LIMIT or _LATIN_PAIR.search(text) is None:
+        if self.found >= self.LIMIT or LATIN_PAIR.search(text) is None:
             return
         from ftfy import badness, fix_text  # the only place ftfy is used
 
         for offset, piece in enumerate(text.splitlines()):
-            if _LATIN_PAIR.search(piece) is None:
+            if LATIN_PAIR.search(piece) is None:
                 continue
             undone = _undo(piece)
             if undone is not None:
                 around, fixed, original = undone
                 around, fixed = around[:24], fixed[:12]
             elif badness.is_bad(piece):
-                snippet = _LATIN_PAIR.search(piece)
+                snippet = LATIN_PAIR.search(piece)
                 assert snippet is not None
                 around = piece[max(0, snippet.start() - 4) : snippet.start() + 16]
                 fixed, original = fix_text(around), "UTF-8 or GBK"

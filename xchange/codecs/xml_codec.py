@@ -1021,7 +1021,7 @@ class XmlCodec:
                 failed: set[str] = set()
                 yield Record(where, extract.typed(values, where, report, failed), failed=failed)
 
-        return Chunk(columns, len(rows), offset, extract.clean, typed)  # type: ignore[arg-type]
+        return Chunk(columns, len(rows), offset, extract.clean, typed)
 
     def _walk(
         self, stream: BinaryIO, layout: Layout, origin: str, report: Report
