@@ -218,6 +218,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX business_keys_key ON business_keys(key);
         """,
     ),
+    (
+        "0013_held_index",
+        # The shared journal's index of the files each daemon has in hand; one daemon's
+        # SQLite journal holds no leases (its files have no owner): nothing to do.
+        "",
+    ),
 ]
 
 #: Seconds between checkpoints of the write-ahead log into the main file, so that a copy
