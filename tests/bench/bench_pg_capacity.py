@@ -1,27 +1,34 @@
 """Benchmark 14: what a host costs one PostgreSQL journal, and how many hosts it carries.
 
     python tests/bench/bench_pg_capacity.py [--clients 1,2,4,8,16,32] [--seconds 8]
-        [--rounds 3] [--history 100000] [--files 2000] [--parts cost,clients,explain]
+        [--ways batched,shared,alone] [--rounds 3] [--history 100000] [--files 2000]
+        [--parts cost,clients,explain] [--wal-compression off|pglz|lz4|zstd]
 
 PostgreSQL 15 runs durable (fsync, synchronous commit, full page writes), with
 pg_stat_statements, track_io_timing and track_wal_io_timing on. Three parts:
 
 cost     What one file costs the server, per file: transactions, statements, server time
-         (pg_stat_statements), server CPU (every server process, from /proc), WAL bytes and
-         WAL fsyncs (pg_stat_wal). First a real daemon: ``run --once`` of FILES small files,
-         SFTP drop -> SFTP target (the local sshd), a copy route archiving its sources;
+         (pg_stat_statements), server CPU (every server process, from /proc), WAL bytes,
+         full-page images and fsyncs (pg_stat_wal). First a real daemon: ``run --once`` of
+         FILES small files, SFTP drop -> SFTP target (the local sshd), a copy route
+         archiving its sources;
          then the journal calls of a file's life in-process, batched (256 files a batch,
-         as the daemon's small-file batches) and alone (five transactions a file).
+         as the daemon's small-file batches) and alone (five transactions a file), each
+         right after a checkpoint and again in the same database.
 clients  Claims per second one server gives 1, 2, 4, ... concurrent clients: each client a
          process with its own ``PostgresJournal`` (its own connections, leases, renewer),
          looping over the journal calls of whole file lives (claim, delivering, output +
          delivered, archive announced, archived) for SECONDS, the client counts
-         alternating, ROUNDS rounds. Two ways: ``batched`` (256 files a batch) and
-         ``alone`` (one file's life, five transactions). Each client takes files of its own
-         (the hosts share the route, not the files). For each run: files per second, the
-         server's CPU and the clients' CPU (cores busy in the window), WAL fsyncs per
-         second, and what the server's backends were doing (pg_stat_activity sampled every
-         20 ms: on the CPU, waiting for the client, or waiting on a lock, the WAL, I/O).
+         alternating, ROUNDS rounds. Three ways: ``batched`` (256 files a batch, each client
+         files of its own: hosts sharing the route, not the files), ``shared`` (one folder
+         of FOLDER files every client goes round once from its own place, looking up the
+         names first, as daemons sharing a drop folder do; each file taken once, checked)
+         and ``alone`` (one file's life, five transactions). For each run: files per
+         second, the server's CPU and the clients' CPU (cores busy in the window), the whole
+         machine's, WAL fsyncs per second, and what the server's backends were doing
+         (pg_stat_activity sampled every 20 ms: on the CPU, waiting for the client, or
+         waiting on a lock, the WAL, I/O). The commits counted include the sampler's
+         read-only queries (about 50 a second).
 explain  EXPLAIN (ANALYZE, BUFFERS) of the claim and the hot statements, in a journal
          holding HISTORY delivered files (each run in a transaction rolled back).
 
