@@ -172,6 +172,16 @@ def shared_chunk(journal: PostgresJournal, n0: int, count: int) -> int:
 
 def start_server(wal_compression: str = "off") -> pg.PgServer:
     server = pg.start_postgres(durable=True)
+    try:
+        configure(server, wal_compression)
+    except BaseException:
+        server.stop("immediate")
+        shutil.rmtree(server.base, ignore_errors=True)
+        raise
+    return server
+
+
+def configure(server: pg.PgServer, wal_compression: str) -> None:
     for setting in (
         f"wal_compression = '{wal_compression}'",
         "shared_preload_libraries = 'pg_stat_statements'",
@@ -181,7 +191,6 @@ def start_server(wal_compression: str = "off") -> pg.PgServer:
     ):
         server.psql(f"ALTER SYSTEM SET {setting}")
     server.restart()
-    return server
 
 
 def connect(server: pg.PgServer, database: str) -> psycopg.Connection[Any]:
