@@ -237,6 +237,12 @@ MIGRATIONS: list[tuple[str, str]] = [
             SELECT route, key, file_id, 'delivered', recorded_at FROM business_keys;
         """,
     ),
+    (
+        "0014_held_index",
+        # The shared journal's index of the files each daemon has in hand; one daemon's
+        # SQLite journal holds no leases (its files have no owner): nothing to do.
+        "",
+    ),
 ]
 
 #: Seconds between checkpoints of the write-ahead log into the main file, so that a copy
