@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 . tools/venv.sh
 python="$(venv_python)"
-"$python" -m pip install --quiet --disable-pip-version-check .
+# pip's own progress where a person waits (a terminal); a line otherwise.
+echo "installing xchange and its libraries into .venv (pip; a minute or two the first time)" >&2
+if [ -t 2 ]; then quiet=(); else quiet=(--quiet); fi
+"$python" -m pip install "${quiet[@]}" --disable-pip-version-check . >&2
 mkdir -p var/demo/inbox
 # (the stock count feeds three routes: its three sample folders hold the same file)
 for sample in samples/*/in/*; do cp "$sample" var/demo/inbox/; done

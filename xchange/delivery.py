@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import structlog
 
+from xchange import progress
 from xchange.config import RouteConfig
 from xchange.errors import RemoteError, TargetExists
 from xchange.faults import checkpoint
@@ -320,7 +321,7 @@ def _put(
     confirm: Callable[[], None],
     verify: Verify | None,
 ) -> None:
-    with out.open() as src:
+    with out.open() as src, progress.moving(f"uploading {name}", out.size):
         target.put_atomic(
             name,
             src,

@@ -31,6 +31,7 @@ from typing import BinaryIO
 
 import structlog
 
+from xchange import progress
 from xchange.after import After
 from xchange.config import AppConfig, RouteConfig
 from xchange.delivery import Delivery
@@ -97,11 +98,19 @@ class InHand:
     arrived: float | None = None
     handle: BinaryIO | None = None
 
+    #: The worker's thread (what it is moving right now: :mod:`xchange.progress`).
+    thread: int = 0
+
     def describe(self, now: float) -> str:
+        """``orders.csv on shop-orders (126.0 MB, uploading WMS_1.xml: 40.0 of 126.0 MB,
+        45.2 MB/s, 2 s left, for 12 s)``: the bytes being moved, else how far it was read."""
         size = self.bytes
         parts = [f"{size / 1e6:.1f} MB"] if size else []
+        meter = progress.of_thread(self.thread)
         handle = self.handle
-        if handle is not None and size and not handle.closed:
+        if meter is not None:
+            parts.append(meter.describe())
+        elif handle is not None and size and not handle.closed:
             with contextlib.suppress(OSError, ValueError):
                 parts.append(f"{min(100, handle.tell() * 100 // size)}% read")
         parts.append(f"for {now - self.started:.0f} s")
@@ -249,7 +258,7 @@ class Transfer:
         logged, and shown in hand; an error it does not handle leaves the file where it
         is, for a later run."""
         started = time.monotonic()
-        hand = InHand(route.name, name, started)
+        hand = InHand(route.name, name, started, thread=threading.get_ident())
         with self._hands_lock:
             self._hands[threading.get_ident()] = hand
         with structlog.contextvars.bound_contextvars(route=route.name, source=name):

@@ -476,6 +476,9 @@ def test_a_second_sigterm_ends_the_openssh_upload_and_says_so(
         (exit_now,) = [e for e in events if e["event"] == "exit_now"]
         assert exit_now["signal"] == "SIGTERM"
         assert "big.bin" in " ".join(exit_now["in_hand"])
+        # How far the upload got, not how far the file was read (hashed) before it.
+        assert "uploading big.bin: " in " ".join(exit_now["in_hand"]), exit_now["in_hand"]
+        assert "% read" not in " ".join(exit_now["in_hand"])
         assert exit_now["openssh_clients_ended"] == 1
         assert [pid for pid in children if alive(pid)] == []
         assert clients(server) == []

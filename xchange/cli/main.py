@@ -5,6 +5,7 @@ This is the only module that imports click.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -67,6 +68,32 @@ def _logging(ctx: click.Context, **changes: Any) -> None:
         level="debug" if settings["verbose"] else settings["level"],
         timezone=settings["log_timezone"],
     )
+
+
+@contextlib.contextmanager
+def _progress(in_hand: Callable[[], list[str]], every: float = 1.0) -> Iterator[None]:
+    """While a run goes on, one line on the terminal, rewritten every second, saying the
+    files in hand and how far they got (once one has taken two seconds): a person at a
+    terminal sees a long upload move. Never in a log: only where stderr is a terminal."""
+    done = threading.Event()
+
+    def show() -> None:
+        said = False
+        while not done.wait(every):
+            waiting = [line for line in in_hand() if not line.endswith(("for 0 s)", "for 1 s)"))]
+            if waiting:
+                click.echo("\r\x1b[K" + "; ".join(waiting)[:200], err=True, nl=False)
+                said = True
+        if said:
+            click.echo("\r\x1b[K", err=True, nl=False)
+
+    shower = threading.Thread(target=show, name="xchange-progress", daemon=True)
+    shower.start()
+    try:
+        yield
+    finally:
+        done.set()
+        shower.join(timeout=5)
 
 
 def _at_a_terminal(ctx: click.Context) -> bool:
@@ -429,8 +456,9 @@ def run(
                 with open_journal(config.journal) as journal:
                     runner = Runner(config, journal, stop=stop)
                     hands["in_hand"] = runner.in_hand
+                    shown = _progress(runner.in_hand) if _at_a_terminal(ctx) else None
                     try:
-                        with _reload_on_sighup(_no_reload):
+                        with _reload_on_sighup(_no_reload), shown or contextlib.nullcontext():
                             results = runner.run_once(list(routes) or None)
                     finally:
                         runner.close()

@@ -37,6 +37,7 @@ from xchange.errors import (
     RemoteTimeout,
     RemoteUnavailable,
 )
+from xchange.progress import reached
 
 #: Seconds a client asked to end (SIGTERM) gets before it is killed (SIGKILL).
 END_GRACE = 1.0
@@ -228,6 +229,7 @@ def _stalled(child: subprocess.Popen[bytes], progress: Progress, t: Timeouts) ->
         now, value = time.monotonic(), progress.sample()
         if value is not None and value != seen:
             seen, last = value, now
+            reached(value)  # (for a person waiting on the file)
         if not WATCHABLE:
             continue
         if seen is None and now - last >= login + limit:

@@ -29,6 +29,7 @@ from xchange.errors import (
     TargetExists,
 )
 from xchange.faults import checkpoint
+from xchange.progress import advance
 from xchange.remote.base import (
     SIZE_ONLY,
     Capabilities,
@@ -490,6 +491,7 @@ class PipelinedPuts(Pipeline):
             chunk = job.put.data[job.sent : job.sent + want]
         else:
             chunk = job.source.read(want)
+            advance(len(chunk))  # (a person waiting on a big upload sees it move)
         if job.digest is not None:
             job.digest.update(chunk)
         return chunk
