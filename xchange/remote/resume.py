@@ -122,14 +122,21 @@ class Partials:
 @dataclass(frozen=True)
 class DownloadPartial:
     """A download cut short: the remote file as it was (``endpoint``, ``name``, ``size``,
-    ``mtime_ns``) and the first ``length`` bytes kept, whose sha256 is ``sha256``."""
+    ``mtime_ns``) and the bytes kept, as segments ``(end, sha256 of the bytes from the
+    previous end)`` (a resumed download that is cut again hashes only what it added);
+    ``seen`` is the partial's (size, mtime_ns, inode, ctime_ns) once written: while it
+    is unchanged, its bytes are not hashed again."""
 
     endpoint: str
     name: str
     size: int
     mtime_ns: int
-    length: int
-    sha256: str
+    segments: tuple[tuple[int, str], ...]
+    seen: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    @property
+    def length(self) -> int:
+        return self.segments[-1][0] if self.segments else 0
 
     @staticmethod
     def sidecar(partial: Path) -> Path:
@@ -142,17 +149,25 @@ class DownloadPartial:
     def load(cls, partial: Path) -> DownloadPartial | None:
         try:
             raw = json.loads(cls.sidecar(partial).read_text(encoding="utf-8"))
-            return cls(**raw)
-        except (OSError, ValueError, TypeError):
+            segments = tuple((int(end), str(sha)) for end, sha in raw.pop("segments"))
+            size, mtime, inode, ctime = (int(v) for v in raw.pop("seen"))
+            return cls(**raw, segments=segments, seen=(size, mtime, inode, ctime))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return None
 
 
-def prefix_sha256(path: Path, length: int) -> str | None:
-    """The sha256 of the first ``length`` bytes of ``path`` (None if it is shorter)."""
+def _seen(path: Path) -> tuple[int, int, int, int]:
+    st = path.stat()
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+def range_sha256(path: Path, start: int, end: int) -> str | None:
+    """The sha256 of bytes ``start`` to ``end`` of ``path`` (None if it is shorter)."""
     sha = hashlib.sha256()
-    left = length
+    left = end - start
     try:
         with open(path, "rb") as fh:
+            fh.seek(start)
             while left > 0:
                 chunk = fh.read(min(left, 1 << 20))
                 if not chunk:
@@ -164,52 +179,71 @@ def prefix_sha256(path: Path, length: int) -> str | None:
     return sha.hexdigest()
 
 
-def keep_download(endpoint: str, name: str, size: int, mtime_ns: int, partial: Path) -> bool:
+def keep_download(
+    endpoint: str,
+    name: str,
+    size: int,
+    mtime_ns: int,
+    partial: Path,
+    earlier: DownloadPartial | None = None,
+) -> bool:
     """Record a download cut short so that the next try can resume it: the partial cut
-    back by one client window (holes the client's writes out of order may have left),
-    the sha256 of what is kept. False (nothing kept) when too little arrived."""
+    back by one client window (holes its writes out of order may have left), the sha256
+    of what is kept (of what was added to ``earlier``'s proven bytes, when this try had
+    resumed from them). False (nothing kept) when too little arrived."""
     try:
         got = partial.stat().st_size
     except OSError:
         return False
+    segments = earlier.segments if earlier is not None else ()
+    before = segments[-1][0] if segments else 0
     length = got - WINDOW
-    if length < MIN_RESUME or got > size:
+    if got > size or max(length, before) < MIN_RESUME:
         return False
-    os.truncate(partial, length)
-    digest = prefix_sha256(partial, length)
-    if digest is None:
-        return False
-    DownloadPartial(endpoint, name, size, mtime_ns, length, digest).save(partial)
+    if length > before:
+        os.truncate(partial, length)
+        digest = range_sha256(partial, before, length)
+        if digest is None:
+            return False
+        segments = (*segments, (length, digest))
+    else:
+        os.truncate(partial, before)
+    DownloadPartial(endpoint, name, size, mtime_ns, segments, _seen(partial)).save(partial)
     return True
 
 
 def resumable_download(
     endpoint: str, name: str, size: int, mtime_ns: int, partial: Path
-) -> tuple[int, str]:
-    """How far a download into ``partial`` may resume: (bytes kept, "") when its record
-    names this very remote file (endpoint, name, size and time unchanged) and the bytes
-    kept still hash as recorded; else (0, why not). The partial is left holding exactly
-    the bytes kept."""
+) -> tuple[DownloadPartial | None, str]:
+    """The record a download into ``partial`` may resume from, and "", when it names
+    this very remote file (endpoint, name, size and time unchanged) and the bytes kept
+    are still the ones recorded (the partial untouched since, or its bytes hashing as
+    recorded); else None and why not ("" when there is no record). The partial is left
+    holding exactly the bytes kept."""
     record = DownloadPartial.load(partial)
-    if record is None:
-        return 0, ""
+    if record is None or not record.segments:
+        return None, ""
     if (record.endpoint, record.name) != (endpoint, name):
-        return 0, "the partial file is another file's"
+        return None, "the partial file is another file's"
     if (record.size, record.mtime_ns) != (size, mtime_ns):
-        return 0, (
+        return None, (
             f"the remote file changed since the cut ({record.size} -> {size} bytes or a new time)"
         )
     try:
-        have = partial.stat().st_size
+        seen = _seen(partial)
     except OSError:
-        return 0, "the partial file is gone"
-    if have < record.length:
-        return 0, f"the partial file is shorter than recorded ({have} < {record.length})"
-    if prefix_sha256(partial, record.length) != record.sha256:
-        return 0, "the partial file's bytes are not the ones recorded"
-    if have > record.length:
-        os.truncate(partial, record.length)
-    return record.length, ""
+        return None, "the partial file is gone"
+    if seen != record.seen:
+        if seen[0] < record.length:
+            return None, f"the partial file is shorter than recorded ({seen[0]} bytes)"
+        start = 0
+        for end, digest in record.segments:
+            if range_sha256(partial, start, end) != digest:
+                return None, "the partial file's bytes are not the ones recorded"
+            start = end
+        if seen[0] > record.length:
+            os.truncate(partial, record.length)
+    return record, ""
 
 
 def forget_download(partial: Path) -> None:
