@@ -10,7 +10,8 @@ Modes, switchable while it runs:
 - ``refuse``: close every new connection at once.
 ``faulty_connections`` limits how many new connections get the fault (then ``pass``);
 ``cuts`` (when not negative) how many connections ``drop_after`` cuts in all (``cut`` counts
-them).
+them). ``rate`` (bytes per second, 0: unlimited) paces each direction of each connection,
+as a link of that bandwidth would (for benchmarks).
 
 ``freeze()`` stops every path at once, open connections too (a network partition, a hung
 server: bytes are taken and never answered); ``thaw()`` cuts the frozen connections (as a
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 
 from tests.tcpproxy import TcpProxy
@@ -35,6 +37,7 @@ class FaultProxy(TcpProxy):
     count: str = "up"
     cuts: int = -1
     cut: int = 0
+    rate: float = 0.0
     _frozen: threading.Event = field(default_factory=threading.Event, kw_only=True)
     _cut_lock: threading.Lock = field(default_factory=threading.Lock, kw_only=True)
 
@@ -87,9 +90,15 @@ class FaultProxy(TcpProxy):
         budget: list[int],
         stalled: threading.Event,
     ) -> None:
+        started, moved = time.monotonic(), 0
         try:
             while not self._stop.is_set():
+                if self.rate:
+                    ahead = moved / self.rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
                 data = src.recv(65536)
+                moved += len(data)
                 if not data:
                     break
                 if stalled.is_set() or self._frozen.is_set():

@@ -1,11 +1,13 @@
 """Issue 30, row 5: a big file whose connection is cut every so many MB, resumed.
 
     python tests/bench/bench_resume.py [--size-mb 300] [--every-mb 50] [--cuts 5] [--rounds 3]
+                                       [--rate-mb 0]
 
 Everything goes through the fault proxy (tests/faultproxy.py) in front of a throwaway
 OpenSSH sshd: the clean transfers with the proxy passing bytes through, the cut ones with
 the proxy dropping the connection once ``--every-mb`` MB went through it (upstream for an
-upload, downstream for a download), ``--cuts`` times in all. Each cut transfer is tried
+upload, downstream for a download), ``--cuts`` times in all; ``--rate-mb`` paces the
+proxy as a link of that bandwidth. Each cut transfer is tried
 again at once until it succeeds (no back-off wait: the policy's wait is not the
 transfer's cost).
 
@@ -52,9 +54,12 @@ def main() -> None:
     parser.add_argument("--every-mb", type=int, default=50)
     parser.add_argument("--cuts", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--rate-mb", type=float, default=0, help="MB/s of the link (0: loopback's, unlimited)"
+    )
     args = parser.parse_args()
     ensure_tools("rclone")
-    with sshd_server() as server, FaultProxy(server.port) as proxy:
+    with sshd_server() as server, FaultProxy(server.port, rate=args.rate_mb * 1e6) as proxy:
         run(server, proxy, args)
 
 
@@ -257,9 +262,10 @@ def run(server: SshServer, proxy: FaultProxy, args: argparse.Namespace) -> None:
         os.sync()
 
     mb = size / 1e6
+    link = f"a {args.rate_mb:g} MB/s link" if args.rate_mb else "loopback"
     print(
         f"{mb:.0f} MB, the connection cut every {args.every_mb} MB, {args.cuts} cuts; "
-        f"{args.rounds} rounds, interleaved, through the fault proxy"
+        f"{args.rounds} rounds, interleaved, through the fault proxy ({link})"
     )
     ups = alternate(
         args.rounds,

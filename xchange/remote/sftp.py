@@ -386,9 +386,10 @@ class SFTPRemote:
         resumes from it where it is proven to be that file's start (docs/resume.md)."""
         private_folder(scratch)
         path = scratch / f"{posixpath.basename(name)}.download"
+        # (A failure to look at the file leaves a partial of it as it is.)
+        info = self.stat(name)
         kept = False
         try:
-            info = self.stat(name)
             if info is None:
                 raise RemoteNotFound(f"{self._where()}: {name}: no such file")
             earlier = self._resumed(info, path)
@@ -566,13 +567,15 @@ class SFTPRemote:
 
     def _settled(self, temp: str) -> tuple[int, int] | None:
         """The partial's size and time once the server has written what it had received
-        (the same twice, 20 ms apart; three seconds at most); None when
-        the server cannot be asked now."""
+        (the same twice, 20 ms apart; three seconds at most); None when the session
+        is gone too."""
         seen: tuple[int, int] | None = None
         for _ in range(150):
+            if self._sftp is None or not self._alive():
+                return None  # (not a new login: the network may be down)
             try:
                 with self._errors(f"stat {temp}"):
-                    st = self._client().stat(temp)
+                    st = self._sftp.stat(temp)
             except RemoteError:
                 return None
             now = (st.st_size or 0, int(st.st_mtime or 0))
@@ -593,7 +596,6 @@ class SFTPRemote:
         record = self.partials.load(self.label, temp)
         if record is None:
             return 0
-        self.partials.drop(record)
         why = ""
         sftp = self._client()
         try:
