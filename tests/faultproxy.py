@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 
 from tests.tcpproxy import TcpProxy
 
+#: Bytes a paced connection may move at once after a pause.
+BURST = 256 * 1024
+
 
 @dataclass
 class FaultProxy(TcpProxy):
@@ -90,15 +93,18 @@ class FaultProxy(TcpProxy):
         budget: list[int],
         stalled: threading.Event,
     ) -> None:
-        started, moved = time.monotonic(), 0
+        # Pacing: a bucket of at most BURST bytes, refilled at ``rate`` (an idle
+        # connection, a login, earns no more than that).
+        credit, last = float(BURST), time.monotonic()
         try:
             while not self._stop.is_set():
-                if self.rate:
-                    ahead = moved / self.rate - (time.monotonic() - started)
-                    if ahead > 0:
-                        time.sleep(ahead)
                 data = src.recv(65536)
-                moved += len(data)
+                if self.rate and data:
+                    now = time.monotonic()
+                    credit = min(float(BURST), credit + (now - last) * self.rate) - len(data)
+                    last = now
+                    if credit < 0:
+                        time.sleep(-credit / self.rate)
                 if not data:
                     break
                 if stalled.is_set() or self._frozen.is_set():

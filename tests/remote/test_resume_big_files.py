@@ -18,7 +18,7 @@ from tests.faultproxy import FaultProxy
 from tests.sftp_routes import endpoint
 from tests.sshd import SshServer
 from xchange.errors import RemoteError
-from xchange.remote.resume import WINDOW
+from xchange.remote.resume import MARGIN, MIN_RESUME
 from xchange.remote.sftp import SFTPRemote
 
 pytestmark = pytest.mark.sftp
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.sftp
 T = TypeVar("T")
 SIZE = 40 << 20
 #: The proxy cuts a connection after this many bytes (uploads: sent; downloads: received).
-EVERY = 12 << 20
+EVERY = 10 << 20
 TEMP = ".big.bin.t.xchange-part"
 
 
@@ -102,7 +102,7 @@ def test_an_upload_cut_three_times_resumes_and_delivers_the_same_bytes(
     assert len(resumed) == 3, logs
     assert events(logs, "remote.resume_refused") == []
     offsets = [int(str(e["offset"])) for e in resumed]
-    assert offsets == sorted(offsets) and offsets[0] > EVERY - 2 * WINDOW
+    assert offsets == sorted(offsets) and offsets[0] >= MIN_RESUME
     assert sorted(os.listdir(folder)) == ["big.bin"]
     assert hashlib.sha256((folder / "big.bin").read_bytes()).hexdigest() == sha
     assert os.listdir(tmp_path / "partials") == []
@@ -131,14 +131,14 @@ def test_a_partial_upload_someone_changed_is_started_over(
         cut_once(remote, proxy, src, sha)
         partial = folder / TEMP
         before = partial.stat()
-        assert before.st_size > 2 * WINDOW
+        assert before.st_size > MIN_RESUME + MARGIN
         with open(partial, "r+b") as fh:
             if change == "size":
                 fh.truncate(before.st_size // 2)
             else:
                 # Where the resume's read-back looks: just below the kept prefix.
-                fh.seek(before.st_size - 2 * WINDOW)
-                fh.write(b"\0" * (WINDOW - 4096))
+                fh.seek(before.st_size - 2 * MARGIN)
+                fh.write(b"\0" * MARGIN)
         if change == "bytes-same-time":
             os.utime(partial, ns=(before.st_atime_ns, before.st_mtime_ns))
         with structlog.testing.capture_logs() as logs:
@@ -221,7 +221,7 @@ def test_a_download_is_started_over_when_the_file_or_its_partial_changed(
         with pytest.raises(RemoteError):
             download(remote, scratch)
         partial = scratch / "big.bin.download"
-        assert partial.stat().st_size > WINDOW
+        assert partial.stat().st_size >= MIN_RESUME
         if change == "remote":
             other, _ = source(tmp_path, "other.bin")
             (folder / "big.bin").write_bytes(other.read_bytes() + b"grown")

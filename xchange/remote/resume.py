@@ -6,11 +6,11 @@ download in the scratch folder for a download. The next try sends only the rest,
 and only when, that partial is proven to start with the very bytes of the same source;
 otherwise it starts over. The proof (and its limits) is written out in docs/resume.md.
 
-The client keeps at most :data:`WINDOW` bytes of requests in flight and sends a request
-only when one is answered: every byte below ``(end of the partial) - WINDOW`` was written
-and acknowledged, whatever order the server wrote the window in. A partial is therefore
-cut back to that point before it is resumed (a hole the server left in its last window
-is never kept).
+A server works on the requests of one file in the order they arrive, a few at a time at
+most (OpenSSH's sftp-server and ProFTPD one at a time, rclone's a handful): the bytes of a
+partial can only be missing (a hole) within its last few requests. A partial is therefore
+cut back by :data:`MARGIN` (32 requests) before it is resumed, and the bytes right below
+that point are compared (uploads) or hashed (downloads): a hole is never kept.
 
 Records: an upload's (the temporary name, the content's sha256 and size, the bytes
 acknowledged so far, the partial's size and time once the cut settled) is kept by
@@ -34,10 +34,17 @@ from xchange.private import private_folder
 #: Requests OpenSSH's client keeps in flight (its ``-R``), and the bytes of each.
 REQUESTS = 128
 REQUEST_BYTES = 32 * 1024
-#: Bytes of a partial that may be unwritten holes: the client's requests in flight.
+#: Bytes the client has in flight: everything a window below its position in the file is
+#: acknowledged.
 WINDOW = (REQUESTS + 1) * REQUEST_BYTES
+#: Bytes at the end of a partial that are never kept: where a server working on several
+#: requests at once may have left a hole.
+MARGIN = 32 * REQUEST_BYTES
 #: A partial shorter than this is sent again whole (resuming would save too little).
 MIN_RESUME = WINDOW
+#: Seconds a cut partial's size and time must stay the same before they are noted (the
+#: server writes what it had received first).
+SETTLE = 0.1
 #: Bytes compared, at the end of the kept prefix and at one place inside it, before an
 #: upload is resumed (read back from the server).
 SPOT_BYTES = 256 * 1024
@@ -188,7 +195,7 @@ def keep_download(
     earlier: DownloadPartial | None = None,
 ) -> bool:
     """Record a download cut short so that the next try can resume it: the partial cut
-    back by one client window (holes its writes out of order may have left), the sha256
+    back by :data:`MARGIN` (holes writes out of order may have left), the sha256
     of what is kept (of what was added to ``earlier``'s proven bytes, when this try had
     resumed from them). False (nothing kept) when too little arrived."""
     try:
@@ -197,7 +204,7 @@ def keep_download(
         return False
     segments = earlier.segments if earlier is not None else ()
     before = segments[-1][0] if segments else 0
-    length = got - WINDOW
+    length = got - MARGIN
     if got > size or max(length, before) < MIN_RESUME:
         return False
     if length > before:

@@ -68,10 +68,11 @@ from xchange.remote.base import (
     safe_subfolder,
 )
 from xchange.remote.resume import (
+    MARGIN,
     MIN_RESUME,
     REQUEST_BYTES,
+    SETTLE,
     SPOT_BYTES,
-    WINDOW,
     DownloadPartial,
     Partials,
     UploadPartial,
@@ -444,13 +445,22 @@ class SFTPRemote:
         else:
             with open(path, "wb") as fh, self._errors(f"read {name}"):
                 self._client().getfo(self._path(name), fh)
-        if offset:
-            now = self.stat(name)
-            if now is None or not info.same_file(now) or path.stat().st_size != info.size:
+        got = path.stat().st_size
+        if not offset and got == info.size:
+            return
+        now = self.stat(name)
+        if now is None or not info.same_file(now):
+            if offset:
                 raise SourceChanged(
                     f"{self._where()}: {name}: changed while its download was resumed; "
                     "read again from the start at the next look"
                 )
+            return  # (changed meanwhile: the caller sees another size)
+        if got != info.size:
+            raise ConnectionLost(
+                f"{self._where()}: {name}: {got:,} of {info.size:,} bytes arrived; the "
+                "rest at the next try"
+            )
 
     def stat(self, name: str) -> FileInfo | None:
         sftp = self._client()
@@ -567,10 +577,12 @@ class SFTPRemote:
 
     def _settled(self, temp: str) -> tuple[int, int] | None:
         """The partial's size and time once the server has written what it had received
-        (the same twice, 20 ms apart; three seconds at most); None when the session
-        is gone too."""
+        (unchanged for SETTLE seconds, looked at every 20 ms; three seconds at most);
+        None when the session is gone too."""
         seen: tuple[int, int] | None = None
-        for _ in range(150):
+        since = deadline = time.monotonic()
+        deadline += 3.0
+        while time.monotonic() < deadline:
             if self._sftp is None or not self._alive():
                 return None  # (not a new login: the network may be down)
             try:
@@ -578,10 +590,11 @@ class SFTPRemote:
                     st = self._sftp.stat(temp)
             except RemoteError:
                 return None
-            now = (st.st_size or 0, int(st.st_mtime or 0))
-            if now == seen:
+            now, at = (st.st_size or 0, int(st.st_mtime or 0)), time.monotonic()
+            if now != seen:
+                seen, since = now, at
+            elif at - since >= SETTLE:
                 return now
-            seen = now
             time.sleep(0.02)
         return None
 
@@ -590,7 +603,7 @@ class SFTPRemote:
         resume: the length of the partial's proven prefix (the partial cut back to it),
         or 0 to start over. Proven: a record of this very content under this name; the
         partial no shorter than what the server acknowledged, no longer than the file,
-        and as the cut left it (size and time); cut back by the client's window (holes);
+        and as the cut left it (size and time); cut back by MARGIN (holes);
         and the bytes at the end of what is kept, and at one place inside it, read back
         equal to the file's."""
         record = self.partials.load(self.label, temp)
@@ -604,7 +617,7 @@ class SFTPRemote:
         except RemoteNotFound:
             return 0
         have, mtime = st.st_size or 0, int(st.st_mtime or 0)
-        keep = (have - WINDOW) // REQUEST_BYTES * REQUEST_BYTES
+        keep = (have - MARGIN) // REQUEST_BYTES * REQUEST_BYTES
         if (record.sha256, record.size) != (sha256, size):
             why = "the partial file is another content's"
         elif have > size or have < record.confirmed:
