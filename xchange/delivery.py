@@ -331,6 +331,7 @@ def _put(
             mode=mode,
             before_rename=confirm,
             verify=verify,
+            sha256=out.sha256,
         )
 
 

@@ -78,14 +78,17 @@ class Runner:
         self.alerter = alerter or Alerter(
             config.alerts, journal, config_file=str(config.source_file), now=now
         )
-        self.sessions = Sessions(config.endpoints, remotes or open_remote)
+        scratch = config.journal.path.parent / "scratch"
+        self.sessions = Sessions(
+            config.endpoints, remotes or open_remote, partials=scratch / "partials"
+        )
         self.transfer = Transfer(
             config,
             journal,
             self.sessions,
             {r.name: make_pipeline(r, config.formats) for r in config.routes},
             #: Private scratch space: downloads and each file's staged outputs.
-            scratch=config.journal.path.parent / "scratch",
+            scratch=scratch,
             now=now,
             sleep=sleep,
             stop=self.stop,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from xchange.config import Endpoint
 from xchange.remote import Remote, open_remote
@@ -22,10 +23,16 @@ class Sessions:
     """This process's connections to the configured endpoints, one set per thread."""
 
     def __init__(
-        self, endpoints: Mapping[str, Endpoint], factory: RemoteFactory = open_remote
+        self,
+        endpoints: Mapping[str, Endpoint],
+        factory: RemoteFactory = open_remote,
+        *,
+        partials: Path | None = None,
     ) -> None:
         self.endpoints = endpoints
         self.factory = factory
+        #: Where remotes that resume transfers cut short keep their records.
+        self.partials = partials
         self._local = threading.local()
         self._all: list[dict[str, Remote]] = []
         self._lock = threading.Lock()
@@ -39,7 +46,11 @@ class Sessions:
             with self._lock:
                 self._all.append(remotes)
         if name not in remotes:
-            remotes[name] = self.factory(name, self.endpoints[name])
+            remote = self.factory(name, self.endpoints[name])
+            keep = getattr(remote, "keep_partials", None)
+            if self.partials is not None and callable(keep):
+                keep(self.partials)
+            remotes[name] = remote
         return remotes[name]
 
     def pool(self, route: str, role: str, size: int) -> ThreadPoolExecutor:

@@ -196,6 +196,7 @@ class Remote(Protocol):
         mode: int | None = None,
         before_rename: Callable[[], None] | None = None,
         verify: Verify | None = None,
+        sha256: str | None = None,
     ) -> FileInfo:
         """Write ``size`` bytes from ``src`` under ``temp_name``, then rename to ``name``.
 
@@ -209,6 +210,10 @@ class Remote(Protocol):
         With ``verify``, the temporary file is then checked as :func:`check_for` says
         (``VerifyFailed`` when it is not what was sent: removed, not renamed;
         ``CannotVerify`` before anything is sent).
+        With the content's ``sha256`` (the same ``temp_name`` on every try), a big
+        upload cut short leaves its temporary file for the next try to resume, where
+        it is proven to be this content's start (docs/resume.md); other failures, and
+        uploads without it, remove the temporary file.
         """
         ...
 

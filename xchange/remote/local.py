@@ -176,6 +176,7 @@ class LocalRemote:
         mode: int | None = None,
         before_rename: Callable[[], None] | None = None,
         verify: Verify | None = None,
+        sha256: str | None = None,  # (nothing to resume: a copy is never cut short)
     ) -> FileInfo:
         final, temp = self._path(name), self._path(temp_name)
         check = check_for(verify, size, ())

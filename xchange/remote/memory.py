@@ -153,6 +153,7 @@ class MemoryRemote:
         mode: int | None = None,
         before_rename: Callable[[], None] | None = None,
         verify: Verify | None = None,
+        sha256: str | None = None,  # (nothing to resume: a copy is never cut short)
     ) -> FileInfo:
         final, temp = safe_subfolder(name), safe_subfolder(temp_name)
         check = check_for(verify, size, ())

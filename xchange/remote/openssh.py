@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import IO
@@ -38,6 +39,7 @@ from xchange.errors import (
     RemoteUnavailable,
 )
 from xchange.progress import reached
+from xchange.remote.resume import REQUESTS
 
 #: Seconds a client asked to end (SIGTERM) gets before it is killed (SIGKILL).
 END_GRACE = 1.0
@@ -67,8 +69,18 @@ def _quote(path: str) -> str:
     return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def transfer(cfg: SFTPEndpoint, label: str, command: str, local: Path, remote: str) -> None:
-    """Run one `put` or `get` with OpenSSH's sftp; end it if the file stops moving.
+def transfer(
+    cfg: SFTPEndpoint,
+    label: str,
+    command: str,
+    local: Path,
+    remote: str,
+    *,
+    watch: Callable[[int], None] | None = None,
+) -> None:
+    """Run one `put` or `get` with OpenSSH's sftp (`reput`, `reget`: from where the
+    partial file ends); end it if the file stops moving. ``watch`` is told each new
+    position of the client in the local file.
 
     Raises:
         RemoteTimeout: the file did not move for the operation timeout (retryable); the
@@ -76,12 +88,13 @@ def transfer(cfg: SFTPEndpoint, label: str, command: str, local: Path, remote: s
         ConnectionLost / RemoteUnavailable: the transfer failed (retryable).
     """
     batch = f"{command} {_quote(str(local))} {_quote(remote)}\n"
-    if command == "get":
-        batch = f"get {_quote(remote)} {_quote(str(local))}\n"
+    if command in ("get", "reget"):
+        batch = f"{command} {_quote(remote)} {_quote(str(local))}\n"
     with tempfile.TemporaryFile() as said:
         child = _start(_argv(cfg), batch.encode(), said, label)
         try:
-            stalled = _stalled(child, Progress(child.pid, command, local), cfg.timeouts)
+            progress = Progress(child.pid, command.removeprefix("re"), local)
+            stalled = _stalled(child, progress, cfg.timeouts, watch)
         finally:
             _end(child)
         if stalled is not None:
@@ -103,7 +116,7 @@ def _argv(cfg: SFTPEndpoint) -> list[str]:
         # More requests in flight than the default 64 (request size stays the portable
         # 32 KiB: some servers refuse bigger writes).
         "-R",
-        "128",
+        str(REQUESTS),
         "-i",
         str(cfg.key_file),
         "-P",
@@ -213,7 +226,12 @@ def _position(pid: int, fd: str) -> int | None:
     return None
 
 
-def _stalled(child: subprocess.Popen[bytes], progress: Progress, t: Timeouts) -> str | None:
+def _stalled(
+    child: subprocess.Popen[bytes],
+    progress: Progress,
+    t: Timeouts,
+    watch: Callable[[int], None] | None = None,
+) -> str | None:
     """Wait for the client while its file moves. None once it has exited; what went wrong
     (it still runs) after ``t.operation`` seconds without progress, or after the login's
     timeouts plus that before the file is opened at all."""
@@ -230,6 +248,8 @@ def _stalled(child: subprocess.Popen[bytes], progress: Progress, t: Timeouts) ->
         if value is not None and value != seen:
             seen, last = value, now
             reached(value)  # (for a person waiting on the file)
+            if watch is not None:
+                watch(value)
         if not WATCHABLE:
             continue
         if seen is None and now - last >= login + limit:

@@ -67,6 +67,19 @@ from xchange.remote.base import (
     is_temporary,
     safe_subfolder,
 )
+from xchange.remote.resume import (
+    MARGIN,
+    MIN_RESUME,
+    REQUEST_BYTES,
+    SETTLE,
+    SPOT_BYTES,
+    DownloadPartial,
+    Partials,
+    UploadPartial,
+    forget_download,
+    keep_download,
+    resumable_download,
+)
 from xchange.remote.sftp_wire import (
     CHECK_FILE,
     GENERIC_FAILURE,
@@ -132,6 +145,9 @@ class SFTPRemote:
         self.cfg = cfg
         self._ssh: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        #: Where the records of uploads cut short are kept; the last one cut.
+        self.partials = Partials()
+        self._cut: UploadPartial | None = None
         with _TRAITS_LOCK:
             self.traits = _TRAITS.setdefault((cfg.host, cfg.port, cfg.user), ServerTraits())
 
@@ -366,14 +382,85 @@ class SFTPRemote:
 
     @contextmanager
     def local_copy(self, name: str, scratch: Path) -> Iterator[Path]:
+        """A download into ``scratch``. A download cut short (a retryable error) leaves
+        its partial and a record of it there; the next one of the same remote file
+        resumes from it where it is proven to be that file's start (docs/resume.md)."""
         private_folder(scratch)
         path = scratch / f"{posixpath.basename(name)}.download"
+        # (A failure to look at the file leaves a partial of it as it is.)
+        info = self.stat(name)
+        kept = False
         try:
-            with open(path, "wb") as fh:
-                self.download(name, fh)
+            if info is None:
+                raise RemoteNotFound(f"{self._where()}: {name}: no such file")
+            earlier = self._resumed(info, path)
+            try:
+                self._fetch(info, path, earlier.length if earlier else 0)
+            except RemoteError as exc:
+                kept = exc.retryable and keep_download(
+                    self.label, name, info.size, info.mtime_ns, path, earlier
+                )
+                raise
             yield path
         finally:
-            path.unlink(missing_ok=True)
+            if not kept:
+                path.unlink(missing_ok=True)
+                forget_download(path)
+
+    def _resumed(self, info: FileInfo, path: Path) -> DownloadPartial | None:
+        """The record of a partial download of ``info`` in ``path`` proven to be its
+        start (None: start over)."""
+        record, why = resumable_download(self.label, info.name, info.size, info.mtime_ns, path)
+        forget_download(path)
+        if why:
+            log.warning("remote.resume_refused", endpoint=self.label, file=info.name, reason=why)
+        if record is not None:
+            log.info(
+                "remote.resumed",
+                endpoint=self.label,
+                file=info.name,
+                offset=record.length,
+                reason=f"{record.length:,} of {info.size:,} bytes proven in the partial download",
+            )
+        return record
+
+    def _fetch(self, info: FileInfo, path: Path, offset: int) -> None:
+        """Download ``info`` into ``path`` from ``offset`` (the bytes before it proven
+        there; the remote file checked unchanged afterwards)."""
+        name = info.name
+        if self._accelerated(info.size):
+            if not offset:
+                path.write_bytes(b"")
+            command = "reget" if offset else "get"
+            openssh.transfer(self.cfg, self._where(), command, path, self._path(name))
+        elif offset:
+            with open(path, "r+b") as fh, self._errors(f"read {name}"):
+                sftp = self._client()
+                with sftp.open(self._path(name), "rb") as remote:
+                    remote.seek(offset)
+                    remote.prefetch(info.size)
+                    fh.seek(offset)
+                    while chunk := remote.read(1 << 20):
+                        fh.write(chunk)
+        else:
+            with open(path, "wb") as fh, self._errors(f"read {name}"):
+                self._client().getfo(self._path(name), fh)
+        got = path.stat().st_size
+        if not offset and got == info.size:
+            return
+        now = self.stat(name)
+        if now is None or not info.same_file(now):
+            if offset:
+                raise SourceChanged(
+                    f"{self._where()}: {name}: changed while its download was resumed; "
+                    "read again from the start at the next look"
+                )
+            return  # (changed meanwhile: the caller sees another size)
+        if got != info.size:
+            raise ConnectionLost(
+                f"{self._where()}: {name}: {got:,} of {info.size:,} bytes arrived; the "
+                "rest at the next try"
+            )
 
     def stat(self, name: str) -> FileInfo | None:
         sftp = self._client()
@@ -395,6 +482,7 @@ class SFTPRemote:
         mode: int | None = None,
         before_rename: Callable[[], None] | None = None,
         verify: Verify | None = None,
+        sha256: str | None = None,
     ) -> FileInfo:
         sftp = self._client()
         self.learn_rename()
@@ -411,9 +499,13 @@ class SFTPRemote:
                     # (OpenSSH's client sends it: hashed here from the same file.)
                     with open(local, "rb") as fh:
                         digest = hashlib.file_digest(fh, check.algorithm)
-                openssh.transfer(self.cfg, self._where(), "put", Path(local), temp)
+                self._send_big(name, Path(local), temp, size, sha256)
                 if before_rename is not None:
                     before_rename()
+            except RemoteError as exc:
+                if not (exc.retryable and self._kept(temp)):
+                    self._discard(temp)
+                raise
             except BaseException:
                 self._discard(temp)
                 raise
@@ -433,6 +525,143 @@ class SFTPRemote:
         if error is not None:
             raise self._with_room(error, size, posixpath.dirname(self._path(temp_name)))
         return FileInfo(name, size, job.mtime_ns)
+
+    # ------------------------------------------------------------------ resuming
+
+    def keep_partials(self, folder: Path) -> None:
+        """Keep the records of uploads cut short in ``folder`` (private), so that a later
+        process resumes them too (without it, only this process does)."""
+        self.partials = Partials(folder)
+
+    def _send_big(self, name: str, local: Path, temp: str, size: int, sha256: str | None) -> None:
+        """Send a big file under ``temp`` through OpenSSH's client. With the content's
+        ``sha256`` known, a partial a cut left is resumed where it is proven to be this
+        content's (docs/resume.md), and a cut now leaves a record for the next try."""
+        if sha256 is None:
+            openssh.transfer(self.cfg, self._where(), "put", local, temp)
+            return
+        offset = self._resumable(name, local, temp, size, sha256)
+        record = UploadPartial(self.label, temp, sha256, size, confirmed=offset)
+        self.partials.save(record)
+        try:
+            openssh.transfer(
+                self.cfg,
+                self._where(),
+                "reput" if offset else "put",
+                local,
+                temp,
+                watch=record.saw,
+            )
+        except RemoteError as exc:
+            if exc.retryable:
+                self._cut = record
+            else:
+                self.partials.drop(record)
+            raise
+        except BaseException:
+            self.partials.drop(record)
+            raise
+        self.partials.drop(record)
+
+    def _kept(self, temp: str) -> bool:
+        """After a cut: whether the partial under ``temp`` stays for the next try (its
+        record kept, its size and time noted once they settle)."""
+        record, self._cut = self._cut, None
+        if record is None or record.temp != temp:
+            return False
+        left = self._settled(temp)
+        if left is not None:
+            record.left_size, record.left_mtime = left
+        self.partials.save(record)
+        return True
+
+    def _settled(self, temp: str) -> tuple[int, int] | None:
+        """The partial's size and time once the server has written what it had received
+        (unchanged for SETTLE seconds, looked at every 20 ms; three seconds at most);
+        None when the session is gone too."""
+        seen: tuple[int, int] | None = None
+        since = deadline = time.monotonic()
+        deadline += 3.0
+        while time.monotonic() < deadline:
+            if self._sftp is None or not self._alive():
+                return None  # (not a new login: the network may be down)
+            try:
+                with self._errors(f"stat {temp}"):
+                    st = self._sftp.stat(temp)
+            except RemoteError:
+                return None
+            now, at = (st.st_size or 0, int(st.st_mtime or 0)), time.monotonic()
+            if now != seen:
+                seen, since = now, at
+            elif at - since >= SETTLE:
+                return now
+            time.sleep(0.02)
+        return None
+
+    def _resumable(self, name: str, local: Path, temp: str, size: int, sha256: str) -> int:
+        """Where an upload of ``local`` (``size`` bytes, ``sha256``) under ``temp`` may
+        resume: the length of the partial's proven prefix (the partial cut back to it),
+        or 0 to start over. Proven: a record of this very content under this name; the
+        partial no shorter than what the server acknowledged, no longer than the file,
+        and as the cut left it (size and time); cut back by MARGIN (holes);
+        and the bytes at the end of what is kept, and at one place inside it, read back
+        equal to the file's."""
+        record = self.partials.load(self.label, temp)
+        if record is None:
+            return 0
+        why = ""
+        sftp = self._client()
+        try:
+            with self._errors(f"stat {temp}"):
+                st = sftp.stat(temp)
+        except RemoteNotFound:
+            return 0
+        have, mtime = st.st_size or 0, int(st.st_mtime or 0)
+        keep = (have - MARGIN) // REQUEST_BYTES * REQUEST_BYTES
+        if (record.sha256, record.size) != (sha256, size):
+            why = "the partial file is another content's"
+        elif have > size or have < record.confirmed:
+            why = (
+                f"the partial file is {have:,} bytes: not within the {record.confirmed:,} "
+                f"acknowledged and the {size:,} of the file"
+            )
+        elif record.left_size is not None and (have, mtime) != (
+            record.left_size,
+            record.left_mtime,
+        ):
+            why = "the partial file was changed after the cut (its size or time)"
+        elif keep < MIN_RESUME:
+            return 0
+        else:
+            why = self._spot_check(sftp, temp, local, keep)
+        if why:
+            log.warning("remote.resume_refused", endpoint=self.label, file=name, reason=why)
+            return 0
+        with self._errors(f"cut back {temp}"):
+            sftp.truncate(temp, keep)
+        log.info(
+            "remote.resumed",
+            endpoint=self.label,
+            file=name,
+            offset=keep,
+            reason=f"{keep:,} of {size:,} bytes proven on the target; the rest sent",
+        )
+        return keep
+
+    def _spot_check(self, sftp: paramiko.SFTPClient, temp: str, local: Path, keep: int) -> str:
+        """Why the partial under ``temp`` is not the start of ``local`` ("" when its last
+        SPOT_BYTES below ``keep`` and SPOT_BYTES at a random place below read back equal)."""
+        spots = [(keep - SPOT_BYTES, SPOT_BYTES)]
+        inside = secrets.randbelow(max(1, keep - 2 * SPOT_BYTES)) // 4096 * 4096
+        spots.append((inside, min(SPOT_BYTES, keep - SPOT_BYTES - inside)))
+        with self._errors(f"read back {temp}"), sftp.open(temp, "rb") as remote:
+            theirs = list(remote.readv(spots))
+        with open(local, "rb") as fh:
+            for (offset, length), got in zip(spots, theirs, strict=True):
+                fh.seek(offset)
+                if fh.read(length) != got:
+                    return f"its bytes at {offset:,} are not the file's"
+        return ""
 
     def _put_jobs(self, jobs: builtins.list[PutJob], what: str) -> builtins.list[Any]:
         batch = PipelinedPuts(self.place(), self._channel(self._client()), jobs)
