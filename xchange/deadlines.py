@@ -102,15 +102,17 @@ def today(
     judged = True
     if passed and started is not None and started > due:
         judged = bool(journal.query(until=due, limit=1))
+    delivered = delivered_since(journal, route.name, start)
     return Deadline(
         route.name,
         day,
         route.expect.by or "",
         due,
         route.expect.min_files,
-        delivered_since(journal, route.name, start),
+        delivered,
         passed,
-        on_time=delivered_since(journal, route.name, start, due) if passed else 0,
+        # (before the deadline, every file delivered so far is on time)
+        on_time=delivered_since(journal, route.name, start, due) if passed else delivered,
         judged=judged,
     )
 

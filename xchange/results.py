@@ -157,7 +157,7 @@ class RouteResult:
             if len(skipped) == 1
             else (f"; filters left out parts of {len(skipped)} files" if skipped else "")
         )
-        parts = [f"{counts[DELIVERED]} delivered ({docs} documents{note})"]
+        parts = [f"{counts[DELIVERED]} delivered ({docs} document{'' if docs == 1 else 's'}{note})"]
         parts += [
             f"{counts[o]} {o}" for o in (DUPLICATE, QUARANTINED, RETRY_LATER, WAITING) if counts[o]
         ]

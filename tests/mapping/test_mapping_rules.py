@@ -288,7 +288,7 @@ def test_a_run_says_what_the_filter_left_out_in_the_summary_and_the_journal(
         main, ["run", "--once", "--route", "stock-count-gain", "--config", str(exchange.config)]
     )
     assert result.exit_code == 0, result.output
-    assert "stock-count-gain: 1 delivered (1 documents; 2 lines skipped by filter)" in result.stdout
+    assert "stock-count-gain: 1 delivered (1 document; 2 lines skipped by filter)" in result.stdout
     journal = open_journal(load_config(exchange.config).journal)
     (record,) = journal.query()
     transitions = journal.history(record.id)

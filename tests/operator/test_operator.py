@@ -167,7 +167,7 @@ def test_business_key_already_delivered_is_skipped_and_reported(exchange: Exchan
     (exchange.inbox / "orders_20261121_2.csv").write_bytes(reexport)
     result = CliRunner().invoke(main, ["run", "--once", "--config", str(exchange.config)])
     assert result.exit_code == 0, result.output
-    assert "1 delivered (1 documents)" in result.stdout
+    assert "1 delivered (1 document)" in result.stdout
     # Named with the file that delivered it, and when.
     assert "skipped (already delivered): orders_20261121_2.csv (#2): EC20261121001 (in #1 " in (
         result.stdout

@@ -93,7 +93,7 @@ def test_a_secret_file_not_there_is_a_note_for_check_and_stops_a_run(exchange: E
     """(A service's own file may be out of sight of the shell check runs in.)"""
     with_sink(exchange, 'type = "webhook"\nurl_file = "nowhere.txt"')
     checked = CliRunner().invoke(main, ["check", "--config", str(exchange.config)])
-    assert checked.exit_code == 0 and "nowhere.txt: no such file in this shell" in checked.output
+    assert checked.exit_code == 0 and "nowhere.txt: no such file here" in checked.output
     ran = CliRunner().invoke(main, ["run", "--once", "--config", str(exchange.config)])
     assert ran.exit_code == 2 and "nowhere.txt: no such file" in ran.output
 

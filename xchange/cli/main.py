@@ -300,7 +300,7 @@ def check(ctx: click.Context, config_path: str | None, remote: bool) -> None:
         click.echo(f"note: {line}")
     for line in config.missing_secrets:
         # The service has its own environment (EnvironmentFile): only a note here.
-        click.echo(f"note: {line} in this shell (run and check --remote need it)")
+        click.echo(f"note: {line} here (run and check --remote need it)")
     if remote and not _describe_servers(config):
         sys.exit(EXIT_NOT_DELIVERED)
 
@@ -343,9 +343,10 @@ def _stop_on_signals(
         if stop.is_set():
             exit_now(signum)
         stop.set()
-        click.echo("stopping: finishing the files in hand (signal again to exit now)", err=True)
-        for line in in_hand():
-            click.echo(f"  finishing {line}", err=True)
+        if sys.stderr.isatty():  # (a log of JSON lines has the daemon.stopping event)
+            click.echo("stopping: finishing the files in hand (signal again to exit now)", err=True)
+            for line in in_hand():
+                click.echo(f"  finishing {line}", err=True)
         if repeat:
             threading.Thread(target=say_finishing, daemon=True).start()
 

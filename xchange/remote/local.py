@@ -8,7 +8,6 @@ import fcntl
 import hashlib
 import os
 import posixpath
-import shutil
 import stat as stat_mod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -26,6 +25,7 @@ from xchange.errors import (
     TargetExists,
 )
 from xchange.faults import checkpoint
+from xchange.progress import advance
 from xchange.remote.base import (
     DROP_MARK,
     Capabilities,
@@ -187,12 +187,11 @@ class LocalRemote:
             try:
                 sent = hashlib.sha256()
                 with open(temp, "wb") as fh:
-                    if check.way == "size":
-                        shutil.copyfileobj(src, fh, CHUNK)
-                    else:
-                        while chunk := src.read(CHUNK):
+                    while chunk := src.read(CHUNK):
+                        if check.way != "size":
                             sent.update(chunk)
-                            fh.write(chunk)
+                        fh.write(chunk)
+                        advance(len(chunk))  # (a person waiting on a big copy sees it move)
                     fh.flush()
                     if mode is not None:
                         os.fchmod(fh.fileno(), mode)
