@@ -15,6 +15,8 @@ so the daemon, ``run --once`` under cron and ``xchange status`` all see the same
 from __future__ import annotations
 
 import posixpath
+import re
+import string
 from collections.abc import Container
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,6 +31,17 @@ def marker_name(template: str, name: str) -> str:
     folder, base = posixpath.split(name)
     stem = base.rsplit(".", 1)[0] if "." in base else base
     return posixpath.join(folder, template.format(name=base, stem=stem))
+
+
+def marker_pattern(template: str) -> re.Pattern[str]:
+    """What the base name of any done-marker made by ``template`` looks like: its
+    literal parts as they are, ``{name}`` and ``{stem}`` anything."""
+    parts = []
+    for literal, field_name, _spec, _conv in string.Formatter().parse(template):
+        parts.append(re.escape(literal))
+        if field_name is not None:
+            parts.append(".*")
+    return re.compile("".join(parts), re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)

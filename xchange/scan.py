@@ -25,7 +25,7 @@ from xchange.config import RouteConfig
 from xchange.errors import RemoteError, RemoteNotFound, UnsafeName, XchangeError
 from xchange.journal import DONE_STATES, FileRecord, Journal, Observation, State
 from xchange.manifest import Entry, Listings, ManifestRefused, parse
-from xchange.readiness import Verdict, hold, judge, marker_name
+from xchange.readiness import Verdict, hold, judge, marker_name, marker_pattern
 from xchange.remote import DropOwner, FileInfo, Remote
 from xchange.remote.base import SHARED, Selector, is_temporary, safe_subfolder
 from xchange.sessions import Sessions
@@ -62,7 +62,8 @@ class Look:
     error_kind: str | None = None
     #: The partners' manifests read at this look, with the files each lists.
     manifests: list[tuple[FileInfo, list[Entry]]] = field(default_factory=list)
-    #: Every name the look saw in the folder.
+    #: Every name the look kept from the folder: the route's files and their markers
+    #: (every name on a route with partner manifests).
     names: set[str] = field(default_factory=set)
 
 
@@ -106,6 +107,30 @@ class Scanner:
             and (r.next_retry_at is None or r.next_retry_at <= now)
         }
 
+    def _keep(self, route: RouteConfig) -> Callable[[str, int, int], bool] | None:
+        """Which files of a listing the look needs, decided as the listing comes (before
+        any object or journal look-up is made for a file): the route's files (but those
+        seen delivered and left in place), and the done-markers they may have. A route
+        with partner manifests needs every name (a manifest may list any)."""
+        if route.source.manifest is not None:
+            return None
+        selector = Selector(tuple(route.source.patterns), tuple(route.source.exclude))
+        if route.ready.marker:
+            marker = marker_pattern(route.ready.marker)
+
+            def keep_with_markers(name: str, size: int, mtime_ns: int) -> bool:
+                # Files left in place stay: their markers are no input either.
+                base = posixpath.basename(name)
+                return selector.wants(name) or marker.fullmatch(base) is not None
+
+            return keep_with_markers
+        left = self._left_in_place.setdefault(route.name, set())
+
+        def keep(name: str, size: int, mtime_ns: int) -> bool:
+            return (name, size, mtime_ns) not in left and selector.wants(name)
+
+        return keep
+
     def look(self, route: RouteConfig, only: set[str] | None = None) -> Look:
         """List the source (or look at ``only`` these names and the held ones)."""
         source = self.sessions.remote(route.source.endpoint)
@@ -138,6 +163,7 @@ class Scanner:
                 listing = source.list(
                     recursive=route.source.recursive,
                     skip_dirs=tuple(d for d in (archive_top,) if d and "{" not in d),
+                    keep=self._keep(route),
                 )
                 log.debug("route.listed", entries=len(listing))
             else:
