@@ -1290,54 +1290,74 @@ class ReadFolder(Pipeline):
 
     def _entries(self, body: memoryview) -> None:
         """Take one NAME reply apart: (name, long name, attributes) per entry."""
-        (count,) = _U32.unpack_from(body)
+        data = body.tobytes()
+        (count,) = _U32.unpack_from(data)
         self.seen += count
-        pos = 4
-        u32, u64 = _U32.unpack_from, _U64.unpack_from
+        pos, end = 4, len(data)
+        u32, usual = _U32.unpack_from, _USUAL_ATTRS.unpack_from
+        keep, prefix, hidden = self.keep, self.prefix, self.hidden
         for _ in range(count):
-            (n,) = u32(body, pos)
-            raw = bytes(body[pos + 4 : pos + 4 + n])
+            (n,) = u32(data, pos)
+            raw = data[pos + 4 : pos + 4 + n]
             pos += 4 + n
-            (n,) = u32(body, pos)  # the long name (ls -l), not used
+            (n,) = u32(data, pos)  # the long name (ls -l), not used
             pos += 4 + n
-            (flags,) = u32(body, pos)
-            pos += 4
-            size = mode = mtime = 0
-            has_mode = False
-            if flags & _ATTR_SIZE:
-                (size,) = u64(body, pos)
-                pos += 8
-            if flags & _ATTR_UIDGID:
-                pos += 8
-            if flags & _ATTR_PERMISSIONS:
-                (mode,) = u32(body, pos)
-                pos += 4
-                has_mode = True
-            if flags & _ATTR_ACMODTIME:
-                (mtime,) = u32(body, pos + 4)
-                pos += 8
-            if flags & _ATTR_EXTENDED:
-                (pairs,) = u32(body, pos)
-                pos += 4
-                for _pair in range(2 * pairs):
-                    (n,) = u32(body, pos)
-                    pos += 4 + n
-            if pos > len(body):
+            mode: int | None
+            if u32(data, pos)[0] == _USUAL_FLAGS:  # what OpenSSH and most servers send
+                _flags, size, _uid, _gid, mode, _atime, mtime = usual(data, pos)
+                pos += _USUAL_ATTRS.size
+            else:
+                pos, size, mode, mtime = _attributes(data, pos)
+            if pos > end:
                 raise struct.error("an entry runs past the end of its reply")
-            if not has_mode or raw in (b".", b".."):
+            if mode is None:
                 continue
+            kind = mode & _S_IFMT
+            if (kind != _S_IFREG and kind != _S_IFDIR) or raw in (b".", b".."):
+                continue  # symbolic links and the like are never taken
             try:
                 base = raw.decode("utf-8")
             except UnicodeDecodeError:
                 self.undecodable += 1
                 continue
-            if not self.hidden and is_temporary(base):
+            if not hidden and is_temporary(base):
                 continue
-            kind = mode & _S_IFMT
-            if kind == _S_IFREG:
-                name = self.prefix + base
-                mtime_ns = mtime * 1_000_000_000
-                if self.keep is None or self.keep(name, size, mtime_ns):
-                    self.files.append(FileInfo(name, size, mtime_ns))
-            elif kind == _S_IFDIR:
+            if kind == _S_IFDIR:
                 self.folders.append(base)
+                continue
+            name = prefix + base
+            mtime_ns = mtime * 1_000_000_000
+            if keep is None or keep(name, size, mtime_ns):
+                self.files.append(FileInfo(name, size, mtime_ns))
+
+
+#: The attributes most servers give every entry (size, owner, permissions, times), read
+#: in one go: flags, size, uid, gid, permissions, atime, mtime.
+_USUAL_FLAGS = _ATTR_SIZE | _ATTR_UIDGID | 0x04 | _ATTR_ACMODTIME
+_USUAL_ATTRS = struct.Struct(">IQIIIII")
+
+
+def _attributes(data: bytes, pos: int) -> tuple[int, int, int | None, int]:
+    """An ATTRS structure at ``pos``: the position after it, size, permissions (None if
+    not given) and mtime."""
+    (flags,) = _U32.unpack_from(data, pos)
+    pos += 4
+    size, mode, mtime = 0, None, 0
+    if flags & _ATTR_SIZE:
+        (size,) = _U64.unpack_from(data, pos)
+        pos += 8
+    if flags & _ATTR_UIDGID:
+        pos += 8
+    if flags & 0x04:  # permissions
+        (mode,) = _U32.unpack_from(data, pos)
+        pos += 4
+    if flags & _ATTR_ACMODTIME:
+        (mtime,) = _U32.unpack_from(data, pos + 4)
+        pos += 8
+    if flags & _ATTR_EXTENDED:
+        (pairs,) = _U32.unpack_from(data, pos)
+        pos += 4
+        for _pair in range(2 * pairs):
+            (n,) = _U32.unpack_from(data, pos)
+            pos += 4 + n
+    return pos, size, mode, mtime
