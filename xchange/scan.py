@@ -14,7 +14,7 @@ import posixpath
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -36,6 +36,9 @@ log = structlog.get_logger(__name__)
 #: mark older than DROP_TTL seconds is taken over (its daemon is gone).
 DROP_HEARTBEAT = 60.0
 DROP_TTL = 600.0
+
+#: Files of a listing looked up in the journal at once.
+LOOKUP_CHUNK = 5000
 
 #: A listed file whose manifest gives no sha256 counts as taken by a record first claimed
 #: after the manifest was written, less this many seconds (the partner's clock and ours).
@@ -131,6 +134,20 @@ class Scanner:
 
         return keep
 
+    def _records(
+        self, route: RouteConfig, files: list[FileInfo]
+    ) -> Iterator[tuple[FileInfo, FileRecord | None]]:
+        """Each file with the journal's record of it (None: never seen), looked up
+        ``LOOKUP_CHUNK`` files at a time (a first look at a long history holds the records
+        of one chunk, not of the whole folder)."""
+        for start in range(0, len(files), LOOKUP_CHUNK):
+            chunk = files[start : start + LOOKUP_CHUNK]
+            records = self.journal.lookup_many(
+                route.name, route.source.endpoint, [(f.name, f.size, f.mtime_ns) for f in chunk]
+            )
+            for f in chunk:
+                yield f, records.get((f.name, f.size, f.mtime_ns))
+
     def look(self, route: RouteConfig, only: set[str] | None = None) -> Look:
         """List the source (or look at ``only`` these names and the held ones)."""
         source = self.sessions.remote(route.source.endpoint)
@@ -202,11 +219,7 @@ class Scanner:
             wanted = [f for f in wanted if f.name not in taken]
         look = Look(names=names)
         fresh = []
-        records = self.journal.lookup_many(
-            route.name, route.source.endpoint, [(f.name, f.size, f.mtime_ns) for f in wanted]
-        )
-        for f in wanted:
-            known = records.get((f.name, f.size, f.mtime_ns))
+        for f, known in self._records(route, wanted):
             if known is None:
                 fresh.append(f)
                 look.unknown.add(f.name)

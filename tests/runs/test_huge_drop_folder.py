@@ -79,8 +79,11 @@ def clear(folder: Path, pattern: str) -> None:
 
 
 def test_new_files_are_taken_once_among_a_history_and_another_partners_files(
-    tmp_path: Path, sshd: SshServer, crowded: Path
+    tmp_path: Path, sshd: SshServer, crowded: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from xchange import scan
+
+    monkeypatch.setattr(scan, "LOOKUP_CHUNK", 400)  # the history in four look-ups
     clear(crowded, "*.dat")
     for i in range(HISTORY):
         (crowded / f"hist{i:05d}.dat").write_bytes(f"history {i}".encode())
@@ -91,10 +94,6 @@ def test_new_files_are_taken_once_among_a_history_and_another_partners_files(
         (first,) = runner.run_once()
         assert first.count("delivered") == HISTORY
         # The look keeps the route's files only; every one of them is seen.
-        look = runner.scanner.look(route)
-        assert look.names == {f"hist{i:05d}.dat" for i in range(HISTORY)}
-        assert not look.unknown and look.verdict is not None and not look.verdict.ready
-        # Delivered and left in place: remembered, no journal look-up for them any more.
         asked: list[int] = []
         lookup_many = runner.journal.lookup_many
 
@@ -103,6 +102,12 @@ def test_new_files_are_taken_once_among_a_history_and_another_partners_files(
             return lookup_many(route_name, endpoint, keys)
 
         runner.journal.lookup_many = counted  # type: ignore[method-assign]
+        look = runner.scanner.look(route)
+        assert asked == [400, 400, 400, 300]
+        assert look.names == {f"hist{i:05d}.dat" for i in range(HISTORY)}
+        assert not look.unknown and look.verdict is not None and not look.verdict.ready
+        # Delivered and left in place: remembered, no journal look-up for them any more.
+        asked.clear()
         arrive(crowded, "new-1.dat", b"new one")
         result = runner.run_route(route)
         assert [f.source for f in result.files] == ["new-1.dat"]
