@@ -69,6 +69,7 @@ from xchange.remote.base import (
 from xchange.remote.sftp_wire import (
     CHECK_FILE,
     GENERIC_FAILURE,
+    LIST_START,
     STATVFS,
     FileHash,
     FreeSpace,
@@ -132,6 +133,8 @@ class SFTPRemote:
         self.cfg = cfg
         self._ssh: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        #: Replies the last listing of each folder had (the next one sends as many at once).
+        self._folder_replies: dict[str, int] = {}
         with _TRAITS_LOCK:
             self.traits = _TRAITS.setdefault((cfg.host, cfg.port, cfg.user), ServerTraits())
 
@@ -358,10 +361,14 @@ class SFTPRemote:
         """One folder's entries (pipelined READDIR); a failure to read it raises."""
         # (A listing needs none of the server's capabilities: none are learned for it.)
         place = Place(self._where(), self.cfg.path)
-        read = ReadFolder(place, self._channel(self._client()), folder, prefix, keep, hidden=hidden)
+        channel = self._channel(self._client())
+        # As many requests at once as the folder's last listing had replies.
+        start = self._folder_replies.get(folder, LIST_START)
+        read = ReadFolder(place, channel, folder, prefix, keep, hidden=hidden, start=start)
         (error,) = self._pipelined(read, f"list {folder}")
         if error is not None:
             raise error
+        self._folder_replies[folder] = read.replies
         if read.undecodable:
             log.warning(
                 "remote.names_undecodable",

@@ -1174,7 +1174,8 @@ class FileHash(Pipeline):
 #: answers each with a part of the folder (OpenSSH: 100 names), so one request at a time
 #: costs a round trip per hundred files: 100,000 files over a 150 ms link took 155 s.
 #: The window opens by one request per reply (doubling each round trip, as TCP's slow
-#: start does), so that a small folder costs few requests answered at its end.
+#: start does), so that a small folder costs few requests answered at its end; a folder
+#: listed before starts with as many requests as its last listing had replies.
 LIST_WINDOW = 128
 LIST_START = 16
 
@@ -1226,9 +1227,11 @@ class ReadFolder(Pipeline):
         keep: Keep | None = None,
         *,
         hidden: bool = False,
+        start: int = LIST_START,
     ) -> None:
         super().__init__(place, channel, 1)
-        self.jobs = [FolderJob(0, path.encode("utf-8"))]
+        window = max(1, min(start, LIST_WINDOW))
+        self.jobs = [FolderJob(0, path.encode("utf-8"), window=window)]
         self.what = f"list {path}"
         self.prefix = prefix
         self.keep = keep
