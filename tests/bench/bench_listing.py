@@ -194,7 +194,10 @@ journal = open_journal(cfg.journal)
 runner = Runner(cfg, journal)
 for _ in range({looks}):
     runner.run_route(cfg.routes[0])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+runner.close()
+journal.close()
+print(peak)
 """
 
 
@@ -202,7 +205,9 @@ def peak_memory(config: Path, looks: int = 4) -> int:
     """Peak RSS (KiB) of a fresh process making a first look and three more (``looks``;
     0: the process set up, no look)."""
     code = MEMORY.format(root=str(ROOT), config=str(config), looks=looks)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise SystemExit(proc.stderr)
     return int(proc.stdout.split()[-1])
 
 
@@ -225,7 +230,7 @@ def main() -> None:
     with sshd_server() as local:
         drop = local.folder("huge-drop")
         old = history(drop, args.files)
-        for rtt in [float(r) for r in args.rtt_ms.split(",")]:
+        for rtt in [float(r) for r in args.rtt_ms.split(",") if r]:
             with over_link(local, rtt, scratch) as server:
                 work = scratch / f"rtt{rtt:g}"
                 target = f"{server.user}@{server.host}"
