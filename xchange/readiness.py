@@ -15,6 +15,8 @@ so the daemon, ``run --once`` under cron and ``xchange status`` all see the same
 from __future__ import annotations
 
 import posixpath
+import re
+import string
 from collections.abc import Container
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,6 +33,17 @@ def marker_name(template: str, name: str) -> str:
     return posixpath.join(folder, template.format(name=base, stem=stem))
 
 
+def marker_pattern(template: str) -> re.Pattern[str]:
+    """What the base name of any done-marker made by ``template`` looks like: its
+    literal parts as they are, ``{name}`` and ``{stem}`` anything."""
+    parts = []
+    for literal, field_name, _spec, _conv in string.Formatter().parse(template):
+        parts.append(re.escape(literal))
+        if field_name is not None:
+            parts.append(".*")
+    return re.compile("".join(parts), re.DOTALL)
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     ready: list[FileInfo]
@@ -42,9 +55,18 @@ class Verdict:
     future: list[FileInfo] = field(default_factory=list)
 
     def soonest(self, now: datetime, spec: ReadySpec) -> float | None:
-        """Seconds until a file held only for settling could be ready (None: none such)."""
+        """Seconds until a file held only for settling could be ready (None: none such):
+        once it has been seen unchanged for ``settle`` seconds, or once its own time is
+        ``settle`` seconds old, whichever comes first (as :func:`judge` decides; a file
+        first seen long after it was written is not waited for a whole ``settle``)."""
         waits = [
-            max(0.0, spec.settle - (now - o.changed_at).total_seconds())
+            max(
+                0.0,
+                min(
+                    spec.settle - (now - o.changed_at).total_seconds(),
+                    spec.settle - _age(o.mtime_ns, now),
+                ),
+            )
             for o in self.held
             if o.reason in ("new", "size changed", "modified", "settling")
         ]
@@ -85,9 +107,7 @@ def judge(
         first_seen = before.first_seen if before else now
         same = before is not None and (before.size, before.mtime_ns) == (f.size, f.mtime_ns)
         changed_at = before.changed_at if same and before else now
-        age = (now - datetime.fromtimestamp(f.mtime_ns / 1e9, tz=now.tzinfo)).total_seconds()
-        if f.mtime_ns % 1_000_000_000 == 0:
-            age -= 1.0  # whole seconds (SFTP): the change may be up to 1 s later than shown
+        age = _age(f.mtime_ns, now)
         if age < -2.0:
             future.append(f)
             # A time in the future says nothing of how long ago the file changed: its age
@@ -106,6 +126,14 @@ def judge(
             stuck.append(obs)
         held.append(obs)
     return Verdict(ready, held, stuck, future)
+
+
+def _age(mtime_ns: int, now: datetime) -> float:
+    """Seconds since a file's time (negative: in the future)."""
+    age = (now - datetime.fromtimestamp(mtime_ns / 1e9, tz=now.tzinfo)).total_seconds()
+    if mtime_ns % 1_000_000_000 == 0:
+        age -= 1.0  # whole seconds (SFTP): the change may be up to 1 s later than shown
+    return age
 
 
 def hold(

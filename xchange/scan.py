@@ -14,7 +14,7 @@ import posixpath
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -25,7 +25,7 @@ from xchange.config import RouteConfig
 from xchange.errors import RemoteError, RemoteNotFound, UnsafeName, XchangeError
 from xchange.journal import DONE_STATES, FileRecord, Journal, Observation, State
 from xchange.manifest import Entry, Listings, ManifestRefused, parse
-from xchange.readiness import Verdict, hold, judge, marker_name
+from xchange.readiness import Verdict, hold, judge, marker_name, marker_pattern
 from xchange.remote import DropOwner, FileInfo, Remote
 from xchange.remote.base import SHARED, Selector, is_temporary, safe_subfolder
 from xchange.sessions import Sessions
@@ -39,6 +39,9 @@ MANIFEST_MAX = 64 << 20
 #: mark older than DROP_TTL seconds is taken over (its daemon is gone).
 DROP_HEARTBEAT = 60.0
 DROP_TTL = 600.0
+
+#: Files of a listing looked up in the journal at once.
+LOOKUP_CHUNK = 5000
 
 #: A listed file whose manifest gives no sha256 counts as taken by a record first claimed
 #: after the manifest was written, less this many seconds (the partner's clock and ours).
@@ -65,7 +68,8 @@ class Look:
     error_kind: str | None = None
     #: The partners' manifests read at this look, with the files each lists.
     manifests: list[tuple[FileInfo, list[Entry]]] = field(default_factory=list)
-    #: Every name the look saw in the folder.
+    #: Every name the look kept from the folder: the route's files and their markers
+    #: (every name on a route with partner manifests).
     names: set[str] = field(default_factory=set)
 
 
@@ -109,6 +113,44 @@ class Scanner:
             and (r.next_retry_at is None or r.next_retry_at <= now)
         }
 
+    def _keep(self, route: RouteConfig) -> Callable[[str, int, int], bool] | None:
+        """Which files of a listing the look needs, decided as the listing comes (before
+        any object or journal look-up is made for a file): the route's files (but those
+        seen delivered and left in place), and the done-markers they may have. A route
+        with partner manifests needs every name (a manifest may list any)."""
+        if route.source.manifest is not None:
+            return None
+        selector = Selector(tuple(route.source.patterns), tuple(route.source.exclude))
+        if route.ready.marker:
+            marker = marker_pattern(route.ready.marker)
+
+            def keep_with_markers(name: str, size: int, mtime_ns: int) -> bool:
+                # Files left in place stay: their markers are no input either.
+                base = posixpath.basename(name)
+                return selector.wants(name) or marker.fullmatch(base) is not None
+
+            return keep_with_markers
+        left = self._left_in_place.setdefault(route.name, set())
+
+        def keep(name: str, size: int, mtime_ns: int) -> bool:
+            return (name, size, mtime_ns) not in left and selector.wants(name)
+
+        return keep
+
+    def _records(
+        self, route: RouteConfig, files: list[FileInfo]
+    ) -> Iterator[tuple[FileInfo, FileRecord | None]]:
+        """Each file with the journal's record of it (None: never seen), looked up
+        ``LOOKUP_CHUNK`` files at a time (a first look at a long history holds the records
+        of one chunk, not of the whole folder)."""
+        for start in range(0, len(files), LOOKUP_CHUNK):
+            chunk = files[start : start + LOOKUP_CHUNK]
+            records = self.journal.lookup_many(
+                route.name, route.source.endpoint, [(f.name, f.size, f.mtime_ns) for f in chunk]
+            )
+            for f in chunk:
+                yield f, records.get((f.name, f.size, f.mtime_ns))
+
     def look(self, route: RouteConfig, only: set[str] | None = None) -> Look:
         """List the source (or look at ``only`` these names and the held ones)."""
         source = self.sessions.remote(route.source.endpoint)
@@ -141,6 +183,7 @@ class Scanner:
                 listing = source.list(
                     recursive=route.source.recursive,
                     skip_dirs=tuple(d for d in (archive_top,) if d and "{" not in d),
+                    keep=self._keep(route),
                 )
                 log.debug("route.listed", entries=len(listing))
             else:
@@ -179,11 +222,7 @@ class Scanner:
             wanted = [f for f in wanted if f.name not in taken]
         look = Look(names=names)
         fresh = []
-        records = self.journal.lookup_many(
-            route.name, route.source.endpoint, [(f.name, f.size, f.mtime_ns) for f in wanted]
-        )
-        for f in wanted:
-            known = records.get((f.name, f.size, f.mtime_ns))
+        for f, known in self._records(route, wanted):
             if known is None:
                 fresh.append(f)
                 look.unknown.add(f.name)

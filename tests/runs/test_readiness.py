@@ -55,3 +55,22 @@ def test_a_file_seen_before_the_clock_stepped_back_settles_from_now() -> None:
     assert not verdict.ready  # unchanged since the step for 0 s
     verdict, _ = look(spec, f, seen, back + timedelta(seconds=4))
     assert verdict.ready == [f]
+
+
+def test_the_next_look_comes_when_a_new_file_is_old_enough_not_a_whole_settle_later() -> None:
+    """settle = 10: a file written 7 s before it was first seen is ready at first sight
+    3 s later (its own time is then 10 s old); one written just now, 10 s later."""
+    spec = ReadySpec(settle=10)
+    older = FileInfo("older.csv", 100, int((NOW - timedelta(seconds=7)).timestamp() * 1e9) + 1)
+    fresh = FileInfo("fresh.csv", 100, int(NOW.timestamp() * 1e9) + 1)
+    verdict, seen = look(spec, older, {}, NOW)
+    assert not verdict.ready
+    assert abs((verdict.soonest(NOW, spec) or 0) - 3.0) < 0.01
+    verdict, _ = look(spec, older, seen, NOW + timedelta(seconds=3.01))
+    assert verdict.ready == [older]
+    verdict, _ = look(spec, fresh, {}, NOW)
+    assert abs((verdict.soonest(NOW, spec) or 0) - 10.0) < 0.01
+    # Whole seconds (SFTP): the time may be up to 1 s later than shown.
+    whole = FileInfo("whole.csv", 100, int(NOW.timestamp() - 7) * 1_000_000_000)
+    verdict, _ = look(spec, whole, {}, NOW)
+    assert abs((verdict.soonest(NOW, spec) or 0) - 4.0) < 0.01

@@ -6,6 +6,7 @@ import builtins
 import fnmatch
 import io
 import posixpath
+import re
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -167,9 +168,17 @@ class Remote(Protocol):
         """What this endpoint can do (an SFTP endpoint connects to learn it)."""
         ...
 
-    def list(self, *, recursive: bool = False, skip_dirs: tuple[str, ...] = ()) -> list[FileInfo]:
+    def list(
+        self,
+        *,
+        recursive: bool = False,
+        skip_dirs: tuple[str, ...] = (),
+        keep: Callable[[str, int, int], bool] | None = None,
+    ) -> list[FileInfo]:
         """Regular files in the folder (and its sub-folders but ``skip_dirs`` if
-        ``recursive``), oldest first; never symlinks, never xchange's temporary files."""
+        ``recursive``), oldest first; never symlinks, never xchange's temporary files.
+        With ``keep``, only the files it keeps (given name, size and mtime_ns, as the
+        listing comes) are returned: the others cost no object and no further work."""
         ...
 
     def download(self, name: str, dest: BinaryIO) -> int:
@@ -448,9 +457,31 @@ class Selector:
 
     patterns: tuple[str, ...]
     exclude: tuple[str, ...] = ()
+    # The patterns as one expression each way (a listing asks once per file).
+    _take: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
+    _skip: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_take", _either(self.patterns))
+        object.__setattr__(self, "_skip", _either(self.exclude))
 
     def wants(self, name: str) -> bool:
-        base = posixpath.basename(name)
-        return any(matches(base, p) or matches(name, p) for p in self.patterns) and not any(
-            matches(base, p) or matches(name, p) for p in self.exclude
+        """Whether the file's name or its base name matches a pattern and no exclusion
+        (shell-style, case-sensitive, as :func:`matches`)."""
+        take, skip = self._take, self._skip
+        if take is None:
+            return False
+        nested = "/" in name
+        base = name.rpartition("/")[2] if nested else name
+        if take.match(base) is None and (not nested or take.match(name) is None):
+            return False
+        return skip is None or (
+            skip.match(base) is None and (not nested or skip.match(name) is None)
         )
+
+
+def _either(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One expression matching what any of the shell-style patterns matches."""
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))

@@ -103,10 +103,16 @@ class LocalRemote:
         # link() takes a free name in one step, rename() replaces one in one step.
         return LOCAL_CAPABILITIES
 
-    def list(self, *, recursive: bool = False, skip_dirs: tuple[str, ...] = ()) -> list[FileInfo]:
+    def list(
+        self,
+        *,
+        recursive: bool = False,
+        skip_dirs: tuple[str, ...] = (),
+        keep: Callable[[str, int, int], bool] | None = None,
+    ) -> list[FileInfo]:
         out: list[FileInfo] = []
         with _os_errors(self.label, str(self.root)):
-            self._scan(self.root, "", recursive, skip_dirs, out)
+            self._scan(self.root, "", recursive, skip_dirs, out, keep)
         return sorted(out, key=lambda f: (f.mtime_ns, f.name))
 
     def _scan(
@@ -116,6 +122,7 @@ class LocalRemote:
         recursive: bool,
         skip_dirs: tuple[str, ...],
         out: builtins.list[FileInfo],
+        keep: Callable[[str, int, int], bool] | None,
     ) -> None:
         with os.scandir(folder) as entries:
             for entry in entries:
@@ -126,13 +133,14 @@ class LocalRemote:
                     # Symlinks are not followed: a link in a drop folder may point anywhere.
                     if entry.is_file(follow_symlinks=False):
                         st = entry.stat(follow_symlinks=False)
-                        out.append(FileInfo(name, st.st_size, st.st_mtime_ns, st.st_ino))
+                        if keep is None or keep(name, st.st_size, st.st_mtime_ns):
+                            out.append(FileInfo(name, st.st_size, st.st_mtime_ns, st.st_ino))
                     elif (
                         recursive
                         and entry.is_dir(follow_symlinks=False)
                         and not (not prefix and entry.name in skip_dirs)
                     ):
-                        self._scan(Path(entry.path), name + "/", recursive, skip_dirs, out)
+                        self._scan(Path(entry.path), name + "/", recursive, skip_dirs, out, keep)
                 except (FileNotFoundError, NotADirectoryError):
                     continue  # removed while the folder was listed: not there any more
 

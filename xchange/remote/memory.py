@@ -108,7 +108,13 @@ class MemoryRemote:
     def capabilities(self) -> Capabilities:
         return MEMORY_CAPABILITIES
 
-    def list(self, *, recursive: bool = False, skip_dirs: tuple[str, ...] = ()) -> list[FileInfo]:
+    def list(
+        self,
+        *,
+        recursive: bool = False,
+        skip_dirs: tuple[str, ...] = (),
+        keep: Callable[[str, int, int], bool] | None = None,
+    ) -> list[FileInfo]:
         out = []
         with self.store.lock:
             for path, f in self.store.files.items():
@@ -116,6 +122,8 @@ class MemoryRemote:
                 if any(is_temporary(p) for p in parts):
                     continue
                 if len(parts) > 1 and (not recursive or parts[0] in skip_dirs):
+                    continue
+                if keep is not None and not keep(path, len(f.data), f.mtime_ns):
                     continue
                 out.append(FileInfo(path, len(f.data), f.mtime_ns, f.inode))
         return sorted(out, key=lambda f: (f.mtime_ns, f.name))

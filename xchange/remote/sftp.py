@@ -64,7 +64,6 @@ from xchange.remote.base import (
     Verify,
     check_for,
     hidden_name,
-    is_temporary,
     safe_subfolder,
 )
 from xchange.remote.resume import (
@@ -83,6 +82,7 @@ from xchange.remote.resume import (
 from xchange.remote.sftp_wire import (
     CHECK_FILE,
     GENERIC_FAILURE,
+    LIST_START,
     STATVFS,
     FileHash,
     FreeSpace,
@@ -93,6 +93,7 @@ from xchange.remote.sftp_wire import (
     PipelinedRemoves,
     Place,
     PutJob,
+    ReadFolder,
     ServerTraits,
     extension_names,
     hello,
@@ -148,6 +149,8 @@ class SFTPRemote:
         #: Where the records of uploads cut short are kept; the last one cut.
         self.partials = Partials()
         self._cut: UploadPartial | None = None
+        #: Replies the last listing of each folder had (the next one sends as many at once).
+        self._folder_replies: dict[str, int] = {}
         with _TRAITS_LOCK:
             self.traits = _TRAITS.setdefault((cfg.host, cfg.port, cfg.user), ServerTraits())
 
@@ -340,29 +343,58 @@ class SFTPRemote:
 
     # ------------------------------------------------------------------ operations
 
-    def list(self, *, recursive: bool = False, skip_dirs: tuple[str, ...] = ()) -> list[FileInfo]:
-        sftp = self._client()
+    def list(
+        self,
+        *,
+        recursive: bool = False,
+        skip_dirs: tuple[str, ...] = (),
+        keep: Callable[[str, int, int], bool] | None = None,
+    ) -> list[FileInfo]:
         out: list[FileInfo] = []
-        # One READDIR per folder returns names with attributes: no stat per file.
+        # READDIR replies carry names with attributes (no stat per file), many requests in
+        # flight on the open folder (``ReadFolder``), each reply pruned as it comes.
         folders = [("", self.cfg.path)]
         while folders:
             prefix, folder = folders.pop()
-            with self._errors(f"list {folder}"):
-                entries = sftp.listdir_attr(folder)
-            for e in entries:
-                if e.st_mode is None or is_temporary(e.filename):
-                    continue
-                name = prefix + e.filename
-                if stat_mod.S_ISREG(e.st_mode):
-                    mtime = int(e.st_mtime or 0) * 1_000_000_000
-                    out.append(FileInfo(name, e.st_size or 0, mtime))
-                elif (
-                    recursive
-                    and stat_mod.S_ISDIR(e.st_mode)
-                    and not (not prefix and e.filename in skip_dirs)
-                ):
-                    folders.append((name + "/", posixpath.join(folder, e.filename)))
+            read = self._read_folder(folder, prefix, keep)
+            out += read.files
+            if recursive:
+                folders += [
+                    (f"{prefix}{sub}/", posixpath.join(folder, sub))
+                    for sub in read.folders
+                    if prefix or sub not in skip_dirs
+                ]
         return sorted(out, key=lambda f: (f.mtime_ns, f.name))
+
+    def _read_folder(
+        self,
+        folder: str,
+        prefix: str = "",
+        keep: Callable[[str, int, int], bool] | None = None,
+        *,
+        hidden: bool = False,
+    ) -> ReadFolder:
+        """One folder's entries (pipelined READDIR); a failure to read it raises."""
+        # (A listing needs none of the server's capabilities: none are learned for it.)
+        place = Place(self._where(), self.cfg.path)
+        channel = self._channel(self._client())
+        # As many requests at once as the folder's last listing had replies.
+        start = self._folder_replies.get(folder, LIST_START)
+        read = ReadFolder(place, channel, folder, prefix, keep, hidden=hidden, start=start)
+        (error,) = self._pipelined(read, f"list {folder}")
+        if error is not None:
+            raise error
+        self._folder_replies[folder] = read.replies
+        if read.undecodable:
+            log.warning(
+                "remote.names_undecodable",
+                endpoint=self.label,
+                folder=folder,
+                files=read.undecodable,
+                reason="names that are not UTF-8 cannot be asked for by name over SFTP: "
+                "they are left where they are (rename them to be taken)",
+            )
+        return read
 
     def _accelerated(self, size: int) -> bool:
         return openssh.available(self.cfg) and size >= self.cfg.accelerate_mb * 1024 * 1024
@@ -832,23 +864,23 @@ class SFTPRemote:
         """Remove probe files a killed process left (its pid gone on this host, or an
         hour old): nothing stays under a hidden name for long."""
         try:
-            entries = sftp.listdir_attr(self.cfg.path)
-        except (OSError, paramiko.SSHException, EOFError):
+            probes = self._read_folder(
+                self.cfg.path, keep=lambda name, size, mtime: name.startswith(PROBE), hidden=True
+            ).files
+        except RemoteError:
             return
         host, now = socket.gethostname(), time.time()
-        for entry in entries:
-            if not entry.filename.startswith(PROBE):
-                continue
-            parts = entry.filename[len(PROBE) :].rsplit("-", 3)
+        for probe in probes:
+            parts = probe.name[len(PROBE) :].rsplit("-", 3)
             mine_dead = (
                 len(parts) == 4
                 and parts[0] == host
                 and parts[1].isdigit()
                 and not pid_alive(int(parts[1]))
             )
-            if mine_dead or now - (entry.st_mtime or now) > 3600:
+            if mine_dead or now - (probe.mtime_ns / 1e9 or now) > 3600:
                 with suppress(OSError, paramiko.SSHException, EOFError):
-                    sftp.remove(self._path(entry.filename))
+                    sftp.remove(self._path(probe.name))
 
     def describe(self) -> builtins.list[str]:
         """The server's traits, learned now if need be (``check --remote``, ``trust``)."""
