@@ -343,12 +343,12 @@ class FieldSpec(StrictModel):
         nulls = frozenset(self.null_values)
         convert = {
             "integer": self._integer,
-            "decimal": self._decimal,
+            "decimal": self._decimal_reader,
             "boolean": self._boolean,
             "date": self._when,
             "datetime": self._when,
         }.get(self.type)
-        check = self._check_rules if self._limits else None
+        check = self._checker
         unusual, hinted = self.unusual, self._hinted
         ascii_digits = self.digits == "ascii"
 
@@ -508,6 +508,32 @@ class FieldSpec(StrictModel):
                 "type", f"expected a whole number (this one has {len(text)} characters)"
             ) from None
 
+    @functools.cached_property
+    def _decimal_reader(self) -> Callable[[str], Decimal]:
+        """``_decimal`` with the common case (digits, maybe a sign and a point) first and
+        the field's settings looked up once."""
+        plain = self.decimal_separator == "."
+        scale = self.scale
+        quantum = _QUANTA[scale] if scale is not None else None
+        general = self._decimal
+
+        def read(text: str) -> Decimal:
+            if not plain or _PLAIN_DECIMAL.fullmatch(text) is None:
+                return general(text)
+            value = Decimal(text)
+            if text[0] == "-" and not value:
+                value = value.copy_abs()  # -0.00 is 0.00: a zero has no sign
+            if quantum is not None:
+                try:
+                    beyond = value != value.quantize(quantum)
+                except InvalidOperation:  # more digits than the context holds
+                    beyond = beyond_scale(value, scale)  # type: ignore[arg-type]
+                if beyond:
+                    raise FieldValueError("scale", f"has more than {scale} decimal places")
+            return value
+
+        return read
+
     def _decimal(self, text: str) -> Decimal:
         if self.decimal_separator == "." and _PLAIN_DECIMAL.fullmatch(text):
             value = Decimal(text)  # the common case: digits, maybe a sign and a point
@@ -584,6 +610,34 @@ class FieldSpec(StrictModel):
     def _when(self, text: str) -> date | datetime:
         return _parse_when(text, tuple(self.formats), self.type == "date")
 
+    @functools.cached_property
+    def _checker(self) -> Callable[[str, Any], None] | None:
+        """``_check_rules`` with the field's rules looked up once (None: it has none)."""
+        if not self._limits:
+            return None
+        pattern = self._pattern
+        shortest, longest = self.min_length, self.max_length
+        values = tuple(self.values) if self.type == "enum" else None
+        low, high = self.min, self.max
+        check_rules = self._check_rules
+
+        def check(text: str, value: Any) -> None:
+            if (
+                (pattern is not None and isinstance(value, str) and not pattern.fullmatch(value))
+                or (shortest is not None and len(text) < shortest)
+                or (longest is not None and len(text) > longest)
+                or (values is not None and value not in values)
+                or (
+                    (low is not None or high is not None)
+                    and isinstance(value, int | Decimal)
+                    and not isinstance(value, bool)
+                    and ((low is not None and value < low) or (high is not None and value > high))
+                )
+            ):
+                check_rules(text, value)  # a rule is broken: it says which
+
+        return check
+
     def _check_rules(self, text: str, value: Any) -> None:
         if not self._limits:
             return
@@ -629,10 +683,70 @@ class FieldSpec(StrictModel):
                 raise FieldValueError(
                     "scale", f"has more than {self.scale} decimal places (never rounded)"
                 )
-        if self._limits:
+        check = self._checker
+        if check is not None:
             lengths = self.min_length is not None or self.max_length is not None
-            self._check_rules(self.render(value, as_source=True) if lengths else "", value)
+            check(self.render(value, as_source=True) if lengths else "", value)
         return value
+
+    @functools.cached_property
+    def renderer(self) -> Callable[[Any], str]:
+        """``render`` for this field, with its settings looked up once: what it writes for
+        every value, one type test for the usual ones (a text, a decimal at the field's
+        scale, a date); anything else goes through ``render`` itself (and raises
+        :class:`FieldValueError` as it does)."""
+        render = self.render
+        quantum = _QUANTA[self.scale] if self.scale is not None else None
+        fmt = self.formats[0] if self.formats else None
+
+        def rendered(value: Any) -> str:
+            kind = type(value)
+            if kind is str:
+                return value  # type: ignore[no-any-return]
+            if kind is Decimal:
+                if quantum is None:
+                    return format(value, "f")
+                try:
+                    exact = value.quantize(quantum)
+                except InvalidOperation:
+                    return render(value)
+                return format(exact, "f") if exact == value else render(value)
+            if fmt is not None and (kind is date or kind is datetime):
+                return _format_when(value, fmt)
+            return render(value)
+
+        return rendered
+
+    def takes_unchanged(self, source: FieldSpec) -> bool:
+        """Whether every value ``source`` reads is one this field takes as it is: what
+        :meth:`coerce` would return unchanged, and never refuse (the same type, and no
+        rule of this field stricter than the source field's). A copy between such fields
+        is not checked twice."""
+        kind = self.type
+        if source.type != kind or source.multiple in ("join", "all"):
+            return False
+        if self.required and not source.required:
+            return False
+        if kind in ("integer", "decimal"):
+            return (
+                (self.scale is None or (source.scale is not None and source.scale <= self.scale))
+                and (self.min is None or (source.min is not None and source.min >= self.min))
+                and (self.max is None or (source.max is not None and source.max <= self.max))
+            )
+        if kind in ("date", "datetime", "boolean"):
+            return True  # (no rule beyond the type)
+        # A text is parsed again: by the same rules (reading is idempotent), or by none.
+        reading = ("trim", "digits", "invisible", "null_values")
+        rules = ("pattern", "min_length", "max_length", "values")
+        if any(getattr(self, k) != getattr(source, k) for k in reading):
+            return (
+                kind == "string"
+                and not self.trim
+                and not self.null_values
+                and (self.digits == source.digits and self.invisible == source.invisible)
+                and all(getattr(self, k) in (None, []) for k in rules)
+            )
+        return all(getattr(self, k) in (None, [], getattr(source, k)) for k in rules)
 
     def render(self, value: Any, *, as_source: bool = False) -> str:
         """The text written for a typed value."""

@@ -34,6 +34,7 @@ from __future__ import annotations
 import ast
 import functools
 import string
+from collections import Counter
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -637,6 +638,9 @@ class Compiled:
     #: fields, aggregates, positions or allocations in line rules): then each rule runs
     #: over every line of a document before the next (``order``).
     whole: bool = False
+    #: The source layout's fields by name, those whose name is one field's only (not
+    #: also a line's, a group item's or a named value's): what a rule copying one reads.
+    sources: dict[str, FieldSpec] = field(default_factory=dict)
 
     def source_of(self, fields: Iterable[str]) -> str:
         """ "source field channel, column 渠道" (several: joined by "; "), or ""."""
@@ -822,6 +826,17 @@ def compile_mapping(
             "the next; one of them must be computed from something else"
         )
     if source is not None:
+        every_field = [
+            *source.fields,
+            *source.line_fields,
+            *(f for g in source.groups for f in g.fields),
+        ]
+        seen = Counter(f.name for f in every_field)
+        compiled.sources = {
+            f.name: f
+            for f in every_field
+            if seen[f.name] == 1 and f.name not in mapping.let and f.name not in mapping.line_let
+        }
         compiled.columns = {f.name: f.key for f in (*source.fields, *source.line_fields)}
         compiled.column_word = {"csv": "column", "xml": "path", "json": "key"}[source.codec]
     return compiled, problems
@@ -968,6 +983,19 @@ class _Evaluator:
             "header": self._plan(mapping.header, target.fields),
             "lines": self._plan(mapping.lines, target.line_fields),
         }
+        #: Per section: the target fields whose rule copies a source field whose every
+        #: value the target field takes as it is (same type, rules no stricter): copied
+        #: without a second check (an unread or failed value goes the general way).
+        self._unchanged = {
+            section: frozenset(
+                spec.name
+                for spec, _, plain in self._plans[section]
+                if plain is not None
+                and plain in compiled.sources
+                and spec.takes_unchanged(compiled.sources[plain])
+            )
+            for section in ("header", "lines")
+        }
         for group in target.groups:
             group_rules = mapping.groups.get(group.name)
             if group_rules is not None:
@@ -1034,7 +1062,12 @@ class _Evaluator:
         document's last row, for rules with ``row = "last"``; ``line_where``: where each
         of ``lines`` is, for a problem found on one of them by an aggregate)."""
         out: dict[str, Any] = {}
+        unchanged = self._unchanged.get(section, frozenset()) if not failed else frozenset()
         for spec, rule, plain in self._plans[section]:
+            if unchanged and spec.name in unchanged and (last is None or rule.row != "last"):  # type: ignore[union-attr]
+                value = ctx.get(plain)  # type: ignore[arg-type]
+                out[spec.name] = None if value == "" else value
+                continue
             row_ctx, row_failed, row_where = ctx, failed, where
             if last is not None and rule is not None and rule.row == "last":
                 row_ctx, row_failed, row_where = last
