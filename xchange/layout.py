@@ -85,6 +85,8 @@ def with_scale(value: Decimal, scale: int) -> str:
 
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+#: What min and max compare.
+_NUMBERS = (int, Decimal)
 _PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 #: A decimal digit of another script (fullwidth ２, Arabic-Indic ١, mathematical 𝟏...).
 _OTHER_DIGIT = re.compile(r"[^\D0-9]")
@@ -342,11 +344,11 @@ class FieldSpec(StrictModel):
         trim, required = self.trim, self.required
         nulls = frozenset(self.null_values)
         convert = {
-            "integer": self._integer,
+            "integer": self._integer_reader,
             "decimal": self._decimal_reader,
             "boolean": self._boolean,
-            "date": self._when,
-            "datetime": self._when,
+            "date": self._when_reader,
+            "datetime": self._when_reader,
         }.get(self.type)
         check = self._checker
         unusual, hinted = self.unusual, self._hinted
@@ -491,6 +493,46 @@ class FieldSpec(StrictModel):
         whole = rf"[0-9]{{1,3}}(?:{group}[0-9]{{3}})+|[0-9]+" if self.group_separator else "[0-9]+"
         return re.compile(rf"({whole})(?:{point}([0-9]+))?")
 
+    @functools.cached_property
+    def _integer_reader(self) -> Callable[[str], int]:
+        """``_integer`` with the common case (digits 0-9 alone) first."""
+        general = self._integer
+
+        def read(text: str) -> int:
+            if text.isdigit() and text.isascii() and len(text) < 4000:
+                return int(text)
+            return general(text)
+
+        return read
+
+    @functools.cached_property
+    def int_reader(self) -> Callable[[int], Any] | None:
+        """For a number field without ``null_values``: what :meth:`parse` gives for the
+        text of an integer (``parse(str(n))``), read from the integer itself (a JSON
+        number); None for other fields."""
+        if self.type not in ("integer", "decimal") or self.null_values:
+            return None
+        parse, low, high = self.parser, self.min, self.max
+        as_decimal = self.type == "decimal"
+
+        def read(number: int) -> Any:
+            value = Decimal(number) if as_decimal else number
+            if (low is not None and value < low) or (high is not None and value > high):
+                return parse(int.__repr__(number))  # (which says what is wrong)
+            return value
+
+        return read
+
+    @functools.cached_property
+    def _when_reader(self) -> Callable[[str], date | datetime]:
+        """``_when`` with the field's formats looked up once."""
+        formats, as_date = tuple(self.formats), self.type == "date"
+
+        def read(text: str) -> date | datetime:
+            return _parse_when(text, formats, as_date)
+
+        return read
+
     def _integer(self, text: str) -> int:
         if _INTEGER.fullmatch(text) is None:
             body, sign = text, ""
@@ -518,7 +560,15 @@ class FieldSpec(StrictModel):
         general = self._decimal
 
         def read(text: str) -> Decimal:
-            if not plain or _PLAIN_DECIMAL.fullmatch(text) is None:
+            # (what _PLAIN_DECIMAL matches, said with str methods: digits 0-9, maybe a
+            # minus and a point with digits on both sides)
+            whole, point, fraction = (text[1:] if text[:1] == "-" else text).partition(".")
+            if not (
+                plain
+                and whole.isdigit()
+                and whole.isascii()
+                and (not point or (fraction.isdigit() and fraction.isascii()))
+            ):
                 return general(text)
             value = Decimal(text)
             if text[0] == "-" and not value:
@@ -620,6 +670,18 @@ class FieldSpec(StrictModel):
         values = tuple(self.values) if self.type == "enum" else None
         low, high = self.min, self.max
         check_rules = self._check_rules
+        if self.type in ("integer", "decimal"):  # only min and max apply
+
+            def limits(text: str, value: Any) -> None:
+                kind = type(value)
+                if (
+                    (kind is not int and kind is not Decimal)
+                    or (low is not None and value < low)
+                    or (high is not None and value > high)
+                ):
+                    check_rules(text, value)
+
+            return limits
 
         def check(text: str, value: Any) -> None:
             if (
@@ -629,7 +691,7 @@ class FieldSpec(StrictModel):
                 or (values is not None and value not in values)
                 or (
                     (low is not None or high is not None)
-                    and isinstance(value, int | Decimal)
+                    and isinstance(value, _NUMBERS)
                     and not isinstance(value, bool)
                     and ((low is not None and value < low) or (high is not None and value > high))
                 )
@@ -663,6 +725,8 @@ class FieldSpec(StrictModel):
 
     def coerce(self, value: Any) -> Any:
         """Bring a value from a mapping to this field's type (text is parsed by the rules)."""
+        if type(value) is str:
+            return self.parser(value)
         if value is None:
             if self.required:
                 raise FieldValueError("required", "a value is required")

@@ -35,7 +35,7 @@ import ast
 import functools
 import string
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -996,6 +996,18 @@ class _Evaluator:
             )
             for section in ("header", "lines")
         }
+        #: Per section, when no rule of it evaluates an expression: each target field's
+        #: name, the function that gives its value for a row that failed nothing (a
+        #: problem raises: the general way then reports it), and the field and rule.
+        self._quick: dict[str, list[tuple[str, _Quick, FieldSpec, Rule, str | None]]] = {}
+        for section in ("header", "lines"):
+            plan = self._plans[section]
+            if all(rule is not None and rule.expr is None for _, rule, _ in plan):
+                self._quick[section] = [
+                    (spec.name, self._quick_value(section, spec, rule, plain), spec, rule, plain)
+                    for spec, rule, plain in plan
+                    if rule is not None
+                ]
         for group in target.groups:
             group_rules = mapping.groups.get(group.name)
             if group_rules is not None:
@@ -1062,12 +1074,17 @@ class _Evaluator:
         document's last row, for rules with ``row = "last"``; ``line_where``: where each
         of ``lines`` is, for a problem found on one of them by an aggregate)."""
         out: dict[str, Any] = {}
-        unchanged = self._unchanged.get(section, frozenset()) if not failed else frozenset()
+        quick = self._quick.get(section) if not failed and last is None else None
+        if quick is not None:
+            for name, value_of, spec, quick_rule, plain in quick:
+                try:
+                    out[name] = value_of(ctx, seq)
+                except FieldValueError:
+                    out[name], _ = self._field(
+                        section, spec, quick_rule, plain, ctx, failed, where, seq, lines, line_where
+                    )
+            return out
         for spec, rule, plain in self._plans[section]:
-            if unchanged and spec.name in unchanged and (last is None or rule.row != "last"):  # type: ignore[union-attr]
-                value = ctx.get(plain)  # type: ignore[arg-type]
-                out[spec.name] = None if value == "" else value
-                continue
             row_ctx, row_failed, row_where = ctx, failed, where
             if last is not None and rule is not None and rule.row == "last":
                 row_ctx, row_failed, row_where = last
@@ -1075,6 +1092,49 @@ class _Evaluator:
                 section, spec, rule, plain, row_ctx, row_failed, row_where, seq, lines, line_where
             )
         return out
+
+    def _quick_value(self, section: str, spec: FieldSpec, rule: Rule, plain: str | None) -> _Quick:
+        """What ``_field`` gives for a rule without an expression on a row that failed
+        nothing, with what can be done once done once: a copy the target field takes
+        unchanged is not checked again; a constant is checked once; a table's values
+        are checked once each (a problem raises :class:`FieldValueError`)."""
+        if plain is not None and spec.name in self._unchanged[section]:
+
+            def unchanged(ctx: dict[str, Any], seq: int) -> Any:
+                value = ctx.get(plain)
+                return None if value == "" else value
+
+            return unchanged
+        coerce = spec.coerce
+        if plain is not None:
+
+            def copied(ctx: dict[str, Any], seq: int) -> Any:
+                value = ctx.get(plain)
+                return coerce(None if value == "" else value)
+
+            return copied
+        evaluate = self._evaluate
+        if rule.const is not None and rule.table is None:
+            try:
+                constant = coerce(evaluate(section, spec.name, rule, {}, 0, None))
+            except FieldValueError:
+                constant = _FAILED
+            if constant is not _FAILED:
+                return lambda ctx, seq: constant
+        if rule.table is not None:
+            checked: dict[str, Any] = {}  # a table value -> the target field's value
+
+            def from_table(ctx: dict[str, Any], seq: int) -> Any:
+                value = evaluate(section, spec.name, rule, ctx, seq, None)
+                if type(value) is not str:
+                    return coerce(value)
+                known = checked.get(value, _FAILED)
+                if known is _FAILED:
+                    known = checked[value] = coerce(value)
+                return known
+
+            return from_table
+        return lambda ctx, seq: coerce(evaluate(section, spec.name, rule, ctx, seq, None))
 
     def _field(
         self,
@@ -1248,7 +1308,12 @@ class _Evaluator:
         A header formed from rows (``group_by``, ``split_by``) is read from the first row
         its document keeps (``row = "last"``: the last); the rows must agree on every
         other field a header rule reads outside aggregates."""
-        kept = [m for m in members if self.keeps(self.compiled.line_filter, m[0], m[2], "lines")]
+        line_filter = self.compiled.line_filter
+        kept = (
+            members
+            if line_filter is None
+            else [m for m in members if self.keeps(line_filter, m[0], m[2], "lines")]
+        )
         parts: dict[tuple[Any, ...], list[_Member]] = {}
         if self.mapping.split_by:
             for member in kept:
@@ -1576,6 +1641,10 @@ class _Evaluator:
 
 #: A named value that could not be computed (its problem reported).
 _FAILED = object()
+
+#: A target field's value from a row's values and its sequence number (see
+#: ``_Evaluator._quick_value``).
+_Quick = Callable[[dict[str, Any], int], Any]
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -14,6 +14,7 @@ and non-ASCII text is written as it is.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -21,7 +22,13 @@ from decimal import Decimal
 from typing import Any, BinaryIO
 
 from xchange.codecs import per_layout
-from xchange.codecs.text import Encoder, decoded_chunks, split_lines, text_reading
+from xchange.codecs.text import (
+    Encoder,
+    decoded_chunks,
+    python_codec,
+    split_lines,
+    text_reading,
+)
 from xchange.errors import DecodeError, MappingError
 from xchange.layout import (
     FieldSpec,
@@ -626,6 +633,8 @@ class _Keys:
         if obj.keys() <= node.children.keys():
             # The usual object: every key known; only what holds keys is looked inside
             # (unless a value sits where an object belongs: the full look below says so).
+            if not node.inner:
+                return
             inner = [(k, below, obj[k]) for k, below in node.inner if obj.get(k) is not None]
             if all(below.lines or type(value) is dict for _, below, value in inner):
                 for key, below, value in inner:
@@ -672,7 +681,10 @@ class _Keys:
         list (``local``: its key path in the object at ``where``; what is not a list, not
         an object, or an object in a list of values is the record reader's problem)."""
         if isinstance(value, list) and not node.scalar:
+            known, inner = node.children.keys(), node.inner
             for i, item in enumerate(value):
+                if type(item) is dict and not inner and item.keys() <= known:
+                    continue  # (what walk would find: nothing to look at)
                 if isinstance(item, dict):
                     at = f"{where}.{local}[{i}]"
                     self.walk(item, node, node.policy or policy, at, f"{path}.", report)
@@ -706,8 +718,9 @@ _keys = per_layout(_Keys)
 
 #: A field as :meth:`JsonCodec._values` reads it: its name, key, its parser when the usual
 #: value is read by it alone (a key without dots, a field that never changes what it
-#: reads: see ``FieldSpec.normalises``), whether it is a number field, and the field.
-_Plain = tuple[str, str, Any, bool, FieldSpec]
+#: reads: see ``FieldSpec.normalises``), what reads a JSON integer (a number field's
+#: ``int_reader``), and the field.
+_Plain = tuple[str, str, Any, Any, FieldSpec]
 _PLANS: dict[int, tuple[list[FieldSpec], list[_Plain]]] = {}
 
 
@@ -722,7 +735,7 @@ def _plain_fields(specs: list[FieldSpec]) -> list[_Plain]:
                 spec.name,
                 spec.key,
                 spec.parser if "." not in spec.key and not spec.normalises else None,
-                spec.type in ("integer", "decimal"),
+                spec.int_reader,
                 spec,
             )
             for spec in specs
@@ -838,15 +851,17 @@ class JsonCodec:
             found, items = _lookup(node, key)
             if found and items is not None and not isinstance(items, list):
                 report.add(where, key, "type", None, "lines must be a JSON list")
+            line_fields, grouped, base = layout.line_fields, bool(layout.groups), f"{where}.{key}["
+            values_of = self._values
             for i, item in enumerate(items if isinstance(items, list) else []):
-                at = f"{where}.{key}[{i}]"
+                at = f"{base}{i}]"
                 if not isinstance(item, dict):
                     report.add(at, "(line)", "type", None, "a line must be a JSON object")
                     continue
                 line_failed: set[str] = set()
-                line_values = self._values(item, at, layout.line_fields, report, line_failed)
-                below = self._groups(item, at, layout, "lines", report) if layout.groups else {}
-                lines.append(Record(at, line_values, failed=line_failed, groups=below))
+                line_values = values_of(item, at, line_fields, report, line_failed)
+                below = self._groups(item, at, layout, "lines", report) if grouped else {}
+                lines.append(Record(at, line_values, lines=[], failed=line_failed, groups=below))
             if len(lines) < layout.min_lines and (found or not isinstance(items, list)):
                 what = f"{key!r} is {'missing' if not found else 'empty or null'}"
                 if found and isinstance(items, list) and items:
@@ -912,15 +927,15 @@ class JsonCodec:
         """Each field's typed value (what ``parse_field`` gives; problems to ``report``);
         ``extra``: the raw values of fields outside the record, by key."""
         values: dict[str, Any] = {}
-        for name, key, parse, numeric, spec in _plain_fields(specs):
+        for name, key, parse, number, spec in _plain_fields(specs):
             # The usual value first: a text (or an integer of a number field) at a plain
             # key, read by the field's parser; anything else, or a broken rule, below.
             if parse is not None and (extra is None or key not in extra):
                 raw = node.get(key)
                 kind = type(raw)
-                if kind is str or raw is None or (kind is int and numeric):
+                if kind is str or raw is None or (kind is int and number is not None):
                     try:
-                        values[name] = parse(raw if kind is not int else int.__repr__(raw))
+                        values[name] = parse(raw) if kind is not int else number(raw)
                         continue
                     except FieldValueError:
                         pass  # (read again below, which reports it)
@@ -945,6 +960,23 @@ class JsonCodec:
         return values
 
     # ------------------------------------------------------------------ writing
+
+    def document(self, doc: Document, layout: Layout, origin: str) -> bytes:
+        """What :meth:`write` writes for ``[doc]``, made at once.
+
+        Raises:
+            MappingError: as :meth:`write`.
+        """
+        opts = layout.json_
+        if not opts.batch_key:
+            text = _shape(layout, None if opts.ndjson else opts.indent, 0).text(doc) + "\n"
+            try:
+                return text.encode(_python_codec(layout.encoding))
+            except UnicodeEncodeError:
+                pass  # (written below, which says which character and where)
+        buf = io.BytesIO()
+        self.write([doc], layout, origin, buf)
+        return buf.getvalue()
 
     def write(self, docs: Iterable[Document], layout: Layout, origin: str, out: Any) -> int:
         opts = layout.json_
@@ -1205,6 +1237,9 @@ def _place(obj: dict[str, Any], dotted: str, value: Any) -> None:
         obj = obj.setdefault(part, {})
     obj[parts[-1]] = value
 
+
+#: The Python codec of an encoding (looked up once).
+_python_codec = functools.lru_cache(maxsize=64)(python_codec)
 
 #: A string as ``json.dumps(text, ensure_ascii=False)`` writes it (the C function it uses).
 _quoted = json.encoder.encode_basestring
