@@ -13,6 +13,7 @@ import codecs
 import io
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -489,12 +490,15 @@ class _Extractor:
         children: dict[Any, etree._Element] = {}
         repeated: set[Any] = set()
         if self.children:
-            for child in element:
-                tag = child.tag
-                if tag in children:
-                    repeated.add(tag)
-                else:
-                    children[tag] = child
+            children = {child.tag: child for child in element}
+            if len(children) != len(element):  # a tag given twice: the first one counts
+                children = {}
+                for child in element:
+                    tag = child.tag
+                    if tag in children:
+                        repeated.add(tag)
+                    else:
+                        children[tag] = child
         out: list[Any] = []
         for spec, getter, kind, tag in self.plan:
             if kind == "child" and tag not in repeated:
@@ -1016,7 +1020,9 @@ class XmlCodec:
         path: tuple[str, bool],
         offset: int,
     ) -> Chunk:
-        columns = dict(zip(keys, zip(*rows, strict=True), strict=True))
+        # Column by column (``zip(*rows)`` would hold an iterator per row, which the
+        # collector then follows as long-lived, and so looks at everything more often).
+        columns = {key: tuple(map(itemgetter(i), rows)) for i, key in enumerate(keys)}
         shown, numbered = path
 
         def typed(report: Report) -> Iterator[Record]:
