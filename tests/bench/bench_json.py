@@ -5,10 +5,12 @@ validated, mapped and written as one Kingdee SAL_SaleOrder JSON file per order (
 
     python tests/bench/bench_json.py [--orders 100000] [--rounds 3]
 
-Each contender runs in a fresh process (alternating, median of the rounds); prints
-documents per second, the ratio, the peak memory (RSS) of each, and whether the two wrote
-the same documents (compared as JSON, numbers as decimals: the plain script writes 59.9
-where the Kingdee layout's scale writes 59.90).
+Two plain references: ``json.dump`` straight into each file (many small writes), and the
+stronger ``json.dumps`` with one write of the whole text per file. Each contender runs in
+a fresh process (alternating); prints documents per second, clock and CPU seconds
+(median and min), the ratios, the peak memory (RSS) of each, and whether xchange and
+the plain script wrote the same documents (compared as JSON, numbers as decimals: the
+plain script writes 59.9 where the Kingdee layout's scale writes 59.90).
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import statistics
 import tempfile
 from decimal import Decimal
 from pathlib import Path
 
-from common import ROOT, alternate_fresh, convert_script  # type: ignore[import-not-found]
+from common import ROOT, convert_script  # type: ignore[import-not-found]
+from cputime import alternate, show  # type: ignore[import-not-found]
 
 # The same payloads, built the obvious way: the whole export in memory, one dict per order.
 PLAIN = """
@@ -125,7 +129,7 @@ def main() -> None:
     src = work / "sales_orders.json"
     make_export(src, args.orders)
     size_mb = src.stat().st_size / 1e6
-    times, rss = alternate_fresh(
+    times, cpu, rss = alternate(
         args.rounds,
         {
             "xchange": lambda r: convert_script(
@@ -149,22 +153,12 @@ def main() -> None:
         "json.dumps": "load + build + dumps, one write per file",
         "json.dump": "load + build + dump per file",
     }
-    medians = {name: statistics.median(ts) for name, ts in times.items()}
-    for name, ts in times.items():
-        print(
-            f"  {name:<10} {args.orders / medians[name]:>8,.0f} documents/s  ({what[name]}; "
-            f"median {medians[name]:.2f} s, min {min(ts):.2f} s of "
-            f"{', '.join(f'{t:.2f}' for t in ts)})"
-        )
-    for ref in ("json.dumps", "json.dump"):
-        print(
-            f"  ratio    {medians[ref] / medians['xchange']:.2f}x {ref}'s documents per second "
-            f"(mins: {min(times[ref]) / min(times['xchange']):.2f}x)"
-        )
+    show(args.orders, "documents/s", what, times, cpu)
     print(f"  outputs: {same} (xchange and json.dump)")
     peaks = ", ".join(f"{k} {statistics.median(v) / 1024:.0f} MiB" for k, v in rss.items())
     print(f"  peak RSS: {peaks}")
-    print(json.dumps({"orders": args.orders, "times": times, "rss_kib": rss}))
+    print(json.dumps({"orders": args.orders, "times": times, "cpu": cpu, "rss_kib": rss}))
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
