@@ -1095,7 +1095,7 @@ class _Evaluator:
 
     def _quick_value(self, section: str, spec: FieldSpec, rule: Rule, plain: str | None) -> _Quick:
         """What ``_field`` gives for a rule without an expression on a row that failed
-        nothing, with what can be done once done once: a copy the target field takes
+        nothing, doing once what can be done once: a copy the target field takes
         unchanged is not checked again; a constant is checked once; a table's values
         are checked once each (a problem raises :class:`FieldValueError`)."""
         if plain is not None and spec.name in self._unchanged[section]:
