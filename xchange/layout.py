@@ -85,6 +85,8 @@ def with_scale(value: Decimal, scale: int) -> str:
 
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+#: What min and max compare.
+_NUMBERS = (int, Decimal)
 _PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 #: A decimal digit of another script (fullwidth ２, Arabic-Indic ١, mathematical 𝟏...).
 _OTHER_DIGIT = re.compile(r"[^\D0-9]")
@@ -351,13 +353,13 @@ class FieldSpec(StrictModel):
         trim, required = self.trim, self.required
         nulls = frozenset(self.null_values)
         convert = {
-            "integer": self._integer,
-            "decimal": self._decimal,
+            "integer": self._integer_reader,
+            "decimal": self._decimal_reader,
             "boolean": self._boolean,
-            "date": self._when,
-            "datetime": self._when,
+            "date": self._when_reader,
+            "datetime": self._when_reader,
         }.get(self.type)
-        check = self._check_rules if self._limits else None
+        check = self._checker
         unusual, hinted = self.unusual, self._hinted
         ascii_digits = self.digits == "ascii"
 
@@ -500,6 +502,46 @@ class FieldSpec(StrictModel):
         whole = rf"[0-9]{{1,3}}(?:{group}[0-9]{{3}})+|[0-9]+" if self.group_separator else "[0-9]+"
         return re.compile(rf"({whole})(?:{point}([0-9]+))?")
 
+    @functools.cached_property
+    def _integer_reader(self) -> Callable[[str], int]:
+        """``_integer`` with the common case (digits 0-9 alone) first."""
+        general = self._integer
+
+        def read(text: str) -> int:
+            if text.isdigit() and text.isascii() and len(text) < 4000:
+                return int(text)
+            return general(text)
+
+        return read
+
+    @functools.cached_property
+    def int_reader(self) -> Callable[[int], Any] | None:
+        """For a number field without ``null_values``: what :meth:`parse` gives for the
+        text of an integer (``parse(str(n))``), read from the integer itself (a JSON
+        number); None for other fields."""
+        if self.type not in ("integer", "decimal") or self.null_values:
+            return None
+        parse, low, high = self.parser, self.min, self.max
+        as_decimal = self.type == "decimal"
+
+        def read(number: int) -> Any:
+            value = Decimal(number) if as_decimal else number
+            if (low is not None and value < low) or (high is not None and value > high):
+                return parse(int.__repr__(number))  # (which says what is wrong)
+            return value
+
+        return read
+
+    @functools.cached_property
+    def _when_reader(self) -> Callable[[str], date | datetime]:
+        """``_when`` with the field's formats looked up once."""
+        formats, as_date = tuple(self.formats), self.type == "date"
+
+        def read(text: str) -> date | datetime:
+            return _parse_when(text, formats, as_date)
+
+        return read
+
     def _integer(self, text: str) -> int:
         if _INTEGER.fullmatch(text) is None:
             body, sign = text, ""
@@ -516,6 +558,40 @@ class FieldSpec(StrictModel):
             raise FieldValueError(
                 "type", f"expected a whole number (this one has {len(text)} characters)"
             ) from None
+
+    @functools.cached_property
+    def _decimal_reader(self) -> Callable[[str], Decimal]:
+        """``_decimal`` with the common case (digits, maybe a sign and a point) first and
+        the field's settings looked up once."""
+        plain = self.decimal_separator == "."
+        scale = self.scale
+        quantum = _QUANTA[scale] if scale is not None else None
+        general = self._decimal
+
+        def read(text: str) -> Decimal:
+            # (what _PLAIN_DECIMAL matches, said with str methods: digits 0-9, maybe a
+            # minus and a point with digits on both sides)
+            whole, point, fraction = (text[1:] if text[:1] == "-" else text).partition(".")
+            if not (
+                plain
+                and whole.isdigit()
+                and whole.isascii()
+                and (not point or (fraction.isdigit() and fraction.isascii()))
+            ):
+                return general(text)
+            value = Decimal(text)
+            if text[0] == "-" and not value:
+                value = value.copy_abs()  # -0.00 is 0.00: a zero has no sign
+            if quantum is not None:
+                try:
+                    beyond = value != value.quantize(quantum)
+                except InvalidOperation:  # more digits than the context holds
+                    beyond = beyond_scale(value, scale)  # type: ignore[arg-type]
+                if beyond:
+                    raise FieldValueError("scale", f"has more than {scale} decimal places")
+            return value
+
+        return read
 
     def _decimal(self, text: str) -> Decimal:
         if self.decimal_separator == "." and _PLAIN_DECIMAL.fullmatch(text):
@@ -593,6 +669,46 @@ class FieldSpec(StrictModel):
     def _when(self, text: str) -> date | datetime:
         return _parse_when(text, tuple(self.formats), self.type == "date")
 
+    @functools.cached_property
+    def _checker(self) -> Callable[[str, Any], None] | None:
+        """``_check_rules`` with the field's rules looked up once (None: it has none)."""
+        if not self._limits:
+            return None
+        pattern = self._pattern
+        shortest, longest = self.min_length, self.max_length
+        values = tuple(self.values) if self.type == "enum" else None
+        low, high = self.min, self.max
+        check_rules = self._check_rules
+        if self.type in ("integer", "decimal"):  # only min and max apply
+
+            def limits(text: str, value: Any) -> None:
+                kind = type(value)
+                if (
+                    (kind is not int and kind is not Decimal)
+                    or (low is not None and value < low)
+                    or (high is not None and value > high)
+                ):
+                    check_rules(text, value)
+
+            return limits
+
+        def check(text: str, value: Any) -> None:
+            if (
+                (pattern is not None and isinstance(value, str) and not pattern.fullmatch(value))
+                or (shortest is not None and len(text) < shortest)
+                or (longest is not None and len(text) > longest)
+                or (values is not None and value not in values)
+                or (
+                    (low is not None or high is not None)
+                    and isinstance(value, _NUMBERS)
+                    and not isinstance(value, bool)
+                    and ((low is not None and value < low) or (high is not None and value > high))
+                )
+            ):
+                check_rules(text, value)  # a rule is broken: it says which
+
+        return check
+
     def _check_rules(self, text: str, value: Any) -> None:
         if not self._limits:
             return
@@ -618,6 +734,8 @@ class FieldSpec(StrictModel):
 
     def coerce(self, value: Any) -> Any:
         """Bring a value from a mapping to this field's type (text is parsed by the rules)."""
+        if type(value) is str:
+            return self.parser(value)
         if value is None:
             if self.required:
                 raise FieldValueError("required", "a value is required")
@@ -638,10 +756,70 @@ class FieldSpec(StrictModel):
                 raise FieldValueError(
                     "scale", f"has more than {self.scale} decimal places (never rounded)"
                 )
-        if self._limits:
+        check = self._checker
+        if check is not None:
             lengths = self.min_length is not None or self.max_length is not None
-            self._check_rules(self.render(value, as_source=True) if lengths else "", value)
+            check(self.render(value, as_source=True) if lengths else "", value)
         return value
+
+    @functools.cached_property
+    def renderer(self) -> Callable[[Any], str]:
+        """``render`` for this field, with its settings looked up once: what it writes for
+        every value, one type test for the usual ones (a text, a decimal at the field's
+        scale, a date); anything else goes through ``render`` itself (and raises
+        :class:`FieldValueError` as it does)."""
+        render = self.render
+        quantum = _QUANTA[self.scale] if self.scale is not None else None
+        fmt = self.formats[0] if self.formats else None
+
+        def rendered(value: Any) -> str:
+            kind = type(value)
+            if kind is str:
+                return value  # type: ignore[no-any-return]
+            if kind is Decimal:
+                if quantum is None:
+                    return format(value, "f")
+                try:
+                    exact = value.quantize(quantum)
+                except InvalidOperation:
+                    return render(value)
+                return format(exact, "f") if exact == value else render(value)
+            if fmt is not None and (kind is date or kind is datetime):
+                return _format_when(value, fmt)
+            return render(value)
+
+        return rendered
+
+    def takes_unchanged(self, source: FieldSpec) -> bool:
+        """Whether every value ``source`` reads is one this field takes as it is: what
+        :meth:`coerce` would return unchanged, and never refuse (the same type, and no
+        rule of this field stricter than the source field's). A copy between such fields
+        is not checked twice."""
+        kind = self.type
+        if source.type != kind or source.multiple in ("join", "all"):
+            return False
+        if self.required and not source.required:
+            return False
+        if kind in ("integer", "decimal"):
+            return (
+                (self.scale is None or (source.scale is not None and source.scale <= self.scale))
+                and (self.min is None or (source.min is not None and source.min >= self.min))
+                and (self.max is None or (source.max is not None and source.max <= self.max))
+            )
+        if kind in ("date", "datetime", "boolean"):
+            return True  # (no rule beyond the type)
+        # A text is parsed again: by the same rules (reading is idempotent), or by none.
+        reading = ("trim", "digits", "invisible", "null_values")
+        rules = ("pattern", "min_length", "max_length", "values")
+        if any(getattr(self, k) != getattr(source, k) for k in reading):
+            return (
+                kind == "string"
+                and not self.trim
+                and not self.null_values
+                and (self.digits == source.digits and self.invisible == source.invisible)
+                and all(getattr(self, k) in (None, []) for k in rules)
+            )
+        return all(getattr(self, k) in (None, [], getattr(source, k)) for k in rules)
 
     def render(self, value: Any, *, as_source: bool = False) -> str:
         """The text written for a typed value."""

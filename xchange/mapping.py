@@ -34,7 +34,8 @@ from __future__ import annotations
 import ast
 import functools
 import string
-from collections.abc import Collection, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -675,6 +676,9 @@ class Compiled:
     #: fields, aggregates, positions or allocations in line rules): then each rule runs
     #: over every line of a document before the next (``order``).
     whole: bool = False
+    #: The source layout's fields by name, those whose name is one field's only (not
+    #: also a line's, a group item's or a named value's): what a rule copying one reads.
+    sources: dict[str, FieldSpec] = field(default_factory=dict)
 
     def source_of(self, fields: Iterable[str]) -> str:
         """ "source field channel, column 渠道" (several: joined by "; "), or ""."""
@@ -860,6 +864,17 @@ def compile_mapping(
             "the next; one of them must be computed from something else"
         )
     if source is not None:
+        every_field = [
+            *source.fields,
+            *source.line_fields,
+            *(f for g in source.groups for f in g.fields),
+        ]
+        seen = Counter(f.name for f in every_field)
+        compiled.sources = {
+            f.name: f
+            for f in every_field
+            if seen[f.name] == 1 and f.name not in mapping.let and f.name not in mapping.line_let
+        }
         compiled.columns = {f.name: f.key for f in (*source.fields, *source.line_fields)}
         compiled.column_word = {"csv": "column", "xml": "path", "json": "key"}[source.codec]
     return compiled, problems
@@ -1006,6 +1021,31 @@ class _Evaluator:
             "header": self._plan(mapping.header, target.fields),
             "lines": self._plan(mapping.lines, target.line_fields),
         }
+        #: Per section: the target fields whose rule copies a source field whose every
+        #: value the target field takes as it is (same type, rules no stricter): copied
+        #: without a second check (an unread or failed value goes the general way).
+        self._unchanged = {
+            section: frozenset(
+                spec.name
+                for spec, _, plain in self._plans[section]
+                if plain is not None
+                and plain in compiled.sources
+                and spec.takes_unchanged(compiled.sources[plain])
+            )
+            for section in ("header", "lines")
+        }
+        #: Per section, when no rule of it evaluates an expression: each target field's
+        #: name, the function that gives its value for a row that failed nothing (a
+        #: problem raises: the general way then reports it), and the field and rule.
+        self._quick: dict[str, list[tuple[str, _Quick, FieldSpec, Rule, str | None]]] = {}
+        for section in ("header", "lines"):
+            plan = self._plans[section]
+            if all(rule is not None and rule.expr is None for _, rule, _ in plan):
+                self._quick[section] = [
+                    (spec.name, self._quick_value(section, spec, rule, plain), spec, rule, plain)
+                    for spec, rule, plain in plan
+                    if rule is not None
+                ]
         for group in target.groups:
             group_rules = mapping.groups.get(group.name)
             if group_rules is not None:
@@ -1072,6 +1112,16 @@ class _Evaluator:
         document's last row, for rules with ``row = "last"``; ``line_where``: where each
         of ``lines`` is, for a problem found on one of them by an aggregate)."""
         out: dict[str, Any] = {}
+        quick = self._quick.get(section) if not failed and last is None else None
+        if quick is not None:
+            for name, value_of, spec, quick_rule, plain in quick:
+                try:
+                    out[name] = value_of(ctx, seq)
+                except FieldValueError:
+                    out[name], _ = self._field(
+                        section, spec, quick_rule, plain, ctx, failed, where, seq, lines, line_where
+                    )
+            return out
         for spec, rule, plain in self._plans[section]:
             row_ctx, row_failed, row_where = ctx, failed, where
             if last is not None and rule is not None and rule.row == "last":
@@ -1080,6 +1130,49 @@ class _Evaluator:
                 section, spec, rule, plain, row_ctx, row_failed, row_where, seq, lines, line_where
             )
         return out
+
+    def _quick_value(self, section: str, spec: FieldSpec, rule: Rule, plain: str | None) -> _Quick:
+        """What ``_field`` gives for a rule without an expression on a row that failed
+        nothing, doing once what can be done once: a copy the target field takes
+        unchanged is not checked again; a constant is checked once; a table's values
+        are checked once each (a problem raises :class:`FieldValueError`)."""
+        if plain is not None and spec.name in self._unchanged[section]:
+
+            def unchanged(ctx: dict[str, Any], seq: int) -> Any:
+                value = ctx.get(plain)
+                return None if value == "" else value
+
+            return unchanged
+        coerce = spec.coerce
+        if plain is not None:
+
+            def copied(ctx: dict[str, Any], seq: int) -> Any:
+                value = ctx.get(plain)
+                return coerce(None if value == "" else value)
+
+            return copied
+        evaluate = self._evaluate
+        if rule.const is not None and rule.table is None:
+            try:
+                constant = coerce(evaluate(section, spec.name, rule, {}, 0, None))
+            except FieldValueError:
+                constant = _FAILED
+            if constant is not _FAILED:
+                return lambda ctx, seq: constant
+        if rule.table is not None:
+            checked: dict[str, Any] = {}  # a table value -> the target field's value
+
+            def from_table(ctx: dict[str, Any], seq: int) -> Any:
+                value = evaluate(section, spec.name, rule, ctx, seq, None)
+                if type(value) is not str:
+                    return coerce(value)
+                known = checked.get(value, _FAILED)
+                if known is _FAILED:
+                    known = checked[value] = coerce(value)
+                return known
+
+            return from_table
+        return lambda ctx, seq: coerce(evaluate(section, spec.name, rule, ctx, seq, None))
 
     def _field(
         self,
@@ -1253,7 +1346,12 @@ class _Evaluator:
         A header formed from rows (``group_by``, ``split_by``) is read from the first row
         its document keeps (``row = "last"``: the last); the rows must agree on every
         other field a header rule reads outside aggregates."""
-        kept = [m for m in members if self.keeps(self.compiled.line_filter, m[0], m[2], "lines")]
+        line_filter = self.compiled.line_filter
+        kept = (
+            members
+            if line_filter is None
+            else [m for m in members if self.keeps(line_filter, m[0], m[2], "lines")]
+        )
         parts: dict[tuple[Any, ...], list[_Member]] = {}
         if self.mapping.split_by:
             for member in kept:
@@ -1581,6 +1679,10 @@ class _Evaluator:
 
 #: A named value that could not be computed (its problem reported).
 _FAILED = object()
+
+#: A target field's value from a row's values and its sequence number (see
+#: ``_Evaluator._quick_value``).
+_Quick = Callable[[dict[str, Any], int], Any]
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from xchange.codecs import Codec, Columns, FastColumns, StartOver, codec_for
+from xchange.codecs import Codec, Columns, FastColumns, OneDocument, StartOver, codec_for
 from xchange.config import RouteConfig
 from xchange.errors import ConfigError, MappingError, RepeatedDocuments, ValidationFailed
 from xchange.layout import FieldSpec, FieldValueError, Layout, load_layout
@@ -158,6 +158,8 @@ class Pipeline(_Converter):
         self._route_hash = _settings_hash(route)
         self._reader: Codec = codec_for(self.source)
         self._writer: Codec = codec_for(self.target)
+        #: The writer's bytes of a file of one document, where it can give them at once.
+        self._one = self._writer.document if isinstance(self._writer, OneDocument) else None
         self._plan = None
         self.dedupes = self._key_field is not None
         if self._key_field is None and isinstance(self._reader, Columns):
@@ -269,6 +271,9 @@ class Pipeline(_Converter):
                     name = render_name(
                         self.route.target.name, self._name_values(doc, source_name, now)
                     )
+                    if self._one is not None:
+                        sink.put(name, self._one(doc, self.target, name), 1)
+                        continue
                     buf = io.BytesIO()  # one small file: written whole
                     self._writer.write([doc], self.target, name, buf)
                     sink.put(name, buf.getvalue(), 1)

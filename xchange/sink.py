@@ -6,8 +6,10 @@ know its size and sha256 without reading it again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,9 +67,31 @@ class Sink:
 
     def __init__(self, folder: Path | None = None) -> None:
         self.folder = folder
-        self.outputs: list[Output] = []
+        #: Each output as a tuple of plain values (name, size, sha256, documents, path
+        #: as text, content), which the cyclic collector stops following: a file may
+        #: have a hundred thousand outputs, and an ``Output`` with its ``Path`` would be
+        #: followed by every collection while the rest is converted.
+        self._written: list[tuple[str, int, str, int, str | None, bytes | None]] = []
+        self._outputs: list[Output] | None = None
         self._names: set[str] = set()
         self._made = False
+
+    @property
+    def outputs(self) -> list[Output]:
+        """Every output written so far, in order."""
+        if self._outputs is None or len(self._outputs) != len(self._written):
+            self._outputs = [
+                Output(name, size, sha, documents, None if path is None else Path(path), content)
+                for name, size, sha, documents, path, content in self._written
+            ]
+        return self._outputs
+
+    def _add(
+        self, name: str, size: int, sha: str, documents: int, path: Path | None, data: bytes | None
+    ) -> None:
+        self._written.append(
+            (name, size, sha, documents, None if path is None else str(path), data)
+        )
 
     @contextmanager
     def create(self, name: str, documents: list[int]) -> Iterator[HashingWriter]:
@@ -92,9 +116,7 @@ class Sink:
                 path.unlink(missing_ok=True)  # never leave a half-written output behind
                 raise
             content = None
-        self.outputs.append(
-            Output(name, writer.size, writer.sha.hexdigest(), documents[0], path, content)
-        )
+        self._add(name, writer.size, writer.sha.hexdigest(), documents[0], path, content)
 
     def put(self, name: str, data: bytes, documents: int) -> None:
         """Write one output whose bytes are all in hand (a small file) in one write.
@@ -105,16 +127,16 @@ class Sink:
         self._claim(name)
         sha = hashlib.sha256(data).hexdigest()
         if self.folder is None:
-            self.outputs.append(Output(name, len(data), sha, documents, None, data))
+            self._add(name, len(data), sha, documents, None, data)
             return
-        path = self._path(name)
+        path = self._where(name)
         try:
             with open(path, "wb") as fh:
                 fh.write(data)
         except BaseException:
-            path.unlink(missing_ok=True)
+            Path(path).unlink(missing_ok=True)
             raise
-        self.outputs.append(Output(name, len(data), sha, documents, path, None))
+        self._written.append((name, len(data), sha, documents, path, None))
 
     def _claim(self, name: str) -> None:
         check_plain_name(name)
@@ -132,13 +154,24 @@ class Sink:
             self._made = True
         return self.folder / name
 
+    def _where(self, name: str) -> str:
+        """Where an output of ``name`` is written, as text (the folder made first)."""
+        if not self._made:
+            self._path(name)
+        return os.path.join(self._folder_text, name)
+
+    @functools.cached_property
+    def _folder_text(self) -> str:
+        return os.fspath(self.folder or "")
+
     def discard(self) -> None:
         """Forget every output (the file failed as a whole)."""
         if self.folder is not None:
-            for out in self.outputs:
-                if out.path is not None:
-                    out.path.unlink(missing_ok=True)
-        self.outputs.clear()
+            for *_, path, _ in self._written:
+                if path is not None:
+                    Path(path).unlink(missing_ok=True)
+        self._written.clear()
+        self._outputs = None
         self._names.clear()
 
 

@@ -4,8 +4,8 @@ as the OMS inventory CSV (route ``wms-stock-count``), against plain lxml ``iterp
 
     python tests/bench/bench_xml.py [--lines 500000] [--rounds 3]
 
-Each contender runs in a fresh process (alternating, median of the rounds); prints lines per
-second, the ratio and the peak memory (RSS) of each.
+Each contender runs in a fresh process (alternating); prints lines per second, clock and
+CPU seconds (median and min), the ratios and the peak memory (RSS) of each.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from common import ROOT, alternate_fresh, convert_script  # type: ignore[import-not-found]
+from common import ROOT, convert_script  # type: ignore[import-not-found]
+from cputime import alternate, show  # type: ignore[import-not-found]
 
 # The same columns as the route writes: the header values repeated on each line, the SKU
 # upper-cased and trimmed, the name trimmed, quantities without their trailing zeros, the
@@ -87,7 +88,7 @@ def main() -> None:
     src = Path(args.keep) if args.keep else work / "stockcount.xml"
     make_stock_count(src, args.lines)
     size_mb = src.stat().st_size / 1e6
-    times, rss = alternate_fresh(
+    times, cpu, rss = alternate(
         args.rounds,
         {
             "xchange": lambda _: convert_script(
@@ -104,20 +105,16 @@ def main() -> None:
     ours = (work / "x" / "out.csv").read_bytes()
     theirs = (work / "plain.csv").read_bytes()
     same = "the same bytes" if ours == theirs else "DIFFERENT bytes"
-    x, p = statistics.median(times["xchange"]), statistics.median(times["lxml"])
     print(f"\n8. {args.lines:,}-line GB18030 stock count ({size_mb:.0f} MB) -> OMS inventory CSV")
-    print(
-        f"  xchange  {args.lines / x:>10,.0f} lines/s  (median of {args.rounds}: "
-        f"{', '.join(f'{t:.2f}' for t in times['xchange'])} s)"
-    )
-    print(
-        f"  lxml     {args.lines / p:>10,.0f} lines/s  (iterparse + findtext + csv.writer: "
-        f"{', '.join(f'{t:.2f}' for t in times['lxml'])} s)"
-    )
-    print(f"  ratio    {p / x:.2f}x plain lxml's lines per second; outputs: {same}")
+    what = {
+        "xchange": "parse, validate, map, write",
+        "lxml": "iterparse + findtext + csv.writer",
+    }
+    show(args.lines, "lines/s", what, times, cpu)
+    print(f"  outputs: {same}")
     a, b = (statistics.median(rss[k]) / 1024 for k in ("xchange", "lxml"))
     print(f"  peak RSS: xchange {a:.0f} MiB, lxml {b:.0f} MiB")
-    print(json.dumps({"lines": args.lines, "times": times, "rss_kib": rss}))
+    print(json.dumps({"lines": args.lines, "times": times, "cpu": cpu, "rss_kib": rss}))
 
 
 if __name__ == "__main__":

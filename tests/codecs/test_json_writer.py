@@ -196,3 +196,19 @@ def test_a_target_layout_whose_fields_would_collide_is_refused(
         Pipeline(route, formats)
     text = "\n".join(caught.value.problems)
     assert message in text and "kingdee-sale-order.toml" in text
+
+
+def test_a_key_holding_a_percent_sign_is_written_as_it_is(tmp_path: Path) -> None:
+    """The template is filled by one ``%`` per object: a key's own ``%`` and ``%s`` are
+    text, not places for values."""
+    (tmp_path / "pct.toml").write_text(
+        'name = "pct"\nversion = "1"\ncodec = "json"\nencoding = "utf-8"\n[json]\nindent = 2\n'
+        '[[fields]]\nname = "a"\ncolumn = "rate%"\ntype = "decimal"\nscale = 1\n'
+        '[[fields]]\nname = "b"\ncolumn = "%s %d %%"\n',
+        "utf-8",
+    )
+    layout = load_layout(tmp_path, "pct")
+    doc = Document("$", {"a": Decimal("12.5"), "b": "50%"})
+    text = _shape(layout, 2, 0).text(doc)
+    assert text == dumps(tree(doc, layout), 2, 0)
+    assert json.loads(text) == {"rate%": 12.5, "%s %d %%": "50%"}

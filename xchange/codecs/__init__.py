@@ -103,6 +103,20 @@ class FastColumns(Protocol):
         ...
 
 
+@runtime_checkable
+class OneDocument(Protocol):
+    """A codec that can give the bytes of a file holding one document at once (a file
+    per document: no stream to set up for each)."""
+
+    def document(self, doc: Document, layout: Layout, origin: str) -> bytes:
+        """What :meth:`Codec.write` writes for ``[doc]``.
+
+        Raises:
+            MappingError: as :meth:`Codec.write`.
+        """
+        ...
+
+
 T = TypeVar("T")
 
 

@@ -14,6 +14,7 @@ and non-ASCII text is written as it is.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -21,7 +22,13 @@ from decimal import Decimal
 from typing import Any, BinaryIO
 
 from xchange.codecs import per_layout
-from xchange.codecs.text import Encoder, decoded_chunks, split_lines, text_reading
+from xchange.codecs.text import (
+    Encoder,
+    decoded_chunks,
+    python_codec,
+    split_lines,
+    text_reading,
+)
 from xchange.errors import DecodeError, MappingError
 from xchange.layout import (
     FieldSpec,
@@ -626,6 +633,8 @@ class _Keys:
         if obj.keys() <= node.children.keys():
             # The usual object: every key known; only what holds keys is looked inside
             # (unless a value sits where an object belongs: the full look below says so).
+            if not node.inner:
+                return
             inner = [(k, below, obj[k]) for k, below in node.inner if obj.get(k) is not None]
             if all(below.lines or type(value) is dict for _, below, value in inner):
                 for key, below, value in inner:
@@ -672,7 +681,10 @@ class _Keys:
         list (``local``: its key path in the object at ``where``; what is not a list, not
         an object, or an object in a list of values is the record reader's problem)."""
         if isinstance(value, list) and not node.scalar:
+            known, inner = node.children.keys(), node.inner
             for i, item in enumerate(value):
+                if type(item) is dict and not inner and item.keys() <= known:
+                    continue  # (what walk would find: nothing to look at)
                 if isinstance(item, dict):
                     at = f"{where}.{local}[{i}]"
                     self.walk(item, node, node.policy or policy, at, f"{path}.", report)
@@ -702,6 +714,34 @@ class _Keys:
 
 #: The layout's :class:`_Keys` (made once per layout).
 _keys = per_layout(_Keys)
+
+
+#: A field as :meth:`JsonCodec._values` reads it: its name, key, its parser when the usual
+#: value is read by it alone (a key without dots, a field that never changes what it
+#: reads: see ``FieldSpec.normalises``), what reads a JSON integer (a number field's
+#: ``int_reader``), and the field.
+_Plain = tuple[str, str, Any, Any, FieldSpec]
+_PLANS: dict[int, tuple[list[FieldSpec], list[_Plain]]] = {}
+
+
+def _plain_fields(specs: list[FieldSpec]) -> list[_Plain]:
+    """Each field of ``specs`` as :data:`_Plain` (made once per list of fields)."""
+    known = _PLANS.get(id(specs))
+    if known is None or known[0] is not specs:
+        if len(_PLANS) > 1024:
+            _PLANS.clear()
+        plan = [
+            (
+                spec.name,
+                spec.key,
+                spec.parser if "." not in spec.key and not spec.normalises else None,
+                spec.int_reader,
+                spec,
+            )
+            for spec in specs
+        ]
+        known = _PLANS[id(specs)] = (specs, plan)
+    return known[1]
 
 
 class JsonCodec:
@@ -811,15 +851,17 @@ class JsonCodec:
             found, items = _lookup(node, key)
             if found and items is not None and not isinstance(items, list):
                 report.add(where, key, "type", None, "lines must be a JSON list")
+            line_fields, grouped, base = layout.line_fields, bool(layout.groups), f"{where}.{key}["
+            values_of = self._values
             for i, item in enumerate(items if isinstance(items, list) else []):
-                at = f"{where}.{key}[{i}]"
+                at = f"{base}{i}]"
                 if not isinstance(item, dict):
                     report.add(at, "(line)", "type", None, "a line must be a JSON object")
                     continue
                 line_failed: set[str] = set()
-                line_values = self._values(item, at, layout.line_fields, report, line_failed)
-                below = self._groups(item, at, layout, "lines", report) if layout.groups else {}
-                lines.append(Record(at, line_values, failed=line_failed, groups=below))
+                line_values = values_of(item, at, line_fields, report, line_failed)
+                below = self._groups(item, at, layout, "lines", report) if grouped else {}
+                lines.append(Record(at, line_values, lines=[], failed=line_failed, groups=below))
             if len(lines) < layout.min_lines and (found or not isinstance(items, list)):
                 what = f"{key!r} is {'missing' if not found else 'empty or null'}"
                 if found and isinstance(items, list) and items:
@@ -885,8 +927,18 @@ class JsonCodec:
         """Each field's typed value (what ``parse_field`` gives; problems to ``report``);
         ``extra``: the raw values of fields outside the record, by key."""
         values: dict[str, Any] = {}
-        for spec in specs:
-            key = spec.key
+        for name, key, parse, number, spec in _plain_fields(specs):
+            # The usual value first: a text (or an integer of a number field) at a plain
+            # key, read by the field's parser; anything else, or a broken rule, below.
+            if parse is not None and (extra is None or key not in extra):
+                raw = node.get(key)
+                kind = type(raw)
+                if kind is str or raw is None or (kind is int and number is not None):
+                    try:
+                        values[name] = parse(raw) if kind is not int else number(raw)
+                        continue
+                    except FieldValueError:
+                        pass  # (read again below, which reports it)
             if extra is not None and key in extra:
                 raw = extra[key]
             else:
@@ -908,6 +960,23 @@ class JsonCodec:
         return values
 
     # ------------------------------------------------------------------ writing
+
+    def document(self, doc: Document, layout: Layout, origin: str) -> bytes:
+        """What :meth:`write` writes for ``[doc]``, made at once.
+
+        Raises:
+            MappingError: as :meth:`write`.
+        """
+        opts = layout.json_
+        if not opts.batch_key:
+            text = _shape(layout, None if opts.ndjson else opts.indent, 0).text(doc) + "\n"
+            try:
+                return text.encode(_python_codec(layout.encoding))
+            except UnicodeEncodeError:
+                pass  # (written below, which says which character and where)
+        buf = io.BytesIO()
+        self.write([doc], layout, origin, buf)
+        return buf.getvalue()
 
     def write(self, docs: Iterable[Document], layout: Layout, origin: str, out: Any) -> int:
         opts = layout.json_
@@ -965,11 +1034,49 @@ class _Slot:
         self.key = key
 
 
+class _Form:
+    """A template made into one format string (``%s`` where each slot goes) and, per
+    slot, what writes its value: an object's text is one ``%`` of its values' texts."""
+
+    __slots__ = ("fields", "fmt", "slots")
+
+    def __init__(self, pieces: list[str | _Slot]) -> None:
+        texts = [t for t in pieces[0::2] if isinstance(t, str)]
+        slots = [s for s in pieces[1::2] if isinstance(s, _Slot)]
+        assert len(texts) + len(slots) == len(pieces)
+        self.fmt = "%s".join(t.replace("%", "%%") for t in texts)
+        #: Per slot: a field's name and writer, or (None, a list's writer, its key).
+        self.slots: list[tuple[str | None, Any, str | None]] = [
+            (slot.spec.name, _writer(slot.spec), None)
+            if slot.spec is not None
+            else (None, slot.items, slot.key)
+            for slot in slots
+        ]
+        #: (field name, writer) per slot when every slot is a field's (no list inside).
+        self.fields: list[tuple[str, Callable[[Any], str]]] | None = None
+        if all(name is not None for name, _, _ in self.slots):
+            self.fields = [(name, write) for name, write, _ in self.slots]  # type: ignore[misc]
+
+    def text(self, values: dict[str, Any], lines: list[dict[str, Any]] | None = None) -> str:
+        """An object's text from its values (``lines``: a document's)."""
+        fields = self.fields
+        if fields is not None:
+            return self.fmt % tuple([write(values.get(name)) for name, write in fields])
+        out: list[str] = []
+        for name, write, key in self.slots:
+            if name is not None:
+                out.append(write(values.get(name)))
+            else:
+                items = (lines or []) if key is None else values.get(key) or []
+                out.append(write.text(items))
+        return self.fmt % tuple(out)
+
+
 class _List:
     """A list of items in a template (the lines, or a group's), at ``level``: one item's
     own template, or for items that are one value, that value's field."""
 
-    __slots__ = ("close", "end", "open", "pad", "scalar", "steps")
+    __slots__ = ("close", "form", "open", "pad", "scalar")
 
     def __init__(
         self,
@@ -979,34 +1086,32 @@ class _List:
         indent: int | None,
         level: int,
     ) -> None:
-        self.scalar: FieldSpec | None = fields[0] if fields[0].key == "." else None
-        self.steps: list[tuple[str, _Slot]] = []
-        self.end = ""
+        self.scalar: tuple[str, Callable[[Any], str]] | None = (
+            (fields[0].name, _writer(fields[0])) if fields[0].key == "." else None
+        )
+        self.form: _Form | None = None
         if self.scalar is None:
             item: dict[str, Any] = {}
             for spec in fields:
                 _place(item, spec.key, _Slot(spec))
             _place_groups(item, layout, level_name, indent, level + 1)
-            self.steps, self.end = _steps(_template(item, indent, level + 1))
+            self.form = _Form(_template(item, indent, level + 1))
         pad = "" if indent is None else "\n" + " " * (indent * (level + 1))
         self.open = "[" + pad
         self.pad = ", " if indent is None else "," + pad
         self.close = ("" if indent is None else "\n" + " " * (indent * level)) + "]"
 
-    def write(self, items: list[dict[str, Any]], out: list[str]) -> None:
+    def text(self, items: list[dict[str, Any]]) -> str:
         if not items:
-            out.append("[]")
-            return
-        out.append(self.open)
-        scalar = self.scalar
-        for i, item in enumerate(items):
-            if i:
-                out.append(self.pad)
-            if scalar is not None:
-                out.append(_json_text(scalar, item.get(scalar.name)))
-            else:
-                _fill(self.steps, self.end, item, out)
-        out.append(self.close)
+            return "[]"
+        if self.scalar is not None:
+            name, write = self.scalar
+            texts = [write(item.get(name)) for item in items]
+        else:
+            assert self.form is not None
+            text = self.form.text
+            texts = [text(item) for item in items]
+        return self.open + self.pad.join(texts) + self.close
 
 
 def _place_groups(
@@ -1017,26 +1122,6 @@ def _place_groups(
         depth = level + len(group.path.split("."))
         items = _List(layout, group.name, group.fields, indent, depth)
         _place(obj, group.path, _Slot(items=items, key=group.name))
-
-
-def _fill(
-    steps: list[tuple[str, _Slot]],
-    end: str,
-    values: dict[str, Any],
-    out: list[str],
-    lines: list[dict[str, Any]] | None = None,
-) -> None:
-    """An object's text from its template and its values (``lines``: a document's)."""
-    for literal, slot in steps:
-        out.append(literal)
-        spec = slot.spec
-        if spec is not None:
-            out.append(_json_text(spec, values.get(spec.name)))
-        else:
-            assert slot.items is not None
-            key = slot.key
-            slot.items.write((lines or []) if key is None else (values.get(key) or []), out)
-    out.append(end)
 
 
 class _Shape:
@@ -1063,24 +1148,10 @@ class _Shape:
         if opts.wrap:
             tree = {}
             _place(tree, opts.wrap, body)
-        self.steps, self.end = _steps(_template(tree, indent, level))
+        self.form = _Form(_template(tree, indent, level))
 
     def text(self, doc: Document) -> str:
-        out: list[str] = []
-        _fill(self.steps, self.end, doc.header, out, doc.lines)
-        return "".join(out)
-
-
-def _steps(pieces: list[str | _Slot]) -> tuple[list[tuple[str, _Slot]], str]:
-    """A template as (text before a slot, the slot) and the text after the last slot (a
-    template alternates text and slots: it starts with ``{``)."""
-    steps: list[tuple[str, _Slot]] = []
-    for text, slot in zip(pieces[:-1:2], pieces[1::2], strict=True):
-        assert isinstance(text, str) and isinstance(slot, _Slot)
-        steps.append((text, slot))
-    end = pieces[-1]
-    assert isinstance(end, str)
-    return steps, end
+        return self.form.text(doc.header, doc.lines)
 
 
 _SHAPES: dict[tuple[int, int | None, int], tuple[Layout, _Shape]] = {}
@@ -1098,15 +1169,23 @@ def _shape(layout: Layout, indent: int | None, level: int) -> _Shape:
 
 
 def _template(tree: Any, indent: int | None, level: int) -> list[str | _Slot]:
-    """``dumps`` of a tree holding slots: its text in pieces, slots left in place."""
+    """``dumps`` of a tree holding slots: its text in pieces, slots left in place (text
+    first and last: a slot between two texts, maybe empty ones)."""
     pieces: list[Any] = []
     _dump(tree, indent, level, pieces)
-    merged: list[str | _Slot] = []
+    merged: list[str | _Slot] = [""]
     for piece in pieces:
-        if type(piece) is str and merged and type(merged[-1]) is str:
-            merged[-1] += piece
+        if type(piece) is str:
+            if type(merged[-1]) is str:
+                merged[-1] += piece
+            else:
+                merged.append(piece)
         else:
+            if type(merged[-1]) is not str:
+                merged.append("")
             merged.append(piece)
+    if type(merged[-1]) is not str:
+        merged.append("")
     return merged
 
 
@@ -1122,8 +1201,34 @@ def _json_text(spec: FieldSpec, value: Any) -> str:
     if kind == "integer" or kind == "boolean":
         return dumps(value, None)
     if kind == "decimal":
-        return spec.render(value)
-    return _quoted(spec.render(value))
+        return spec.renderer(value)
+    return _quoted(spec.renderer(value))
+
+
+def _writer(spec: FieldSpec) -> Callable[[Any], str]:
+    """:func:`_json_text` for one field, the usual value's type tested first."""
+    kind = spec.type
+    if kind == "boolean":
+        return functools.partial(_json_text, spec)
+    if kind == "integer":
+
+        def integer(value: Any) -> str:
+            return int.__repr__(value) if type(value) is int else _json_text(spec, value)
+
+        return integer
+    if kind == "decimal":
+        render = spec.renderer
+
+        def decimal(value: Any) -> str:
+            return render(value) if type(value) is Decimal else _json_text(spec, value)
+
+        return decimal
+
+    def text(value: Any) -> str:
+        # (a text's own text, for every kind but decimal and boolean: _json_text's last line)
+        return _quoted(value) if type(value) is str else _json_text(spec, value)
+
+    return text
 
 
 def _place(obj: dict[str, Any], dotted: str, value: Any) -> None:
@@ -1132,6 +1237,9 @@ def _place(obj: dict[str, Any], dotted: str, value: Any) -> None:
         obj = obj.setdefault(part, {})
     obj[parts[-1]] = value
 
+
+#: The Python codec of an encoding (looked up once).
+_python_codec = functools.lru_cache(maxsize=64)(python_codec)
 
 #: A string as ``json.dumps(text, ensure_ascii=False)`` writes it (the C function it uses).
 _quoted = json.encoder.encode_basestring

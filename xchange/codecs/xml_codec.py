@@ -12,7 +12,8 @@ from __future__ import annotations
 import codecs
 import io
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -489,12 +490,15 @@ class _Extractor:
         children: dict[Any, etree._Element] = {}
         repeated: set[Any] = set()
         if self.children:
-            for child in element:
-                tag = child.tag
-                if tag in children:
-                    repeated.add(tag)
-                else:
-                    children[tag] = child
+            children = {child.tag: child for child in element}
+            if len(children) != len(element):  # a tag given twice: the first one counts
+                children = {}
+                for child in element:
+                    tag = child.tag
+                    if tag in children:
+                        repeated.add(tag)
+                    else:
+                        children[tag] = child
         out: list[Any] = []
         for spec, getter, kind, tag in self.plan:
             if kind == "child" and tag not in repeated:
@@ -531,7 +535,9 @@ class _Extractor:
                     self.clean = False
         return out
 
-    def typed(self, raw: list[Any], where: str, report: Report, failed: set[str]) -> dict[str, Any]:
+    def typed(
+        self, raw: Sequence[Any], where: str, report: Report, failed: set[str]
+    ) -> dict[str, Any]:
         """The record's typed values from its raw ones; problems go to ``report``."""
         values: dict[str, Any] = {}
         for spec, value in zip(self.specs, raw, strict=True):
@@ -987,13 +993,15 @@ class XmlCodec:
         extract = _Extractor(layout.fields, opts.namespaces)
         keys = [f.key for f in layout.fields]
         absolute: dict[str, str | FieldValueError] = {}
-        rows: list[list[Any]] = []
+        rows: list[tuple[Any, ...]] = []
         lines: list[int] = []
         offset = 0
         extract.clean = True
         path = _records_path(layout)
         for element, _ in self._walk(stream, layout, origin, report):
-            rows.append(extract.values(element, absolute))
+            # (a tuple of texts: the collector stops following it, where it would
+            # follow a list every time it runs while the chunk is read)
+            rows.append(tuple(extract.values(element, absolute)))
             lines.append(element.sourceline)
             if len(rows) >= CHUNK_RECORDS:
                 yield self._chunk(extract, keys, rows, lines, path, offset)
@@ -1007,12 +1015,14 @@ class XmlCodec:
     def _chunk(
         extract: _Extractor,
         keys: list[str],
-        rows: list[list[Any]],
+        rows: list[tuple[Any, ...]],
         lines: list[int],
         path: tuple[str, bool],
         offset: int,
     ) -> Chunk:
-        columns = dict(zip(keys, zip(*rows, strict=True), strict=True))
+        # Column by column (``zip(*rows)`` would hold an iterator per row, which the
+        # collector then follows as long-lived, and so looks at everything more often).
+        columns = {key: tuple(map(itemgetter(i), rows)) for i, key in enumerate(keys)}
         shown, numbered = path
 
         def typed(report: Report) -> Iterator[Record]:
@@ -1053,28 +1063,38 @@ class XmlCodec:
         count = 0
         account = _accounting(layout)
         record_tag = steps[-1]
+        #: The last parent found to be on the records path (records are siblings: their
+        #: ancestors are checked once; lxml gives a live element the same object).
+        placed: etree._Element | None = None
         try:
             for _, element in events:
                 node = element
-                for tag in above:
-                    node = node.getparent()
-                    if node is None or node.tag != tag:
-                        break
+                parent = element.getparent()
+                if parent is not None and parent is placed:
+                    above_ok = True
                 else:
-                    if node.getparent() is None:
-                        count += 1
-                        account.walk(
-                            element, account.record, account.record_policy, account.shown, report
-                        )
-                        yield element, count
-                        element.clear(keep_tail=True)
-                        parent = element.getparent()
-                        while element.getprevious() is not None:
-                            first = parent[0]
-                            tail = first.tail
-                            if first.tag != record_tag or (tail and tail.strip(_XML_SPACE)):
-                                account.dropped(first, report)
-                            del parent[0]
+                    above_ok = False
+                    for tag in above:
+                        node = node.getparent()
+                        if node is None or node.tag != tag:
+                            break
+                    else:
+                        above_ok = node.getparent() is None
+                        if above_ok:
+                            placed = parent
+                if not above_ok:
+                    continue
+                count += 1
+                account.walk(element, account.record, account.record_policy, account.shown, report)
+                yield element, count
+                element.clear(keep_tail=True)
+                parent = element.getparent()
+                while element.getprevious() is not None:
+                    first = parent[0]
+                    tail = first.tail
+                    if first.tag != record_tag or (tail and tail.strip(_XML_SPACE)):
+                        account.dropped(first, report)
+                    del parent[0]
             account.finish(events.root, report)
         except etree.XMLSyntaxError as exc:
             raise _syntax_error(origin, exc) from None
