@@ -121,3 +121,66 @@ key_file = "{server.client_key}"
 known_hosts = "{server.known_hosts}"
 timeouts = {{ connect = 5, banner = 5, auth = 5, operation = 10 }}
 """
+
+
+PARTNER = """
+[endpoints.partner]
+type = "sftp"
+host = "127.0.0.1"
+port = {port}
+user = "{user}"
+path = "{path}"
+key_file = "{key}"
+known_hosts = "{known_hosts}"
+accelerate_mb = 1
+timeouts = {{ connect = {login}, banner = {login}, auth = {login}, operation = {operation} }}
+"""
+
+COPY_ROUTE = """
+[[routes]]
+name = "copy"
+source = {{ endpoint = "{source}", pattern = "*.bin" }}
+mapping = "copy"
+target = {{ endpoint = "{target}", name = "{{source_name}}" }}
+after = {{ action = "delete" }}
+ready = {{ settle = 0 }}
+retry = {{ {retry} }}
+"""
+
+
+def copy_with_partner(
+    exchange: Exchange,
+    sshd: SshServer,
+    folder: Path,
+    *,
+    port: int | None = None,
+    pickup: bool = False,
+    login: float = 5,
+    operation: float = 10,
+    retry: str = "attempts = 2, initial = 0.05, maximum = 0.2, later = 0",
+    daemon_section: str = "",
+) -> None:
+    """A "copy" route of ``*.bin`` files between the exchange's local folders and an SFTP
+    endpoint ``partner`` (its target, or with ``pickup`` its source) on ``port`` (sshd's
+    own, or a relay's, whose host key is pinned for it too), big files through OpenSSH's
+    client (``accelerate_mb = 1``)."""
+    port = port or sshd.port
+    known = exchange.root / "known_hosts"
+    known.write_text(
+        sshd.known_hosts.read_text().replace(f"[127.0.0.1]:{sshd.port}", f"[127.0.0.1]:{port}")
+    )
+    exchange.write_config()
+    partner = PARTNER.format(
+        port=port,
+        user=sshd.user,
+        path=folder,
+        key=sshd.client_key,
+        known_hosts=known,
+        login=login,
+        operation=operation,
+    )
+    source, target = ("partner", "wms-outbox") if pickup else ("shop-drop", "partner")
+    text = exchange.config.read_text().replace(
+        "[[routes]]", f"{daemon_section}{partner}\n[[routes]]", 1
+    )
+    exchange.config.write_text(text + COPY_ROUTE.format(source=source, target=target, retry=retry))

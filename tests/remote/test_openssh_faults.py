@@ -27,7 +27,7 @@ import pytest
 from tests.conftest import Exchange
 from tests.daemons import daemon
 from tests.procs import wait_for, xchange_argv, xchange_env
-from tests.sftp_routes import endpoint
+from tests.sftp_routes import copy_with_partner, endpoint
 from tests.sshd import SshServer, start_sshd
 from xchange.config import Timeouts
 from xchange.errors import RemoteError
@@ -254,31 +254,6 @@ def test_an_upload_whose_sftp_session_never_answers_ends_after_the_login_timeout
     assert os.listdir(folder) == []
 
 
-ROUTE = """
-[[routes]]
-name = "copy"
-source = {{ endpoint = "{source}", pattern = "*.bin" }}
-mapping = "copy"
-target = {{ endpoint = "{target}", name = "{{source_name}}" }}
-after = {{ action = "delete" }}
-ready = {{ settle = 0 }}
-retry = {{ attempts = 2, initial = 0.05, maximum = 0.2, later = 0 }}
-"""
-
-ENDPOINT = """
-[endpoints.partner]
-type = "sftp"
-host = "127.0.0.1"
-port = {port}
-user = "{user}"
-path = "{path}"
-key_file = "{key}"
-known_hosts = "{known_hosts}"
-accelerate_mb = 1
-timeouts = {{ connect = 2, banner = 2, auth = 2, operation = {operation} }}
-"""
-
-
 def configure(
     exchange: Exchange,
     sshd: SshServer,
@@ -292,25 +267,16 @@ def configure(
     """A "copy" route of ``*.bin`` files between the local folders and an SFTP endpoint
     ``partner`` (its target, or with ``pickup`` its source) on ``port`` (sshd's own or a
     relay's, whose host key is pinned for it too)."""
-    port = port or sshd.port
-    known = exchange.root / "known_hosts"
-    known.write_text(
-        sshd.known_hosts.read_text().replace(f"[127.0.0.1]:{sshd.port}", f"[127.0.0.1]:{port}")
-    )
-    exchange.write_config()
-    partner = ENDPOINT.format(
+    copy_with_partner(
+        exchange,
+        sshd,
+        folder,
         port=port,
-        user=sshd.user,
-        path=folder,
-        key=sshd.client_key,
-        known_hosts=known,
+        pickup=pickup,
+        login=2,
         operation=operation,
+        daemon_section=daemon_section,
     )
-    source, target = ("partner", "wms-outbox") if pickup else ("shop-drop", "partner")
-    text = exchange.config.read_text().replace(
-        "[[routes]]", f"{daemon_section}{partner}\n[[routes]]", 1
-    )
-    exchange.config.write_text(text + ROUTE.format(source=source, target=target))
 
 
 def run_once(

@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 
 from tests.conftest import Exchange
 from tests.faultproxy import FaultProxy
+from tests.sftp_routes import copy_with_partner
 from tests.sshd import SshServer
 from xchange.cli import main
 
@@ -22,30 +23,6 @@ pytestmark = pytest.mark.sftp
 
 SIZE = 40 << 20
 EVERY = 12 << 20
-
-ROUTE = """
-[[routes]]
-name = "copy"
-source = {{ endpoint = "{source}", pattern = "*.bin" }}
-mapping = "copy"
-target = {{ endpoint = "{target}", name = "{{source_name}}" }}
-after = {{ action = "delete" }}
-ready = {{ settle = 0 }}
-retry = {{ attempts = 6, initial = 0.01, maximum = 0.05, later = 0 }}
-"""
-
-ENDPOINT = """
-[endpoints.partner]
-type = "sftp"
-host = "127.0.0.1"
-port = {port}
-user = "{user}"
-path = "{path}"
-key_file = "{key}"
-known_hosts = "{known_hosts}"
-accelerate_mb = 1
-timeouts = {{ connect = 5, banner = 5, auth = 5, operation = 10 }}
-"""
 
 
 @pytest.fixture
@@ -61,19 +38,14 @@ def configure(
     """A copy route of ``*.bin`` between the local folders and ``partner`` (the test sshd
     through the proxy: its target, or with ``pickup`` its source); the partner's folder."""
     folder = sshd.folder(f"resumed-{proxy.port}")
-    exchange.write_config()
-    known = exchange.root / "known_hosts"
-    known.write_text(
-        sshd.known_hosts.read_text().replace(
-            f"[127.0.0.1]:{sshd.port}", f"[127.0.0.1]:{proxy.port}"
-        )
+    copy_with_partner(
+        exchange,
+        sshd,
+        folder,
+        port=proxy.port,
+        pickup=pickup,
+        retry="attempts = 6, initial = 0.01, maximum = 0.05, later = 0",
     )
-    partner = ENDPOINT.format(
-        port=proxy.port, user=sshd.user, path=folder, key=sshd.client_key, known_hosts=known
-    )
-    source, target = ("partner", "wms-outbox") if pickup else ("shop-drop", "partner")
-    text = exchange.config.read_text().replace("[[routes]]", f"{partner}\n[[routes]]", 1)
-    exchange.config.write_text(text + ROUTE.format(source=source, target=target))
     return folder
 
 
