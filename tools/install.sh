@@ -153,7 +153,9 @@ render config/crontab.example >"$etc/crontab.example"
 chmod 0644 "$etc/crontab.example"
 # The example configuration, with this install's paths and the shipped formats.
 render config/sftp-example.toml \
-    | sed -e "s#^formats = \"../formats\"#formats = \"$prefix/formats\"#" >"$etc/xchange.toml.example"
+    | sed -e "s#^formats = \"../formats\"#formats = \"$prefix/formats\"#" \
+        -e "s#--config config/sftp-example.toml#--config $etc/xchange.toml#" \
+    >"$etc/xchange.toml.example"
 chown root:"$group" "$etc/xchange.toml.example"
 chmod 0644 "$etc/xchange.toml.example"
 if command -v systemd-analyze >/dev/null 2>&1; then

@@ -260,6 +260,7 @@ def test_the_service_user_checks_and_runs_what_the_recipe_installed(
     assert f'formats = "{paths["opt"]}/formats"' in example
     assert f'path = "{paths["state"]}/journal.sqlite"' in example
     assert "/var/lib/xchange" not in example and '"../formats"' not in example
+    assert f"--config {paths['etc']}/xchange.toml" in example  # (what to type, here)
     checked = as_user(xchange, "check", "--config", str(paths["etc"] / "xchange.toml.example"))
     # What is left for the person installing: the SFTP key they have not made yet.
     problems = [line for line in checked.stdout.splitlines() + checked.stderr.splitlines() if line]
