@@ -120,13 +120,14 @@ def report(config: AppConfig, journal: Journal, since: datetime) -> list[RouteRe
         for day, missed_at, met_at in journal.deadlines.recent(route.name, limit=31):
             if missed_at >= since:
                 (rep.deadlines_met_late if met_at else rep.deadlines_missed).append(day)
-        timed = [
-            (max(o.delivered_at for o in r.outputs) - r.created_at).total_seconds()
-            for r in done
-            if r.outputs
-        ]
+        # Slow in the taking: files delivered at their first attempt (a file retried, or
+        # taken from quarantine, counts its wait, not its work).
+        first_go = [r for r in done if r.outputs and r.attempts == 1]
         ranked = sorted(
-            ((t, r) for t, r in zip(timed, [r for r in done if r.outputs], strict=True)),
+            (
+                ((max(o.delivered_at for o in r.outputs) - r.created_at).total_seconds(), r)
+                for r in first_go
+            ),
             key=lambda pair: -pair[0],
         )
         rep.slowest = [

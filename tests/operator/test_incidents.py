@@ -83,6 +83,9 @@ def test_a_cause_is_retried_with_a_canary_first_and_the_rest_only_if_it_passes(
     assert len(list(exchange.outbox.iterdir())) == 12
     # The other cause stays where it was.
     assert [c["files"] for c in causes(exchange)] == [1]
+    # Their time in quarantine is not "slow" in the report (they were not slow to take).
+    report = json.loads(cli(exchange, "report", "--json").stdout)
+    assert report["routes"][0]["delivered"] == 4 and report["routes"][0]["slowest"] == []
 
 
 def test_a_file_resent_on_purpose_shows_how_it_differs_from_what_was_delivered(
