@@ -129,6 +129,12 @@ class Daemon:
         )
         self.watcher = FolderWatcher(self._file_event)
         self._watched: set[str] = set()
+        #: Routes not watched whose next look is for the files held to settle (and the
+        #: retries due), and when each last listed its whole folder: such a look asks the
+        #: server for those names only while the last listing is younger than the route's
+        #: interval (a folder of 100,000 files over a slow link lists in seconds).
+        self._held_look: set[str] = set()
+        self._listed_at: dict[str, float] = {}
 
     def _trigger(self, route: RouteConfig) -> Any:
         schedule = route.schedule
@@ -327,6 +333,20 @@ class Daemon:
             if job is not None and (job.next_run_time is None or job.next_run_time > when):
                 job.modify(next_run_time=when)
 
+    def _held_only(self, route: RouteConfig) -> bool:
+        """Whether this look of a route not watched may look at its held files only: it
+        was asked for them, the route has no cron schedule, and its folder was listed
+        within half its interval (new files wait at most the interval, as they always
+        have: the scheduled look lists)."""
+        with self._names_lock:
+            asked = route.name in self._held_look
+            self._held_look.discard(route.name)
+        if not asked or route.schedule.cron is not None or route.source.manifest is not None:
+            return False
+        interval = route.schedule.interval or self.config.daemon.poll_interval
+        listed = self._listed_at.get(route.name)
+        return listed is not None and time.monotonic() - listed < interval / 2
+
     def _deadlines(self) -> None:
         from xchange import deadlines
 
@@ -363,7 +383,11 @@ class Daemon:
             with self._names_lock:
                 only, self._names[name] = self._names[name], set()
             if name not in self._watched:
-                only = None  # no file events for this route: always list its folder
+                # No file events: list the folder, but for a look at the files held to
+                # settle soon after a listing (their names only).
+                only = set() if self._held_only(route) else None
+                if only is None:
+                    self._listed_at[name] = time.monotonic()
             result = self.runner.run_route(route, only=only)
             try:
                 self.runner.journal.checkpoint()  # every CHECKPOINT_EVERY seconds at most
@@ -372,6 +396,8 @@ class Daemon:
             if self.on_result is not None:
                 self.on_result(result)
             if result.next_look is not None:
+                with self._names_lock:
+                    self._held_look.add(name)
                 self._kick([name], result.next_look + 0.05)
             if not self._dirty[name].is_set() or result.next_look is not None:
                 break
