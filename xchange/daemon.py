@@ -135,6 +135,7 @@ class Daemon:
         #: interval (a folder of 100,000 files over a slow link lists in seconds).
         self._held_look: set[str] = set()
         self._listed_at: dict[str, float] = {}
+        self._listing_took: dict[str, float] = {}
 
     def _trigger(self, route: RouteConfig) -> Any:
         schedule = route.schedule
@@ -336,8 +337,9 @@ class Daemon:
     def _held_only(self, route: RouteConfig) -> bool:
         """Whether this look of a route not watched may look at its held files only: it
         was asked for them, the route has no cron schedule, and its folder was listed
-        within half its interval (new files wait at most the interval, as they always
-        have: the scheduled look lists)."""
+        within half its interval, or within twice what its last listing took (new files
+        wait no longer than they did: the scheduled look lists, and a listing that takes
+        longer than the interval is followed by the next at once)."""
         with self._names_lock:
             asked = route.name in self._held_look
             self._held_look.discard(route.name)
@@ -345,7 +347,9 @@ class Daemon:
             return False
         interval = route.schedule.interval or self.config.daemon.poll_interval
         listed = self._listed_at.get(route.name)
-        return listed is not None and time.monotonic() - listed < interval / 2
+        # (a look that lists for longer than the interval lists again right after)
+        recent = max(interval / 2, 2 * self._listing_took.get(route.name, 0.0))
+        return listed is not None and time.monotonic() - listed < recent
 
     def _deadlines(self) -> None:
         from xchange import deadlines
@@ -389,6 +393,8 @@ class Daemon:
                 if only is None:
                     self._listed_at[name] = time.monotonic()
             result = self.runner.run_route(route, only=only)
+            if name not in self._watched and only is None:
+                self._listing_took[name] = time.monotonic() - self._listed_at[name]
             try:
                 self.runner.journal.checkpoint()  # every CHECKPOINT_EVERY seconds at most
             except JournalError as exc:
