@@ -31,47 +31,38 @@ def put(remote: SFTPRemote, name: str, data: bytes, **kwargs: object) -> object:
     return remote.put_atomic(name, io.BytesIO(data), len(data), **kwargs)  # type: ignore[arg-type]
 
 
-def server_target_toml(server: SftpServer, folder: Path) -> str:
-    """The route's target endpoint on one of the other SFTP server kinds."""
-    return f"""
-[endpoints.wms-outbox]
-type = "sftp"
-host = "{server.host}"
-port = {server.port}
-user = "{server.user}"
-path = "{server.remote_path(folder)}"
-key_file = "{server.client_key}"
-known_hosts = "{server.known_hosts}"
-timeouts = {{ connect = 5, banner = 5, auth = 5, operation = 10 }}
-"""
-
-
-def sftp_target_toml(sshd: SshServer, folder: Path, known_hosts: Path | None = None) -> str:
-    return f"""
-[endpoints.wms-outbox]
-type = "sftp"
-host = "{sshd.host}"
-port = {sshd.port}
-user = "{sshd.user}"
-path = "{folder}"
-key_file = "{sshd.client_key}"
-known_hosts = "{known_hosts or sshd.known_hosts}"
-timeouts = {{ connect = 5, banner = 5, auth = 5, operation = 10 }}
-"""
-
-
-def endpoint_toml(name: str, sshd: SshServer, folder: Path) -> str:
+def endpoint_toml(
+    name: str,
+    sshd: SshServer | SftpServer,
+    folder: Path | str,
+    *,
+    known_hosts: Path | None = None,
+    port: int | None = None,
+    login: float = 5,
+    operation: float = 10,
+    extra: str = "",
+) -> str:
+    """An SFTP endpoint of the tests' servers (``port``: a relay's, pinned for it too)."""
     return f"""
 [endpoints.{name}]
 type = "sftp"
 host = "{sshd.host}"
-port = {sshd.port}
+port = {port or sshd.port}
 user = "{sshd.user}"
 path = "{folder}"
 key_file = "{sshd.client_key}"
-known_hosts = "{sshd.known_hosts}"
-timeouts = {{ connect = 5, banner = 5, auth = 5, operation = 10 }}
-"""
+known_hosts = "{known_hosts or sshd.known_hosts}"
+timeouts = {{ connect = {login}, banner = {login}, auth = {login}, operation = {operation} }}
+{extra}"""
+
+
+def server_target_toml(server: SftpServer, folder: Path) -> str:
+    """The route's target endpoint on one of the other SFTP server kinds."""
+    return server_endpoint_toml("wms-outbox", server, folder)
+
+
+def sftp_target_toml(sshd: SshServer, folder: Path, known_hosts: Path | None = None) -> str:
+    return endpoint_toml("wms-outbox", sshd, folder, known_hosts=known_hosts)
 
 
 def sftp_source(exchange: Exchange, sshd: SshServer, drop: Path) -> None:
@@ -110,31 +101,8 @@ def sftp_endpoint(server: SftpServer, folder: Path, **overrides: object) -> SFTP
 
 def server_endpoint_toml(name: str, server: SftpServer, folder: Path) -> str:
     """An endpoint on one of the partner SFTP servers (tests/sftpservers.py)."""
-    return f"""
-[endpoints.{name}]
-type = "sftp"
-host = "{server.host}"
-port = {server.port}
-user = "{server.user}"
-path = "{server.remote_path(folder)}"
-key_file = "{server.client_key}"
-known_hosts = "{server.known_hosts}"
-timeouts = {{ connect = 5, banner = 5, auth = 5, operation = 10 }}
-"""
+    return endpoint_toml(name, server, server.remote_path(folder))
 
-
-PARTNER = """
-[endpoints.partner]
-type = "sftp"
-host = "127.0.0.1"
-port = {port}
-user = "{user}"
-path = "{path}"
-key_file = "{key}"
-known_hosts = "{known_hosts}"
-accelerate_mb = 1
-timeouts = {{ connect = {login}, banner = {login}, auth = {login}, operation = {operation} }}
-"""
 
 COPY_ROUTE = """
 [[routes]]
@@ -159,25 +127,27 @@ def copy_with_partner(
     operation: float = 10,
     retry: str = "attempts = 2, initial = 0.05, maximum = 0.2, later = 0",
     daemon_section: str = "",
+    accelerate_mb: int = 1,
 ) -> None:
     """A "copy" route of ``*.bin`` files between the exchange's local folders and an SFTP
     endpoint ``partner`` (its target, or with ``pickup`` its source) on ``port`` (sshd's
     own, or a relay's, whose host key is pinned for it too), big files through OpenSSH's
-    client (``accelerate_mb = 1``)."""
+    client (``accelerate_mb = 1``: pass 64, the default, to keep them on paramiko)."""
     port = port or sshd.port
     known = exchange.root / "known_hosts"
     known.write_text(
         sshd.known_hosts.read_text().replace(f"[127.0.0.1]:{sshd.port}", f"[127.0.0.1]:{port}")
     )
     exchange.write_config()
-    partner = PARTNER.format(
-        port=port,
-        user=sshd.user,
-        path=folder,
-        key=sshd.client_key,
+    partner = endpoint_toml(
+        "partner",
+        sshd,
+        folder,
         known_hosts=known,
+        port=port,
         login=login,
         operation=operation,
+        extra=f"accelerate_mb = {accelerate_mb}\n",
     )
     source, target = ("partner", "wms-outbox") if pickup else ("shop-drop", "partner")
     text = exchange.config.read_text().replace(

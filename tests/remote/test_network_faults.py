@@ -14,33 +14,11 @@ from click.testing import CliRunner, Result
 
 from tests.conftest import Exchange
 from tests.faultproxy import FaultProxy
+from tests.sftp_routes import copy_with_partner
 from tests.sshd import SshServer
 from xchange.cli import main
 
 pytestmark = pytest.mark.sftp
-
-ROUTE = """
-[[routes]]
-name = "copy"
-source = {{ endpoint = "shop-drop", pattern = "*.bin" }}
-mapping = "copy"
-target = {{ endpoint = "partner", name = "{{source_name}}" }}
-after = {{ action = "delete" }}
-ready = {{ settle = 0 }}
-retry = {{ attempts = {attempts}, initial = 0.05, maximum = 0.2, later = 0 }}
-"""
-
-ENDPOINT = """
-[endpoints.partner]
-type = "sftp"
-host = "127.0.0.1"
-port = {port}
-user = "{user}"
-path = "{path}"
-key_file = "{key}"
-known_hosts = "{known_hosts}"
-timeouts = {{ connect = 2, banner = 2, auth = 2, operation = 2 }}
-"""
 
 
 @pytest.fixture
@@ -52,27 +30,17 @@ def proxy(sshd: SshServer) -> Iterator[FaultProxy]:
 
 def configure(exchange: Exchange, sshd: SshServer, proxy: FaultProxy, attempts: int = 3) -> Path:
     folder = sshd.folder(f"faults-{proxy.port}")
-    exchange.write_config()
-    text = exchange.config.read_text()
     # The host key is pinned for the proxy's port too: it is the same server.
-    pinned = sshd.known_hosts.read_text().replace(
-        f"[127.0.0.1]:{sshd.port}", f"[127.0.0.1]:{proxy.port}"
+    copy_with_partner(
+        exchange,
+        sshd,
+        folder,
+        port=proxy.port,
+        login=2,
+        operation=2,
+        retry=f"attempts = {attempts}, initial = 0.05, maximum = 0.2, later = 0",
+        accelerate_mb=64,
     )
-    known = exchange.root / "known_hosts"
-    known.write_text(pinned)
-    text = text.replace(
-        "[[routes]]",
-        ENDPOINT.format(
-            port=proxy.port,
-            user=sshd.user,
-            path=folder,
-            key=sshd.client_key,
-            known_hosts=known,
-        )
-        + "\n[[routes]]",
-        1,
-    )
-    exchange.config.write_text(text + ROUTE.format(attempts=attempts))
     return folder
 
 
