@@ -287,6 +287,12 @@ def check_mapping(mapping: Mapping, source: Layout, target: Layout) -> list[str]
                 f"{where}: steps: a mapping of steps has no rules of its own (found "
                 f"{', '.join(own)}): put them in a step"
             )
+        if mapping.totals:
+            problems.append(
+                f"{where}: totals: a mapping of steps cannot declare control totals (nothing "
+                "would compare them: the steps' records are not the file's); declare them on "
+                "a mapping of one step"
+            )
         if mapping.source != source.name:
             problems.append(
                 f"{where}: source: is {mapping.source!r}, the route says {source.name!r}"
@@ -566,6 +572,15 @@ def _total_scope_problems(
         problems.append(f"{key}.stated_per: give stated, the field that states the total")
     if spec.stated_per == "group" and spec.by is None:
         problems.append(f"{key}.stated_per: group needs by (the field the groups are of)")
+    if (
+        spec.stated_per == "group"
+        and spec.by is not None
+        and spec.by.source in {f.name for f in source.line_fields}
+    ):
+        problems.append(
+            f"{key}.stated_per: group by a line's field ({spec.by.source!r}) has no one "
+            "figure a document states; keep it apart by a document's field"
+        )
     if spec.stated_per == "document" and source.shape != "nested":
         problems.append(
             f"{key}.stated_per: document needs a nested source (records with lines); "

@@ -395,3 +395,26 @@ def test_each_documents_stated_total_is_checked_against_its_lines(
     said = str(caught.value)
     assert f"total_qty states {wrong}, its lines give quantity 50" in said
     assert "RK20261121-01" not in said and "800" not in said
+
+
+def test_check_refuses_totals_on_a_mapping_of_steps(tmp_path: Path) -> None:
+    """Nothing would compare them: refused, not silently agreed."""
+    from tests.conftest import FORMATS
+    from xchange.layout import load_layout
+    from xchange.mapping import load_mapping
+
+    mapping = load_mapping(FORMATS, "shop-order-line-shares")
+    assert mapping.steps
+    changed = Mapping.model_validate(
+        {
+            **mapping.model_dump(by_alias=True),
+            "totals": {"lines": {}},
+            "source_file": tmp_path / "m.toml",
+        }
+    )
+    problems = check_mapping(
+        changed,
+        load_layout(FORMATS, mapping.source),
+        load_layout(FORMATS, mapping.target),
+    )
+    assert any("a mapping of steps cannot declare control totals" in p for p in problems)
