@@ -355,7 +355,10 @@ class Transfer:
                 return Verdict(
                     WAITING, error=f"next try at {known.next_retry_at.astimezone():%H:%M:%S}"
                 )
-        if route.source.manifest is not None and not self.listings.entry(route.name, info.name):
+        # The partner manifest's word on the file, read once: what admits it is what it is
+        # checked against (a manifest taken back meanwhile cannot let it through unchecked).
+        listed = self.listings.entry(route.name, info.name)
+        if route.source.manifest is not None and listed is None:
             return Verdict(WAITING, error=UNLISTED)
         try:
             with source.local_copy(info.name, self.scratch / "downloads") as path:
@@ -367,7 +370,7 @@ class Transfer:
                     raise RemoteNotFound(f"{info.name}: gone") from None
                 with handle:
                     hand.handle = handle
-                    return self._read(route, source, info, path, handle, hand)
+                    return self._read(route, source, info, path, handle, hand, listed)
         except RemoteNotFound:
             # Gone between the listing and the read (its producer took it back): nothing
             # to deliver and nothing lost.
@@ -382,6 +385,7 @@ class Transfer:
         path: Path,
         handle: BinaryIO,
         hand: InHand,
+        listed: Entry | None,
     ) -> Verdict:
         """A file read from its drop folder: hashed, then claimed by one worker at a time."""
         size, sha = fingerprint(handle)
@@ -406,7 +410,7 @@ class Transfer:
                 self._in_hand_changed.wait(timeout=0.5)
             self._in_hand.add(twin)
         try:
-            return self._claim(route, source, info, path, handle, hand, size, sha)
+            return self._claim(route, source, info, path, handle, hand, size, sha, listed)
         finally:
             with self._in_hand_changed:
                 self._in_hand.discard(twin)
@@ -422,6 +426,7 @@ class Transfer:
         hand: InHand,
         size: int,
         sha: str,
+        listed: Entry | None,
     ) -> Verdict:
         pipeline = self.pipelines[route.name]
         claim = self.journal.claim(
@@ -448,7 +453,6 @@ class Transfer:
             if error is not None:
                 return duplicate.left_in_place(route.after.action, error)
             return duplicate
-        listed = self.listings.entry(route.name, info.name)
         file = Claimed(route, claim.record, path, info.name, source, info, handle, listed)
         if listed is not None:
             try:
