@@ -335,10 +335,10 @@ class Runner:
                 changed.append(record)
         return changed
 
-    def in_hand(self) -> list[str]:
-        """The files being taken through right now, for a person waiting on a stop:
-        ``orders.csv on shop-orders (126.0 MB, 40% read, for 12 s)``."""
-        return self.transfer.in_hand()
+    def in_hand(self, older_than: float = 0.0) -> list[str]:
+        """The files being taken through right now (for ``older_than`` seconds or more),
+        for a person waiting: ``orders.csv on shop-orders (126.0 MB, 40% read, for 12 s)``."""
+        return self.transfer.in_hand(older_than)
 
 
 #: Outcomes that are done with a file (for the manifest that listed it).

@@ -245,13 +245,13 @@ class Transfer:
         or with ``force`` the archived copy of a delivered one."""
         return self.timed(route, record.path, lambda hand: self._again(route, record, force, hand))
 
-    def in_hand(self) -> list[str]:
-        """The files being taken through right now, for a person waiting on a stop:
-        ``orders.csv on shop-orders (126.0 MB, 40% read, for 12 s)``."""
+    def in_hand(self, older_than: float = 0.0) -> list[str]:
+        """The files being taken through right now (for ``older_than`` seconds or more),
+        for a person waiting: ``orders.csv on shop-orders (126.0 MB, 40% read, for 12 s)``."""
         now = time.monotonic()
         with self._hands_lock:
             entries = list(self._hands.values())
-        return [e.describe(now) for e in entries]
+        return [e.describe(now) for e in entries if now - e.started >= older_than]
 
     def timed(self, route: RouteConfig, name: str, work: Callable[[InHand], Verdict]) -> FileResult:
         """Run one file's ``work`` (its steps, the last one's verdict returned), timed,

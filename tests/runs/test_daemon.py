@@ -196,6 +196,8 @@ def test_sigterm_during_a_delivery_finishes_it_and_exits_0(exchange: Exchange) -
     # The stop says which file it waits for, how big and how far along: no silence.
     log = (exchange.root / "daemon.log").read_text(encoding="utf-8")
     assert "finishing the files in hand" not in log  # (a person's line: not in JSON logs)
+    (said,) = [json.loads(x) for x in log.splitlines() if '"event": "run.stopping"' in x]
+    assert said["signal"] == "SIGTERM" and "stockcount_big.xml" in " ".join(said["in_hand"])
     (stopping,) = [
         json.loads(line) for line in log.splitlines() if '"event": "daemon.stopping"' in line
     ]

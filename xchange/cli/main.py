@@ -71,7 +71,7 @@ def _logging(ctx: click.Context, **changes: Any) -> None:
 
 
 @contextlib.contextmanager
-def _progress(in_hand: Callable[[], list[str]], every: float = 1.0) -> Iterator[None]:
+def _progress(in_hand: Callable[[float], list[str]], every: float = 1.0) -> Iterator[None]:
     """While a run goes on, one line on the terminal, rewritten every second, saying the
     files in hand and how far they got (once one has taken two seconds): a person at a
     terminal sees a long upload move. Never in a log: only where stderr is a terminal."""
@@ -80,7 +80,7 @@ def _progress(in_hand: Callable[[], list[str]], every: float = 1.0) -> Iterator[
     def show() -> None:
         said = False
         while not done.wait(every):
-            waiting = [line for line in in_hand() if not line.endswith(("for 0 s)", "for 1 s)"))]
+            waiting = in_hand(2.0)
             if waiting:
                 click.echo("\r\x1b[K" + "; ".join(waiting)[:200], err=True, nl=False)
                 said = True
@@ -343,9 +343,14 @@ def _stop_on_signals(
         if stop.is_set():
             exit_now(signum)
         stop.set()
-        if sys.stderr.isatty():  # (a log of JSON lines has the daemon.stopping event)
+        hand = in_hand()
+        # Said in the log always (cron's run too); in words where a person reads it.
+        # (from a thread: the handler may have interrupted a log line being written)
+        said = {"signal": signal.Signals(signum).name, "in_hand": hand or None}
+        threading.Thread(target=lambda: log.info("run.stopping", **said), daemon=True).start()
+        if sys.stderr.isatty():
             click.echo("stopping: finishing the files in hand (signal again to exit now)", err=True)
-            for line in in_hand():
+            for line in hand:
                 click.echo(f"  finishing {line}", err=True)
         if repeat:
             threading.Thread(target=say_finishing, daemon=True).start()
