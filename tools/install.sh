@@ -165,6 +165,18 @@ if [ "$systemctl" = yes ] && [ -d /run/systemd/system ]; then
     systemctl daemon-reload
 fi
 
+# An installation from before xchange read its secrets file itself: the unit and crontab no
+# longer load it, so a configuration without `secrets =` would lose every secret. Stop, and
+# say the one line to add.
+if [ -f "$etc/xchange.toml" ] && grep -qE '^[A-Za-z_][A-Za-z0-9_]*=' "$etc/secrets.env" \
+    && ! grep -qE '^secrets[[:space:]]*=' "$etc/xchange.toml"; then
+    say "$etc/xchange.toml names no secrets file, and $etc/secrets.env holds secrets:"
+    say "the service reads it no more by itself; add this line at the top of $etc/xchange.toml:"
+    say "  secrets = \"$etc/secrets.env\""
+    say "then run install.sh again"
+    exit 2
+fi
+
 # What the service will run, run as the service user.
 if ! runuser -u "$user" -- "$venv/bin/xchange" --version >/dev/null 2>&1; then
     say "the user $user cannot run $venv/bin/xchange:"
@@ -176,7 +188,7 @@ fi
 say "done. Next:"
 say "  1. write $etc/xchange.toml (start from $etc/xchange.toml.example):"
 say "     journal and quarantine under $state, known_hosts = \"$etc/known_hosts\""
-say "  2. put the secrets it names in $etc/secrets.env"
+say "  2. put the secrets it names in $etc/secrets.env (the example reads it: secrets = \"$etc/secrets.env\")"
 say "  3. pin each SFTP server's key: xchange trust ENDPOINT --config $etc/xchange.toml"
 say "  4. xchange check --config $etc/xchange.toml, then"
 say "     systemctl enable --now xchange   (or: crontab -u $user $etc/crontab.example)"

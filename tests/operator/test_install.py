@@ -290,3 +290,43 @@ def test_the_service_user_checks_and_runs_what_the_recipe_installed(
     expected = REPO / "samples" / "shop-orders" / "expected"
     for out in expected.iterdir():
         assert (paths["state"] / "out" / out.name).read_bytes() == out.read_bytes()
+
+
+def test_an_upgrade_stops_where_the_configuration_would_lose_its_secrets(
+    staged: Path, built: dict[str, Path]
+) -> None:
+    """An installation whose unit loaded secrets.env: its configuration names no secrets
+    file; the upgrade stops and names the line to add, instead of leaving the service
+    without its secrets."""
+    paths = install(staged, built)
+    (paths["etc"] / "secrets.env").write_text("XCHANGE_HOOK_URL=http://127.0.0.1:9/x\n")
+    (paths["etc"] / "xchange.toml").write_text('formats = "formats"\n')
+    again = subprocess.run(
+        [
+            "bash",
+            str(REPO / "tools" / "install.sh"),
+            "--prefix",
+            str(paths["opt"]),
+            "--etc",
+            str(paths["etc"]),
+            "--state",
+            str(paths["state"]),
+            "--logs",
+            str(paths["logs"]),
+            "--unit-dir",
+            str(paths["units"]),
+            "--bin-dir",
+            str(paths["bin"]),
+            "--user",
+            USER,
+            "--no-systemctl",
+            "--venv",
+            str(built["venv"]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert again.returncode == 2, again.stderr
+    assert f'secrets = "{paths["etc"]}/secrets.env"' in again.stderr
