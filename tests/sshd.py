@@ -160,7 +160,7 @@ def ensure_test_user() -> tuple[str, str] | None:
     return _ensure_password_user()
 
 
-def start_sshd(base: Path, subsystem: str = "internal-sftp") -> SshServer:
+def start_sshd(base: Path, subsystem: str = "internal-sftp", max_sessions: int = 50) -> SshServer:
     base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o755)
     host_key = keygen(base / "host_ed25519")
@@ -190,7 +190,7 @@ def start_sshd(base: Path, subsystem: str = "internal-sftp") -> SshServer:
                 f"Subsystem sftp {subsystem}",
                 "LogLevel VERBOSE",
                 "MaxStartups 200",
-                "MaxSessions 50",
+                f"MaxSessions {max_sessions}",
                 "",
             ]
         )

@@ -444,3 +444,30 @@ def test_a_rename_probe_in_a_folder_not_there_yet_is_no_verdict(
         assert remote.traits.rename_overwrites is False
     finally:
         remote.close()
+
+
+def test_a_server_that_refuses_a_second_channel_is_used_without_its_extensions(
+    tmp_path: Path,
+) -> None:
+    """The server's extensions are read on a channel of their own; an sshd that allows one
+    session per connection refuses it: the delivery goes on, with no extension relied on,
+    and the log says so once."""
+    import shutil
+    import tempfile
+
+    from tests.sshd import start_sshd
+
+    base = Path(tempfile.mkdtemp(prefix="xchange-sshd-"))
+    server = start_sshd(base, max_sessions=1)
+    try:
+        folder = server.folder("one-session")
+        remote = SFTPRemote("wms", endpoint(server, folder))
+        try:
+            put(remote, "a.xml", b"<a/>", temp_name=".a.xml.t.xchange-part", overwrite=False)
+            assert remote.traits.hello and remote.traits.extensions == {}
+        finally:
+            remote.close()
+        assert (folder / "a.xml").read_bytes() == b"<a/>"
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)

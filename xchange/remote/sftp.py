@@ -195,22 +195,34 @@ class SFTPRemote:
                     transport.set_keepalive(cfg.keepalive)
                 transport = client.get_transport()
                 assert transport is not None
-                if not self.traits.hello:
-                    # What the server offers, from its VERSION reply, on a channel of
-                    # its own (once per process per server).
-                    hi = transport.open_session(timeout=cfg.timeouts.operation)
-                    try:
-                        hi.settimeout(cfg.timeouts.operation)
-                        hi.invoke_subsystem("sftp")
-                        self.traits.extensions = hello(hi)
-                    except (EOFError, ValueError) as exc:
-                        raise ConnectionLost(f"{self._where()}: SFTP hello: {exc}") from None
-                    finally:
-                        hi.close()
-                    self.traits.hello = True
                 sftp = paramiko.SFTPClient.from_transport(transport)
                 if sftp is None:
                     raise ConnectionLost(f"{self._where()}: no SFTP session")
+                if not self.traits.hello:
+                    # What the server offers, from its VERSION reply, on a channel of
+                    # its own (once per process per server), opened after the session's
+                    # own: a server allowing one session per connection keeps that one.
+                    # A server that refuses a second channel, or answers it wrongly,
+                    # offers nothing xchange may rely on: none of its extensions is used
+                    # (said once), and the session goes on without them.
+                    hi = None
+                    try:
+                        hi = transport.open_session(timeout=cfg.timeouts.operation)
+                        hi.settimeout(cfg.timeouts.operation)
+                        hi.invoke_subsystem("sftp")
+                        self.traits.extensions = hello(hi)
+                    except (paramiko.SSHException, EOFError, ValueError, OSError) as exc:
+                        self.traits.extensions = {}
+                        log.warning(
+                            "remote.hello_failed",
+                            endpoint=self.label,
+                            reason=f"{type(exc).__name__}: {exc}",
+                            then="no server extension is used on this server",
+                        )
+                    finally:
+                        if hi is not None:
+                            hi.close()
+                    self.traits.hello = True
                 channel = sftp.get_channel()
                 if channel is not None:
                     channel.settimeout(cfg.timeouts.operation)
