@@ -41,6 +41,8 @@ class Preview:
     #: Per output delivered before under the same name: the lines of a unified diff
     #: (empty: identical bytes).
     changes: dict[str, list[str]] = field(default_factory=dict)
+    #: Per output delivered before that could not be read back to compare: why.
+    unseen: dict[str, str] = field(default_factory=dict)
     skipped_keys: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -51,6 +53,8 @@ class Preview:
         said = [f"{head}: would deliver {what}"]
         if self.skipped_keys:
             said.append(f"  would skip (delivered before): {', '.join(self.skipped_keys[:10])}")
+        for name, why in self.unseen.items():
+            said.append(f"  {name}: delivered before; {why}")
         for name, diff in self.changes.items():
             if not diff:
                 said.append(f"  {name}: the same bytes as delivered before")
@@ -84,21 +88,35 @@ def preview(config: AppConfig, journal: Journal, record: FileRecord, *, force: b
                 )
             seen.outputs = [o.name for o in conversion.outputs]
             seen.skipped_keys = list(conversion.skipped)
-            before = {o.path: o for o in record.outputs}
-            target = open_remote(route.target.endpoint, config.endpoints[route.target.endpoint])
+            # The earlier output of each name this file delivered on the route's target.
+            before = {o.path: o for o in record.outputs if o.endpoint == route.target.endpoint}
+            target = None
             try:
                 for output in conversion.outputs:
-                    if output.name not in before:
+                    earlier = before.get(output.name)
+                    if earlier is None:
                         continue
-                    if before[output.name].sha256 == output.sha256:
+                    if earlier.sha256 == output.sha256:
                         seen.changes[output.name] = []
                         continue
+                    if earlier.pickup == "collected":
+                        seen.unseen[output.name] = "its partner collected it: not compared"
+                        continue
+                    if target is None:
+                        target = open_remote(
+                            route.target.endpoint, config.endpoints[route.target.endpoint]
+                        )
                     old = io.BytesIO()
-                    target.download(output.name, old)
+                    try:
+                        target.download(output.name, old)
+                    except XchangeError as exc:
+                        seen.unseen[output.name] = f"not compared: {exc.reason}"
+                        continue
                     with output.open() as new:
                         seen.changes[output.name] = _diff(old.getvalue(), new.read(), output.name)
             finally:
-                target.close()
+                if target is not None:
+                    target.close()
         except XchangeError as exc:
             seen.error = exc.reason
     return seen

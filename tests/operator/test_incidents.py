@@ -111,3 +111,28 @@ def test_a_file_resent_on_purpose_shows_how_it_differs_from_what_was_delivered(
     # Nothing was sent: the target still has the old bytes.
     sent = (exchange.outbox / "WMS_OUT_20261121_EC20261121002.xml").read_text(encoding="utf-8")
     assert "<Channel>JD</Channel>" in sent
+
+
+def test_a_resent_files_output_its_partner_collected_is_said_not_compared(
+    exchange: Exchange,
+) -> None:
+    formats = private_formats(exchange)
+    target = 'name = "WMS_OUT_{OrderDate}_{OrderNo}.xml" }'
+    exchange.config.write_text(
+        exchange.config.read_text().replace(target, target[:-1] + ", pickup = true }")
+    )
+    exchange.drop_sample()
+    assert cli(exchange, "run", "--once").exit_code == 0
+    (exchange.outbox / "WMS_OUT_20261121_EC20261121002.xml").unlink()  # the partner took it
+    assert cli(exchange, "run", "--once").exit_code == 0  # (its look notes the pickup)
+    mapping = formats / "shop-to-wms-outbound.toml"
+    mapping.write_text(
+        mapping.read_text(encoding="utf-8").replace('"京东" = "JD"', '"京东" = "JINGDONG"'),
+        encoding="utf-8",
+    )
+    dry = cli(exchange, "reprocess", "1", "--force", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert (
+        "WMS_OUT_20261121_EC20261121002.xml: delivered before; its partner collected it: "
+        "not compared"
+    ) in dry.stdout
