@@ -168,13 +168,17 @@ class Alerter:
         else:
             log.info("alert.held", route=route, cause=cause, held=window.suppressed)
 
-    def _window(self, route: str, cause: str) -> AlertWindow:
+    def _window(self, route: str, cause: str, *, opens: bool = True) -> AlertWindow:
         """The alert ledger's answer (this process's while the journal cannot give it)."""
         try:
             if self.journal is None:
                 raise JournalError("no journal")
             window = self.journal.alerts.window(
-                route, f"{cause}#{self._sinks}", window_s=self.config.window, now=self.now()
+                route,
+                f"{cause}#{self._sinks}",
+                window_s=self.config.window,
+                now=self.now(),
+                opens=opens,
             )
         except JournalError:
             window = self._window_here(route, cause)
@@ -257,8 +261,7 @@ class Alerter:
             keys = self.journal.alerts.resolve(route) if self.journal is not None else []
         except JournalError:
             keys = []
-        # (A repeat stopped is news about the partner, not a failure that recovers.)
-        causes = sorted({key.partition("#")[0] for key in keys} - {"repeat"})
+        causes = sorted({key.partition("#")[0] for key in keys})
         if causes:
             self._send(
                 Alert(
@@ -351,7 +354,8 @@ class Alerter:
     def repeats(self, route: str, files: list[tuple[str, list[str]]]) -> None:
         """Documents delivered before came again and were left out (a route with
         ``repeats = "alert"``; one per alert window)."""
-        window = self._window(route, "repeat")
+        # (news about the partner, not a failure the route recovers from)
+        window = self._window(route, "repeat", opens=False)
         if not window.send:
             log.info("alert.held", route=route, cause="repeat", held=window.suppressed)
             return

@@ -330,6 +330,8 @@ def test_alert_ledger_sends_once_per_window_then_a_digest(journal: Journal) -> N
         ("r", "network", 3)
     ]
     assert journal.alerts.due_digests(window_s=600, now=T0 + timedelta(minutes=30)) == []
+    # News that recovers from nothing (a repeat stopped) opens nothing to resolve.
+    assert journal.alerts.window("r", "repeat", window_s=600, now=T0, opens=False).send
     assert sorted(journal.alerts.resolve("r")) == ["network", "validation"]
     assert journal.alerts.resolve("r") == []
 

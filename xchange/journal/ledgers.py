@@ -126,8 +126,14 @@ class Alerts(Ledger):
     #: A window never sent (a row made to be locked).
     _NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 
-    def window(self, route: str, cause: str, *, window_s: float, now: datetime) -> AlertWindow:
-        """Whether to send an alert for (route, cause) now, or hold it back (counted)."""
+    def window(
+        self, route: str, cause: str, *, window_s: float, now: datetime, opens: bool = True
+    ) -> AlertWindow:
+        """Whether to send an alert for (route, cause) now, or hold it back (counted).
+        ``opens``: the cause is a failure the route recovers from (``resolve`` closes it
+        with one "recovered"); news that recovers from nothing (a repeat stopped) opens
+        nothing."""
+        opened = "1" if opens else "open"
         with self.db.write() as db:
             self._run(
                 db,
@@ -145,13 +151,13 @@ class Alerts(Ledger):
             if fresh or (now - sent).total_seconds() >= window_s:
                 self._run(
                     db,
-                    "UPDATE alerts SET sent_at=?, held=0, open=1 WHERE route=? AND cause=?",
+                    f"UPDATE alerts SET sent_at=?, held=0, open={opened} WHERE route=? AND cause=?",
                     (self.db.stamp(now), route, cause),
                 )
                 return AlertWindow(send=True, suppressed=0 if fresh else row["held"])
             self._run(
                 db,
-                "UPDATE alerts SET held=held+1, open=1 WHERE route=? AND cause=?",
+                f"UPDATE alerts SET held=held+1, open={opened} WHERE route=? AND cause=?",
                 (route, cause),
             )
             return AlertWindow(send=False, suppressed=row["held"] + 1)
