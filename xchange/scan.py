@@ -354,13 +354,23 @@ class Scanner:
         key = (route.name, entry.manifest, entry.name)
         if key in self._judged:
             return True
-        pattern = "".join("?" if ch in "*?[]" else ch for ch in entry.name)
-        for record in self.journal.query(route=route.name, pattern=pattern, limit=50):
+        if entry.sha256 is not None:
+            # The content the manifest names, looked up by its checksum (exact, indexed).
+            found = self.journal.find_content(route.name, entry.sha256)
+            candidates = [found] if found is not None else []
+        else:
+            # The newest file of that name is the one that can be younger than the
+            # manifest (only * and ? are wildcards: they match themselves here too).
+            pattern = "".join("?" if ch in "*?" else ch for ch in entry.name)
+            candidates = [
+                r
+                for r in self.journal.query(route=route.name, pattern=pattern, limit=50)
+                if r.path == entry.name
+            ][:1]
+        for record in candidates:
             if record.path != entry.name or record.endpoint != route.source.endpoint:
                 continue
             if record.state not in JUDGED:
-                continue
-            if entry.sha256 is not None and record.sha256 != entry.sha256:
                 continue
             if entry.sha256 is None and record.created_at < since:
                 continue
