@@ -17,7 +17,7 @@ from html import escape
 from typing import Any
 
 from xchange import operators
-from xchange.journal import Found, Journal, OutputRecord, State
+from xchange.journal import Found, Journal, State
 
 #: Files one search shows at most by default (``--limit``).
 LIMIT = 50
@@ -60,19 +60,13 @@ def _time(when: datetime | None) -> str:
     return "-" if when is None else when.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-def picked_up(output: OutputRecord) -> datetime | None:
-    """When the receiver took the output from where it was delivered, where the journal
-    knows (a target whose partner collects: see :mod:`xchange.pickups`); else None."""
-    return output.picked_up_at
-
-
 def _matched(found: Found) -> str:
     said = []
     for how in found.matched:
         if how == "business key" and found.keys:
             said.append(f"business key {', '.join(found.keys)}")
         elif how.startswith("business key, ") and found.keys:
-            said.append(f"business key {', '.join(found.keys)}{how[len('business key'):]}")
+            said.append(f"business key {', '.join(found.keys)}{how[len('business key') :]}")
         elif how in ("output name", "output sha256") and found.outputs:
             said.append(f"{how} ({', '.join(found.outputs)})")
         else:
@@ -102,7 +96,7 @@ def describe(found: Found) -> tuple[str, list[tuple[str, str]]]:
             f"{o.endpoint}:{o.path}, {o.size} bytes, sha256 {o.sha256[:SHORT_SUM]}, "
             f"delivered {_time(o.delivered_at)}"
         )
-        taken = picked_up(o)
+        taken = o.picked_up_at
         if taken is not None:
             text += f", picked up at {_time(taken)}"
         rows.append(("output (matched)" if o.path in found.outputs else "output", text))

@@ -342,7 +342,10 @@ class HttpEndpoint:
             return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
         if path in self.extra:
             # One value per parameter (the first): the pages take a few plain ones.
-            asked = {k: v[0] for k, v in parse_qs(query, max_num_fields=10).items()}
+            try:
+                asked = {k: v[0] for k, v in parse_qs(query, max_num_fields=10).items()}
+            except ValueError:  # (more fields than any page takes)
+                return 400, "text/plain", b"too many parameters\n"
             return self.extra[path](asked)
         return 404, "text/plain", b"not found\n"
 

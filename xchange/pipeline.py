@@ -258,7 +258,11 @@ class Pipeline(_Converter):
         keys: list[str] = []
         skipped: list[str] = []
         # Repeats left out still count in the totals: read back as if written.
-        left_out = LeftOut(self.mapping.totals, self.target) if read is not None else None
+        left_out = (
+            LeftOut(self.mapping.totals, self.target)
+            if read is not None and self._key_field is not None
+            else None
+        )
         if self._key_field is not None:
             docs = self._deduplicated(docs, skip, keys, skipped, left_out, source_name, report)
         try:
@@ -297,12 +301,7 @@ class Pipeline(_Converter):
         agreed: dict[str, Decimal] = {}
         if read is not None:
             try:
-                as_stated(read, source_name)
-            except BaseException:
-                sink.discard()
-                raise
-        if read is not None:
-            try:
+                as_stated(read, source_name)  # (the source's own figures first)
                 written = written_totals(
                     self.mapping.totals, self.target, list(sink.outputs), left_out
                 )

@@ -411,18 +411,6 @@ class Pickups(Ledger):
                 count += len(rows)
         return count
 
-    def collected_between(self, route: str, since: datetime, until: datetime) -> int:
-        """Outputs of ``route`` seen collected in [since, until)."""
-        with self.db.read() as db:
-            row = self._run(
-                db,
-                "SELECT count(*) AS n FROM outputs o JOIN files f ON f.id = o.file_id "
-                "WHERE f.route=? AND o.pickup='collected' AND o.picked_up_at>=? "
-                "AND o.picked_up_at<?",
-                (route, self.db.stamp(since), self.db.stamp(until)),
-            ).fetchone()
-        return int(row["n"])
-
     def episode(self, route: str, overdue: bool, *, now: datetime) -> bool | None:
         """An episode of ``route``'s outputs not collected in time: True when it begins
         now (alert it), False when it ends now (say so), None when nothing changes. Once

@@ -323,7 +323,7 @@ class SqlJournal(Ledger):
         how: dict[int, set[str]] = {}
         keys: dict[int, set[str]] = {}
         outputs: dict[int, set[str]] = {}
-        # Each look-up goes by its own index (migration 0010_actions): by the name, the
+        # Each look-up goes by its own index (migrations 0012 and 0013): by the name, the
         # checksum or the key, never by the route (``route||''`` keeps the planners off
         # its index: a route may hold millions of files). Every value is bound.
         route_args = [route] if route is not None else []
