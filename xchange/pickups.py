@@ -122,6 +122,7 @@ def _look(
     now: datetime,
 ) -> Standing:
     waiting = journal.pickups.waiting(route.name)
+    unseeable: set[str] = set()
     if waiting:
         # Each output where it was delivered: a route moved to another target leaves
         # what it delivered before at the old one, still waiting there.
@@ -130,8 +131,14 @@ def _look(
             try:
                 where = remote(endpoint)
             except KeyError:  # no longer configured: nothing can be seen taken there
-                log.warning("pickup.endpoint_gone", route=route.name, endpoint=endpoint)
+                log.warning(
+                    "pickup.endpoint_gone",
+                    route=route.name,
+                    endpoint=endpoint,
+                    then="its outputs are neither taken for collected nor alerted as late",
+                )
                 present |= {(endpoint, w.path) for w in waiting if w.endpoint == endpoint}
+                unseeable.add(endpoint)
                 continue
             present |= {(endpoint, info.name) for info in where.list()}
         gone = [w for w in waiting if (w.endpoint, w.path) not in present]
@@ -149,7 +156,8 @@ def _look(
             taken = {w.output_id for w in gone}
             waiting = [w for w in waiting if w.output_id not in taken]
     journal.pickups.looked_at(route.name, now)
-    state = Standing(route.name, waiting, route.target.collect_within, now, now)
+    judged = [w for w in waiting if w.endpoint not in unseeable]
+    state = Standing(route.name, judged, route.target.collect_within, now, now)
     overdue = state.overdue
     episode = journal.pickups.episode(route.name, bool(overdue), now=now)
     if episode is True:
