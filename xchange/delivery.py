@@ -144,7 +144,9 @@ class Delivery:
         todo = [o for o in outputs if o.name not in done]
         if route.target.collected:
             self._settle_pickups(route, target, todo)
-        finals = self._send(route, target, record, todo, force)
+        #: Outputs found on the target with their very bytes (read back), not sent now.
+        found: set[int] = set()
+        finals = self._send(route, target, record, todo, force, found=found)
         sent = [out for out, _ in finals]
         if route.target.sidecar == "sha256":
             # Each data file's checksum file, after it: of those sent now, and of those
@@ -153,9 +155,15 @@ class Delivery:
             sidecars = [sidecar_for(out, final) for out, final in finals]
             todo = [o for o in sidecars if o.name not in done]
             sent += [
-                out for out, _ in self._send(route, target, record, todo, force, watched=False)
+                out
+                for out, _ in self._send(
+                    route, target, record, todo, force, watched=False, found=found
+                )
             ]
-        note = verified(route, target, sent)
+        note = verified(route, target, [o for o in sent if id(o) not in found])
+        if found:
+            seen = f"{len(found)} found on the target with the same bytes (read back, sha256)"
+            note = f"{note}; {seen}" if note else f"verified: {seen}"
         if note is not None:
             self.journal.note(record.id, note)
 
@@ -168,6 +176,7 @@ class Delivery:
         force: bool,
         *,
         watched: bool = True,
+        found: set[int] | None = None,
     ) -> list[tuple[Output, str]]:
         """Put ``todo``, recording each as it lands; return each output put and its final
         name (an output if_exists = skip left out is not among them)."""
@@ -185,7 +194,7 @@ class Delivery:
             alone += rest
             finals += [(o, o.name) for o in flight if o not in rest]
         for out in sorted(alone, key=lambda o: order[id(o)]):
-            final = self.deliver_one(route, record, target, out, force=force)
+            final = self.deliver_one(route, record, target, out, force=force, found=found)
             if final is None:
                 continue
             at = self.now().astimezone(UTC)
@@ -249,10 +258,18 @@ class Delivery:
         return rest
 
     def deliver_one(
-        self, route: RouteConfig, record: FileRecord, target: Remote, out: Output, *, force: bool
+        self,
+        route: RouteConfig,
+        record: FileRecord,
+        target: Remote,
+        out: Output,
+        *,
+        force: bool,
+        found: set[int] | None = None,
     ) -> str | None:
         """Put one output under its name (or, with if_exists = unique, the first free
-        variant); return the name used, or None if if_exists = skip left it out."""
+        variant); return the name used, or None if if_exists = skip left it out. An
+        output found there with its very bytes is not sent again (``found`` gets its id)."""
         policy = "overwrite" if force else route.target.if_exists
         stem, dot, ext = out.name.rpartition(".")
         candidates = [out.name]
@@ -265,6 +282,8 @@ class Delivery:
         # so by refusing the name; with overwrite, look first when this is a later attempt.
         for name in candidates:
             if looks_first(policy, record) and already_there(target, out, name):
+                if found is not None:
+                    found.add(id(out))
                 log.info(
                     "file.output_found",
                     output=name,
@@ -290,6 +309,8 @@ class Delivery:
                 )
             except TargetExists:
                 if already_there(target, out, name):
+                    if found is not None:
+                        found.add(id(out))
                     log.info(
                         "file.output_found",
                         output=name,
