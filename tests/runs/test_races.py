@@ -285,10 +285,10 @@ def test_an_unexpected_error_on_one_file_does_not_stop_the_others(
 
     real = xchange.transfer.Transfer._read
 
-    def failing(self, route, source, info, path, handle, hand):  # type: ignore[no-untyped-def]
+    def failing(self, route, source, info, *rest):  # type: ignore[no-untyped-def]
         if info.name == "orders_1.csv":
             raise KeyError("surprise")
-        return real(self, route, source, info, path, handle, hand)
+        return real(self, route, source, info, *rest)
 
     monkeypatch.setattr(xchange.transfer.Transfer, "_read", failing)
     for i in range(3):
