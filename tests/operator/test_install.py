@@ -37,7 +37,7 @@ def staged() -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def run_install(tmp_path: Path, *extra: str) -> tuple[dict[str, Path], str]:
+def run_install(tmp_path: Path, *extra: str, code: int = 0) -> tuple[dict[str, Path], str]:
     """tools/install.sh into a staged tree: its paths, and what it said."""
     paths = {name: tmp_path / name for name in ("opt", "etc", "state", "logs", "units", "bin")}
     result = subprocess.run(
@@ -66,7 +66,7 @@ def run_install(tmp_path: Path, *extra: str) -> tuple[dict[str, Path], str]:
         timeout=600,
         check=False,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == code, result.stdout + result.stderr
     return paths, result.stderr
 
 
@@ -301,32 +301,5 @@ def test_an_upgrade_stops_where_the_configuration_would_lose_its_secrets(
     paths = install(staged, built)
     (paths["etc"] / "secrets.env").write_text("XCHANGE_HOOK_URL=http://127.0.0.1:9/x\n")
     (paths["etc"] / "xchange.toml").write_text('formats = "formats"\n')
-    again = subprocess.run(
-        [
-            "bash",
-            str(REPO / "tools" / "install.sh"),
-            "--prefix",
-            str(paths["opt"]),
-            "--etc",
-            str(paths["etc"]),
-            "--state",
-            str(paths["state"]),
-            "--logs",
-            str(paths["logs"]),
-            "--unit-dir",
-            str(paths["units"]),
-            "--bin-dir",
-            str(paths["bin"]),
-            "--user",
-            USER,
-            "--no-systemctl",
-            "--venv",
-            str(built["venv"]),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert again.returncode == 2, again.stderr
-    assert f'secrets = "{paths["etc"]}/secrets.env"' in again.stderr
+    _, said = run_install(staged, "--venv", str(built["venv"]), code=2)
+    assert f'secrets = "{paths["etc"]}/secrets.env"' in said
