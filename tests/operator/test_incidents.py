@@ -48,6 +48,16 @@ def test_a_bad_morning_is_two_causes_not_five_files(exchange: Exchange) -> None:
     assert f"retry: xchange quarantine retry --cause {table['id']} --canary 1" in shown
 
 
+def test_listing_causes_keeps_to_the_limit_and_says_what_is_left(exchange: Exchange) -> None:
+    a_bad_morning(exchange)
+    shown = cli(exchange, "quarantine", "list", "--by-cause", "--limit", "1").stdout
+    assert shown.count("retry: xchange quarantine retry --cause") == 1
+    assert "4 file(s)" in shown  # the biggest cause first
+    assert "... and 1 more cause(s) of 1 file(s)" in shown
+    listed = cli(exchange, "quarantine", "list", "--by-cause", "--json", "--limit", "1").stdout
+    assert len(listed.splitlines()) == 1
+
+
 def test_a_cause_is_retried_with_a_canary_first_and_the_rest_only_if_it_passes(
     exchange: Exchange,
 ) -> None:

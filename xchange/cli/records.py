@@ -463,7 +463,9 @@ def quarantine_list(
         _check_route(config, store, route)
         if by_cause:
             _list_by_cause(
-                store.query(route=route, state=State.QUARANTINED, limit=1_000_000), as_json
+                store.query(route=route, state=State.QUARANTINED, limit=1_000_000),
+                as_json,
+                limit,
             )
             return
         records = store.query(route=route, state=State.QUARANTINED, limit=limit)
@@ -485,11 +487,11 @@ def quarantine_list(
         click.echo("(nothing in quarantine)")
 
 
-def _list_by_cause(records: list[FileRecord], as_json: bool) -> None:
+def _list_by_cause(records: list[FileRecord], as_json: bool, limit: int) -> None:
     from xchange.incidents import by_cause
 
     causes = by_cause(records)
-    for cause in causes:
+    for cause in causes[:limit]:
         if as_json:
             click.echo(json.dumps(cause.as_dict(), ensure_ascii=False))
             continue
@@ -503,6 +505,12 @@ def _list_by_cause(records: list[FileRecord], as_json: bool) -> None:
         more = f" and {len(cause.records) - 3} more" if len(cause.records) > 3 else ""
         click.echo(f"         {shown}{more}")
         click.echo(f"         retry: xchange quarantine retry --cause {cause.id} --canary 1")
+    if len(causes) > limit and not as_json:
+        left = causes[limit:]
+        click.echo(
+            f"... and {len(left)} more cause(s) of {sum(len(c.records) for c in left)} "
+            "file(s), smaller or older: raise --limit to see them"
+        )
     if not causes and not as_json:
         click.echo("(nothing in quarantine)")
 
