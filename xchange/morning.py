@@ -39,6 +39,9 @@ class DayReport:
     differences: int = 0
     #: Documents left out as delivered already (business keys seen before).
     repeats: int = 0
+    #: Files stopped whole because they repeated documents delivered before
+    #: (quarantined, kind "repeat": ``repeats = "quarantine"``).
+    repeat_files: int = 0
     #: Outputs delivered that day that their partner has not collected yet.
     not_collected: int = 0
 
@@ -50,6 +53,8 @@ class DayReport:
             parts.append(f"{self.differences} file(s) stopped: control totals differed")
         if self.repeats:
             parts.append(f"{self.repeats} repeat(s) stopped")
+        if self.repeat_files:
+            parts.append(f"{self.repeat_files} file(s) stopped: documents delivered before")
         if self.not_collected:
             parts.append(f"{self.not_collected} delivered, not collected yet")
         return f"  {self.day}: " + "; ".join(parts)
@@ -156,9 +161,15 @@ def _days(
 
     for r in records:
         if r.state in DONE_STATES:
-            day(max((o.delivered_at for o in r.outputs), default=r.updated_at)).files += 1
+            # Dated by its delivery, as its tally is: a file delivered before ``since``
+            # and touched since (archived, collected) is not one of the period's.
+            delivered = max((o.delivered_at for o in r.outputs), default=r.updated_at)
+            if delivered >= since:
+                day(delivered).files += 1
         elif r.state == State.QUARANTINED and r.error_kind == "totals":
             day(r.updated_at).differences += 1
+        elif r.state == State.QUARANTINED and r.error_kind == "repeat":
+            day(r.updated_at).repeat_files += 1
     for tally in journal.tallies.between(route.name, since, datetime.now(UTC)):
         d = day(tally.delivered_at)
         d.documents += tally.documents or 0

@@ -66,5 +66,23 @@ def test_the_report_gives_each_day_its_files_documents_totals_repeats_and_pickup
         "totals": {"amount": "2126.20", "lines": "7", "pieces": "12", "prices": "1826.70"},
         "differences": 1,
         "repeats": 2,
+        "repeat_files": 0,
         "not_collected": 4,
     }
+
+
+def test_a_file_stopped_whole_for_its_repeats_is_counted_as_such_in_its_day(
+    exchange: Exchange,
+) -> None:
+    exchange.write_config(route_extra='dedupe_key = "OrderNo"\nrepeats = "quarantine"')
+    (exchange.inbox / SAMPLE.name).write_bytes(SAMPLE.read_bytes())
+    assert "1 delivered" in run(exchange)
+    again = SAMPLE.read_bytes().replace(b"EC20261121003", b"EC20261121009")
+    (exchange.inbox / "orders_20261122.csv").write_bytes(again)
+    assert "1 quarantined" in run(exchange)
+    raw = CliRunner().invoke(main, ["report", "--json", "--config", str(exchange.config)])
+    [route] = json.loads(raw.output)["routes"]
+    [day] = route["days"]
+    assert (day["files"], day["repeat_files"], day["repeats"], day["differences"]) == (1, 1, 0, 0)
+    shown = CliRunner().invoke(main, ["report", "--config", str(exchange.config)]).output
+    assert "1 file(s) stopped: documents delivered before" in shown
