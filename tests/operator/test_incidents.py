@@ -91,6 +91,13 @@ def test_a_cause_is_retried_with_a_canary_first_and_the_rest_only_if_it_passes(
     assert passed.exit_code == 0, passed.output
     assert "the canary went through: 3 more file(s) now" in passed.output
     assert len(list(exchange.outbox.iterdir())) == 12
+    # Each file's action says which part of the canary run it was in.
+    actions = [
+        json.loads(line)
+        for line in cli(exchange, "journal", "actions", "--json").stdout.splitlines()
+    ]
+    details = sorted(str(a["detail"]) for a in actions[:4])
+    assert details == ["after the canary"] * 3 + ["canary: 1 of 4 first"], actions
     # The other cause stays where it was.
     assert [c["files"] for c in causes(exchange)] == [1]
     # Their time in quarantine is not "slow" in the report (they were not slow to take).

@@ -580,18 +580,22 @@ def _reprocess(
     reason: str | None,
     dry_run: bool = False,
     canary: int = 0,
+    config: AppConfig | None = None,
 ) -> None:
     """Run files again through the current layouts and mappings; exit 1 if any still fails.
     The action is noted in the journal first (who, which files, why). With ``canary``, the
     first files go alone: the rest only if every one of them was delivered. With
     ``dry_run``, what would be delivered (and how it differs from what was delivered
     before), touching nothing."""
-    config = command_config(ctx, config_path, secrets=True)
+    if config is None:
+        config = command_config(ctx, config_path, secrets=True)
     if dry_run:
         _preview(config, ids, force=force)
         return
     first, rest = (ids[:canary], ids[canary:]) if canary else (ids, [])
-    failed = _rerun(config, first, force=force, action=action, reason=reason)
+    # Each file's action says which part of a canary run it was.
+    first_detail = f"canary: {len(first)} of {len(ids)} first" if rest else None
+    failed = _rerun(config, first, force=force, action=action, reason=reason, detail=first_detail)
     if canary and failed:
         click.echo(
             f"the canary failed: {len(rest)} other file(s) left in quarantine, untouched",
@@ -599,7 +603,9 @@ def _reprocess(
         )
     elif rest:
         click.echo(f"the canary went through: {len(rest)} more file(s) now")
-        failed += _rerun(config, rest, force=force, action=action, reason=reason)
+        failed += _rerun(
+            config, rest, force=force, action=action, reason=reason, detail="after the canary"
+        )
     if failed:
         sys.exit(1)
 
@@ -626,7 +632,13 @@ def _preview(config: AppConfig, ids: list[int], *, force: bool) -> None:
 
 
 def _rerun(
-    config: AppConfig, ids: list[int], *, force: bool, action: str, reason: str | None
+    config: AppConfig,
+    ids: list[int],
+    *,
+    force: bool,
+    action: str,
+    reason: str | None,
+    detail: str | None = None,
 ) -> int:
     """Run the files again; how many still fail."""
     from xchange.results import DELIVERED, DUPLICATE, SKIPPED
@@ -637,7 +649,8 @@ def _rerun(
     failed = 0
     try:
         records = [_get(store, i) for i in ids]
-        operators.record(store, action, reason, files=records, detail="--force" if force else None)
+        details = [d for d in ("--force" if force else None, detail) if d]
+        operators.record(store, action, reason, files=records, detail="; ".join(details) or None)
         bar = (
             click.progressbar(records, label="retrying", file=sys.stderr)
             if (sys.stderr.isatty() and len(records) > 1)
@@ -700,8 +713,8 @@ def quarantine_retry(
     if route and not (everything or cause):
         raise click.UsageError("--route goes with --all or --cause")
     ids = list(file_ids)
+    config = command_config(ctx, config_path, secrets=True)
     if everything or cause is not None:
-        config = command_config(ctx, config_path, secrets=True)
         if route is not None:
             known_route(config, route)
         with open_store(config) as store:
@@ -731,6 +744,7 @@ def quarantine_retry(
         reason=reason,
         dry_run=dry_run,
         canary=canary or 0,
+        config=config,
     )
 
 
