@@ -293,7 +293,10 @@ class Scanner:
             except RemoteError as exc:
                 reason = f"manifest could not be read: {exc.reason}"
                 log.warning("manifest.unread", manifest=info.name, error=exc.reason)
-                held.append(hold(route.ready, info, reason, *_seen(before, now), before, now)[0])
+                obs, newly = hold(route.ready, info, reason, *_seen(before, now), before, now)
+                held.append(obs)
+                if newly:  # held longer than ready.max_wait: alerted once, as stuck
+                    stuck.append(obs)
                 continue
             except ManifestRefused as exc:
                 reason = f"manifest refused: {exc.reason}"

@@ -19,7 +19,7 @@ from tests.conftest import SAMPLES, Exchange
 from tests.procs import run_once
 from tests.sftp_routes import server_endpoint_toml, sftp_source, sftp_target_toml
 from tests.sftpservers import SftpServer
-from tests.sshd import SshServer
+from tests.sshd import SshServer, start_sshd
 from xchange.cli import main
 from xchange.config import load_config
 from xchange.journal import FileRecord, State, open_journal
@@ -319,6 +319,41 @@ def test_a_listed_file_that_never_arrives_keeps_its_manifest_waiting(
     reason = held(exchange)["two.manifest.json"]
     assert reason.startswith("STUCK for ") and reason.endswith("not here: orders_never.csv")
     assert '"cause": "stuck"' in later.output and '"event": "alert.sent"' in later.output
+
+
+@pytest.mark.sftp
+def test_a_manifest_that_cannot_be_read_is_held_then_alerted_as_stuck(
+    exchange: Exchange, tmp_path: Path
+) -> None:
+    """A server that lists the folder but refuses to open files (OpenSSH's sftp-server
+    with the open request prohibited): the manifest is held with the server's word, and
+    alerted once held longer than ready.max_wait."""
+    server = start_sshd(tmp_path / "sshd", subsystem="internal-sftp -P open")
+    try:
+        exchange.write_config(ready="settle = 0, max_wait = 1")
+        drop = partner_drop(exchange, server, "partner-closed")
+        sample = (SAMPLES / "shop-orders" / "in" / SAMPLE).read_bytes()
+        (drop / SAMPLE).write_bytes(sample)
+        (drop / "one.manifest.json").write_bytes(listing({SAMPLE: sample}))
+        result = run(exchange)
+        assert result.exit_code == 0, result.output
+        assert held(exchange)["one.manifest.json"].startswith("manifest could not be read: ")
+        assert '"cause": "stuck"' not in result.output
+        time.sleep(1.2)
+        later = run(exchange)
+        assert later.exit_code == 0, later.output
+        reason = held(exchange)["one.manifest.json"]
+        assert reason.startswith("STUCK for ") and "manifest could not be read: " in reason
+        stuck = [
+            line
+            for line in later.output.splitlines()
+            if '"event": "file.stuck"' in line and "one.manifest.json" in line
+        ]
+        assert len(stuck) == 1, later.output
+        assert '"cause": "stuck"' in later.output and '"event": "alert.sent"' in later.output
+        assert records(exchange) == []
+    finally:
+        server.stop()
 
 
 def test_a_partners_csv_manifest_in_its_own_columns_and_encoding(exchange: Exchange) -> None:
