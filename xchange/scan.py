@@ -139,15 +139,31 @@ class Scanner:
 
     def _records(
         self, route: RouteConfig, files: list[FileInfo]
-    ) -> Iterator[tuple[FileInfo, FileRecord | None]]:
-        """Each file with the journal's record of it (None: never seen), looked up
+    ) -> Iterator[tuple[FileInfo, FileRecord | State | None]]:
+        """Each file with the journal's record of it (None: never seen; only the state of
+        one done with on a route that leaves its files in place), looked up
         ``LOOKUP_CHUNK`` files at a time (a first look at a long history holds the records
         of one chunk, not of the whole folder)."""
+        leave = route.after.action == "leave"
+        endpoint = route.source.endpoint
         for start in range(0, len(files), LOOKUP_CHUNK):
             chunk = files[start : start + LOOKUP_CHUNK]
-            records = self.journal.lookup_many(
-                route.name, route.source.endpoint, [(f.name, f.size, f.mtime_ns) for f in chunk]
-            )
+            keys = [(f.name, f.size, f.mtime_ns) for f in chunk]
+            if leave:
+                # A history left in place: its files' states set the delivered ones
+                # aside (see ``look``) without making a record of each.
+                states = self.journal.states_many(route.name, endpoint, keys)
+                keys = [k for k in keys if k in states and states[k] not in DONE_STATES]
+                records = self.journal.lookup_many(route.name, endpoint, keys) if keys else {}
+                for f in chunk:
+                    key = (f.name, f.size, f.mtime_ns)
+                    state = states.get(key)
+                    if state is not None and state in DONE_STATES:
+                        yield f, state
+                    else:
+                        yield f, records.get(key)
+                continue
+            records = self.journal.lookup_many(route.name, endpoint, keys)
             for f in chunk:
                 yield f, records.get((f.name, f.size, f.mtime_ns))
 
@@ -223,7 +239,9 @@ class Scanner:
         look = Look(names=names)
         fresh = []
         for f, known in self._records(route, wanted):
-            if known is None:
+            if isinstance(known, State):  # done with, and left in place
+                left.add((f.name, f.size, f.mtime_ns))
+            elif known is None:
                 fresh.append(f)
                 look.unknown.add(f.name)
             elif known.state == State.QUARANTINED and known.quarantine_path:

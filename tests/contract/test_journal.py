@@ -516,6 +516,13 @@ def test_lookups_find_a_file_by_name_size_and_time(journal: Journal) -> None:
     many = journal.lookup_many("r", "drop", [("orders_1.csv", 10, 123), ("x.csv", 1, 1)])
     assert list(many) == [("orders_1.csv", 10, 123)]
     assert journal.find_content("r", "a" * 64) is not None
+    # The light look-up gives the newest record's state of each key it has.
+    states = journal.states_many("r", "drop", [("orders_1.csv", 10, 123), ("x.csv", 1, 1)])
+    assert states == {("orders_1.csv", 10, 123): State.PROCESSING}
+    walk(journal, rec.id, State.DELIVERING, State.DELIVERED)
+    states = journal.states_many("r", "drop", [("orders_1.csv", 10, 123)])
+    assert states == {("orders_1.csv", 10, 123): State.DELIVERED}
+    assert journal.states_many("r", "other", [("orders_1.csv", 10, 123)]) == {}
     assert journal.find_content("r", "b" * 64) is None
 
 

@@ -21,7 +21,8 @@ def test_a_held_file_is_looked_at_again_by_name_not_by_listing_the_folder(
     exchange: Exchange, sshd: SshServer
 ) -> None:
     drop = sshd.folder("held-look")
-    exchange.write_config(ready="settle = 2")
+    # Long enough that the file is still young when first seen, however busy the machine.
+    exchange.write_config(ready="settle = 5")
     sftp_source(exchange, sshd, drop)
     text = exchange.config.read_text()
     exchange.config.write_text(
@@ -44,7 +45,7 @@ def test_a_held_file_is_looked_at_again_by_name_not_by_listing_the_folder(
             )
             wait_for(
                 lambda: len(list(exchange.outbox.glob("*.xml"))) == 3,
-                timeout=20,
+                timeout=30,
                 what="the held file delivered",
             )
             time.sleep(0.2)

@@ -94,16 +94,23 @@ def test_new_files_are_taken_once_among_a_history_and_another_partners_files(
         (first,) = runner.run_once()
         assert first.count("delivered") == HISTORY
         # The look keeps the route's files only; every one of them is seen.
+        # A history left in place is looked up by state alone: no record is made of it.
         asked: list[int] = []
-        lookup_many = runner.journal.lookup_many
+        made: list[int] = []
+        states_many, lookup_many = runner.journal.states_many, runner.journal.lookup_many
 
         def counted(route_name, endpoint, keys):  # type: ignore[no-untyped-def]
             asked.append(len(keys))
+            return states_many(route_name, endpoint, keys)
+
+        def records(route_name, endpoint, keys):  # type: ignore[no-untyped-def]
+            made.append(len(keys))
             return lookup_many(route_name, endpoint, keys)
 
-        runner.journal.lookup_many = counted  # type: ignore[method-assign]
+        runner.journal.states_many = counted  # type: ignore[method-assign]
+        runner.journal.lookup_many = records  # type: ignore[method-assign]
         look = runner.scanner.look(route)
-        assert asked == [400, 400, 400, 300]
+        assert asked == [400, 400, 400, 300] and made == []
         assert look.names == {f"hist{i:05d}.dat" for i in range(HISTORY)}
         assert not look.unknown and look.verdict is not None and not look.verdict.ready
         # Delivered and left in place: remembered, no journal look-up for them any more.

@@ -253,6 +253,14 @@ class Journal(Protocol):
         """``lookup`` of many (path, size, mtime_ns) at once: the ones the journal has."""
         ...
 
+    def states_many(
+        self, route: str, endpoint: str, files: Sequence[tuple[str, int, int]]
+    ) -> dict[tuple[str, int, int], State]:
+        """The state of the newest record of each (path, size, mtime_ns) the journal has:
+        what a look at a long history needs to set aside the files done with, without
+        making their records."""
+        ...
+
     def claim_many(
         self, keys: Sequence[FileKey], *, layout_version: str, mapping_version: str
     ) -> list[Claim]:

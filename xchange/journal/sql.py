@@ -210,6 +210,25 @@ class SqlJournal(Ledger):
                     found[key] = record
         return found
 
+    def states_many(
+        self, route: str, endpoint: str, files: Sequence[tuple[str, int, int]]
+    ) -> dict[tuple[str, int, int], State]:
+        wanted = set(files)
+        found: dict[tuple[str, int, int], State] = {}
+        with self.db.read() as db:
+            for paths in _chunks(sorted({path for path, _, _ in wanted})):
+                rows = self._run(
+                    db,
+                    "SELECT path, size, mtime_ns, state FROM files WHERE route=? AND "
+                    f"endpoint=? AND path IN ({_marks(paths)}) ORDER BY id",
+                    (route, endpoint, *paths),
+                )
+                for row in rows.fetchall():  # oldest first: the newest of a key wins
+                    key = (row["path"], row["size"], row["mtime_ns"])
+                    if key in wanted:
+                        found[key] = State(row["state"])
+        return found
+
     def find_content(self, route: str, sha256: str) -> FileRecord | None:
         return self._one("route=? AND sha256=?", (route, sha256))
 
