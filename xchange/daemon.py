@@ -392,7 +392,7 @@ class Daemon:
                 only = set() if self._held_only(route) else None
                 if only is None:
                     self._listed_at[name] = time.monotonic()
-            result = self.runner.run_route(route, only=only)
+            result = self.runner.run_route_pinned(route, only=only)
             if name not in self._watched and only is None:
                 self._listing_took[name] = time.monotonic() - self._listed_at[name]
             try:

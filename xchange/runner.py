@@ -155,6 +155,13 @@ class Runner:
             self.now(),
         )
 
+    def run_route_pinned(self, route: RouteConfig, only: set[str] | None = None) -> RouteResult:
+        """``run_route`` on the route's own thread: a daemon's looks at a route keep one
+        session per endpoint (an SFTP login costs several round trips; a scheduler thread
+        chosen at random would open one per thread), and what it knows of the folder."""
+        pinned = self.sessions.pool(route.name, "look", 1)
+        return pinned.submit(self.run_route, route, only).result()
+
     def run_route(
         self, route: RouteConfig, only: set[str] | None = None, *, heal: bool = True
     ) -> RouteResult:
