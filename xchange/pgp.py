@@ -142,6 +142,21 @@ SIGNATURE_WORDS = frozenset(
 )
 
 
+#: libgpg-error codes (an ``ERROR`` status line's code, low 16 bits) that say our key's
+#: passphrase was wrong or missing: BAD_PASSPHRASE, CANCELED, NO_PASSPHRASE, NO_PIN.
+PASSPHRASE_CODES = frozenset({11, 99, 177, 178})
+
+
+def passphrase_refused(status: Status) -> bool:
+    """Whether gpg says our key's passphrase was wrong or missing."""
+    if status.has("BAD_PASSPHRASE") or status.has("MISSING_PASSPHRASE"):
+        return True
+    for words in status.all("ERROR"):
+        if len(words) > 2 and words[2].isdigit() and int(words[2]) & 0xFFFF in PASSPHRASE_CODES:
+            return True
+    return False
+
+
 @dataclass(frozen=True)
 class Ran:
     """One gpg run: its exit code, status lines and the last words it wrote for a person."""
@@ -212,7 +227,7 @@ def decrypted(ran: Ran, spec: SourcePgp, name: str, ours: str) -> str | None:
             is not signed as the route requires.
     """
     status = ran.status
-    if status.has("BAD_PASSPHRASE") or status.has("MISSING_PASSPHRASE"):
+    if passphrase_refused(status):
         raise PgpUnavailable(
             f"{name}: the passphrase of our key {ours} was refused (pgp.passphrase_env or "
             "pgp.passphrase_file): the file waits"
@@ -238,6 +253,13 @@ def decrypted(ran: Ran, spec: SourcePgp, name: str, ours: str) -> str | None:
     if ran.code != 0:
         raise PgpRefused(f"{name}: gpg refused it: {ran.said or f'exit code {ran.code}'}")
     return found
+
+
+def plain_name(name: str) -> str:
+    """A received file's name as its plaintext is converted: ``statement.csv.pgp`` ->
+    ``statement.csv`` (its ``.pgp``, ``.gpg`` or ``.asc`` dropped)."""
+    stem, dot, ext = name.rpartition(".")
+    return stem if dot and stem and ext.lower() in ("pgp", "gpg", "asc") else name
 
 
 def sealed_name(template: str, name: str) -> str:
@@ -458,7 +480,7 @@ class Gpg:
         try:
             ran = self.run([*args, "--", str(source)], passphrase=spec.sign)
             status = ran.status
-            if status.has("BAD_PASSPHRASE") or status.has("MISSING_PASSPHRASE"):
+            if passphrase_refused(status):
                 raise PgpUnavailable(
                     f"the passphrase of our key {self.config.key} was refused "
                     "(pgp.passphrase_env or pgp.passphrase_file)"
@@ -517,7 +539,7 @@ class Gpg:
             return exc.message
         finally:
             probe.unlink(missing_ok=True)
-        if ran.status.has("BAD_PASSPHRASE") or ran.status.has("MISSING_PASSPHRASE"):
+        if passphrase_refused(ran.status):
             return (
                 f"pgp: the passphrase of our key {self.config.key} was refused (pgp.passphrase_env "
                 "or pgp.passphrase_file)"
@@ -587,10 +609,11 @@ class Pgp:
     @contextlib.contextmanager
     def received(
         self, route: RouteConfig, stream: BinaryIO, name: str, key: str
-    ) -> Iterator[tuple[BinaryIO, bool]]:
-        """The stream to convert: ``stream`` itself, or (a route whose files come
-        encrypted) its plaintext, decrypted and checked into a private file that lives as
-        long as the context. The second value says whether it was decrypted.
+    ) -> Iterator[tuple[BinaryIO, str]]:
+        """The stream to convert and the name it is converted under: ``stream`` and
+        ``name`` themselves, or (a route whose files come encrypted) its plaintext,
+        decrypted and checked into a private file that lives as long as the context, and
+        ``name`` without its ``.pgp``, ``.gpg`` or ``.asc``.
 
         Raises:
             PgpRefused: the file is refused (quarantined with its received bytes).
@@ -598,7 +621,7 @@ class Pgp:
         """
         spec = route.source.pgp
         if spec is None:
-            yield stream, False
+            yield stream, name
             return
         assert self.gpg is not None
         folder = private_folder(self.scratch / "plain")
@@ -610,7 +633,7 @@ class Pgp:
                 by = self.gpg.decrypt(source, plain, spec, name)
             log.info("pgp.decrypted", signed_by=by)
             with open(plain, "rb") as fh:
-                yield fh, True
+                yield fh, plain_name(name)
         finally:
             plain.unlink(missing_ok=True)
 
@@ -710,6 +733,8 @@ __all__ = [
     "decrypted",
     "key_files",
     "keyring_problems",
+    "passphrase_refused",
+    "plain_name",
     "problems",
     "sealed_name",
     "signer",

@@ -609,19 +609,19 @@ class Transfer:
                     received.seek(0)
                     # PGP: the plaintext is converted; the journal and the quarantine keep
                     # the bytes received. (It lives until the outputs are delivered.)
-                    reading, decrypted = held.enter_context(
-                        self.pgp.received(route, received, record.path, f"{record.id}")
-                    )
                     # Converted as the name the content was first taken under (the same as
                     # ``name`` but for a twin taking over an unfinished delivery).
+                    reading, named = held.enter_context(
+                        self.pgp.received(route, received, record.path, f"{record.id}")
+                    )
                     conversion = pipeline.convert_stream(
                         reading,
-                        record.path,
+                        named,
                         when,
                         Sink(staging),
                         skip=skip,
-                        # hashed when it was claimed (the bytes received)
-                        digest=None if decrypted else (record.size, record.sha256),
+                        # hashed when it was claimed (the bytes received, not decrypted)
+                        digest=None if reading is not received else (record.size, record.sha256),
                     )
                 # PGP: each output encrypted (and signed) for the partner.
                 sealed = self.pgp.sealed(route, record.id, conversion.outputs)
