@@ -154,7 +154,7 @@ def bank_config(
 ) -> Path:
     """The bank-statements exchange under ``root`` (inbox, outbox, journal, quarantine),
     with PGP as given (``source_pgp``/``target_pgp``: inline tables, or None); its
-    passphrase in XCHANGE_TEST_PGP (set by the test). Endpoints ``bank-drop`` and
+    passphrase in PGP_TEST_PASSPHRASE (set by the test). Endpoints ``bank-drop`` and
     ``erp-inbox`` are local folders unless given as TOML."""
     repo = Path(__file__).resolve().parent.parent
     for sub in ("inbox", "outbox"):
@@ -175,7 +175,7 @@ path = "{root / "var" / "quarantine"}"
 [pgp]
 keyring = "{keyring}"
 key = "{us}"
-passphrase_env = "XCHANGE_TEST_PGP"
+passphrase_env = "PGP_TEST_PASSPHRASE"
 {pgp_extra}
 
 {source_endpoint or local("bank-drop", root / "inbox")}

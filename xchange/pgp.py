@@ -278,8 +278,8 @@ class Gpg:
         #: Primary fingerprints of the keys imported, and of those with their secret.
         self.public: set[str] = set()
         self.secret: set[str] = set()
-        #: Each primary key's fingerprints (its subkeys' included).
         self._lock = threading.Lock()
+        sweep()
 
     # ------------------------------------------------------------------ the home
 
@@ -303,7 +303,7 @@ class Gpg:
         if problems:
             raise PgpUnavailable("; ".join(problems))
         # Short, in the system's temporary folder: the agent's socket lives in it.
-        home = Path(tempfile.mkdtemp(prefix="xchange-gpg-"))
+        home = Path(tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{os.getpid()}-"))
         with _HOMES_LOCK:
             _HOMES[home] = self.config.gpg
         try:
@@ -590,6 +590,26 @@ def stop_agent(home: Path, gpg: str = "gpg") -> None:
         _HOMES.pop(home, None)
 
 
+#: The GnuPG homes' prefix (then the pid of the process that made it).
+HOME_PREFIX = "xchange-gpg-"
+
+
+def sweep() -> None:
+    """Stop the agents of homes left by processes of ours that are gone (killed before
+    they could close them: a crash, SIGKILL), and remove those homes."""
+    for home in Path(tempfile.gettempdir()).glob(f"{HOME_PREFIX}*-*"):
+        pid = home.name[len(HOME_PREFIX) :].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or home.stat().st_uid != os.geteuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            log.info("pgp.stale_home", home=str(home), reason="its process is gone")
+            stop_agent(home)
+        except OSError:
+            continue
+
+
 @atexit.register
 def _stop_all() -> None:
     with _HOMES_LOCK:
@@ -739,4 +759,5 @@ __all__ = [
     "sealed_name",
     "signer",
     "stop_agent",
+    "sweep",
 ]

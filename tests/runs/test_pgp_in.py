@@ -38,7 +38,7 @@ def records(config: Path) -> dict[str, FileRecord]:
 
 @pytest.fixture
 def parties(pgp_parties: Parties, monkeypatch: pytest.MonkeyPatch) -> Parties:
-    monkeypatch.setenv("XCHANGE_TEST_PGP", PASSPHRASE)
+    monkeypatch.setenv("PGP_TEST_PASSPHRASE", PASSPHRASE)
     return pgp_parties
 
 
@@ -170,7 +170,7 @@ def test_a_wrong_passphrase_keeps_the_file_waiting_with_a_reason_and_no_passphra
     """Our key's passphrase refused: not the file's fault. It waits (retrying), the
     reason says whose passphrase and where it comes from, and shows no passphrase."""
     wrong = "not-the-passphrase-Zq81"
-    monkeypatch.setenv("XCHANGE_TEST_PGP", wrong)
+    monkeypatch.setenv("PGP_TEST_PASSPHRASE", wrong)
     config = exchange(tmp_path, parties)
     (tmp_path / "inbox" / "statement_20261205.csv.pgp").write_bytes(
         parties.bank.encrypt(SAMPLE.read_bytes(), [parties.us])
