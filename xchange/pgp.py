@@ -234,6 +234,15 @@ def decrypted(ran: Ran, spec: SourcePgp, name: str, ours: str) -> str | None:
         )
     if status.has("NODATA") or not (status.has("BEGIN_DECRYPTION") or status.has("ENC_TO")):
         raise PgpRefused(f"{name}: not PGP-encrypted data (plain, or only signed): refused")
+    unprotected = [
+        w
+        for w in status.all("DECRYPTION_INFO")
+        if len(w) > 1 and w[1] == "0" and w[3:4] in ([], ["0"])
+    ]
+    if unprotected or any(w[1].startswith("nomdc") for w in status.all("ERROR") if len(w) > 1):
+        raise PgpRefused(
+            f"{name}: not integrity-protected (no modification detection code): refused"
+        )
     if status.has("DECRYPTION_FAILED") or not status.has("DECRYPTION_OKAY"):
         keys = [w[1] for w in status.all("NO_SECKEY")]
         if keys and not status.has("DECRYPTION_KEY"):

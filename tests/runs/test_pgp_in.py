@@ -106,6 +106,17 @@ def hostile(parties: Parties) -> dict[str, tuple[bytes, str]]:
             parties.bank.encrypt(data, [parties.stranger]),
             f"not to our key {parties.us.fingerprint}",
         ),
+        "statement_no_mdc.csv.pgp": (
+            # no modification detection code (RFC 2440 style), a legacy cipher
+            parties.bank.encrypt(data, [parties.us], extra=("--rfc2440", "--cipher-algo", "CAST5")),
+            "not integrity-protected (no modification detection code)",
+        ),
+        "statement_no_mdc_aes.csv.pgp": (
+            parties.bank.encrypt(
+                data, [parties.us], extra=("--rfc2440", "--cipher-algo", "AES256")
+            ),
+            "not integrity-protected (no modification detection code)",
+        ),
         "statement_plain.csv": (data, "not PGP-encrypted data"),
         "statement_signed_only.csv.pgp": (
             parties.bank.gpg("--sign", "--output", "-", data=data),
