@@ -142,8 +142,9 @@ SIGNATURE_WORDS = frozenset(
 )
 
 
-#: libgpg-error codes (an ``ERROR`` status line's code, low 16 bits) that say our key's
-#: passphrase was wrong or missing: BAD_PASSPHRASE, CANCELED, NO_PASSPHRASE, NO_PIN.
+#: libgpg-error codes (an ``ERROR`` or ``FAILURE`` status line's code, low 16 bits) that
+#: say our key's passphrase was wrong or missing: BAD_PASSPHRASE, CANCELED, NO_PASSPHRASE,
+#: NO_PIN.
 PASSPHRASE_CODES = frozenset({11, 99, 177, 178})
 
 
@@ -151,7 +152,7 @@ def passphrase_refused(status: Status) -> bool:
     """Whether gpg says our key's passphrase was wrong or missing."""
     if status.has("BAD_PASSPHRASE") or status.has("MISSING_PASSPHRASE"):
         return True
-    for words in status.all("ERROR"):
+    for words in status.all("ERROR") + status.all("FAILURE"):
         if len(words) > 2 and words[2].isdigit() and int(words[2]) & 0xFFFF in PASSPHRASE_CODES:
             return True
     return False
