@@ -529,7 +529,11 @@ class Gpg:
                 for where, f in pins
                 if f not in self.public
             ]
-        if not found and key is not None:
+        unread = self.config.passphrase is None and (
+            self.config.passphrase_env is not None or self.config.passphrase_file is not None
+        )
+        if not found and key is not None and not unread:
+            # (a passphrase this shell cannot read is said with the missing secrets)
             error = self.try_key()
             if error:
                 found.append(error)
