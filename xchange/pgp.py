@@ -584,10 +584,15 @@ INVALID = {
 }
 
 
+def gpgconf_of(gpg: str) -> str | None:
+    """The ``gpgconf`` beside ``gpg`` (or on the PATH)."""
+    beside = os.path.dirname(shutil.which(gpg) or "")
+    return (shutil.which("gpgconf", path=beside) if beside else None) or shutil.which("gpgconf")
+
+
 def stop_agent(home: Path, gpg: str = "gpg") -> None:
     """Stop the agent of a home this process made, and remove the home."""
-    gpgconf = shutil.which("gpgconf", path=os.path.dirname(shutil.which(gpg) or "") or None)
-    gpgconf = gpgconf or shutil.which("gpgconf")
+    gpgconf = gpgconf_of(gpg)
     if gpgconf is not None:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             subprocess.run(
