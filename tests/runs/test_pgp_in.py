@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -216,3 +218,39 @@ def test_a_keyring_folder_others_may_read_is_refused_and_the_file_waits(
     assert checked.exit_code != 0
     assert "others may enter it (mode 0755)" in checked.output
     assert "us.secret.asc: others may read it (mode 0644): chmod 600 it" in checked.output
+
+
+def test_a_gpg_that_does_not_finish_is_stopped_and_the_file_waits(
+    tmp_path: Path, parties: Parties
+) -> None:
+    """pgp.timeout: a gpg run that hangs (a stand-in that sleeps on --decrypt) is killed
+    after it; the file waits with the reason, nothing is delivered, nothing decrypted
+    stays behind."""
+    stand_in = tmp_path / "gpg"
+    stand_in.write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys, time\n"
+        "if '--decrypt' in sys.argv:\n"
+        "    time.sleep(60)\n"
+        "os.execv('/usr/bin/gpg', ['/usr/bin/gpg', *sys.argv[1:]])\n",
+        encoding="utf-8",
+    )
+    stand_in.chmod(0o700)
+    config = bank_config(
+        tmp_path,
+        parties.keyring(tmp_path / "keys"),
+        us=parties.us.fingerprint,
+        source_pgp=f'{{ signed_by = ["{parties.bank.fingerprint}"] }}',
+        pgp_extra=f'gpg = "{stand_in}"\ntimeout = 2',
+    )
+    (tmp_path / "inbox" / "statement_20261205.csv.pgp").write_bytes(
+        parties.bank.encrypt(SAMPLE.read_bytes(), [parties.us])
+    )
+    started = time.monotonic()
+    run_once(config)
+    assert time.monotonic() - started < 30
+    (record,) = records(config).values()
+    assert (record.state, record.error_kind) == (State.RETRYING, "pgp-unavailable")
+    assert "gpg did not finish within 2 s (pgp.timeout): stopped" in (record.error_message or "")
+    assert not list((tmp_path / "outbox").iterdir())
+    assert not list((tmp_path / "var" / "scratch").rglob("*.plain"))
