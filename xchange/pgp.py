@@ -644,6 +644,24 @@ class Pgp:
     def __init__(self, config: AppConfig, scratch: Path) -> None:
         self.scratch = scratch
         self.gpg = None if config.pgp is None else Gpg(config.pgp, scratch)
+        self._sweep_plaintext()
+
+    def _sweep_plaintext(self) -> None:
+        """Remove the plaintext a killed process left in the scratch folder (named after
+        its pid: a process alive, this one after a reload included, keeps its own)."""
+        folder = self.scratch / "plain"
+        if not folder.is_dir():
+            return
+        for path in folder.iterdir():
+            pid = path.name.split("-", 1)[0]
+            if not pid.isdigit():
+                continue
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                path.unlink(missing_ok=True)
+            except OSError:
+                continue
 
     @contextlib.contextmanager
     def received(
@@ -664,9 +682,9 @@ class Pgp:
             return
         assert self.gpg is not None
         folder = private_folder(self.scratch / "plain")
-        plain = folder / f"{key}.plain"
+        plain = folder / f"{os.getpid()}-{key}.plain"
         plain.unlink(missing_ok=True)
-        spare = folder / f"{key}.received"
+        spare = folder / f"{os.getpid()}-{key}.received"
         try:
             with self._with_fd(stream, spare) as source:
                 by = self.gpg.decrypt(source, plain, spec, name)

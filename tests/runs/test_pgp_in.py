@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -254,3 +256,23 @@ def test_a_gpg_that_does_not_finish_is_stopped_and_the_file_waits(
     assert "gpg did not finish within 2 s (pgp.timeout): stopped" in (record.error_message or "")
     assert not list((tmp_path / "outbox").iterdir())
     assert not list((tmp_path / "var" / "scratch").rglob("*.plain"))
+
+
+def test_plaintext_a_killed_run_left_behind_is_removed_by_the_next(
+    tmp_path: Path, parties: Parties
+) -> None:
+    """A run killed while it converted a decrypted file leaves its plaintext in the
+    private scratch folder (named after its pid); the next run removes it, and keeps
+    what a live process has there."""
+    config = exchange(tmp_path, parties)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    plain = tmp_path / "var" / "scratch" / "plain"
+    plain.mkdir(parents=True)
+    left = plain / f"{dead.pid}-7.plain"
+    left.write_text("账号,...", encoding="utf-8")
+    alive = plain / f"{os.getpid()}-8.plain"
+    alive.write_text("in hand", encoding="utf-8")
+    run_once(config)
+    assert not left.exists()
+    assert alive.exists()
