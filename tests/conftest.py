@@ -208,3 +208,13 @@ def fill_disk(folder: Path) -> None:
         pass  # full
     finally:
         os.close(fd)
+
+
+@pytest.fixture(scope="session")
+def pgp_parties() -> Iterator[Any]:
+    """PGP keys made for the session (tests/pgpkeys.py): us, the bank, another partner,
+    a stranger; each party's agent stopped at the end."""
+    from tests.pgpkeys import parties
+
+    with parties() as made:
+        yield made

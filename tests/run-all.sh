@@ -20,6 +20,8 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)  # checks the u
 # PostgreSQL for the shared journal's tests (started by the tests: initdb in a temporary
 # folder, as the unprivileged postgres user, on a free port of 127.0.0.1).
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+# GnuPG for the PGP routes' tests (keys made by the tests; each party's agent stopped after).
+command -v gpg >/dev/null 2>&1 || missing+=(gnupg)
 # A real headless browser for the status page's test.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # A CJK font, so that the browser draws Chinese names on the status page, not tofu.

@@ -29,6 +29,28 @@ OWNERS = {
 }
 
 
+#: Programs xchange runs -> the only module that runs them (GnuPG: its status lines are
+#: read in one place), and config.py for the setting's default.
+PROGRAM_OWNERS = {"gpg": {"pgp.py", "config.py"}, "gpgconf": {"pgp.py"}}
+
+
+def test_each_program_xchange_runs_has_one_home() -> None:
+    """gpg and gpgconf are started from xchange/pgp.py alone (no other module names them
+    as a program, or imports subprocess for them)."""
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE).as_posix()
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and node.value in PROGRAM_OWNERS
+                and rel not in PROGRAM_OWNERS[node.value]
+            ):
+                offenders.append(f"{rel}:{node.lineno} names {node.value}")
+    assert offenders == []
+
+
 def imported_roots(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     roots: set[str] = set()

@@ -228,6 +228,85 @@ class SourceManifest(CsvManifestLayout):
         return self
 
 
+# --------------------------------------------------------------------------- PGP
+
+
+def _fingerprint(value: str) -> str:
+    """A key's full fingerprint, as 40 hex digits in capitals (spaces dropped)."""
+    text = "".join(value.split()).upper().removeprefix("0X")
+    if re.fullmatch(r"[0-9A-F]{16}|[0-9A-F]{8}", text):
+        raise ValueError(
+            f"{value!r} is a key id, not a pin: give the key's full fingerprint (40 hex digits, "
+            "gpg --fingerprint shows it)"
+        )
+    if not re.fullmatch(r"[0-9A-F]{40}", text):
+        raise ValueError(f"{value!r} is not a key fingerprint (40 hex digits)")
+    return text
+
+
+Fingerprint = Annotated[str, AfterValidator(_fingerprint)]
+
+
+class PgpConfig(_Model):
+    """GnuPG for the routes that decrypt or encrypt (see :mod:`xchange.pgp`): the folder
+    of pinned keys (owner-only), our own key (decrypts what comes in, signs what goes
+    out) and where its passphrase is."""
+
+    #: The keyring folder: partners' public keys and our secret key, exported files
+    #: (``.asc`` or binary), the folder and every file in it owner-only.
+    keyring: ConfigPath
+    #: Our key's fingerprint (40 hex digits): needed to decrypt and to sign.
+    key: Fingerprint | None = None
+    passphrase_env: str | None = None
+    passphrase_file: str | None = None
+    #: The gpg program (GnuPG 2.2 or later).
+    gpg: str = "gpg"
+    #: Seconds one gpg run may take (a big file included) before it is stopped.
+    timeout: float = Field(600.0, gt=0)
+    passphrase: SecretStr | None = Field(None, exclude=True)
+
+
+class SourcePgp(_Model):
+    """A route's files come PGP-encrypted (to our key) and signed by a pinned key."""
+
+    decrypt: Literal[True] = True
+    #: The partner keys (full fingerprints of their primary keys) a file may be signed by.
+    signed_by: list[Fingerprint] = Field(default_factory=list)
+    #: "required": an unsigned file is refused; "optional": an unsigned file is taken (a
+    #: signature present must still be good and by a pinned key).
+    signature: Literal["required", "optional"] = "required"
+
+    @model_validator(mode="after")
+    def _pinned(self) -> SourcePgp:
+        if self.signature == "required" and not self.signed_by:
+            raise ValueError(
+                'signature = "required" needs signed_by: the fingerprints of the partner keys '
+                'that sign (or signature = "optional")'
+            )
+        return self
+
+
+class TargetPgp(_Model):
+    """Each output encrypted to the partner's pinned key(s), signed with ours."""
+
+    encrypt_to: list[Fingerprint] = Field(min_length=1)
+    sign: StrictBool = True
+    #: ASCII armour (``-----BEGIN PGP MESSAGE-----``) instead of binary.
+    armor: StrictBool = False
+    #: The delivered name, from the output's: ``{name}.pgp`` (``{name}.asc``...).
+    name: str = "{name}.pgp"
+
+    @field_validator("name")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        fields = set(re.findall(r"{([^{}]*)}", value))
+        if fields != {"name"}:
+            raise ValueError(
+                f"{value!r}: write the delivered name with {{name}} alone, like {{name}}.pgp"
+            )
+        return value
+
+
 class SourceSpec(_Model):
     endpoint: str
     #: Files to take (shell pattern on the name); several with a list.
@@ -238,6 +317,8 @@ class SourceSpec(_Model):
     recursive: StrictBool = False
     #: The partner's manifests (None: every file is taken on its own).
     manifest: SourceManifest | None = None
+    #: Files come PGP-encrypted and signed (None: as they are).
+    pgp: SourcePgp | None = None
 
     @property
     def patterns(self) -> list[str]:
@@ -376,6 +457,8 @@ class TargetSpec(_Model):
     sidecar: Literal["sha256"] | None = None
     #: A manifest written after the data files of each source (None: none).
     manifest: TargetManifest | None = None
+    #: Each output encrypted (and signed) before delivery (None: as converted).
+    pgp: TargetPgp | None = None
 
     @model_validator(mode="after")
     def _check_mode(self) -> TargetSpec:
@@ -623,6 +706,24 @@ class AppConfig(_Model):
     #: Secrets named by ``*_env`` keys whose variables are not set (loaded with
     #: ``secrets="defer"``): one line each, naming file, key and variable.
     missing_secrets: list[str] = Field(default_factory=list, exclude=True)
+    #: GnuPG for routes that decrypt or encrypt (None: no route does).
+    pgp: PgpConfig | None = None
+
+    @model_validator(mode="after")
+    def _pgp_keys(self) -> AppConfig:
+        for i, route in enumerate(self.routes):
+            where = f"routes[{i}]"
+            wants = (route.source.pgp, route.target.pgp)
+            if any(wants) and self.pgp is None:
+                raise ValueError(f"{where}: uses PGP: add a [pgp] table naming the keyring")
+            needs_key = route.source.pgp is not None or (
+                route.target.pgp is not None and route.target.pgp.sign
+            )
+            if needs_key and self.pgp is not None and self.pgp.key is None:
+                raise ValueError(
+                    f"{where}: decrypts or signs: set pgp.key to our key's fingerprint"
+                )
+        return self
 
     def require_secrets(self) -> None:
         """Raise unless every secret the configuration names was found (for commands that
@@ -814,6 +915,17 @@ def load_config(
         if found.value is not None:
             journal = config.journal.model_copy(update={"password": found.value})
             config = config.model_copy(update={"journal": journal})
+    if config is not None and config.pgp is not None:
+        pgp = config.pgp
+        found = Secret(f"{source}: pgp", env, context["base"]).read(
+            "passphrase", pgp.passphrase_env, pgp.passphrase_file
+        )
+        problems.extend(found.problems)
+        missing.extend(found.missing)
+        if found.value is not None:
+            config = config.model_copy(
+                update={"pgp": pgp.model_copy(update={"passphrase": found.value})}
+            )
     if config is not None:
         alerts, alert_problems, unset = _alert_secrets(config.alerts, env, source, context["base"])
         problems.extend(alert_problems)

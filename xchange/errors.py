@@ -24,7 +24,10 @@ that flag alone, never on the concrete class::
       │    ├─ DecodeError               bytes are not text in the declared encoding / syntax
       │    ├─ ValidationFailed          the content breaks the layout's rules (has a report)
       │    ├─ MappingError              the mapping cannot produce the target layout
-      │    └─ ManifestDiffers           the file is not what its partner's manifest says
+      │    ├─ ManifestDiffers           the file is not what its partner's manifest says
+      │    └─ PgpRefused                PGP: not decryptable by us, tampered, or not signed
+      │                                 by a pinned key
+      ├─ PgpUnavailable                 (retryable) gpg, the keyring or our key cannot be used
       ├─ UnsafeName                     a name built from data would leave its folder
       ├─ JournalError                   the journal cannot be read or written
       │    ├─ JournalUnavailable        (retryable) the journal's server cannot be reached
@@ -207,6 +210,21 @@ class ManifestDiffers(FormatError):
     kind = "manifest"
 
 
+class PgpRefused(FormatError):
+    """A PGP file refused: not encrypted to our key, its integrity check failed, or its
+    signature is missing, bad, or not by a key the route pins (the key named)."""
+
+    kind = "pgp"
+
+
+class PgpUnavailable(XchangeError):
+    """gpg, the keyring folder or our key cannot be used now (gpg missing or too slow, a
+    key not in the keyring, our passphrase refused): not the file's fault; it waits."""
+
+    retryable = True
+    kind = "pgp-unavailable"
+
+
 class UnsafeName(XchangeError):
     kind = "unsafe-name"
 
@@ -285,6 +303,8 @@ __all__ = [
     "ManifestDiffers",
     "MappingError",
     "NameRefused",
+    "PgpRefused",
+    "PgpUnavailable",
     "RemoteError",
     "RemoteNotFound",
     "RemotePermissionDenied",

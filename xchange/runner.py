@@ -107,6 +107,7 @@ class Runner:
         self.sessions.stop_pools()
         self.scanner.release_drops()
         self.sessions.close()
+        self.transfer.pgp.close()  # (gpg's agent, if PGP was used)
 
     # ------------------------------------------------------------------ routes
 

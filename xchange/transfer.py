@@ -19,6 +19,7 @@ its attempts run out.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import threading
@@ -40,6 +41,7 @@ from xchange.errors import (
     ManifestDiffers,
     MappingError,
     NameRefused,
+    PgpUnavailable,
     RemoteError,
     RemoteNotFound,
     RepeatedDocuments,
@@ -61,6 +63,7 @@ from xchange.manifest import (
     render,
 )
 from xchange.manifest import delivered as delivered_entries
+from xchange.pgp import Pgp
 from xchange.pipeline import Conversion, CopyPipeline, Pipeline
 from xchange.quarantine import Quarantine
 from xchange.readiness import UNLISTED
@@ -209,6 +212,8 @@ class Transfer:
         self.quarantine = Quarantine(config.quarantine.path)
         self.delivery = Delivery(journal, sleep=sleep, now=now)
         self.after = After(config, journal, now)
+        #: PGP: decrypts what routes receive encrypted, encrypts what they send so.
+        self.pgp = Pgp(config, scratch)
         #: What the partners' manifests list (written by the looks, read here).
         self.listings = Listings()
         #: (route, sha256) of the contents workers are taking through right now.
@@ -580,30 +585,50 @@ class Transfer:
         """Convert a claimed file and deliver its outputs: delivered, quarantined or
         waiting for a later try. A file still in its drop folder is taken out of it when
         quarantined, archived (or deleted) when delivered."""
+        verdict = self._convert_and_deliver(file, force=force)
+        if verdict.outcome != RETRY_LATER:
+            self.pgp.forget(file.route, file.record.id)  # (kept for a later try only)
+        return verdict
+
+    def _convert_and_deliver(self, file: Claimed, *, force: bool) -> Verdict:
         route, record = file.route, file.record
         pipeline = self.pipelines[route.name]
         # The first claim's time, not the clock: names and contents come out the same
         # when the file is converted again after a crash.
         when = record.created_at.astimezone()
         skip = self._dedupe(route, record) if pipeline.dedupes and not force else None
-        with staging_folder(self.scratch / "staging", f"{route.name}-{record.id}") as staging:
+        with (
+            staging_folder(self.scratch / "staging", f"{route.name}-{record.id}") as staging,
+            contextlib.ExitStack() as held,
+        ):
             try:
                 opened = (
                     contextlib.nullcontext(file.stream) if file.stream else open(file.path, "rb")  # noqa: SIM115
                 )
-                with opened as reading:
-                    reading.seek(0)
+                with opened as received:
+                    received.seek(0)
+                    # PGP: the plaintext is converted; the journal and the quarantine keep
+                    # the bytes received. (It lives until the outputs are delivered.)
                     # Converted as the name the content was first taken under (the same as
                     # ``name`` but for a twin taking over an unfinished delivery).
+                    reading, named = held.enter_context(
+                        self.pgp.received(route, received, record.path, f"{record.id}")
+                    )
                     conversion = pipeline.convert_stream(
                         reading,
-                        record.path,
+                        named,
                         when,
                         Sink(staging),
                         skip=skip,
-                        digest=(record.size, record.sha256),  # hashed when it was claimed
+                        # hashed when it was claimed (the bytes received, not decrypted)
+                        digest=None if reading is not received else (record.size, record.sha256),
                     )
+                # PGP: each output encrypted (and signed) for the partner.
+                sealed = self.pgp.sealed(route, record.id, conversion.outputs)
+                conversion = dataclasses.replace(conversion, outputs=sealed)
                 manifest = self._manifest_name(file, conversion, when)
+            except PgpUnavailable as exc:
+                return self.failed_delivery(file, exc)
             except RepeatedDocuments as exc:
                 self.journal.keys.left_out(route.name, record.id, exc.keys)
                 earlier = self._earlier(route, record, exc.keys)

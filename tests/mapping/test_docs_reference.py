@@ -28,6 +28,7 @@ def test_the_format_reference_examples_are_valid_files() -> None:
         totals_by_block,
         target_manifest_block,
         source_manifest_block,
+        *later,
     ) = re.findall(r"```toml\n(.*?)```", text, re.S)
     layout = tomllib.loads(layout_block)
     # (the CSV example reads rows; its [[line_fields]] are for the nested ones below)
@@ -65,6 +66,13 @@ def test_the_format_reference_examples_are_valid_files() -> None:
     SourceManifest.model_validate(
         tomllib.loads(source_manifest_block)["routes"]["source"]["manifest"]
     )
+    from xchange.config import PgpConfig, SourcePgp, TargetPgp
+
+    (pgp_block,) = [b for b in later if b.startswith("[pgp]")]
+    pgp = tomllib.loads(pgp_block)
+    PgpConfig.model_validate(pgp["pgp"])
+    SourcePgp.model_validate(pgp["routes"][0]["source"]["pgp"])
+    TargetPgp.model_validate(pgp["routes"][0]["target"]["pgp"])
     from xchange.expressions import functions_reference
 
     for name in functions_reference():

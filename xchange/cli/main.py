@@ -37,6 +37,7 @@ from xchange.errors import (
 from xchange.journal import Journal, open_journal
 from xchange.lock import RunLock
 from xchange.log import configure_logging, register_secret
+from xchange.pgp import problems as pgp_problems
 from xchange.pipeline import CopyPipeline, Pipeline, make_pipeline
 from xchange.remote import openssh
 from xchange.results import (
@@ -248,6 +249,8 @@ def _loaded(path: str, *, secrets: bool = True) -> AppConfig:
             found += [endpoint.password, endpoint.key_passphrase]
     for sink in config.alerts.sinks:
         found += [getattr(sink, "password", None), getattr(sink, "secret_url", None)]
+    if config.pgp is not None:
+        found.append(config.pgp.passphrase)
     for secret in found:
         if secret is not None:
             register_secret(secret.get_secret_value())
@@ -289,6 +292,7 @@ def check(ctx: click.Context, config_path: str | None, remote: bool) -> None:
             superseded.extend(n for n in pipeline.superseded() if n not in superseded)
     if remote:
         problems.extend(config.missing_secrets)
+    problems.extend(pgp_problems(config))
     if problems:
         fail("\n".join(problems), EXIT_CONFIG)
     names = ", ".join(r.name for r in config.routes)
