@@ -92,6 +92,10 @@ def workbook(
             f'{TYPES}-officedocument.spreadsheetml.sheet.main+xml"/>'
             '<Override PartName="/xl/worksheets/sheet1.xml" ContentType="'
             f'{TYPES}-officedocument.spreadsheetml.worksheet+xml"/>'
+            '<Override PartName="/xl/styles.xml" ContentType="'
+            f'{TYPES}-officedocument.spreadsheetml.styles+xml"/>'
+            '<Override PartName="/xl/sharedStrings.xml" ContentType="'
+            f'{TYPES}-officedocument.spreadsheetml.sharedStrings+xml"/>'
             f"{extra_types}</Types>"
         ),
         "_rels/.rels": (

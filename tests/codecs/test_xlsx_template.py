@@ -95,3 +95,19 @@ def test_a_template_without_a_fields_column_is_refused_naming_it(tmp_path) -> No
     doc = Document("x", {}, [])
     with pytest.raises(ConfigError, match="has no column 'FRemark'"):
         codec_for(lay).write([doc], lay, "out.xlsx", io.BytesIO())
+
+
+def test_check_names_a_template_that_does_not_fit_the_layout(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A route writing xlsx is refused at load (so by `xchange check`), not at its first file."""
+    import shutil
+
+    from tests.conftest import REPO
+    from xchange.config import load_config
+    from xchange.pipeline import Pipeline
+
+    formats = tmp_path / "formats"
+    shutil.copytree(FORMATS, formats)
+    (formats / "templates" / "kingdee-sale-order-import.xlsx").write_bytes(b"not a workbook")
+    route = load_config(REPO / "config" / "demo.toml").route("kingdee-excel-import")
+    with pytest.raises(ConfigError, match=r"xlsx is a zip"):
+        Pipeline(route, formats)

@@ -393,8 +393,25 @@ class Workbook:
         known = self.showers.get(style)
         if known is None:
             num_fmt, code = self.formats[style] if style < len(self.formats) else (0, None)
-            known = self.showers[style] = shower(num_fmt, code, self.epoch1904)
+            made = shower(num_fmt, code, self.epoch1904)
+            known = self.showers[style] = made if isinstance(made, str) else _remembered(made)
         return known
+
+
+def _remembered(show: Callable[[str], str]) -> Callable[[str], str]:
+    """``show`` with the texts it made kept (a sheet repeats its quantities and prices),
+    up to a bound."""
+    made: dict[str, str] = {}
+
+    def remembered(stored: str) -> str:
+        text = made.get(stored)
+        if text is None:
+            text = show(stored)
+            if len(made) < 65536:
+                made[stored] = text
+        return text
+
+    return remembered
 
 
 def _rels(package: Package, name: str) -> dict[str, tuple[str, str, str | None]]:
@@ -719,6 +736,8 @@ class XlsxCodec:
         pending: dict[tuple[int, int], str | None] = {}  # merged ranges' first cells' texts
         strings = book.strings
         cached = opts.formulas == "cached"
+        places: dict[str, int] = {}  # a cell reference's letters -> its column
+        showers: dict[str, Callable[[str], str] | str] = {}  # by the cell's style attribute
         expected = 0
         for row in book.package.elements(book.sheet_part, ROW):
             r = row.get("r")
@@ -729,20 +748,31 @@ class XlsxCodec:
                 continue
             cells: dict[int, str | None] = {}
             position = 0
-            for c in row.iterchildren(C):
+            for c in row:
+                if c.tag != C:
+                    continue
                 ref = c.get("r")
                 if ref is not None:
-                    match = _CELL_REF.fullmatch(ref)
-                    if match is None:
-                        raise DecodeError(f"{origin}: row {number}: a cell at {ref!r}")
-                    position = column_index(match.group(1))
+                    at = places.get(ref.rstrip("0123456789"))
+                    if at is None:
+                        match = _CELL_REF.fullmatch(ref)
+                        if match is None:
+                            raise DecodeError(f"{origin}: row {number}: a cell at {ref!r}")
+                        at = places[match.group(1)] = column_index(match.group(1))
+                    position = at
                 else:
                     position += 1
                     ref = f"{column_letters(position)}{number}"
                 kind = c.get("t", "n")
-                formula = c.find(F)
-                v = c.find(V)
-                stored = v.text if v is not None else None
+                formula = stored = inline = None
+                for child in c:
+                    tag = child.tag
+                    if tag == V:
+                        stored = child.text
+                    elif tag == F:
+                        formula = child
+                    elif tag == IS:
+                        inline = child
                 if formula is not None:
                     shown_formula = formula.text or "(shared)"
                     if not cached:
@@ -773,7 +803,6 @@ class XlsxCodec:
                             f"{origin}: cell {ref}: shared string {stored!r} does not exist"
                         ) from None
                 elif kind == "inlineStr":
-                    inline = c.find(IS)
                     text = (
                         None
                         if inline is None
@@ -802,7 +831,9 @@ class XlsxCodec:
                     text = stored
                 else:
                     style = c.get("s", "0")
-                    how = book.shower(int(style) if style.isdigit() else 0)
+                    how = showers.get(style)
+                    if how is None:
+                        how = showers[style] = book.shower(int(style) if style.isdigit() else 0)
                     if isinstance(how, str):
                         report.add(
                             f"row {number}",
@@ -931,6 +962,16 @@ class Template:
                 zipped.writestr(entry, sheet if info.filename == self.sheet_part else data)
         out.write(buf.getvalue())
         return count
+
+
+def template_problems(layout: Layout) -> list[str]:
+    """What is wrong with a written layout's template (``check`` says it before any file
+    is converted): missing, not a workbook, no such sheet, a field without its column."""
+    try:
+        _template(layout)
+    except ConfigError as exc:
+        return list(exc.problems)
+    return []
 
 
 @per_layout
