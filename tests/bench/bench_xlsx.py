@@ -26,17 +26,16 @@ import sys
 import zipfile
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 from common import ROOT, alternate  # type: ignore[import-not-found]
 
 sys.path.insert(0, str(ROOT))
 
-from tests.xlsx_books import cell, row, text_row, workbook  # noqa: E402
-from xchange.codecs import codec_for  # noqa: E402
-from xchange.layout import load_layout  # noqa: E402
-from xchange.mapping import Document  # noqa: E402
-from xchange.report import Report  # noqa: E402
+from tests.xlsx_books import cell, row, text_row, workbook
+from xchange.codecs import codec_for
+from xchange.layout import load_layout
+from xchange.mapping import Document
+from xchange.report import Report
 
 FORMATS = ROOT / "formats"
 HEADER = [
@@ -54,7 +53,11 @@ def sales_sheet(rows: int) -> bytes:
         return str(shared.setdefault(text, len(shared)))
 
     channels = ["天猫", "京东", "官网", "拼多多"]
-    places = [("上海市", "上海市", "浦东新区"), ("广东省", "深圳市", "南山区"), ("北京市", "北京市", "朝阳区")]
+    places = [
+        ("上海市", "上海市", "浦东新区"),
+        ("广东省", "深圳市", "南山区"),
+        ("北京市", "北京市", "朝阳区"),
+    ]
     body = [text_row(1, "店铺销售明细"), text_row(2, *HEADER)]
     start = datetime(2026, 11, 21)
     for i in range(rows):
@@ -114,14 +117,21 @@ def documents(rows: int) -> list[Document]:
         Document(
             "x",
             {
-                "FBillNo": f"EC2026112{i // 3:06d}", "FBillTypeID": "XSDD01_SYS",
-                "FDate": date(2026, 11, 21), "FSaleOrgId": "100", "FCustId": "SHOP-100",
-                "FSettleCurrId": "PRE001", "FNote": "请周末送货" if i % 7 == 0 else None,
-                "FMaterialId": f"01.01.{i % 4000:04d}", "FQty": 1 + i % 5,
-                "FTaxPrice": Decimal(1000 + i % 9000) / 100, "FAllAmount": Decimal(i % 99999) / 100,
-                "FEntryTaxRate": Decimal("13.00"), "FDeliveryDate": date(2026, 11, 23),
+                "FBillNo": f"EC2026112{i // 3:06d}",
+                "FBillTypeID": "XSDD01_SYS",
+                "FDate": date(2026, 11, 21),
+                "FSaleOrgId": "100",
+                "FCustId": "SHOP-100",
+                "FSettleCurrId": "PRE001",
+                "FNote": "请周末送货" if i % 7 == 0 else None,
+                "FMaterialId": f"01.01.{i % 4000:04d}",
+                "FQty": 1 + i % 5,
+                "FTaxPrice": Decimal(1000 + i % 9000) / 100,
+                "FAllAmount": Decimal(i % 99999) / 100,
+                "FEntryTaxRate": Decimal("13.00"),
+                "FDeliveryDate": date(2026, 11, 23),
             },
-        )  # fmt: skip
+        )
         for i in range(rows)
     ]
 
@@ -192,7 +202,10 @@ def main() -> None:
     print("openpyxl:", kept(write_openpyxl(docs), template))
     times = alternate(
         args.rounds,
-        {"xchange": lambda: write_xchange(docs), "openpyxl load+append+save": lambda: write_openpyxl(docs)},
+        {
+            "xchange": lambda: write_xchange(docs),
+            "openpyxl load+append+save": lambda: write_openpyxl(docs),
+        },
     )
     show("write into the import template", args.rows, times)
 
