@@ -1256,6 +1256,9 @@ class Layout(StrictModel):
             raise ValueError(f"xlsx: a {self.codec} layout has no [xlsx] options")
         if self.codec == "xlsx" and self.shape != "rows":
             raise ValueError('an xlsx layout is flat: shape = "rows" (a row per record)')
+        stray = [c for c in self.xlsx.stored if c not in {f.key for f in self.fields}]
+        if stray:
+            raise ValueError(f"xlsx.stored: {', '.join(map(repr, stray))}: not a field's column")
         return self
 
     def _check_groups(self) -> None:

@@ -78,3 +78,8 @@ def test_a_file_that_is_not_a_workbook_or_is_cut_short_is_refused() -> None:
     refused(b"order,amount\n1,2\n", r"not an Excel workbook \(.xlsx is a zip\)")
     book = workbook(*PLAIN)
     refused(book[: len(book) // 2], "not an Excel workbook")
+
+
+def test_a_merged_range_over_the_whole_sheet_is_not_filled_cell_by_cell() -> None:
+    book = workbook(*PLAIN, merges=["A2:XFD1048576"])
+    refused(book, r"more than 1000000 cells to fill", merged="fill")

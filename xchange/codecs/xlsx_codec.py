@@ -53,6 +53,9 @@ _HOSTILE_TYPES = ("macroenabled", "vbaproject", "externallink", "activex", "oleo
 _CELL_REF = re.compile(r"([A-Z]{1,3})([0-9]+)")
 _MERGE = re.compile(rb"<(?:\w+:)?mergeCell\b[^>]*?\bref=[\"']([A-Z]+[0-9]+(?::[A-Z]+[0-9]+)?)[\"']")
 _MiB = 1 << 20
+#: The most cells ``merged = "fill"`` gives a value (a range over the whole sheet is a
+#: bomb of its own).
+MAX_FILLED = 1_000_000
 
 
 def column_index(letters: str) -> int:
@@ -588,6 +591,12 @@ class XlsxCodec:
                     'them, or say merged = "fill" in [xlsx] to give each cell the first\'s value)',
                 )
                 continue
+            size = (bottom - top + 1) * (right - left + 1)
+            if len(fill) + size > MAX_FILLED:
+                raise DecodeError(
+                    f"{origin}: merged cells {where} ({size} cells): more than {MAX_FILLED} "
+                    'cells to fill with merged = "fill"; refused'
+                )
             for row in range(top, bottom + 1):
                 for col in range(left, right + 1):
                     if (row, col) != (top, left):
