@@ -111,3 +111,22 @@ def test_check_names_a_template_that_does_not_fit_the_layout(tmp_path) -> None: 
     route = load_config(REPO / "config" / "demo.toml").route("kingdee-excel-import")
     with pytest.raises(ConfigError, match=r"xlsx is a zip"):
         Pipeline(route, formats)
+
+
+def test_text_that_looks_like_a_formula_is_written_as_text() -> None:
+    lay = load_layout(FORMATS, "kingdee-sale-order-import")
+    values = {spec.name: "x" for spec in lay.fields if spec.type == "string"}
+    values.update(
+        FNote='=HYPERLINK("http://evil.example/","x")',
+        FDate=date(2026, 11, 21),
+        FDeliveryDate=date(2026, 11, 21),
+        FQty=1,
+        FTaxPrice=Decimal("1.00"),
+        FAllAmount=Decimal("1.00"),
+        FEntryTaxRate=Decimal("13.00"),
+    )
+    out = io.BytesIO()
+    codec_for(lay).write([Document("x", values, [])], lay, "out.xlsx", out)
+    sheet = parts(out.getvalue())[SHEET]
+    assert b"<f>" not in sheet and b"<f " not in sheet
+    assert b'<t>=HYPERLINK("http://evil.example/","x")</t>' in sheet
