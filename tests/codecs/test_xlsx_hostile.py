@@ -75,7 +75,7 @@ def test_an_entity_in_a_sheet_is_refused_not_expanded() -> None:
 
 
 def test_a_file_that_is_not_a_workbook_or_is_cut_short_is_refused() -> None:
-    refused(b"order,amount\n1,2\n", r"not an Excel workbook \(.xlsx is a zip\)")
+    refused(b"order,amount\n1,2\n", r"not an Excel workbook \(.xlsx is a zip; a password")
     book = workbook(*PLAIN)
     refused(book[: len(book) // 2], "not an Excel workbook")
 

@@ -322,7 +322,10 @@ class Package:
         try:
             self.zip = zipfile.ZipFile(stream)
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise DecodeError(f"{origin}: not an Excel workbook (.xlsx is a zip): {exc}") from None
+            raise DecodeError(
+                f"{origin}: not an Excel workbook (.xlsx is a zip; a password-protected "
+                f"workbook is not, and is refused): {exc}"
+            ) from None
         infos = self.zip.infolist()
         if len(infos) > opts.max_parts:
             raise DecodeError(
