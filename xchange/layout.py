@@ -1,6 +1,6 @@
 """Layouts: what a document must look like, declared as data in ``formats/*.toml``.
 
-A layout names its codec (csv, xml, json), its encoding and shape (flat ``rows``, or
+A layout names its codec (csv, xml, json, xlsx), its encoding and shape (flat ``rows``, or
 ``nested``: a header with lines), and declares its fields with a type and rules.
 Reading, a field turns text into a typed value (``str``, ``int``, ``Decimal``,
 ``date``, ``datetime``, ``bool``); writing, it turns a typed value back into text.
@@ -1093,6 +1093,48 @@ class JsonOptions(StrictModel):
     indent: int | None = 2
 
 
+class XlsxOptions(StrictModel):
+    """Excel workbooks (.xlsx). Field columns are the texts of the header row's cells."""
+
+    #: The sheet read or filled: its name, or its position (1 = the first).
+    sheet: str | int = Field(1)
+    #: The row holding the column names (rows above it are not read: a title, notes).
+    header_row: int = Field(1, ge=1)
+    #: The first row of data (default: the row after the header); rows between the header
+    #: and it are not read (a row of captions under the keys, say).
+    first_row: int | None = Field(None, ge=2)
+    #: Reading: a cell with a formula is a problem ("reject"), or read as the value Excel
+    #: saved with it ("cached"; a formula saved without a value is still a problem).
+    formulas: Literal["reject", "cached"] = "reject"
+    #: Reading: merged cells in the rows read are a problem ("reject"), or each cell of
+    #: the range reads the value of its first ("fill").
+    merged: Literal["reject", "fill"] = "reject"
+    #: Reading: columns read as the value stored in the file rather than as the cell
+    #: shows it (for a number format xchange cannot show exactly).
+    stored: list[str] = Field(default_factory=list)
+    #: Writing: the workbook filled, relative to the formats folder; every part of it but
+    #: the filled sheet's rows from ``first_row`` on is written as it is.
+    template: str | None = None
+    #: Reading: the most parts a workbook may hold, their total size unpacked (bytes),
+    #: and how much larger than packed a part over 1 MiB may be (against zip bombs).
+    max_parts: int = Field(10_000, ge=1)
+    max_size: int = Field(1 << 30, ge=1)
+    max_ratio: int = Field(200, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> XlsxOptions:
+        if isinstance(self.sheet, int) and self.sheet < 1:
+            raise ValueError("sheet: a position counts from 1 (the first sheet)")
+        if self.first_row is not None and self.first_row <= self.header_row:
+            raise ValueError("first_row: comes after header_row")
+        return self
+
+    @property
+    def data_row(self) -> int:
+        """The first row of data."""
+        return self.first_row if self.first_row is not None else self.header_row + 1
+
+
 class GroupSpec(StrictModel):
     """A repeating group of a document other than its lines: items beside the lines
     (a WMS order's packages), under each line (a Kingdee entry's serial sub-entries), or
@@ -1124,7 +1166,7 @@ class Layout(StrictModel):
     name: str
     version: str = "1"
     description: str = ""
-    codec: Literal["csv", "xml", "json"]
+    codec: Literal["csv", "xml", "json", "xlsx"]
     encoding: str = "utf-8"
     #: Text that looks double-encoded (``Ã¤Â¸Â­``): a problem ("reject"), or a warning.
     mojibake: Literal["warn", "reject"] = "reject"
@@ -1154,6 +1196,7 @@ class Layout(StrictModel):
     csv: CsvOptions = CsvOptions()
     xml: XmlOptions | None = None
     json_: JsonOptions = Field(JsonOptions(), alias="json")
+    xlsx: XlsxOptions = XlsxOptions()
     max_problems: int = Field(100, ge=1)
     source_file: Path = Field(Path("?"), exclude=True)
     #: The file's bytes as they were read (what the journal's versions hash: what was
@@ -1209,9 +1252,18 @@ class Layout(StrictModel):
             raise ValueError(f"json: a {self.codec} layout has no [json] options")
         if self.codec != "xml" and self.xml is not None:
             raise ValueError(f"xml: a {self.codec} layout has no [xml] options")
+        if self.codec != "xlsx" and "xlsx" in self.model_fields_set:
+            raise ValueError(f"xlsx: a {self.codec} layout has no [xlsx] options")
+        if self.codec == "xlsx" and self.shape != "rows":
+            raise ValueError('an xlsx layout is flat: shape = "rows" (a row per record)')
+        stray = [c for c in self.xlsx.stored if c not in {f.key for f in self.fields}]
+        if stray:
+            raise ValueError(f"xlsx.stored: {', '.join(map(repr, stray))}: not a field's column")
         return self
 
     def _check_groups(self) -> None:
+        if self.groups and self.codec == "xlsx":
+            raise ValueError("groups: a sheet is flat: its rows have no groups")
         if self.groups and self.codec == "csv":
             raise ValueError(
                 "groups: a CSV file is flat: its rows have no groups (a nested layout's "

@@ -891,7 +891,9 @@ def compile_mapping(
             if seen[f.name] == 1 and f.name not in mapping.let and f.name not in mapping.line_let
         }
         compiled.columns = {f.name: f.key for f in (*source.fields, *source.line_fields)}
-        compiled.column_word = {"csv": "column", "xml": "path", "json": "key"}[source.codec]
+        compiled.column_word = {"csv": "column", "xml": "path", "json": "key", "xlsx": "column"}[
+            source.codec
+        ]
     return compiled, problems
 
 

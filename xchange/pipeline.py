@@ -124,6 +124,10 @@ class Pipeline(_Converter):
         self.target: Layout = loaded["target_layout"]  # type: ignore[assignment]
         problems = check_mapping(self.mapping, self.source, self.target)
         problems.extend(f"{self.target.source_file}: {p}" for p in self.target.write_collisions())
+        if self.target.codec == "xlsx":  # (its template, checked against the layout)
+            from xchange.codecs.xlsx_codec import template_problems as xlsx_template_problems
+
+            problems.extend(xlsx_template_problems(self.target))
         self.compiled, _ = compile_mapping(self.mapping, self.source, self.target)
         #: The mapping's steps, loaded and checked (empty: the mapping maps by itself).
         self.steps: list[Step] = []

@@ -29,7 +29,7 @@ def test_the_format_reference_examples_are_valid_files() -> None:
         target_manifest_block,
         source_manifest_block,
         *later,
-    ) = re.findall(r"```toml\n(.*?)```", text, re.S)
+    ) = [b for b in re.findall(r"```toml\n(.*?)```", text, re.S) if not b.startswith("[xlsx]")]
     layout = tomllib.loads(layout_block)
     # (the CSV example reads rows; its [[line_fields]] are for the nested ones below)
     Layout.model_validate({k: v for k, v in layout.items() if k != "line_fields"})
@@ -73,6 +73,12 @@ def test_the_format_reference_examples_are_valid_files() -> None:
     PgpConfig.model_validate(pgp["pgp"])
     SourcePgp.model_validate(pgp["routes"][0]["source"]["pgp"])
     TargetPgp.model_validate(pgp["routes"][0]["target"]["pgp"])
+    (xlsx_block,) = [
+        b for b in re.findall(r"```toml\n(.*?)```", text, re.S) if b.startswith("[xlsx]")
+    ]
+    from xchange.layout import XlsxOptions
+
+    XlsxOptions.model_validate(tomllib.loads(xlsx_block)["xlsx"])
     from xchange.expressions import functions_reference
 
     for name in functions_reference():

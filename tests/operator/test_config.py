@@ -37,6 +37,8 @@ def test_demo_and_sftp_example_configurations_load() -> None:
         "stock-count-loss",
         "shop-orders-3pl",
         "bank-statements",
+        "excel-kingdee-orders",
+        "kingdee-excel-import",
     ]
     assert isinstance(demo.endpoints["shop-drop"], LocalEndpoint)
     # Relative paths are relative to the configuration file, not the working directory.

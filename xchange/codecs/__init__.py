@@ -140,6 +140,7 @@ def per_layout(make: Callable[[Layout], T]) -> Callable[[Layout], T]:
 _CODECS = {
     "csv": "xchange.codecs.csv_codec:CsvCodec",
     "xml": "xchange.codecs.xml_codec:XmlCodec",
+    "xlsx": "xchange.codecs.xlsx_codec:XlsxCodec",
     "json": "xchange.codecs.json_codec:JsonCodec",
 }
 

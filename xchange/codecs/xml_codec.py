@@ -310,6 +310,28 @@ def iter_elements(
         raise DecodeError(f"{origin}: the file holds no XML element")
 
 
+def iter_tagged(
+    stream: BinaryIO,
+    origin: str,
+    tags: Sequence[str],
+    events: tuple[str, ...] = ("end",),
+) -> Iterator[tuple[str, Any]]:
+    """Stream ``(event, element)`` pairs of the elements named ``tags`` (Clark names) only,
+    hardened as every parse here, a DOCTYPE refused: for the parts of a workbook
+    (:mod:`xchange.codecs.xlsx_codec`), whose rows must reach Python without the cost of
+    every other element's events. The caller clears what it has read.
+
+    Raises:
+        DecodeError: not well-formed, or a DOCTYPE.
+    """
+    _refuse_doctype(stream, origin)
+    parsed = etree.iterparse(stream, events=events, tag=list(tags), **PARSER_OPTIONS)
+    try:
+        yield from parsed
+    except etree.XMLSyntaxError as exc:
+        raise _syntax_error(origin, exc) from None
+
+
 def check_well_formed(data: bytes, origin: str, *, allow_doctype: bool = False) -> None:
     """Parse a whole document without keeping it (conformance checks and validation)."""
     for event, element in iter_elements(io.BytesIO(data), origin, allow_doctype=allow_doctype):
