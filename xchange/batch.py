@@ -75,12 +75,15 @@ def split(
 ) -> tuple[list[list[FileInfo]], list[FileInfo]]:
     """Ready files as batches of new small files (copy routes only) and the rest. A route
     whose target gets checksum files goes one file at a time (each checksum file follows
-    its data file), as do routes with manifests (checked and written one file at a time)."""
+    its data file), as do routes with manifests (checked and written one file at a time)
+    and routes that unpack or zip (``xchange.archives``)."""
     if (
         route.mapping != "copy"
         or route.target.sidecar is not None
         or route.source.manifest
         or route.target.manifest
+        or route.source.unpack
+        or route.target.archive
     ):
         return [], ready
     batches: list[list[FileInfo]] = []

@@ -24,7 +24,8 @@ that flag alone, never on the concrete class::
       │    ├─ DecodeError               bytes are not text in the declared encoding / syntax
       │    ├─ ValidationFailed          the content breaks the layout's rules (has a report)
       │    ├─ MappingError              the mapping cannot produce the target layout
-      │    └─ ManifestDiffers           the file is not what its partner's manifest says
+      │    ├─ ManifestDiffers           the file is not what its partner's manifest says
+      │    └─ ArchiveRefused            an archive is corrupt, hostile or over its limits
       ├─ UnsafeName                     a name built from data would leave its folder
       ├─ JournalError                   the journal cannot be read or written
       │    ├─ JournalUnavailable        (retryable) the journal's server cannot be reached
@@ -207,6 +208,13 @@ class ManifestDiffers(FormatError):
     kind = "manifest"
 
 
+class ArchiveRefused(FormatError):
+    """An archive taken in is corrupt or truncated, encrypted, over its limits, or holds
+    an entry that would leave its folder (nothing of it is delivered)."""
+
+    kind = "archive"
+
+
 class UnsafeName(XchangeError):
     kind = "unsafe-name"
 
@@ -269,6 +277,7 @@ __all__ = [
     "NEEDS_A_PERSON",
     "REASON_LIMIT",
     "RETRYABLE_KINDS",
+    "ArchiveRefused",
     "AuthenticationFailed",
     "CannotVerify",
     "ConfigError",

@@ -33,6 +33,7 @@ import structlog
 
 from xchange import progress
 from xchange.after import After
+from xchange.archives import bundled, is_entry
 from xchange.config import AppConfig, RouteConfig
 from xchange.delivery import Delivery
 from xchange.errors import (
@@ -80,6 +81,7 @@ from xchange.retry import gives_up, next_try
 from xchange.sessions import Sessions
 from xchange.sink import Output, Sink, staging_folder
 from xchange.totals import summary as totals_summary
+from xchange.unpacking import take_archive
 
 log = structlog.get_logger(__name__)
 
@@ -581,6 +583,9 @@ class Transfer:
         waiting for a later try. A file still in its drop folder is taken out of it when
         quarantined, archived (or deleted) when delivered."""
         route, record = file.route, file.record
+        if route.source.unpack is not None and not is_entry(record.path):
+            # An archive: each entry claimed and taken through as a file of its own.
+            return take_archive(self, file, force=force)
         pipeline = self.pipelines[route.name]
         # The first claim's time, not the clock: names and contents come out the same
         # when the file is converted again after a crash.
@@ -602,6 +607,11 @@ class Transfer:
                         Sink(staging),
                         skip=skip,
                         digest=(record.size, record.sha256),  # hashed when it was claimed
+                    )
+                if route.target.archive is not None:
+                    # The outputs zipped into one, stamped with the claim's time.
+                    conversion = bundled(
+                        conversion, route.target.archive, record.path, when, staging
                     )
                 manifest = self._manifest_name(file, conversion, when)
             except RepeatedDocuments as exc:

@@ -36,6 +36,7 @@ def test_demo_and_sftp_example_configurations_load() -> None:
         "stock-count-gain",
         "stock-count-loss",
         "shop-orders-3pl",
+        "shop-orders-zip",
     ]
     assert isinstance(demo.endpoints["shop-drop"], LocalEndpoint)
     # Relative paths are relative to the configuration file, not the working directory.
