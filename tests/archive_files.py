@@ -11,6 +11,7 @@ import gzip
 import io
 import tarfile
 import zipfile
+from pathlib import Path
 
 #: The time stamped on every entry (the archives come out the same each time).
 STAMP = (2026, 12, 7, 8, 30, 0)
@@ -86,3 +87,31 @@ def tar_gz_bytes(
             info.linkname = target
             archive.addfile(info)
     return buf.getvalue()
+
+
+#: The shipped zipped exchange's route settings (as config/demo.toml has them).
+SHOP_UNPACK = '{ kind = "zip", entries = "门店订单_*.csv", names = "gbk" }'
+
+
+def archive_route(
+    config: Path, unpack: str | None = SHOP_UNPACK, archive: str | None = None
+) -> None:
+    """Make the scratch exchange's route (tests.conftest.Exchange) take zips of shop
+    orders (``unpack``), and/or deliver its outputs zipped (``archive``: the inline table
+    of ``target.archive``)."""
+    text = config.read_text(encoding="utf-8")
+    if unpack is not None:
+        old = 'source = { endpoint = "shop-drop", pattern = "orders_*.csv" }'
+        assert old in text
+        text = text.replace(
+            old,
+            'source = { endpoint = "shop-drop", pattern = ["*.zip", "*.gz", "*.tgz"], '
+            f"unpack = {unpack} }}",
+        )
+    if archive is not None:
+        old = 'name = "WMS_OUT_{OrderDate}_{OrderNo}.xml" }'
+        assert old in text
+        text = text.replace(
+            old, f'name = "WMS_OUT_{{OrderDate}}_{{OrderNo}}.xml", archive = {archive} }}'
+        )
+    config.write_text(text, encoding="utf-8")

@@ -145,7 +145,7 @@ def unpack(stream: BinaryIO, archive: str, spec: UnpackSpec, into: Path) -> Unpa
     except ArchiveRefused:
         raise
     except (zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile) as exc:
-        raise ArchiveRefused(f"corrupt archive: {exc}") from None
+        raise ArchiveRefused(f"corrupt or truncated archive: {exc}") from None
     except EOFError:
         raise ArchiveRefused("truncated archive: it ends before its last entry does") from None
     except zlib.error as exc:
