@@ -458,8 +458,10 @@ def convert_file(
     now: datetime,
     sink: Sink,
 ) -> Conversion:
-    """Convert a file as the route takes it, without delivering it (``xchange convert``):
-    an archive's entries one after the other, in name order, into the one ``sink``.
+    """Convert a file as the route takes it, without delivering it (``xchange convert``,
+    the dry run): an archive's entries one after the other, in name order, each into a
+    sink of its own in ``sink``'s folder; each source's outputs zipped where the route's
+    target asks for it.
 
     Raises:
         ArchiveRefused: the archive is refused (see :func:`unpack`).
@@ -467,17 +469,20 @@ def convert_file(
     """
     spec = route.source.unpack
     if spec is None:
-        return pipeline.convert_stream(stream, name, now, sink)
+        return _as_delivered(
+            route, pipeline.convert_stream(stream, name, now, sink), name, now, sink
+        )
     with tempfile.TemporaryDirectory(prefix="xchange-unpack-") as scratch:
         unpacked = unpack(stream, name, spec, Path(scratch) / "entries")
         conversions = []
         outputs: dict[str, Output] = {}
         for member in unpacked.members:
+            source = entry_path(name, member.name)
             with open(member.path, "rb") as reading:
                 # A sink of its own for each entry (its totals are read back from it).
-                done = pipeline.convert_stream(
-                    reading, entry_path(name, member.name), now, Sink(sink.folder)
-                )
+                entry_sink = Sink(sink.folder)
+                done = pipeline.convert_stream(reading, source, now, entry_sink)
+            done = _as_delivered(route, done, source, now, entry_sink)
             for output in done.outputs:
                 if output.name in outputs:
                     raise MappingError(f"{member.name}: {output.name} is made by two entries")
@@ -488,6 +493,35 @@ def convert_file(
         outputs=list(outputs.values()),
         encoding=next((c.encoding for c in conversions if c.encoding), None),
         warnings=[w for c in conversions for w in c.warnings],
+    )
+
+
+def _as_delivered(
+    route: RouteConfig, conversion: Conversion, source: str, now: datetime, sink: Sink
+) -> Conversion:
+    """A conversion's outputs as the route delivers them: zipped into ``sink``'s folder
+    (or memory) when its target asks for it, the single outputs then removed."""
+    spec = route.target.archive
+    if spec is None or not conversion.outputs:
+        return conversion
+    with tempfile.TemporaryDirectory(prefix="xchange-zip-") as scratch:
+        made = bundled(conversion, spec, source, now, Path(scratch))
+        (zip_output,) = made.outputs
+        data = zip_output.data
+    for output in conversion.outputs:
+        if (
+            output.path is not None
+            and sink.folder is not None
+            and output.path.parent == sink.folder
+        ):
+            output.path.unlink(missing_ok=True)
+    if sink.folder is None:
+        return dataclasses.replace(
+            made, outputs=[dataclasses.replace(zip_output, path=None, content=data)]
+        )
+    (sink.folder / zip_output.name).write_bytes(data)
+    return dataclasses.replace(
+        made, outputs=[dataclasses.replace(zip_output, path=sink.folder / zip_output.name)]
     )
 
 

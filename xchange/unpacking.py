@@ -155,7 +155,8 @@ def _finish(
     )
     transfer.journal.transition(record.id, State.DELIVERED)
     quarantined = [r for r in results if r.verdict.outcome == QUARANTINED and not r.before]
-    verdict = Verdict(DELIVERED, outputs=outputs, documents=documents)
+    encoding = next((r.verdict.encoding for r in results if r.verdict.encoding), None)
+    verdict = Verdict(DELIVERED, outputs=outputs, documents=documents, encoding=encoding)
     if quarantined:
         # Said as the archive's outcome: a person has entries to look at.
         said = "; ".join(f"{r.name} quarantined: {r.verdict.error}" for r in quarantined)

@@ -12,12 +12,14 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from tests.archive_files import archive_route, gzip_bytes, tar_gz_bytes, zip_bytes
 from tests.conftest import SAMPLES, Exchange
 from tests.procs import run_once
 from tests.sftp_routes import sftp_source, sftp_target
 from tests.sshd import SshServer
+from xchange.cli import main
 from xchange.config import load_config
 from xchange.journal import State, open_journal
 
@@ -218,3 +220,47 @@ def test_a_zip_from_an_sftp_drop_delivered_zipped_to_an_sftp_target(
             got.update({n: archive.read(n) for n in archive.namelist()})
     assert got == EXPECTED
     assert (drop / "archive" / SAMPLE.name).exists()
+
+
+def quarantine_retry(exchange: Exchange, file_id: int) -> str:
+    result = CliRunner().invoke(
+        main, ["quarantine", "retry", "--config", str(exchange.config), str(file_id)]
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_a_quarantined_entry_fixed_in_quarantine_is_sent_by_quarantine_retry(
+    zips: Exchange,
+) -> None:
+    (zips.inbox / "shop_export_1.zip").write_bytes(zip_bytes([("门店订单_坏.csv", BAD)]))
+    assert run_once(zips.config).returncode == 1
+    (kept,) = [p for p in zips.quarantine.rglob("*_门店订单_坏.csv") if p.is_file()]
+    kept.write_bytes(ORDERS)  # fixed by hand
+    journal = open_journal(load_config(zips.config).journal)
+    (entry,) = [r for r in journal.query() if r.path.endswith("门店订单_坏.csv")]
+    journal.close()
+    quarantine_retry(zips, entry.id)
+    assert delivered(zips.outbox) == ORDERS_OUT
+
+
+def test_a_refused_archive_taken_again_from_quarantine_is_unpacked(zips: Exchange) -> None:
+    """Refused for its size, then let through by a raised limit: the kept archive is
+    unpacked, its entries delivered."""
+    text = zips.config.read_text(encoding="utf-8")
+    small = text.replace('names = "gbk" }', 'names = "gbk", max_total = 100 }')
+    zips.config.write_text(small, encoding="utf-8")
+    shutil.copy(SAMPLE, zips.inbox)
+    assert run_once(zips.config).returncode == 1
+    zips.config.write_text(text, encoding="utf-8")
+    quarantine_retry(zips, 1)
+    assert delivered(zips.outbox) == EXPECTED
+
+
+def test_a_dry_run_names_what_an_archive_would_deliver(zips: Exchange) -> None:
+    archive_route(zips.config, unpack=None, archive='{ name = "WMS_{source_stem}.zip" }')
+    shutil.copy(SAMPLE, zips.inbox)
+    result = CliRunner().invoke(main, ["run", "--once", "--dry-run", "--config", str(zips.config)])
+    assert "WMS_门店订单_20261207.zip" in result.output, result.output
+    assert "WMS_门店订单_誠品店_20261207.zip" in result.output
+    assert not zips.outbox.exists() and (zips.inbox / SAMPLE.name).exists()
