@@ -23,7 +23,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -402,17 +402,26 @@ class Transfer:
                 reason="changed between the listing and the read; looked at again",
             )
             return Verdict(SKIPPED)
-        # The same content on the same route is taken by one worker at a time: a twin
-        # waits until the other is done, and is then known as a duplicate.
-        twin = (route.name, sha)
+        with self.one_at_a_time(route.name, sha) as mine:
+            if not mine:
+                return Verdict(SKIPPED)  # looked at again at the next run
+            return self._claim(route, source, info, path, handle, hand, size, sha, listed)
+
+    @contextlib.contextmanager
+    def one_at_a_time(self, route: str, sha: str) -> Iterator[bool]:
+        """The same content on the same route is taken by one worker at a time (a file,
+        or an archive's entry): a twin waits until the other is done, and is then known
+        as a duplicate. Yields False when the daemon stops meanwhile."""
+        twin = (route, sha)
         with self._in_hand_changed:
             while twin in self._in_hand:
                 if self.stop.is_set():
-                    return Verdict(SKIPPED)  # looked at again at the next run
+                    yield False
+                    return
                 self._in_hand_changed.wait(timeout=0.5)
             self._in_hand.add(twin)
         try:
-            return self._claim(route, source, info, path, handle, hand, size, sha, listed)
+            yield True
         finally:
             with self._in_hand_changed:
                 self._in_hand.discard(twin)

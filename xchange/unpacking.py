@@ -64,7 +64,16 @@ def take_archive(transfer: Transfer, file: Claimed, *, force: bool = False) -> V
 
 def take_entry(transfer: Transfer, file: Claimed, member: Member, *, force: bool) -> EntryResult:
     """One entry: known from an earlier look (delivered, or quarantined), a content the
-    route delivered before, or claimed, converted and delivered like a file."""
+    route delivered before, or claimed, converted and delivered like a file (by one worker
+    at a time, as a file is)."""
+    with transfer.one_at_a_time(file.route.name, member.sha256) as mine:
+        if not mine:
+            name = entry_path(file.record.path, member.name)
+            return EntryResult(name, Verdict(SKIPPED, error=f"{name}: the daemon stops"))
+        return _take_entry(transfer, file, member, force=force)
+
+
+def _take_entry(transfer: Transfer, file: Claimed, member: Member, *, force: bool) -> EntryResult:
     route, archive = file.route, file.record
     path = entry_path(archive.path, member.name)
     journal = transfer.journal

@@ -264,3 +264,23 @@ def test_a_dry_run_names_what_an_archive_would_deliver(zips: Exchange) -> None:
     assert "WMS_门店订单_20261207.zip" in result.output, result.output
     assert "WMS_门店订单_誠品店_20261207.zip" in result.output
     assert not zips.outbox.exists() and (zips.inbox / SAMPLE.name).exists()
+
+
+def test_two_workers_with_the_same_entry_in_two_archives_send_it_once(zips: Exchange) -> None:
+    """Two archives taken at once (transfers = 2) holding the same entry content: one
+    worker delivers it, the other finds it delivered."""
+    text = zips.config.read_text(encoding="utf-8")
+    zips.config.write_text(text.replace("\nafter = {", "\ntransfers = 2\nafter = {", 1))
+    for i in (1, 2):
+        (zips.inbox / f"shop_export_{i}.zip").write_bytes(
+            zip_bytes([(f"门店订单_{i}.csv", ORDERS)], stored=i == 2)
+        )
+    done = run_once(zips.config)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert delivered(zips.outbox) == ORDERS_OUT
+    assert sorted(p.name for p in (zips.inbox / "archive").iterdir()) == [
+        "shop_export_1.zip",
+        "shop_export_2.zip",
+    ]
+    entries = [path for path in records(zips) if "!/" in path]
+    assert len(entries) == 1  # one content, one record
