@@ -5,7 +5,8 @@ it extracted.
 
     python tests/bench/bench_archives.py [--files 10] [--rows 1000000] [--rounds 3]
 
-``--rows`` is the total over the files. Each contender runs in a fresh process, the two
+``--rows`` is the total over the files. A third contender converts the same CSV files bare
+(no archive), to show what unpacking adds. Each contender runs in a fresh process, the two
 alternating; the times are of the whole job (unzip's process included). xchange unpacks
 with every check of a route that unpacks (names decoded and judged, limits counted as bytes
 come out, each entry hashed) into a private scratch folder, then converts entry by entry
@@ -50,6 +51,28 @@ assert len(done.outputs) == {files} and documents == {rows}, (len(done.outputs),
 print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
+#: The same CSV files converted bare (no archive): what unpacking adds.
+BARE = """
+import datetime, json, resource, sys, time
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from xchange.config import RouteConfig
+from xchange.pipeline import Pipeline
+from xchange.sink import Sink
+route = RouteConfig.model_validate(json.loads({route!r}))
+pipeline = Pipeline(route, Path({formats!r}))
+out = Path({out!r})
+out.mkdir(parents=True, exist_ok=True)
+start = time.perf_counter()
+documents = 0
+for path in sorted(Path({parts!r}).iterdir()):
+    with open(path, "rb") as fh:
+        done = pipeline.convert_stream(fh, path.name, datetime.datetime.now(), Sink(out))
+    documents += sum(o.documents for o in done.outputs)
+assert documents == {rows}, documents
+print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
 REFERENCE = """
 import resource, subprocess, time
 from pathlib import Path
@@ -85,7 +108,8 @@ def make_zip(work: Path, files: int, rows: int) -> Path:
     with open(whole, "rb") as lines:
         lines.readline()
         for i in range(files):
-            path = work / f"part{i:03d}.csv"
+            (work / "parts").mkdir(exist_ok=True)
+            path = work / "parts" / f"part{i:03d}.csv"
             with open(path, "wb") as part:
                 part.write(header)
                 for _ in range(each):
@@ -99,9 +123,6 @@ def make_zip(work: Path, files: int, rows: int) -> Path:
             del data
     spec = ArchiveSpec(name="shop_export_20261207.zip", names="gbk")
     made = zipped(parts, spec, spec.name, datetime(2026, 12, 7, 8, 30), work / "zip")
-    for part in parts:
-        assert part.path is not None
-        part.path.unlink()
     whole.unlink()
     assert made.path is not None
     return made.path
@@ -141,6 +162,18 @@ def main() -> None:
             rows=args.rows,
         )
 
+    def bare(r: int) -> str:
+        shutil.rmtree(work / "b", ignore_errors=True)
+        plain = {**route, "source": {"endpoint": "x"}}
+        return BARE.format(
+            root=str(ROOT),
+            route=json.dumps(plain),
+            formats=str(HERE / "formats"),
+            parts=str(work / "parts"),
+            out=str(work / "b"),
+            rows=args.rows,
+        )
+
     def theirs(r: int) -> str:
         for folder in ("u", "p"):
             shutil.rmtree(work / folder, ignore_errors=True)
@@ -149,22 +182,26 @@ def main() -> None:
             src=str(src), unzipped=str(work / "u"), out=str(work / "p"), rows=args.rows
         )
 
-    times, rss = alternate_fresh(args.rounds, {"xchange": ours, "unzip+pandas": theirs})
+    times, rss = alternate_fresh(
+        args.rounds, {"xchange": ours, "unzip+pandas": theirs, "xchange bare CSVs": bare}
+    )
     size_mb = src.stat().st_size / 1e6
     x, p = (statistics.median(times[k]) for k in ("xchange", "unzip+pandas"))
     print(
         f"\nA zip of {args.files} GBK order-line CSVs, {args.rows:,} rows ({size_mb:.0f} MB "
         "zipped): unpack, parse, validate, map, write CSV"
     )
-    for name in ("xchange", "unzip+pandas"):
+    for name in ("xchange", "unzip+pandas", "xchange bare CSVs"):
         med, low = statistics.median(times[name]), min(times[name])
         runs = ", ".join(f"{t:.2f}" for t in times[name])
         print(
-            f"  {name:<13} {args.rows / med:>10,.0f} rows/s median, {args.rows / low:>10,.0f} "
+            f"  {name:<17} {args.rows / med:>10,.0f} rows/s median, {args.rows / low:>10,.0f} "
             f"at the min  ({runs} s)  peak RSS {statistics.median(rss[name]) / 1024:.0f} MiB"
         )
     low_ratio = min(times["unzip+pandas"]) / min(times["xchange"])
     print(f"  ratio  {p / x:.2f}x unzip+pandas' rows per second (medians), {low_ratio:.2f}x (mins)")
+    bare_ratio = statistics.median(times["xchange bare CSVs"]) / x
+    print(f"  unpacking costs: the zip takes {1 / bare_ratio:.2f}x the time of the bare CSVs")
     print(json.dumps({"files": args.files, "rows": args.rows, "times": times, "rss_kib": rss}))
     shutil.rmtree(work, ignore_errors=True)
 
