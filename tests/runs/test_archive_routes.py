@@ -284,3 +284,22 @@ def test_two_workers_with_the_same_entry_in_two_archives_send_it_once(zips: Exch
     ]
     entries = [path for path in records(zips) if "!/" in path]
     assert len(entries) == 1  # one content, one record
+
+
+def test_an_archive_refused_by_a_limit_heals_by_itself_once_the_limit_is_raised(
+    zips: Exchange,
+) -> None:
+    """The route's archive settings are among what judged it: raised, the kept archive is
+    checked again at the next look, with no command."""
+    text = zips.config.read_text(encoding="utf-8")
+    small = text.replace('names = "gbk" }', 'names = "gbk", max_total = 100 }')
+    zips.config.write_text(small, encoding="utf-8")
+    shutil.copy(SAMPLE, zips.inbox)
+    refused = run_once(zips.config)
+    assert refused.returncode == 1 and "max_total" in refused.stdout
+    assert run_once(zips.config).returncode == 0  # nothing changed: left alone
+    assert not zips.outbox.exists() or delivered(zips.outbox) == {}
+    zips.config.write_text(text, encoding="utf-8")
+    healed = run_once(zips.config)
+    assert healed.returncode == 0, healed.stdout + healed.stderr
+    assert delivered(zips.outbox) == EXPECTED
