@@ -28,6 +28,8 @@ def test_the_format_reference_examples_are_valid_files() -> None:
         totals_by_block,
         target_manifest_block,
         source_manifest_block,
+        unpack_block,
+        archive_block,
     ) = re.findall(r"```toml\n(.*?)```", text, re.S)
     layout = tomllib.loads(layout_block)
     # (the CSV example reads rows; its [[line_fields]] are for the nested ones below)
@@ -65,6 +67,10 @@ def test_the_format_reference_examples_are_valid_files() -> None:
     SourceManifest.model_validate(
         tomllib.loads(source_manifest_block)["routes"]["source"]["manifest"]
     )
+    from xchange.config import ArchiveSpec, UnpackSpec
+
+    UnpackSpec.model_validate(tomllib.loads(unpack_block)["routes"]["source"]["unpack"])
+    ArchiveSpec.model_validate(tomllib.loads(archive_block)["routes"]["target"]["archive"])
     from xchange.expressions import functions_reference
 
     for name in functions_reference():
