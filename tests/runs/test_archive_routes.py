@@ -17,7 +17,8 @@ from click.testing import CliRunner
 from tests.archive_files import archive_route, gzip_bytes, tar_gz_bytes, zip_bytes
 from tests.conftest import SAMPLES, Exchange
 from tests.procs import run_once
-from tests.sftp_routes import sftp_source, sftp_target
+from tests.sftp_routes import server_endpoint_toml, sftp_source, sftp_target
+from tests.sftpservers import SftpServer
 from tests.sshd import SshServer
 from xchange.cli import main
 from xchange.config import load_config
@@ -303,3 +304,35 @@ def test_an_archive_refused_by_a_limit_heals_by_itself_once_the_limit_is_raised(
     healed = run_once(zips.config)
     assert healed.returncode == 0, healed.stdout + healed.stderr
     assert delivered(zips.outbox) == EXPECTED
+
+
+@pytest.mark.sftp
+@pytest.mark.parametrize("kind", ["rclone", "proftpd", "gesftpserver", "openssh-noext"])
+def test_zips_with_gbk_names_reach_every_sftp_server_kind(
+    zips: Exchange, sftp_servers: dict[str, SftpServer], kind: str
+) -> None:
+    """The shipped zip in, each entry's WMS files zipped (names in GBK) out, onto each
+    partner server kind, read back as they were written."""
+    server = sftp_servers[kind]
+    folder = server.folder("zips-out")
+    text = zips.config.read_text(encoding="utf-8")
+    start = text.index("[endpoints.wms-outbox]")
+    end = text.index("[[routes]]")
+    endpoint = server_endpoint_toml("wms-outbox", server, folder)
+    zips.config.write_text(text[:start] + endpoint + "\n" + text[end:], encoding="utf-8")
+    archive_route(
+        zips.config,
+        unpack=None,
+        archive='{ name = "WMS_{source_stem}.zip", names = "gbk" }',
+    )
+    shutil.copy(SAMPLE, zips.inbox)
+    done = run_once(zips.config)
+    assert done.returncode == 0, done.stdout + done.stderr
+    made = delivered(folder)
+    assert sorted(made) == ["WMS_门店订单_20261207.zip", "WMS_门店订单_誠品店_20261207.zip"]
+    got: dict[str, bytes] = {}
+    for data in made.values():
+        with zipfile.ZipFile(io.BytesIO(data), metadata_encoding="gbk") as archive:
+            assert archive.testzip() is None
+            got.update({n: archive.read(n) for n in archive.namelist()})
+    assert got == EXPECTED
