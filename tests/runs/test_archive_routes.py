@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from tests.archive_files import archive_route, gzip_bytes, tar_gz_bytes, zip_bytes
 from tests.conftest import SAMPLES, Exchange
 from tests.procs import run_once
-from tests.sftp_routes import server_endpoint_toml, sftp_source, sftp_target
+from tests.sftp_routes import server_endpoint_toml, sftp_source, sftp_target, sftp_target_toml
 from tests.sftpservers import SftpServer
 from tests.sshd import SshServer
 from xchange.cli import main
@@ -336,3 +336,28 @@ def test_zips_with_gbk_names_reach_every_sftp_server_kind(
             assert archive.testzip() is None
             got.update({n: archive.read(n) for n in archive.namelist()})
     assert got == EXPECTED
+
+
+@pytest.mark.sftp
+def test_an_archive_waits_in_its_folder_while_the_target_is_down_then_goes_once(
+    exchange: Exchange, own_sshd: SshServer
+) -> None:
+    """The target (OpenSSH) is down: every entry waits, and so does the archive, in its
+    drop folder (exit 3); once it is back the next run delivers each output once and
+    archives the zip."""
+    folder = own_sshd.folder("arch-outage")
+    exchange.write_config(target=sftp_target_toml(own_sshd, folder))
+    archive_route(exchange.config)
+    shutil.copy(SAMPLE, exchange.inbox)
+    own_sshd.stop()
+    down = run_once(exchange.config)
+    assert down.returncode == 3, down.stdout + down.stderr
+    assert "1 retry-later" in down.stdout and "the archive waits in its folder" in down.stdout
+    assert (exchange.inbox / SAMPLE.name).exists()
+    assert records(exchange)[SAMPLE.name][0] == State.RETRYING
+    own_sshd.restart()
+    back = run_once(exchange.config)
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert delivered(folder) == EXPECTED
+    assert records(exchange)[SAMPLE.name][0] == State.ARCHIVED
+    assert (exchange.inbox / "archive" / SAMPLE.name).exists()
