@@ -24,6 +24,8 @@ compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql
 command -v gpg >/dev/null 2>&1 || missing+=(gnupg)
 # A real headless browser for the status page's test.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# Info-ZIP's unzip: another implementation reads the zips xchange writes.
+command -v unzip >/dev/null 2>&1 || missing+=(unzip)
 # A CJK font, so that the browser draws Chinese names on the status page, not tofu.
 [ -e /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || missing+=(fonts-wqy-zenhei)
 if [ "${#missing[@]}" -gt 0 ]; then

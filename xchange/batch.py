@@ -76,7 +76,7 @@ def split(
     """Ready files as batches of new small files (copy routes only) and the rest. A route
     whose target gets checksum files goes one file at a time (each checksum file follows
     its data file), as do routes with manifests (checked and written one file at a time)
-    and routes with PGP."""
+    and routes with PGP or that unpack or zip (``xchange.archives``)."""
     if (
         route.mapping != "copy"
         or route.target.sidecar is not None
@@ -84,6 +84,8 @@ def split(
         or route.target.manifest
         or route.source.pgp  # (decrypted, or encrypted, one file at a time)
         or route.target.pgp
+        or route.source.unpack
+        or route.target.archive
     ):
         return [], ready
     batches: list[list[FileInfo]] = []

@@ -13,6 +13,7 @@ Every problem is reported with the file and the key path, for example::
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 import tomllib
@@ -38,6 +39,7 @@ from pydantic import (
 )
 
 from xchange.errors import ConfigError
+from xchange.names import template_problems
 from xchange.secrets import CREDENTIALS, SecretExposed, env_file, secret_file
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -307,6 +309,67 @@ class TargetPgp(_Model):
         return value
 
 
+class UnpackSpec(_Model):
+    """Archives taken in (``[routes.source.unpack]``): each entry is a source file of its
+    own; see :mod:`xchange.archives`."""
+
+    #: What the files are: "auto" (told by their first bytes), "zip", "gzip" (one
+    #: compressed file) or "tar.gz".
+    kind: Literal["auto", "zip", "gzip", "tar.gz"] = "auto"
+    #: Entries to take (shell patterns on the entry's path inside the archive).
+    entries: str | list[str] = "*"
+    #: Entries to leave out on purpose; an entry matching neither list refuses the archive.
+    ignore: list[str] = Field(default_factory=list)
+    #: How entry names are written where the archive does not say (a zip entry without
+    #: its UTF-8 flag, tar names): "utf-8", or "gbk" for zips made on Chinese Windows.
+    names: str = "utf-8"
+    #: Limits, checked on the bytes as they come out (declared sizes can lie): entries,
+    #: bytes unpacked in all, and unpacked bytes per byte of archive (once past 1 MiB).
+    max_entries: int = Field(1000, ge=1)
+    max_total: ByteSize = Field(ByteSize(1 << 30), gt=0)
+    max_ratio: float = Field(100.0, gt=1)
+
+    @field_validator("names")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        return _known_codec(value)
+
+    @property
+    def patterns(self) -> list[str]:
+        return [self.entries] if isinstance(self.entries, str) else list(self.entries)
+
+
+class ArchiveSpec(_Model):
+    """The outputs of one source delivered as one zip (``[routes.target.archive]``)."""
+
+    kind: Literal["zip"] = "zip"
+    #: File-name template of the zip (``{source_stem}``, ``{date:...}``, ``{source_name}``).
+    name: str = Field(min_length=1)
+    #: How entry names are written: "utf-8" (with the zip's UTF-8 flag) or the code page
+    #: the partner's tool reads, such as "gbk".
+    names: str = "utf-8"
+
+    @field_validator("names")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        return _known_codec(value)
+
+    @field_validator("name")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        problems = template_problems(value, frozenset())
+        if problems:
+            raise ValueError(problems[0])
+        return value
+
+
+def _known_codec(value: str) -> str:
+    try:
+        return codecs.lookup(value).name
+    except LookupError:
+        raise ValueError(f"{value!r} is not an encoding Python knows (e.g. utf-8, gbk)") from None
+
+
 class SourceSpec(_Model):
     endpoint: str
     #: Files to take (shell pattern on the name); several with a list.
@@ -319,6 +382,8 @@ class SourceSpec(_Model):
     manifest: SourceManifest | None = None
     #: Files come PGP-encrypted and signed (None: as they are).
     pgp: SourcePgp | None = None
+    #: Archives: each entry taken as a source file (None: files are taken as they are).
+    unpack: UnpackSpec | None = None
 
     @property
     def patterns(self) -> list[str]:
@@ -459,6 +524,8 @@ class TargetSpec(_Model):
     manifest: TargetManifest | None = None
     #: Each output encrypted (and signed) before delivery (None: as converted).
     pgp: TargetPgp | None = None
+    #: The outputs of each source delivered together in one zip (None: one by one).
+    archive: ArchiveSpec | None = None
 
     @model_validator(mode="after")
     def _check_mode(self) -> TargetSpec:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from xchange.archives import convert_file
 from xchange.config import AppConfig, RouteConfig
 from xchange.errors import XchangeError
 from xchange.journal import DONE_STATES, Journal, State
@@ -198,8 +199,8 @@ def _try(
                 out = Path(scratch) / "out"
                 out.mkdir()
                 with open(path, "rb") as fh:
-                    conversion = pipeline.convert_stream(
-                        fh, f.name, datetime.now(UTC).astimezone(), Sink(out)
+                    conversion = convert_file(
+                        pipeline, route, fh, f.name, datetime.now(UTC).astimezone(), Sink(out)
                     )
                 planned.outputs = [o.name for o in conversion.outputs]
                 if not planned.outputs:

@@ -25,8 +25,9 @@ that flag alone, never on the concrete class::
       │    ├─ ValidationFailed          the content breaks the layout's rules (has a report)
       │    ├─ MappingError              the mapping cannot produce the target layout
       │    ├─ ManifestDiffers           the file is not what its partner's manifest says
-      │    └─ PgpRefused                PGP: not decryptable by us, tampered, or not signed
-      │                                 by a pinned key
+      │    ├─ PgpRefused                PGP: not decryptable by us, tampered, or not signed
+      │    │                            by a pinned key
+      │    └─ ArchiveRefused            an archive is corrupt, hostile or over its limits
       ├─ PgpUnavailable                 (retryable) gpg, the keyring or our key cannot be used
       ├─ UnsafeName                     a name built from data would leave its folder
       ├─ JournalError                   the journal cannot be read or written
@@ -225,6 +226,13 @@ class PgpUnavailable(XchangeError):
     kind = "pgp-unavailable"
 
 
+class ArchiveRefused(FormatError):
+    """An archive taken in is corrupt or truncated, encrypted, over its limits, or holds
+    an entry that would leave its folder (nothing of it is delivered)."""
+
+    kind = "archive"
+
+
 class UnsafeName(XchangeError):
     kind = "unsafe-name"
 
@@ -287,6 +295,7 @@ __all__ = [
     "NEEDS_A_PERSON",
     "REASON_LIMIT",
     "RETRYABLE_KINDS",
+    "ArchiveRefused",
     "AuthenticationFailed",
     "CannotVerify",
     "ConfigError",

@@ -643,8 +643,14 @@ def _content_hash(*contents: bytes) -> str:
 
 
 def _settings_hash(route: RouteConfig) -> str:
-    """``/`` and 6 hex digits of the route's target name template and policy."""
+    """``/`` and 6 hex digits of the route's target name template and policy (and its
+    archive settings, where it has any)."""
     text = f"{route.target.name}|{route.target.if_exists}"
+    # Archive settings count only where they are set (other routes keep their hash).
+    if route.source.unpack is not None:
+        text += f"|unpack {route.source.unpack.model_dump_json()}"
+    if route.target.archive is not None:
+        text += f"|zip {route.target.archive.model_dump_json()}"
     return "/" + hashlib.sha256(text.encode()).hexdigest()[:6]
 
 

@@ -24,7 +24,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +34,7 @@ import structlog
 
 from xchange import progress
 from xchange.after import After
+from xchange.archives import bundled, is_entry
 from xchange.config import AppConfig, RouteConfig
 from xchange.delivery import Delivery
 from xchange.errors import (
@@ -83,6 +84,7 @@ from xchange.retry import gives_up, next_try
 from xchange.sessions import Sessions
 from xchange.sink import Output, Sink, staging_folder
 from xchange.totals import summary as totals_summary
+from xchange.unpacking import take_archive
 
 log = structlog.get_logger(__name__)
 
@@ -405,17 +407,26 @@ class Transfer:
                 reason="changed between the listing and the read; looked at again",
             )
             return Verdict(SKIPPED)
-        # The same content on the same route is taken by one worker at a time: a twin
-        # waits until the other is done, and is then known as a duplicate.
-        twin = (route.name, sha)
+        with self.one_at_a_time(route.name, sha) as mine:
+            if not mine:
+                return Verdict(SKIPPED)  # looked at again at the next run
+            return self._claim(route, source, info, path, handle, hand, size, sha, listed)
+
+    @contextlib.contextmanager
+    def one_at_a_time(self, route: str, sha: str) -> Iterator[bool]:
+        """The same content on the same route is taken by one worker at a time (a file,
+        or an archive's entry): a twin waits until the other is done, and is then known
+        as a duplicate. Yields False when the daemon stops meanwhile."""
+        twin = (route, sha)
         with self._in_hand_changed:
             while twin in self._in_hand:
                 if self.stop.is_set():
-                    return Verdict(SKIPPED)  # looked at again at the next run
+                    yield False
+                    return
                 self._in_hand_changed.wait(timeout=0.5)
             self._in_hand.add(twin)
         try:
-            return self._claim(route, source, info, path, handle, hand, size, sha, listed)
+            yield True
         finally:
             with self._in_hand_changed:
                 self._in_hand.discard(twin)
@@ -592,6 +603,11 @@ class Transfer:
 
     def _convert_and_deliver(self, file: Claimed, *, force: bool) -> Verdict:
         route, record = file.route, file.record
+        entry = is_entry(record.path)  # (an archive's entry: decrypted with its archive)
+        if route.source.unpack is not None and not entry:
+            # An archive: each entry claimed and taken through as a file of its own (the
+            # archive decrypted first, where the route's files come encrypted).
+            return self._unpacked(file, force=force)
         pipeline = self.pipelines[route.name]
         # The first claim's time, not the clock: names and contents come out the same
         # when the file is converted again after a crash.
@@ -612,7 +628,9 @@ class Transfer:
                     # Converted as the name the content was first taken under (the same as
                     # ``name`` but for a twin taking over an unfinished delivery).
                     reading, named = held.enter_context(
-                        self.pgp.received(route, received, record.path, f"{record.id}")
+                        contextlib.nullcontext((received, record.path))
+                        if entry
+                        else self.pgp.received(route, received, record.path, f"{record.id}")
                     )
                     conversion = pipeline.convert_stream(
                         reading,
@@ -623,7 +641,12 @@ class Transfer:
                         # hashed when it was claimed (the bytes received, not decrypted)
                         digest=None if reading is not received else (record.size, record.sha256),
                     )
-                # PGP: each output encrypted (and signed) for the partner.
+                if route.target.archive is not None:
+                    # The outputs zipped into one, stamped with the claim's time.
+                    conversion = bundled(
+                        conversion, route.target.archive, record.path, when, staging
+                    )
+                # PGP: each output (or the zip) encrypted (and signed) for the partner.
                 sealed = self.pgp.sealed(route, record.id, conversion.outputs)
                 conversion = dataclasses.replace(conversion, outputs=sealed)
                 manifest = self._manifest_name(file, conversion, when)
@@ -703,6 +726,26 @@ class Transfer:
             if error is not None:
                 return delivered.left_in_place(route.after.action, error)
         return delivered
+
+    def _unpacked(self, file: Claimed, *, force: bool) -> Verdict:
+        """An archive's entries taken through, from its plaintext where the route's files
+        come PGP-encrypted (transport -> decrypt -> unpack -> codec)."""
+        route, record = file.route, file.record
+        if route.source.pgp is None:
+            return take_archive(self, file, force=force)
+        opened = contextlib.nullcontext(file.stream) if file.stream else open(file.path, "rb")  # noqa: SIM115
+        try:
+            with opened as received:
+                received.seek(0)
+                with self.pgp.received(route, received, record.path, f"{record.id}") as (
+                    plain,
+                    _,
+                ):
+                    return take_archive(self, dataclasses.replace(file, stream=plain), force=force)
+        except PgpUnavailable as exc:
+            return self.failed_delivery(file, exc)
+        except FormatError as exc:  # PgpRefused: quarantined with the bytes received
+            return self.quarantine_file(file, exc)
 
     def _manifest_name(self, file: Claimed, conversion: Conversion, when: datetime) -> str | None:
         """Check a converted file against its partner's record count, and name its target

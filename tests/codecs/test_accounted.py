@@ -76,6 +76,8 @@ def test_every_shipped_sample_converts_with_nothing_left_unread() -> None:
     nothing."""
     config = load_config(DEMO)
     for route in config.routes:
+        if route.source.unpack is not None:
+            continue  # an archive: its entries are read by a route's codec, tried there
         assert problems(route.name, sample(route.name)) == [], route.name
 
 

@@ -79,6 +79,12 @@ def test_the_format_reference_examples_are_valid_files() -> None:
     from xchange.layout import XlsxOptions
 
     XlsxOptions.model_validate(tomllib.loads(xlsx_block)["xlsx"])
+    from xchange.config import ArchiveSpec, UnpackSpec
+
+    (unpack_block,) = [b for b in later if b.startswith("[routes.source.unpack]")]
+    (archive_block,) = [b for b in later if b.startswith("[routes.target.archive]")]
+    UnpackSpec.model_validate(tomllib.loads(unpack_block)["routes"]["source"]["unpack"])
+    ArchiveSpec.model_validate(tomllib.loads(archive_block)["routes"]["target"]["archive"])
     from xchange.expressions import functions_reference
 
     for name in functions_reference():

@@ -39,6 +39,7 @@ def test_demo_and_sftp_example_configurations_load() -> None:
         "bank-statements",
         "excel-kingdee-orders",
         "kingdee-excel-import",
+        "shop-orders-zip",
     ]
     assert isinstance(demo.endpoints["shop-drop"], LocalEndpoint)
     # Relative paths are relative to the configuration file, not the working directory.

@@ -203,5 +203,5 @@ def test_readme_demo_runs_every_exchange_and_then_nothing_twice(tmp_path: Path) 
         shutil.copy(sample, inbox)
     second = CliRunner().invoke(main, ["run", "--once", "--config", config])
     assert second.exit_code == 0
-    assert second.stdout.count("1 duplicate") == len(load_config(config).routes) == 16
+    assert second.stdout.count("1 duplicate") == len(load_config(config).routes) == 17
     assert {p.name for p in (tmp_path / "var/demo/outbox").rglob("*.*")} == set(golden)

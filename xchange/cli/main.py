@@ -25,6 +25,7 @@ import structlog
 
 from xchange import __version__
 from xchange.alerts import Alerter
+from xchange.archives import convert_file
 from xchange.config import AppConfig, RouteConfig, SFTPEndpoint, load_config
 from xchange.errors import (
     ConfigError,
@@ -697,8 +698,13 @@ def _convert(
     pipeline = _pipeline(config, route)
     try:
         with open(file, "rb") as stream:
-            conversion = pipeline.convert_stream(
-                stream, file.name, datetime.now(UTC).astimezone(), Sink(folder)
+            conversion = convert_file(
+                pipeline,
+                config.route(route),
+                stream,
+                file.name,
+                datetime.now(UTC).astimezone(),
+                Sink(folder),
             )
         for warning in conversion.warnings:
             click.echo(one_line(f"{file.name}: warning: {warning}", LINE_LIMIT), err=True)
