@@ -1,0 +1,234 @@
+"""Records read in batches (a few XPath queries over the records a feed of the parser
+completed) give exactly what reading them one at a time gives: the same values, lines,
+problems and warnings, the same output bytes. Stock counts are drawn at random with
+unexpected elements, attributes, comments, processing instructions, CDATA, missing and
+empty fields, white space, text among the records and values that break the rules; the
+parser is fed a few bytes at a time so that batches start and end everywhere."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+from unittest import mock
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import xchange.codecs.xml_codec as codec
+from tests.columnar_routes import fast_and_slow, route_config
+from tests.columnar_routes import outcome as columnar_outcome
+from tests.conftest import REPO
+from xchange.codecs.xml_codec import XmlCodec
+from xchange.errors import XchangeError
+from xchange.layout import FieldValueError, Layout
+from xchange.pipeline import Pipeline
+from xchange.report import Report
+
+NS = "urn:example:wms:stockcount:1"
+
+HEADER = (
+    "<{p}Header><{p}CountNo>SC20261121001</{p}CountNo>"
+    "<{p}Warehouse code='WH-SH-01'>上海仓</{p}Warehouse>"
+    "<{p}CountDate>2026-11-21</{p}CountDate></{p}Header>"
+)
+#: The children of a usual line, in the order the WMS writes them.
+USUAL = [
+    "<{p}Sku>sku-1</{p}Sku>",
+    "<{p}Name> 纯棉T恤 白色 L </{p}Name>",
+    "<{p}Batch>B0001</{p}Batch>",
+    "<{p}BookQty>12.000</{p}BookQty>",
+    "<{p}CountQty>11</{p}CountQty>",
+    "<{p}Unit>件</{p}Unit>",
+]
+#: Children of an unusual line: values of every kind, and what no field reads.
+CHILDREN = [
+    *USUAL,
+    "<{p}Sku></{p}Sku>",
+    "<{p}Sku>a<!-- c -->b</{p}Sku>",
+    "<{p}Sku><x>1</x></{p}Sku>",
+    "<{p}Sku><![CDATA[s<1>]]></{p}Sku>",
+    "<{p}Sku>x<![CDATA[y]]>z</{p}Sku>",
+    "<{p}Sku a='1'>s</{p}Sku>",
+    "<{p}Sku>sku\u200b1</{p}Sku>",
+    '<{p}Name>&amp;&lt;,"</{p}Name>',
+    "<{p}Name>\n  two\n  lines\n</{p}Name>",
+    "<{p}Name>\u3000名\u00a0</{p}Name>",
+    "<{p}Name/>",
+    "<{p}Batch/>",
+    "<{p}Batch>B<?pi x?>1</{p}Batch>",
+    "<{p}BookQty>x</{p}BookQty>",
+    "<{p}BookQty>1.5</{p}BookQty>",
+    "<{p}BookQty>-0</{p}BookQty>",
+    "<{p}CountQty>-1</{p}CountQty>",
+    "<{p}CountQty> 4 </{p}CountQty>",
+    "<{p}Unit xmlns:xsi='http://www.w3.org/2001/XMLSchema-instance' xsi:nil='false'>件</{p}Unit>",
+    "<o:Unit xmlns:o='urn:other'>u</o:Unit>",
+    "<{p}Note>n</{p}Note>",
+    "<!-- a comment -->",
+    "<?pi x?>",
+    "stray text",
+    "\n      ",
+]
+ATTRIBUTES = [
+    ' no="1"',
+    ' no="42"',
+    ' no="x"',
+    "",
+    ' no="1" extra="e"',
+    ' no="2" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="t"',
+    ' no="3" {p}no="4"',
+]
+#: What may stand between two lines.
+BETWEEN = ["", "\n    ", "\n", "<!-- between -->", "<?pi between?>", "<{p}Stray/>", "loose"]
+
+
+@st.composite
+def stock_counts(draw: st.DrawFn) -> bytes:
+    """A GB18030 stock count, mostly of usual lines, in the default namespace or a prefix."""
+    prefixed = draw(st.booleans())
+    p = "w:" if prefixed else ""
+    lines = []
+    for _ in range(draw(st.integers(0, 12))):
+        if draw(st.integers(0, 3)):  # (three in four: a usual line, maybe laid out)
+            space = draw(st.sampled_from(["", "\n      "]))
+            children = [space + c for c in USUAL] + [space[:-2]] if space else list(USUAL)
+            attrs = ATTRIBUTES[draw(st.integers(0, 1))]
+        else:
+            children = draw(st.lists(st.sampled_from(CHILDREN), max_size=9))
+            attrs = draw(st.sampled_from(ATTRIBUTES))
+        line = f"<{p}Line{attrs}>" + "".join(children) + f"</{p}Line>"
+        lines.append(line.replace("{p}", p) + draw(st.sampled_from(BETWEEN)).replace("{p}", p))
+    declare = f'xmlns:w="{NS}"' if prefixed else f'xmlns="{NS}" xmlns:w="{NS}"'
+    text = (
+        f'<?xml version="1.0" encoding="GB18030"?>\n<{p}StockCount {declare}>'
+        + HEADER.replace("{p}", p)
+        + f"<{p}Lines>\n"
+        + "".join(lines)
+        + f"</{p}Lines></{p}StockCount>\n"
+    )
+    return text.encode("gb18030")
+
+
+def shown(value: object) -> object:
+    """A raw value as it compares: a problem by what it says."""
+    if isinstance(value, FieldValueError):
+        return ("problem", value.rule, value.message)
+    return value
+
+
+def chunks(layout: Layout, data: bytes, *, batches: bool, feed: int) -> object:
+    """Every chunk's columns, size, offset, cleanness and typed records (with where they
+    are), then every problem and warning; or the error."""
+    report = Report("sc.xml")
+    with mock.patch.object(codec, "FEED", feed), mock.patch.object(codec, "CHUNK_RECORDS", 5):
+        try:
+            got: list[Any] = []
+            for chunk in XmlCodec(batches=batches).chunks(
+                io.BytesIO(data), layout, "sc.xml", report
+            ):
+                typed = Report("typed")
+                records = [(r.location, r.values, r.failed) for r in chunk.rows(typed)]
+                columns = {k: [shown(v) for v in vs] for k, vs in chunk.columns.items()}
+                got.append((columns, chunk.size, chunk.offset, chunk.clean, records))
+                got.append([(p.location, p.field, p.rule, p.message) for p in typed.problems])
+        except XchangeError as exc:
+            return (type(exc).__name__, str(exc))
+    problems = [(p.location, p.field, p.rule, p.value, p.message) for p in report.problems]
+    return got, problems, report.warnings
+
+
+def layouts() -> list[Layout]:
+    """The stock count's layout as shipped, and with other words for unknown input."""
+    fast, _ = pipelines()
+    layout = fast.source
+    return [
+        layout,
+        layout.model_copy(update={"unknown": "warn"}),
+        layout.model_copy(update={"unknown": "ignore"}),
+        layout.model_copy(update={"unknown_in": {"w:Note": "ignore", "@extra": "warn"}}),
+    ]
+
+
+def pipelines() -> tuple[Pipeline, Pipeline]:
+    route = route_config(
+        "wms-stock-count",
+        "wms-stock-count-to-oms-inventory",
+        "oms-inventory",
+        "OMS_INV_{count_no}_{source_stem}.csv",
+    )
+    return fast_and_slow(route, REPO / "formats")
+
+
+LAYOUTS = layouts()
+FAST, SLOW = pipelines()
+GENERAL, _ = pipelines()
+GENERAL._reader = XmlCodec(batches=False)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stock_counts(), st.sampled_from(LAYOUTS), st.integers(16, 700))
+def test_records_read_in_batches_are_what_reading_one_at_a_time_gives(
+    data: bytes, layout: Layout, feed: int
+) -> None:
+    """The same values, locations, problems and warnings, whatever the input and wherever
+    the feeds of the parser end."""
+    assert chunks(layout, data, batches=True, feed=feed) == chunks(
+        layout, data, batches=False, feed=65536
+    )
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stock_counts(), st.integers(16, 700))
+def test_batches_give_the_same_bytes_or_the_same_problems_as_the_row_path(
+    data: bytes, feed: int
+) -> None:
+    """Through the route (the Arrow plan behind the batches): identical bytes, or the
+    identical report, as reading one record at a time and as the row path."""
+    with mock.patch.object(codec, "FEED", feed):
+        fast = columnar_outcome(FAST, data, "sc.xml")
+    general = columnar_outcome(GENERAL, data, "sc.xml")
+    assert fast == general == columnar_outcome(SLOW, data, "sc.xml")
+
+
+def test_a_long_usual_count_is_read_in_batches() -> None:
+    """The batch reader is what reads a usual count (all but the first feed's records),
+    and its output is the same as one record at a time."""
+    lines = "".join(
+        f'<Line no="{i}">' + "".join(USUAL).replace("{p}", "") + "</Line>\n" for i in range(1, 3001)
+    )
+    data = (
+        f'<?xml version="1.0" encoding="GB18030"?>\n<StockCount xmlns="{NS}">'
+        + HEADER.replace("{p}", "")
+        + f"<Lines>\n{lines}</Lines></StockCount>\n"
+    ).encode("gb18030")
+    batch = codec._batches(FAST.source)
+    assert batch is not None
+    read = []
+    original = codec._Batch.read
+
+    def spy(self: codec._Batch, *args: Any) -> object:
+        columns = original(self, *args)
+        read.append(None if columns is None else len(columns[0]))
+        return columns
+
+    with mock.patch.object(codec._Batch, "read", spy):
+        out = columnar_outcome(FAST, data, "sc.xml")
+    assert read and None not in read and sum(read) > 2500  # type: ignore[operator]
+    assert out == columnar_outcome(GENERAL, data, "sc.xml")
+
+
+@pytest.mark.parametrize(
+    "update",
+    [
+        {"unknown_in": {"w:Sku": "ignore"}},
+        {"unknown_in": {"w:Sku/@a": "warn"}},
+    ],
+)
+def test_a_layout_that_says_something_of_a_fields_element_is_read_one_at_a_time(
+    update: dict[str, Any],
+) -> None:
+    """Where the layout says what unknown input inside a value's element means, the
+    batch reader does not vouch for it: each record is walked the general way."""
+    assert codec._batches(FAST.source) is not None
+    assert codec._batches(FAST.source.model_copy(update=update)) is None
