@@ -79,8 +79,37 @@ ATTRIBUTES = [
     ' no="2" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="t"',
     ' no="3" {p}no="4"',
 ]
+#: Values a line of the usual shape may hold instead of its usual ones: line ends, tabs,
+#: wide spaces, quotes, the output's delimiter, characters a reference stands for,
+#: invisible characters, values that break the fields' rules.
+ODD_VALUES = [
+    "\n  two\n  lines\n",
+    "a&#13;b",
+    "a\tb",
+    "\t x \t",
+    "\u3000名\u00a0",
+    "a,b",
+    'a"b',
+    "&amp;&lt;&gt;",
+    "sku\u200b1",
+    "",
+    " ",
+    "x",
+    "-1",
+    "1.5",
+    "１",
+    "007",
+    "12.0000",
+    "SC2026",
+]
 #: What may stand between two lines.
 BETWEEN = ["", "\n    ", "\n", "<!-- between -->", "<?pi between?>", "<{p}Stray/>", "loose"]
+
+
+def usual_with(child: str, value: str) -> str:
+    """A usual child element holding ``value`` instead."""
+    tag = child[1 : child.index(">")]
+    return f"<{tag}/>" if not value else f"<{tag}>{value}</{tag}>"
 
 
 @st.composite
@@ -92,7 +121,11 @@ def stock_counts(draw: st.DrawFn) -> bytes:
     for _ in range(draw(st.integers(0, 12))):
         if draw(st.integers(0, 3)):  # (three in four: a usual line, maybe laid out)
             space = draw(st.sampled_from(["", "\n      "]))
-            children = [space + c for c in USUAL] + [space[:-2]] if space else list(USUAL)
+            usual = [
+                c if draw(st.integers(0, 5)) else usual_with(c, draw(st.sampled_from(ODD_VALUES)))
+                for c in USUAL
+            ]
+            children = [space + c for c in usual] + [space[:-2]] if space else usual
             attrs = ATTRIBUTES[draw(st.integers(0, 1))]
         else:
             children = draw(st.lists(st.sampled_from(CHILDREN), max_size=9))

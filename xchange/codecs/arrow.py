@@ -169,9 +169,10 @@ def read_block(data: bytes, width: int, delimiter: str, quote: str) -> Block | N
 
 def text_block(columns: list[list[str | None]], size: int) -> Block | None:
     """Values read by another codec (XML: each value's text, None for no element) as a
-    block, or None when a value is not text. No value is missing in the block ("" for
-    None: the columnar plan reads both as no value); ``data`` holds every value end to
-    end, one scan of it says what ``plain`` and ``narrow`` say of a block of CSV text."""
+    block, or None when a value is not text or holds a line end. No value is missing in
+    the block ("" for None: the columnar plan reads both as no value); ``data`` holds
+    every value end to end, one scan of it says what ``plain`` and ``narrow`` say of a
+    block of CSV text."""
     arrays = []
     for column in columns:
         try:
@@ -180,6 +181,8 @@ def text_block(columns: list[list[str | None]], size: int) -> Block | None:
             return None
         arrays.append(array.fill_null("") if array.null_count else array)
     data = b"".join(_values(a) for a in arrays)
+    if b"\n" in data or b"\r" in data:
+        return None  # (a value of CSV text never holds a line end: this plan assumes so)
     whole = _whole(data)
     if not _any(pc.match_substring_regex(whole, _ANY_MARK)):
         return Block(arrays, size, True, False, True, False, False, data)
@@ -402,9 +405,9 @@ class ArrowPlan:
             return None
         n = block.size
         self._trim_spaces = " " if block.narrow and self.narrow else SPACES
-        # (values read from a block of CSV hold no line end, and not the delimiter they
-        # were split by, nor the quote character: the reader refuses blocks with one; an
-        # XML value may hold any of them but a line end, which is not plain)
+        # (values read from a block hold no line end, and values of CSV not the delimiter
+        # they were split by, nor the quote character: the reader refuses blocks with one;
+        # values of XML may hold both, see ``text_block``)
         source = self.source.csv.delimiter if self.source.codec == "csv" else "\n"
         quiet = self.quiet and not any(
             c not in (source, "\r", "\n") and c.encode() in block.data for c in self.specials

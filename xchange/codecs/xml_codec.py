@@ -1024,10 +1024,10 @@ def _batch(layout: Layout) -> _Batch | None:
             and not node.attr_policy
             and node.kind is None
             and not node.single
-            and tag not in [w for k, w in wanted if k == "child"]
+            and ("child", tag) not in wanted
         ):
             wanted.append(("child", tag or ""))
-        elif kind == "self" and getter.attr is not None and getter.attr not in dict(wanted):
+        elif kind == "self" and getter.attr is not None and ("self", getter.attr) not in wanted:
             wanted.append(("self", getter.attr))
         else:
             return None
