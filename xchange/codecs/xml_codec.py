@@ -918,8 +918,8 @@ class _Batch:
     XPath queries over their parent (compiled once per layout, run in libxml2) vouch that
     each record is of the usual shape: attributes fields read and no other, child
     elements that are fields' values (each at most once, holding one text or none and
-    nothing else: no attribute, element, comment or processing instruction), and only
-    white space beside them. Such a record is read exactly as :meth:`_Extractor.values`
+    nothing else: no attribute, element or comment), and only white space (or comments)
+    beside them. Such a record is read exactly as :meth:`_Extractor.values`
     reads it, and :meth:`_Accounting.walk` would find nothing to say of it. Records of
     which the queries cannot vouch for every one are read one at a time the general way,
     which reports what is wrong exactly as it always has.
@@ -1035,13 +1035,12 @@ def _batch(layout: Layout) -> _Batch | None:
     try:
         names = {what: name(what) for kind, what in wanted if kind != "absolute"}
         ns = {prefix: uri for uri, prefix in prefixes.items()}
+        # (processing instructions are not there: the parser removes them; a comment
+        # among a record's children is passed over by the general way too)
         problems = [
             "*/text()[normalize-space()]",
-            "*/comment()",
-            "*/processing-instruction()",
             "*/*/*",
             "*/*/comment()",
-            "*/*/processing-instruction()",
             "*/*/@*",
             "*/*/text()[2]",
             "text()[normalize-space()]",
