@@ -224,16 +224,23 @@ def test_batches_give_the_same_bytes_or_the_same_problems_as_the_row_path(
     assert fast == general == columnar_outcome(SLOW, data, "sc.xml")
 
 
-def test_a_long_usual_count_is_read_in_batches() -> None:
+@pytest.mark.parametrize(("p", "space"), [("", ""), ("w:", "\n      ")])
+def test_a_long_usual_count_is_read_in_batches(p: str, space: str) -> None:
     """The batch reader is what reads a usual count (all but the first feed's records),
-    and its output is the same as one record at a time."""
+    in the default namespace or under a prefix, compact or laid out, and its output is
+    the same as one record at a time."""
     lines = "".join(
-        f'<Line no="{i}">' + "".join(USUAL).replace("{p}", "") + "</Line>\n" for i in range(1, 3001)
+        f'<{p}Line no="{i}">'
+        + "".join(space + c for c in USUAL).replace("{p}", p)
+        + space[:-2]
+        + f"</{p}Line >\n"
+        for i in range(1, 3001)
     )
+    declare = f'xmlns:w="{NS}"' if p else f'xmlns="{NS}"'
     data = (
-        f'<?xml version="1.0" encoding="GB18030"?>\n<StockCount xmlns="{NS}">'
-        + HEADER.replace("{p}", "")
-        + f"<Lines>\n{lines}</Lines></StockCount>\n"
+        f'<?xml version="1.0" encoding="GB18030"?>\n<{p}StockCount {declare}>'
+        + HEADER.replace("{p}", p)
+        + f"<{p}Lines>\n{lines}</{p}Lines></{p}StockCount>\n"
     ).encode("gb18030")
     batch = codec._batches(FAST.source)
     assert batch is not None

@@ -910,6 +910,8 @@ class _Rows:
 
 
 _TEXT = attrgetter("text")
+#: What may follow an end tag's name: its ``>``, or white space before it.
+_ENDS = (b">", b" ", b"\t", b"\r", b"\n")
 _LINE = attrgetter("sourceline")
 
 
@@ -1308,6 +1310,8 @@ class XmlCodec:
                 data, pending = pending + more, b""
                 if more and marker is not None:
                     cut = data.rfind(marker)
+                    while cut >= 0 and data[cut + len(marker) : cut + len(marker) + 1] not in _ENDS:
+                        cut = data.rfind(marker, 0, cut)  # (``</LineItem``, or cut short)
                     close = data.find(b">", cut) if cut >= 0 else -1
                     if close >= 0:
                         data, pending = data[: close + 1], data[close + 1 :]
