@@ -32,6 +32,24 @@ HEADER = (
     "<{p}Warehouse code='WH-SH-01'>上海仓</{p}Warehouse>"
     "<{p}CountDate>2026-11-21</{p}CountDate></{p}Header>"
 )
+#: Headers with a problem, or with what no field reads (the usual one is drawn most).
+HEADERS = [
+    # a count number against its pattern, a missing warehouse code, an impossible date
+    "<{p}Header><{p}CountNo>SC2026</{p}CountNo><{p}Warehouse>仓</{p}Warehouse>"
+    "<{p}CountDate>2026-11-21</{p}CountDate></{p}Header>",
+    "<{p}Header><{p}CountNo>SC20261121001</{p}CountNo><{p}Warehouse code='W'/>"
+    "<{p}CountDate>2026-02-30</{p}CountDate></{p}Header>",
+    # the count number twice: which one is unclear
+    "<{p}Header><{p}CountNo>SC20261121001</{p}CountNo><{p}CountNo>SC20261121002</{p}CountNo>"
+    "<{p}Warehouse code='W'>仓</{p}Warehouse><{p}CountDate>2026-11-21</{p}CountDate></{p}Header>",
+    "<{p}Header><{p}Warehouse code='W'>仓</{p}Warehouse>"
+    "<{p}CountDate>2026-11-21</{p}CountDate></{p}Header>",
+    # an element in the header that no field reads; a remark (read by one layout below)
+    "<{p}Header><{p}CountNo>SC20261121001</{p}CountNo><{p}Warehouse code='W'>仓</{p}Warehouse>"
+    "<{p}CountDate>2026-11-21</{p}CountDate><{p}Counter>张三</{p}Counter></{p}Header>",
+    "<{p}Header><{p}CountNo>SC20261121001</{p}CountNo><{p}Warehouse code='W'>仓</{p}Warehouse>"
+    "<{p}CountDate>2026-11-21</{p}CountDate><{p}Remark>复盘</{p}Remark></{p}Header>",
+]
 #: The children of a usual line, in the order the WMS writes them.
 USUAL = [
     "<{p}Sku>sku-1</{p}Sku>",
@@ -113,8 +131,9 @@ def usual_with(child: str, value: str) -> str:
 
 
 @st.composite
-def stock_counts(draw: st.DrawFn) -> bytes:
-    """A GB18030 stock count, mostly of usual lines, in the default namespace or a prefix."""
+def stock_counts(draw: st.DrawFn, trailers: bool = False) -> bytes:
+    """A GB18030 stock count, mostly of usual lines, in the default namespace or a prefix
+    (with ``trailers``, its header is sometimes after its lines, or between them)."""
     prefixed = draw(st.booleans())
     p = "w:" if prefixed else ""
     lines = []
@@ -133,12 +152,24 @@ def stock_counts(draw: st.DrawFn) -> bytes:
         line = f"<{p}Line{attrs}>" + "".join(children) + f"</{p}Line>"
         lines.append(line.replace("{p}", p) + draw(st.sampled_from(BETWEEN)).replace("{p}", p))
     declare = f'xmlns:w="{NS}"' if prefixed else f'xmlns="{NS}" xmlns:w="{NS}"'
+    header = (draw(st.sampled_from(HEADERS)) if draw(st.integers(0, 3)) == 0 else HEADER).replace(
+        "{p}", p
+    )
+    # (with ``trailers``, the header may come after the lines, or between two lists of
+    # them: header values are then found only once the parser has read that far)
+    where = draw(st.sampled_from(["before", "after", "between"])) if trailers else "before"
+    half = len(lines) // 2 if where == "between" else len(lines)
+    body = f"<{p}Lines>\n" + "".join(lines[:half]) + f"</{p}Lines>"
+    rest = f"<{p}Lines>\n" + "".join(lines[half:]) + f"</{p}Lines>"
+    parts = {
+        "before": header + body,
+        "after": body + header,
+        "between": body + header + rest,
+    }
     text = (
         f'<?xml version="1.0" encoding="GB18030"?>\n<{p}StockCount {declare}>'
-        + HEADER.replace("{p}", p)
-        + f"<{p}Lines>\n"
-        + "".join(lines)
-        + f"</{p}Lines></{p}StockCount>\n"
+        + parts[where]
+        + f"</{p}StockCount>\n"
     )
     return text.encode("gb18030")
 
@@ -171,8 +202,16 @@ def chunks(layout: Layout, data: bytes, *, batches: bool, feed: int) -> object:
     return got, problems, report.warnings
 
 
+def with_remark(layout: Layout) -> Layout:
+    """``layout`` with one more header value, optional: the count's remark."""
+    given = layout.model_dump(by_alias=True, exclude_unset=True)
+    given["fields"].append({"name": "remark", "column": "/w:StockCount/w:Header/w:Remark"})
+    return Layout.model_validate(given)
+
+
 def layouts() -> list[Layout]:
-    """The stock count's layout as shipped, and with other words for unknown input."""
+    """The stock count's layout as shipped, with other words for unknown input, and with
+    an optional header value (mostly absent)."""
     fast, _ = pipelines()
     layout = fast.source
     return [
@@ -180,6 +219,7 @@ def layouts() -> list[Layout]:
         layout.model_copy(update={"unknown": "warn"}),
         layout.model_copy(update={"unknown": "ignore"}),
         layout.model_copy(update={"unknown_in": {"w:Note": "ignore", "@extra": "warn"}}),
+        with_remark(layout),
     ]
 
 
@@ -208,6 +248,18 @@ def test_records_read_in_batches_are_what_reading_one_at_a_time_gives(
     the feeds of the parser end."""
     assert chunks(layout, data, batches=True, feed=feed) == chunks(
         layout, data, batches=False, feed=65536
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stock_counts(trailers=True), st.sampled_from(LAYOUTS), st.integers(16, 700))
+def test_header_values_after_the_records_are_read_alike_both_ways(
+    data: bytes, layout: Layout, feed: int
+) -> None:
+    """With the header after the lines, what a record gets of it depends on how much of
+    the document was read when the record was: fed alike, both ways read it alike."""
+    assert chunks(layout, data, batches=True, feed=feed) == chunks(
+        layout, data, batches=False, feed=feed
     )
 
 
@@ -256,6 +308,13 @@ def test_a_long_usual_count_is_read_in_batches(p: str, space: str) -> None:
         out = columnar_outcome(FAST, data, "sc.xml")
     assert read and None not in read and sum(read) > 2500  # type: ignore[operator]
     assert out == columnar_outcome(GENERAL, data, "sc.xml")
+    # An optional header value that is absent does not keep the records from batches.
+    read.clear()
+    layout = LAYOUTS[-1]
+    with mock.patch.object(codec._Batch, "read", spy):
+        got = chunks(layout, data, batches=True, feed=codec.FEED)
+    assert read and None not in read and sum(read) > 2500  # type: ignore[operator]
+    assert got == chunks(layout, data, batches=False, feed=codec.FEED)
 
 
 @pytest.mark.parametrize(

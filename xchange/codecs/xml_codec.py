@@ -935,7 +935,8 @@ class _Batch:
 
     def __init__(self, plan: list[tuple[str, Any]], check: Any, children: Any, attrs: Any):
         #: Per field: ("child", (texts query, elements query)), ("self", (values query,
-        #: attribute)) or ("absolute", key in the document's header values).
+        #: attribute)) or ("absolute", (key in the document's header values, its getter,
+        #: whether its path goes into a record)).
         self.plan = plan
         #: Whether anything is beside or inside the records that the plan does not read.
         self.check = check
@@ -952,16 +953,34 @@ class _Batch:
         """The values of ``found`` (its parent's children but the first), or None (the
         queries cannot vouch for every record: read them one at a time)."""
         n = len(found)
-        for kind, what in self.plan:
-            if kind == "absolute" and type(absolute.get(what)) is not str:
-                return None  # (not read yet: the general way reads it, once)
         if self.check(parent):
             return None
+        header: dict[str, str | None] = {}
+        for kind, what in self.plan:
+            if kind != "absolute":
+                continue
+            key, getter, inside = what
+            known = absolute.get(key)
+            if type(known) is str:
+                header[key] = known
+                continue
+            if known is not None or inside:
+                return None  # (a problem, reported the general way; a path into a record)
+            # Not found yet: what the general way would find for each of these records
+            # (the document's tree is the same for all of them; a value found is kept,
+            # as the general way keeps it).
+            try:
+                value = getter.get(found[0])
+            except FieldValueError:
+                return None  # (the general way reports it, once)
+            if value is not None:
+                absolute[key] = value
+            header[key] = value
         columns: list[list[Any]] = []
         children = attrs = 0
         for kind, what in self.plan:
             if kind == "absolute":
-                columns.append([absolute[what]] * n)
+                columns.append([header[what[0]]] * n)
                 continue
             if kind == "child":
                 texts, elements = what
@@ -1012,11 +1031,15 @@ def _batch(layout: Layout) -> _Batch | None:
         prefix = prefixes.setdefault(uri, f"p{len(prefixes)}")
         return f"{prefix}:{_local(tag)}"
 
+    records = _records_steps(opts)
     wanted: list[tuple[str, str]] = []
-    for _, getter, kind, tag in extract.plan:
+    getters: dict[str, tuple[_Getter, bool]] = {}
+    for spec, getter, kind, tag in extract.plan:
         node = record.children.get(tag) if kind == "child" and tag is not None else None
         if kind == "absolute" and tag is not None:
             wanted.append(("absolute", tag))
+            steps = _split(spec.key, opts.namespaces)[1]
+            getters[tag] = (getter, steps[: len(records)] == records)
         elif (
             node is not None
             and getter.attr is None
@@ -1051,7 +1074,7 @@ def _batch(layout: Layout) -> _Batch | None:
         check = etree.XPath(" or ".join(problems), namespaces=ns)
         for kind, what in wanted:
             if kind == "absolute":
-                plan.append((kind, what))
+                plan.append((kind, (what, *getters[what])))
             elif kind == "child":
                 texts = etree.XPath(f"*/{names[what]}/text()", namespaces=ns, smart_strings=False)
                 elements = etree.XPath(f"*/{names[what]}", namespaces=ns)
@@ -1299,13 +1322,16 @@ class XmlCodec:
         #: The last record read (cleared, its parent's first child while it is there).
         last: etree._Element | None = None
         root: etree._Element | None = None
+        done = False
         #: The records' end tag as the document writes it (``b"</w:Line"``): each feed
         #: ends after the last one in it, so that the records it completes are all there
-        #: is in their parent but the last one read before (see :class:`_Batch`).
+        #: is in their parent but the last one read before (see :class:`_Batch`). (Read
+        #: one at a time or not, the feeds end at the same places: what is read of the
+        #: document when a record is, header values after the records included, too.)
         marker: bytes | None = None
         pending = b""
         try:
-            while root is None:
+            while not done:
                 more = text.read(FEED)
                 data, pending = pending + more, b""
                 if more and marker is not None:
@@ -1318,7 +1344,7 @@ class XmlCodec:
                 if data:
                     parser.feed(data)
                 else:
-                    root = parser.close()
+                    root, done = parser.close(), True
                 found = [element for _, element in parser.read_events()]
                 if (
                     batch is not None
@@ -1361,7 +1387,7 @@ class XmlCodec:
                     yield element, count
                     element.clear(keep_tail=True)
                     last = element
-                    if marker is None and batch is not None:
+                    if marker is None:
                         prefix = element.prefix
                         local = _local(record_tag)
                         end = f"</{prefix}:{local}" if prefix else f"</{local}"
