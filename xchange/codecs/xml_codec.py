@@ -38,8 +38,9 @@ from xchange.report import Report
 #: Records per chunk of the columnar fast path.
 CHUNK_RECORDS = 20_000
 #: Bytes of text given to the parser at a time (the records one feed completes are read
-#: together, see :class:`_Batch`).
-FEED = 65536
+#: together, see :class:`_Batch`): what ``iterparse`` reads at a time. Twice that read
+#: batches no quicker, and records one at a time 3-4% slower (more of the tree at once).
+FEED = 32768
 
 PARSER_OPTIONS: dict[str, Any] = {
     "resolve_entities": False,
