@@ -167,6 +167,37 @@ def read_block(data: bytes, width: int, delimiter: str, quote: str) -> Block | N
     )
 
 
+def text_block(columns: list[list[str | None]], size: int) -> Block | None:
+    """Values read by another codec (XML: each value's text, None for no element) as a
+    block, or None when a value is not text or holds a line end. No value is missing in
+    the block ("" for None: the columnar plan reads both as no value); ``data`` holds
+    every value end to end, one scan of it says what ``plain`` and ``narrow`` say of a
+    block of CSV text."""
+    arrays = []
+    for column in columns:
+        try:
+            array = pa.array(column, pa.string(), size=size)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return None
+        arrays.append(array.fill_null("") if array.null_count else array)
+    data = b"".join(_values(a) for a in arrays)
+    if b"\n" in data or b"\r" in data:
+        return None  # (a value of CSV text never holds a line end: this plan assumes so)
+    whole = _whole(data)
+    if not _any(pc.match_substring_regex(whole, _ANY_MARK)):
+        return Block(arrays, size, True, False, True, False, False, data)
+    return Block(
+        arrays,
+        size,
+        plain=not _any(pc.match_substring_regex(whole, _INVISIBLE)),
+        latin=False,  # (the codec checked the text it decoded, whole)
+        narrow=not _any(pc.match_substring_regex(whole, _WIDE_SPACE)),
+        odd=False,
+        blank=False,
+        data=data,
+    )
+
+
 # --------------------------------------------------------------------------- patterns
 
 #: What a pattern may hold to be read the same by RE2 and Python's re: no class
@@ -340,7 +371,7 @@ class ArrowPlan:
     def build(cls, plan: ColumnarPlan) -> ArrowPlan | None:
         """A plan for routes within this path's subset (else None: the columnar plan)."""
         mapping = plan.mapping
-        if plan.source.codec != "csv" or not all(
+        if plan.source.codec not in ("csv", "xml") or not all(
             _spec_ok(s) for s in (*plan.source.fields, *plan.target.fields)
         ):
             return None
@@ -374,9 +405,10 @@ class ArrowPlan:
             return None
         n = block.size
         self._trim_spaces = " " if block.narrow and self.narrow else SPACES
-        source = self.source.csv.delimiter
-        # (values read from a block hold no line end, and not the delimiter they were
-        # split by, nor the quote character: the reader refuses blocks with one)
+        # (values read from a block hold no line end, and values of CSV not the delimiter
+        # they were split by, nor the quote character: the reader refuses blocks with one;
+        # values of XML may hold both, see ``text_block``)
+        source = self.source.csv.delimiter if self.source.codec == "csv" else "\n"
         quiet = self.quiet and not any(
             c not in (source, "\r", "\n") and c.encode() in block.data for c in self.specials
         )

@@ -13,7 +13,7 @@ import codecs
 import io
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -37,6 +37,10 @@ from xchange.report import Report
 
 #: Records per chunk of the columnar fast path.
 CHUNK_RECORDS = 20_000
+#: Bytes of text given to the parser at a time (the records one feed completes are read
+#: together, see :class:`_Batch`): what ``iterparse`` reads at a time. Twice that read
+#: batches no quicker, and records one at a time 3-4% slower (more of the tree at once).
+FEED = 32768
 
 PARSER_OPTIONS: dict[str, Any] = {
     "resolve_entities": False,
@@ -917,8 +921,205 @@ def _local(tag: object) -> str:
     return str(tag).rpartition("}")[2]
 
 
+class _Rows:
+    """Consecutive records read at once by :class:`_Batch`: their values as columns (one
+    per field, in the layout's order) and the line each record starts on."""
+
+    __slots__ = ("columns", "lines")
+
+    def __init__(self, columns: list[list[Any]], lines: list[int]) -> None:
+        self.columns = columns
+        self.lines = lines
+
+
+_TEXT = attrgetter("text")
+#: What may follow an end tag's name: its ``>``, or white space before it.
+_ENDS = (b">", b" ", b"\t", b"\r", b"\n")
+_LINE = attrgetter("sourceline")
+
+
+class _Batch:
+    """Reads the records one feed of the parser completed, all at once, where a few
+    XPath queries over their parent (compiled once per layout, run in libxml2) vouch that
+    each record is of the usual shape: attributes fields read and no other, child
+    elements that are fields' values (each at most once, holding one text or none and
+    nothing else: no attribute, element or comment), and only white space (or comments)
+    beside them. Such a record is read exactly as :meth:`_Extractor.values`
+    reads it, and :meth:`_Accounting.walk` would find nothing to say of it. Records of
+    which the queries cannot vouch for every one are read one at a time the general way,
+    which reports what is wrong exactly as it always has.
+
+    For layouts whose fields are all a child's text, an attribute of the record, or a
+    header value (see :func:`_batch`). The queries run on the records' parent when it
+    holds nothing but the last record read before (cleared: no attribute, no child) and
+    the records of this feed; they use simple steps only (libxml2 evaluates a predicate
+    for each node: ``self::`` tests would cost more than reading the children in Python).
+    """
+
+    def __init__(self, plan: list[tuple[str, Any]], check: Any, children: Any, attrs: Any):
+        #: Per field: ("child", (texts query, elements query)), ("self", (values query,
+        #: attribute)) or ("absolute", (key in the document's header values, its getter,
+        #: whether its path goes into a record)).
+        self.plan = plan
+        #: Whether anything is beside or inside the records that the plan does not read.
+        self.check = check
+        #: How many elements the records hold, and how many attributes.
+        self.children = children
+        self.attrs = attrs
+
+    def read(
+        self,
+        parent: etree._Element,
+        found: list[etree._Element],
+        absolute: dict[str, str | FieldValueError],
+    ) -> list[list[Any]] | None:
+        """The values of ``found`` (its parent's children but the first), or None (the
+        queries cannot vouch for every record: read them one at a time)."""
+        n = len(found)
+        if self.check(parent):
+            return None
+        header: dict[str, str | None] = {}
+        for kind, what in self.plan:
+            if kind != "absolute":
+                continue
+            key, getter, inside = what
+            known = absolute.get(key)
+            if type(known) is str:
+                header[key] = known
+                continue
+            if known is not None or inside:
+                return None  # (a problem, reported the general way; a path into a record)
+            # Not found yet: what the general way would find for each of these records
+            # (the document's tree is the same for all of them; a value found is kept,
+            # as the general way keeps it).
+            try:
+                value = getter.get(found[0])
+            except FieldValueError:
+                return None  # (the general way reports it, once)
+            if value is not None:
+                absolute[key] = value
+            header[key] = value
+        columns: list[list[Any]] = []
+        children = attrs = 0
+        for kind, what in self.plan:
+            if kind == "absolute":
+                columns.append([header[what[0]]] * n)
+                continue
+            if kind == "child":
+                texts, elements = what
+                values = texts(parent)
+                if len(values) != n:
+                    # (an empty element has no text node; an absent one no element)
+                    nodes = elements(parent)
+                    if len(nodes) == n:
+                        values = [t or "" for t in map(_TEXT, nodes)]
+                    else:
+                        index = {id(e): i for i, e in enumerate(found)}
+                        values = [None] * n
+                        for node in nodes:
+                            values[index[id(node.getparent())]] = node.text or ""
+                        children += len(nodes) - n  # (added back below)
+                children += n
+            else:
+                query, attr = what
+                values = query(parent)
+                attrs += len(values)
+                if len(values) != n:
+                    values = [e.get(attr) for e in found]
+            columns.append(values)
+        if self.children(parent) != children or self.attrs(parent) != attrs:
+            return None  # an element or an attribute no field reads
+        return columns
+
+
+def _batch(layout: Layout) -> _Batch | None:
+    """The batch reader of a ``rows`` layout, or None when a field is read some other
+    way (a longer path, ``multiple = "all"``, a record's own text, a child's attribute)
+    or the layout says something of the children fields read (``unknown_in``)."""
+    opts = layout.xml
+    assert opts is not None
+    if layout.shape != "rows" or layout.groups:
+        return None
+    account = _accounting(layout)
+    record = account.record
+    if record.value:
+        return None
+    extract = _Extractor(layout.fields, opts.namespaces)
+    prefixes: dict[str, str] = {}
+
+    def name(tag: str) -> str:
+        uri = _ns(tag)
+        if not uri:
+            return tag
+        prefix = prefixes.setdefault(uri, f"p{len(prefixes)}")
+        return f"{prefix}:{_local(tag)}"
+
+    records = _records_steps(opts)
+    wanted: list[tuple[str, str]] = []
+    getters: dict[str, tuple[_Getter, bool]] = {}
+    for spec, getter, kind, tag in extract.plan:
+        node = record.children.get(tag) if kind == "child" and tag is not None else None
+        if kind == "absolute" and tag is not None:
+            wanted.append(("absolute", tag))
+            steps = _split(spec.key, opts.namespaces)[1]
+            getters[tag] = (getter, steps[: len(records)] == records)
+        elif (
+            node is not None
+            and getter.attr is None
+            and node.value
+            and node.policy is None
+            and not node.attrs
+            and not node.attr_policy
+            and node.kind is None
+            and not node.single
+            and ("child", tag) not in wanted
+        ):
+            wanted.append(("child", tag or ""))
+        elif kind == "self" and getter.attr is not None and ("self", getter.attr) not in wanted:
+            wanted.append(("self", getter.attr))
+        else:
+            return None
+    plan: list[tuple[str, Any]] = []
+    try:
+        names = {what: name(what) for kind, what in wanted if kind != "absolute"}
+        ns = {prefix: uri for uri, prefix in prefixes.items()}
+        # (processing instructions are not there: the parser removes them; a comment
+        # among a record's children is passed over by the general way too)
+        problems = [
+            "*/text()[normalize-space()]",
+            "*/*/*",
+            "*/*/comment()",
+            "*/*/@*",
+            "*/*/text()[2]",
+            "text()[normalize-space()]",
+            *(f"*/{names[what]}[2]" for kind, what in wanted if kind == "child"),
+        ]
+        check = etree.XPath(" or ".join(problems), namespaces=ns)
+        for kind, what in wanted:
+            if kind == "absolute":
+                plan.append((kind, (what, *getters[what])))
+            elif kind == "child":
+                texts = etree.XPath(f"*/{names[what]}/text()", namespaces=ns, smart_strings=False)
+                elements = etree.XPath(f"*/{names[what]}", namespaces=ns)
+                plan.append((kind, (texts, elements)))
+            else:
+                query = etree.XPath(f"*/@{names[what]}", namespaces=ns, smart_strings=False)
+                plan.append((kind, (query, what)))
+    except etree.XPathError:  # (a name XPath cannot say)
+        return None
+    return _Batch(plan, check, etree.XPath("count(*/*)"), etree.XPath("count(*/@*)"))
+
+
+_batches = per_layout(_batch)
+
+
 class XmlCodec:
     """The XML codec."""
+
+    def __init__(self, *, batches: bool = True) -> None:
+        #: Whether the columnar path reads runs of records of the usual shape at once
+        #: (:class:`_Batch`; else one at a time, the general way).
+        self.batches = batches
 
     # ------------------------------------------------------------------ reading
 
@@ -942,7 +1143,9 @@ class XmlCodec:
             )
             for g in layout.groups
         }
-        for element, number in self._walk(stream, layout, origin, report):
+        for item in self._walk(stream, layout, origin, report):
+            assert type(item) is tuple  # (no batch reader: one record at a time)
+            element, number = item
             path = f"{shown}[{number}]" if numbered else shown
             where = f"line {element.sourceline} {path}"
             failed: set[str] = set()
@@ -1010,58 +1213,109 @@ class XmlCodec:
     ) -> Iterator[Chunk]:
         """The records (of a ``rows`` layout) ``CHUNK_RECORDS`` at a time as columns of
         raw text, each value read as :meth:`records` reads it (the columnar fast path)."""
+        return self._chunks(stream, layout, origin, report, native=False)
+
+    def fast_chunks(
+        self, stream: BinaryIO, layout: Layout, origin: str, report: Report
+    ) -> Iterator[Chunk]:
+        """As :meth:`chunks`, each chunk of plain text also as Arrow columns (for
+        :mod:`xchange.codecs.arrow`). Never starts over: what it reads is what
+        :meth:`chunks` reads."""
+        return self._chunks(stream, layout, origin, report, native=True)
+
+    def _chunks(
+        self, stream: BinaryIO, layout: Layout, origin: str, report: Report, *, native: bool
+    ) -> Iterator[Chunk]:
         opts = layout.xml
         assert opts is not None and layout.shape == "rows"
         extract = _Extractor(layout.fields, opts.namespaces)
+        batch = _batches(layout) if self.batches else None
         keys = [f.key for f in layout.fields]
         absolute: dict[str, str | FieldValueError] = {}
+        # Records read one at a time wait as rows (tuples of texts: the collector stops
+        # following them, where it would follow a list every time it runs while the
+        # chunk is read); records read in a batch come as columns.
         rows: list[tuple[Any, ...]] = []
+        columns: list[list[Any]] = [[] for _ in keys]
         lines: list[int] = []
         offset = 0
         extract.clean = True
         path = _records_path(layout)
-        for element, _ in self._walk(stream, layout, origin, report):
-            # (a tuple of texts: the collector stops following it, where it would
-            # follow a list every time it runs while the chunk is read)
-            rows.append(tuple(extract.values(element, absolute)))
-            lines.append(element.sourceline)
-            if len(rows) >= CHUNK_RECORDS:
-                yield self._chunk(extract, keys, rows, lines, path, offset)
-                offset += len(rows)
-                rows, lines = [], []
+
+        def flush() -> None:
+            # (column by column: ``zip(*rows)`` would hold an iterator per row, which the
+            # collector then follows as long-lived, and so looks at everything more often)
+            for i, column in enumerate(columns):
+                column.extend(map(itemgetter(i), rows))
+            rows.clear()
+
+        for item in self._walk(stream, layout, origin, report, batch, absolute):
+            if type(item) is _Rows:
+                flush()
+                for column, values in zip(columns, item.columns, strict=True):
+                    column.extend(values)
+                lines.extend(item.lines)
+            else:
+                element = item[0]  # type: ignore[index]
+                rows.append(tuple(extract.values(element, absolute)))
+                lines.append(element.sourceline)
+            while len(lines) >= CHUNK_RECORDS:
+                flush()
+                cut = [column[:CHUNK_RECORDS] for column in columns]
+                yield self._chunk(extract, keys, cut, lines[:CHUNK_RECORDS], path, offset, native)
+                columns = [column[CHUNK_RECORDS:] for column in columns]
+                del lines[:CHUNK_RECORDS]
+                offset += CHUNK_RECORDS
                 extract.clean = True
-        if rows:
-            yield self._chunk(extract, keys, rows, lines, path, offset)
+        flush()
+        if lines:
+            yield self._chunk(extract, keys, columns, lines, path, offset, native)
 
     @staticmethod
     def _chunk(
         extract: _Extractor,
         keys: list[str],
-        rows: list[tuple[Any, ...]],
+        columns: list[list[Any]],
         lines: list[int],
         path: tuple[str, bool],
         offset: int,
+        native: bool,
     ) -> Chunk:
-        # Column by column (``zip(*rows)`` would hold an iterator per row, which the
-        # collector then follows as long-lived, and so looks at everything more often).
-        columns = {key: tuple(map(itemgetter(i), rows)) for i, key in enumerate(keys)}
         shown, numbered = path
 
         def typed(report: Report) -> Iterator[Record]:
+            rows = zip(*columns, strict=True) if columns else ((),) * len(lines)
             for i, (values, line) in enumerate(zip(rows, lines, strict=True), start=offset + 1):
                 where = f"line {line} {shown}[{i}]" if numbered else f"line {line} {shown}"
                 failed: set[str] = set()
                 yield Record(where, extract.typed(values, where, report, failed), failed=failed)
 
-        return Chunk(columns, len(rows), offset, extract.clean, typed)
+        arrow = None
+        if native and extract.clean:
+            from xchange.codecs.arrow import text_block
+
+            block = text_block(columns, len(lines))
+            if block is not None:
+                arrow = (block, {key: i for i, key in enumerate(keys)})
+        return Chunk(
+            dict(zip(keys, columns, strict=True)), len(lines), offset, extract.clean, typed, arrow
+        )
 
     def _walk(
-        self, stream: BinaryIO, layout: Layout, origin: str, report: Report
-    ) -> Iterator[tuple[etree._Element, int]]:
+        self,
+        stream: BinaryIO,
+        layout: Layout,
+        origin: str,
+        report: Report,
+        batch: _Batch | None = None,
+        absolute: dict[str, str | FieldValueError] | None = None,
+    ) -> Iterator[tuple[etree._Element, int] | _Rows]:
         """Each record element with its number (from 1), in document order; cleared (and its
         read siblings dropped) once the consumer asks for the next, so memory stays flat.
+        With a ``batch`` reader, the records of a run it vouches for come as one
+        :class:`_Rows` instead (read, accounted for, and dropped).
 
-        Only the records' own end events reach Python (``iterparse`` with ``tag=``); the
+        Only the records' own end events reach Python (a pull parser with ``tag=``); the
         root is checked from the prolog, and a record's ancestors against the records path.
         """
         opts = layout.xml
@@ -1078,8 +1332,8 @@ class XmlCodec:
         if _refuse_doctype(text, origin, "utf-8") != steps[0]:
             self._nothing_found(text, layout, steps, origin, report)  # raises: the root
             return
-        events = etree.iterparse(
-            text, events=("end",), tag=steps[-1], encoding="utf-8", **PARSER_OPTIONS
+        parser = etree.XMLPullParser(
+            events=("end",), tag=steps[-1], encoding="utf-8", **PARSER_OPTIONS
         )
         above = steps[-2::-1]
         count = 0
@@ -1088,36 +1342,87 @@ class XmlCodec:
         #: The last parent found to be on the records path (records are siblings: their
         #: ancestors are checked once; lxml gives a live element the same object).
         placed: etree._Element | None = None
+        #: The last record read (cleared, its parent's first child while it is there).
+        last: etree._Element | None = None
+        root: etree._Element | None = None
+        done = False
+        #: The records' end tag as the document writes it (``b"</w:Line"``): each feed
+        #: ends after the last one in it, so that the records it completes are all there
+        #: is in their parent but the last one read before (see :class:`_Batch`). (Read
+        #: one at a time or not, the feeds end at the same places: what is read of the
+        #: document when a record is, header values after the records included, too.)
+        marker: bytes | None = None
+        pending = b""
         try:
-            for _, element in events:
-                node = element
-                parent = element.getparent()
-                if parent is not None and parent is placed:
-                    above_ok = True
+            while not done:
+                more = text.read(FEED)
+                data, pending = pending + more, b""
+                if more and marker is not None:
+                    cut = data.rfind(marker)
+                    while cut >= 0 and data[cut + len(marker) : cut + len(marker) + 1] not in _ENDS:
+                        cut = data.rfind(marker, 0, cut)  # (``</LineItem``, or cut short)
+                    close = data.find(b">", cut) if cut >= 0 else -1
+                    if close >= 0:
+                        data, pending = data[: close + 1], data[close + 1 :]
+                if data:
+                    parser.feed(data)
                 else:
-                    above_ok = False
-                    for tag in above:
-                        node = node.getparent()
-                        if node is None or node.tag != tag:
-                            break
+                    root, done = parser.close(), True
+                found = [element for _, element in parser.read_events()]
+                if (
+                    batch is not None
+                    and absolute is not None
+                    and placed is not None
+                    and last is not None
+                    and found
+                    and len(placed) == len(found) + 1
+                    and placed[:] == [last, *found]
+                ):
+                    columns = batch.read(placed, found, absolute)
+                    if columns is not None:
+                        count += len(found)
+                        yield _Rows(columns, list(map(_LINE, found)))
+                        last = found[-1]
+                        last.clear(keep_tail=True)
+                        del placed[: len(found)]
+                        continue
+                for element in found:
+                    node = element
+                    parent = element.getparent()
+                    if parent is not None and parent is placed:
+                        above_ok = True
                     else:
-                        above_ok = node.getparent() is None
-                        if above_ok:
-                            placed = parent
-                if not above_ok:
-                    continue
-                count += 1
-                account.walk(element, account.record, account.record_policy, account.shown, report)
-                yield element, count
-                element.clear(keep_tail=True)
-                parent = element.getparent()
-                while element.getprevious() is not None:
-                    first = parent[0]
-                    tail = first.tail
-                    if first.tag != record_tag or (tail and tail.strip(_XML_SPACE)):
-                        account.dropped(first, report)
-                    del parent[0]
-            account.finish(events.root, report)
+                        above_ok = False
+                        for tag in above:
+                            node = node.getparent()
+                            if node is None or node.tag != tag:
+                                break
+                        else:
+                            above_ok = node.getparent() is None
+                            if above_ok:
+                                placed = parent
+                    if not above_ok:
+                        continue
+                    count += 1
+                    account.walk(
+                        element, account.record, account.record_policy, account.shown, report
+                    )
+                    yield element, count
+                    element.clear(keep_tail=True)
+                    last = element
+                    if marker is None:
+                        prefix = element.prefix
+                        local = _local(record_tag)
+                        end = f"</{prefix}:{local}" if prefix else f"</{local}"
+                        marker = end.encode("utf-8")
+                    parent = element.getparent()
+                    while element.getprevious() is not None:
+                        first = parent[0]
+                        tail = first.tail
+                        if first.tag != record_tag or (tail and tail.strip(_XML_SPACE)):
+                            account.dropped(first, report)
+                        del parent[0]
+            account.finish(root, report)
         except etree.XMLSyntaxError as exc:
             raise _syntax_error(origin, exc) from None
         if count == 0:
