@@ -1186,6 +1186,10 @@ class _Evaluator:
                 else:
                     out.append((name, "coerce", source, self.target_spec(section, name).coerce))
                 continue
+            if rule.table is None and rule.default is None:
+                spec = self.target_spec(section, name)
+                out.append((name, "text", source, (rule.trim, rule.case, spec.coerce)))
+                continue
             one = functools.partial(_one_value, value_of, source)
             out.append((name, "table" if rule.table is not None else "call", source, one))
         return out
@@ -1750,9 +1754,11 @@ _Quick = Callable[[dict[str, Any], int], Any]
 #: :meth:`RecordMapper.quick_rules` describes it: (target field, how, source field, what),
 #: how being "same" (the source value as it is: the target field takes every value of
 #: its source unchanged), "coerce" (``what`` brings the source value to the target
-#: field), "table" (``what`` gives the value from the source value; it depends on
-#: nothing else, so it may be remembered), "call" (the same, not worth remembering)
-#: or "const" (``what`` is the value). A problem raises :class:`FieldValueError`.
+#: field), "text" (``what`` is (trim, case, coerce): a text is trimmed (``str.strip``)
+#: and cased, an empty one is no value, then it is brought to the target field), "table"
+#: (``what`` gives the value from the source value; it depends on nothing else, so it
+#: may be remembered), "call" (the same, not worth remembering) or "const" (``what`` is
+#: the value). A problem raises :class:`FieldValueError`.
 QuickRule = tuple[str, str, str | None, Any]
 
 

@@ -1360,7 +1360,7 @@ class _Source:
                 empty = _MISSING
             code.line(f"r = {obj}.get({code.const(key)})")
             code.line("if type(r) is str:")
-            code.line(f"    {var} = {code.const(parse)}(r)")
+            code.line(f"    {var} = {_parsed(code, spec, 'r')}")
             code.line("elif r is None:")
             if empty is _MISSING:
                 code.line("    return None")
@@ -1373,6 +1373,19 @@ class _Source:
                 code.line(f"    {var} = {code.const(_number_reader(spec))}(r)")
             code.line("else:")
             code.line("    return None")
+
+
+def _parsed(code: _Code, spec: FieldSpec, text: str) -> str:
+    """The expression of ``spec.parser(text)`` for a text ``text`` (a variable): a text
+    the field takes as it is (:attr:`FieldSpec.takes_text_as_is`) without a call."""
+    parse = code.const(spec.parser)
+    if not spec.takes_text_as_is:
+        return f"{parse}({text})"
+    space = code.const(" ")
+    return (
+        f"({text} if {text}.isascii() and {text}.isprintable() and {text} "
+        f"and {text}[0] != {space} and {text}[-1] != {space} else {parse}({text}))"
+    )
 
 
 def _number_reader(spec: FieldSpec) -> Callable[[Decimal], Any]:
@@ -1432,21 +1445,60 @@ class _Code:
 
 
 def _target_values(
-    code: _Code, rules: list[_Rule], scope: dict[str, str], prefix: str
-) -> dict[str, str]:
+    code: _Code, rules: list[_Rule], scope: dict[str, str], specs: list[FieldSpec], prefix: str
+) -> dict[str, tuple[str, str | None]]:
     """Code computing each target field of a section from the source variables in
-    ``scope``: the target variable of each field."""
-    out: dict[str, str] = {}
+    ``scope``: per field, its target variable, and the variable holding its JSON text
+    when the code made that too (a number written at its field's scale)."""
+    out: dict[str, tuple[str, str | None]] = {}
+    by_name = {spec.name: spec for spec in specs}
     for i, (name, how, source, what) in enumerate(rules):
         var = f"{prefix}{i}"
-        out[name] = var
+        written: str | None = None
         value = scope.get(source, "None") if source is not None else "None"
-        if how == "same":
+        spec = by_name.get(name)
+        if (
+            how in ("same", "coerce")
+            and spec is not None
+            and spec.type == "decimal"
+            and spec.scale is not None
+            and spec.rule_free
+        ):
+            # A number at the target's scale: checked and written by one quantize (what
+            # ``coerce`` checks and the field's writer writes, for a decimal that is no
+            # negative zero); anything else the field's own way.
+            written = f"s{prefix}{i}"
+            quantum = code.const(Decimal(1).scaleb(-spec.scale))
+            number = f"type({value}) is {code.const(Decimal)}"
+            code.line(f"if {number} and ({value} or not {value}.is_signed()):")
+            code.line(f"    q = {value}.quantize({quantum})")
+            code.line(f"    if q != {value}:")
+            code.line("        return None")
+            code.line(f"    {var} = {value}")
+            code.line(f"    {written} = {code.const(format)}(q, {code.const('f')})")
+            code.line("else:")
+            code.line(f"    {var} = {value if how == 'same' else f'{code.const(what)}({value})'}")
+            code.line(f"    {written} = {code.const(_writer(spec))}({var})")
+        elif how == "same":
             code.line(f"{var} = {value}")
         elif how == "coerce" or how == "call":
             code.line(f"{var} = {code.const(what)}({value})")
         elif how == "const":
             code.line(f"{var} = {code.const(what)}")
+        elif how == "text":
+            trim, case, coerce = what
+            code.line(f"{var} = {value}")
+            code.line(f"if type({var}) is str:")
+            if trim:
+                code.line(f"    {var} = {var}.strip()")
+            if case is not None:
+                code.line(f"    {var} = {var}.{'upper' if case == 'upper' else 'lower'}()")
+            parsed = (
+                _parsed(code, spec, var) if spec is not None else f"{code.const(coerce)}({var})"
+            )
+            code.line(f"    {var} = {parsed} if {var} else {code.const(coerce)}(None)")
+            code.line("else:")
+            code.line(f"    {var} = {code.const(coerce)}({var})")
         elif how == "table":
             memo: dict[Any, Any] = {}
             fill = functools.partial(_remember, memo, what)
@@ -1455,6 +1507,7 @@ def _target_values(
             code.line(f"    {var} = {code.const(fill)}({value})")
         else:
             raise _Unfit(f"rule {how}")
+        out[name] = (var, written)
     return out
 
 
@@ -1469,7 +1522,7 @@ def _remember(memo: dict[Any, Any], value_of: Callable[[Any], Any], value: Any) 
 def _written(
     code: _Code,
     form: _Form,
-    values: dict[str, str],
+    values: dict[str, tuple[str, str | None]],
     specs: list[FieldSpec],
     lists: str | None,
 ) -> str:
@@ -1482,11 +1535,19 @@ def _written(
                 raise _Unfit("a list in the template")
             parts.append(lists)
             continue
-        var = values.get(name)
-        if var is None:
+        if name not in values:
             parts.append(code.const("null"))
             continue
-        if kinds.get(name) not in ("boolean", "integer", "decimal"):  # (see _writer)
+        var, written = values[name]
+        kind = kinds.get(name)
+        if written is not None:
+            parts.append(written)
+        elif kind == "integer":  # (what _writer writes, its usual type first)
+            parts.append(
+                f"({code.const(int.__repr__)}({var}) if type({var}) is int "
+                f"else {code.const(write)}({var}))"
+            )
+        elif kind not in ("boolean", "decimal"):
             parts.append(
                 f"({code.const(_quoted)}({var}) if type({var}) is str "
                 f"else {code.const(write)}({var}))"
@@ -1564,7 +1625,7 @@ def _compiled(
         code.line("    return None")
         line = _Source(code, source.line_fields, "item", "w")
         line_scope = {**head_scope, **line.names}
-        line_values = _target_values(code, lines, line_scope, "u")
+        line_values = _target_values(code, lines, line_scope, target.line_fields, "u")
         item_text = _written(code, listed.form, line_values, target.line_fields, None)
         code.line(f"texts.append({item_text})")
         code.depth -= 1
@@ -1576,7 +1637,7 @@ def _compiled(
         code.line("else:")
         code.line(f"    lines = {code.const('[]')}")
         lists = "lines"
-    head_values = _target_values(code, header, head_scope, "t")
+    head_values = _target_values(code, header, head_scope, target.fields, "t")
     text = _written(code, shape.form, head_values, target.fields, lists)
     code.line(f"text = {text} + {code.const(chr(10))}")
     code.line(f"data = text.encode({code.const(_python_codec(target.encoding))})")
@@ -1589,7 +1650,7 @@ def _compiled(
     for i, spec in enumerate(unique):
         code.line(f"if {record.names[spec.name]} is not None:")
         code.line(f"    first[k{i}] = where")
-    shown = ", ".join(head_values.get(name, "None") for name in names)
+    shown = ", ".join(head_values[name][0] if name in head_values else "None" for name in names)
     code.line(f"return data, ({shown}{',' if names else ''})")
     body = code.lines
     code.lines = ["        try:", *["    " + text for text in body]]
