@@ -7,6 +7,7 @@ know its size and sha256 without reading it again.
 from __future__ import annotations
 
 import functools
+import gc
 import hashlib
 import io
 import os
@@ -86,7 +87,15 @@ class Sink:
     def outputs(self) -> list[Output]:
         """Every output written so far, in order."""
         if self._outputs is None or len(self._outputs) != len(self._written):
-            self._outputs = [Output(*written) for written in self._written]
+            # (a hundred thousand new objects that stay: the cyclic collector would follow
+            # everything alive several times while they are made, and find no cycle)
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                self._outputs = [Output(*written) for written in self._written]
+            finally:
+                if collecting:
+                    gc.enable()
         return self._outputs
 
     def _add(
