@@ -18,6 +18,7 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, BinaryIO
 
@@ -1485,6 +1486,11 @@ def _target_values(
             code.line(f"{var} = {code.const(what)}({value})")
         elif how == "const":
             code.line(f"{var} = {code.const(what)}")
+            if spec is not None:
+                try:
+                    written = code.const(_writer(spec)(what))  # (written once)
+                except (FieldValueError, MappingError):
+                    written = None
         elif how == "text":
             trim, case, coerce = what
             code.line(f"{var} = {value}")
@@ -1509,6 +1515,31 @@ def _target_values(
             raise _Unfit(f"rule {how}")
         out[name] = (var, written)
     return out
+
+
+def _write(code: _Code, var: str, kind: str | None, write: Callable[[Any], str]) -> str:
+    """The expression of what the field's writer ``write`` writes for ``var``: its usual
+    type written without a call (a text, an integer), a date's text remembered."""
+    if kind == "integer":
+        usual = f"{code.const(int.__repr__)}({var})"
+        return f"({usual} if type({var}) is int else {code.const(write)}({var}))"
+    if kind in ("date", "datetime"):
+        memo: dict[Any, str] = {}
+        fill = functools.partial(_remember_text, memo, write)
+        return f"({code.const(memo)}.get({var}) or {code.const(fill)}({var}))"
+    if kind not in ("boolean", "decimal"):  # (a text, for every other kind: see _writer)
+        return (
+            f"({code.const(_quoted)}({var}) if type({var}) is str else {code.const(write)}({var}))"
+        )
+    return f"{code.const(write)}({var})"
+
+
+def _remember_text(memo: dict[Any, str], write: Callable[[Any], str], value: Any) -> str:
+    """``write(value)``, remembered for a date or a time (while there are few)."""
+    text = write(value)
+    if type(value) in (date, datetime) and len(memo) < _REMEMBERED:
+        memo[value] = text
+    return text
 
 
 def _remember(memo: dict[Any, Any], value_of: Callable[[Any], Any], value: Any) -> Any:
@@ -1539,21 +1570,7 @@ def _written(
             parts.append(code.const("null"))
             continue
         var, written = values[name]
-        kind = kinds.get(name)
-        if written is not None:
-            parts.append(written)
-        elif kind == "integer":  # (what _writer writes, its usual type first)
-            parts.append(
-                f"({code.const(int.__repr__)}({var}) if type({var}) is int "
-                f"else {code.const(write)}({var}))"
-            )
-        elif kind not in ("boolean", "decimal"):
-            parts.append(
-                f"({code.const(_quoted)}({var}) if type({var}) is str "
-                f"else {code.const(write)}({var}))"
-            )
-        else:
-            parts.append(f"{code.const(write)}({var})")
+        parts.append(written if written is not None else _write(code, var, kinds.get(name), write))
     return f"{code.const(form.fmt)} % ({', '.join(parts)},)"
 
 
@@ -1618,6 +1635,19 @@ def _compiled(
         else:
             code.line(f"if type(items) is not list or len(items) < {code.const(source.min_lines)}:")
         code.line("    return None")
+        # Line rules that read only the record's fields (or nothing): once per record,
+        # their text too.
+        own = {spec.name for spec in source.line_fields}
+        once = [rule for rule in lines if rule[2] is None or rule[2] not in own]
+        each = [rule for rule in lines if rule not in once]
+        fixed = _target_values(code, once, head_scope, target.line_fields, "h")
+        kinds = {spec.name: spec for spec in target.line_fields}
+        writers = {name: write for name, write, _ in listed.form.slots if name is not None}
+        for i, (name, (var, written)) in enumerate(fixed.items()):
+            if written is None and name in kinds and name in writers:
+                text = _write(code, var, kinds[name].type, writers[name])
+                code.line(f"sh{i} = {text}")
+                fixed[name] = (var, f"sh{i}")
         code.line("texts = []")
         code.line("for item in items:")
         code.depth += 1
@@ -1625,7 +1655,7 @@ def _compiled(
         code.line("    return None")
         line = _Source(code, source.line_fields, "item", "w")
         line_scope = {**head_scope, **line.names}
-        line_values = _target_values(code, lines, line_scope, target.line_fields, "u")
+        line_values = {**fixed, **_target_values(code, each, line_scope, target.line_fields, "u")}
         item_text = _written(code, listed.form, line_values, target.line_fields, None)
         code.line(f"texts.append({item_text})")
         code.depth -= 1
