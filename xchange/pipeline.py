@@ -357,9 +357,10 @@ class Pipeline(_Converter):
         self, stream: BinaryIO, source_name: str, now: datetime, sink: Sink
     ) -> Conversion:
         """``convert_stream`` with the route compiled (:meth:`_compile_route`): each record
-        the compiled function vouches for is written from it, any other (and every one
-        once a problem is found) read, checked, mapped and written the general way, one
-        record at a time, in the order and with the report of the general way."""
+        the compiled function vouches for (every key one the layout reads, every value
+        good) is written from it, any other (and every one once a problem is found) read,
+        checked, mapped and written the general way, one record at a time, in the order
+        and with the report of the general way."""
         route = self._compiled_route
         assert route is not None and isinstance(self._reader, JsonCodec)
         reader, layout = self._reader, self.source
@@ -372,7 +373,7 @@ class Pipeline(_Converter):
         put = sink.put
         count = 0
         try:
-            nodes = reader.nodes(stream, layout, source_name, report)
+            nodes = reader.nodes(stream, layout, source_name, report, check_keys=False)
             while True:
                 before = report.total - report.unread
                 found = next(nodes, None)
@@ -394,6 +395,7 @@ class Pipeline(_Converter):
                     continue
                 # The general way: read, checked, marked, counted, mapped and written as
                 # convert_stream does (see _unique_checked, _marked, _counted).
+                reader.check_keys(node, where, layout, report)
                 rec = reader.record(node, where, layout, report)
                 unique(rec)
                 if (

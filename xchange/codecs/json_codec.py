@@ -769,12 +769,25 @@ class JsonCodec:
         reads it."""
         return self._record(node, where, layout, layout.json_, report)
 
+    def check_keys(self, node: dict[str, Any], where: str, layout: Layout, report: Report) -> None:
+        """Report the keys of a record (and of its lines) the layout neither reads nor
+        declares (what :meth:`nodes` does for each record unless told not to)."""
+        keys = _keys(layout)
+        keys.walk(node, keys.record, keys.record_policy, where, "", report)
+
     def nodes(
-        self, stream: BinaryIO, layout: Layout, origin: str, report: Report
+        self,
+        stream: BinaryIO,
+        layout: Layout,
+        origin: str,
+        report: Report,
+        *,
+        check_keys: bool = True,
     ) -> Iterator[tuple[str, dict[str, Any], dict[str, Any] | None]]:
         """Each record's object as it is in the file, its keys checked against the layout
-        (problems to ``report``), with the raw values of its fields outside it (None when
-        the layout has none): what :meth:`records` reads each record from."""
+        (problems to ``report``; ``check_keys=False``: left to :meth:`check_keys`), with the raw
+        values of its fields outside it (None when the layout has none): what
+        :meth:`records` reads each record from."""
         opts = layout.json_
         encoding, check = text_reading(
             stream,
@@ -817,7 +830,8 @@ class JsonCodec:
             if not isinstance(node, dict):
                 report.add(where, "(record)", "type", None, "a record must be a JSON object")
                 continue
-            keys.walk(node, keys.record, keys.record_policy, where, "", report)
+            if check_keys:
+                keys.walk(node, keys.record, keys.record_policy, where, "", report)
             extra = _outside_values(matched.document, where, outside) if outside else None
             yield where, node, extra
         if not opts.ndjson and not matched.found:
@@ -1613,6 +1627,12 @@ def _compiled(
     ):
         raise _Unfit("the route")
     code = _Code()
+    # Every key one the layout reads (else the general way says what the others are).
+    keys = _keys(source)
+    if any(not below.lines for _, below in keys.record.inner):
+        raise _Unfit("objects inside records")
+    code.line(f"if not node.keys() <= {code.const(frozenset(keys.record.children))}:")
+    code.line("    return None")
     record = _Source(code, source.fields, "node", "v")
     head_scope = dict(record.names)
     shape = _shape(target, None if out.ndjson else out.indent, 0)
@@ -1651,7 +1671,12 @@ def _compiled(
         code.line("texts = []")
         code.line("for item in items:")
         code.depth += 1
+        below = keys.record.children[key]
+        if below.inner or below.scalar:
+            raise _Unfit("objects inside lines")
         code.line(f"if type(item) is not {code.const(dict)}:")
+        code.line("    return None")
+        code.line(f"if not item.keys() <= {code.const(frozenset(below.children))}:")
         code.line("    return None")
         line = _Source(code, source.line_fields, "item", "w")
         line_scope = {**head_scope, **line.names}
