@@ -1195,6 +1195,7 @@ class _Evaluator:
         return out
 
     def target_spec(self, section: str, name: str) -> FieldSpec:
+        """The target field ``name`` of ``section`` ("header" or "lines")."""
         return next(spec for spec, _, _ in self._plans[section] if spec.name == name)
 
     def _quick_value(self, section: str, spec: FieldSpec, rule: Rule, plain: str | None) -> _Quick:
