@@ -517,11 +517,11 @@ def _as_delivered(
             output.path.unlink(missing_ok=True)
     if sink.folder is None:
         return dataclasses.replace(
-            made, outputs=[dataclasses.replace(zip_output, path=None, content=data)]
+            made, outputs=[dataclasses.replace(zip_output, where=None, content=data)]
         )
     (sink.folder / zip_output.name).write_bytes(data)
     return dataclasses.replace(
-        made, outputs=[dataclasses.replace(zip_output, path=sink.folder / zip_output.name)]
+        made, outputs=[dataclasses.replace(zip_output, where=sink.folder / zip_output.name)]
     )
 
 

@@ -482,6 +482,19 @@ class FieldSpec(StrictModel):
         return re.compile(self.pattern_regex) if self.pattern_regex is not None else None
 
     @functools.cached_property
+    def rule_free(self) -> bool:
+        """Whether the field has no rule besides its type (pattern, lengths, values,
+        min, max)."""
+        return not self._limits
+
+    @functools.cached_property
+    def takes_text_as_is(self) -> bool:
+        """Whether :meth:`parse` returns a non-empty printable ASCII text that neither
+        starts nor ends with a space as it is: a string field with no rule on its text
+        and no null values."""
+        return self.type == "string" and not self._limits and not self.null_values
+
+    @functools.cached_property
     def _limits(self) -> bool:
         """Whether any rule besides the type is set (else checking them is skipped)."""
         return (

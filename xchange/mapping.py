@@ -1148,6 +1148,58 @@ class _Evaluator:
             )
         return out
 
+    def record_documents(self, rec: Record, seq: int) -> Iterator[Document]:
+        """The documents of one record (of a mapping with no ``filter``, ``group_by`` or
+        ``flatten``: :func:`apply_mapping`'s own step for each record)."""
+        members = [
+            (_carrying({**rec.values, **ln.values}, ln), rec.failed | ln.failed, ln.location)
+            for ln in rec.lines
+        ]
+        head = {**rec.values, GROUPS: rec.groups} if rec.groups else rec.values
+        yield from self.documents(head, rec.failed, rec.location, members, seq)
+
+    def quick_rules(self, section: str) -> list[QuickRule] | None:
+        """Each target field of ``section`` as :data:`QuickRule`, for a mapping whose every
+        document is one record's, made by rules that read one source field (or none) as
+        its value alone: None when some rule does more (an expression, a sequence, a
+        template, a join, a row), or a constant fails its field."""
+        quick = self._quick.get(section)
+        if quick is None:
+            return None
+        out: list[QuickRule] = []
+        for name, value_of, _, rule, plain in quick:
+            if (
+                rule.sequence is not None
+                or rule.template is not None
+                or rule.join
+                or rule.row is not None
+            ):
+                return None
+            if rule.from_ is None:
+                try:
+                    out.append((name, "const", None, value_of({}, 0)))
+                except FieldValueError:
+                    return None
+                continue
+            source = rule.from_
+            if plain is not None:
+                if name in self._unchanged[section]:
+                    out.append((name, "same", source, None))
+                else:
+                    out.append((name, "coerce", source, self.target_spec(section, name).coerce))
+                continue
+            if rule.table is None and rule.default is None:
+                spec = self.target_spec(section, name)
+                out.append((name, "text", source, (rule.trim, rule.case, spec.coerce)))
+                continue
+            one = functools.partial(_one_value, value_of, source)
+            out.append((name, "table" if rule.table is not None else "call", source, one))
+        return out
+
+    def target_spec(self, section: str, name: str) -> FieldSpec:
+        """The target field ``name`` of ``section`` ("header" or "lines")."""
+        return next(spec for spec, _, _ in self._plans[section] if spec.name == name)
+
     def _quick_value(self, section: str, spec: FieldSpec, rule: Rule, plain: str | None) -> _Quick:
         """What ``_field`` gives for a rule without an expression on a row that failed
         nothing, doing once what can be done once: a copy the target field takes
@@ -1701,6 +1753,22 @@ _FAILED = object()
 #: ``_Evaluator._quick_value``).
 _Quick = Callable[[dict[str, Any], int], Any]
 
+#: A target field made by a rule that reads at most one source field, as
+#: :meth:`RecordMapper.quick_rules` describes it: (target field, how, source field, what),
+#: how being "same" (the source value as it is: the target field takes every value of
+#: its source unchanged), "coerce" (``what`` brings the source value to the target
+#: field), "text" (``what`` is (trim, case, coerce): a text is trimmed (``str.strip``)
+#: and cased, an empty one is no value, then it is brought to the target field), "table"
+#: (``what`` gives the value from the source value; it depends on nothing else, so it
+#: may be remembered), "call" (the same, not worth remembering) or "const" (``what`` is
+#: the value). A problem raises :class:`FieldValueError`.
+QuickRule = tuple[str, str, str | None, Any]
+
+
+def _one_value(value_of: _Quick, source: str, value: Any) -> Any:
+    """A quick rule's value for a row whose field ``source`` holds ``value``."""
+    return value_of({source: value}, 0)
+
 
 def _same(a: Any, b: Any) -> bool:
     """Whether two rows give the same typed value (a text is not the number it spells)."""
@@ -1758,12 +1826,7 @@ def apply_mapping(
                 yield Document(line.location, header)
         return
     for i, rec in enumerate(records, start=start):
-        members = [
-            (_carrying({**rec.values, **ln.values}, ln), rec.failed | ln.failed, ln.location)
-            for ln in rec.lines
-        ]
-        head = {**rec.values, GROUPS: rec.groups} if rec.groups else rec.values
-        yield from ev.documents(head, rec.failed, rec.location, members, i)
+        yield from ev.record_documents(rec, i)
 
 
 def _carrying(values: dict[str, Any], rec: Record) -> dict[str, Any]:
@@ -1771,6 +1834,48 @@ def _carrying(values: dict[str, Any], rec: Record) -> dict[str, Any]:
     if rec.groups:
         values[GROUPS] = rec.groups
     return values
+
+
+class RecordMapper:
+    """:func:`apply_mapping` one record at a time, for a mapping that makes each record's
+    documents from it alone (no ``filter``, ``group_by`` or ``flatten``: see
+    :meth:`fits`), and what its rules do when they are quick (:meth:`quick_rules`)."""
+
+    def __init__(
+        self, mapping: Mapping, target: Layout, report: Report, compiled: Compiled
+    ) -> None:
+        compiled.lookups.refresh()
+        self._ev = _Evaluator(mapping, target, report, compiled)
+
+    @staticmethod
+    def fits(mapping: Mapping, compiled: Compiled) -> bool:
+        """Whether each record's documents are made from it alone, as :meth:`documents`
+        makes them."""
+        return compiled.filter is None and not mapping.group_by and not mapping.flatten
+
+    def documents(self, rec: Record, seq: int) -> Iterator[Document]:
+        """What :func:`apply_mapping` yields for ``rec``, the ``seq``-th record."""
+        return self._ev.record_documents(rec, seq)
+
+    def quick_rules(self, section: str) -> list[QuickRule] | None:
+        """See :meth:`_Evaluator.quick_rules`; also None when documents are not simply
+        one per record, lines one per line (a line filter, ``split_by``, ``[let]``, rules
+        reading whole documents, groups)."""
+        ev = self._ev
+        mapping, compiled = ev.mapping, ev.compiled
+        if (
+            compiled.line_filter is not None
+            or mapping.split_by
+            or compiled.whole
+            or compiled.lets
+            or compiled.line_lets
+            or mapping.groups
+            or ev.target.groups
+            or ev.header_reads_lines
+            or ev.reads_last
+        ):
+            return None
+        return ev.quick_rules(section)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from xchange.codecs import Codec, Columns, FastColumns, OneDocument, StartOver, codec_for
+from xchange.codecs.json_codec import JsonCodec, RouteFunction, compile_route
 from xchange.config import RouteConfig
 from xchange.errors import ConfigError, MappingError, RepeatedDocuments, ValidationFailed
 from xchange.layout import FieldSpec, FieldValueError, Layout, load_layout
@@ -27,6 +28,7 @@ from xchange.mapping import (
     Document,
     Mapping,
     Record,
+    RecordMapper,
     Step,
     apply_mapping,
     apply_steps,
@@ -180,6 +182,8 @@ class Pipeline(_Converter):
         #: plan (the columnar plan alone is quicker on pandas' reading: its values are
         #: Python strings there from the start).
         self._fast = self._arrow is not None
+        #: The route compiled into one function per record, where it can be.
+        self._compiled_route = self._compile_route()
 
     def superseded(self) -> list[str]:
         """What the route's layouts and mappings write in a superseded form, and how to
@@ -236,6 +240,8 @@ class Pipeline(_Converter):
         """
         if self._plan is not None:
             return self._convert_columnar(stream, source_name, now, sink)
+        if self._compiled_route is not None:
+            return self._convert_compiled(stream, source_name, now, sink)
         report = Report(source_name, cap=self.source.max_problems)
         records: Iterable[Record] = _marked(
             _unique_checked(
@@ -323,6 +329,110 @@ class Pipeline(_Converter):
             agreed,
             counted[0],
             left_out=dict(left_out.tally.values) if left_out is not None and skipped else {},
+        )
+
+    def _compile_route(self) -> RouteFunction | None:
+        """The route as one function per record (``compile_route``), where it takes it: a
+        JSON source read by the JSON codec, one JSON document per record, nothing that
+        reads several records (dedupe, totals, steps, grouping, a filter)."""
+        if not (
+            isinstance(self._reader, JsonCodec)
+            and isinstance(self._writer, JsonCodec)
+            and self.mapping.output == "per-document"
+            and not self.steps
+            and not self.mapping.totals
+            and self._key_field is None
+            and RecordMapper.fits(self.mapping, self.compiled)
+        ):
+            return None
+        mapper = RecordMapper(self.mapping, self.target, Report(""), self.compiled)
+        header = mapper.quick_rules("header")
+        if header is None:
+            return None
+        return compile_route(
+            self.source,
+            self.target,
+            header,
+            mapper.quick_rules("lines"),
+            [spec.name for spec in self._name_fields],
+        )
+
+    def _convert_compiled(
+        self, stream: BinaryIO, source_name: str, now: datetime, sink: Sink
+    ) -> Conversion:
+        """``convert_stream`` with the route compiled (:meth:`_compile_route`): each record
+        the compiled function vouches for (every key one the layout reads, every value
+        good) is written from it, any other (and every one once a problem is found) read,
+        checked, mapped and written the general way, one record at a time, in the order
+        and with the report of the general way."""
+        route = self._compiled_route
+        assert route is not None and isinstance(self._reader, JsonCodec)
+        reader, layout = self._reader, self.source
+        report = Report(source_name, cap=layout.max_problems)
+        mapper = RecordMapper(self.mapping, self.target, report, self.compiled)
+        first: dict[tuple[str, str, object], str] = {}
+        unique = _unique_checker(layout, report, first)
+        template, name_fields = self.route.target.name, self._name_fields
+        names = _source_values(source_name)
+        put = sink.put
+        count = 0
+        try:
+            nodes = reader.nodes(stream, layout, source_name, report, check_keys=False)
+            while True:
+                before = report.total - report.unread
+                found = next(nodes, None)
+                if found is None:
+                    break
+                where, node, _ = found
+                made = route(node, where, first) if not report else None
+                if made is not None:
+                    data, shown = made
+                    values: dict[str, object] = {}
+                    for spec, value in zip(name_fields, shown, strict=True):
+                        try:
+                            values[spec.name] = spec.render(value)
+                        except FieldValueError:
+                            values[spec.name] = ""
+                    values.update(names, date=now)
+                    put(render_name(template, values), data, 1)
+                    count += 1
+                    continue
+                # The general way: read, checked, marked, counted, mapped and written as
+                # convert_stream does (see _unique_checked, _marked, _counted).
+                reader.check_keys(node, where, layout, report)
+                rec = reader.record(node, where, layout, report)
+                unique(rec)
+                if (
+                    report.total - report.unread != before
+                    and not rec.failed
+                    and not any(ln.failed for ln in rec.lines)
+                ):
+                    rec.failed.add("*")
+                for doc in mapper.documents(rec, count):
+                    if report:
+                        continue
+                    name = render_name(template, self._name_values(doc, source_name, now))
+                    assert self._one is not None
+                    put(name, self._one(doc, self.target, name), 1)
+                count += 1
+        except FieldValueError as exc:  # a value the writer cannot put in the target layout
+            sink.discard()
+            raise MappingError(f"{source_name}: {exc.rule}: {exc.message}") from None
+        except BaseException:
+            sink.discard()
+            raise
+        if report:
+            sink.discard()
+            raise ValidationFailed(report.summary(), report=report)
+        return Conversion(
+            list(sink.outputs),
+            report.encoding,
+            [],
+            [],
+            report.warnings,
+            report.skipped,
+            {},
+            count,
         )
 
     def _convert_columnar(
@@ -564,11 +674,21 @@ def _source_values(source_name: str) -> dict[str, str]:
 def _unique_checked(layout: Layout, records: Iterable[Record], report: Report) -> Iterator[Record]:
     """The ``unique`` rule, checked as records stream by (header, line and group fields:
     a serial number given twice in a file, in one line's items or two)."""
+    checked = _unique_checker(layout, report, {})
+    for rec in records:
+        checked(rec)
+        yield rec
+
+
+def _unique_checker(
+    layout: Layout, report: Report, first: dict[tuple[str, str, object], str]
+) -> Callable[[Record], None]:
+    """The ``unique`` rule for one record after another (``first``: where each value
+    was first seen, by (level, field, value))."""
     head = [f for f in layout.fields if f.unique]
     line = [f for f in layout.line_fields if f.unique]
     groups = {g.name: [f for f in g.fields if f.unique] for g in layout.groups}
     groups = {name: specs for name, specs in groups.items() if specs}
-    first: dict[tuple[str, str, object], str] = {}
 
     def check(spec: FieldSpec, row: Record, level: str = "") -> None:
         value = row.values.get(spec.name)
@@ -595,7 +715,7 @@ def _unique_checked(layout: Layout, records: Iterable[Record], report: Report) -
                 if item.groups:
                     items(item)
 
-    for rec in records:
+    def checked(rec: Record) -> None:
         for spec in head:
             check(spec, rec)
         for ln in rec.lines:
@@ -605,7 +725,8 @@ def _unique_checked(layout: Layout, records: Iterable[Record], report: Report) -
                 items(ln)
         if groups and rec.groups:
             items(rec)
-        yield rec
+
+    return checked
 
 
 def _counted(records: Iterable[Record], count: list[int]) -> Iterator[Record]:

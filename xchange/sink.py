@@ -7,6 +7,7 @@ know its size and sha256 without reading it again.
 from __future__ import annotations
 
 import functools
+import gc
 import hashlib
 import io
 import os
@@ -30,14 +31,20 @@ class Output:
     size: int
     sha256: str
     documents: int
-    path: Path | None = None
+    #: Where the file is, as given (a ``Path`` is made when asked for: see :attr:`path`).
+    where: str | os.PathLike[str] | None = None
     content: bytes | None = None
+
+    @property
+    def path(self) -> Path | None:
+        """Where the file is (None: its content is in memory)."""
+        return None if self.where is None else Path(self.where)
 
     def open(self) -> BinaryIO:
         if self.content is not None:
             return io.BytesIO(self.content)
-        assert self.path is not None
-        return open(self.path, "rb")
+        assert self.where is not None
+        return open(self.where, "rb")
 
     @property
     def data(self) -> bytes:
@@ -80,10 +87,15 @@ class Sink:
     def outputs(self) -> list[Output]:
         """Every output written so far, in order."""
         if self._outputs is None or len(self._outputs) != len(self._written):
-            self._outputs = [
-                Output(name, size, sha, documents, None if path is None else Path(path), content)
-                for name, size, sha, documents, path, content in self._written
-            ]
+            # (a hundred thousand new objects that stay: the cyclic collector would follow
+            # everything alive several times while they are made, and find no cycle)
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                self._outputs = [Output(*written) for written in self._written]
+            finally:
+                if collecting:
+                    gc.enable()
         return self._outputs
 
     def _add(

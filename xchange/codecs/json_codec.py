@@ -18,6 +18,7 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, BinaryIO
 
@@ -495,17 +496,25 @@ def _as_text(spec: FieldSpec, value: Any, where: str, report: Report) -> str | b
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Decimal):
-        if (
-            not value.is_finite()
-            or not -40 <= value.adjusted() <= 40
-            or (
-                value.as_tuple().exponent < -40  # type: ignore[operator]
-            )
-        ):
+        text = _fraction_text(spec, value)
+        if text is None:
             report.add(where, spec.shown, "type", str(value)[:40], "number out of range")
             return False
-        return format(value, "f") if spec.type == "decimal" else str(value)
+        return text
     return str(value)
+
+
+def _fraction_text(spec: FieldSpec, value: Decimal) -> str | None:
+    """A JSON fraction as the text a number field parses; None when it is out of range."""
+    if (
+        not value.is_finite()
+        or not -40 <= value.adjusted() <= 40
+        or (
+            value.as_tuple().exponent < -40  # type: ignore[operator]
+        )
+    ):
+        return None
+    return format(value, "f") if spec.type == "decimal" else str(value)
 
 
 class _Node:
@@ -751,6 +760,35 @@ class JsonCodec:
         self, stream: BinaryIO, layout: Layout, origin: str, report: Report
     ) -> Iterator[Record]:
         opts = layout.json_
+        record = self._record
+        for where, node, extra in self.nodes(stream, layout, origin, report):
+            yield record(node, where, layout, opts, report, extra)
+
+    def record(self, node: dict[str, Any], where: str, layout: Layout, report: Report) -> Record:
+        """One record of :meth:`nodes` (with no fields outside it) as :meth:`records`
+        reads it."""
+        return self._record(node, where, layout, layout.json_, report)
+
+    def check_keys(self, node: dict[str, Any], where: str, layout: Layout, report: Report) -> None:
+        """Report the keys of a record (and of its lines) the layout neither reads nor
+        declares (what :meth:`nodes` does for each record unless told not to)."""
+        keys = _keys(layout)
+        keys.walk(node, keys.record, keys.record_policy, where, "", report)
+
+    def nodes(
+        self,
+        stream: BinaryIO,
+        layout: Layout,
+        origin: str,
+        report: Report,
+        *,
+        check_keys: bool = True,
+    ) -> Iterator[tuple[str, dict[str, Any], dict[str, Any] | None]]:
+        """Each record's object as it is in the file, its keys checked against the layout
+        (problems to ``report``; ``check_keys=False``: left to :meth:`check_keys`), with the raw
+        values of its fields outside it (None when the layout has none): what
+        :meth:`records` reads each record from."""
+        opts = layout.json_
         encoding, check = text_reading(
             stream,
             layout.encoding,
@@ -792,9 +830,10 @@ class JsonCodec:
             if not isinstance(node, dict):
                 report.add(where, "(record)", "type", None, "a record must be a JSON object")
                 continue
-            keys.walk(node, keys.record, keys.record_policy, where, "", report)
+            if check_keys:
+                keys.walk(node, keys.record, keys.record_policy, where, "", report)
             extra = _outside_values(matched.document, where, outside) if outside else None
-            yield self._record(node, where, layout, opts, report, extra)
+            yield where, node, extra
         if not opts.ndjson and not matched.found:
             report.add("$", "(records)", "records", None, matched.missing(opts.records))
         else:
@@ -1297,3 +1336,379 @@ def _dump(value: Any, indent: int | None, level: int, out: list[str]) -> None:
         out.append(json.dumps(value, ensure_ascii=False))
     else:
         raise MappingError(f"cannot write a {type(value).__name__} as JSON")
+
+
+# ---------------------------------------------------------------------- compiled routes
+
+#: A route compiled for one JSON record: its object, where it is, and the unique rule's
+#: first places (``(level, field, value) -> where``) -> the bytes of its one document and
+#: the target header values its file name reads; None when it cannot vouch for the
+#: record (the general way then reads, maps and writes it, and reports what is wrong).
+RouteFunction = Callable[
+    [dict[str, Any], str, dict[tuple[str, str, object], str]],
+    tuple[bytes, tuple[Any, ...]] | None,
+]
+
+#: A quick rule (``xchange.mapping.QuickRule``): target field, how, source field, what.
+_Rule = tuple[str, str, str | None, Any]
+
+#: How many values of a table rule are remembered (its values are few; a cap bounds a
+#: rule whose are not).
+_REMEMBERED = 4096
+
+_MISSING = object()
+
+
+class _Source:
+    """Code reading one level's fields (the record's, or a line's) into local variables."""
+
+    def __init__(self, code: _Code, specs: list[FieldSpec], obj: str, prefix: str) -> None:
+        self.names: dict[str, str] = {}
+        for name, key, parse, number, spec in _plain_fields(specs):
+            if parse is None or spec.key == ".":
+                raise _Unfit(f"field {name} is read the general way")
+            var = f"{prefix}{len(self.names)}"
+            self.names[name] = var
+            try:
+                empty = parse(None)
+            except FieldValueError:
+                empty = _MISSING
+            code.line(f"r = {obj}.get({code.const(key)})")
+            code.line("if type(r) is str:")
+            code.line(f"    {var} = {_parsed(code, spec, 'r')}")
+            code.line("elif r is None:")
+            if empty is _MISSING:
+                code.line("    return None")
+            else:
+                code.line(f"    {var} = {code.const(empty)}")
+            if number is not None:
+                code.line("elif type(r) is int:")
+                code.line(f"    {var} = {code.const(number)}(r)")
+                code.line(f"elif type(r) is {code.const(Decimal)}:")
+                code.line(f"    {var} = {code.const(_number_reader(spec))}(r)")
+            code.line("else:")
+            code.line("    return None")
+
+
+def _parsed(code: _Code, spec: FieldSpec, text: str) -> str:
+    """The expression of ``spec.parser(text)`` for a text ``text`` (a variable): a text
+    the field takes as it is (:attr:`FieldSpec.takes_text_as_is`) without a call."""
+    parse = code.const(spec.parser)
+    if not spec.takes_text_as_is:
+        return f"{parse}({text})"
+    space = code.const(" ")
+    return (
+        f"({text} if {text}.isascii() and {text}.isprintable() and {text} "
+        f"and {text}[0] != {space} and {text}[-1] != {space} else {parse}({text}))"
+    )
+
+
+def _number_reader(spec: FieldSpec) -> Callable[[Decimal], Any]:
+    """A number field's value from a JSON fraction, as :meth:`JsonCodec._values` reads it
+    when nothing is wrong (anything wrong raises: the general way reports it)."""
+    parse = spec.parser
+
+    def read(value: Decimal) -> Any:
+        text = _fraction_text(spec, value)
+        if text is None:
+            raise FieldValueError("type", "number out of range")
+        return parse(text)
+
+    return read
+
+
+class _Unfit(Exception):
+    """A route (or part of one) that the compiled function does not take."""
+
+
+class _Code:
+    """Python source being generated, with its constants: every name, key, value and
+    function from layouts, mappings and data is passed as a constant (``c0``, ``c1``,
+    ...), never written into the source as text."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.consts: list[Any] = []
+        self._known: dict[int, str] = {}
+        self.depth = 2
+
+    def const(self, value: Any) -> str:
+        name = self._known.get(id(value))
+        if name is None or self.consts[int(name[1:])] is not value:
+            name = f"c{len(self.consts)}"
+            self.consts.append(value)
+            self._known[id(value)] = name
+        return name
+
+    def line(self, text: str) -> None:
+        self.lines.append("    " * self.depth + text)
+
+    def build(self) -> Any:
+        names = ", ".join(f"c{i}" for i in range(len(self.consts)))
+        source = "\n".join(
+            [
+                "def make(consts):",
+                f"    ({names},) = consts" if self.consts else "    pass",
+                "    def compiled(node, where, first):",
+                *self.lines,
+                "    return compiled",
+            ]
+        )
+        scope: dict[str, Any] = {}
+        exec(compile(source, "<compiled route>", "exec"), scope)  # noqa: S102 - our own code
+        return scope["make"](tuple(self.consts))
+
+
+def _target_values(
+    code: _Code, rules: list[_Rule], scope: dict[str, str], specs: list[FieldSpec], prefix: str
+) -> dict[str, tuple[str, str | None]]:
+    """Code computing each target field of a section from the source variables in
+    ``scope``: per field, its target variable, and the variable holding its JSON text
+    when the code made that too (a number written at its field's scale)."""
+    out: dict[str, tuple[str, str | None]] = {}
+    by_name = {spec.name: spec for spec in specs}
+    for i, (name, how, source, what) in enumerate(rules):
+        var = f"{prefix}{i}"
+        written: str | None = None
+        value = scope.get(source, "None") if source is not None else "None"
+        spec = by_name.get(name)
+        if (
+            how in ("same", "coerce")
+            and spec is not None
+            and spec.type == "decimal"
+            and spec.scale is not None
+            and spec.rule_free
+        ):
+            # A number at the target's scale: checked and written by one quantize (what
+            # ``coerce`` checks and the field's writer writes, for a decimal that is no
+            # negative zero); anything else the field's own way.
+            written = f"s{prefix}{i}"
+            quantum = code.const(Decimal(1).scaleb(-spec.scale))
+            number = f"type({value}) is {code.const(Decimal)}"
+            code.line(f"if {number} and ({value} or not {value}.is_signed()):")
+            code.line(f"    q = {value}.quantize({quantum})")
+            code.line(f"    if q != {value}:")
+            code.line("        return None")
+            code.line(f"    {var} = {value}")
+            code.line(f"    {written} = {code.const(format)}(q, {code.const('f')})")
+            code.line("else:")
+            code.line(f"    {var} = {value if how == 'same' else f'{code.const(what)}({value})'}")
+            code.line(f"    {written} = {code.const(_writer(spec))}({var})")
+        elif how == "same":
+            code.line(f"{var} = {value}")
+        elif how == "coerce" or how == "call":
+            code.line(f"{var} = {code.const(what)}({value})")
+        elif how == "const":
+            code.line(f"{var} = {code.const(what)}")
+            if spec is not None:
+                try:
+                    written = code.const(_writer(spec)(what))  # (written once)
+                except (FieldValueError, MappingError):
+                    written = None
+        elif how == "text":
+            trim, case, coerce = what
+            code.line(f"{var} = {value}")
+            code.line(f"if type({var}) is str:")
+            if trim:
+                code.line(f"    {var} = {var}.strip()")
+            if case is not None:
+                code.line(f"    {var} = {var}.{'upper' if case == 'upper' else 'lower'}()")
+            parsed = (
+                _parsed(code, spec, var) if spec is not None else f"{code.const(coerce)}({var})"
+            )
+            code.line(f"    {var} = {parsed} if {var} else {code.const(coerce)}(None)")
+            code.line("else:")
+            code.line(f"    {var} = {code.const(coerce)}({var})")
+        elif how == "table":
+            memo: dict[Any, Any] = {}
+            fill = functools.partial(_remember, memo, what)
+            code.line(f"{var} = {code.const(memo)}.get({value}, {code.const(_MISSING)})")
+            code.line(f"if {var} is {code.const(_MISSING)}:")
+            code.line(f"    {var} = {code.const(fill)}({value})")
+        else:
+            raise _Unfit(f"rule {how}")
+        out[name] = (var, written)
+    return out
+
+
+def _write(code: _Code, var: str, kind: str | None, write: Callable[[Any], str]) -> str:
+    """The expression of what the field's writer ``write`` writes for ``var``: its usual
+    type written without a call (a text, an integer), a date's text remembered."""
+    if kind == "integer":
+        usual = f"{code.const(int.__repr__)}({var})"
+        return f"({usual} if type({var}) is int else {code.const(write)}({var}))"
+    if kind in ("date", "datetime"):
+        memo: dict[Any, str] = {}
+        fill = functools.partial(_remember_text, memo, write)
+        return f"({code.const(memo)}.get({var}) or {code.const(fill)}({var}))"
+    if kind not in ("boolean", "decimal"):  # (a text, for every other kind: see _writer)
+        return (
+            f"({code.const(_quoted)}({var}) if type({var}) is str else {code.const(write)}({var}))"
+        )
+    return f"{code.const(write)}({var})"
+
+
+def _remember_text(memo: dict[Any, str], write: Callable[[Any], str], value: Any) -> str:
+    """``write(value)``, remembered for a date or a time (while there are few)."""
+    text = write(value)
+    if type(value) in (date, datetime) and len(memo) < _REMEMBERED:
+        memo[value] = text
+    return text
+
+
+def _remember(memo: dict[Any, Any], value_of: Callable[[Any], Any], value: Any) -> Any:
+    """``value_of(value)``, remembered for a text (while there are few)."""
+    found = value_of(value)
+    if type(value) is str and len(memo) < _REMEMBERED:
+        memo[value] = found
+    return found
+
+
+def _written(
+    code: _Code,
+    form: _Form,
+    values: dict[str, tuple[str, str | None]],
+    specs: list[FieldSpec],
+    lists: str | None,
+) -> str:
+    """The expression of an object's text (``form``) from the target variables."""
+    kinds = {spec.name: spec.type for spec in specs}
+    parts: list[str] = []
+    for name, write, _ in form.slots:
+        if name is None:
+            if lists is None:
+                raise _Unfit("a list in the template")
+            parts.append(lists)
+            continue
+        if name not in values:
+            parts.append(code.const("null"))
+            continue
+        var, written = values[name]
+        parts.append(written if written is not None else _write(code, var, kinds.get(name), write))
+    return f"{code.const(form.fmt)} % ({', '.join(parts)},)"
+
+
+def compile_route(
+    source: Layout,
+    target: Layout,
+    header: list[_Rule],
+    lines: list[_Rule] | None,
+    names: list[str],
+) -> RouteFunction | None:
+    """One function per record for a JSON-to-JSON route of one document per record
+    whose rules are quick (``header``, ``lines``: ``RecordMapper.quick_rules``): the
+    record's fields read, checked, mapped and written as the general way does for a
+    record with nothing wrong, as one function (None when the route does more than it
+    takes: fields outside the record or at dotted keys, groups, several documents per
+    file, ...). ``names``: the target header fields the file name reads."""
+    try:
+        return _compiled(source, target, header, lines, names)
+    except _Unfit:
+        return None
+
+
+def _compiled(
+    source: Layout,
+    target: Layout,
+    header: list[_Rule],
+    lines: list[_Rule] | None,
+    names: list[str],
+) -> RouteFunction:
+    opts, out = source.json_, target.json_
+    nested = source.shape == "nested"
+    if (
+        source.groups
+        or target.groups
+        or source.outside()
+        or out.batch_key
+        or nested != (target.shape == "nested")
+        or (nested and lines is None)
+        or any(f.unique for f in source.line_fields)
+    ):
+        raise _Unfit("the route")
+    code = _Code()
+    # Every key one the layout reads (else the general way says what the others are).
+    keys = _keys(source)
+    if any(not below.lines for _, below in keys.record.inner):
+        raise _Unfit("objects inside records")
+    code.line(f"if not node.keys() <= {code.const(frozenset(keys.record.children))}:")
+    code.line("    return None")
+    record = _Source(code, source.fields, "node", "v")
+    head_scope = dict(record.names)
+    shape = _shape(target, None if out.ndjson else out.indent, 0)
+    lists: str | None = None
+    if nested:
+        assert lines is not None
+        key = opts.lines or "lines"
+        if "." in key:
+            raise _Unfit("dotted lines")
+        slots = [items for name, items, _ in shape.form.slots if name is None]
+        if len(slots) != 1 or slots[0].scalar is not None or slots[0].form is None:
+            raise _Unfit("the target's lines")
+        listed: _List = slots[0]
+        assert listed.form is not None
+        code.line(f"items = node.get({code.const(key)})")
+        if source.min_lines == 0:
+            code.line("if items is None:")
+            code.line("    items = ()")
+            code.line("elif type(items) is not list:")
+        else:
+            code.line(f"if type(items) is not list or len(items) < {code.const(source.min_lines)}:")
+        code.line("    return None")
+        # Line rules that read only the record's fields (or nothing): once per record,
+        # their text too.
+        own = {spec.name for spec in source.line_fields}
+        once = [rule for rule in lines if rule[2] is None or rule[2] not in own]
+        each = [rule for rule in lines if rule not in once]
+        fixed = _target_values(code, once, head_scope, target.line_fields, "h")
+        kinds = {spec.name: spec for spec in target.line_fields}
+        writers = {name: write for name, write, _ in listed.form.slots if name is not None}
+        for i, (name, (var, written)) in enumerate(fixed.items()):
+            if written is None and name in kinds and name in writers:
+                text = _write(code, var, kinds[name].type, writers[name])
+                code.line(f"sh{i} = {text}")
+                fixed[name] = (var, f"sh{i}")
+        code.line("texts = []")
+        code.line("for item in items:")
+        code.depth += 1
+        below = keys.record.children[key]
+        if below.inner or below.scalar:
+            raise _Unfit("objects inside lines")
+        code.line(f"if type(item) is not {code.const(dict)}:")
+        code.line("    return None")
+        code.line(f"if not item.keys() <= {code.const(frozenset(below.children))}:")
+        code.line("    return None")
+        line = _Source(code, source.line_fields, "item", "w")
+        line_scope = {**head_scope, **line.names}
+        line_values = {**fixed, **_target_values(code, each, line_scope, target.line_fields, "u")}
+        item_text = _written(code, listed.form, line_values, target.line_fields, None)
+        code.line(f"texts.append({item_text})")
+        code.depth -= 1
+        code.line("if texts:")
+        code.line(
+            f"    lines = {code.const(listed.open)} + {code.const(listed.pad)}.join(texts) "
+            f"+ {code.const(listed.close)}"
+        )
+        code.line("else:")
+        code.line(f"    lines = {code.const('[]')}")
+        lists = "lines"
+    head_values = _target_values(code, header, head_scope, target.fields, "t")
+    text = _written(code, shape.form, head_values, target.fields, lists)
+    code.line(f"text = {text} + {code.const(chr(10))}")
+    code.line(f"data = text.encode({code.const(_python_codec(target.encoding))})")
+    unique = [spec for spec in source.fields if spec.unique]
+    for i, spec in enumerate(unique):
+        var = record.names[spec.name]
+        code.line(f"k{i} = ({code.const('')}, {code.const(spec.name)}, {var})")
+        code.line(f"if {var} is not None and k{i} in first:")
+        code.line("    return None")
+    for i, spec in enumerate(unique):
+        code.line(f"if {record.names[spec.name]} is not None:")
+        code.line(f"    first[k{i}] = where")
+    shown = ", ".join(head_values[name][0] if name in head_values else "None" for name in names)
+    code.line(f"return data, ({shown}{',' if names else ''})")
+    body = code.lines
+    code.lines = ["        try:", *["    " + text for text in body]]
+    code.lines += ["        except Exception:", "            return None"]
+    made: RouteFunction = code.build()
+    return made
