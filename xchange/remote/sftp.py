@@ -160,6 +160,12 @@ class SFTPRemote:
         """This endpoint's folder as the wire protocol needs it."""
         return Place(self._where(), self.cfg.path, self.capabilities())
 
+    def _bare_place(self) -> Place:
+        """The folder for work that needs no capability (reading, removing, hashing, free
+        space): nothing is probed for it (a rename probe lists the folder for stale
+        probes first: seconds for a big drop folder over a slow link)."""
+        return Place(self._where(), self.cfg.path)
+
     def _where(self) -> str:
         return f"{self.label} ({self.cfg.user}@{self.cfg.host}:{self.cfg.port})"
 
@@ -805,7 +811,7 @@ class SFTPRemote:
             with self._errors("learn the server's digests"):
                 with sftp.open(path, "wb") as fh:
                     fh.write(data)
-                batch = FileHash(self.place(), self._channel(sftp), path, len(data), HASHES)
+                batch = FileHash(self._bare_place(), self._channel(sftp), path, len(data), HASHES)
                 (said,) = self._pipelined(batch, "learn the server's digests")
         except (RemotePermissionDenied, RemoteNotFound, RemoteUnavailable) as exc:
             # A folder not there yet or not writable: learned again at the next ask.
@@ -958,7 +964,7 @@ class SFTPRemote:
     def get_many(self, files: Sequence[FileInfo]) -> builtins.list[bytes | RemoteError]:
         if not files:
             return []
-        batch = PipelinedGets(self.place(), self._channel(self._client()), files)
+        batch = PipelinedGets(self._bare_place(), self._channel(self._client()), files)
         return self._pipelined(batch, f"read {len(files)} files")
 
     def move_many(
@@ -980,14 +986,14 @@ class SFTPRemote:
     ) -> builtins.list[RemoteError | None]:
         if not names:
             return []
-        batch = PipelinedRemoves(self.place(), self._channel(self._client()), names, expect)
+        batch = PipelinedRemoves(self._bare_place(), self._channel(self._client()), names, expect)
         return self._pipelined(batch, f"remove {len(names)} files")
 
     def _free_space(self, folder: str) -> int | None:
         if self._sftp is None or not self._alive():
             return None
         try:
-            batch = FreeSpace(self.place(), self._channel(self._sftp), folder)
+            batch = FreeSpace(self._bare_place(), self._channel(self._sftp), folder)
             (free,) = self._pipelined(batch, "ask the free space")
         except RemoteError:
             return None
