@@ -116,9 +116,13 @@ def kind_of(head: bytes, spec: UnpackSpec) -> str:
     return wanted
 
 
-def unpack(stream: BinaryIO, archive: str, spec: UnpackSpec, into: Path) -> Unpacked:
+def unpack(
+    stream: BinaryIO, archive: str, spec: UnpackSpec, into: Path, *, workbooks: bool = False
+) -> Unpacked:
     """Unpack the archive read from ``stream`` (named ``archive``) into the private folder
     ``into``, checking every entry's name and kind and the limits as bytes come out.
+    ``workbooks``: the route reads each entry as an xlsx workbook, a zip of its own, so a
+    zip entry is taken as it is (never unpacked again) rather than refused as nested.
 
     Raises:
         ArchiveRefused: the archive is corrupt, truncated, encrypted, hostile or over a
@@ -131,7 +135,7 @@ def unpack(stream: BinaryIO, archive: str, spec: UnpackSpec, into: Path) -> Unpa
     head = stream.read(4)
     stream.seek(0)
     kind = kind_of(head, spec)
-    counter = _Counter(spec, packed)
+    counter = _Counter(spec, packed, workbooks)
     try:
         if kind == "zip":
             found = _zip(stream, spec, into, counter)
@@ -178,9 +182,11 @@ def unpack(stream: BinaryIO, archive: str, spec: UnpackSpec, into: Path) -> Unpa
 class _Counter:
     """Entries and bytes unpacked so far, against the route's limits."""
 
-    def __init__(self, spec: UnpackSpec, packed: int) -> None:
+    def __init__(self, spec: UnpackSpec, packed: int, workbooks: bool = False) -> None:
         self.spec = spec
         self.packed = packed
+        #: Zip entries are workbooks the route reads (not nested archives).
+        self.workbooks = workbooks
         self.entries = 0
         self.total = 0
         self.names: set[str] = set()
@@ -228,6 +234,13 @@ def checked_name(name: str) -> str:
     return name
 
 
+def reads_workbooks(pipeline: Pipeline | CopyPipeline) -> bool:
+    """Whether a route reads its entries as xlsx workbooks (zips themselves, taken as
+    they are: see :func:`unpack`)."""
+    layout = getattr(pipeline, "source", None)
+    return layout is not None and layout.codec == "xlsx"
+
+
 def _matches(name: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
@@ -247,7 +260,7 @@ def _take(name: str, source: _Readable, into: Path, counter: _Counter) -> Member
             counter.out(name, len(chunk))
             sha.update(chunk)
             out.write(chunk)
-    if first[:4] in _ZIP_MAGIC or first[:2] == _GZIP_MAGIC:
+    if (first[:4] in _ZIP_MAGIC and not counter.workbooks) or first[:2] == _GZIP_MAGIC:
         raise ArchiveRefused(f"entry {name!r} is an archive itself: nested archives are refused")
     return Member(name, path, size, sha.hexdigest())
 
@@ -473,7 +486,9 @@ def convert_file(
             route, pipeline.convert_stream(stream, name, now, sink), name, now, sink
         )
     with tempfile.TemporaryDirectory(prefix="xchange-unpack-") as scratch:
-        unpacked = unpack(stream, name, spec, Path(scratch) / "entries")
+        unpacked = unpack(
+            stream, name, spec, Path(scratch) / "entries", workbooks=reads_workbooks(pipeline)
+        )
         conversions = []
         outputs: dict[str, Output] = {}
         for member in unpacked.members:
@@ -536,6 +551,7 @@ __all__ = [
     "entry_path",
     "is_entry",
     "kind_of",
+    "reads_workbooks",
     "unpack",
     "zipped",
 ]
