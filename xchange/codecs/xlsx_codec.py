@@ -501,15 +501,22 @@ def open_workbook(stream: BinaryIO, origin: str, opts: XlsxOptions) -> Workbook:
     for kind, target, _ in rels.values():
         part = _target(book, target)
         if kind.endswith("/sharedStrings") and part in names:
-            strings = _shared_strings(package, part)
+            strings = _shared_strings(package, part, opts.max_strings)
         elif kind.endswith("/styles") and part in names:
             styles = _styles(package, part)
     return Workbook(package, sheet_part, name, epoch1904, strings, styles)
 
 
-def _shared_strings(package: Package, part: str) -> list[str]:
+def _shared_strings(package: Package, part: str, most: int) -> list[str]:
+    """The shared strings, refused past ``most`` (counted as they come: a table of
+    millions of tiny strings packs small, and would all be held in memory)."""
     strings: list[str] = []
     for si in package.elements(part, SI):
+        if len(strings) == most:
+            raise DecodeError(
+                f"{package.origin}: {part} holds more than {most} shared strings; "
+                f"max_strings is {most} (raise xlsx.max_strings for a sheet this large)"
+            )
         t = si.find(T)
         if t is not None:
             strings.append(t.text or "")
