@@ -32,6 +32,7 @@ import stat
 import struct
 import tarfile
 import tempfile
+import unicodedata
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -190,6 +191,8 @@ class _Counter:
         self.entries = 0
         self.total = 0
         self.names: set[str] = set()
+        #: Each name as a case-insensitive, normalising file system sees it.
+        self.folded: dict[str, str] = {}
 
     def entry(self, name: str) -> None:
         self.entries += 1
@@ -198,6 +201,13 @@ class _Counter:
         if name in self.names:
             raise ArchiveRefused(f"entry {name!r} is in the archive twice")
         self.names.add(name)
+        folded = _folded(name)
+        other = self.folded.setdefault(folded, name)
+        if other != name:
+            raise ArchiveRefused(
+                f"entries {other!r} and {name!r} differ only by case, Unicode normalisation "
+                "or trailing dots and spaces: on Windows or macOS they are one file"
+            )
 
     def out(self, name: str, size: int) -> None:
         self.total += size
@@ -211,6 +221,14 @@ class _Counter:
                 f"unpacks to more than {self.spec.max_ratio:g} times its {self.packed} bytes "
                 f"(unpack.max_ratio), at entry {name!r}: a compression bomb?"
             )
+
+
+def _folded(name: str) -> str:
+    """A name as Windows or macOS would store it: case folded, NFC, each part without
+    trailing dots and spaces (``A.csv``, ``a.csv.`` and ``a.csv`` are one file there)."""
+    return "/".join(
+        unicodedata.normalize("NFC", part).casefold().rstrip(". ") for part in name.split("/")
+    )
 
 
 def checked_name(name: str) -> str:
@@ -269,6 +287,7 @@ def _zip(stream: BinaryIO, spec: UnpackSpec, into: Path, counter: _Counter) -> l
     found = []
     with zipfile.ZipFile(stream, metadata_encoding=spec.names) as archive:
         infos = archive.infolist()
+        _check_layout(stream, archive)
         files = [i for i in infos if not i.is_dir()]
         if len(files) > spec.max_entries:
             raise ArchiveRefused(
@@ -282,16 +301,65 @@ def _zip(stream: BinaryIO, spec: UnpackSpec, into: Path, counter: _Counter) -> l
             )
         for info in infos:
             name = checked_name(info.filename)
-            mode = info.external_attr >> 16
-            if info.create_system == 3 and mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            # (Unix file type bits; none at all, as Python's zipfile and some Java tools
+            # write, is a plain file)
+            kind = stat.S_IFMT(info.external_attr >> 16)
+            if info.create_system == 3 and kind not in (0, stat.S_IFREG, stat.S_IFDIR):
                 raise ArchiveRefused(f"entry {name!r} is a link or a device, not a file")
             if info.flag_bits & 0x1:
                 raise ArchiveRefused(f"entry {name!r} is encrypted: it cannot be read")
             if info.is_dir():
                 continue
             with archive.open(info) as entry:
-                found.append(_take(name, entry, into, counter))
+                member = _take(name, entry, into, counter)
+            if member.size != info.file_size:
+                raise ArchiveRefused(
+                    f"entry {name!r} declares {info.file_size} bytes but holds {member.size}"
+                )
+            found.append(member)
     return found
+
+
+def _check_layout(stream: BinaryIO, archive: zipfile.ZipFile) -> None:
+    """Each entry's local header agrees with the central directory (method, CRC, sizes;
+    zipfile compares the names), and the entries' data lie one after another before the
+    directory, none inside another: a zip that reads differently from one tool to the
+    next (local headers are what streaming unzippers believe), or whose entries share
+    their compressed data (an overlapping bomb), is refused."""
+    infos = sorted(archive.infolist(), key=lambda i: i.header_offset)
+    for i, info in enumerate(infos):
+        name = info.filename
+        stream.seek(info.header_offset)
+        head = stream.read(30)
+        if len(head) < 30 or head[:4] != b"PK\x03\x04":
+            raise ArchiveRefused(
+                f"entry {name!r}: no local header where the central directory says"
+            )
+        _, _, flags, method, _, _, crc, packed, size, name_len, extra_len = struct.unpack(
+            "<IHHHHHIIIHH", head
+        )
+        start = info.header_offset + 30 + name_len + extra_len
+        limit = infos[i + 1].header_offset if i + 1 < len(infos) else archive.start_dir
+        if start + info.compress_size > limit:
+            raise ArchiveRefused(
+                f"entry {name!r} runs into the next entry or the central directory (its "
+                "sizes lie, or entries share their data: an overlapping zip bomb?)"
+            )
+        local: tuple[int, ...] = (method, crc, packed, size)
+        central: tuple[int, ...] = (
+            info.compress_type,
+            info.CRC,
+            info.compress_size,
+            info.file_size,
+        )
+        if flags & 0x08 or 0xFFFFFFFF in (packed, size):
+            # (CRC and sizes in a data descriptor after the data, or in a ZIP64 extra)
+            local, central = local[:1], central[:1]
+        if local != central:
+            raise ArchiveRefused(
+                f"entry {name!r}: its local header (method, CRC, sizes {local}) disagrees "
+                f"with the central directory {central}: tools would read different files"
+            )
 
 
 def _is_tar(stream: BinaryIO) -> bool:
@@ -308,19 +376,33 @@ def _is_tar(stream: BinaryIO) -> bool:
 
 def _tar(stream: BinaryIO, spec: UnpackSpec, into: Path, counter: _Counter) -> list[Member]:
     found = []
-    # Read as a stream ("r|gz"): each member once, in order, nothing seeked or extracted
-    # by tarfile itself.
-    with tarfile.open(fileobj=stream, mode="r|gz", encoding=spec.names, errors="strict") as archive:
-        for info in _members(archive):
-            name = checked_name(info.name)
-            if info.isdir():
-                continue
-            if not info.isreg():
-                raise ArchiveRefused(f"entry {name!r} is a link or a device, not a file")
-            entry = archive.extractfile(info)
-            if entry is None:  # pragma: no cover - a regular member always has a reader
-                raise ArchiveRefused(f"entry {name!r} cannot be read")
-            found.append(_take(name, entry, into, counter))
+    with gzip.GzipFile(fileobj=stream, mode="rb") as unzipped:
+        # Read as a stream ("r|"): each member once, in order, nothing seeked or extracted
+        # by tarfile itself.
+        with tarfile.open(
+            fileobj=unzipped, mode="r|", encoding=spec.names, errors="strict"
+        ) as archive:
+            for info in _members(archive):
+                name = checked_name(info.name)
+                if info.isdir():
+                    continue
+                if not info.isreg():
+                    raise ArchiveRefused(f"entry {name!r} is a link or a device, not a file")
+                entry = archive.extractfile(info)
+                if entry is None:  # pragma: no cover - a regular member always has a reader
+                    raise ArchiveRefused(f"entry {name!r} cannot be read")
+                found.append(_take(name, entry, into, counter))
+        # tarfile stops at the tar's end-of-archive block: the rest of the gzip is read
+        # here to its end, so that its CRC and length are checked (tar data has no check
+        # of its own: a damaged byte would otherwise be delivered), and what follows the
+        # tar's end must be its zero padding, not entries some tools would see.
+        while chunk := unzipped.read(_CHUNK):
+            counter.out("(after the end of the tar)", len(chunk))
+            if chunk.strip(b"\0"):
+                raise ArchiveRefused(
+                    "data after the end of the tar archive (hidden entries, or two tars "
+                    "run together): refused"
+                )
     return found
 
 
