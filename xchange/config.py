@@ -265,6 +265,9 @@ class PgpConfig(_Model):
     gpg: str = "gpg"
     #: Seconds one gpg run may take (a big file included) before it is stopped.
     timeout: float = Field(600.0, gt=0)
+    #: The most bytes a file may decrypt to (gpg's ``--max-output``): PGP compresses, so a
+    #: small file may hold gigabytes of plaintext (a compression bomb).
+    max_output: ByteSize = Field(ByteSize(1 << 30), gt=0)
     passphrase: SecretStr | None = Field(None, exclude=True)
 
 

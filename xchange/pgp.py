@@ -219,13 +219,17 @@ def signer(status: Status, spec: SourcePgp, name: str) -> str | None:
     return found
 
 
-def decrypted(ran: Ran, spec: SourcePgp, name: str, ours: str) -> str | None:
+def decrypted(
+    ran: Ran, spec: SourcePgp, name: str, ours: str, most: int | None = None
+) -> str | None:
     """Judge a ``gpg --decrypt`` run: the pinned key that signed it (None: unsigned).
+    ``most``: the ``--max-output`` it ran with.
 
     Raises:
         PgpUnavailable: our key cannot be used (its passphrase refused or missing).
-        PgpRefused: the file is not encrypted to our key, fails its integrity check, or
-            is not signed as the route requires.
+        PgpRefused: the file is not encrypted to our key, fails its integrity check,
+            decrypts to more than ``most`` bytes, holds more than one plaintext, or is not
+            signed as the route requires.
     """
     status = ran.status
     if passphrase_refused(status):
@@ -244,6 +248,12 @@ def decrypted(ran: Ran, spec: SourcePgp, name: str, ours: str) -> str | None:
         raise PgpRefused(
             f"{name}: not integrity-protected (no modification detection code): refused"
         )
+    if any(w[1] == "proc_pkt.plaintext" for w in status.all("ERROR") if len(w) > 1):
+        # (two literal data packets: which would be the file? gpg says "multiple plaintexts")
+        raise PgpRefused(
+            f"{name}: its content is not one plaintext (several literal data packets, or "
+            f"a damaged one: {ran.said or 'gpg refused it'}): refused"
+        )
     if status.has("DECRYPTION_FAILED") or not status.has("DECRYPTION_OKAY"):
         keys = [w[1] for w in status.all("NO_SECKEY")]
         if keys and not status.has("DECRYPTION_KEY"):
@@ -259,10 +269,19 @@ def decrypted(ran: Ran, spec: SourcePgp, name: str, ours: str) -> str | None:
         raise PgpRefused(
             f"{name}: not integrity-protected (no modification detection code): refused"
         )
+    if ran.code != 0 and most is not None and ran.said.endswith(TOO_LARGE):
+        raise PgpRefused(
+            f"{name}: decrypts to more than {most} bytes (pgp.max_output): a compression "
+            "bomb? refused"
+        )
     found = signer(status, spec, name)
     if ran.code != 0:
         raise PgpRefused(f"{name}: gpg refused it: {ran.said or f'exit code {ran.code}'}")
     return found
+
+
+#: How gpg (LC_ALL=C) ends its last words when the plaintext passed ``--max-output``.
+TOO_LARGE = "Provided object is too large"
 
 
 def plain_name(name: str) -> str:
@@ -459,8 +478,13 @@ class Gpg:
             )
         try:
             source.seek(0)
-            ran = self.run(["--decrypt", "--output", str(plain)], passphrase=True, stdin=source)
-            return decrypted(ran, spec, name, ours)
+            most = int(self.config.max_output)
+            ran = self.run(
+                ["--max-output", str(most), "--decrypt", "--output", str(plain)],
+                passphrase=True,
+                stdin=source,
+            )
+            return decrypted(ran, spec, name, ours, most)
         except BaseException:
             plain.unlink(missing_ok=True)
             raise
