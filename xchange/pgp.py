@@ -793,6 +793,30 @@ class Pgp:
             self.gpg.close()
 
 
+@contextlib.contextmanager
+def as_read(
+    config: AppConfig, route: RouteConfig, stream: BinaryIO, name: str
+) -> Iterator[tuple[BinaryIO, str]]:
+    """A file as its route reads it outside a run (``xchange convert``, ``run --dry-run``):
+    ``stream`` and ``name`` themselves, or (a route whose files come encrypted) decrypted
+    and checked as a run does, in a throwaway scratch folder and GnuPG home.
+
+    Raises:
+        PgpRefused: the file would be quarantined.
+        PgpUnavailable: gpg or our key cannot be used now.
+    """
+    if route.source.pgp is None:
+        yield stream, name
+        return
+    with tempfile.TemporaryDirectory(prefix="xchange-pgp-") as scratch:
+        pgp = Pgp(config, Path(scratch))
+        try:
+            with pgp.received(route, stream, name, "read") as found:
+                yield found
+        finally:
+            pgp.close()
+
+
 def problems(config: AppConfig) -> list[str]:
     """What would stop the configuration's PGP (``xchange check``): gpg missing, the
     keyring folder unfit, a pinned key not in it, our key unable to sign."""
@@ -811,6 +835,7 @@ __all__ = [
     "Pgp",
     "Ran",
     "Status",
+    "as_read",
     "decrypted",
     "key_files",
     "keyring_problems",

@@ -13,11 +13,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from tests.archive_files import archive_route, zip_bytes
 from tests.conftest import REPO, SAMPLES, Exchange
 from tests.pgpkeys import PASSPHRASE, Parties
 from tests.procs import run_once
+from xchange.cli import main
 from xchange.config import load_config
 from xchange.journal import FileRecord, State, open_journal
 
@@ -201,3 +203,33 @@ def test_a_zip_of_workbooks_is_unpacked_once_and_each_workbook_read_by_the_xlsx_
     line = next(ln for ln in done.stdout.splitlines() if ln.startswith("excel-kingdee-orders"))
     assert "1 delivered" in line and "quarantined" not in line, done.stdout + done.stderr
     assert delivered(tmp_path / "var" / "demo" / "outbox" / "kingdee") == SHEET_OUT
+
+
+def test_convert_and_the_dry_run_decrypt_and_unpack_as_the_run_does(
+    exchange: Exchange, parties: Parties
+) -> None:
+    """``xchange convert`` and ``run --once --dry-run`` on a route whose zips come
+    encrypted: decrypted (signature checked) and unpacked first, as a run takes them;
+    one signed by an unpinned key would be quarantined, and says why."""
+    with_pgp(exchange, parties, source=True, target=False)
+    good = exchange.inbox / "shop_export_20261207.zip.pgp"
+    good.write_bytes(parties.bank.encrypt(SAMPLE.read_bytes(), [parties.us]))
+    wrong = exchange.inbox / "shop_export_wrong.zip.pgp"
+    wrong.write_bytes(parties.other.encrypt(SAMPLE.read_bytes(), [parties.us]))
+    out = exchange.root / "converted"
+    argv = ["convert", "--config", str(exchange.config), "--route", "shop-orders"]
+    converted = CliRunner().invoke(main, [*argv, "-o", str(out), str(good)])
+    assert converted.exit_code == 0, converted.output
+    assert delivered(out) == EXPECTED
+    refused = CliRunner().invoke(main, [*argv, "-o", str(out / "no"), str(wrong)])
+    assert refused.exit_code == 1
+    assert f"signed by {parties.other.fingerprint}, which is not pinned" in refused.output
+    planned = CliRunner().invoke(
+        main, ["run", "--once", "--dry-run", "--config", str(exchange.config)]
+    )
+    lines = [ln for ln in planned.output.splitlines() if ln.startswith("shop-orders:")]
+    (would,) = [ln for ln in lines if "shop_export_20261207" in ln]
+    assert "would deliver as" in would and "WMS_OUT_20261207_EC20261207004.xml" in would
+    (bad,) = [ln for ln in lines if "shop_export_wrong" in ln]
+    assert "quarantine" in bad and "which is not pinned" in bad, planned.output
+    assert delivered(exchange.outbox) == {}
