@@ -232,6 +232,12 @@ def decrypted(
             signed as the route requires.
     """
     status = ran.status
+    if status.has("NEED_PASSPHRASE_SYM") and not status.has("DECRYPTION_KEY"):
+        # gpg tried our key's passphrase on it: refused as the file's fault (not said as
+        # our passphrase being wrong), and never taken (even where that passphrase opens it)
+        raise PgpRefused(
+            f"{name}: encrypted with a passphrase (symmetric), not to our key {ours}: refused"
+        )
     if passphrase_refused(status):
         raise PgpUnavailable(
             f"{name}: the passphrase of our key {ours} was refused (pgp.passphrase_env or "

@@ -5,6 +5,7 @@ key seen, and the other files go on."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -122,6 +123,18 @@ def hostile(parties: Parties) -> dict[str, tuple[bytes, str]]:
             "not integrity-protected (no modification detection code)",
         ),
         "statement_plain.csv": (data, "not PGP-encrypted data"),
+        "statement_symmetric.csv.pgp": (
+            # with a passphrase, not to our key: gpg tries ours on it, and fails
+            dataclasses.replace(parties.us, passphrase="not ours").gpg(
+                "--symmetric", "--output", "-", data=data
+            ),
+            "encrypted with a passphrase (symmetric), not to our key",
+        ),
+        "statement_symmetric_ours.csv.pgp": (
+            # with our own key's passphrase: gpg would open it; not encrypted to our key
+            parties.us.gpg("--symmetric", "--output", "-", data=data),
+            "encrypted with a passphrase (symmetric), not to our key",
+        ),
         "statement_signed_only.csv.pgp": (
             parties.bank.gpg("--sign", "--output", "-", data=data),
             "not PGP-encrypted data",
