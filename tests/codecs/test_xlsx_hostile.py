@@ -145,3 +145,35 @@ def test_ten_million_tiny_shared_strings_are_refused_as_they_are_read() -> None:
     refused(workbook(*PLAIN, shared=["a", "b", "c"]), "more than 2 shared strings", max_strings=2)
     values, _ = read(workbook(*PLAIN, shared=["a", "b"]), layout(AMOUNT, max_strings=2))
     assert values == [{"amount": Decimal("1")}]
+
+
+TEXT = [{"name": "a", "type": "string"}]
+
+
+def test_a_hidden_column_range_past_excels_last_column_is_not_expanded() -> None:
+    """``<col min="2" max="300000000" hidden="1"/>`` in a part of a few hundred bytes:
+    the range is clamped at XFD (16384), not made a set of 300 million columns (before:
+    MemoryError, or the daemon killed)."""
+    cols = '<cols><col min="2" max="300000000" hidden="1"/></cols>'
+    book = workbook(text_row(1, "a"), row(2, cell("A2", "v", t="inlineStr")), cols=cols)
+    values, _ = read(book, layout(TEXT))
+    assert values == [{"a": "v"}]
+
+
+@pytest.mark.parametrize("stored", ["-1", "\u0661", " 1", "1_0", "2"])
+def test_a_shared_string_index_that_is_not_one_is_refused(stored: str) -> None:
+    """``-1`` would read the last string (Python's negative index), ``١`` (an Arabic-Indic
+    one) and `` 1`` would be taken by int(): only ASCII digits within the table count."""
+    book = workbook(text_row(1, "a"), row(2, cell("A2", stored, t="s")), shared=["x", "LAST"])
+    refused(book, "shared string .* does not exist")
+
+
+def test_a_cell_twice_in_a_row_with_two_values_is_refused() -> None:
+    """Two ``<c r="A2">`` with different values: which one a reader shows depends on the
+    reader; refused rather than the last one read silently."""
+    book = workbook(
+        text_row(1, "a"),
+        row(2, cell("A2", "shown", t="inlineStr"), cell("A2", "hidden", t="inlineStr")),
+    )
+    with pytest.raises(DecodeError, match="cell A2 is in the sheet twice with a value"):
+        read(book, layout(TEXT))

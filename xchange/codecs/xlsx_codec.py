@@ -56,6 +56,8 @@ _MiB = 1 << 20
 #: The most cells ``merged = "fill"`` gives a value (a range over the whole sheet is a
 #: bomb of its own).
 MAX_FILLED = 1_000_000
+#: Excel's last column (XFD): a sheet has no column beyond it.
+MAX_COLUMN = 16384
 
 
 def column_index(letters: str) -> int:
@@ -815,12 +817,14 @@ class XlsxCodec:
                         )
                         continue
                 if kind == "s":
-                    try:
-                        text: str | None = strings[int(stored or "")]
-                    except (ValueError, IndexError):
+                    # (digits only: int() would take "-1", the last string, or "١")
+                    if not (stored and stored.isascii() and stored.isdigit()) or int(stored) >= len(
+                        strings
+                    ):
                         raise DecodeError(
                             f"{origin}: cell {ref}: shared string {stored!r} does not exist"
-                        ) from None
+                        )
+                    text: str | None = strings[int(stored)]
                 elif kind == "inlineStr":
                     text = (
                         None
@@ -873,6 +877,11 @@ class XlsxCodec:
                 if (number, position) in tops:
                     pending[(number, position)] = text
                 if text is not None and text != "":
+                    if position in cells:
+                        raise DecodeError(
+                            f"{origin}: row {number}: cell {ref} is in the sheet twice with "
+                            "a value (which one Excel would show is not known): refused"
+                        )
                     cells[position] = text
             row.clear()
             for fill_column, top in filled.get(number, ()):
@@ -896,7 +905,9 @@ def _hidden_columns(package: Package, part: str) -> set[int]:
             lo = re.search(rb'\bmin=["\'](\d+)', attrs)
             hi = re.search(rb'\bmax=["\'](\d+)', attrs)
             if lo and hi:
-                hidden.update(range(int(lo.group(1)), int(hi.group(1)) + 1))
+                # (clamped: a hostile max="300000000" would fill memory with columns)
+                first, last = int(lo.group(1)), min(int(hi.group(1)), MAX_COLUMN)
+                hidden.update(range(max(first, 1), last + 1))
     return hidden
 
 
