@@ -313,7 +313,8 @@ def test_a_compression_bomb_and_two_plaintexts_are_refused_with_their_reason(
     """PGP compresses: 64 MB of zeros encrypt to some 80 KB. gpg runs with
     --max-output (pgp.max_output, here 1 MiB): the file is refused as a bomb, its
     partial plaintext removed. A message holding two literal data packets (signed or
-    not) is refused as not one plaintext. Each is quarantined with the bytes received."""
+    not), or two messages run together, is refused as not one plaintext. Each is
+    quarantined with the bytes received."""
     keyring = parties.keyring(tmp_path / "keys")
     config = bank_config(
         tmp_path,
@@ -327,6 +328,12 @@ def test_a_compression_bomb_and_two_plaintexts_are_refused_with_their_reason(
     cases = {
         "statement_bomb.csv.pgp": (bomb, "decrypts to more than 1048576 bytes (pgp.max_output)"),
         "statement_two.csv.pgp": (two_plaintexts(parties, signed=False), "not one plaintext"),
+        "statement_two_messages.csv.pgp": (
+            # two messages run together, the first good, the second unsigned
+            parties.bank.encrypt(SAMPLE.read_bytes(), [parties.us])
+            + parties.bank.encrypt(b"forged,line\n", [parties.us], sign=False),
+            "not one plaintext",
+        ),
         "statement_two_signed.csv.pgp": (
             two_plaintexts(parties, signed=True),
             "not one plaintext",
