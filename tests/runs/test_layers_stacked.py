@@ -26,6 +26,7 @@ from xchange.journal import FileRecord, State, open_journal
 SAMPLE = SAMPLES / "shop-orders-zip" / "in" / "shop_export_20261207.zip"
 EXPECTED = {p.name: p.read_bytes() for p in (SAMPLES / "shop-orders-zip" / "expected").iterdir()}
 ORDERS = (SAMPLES / "shop-orders" / "in" / "orders_20261121.csv").read_bytes()
+ORDERS_OUT = {p.name: p.read_bytes() for p in (SAMPLES / "shop-orders" / "expected").iterdir()}
 SHEET = SAMPLES / "excel-kingdee-orders" / "in" / "sales_20261121.xlsx"
 SHEET_OUT = {
     p.name: p.read_bytes() for p in (SAMPLES / "excel-kingdee-orders" / "expected").iterdir()
@@ -233,3 +234,28 @@ def test_convert_and_the_dry_run_decrypt_and_unpack_as_the_run_does(
     (bad,) = [ln for ln in lines if "shop_export_wrong" in ln]
     assert "quarantine" in bad and "which is not pinned" in bad, planned.output
     assert delivered(exchange.outbox) == {}
+
+
+def test_a_bad_entry_of_an_encrypted_zip_is_quarantined_alone_with_its_own_bytes(
+    exchange: Exchange, parties: Parties
+) -> None:
+    """One entry breaks a rule: it alone is quarantined (its kept copy is the entry, as
+    unpacked from the decrypted zip), the other is delivered, and the archive, every entry
+    done, is archived as the encrypted bytes received."""
+    with_pgp(exchange, parties, source=True, target=False)
+    bad = ORDERS.replace(b"13800138000", b"1380")
+    sealed = parties.bank.encrypt(
+        zip_bytes([("门店订单_好.csv", ORDERS), ("门店订单_坏.csv", bad)]), [parties.us]
+    )
+    name = "shop_export_1.zip.pgp"
+    (exchange.inbox / name).write_bytes(sealed)
+    done = run_once(exchange.config)
+    assert done.returncode == 1, done.stdout + done.stderr
+    found = records(exchange)
+    assert found[f"{name}!/门店订单_好.csv"].state == State.DELIVERED
+    kept = found[f"{name}!/门店订单_坏.csv"]
+    assert kept.state == State.QUARANTINED
+    assert Path(kept.quarantine_path or "").read_bytes() == bad
+    assert found[name].state == State.ARCHIVED
+    assert (exchange.inbox / "archive" / name).read_bytes() == sealed
+    assert delivered(exchange.outbox) == ORDERS_OUT  # the good entry's orders
