@@ -19,6 +19,8 @@ from tests.archive_files import archive_route, zip_bytes
 from tests.conftest import REPO, SAMPLES, Exchange
 from tests.pgpkeys import PASSPHRASE, Parties
 from tests.procs import run_once
+from tests.sftp_routes import sftp_source, sftp_target
+from tests.sshd import SshServer
 from xchange.cli import main
 from xchange.config import load_config
 from xchange.journal import FileRecord, State, open_journal
@@ -166,11 +168,19 @@ def test_outputs_zipped_then_encrypted_arrive_as_one_file_the_partner_decrypts_a
         "WMS_门店订单_20261207.zip.pgp",
         "WMS_门店订单_誠品店_20261207.zip.pgp",
     ]
+    assert opened_by_the_partner(parties, out, exchange.root) == EXPECTED
+
+
+def opened_by_the_partner(
+    parties: Parties, sealed: dict[str, bytes], scratch: Path
+) -> dict[str, bytes]:
+    """What the partner reads of the zips we sent: each decrypted by its own gpg, our
+    signature verified (VALIDSIG with our primary key), then unzipped (GBK names)."""
     inside: dict[str, bytes] = {}
-    for i, sealed in enumerate(out.values()):
-        opened = exchange.root / f"opened-{i}"
+    for i, data in enumerate(sealed.values()):
+        opened = scratch / f"opened-{i}"
         status = parties.bank.gpg(
-            "--status-fd", "1", "--decrypt", "--output", str(opened), data=sealed
+            "--status-fd", "1", "--decrypt", "--output", str(opened), data=data
         ).decode()
         valid = [line.split() for line in status.splitlines() if " VALIDSIG " in line]
         assert valid and valid[0][-1] == parties.us.fingerprint, status
@@ -178,7 +188,31 @@ def test_outputs_zipped_then_encrypted_arrive_as_one_file_the_partner_decrypts_a
         with zipfile.ZipFile(io.BytesIO(opened.read_bytes()), metadata_encoding="gbk") as z:
             assert z.testzip() is None
             inside.update({n: z.read(n) for n in z.namelist()})
-    assert inside == EXPECTED
+    return inside
+
+
+@pytest.mark.sftp
+def test_every_layer_both_ways_over_openssh(
+    exchange: Exchange, parties: Parties, sshd: SshServer
+) -> None:
+    """Over a real OpenSSH server both ways: an encrypted, signed GBK zip taken from the
+    drop folder is decrypted, unpacked and converted; each source's outputs go zipped and
+    encrypted to the partner, who opens them to the expected files."""
+    drop, out = sshd.folder("stack-drop"), sshd.folder("stack-out")
+    with_pgp(exchange, parties, source=True, target=True)
+    sftp_source(exchange, sshd, drop)
+    sftp_target(exchange, sshd, out)
+    sealed = parties.bank.encrypt(SAMPLE.read_bytes(), [parties.us])
+    (drop / "shop_export_20261207.zip.pgp").write_bytes(sealed)
+    done = run_once(exchange.config)
+    assert done.returncode == 0, done.stdout + done.stderr
+    made = delivered(out)
+    assert sorted(made) == [
+        "WMS_门店订单_20261207.zip.pgp",
+        "WMS_门店订单_誠品店_20261207.zip.pgp",
+    ]
+    assert opened_by_the_partner(parties, made, exchange.root) == EXPECTED
+    assert (drop / "archive" / "shop_export_20261207.zip.pgp").read_bytes() == sealed
 
 
 def test_a_zip_of_workbooks_is_unpacked_once_and_each_workbook_read_by_the_xlsx_codec(
