@@ -165,11 +165,13 @@ def unpack(
     members: list[Member] = []
     ignored: list[str] = []
     for member in found:
-        if _matches(member.name, spec.patterns):
-            members.append(member)
-        elif _matches(member.name, spec.ignore):
+        # (ignore first: entries = "*.csv" with ignore = ["__MACOSX/*"] leaves out a Mac's
+        # __MACOSX/._a.csv, whose "*" matches across the "/")
+        if _matches(member.name, spec.ignore):
             member.path.unlink(missing_ok=True)
             ignored.append(member.name)
+        elif _matches(member.name, spec.patterns):
+            members.append(member)
         else:
             raise ArchiveRefused(
                 f"entry {member.name!r} matches neither unpack.entries nor unpack.ignore"

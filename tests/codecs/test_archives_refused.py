@@ -105,6 +105,14 @@ def test_an_entry_matching_neither_entries_nor_ignore_is_refused() -> None:
     assert taken(data, ignore=["*.txt"]) == {"a.csv": CSV}
 
 
+def test_a_macs_metadata_entries_are_left_out_by_ignore_though_entries_match_them() -> None:
+    """A zip made on a Mac: ``__MACOSX/._a.csv`` beside ``a.csv``. Refused until the
+    route ignores them; then left out, though ``*.csv`` matches them too."""
+    data = zip_bytes([("a.csv", CSV), ("__MACOSX/._a.csv", b"\x00\x05\x16\x07")])
+    assert "'__MACOSX/._a.csv' matches neither" in refused(data, entries="a*.csv")
+    assert taken(data, ignore=["__MACOSX/*"]) == {"a.csv": CSV}
+
+
 def test_an_archive_with_nothing_to_take_is_refused() -> None:
     assert "no entry to take" in refused(zip_bytes([("readme.txt", b"x")]), ignore=["*.txt"])
 
