@@ -3,9 +3,12 @@
 On the way in (``[routes.source.unpack]``) an archive is unpacked whole into a private
 folder before any of its entries is delivered, so that whatever is wrong with it (a
 truncated or corrupt file, a bad CRC, an encrypted entry, a name that would leave its
-folder, a link, too many entries, too many bytes, a bomb) refuses the archive as a whole
-(:class:`~xchange.errors.ArchiveRefused`) with nothing of it sent. Limits are counted on
-the bytes as they come out of the decompressor: the sizes an archive declares can lie.
+folder, a link, too many entries, too many bytes, a bomb, a zip whose local headers and
+central directory disagree or whose entries overlap, names that are one file on Windows or
+macOS) refuses the archive as a whole (:class:`~xchange.errors.ArchiveRefused`) with
+nothing of it sent. Limits are counted on the bytes as they come out of the decompressor:
+the sizes an archive declares can lie. A gzip (a tar.gz too) is read to its end, so that
+its CRC is checked.
 
 Names are decoded first and split afterwards: a GBK name whose second byte is 0x5C (the
 byte of ``\\``) is one character, not a folder. After decoding, a backslash, a drive
