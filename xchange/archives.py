@@ -350,8 +350,10 @@ def _check_layout(stream: BinaryIO, archive: zipfile.ZipFile) -> None:
                 f"entry {name!r} runs into the next entry or the central directory (its "
                 "sizes lie, or entries share their data: an overlapping zip bomb?)"
             )
-        local: tuple[int, ...] = (method, crc, packed, size)
+        # (the UTF-8 flag too: a name's bytes read in another encoding are another name)
+        local: tuple[int, ...] = (flags & 0x800, method, crc, packed, size)
         central: tuple[int, ...] = (
+            info.flag_bits & 0x800,
             info.compress_type,
             info.CRC,
             info.compress_size,
@@ -359,11 +361,12 @@ def _check_layout(stream: BinaryIO, archive: zipfile.ZipFile) -> None:
         )
         if flags & 0x08 or 0xFFFFFFFF in (packed, size):
             # (CRC and sizes in a data descriptor after the data, or in a ZIP64 extra)
-            local, central = local[:1], central[:1]
+            local, central = local[:2], central[:2]
         if local != central:
             raise ArchiveRefused(
-                f"entry {name!r}: its local header (method, CRC, sizes {local}) disagrees "
-                f"with the central directory {central}: tools would read different files"
+                f"entry {name!r}: its local header (UTF-8 flag, method, CRC, sizes: {local}) "
+                f"disagrees with the central directory {central}: tools would read "
+                "different files"
             )
 
 

@@ -279,6 +279,15 @@ def test_a_zip_whose_local_headers_and_directory_disagree_is_refused(
     assert said in refused(patched(data, where, at, value))
 
 
+def test_a_zip_whose_utf8_flag_differs_between_local_header_and_directory_is_refused() -> None:
+    """The flag says how the name's bytes are read: set in the directory only, the same
+    bytes are another name to a tool that reads the local header."""
+    data = bytearray(zip_bytes([("a.csv", CSV)]))
+    central = data.find(CENTRAL)
+    data[central + 9] |= 0x08  # (bit 11 of the flags: their second byte's 0x08)
+    assert "disagrees with the central directory" in refused(bytes(data))
+
+
 def test_a_zip_whose_local_and_central_names_differ_is_refused() -> None:
     data = zip_bytes([("a.csv", CSV)])
     central = data.find(CENTRAL)
