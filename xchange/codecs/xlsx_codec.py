@@ -58,6 +58,10 @@ _MiB = 1 << 20
 MAX_FILLED = 1_000_000
 #: Excel's last column (XFD): a sheet has no column beyond it.
 MAX_COLUMN = 16384
+#: Excel's last row, and the most characters (UTF-16 units) a cell holds: past them Excel
+#: "repairs" the workbook (cuts the text, drops the rows), so an import reads other data.
+MAX_ROW = 1_048_576
+MAX_CELL_TEXT = 32_767
 
 
 def column_index(letters: str) -> int:
@@ -943,6 +947,11 @@ class Template:
         number = self.first_row
         count = 0
         for doc in docs:
+            if number > MAX_ROW:
+                raise MappingError(
+                    f"{origin}: more than {MAX_ROW - self.first_row + 1} rows from row "
+                    f"{self.first_row}: a sheet ends at row {MAX_ROW}"
+                )
             cells: list[str] = []
             for letter, spec, style in self.columns:
                 ref = f"{letter}{number}"
@@ -957,6 +966,13 @@ class Template:
                     raise MappingError(
                         f"{origin}: row {number}, {spec.key}: a control character cannot be "
                         "written in a workbook"
+                    )
+                if len(text) > MAX_CELL_TEXT // 2 and len(text.encode("utf-16-le")) // 2 > (
+                    MAX_CELL_TEXT
+                ):
+                    raise MappingError(
+                        f"{origin}: row {number}, {spec.key}: {len(text)} characters; an Excel "
+                        f"cell holds at most {MAX_CELL_TEXT} (Excel would cut it)"
                     )
                 if spec.type in ("integer", "decimal") and _NUMBER_TEXT.fullmatch(text):
                     cells.append(f'<c r="{ref}"{s}><v>{text}</v></c>')
