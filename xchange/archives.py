@@ -3,9 +3,12 @@
 On the way in (``[routes.source.unpack]``) an archive is unpacked whole into a private
 folder before any of its entries is delivered, so that whatever is wrong with it (a
 truncated or corrupt file, a bad CRC, an encrypted entry, a name that would leave its
-folder, a link, too many entries, too many bytes, a bomb) refuses the archive as a whole
-(:class:`~xchange.errors.ArchiveRefused`) with nothing of it sent. Limits are counted on
-the bytes as they come out of the decompressor: the sizes an archive declares can lie.
+folder, a link, too many entries, too many bytes, a bomb, a zip whose local headers and
+central directory disagree or whose entries overlap, names that are one file on Windows or
+macOS) refuses the archive as a whole (:class:`~xchange.errors.ArchiveRefused`) with
+nothing of it sent. Limits are counted on the bytes as they come out of the decompressor:
+the sizes an archive declares can lie. A gzip (a tar.gz too) is read to its end, so that
+its CRC is checked.
 
 Names are decoded first and split afterwards: a GBK name whose second byte is 0x5C (the
 byte of ``\\``) is one character, not a folder. After decoding, a backslash, a drive
@@ -32,6 +35,7 @@ import stat
 import struct
 import tarfile
 import tempfile
+import unicodedata
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -116,9 +120,13 @@ def kind_of(head: bytes, spec: UnpackSpec) -> str:
     return wanted
 
 
-def unpack(stream: BinaryIO, archive: str, spec: UnpackSpec, into: Path) -> Unpacked:
+def unpack(
+    stream: BinaryIO, archive: str, spec: UnpackSpec, into: Path, *, workbooks: bool = False
+) -> Unpacked:
     """Unpack the archive read from ``stream`` (named ``archive``) into the private folder
     ``into``, checking every entry's name and kind and the limits as bytes come out.
+    ``workbooks``: the route reads each entry as an xlsx workbook, a zip of its own, so a
+    zip entry is taken as it is (never unpacked again) rather than refused as nested.
 
     Raises:
         ArchiveRefused: the archive is corrupt, truncated, encrypted, hostile or over a
@@ -131,7 +139,7 @@ def unpack(stream: BinaryIO, archive: str, spec: UnpackSpec, into: Path) -> Unpa
     head = stream.read(4)
     stream.seek(0)
     kind = kind_of(head, spec)
-    counter = _Counter(spec, packed)
+    counter = _Counter(spec, packed, workbooks)
     try:
         if kind == "zip":
             found = _zip(stream, spec, into, counter)
@@ -160,11 +168,13 @@ def unpack(stream: BinaryIO, archive: str, spec: UnpackSpec, into: Path) -> Unpa
     members: list[Member] = []
     ignored: list[str] = []
     for member in found:
-        if _matches(member.name, spec.patterns):
-            members.append(member)
-        elif _matches(member.name, spec.ignore):
+        # (ignore first: entries = "*.csv" with ignore = ["__MACOSX/*"] leaves out a Mac's
+        # __MACOSX/._a.csv, whose "*" matches across the "/")
+        if _matches(member.name, spec.ignore):
             member.path.unlink(missing_ok=True)
             ignored.append(member.name)
+        elif _matches(member.name, spec.patterns):
+            members.append(member)
         else:
             raise ArchiveRefused(
                 f"entry {member.name!r} matches neither unpack.entries nor unpack.ignore"
@@ -178,12 +188,16 @@ def unpack(stream: BinaryIO, archive: str, spec: UnpackSpec, into: Path) -> Unpa
 class _Counter:
     """Entries and bytes unpacked so far, against the route's limits."""
 
-    def __init__(self, spec: UnpackSpec, packed: int) -> None:
+    def __init__(self, spec: UnpackSpec, packed: int, workbooks: bool = False) -> None:
         self.spec = spec
         self.packed = packed
+        #: Zip entries are workbooks the route reads (not nested archives).
+        self.workbooks = workbooks
         self.entries = 0
         self.total = 0
         self.names: set[str] = set()
+        #: Each name as a case-insensitive, normalising file system sees it.
+        self.folded: dict[str, str] = {}
 
     def entry(self, name: str) -> None:
         self.entries += 1
@@ -192,6 +206,13 @@ class _Counter:
         if name in self.names:
             raise ArchiveRefused(f"entry {name!r} is in the archive twice")
         self.names.add(name)
+        folded = _folded(name)
+        other = self.folded.setdefault(folded, name)
+        if other != name:
+            raise ArchiveRefused(
+                f"entries {other!r} and {name!r} differ only by case, Unicode normalisation "
+                "or trailing dots and spaces: on Windows or macOS they are one file"
+            )
 
     def out(self, name: str, size: int) -> None:
         self.total += size
@@ -205,6 +226,14 @@ class _Counter:
                 f"unpacks to more than {self.spec.max_ratio:g} times its {self.packed} bytes "
                 f"(unpack.max_ratio), at entry {name!r}: a compression bomb?"
             )
+
+
+def _folded(name: str) -> str:
+    """A name as Windows or macOS would store it: case folded, NFC, each part without
+    trailing dots and spaces (``A.csv``, ``a.csv.`` and ``a.csv`` are one file there)."""
+    return "/".join(
+        unicodedata.normalize("NFC", part).casefold().rstrip(". ") for part in name.split("/")
+    )
 
 
 def checked_name(name: str) -> str:
@@ -228,6 +257,13 @@ def checked_name(name: str) -> str:
     return name
 
 
+def reads_workbooks(pipeline: Pipeline | CopyPipeline) -> bool:
+    """Whether a route reads its entries as xlsx workbooks (zips themselves, taken as
+    they are: see :func:`unpack`)."""
+    layout = getattr(pipeline, "source", None)
+    return layout is not None and layout.codec == "xlsx"
+
+
 def _matches(name: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
@@ -247,7 +283,7 @@ def _take(name: str, source: _Readable, into: Path, counter: _Counter) -> Member
             counter.out(name, len(chunk))
             sha.update(chunk)
             out.write(chunk)
-    if first[:4] in _ZIP_MAGIC or first[:2] == _GZIP_MAGIC:
+    if (first[:4] in _ZIP_MAGIC and not counter.workbooks) or first[:2] == _GZIP_MAGIC:
         raise ArchiveRefused(f"entry {name!r} is an archive itself: nested archives are refused")
     return Member(name, path, size, sha.hexdigest())
 
@@ -256,6 +292,7 @@ def _zip(stream: BinaryIO, spec: UnpackSpec, into: Path, counter: _Counter) -> l
     found = []
     with zipfile.ZipFile(stream, metadata_encoding=spec.names) as archive:
         infos = archive.infolist()
+        _check_layout(stream, archive)
         files = [i for i in infos if not i.is_dir()]
         if len(files) > spec.max_entries:
             raise ArchiveRefused(
@@ -269,16 +306,68 @@ def _zip(stream: BinaryIO, spec: UnpackSpec, into: Path, counter: _Counter) -> l
             )
         for info in infos:
             name = checked_name(info.filename)
-            mode = info.external_attr >> 16
-            if info.create_system == 3 and mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            # (Unix file type bits; none at all, as Python's zipfile and some Java tools
+            # write, is a plain file)
+            kind = stat.S_IFMT(info.external_attr >> 16)
+            if info.create_system == 3 and kind not in (0, stat.S_IFREG, stat.S_IFDIR):
                 raise ArchiveRefused(f"entry {name!r} is a link or a device, not a file")
             if info.flag_bits & 0x1:
                 raise ArchiveRefused(f"entry {name!r} is encrypted: it cannot be read")
             if info.is_dir():
                 continue
             with archive.open(info) as entry:
-                found.append(_take(name, entry, into, counter))
+                member = _take(name, entry, into, counter)
+            if member.size != info.file_size:
+                raise ArchiveRefused(
+                    f"entry {name!r} declares {info.file_size} bytes but holds {member.size}"
+                )
+            found.append(member)
     return found
+
+
+def _check_layout(stream: BinaryIO, archive: zipfile.ZipFile) -> None:
+    """Each entry's local header agrees with the central directory (method, CRC, sizes;
+    zipfile compares the names), and the entries' data lie one after another before the
+    directory, none inside another: a zip that reads differently from one tool to the
+    next (local headers are what streaming unzippers believe), or whose entries share
+    their compressed data (an overlapping bomb), is refused."""
+    infos = sorted(archive.infolist(), key=lambda i: i.header_offset)
+    for i, info in enumerate(infos):
+        name = info.filename
+        stream.seek(info.header_offset)
+        head = stream.read(30)
+        if len(head) < 30 or head[:4] != b"PK\x03\x04":
+            raise ArchiveRefused(
+                f"entry {name!r}: no local header where the central directory says"
+            )
+        _, _, flags, method, _, _, crc, packed, size, name_len, extra_len = struct.unpack(
+            "<IHHHHHIIIHH", head
+        )
+        start = info.header_offset + 30 + name_len + extra_len
+        limit = infos[i + 1].header_offset if i + 1 < len(infos) else archive.start_dir
+        if start + info.compress_size > limit:
+            raise ArchiveRefused(
+                f"entry {name!r} runs into the next entry or the central directory (its "
+                "sizes lie, or entries share their data: an overlapping zip bomb?)"
+            )
+        # (the UTF-8 flag too: a name's bytes read in another encoding are another name)
+        local: tuple[int, ...] = (flags & 0x800, method, crc, packed, size)
+        central: tuple[int, ...] = (
+            info.flag_bits & 0x800,
+            info.compress_type,
+            info.CRC,
+            info.compress_size,
+            info.file_size,
+        )
+        if flags & 0x08 or 0xFFFFFFFF in (packed, size):
+            # (CRC and sizes in a data descriptor after the data, or in a ZIP64 extra)
+            local, central = local[:2], central[:2]
+        if local != central:
+            raise ArchiveRefused(
+                f"entry {name!r}: its local header (UTF-8 flag, method, CRC, sizes: {local}) "
+                f"disagrees with the central directory {central}: tools would read "
+                "different files"
+            )
 
 
 def _is_tar(stream: BinaryIO) -> bool:
@@ -295,19 +384,33 @@ def _is_tar(stream: BinaryIO) -> bool:
 
 def _tar(stream: BinaryIO, spec: UnpackSpec, into: Path, counter: _Counter) -> list[Member]:
     found = []
-    # Read as a stream ("r|gz"): each member once, in order, nothing seeked or extracted
-    # by tarfile itself.
-    with tarfile.open(fileobj=stream, mode="r|gz", encoding=spec.names, errors="strict") as archive:
-        for info in _members(archive):
-            name = checked_name(info.name)
-            if info.isdir():
-                continue
-            if not info.isreg():
-                raise ArchiveRefused(f"entry {name!r} is a link or a device, not a file")
-            entry = archive.extractfile(info)
-            if entry is None:  # pragma: no cover - a regular member always has a reader
-                raise ArchiveRefused(f"entry {name!r} cannot be read")
-            found.append(_take(name, entry, into, counter))
+    with gzip.GzipFile(fileobj=stream, mode="rb") as unzipped:
+        # Read as a stream ("r|"): each member once, in order, nothing seeked or extracted
+        # by tarfile itself.
+        with tarfile.open(
+            fileobj=unzipped, mode="r|", encoding=spec.names, errors="strict"
+        ) as archive:
+            for info in _members(archive):
+                name = checked_name(info.name)
+                if info.isdir():
+                    continue
+                if not info.isreg():
+                    raise ArchiveRefused(f"entry {name!r} is a link or a device, not a file")
+                entry = archive.extractfile(info)
+                if entry is None:  # pragma: no cover - a regular member always has a reader
+                    raise ArchiveRefused(f"entry {name!r} cannot be read")
+                found.append(_take(name, entry, into, counter))
+        # tarfile stops at the tar's end-of-archive block: the rest of the gzip is read
+        # here to its end, so that its CRC and length are checked (tar data has no check
+        # of its own: a damaged byte would otherwise be delivered), and what follows the
+        # tar's end must be its zero padding, not entries some tools would see.
+        while chunk := unzipped.read(_CHUNK):
+            counter.out("(after the end of the tar)", len(chunk))
+            if chunk.strip(b"\0"):
+                raise ArchiveRefused(
+                    "data after the end of the tar archive (hidden entries, or two tars "
+                    "run together): refused"
+                )
     return found
 
 
@@ -473,7 +576,9 @@ def convert_file(
             route, pipeline.convert_stream(stream, name, now, sink), name, now, sink
         )
     with tempfile.TemporaryDirectory(prefix="xchange-unpack-") as scratch:
-        unpacked = unpack(stream, name, spec, Path(scratch) / "entries")
+        unpacked = unpack(
+            stream, name, spec, Path(scratch) / "entries", workbooks=reads_workbooks(pipeline)
+        )
         conversions = []
         outputs: dict[str, Output] = {}
         for member in unpacked.members:
@@ -536,6 +641,7 @@ __all__ = [
     "entry_path",
     "is_entry",
     "kind_of",
+    "reads_workbooks",
     "unpack",
     "zipped",
 ]

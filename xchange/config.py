@@ -39,7 +39,7 @@ from pydantic import (
 )
 
 from xchange.errors import ConfigError
-from xchange.names import template_problems
+from xchange.names import plain_problems, template_problems
 from xchange.secrets import CREDENTIALS, SecretExposed, env_file, secret_file
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -265,6 +265,9 @@ class PgpConfig(_Model):
     gpg: str = "gpg"
     #: Seconds one gpg run may take (a big file included) before it is stopped.
     timeout: float = Field(600.0, gt=0)
+    #: The most bytes a file may decrypt to (gpg's ``--max-output``): PGP compresses, so a
+    #: small file may hold gigabytes of plaintext (a compression bomb).
+    max_output: ByteSize = Field(ByteSize(1 << 30), gt=0)
     passphrase: SecretStr | None = Field(None, exclude=True)
 
 
@@ -306,6 +309,9 @@ class TargetPgp(_Model):
             raise ValueError(
                 f"{value!r}: write the delivered name with {{name}} alone, like {{name}}.pgp"
             )
+        problems = plain_problems(value, {"name": "x"})
+        if problems:
+            raise ValueError(problems[0])
         return value
 
 
@@ -388,6 +394,27 @@ class SourceSpec(_Model):
     @property
     def patterns(self) -> list[str]:
         return [self.pattern] if isinstance(self.pattern, str) else list(self.pattern)
+
+    @model_validator(mode="after")
+    def _archives_only(self) -> SourceSpec:
+        # A route that unpacks takes archives only: a pattern naming documents (every
+        # file it takes then quarantined as "not a zip or gzip archive") is a mistake.
+        if self.unpack is None:
+            return self
+        for pattern in self.patterns:
+            stem = re.sub(r"(?i)\.(pgp|gpg|asc)$", "", pattern)
+            ext = stem.rpartition(".")[2].lower() if "." in stem else ""
+            if ext in _DOCUMENT_EXTENSIONS:
+                raise ValueError(
+                    f"unpack: pattern {pattern!r} takes .{ext} files, which are not archives; "
+                    "a route that unpacks takes its archives only (*.zip, *.gz, *.tgz)"
+                )
+        return self
+
+
+#: What a file name ending so holds is a document, not an archive (an xlsx workbook is a
+#: zip, but one read by the xlsx codec: it is not unpacked).
+_DOCUMENT_EXTENSIONS = frozenset({"csv", "tsv", "txt", "dat", "xml", "json", "xlsx", "xls"})
 
 
 class ReadySpec(_Model):

@@ -21,6 +21,7 @@ from xchange.config import AppConfig, RouteConfig
 from xchange.errors import XchangeError
 from xchange.journal import DONE_STATES, Journal, State
 from xchange.manifest import parse
+from xchange.pgp import as_read
 from xchange.pipeline import CopyPipeline, Pipeline, make_pipeline
 from xchange.readiness import describe, judge, marker_name
 from xchange.remote import FileInfo, Remote, open_remote
@@ -147,7 +148,7 @@ def _route_plan(
         settling = held.reason in ("new", "size changed", "modified", "settling")
         if settling and held.path in by_name and wait <= min(route.ready.settle + 1, SETTLE_WAIT):
             # run --once waits for a file finished moments ago (if it stays unchanged).
-            planned = _try(route, pipeline, source, by_name[held.path], journal)
+            planned = _try(config, route, pipeline, source, by_name[held.path], journal)
             note = f"once unchanged for {route.ready.settle:g} s ({max(0.0, wait):.0f} s more)"
             planned.detail = f"{note}; {planned.detail}" if planned.detail else note
             result.files.append(planned)
@@ -156,7 +157,7 @@ def _route_plan(
                 PlannedFile(route.name, held.path, held.size, "held", describe(held, now))
             )
     for f in verdict.ready:
-        result.files.append(_try(route, pipeline, source, f, journal))
+        result.files.append(_try(config, route, pipeline, source, f, journal))
     result.files.sort(key=lambda p: p.source)
     return result
 
@@ -176,6 +177,7 @@ def _listed(route: RouteConfig, source: Remote, f: FileInfo, result: RoutePlan) 
 
 
 def _try(
+    config: AppConfig,
     route: RouteConfig,
     pipeline: Pipeline | CopyPipeline,
     source: Remote,
@@ -198,9 +200,13 @@ def _try(
                     return planned
                 out = Path(scratch) / "out"
                 out.mkdir()
-                with open(path, "rb") as fh:
+                with (
+                    open(path, "rb") as fh,
+                    as_read(config, route, fh, f.name) as (reading, named),
+                ):
+                    # (decrypted and checked first where the route's files come encrypted)
                     conversion = convert_file(
-                        pipeline, route, fh, f.name, datetime.now(UTC).astimezone(), Sink(out)
+                        pipeline, route, reading, named, datetime.now(UTC).astimezone(), Sink(out)
                     )
                 planned.outputs = [o.name for o in conversion.outputs]
                 if not planned.outputs:

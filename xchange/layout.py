@@ -1133,6 +1133,9 @@ class XlsxOptions(StrictModel):
     max_parts: int = Field(10_000, ge=1)
     max_size: int = Field(1 << 30, ge=1)
     max_ratio: int = Field(200, ge=1)
+    #: Reading: the most shared strings a workbook may hold (each one kept in memory while
+    #: the sheet is read: ten million one-letter strings pack into 25 MB).
+    max_strings: int = Field(2_000_000, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> XlsxOptions:

@@ -43,6 +43,28 @@ def template_problems(template: str, fields: set[str] | frozenset[str]) -> list[
             f"{template!r} uses {', '.join('{' + f + '}' for f in unknown)}, which no target "
             f"field provides (fields: {offered}; always: {', '.join(BUILTIN_FIELDS)})"
         ]
+    return plain_problems(template, {f: _SAMPLE_DATE if f == "date" else "x" for f in used})
+
+
+#: The date a template is tried with (any date: only its literal text is judged).
+_SAMPLE_DATE = datetime(2026, 12, 7, 8, 30)
+
+
+def plain_problems(template: str, sample: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a template's own text (outside what its fields bring): filled
+    with ``sample``, it must make a plain name, or every file would be refused at run time
+    (``../x.zip``, ``out/{source_stem}.zip``, ``{date:%Y/%m/%d}.xml``, ``.hidden``)."""
+    try:
+        name = template.format_map(sample)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return []  # (a field's format spec that fits its value alone: judged at run time)
+    try:
+        check_plain_name(windows_safe(name))
+    except UnsafeName:
+        return [
+            f"{template!r} does not make a plain file name ({name!r}: a folder, '/', '\\', "
+            "'..' or a leading '.'): files are written in their target folder only"
+        ]
     return []
 
 

@@ -219,15 +219,25 @@ def signer(status: Status, spec: SourcePgp, name: str) -> str | None:
     return found
 
 
-def decrypted(ran: Ran, spec: SourcePgp, name: str, ours: str) -> str | None:
+def decrypted(
+    ran: Ran, spec: SourcePgp, name: str, ours: str, most: int | None = None
+) -> str | None:
     """Judge a ``gpg --decrypt`` run: the pinned key that signed it (None: unsigned).
+    ``most``: the ``--max-output`` it ran with.
 
     Raises:
         PgpUnavailable: our key cannot be used (its passphrase refused or missing).
-        PgpRefused: the file is not encrypted to our key, fails its integrity check, or
-            is not signed as the route requires.
+        PgpRefused: the file is not encrypted to our key, fails its integrity check,
+            decrypts to more than ``most`` bytes, holds more than one plaintext, or is not
+            signed as the route requires.
     """
     status = ran.status
+    if status.has("NEED_PASSPHRASE_SYM") and not status.has("DECRYPTION_KEY"):
+        # gpg tried our key's passphrase on it: refused as the file's fault (not said as
+        # our passphrase being wrong), and never taken (even where that passphrase opens it)
+        raise PgpRefused(
+            f"{name}: encrypted with a passphrase (symmetric), not to our key {ours}: refused"
+        )
     if passphrase_refused(status):
         raise PgpUnavailable(
             f"{name}: the passphrase of our key {ours} was refused (pgp.passphrase_env or "
@@ -244,6 +254,12 @@ def decrypted(ran: Ran, spec: SourcePgp, name: str, ours: str) -> str | None:
         raise PgpRefused(
             f"{name}: not integrity-protected (no modification detection code): refused"
         )
+    if any(w[1] == "proc_pkt.plaintext" for w in status.all("ERROR") if len(w) > 1):
+        # (two literal data packets: which would be the file? gpg says "multiple plaintexts")
+        raise PgpRefused(
+            f"{name}: its content is not one plaintext (several literal data packets, or "
+            f"a damaged one: {ran.said or 'gpg refused it'}): refused"
+        )
     if status.has("DECRYPTION_FAILED") or not status.has("DECRYPTION_OKAY"):
         keys = [w[1] for w in status.all("NO_SECKEY")]
         if keys and not status.has("DECRYPTION_KEY"):
@@ -259,10 +275,19 @@ def decrypted(ran: Ran, spec: SourcePgp, name: str, ours: str) -> str | None:
         raise PgpRefused(
             f"{name}: not integrity-protected (no modification detection code): refused"
         )
+    if ran.code != 0 and most is not None and ran.said.endswith(TOO_LARGE):
+        raise PgpRefused(
+            f"{name}: decrypts to more than {most} bytes (pgp.max_output): a compression "
+            "bomb? refused"
+        )
     found = signer(status, spec, name)
     if ran.code != 0:
         raise PgpRefused(f"{name}: gpg refused it: {ran.said or f'exit code {ran.code}'}")
     return found
+
+
+#: How gpg (LC_ALL=C) ends its last words when the plaintext passed ``--max-output``.
+TOO_LARGE = "Provided object is too large"
 
 
 def plain_name(name: str) -> str:
@@ -459,8 +484,13 @@ class Gpg:
             )
         try:
             source.seek(0)
-            ran = self.run(["--decrypt", "--output", str(plain)], passphrase=True, stdin=source)
-            return decrypted(ran, spec, name, ours)
+            most = int(self.config.max_output)
+            ran = self.run(
+                ["--max-output", str(most), "--decrypt", "--output", str(plain)],
+                passphrase=True,
+                stdin=source,
+            )
+            return decrypted(ran, spec, name, ours, most)
         except BaseException:
             plain.unlink(missing_ok=True)
             raise
@@ -769,6 +799,30 @@ class Pgp:
             self.gpg.close()
 
 
+@contextlib.contextmanager
+def as_read(
+    config: AppConfig, route: RouteConfig, stream: BinaryIO, name: str
+) -> Iterator[tuple[BinaryIO, str]]:
+    """A file as its route reads it outside a run (``xchange convert``, ``run --dry-run``):
+    ``stream`` and ``name`` themselves, or (a route whose files come encrypted) decrypted
+    and checked as a run does, in a throwaway scratch folder and GnuPG home.
+
+    Raises:
+        PgpRefused: the file would be quarantined.
+        PgpUnavailable: gpg or our key cannot be used now.
+    """
+    if route.source.pgp is None:
+        yield stream, name
+        return
+    with tempfile.TemporaryDirectory(prefix="xchange-pgp-") as scratch:
+        pgp = Pgp(config, Path(scratch))
+        try:
+            with pgp.received(route, stream, name, "read") as found:
+                yield found
+        finally:
+            pgp.close()
+
+
 def problems(config: AppConfig) -> list[str]:
     """What would stop the configuration's PGP (``xchange check``): gpg missing, the
     keyring folder unfit, a pinned key not in it, our key unable to sign."""
@@ -787,6 +841,7 @@ __all__ = [
     "Pgp",
     "Ran",
     "Status",
+    "as_read",
     "decrypted",
     "key_files",
     "keyring_problems",

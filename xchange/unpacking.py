@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from xchange.archives import Member, entry_path, unpack
+from xchange.archives import Member, entry_path, reads_workbooks, unpack
 from xchange.errors import ArchiveRefused
 from xchange.journal import DONE_STATES, FileKey, State
 from xchange.results import DELIVERED, DUPLICATE, QUARANTINED, RETRY_LATER, SKIPPED, Verdict
@@ -54,7 +54,8 @@ def take_archive(transfer: Transfer, file: Claimed, *, force: bool = False) -> V
                 contextlib.nullcontext(file.stream) if file.stream else open(file.path, "rb")  # noqa: SIM115
             )
             with opened as reading:
-                unpacked = unpack(reading, record.path, spec, into)
+                workbooks = reads_workbooks(transfer.pipelines[route.name])
+                unpacked = unpack(reading, record.path, spec, into, workbooks=workbooks)
         except ArchiveRefused as exc:
             exc.message = f"{record.path}: {exc.message}"
             return transfer.quarantine_file(file, exc)

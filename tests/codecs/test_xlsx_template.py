@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import FORMATS, SAMPLES
 from xchange.codecs import codec_for
-from xchange.errors import ConfigError
+from xchange.errors import ConfigError, MappingError
 from xchange.layout import load_layout
 from xchange.mapping import Document
 from xchange.report import Report
@@ -130,3 +130,47 @@ def test_text_that_looks_like_a_formula_is_written_as_text() -> None:
     sheet = parts(out.getvalue())[SHEET]
     assert b"<f>" not in sheet and b"<f " not in sheet
     assert b'<t>=HYPERLINK("http://evil.example/","x")</t>' in sheet
+
+
+def test_text_longer_than_an_excel_cell_holds_is_refused_not_cut() -> None:
+    """An Excel cell holds 32767 characters (UTF-16 units: 𠀀 counts two); Excel would
+    cut a longer text when it opens the workbook, and the ERP import read other data."""
+    lay = load_layout(FORMATS, "kingdee-sale-order-import")
+    values: dict[str, object] = {spec.name: "x" for spec in lay.fields if spec.type == "string"}
+    values.update(
+        FDate=date(2026, 11, 21),
+        FDeliveryDate=date(2026, 11, 21),
+        FQty=1,
+        FTaxPrice=Decimal("1.00"),
+        FAllAmount=Decimal("1.00"),
+        FEntryTaxRate=Decimal("13.00"),
+    )
+    codec = codec_for(lay)
+    for note, fits in (("a" * 32767, True), ("a" * 32768, False), ("\U00020000" * 16384, False)):
+        values["FNote"] = note
+        out = io.BytesIO()
+        if fits:
+            codec.write([Document("x", dict(values), [])], lay, "out.xlsx", out)
+            continue
+        with pytest.raises(MappingError, match="an Excel cell holds at most 32767"):
+            codec.write([Document("x", dict(values), [])], lay, "out.xlsx", out)
+
+
+def test_rows_past_excels_last_row_are_refused() -> None:
+    """A sheet ends at row 1048576: a payload of more lines than fit from the template's
+    first row is refused, not written into a workbook Excel would cut."""
+    lay = load_layout(FORMATS, "kingdee-sale-order-import")
+    late = lay.model_copy(update={"xlsx": lay.xlsx.model_copy(update={"first_row": 1_048_575})})
+    values: dict[str, object] = {spec.name: "x" for spec in lay.fields if spec.type == "string"}
+    values.update(
+        FDate=date(2026, 11, 21),
+        FDeliveryDate=date(2026, 11, 21),
+        FQty=1,
+        FTaxPrice=Decimal("1.00"),
+        FAllAmount=Decimal("1.00"),
+        FEntryTaxRate=Decimal("13.00"),
+    )
+    docs = [Document(str(i), dict(values), []) for i in range(3)]
+    codec_for(late).write(docs[:2], late, "out.xlsx", io.BytesIO())
+    with pytest.raises(MappingError, match="a sheet ends at row 1048576"):
+        codec_for(late).write(docs, late, "out.xlsx", io.BytesIO())

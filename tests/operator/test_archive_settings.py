@@ -61,7 +61,13 @@ def test_check_refuses_unpack_settings_that_cannot_work(config: Path, new: str, 
         ('{ name = "WMS_{nope}.zip" }', "uses {nope}"),
         ('{ name = "WMS.zip", names = "klingon" }', "'klingon' is not an encoding"),
         ('{ name = "WMS.zip", kind = "7z" }', "kind"),
+        ('{ name = "../../etc/WMS.zip" }', "does not make a plain file name"),
+        ('{ name = "/tmp/WMS_{source_stem}.zip" }', "does not make a plain file name"),
+        ('{ name = "out/{source_stem}.zip" }', "does not make a plain file name"),
+        ('{ name = "{date:%Y/%m/%d}.zip" }', "does not make a plain file name"),
+        ('{ name = "..\\\\WMS.zip" }', "does not make a plain file name"),
     ],
+    ids=["field", "names", "kind", "up", "absolute", "folder", "date-slashes", "backslash"],
 )
 def test_check_refuses_target_archive_settings_that_cannot_work(
     config: Path, archive: str, said: str
@@ -81,3 +87,20 @@ def test_check_refuses_target_archive_settings_that_cannot_work(
     result = CliRunner().invoke(main, ["check", "--config", str(config)])
     assert result.exit_code == 2
     assert "target.archive" in result.output and said in result.output, result.output
+
+
+@pytest.mark.parametrize("pattern", ["orders_*.csv", "sales_*.xlsx", "statement_*.csv.pgp"])
+def test_check_refuses_unpack_on_a_route_whose_files_are_documents(
+    config: Path, pattern: str
+) -> None:
+    """A route that unpacks takes archives only: a pattern naming CSV, workbooks (zips
+    read by the xlsx codec, not unpacked) or encrypted CSVs is said, not left to
+    quarantine every file as "not a zip or gzip archive"."""
+    code, out = check_with(
+        config,
+        'pattern = "shop_export_*.zip"',
+        f'pattern = "{pattern}"',
+    )
+    assert code == 2
+    assert f"unpack: pattern {pattern!r} takes ." in out, out
+    assert "a route that unpacks takes its archives only" in out

@@ -115,3 +115,19 @@ def test_check_refuses_manifest_columns_it_does_not_know(formats: Path) -> None:
     code, out = check(formats)
     assert code == 2
     assert "routes[12].target.manifest: columns: 'crc' is not one of name, size" in out
+
+
+def test_check_names_an_import_template_that_is_missing_or_not_a_workbook(
+    formats: Path,
+) -> None:
+    """An xlsx layout whose ``template`` does not exist, or is no workbook: said by check
+    with the file's path, before any JSON is taken and quarantined for it."""
+    layout = formats / "kingdee-sale-order-import.toml"
+    edit(layout, "templates/kingdee-sale-order-import.xlsx", "templates/nope.xlsx")
+    code, out = check(formats)
+    assert code == 2
+    assert "xlsx.template" in out and "templates/nope.xlsx: No such file or directory" in out
+    (formats / "templates" / "nope.xlsx").write_text("order,amount\n", encoding="utf-8")
+    code, out = check(formats)
+    assert code == 2
+    assert "templates/nope.xlsx: not an Excel workbook" in out, out

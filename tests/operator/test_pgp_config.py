@@ -127,3 +127,19 @@ def test_check_refuses_a_missing_gpg_and_a_wrong_passphrase_without_showing_it(
     assert code != 0
     assert f"the passphrase of our key {parties.us.fingerprint} was refused" in output
     assert wrong not in output
+
+
+@pytest.mark.parametrize("name", ["../{name}.pgp", "out/{name}.pgp", ".{name}.pgp"])
+def test_a_sealed_name_that_would_leave_its_folder_is_refused(tmp_path: Path, name: str) -> None:
+    """target.pgp.name makes the delivered name from the output's: a folder or a
+    leading dot in its own text is refused when the configuration is read."""
+    config = bank_config(
+        tmp_path,
+        tmp_path,
+        us="A" * 40,
+        source_pgp=None,
+        target_pgp=f'{{ encrypt_to = ["{"B" * 40}"], name = "{name}" }}',
+    )
+    (problem,) = problems_of(config, {"PGP_TEST_PASSPHRASE": "x"})
+    assert "routes[0].target.pgp.name" in problem
+    assert "does not make a plain file name" in problem

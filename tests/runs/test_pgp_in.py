@@ -5,6 +5,7 @@ key seen, and the other files go on."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -122,6 +123,18 @@ def hostile(parties: Parties) -> dict[str, tuple[bytes, str]]:
             "not integrity-protected (no modification detection code)",
         ),
         "statement_plain.csv": (data, "not PGP-encrypted data"),
+        "statement_symmetric.csv.pgp": (
+            # with a passphrase, not to our key: gpg tries ours on it, and fails
+            dataclasses.replace(parties.us, passphrase="not ours").gpg(
+                "--symmetric", "--output", "-", data=data
+            ),
+            "encrypted with a passphrase (symmetric), not to our key",
+        ),
+        "statement_symmetric_ours.csv.pgp": (
+            # with our own key's passphrase: gpg would open it; not encrypted to our key
+            parties.us.gpg("--symmetric", "--output", "-", data=data),
+            "encrypted with a passphrase (symmetric), not to our key",
+        ),
         "statement_signed_only.csv.pgp": (
             parties.bank.gpg("--sign", "--output", "-", data=data),
             "not PGP-encrypted data",
@@ -276,3 +289,67 @@ def test_plaintext_a_killed_run_left_behind_is_removed_by_the_next(
     run_once(config)
     assert not left.exists()
     assert alive.exists()
+
+
+def two_plaintexts(parties: Parties, *, signed: bool) -> bytes:
+    """A message encrypted to us whose content is two literal data packets (the first
+    signed by the bank, where ``signed``): which one would be the file?"""
+    bank = parties.bank
+    first = (
+        bank.gpg("--sign", "-z", "0", "--output", "-", data=SAMPLE.read_bytes())
+        if signed
+        else bank.gpg("--store", "-z", "0", "--set-filename", "a.csv", data=SAMPLE.read_bytes())
+    )
+    second = bank.gpg("--store", "-z", "0", "--set-filename", "b.csv", data=b"forged,line\n")
+    return bank.gpg(
+        "--encrypt", "--no-literal", "-z", "0", "--recipient", parties.us.fingerprint,
+        "--output", "-", data=first + second,
+    )  # fmt: skip
+
+
+def test_a_compression_bomb_and_two_plaintexts_are_refused_with_their_reason(
+    tmp_path: Path, parties: Parties
+) -> None:
+    """PGP compresses: 64 MB of zeros encrypt to some 80 KB. gpg runs with
+    --max-output (pgp.max_output, here 1 MiB): the file is refused as a bomb, its
+    partial plaintext removed. A message holding two literal data packets (signed or
+    not), or two messages run together, is refused as not one plaintext. Each is
+    quarantined with the bytes received."""
+    keyring = parties.keyring(tmp_path / "keys")
+    config = bank_config(
+        tmp_path,
+        keyring,
+        us=parties.us.fingerprint,
+        source_pgp=f'{{ signed_by = ["{parties.bank.fingerprint}"], signature = "optional" }}',
+        pgp_extra='max_output = "1MiB"',
+    )
+    bomb = parties.bank.encrypt(b"\0" * (64 << 20), [parties.us], extra=("-z", "9"))
+    assert len(bomb) < 1 << 20
+    cases = {
+        "statement_bomb.csv.pgp": (bomb, "decrypts to more than 1048576 bytes (pgp.max_output)"),
+        "statement_two.csv.pgp": (two_plaintexts(parties, signed=False), "not one plaintext"),
+        "statement_two_messages.csv.pgp": (
+            # two messages run together, the first good, the second unsigned
+            parties.bank.encrypt(SAMPLE.read_bytes(), [parties.us])
+            + parties.bank.encrypt(b"forged,line\n", [parties.us], sign=False),
+            "not one plaintext",
+        ),
+        "statement_two_signed.csv.pgp": (
+            two_plaintexts(parties, signed=True),
+            "not one plaintext",
+        ),
+    }
+    for name, (data, _) in cases.items():
+        (tmp_path / "inbox" / name).write_bytes(data)
+    good = parties.bank.encrypt(SAMPLE.read_bytes(), [parties.us])
+    (tmp_path / "inbox" / "statement_20261205.csv.pgp").write_bytes(good)
+    result = run_once(config)
+    found = records(config)
+    assert found["statement_20261205.csv.pgp"].state == State.ARCHIVED, result.output
+    for name, (data, reason) in cases.items():
+        record = found[name]
+        assert record.state == State.QUARANTINED, (name, record.error_message)
+        assert reason in (record.error_message or ""), (name, record.error_message)
+        assert Path(record.quarantine_path or "").read_bytes() == data, name
+    assert [p.name for p in (tmp_path / "outbox").iterdir()] == ["ERP_BANK_statement_20261205.csv"]
+    assert not list((tmp_path / "var" / "scratch").rglob("*.plain"))

@@ -38,6 +38,7 @@ from xchange.errors import (
 from xchange.journal import Journal, open_journal
 from xchange.lock import RunLock
 from xchange.log import configure_logging, register_secret
+from xchange.pgp import as_read as pgp_as_read
 from xchange.pgp import problems as pgp_problems
 from xchange.pipeline import CopyPipeline, Pipeline, make_pipeline
 from xchange.remote import openssh
@@ -697,12 +698,15 @@ def _convert(
     looks like mojibake, say) go to stderr."""
     pipeline = _pipeline(config, route)
     try:
-        with open(file, "rb") as stream:
+        with (
+            open(file, "rb") as stream,
+            pgp_as_read(config, config.route(route), stream, file.name) as (reading, named),
+        ):
             conversion = convert_file(
                 pipeline,
                 config.route(route),
-                stream,
-                file.name,
+                reading,
+                named,
                 datetime.now(UTC).astimezone(),
                 Sink(folder),
             )

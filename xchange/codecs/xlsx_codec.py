@@ -56,6 +56,12 @@ _MiB = 1 << 20
 #: The most cells ``merged = "fill"`` gives a value (a range over the whole sheet is a
 #: bomb of its own).
 MAX_FILLED = 1_000_000
+#: Excel's last column (XFD): a sheet has no column beyond it.
+MAX_COLUMN = 16384
+#: Excel's last row, and the most characters (UTF-16 units) a cell holds: past them Excel
+#: "repairs" the workbook (cuts the text, drops the rows), so an import reads other data.
+MAX_ROW = 1_048_576
+MAX_CELL_TEXT = 32_767
 
 
 def column_index(letters: str) -> int:
@@ -501,15 +507,22 @@ def open_workbook(stream: BinaryIO, origin: str, opts: XlsxOptions) -> Workbook:
     for kind, target, _ in rels.values():
         part = _target(book, target)
         if kind.endswith("/sharedStrings") and part in names:
-            strings = _shared_strings(package, part)
+            strings = _shared_strings(package, part, opts.max_strings)
         elif kind.endswith("/styles") and part in names:
             styles = _styles(package, part)
     return Workbook(package, sheet_part, name, epoch1904, strings, styles)
 
 
-def _shared_strings(package: Package, part: str) -> list[str]:
+def _shared_strings(package: Package, part: str, most: int) -> list[str]:
+    """The shared strings, refused past ``most`` (counted as they come: a table of
+    millions of tiny strings packs small, and would all be held in memory)."""
     strings: list[str] = []
     for si in package.elements(part, SI):
+        if len(strings) == most:
+            raise DecodeError(
+                f"{package.origin}: {part} holds more than {most} shared strings; "
+                f"max_strings is {most} (raise xlsx.max_strings for a sheet this large)"
+            )
         t = si.find(T)
         if t is not None:
             strings.append(t.text or "")
@@ -808,12 +821,14 @@ class XlsxCodec:
                         )
                         continue
                 if kind == "s":
-                    try:
-                        text: str | None = strings[int(stored or "")]
-                    except (ValueError, IndexError):
+                    # (digits only: int() would take "-1", the last string, or "١")
+                    if not (stored and stored.isascii() and stored.isdigit()) or int(stored) >= len(
+                        strings
+                    ):
                         raise DecodeError(
                             f"{origin}: cell {ref}: shared string {stored!r} does not exist"
-                        ) from None
+                        )
+                    text: str | None = strings[int(stored)]
                 elif kind == "inlineStr":
                     text = (
                         None
@@ -866,6 +881,11 @@ class XlsxCodec:
                 if (number, position) in tops:
                     pending[(number, position)] = text
                 if text is not None and text != "":
+                    if position in cells:
+                        raise DecodeError(
+                            f"{origin}: row {number}: cell {ref} is in the sheet twice with "
+                            "a value (which one Excel would show is not known): refused"
+                        )
                     cells[position] = text
             row.clear()
             for fill_column, top in filled.get(number, ()):
@@ -889,7 +909,9 @@ def _hidden_columns(package: Package, part: str) -> set[int]:
             lo = re.search(rb'\bmin=["\'](\d+)', attrs)
             hi = re.search(rb'\bmax=["\'](\d+)', attrs)
             if lo and hi:
-                hidden.update(range(int(lo.group(1)), int(hi.group(1)) + 1))
+                # (clamped: a hostile max="300000000" would fill memory with columns)
+                first, last = int(lo.group(1)), min(int(hi.group(1)), MAX_COLUMN)
+                hidden.update(range(max(first, 1), last + 1))
     return hidden
 
 
@@ -925,6 +947,11 @@ class Template:
         number = self.first_row
         count = 0
         for doc in docs:
+            if number > MAX_ROW:
+                raise MappingError(
+                    f"{origin}: more than {MAX_ROW - self.first_row + 1} rows from row "
+                    f"{self.first_row}: a sheet ends at row {MAX_ROW}"
+                )
             cells: list[str] = []
             for letter, spec, style in self.columns:
                 ref = f"{letter}{number}"
@@ -939,6 +966,13 @@ class Template:
                     raise MappingError(
                         f"{origin}: row {number}, {spec.key}: a control character cannot be "
                         "written in a workbook"
+                    )
+                if len(text) > MAX_CELL_TEXT // 2 and len(text.encode("utf-16-le")) // 2 > (
+                    MAX_CELL_TEXT
+                ):
+                    raise MappingError(
+                        f"{origin}: row {number}, {spec.key}: {len(text)} characters; an Excel "
+                        f"cell holds at most {MAX_CELL_TEXT} (Excel would cut it)"
                     )
                 if spec.type in ("integer", "decimal") and _NUMBER_TEXT.fullmatch(text):
                     cells.append(f'<c r="{ref}"{s}><v>{text}</v></c>')
