@@ -174,3 +174,21 @@ def test_rows_past_excels_last_row_are_refused() -> None:
     codec_for(late).write(docs[:2], late, "out.xlsx", io.BytesIO())
     with pytest.raises(MappingError, match="a sheet ends at row 1048576"):
         codec_for(late).write(docs, late, "out.xlsx", io.BytesIO())
+
+
+def test_a_lone_surrogate_is_refused_with_its_row_and_field_not_an_internal_error() -> None:
+    """JSON's ``"\\ud800"`` reads as a lone surrogate, which no XML can hold: the file is
+    refused (and quarantined) naming where, instead of failing at every look."""
+    lay = load_layout(FORMATS, "kingdee-sale-order-import")
+    values: dict[str, object] = {spec.name: "x" for spec in lay.fields if spec.type == "string"}
+    values.update(
+        FDate=date(2026, 11, 21),
+        FDeliveryDate=date(2026, 11, 21),
+        FQty=1,
+        FTaxPrice=Decimal("1.00"),
+        FAllAmount=Decimal("1.00"),
+        FEntryTaxRate=Decimal("13.00"),
+        FNote="\ud800 note",
+    )
+    with pytest.raises(MappingError, match=r"row \d+, FNote: .*lone surrogate"):
+        codec_for(lay).write([Document("x", values, [])], lay, "out.xlsx", io.BytesIO())

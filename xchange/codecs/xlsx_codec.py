@@ -921,7 +921,9 @@ _ROW_XML = re.compile(rb'<row\b[^>]*?\br="(\d+)"[^>]*?(?:/>|>.*?</row>)', re.S)
 _CELL_XML = re.compile(rb'<c\b[^>]*?\br="([A-Z]+)\d+"[^>]*?(?:/>|>.*?</c>)', re.S)
 _STYLE = re.compile(rb'\bs="(\d+)"')
 _NUMBER_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
-_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+#: What XML 1.0 cannot hold: control characters, U+FFFE/U+FFFF and lone surrogates (a
+#: JSON ``"\ud800"`` reads as one).
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def _escape(text: str) -> str:
@@ -964,8 +966,8 @@ class Template:
                     continue
                 if _XML_BAD.search(text):
                     raise MappingError(
-                        f"{origin}: row {number}, {spec.key}: a control character cannot be "
-                        "written in a workbook"
+                        f"{origin}: row {number}, {spec.key}: a control character or a lone "
+                        "surrogate cannot be written in a workbook"
                     )
                 if len(text) > MAX_CELL_TEXT // 2 and len(text.encode("utf-16-le")) // 2 > (
                     MAX_CELL_TEXT
