@@ -332,6 +332,11 @@ def _check_layout(stream: BinaryIO, archive: zipfile.ZipFile) -> None:
     next (local headers are what streaming unzippers believe), or whose entries share
     their compressed data (an overlapping bomb), is refused."""
     infos = sorted(archive.infolist(), key=lambda i: i.header_offset)
+    if infos and infos[0].header_offset != 0:
+        raise ArchiveRefused(
+            f"{infos[0].header_offset} bytes before the first entry: data the central "
+            "directory does not list (a hidden entry, or a self-extracting program)"
+        )
     for i, info in enumerate(infos):
         name = info.filename
         stream.seek(info.header_offset)
@@ -349,6 +354,16 @@ def _check_layout(stream: BinaryIO, archive: zipfile.ZipFile) -> None:
             raise ArchiveRefused(
                 f"entry {name!r} runs into the next entry or the central directory (its "
                 "sizes lie, or entries share their data: an overlapping zip bomb?)"
+            )
+        # Between one entry's data and the next header: its data descriptor, nothing else
+        # (a local entry the central directory does not list is read by streaming tools).
+        gap = limit - (start + info.compress_size)
+        if gap not in ((12, 16, 20, 24) if flags & 0x08 else (0,)) and not (
+            flags & 0x08 and gap == 0
+        ):
+            raise ArchiveRefused(
+                f"entry {name!r} is followed by {gap} bytes the central directory does not "
+                "list (a hidden entry?): tools would read different files"
             )
         # (the UTF-8 flag too: a name's bytes read in another encoding are another name)
         local: tuple[int, ...] = (flags & 0x800, method, crc, packed, size)

@@ -406,3 +406,49 @@ def test_a_zip_with_data_descriptors_is_taken() -> None:
     data = bytes(out.data)
     assert int.from_bytes(data[6:8], "little") & 0x08  # data descriptors indeed
     assert taken(data) == {"a.csv": CSV, "b.csv": CSV * 3}
+
+
+def _stored_zip(
+    entries: list[tuple[bytes, bytes]], listed: set[bytes], prefix: bytes = b""
+) -> bytes:
+    """A zip of stored entries, written by hand: its central directory lists only the
+    names in ``listed`` (the others are local entries no directory names)."""
+    import struct
+    import zlib
+
+    out = bytearray(prefix)
+    central = bytearray()
+    for name, data in entries:
+        offset = len(out)
+        crc = zlib.crc32(data)
+        out += struct.pack(
+            "<IHHHHHIIIHH", 0x04034B50, 20, 0, 0, 0, 0x21, crc, len(data), len(data), len(name), 0
+        )
+        out += name + data
+        if name in listed:
+            central += struct.pack(
+                "<IHHHHHHIIIHHHHHII",
+                0x02014B50, 20, 20, 0, 0, 0, 0x21, crc, len(data), len(data), len(name),
+                0, 0, 0, 0, 0, offset,
+            ) + name  # fmt: skip
+    start = len(out)
+    out += central
+    count = len(listed)
+    out += struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, len(central), start, 0)
+    return bytes(out)
+
+
+def test_a_local_entry_the_central_directory_hides_is_refused() -> None:
+    """Streaming unzippers read local headers; xchange reads the central directory: an
+    entry only one of them sees would be delivered by one tool and not the other."""
+    entries = [(b"a.csv", CSV), (b"hidden.csv", b"evil\n"), (b"b.csv", CSV)]
+    reason = refused(_stored_zip(entries, {b"a.csv", b"b.csv"}))
+    assert "followed by" in reason and "the central directory does not list" in reason
+    # The same entries, all listed, are taken.
+    assert set(taken(_stored_zip(entries[::2], {b"a.csv", b"b.csv"}))) == {"a.csv", "b.csv"}
+
+
+def test_data_before_the_first_entry_is_refused() -> None:
+    hidden = _stored_zip([(b"x.csv", CSV)], set())[:-22]  # a local entry, no directory
+    reason = refused(_stored_zip([(b"a.csv", CSV)], {b"a.csv"}, prefix=hidden))
+    assert "bytes before the first entry" in reason
