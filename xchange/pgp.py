@@ -762,9 +762,11 @@ class Pgp:
         for out in outputs:
             name = sealed_name(spec.name, out.name)
             check_plain_name(name)
-            kept = folder / f"{out.sha256}-{how}"
+            # Keyed by the name too: gpg records it in the message (--set-filename).
+            named = hashlib.sha256(out.name.encode()).hexdigest()[:12]
+            kept = folder / f"{out.sha256}-{named}-{how}"
             if not kept.is_file():
-                part = folder / f"{out.sha256}-{how}.part"
+                part = folder / f"{out.sha256}-{named}-{how}.part"
                 part.unlink(missing_ok=True)
                 source = out.path
                 if source is None:
@@ -775,7 +777,11 @@ class Pgp:
                 finally:
                     if out.path is None:
                         source.unlink(missing_ok=True)
+                # Durable before it is kept: a delivery resumed after a power cut sends
+                # these very bytes (encrypting again would give others).
+                _sync(part)
                 os.replace(part, kept)
+                _sync(folder)
             sha, size = hashlib.sha256(), 0
             with open(kept, "rb") as fh:
                 while chunk := fh.read(1 << 20):
@@ -797,6 +803,15 @@ class Pgp:
         """Stop gpg's agent (when one was started)."""
         if self.gpg is not None:
             self.gpg.close()
+
+
+def _sync(path: Path) -> None:
+    """fsync a file, or a folder (its entries)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
