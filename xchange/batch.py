@@ -39,6 +39,7 @@ from pathlib import Path
 import structlog
 
 from xchange.after import AfterPlan, announcement, note_failed
+from xchange.claims import Claimed
 from xchange.config import RouteConfig
 from xchange.delivery import already_there, looks_first, output_record, verified, verify_of
 from xchange.errors import FormatError, RemoteError, RemoteNotFound, UnsafeName, XchangeError
@@ -57,7 +58,7 @@ from xchange.results import (
 )
 from xchange.retry import call_with_retry
 from xchange.sink import Output, Sink
-from xchange.transfer import Claimed, Transfer, log_result
+from xchange.transfer import Transfer, log_result
 
 log = structlog.get_logger(__name__)
 

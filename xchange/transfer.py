@@ -35,6 +35,7 @@ import structlog
 from xchange import progress
 from xchange.after import After
 from xchange.archives import bundled, is_entry
+from xchange.claims import Claimed
 from xchange.config import AppConfig, RouteConfig
 from xchange.delivery import Delivery
 from xchange.errors import (
@@ -133,24 +134,6 @@ class InHand:
         )
         result.take(verdict)
         return result
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """A file claimed in the journal, as each step of its delivery takes it (and returns
-    a :class:`Verdict`): its route and record, its bytes on this machine (``path``, and
-    the open ``stream`` they were hashed from, if any), its name, and the drop folder it
-    is still in (``source``, ``info``; None when it is taken from a kept copy), and what
-    its partner's manifest says of it (``listed``; None: no manifest, or a kept copy)."""
-
-    route: RouteConfig
-    record: FileRecord
-    path: Path
-    name: str
-    source: Remote | None = None
-    info: FileInfo | None = None
-    stream: BinaryIO | None = None
-    listed: Entry | None = None
 
 
 def fingerprint(fh: BinaryIO) -> tuple[int, str]:

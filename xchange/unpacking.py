@@ -15,22 +15,48 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
 from xchange.archives import Member, entry_path, reads_workbooks, unpack
-from xchange.errors import ArchiveRefused
+from xchange.claims import Claimed
+from xchange.errors import ArchiveRefused, XchangeError
 from xchange.journal import DONE_STATES, FileKey, State
 from xchange.results import DELIVERED, DUPLICATE, QUARANTINED, RETRY_LATER, SKIPPED, Verdict
 from xchange.retry import next_try
 from xchange.sink import staging_folder
 
 if TYPE_CHECKING:
-    from xchange.transfer import Claimed, Transfer
+    from xchange.after import After
+    from xchange.journal import Journal
+    from xchange.pipeline import CopyPipeline, Pipeline
 
 log = structlog.get_logger(__name__)
+
+
+class Transfer(Protocol):
+    """What taking an archive's entries asks of the one file's life
+    (:class:`xchange.transfer.Transfer`): each entry goes through it as a file."""
+
+    journal: Journal
+    after: After
+    pipelines: dict[str, Pipeline | CopyPipeline]
+    scratch: Path
+
+    def now(self) -> datetime: ...
+
+    def convert_and_deliver(self, file: Claimed, *, force: bool = False) -> Verdict: ...
+
+    def one_at_a_time(self, route: str, sha: str) -> AbstractContextManager[bool]: ...
+
+    def quarantine_file(
+        self, file: Claimed, exc: XchangeError, *, note: str | None = None
+    ) -> Verdict: ...
 
 
 @dataclass(frozen=True, slots=True)
