@@ -147,7 +147,7 @@ def big_stock_count(path: Path, lines: int) -> None:
         fh.write("</Lines></StockCount>\n")
 
 
-def stock_count_exchange(exchange: Exchange) -> Path:
+def stock_count_exchange(exchange: Exchange, lines: int = 40_000) -> Path:
     """A route that turns one large stock count into one large CSV."""
     exchange.write_config(ready="settle = 0")
     text = exchange.config.read_text()
@@ -166,7 +166,7 @@ def stock_count_exchange(exchange: Exchange) -> Path:
         )
     )
     source = exchange.root / "stockcount_big.xml"
-    big_stock_count(source, 40_000)
+    big_stock_count(source, lines)
     return source
 
 
@@ -177,9 +177,10 @@ def signal_with_work_in_hand(exchange: Exchange, source: Path, signals: int) -> 
     with daemon(exchange) as proc:
         os.replace(source, exchange.inbox / source.name)
         wait_for(lambda: staging.exists() and any(staging.iterdir()), what="work in hand")
+        log = exchange.root / "daemon.log"
         for n in range(signals):
-            if n:
-                time.sleep(0.2)
+            if n:  # once the first has been taken (said), while the file is still in hand
+                wait_for(lambda: '"event": "run.stopping"' in log.read_text(), timeout=30)
             proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
     return proc.returncode
@@ -207,13 +208,14 @@ def test_sigterm_during_a_delivery_finishes_it_and_exits_0(exchange: Exchange) -
 
 def test_a_second_signal_exits_at_once_leaving_no_partial_file(exchange: Exchange) -> None:
     """Two signals: out at once, nothing under a final name; the next start delivers it."""
-    source = stock_count_exchange(exchange)
+    # (big enough that the file is still in hand when the second signal comes)
+    source = stock_count_exchange(exchange, lines=200_000)
     assert signal_with_work_in_hand(exchange, source, 2) == 128 + signal.SIGTERM
     assert outputs(exchange.outbox) == {}
     with daemon(exchange):
         wait_for(lambda: len(outputs(exchange.outbox)) == 1, timeout=120, what="redelivery")
     (out,) = exchange.outbox.iterdir()
-    assert out.read_bytes().count(b"\r\n") == 40_001
+    assert out.read_bytes().count(b"\r\n") == 200_001
 
 
 def test_two_routes_reading_one_file_both_deliver_before_it_is_archived(
