@@ -12,6 +12,7 @@ the quarantine, the source or the target.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import io
 import tempfile
@@ -19,9 +20,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xchange.archives import convert_file, is_entry
 from xchange.config import AppConfig
 from xchange.errors import UsageError, XchangeError
 from xchange.journal import FileRecord, Journal, State
+from xchange.pgp import as_read
 from xchange.pipeline import make_pipeline
 from xchange.remote import open_remote
 from xchange.sink import Sink
@@ -80,12 +83,23 @@ def preview(config: AppConfig, journal: Journal, record: FileRecord, *, force: b
                 def skip(key: str) -> bool:
                     return bool(journal.keys.delivered(route.name, [key], except_file=record.id))
 
-            with _copy(config, record, Path(scratch)) as path, open(path, "rb") as fh:
+            when = record.created_at.astimezone()
+            entry = is_entry(record.path)  # (kept as unpacked: no decryption, no archive)
+            with (
+                _copy(config, record, Path(scratch)) as path,
+                open(path, "rb") as fh,
+                # As a run reads it: decrypted where the route's files come encrypted.
+                contextlib.nullcontext((fh, record.path))
+                if entry
+                else as_read(config, route, fh, record.path) as (reading, named),
+            ):
                 out = Path(scratch) / "out"
                 out.mkdir()
-                conversion = pipeline.convert_stream(
-                    fh, record.path, record.created_at.astimezone(), Sink(out), skip=skip
-                )
+                if route.source.unpack is not None and not entry:
+                    # An archive: its entries, as a run takes them.
+                    conversion = convert_file(pipeline, route, reading, named, when, Sink(out))
+                else:
+                    conversion = pipeline.convert_stream(reading, named, when, Sink(out), skip=skip)
             seen.outputs = [o.name for o in conversion.outputs]
             seen.skipped_keys = list(conversion.skipped)
             # The earlier output of each name this file delivered on the route's target.

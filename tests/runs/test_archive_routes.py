@@ -258,6 +258,25 @@ def test_a_refused_archive_taken_again_from_quarantine_is_unpacked(zips: Exchang
     assert delivered(zips.outbox) == EXPECTED
 
 
+def test_a_dry_run_of_a_refused_archive_unpacks_it_as_a_retry_would(zips: Exchange) -> None:
+    """``quarantine retry --dry-run`` of an archive refused whole (its limit raised since)
+    unpacks it as the retry will, and names each output its entries would deliver."""
+    text = zips.config.read_text(encoding="utf-8")
+    small = text.replace('names = "gbk" }', 'names = "gbk", max_total = 100 }')
+    zips.config.write_text(small, encoding="utf-8")
+    shutil.copy(SAMPLE, zips.inbox)
+    assert run_once(zips.config).returncode == 1
+    zips.config.write_text(text, encoding="utf-8")
+    dry = CliRunner().invoke(
+        main, ["quarantine", "retry", "1", "--dry-run", "--config", str(zips.config)]
+    )
+    assert dry.exit_code == 0, dry.output
+    (said,) = [line for line in dry.output.splitlines() if ": would deliver " in line]
+    assert sorted(said.split(": would deliver ")[1].split(", ")) == sorted(EXPECTED)
+    assert "(dry run: 1 would be delivered, 0 would stay;" in dry.output
+    assert not zips.outbox.exists() or delivered(zips.outbox) == {}
+
+
 def test_a_dry_run_names_what_an_archive_would_deliver(zips: Exchange) -> None:
     archive_route(zips.config, unpack=None, archive='{ name = "WMS_{source_stem}.zip" }')
     shutil.copy(SAMPLE, zips.inbox)

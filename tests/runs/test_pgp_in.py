@@ -353,3 +353,23 @@ def test_a_compression_bomb_and_two_plaintexts_are_refused_with_their_reason(
         assert Path(record.quarantine_path or "").read_bytes() == data, name
     assert [p.name for p in (tmp_path / "outbox").iterdir()] == ["ERP_BANK_statement_20261205.csv"]
     assert not list((tmp_path / "var" / "scratch").rglob("*.plain"))
+
+
+def test_a_dry_run_of_sending_again_reads_the_file_decrypted_as_a_run_does(
+    tmp_path: Path, parties: Parties
+) -> None:
+    """``reprocess --dry-run`` converts the kept copy the way the route takes it: the
+    bytes received are decrypted and checked first, so a statement delivered before
+    shows the same outputs, not a decoding error on the ciphertext."""
+    config = exchange(tmp_path, parties)
+    sealed = parties.bank.encrypt(SAMPLE.read_bytes(), [parties.us])
+    (tmp_path / "inbox" / "statement_20261205.csv.pgp").write_bytes(sealed)
+    assert run_once(config).exit_code == 0
+    (record,) = records(config).values()
+    dry = CliRunner().invoke(
+        main,
+        ["reprocess", str(record.id), "--force", "--dry-run", "--config", str(config)],
+    )
+    assert dry.exit_code == 0, dry.output
+    (name,) = [p.name for p in EXPECTED.iterdir()]
+    assert f"  {name}: the same bytes as delivered before" in dry.output, dry.output
