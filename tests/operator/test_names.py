@@ -42,9 +42,13 @@ def test_unknown_template_field_is_named() -> None:
 def test_subfolders_stay_inside_their_root() -> None:
     """Archive folders cannot climb out of the endpoint folder."""
     assert safe_subfolder("archive/2026") == "archive/2026"
-    for bad in ("../x", "/abs", "a/../../x"):
+    for bad in ("../x", "/abs", "a/../../x", "..", "a\\..\\..\\x", "x\x00"):
         with pytest.raises(UnsafeName):
             safe_subfolder(bad)
+    # A name that starts with two dots is a name inside the folder (a hidden name made
+    # from a hidden one: ".a.tmp" set aside becomes "..a.tmp.<token>.xchange-del").
+    assert safe_subfolder("..a.tmp.1f2e.xchange-del") == "..a.tmp.1f2e.xchange-del"
+    assert safe_subfolder("sub/..x") == "sub/..x"
 
 
 def test_temporary_names_are_hidden_and_deterministic() -> None:

@@ -379,7 +379,8 @@ def temp_name_for(name: str, token: str) -> str:
 def safe_subfolder(folder: str) -> str:
     """A relative sub-folder path that stays inside its endpoint folder."""
     norm = posixpath.normpath(folder.replace("\\", "/"))
-    if norm.startswith(("/", "..")) or norm == ".." or "\x00" in norm:
+    # (after normpath a ".." can only lead; "..name" is a name like any other)
+    if norm.startswith("/") or norm.split("/", 1)[0] == ".." or "\x00" in norm:
         from xchange.errors import UnsafeName
 
         raise UnsafeName(f"folder {folder!r} would leave the endpoint folder")
