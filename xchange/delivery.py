@@ -257,6 +257,26 @@ class Delivery:
             checkpoint("after-output")
         return rest
 
+    def abandon(
+        self, route: RouteConfig, target: Remote, record: FileRecord, outputs: list[Output]
+    ) -> None:
+        """A file given up on: the temporary files its cut uploads kept on the target for
+        a resume are removed, or named in the log when the target cannot be reached
+        (nothing is left under a hidden name without a word)."""
+        temps = [temp_name_for(o.name, self.temp_token(record, o)) for o in outputs]
+        try:
+            errors = target.remove_many(temps)
+        except RemoteError as exc:
+            errors = [exc] * len(temps)
+        left = [(t, e) for t, e in zip(temps, errors, strict=True) if e is not None]
+        if left:
+            log.warning(
+                "file.partials_left",
+                target=route.target.endpoint,
+                files=[t for t, _ in left],
+                reason=f"given up on; its partial uploads could not be removed: {left[0][1]}",
+            )
+
     def deliver_one(
         self,
         route: RouteConfig,

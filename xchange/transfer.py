@@ -670,6 +670,7 @@ class Transfer:
                 note=f"{note}; {read.filtered}" if read.filtered else note,
                 encoding=conversion.encoding,
             )
+            target: Remote | None = None
             try:
                 target = self.sessions.remote(route.target.endpoint)
                 if manifest is not None:
@@ -683,7 +684,11 @@ class Transfer:
             except TargetExists as exc:
                 return self._conversion(read, self.quarantine_file(file, exc))
             except RemoteError as exc:
-                return self._conversion(read, self.failed_delivery(file, exc))
+                failed = self.failed_delivery(file, exc)
+                if failed.outcome == QUARANTINED and target is not None:
+                    # Given up on: what a cut upload kept for a resume goes too.
+                    self.delivery.abandon(route, target, record, outputs)
+                return self._conversion(read, failed)
         if conversion.keys:
             self.journal.keys.record(route.name, record.id, conversion.keys)
         if conversion.skipped:

@@ -96,3 +96,27 @@ def test_a_big_pickup_cut_three_times_resumes_at_each_next_run(
     assert (exchange.outbox / "big.bin").read_bytes() == payload
     assert os.listdir(folder) == []  # taken: deleted after delivery
     assert os.listdir(exchange.journal.parent / "scratch" / "downloads") == []
+
+
+def test_a_big_delivery_given_up_on_leaves_no_partial_behind(
+    exchange: Exchange, sshd: SshServer, proxy: FaultProxy
+) -> None:
+    """Cut at every try until the route gives up: the file is quarantined, and the partial
+    upload kept for a resume is removed from the target with its record (a hidden file of
+    40 MB would otherwise stay there for good, unsaid)."""
+    folder = configure(exchange, sshd, proxy)
+    text = exchange.config.read_text()
+    exchange.config.write_text(
+        text.replace(
+            "attempts = 6, initial = 0.01, maximum = 0.05, later = 0",
+            "attempts = 2, initial = 0.01, maximum = 0.05, later = 0, give_up_after = 1",
+        )
+    )
+    (exchange.inbox / "big.bin").write_bytes(os.urandom(SIZE))
+    proxy.mode, proxy.limit, proxy.cuts = "drop_after", EVERY, -1
+    result = run(exchange)
+    assert "1 quarantined" in result.output, result.output
+    assert proxy.cut >= 2
+    assert os.listdir(folder) == [], os.listdir(folder)
+    partials = exchange.journal.parent / "scratch" / "partials"
+    assert not partials.exists() or os.listdir(partials) == []

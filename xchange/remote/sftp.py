@@ -987,7 +987,15 @@ class SFTPRemote:
         if not names:
             return []
         batch = PipelinedRemoves(self._bare_place(), self._channel(self._client()), names, expect)
-        return self._pipelined(batch, f"remove {len(names)} files")
+        done: builtins.list[RemoteError | None] = self._pipelined(
+            batch, f"remove {len(names)} files"
+        )
+        for name, error in zip(names, done, strict=True):
+            # A partial an upload cut left, removed: nothing to resume any more.
+            kept = self.partials.load(self.label, self._path(name)) if error is None else None
+            if kept is not None:
+                self.partials.drop(kept)
+        return done
 
     def _free_space(self, folder: str) -> int | None:
         if self._sftp is None or not self._alive():
