@@ -30,7 +30,6 @@ import fnmatch
 import gzip
 import hashlib
 import io
-import re
 import stat
 import struct
 import tarfile
@@ -63,7 +62,6 @@ RATIO_FLOOR = 1 << 20
 _CHUNK = 1 << 20
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _GZIP_MAGIC = b"\x1f\x8b"
-_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 class _Readable(Protocol):
@@ -164,6 +162,8 @@ def unpack(
             "Chinese Windows)"
         ) from None
     except (NotImplementedError, RuntimeError, ValueError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # this machine's fault (a full disk, an I/O error): the archive waits
         raise ArchiveRefused(f"cannot be unpacked: {exc}") from None
     members: list[Member] = []
     ignored: list[str] = []
@@ -246,8 +246,7 @@ def checked_name(name: str) -> str:
         not name
         or name.startswith("/")
         or "\\" in name
-        or _DRIVE.match(name)
-        or ":" in name
+        or ":" in name  # (a drive letter too)
         or any(ord(c) < 32 or ord(c) == 127 for c in name)
     ):
         raise ArchiveRefused(f"entry {name!r} would leave its folder (unsafe name)")
@@ -358,9 +357,7 @@ def _check_layout(stream: BinaryIO, archive: zipfile.ZipFile) -> None:
         # Between one entry's data and the next header: its data descriptor, nothing else
         # (a local entry the central directory does not list is read by streaming tools).
         gap = limit - (start + info.compress_size)
-        if gap not in ((12, 16, 20, 24) if flags & 0x08 else (0,)) and not (
-            flags & 0x08 and gap == 0
-        ):
+        if gap not in ((0, 12, 16, 20, 24) if flags & 0x08 else (0,)):
             raise ArchiveRefused(
                 f"entry {name!r} is followed by {gap} bytes the central directory does not "
                 "list (a hidden entry?): tools would read different files"
@@ -516,6 +513,10 @@ def zipped(
             )
             count += 1
         start = out.tell()
+        if start >= 0xFFFFFFFF or count > 0xFFFF:
+            raise MappingError(
+                f"{count} outputs, {start:,} bytes zipped: more than a zip holds without ZIP64"
+            )
         out.write(bytes(central))
         out.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, len(central), start, 0))
         out.seek(0)

@@ -172,7 +172,10 @@ def _finish(
         summary += f"; left out (unpack.ignore): {', '.join(ignored)}"
     waiting = [r for r in results if r.verdict.outcome in (RETRY_LATER, SKIPPED)]
     if waiting:
-        first = waiting[0].verdict
+        # (a target's trouble decides: the archive then waits its retry delay)
+        first = next(
+            (r.verdict for r in waiting if r.verdict.outcome == RETRY_LATER), waiting[0].verdict
+        )
         reason = (
             f"{len(waiting)} of {len(results)} entries not done ({first.error}); "
             f"the archive waits in its folder ({summary or 'none done'})"

@@ -132,6 +132,27 @@ def test_a_zip_bomb_is_refused_by_its_total() -> None:
     assert "max_total" in refused(data, max_total=4000)
 
 
+def test_gzip_and_tar_gz_bombs_are_refused_by_the_bytes_that_come_out() -> None:
+    """gzip and tar.gz declare no sizes to check first: what comes out is counted."""
+    bomb = gzip_bytes(b"0" * (8 << 20))
+    assert len(bomb) < 20_000
+    assert "max_ratio" in refused(bomb, name="a.csv.gz", kind="gzip")
+    both = tar_gz_bytes([("a.csv", b"1" * 3000), ("b.csv", b"2" * 3000)])
+    assert "max_total" in refused(both, name="shop.tar.gz", kind="tar.gz", max_total=4000)
+
+
+def test_a_fault_of_this_machine_while_unpacking_is_no_verdict_on_the_archive(
+    tmp_path: Path,
+) -> None:
+    """Entries that cannot be written here (the scratch folder unusable: a full disk, an
+    I/O error) raise the machine's error: the archive waits, it is not refused."""
+    (tmp_path / "not-a-folder").write_bytes(b"")
+    data = zip_bytes([("a.csv", CSV)])
+    with pytest.raises(OSError) as info:
+        unpack(io.BytesIO(data), "shop.zip", spec(), tmp_path / "not-a-folder" / "in")
+    assert not isinstance(info.value, ArchiveRefused) and info.value.errno is not None
+
+
 def test_declared_sizes_that_lie_do_not_let_a_bomb_through() -> None:
     """The central directory says 10 bytes; its local header says otherwise, what comes
     out is counted, and the CRC of the 10 bytes read does not match: refused either way."""
