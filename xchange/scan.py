@@ -389,7 +389,10 @@ class Scanner:
                 if r.path == entry.name
             ][:1]
         for record in candidates:
-            if record.path != entry.name or record.endpoint != route.source.endpoint:
+            # (by checksum, the content is what counts: the same bytes taken before under
+            # another name make this file a duplicate, done with as well)
+            named = entry.sha256 is not None or record.path == entry.name
+            if not named or record.endpoint != route.source.endpoint:
                 continue
             if record.state not in JUDGED:
                 continue

@@ -244,6 +244,26 @@ def test_a_listed_file_is_taken_an_unlisted_one_waits_and_the_manifest_is_archiv
 
 
 @pytest.mark.sftp
+def test_a_listed_file_that_repeats_content_taken_before_lets_its_manifest_go(
+    exchange: Exchange, sshd: SshServer
+) -> None:
+    """A manifest listing, by its sha256, content delivered before under another name (the
+    file already taken and gone, say its manifest could not be archived then): that
+    content is done with on the route, so the manifest is not kept waiting for good."""
+    drop = partner_drop(exchange, sshd, "partner-again")
+    sample = (SAMPLES / "shop-orders" / "in" / SAMPLE).read_bytes()
+    (drop / SAMPLE).write_bytes(sample)
+    (drop / "batch1.manifest.json").write_bytes(listing({SAMPLE: sample}))
+    assert "1 delivered" in run(exchange).output
+    (drop / "batch2.manifest.json").write_bytes(listing({"orders_again.csv": sample}))
+    result = run(exchange)
+    assert result.exit_code == 0, result.output
+    assert visible(exchange.outbox) == EXPECTED
+    assert sorted(os.listdir(drop)) == ["archive"], held(exchange)
+    assert "batch2.manifest.json" in os.listdir(drop / "archive")
+
+
+@pytest.mark.sftp
 @pytest.mark.parametrize("figure", ["size", "sha256", "documents"])
 def test_a_file_that_differs_from_its_manifest_is_quarantined_with_both_figures(
     exchange: Exchange, sshd: SshServer, figure: str

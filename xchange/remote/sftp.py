@@ -211,24 +211,36 @@ class SFTPRemote:
                     # A server that refuses a second channel, or answers it wrongly,
                     # offers nothing xchange may rely on: none of its extensions is used
                     # (said once), and the session goes on without them.
+                    # A refusal (the channel refused, a wrong answer) is the server's
+                    # word, kept; a passing fault (a timeout, a lost connection) leaves
+                    # the question for the next session.
                     hi = None
+                    answered = True
                     try:
                         hi = transport.open_session(timeout=cfg.timeouts.operation)
                         hi.settimeout(cfg.timeouts.operation)
                         hi.invoke_subsystem("sftp")
                         self.traits.extensions = hello(hi)
                     except (paramiko.SSHException, EOFError, ValueError, OSError) as exc:
+                        answered = isinstance(exc, (paramiko.ChannelException, ValueError)) or (
+                            isinstance(exc, paramiko.SSHException)
+                            and transport.is_active()
+                            and "timeout" not in str(exc).lower()
+                        )
                         self.traits.extensions = {}
                         log.warning(
                             "remote.hello_failed",
                             endpoint=self.label,
                             reason=f"{type(exc).__name__}: {exc}",
-                            then="no server extension is used on this server",
+                            then="no server extension is used on this server"
+                            if answered
+                            else "no server extension is used by this session; asked again "
+                            "at the next",
                         )
                     finally:
                         if hi is not None:
                             hi.close()
-                    self.traits.hello = True
+                    self.traits.hello = answered
                 channel = sftp.get_channel()
                 if channel is not None:
                     channel.settimeout(cfg.timeouts.operation)
