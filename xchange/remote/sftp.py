@@ -406,7 +406,7 @@ class SFTPRemote:
     ) -> ReadFolder:
         """One folder's entries (pipelined READDIR); a failure to read it raises."""
         # (A listing needs none of the server's capabilities: none are learned for it.)
-        place = Place(self._where(), self.cfg.path)
+        place = self._bare_place()
         channel = self._channel(self._client())
         # As many requests at once as the folder's last listing had replies.
         start = self._folder_replies.get(folder, LIST_START)
@@ -448,7 +448,10 @@ class SFTPRemote:
         its partial and a record of it there; the next one of the same remote file
         resumes from it where it is proven to be that file's start (docs/resume.md)."""
         private_folder(scratch)
-        path = scratch / f"{posixpath.basename(name)}.download"
+        # Named for this endpoint's file: another endpoint's (or sub-folder's) file of
+        # the same name, taken at the same time, has a partial of its own.
+        which = hashlib.sha256(f"{self.label}\0{name}".encode()).hexdigest()[:16]
+        path = scratch / f"{which}-{posixpath.basename(name)}.download"
         # (A failure to look at the file leaves a partial of it as it is.)
         info = self.stat(name)
         kept = False
@@ -1003,8 +1006,10 @@ class SFTPRemote:
             batch, f"remove {len(names)} files"
         )
         for name, error in zip(names, done, strict=True):
-            # A partial an upload cut left, removed: nothing to resume any more.
-            kept = self.partials.load(self.label, self._path(name)) if error is None else None
+            # A partial an upload cut left (a temporary name), removed: nothing to resume.
+            if error is not None or not name.endswith(".xchange-part"):
+                continue
+            kept = self.partials.load(self.label, self._path(name))
             if kept is not None:
                 self.partials.drop(kept)
         return done

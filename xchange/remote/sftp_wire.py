@@ -130,8 +130,8 @@ class ServerTraits:
 class Place:
     """Where the files are: ``where`` names the endpoint in messages, ``root`` is its
     folder on the server; ``can`` what the server can do (its capabilities, read here
-    and nowhere guessed; None for a listing, which needs none of them and must not wait
-    for them to be learned)."""
+    and nowhere guessed; None for work that needs none of them and must not wait for
+    them to be learned: listing, reading, removing, hashing, asking the free space)."""
 
     where: str
     root: str
