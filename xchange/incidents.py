@@ -74,7 +74,7 @@ def cause_of(record: FileRecord) -> str:
         return f"{kind}: field {first.get('field')}: {first.get('rule')}: {first.get('message')}"
     text = (record.error_message or kind).splitlines()[0] if record.error_message else kind
     name = record.path.rsplit("/", 1)[-1]
-    for found in {record.path, name}:
+    for found in (record.path, name):  # (the whole path first: the same text each time)
         text = text.replace(found, "<file>")
     for pattern, replacement in _PLACES:
         text = pattern.sub(replacement, text)

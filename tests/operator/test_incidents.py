@@ -153,3 +153,30 @@ def test_a_resent_files_output_its_partner_collected_is_said_not_compared(
         "WMS_OUT_20261121_EC20261121002.xml: delivered before; its partner collected it: "
         "not compared"
     ) in dry.stdout
+
+
+def test_a_cause_id_is_the_same_in_every_process() -> None:
+    """``quarantine list --by-cause`` and ``quarantine retry --cause ID`` run as two
+    processes: the id must not depend on the interpreter's hash seed."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "from types import SimpleNamespace as S\n"
+        "from xchange.incidents import cause_of, cause_id\n"
+        "r = S(error_kind='format', quarantine_path=None, path='orders.zip!/in/a.csv',\n"
+        "      error_message='orders.zip!/in/a.csv: bad header in orders.zip!/in/a.csv')\n"
+        "print(cause_id(cause_of(r)))\n"
+    )
+    ids = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in range(1, 9)
+    }
+    assert len(ids) == 1, ids
