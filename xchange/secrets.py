@@ -50,10 +50,11 @@ def _private(path: Path) -> None:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
     if not stat.S_ISREG(info.st_mode):
         raise SecretExposed([f"{path}: not a file"])
-    if info.st_mode & stat.S_IROTH:
+    if info.st_mode & (stat.S_IROTH | stat.S_IWOTH):
+        may = "read" if info.st_mode & stat.S_IROTH else "change"
         raise SecretExposed(
             [
-                f"{path}: every user may read it (mode {stat.S_IMODE(info.st_mode):04o}): "
+                f"{path}: every user may {may} it (mode {stat.S_IMODE(info.st_mode):04o}): "
                 "chmod o-rwx it (0600, or 0640 for the service's group)"
             ]
         )

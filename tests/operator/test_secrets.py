@@ -75,6 +75,7 @@ def test_a_secret_from_a_file_or_a_systemd_credential(exchange: Exchange, tmp_pa
     ("sink", "mode", "said"),
     [
         ('type = "webhook"\nurl_file = "hook.txt"', 0o644, "every user may read it (mode 0644)"),
+        ('type = "webhook"\nurl_file = "hook.txt"', 0o602, "every user may change it (mode 0602)"),
         ('type = "webhook"\nurl_file = "hook.txt"\nurl_env = "X"', 0o600, "exactly one of url"),
     ],
 )
