@@ -996,6 +996,8 @@ class _Vector:
             value = self._eval(node.operand, expression)
             if isinstance(node.op, ast.Not):
                 return ~self._bool(value)
+            if not isinstance(node.op, ast.USub):
+                raise _GiveUp  # (+x, ~x: the row path says what they give)
             num = self._num(value)
             return _Num(-num.data, num.scale, num.null)
         if isinstance(node, ast.BoolOp):
