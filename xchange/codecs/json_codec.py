@@ -22,6 +22,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, BinaryIO
 
+import structlog
+
 from xchange.codecs import per_layout
 from xchange.codecs.text import (
     Encoder,
@@ -43,6 +45,8 @@ from xchange.layout import (
 )
 from xchange.mapping import Document, Record
 from xchange.report import Report
+
+log = structlog.get_logger(__name__)
 
 #: The largest single JSON value (one record) held in memory while streaming.
 MAX_VALUE = 64 * 1024 * 1024
@@ -1709,6 +1713,46 @@ def _compiled(
     code.line(f"return data, ({shown}{',' if names else ''})")
     body = code.lines
     code.lines = ["        try:", *["    " + text for text in body]]
-    code.lines += ["        except Exception:", "            return None"]
+    # A record the function cannot vouch for goes the general way; what the data can
+    # raise is expected, anything else is said once (the route then runs slower, as right).
+    expected = code.const(_EXPECTED)
+    said = code.const(_said_once(target.name))
+    code.lines += [
+        f"        except {expected}:",
+        "            return None",
+        "        except Exception as exc:",
+        f"            {said}(exc)",
+        "            return None",
+    ]
     made: RouteFunction = code.build()
     return made
+
+
+#: What a record's data can make the compiled function raise (a value of another type or
+#: shape, a broken rule, a value the target cannot hold).
+_EXPECTED = (
+    KeyError,
+    IndexError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    ArithmeticError,
+    MappingError,
+)
+
+
+def _said_once(route: str) -> Callable[[BaseException], None]:
+    said: list[bool] = []
+
+    def say(exc: BaseException) -> None:
+        if not said:
+            said.append(True)
+            log.warning(
+                "json.compiled_fallback",
+                layout=route,
+                error=f"{type(exc).__name__}: {exc}",
+                reason="the compiled reading failed unexpectedly; records go the general "
+                "way (same outputs, slower)",
+            )
+
+    return say
