@@ -393,8 +393,9 @@ class Daemon:
                 if only is None:
                     self._listed_at[name] = time.monotonic()
             result = self.runner.run_route_pinned(route, only=only)
-            if name not in self._watched and only is None:
-                self._listing_took[name] = time.monotonic() - self._listed_at[name]
+            if name not in self._watched and result.listed_in is not None:
+                # (the listing alone: not the deliveries the look went on to make)
+                self._listing_took[name] = result.listed_in
             try:
                 self.runner.journal.checkpoint()  # every CHECKPOINT_EVERY seconds at most
             except JournalError as exc:

@@ -132,6 +132,8 @@ class RouteResult:
     held: list[Observation] = field(default_factory=list)
     #: Seconds until a held file could be ready (the daemon looks again then).
     next_look: float | None = None
+    #: Seconds the source folder's listing took (None: no listing at this look).
+    listed_in: float | None = None
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for f in self.files if f.outcome == outcome)

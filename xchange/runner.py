@@ -179,6 +179,7 @@ class Runner:
                     result.files += self.healer.heal(route)
                 look = self.scanner.look(route, only)
                 result.error, result.error_kind = look.error, look.error_kind
+                result.listed_in = look.listed_in
                 result.files += [
                     self.transfer.finish_after(route, info, known) for info, known in look.delivered
                 ]

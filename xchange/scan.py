@@ -71,6 +71,8 @@ class Look:
     #: Every name the look kept from the folder: the route's files and their markers
     #: (every name on a route with partner manifests).
     names: set[str] = field(default_factory=set)
+    #: Seconds the folder's listing took (None: the look asked for names only).
+    listed_in: float | None = None
 
 
 class Scanner:
@@ -194,13 +196,16 @@ class Scanner:
         self._shared_said.discard(route.name)
         archive_top = route.after.folder.split("/", 1)[0] if route.after.action == "archive" else ""
         observed = self.journal.observations.held(route.name)
+        listed_in: float | None = None
         try:
             if only is None or route.source.manifest is not None:
+                began = time.monotonic()
                 listing = source.list(
                     recursive=route.source.recursive,
                     skip_dirs=tuple(d for d in (archive_top,) if d and "{" not in d),
                     keep=self._keep(route),
                 )
+                listed_in = time.monotonic() - began
                 log.debug("route.listed", entries=len(listing))
             else:
                 due = self._due_retries(route)
@@ -236,7 +241,7 @@ class Scanner:
             manifests = [f for f in listing if mine.wants(f.name)]
             taken = {f.name for f in manifests}
             wanted = [f for f in wanted if f.name not in taken]
-        look = Look(names=names)
+        look = Look(names=names, listed_in=listed_in)
         fresh = []
         for f, known in self._records(route, wanted):
             if isinstance(known, State):  # done with, and left in place

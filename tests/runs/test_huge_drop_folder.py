@@ -111,6 +111,9 @@ def test_new_files_are_taken_once_among_a_history_and_another_partners_files(
         runner.journal.lookup_many = records  # type: ignore[method-assign]
         look = runner.scanner.look(route)
         assert asked == [400, 400, 400, 300] and made == []
+        # What the daemon times a listing by is the listing alone (None: names only).
+        assert look.listed_in is not None and look.listed_in > 0
+        assert runner.scanner.look(route, only=set()).listed_in is None
         assert look.names == {f"hist{i:05d}.dat" for i in range(HISTORY)}
         assert not look.unknown and look.verdict is not None and not look.verdict.ready
         # Delivered and left in place: remembered, no journal look-up for them any more.
