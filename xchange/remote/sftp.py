@@ -408,13 +408,14 @@ class SFTPRemote:
         # (A listing needs none of the server's capabilities: none are learned for it.)
         place = self._bare_place()
         channel = self._channel(self._client())
-        # As many requests at once as the folder's last listing had replies.
+        # As many requests at once as the folder's last listing had replies with names
+        # (and one for the end).
         start = self._folder_replies.get(folder, LIST_START)
         read = ReadFolder(place, channel, folder, prefix, keep, hidden=hidden, start=start)
         (error,) = self._pipelined(read, f"list {folder}")
         if error is not None:
             raise error
-        self._folder_replies[folder] = read.replies
+        self._folder_replies[folder] = read.named + 1
         if read.undecodable:
             log.warning(
                 "remote.names_undecodable",

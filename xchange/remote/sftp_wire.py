@@ -1241,9 +1241,11 @@ class ReadFolder(Pipeline):
         self.files: builtins.list[FileInfo] = []
         self.folders: builtins.list[str] = []
         self.undecodable = 0
-        #: Names replies carried (every kind of entry), and READDIR requests answered.
+        #: Names replies carried (every kind of entry), and READDIR requests answered with
+        #: names (what the next listing of the folder starts from: counting the
+        #: end-of-folder answers to requests sent past the end would make it grow).
         self.seen = 0
-        self.replies = 0
+        self.named = 0
 
     def _open(self, job: FolderJob) -> None:
         self._send(job, "open", _OPENDIR, _string(job.path))
@@ -1270,8 +1272,8 @@ class ReadFolder(Pipeline):
         if step == "close":
             return True  # the names are all in: a failed close loses nothing
         job.pending -= 1
-        self.replies += 1
         if t == _NAME:
+            self.named += 1
             try:
                 self._entries(body)
             except struct.error:
