@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pwd
 from collections.abc import Iterable
+from pathlib import Path
 
 from xchange.errors import one_line
 from xchange.journal import Action, FileRecord, Journal
@@ -20,16 +21,34 @@ def who() -> str:
     """The OS user running the command (``li``), by the process's real user id, not by
     variables anyone may set (``USER``, ``LOGNAME``); through sudo, the person first and
     the user they became (``li (sudo as xchange)``). ``SUDO_USER`` is believed only where
-    sudo sets it: in a process of root's (anyone else could set it to anyone)."""
+    it cannot have been made up: in a process of root's (sudo sets it), or where it names
+    the user the system recorded at login (``/proc/self/loginuid``, which sudo keeps and
+    the user cannot change); anyone may set it to anyone otherwise."""
     uid = os.getuid()
     try:
         user = pwd.getpwuid(uid).pw_name
     except KeyError:  # (no name for this uid: a container's)
         user = f"uid {uid}"
-    through = os.environ.get("SUDO_USER") if uid == 0 else None
+    said = os.environ.get("SUDO_USER")
+    through = said if said and (uid == 0 or said == _logged_in()) else None
     if through and through != user:
         return f"{one_line(through, 64)} (sudo as {user})"
     return user
+
+
+def _logged_in() -> str | None:
+    """The user this session logged in as, as the kernel's audit keeps it (None: not
+    recorded, as in many containers)."""
+    try:
+        raw = Path("/proc/self/loginuid").read_text(encoding="ascii").strip()
+    except OSError:
+        return None
+    if not raw.isdigit() or int(raw) == 0xFFFFFFFF:
+        return None
+    try:
+        return pwd.getpwuid(int(raw)).pw_name
+    except KeyError:
+        return None
 
 
 def record(
