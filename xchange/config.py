@@ -40,7 +40,13 @@ from pydantic import (
 
 from xchange.errors import ConfigError
 from xchange.names import plain_problems, template_problems
-from xchange.secrets import CREDENTIALS, SecretExposed, env_file, secret_file
+from xchange.secrets import (
+    CREDENTIALS,
+    SecretExposed,
+    SecretsMalformed,
+    env_file,
+    secret_file,
+)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -1091,7 +1097,7 @@ def _with_secrets_file(
     path = Path(written) if Path(written).is_absolute() else base / written
     try:
         values = env_file(path)
-    except SecretExposed as exc:
+    except (SecretExposed, SecretsMalformed) as exc:
         problems.extend(f"{source}: secrets: {p}" for p in exc.problems)
         return env
     except ConfigError as exc:

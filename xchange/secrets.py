@@ -18,12 +18,14 @@ A secrets file other users may read is refused: it would not be a secret.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 from xchange.errors import ConfigError
 
@@ -34,6 +36,11 @@ CREDENTIALS = "$CREDENTIALS_DIRECTORY"
 class SecretExposed(ConfigError):
     """A secret's file that is not one: others may read it (a problem wherever xchange
     runs, not a secret this shell merely cannot see)."""
+
+
+class SecretsMalformed(ConfigError):
+    """A secrets file that is not one (a line without a value, bytes that are not
+    UTF-8): wrong wherever xchange runs, not merely out of this shell's sight."""
 
 
 def _private(path: Path) -> None:
@@ -65,17 +72,26 @@ def env_file(path: Path) -> dict[str, str]:
     ``$`` expansion).
 
     Raises:
-        ConfigError: the file is missing, unreadable, readable by others, or a line has no
-            value.
+        SecretExposed: others may read or change it.
+        SecretsMalformed: a line has no value, or the file is not UTF-8.
+        ConfigError: the file is missing or this process cannot read it.
     """
     _private(path)
     try:
-        values = dotenv_values(path, interpolate=False, encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SecretsMalformed([f"{path}: not UTF-8 text: {exc.reason}"]) from None
+    except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+    # Every line is a KEY=value, a comment or blank: one that is none of them is said, not
+    # passed over (python-dotenv would only warn and go on).
+    unread = [b.original.line for b in parse_stream(io.StringIO(text)) if b.error]
+    if unread:
+        raise SecretsMalformed([f"{path}: line {n}: not KEY=value (nor a comment)" for n in unread])
+    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
     empty = sorted(key for key, value in values.items() if value is None)
     if empty:
-        raise ConfigError([f"{path}: {key}: a line without '=' and a value" for key in empty])
+        raise SecretsMalformed([f"{path}: {key}: a line without '=' and a value" for key in empty])
     return {key: value for key, value in values.items() if value is not None}
 
 
@@ -106,4 +122,4 @@ def secret_file(written: str, env: Mapping[str, str]) -> str:
     return text[:-1] if text.endswith("\n") else text
 
 
-__all__ = ["CREDENTIALS", "SecretExposed", "env_file", "secret_file"]
+__all__ = ["CREDENTIALS", "SecretExposed", "SecretsMalformed", "env_file", "secret_file"]

@@ -107,6 +107,31 @@ def test_a_world_readable_secrets_file_is_refused(exchange: Exchange, tmp_path: 
     assert f"secrets: {secrets}: every user may read it" in checked.output
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("HOOK_URL=x\nOTHER\n", "OTHER: a line without '=' and a value"),
+        ("HOOK_URL=x\nno value here\n", "line 2: not KEY=value (nor a comment)"),
+        (None, "not UTF-8 text"),
+    ],
+)
+def test_a_malformed_secrets_file_is_a_problem_not_a_note(
+    exchange: Exchange, tmp_path: Path, text: str | None, said: str
+) -> None:
+    """A broken secrets file is wrong wherever xchange runs: check refuses it (exit 2),
+    rather than noting its secrets as out of this shell's sight."""
+    secrets = tmp_path / "secrets.env"
+    if text is None:
+        secrets.write_bytes("HOOK_URL=\u5bc6\n".encode("gbk"))
+        secrets.chmod(0o600)
+    else:
+        private(secrets, text)
+    with_sink(exchange, 'type = "webhook"\nurl_env = "HOOK_URL"', secrets)
+    checked = CliRunner().invoke(main, ["check", "--config", str(exchange.config)])
+    assert checked.exit_code == 2, checked.output
+    assert f"secrets: {secrets}: " in checked.output and said in checked.output
+
+
 def test_a_rotated_password_is_taken_by_reload(
     exchange: Exchange, sshd: SshServer, tmp_path: Path
 ) -> None:
