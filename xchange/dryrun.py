@@ -21,7 +21,7 @@ from xchange.config import AppConfig, RouteConfig
 from xchange.errors import XchangeError
 from xchange.journal import DONE_STATES, Journal, State
 from xchange.manifest import parse
-from xchange.pgp import as_read
+from xchange.pgp import as_read, delivered_names
 from xchange.pipeline import CopyPipeline, Pipeline, make_pipeline
 from xchange.readiness import describe, judge, marker_name
 from xchange.remote import FileInfo, Remote, open_remote
@@ -208,7 +208,7 @@ def _try(
                     conversion = convert_file(
                         pipeline, route, reading, named, datetime.now(UTC).astimezone(), Sink(out)
                     )
-                planned.outputs = [o.name for o in conversion.outputs]
+                planned.outputs = delivered_names(route, [o.name for o in conversion.outputs])
                 if not planned.outputs:
                     planned.detail = "nothing to deliver (no documents)"
         except XchangeError as exc:

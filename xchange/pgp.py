@@ -302,6 +302,13 @@ def sealed_name(template: str, name: str) -> str:
     return template.replace("{name}", name)
 
 
+def delivered_names(route: RouteConfig, names: list[str]) -> list[str]:
+    """The names outputs are delivered under: ``{name}.pgp`` (the target's ``pgp.name``)
+    where the route's outputs go encrypted, else as made."""
+    spec = route.target.pgp
+    return names if spec is None else [sealed_name(spec.name, n) for n in names]
+
+
 class Gpg:
     """A private GnuPG home made from the keyring folder, and the runs of gpg in it.
     Built on first use (a route that asks for PGP); ``close`` stops its agent."""
@@ -858,6 +865,7 @@ __all__ = [
     "Status",
     "as_read",
     "decrypted",
+    "delivered_names",
     "key_files",
     "keyring_problems",
     "passphrase_refused",

@@ -20,11 +20,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xchange.archives import convert_file, is_entry
+from xchange.archives import bundled, convert_file, is_entry
 from xchange.config import AppConfig
 from xchange.errors import UsageError, XchangeError
 from xchange.journal import FileRecord, Journal, State
-from xchange.pgp import as_read
+from xchange.pgp import as_read, delivered_names
 from xchange.pipeline import make_pipeline
 from xchange.remote import open_remote
 from xchange.sink import Sink
@@ -100,15 +100,25 @@ def preview(config: AppConfig, journal: Journal, record: FileRecord, *, force: b
                     conversion = convert_file(pipeline, route, reading, named, when, Sink(out))
                 else:
                     conversion = pipeline.convert_stream(reading, named, when, Sink(out), skip=skip)
-            seen.outputs = [o.name for o in conversion.outputs]
+                    if route.target.archive is not None:
+                        # The outputs zipped into one, as a delivery does.
+                        conversion = bundled(
+                            conversion, route.target.archive, record.path, when, out
+                        )
+            # Under the names they are delivered under (``.pgp`` where encrypted).
+            seen.outputs = delivered_names(route, [o.name for o in conversion.outputs])
             seen.skipped_keys = list(conversion.skipped)
             # The earlier output of each name this file delivered on the route's target.
             before = {o.path: o for o in record.outputs if o.endpoint == route.target.endpoint}
             target = None
             try:
-                for output in conversion.outputs:
-                    earlier = before.get(output.name)
+                for output, name in zip(conversion.outputs, seen.outputs, strict=True):
+                    earlier = before.get(name)
                     if earlier is None:
+                        continue
+                    if route.target.pgp is not None:
+                        # (an encryption is new bytes every time: nothing to compare)
+                        seen.unseen[name] = "encrypted: its bytes differ at every encryption"
                         continue
                     if earlier.sha256 == output.sha256:
                         seen.changes[output.name] = []

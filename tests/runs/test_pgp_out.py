@@ -109,6 +109,35 @@ def test_armored_output_unsigned_where_the_route_says(tmp_path: Path, parties: P
     assert b"DECRYPTION_OKAY" in done and b"NEWSIG" not in done
 
 
+def test_a_dry_run_of_sending_again_names_the_encrypted_outputs_and_says_why_not_compared(
+    tmp_path: Path, parties: Parties
+) -> None:
+    """``reprocess --dry-run`` names what would be delivered as it would be (``.pgp``),
+    finds what was delivered under that name, and says why it is not compared."""
+    from click.testing import CliRunner
+
+    from xchange.cli import main
+
+    config = bank_config(
+        tmp_path,
+        parties.keyring(tmp_path / "keys"),
+        us=parties.us.fingerprint,
+        source_pgp=None,
+        target_pgp=f'{{ encrypt_to = ["{parties.bank.fingerprint}"] }}',
+    )
+    (tmp_path / "inbox" / SAMPLE.name).write_bytes(SAMPLE.read_bytes())
+    ran = run_once(config)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    record = only_record(config)
+    dry = CliRunner().invoke(
+        main, ["reprocess", str(record.id), "--force", "--dry-run", "--config", str(config)]
+    )
+    assert dry.exit_code == 0, dry.output
+    name = "ERP_BANK_statement_20261205.csv.pgp"
+    assert f": would deliver {name}" in dry.output, dry.output
+    assert f"  {name}: delivered before; encrypted: its bytes differ" in dry.output
+
+
 def test_killed_after_the_rename_the_restart_finds_the_same_encrypted_bytes(
     tmp_path: Path, parties: Parties
 ) -> None:
