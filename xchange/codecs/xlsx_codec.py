@@ -940,7 +940,7 @@ class Template:
     head: bytes
     tail: bytes
     #: (column letter, field, style attribute) of each field, in column order.
-    columns: list[tuple[str, FieldSpec, bytes]]
+    columns: list[tuple[str, FieldSpec, str]]
     first_row: int
     first_column: str
 
@@ -955,11 +955,10 @@ class Template:
                     f"{self.first_row}: a sheet ends at row {MAX_ROW}"
                 )
             cells: list[str] = []
-            for letter, spec, style in self.columns:
+            for letter, spec, s in self.columns:
                 ref = f"{letter}{number}"
                 value = doc.header.get(spec.name)
                 text = spec.render(value) if value is not None else ""
-                s = style.decode()
                 if text == "":
                     if s:
                         cells.append(f'<c r="{ref}"{s}/>')
@@ -1086,11 +1085,11 @@ def load_template(data: bytes, layout: Layout, shown: str) -> Template:
             text = html.unescape(inline.group(1).decode()) if inline else None
         if text:
             names[text] = cell.group(1).decode()
-    styles: dict[str, bytes] = {}
+    styles: dict[str, str] = {}
     if sample is not None:
         for cell in _CELL_XML.finditer(sample):
             style = _STYLE.search(cell.group(0).split(b">", 1)[0])
-            styles[cell.group(1).decode()] = b' s="' + style.group(1) + b'"' if style else b""
+            styles[cell.group(1).decode()] = f' s="{style.group(1).decode()}"' if style else ""
     missing = [spec.key for spec in layout.fields if spec.key not in names]
     if missing:
         raise ConfigError(
@@ -1100,7 +1099,7 @@ def load_template(data: bytes, layout: Layout, shown: str) -> Template:
             ]
         )
     columns = sorted(
-        ((names[spec.key], spec, styles.get(names[spec.key], b"")) for spec in layout.fields),
+        ((names[spec.key], spec, styles.get(names[spec.key], "")) for spec in layout.fields),
         key=lambda c: column_index(c[0]),
     )
     first_column = "A"
